@@ -1,0 +1,334 @@
+defmodule ElixirScope do
+  @moduledoc """
+  Runtime introspection for the BEAM: capture what your processes do — spawns, links, exits,
+  messages, function calls with arguments, returns and exceptions — into a bounded native store,
+  and ask `ElixirScope.Query` what happened.
+
+  ## A session
+
+      iex> {:ok, _} = ElixirScope.start(max_events: 100_000)
+      iex> {:ok, counter} = Agent.start(fn -> 0 end)
+      iex> :ok = ElixirScope.trace(counter)
+      iex> Agent.update(counter, &(&1 + 1))
+      iex> ElixirScope.Query.timeline(counter) |> Enum.map(& &1.kind)
+      [:receive, :send]
+      iex> ElixirScope.stop()
+      :ok
+
+  ## What is captured
+
+  `trace/2` takes a pid, a registered name, `:all` (every process, and those spawned later),
+  `:new` (processes spawned from now on) or a module (its function calls, arguments, results and
+  exceptions, in every process). See `ElixirScope.Event` for the event shapes.
+
+  ## Levels and sampling
+
+  `:tracing_level` selects kinds: `:full` (all), `:messages_only` (`:send`, `:send_to_dead`,
+  `:receive`), `:states_only` (`:exit`, plus state events once state capture exists), `:minimal`
+  (`:spawn`, `:exit`, `:register`, `:unregister`) and `:off`. `:sample_rate` keeps a fraction:
+  with `sample_by: :process` (default) a process is kept or skipped as a whole, decided by a hash
+  of its pid, so kept processes have complete stories; with `sample_by: :event`, exactly
+  `floor(n * rate)` of the first `n` events are kept, evenly spread. Both are decided natively in
+  the tracer's `enabled/3` callback, before any copying, and both can change while tracing runs
+  (`set_level/1`, `set_sampling/2`).
+
+  ## Safety
+
+  * Capture never blocks a traced process: the tracer is a NIF that runs in the traced process and
+    writes into a lock-free log. When the log is full, new events are dropped and counted
+    (`status().dropped`); memory never grows past `max_events` × 64 bytes + `max_bytes`.
+  * Payloads over `max_payload_bytes` keep their size, a hash and a prefix (`status().truncated`).
+  * A process already traced by another tool (`:dbg`, recon, a profiler) is left alone and listed
+    in `status().skipped`; ElixirScope never takes another tracer's processes.
+  * `stop/0` clears every trace flag and pattern ElixirScope set, also when its server crashes.
+    The captured events stay queryable until the next `start/1`.
+  * Tracing ElixirScope itself or the VM's own modules (`:erlang`, `:erts_internal`, ...) is
+    refused.
+  """
+
+  alias ElixirScope.{Options, Server, Store}
+
+  @typedoc "A tracing level, see the module docs."
+  @type tracing_level :: :full | :messages_only | :states_only | :minimal | :off
+
+  @typedoc "What `trace/2` and `untrace/1` accept."
+  @type target :: pid() | atom() | :all | :new
+
+  @typedoc "The map `status/0` returns."
+  @type status :: %{
+          required(:running) => boolean(),
+          required(:events) => non_neg_integer(),
+          required(:dropped) => non_neg_integer(),
+          required(:truncated) => non_neg_integer(),
+          required(:bytes) => non_neg_integer(),
+          required(:capacity) => non_neg_integer(),
+          required(:tracing_level) => tracing_level(),
+          required(:sample_rate) => float(),
+          required(:traced) => map(),
+          optional(atom()) => term()
+        }
+
+  @doc """
+  Starts capturing into a new store, which becomes the default store of every query.
+
+  Nothing is traced until `trace/2` is called (or the `:trace` option names targets).
+
+  ## Options
+
+    * `:tracing_level` - `:full` (default), `:messages_only`, `:states_only`, `:minimal`, `:off`.
+    * `:sample_rate` - `0.0..1.0`, fraction kept (default `1.0`).
+    * `:sample_by` - `:process` (default) or `:event`.
+    * `:max_events` - events kept at most (default `1_000_000`); later events are dropped and
+      counted.
+    * `:max_bytes` - payload bytes kept at most (default 256 MiB).
+    * `:max_payload_bytes` - per-event payload cap (default `4096`).
+    * `:trace` - a list of targets to trace right away, as with `trace/2` (default `[]`).
+
+  Invalid options raise `ArgumentError` naming the option and the allowed values.
+
+  Returns `{:error, :already_running}` when a capture is running.
+  """
+  @spec start(keyword()) :: {:ok, pid()} | {:error, term()}
+  def start(opts \\ []) do
+    opts = Options.validate!(opts, Options.store_defaults() ++ [trace: []])
+    {targets, store_opts} = Keyword.pop(opts, :trace)
+    _ = Options.store!(store_opts)
+    {:ok, _} = Application.ensure_all_started(:elixir_scope)
+
+    case DynamicSupervisor.start_child(ElixirScope.Supervisor, {Server, store_opts}) do
+      {:ok, pid} ->
+        trace_each(List.wrap(targets), pid)
+
+      {:error, {:already_started, _}} ->
+        {:error, :already_running}
+
+      {:error, _} = error ->
+        error
+    end
+  end
+
+  defp trace_each([], pid), do: {:ok, pid}
+
+  defp trace_each([t | rest], pid) do
+    case trace(t) do
+      :ok -> trace_each(rest, pid)
+      {:error, _} = e -> stop() && e
+    end
+  end
+
+  @doc """
+  Stops capturing: clears every trace flag and pattern ElixirScope set and closes the store.
+  The captured events stay queryable (it remains the default store) until the next `start/1`.
+  """
+  @spec stop() :: :ok
+  def stop do
+    case Process.whereis(Server) do
+      nil -> :ok
+      pid -> DynamicSupervisor.terminate_child(ElixirScope.Supervisor, pid) && :ok
+    end
+  end
+
+  @doc "Whether a capture is running."
+  @spec running?() :: boolean()
+  def running?, do: Process.whereis(Server) != nil
+
+  @doc """
+  Counters and settings of the current (or last) capture.
+
+  Keys: `:running`, `:events`, `:dropped`, `:truncated`, `:bytes` (memory committed),
+  `:payload_bytes`, `:capacity` (max events), `:max_bytes`, `:max_payload_bytes`,
+  `:tracing_level`, `:sample_rate`, `:sample_by`, `:last_seq`, `:traced` (`%{pids: [...], all:
+  boolean, new: boolean, modules: [...]}`) and `:skipped` (processes left to another tracer).
+  """
+  @spec status() :: status()
+  def status do
+    with pid when pid != nil <- Process.whereis(Server),
+         {store, traced, skipped} <- safe_call(pid, :status) do
+      Store.stats(store) |> Map.merge(%{running: true, traced: traced, skipped: skipped})
+    else
+      _ -> idle_status()
+    end
+  end
+
+  defp idle_status do
+    stats =
+      case Store.default() do
+        nil ->
+          d = Options.store_defaults()
+
+          %{events: 0, dropped: 0, truncated: 0, bytes: 0, payload_bytes: 0, last_seq: 0}
+          |> Map.merge(%{
+            capacity: d[:max_events],
+            max_bytes: d[:max_bytes],
+            max_payload_bytes: d[:max_payload_bytes],
+            tracing_level: :off,
+            sample_rate: 1.0,
+            sample_by: :process
+          })
+
+        store ->
+          Store.stats(store)
+      end
+
+    Map.merge(stats, %{
+      running: false,
+      traced: %{pids: [], all: false, new: false, modules: []},
+      skipped: []
+    })
+  end
+
+  @doc """
+  Traces `target` into the running capture.
+
+  * a pid - its lifecycle, messages, and calls of traced modules; processes it spawns from now on
+    are traced too unless `children: false`.
+  * a registered name - the process registered under it. If the name is also a module (a
+    GenServer registered as `__MODULE__`), its functions are call-traced as well; `as: :process`
+    or `as: :module` picks one.
+  * `:all` - every process (except ElixirScope's own and those with another tracer), and every
+    process spawned later.
+  * `:new` - processes spawned from now on.
+  * a module - calls of its exported functions (all functions with `locals: true`), with
+    arguments, return values and exceptions, in every process.
+
+  ## Options
+
+    * `:children` - for pids, also trace processes they spawn (default `true`).
+    * `:locals` - for modules, trace private functions too (default `false`).
+    * `:as` - `:auto` (default), `:process` or `:module`, for atoms.
+
+  ## Errors
+
+    * `{:error, :not_running}`
+    * `{:error, {:dead_process, pid}}`, `{:error, {:remote_pid, pid}}`
+    * `{:error, {:unknown_target, atom}}` - neither a registered name nor a loadable module
+    * `{:error, {:already_traced, pid, tracer}}` - another tool traces it
+    * `{:error, {:refused, module, why}}` - ElixirScope itself or VM internals
+
+  Other argument shapes raise `ArgumentError`.
+  """
+  @spec trace(target(), keyword()) :: :ok | {:error, term()}
+  def trace(target, opts \\ [])
+
+  def trace(target, opts) when is_pid(target) or is_atom(target) do
+    opts = Options.validate!(opts, children: true, locals: false, as: :auto)
+
+    unless opts[:as] in [:auto, :process, :module] do
+      raise ArgumentError,
+            "invalid :as #{inspect(opts[:as])}, expected :auto, :process or :module"
+    end
+
+    call_server({:trace, target, opts})
+  end
+
+  def trace(target, _opts) do
+    raise ArgumentError,
+          "trace/2 expects a pid, a registered name, a module, :all or :new, got: #{inspect(target)}"
+  end
+
+  @doc "Like `trace/2`, but raises `ElixirScope.Error` on failure."
+  @spec trace!(target(), keyword()) :: :ok
+  def trace!(target, opts \\ []) do
+    case trace(target, opts) do
+      :ok -> :ok
+      {:error, reason} -> raise ElixirScope.Error, reason: reason
+    end
+  end
+
+  @doc """
+  Stops tracing `target` (same shapes as `trace/2`). Events already captured stay.
+  """
+  @spec untrace(target()) :: :ok | {:error, :not_running}
+  def untrace(target) when is_pid(target) or is_atom(target), do: call_server({:untrace, target})
+
+  def untrace(target) do
+    raise ArgumentError,
+          "untrace/1 expects a pid, a registered name, a module, :all or :new, got: #{inspect(target)}"
+  end
+
+  @doc "Changes the tracing level of the running capture; takes effect at once."
+  @spec set_level(tracing_level()) :: :ok | {:error, :not_running}
+  def set_level(level) do
+    level = Options.level!(level)
+    with_store(&Store.set_level(&1, level))
+  end
+
+  @doc "Changes sampling of the running capture; takes effect at once."
+  @spec set_sampling(number(), :process | :event) :: :ok | {:error, :not_running}
+  def set_sampling(rate, by \\ :process) do
+    rate = Options.sample_rate!(rate)
+    by = Options.sample_by!(by)
+    with_store(&Store.set_sampling(&1, rate, by))
+  end
+
+  # Seed-compatible entry points.
+
+  @doc "Seed-compatible alias of `start/1` that answers `:ok`."
+  @spec setup(keyword()) :: :ok | {:error, term()}
+  def setup(opts \\ []) do
+    case start(opts) do
+      {:ok, _} -> :ok
+      error -> error
+    end
+  end
+
+  @doc "Seed-compatible: call-traces `module` (see `trace/2`)."
+  @spec trace_module(module(), keyword()) :: :ok | {:error, term()}
+  def trace_module(module, opts \\ []) when is_atom(module),
+    do: trace(module, Keyword.put(opts, :as, :module))
+
+  @doc "Seed-compatible: traces one GenServer by pid or registered name."
+  @spec trace_genserver(pid() | atom(), keyword()) :: :ok | {:error, term()}
+  def trace_genserver(server, opts \\ []) when is_pid(server) or is_atom(server),
+    do: trace(server, Keyword.put(opts, :as, :process))
+
+  @doc """
+  Seed-compatible: traces every running GenServer (processes started by `:gen_server` via
+  `:proc_lib`), except ElixirScope's own. Returns how many were traced.
+  """
+  @spec trace_all_genservers() :: {:ok, non_neg_integer()} | {:error, term()}
+  def trace_all_genservers do
+    own = Process.whereis(Server)
+
+    servers = for pid <- Process.list(), pid != own, genserver?(pid), do: pid
+
+    case Enum.map(servers, &trace(&1, children: false)) do
+      [{:error, :not_running} | _] -> {:error, :not_running}
+      results -> {:ok, Enum.count(results, &(&1 == :ok))}
+    end
+  end
+
+  defp genserver?(pid) do
+    case Process.info(pid, [:dictionary, :current_function]) do
+      [dictionary: dict, current_function: {:gen_server, _, _}] ->
+        Keyword.has_key?(dict, :"$initial_call")
+
+      _ ->
+        false
+    end
+  end
+
+  @doc "Seed-compatible: `trace(:all)`."
+  @spec trace_all_processes() :: :ok | {:error, term()}
+  def trace_all_processes, do: trace(:all)
+
+  defp call_server(msg) do
+    case Process.whereis(Server) do
+      nil -> {:error, :not_running}
+      pid -> safe_call(pid, msg)
+    end
+  end
+
+  defp safe_call(pid, msg) do
+    GenServer.call(pid, msg, 60_000)
+  catch
+    :exit, _ -> {:error, :not_running}
+  end
+
+  defp with_store(fun) do
+    case call_server(:store) do
+      %Store{} = store -> fun.(store)
+      error -> error
+    end
+  end
+end

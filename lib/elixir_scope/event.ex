@@ -1,0 +1,211 @@
+defmodule ElixirScope.Event do
+  @moduledoc """
+  One captured event.
+
+  | field  | meaning |
+  |--------|---------|
+  | `seq`  | position in the store: strictly increasing, no gaps among stored events |
+  | `ts`   | monotonic nanoseconds (`System.monotonic_time(:nanosecond)`'s clock); `datetime/1` converts it |
+  | `kind` | what happened, see `t:kind/0` |
+  | `pid`  | the process it happened in |
+  | `peer` | the other side: spawned child, link peer, message destination (a pid, or a registered name or remote pid as given to `send/2`), else `nil` |
+  | `mfa`  | `{module, function, arity}` of calls, returns, exceptions and of a spawn's initial call |
+  | `data` | the payload: message, arguments, return value, `{class, reason}`, exit reason, registered name |
+  | `node` | the node that captured it |
+
+  A payload over the store's `max_payload_bytes` is an `ElixirScope.Event.Truncated` struct
+  with the original size, a hash and a prefix of the encoded term.
+
+      iex> [event | _] = ElixirScope.Query.events(kind: :send, limit: 1)
+      iex> event
+      #ElixirScope.Event<#12 send #PID<0.120.0> -> #PID<0.121.0> {:increment, 1}>
+  """
+
+  alias ElixirScope.Store
+
+  @enforce_keys [:seq, :ts, :kind]
+  defstruct [:seq, :ts, :kind, :pid, :peer, :mfa, :data, :node]
+
+  @typedoc "An event's position in its store."
+  @type seq :: pos_integer()
+
+  @typedoc "Monotonic time in nanoseconds."
+  @type timestamp :: integer()
+
+  @typedoc "What happened."
+  @type kind ::
+          :spawn
+          | :exit
+          | :link
+          | :unlink
+          | :register
+          | :unregister
+          | :send
+          | :send_to_dead
+          | :receive
+          | :call
+          | :return
+          | :exception
+
+  @type t :: %__MODULE__{
+          seq: seq(),
+          ts: timestamp(),
+          kind: kind(),
+          pid: pid() | nil,
+          peer: pid() | port() | atom() | {atom(), node()} | nil,
+          mfa: mfa() | nil,
+          data: term(),
+          node: node()
+        }
+
+  @kinds [
+    :spawn,
+    :exit,
+    :link,
+    :unlink,
+    :register,
+    :unregister,
+    :send,
+    :send_to_dead,
+    :receive,
+    :call,
+    :return,
+    :exception
+  ]
+
+  @doc """
+  Every event kind.
+
+  ## Examples
+
+      iex> :send in ElixirScope.Event.kinds()
+      true
+  """
+  @spec kinds() :: [kind()]
+  def kinds, do: @kinds
+
+  defmodule Truncated do
+    @moduledoc """
+    What is kept of a payload over the store's `max_payload_bytes`: the size of its encoding,
+    an xxh3 hash of it, and its first bytes. `size: :unknown` means the store's byte budget
+    was spent and the payload was not kept at all.
+    """
+    defstruct [:size, :hash, :prefix]
+
+    @type t :: %__MODULE__{
+            size: non_neg_integer() | :unknown,
+            hash: non_neg_integer() | nil,
+            prefix: binary()
+          }
+  end
+
+  # Flag bits set by the native capture (see elixir_scope_core::event::flags).
+  import Bitwise
+  @truncated 1
+  @peer_in_payload 2
+  @payload_dropped 4
+
+  @doc false
+  @spec from_native(tuple(), node()) :: t()
+  def from_native({seq, ts, kind, pid, peer, mfa, payload, flags}, node) do
+    {peer, data} = decode_payload(peer, payload, flags)
+
+    %__MODULE__{
+      seq: seq,
+      ts: ts,
+      kind: kind,
+      pid: pid,
+      peer: peer,
+      mfa: mfa,
+      data: data,
+      node: node
+    }
+  end
+
+  defp decode_payload(_peer, _payload, flags) when (flags &&& @payload_dropped) != 0 do
+    {nil, %Truncated{size: :unknown, hash: nil, prefix: ""}}
+  end
+
+  defp decode_payload(peer, <<size::little-64, hash::little-64, prefix::binary>>, flags)
+       when (flags &&& @truncated) != 0 do
+    {peer, %Truncated{size: size, hash: hash, prefix: prefix}}
+  end
+
+  defp decode_payload(_peer, payload, flags) when (flags &&& @peer_in_payload) != 0 do
+    :erlang.binary_to_term(payload)
+  end
+
+  defp decode_payload(peer, nil, _flags), do: {peer, nil}
+  defp decode_payload(peer, payload, _flags), do: {peer, :erlang.binary_to_term(payload)}
+
+  @doc """
+  The event's time as a UTC `DateTime` (using the store's wall-clock offset).
+  """
+  @spec datetime(t(), Store.t() | nil) :: DateTime.t()
+  def datetime(%__MODULE__{ts: ts}, store \\ Store.default()) do
+    case store do
+      nil -> DateTime.from_unix!(ts + :erlang.time_offset(:nanosecond), :nanosecond)
+      store -> Store.to_datetime(store, ts)
+    end
+  end
+
+  @doc """
+  A one-line human description of the event, as the `Inspect` implementation shows it.
+
+  ## Examples
+
+      iex> e = %ElixirScope.Event{seq: 3, ts: 0, kind: :exit, pid: self(), data: :normal}
+      iex> ElixirScope.Event.describe(e) =~ "exit"
+      true
+  """
+  @spec describe(t(), keyword()) :: String.t()
+  def describe(%__MODULE__{} = e, opts \\ []) do
+    limit = Keyword.get(opts, :limit, 12)
+    show = &inspect(&1, limit: limit, printable_limit: 80)
+
+    body =
+      case e.kind do
+        k when k in [:send, :send_to_dead] ->
+          "#{show.(e.pid)} -> #{show.(e.peer)} #{show.(e.data)}"
+
+        :receive ->
+          "#{show.(e.pid)} <- #{show.(e.data)}"
+
+        :call ->
+          "#{show.(e.pid)} #{mfa(e.mfa)}(#{args(e.data, show)})"
+
+        :return ->
+          "#{show.(e.pid)} #{mfa(e.mfa)} => #{show.(e.data)}"
+
+        :exception ->
+          "#{show.(e.pid)} #{mfa(e.mfa)} raised #{show.(e.data)}"
+
+        :spawn ->
+          "#{show.(e.pid)} spawned #{show.(e.peer)} #{mfa(e.mfa)}"
+
+        k when k in [:link, :unlink] ->
+          "#{show.(e.pid)} #{k} #{show.(e.peer)}"
+
+        k when k in [:register, :unregister] ->
+          "#{show.(e.pid)} #{k} #{show.(e.data)}"
+
+        :exit ->
+          "#{show.(e.pid)} exited #{show.(e.data)}"
+
+        _ ->
+          "#{show.(e.pid)} #{show.(e.data)}"
+      end
+
+    "##{e.seq} #{e.kind} #{body}"
+  end
+
+  defp mfa({m, f, a}), do: "#{inspect(m)}.#{f}/#{a}"
+  defp mfa(_), do: "?"
+
+  defp args(list, show) when is_list(list), do: Enum.map_join(list, ", ", show)
+  defp args(other, show), do: show.(other)
+
+  defimpl Inspect do
+    def inspect(event, _opts), do: "#ElixirScope.Event<#{ElixirScope.Event.describe(event)}>"
+  end
+end

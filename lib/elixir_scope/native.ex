@@ -1,0 +1,52 @@
+defmodule ElixirScope.Native do
+  # The one module of NIF stubs, and the `erl_tracer` module handed to :erlang.trace/3: its
+  # enabled/3 and trace/5 are NIFs whose tracer state is the store resource.
+  @moduledoc false
+
+  @on_load :load_nif
+
+  @doc false
+  def load_nif do
+    path = :filename.join(:code.priv_dir(:elixir_scope), ~c"native/elixir_scope_nif")
+
+    case :erlang.load_nif(path, 0) do
+      :ok ->
+        :ok
+
+      {:error, {:reload, _}} ->
+        :ok
+
+      {:error, {reason, text}} ->
+        # Keep the module loadable (its stubs then explain the problem) rather than fail every
+        # module that refers to it, e.g. while the library is compiled before the NIF is built.
+        :persistent_term.put({__MODULE__, :load_error}, {reason, List.to_string(text)})
+        :ok
+    end
+  end
+
+  # Store
+  def store_new(_max_events, _max_bytes, _max_payload, _level, _rate, _sample_by), do: err()
+  def store_close(_store), do: err()
+  def store_set_level(_store, _level), do: err()
+  def store_set_sampling(_store, _rate, _by), do: err()
+  def store_stats(_store), do: err()
+  def store_last_seq(_store), do: err()
+
+  # Query
+  def query_events(_store, _filter), do: err()
+
+  # erl_tracer callbacks
+  def enabled(_tag, _state, _tracee), do: err()
+  def trace(_tag, _state, _tracee, _term, _opts), do: err()
+
+  defp err do
+    {reason, text} = :persistent_term.get({__MODULE__, :load_error}, {:not_loaded, "unknown"})
+
+    :erlang.nif_error(
+      {:nif_not_loaded,
+       "ElixirScope's native library could not be loaded (#{reason}: #{text}). " <>
+         "Build it with `mix compile` (needs Rust's cargo on the PATH), or " <>
+         "`mix compile.elixir_scope_native --force` to rebuild."}
+    )
+  end
+end

@@ -1,0 +1,226 @@
+defmodule ElixirScope.Query do
+  @moduledoc """
+  Ask what happened. Every filter runs natively over the store; only matching events are built
+  as Elixir terms.
+
+      iex> ElixirScope.Query.events(kind: [:send, :receive], pid: pid, limit: 10)
+      iex> ElixirScope.Query.message_flow(client, server)
+      iex> ElixirScope.Query.function_calls(MyApp.Pricing, :total)
+
+  Results are lists of `ElixirScope.Event` structs, oldest first unless `order: :desc`.
+
+  ## Common options
+
+  Every function takes the filters of `events/1` as its last argument, among them:
+
+    * `:store` - the store to read (default: the current or last capture's, see
+      `ElixirScope.Store.default/0`).
+    * `:limit` - at most this many events (default `:infinity`).
+    * `:order` - `:asc` (default, oldest first) or `:desc`.
+
+  With no store at all, queries raise `ArgumentError`.
+  """
+
+  alias ElixirScope.{Event, Native, Store}
+
+  @typedoc "A point in time: monotonic nanoseconds (an event's `ts`) or a `DateTime`."
+  @type time :: integer() | DateTime.t()
+
+  @typedoc "An MFA filter; `:_` is a wildcard."
+  @type mfa_filter ::
+          module()
+          | {module(), atom() | :_}
+          | {module() | :_, atom() | :_, arity() | :_}
+
+  @typedoc "Options of `events/1`."
+  @type filters :: [
+          store: Store.t(),
+          pid: pid() | [pid()],
+          peer: pid() | [pid()],
+          involving: pid() | [pid()],
+          kind: Event.kind() | [Event.kind()],
+          mfa: mfa_filter(),
+          since: time(),
+          until: time(),
+          after_seq: non_neg_integer(),
+          before_seq: pos_integer(),
+          limit: non_neg_integer() | :infinity,
+          order: :asc | :desc
+        ]
+
+  @filter_defaults [
+    store: nil,
+    pid: [],
+    peer: [],
+    involving: [],
+    kind: [],
+    mfa: nil,
+    since: nil,
+    until: nil,
+    after_seq: 0,
+    before_seq: nil,
+    limit: :infinity,
+    order: :asc
+  ]
+
+  @doc """
+  Events matching every given filter.
+
+  ## Options
+
+    * `:pid` - the process (or list of processes) the event happened in.
+    * `:peer` - the other process of the event (message destination, spawned child, link peer).
+    * `:involving` - events whose `pid` or `peer` is one of these processes.
+    * `:kind` - a kind or list of kinds (see `ElixirScope.Event.kinds/0`).
+    * `:mfa` - `Mod`, `{Mod, fun}` or `{Mod, fun, arity}`, with `:_` wildcards: calls, returns,
+      exceptions and spawns of matching functions.
+    * `:since` / `:until` - time bounds, inclusive (monotonic ns or `DateTime`).
+    * `:after_seq` / `:before_seq` - seq bounds, exclusive (for paging: pass the last seq seen).
+    * `:limit` - default `:infinity`. `:order` - `:asc` (default) or `:desc`.
+    * `:store` - the store to query.
+
+  Invalid options raise `ArgumentError` naming the option and what is allowed.
+
+  ## Examples
+
+      iex> ElixirScope.Query.events(kind: :bogus)
+      ** (ArgumentError) invalid :kind :bogus, expected one of: :spawn, :exit, :link, :unlink, :register, :unregister, :send, :send_to_dead, :receive, :call, :return, :exception
+  """
+  @spec events(filters()) :: [Event.t()]
+  def events(filters \\ []) do
+    opts = ElixirScope.Options.validate!(filters, @filter_defaults)
+    store = store!(opts[:store])
+
+    pids = pids!(opts[:pid], :pid)
+    peers = pids!(opts[:peer], :peer)
+    involving = pids!(opts[:involving], :involving)
+    kinds = kinds!(opts[:kind])
+    {mod, fun, arity} = mfa!(opts[:mfa])
+
+    filter =
+      {pids, peers, involving, kinds, mod, fun, arity, time!(store, opts[:since], :since),
+       time!(store, opts[:until], :until), seq!(opts[:after_seq], :after_seq),
+       opt_seq!(opts[:before_seq]), order!(opts[:order]) == :desc, limit!(opts[:limit])}
+
+    node = node()
+    store |> Store.ref() |> Native.query_events(filter) |> Enum.map(&Event.from_native(&1, node))
+  end
+
+  @doc """
+  Everything that involves `pid`: events in it and events naming it as peer (its spawn, messages
+  sent to it by traced processes, links).
+  """
+  @spec timeline(pid(), filters()) :: [Event.t()]
+  def timeline(pid, filters \\ []) when is_pid(pid),
+    do: events(Keyword.put(filters, :involving, pid))
+
+  @doc """
+  Messages `pid` sent (`:send` and `:send_to_dead` events of `pid`).
+  """
+  @spec messages_from(pid(), filters()) :: [Event.t()]
+  def messages_from(pid, filters \\ []) when is_pid(pid),
+    do: events([pid: pid, kind: [:send, :send_to_dead]] ++ filters)
+
+  @doc """
+  Messages that arrived in `pid`'s mailbox (`:receive` events of `pid`), from any sender, traced
+  or not. The sender is not part of a receive event; `message_flow/3` pairs senders and receivers.
+  """
+  @spec messages_to(pid(), filters()) :: [Event.t()]
+  def messages_to(pid, filters \\ []) when is_pid(pid),
+    do: events([pid: pid, kind: :receive] ++ filters)
+
+  @doc """
+  Messages `from` sent to `to` (`:send` events of `from` whose peer is `to`). Requires `from`
+  to be traced.
+  """
+  @spec message_flow(pid(), pid(), filters()) :: [Event.t()]
+  def message_flow(from, to, filters \\ []) when is_pid(from) and is_pid(to),
+    do: events([pid: from, peer: to, kind: :send] ++ filters)
+
+  @doc """
+  Calls of `module.function` (any arity unless `:arity` is given), as `:call` events whose
+  `data` is the argument list. Pass `kind: [:call, :return, :exception]` to get their outcomes
+  too.
+  """
+  @spec function_calls(module(), atom(), filters()) :: [Event.t()]
+  def function_calls(module, function, filters \\ [])
+      when is_atom(module) and is_atom(function) do
+    {arity, filters} = Keyword.pop(filters, :arity, :_)
+    events([mfa: {module, function, arity}, kind: :call] ++ filters)
+  end
+
+  @doc "Calls of any function of `module`, as `:call` events."
+  @spec module_function_calls(module(), filters()) :: [Event.t()]
+  def module_function_calls(module, filters \\ []) when is_atom(module),
+    do: events([mfa: module, kind: :call] ++ filters)
+
+  # Option checks: each raises an ArgumentError naming the option.
+
+  defp store!(%Store{} = s), do: s
+
+  defp store!(nil) do
+    Store.default() ||
+      raise ArgumentError, "no store: start a capture with ElixirScope.start/1 or pass :store"
+  end
+
+  defp store!(other), do: raise(ArgumentError, "invalid :store #{inspect(other)}")
+
+  defp pids!(pid, _key) when is_pid(pid), do: [pid]
+
+  defp pids!(list, key) when is_list(list) do
+    if Enum.all?(list, &is_pid/1), do: list, else: bad!(key, list, "a pid or a list of pids")
+  end
+
+  defp pids!(other, key), do: bad!(key, other, "a pid or a list of pids")
+
+  defp kinds!(kind) when is_atom(kind), do: kinds!([kind])
+
+  defp kinds!(kinds) when is_list(kinds) do
+    Enum.each(kinds, fn k ->
+      unless k in Event.kinds() do
+        bad!(:kind, k, "one of: " <> Enum.map_join(Event.kinds(), ", ", &inspect/1))
+      end
+    end)
+
+    kinds
+  end
+
+  defp kinds!(other), do: bad!(:kind, other, "a kind or a list of kinds")
+
+  defp mfa!(nil), do: {nil, nil, nil}
+  defp mfa!(m) when is_atom(m) and m != :_, do: {m, nil, nil}
+  defp mfa!({m, f}), do: mfa!({m, f, :_})
+
+  defp mfa!({m, f, a} = mfa)
+       when is_atom(m) and is_atom(f) and (a == :_ or (is_integer(a) and a in 0..255)) do
+    {wild(m), wild(f), wild(a)}
+    |> tap(fn _ -> if m == :_, do: bad!(:mfa, mfa, "a module, not :_, in first place") end)
+  end
+
+  defp mfa!(other), do: bad!(:mfa, other, "Mod, {Mod, fun} or {Mod, fun, arity} (with :_)")
+
+  defp wild(:_), do: nil
+  defp wild(x), do: x
+
+  defp time!(_store, nil, _key), do: nil
+  defp time!(_store, t, _key) when is_integer(t), do: t
+  defp time!(store, %DateTime{} = dt, _key), do: Store.from_datetime(store, dt)
+  defp time!(_store, other, key), do: bad!(key, other, "monotonic nanoseconds or a DateTime")
+
+  defp seq!(n, _key) when is_integer(n) and n >= 0, do: n
+  defp seq!(other, key), do: bad!(key, other, "a non-negative integer")
+
+  defp opt_seq!(nil), do: nil
+  defp opt_seq!(n), do: seq!(n, :before_seq)
+
+  defp order!(o) when o in [:asc, :desc], do: o
+  defp order!(other), do: bad!(:order, other, ":asc or :desc")
+
+  defp limit!(:infinity), do: nil
+  defp limit!(n) when is_integer(n) and n >= 0, do: n
+  defp limit!(other), do: bad!(:limit, other, "a non-negative integer or :infinity")
+
+  defp bad!(key, value, expected) do
+    raise ArgumentError, "invalid #{inspect(key)} #{inspect(value)}, expected #{expected}"
+  end
+end

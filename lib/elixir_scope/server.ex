@@ -1,0 +1,155 @@
+defmodule ElixirScope.Server do
+  @moduledoc false
+  # Owns the running capture: the store and the set of trace targets. All
+  # trace flag changes go through it, so they are serialized, and its terminate/2 clears every
+  # flag and pattern it set, whatever way it stops.
+
+  use GenServer
+
+  alias ElixirScope.{Store, Tracer}
+
+  defstruct [:store, pids: MapSet.new(), modules: %{}, all: false, new: false, skipped: []]
+
+  def start_link(opts), do: GenServer.start_link(__MODULE__, opts, name: __MODULE__)
+
+  def child_spec(opts) do
+    %{id: __MODULE__, start: {__MODULE__, :start_link, [opts]}, restart: :temporary}
+  end
+
+  @impl true
+  def init(store_opts) do
+    Process.flag(:trap_exit, true)
+    store = Store.new!(store_opts)
+    Store.put_default(store)
+    {:ok, %__MODULE__{store: store}}
+  end
+
+  @impl true
+  def handle_call({:trace, target, opts}, _from, s) do
+    {reply, s} = trace(target, opts, s)
+    {:reply, reply, s}
+  end
+
+  def handle_call({:untrace, target}, _from, s) do
+    {reply, s} = untrace(target, s)
+    {:reply, reply, s}
+  end
+
+  def handle_call(:status, _from, s) do
+    traced = %{
+      pids: s.pids |> Enum.filter(&Process.alive?/1) |> Enum.sort(),
+      all: s.all,
+      new: s.new,
+      modules: Enum.sort(Map.keys(s.modules))
+    }
+
+    {:reply, {s.store, traced, s.skipped}, s}
+  end
+
+  def handle_call(:store, _from, s), do: {:reply, s.store, s}
+
+  @impl true
+  def terminate(_reason, s) do
+    Enum.each(Map.keys(s.modules), &Tracer.untrace_module/1)
+    Tracer.untrace_all(s.store)
+    Store.close(s.store)
+  end
+
+  defp trace(pid, opts, s) when is_pid(pid) do
+    extra = if Keyword.get(opts, :children, true), do: [:set_on_spawn], else: []
+
+    case Tracer.trace_pid(pid, s.store, Tracer.flags() ++ extra) do
+      :ok -> {:ok, %{s | pids: MapSet.put(s.pids, pid)}}
+      error -> {error, s}
+    end
+  end
+
+  defp trace(:all, _opts, s) do
+    {:ok, %{skipped: skipped}} = Tracer.trace_all(s.store, Tracer.flags(), own_processes())
+    {:ok, %{s | all: true, new: true, skipped: skipped}}
+  end
+
+  defp trace(:new, _opts, s) do
+    case Tracer.trace_new(s.store, Tracer.flags()) do
+      :ok -> {:ok, %{s | new: true}}
+      error -> {error, s}
+    end
+  end
+
+  defp trace(name, opts, s) when is_atom(name) do
+    pid = Process.whereis(name)
+    as = Keyword.get(opts, :as, :auto)
+
+    module? =
+      as in [:auto, :module] and
+        (as == :module or match?({:module, _}, Code.ensure_loaded(name)))
+
+    cond do
+      as == :process and pid == nil -> {{:error, {:unknown_target, name}}, s}
+      as == :process -> trace(pid, opts, s)
+      as == :module -> trace_module(name, opts, s)
+      pid != nil and module? -> with_module(trace(pid, opts, s), name, opts)
+      pid != nil -> trace(pid, opts, s)
+      module? -> trace_module(name, opts, s)
+      true -> {{:error, {:unknown_target, name}}, s}
+    end
+  end
+
+  defp with_module({:ok, s}, mod, opts), do: trace_module(mod, opts, s)
+  defp with_module(error, _mod, _opts), do: error
+
+  defp trace_module(mod, opts, s) do
+    locals? = Keyword.get(opts, :locals, false)
+
+    case Tracer.trace_module(mod, locals?) do
+      {:ok, _n} ->
+        s = %{s | modules: Map.put(s.modules, mod, locals?)}
+        # Calls are only reported for processes with the :call flag: give it to everyone.
+        {:ok, %{skipped: skipped}} = Tracer.trace_all(s.store, [:call], own_processes())
+        {:ok, %{s | skipped: Enum.uniq(s.skipped ++ skipped)}}
+
+      error ->
+        {error, s}
+    end
+  end
+
+  defp untrace(pid, s) when is_pid(pid) do
+    Tracer.untrace_pid(pid, s.store)
+    {:ok, %{s | pids: MapSet.delete(s.pids, pid)}}
+  end
+
+  defp untrace(:all, s) do
+    Tracer.untrace_all(s.store)
+    {:ok, %{s | pids: MapSet.new(), all: false, new: false}}
+  end
+
+  defp untrace(:new, s) do
+    Tracer.untrace_new(s.store)
+    {:ok, %{s | new: false}}
+  end
+
+  defp untrace(name, s) when is_atom(name) do
+    s =
+      case Process.whereis(name) do
+        nil -> s
+        pid -> elem(untrace(pid, s), 1)
+      end
+
+    if Map.has_key?(s.modules, name) do
+      Tracer.untrace_module(name)
+      {:ok, %{s | modules: Map.delete(s.modules, name)}}
+    else
+      {:ok, s}
+    end
+  end
+
+  defp own_processes do
+    [
+      self()
+      | Enum.flat_map(
+          [ElixirScope.Supervisor, ElixirScope.AppSupervisor],
+          &List.wrap(Process.whereis(&1))
+        )
+    ]
+  end
+end

@@ -1,0 +1,154 @@
+defmodule ElixirScope.Store do
+  @moduledoc """
+  A capture store: the native, bounded, lock-free event log that tracer callbacks write into
+  and queries read from.
+
+  `ElixirScope.start/1` creates one and makes it the default store; every query takes a
+  `store:` option to read another one. A store is an opaque handle: copying it between processes
+  is cheap, and it stays readable after capture stops until nothing refers to it any more.
+
+      iex> store = ElixirScope.Store.new!(max_events: 1_000)
+      iex> ElixirScope.Store.stats(store).capacity
+      1000
+
+  ## Safety
+
+  The store's memory is bounded by `max_events` (64 bytes per event) plus `max_bytes` (payloads),
+  committed as events arrive. When it is full, new events are dropped and counted; a traced process
+  never waits for the store.
+  """
+
+  alias ElixirScope.{Native, Options}
+
+  @enforce_keys [:ref, :time_offset]
+  defstruct [:ref, :time_offset]
+
+  @opaque t :: %__MODULE__{ref: reference(), time_offset: integer()}
+
+  @typedoc "Counters and settings of a store, see `stats/1`."
+  @type stats :: %{
+          events: non_neg_integer(),
+          dropped: non_neg_integer(),
+          truncated: non_neg_integer(),
+          bytes: non_neg_integer(),
+          payload_bytes: non_neg_integer(),
+          capacity: pos_integer(),
+          max_bytes: pos_integer(),
+          max_payload_bytes: pos_integer(),
+          tracing_level: ElixirScope.tracing_level(),
+          sample_rate: float(),
+          sample_by: :process | :event,
+          last_seq: non_neg_integer()
+        }
+
+  @default_key {__MODULE__, :default}
+
+  @doc """
+  Creates a store.
+
+  ## Options
+
+    * `:max_events` - events kept at most (default `1_000_000`).
+    * `:max_bytes` - payload bytes kept at most (default `268_435_456`, 256 MiB).
+    * `:max_payload_bytes` - a payload over this size keeps only its size, hash and a prefix
+      (default `4096`, from 64 to 1 MiB).
+    * `:tracing_level` - `:full` (default), `:messages_only`, `:states_only`, `:minimal`, `:off`.
+    * `:sample_rate` - fraction kept, `0.0..1.0` (default `1.0`).
+    * `:sample_by` - `:process` (default) or `:event`, see `ElixirScope.start/1`.
+
+  Invalid options raise `ArgumentError`.
+
+  ## Examples
+
+      iex> store = ElixirScope.Store.new!(tracing_level: :minimal)
+      iex> ElixirScope.Store.stats(store).tracing_level
+      :minimal
+  """
+  @spec new!(keyword()) :: t()
+  def new!(opts \\ []) do
+    o = Options.store!(opts)
+
+    case Native.store_new(
+           o.max_events,
+           o.max_bytes,
+           o.max_payload_bytes,
+           o.tracing_level,
+           o.sample_rate / 1,
+           o.sample_by
+         ) do
+      {:ok, ref} -> %__MODULE__{ref: ref, time_offset: :erlang.time_offset(:nanosecond)}
+      {:error, {:invalid_option, name, why}} -> raise ArgumentError, "invalid #{name}: #{why}"
+    end
+  end
+
+  @doc """
+  The store's counters and settings.
+
+  ## Examples
+
+      iex> ElixirScope.Store.new!() |> ElixirScope.Store.stats() |> Map.take([:events, :dropped])
+      %{events: 0, dropped: 0}
+  """
+  @spec stats(t()) :: stats()
+  def stats(%__MODULE__{ref: ref}), do: Native.store_stats(ref)
+
+  @doc """
+  Stops the store from accepting events. Every process still tracing into it loses its tracer
+  at its next event; stored events stay readable.
+  """
+  @spec close(t()) :: :ok
+  def close(%__MODULE__{ref: ref}), do: Native.store_close(ref)
+
+  @doc "Changes the tracing level of a store while capture runs."
+  @spec set_level(t(), ElixirScope.tracing_level()) :: :ok
+  def set_level(%__MODULE__{ref: ref}, level) do
+    Native.store_set_level(ref, Options.level!(level))
+  end
+
+  @doc "Changes sampling of a store while capture runs."
+  @spec set_sampling(t(), float(), :process | :event) :: :ok
+  def set_sampling(%__MODULE__{ref: ref}, rate, by \\ :process) do
+    Native.store_set_sampling(ref, Options.sample_rate!(rate) / 1, Options.sample_by!(by))
+  end
+
+  @doc """
+  The default store: the one `ElixirScope.start/1` created most recently, or `nil`.
+  It stays the default after `ElixirScope.stop/0`, so a finished capture can still be queried.
+  """
+  @spec default() :: t() | nil
+  def default, do: :persistent_term.get(@default_key, nil)
+
+  @doc false
+  @spec put_default(t()) :: :ok
+  def put_default(%__MODULE__{} = store), do: :persistent_term.put(@default_key, store)
+
+  @doc false
+  @spec tracer_spec(t()) :: {:tracer, module(), reference()}
+  def tracer_spec(%__MODULE__{ref: ref}), do: {:tracer, Native, ref}
+
+  @doc false
+  def ref(%__MODULE__{ref: ref}), do: ref
+
+  @doc """
+  Converts a monotonic timestamp of this store (an event's `ts`) to a UTC `DateTime`.
+  """
+  @spec to_datetime(t(), integer()) :: DateTime.t()
+  def to_datetime(%__MODULE__{time_offset: off}, ts) when is_integer(ts) do
+    DateTime.from_unix!(ts + off, :nanosecond)
+  end
+
+  @doc """
+  Converts a UTC `DateTime` to the store's monotonic nanoseconds (for `since:`/`until:`).
+  """
+  @spec from_datetime(t(), DateTime.t()) :: integer()
+  def from_datetime(%__MODULE__{time_offset: off}, %DateTime{} = dt) do
+    DateTime.to_unix(dt, :nanosecond) - off
+  end
+
+  defimpl Inspect do
+    def inspect(store, _opts) do
+      s = ElixirScope.Store.stats(store)
+      "#ElixirScope.Store<#{s.events}/#{s.capacity} events, #{s.dropped} dropped>"
+    end
+  end
+end

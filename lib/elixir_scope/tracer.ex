@@ -1,0 +1,160 @@
+defmodule ElixirScope.Tracer do
+  @moduledoc false
+  # Sets and clears the VM's trace flags and trace patterns for a store. Every process gets the
+  # store's NIF tracer ({:tracer, ElixirScope.Native, store_ref}); which flags it gets follows the
+  # tracing level, so a low level costs the VM nothing for the kinds it does not keep.
+  #
+  # Coexistence (OTP 25/26 have one tracer per process): a process that already has another
+  # tracer is reported and left alone, never taken over.
+
+  alias ElixirScope.{Native, Store}
+
+  @flags [:send, :receive, :procs, :call]
+  @all_flags [:send, :receive, :procs, :call, :set_on_spawn]
+
+  # Modules whose call tracing would trace the tracer itself or the VM's own plumbing.
+  @refused [:erlang, :erts_internal, :init, :prim_file, :prim_inet, :erl_tracer]
+
+  @type result :: :ok | {:error, term()}
+
+  @doc "The flags every traced process gets (the level filters natively)."
+  def flags, do: @flags
+
+  @doc false
+  def ours?(pid, %Store{} = store) do
+    case safe_trace_info(pid, :tracer) do
+      {:tracer, {Native, ref}} -> ref == Store.ref(store)
+      _ -> false
+    end
+  end
+
+  @doc "Traces one local process."
+  @spec trace_pid(pid(), Store.t(), [atom()]) :: result()
+  def trace_pid(pid, %Store{} = store, flags) when is_pid(pid) do
+    cond do
+      node(pid) != node() ->
+        {:error, {:remote_pid, pid}}
+
+      true ->
+        case safe_trace_info(pid, :tracer) do
+          {:tracer, []} -> set(pid, store, flags)
+          {:tracer, {Native, _}} -> set(pid, store, flags)
+          {:tracer, other} -> {:error, {:already_traced, pid, other}}
+          _ -> {:error, {:dead_process, pid}}
+        end
+    end
+  end
+
+  @doc "Traces every live process except `exclude`, and processes spawned from now on."
+  @spec trace_all(Store.t(), [atom()], [pid()]) ::
+          {:ok, %{traced: non_neg_integer(), skipped: list()}}
+  def trace_all(%Store{} = store, flags, exclude) do
+    {traced, skipped} =
+      Enum.reduce(Process.list() -- exclude, {0, []}, fn pid, {n, skipped} ->
+        case trace_pid(pid, store, flags) do
+          :ok -> {n + 1, skipped}
+          {:error, {:already_traced, _, _} = why} -> {n, [why | skipped]}
+          {:error, _} -> {n, skipped}
+        end
+      end)
+
+    case trace_new(store, flags) do
+      :ok -> {:ok, %{traced: traced, skipped: Enum.reverse(skipped)}}
+      {:error, _} = e -> e
+    end
+  end
+
+  @doc "Traces processes spawned from now on."
+  @spec trace_new(Store.t(), [atom()]) :: result()
+  def trace_new(%Store{} = store, flags) do
+    case :erlang.trace_info(:new, :tracer) do
+      {:tracer, other} when other != [] and elem(other, 0) != Native ->
+        {:error, {:already_traced, :new, other}}
+
+      _ ->
+        :erlang.trace(:new, true, flags ++ [Store.tracer_spec(store)])
+        :ok
+    end
+  end
+
+  @doc "Call-traces a module's functions (exported, or all with `locals: true`)."
+  @spec trace_module(module(), boolean()) :: {:ok, non_neg_integer()} | {:error, term()}
+  def trace_module(mod, locals?) when is_atom(mod) do
+    with :ok <- allowed(mod),
+         {:module, ^mod} <- Code.ensure_loaded(mod) do
+      ms = [{:_, [], [{:return_trace}, {:exception_trace}]}]
+      n = :erlang.trace_pattern({mod, :_, :_}, ms, [if(locals?, do: :local, else: :global)])
+      {:ok, n}
+    else
+      {:error, {:refused, _, _}} = e -> e
+      {:error, _} -> {:error, {:module_not_loaded, mod}}
+    end
+  end
+
+  @doc "Removes a module's call tracing."
+  @spec untrace_module(module()) :: :ok
+  def untrace_module(mod) do
+    :erlang.trace_pattern({mod, :_, :_}, false, [:local])
+    :erlang.trace_pattern({mod, :_, :_}, false, [:global])
+    :ok
+  end
+
+  @doc "Stops tracing `pid` if it is traced into `store`."
+  @spec untrace_pid(pid(), Store.t()) :: :ok
+  def untrace_pid(pid, store) do
+    if ours?(pid, store), do: safe_trace(pid, false, @all_flags)
+    :ok
+  end
+
+  @doc "Stops tracing every process traced into `store`, and new processes."
+  @spec untrace_all(Store.t()) :: :ok
+  def untrace_all(store) do
+    untrace_new(store)
+    Enum.each(Process.list(), &untrace_pid(&1, store))
+  end
+
+  @doc "Stops tracing processes spawned from now on, if `store` traces them."
+  @spec untrace_new(Store.t()) :: :ok
+  def untrace_new(store) do
+    case :erlang.trace_info(:new, :tracer) do
+      {:tracer, {Native, ref}} ->
+        if ref == Store.ref(store), do: :erlang.trace(:new, false, @all_flags)
+
+      _ ->
+        :ok
+    end
+
+    :ok
+  end
+
+  defp set(pid, store, flags) do
+    case safe_trace(pid, true, flags ++ [Store.tracer_spec(store)]) do
+      :ok -> :ok
+      :error -> {:error, {:dead_process, pid}}
+    end
+  end
+
+  defp allowed(mod) do
+    own = Application.spec(:elixir_scope, :modules) || []
+
+    if mod in @refused or mod in own do
+      {:error, {:refused, mod, "tracing it would trace the VM or ElixirScope itself"}}
+    else
+      :ok
+    end
+  end
+
+  # The process may exit between any two calls: badarg then means "dead", never a crash.
+  defp safe_trace(pid, on, flags) do
+    :erlang.trace(pid, on, flags)
+    :ok
+  rescue
+    ArgumentError -> :error
+  end
+
+  defp safe_trace_info(pid, item) do
+    :erlang.trace_info(pid, item)
+  rescue
+    ArgumentError -> :undefined
+  end
+end

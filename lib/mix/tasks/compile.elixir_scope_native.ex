@@ -1,0 +1,132 @@
+defmodule Mix.Tasks.Compile.ElixirScopeNative do
+  @shortdoc "Builds ElixirScope's Rust NIF with cargo"
+  @moduledoc """
+  Builds the `elixir_scope_nif` crate with `cargo build --release` and copies the library to
+  `priv/native/`, where `ElixirScope.Native` loads it from.
+
+  It is listed in the project's `compilers:` after Elixir's own, so it runs on every `mix compile`
+  and does nothing when no Rust source, manifest or lock file is newer than the built library.
+  When it did build, it reloads `ElixirScope.Native` in the running VM, so `mix test` and
+  `iex -S mix` see the fresh NIFs.
+
+  ## Requirements
+
+  `cargo` on the `PATH` (or in `~/.cargo/bin`). Without it the task fails with a message saying
+  how to install Rust.
+
+  ## Options
+
+    * `--force` - build even when nothing changed.
+
+  ## Environment
+
+    * `ELIXIR_SCOPE_CARGO_PROFILE` - `release` (default) or `dev`.
+  """
+  use Mix.Task.Compiler
+
+  @crate "elixir_scope_nif"
+
+  @impl true
+  def run(args) do
+    {opts, _, _} = OptionParser.parse(args, switches: [force: :boolean])
+    root = Path.expand("../../..", __DIR__) |> project_root()
+    dest = Path.join([Mix.Project.app_path(), "priv", "native"])
+    lib = Path.join(dest, "#{@crate}.so")
+
+    if opts[:force] || stale?(root, lib) do
+      build!(root, dest, lib)
+      reload_native()
+      {:ok, []}
+    else
+      {:noop, []}
+    end
+  end
+
+  @impl true
+  def clean do
+    File.rm_rf(Path.join([Mix.Project.app_path(), "priv", "native"]))
+    :ok
+  end
+
+  # The directory holding Cargo.toml: the project itself, or deps/elixir_scope for a user.
+  defp project_root(guess) do
+    if File.exists?(Path.join(guess, "Cargo.toml")), do: guess, else: File.cwd!()
+  end
+
+  defp stale?(root, lib) do
+    case File.stat(lib, time: :posix) do
+      {:ok, %{mtime: built}} -> Enum.any?(sources(root), &newer?(&1, built))
+      {:error, _} -> true
+    end
+  end
+
+  defp sources(root) do
+    [Path.join(root, "Cargo.toml"), Path.join(root, "Cargo.lock")] ++
+      Path.wildcard(Path.join(root, "native/*/Cargo.toml")) ++
+      Path.wildcard(Path.join(root, "native/*/src/**/*.rs"))
+  end
+
+  defp newer?(path, built) do
+    match?({:ok, %{mtime: m}} when m > built, File.stat(path, time: :posix))
+  end
+
+  defp build!(root, dest, lib) do
+    cargo = cargo!()
+    profile = System.get_env("ELIXIR_SCOPE_CARGO_PROFILE", "release")
+    target_dir = Path.join(root, "target")
+    args = ["build", "-p", @crate, "--target-dir", target_dir] ++ profile_args(profile)
+    Mix.shell().info("Compiling NIF crate #{@crate} (cargo #{Enum.join(args, " ")})")
+
+    case System.cmd(cargo, args, cd: root, stderr_to_stdout: true, into: IO.stream()) do
+      {_, 0} -> :ok
+      {_, status} -> Mix.raise("cargo build failed (exit status #{status}); see the output above")
+    end
+
+    built = built_library(target_dir, if(profile == "release", do: "release", else: "debug"))
+    File.mkdir_p!(dest)
+
+    # Copy to a fresh file and rename, so a running VM that mapped the old library keeps it intact.
+    tmp = lib <> ".tmp"
+    File.cp!(built, tmp)
+    File.rename!(tmp, lib)
+  end
+
+  defp profile_args("release"), do: ["--release"]
+  defp profile_args("dev"), do: []
+
+  defp profile_args(other) do
+    Mix.raise("ELIXIR_SCOPE_CARGO_PROFILE must be \"release\" or \"dev\", got: #{inspect(other)}")
+  end
+
+  defp built_library(target_dir, profile) do
+    candidates =
+      for ext <- ["so", "dylib", "dll"],
+          name <- ["lib#{@crate}.#{ext}", "#{@crate}.#{ext}"],
+          do: Path.join([target_dir, profile, name])
+
+    Enum.find(candidates, &File.exists?/1) ||
+      Mix.raise("cargo succeeded but no library was found among: #{Enum.join(candidates, ", ")}")
+  end
+
+  defp cargo! do
+    System.find_executable("cargo") ||
+      Enum.find([Path.expand("~/.cargo/bin/cargo")], &File.exists?/1) ||
+      Mix.raise("""
+      ElixirScope needs Rust's cargo to build its native library, and none was found.
+      Install Rust with rustup (https://rustup.rs), make sure `cargo` is on your PATH,
+      then run `mix compile` again.
+      """)
+  end
+
+  defp reload_native do
+    mod = ElixirScope.Native
+
+    if :code.is_loaded(mod) do
+      :code.purge(mod)
+      :code.delete(mod)
+      :code.purge(mod)
+    end
+
+    :ok
+  end
+end

@@ -1,0 +1,260 @@
+//! The event model: a fixed-size [`Header`] per event plus an optional payload of
+//! External Term Format bytes.
+//!
+//! The core never interprets BEAM terms. Pids and atoms arrive as opaque `u64` handles chosen by
+//! the NIF layer (for a live VM: the term's own immediate value, stable for the VM's lifetime), so
+//! the capture path stores them without any lookup.
+
+/// Position of an event in the log: 1 for the first stored event, then strictly increasing with no
+/// gaps among stored events.
+pub type Seq = u64;
+
+/// Monotonic time in nanoseconds, as `erlang:monotonic_time(nanosecond)` reports it.
+pub type Timestamp = i64;
+
+/// Opaque handle of a process identifier (0 means "no process").
+pub type PidKey = u64;
+
+/// Opaque handle of an atom (0 means "none").
+pub type AtomKey = u64;
+
+/// What happened. The discriminants are stable: they are stored, and bit `1 << kind` is used in
+/// [`KindMask`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum Kind {
+    /// `pid` spawned `peer`; payload: the initial `{M, F, Args}`.
+    Spawn = 0,
+    /// `pid` exited; payload: the exit reason.
+    Exit = 1,
+    /// `pid` linked to `peer`.
+    Link = 2,
+    /// `pid` unlinked from `peer`.
+    Unlink = 3,
+    /// `pid` registered a name; payload: the name.
+    Register = 4,
+    /// `pid` lost a registered name; payload: the name.
+    Unregister = 5,
+    /// `pid` sent a message to `peer`; payload: the message.
+    Send = 6,
+    /// `pid` sent a message to a process that does not exist; payload: the message.
+    SendToDead = 7,
+    /// A message arrived in `pid`'s mailbox; payload: the message.
+    Receive = 8,
+    /// `pid` called `module:function/arity`; payload: the argument list.
+    Call = 9,
+    /// A traced call returned; payload: the return value.
+    Return = 10,
+    /// A traced call raised; payload: `{Class, Reason}`.
+    Exception = 11,
+}
+
+impl Kind {
+    /// Every kind, in discriminant order.
+    pub const ALL: [Kind; 12] = [
+        Kind::Spawn,
+        Kind::Exit,
+        Kind::Link,
+        Kind::Unlink,
+        Kind::Register,
+        Kind::Unregister,
+        Kind::Send,
+        Kind::SendToDead,
+        Kind::Receive,
+        Kind::Call,
+        Kind::Return,
+        Kind::Exception,
+    ];
+
+    /// The kind's name as the Elixir API spells it (`send_to_dead`, `receive`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Spawn => "spawn",
+            Kind::Exit => "exit",
+            Kind::Link => "link",
+            Kind::Unlink => "unlink",
+            Kind::Register => "register",
+            Kind::Unregister => "unregister",
+            Kind::Send => "send",
+            Kind::SendToDead => "send_to_dead",
+            Kind::Receive => "receive",
+            Kind::Call => "call",
+            Kind::Return => "return",
+            Kind::Exception => "exception",
+        }
+    }
+
+    /// The kind with this name, if any.
+    pub fn from_name(name: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.name() == name)
+    }
+
+    /// The kind with this discriminant, if any.
+    pub fn from_u8(v: u8) -> Option<Kind> {
+        Kind::ALL.get(v as usize).copied()
+    }
+
+    /// This kind's bit in a [`KindMask`].
+    pub const fn bit(self) -> u32 {
+        1 << (self as u32)
+    }
+}
+
+/// A set of kinds as a bit mask (bit `1 << kind`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct KindMask(pub u32);
+
+impl KindMask {
+    /// No kind.
+    pub const NONE: KindMask = KindMask(0);
+    /// Every kind.
+    pub const ALL: KindMask = KindMask((1 << Kind::ALL.len()) - 1);
+
+    /// A mask holding exactly `kinds`.
+    pub fn of(kinds: &[Kind]) -> KindMask {
+        KindMask(kinds.iter().fold(0, |m, k| m | k.bit()))
+    }
+
+    /// Whether `kind` is in the set.
+    #[inline]
+    pub const fn contains(self, kind: Kind) -> bool {
+        self.0 & kind.bit() != 0
+    }
+}
+
+/// Flag bits of [`Header::flags`].
+pub mod flags {
+    /// The payload was over the cap: it holds `[full_len u64 LE][xxh3 u64 LE][prefix]`.
+    pub const TRUNCATED: u8 = 1;
+    /// The peer is not a local pid (a registered name, a remote pid, a port): the payload is the
+    /// ETF of `{Peer, Data}` instead of `Data`.
+    pub const PEER_IN_PAYLOAD: u8 = 2;
+    /// The byte budget was spent: the event is kept without its payload.
+    pub const PAYLOAD_DROPPED: u8 = 4;
+}
+
+/// The fixed-size part of an event. `Copy`, 48 bytes, written once by the capturing thread.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[repr(C)]
+pub struct Header {
+    /// Monotonic nanoseconds when the tracer saw the event.
+    pub ts: Timestamp,
+    /// The process the event happened in.
+    pub pid: PidKey,
+    /// The other process (spawned child, link peer, message destination), or 0.
+    pub peer: PidKey,
+    /// Module atom of a call/return/exception, or 0.
+    pub module: AtomKey,
+    /// Function atom of a call/return/exception, or 0.
+    pub function: AtomKey,
+    /// Arity of a call/return/exception.
+    pub arity: u8,
+    /// The [`Kind`] discriminant.
+    pub kind: u8,
+    /// [`flags`] bits.
+    pub flags: u8,
+}
+
+impl Header {
+    /// The header's kind. Headers are only built from a [`Kind`], so this never fails for a header
+    /// read from the log; a corrupt value maps to `None`.
+    pub fn kind(&self) -> Option<Kind> {
+        Kind::from_u8(self.kind)
+    }
+}
+
+/// A stored event as read back from the log: its position, header and payload bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EventRef<'a> {
+    /// The event's position.
+    pub seq: Seq,
+    /// The fixed-size part.
+    pub header: Header,
+    /// ETF bytes (or the truncated form, see [`flags::TRUNCATED`]); empty when the event has none.
+    pub payload: &'a [u8],
+}
+
+/// What a truncated payload keeps of the original.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Truncated<'a> {
+    /// Size in bytes of the full ETF encoding.
+    pub full_len: u64,
+    /// xxh3 hash of the full ETF encoding.
+    pub hash: u64,
+    /// The first bytes of the encoding.
+    pub prefix: &'a [u8],
+}
+
+impl<'a> EventRef<'a> {
+    /// For a truncated payload, what it keeps of the original; `None` otherwise.
+    pub fn truncated(&self) -> Option<Truncated<'a>> {
+        if self.header.flags & flags::TRUNCATED == 0 || self.payload.len() < 16 {
+            return None;
+        }
+        let (len, rest) = self.payload.split_at(8);
+        let (hash, prefix) = rest.split_at(8);
+        Some(Truncated {
+            full_len: u64::from_le_bytes(len.try_into().ok()?),
+            hash: u64::from_le_bytes(hash.try_into().ok()?),
+            prefix,
+        })
+    }
+}
+
+/// Builds the stored form of a payload that is over `cap` bytes: full length, hash, and as much
+/// prefix as fits in `cap` (at least 16 bytes are always used for length and hash).
+pub fn truncate_payload(full: &[u8], cap: usize, out: &mut Vec<u8>) {
+    out.clear();
+    out.extend_from_slice(&(full.len() as u64).to_le_bytes());
+    out.extend_from_slice(&xxhash_rust::xxh3::xxh3_64(full).to_le_bytes());
+    let keep = cap.saturating_sub(16).min(full.len());
+    out.extend_from_slice(&full[..keep]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_round_trip_by_name_and_discriminant() {
+        for k in Kind::ALL {
+            assert_eq!(Kind::from_name(k.name()), Some(k));
+            assert_eq!(Kind::from_u8(k as u8), Some(k));
+        }
+        assert_eq!(Kind::from_name("nope"), None);
+        assert_eq!(Kind::from_u8(200), None);
+    }
+
+    #[test]
+    fn mask_holds_exactly_its_kinds() {
+        let m = KindMask::of(&[Kind::Send, Kind::Receive]);
+        assert!(m.contains(Kind::Send) && m.contains(Kind::Receive));
+        assert!(!m.contains(Kind::Call));
+        assert!(Kind::ALL.iter().all(|k| KindMask::ALL.contains(*k)));
+    }
+
+    #[test]
+    fn truncated_payload_keeps_length_hash_and_prefix() {
+        let full: Vec<u8> = (0..200u8).collect();
+        let mut out = Vec::new();
+        truncate_payload(&full, 64, &mut out);
+        assert_eq!(out.len(), 64);
+        let ev = EventRef {
+            seq: 1,
+            header: Header {
+                flags: flags::TRUNCATED,
+                ..Header::default()
+            },
+            payload: &out,
+        };
+        let t = ev.truncated().unwrap();
+        assert_eq!(t.full_len, 200);
+        assert_eq!(t.hash, xxhash_rust::xxh3::xxh3_64(&full));
+        assert_eq!(t.prefix, &full[..48]);
+    }
+
+    #[test]
+    fn header_is_48_bytes() {
+        assert_eq!(std::mem::size_of::<Header>(), 48);
+    }
+}

@@ -1,0 +1,16 @@
+//! ElixirScope's core: the event model, the bounded lock-free capture log, the capture policy and
+//! the query engine. Pure Rust with no BEAM types, so it builds and tests without Erlang; the NIF
+//! crate only converts terms to and from these types.
+//!
+//! Data flows one way: tracer callbacks [`store::Store::append`] into the [`log::CaptureLog`];
+//! queries ([`query::run`]) read what is published, without ever slowing writers.
+
+pub mod chunks;
+pub mod error;
+pub mod event;
+pub mod log;
+pub mod policy;
+pub mod query;
+pub mod store;
+
+pub use error::Error;

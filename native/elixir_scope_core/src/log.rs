@@ -1,0 +1,438 @@
+//! The capture log: a bounded, lock-free, append-only array of events.
+//!
+//! Any number of threads (the BEAM's schedulers, running tracer callbacks in the traced processes)
+//! append concurrently; readers scan what is published. The design is a bump allocator twice over:
+//!
+//! * one atomic counter hands out event slots: slot `i` holds the event with `seq = i + 1`, so seq
+//!   is strictly increasing and gapless among stored events;
+//! * one atomic offset hands out payload bytes, with a compare-and-swap loop so that a payload never
+//!   straddles two chunks and never passes the byte budget.
+//!
+//! Slots and bytes live in [`ChunkTable`]s, so memory is committed as events arrive and never
+//! exceeds the budget. When the slots are exhausted the new event is dropped and counted; when only
+//! the byte budget is exhausted the event is kept without its payload and counted as truncated.
+//! A writer never waits for anybody: every step is a single atomic operation or a bounded CAS loop
+//! whose only contention is other writers making progress.
+//!
+//! Publication: a writer fills its slot's fields and then stores `ready = 1` with `Release`; a
+//! reader loads `ready` with `Acquire` before reading the slot and its payload bytes. A slot that
+//! is reserved but not yet ready (its writer is mid-copy) is skipped by readers and appears on the
+//! next read.
+
+use crate::chunks::ChunkTable;
+use crate::event::{flags, EventRef, Header, Seq};
+use std::cell::UnsafeCell;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+const SLOTS_PER_CHUNK: usize = 4096;
+const MAX_BYTE_CHUNK: usize = 1 << 20;
+
+/// One event's storage: 64 bytes, zero-filled when its chunk is allocated.
+#[repr(C)]
+struct Slot {
+    /// 0 until the writer has filled the slot, then 1 forever.
+    ready: AtomicU32,
+    payload_len: UnsafeCell<u32>,
+    payload_off: UnsafeCell<u64>,
+    header: UnsafeCell<Header>,
+}
+
+/// The budget of a [`CaptureLog`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Events stored at most.
+    pub max_events: u64,
+    /// Payload bytes stored at most.
+    pub max_bytes: u64,
+}
+
+/// Counters describing a log, read without stopping writers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct LogStats {
+    /// Events stored (published or being published).
+    pub events: u64,
+    /// Events refused because the log was full.
+    pub dropped: u64,
+    /// Events whose payload was cut to the cap or left out for lack of bytes.
+    pub truncated: u64,
+    /// Memory committed for slots and payloads, in bytes.
+    pub bytes: u64,
+    /// Payload bytes in use.
+    pub payload_bytes: u64,
+}
+
+/// The outcome of [`CaptureLog::append`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Appended {
+    /// Stored at this position.
+    Stored(Seq),
+    /// Stored at this position, without its payload (the byte budget is spent).
+    StoredWithoutPayload(Seq),
+    /// Not stored: the log is full. Counted in [`LogStats::dropped`].
+    Dropped,
+}
+
+/// A bounded lock-free event log. See the module docs for the algorithm.
+pub struct CaptureLog {
+    slots: ChunkTable,
+    bytes: ChunkTable,
+    byte_chunk: u64,
+    limits: Limits,
+    /// Next slot index to hand out; may run past `max_events` (those reservations are drops).
+    /// Relaxed: it only orders slot ownership; publication goes through `Slot::ready`.
+    next_slot: AtomicU64,
+    /// Next free payload byte offset. Relaxed for the same reason.
+    next_byte: AtomicU64,
+    dropped: AtomicU64,
+    truncated: AtomicU64,
+}
+
+impl CaptureLog {
+    /// A log holding at most `limits.max_events` events and `limits.max_bytes` payload bytes.
+    /// Nothing is allocated until events arrive.
+    pub fn new(limits: Limits) -> CaptureLog {
+        let max_events = limits.max_events.max(1);
+        let slot_chunks = (max_events as usize).div_ceil(SLOTS_PER_CHUNK);
+        let byte_chunk = (limits.max_bytes.clamp(1, MAX_BYTE_CHUNK as u64)) as usize;
+        let byte_chunks = (limits.max_bytes as usize).div_ceil(byte_chunk);
+        CaptureLog {
+            slots: ChunkTable::new(
+                slot_chunks,
+                SLOTS_PER_CHUNK * std::mem::size_of::<Slot>(),
+                std::mem::align_of::<Slot>(),
+            )
+            .expect("slot chunk layout is valid"),
+            bytes: ChunkTable::new(byte_chunks, byte_chunk, 8).expect("byte chunk layout is valid"),
+            byte_chunk: byte_chunk as u64,
+            limits: Limits {
+                max_events,
+                max_bytes: limits.max_bytes,
+            },
+            next_slot: AtomicU64::new(0),
+            next_byte: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            truncated: AtomicU64::new(0),
+        }
+    }
+
+    /// The log's budget.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Whether new events would be dropped. A cheap check for callers that want to skip encoding.
+    #[inline]
+    pub fn is_full(&self) -> bool {
+        self.next_slot.load(Ordering::Relaxed) >= self.limits.max_events
+    }
+
+    /// Counts an event the caller chose not to append because the log is full.
+    pub fn count_dropped(&self) {
+        self.dropped.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts an event whose payload the caller cut to the cap.
+    pub fn count_truncated(&self) {
+        self.truncated.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Appends one event. Never blocks; O(payload length).
+    pub fn append(&self, header: &Header, payload: &[u8]) -> Appended {
+        let idx = self.next_slot.fetch_add(1, Ordering::Relaxed);
+        if idx >= self.limits.max_events {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return Appended::Dropped;
+        }
+        let Some(slot) = self.slot_for_write(idx) else {
+            // The allocator failed: the slot can never be published, so readers skip it.
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return Appended::Dropped;
+        };
+        let mut header = *header;
+        let (off, len) = match self.copy_payload(payload) {
+            Some(off) => (off, payload.len() as u32),
+            None => {
+                header.flags |= flags::PAYLOAD_DROPPED;
+                self.truncated.fetch_add(1, Ordering::Relaxed);
+                (0, 0)
+            }
+        };
+        // SAFETY: slot `idx` was handed to this thread alone by the fetch_add above, and readers do
+        // not touch its fields until `ready` is set below.
+        unsafe {
+            *slot.payload_len.get() = len;
+            *slot.payload_off.get() = off;
+            *slot.header.get() = header;
+        }
+        // Release publishes the fields and the payload bytes to readers that Acquire `ready`.
+        slot.ready.store(1, Ordering::Release);
+        let seq = idx + 1;
+        if header.flags & flags::PAYLOAD_DROPPED != 0 {
+            Appended::StoredWithoutPayload(seq)
+        } else {
+            Appended::Stored(seq)
+        }
+    }
+
+    fn slot_for_write(&self, idx: u64) -> Option<&Slot> {
+        let idx = idx as usize;
+        let chunk = self.slots.get_or_alloc(idx / SLOTS_PER_CHUNK)?;
+        // SAFETY: the chunk holds SLOTS_PER_CHUNK zeroed `Slot`s (all-zero is a valid `Slot`), is
+        // aligned for `Slot`, and lives as long as `self.slots`.
+        Some(unsafe { &*(chunk as *const Slot).add(idx % SLOTS_PER_CHUNK) })
+    }
+
+    fn slot_for_read(&self, idx: u64) -> Option<&Slot> {
+        let idx = idx as usize;
+        let chunk = self.slots.get(idx / SLOTS_PER_CHUNK)?;
+        // SAFETY: as in `slot_for_write`.
+        Some(unsafe { &*(chunk as *const Slot).add(idx % SLOTS_PER_CHUNK) })
+    }
+
+    /// Reserves room for `payload` and copies it; `None` when the byte budget cannot hold it.
+    fn copy_payload(&self, payload: &[u8]) -> Option<u64> {
+        let len = payload.len() as u64;
+        if len == 0 {
+            return Some(0);
+        }
+        if len > self.byte_chunk {
+            return None;
+        }
+        let mut cur = self.next_byte.load(Ordering::Relaxed);
+        let start = loop {
+            // A payload never straddles chunks: skip to the next chunk when it would.
+            let mut start = cur;
+            if start % self.byte_chunk + len > self.byte_chunk {
+                start = (start / self.byte_chunk + 1) * self.byte_chunk;
+            }
+            if start + len > self.limits.max_bytes {
+                return None;
+            }
+            match self.next_byte.compare_exchange_weak(
+                cur,
+                start + len,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => break start,
+                Err(now) => cur = now,
+            }
+        };
+        let chunk = self
+            .bytes
+            .get_or_alloc((start / self.byte_chunk) as usize)?;
+        // SAFETY: [start, start+len) lies inside one chunk (ensured above) and was reserved by this
+        // thread alone through the CAS; it is published by the slot's Release store.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                payload.as_ptr(),
+                chunk.add((start % self.byte_chunk) as usize),
+                payload.len(),
+            );
+        }
+        Some(start)
+    }
+
+    /// The highest seq that may be stored so far (some below it may still be in flight).
+    pub fn last_seq(&self) -> Seq {
+        self.next_slot
+            .load(Ordering::Relaxed)
+            .min(self.limits.max_events)
+    }
+
+    /// The event at `seq`, if it is stored and published.
+    pub fn get(&self, seq: Seq) -> Option<EventRef<'_>> {
+        if seq == 0 || seq > self.last_seq() {
+            return None;
+        }
+        let slot = self.slot_for_read(seq - 1)?;
+        // Acquire pairs with the writer's Release: the fields and payload bytes are complete.
+        if slot.ready.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        // SAFETY: `ready` is set, so the fields are written and will never change again.
+        let (header, off, len) = unsafe {
+            (
+                *slot.header.get(),
+                *slot.payload_off.get(),
+                *slot.payload_len.get(),
+            )
+        };
+        let payload = if len == 0 {
+            &[][..]
+        } else {
+            let chunk = self.bytes.get((off / self.byte_chunk) as usize)?;
+            // SAFETY: the writer copied `len` bytes at `off` inside this chunk before publishing;
+            // the chunk lives as long as `self`.
+            unsafe {
+                std::slice::from_raw_parts(
+                    chunk.add((off % self.byte_chunk) as usize),
+                    len as usize,
+                )
+            }
+        };
+        Some(EventRef {
+            seq,
+            header,
+            payload,
+        })
+    }
+
+    /// Published events with `from <= seq <= to`, in seq order.
+    pub fn range(&self, from: Seq, to: Seq) -> impl Iterator<Item = EventRef<'_>> + '_ {
+        let to = to.min(self.last_seq());
+        (from.max(1)..=to).filter_map(move |s| self.get(s))
+    }
+
+    /// Current counters.
+    pub fn stats(&self) -> LogStats {
+        LogStats {
+            events: self.last_seq(),
+            dropped: self.dropped.load(Ordering::Relaxed),
+            truncated: self.truncated.load(Ordering::Relaxed),
+            bytes: self.slots.allocated_bytes() + self.bytes.allocated_bytes(),
+            payload_bytes: self
+                .next_byte
+                .load(Ordering::Relaxed)
+                .min(self.limits.max_bytes),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Kind;
+    use std::sync::Arc;
+
+    fn header(pid: u64, kind: Kind) -> Header {
+        Header {
+            ts: pid as i64,
+            pid,
+            kind: kind as u8,
+            ..Header::default()
+        }
+    }
+
+    #[test]
+    fn slot_is_64_bytes() {
+        assert_eq!(std::mem::size_of::<Slot>(), 64);
+    }
+
+    #[test]
+    fn appends_read_back_in_order_with_payloads() {
+        let log = CaptureLog::new(Limits {
+            max_events: 10,
+            max_bytes: 1024,
+        });
+        assert_eq!(
+            log.append(&header(1, Kind::Send), b"abc"),
+            Appended::Stored(1)
+        );
+        assert_eq!(log.append(&header(2, Kind::Exit), b""), Appended::Stored(2));
+        let evs: Vec<_> = log.range(1, 100).collect();
+        assert_eq!(evs.len(), 2);
+        assert_eq!(
+            (evs[0].seq, evs[0].header.pid, evs[0].payload),
+            (1, 1, &b"abc"[..])
+        );
+        assert_eq!((evs[1].seq, evs[1].payload), (2, &b""[..]));
+        assert_eq!(log.get(3), None);
+        assert_eq!(log.get(0), None);
+    }
+
+    #[test]
+    fn full_log_drops_newest_and_counts() {
+        let log = CaptureLog::new(Limits {
+            max_events: 1000,
+            max_bytes: 1 << 20,
+        });
+        for i in 0..100_000u64 {
+            log.append(&header(i, Kind::Send), b"x");
+        }
+        let s = log.stats();
+        assert_eq!((s.events, s.dropped), (1000, 99_000));
+        assert_eq!(log.range(1, u64::MAX).count(), 1000);
+        assert_eq!(log.get(1000).unwrap().header.pid, 999);
+    }
+
+    #[test]
+    fn byte_budget_keeps_events_without_payload() {
+        let log = CaptureLog::new(Limits {
+            max_events: 100,
+            max_bytes: 10,
+        });
+        assert_eq!(
+            log.append(&header(1, Kind::Send), b"123456"),
+            Appended::Stored(1)
+        );
+        assert_eq!(
+            log.append(&header(2, Kind::Send), b"123456"),
+            Appended::StoredWithoutPayload(2)
+        );
+        let e = log.get(2).unwrap();
+        assert!(e.payload.is_empty() && e.header.flags & flags::PAYLOAD_DROPPED != 0);
+        assert_eq!(log.stats().truncated, 1);
+        assert!(log.stats().bytes <= 10 + 4096 * 64);
+    }
+
+    #[test]
+    fn payloads_never_straddle_chunks() {
+        let log = CaptureLog::new(Limits {
+            max_events: 10_000,
+            max_bytes: 3 << 20,
+        });
+        let big = vec![7u8; 700_000];
+        // One 700 KB payload per 1 MiB chunk: three fit in 3 MiB, the fourth does not.
+        for i in 0..3 {
+            assert!(matches!(
+                log.append(&header(i, Kind::Send), &big),
+                Appended::Stored(_)
+            ));
+        }
+        assert!(log.range(1, 3).all(|e| e.payload == &big[..]));
+        assert_eq!(
+            log.append(&header(9, Kind::Send), &big),
+            Appended::StoredWithoutPayload(4)
+        );
+        assert_eq!(
+            log.append(&header(9, Kind::Send), &big[..1000]),
+            Appended::Stored(5)
+        );
+    }
+
+    #[test]
+    fn concurrent_writers_lose_nothing_below_capacity() {
+        let log = Arc::new(CaptureLog::new(Limits {
+            max_events: 200_000,
+            max_bytes: 64 << 20,
+        }));
+        let handles: Vec<_> = (0..4u64)
+            .map(|t| {
+                let log = log.clone();
+                std::thread::spawn(move || {
+                    for i in 0..25_000u64 {
+                        let p = (t << 32) | i;
+                        log.append(&header(p, Kind::Send), &p.to_le_bytes());
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+        let evs: Vec<_> = log.range(1, u64::MAX).collect();
+        assert_eq!(evs.len(), 100_000);
+        assert!(evs.windows(2).all(|w| w[1].seq == w[0].seq + 1));
+        assert!(evs.iter().all(|e| e.payload == e.header.pid.to_le_bytes()));
+        // Each writer's own events are in its program order.
+        for t in 0..4u64 {
+            let mine: Vec<u64> = evs
+                .iter()
+                .filter(|e| e.header.pid >> 32 == t)
+                .map(|e| e.header.pid & 0xffff_ffff)
+                .collect();
+            assert_eq!(mine, (0..25_000).collect::<Vec<_>>());
+        }
+    }
+}

@@ -1,0 +1,220 @@
+//! What capture keeps: the tracing level (a set of kinds) and sampling, both changeable while
+//! tracing runs and read with one relaxed load each on the capture path.
+
+use crate::event::{Kind, KindMask, PidKey};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+
+/// A tracing level: a named set of kinds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Level {
+    /// Every kind.
+    Full,
+    /// Messages only: `send`, `send_to_dead`, `receive`.
+    MessagesOnly,
+    /// Process state: exits now, `state` events once state capture exists.
+    StatesOnly,
+    /// Process lifecycle: `spawn`, `exit`, `register`, `unregister`.
+    Minimal,
+    /// Nothing.
+    Off,
+}
+
+impl Level {
+    /// Every level, from most to least.
+    pub const ALL: [Level; 5] = [
+        Level::Full,
+        Level::MessagesOnly,
+        Level::StatesOnly,
+        Level::Minimal,
+        Level::Off,
+    ];
+
+    /// The kinds this level keeps.
+    pub fn mask(self) -> KindMask {
+        match self {
+            Level::Full => KindMask::ALL,
+            Level::MessagesOnly => KindMask::of(&[Kind::Send, Kind::SendToDead, Kind::Receive]),
+            Level::StatesOnly => KindMask::of(&[Kind::Exit]),
+            Level::Minimal => {
+                KindMask::of(&[Kind::Spawn, Kind::Exit, Kind::Register, Kind::Unregister])
+            }
+            Level::Off => KindMask::NONE,
+        }
+    }
+
+    /// The level's name as the Elixir API spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Level::Full => "full",
+            Level::MessagesOnly => "messages_only",
+            Level::StatesOnly => "states_only",
+            Level::Minimal => "minimal",
+            Level::Off => "off",
+        }
+    }
+
+    /// The level with this name, if any.
+    pub fn from_name(name: &str) -> Option<Level> {
+        Level::ALL.into_iter().find(|l| l.name() == name)
+    }
+}
+
+/// How sampling picks what to keep.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SampleBy {
+    /// A process is either fully kept or fully skipped, decided by a hash of its pid, so the kept
+    /// processes' stories are complete.
+    Process,
+    /// Events are kept in an exact, evenly spread proportion (`floor(n * rate)` of the first `n`).
+    Event,
+}
+
+/// The live capture policy. Every read on the capture path is one `Relaxed` load: a policy change
+/// taking effect a few events late on another scheduler is harmless.
+pub struct Policy {
+    mask: AtomicU32,
+    level: AtomicU32,
+    /// Sample rate as a fraction of 2^32 (2^32 = keep everything).
+    rate: AtomicU64,
+    by_event: AtomicBool,
+    counter: AtomicU64,
+}
+
+const ONE: u64 = 1 << 32;
+
+impl Policy {
+    /// A policy at `level`, keeping `rate` (0.0..=1.0, clamped) of processes or events.
+    pub fn new(level: Level, rate: f64, by: SampleBy) -> Policy {
+        let p = Policy {
+            mask: AtomicU32::new(0),
+            level: AtomicU32::new(0),
+            rate: AtomicU64::new(ONE),
+            by_event: AtomicBool::new(false),
+            counter: AtomicU64::new(0),
+        };
+        p.set_level(level);
+        p.set_sampling(rate, by);
+        p
+    }
+
+    /// Changes the level.
+    pub fn set_level(&self, level: Level) {
+        self.mask.store(level.mask().0, Ordering::Relaxed);
+        self.level.store(level as u32, Ordering::Relaxed);
+    }
+
+    /// The current level.
+    pub fn level(&self) -> Level {
+        Level::ALL
+            .into_iter()
+            .find(|l| *l as u32 == self.level.load(Ordering::Relaxed))
+            .unwrap_or(Level::Full)
+    }
+
+    /// Changes sampling.
+    pub fn set_sampling(&self, rate: f64, by: SampleBy) {
+        let r = if rate.is_nan() {
+            0.0
+        } else {
+            rate.clamp(0.0, 1.0)
+        };
+        self.rate
+            .store((r * ONE as f64).round() as u64, Ordering::Relaxed);
+        self.by_event
+            .store(by == SampleBy::Event, Ordering::Relaxed);
+    }
+
+    /// The current sample rate.
+    pub fn rate(&self) -> f64 {
+        self.rate.load(Ordering::Relaxed) as f64 / ONE as f64
+    }
+
+    /// How sampling picks.
+    pub fn sample_by(&self) -> SampleBy {
+        if self.by_event.load(Ordering::Relaxed) {
+            SampleBy::Event
+        } else {
+            SampleBy::Process
+        }
+    }
+
+    /// Whether the level keeps `kind` at all.
+    #[inline]
+    pub fn wants(&self, kind: Kind) -> bool {
+        KindMask(self.mask.load(Ordering::Relaxed)).contains(kind)
+    }
+
+    /// Whether an event of `pid` passes sampling. With event sampling this advances the counter,
+    /// so call it once per event, after [`Policy::wants`].
+    #[inline]
+    pub fn sample(&self, pid: PidKey) -> bool {
+        let rate = self.rate.load(Ordering::Relaxed);
+        if rate >= ONE {
+            return true;
+        }
+        if rate == 0 {
+            return false;
+        }
+        if self.by_event.load(Ordering::Relaxed) {
+            let n = self.counter.fetch_add(1, Ordering::Relaxed) as u128;
+            let r = rate as u128;
+            ((n + 1) * r) >> 32 > (n * r) >> 32
+        } else {
+            (mix64(pid) >> 32) < rate
+        }
+    }
+}
+
+/// splitmix64's finalizer: spreads pid handles (which differ in a few middle bits) evenly.
+#[inline]
+pub fn mix64(mut x: u64) -> u64 {
+    x ^= x >> 30;
+    x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x ^= x >> 27;
+    x = x.wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn levels_keep_their_kinds() {
+        let p = Policy::new(Level::MessagesOnly, 1.0, SampleBy::Process);
+        assert!(p.wants(Kind::Send) && p.wants(Kind::Receive));
+        assert!(!p.wants(Kind::Call) && !p.wants(Kind::Spawn));
+        p.set_level(Level::Off);
+        assert!(Kind::ALL.iter().all(|k| !p.wants(*k)));
+        assert_eq!(p.level(), Level::Off);
+        for l in Level::ALL {
+            assert_eq!(Level::from_name(l.name()), Some(l));
+        }
+    }
+
+    #[test]
+    fn event_sampling_is_exact() {
+        let p = Policy::new(Level::Full, 0.25, SampleBy::Event);
+        let kept = (0..10_000).filter(|_| p.sample(1)).count();
+        assert_eq!(kept, 2_500);
+    }
+
+    #[test]
+    fn process_sampling_is_stable_and_close_to_the_rate() {
+        let p = Policy::new(Level::Full, 0.3, SampleBy::Process);
+        // Local pid handles look like (n << 4) | 3.
+        let kept = (0..20_000u64).filter(|n| p.sample((n << 4) | 3)).count();
+        assert!((5_700..6_300).contains(&kept), "kept {kept}");
+        assert!((0..100u64).all(|n| p.sample(n) == p.sample(n)));
+    }
+
+    #[test]
+    fn rate_edges() {
+        let p = Policy::new(Level::Full, 0.0, SampleBy::Process);
+        assert!(!(0..100).any(|n| p.sample(n)));
+        p.set_sampling(1.0, SampleBy::Event);
+        assert!((0..100).all(|n| p.sample(n)));
+        p.set_sampling(f64::NAN, SampleBy::Event);
+        assert_eq!(p.rate(), 0.0);
+    }
+}

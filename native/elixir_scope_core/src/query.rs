@@ -1,0 +1,247 @@
+//! Event filters evaluated over the capture log, so only matching events leave the core.
+
+use crate::event::{AtomKey, EventRef, KindMask, PidKey, Seq, Timestamp};
+use crate::log::CaptureLog;
+
+/// Which events a query wants. Every field left at its default matches everything.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Filter {
+    /// The event happened in one of these processes (empty: any).
+    pub pids: Vec<PidKey>,
+    /// The event's peer is one of these processes (empty: any).
+    pub peers: Vec<PidKey>,
+    /// The event's pid or its peer is one of these processes (empty: any).
+    pub involving: Vec<PidKey>,
+    /// The event's kind is in this set.
+    pub kinds: KindMask,
+    /// Module of a call/return/exception.
+    pub module: Option<AtomKey>,
+    /// Function of a call/return/exception.
+    pub function: Option<AtomKey>,
+    /// Arity of a call/return/exception.
+    pub arity: Option<u8>,
+    /// `ts >= since`.
+    pub since: Option<Timestamp>,
+    /// `ts <= until`.
+    pub until: Option<Timestamp>,
+    /// `seq > after_seq`.
+    pub after_seq: Seq,
+    /// `seq < before_seq`.
+    pub before_seq: Option<Seq>,
+    /// Newest first instead of oldest first.
+    pub descending: bool,
+    /// At most this many events.
+    pub limit: usize,
+}
+
+impl Default for Filter {
+    fn default() -> Self {
+        Filter {
+            pids: Vec::new(),
+            peers: Vec::new(),
+            involving: Vec::new(),
+            kinds: KindMask::ALL,
+            module: None,
+            function: None,
+            arity: None,
+            since: None,
+            until: None,
+            after_seq: 0,
+            before_seq: None,
+            descending: false,
+            limit: usize::MAX,
+        }
+    }
+}
+
+impl Filter {
+    /// Whether `ev` passes every condition (seq bounds and limit are applied by [`run`]).
+    #[inline]
+    pub fn matches(&self, ev: &EventRef<'_>) -> bool {
+        let h = &ev.header;
+        let Some(kind) = h.kind() else { return false };
+        self.kinds.contains(kind)
+            && (self.pids.is_empty() || self.pids.contains(&h.pid))
+            && (self.peers.is_empty() || self.peers.contains(&h.peer))
+            && (self.involving.is_empty()
+                || self.involving.contains(&h.pid)
+                || self.involving.contains(&h.peer))
+            && self.module.is_none_or(|m| m == h.module)
+            && self.function.is_none_or(|f| f == h.function)
+            && self.arity.is_none_or(|a| a == h.arity)
+            && self.since.is_none_or(|t| h.ts >= t)
+            && self.until.is_none_or(|t| h.ts <= t)
+    }
+}
+
+/// The result of [`run`]: matching events, and where a follow-up page starts.
+#[derive(Debug)]
+pub struct Page<'a> {
+    /// The matches, in the requested order.
+    pub events: Vec<EventRef<'a>>,
+    /// How many seqs were examined (for callers that split work into chunks).
+    pub scanned: u64,
+}
+
+/// Scans the log for events matching `filter`, in the filter's order, stopping at its limit or
+/// after examining `budget` events (so a caller on a normal scheduler can bound its time and resume
+/// with `after_seq`/`before_seq` set from the last seq examined).
+pub fn run<'a>(log: &'a CaptureLog, filter: &Filter, budget: u64) -> Page<'a> {
+    let lo = filter.after_seq.saturating_add(1);
+    let hi = filter
+        .before_seq
+        .map_or(log.last_seq(), |b| b.saturating_sub(1).min(log.last_seq()));
+    let mut events = Vec::new();
+    let mut scanned = 0u64;
+    if lo > hi || filter.limit == 0 {
+        return Page { events, scanned };
+    }
+    let mut visit = |seq: Seq| -> bool {
+        scanned += 1;
+        if let Some(ev) = log.get(seq) {
+            if filter.matches(&ev) {
+                events.push(ev);
+            }
+        }
+        events.len() < filter.limit && scanned < budget
+    };
+    if filter.descending {
+        for seq in (lo..=hi).rev() {
+            if !visit(seq) {
+                break;
+            }
+        }
+    } else {
+        for seq in lo..=hi {
+            if !visit(seq) {
+                break;
+            }
+        }
+    }
+    Page { events, scanned }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Header, Kind};
+    use crate::log::Limits;
+    use proptest::prelude::*;
+
+    fn log_of(evs: &[(u64, u64, Kind, i64)]) -> CaptureLog {
+        let log = CaptureLog::new(Limits {
+            max_events: 10_000,
+            max_bytes: 1 << 16,
+        });
+        for &(pid, peer, kind, ts) in evs {
+            log.append(
+                &Header {
+                    ts,
+                    pid,
+                    peer,
+                    kind: kind as u8,
+                    module: pid % 3,
+                    ..Header::default()
+                },
+                b"",
+            );
+        }
+        log
+    }
+
+    #[test]
+    fn filters_by_pid_kind_and_limit_in_both_orders() {
+        let log = log_of(&[
+            (1, 2, Kind::Send, 10),
+            (2, 0, Kind::Receive, 11),
+            (1, 3, Kind::Send, 12),
+            (1, 0, Kind::Exit, 13),
+        ]);
+        let f = Filter {
+            pids: vec![1],
+            kinds: KindMask::of(&[Kind::Send]),
+            ..Filter::default()
+        };
+        let seqs = |p: Page| p.events.iter().map(|e| e.seq).collect::<Vec<_>>();
+        assert_eq!(seqs(run(&log, &f, u64::MAX)), vec![1, 3]);
+        let desc = Filter {
+            descending: true,
+            limit: 1,
+            ..f.clone()
+        };
+        assert_eq!(seqs(run(&log, &desc, u64::MAX)), vec![3]);
+        let involving = Filter {
+            involving: vec![2],
+            ..Filter::default()
+        };
+        assert_eq!(seqs(run(&log, &involving, u64::MAX)), vec![1, 2]);
+        let window = Filter {
+            since: Some(11),
+            until: Some(12),
+            ..Filter::default()
+        };
+        assert_eq!(seqs(run(&log, &window, u64::MAX)), vec![2, 3]);
+        let page2 = Filter {
+            after_seq: 1,
+            before_seq: Some(4),
+            ..Filter::default()
+        };
+        assert_eq!(seqs(run(&log, &page2, u64::MAX)), vec![2, 3]);
+    }
+
+    #[test]
+    fn budget_bounds_the_scan() {
+        let evs: Vec<_> = (0..100).map(|i| (i, 0, Kind::Send, i as i64)).collect();
+        let log = log_of(&evs);
+        let p = run(
+            &log,
+            &Filter {
+                pids: vec![1000],
+                ..Filter::default()
+            },
+            10,
+        );
+        assert_eq!((p.events.len(), p.scanned), (0, 10));
+    }
+
+    fn kind_strategy() -> impl Strategy<Value = Kind> {
+        (0u8..12).prop_map(|k| Kind::from_u8(k).unwrap())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+        #[test]
+        fn run_equals_a_naive_scan(
+            evs in prop::collection::vec((0u64..5, 0u64..5, kind_strategy(), 0i64..50), 0..200),
+            pid in prop::option::of(0u64..5),
+            kinds in prop::collection::vec(kind_strategy(), 0..4),
+            since in prop::option::of(0i64..50),
+            after in 0u64..50,
+            limit in 1usize..20,
+            descending in any::<bool>(),
+        ) {
+            let log = log_of(&evs);
+            let f = Filter {
+                pids: pid.into_iter().collect(),
+                kinds: if kinds.is_empty() { KindMask::ALL } else { KindMask::of(&kinds) },
+                since,
+                after_seq: after,
+                limit,
+                descending,
+                ..Filter::default()
+            };
+            let got: Vec<u64> = run(&log, &f, u64::MAX).events.iter().map(|e| e.seq).collect();
+            let mut want: Vec<u64> = evs.iter().enumerate()
+                .map(|(i, e)| (i as u64 + 1, e))
+                .filter(|(seq, (p, _, k, ts))| *seq > after
+                    && pid.is_none_or(|x| x == *p)
+                    && f.kinds.contains(*k)
+                    && since.is_none_or(|s| *ts >= s))
+                .map(|(seq, _)| seq)
+                .collect();
+            if descending { want.reverse(); }
+            want.truncate(limit);
+            prop_assert_eq!(got, want);
+        }
+    }
+}

@@ -1,0 +1,209 @@
+//! A capture store: the log, the live policy, and the settings the capture path needs.
+
+use crate::error::Error;
+use crate::event::{truncate_payload, Header};
+use crate::log::{Appended, CaptureLog, Limits, LogStats};
+use crate::policy::{Level, Policy, SampleBy};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// The settings of a new [`Store`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Config {
+    /// Events stored at most.
+    pub max_events: u64,
+    /// Payload bytes stored at most.
+    pub max_bytes: u64,
+    /// A payload over this many bytes is truncated (keeps size, hash and a prefix).
+    pub max_payload_bytes: usize,
+    /// Initial level.
+    pub level: Level,
+    /// Initial sample rate.
+    pub sample_rate: f64,
+    /// Initial sampling mode.
+    pub sample_by: SampleBy,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            max_events: 1_000_000,
+            max_bytes: 256 << 20,
+            max_payload_bytes: 4096,
+            level: Level::Full,
+            sample_rate: 1.0,
+            sample_by: SampleBy::Process,
+        }
+    }
+}
+
+/// Smallest allowed payload cap: room for the truncation record (16 bytes) plus a useful prefix.
+pub const MIN_PAYLOAD_CAP: usize = 64;
+/// Largest allowed payload cap (one payload chunk).
+pub const MAX_PAYLOAD_CAP: usize = 1 << 20;
+
+impl Config {
+    /// Checks every setting.
+    ///
+    /// # Errors
+    /// [`Error::InvalidOption`] naming the first setting out of range.
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.max_events == 0 {
+            return Err(Error::InvalidOption {
+                name: "max_events",
+                reason: "must be a positive integer",
+            });
+        }
+        if self.max_bytes == 0 {
+            return Err(Error::InvalidOption {
+                name: "max_bytes",
+                reason: "must be a positive integer",
+            });
+        }
+        if !(MIN_PAYLOAD_CAP..=MAX_PAYLOAD_CAP).contains(&self.max_payload_bytes) {
+            return Err(Error::InvalidOption {
+                name: "max_payload_bytes",
+                reason: "must be between 64 and 1048576",
+            });
+        }
+        if !(0.0..=1.0).contains(&self.sample_rate) {
+            return Err(Error::InvalidOption {
+                name: "sample_rate",
+                reason: "must be a float between 0.0 and 1.0",
+            });
+        }
+        Ok(())
+    }
+}
+
+/// A live capture store.
+pub struct Store {
+    log: CaptureLog,
+    policy: Policy,
+    max_payload: usize,
+    closed: AtomicBool,
+}
+
+impl Store {
+    /// A new, empty store.
+    ///
+    /// # Errors
+    /// [`Error::InvalidOption`] when `config` is out of range.
+    pub fn new(config: Config) -> Result<Store, Error> {
+        config.validate()?;
+        Ok(Store {
+            log: CaptureLog::new(Limits {
+                max_events: config.max_events,
+                max_bytes: config.max_bytes,
+            }),
+            policy: Policy::new(config.level, config.sample_rate, config.sample_by),
+            max_payload: config.max_payload_bytes,
+            closed: AtomicBool::new(false),
+        })
+    }
+
+    /// The event log.
+    pub fn log(&self) -> &CaptureLog {
+        &self.log
+    }
+
+    /// The live policy.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// The payload cap in bytes.
+    pub fn max_payload(&self) -> usize {
+        self.max_payload
+    }
+
+    /// Stops accepting events for good. Relaxed: a few late events after closing are harmless.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether [`Store::close`] was called.
+    #[inline]
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Relaxed)
+    }
+
+    /// Appends an event whose payload is already encoded, truncating it to the cap.
+    /// `scratch` is a reusable buffer for the truncated form.
+    pub fn append(&self, header: &Header, payload: &[u8], scratch: &mut Vec<u8>) -> Appended {
+        if self.is_closed() {
+            return Appended::Dropped;
+        }
+        if payload.len() > self.max_payload {
+            truncate_payload(payload, self.max_payload, scratch);
+            let mut h = *header;
+            h.flags |= crate::event::flags::TRUNCATED;
+            self.log.count_truncated();
+            return self.log.append(&h, scratch);
+        }
+        self.log.append(header, payload)
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> LogStats {
+        self.log.stats()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{flags, Kind};
+
+    #[test]
+    fn over_cap_payloads_are_truncated_and_counted() {
+        let store = Store::new(Config {
+            max_payload_bytes: 64,
+            ..Config::default()
+        })
+        .unwrap();
+        let mut scratch = Vec::new();
+        let h = Header {
+            kind: Kind::Send as u8,
+            ..Header::default()
+        };
+        store.append(&h, &[1; 10], &mut scratch);
+        store.append(&h, &[2; 1000], &mut scratch);
+        let ev = store.log().get(2).unwrap();
+        assert_eq!(ev.header.flags & flags::TRUNCATED, flags::TRUNCATED);
+        assert_eq!(ev.payload.len(), 64);
+        assert_eq!(ev.truncated().unwrap().full_len, 1000);
+        assert_eq!(store.stats().truncated, 1);
+        assert_eq!(store.log().get(1).unwrap().payload, &[1; 10]);
+    }
+
+    #[test]
+    fn closed_store_takes_nothing() {
+        let store = Store::new(Config::default()).unwrap();
+        store.close();
+        let r = store.append(&Header::default(), b"", &mut Vec::new());
+        assert_eq!(r, Appended::Dropped);
+        assert_eq!(store.stats().events, 0);
+    }
+
+    #[test]
+    fn bad_config_names_the_option() {
+        let e = Store::new(Config {
+            max_payload_bytes: 1,
+            ..Config::default()
+        })
+        .err()
+        .unwrap();
+        assert!(matches!(
+            e,
+            Error::InvalidOption {
+                name: "max_payload_bytes",
+                ..
+            }
+        ));
+        assert!(Store::new(Config {
+            sample_rate: 1.5,
+            ..Config::default()
+        })
+        .is_err());
+    }
+}

@@ -1,0 +1,247 @@
+//! A term → External Term Format encoder for the capture path.
+//!
+//! `enif_term_to_binary` allocates a fresh binary for every call; on the capture path that
+//! allocation (and its release) cost as much as the rest of the event. This encoder walks the term
+//! and appends ETF bytes to a reusable per-scheduler buffer instead. The common shapes (atoms,
+//! small and 64-bit integers, floats, binaries, tuples, lists, maps) are written directly; atoms and
+//! local pids are encoded once and cached per thread. Anything else (references, ports, funs,
+//! bignums, bitstrings, atoms outside Latin-1) is encoded by the VM's own `enif_term_to_binary`
+//! and spliced in, so every term round-trips through `:erlang.binary_to_term/1` exactly.
+//!
+//! Nesting deeper than [`MAX_DEPTH`] is also handed to the VM, whose encoder does not recurse on the
+//! C stack, so a pathological term cannot overflow a scheduler's stack.
+
+use crate::terms::raw;
+use rustler::sys::{
+    enif_get_atom, enif_get_double, enif_get_int64, enif_get_list_cell, enif_get_tuple,
+    enif_inspect_binary, enif_release_binary, enif_term_to_binary, enif_term_type, ErlNifBinary,
+    ErlNifCharEncoding, ErlNifEnv, ErlNifTerm, ErlNifTermType,
+};
+use rustler::types::map::MapIterator;
+use rustler::Term;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::mem::MaybeUninit;
+
+/// Deepest nesting encoded by recursion; deeper subterms go to the VM's encoder.
+pub const MAX_DEPTH: u32 = 64;
+/// Entries per thread-local cache before it is cleared (bounds memory on atom/pid-heavy loads).
+const CACHE_LIMIT: usize = 1 << 14;
+
+const VERSION: u8 = 131;
+const SMALL_INTEGER_EXT: u8 = 97;
+const INTEGER_EXT: u8 = 98;
+const NEW_FLOAT_EXT: u8 = 70;
+const SMALL_TUPLE_EXT: u8 = 104;
+const LARGE_TUPLE_EXT: u8 = 105;
+const NIL_EXT: u8 = 106;
+const LIST_EXT: u8 = 108;
+const BINARY_EXT: u8 = 109;
+const SMALL_BIG_EXT: u8 = 110;
+const MAP_EXT: u8 = 116;
+const ATOM_UTF8_EXT: u8 = 118;
+const SMALL_ATOM_UTF8_EXT: u8 = 119;
+
+#[derive(Default)]
+struct Caches {
+    /// atom term value → its ETF bytes (without the version byte).
+    atoms: HashMap<u64, Box<[u8]>>,
+    /// local pid term value → its ETF bytes.
+    pids: HashMap<u64, Box<[u8]>>,
+}
+
+thread_local! {
+    static CACHES: RefCell<Caches> = RefCell::new(Caches::default());
+}
+
+/// Appends the full ETF encoding of `term` (version byte included) to `out`.
+pub fn encode(term: Term<'_>, out: &mut Vec<u8>) {
+    out.push(VERSION);
+    let env = term.get_env().as_c_arg();
+    CACHES.with(|c| match c.try_borrow_mut() {
+        Ok(mut caches) => encode_term(env, term.as_c_arg(), out, &mut caches, 0),
+        // Re-entered on this thread (cannot happen from a NIF call, but never panic): skip caches.
+        Err(_) => vm_encode(env, term.as_c_arg(), out),
+    });
+}
+
+fn encode_term(env: *mut ErlNifEnv, t: ErlNifTerm, out: &mut Vec<u8>, c: &mut Caches, depth: u32) {
+    if depth > MAX_DEPTH {
+        return vm_encode(env, t, out);
+    }
+    // SAFETY (for every enif_* call below): `env` is the environment of the running NIF call and
+    // `t` (and every subterm taken from it) is a valid term in it.
+    let ty = unsafe { enif_term_type(env, t) };
+    match ty {
+        ErlNifTermType::ERL_NIF_TERM_TYPE_ATOM => encode_atom(env, t, out, c),
+        ErlNifTermType::ERL_NIF_TERM_TYPE_INTEGER => {
+            let mut v: i64 = 0;
+            if unsafe { enif_get_int64(env, t, &mut v) } == 0 {
+                return vm_encode(env, t, out); // bignum
+            }
+            encode_int(v, out);
+        }
+        ErlNifTermType::ERL_NIF_TERM_TYPE_FLOAT => {
+            let mut f: f64 = 0.0;
+            unsafe { enif_get_double(env, t, &mut f) };
+            out.push(NEW_FLOAT_EXT);
+            out.extend_from_slice(&f.to_bits().to_be_bytes());
+        }
+        ErlNifTermType::ERL_NIF_TERM_TYPE_BITSTRING => {
+            let mut bin = MaybeUninit::<ErlNifBinary>::uninit();
+            if unsafe { enif_inspect_binary(env, t, bin.as_mut_ptr()) } == 0 {
+                return vm_encode(env, t, out); // not byte-aligned
+            }
+            let bin = unsafe { bin.assume_init() };
+            let Ok(len) = u32::try_from(bin.size) else {
+                return vm_encode(env, t, out);
+            };
+            out.push(BINARY_EXT);
+            out.extend_from_slice(&len.to_be_bytes());
+            // SAFETY: enif_inspect_binary succeeded, so `data` points at `size` readable bytes.
+            out.extend_from_slice(unsafe { std::slice::from_raw_parts(bin.data, bin.size) });
+        }
+        ErlNifTermType::ERL_NIF_TERM_TYPE_TUPLE => {
+            let mut arity: i32 = 0;
+            let mut elems: *const ErlNifTerm = std::ptr::null();
+            unsafe { enif_get_tuple(env, t, &mut arity, &mut elems) };
+            let n = arity.max(0) as usize;
+            if n < 256 {
+                out.push(SMALL_TUPLE_EXT);
+                out.push(n as u8);
+            } else {
+                out.push(LARGE_TUPLE_EXT);
+                out.extend_from_slice(&(n as u32).to_be_bytes());
+            }
+            for i in 0..n {
+                // SAFETY: `elems` points at `arity` terms of the tuple.
+                let e = unsafe { *elems.add(i) };
+                encode_term(env, e, out, c, depth + 1);
+            }
+        }
+        ErlNifTermType::ERL_NIF_TERM_TYPE_LIST => encode_list(env, t, out, c, depth),
+        ErlNifTermType::ERL_NIF_TERM_TYPE_MAP => {
+            // SAFETY: `t` is a valid term of `env` (see above).
+            let term = unsafe { Term::new(rustler::Env::new(&(), env), t) };
+            let (Ok(size), Some(iter)) = (term.map_size(), MapIterator::new(term)) else {
+                return vm_encode(env, t, out);
+            };
+            out.push(MAP_EXT);
+            out.extend_from_slice(&(size as u32).to_be_bytes());
+            for (k, v) in iter {
+                encode_term(env, k.as_c_arg(), out, c, depth + 1);
+                encode_term(env, v.as_c_arg(), out, c, depth + 1);
+            }
+        }
+        ErlNifTermType::ERL_NIF_TERM_TYPE_PID if raw(t) & 0xF == 0x3 => {
+            if let Some(bytes) = c.pids.get(&(raw(t))) {
+                out.extend_from_slice(bytes);
+                return;
+            }
+            let start = out.len();
+            vm_encode(env, t, out);
+            if c.pids.len() >= CACHE_LIMIT {
+                c.pids.clear();
+            }
+            c.pids.insert(raw(t), out[start..].into());
+        }
+        _ => vm_encode(env, t, out),
+    }
+}
+
+fn encode_int(v: i64, out: &mut Vec<u8>) {
+    if (0..=255).contains(&v) {
+        out.push(SMALL_INTEGER_EXT);
+        out.push(v as u8);
+    } else if let Ok(v32) = i32::try_from(v) {
+        out.push(INTEGER_EXT);
+        out.extend_from_slice(&v32.to_be_bytes());
+    } else {
+        let mag = v.unsigned_abs();
+        let digits = (8 - mag.leading_zeros() / 8) as usize;
+        out.push(SMALL_BIG_EXT);
+        out.push(digits as u8);
+        out.push(u8::from(v < 0));
+        out.extend_from_slice(&mag.to_le_bytes()[..digits]);
+    }
+}
+
+fn encode_atom(env: *mut ErlNifEnv, t: ErlNifTerm, out: &mut Vec<u8>, c: &mut Caches) {
+    if let Some(bytes) = c.atoms.get(&(raw(t))) {
+        out.extend_from_slice(bytes);
+        return;
+    }
+    // Atom names are at most 255 characters, so 256 Latin-1 bytes always fit.
+    let mut buf = [0u8; 256];
+    // SAFETY: `buf` is 256 writable bytes; enif_get_atom writes at most that many.
+    let n = unsafe {
+        enif_get_atom(
+            env,
+            t,
+            buf.as_mut_ptr().cast(),
+            buf.len() as u32,
+            ErlNifCharEncoding::ERL_NIF_LATIN1,
+        )
+    };
+    if n <= 0 {
+        // Not representable in Latin-1 (OTP 25's enif_get_atom has no UTF-8 mode).
+        return vm_encode(env, t, out);
+    }
+    let latin1 = &buf[..(n as usize - 1)];
+    let utf8: String = latin1.iter().map(|&b| b as char).collect();
+    let mut bytes = Vec::with_capacity(utf8.len() + 3);
+    if utf8.len() < 256 {
+        bytes.push(SMALL_ATOM_UTF8_EXT);
+        bytes.push(utf8.len() as u8);
+    } else {
+        bytes.push(ATOM_UTF8_EXT);
+        bytes.extend_from_slice(&(utf8.len() as u16).to_be_bytes());
+    }
+    bytes.extend_from_slice(utf8.as_bytes());
+    out.extend_from_slice(&bytes);
+    if c.atoms.len() >= CACHE_LIMIT {
+        c.atoms.clear();
+    }
+    c.atoms.insert(raw(t), bytes.into());
+}
+
+fn encode_list(env: *mut ErlNifEnv, t: ErlNifTerm, out: &mut Vec<u8>, c: &mut Caches, depth: u32) {
+    let mut head = ErlNifTerm::default();
+    let mut tail = ErlNifTerm::default();
+    // SAFETY: see `encode_term`.
+    if unsafe { enif_get_list_cell(env, t, &mut head, &mut tail) } == 0 {
+        out.push(NIL_EXT);
+        return;
+    }
+    out.push(LIST_EXT);
+    let len_at = out.len();
+    out.extend_from_slice(&[0; 4]);
+    let mut len: u32 = 0;
+    let mut cell = t;
+    // Elements are encoded iteratively, so a long list costs no stack.
+    while unsafe { enif_get_list_cell(env, cell, &mut head, &mut tail) } != 0 {
+        encode_term(env, head, out, c, depth + 1);
+        len = len.wrapping_add(1);
+        cell = tail;
+    }
+    out[len_at..len_at + 4].copy_from_slice(&len.to_be_bytes());
+    // The tail: `[]` for a proper list, anything else for an improper one.
+    encode_term(env, cell, out, c, depth + 1);
+}
+
+/// Encodes `t` with the VM's encoder and appends it without its version byte.
+fn vm_encode(env: *mut ErlNifEnv, t: ErlNifTerm, out: &mut Vec<u8>) {
+    let mut bin = MaybeUninit::<ErlNifBinary>::uninit();
+    // SAFETY: `env`/`t` are valid (see `encode_term`); on success the binary is ours to release.
+    unsafe {
+        if enif_term_to_binary(env, t, bin.as_mut_ptr()) == 0 {
+            // Out of memory in the VM: record an empty list rather than fail the event.
+            out.push(NIL_EXT);
+            return;
+        }
+        let mut bin = bin.assume_init();
+        let bytes = std::slice::from_raw_parts(bin.data, bin.size);
+        out.extend_from_slice(bytes.get(1..).unwrap_or(&[]));
+        enif_release_binary(&mut bin);
+    }
+}

@@ -1,0 +1,15 @@
+//! ElixirScope's NIF layer: decodes terms into `elixir_scope_core` types, calls the core, encodes
+//! the answers. The `erl_tracer` callbacks (`enabled/3`, `trace/5`) live here too, so that
+//! `ElixirScope.Native` is both the stub module and the tracer module.
+//!
+//! No logic lives here that could live in the core; no NIF panics on bad input (bad argument
+//! types are `badarg`, everything else is `{:error, reason}`).
+
+mod atoms;
+mod etf;
+mod query;
+mod store;
+mod terms;
+mod tracer;
+
+rustler::init!("Elixir.ElixirScope.Native");

@@ -1,0 +1,147 @@
+//! Query NIFs: decode a filter, run it in the core, encode only the matches.
+
+use crate::atoms;
+use crate::store::StoreRef;
+use crate::terms::{atom_key, immediate_term, local_pid_key};
+use elixir_scope_core::event::{EventRef, Kind, KindMask};
+use elixir_scope_core::query::{self, Filter};
+use rustler::{Encoder, Env, NewBinary, NifResult, ResourceArc, Term};
+
+/// A pid key that no stored event has: what a filter on a remote or unknown pid compiles to, so
+/// it matches nothing instead of everything.
+const NO_PID: u64 = u64::MAX;
+
+fn pid_keys(list: Term) -> NifResult<Vec<u64>> {
+    let terms: Vec<Term> = list.decode()?;
+    terms
+        .into_iter()
+        .map(|t| {
+            if t.is_pid() {
+                Ok(local_pid_key(t).unwrap_or(NO_PID))
+            } else {
+                Err(rustler::Error::BadArg)
+            }
+        })
+        .collect()
+}
+
+fn opt<'a, T: rustler::Decoder<'a>>(t: Term<'a>) -> NifResult<Option<T>> {
+    if t.as_c_arg() == atoms::nil().as_c_arg() {
+        Ok(None)
+    } else {
+        t.decode().map(Some)
+    }
+}
+
+fn opt_atom(t: Term) -> NifResult<Option<u64>> {
+    if t.as_c_arg() == atoms::nil().as_c_arg() {
+        return Ok(None);
+    }
+    atom_key(t).map(Some).ok_or(rustler::Error::BadArg)
+}
+
+/// Decodes the filter tuple built by `ElixirScope.Query.Filter`:
+/// `{pids, peers, involving, kinds, module, function, arity, since, until, after_seq, before_seq,
+/// desc, limit}`.
+fn decode_filter(t: Term) -> NifResult<Filter> {
+    let f = rustler::types::tuple::get_tuple(t)?;
+    if f.len() != 13 {
+        return Err(rustler::Error::BadArg);
+    }
+    let kinds: Vec<Term> = f[3].decode()?;
+    let kinds = if kinds.is_empty() {
+        KindMask::ALL
+    } else {
+        let mut ks = Vec::with_capacity(kinds.len());
+        for k in kinds {
+            let name = rustler::Atom::from_term(k)?
+                .to_term(k.get_env())
+                .atom_to_string()?;
+            ks.push(Kind::from_name(&name).ok_or(rustler::Error::BadArg)?);
+        }
+        KindMask::of(&ks)
+    };
+    let limit: Option<u64> = opt(f[12])?;
+    Ok(Filter {
+        pids: pid_keys(f[0])?,
+        peers: pid_keys(f[1])?,
+        involving: pid_keys(f[2])?,
+        kinds,
+        module: opt_atom(f[4])?,
+        function: opt_atom(f[5])?,
+        arity: opt(f[6])?,
+        since: opt(f[7])?,
+        until: opt(f[8])?,
+        after_seq: f[9].decode()?,
+        before_seq: opt(f[10])?,
+        descending: f[11].decode()?,
+        limit: limit.map_or(usize::MAX, |l| l.min(usize::MAX as u64) as usize),
+    })
+}
+
+/// Encodes one event as `{seq, ts, kind, pid, peer, mfa, payload, flags}`.
+fn encode_event<'a>(env: Env<'a>, ev: &EventRef) -> Term<'a> {
+    let h = &ev.header;
+    let nil = atoms::nil().encode(env);
+    let pid_or_nil = |k: u64| {
+        if k == 0 {
+            nil
+        } else {
+            immediate_term(env, k)
+        }
+    };
+    let kind = h
+        .kind()
+        .and_then(|k| rustler::Atom::from_str(env, k.name()).ok())
+        .map_or(nil, |a| a.encode(env));
+    let mfa = if h.module == 0 {
+        nil
+    } else {
+        (
+            immediate_term(env, h.module),
+            pid_or_nil(h.function),
+            h.arity,
+        )
+            .encode(env)
+    };
+    let payload = if ev.payload.is_empty() {
+        nil
+    } else {
+        let mut bin = NewBinary::new(env, ev.payload.len());
+        bin.as_mut_slice().copy_from_slice(ev.payload);
+        Term::from(bin)
+    };
+    rustler::types::tuple::make_tuple(
+        env,
+        &[
+            ev.seq.encode(env),
+            h.ts.encode(env),
+            kind,
+            pid_or_nil(h.pid),
+            pid_or_nil(h.peer),
+            mfa,
+            payload,
+            h.flags.encode(env),
+        ],
+    )
+}
+
+/// Events matching the filter, as a list of event tuples. O(events scanned), so it runs on a
+/// dirty CPU scheduler.
+#[rustler::nif(schedule = "DirtyCpu")]
+fn query_events<'a>(
+    env: Env<'a>,
+    store: ResourceArc<StoreRef>,
+    filter: Term<'a>,
+) -> NifResult<Term<'a>> {
+    let filter = decode_filter(filter)?;
+    let page = query::run(store.store.log(), &filter, u64::MAX);
+    let list: Vec<Term> = page.events.iter().map(|e| encode_event(env, e)).collect();
+    Ok(list.encode(env))
+}
+
+/// The highest seq stored so far (cheap: one atomic load).
+#[rustler::nif]
+fn store_last_seq(store: ResourceArc<StoreRef>) -> u64 {
+    store.store.log().last_seq()
+}

@@ -1,0 +1,136 @@
+//! The store resource and the NIFs that create, configure and describe it.
+
+use crate::atoms;
+use elixir_scope_core::policy::{Level, SampleBy};
+use elixir_scope_core::store::{Config, Store};
+use elixir_scope_core::Error;
+use rustler::{Atom, Encoder, Env, NifResult, ResourceArc, Term};
+
+/// The resource Elixir holds (`ElixirScope.Store`'s opaque reference). It is also the tracer state
+/// handed to `erl_tracer`, so every tracer callback reaches its store without a global.
+pub struct StoreRef {
+    pub store: Store,
+}
+
+#[rustler::resource_impl]
+impl rustler::Resource for StoreRef {}
+
+/// Maps a core error to the `{:error, reason}` term the Elixir side matches on.
+pub fn error_term<'a>(env: Env<'a>, e: &Error) -> Term<'a> {
+    let reason = match e {
+        Error::StoreClosed => atoms::store_closed().encode(env),
+        Error::InvalidOption { name, reason } => {
+            (atoms::invalid_option(), *name, *reason).encode(env)
+        }
+        _ => format!("{e}").encode(env),
+    };
+    (atoms::error(), reason).encode(env)
+}
+
+fn atom_name(term: Term) -> NifResult<String> {
+    Atom::from_term(term)?
+        .to_term(term.get_env())
+        .atom_to_string()
+}
+
+fn level_of(term: Term) -> NifResult<Level> {
+    Level::from_name(&atom_name(term)?).ok_or(rustler::Error::BadArg)
+}
+
+fn sample_by_of(term: Term) -> NifResult<SampleBy> {
+    match atom_name(term)?.as_str() {
+        "process" => Ok(SampleBy::Process),
+        "event" => Ok(SampleBy::Event),
+        _ => Err(rustler::Error::BadArg),
+    }
+}
+
+/// `store_new(max_events, max_bytes, max_payload_bytes, level, sample_rate, sample_by)`.
+#[rustler::nif]
+fn store_new<'a>(
+    env: Env<'a>,
+    max_events: u64,
+    max_bytes: u64,
+    max_payload_bytes: usize,
+    level: Term<'a>,
+    sample_rate: f64,
+    sample_by: Term<'a>,
+) -> NifResult<Term<'a>> {
+    let config = Config {
+        max_events,
+        max_bytes,
+        max_payload_bytes,
+        level: level_of(level)?,
+        sample_rate,
+        sample_by: sample_by_of(sample_by)?,
+    };
+    Ok(match Store::new(config) {
+        Ok(store) => (atoms::ok(), ResourceArc::new(StoreRef { store })).encode(env),
+        Err(e) => error_term(env, &e),
+    })
+}
+
+/// Closes the store: tracer callbacks answer `remove`, so the VM drops the tracer from every
+/// process still pointing at it. Stored events stay readable.
+#[rustler::nif]
+fn store_close(store: ResourceArc<StoreRef>) -> Atom {
+    store.store.close();
+    atoms::ok()
+}
+
+/// Changes the tracing level while capture runs.
+#[rustler::nif]
+fn store_set_level(store: ResourceArc<StoreRef>, level: Term) -> NifResult<Atom> {
+    store.store.policy().set_level(level_of(level)?);
+    Ok(atoms::ok())
+}
+
+/// Changes sampling while capture runs.
+#[rustler::nif]
+fn store_set_sampling(store: ResourceArc<StoreRef>, rate: f64, by: Term) -> NifResult<Atom> {
+    if !(0.0..=1.0).contains(&rate) {
+        return Err(rustler::Error::BadArg);
+    }
+    store.store.policy().set_sampling(rate, sample_by_of(by)?);
+    Ok(atoms::ok())
+}
+
+/// Counters and settings, as a map.
+#[rustler::nif]
+fn store_stats(env: Env, store: ResourceArc<StoreRef>) -> NifResult<Term> {
+    let s = &store.store;
+    let st = s.stats();
+    let limits = s.log().limits();
+    let policy = s.policy();
+    let by = match policy.sample_by() {
+        SampleBy::Process => atoms::process(),
+        SampleBy::Event => atoms::event(),
+    };
+    let pairs: Vec<(Term, Term)> = vec![
+        (atoms::events().encode(env), st.events.encode(env)),
+        (atoms::dropped().encode(env), st.dropped.encode(env)),
+        (atoms::truncated().encode(env), st.truncated.encode(env)),
+        (atoms::bytes().encode(env), st.bytes.encode(env)),
+        (
+            atoms::payload_bytes().encode(env),
+            st.payload_bytes.encode(env),
+        ),
+        (atoms::capacity().encode(env), limits.max_events.encode(env)),
+        (atoms::max_bytes().encode(env), limits.max_bytes.encode(env)),
+        (
+            atoms::max_payload_bytes().encode(env),
+            s.max_payload().encode(env),
+        ),
+        (
+            atoms::tracing_level().encode(env),
+            Atom::from_str(env, policy.level().name())?.encode(env),
+        ),
+        (atoms::sample_rate().encode(env), policy.rate().encode(env)),
+        (atoms::sample_by().encode(env), by.encode(env)),
+        (
+            atoms::last_seq().encode(env),
+            s.log().last_seq().encode(env),
+        ),
+    ];
+    Term::map_from_pairs(env, &pairs)
+}

@@ -1,0 +1,200 @@
+//! The `erl_tracer` callbacks. The VM calls them in the traced process, on its scheduler, for every
+//! trace event: `enabled/3` first (the cheap gate: store open, level, capacity, sampling), then
+//! `trace/5` (copy the event into the store). Both are O(1) apart from the payload copy, never
+//! block and never allocate per event beyond the thread's reusable buffers.
+
+use crate::atoms;
+use crate::etf;
+use crate::store::StoreRef;
+use crate::terms::{atom_key, local_pid_key};
+use elixir_scope_core::event::{flags, Header, Kind};
+use rustler::sys::{enif_monotonic_time, ErlNifTimeUnit};
+use rustler::{Atom, Env, Term};
+use std::cell::RefCell;
+
+/// Reusable per-scheduler buffers, so an event costs no allocation once they have grown.
+struct Scratch {
+    payload: Vec<u8>,
+    truncated: Vec<u8>,
+}
+
+/// Buffers larger than this after an event are given back, so one huge message does not pin its
+/// size in every scheduler forever.
+const KEEP_BUFFER: usize = 1 << 16;
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = const { RefCell::new(Scratch { payload: Vec::new(), truncated: Vec::new() }) };
+}
+
+/// The event kind of a trace tag; `None` for tags we do not record (`spawned`, `getting_linked`,
+/// `return_to`, ...), whose information the recorded tags already carry.
+#[inline]
+fn kind_of(tag: Term) -> Option<Kind> {
+    let t = tag.as_c_arg();
+    let is = |a: Atom| a.as_c_arg() == t;
+    Some(if is(atoms::send()) {
+        Kind::Send
+    } else if is(atoms::receive()) {
+        Kind::Receive
+    } else if is(atoms::call()) {
+        Kind::Call
+    } else if is(atoms::return_from()) {
+        Kind::Return
+    } else if is(atoms::exception_from()) {
+        Kind::Exception
+    } else if is(atoms::spawn()) {
+        Kind::Spawn
+    } else if is(atoms::exit()) {
+        Kind::Exit
+    } else if is(atoms::link()) {
+        Kind::Link
+    } else if is(atoms::unlink()) {
+        Kind::Unlink
+    } else if is(atoms::register()) {
+        Kind::Register
+    } else if is(atoms::unregister()) {
+        Kind::Unregister
+    } else if is(atoms::send_to_non_existing_process()) {
+        Kind::SendToDead
+    } else {
+        return None;
+    })
+}
+
+/// `erl_tracer:enabled/3`: `trace`, `discard` or `remove`.
+#[rustler::nif]
+fn enabled(tag: Term, state: Term, tracee: Term) -> Atom {
+    let Some(store) = state.try_get_resource::<StoreRef>().map(|s| &s.store) else {
+        return atoms::remove();
+    };
+    if store.is_closed() {
+        return atoms::remove();
+    }
+    if tag.as_c_arg() == atoms::trace_status().as_c_arg() {
+        return atoms::trace();
+    }
+    let Some(kind) = kind_of(tag) else {
+        return atoms::discard();
+    };
+    if !store.policy().wants(kind) {
+        return atoms::discard();
+    }
+    if store.log().is_full() {
+        store.log().count_dropped();
+        return atoms::discard();
+    }
+    if !store.policy().sample(local_pid_key(tracee).unwrap_or(0)) {
+        return atoms::discard();
+    }
+    atoms::trace()
+}
+
+/// `erl_tracer:trace/5`: records the event. Always answers `ok`; the return value is ignored by
+/// the VM.
+#[rustler::nif]
+fn trace<'a>(
+    env: Env<'a>,
+    tag: Term<'a>,
+    state: Term<'a>,
+    tracee: Term<'a>,
+    term: Term<'a>,
+    opts: Term<'a>,
+) -> Atom {
+    // SAFETY: enif_monotonic_time has no preconditions.
+    let ts = unsafe { enif_monotonic_time(ErlNifTimeUnit::ERL_NIF_NSEC) };
+    let (Some(store), Some(kind)) = (
+        state.try_get_resource::<StoreRef>().map(|s| &s.store),
+        kind_of(tag),
+    ) else {
+        return atoms::ok();
+    };
+    if store.log().is_full() {
+        store.log().count_dropped();
+        return atoms::ok();
+    }
+    let mut h = Header {
+        ts,
+        pid: local_pid_key(tracee).unwrap_or(0),
+        kind: kind as u8,
+        ..Header::default()
+    };
+    let extra = || opts.map_get(atoms::extra()).ok();
+    let nil = atoms::nil().to_term(env);
+    let payload: Option<Term> = match kind {
+        Kind::Send | Kind::SendToDead => Some(with_peer(env, &mut h, extra().unwrap_or(nil), term)),
+        Kind::Receive | Kind::Exit | Kind::Register | Kind::Unregister => Some(term),
+        Kind::Link | Kind::Unlink => {
+            let data = with_peer(env, &mut h, term, nil);
+            (h.flags & flags::PEER_IN_PAYLOAD != 0).then_some(data)
+        }
+        Kind::Spawn => {
+            let mfa = extra().unwrap_or(nil);
+            set_mfa(&mut h, mfa);
+            Some(with_peer(env, &mut h, term, mfa))
+        }
+        Kind::Call => {
+            // {M, F, Args}: the payload is the argument list.
+            set_mfa(&mut h, term);
+            rustler::types::tuple::get_tuple(term)
+                .ok()
+                .and_then(|t| t.get(2).copied())
+        }
+        Kind::Return | Kind::Exception => {
+            // {M, F, Arity}; the value (or {Class, Reason}) is in `extra`.
+            set_mfa(&mut h, term);
+            extra()
+        }
+    };
+    SCRATCH.with(|s| {
+        let Ok(mut s) = s.try_borrow_mut() else {
+            return;
+        };
+        let Scratch {
+            payload: buf,
+            truncated,
+        } = &mut *s;
+        buf.clear();
+        if let Some(p) = payload {
+            etf::encode(p, buf);
+        }
+        store.append(&h, buf, truncated);
+        if buf.capacity() > KEEP_BUFFER {
+            *buf = Vec::new();
+        }
+        if truncated.capacity() > KEEP_BUFFER {
+            *truncated = Vec::new();
+        }
+    });
+    atoms::ok()
+}
+
+/// Sets `h.peer` when `peer` is a local pid and returns `data`; otherwise (a registered name, a
+/// remote pid, a port) flags the header and returns `{peer, data}` to be stored as the payload.
+fn with_peer<'a>(env: Env<'a>, h: &mut Header, peer: Term<'a>, data: Term<'a>) -> Term<'a> {
+    match local_pid_key(peer) {
+        Some(key) => {
+            h.peer = key;
+            data
+        }
+        None => {
+            h.flags |= flags::PEER_IN_PAYLOAD;
+            rustler::types::tuple::make_tuple(env, &[peer, data])
+        }
+    }
+}
+
+/// Fills module, function and arity from `{M, F, Args | Arity}`.
+fn set_mfa(h: &mut Header, mfa: Term) {
+    let Ok(parts) = rustler::types::tuple::get_tuple(mfa) else {
+        return;
+    };
+    if parts.len() != 3 {
+        return;
+    }
+    h.module = atom_key(parts[0]).unwrap_or(0);
+    h.function = atom_key(parts[1]).unwrap_or(0);
+    h.arity = match parts[2].decode::<u8>() {
+        Ok(a) => a,
+        Err(_) => parts[2].list_length().map_or(0, |n| n.min(255) as u8),
+    };
+}

@@ -1,0 +1,43 @@
+defmodule ElixirScope.ScopeCase do
+  @moduledoc """
+  Helpers for tests that capture into a store of their own (so they can run `async: true`):
+  a fresh store, tracing a real process into it, and waiting for processes to finish.
+  """
+
+  alias ElixirScope.{Query, Store, Tracer}
+
+  @doc "A new private store."
+  def new_store(opts \\ []), do: Store.new!(opts)
+
+  @doc "Traces `pid` into `store` with ElixirScope's flags (plus `extra`)."
+  def trace_into(pid, store, extra \\ []) do
+    :ok = Tracer.trace_pid(pid, store, Tracer.flags() ++ extra)
+  end
+
+  @doc "Events of `store` matching `filters`."
+  def events(store, filters \\ []), do: Query.events([store: store] ++ filters)
+
+  @doc "A process that waits for `:go`, runs `fun`, and exits normally."
+  def spawn_waiting(fun) do
+    spawn(fn ->
+      receive do
+        :go -> fun.()
+      end
+    end)
+  end
+
+  @doc "Sends `:go` to `pid` and waits until it has exited."
+  def go_and_wait(pid, timeout \\ 10_000) do
+    ref = Process.monitor(pid)
+    send(pid, :go)
+
+    receive do
+      {:DOWN, ^ref, :process, ^pid, reason} -> reason
+    after
+      timeout -> raise "process #{inspect(pid)} did not finish in #{timeout} ms"
+    end
+  end
+
+  @doc "Summarizes events as `{kind, pid, peer, mfa, data}` tuples, for exact comparison."
+  def shape(events), do: Enum.map(events, &{&1.kind, &1.pid, &1.peer, &1.mfa, &1.data})
+end
