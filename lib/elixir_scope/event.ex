@@ -16,9 +16,8 @@ defmodule ElixirScope.Event do
   A payload over the store's `max_payload_bytes` is an `ElixirScope.Event.Truncated` struct
   with the original size, a hash and a prefix of the encoded term.
 
-      iex> [event | _] = ElixirScope.Query.events(kind: :send, limit: 1)
-      iex> event
-      #ElixirScope.Event<#12 send #PID<0.120.0> -> #PID<0.121.0> {:increment, 1}>
+      ElixirScope.Query.events(kind: :send, limit: 1)
+      #=> [#ElixirScope.Event<#12 send #PID<0.120.0> -> #PID<0.121.0> {:increment, 1}>]
   """
 
   alias ElixirScope.Store

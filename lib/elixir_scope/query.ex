@@ -3,9 +3,9 @@ defmodule ElixirScope.Query do
   Ask what happened. Every filter runs natively over the store; only matching events are built
   as Elixir terms.
 
-      iex> ElixirScope.Query.events(kind: [:send, :receive], pid: pid, limit: 10)
-      iex> ElixirScope.Query.message_flow(client, server)
-      iex> ElixirScope.Query.function_calls(MyApp.Pricing, :total)
+      ElixirScope.Query.events(kind: [:send, :receive], pid: pid, limit: 10)
+      ElixirScope.Query.message_flow(client, server)
+      ElixirScope.Query.function_calls(MyApp.Pricing, :total)
 
   Results are lists of `ElixirScope.Event` structs, oldest first unless `order: :desc`.
 
@@ -83,7 +83,7 @@ defmodule ElixirScope.Query do
 
   ## Examples
 
-      iex> ElixirScope.Query.events(kind: :bogus)
+      iex> ElixirScope.Query.events(kind: :bogus, store: ElixirScope.Store.new!())
       ** (ArgumentError) invalid :kind :bogus, expected one of: :spawn, :exit, :link, :unlink, :register, :unregister, :send, :send_to_dead, :receive, :call, :return, :exception
   """
   @spec events(filters()) :: [Event.t()]

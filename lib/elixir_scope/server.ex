@@ -8,7 +8,7 @@ defmodule ElixirScope.Server do
 
   alias ElixirScope.{Store, Tracer}
 
-  defstruct [:store, pids: MapSet.new(), modules: %{}, all: false, new: false, skipped: []]
+  defstruct [:store, :janitor, pids: MapSet.new(), modules: %{}, all: false, new: false, skipped: []]
 
   def start_link(opts), do: GenServer.start_link(__MODULE__, opts, name: __MODULE__)
 
@@ -21,7 +21,7 @@ defmodule ElixirScope.Server do
     Process.flag(:trap_exit, true)
     store = Store.new!(store_opts)
     Store.put_default(store)
-    {:ok, %__MODULE__{store: store}}
+    {:ok, %__MODULE__{store: store, janitor: start_janitor(store)}}
   end
 
   @impl true
@@ -50,9 +50,55 @@ defmodule ElixirScope.Server do
 
   @impl true
   def terminate(_reason, s) do
-    Enum.each(Map.keys(s.modules), &Tracer.untrace_module/1)
-    Tracer.untrace_all(s.store)
-    Store.close(s.store)
+    cleanup(s.store, Map.keys(s.modules))
+    # Cleaned up here: the janitor can go. (It gets this before the server's :DOWN.)
+    send(s.janitor, :done)
+  end
+
+  defp cleanup(store, modules) do
+    Enum.each(modules, &Tracer.untrace_module/1)
+    Tracer.untrace_all(store)
+    Store.close(store)
+  end
+
+  # A process that outlives the server by a moment: when the server dies in any way (even
+  # :kill, which skips terminate/2), it clears the flags and patterns and closes the store, so
+  # no process keeps tracing into an orphaned store.
+  defp start_janitor(store) do
+    await_previous_janitor()
+    server = self()
+
+    spawn(fn ->
+      Process.register(self(), ElixirScope.Janitor)
+      ref = Process.monitor(server)
+      janitor_loop(ref, store, [])
+    end)
+  end
+
+  # A previous capture's janitor may still be cleaning up after a killed server; let it finish
+  # first, or its cleanup would undo this capture's trace patterns.
+  defp await_previous_janitor do
+    case Process.whereis(ElixirScope.Janitor) do
+      nil ->
+        :ok
+
+      pid ->
+        ref = Process.monitor(pid)
+
+        receive do
+          {:DOWN, ^ref, _, _, _} -> :ok
+        after
+          5_000 -> Process.demonitor(ref, [:flush])
+        end
+    end
+  end
+
+  defp janitor_loop(ref, store, modules) do
+    receive do
+      {:traced_module, mod} -> janitor_loop(ref, store, [mod | modules])
+      :done -> :ok
+      {:DOWN, ^ref, :process, _, _} -> cleanup(store, Enum.uniq(modules))
+    end
   end
 
   defp trace(pid, opts, s) when is_pid(pid) do
@@ -65,7 +111,7 @@ defmodule ElixirScope.Server do
   end
 
   defp trace(:all, _opts, s) do
-    {:ok, %{skipped: skipped}} = Tracer.trace_all(s.store, Tracer.flags(), own_processes())
+    {:ok, %{skipped: skipped}} = Tracer.trace_all(s.store, Tracer.flags(), own_processes(s))
     {:ok, %{s | all: true, new: true, skipped: skipped}}
   end
 
@@ -103,9 +149,10 @@ defmodule ElixirScope.Server do
 
     case Tracer.trace_module(mod, locals?) do
       {:ok, _n} ->
+        send(s.janitor, {:traced_module, mod})
         s = %{s | modules: Map.put(s.modules, mod, locals?)}
         # Calls are only reported for processes with the :call flag: give it to everyone.
-        {:ok, %{skipped: skipped}} = Tracer.trace_all(s.store, [:call], own_processes())
+        {:ok, %{skipped: skipped}} = Tracer.trace_all(s.store, [:call], own_processes(s))
         {:ok, %{s | skipped: Enum.uniq(s.skipped ++ skipped)}}
 
       error ->
@@ -143,9 +190,10 @@ defmodule ElixirScope.Server do
     end
   end
 
-  defp own_processes do
+  defp own_processes(s) do
     [
-      self()
+      self(),
+      s.janitor
       | Enum.flat_map(
           [ElixirScope.Supervisor, ElixirScope.AppSupervisor],
           &List.wrap(Process.whereis(&1))

@@ -10,6 +10,7 @@ rustler::atoms! {
     remove,
     // trace tags
     trace_status,
+    elixir_scope_null_tracer,
     send,
     send_to_non_existing_process,
     receive,

@@ -20,13 +20,12 @@ use rustler::sys::{
 use rustler::types::map::MapIterator;
 use rustler::Term;
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::mem::MaybeUninit;
 
 /// Deepest nesting encoded by recursion; deeper subterms go to the VM's encoder.
 pub const MAX_DEPTH: u32 = 64;
-/// Entries per thread-local cache before it is cleared (bounds memory on atom/pid-heavy loads).
-const CACHE_LIMIT: usize = 1 << 14;
+/// log2 of the slots per thread-local cache.
+const CACHE_BITS: u32 = 12;
 
 const VERSION: u8 = 131;
 const SMALL_INTEGER_EXT: u8 = 97;
@@ -42,16 +41,49 @@ const MAP_EXT: u8 = 116;
 const ATOM_UTF8_EXT: u8 = 118;
 const SMALL_ATOM_UTF8_EXT: u8 = 119;
 
-#[derive(Default)]
+/// A direct-mapped cache from an immediate term's word (an atom or a local pid: stable for the
+/// VM's lifetime) to its ETF bytes. One slot per bucket; a colliding entry replaces the old one,
+/// so memory is bounded and a lookup is one multiply and one compare.
+struct TermCache {
+    slots: Vec<Option<(u64, Box<[u8]>)>>,
+}
+
+impl TermCache {
+    const fn new() -> TermCache {
+        TermCache { slots: Vec::new() }
+    }
+
+    #[inline]
+    fn index(word: u64) -> usize {
+        // Fibonacci hashing: immediates differ in their middle bits, the product spreads them.
+        (word.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - CACHE_BITS)) as usize
+    }
+
+    #[inline]
+    fn get(&self, word: u64) -> Option<&[u8]> {
+        match self.slots.get(Self::index(word)) {
+            Some(Some((w, bytes))) if *w == word => Some(bytes),
+            _ => None,
+        }
+    }
+
+    fn put(&mut self, word: u64, bytes: &[u8]) {
+        if self.slots.is_empty() {
+            self.slots.resize_with(1 << CACHE_BITS, || None);
+        }
+        self.slots[Self::index(word)] = Some((word, bytes.into()));
+    }
+}
+
 struct Caches {
-    /// atom term value → its ETF bytes (without the version byte).
-    atoms: HashMap<u64, Box<[u8]>>,
-    /// local pid term value → its ETF bytes.
-    pids: HashMap<u64, Box<[u8]>>,
+    atoms: TermCache,
+    pids: TermCache,
 }
 
 thread_local! {
-    static CACHES: RefCell<Caches> = RefCell::new(Caches::default());
+    static CACHES: RefCell<Caches> = const {
+        RefCell::new(Caches { atoms: TermCache::new(), pids: TermCache::new() })
+    };
 }
 
 /// Appends the full ETF encoding of `term` (version byte included) to `out`.
@@ -134,16 +166,13 @@ fn encode_term(env: *mut ErlNifEnv, t: ErlNifTerm, out: &mut Vec<u8>, c: &mut Ca
             }
         }
         ErlNifTermType::ERL_NIF_TERM_TYPE_PID if raw(t) & 0xF == 0x3 => {
-            if let Some(bytes) = c.pids.get(&(raw(t))) {
+            if let Some(bytes) = c.pids.get(raw(t)) {
                 out.extend_from_slice(bytes);
                 return;
             }
             let start = out.len();
             vm_encode(env, t, out);
-            if c.pids.len() >= CACHE_LIMIT {
-                c.pids.clear();
-            }
-            c.pids.insert(raw(t), out[start..].into());
+            c.pids.put(raw(t), &out[start..]);
         }
         _ => vm_encode(env, t, out),
     }
@@ -167,7 +196,7 @@ fn encode_int(v: i64, out: &mut Vec<u8>) {
 }
 
 fn encode_atom(env: *mut ErlNifEnv, t: ErlNifTerm, out: &mut Vec<u8>, c: &mut Caches) {
-    if let Some(bytes) = c.atoms.get(&(raw(t))) {
+    if let Some(bytes) = c.atoms.get(raw(t)) {
         out.extend_from_slice(bytes);
         return;
     }
@@ -199,10 +228,7 @@ fn encode_atom(env: *mut ErlNifEnv, t: ErlNifTerm, out: &mut Vec<u8>, c: &mut Ca
     }
     bytes.extend_from_slice(utf8.as_bytes());
     out.extend_from_slice(&bytes);
-    if c.atoms.len() >= CACHE_LIMIT {
-        c.atoms.clear();
-    }
-    c.atoms.insert(raw(t), bytes.into());
+    c.atoms.put(raw(t), &bytes);
 }
 
 fn encode_list(env: *mut ErlNifEnv, t: ErlNifTerm, out: &mut Vec<u8>, c: &mut Caches, depth: u32) {

@@ -8,8 +8,13 @@
 mod atoms;
 mod etf;
 mod query;
+mod resource;
 mod store;
 mod terms;
 mod tracer;
 
-rustler::init!("Elixir.ElixirScope.Native");
+fn load(env: rustler::Env, _info: rustler::Term) -> bool {
+    resource::open(env)
+}
+
+rustler::init!("Elixir.ElixirScope.Native", load = load);

@@ -1,11 +1,11 @@
 //! Query NIFs: decode a filter, run it in the core, encode only the matches.
 
 use crate::atoms;
-use crate::store::StoreRef;
+use crate::store::store_of;
 use crate::terms::{atom_key, immediate_term, local_pid_key};
 use elixir_scope_core::event::{EventRef, Kind, KindMask};
 use elixir_scope_core::query::{self, Filter};
-use rustler::{Encoder, Env, NewBinary, NifResult, ResourceArc, Term};
+use rustler::{Encoder, Env, NewBinary, NifResult, Term};
 
 /// A pid key that no stored event has: what a filter on a remote or unknown pid compiles to, so
 /// it matches nothing instead of everything.
@@ -131,17 +131,18 @@ fn encode_event<'a>(env: Env<'a>, ev: &EventRef) -> Term<'a> {
 #[rustler::nif(schedule = "DirtyCpu")]
 fn query_events<'a>(
     env: Env<'a>,
-    store: ResourceArc<StoreRef>,
+    store: Term<'a>,
     filter: Term<'a>,
 ) -> NifResult<Term<'a>> {
+    let store = store_of(store)?;
     let filter = decode_filter(filter)?;
-    let page = query::run(store.store.log(), &filter, u64::MAX);
+    let page = query::run(store.log(), &filter, u64::MAX);
     let list: Vec<Term> = page.events.iter().map(|e| encode_event(env, e)).collect();
     Ok(list.encode(env))
 }
 
 /// The highest seq stored so far (cheap: one atomic load).
 #[rustler::nif]
-fn store_last_seq(store: ResourceArc<StoreRef>) -> u64 {
-    store.store.log().last_seq()
+fn store_last_seq(store: Term) -> NifResult<u64> {
+    Ok(store_of(store)?.log().last_seq())
 }

@@ -1,19 +1,16 @@
 //! The store resource and the NIFs that create, configure and describe it.
 
-use crate::atoms;
+use crate::{atoms, resource};
 use elixir_scope_core::policy::{Level, SampleBy};
 use elixir_scope_core::store::{Config, Store};
 use elixir_scope_core::Error;
-use rustler::{Atom, Encoder, Env, NifResult, ResourceArc, Term};
+use rustler::{Atom, Encoder, Env, NifResult, Term};
 
-/// The resource Elixir holds (`ElixirScope.Store`'s opaque reference). It is also the tracer state
-/// handed to `erl_tracer`, so every tracer callback reaches its store without a global.
-pub struct StoreRef {
-    pub store: Store,
+/// The store behind a resource term (`ElixirScope.Store`'s opaque reference, which is also the
+/// tracer state handed to `erl_tracer`), or `badarg`.
+pub fn store_of<'a>(term: Term<'a>) -> NifResult<&'a Store> {
+    resource::get(term).ok_or(rustler::Error::BadArg)
 }
-
-#[rustler::resource_impl]
-impl rustler::Resource for StoreRef {}
 
 /// Maps a core error to the `{:error, reason}` term the Elixir side matches on.
 pub fn error_term<'a>(env: Env<'a>, e: &Error) -> Term<'a> {
@@ -65,7 +62,7 @@ fn store_new<'a>(
         sample_by: sample_by_of(sample_by)?,
     };
     Ok(match Store::new(config) {
-        Ok(store) => (atoms::ok(), ResourceArc::new(StoreRef { store })).encode(env),
+        Ok(store) => (atoms::ok(), resource::new_term(env, store)).encode(env),
         Err(e) => error_term(env, &e),
     })
 }
@@ -73,32 +70,33 @@ fn store_new<'a>(
 /// Closes the store: tracer callbacks answer `remove`, so the VM drops the tracer from every
 /// process still pointing at it. Stored events stay readable.
 #[rustler::nif]
-fn store_close(store: ResourceArc<StoreRef>) -> Atom {
-    store.store.close();
-    atoms::ok()
+fn store_close(store: Term) -> NifResult<Atom> {
+    store_of(store)?.close();
+    Ok(atoms::ok())
 }
 
 /// Changes the tracing level while capture runs.
 #[rustler::nif]
-fn store_set_level(store: ResourceArc<StoreRef>, level: Term) -> NifResult<Atom> {
-    store.store.policy().set_level(level_of(level)?);
+fn store_set_level<'a>(store: Term<'a>, level: Term<'a>) -> NifResult<Atom> {
+    store_of(store)?.policy().set_level(level_of(level)?);
     Ok(atoms::ok())
 }
 
 /// Changes sampling while capture runs.
 #[rustler::nif]
-fn store_set_sampling(store: ResourceArc<StoreRef>, rate: f64, by: Term) -> NifResult<Atom> {
+fn store_set_sampling<'a>(store: Term<'a>, rate: f64, by: Term<'a>) -> NifResult<Atom> {
+    let store = store_of(store)?;
     if !(0.0..=1.0).contains(&rate) {
         return Err(rustler::Error::BadArg);
     }
-    store.store.policy().set_sampling(rate, sample_by_of(by)?);
+    store.policy().set_sampling(rate, sample_by_of(by)?);
     Ok(atoms::ok())
 }
 
 /// Counters and settings, as a map.
 #[rustler::nif]
-fn store_stats(env: Env, store: ResourceArc<StoreRef>) -> NifResult<Term> {
-    let s = &store.store;
+fn store_stats<'a>(env: Env<'a>, store: Term<'a>) -> NifResult<Term<'a>> {
+    let s = store_of(store)?;
     let st = s.stats();
     let limits = s.log().limits();
     let policy = s.policy();

@@ -45,3 +45,25 @@ pub fn immediate_term(env: Env<'_>, key: u64) -> Term<'_> {
     // immediate carries no heap reference, so it is a valid term in every environment.
     unsafe { Term::new(env, from_raw(key)) }
 }
+
+/// The elements of a 3-tuple, without allocating (rustler's `get_tuple` builds a `Vec`).
+#[inline]
+pub fn tuple3(t: Term<'_>) -> Option<[Term<'_>; 3]> {
+    let env = t.get_env();
+    let mut arity: i32 = 0;
+    let mut elems: *const ErlNifTerm = std::ptr::null();
+    // SAFETY: `t` is valid in `env`; on success `elems` points at `arity` terms of the tuple,
+    // which live as long as `t`.
+    unsafe {
+        if rustler::sys::enif_get_tuple(env.as_c_arg(), t.as_c_arg(), &mut arity, &mut elems) == 0
+            || arity != 3
+        {
+            return None;
+        }
+        Some([
+            Term::new(env, *elems),
+            Term::new(env, *elems.add(1)),
+            Term::new(env, *elems.add(2)),
+        ])
+    }
+}

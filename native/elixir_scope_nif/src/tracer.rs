@@ -5,8 +5,8 @@
 
 use crate::atoms;
 use crate::etf;
-use crate::store::StoreRef;
-use crate::terms::{atom_key, local_pid_key};
+use crate::resource;
+use crate::terms::{atom_key, local_pid_key, tuple3};
 use elixir_scope_core::event::{flags, Header, Kind};
 use rustler::sys::{enif_monotonic_time, ErlNifTimeUnit};
 use rustler::{Atom, Env, Term};
@@ -64,7 +64,12 @@ fn kind_of(tag: Term) -> Option<Kind> {
 /// `erl_tracer:enabled/3`: `trace`, `discard` or `remove`.
 #[rustler::nif]
 fn enabled(tag: Term, state: Term, tracee: Term) -> Atom {
-    let Some(store) = state.try_get_resource::<StoreRef>().map(|s| &s.store) else {
+    let Some(store) = resource::get(state) else {
+        // The null tracer state: every event is offered to `trace/5`, which stores nothing. It
+        // measures what any NIF tracer costs the VM (bench/capture.exs's floor).
+        if state.as_c_arg() == atoms::elixir_scope_null_tracer().as_c_arg() {
+            return atoms::trace();
+        }
         return atoms::remove();
     };
     if store.is_closed() {
@@ -103,7 +108,7 @@ fn trace<'a>(
     // SAFETY: enif_monotonic_time has no preconditions.
     let ts = unsafe { enif_monotonic_time(ErlNifTimeUnit::ERL_NIF_NSEC) };
     let (Some(store), Some(kind)) = (
-        state.try_get_resource::<StoreRef>().map(|s| &s.store),
+        resource::get(state),
         kind_of(tag),
     ) else {
         return atoms::ok();
@@ -135,9 +140,7 @@ fn trace<'a>(
         Kind::Call => {
             // {M, F, Args}: the payload is the argument list.
             set_mfa(&mut h, term);
-            rustler::types::tuple::get_tuple(term)
-                .ok()
-                .and_then(|t| t.get(2).copied())
+            tuple3(term).map(|[_, _, args]| args)
         }
         Kind::Return | Kind::Exception => {
             // {M, F, Arity}; the value (or {Class, Reason}) is in `extra`.
@@ -185,16 +188,13 @@ fn with_peer<'a>(env: Env<'a>, h: &mut Header, peer: Term<'a>, data: Term<'a>) -
 
 /// Fills module, function and arity from `{M, F, Args | Arity}`.
 fn set_mfa(h: &mut Header, mfa: Term) {
-    let Ok(parts) = rustler::types::tuple::get_tuple(mfa) else {
+    let Some([m, f, a]) = tuple3(mfa) else {
         return;
     };
-    if parts.len() != 3 {
-        return;
-    }
-    h.module = atom_key(parts[0]).unwrap_or(0);
-    h.function = atom_key(parts[1]).unwrap_or(0);
-    h.arity = match parts[2].decode::<u8>() {
+    h.module = atom_key(m).unwrap_or(0);
+    h.function = atom_key(f).unwrap_or(0);
+    h.arity = match a.decode::<u8>() {
         Ok(a) => a,
-        Err(_) => parts[2].list_length().map_or(0, |n| n.min(255) as u8),
+        Err(_) => a.list_length().map_or(0, |n| n.min(255) as u8),
     };
 }

@@ -1,0 +1,186 @@
+# Capture cost: one workload traced by each tracer, in one run.
+#
+#     scripts/bench capture          (or: MIX_ENV=prod mix run bench/capture.exs)
+#
+# The workload: a client makes N GenServer calls to a server. The server is traced for send,
+# receive, procs and calls of its handle_call/3 with return trace, so each call makes 4 events
+# (receive, call, return, send). A variant's time runs until every event is stored: a tracer
+# process still draining its mailbox is not done.
+#
+# Variants: untraced; a no-op NIF tracer (the VM's own floor: every event offered to a NIF that
+# stores nothing); ElixirScope; :dbg with a process tracer; a tracer process writing each event
+# into ETS (the seed's original design).
+
+Code.require_file("support/harness.exs", __DIR__)
+alias Bench.Harness
+alias ElixirScope.{Store, Tracer}
+
+defmodule Bench.Server do
+  use GenServer
+  def init(n), do: {:ok, n}
+  def handle_call({:inc, by}, _from, n), do: {:reply, n + by, n + by}
+end
+
+defmodule Bench.Capture do
+  @n String.to_integer(System.get_env("BENCH_N", "100000"))
+  @events_per_call 4
+  @flags [:send, :receive, :procs, :call]
+  @ms [{:_, [], [{:return_trace}, {:exception_trace}]}]
+
+  def n, do: @n
+  def events_per_call, do: @events_per_call
+
+  # Runs the call loop against a fresh server traced by `setup`; `drained?` says when the tracer
+  # has every event. Returns {microseconds, info}.
+  def run(setup, drained?, info) do
+    {:ok, server} = GenServer.start(Bench.Server, 0)
+    state = setup.(server)
+    :erlang.trace_pattern({Bench.Server, :handle_call, 3}, @ms, [:local])
+
+    {us, _} =
+      :timer.tc(fn ->
+        loop(server, @n)
+        wait(fn -> drained?.(state) end)
+      end)
+
+    :erlang.trace_pattern({Bench.Server, :_, :_}, false, [:local])
+    :erlang.trace(server, false, [:all])
+    result = info.(state)
+    GenServer.stop(server)
+    {us, result}
+  end
+
+  defp loop(_server, 0), do: :ok
+
+  defp loop(server, k) do
+    GenServer.call(server, {:inc, 1})
+    loop(server, k - 1)
+  end
+
+  defp wait(done?) do
+    unless done?.() do
+      Process.sleep(1)
+      wait(done?)
+    end
+  end
+
+  def expected, do: @n * @events_per_call
+
+  def variants do
+    [
+      {"untraced", fn -> run(fn _ -> nil end, fn _ -> true end, fn _ -> %{} end) end},
+      {"no-op NIF tracer (floor)",
+       fn ->
+         run(
+           fn s -> :erlang.trace(s, true, @flags ++ [{:tracer, ElixirScope.Native, :elixir_scope_null_tracer}]) end,
+           fn _ -> true end,
+           fn _ -> %{} end
+         )
+       end},
+      {"ElixirScope",
+       fn ->
+         run(
+           fn s ->
+             store = Store.new!(max_events: expected() * 2)
+             :ok = Tracer.trace_pid(s, store, @flags)
+             store
+           end,
+           fn _ -> true end,
+           fn store ->
+             st = Store.stats(store)
+             %{stored: st.events, dropped: st.dropped, bytes: st.bytes}
+           end
+         )
+       end},
+      {":dbg (process tracer)",
+       fn ->
+         run(
+           fn s ->
+             counter = :counters.new(1, [])
+             {:ok, _} = :dbg.tracer(:process, {fn _msg, c -> :counters.add(c, 1, 1) && c end, counter})
+             {:ok, _} = :dbg.p(s, [:s, :r, :c, :procs])
+             counter
+           end,
+           fn c -> :counters.get(c, 1) >= expected() end,
+           fn c ->
+             stored = :counters.get(c, 1)
+             :dbg.stop()
+             %{stored: stored, dropped: 0, bytes: nil}
+           end
+         )
+       end},
+      {"tracer process + ETS (seed design)",
+       fn ->
+         run(
+           fn s ->
+             tab = :ets.new(:bench_events, [:ordered_set, :public])
+             tracer = spawn(fn -> ets_tracer(tab, 0) end)
+             :erlang.trace(s, true, @flags ++ [{:tracer, tracer}])
+             {tab, tracer}
+           end,
+           fn {tab, _} -> :ets.info(tab, :size) >= expected() end,
+           fn {tab, tracer} ->
+             Process.exit(tracer, :kill)
+             r = %{stored: :ets.info(tab, :size), dropped: 0, bytes: :ets.info(tab, :memory) * :erlang.system_info(:wordsize)}
+             :ets.delete(tab)
+             r
+           end
+         )
+       end}
+    ]
+  end
+
+  defp ets_tracer(tab, seq) do
+    receive do
+      msg ->
+        :ets.insert(tab, {seq, System.monotonic_time(), msg})
+        ets_tracer(tab, seq + 1)
+    end
+  end
+end
+
+rounds = String.to_integer(System.get_env("BENCH_ROUNDS", "5"))
+# BENCH_ONLY=ElixirScope runs just that variant (plus the two baselines, unless BENCH_SOLO=1),
+# e.g. under a profiler.
+only = System.get_env("BENCH_ONLY")
+
+variants =
+  Enum.filter(Bench.Capture.variants(), fn {name, _} ->
+    only == nil or String.contains?(name, only) or
+      (name in ["untraced", "no-op NIF tracer (floor)"] and System.get_env("BENCH_SOLO") == nil)
+  end)
+
+Harness.header("Capture cost: GenServer call loop, N=#{Bench.Capture.n()}, #{Bench.Capture.events_per_call()} events per call, #{rounds} rounds (median)")
+results = Harness.run(variants, rounds)
+
+n = Bench.Capture.n()
+per_call = fn name -> results[name].median / n end
+base = if results["untraced"], do: per_call.("untraced"), else: 0.0
+floor_extra = if results["no-op NIF tracer (floor)"], do: per_call.("no-op NIF tracer (floor)") - base, else: 1.0
+
+rows =
+  for {name, _} <- variants do
+    r = results[name]
+    pc = per_call.(name)
+    extra = pc - base
+    e = r.extra
+
+    [
+      name,
+      Harness.f(pc),
+      "#{Harness.f(r.min / n)}..#{Harness.f(r.max / n)}",
+      if(name == "untraced", do: "-", else: Harness.f(extra)),
+      if(name == "untraced", do: "-", else: Harness.f(extra * 1000 / Bench.Capture.events_per_call(), 0)),
+      if(name in ["untraced", "no-op NIF tracer (floor)"], do: "-", else: "#{e[:stored]}/#{e[:dropped]}"),
+      case e[:bytes] do
+        nil -> "-"
+        b -> "#{Harness.f(b / 1_048_576, 1)} MiB"
+      end,
+      if(name == "untraced", do: "-", else: Harness.f(extra / floor_extra) <> "x")
+    ]
+  end
+
+Harness.table(
+  ["variant", "µs/call", "spread", "extra µs/call", "extra ns/event", "stored/dropped", "memory", "extra vs floor"],
+  rows
+)

@@ -1,0 +1,142 @@
+# ElixirScope demo: a small supervised app (a supervisor, two GenServers and a worker that
+# crashes), traced into the default store, then the captured timeline and a few queries.
+#
+#     scripts/demo            (or: mix run examples/demo.exs)
+
+defmodule Demo.Counter do
+  use GenServer
+  def start_link(_), do: GenServer.start_link(__MODULE__, 0, name: __MODULE__)
+  def increment(by), do: GenServer.call(__MODULE__, {:increment, by})
+  def value, do: GenServer.call(__MODULE__, :value)
+  @impl true
+  def init(n), do: {:ok, n}
+  @impl true
+  def handle_call({:increment, by}, _from, n), do: {:reply, n + by, n + by}
+  def handle_call(:value, _from, n), do: {:reply, n, n}
+end
+
+defmodule Demo.Cache do
+  use GenServer
+  def start_link(_), do: GenServer.start_link(__MODULE__, %{}, name: __MODULE__)
+  def put(k, v), do: GenServer.cast(__MODULE__, {:put, k, v})
+  def get(k), do: GenServer.call(__MODULE__, {:get, k})
+  @impl true
+  def init(map), do: {:ok, map}
+  @impl true
+  def handle_cast({:put, k, v}, map), do: {:noreply, Map.put(map, k, v)}
+  @impl true
+  def handle_call({:get, k}, _from, map), do: {:reply, Map.get(map, k), map}
+end
+
+defmodule Demo.Worker do
+  use GenServer
+  def start_link(_), do: GenServer.start_link(__MODULE__, :ok, name: __MODULE__)
+  def work(job), do: GenServer.call(__MODULE__, {:work, job})
+  @impl true
+  def init(:ok), do: {:ok, 0}
+  @impl true
+  def handle_call({:work, :poison}, _from, _done), do: raise(ArgumentError, "poison job")
+  def handle_call({:work, job}, _from, done), do: {:reply, {:done, job}, done + 1}
+end
+
+defmodule Demo.Report do
+  alias ElixirScope.{Event, Query}
+
+  def section(title), do: IO.puts("\n== #{title}")
+
+  def timeline(events) do
+    t0 = events |> List.first() |> Map.get(:ts)
+
+    Enum.each(events, fn e ->
+      ms = :erlang.float_to_binary((e.ts - t0) / 1_000_000, decimals: 3)
+      IO.puts(clip("  +#{String.pad_leading(ms, 8)} ms  " <> Event.describe(e, limit: 6)))
+    end)
+  end
+
+  defp clip(line) when byte_size(line) > 140, do: binary_part(line, 0, 137) <> "..."
+  defp clip(line), do: line
+
+  def count(events), do: "#{length(events)} event(s)"
+  def query(label, events), do: IO.puts("  #{String.pad_trailing(label, 44)} #{count(events)}")
+
+  defp pairs(events), do: Enum.map(events, &Event.describe(&1, limit: 6))
+
+  def show(label, events) do
+    IO.puts("  #{label}:")
+    Enum.each(pairs(events), &IO.puts(clip("    " <> &1)))
+  end
+
+  def crash_report(pid) do
+    [exit] = Query.events(pid: pid, kind: :exit)
+    request =
+      pid |> Query.messages_to() |> Enum.filter(&match?({:"$gen_call", _, _}, &1.data)) |> List.last()
+
+    IO.puts("  #{inspect(pid)} exited with #{inspect(exit.data, limit: 4)}")
+    IO.puts("  the last request it received: #{inspect(elem(request.data, 2))}")
+  end
+end
+
+Logger.configure(level: :critical)
+alias ElixirScope.Query
+alias Demo.Report, as: R
+
+{:ok, _} = ElixirScope.start(max_events: 100_000)
+
+children = [Demo.Counter, Demo.Cache, Demo.Worker]
+{:ok, sup} = Supervisor.start_link(children, strategy: :one_for_one, name: Demo.Supervisor)
+
+# Trace the supervisor (and what it spawns from now on: restarted children), each child, this
+# client process, and the GenServer modules' callbacks.
+:ok = ElixirScope.trace(sup)
+for {_, pid, _, _} <- Supervisor.which_children(sup), do: :ok = ElixirScope.trace(pid)
+:ok = ElixirScope.trace(self(), children: false)
+for mod <- children, do: :ok = ElixirScope.trace(mod, as: :module)
+
+old_worker = Process.whereis(Demo.Worker)
+Demo.Counter.increment(1)
+Demo.Counter.increment(41)
+Demo.Cache.put(:answer, Demo.Counter.value())
+{:done, :report} = Demo.Worker.work(:report)
+Demo.Cache.get(:answer)
+
+# The worker crashes on a poison job; its supervisor restarts it.
+ref = Process.monitor(old_worker)
+try do
+  Demo.Worker.work(:poison)
+catch
+  :exit, _ -> :crashed
+end
+receive do: ({:DOWN, ^ref, _, _, _} -> :ok)
+Process.sleep(50)
+new_worker = Process.whereis(Demo.Worker)
+{:done, :after_restart} = Demo.Worker.work(:after_restart)
+
+status = ElixirScope.status()
+ElixirScope.untrace(:all)
+
+R.section("Capture")
+
+IO.puts(
+  "  #{status.events} events stored, #{status.dropped} dropped, #{status.truncated} truncated, " <>
+    "#{div(status.bytes, 1024)} KiB committed"
+)
+
+R.section("Timeline of Demo.Counter (#{inspect(Process.whereis(Demo.Counter))})")
+R.timeline(Query.timeline(Process.whereis(Demo.Counter)))
+
+R.section("Queries")
+counter = Process.whereis(Demo.Counter)
+R.query("message_flow(self(), Demo.Counter)", Query.message_flow(self(), counter))
+R.query("function_calls(Demo.Counter, :handle_call)", Query.function_calls(Demo.Counter, :handle_call))
+R.query("messages_to(Demo.Cache)", Query.messages_to(Process.whereis(Demo.Cache)))
+R.query("events(kind: :exception)", Query.events(kind: :exception))
+R.show("Counter's handle_call results", Query.events(mfa: {Demo.Counter, :handle_call, 3}, kind: :return))
+
+R.section("Why did the worker crash?")
+R.crash_report(old_worker)
+[raised] = Query.events(pid: old_worker, kind: :exception, limit: 1)
+IO.puts("  raised in #{inspect(raised.mfa)}: #{inspect(raised.data, limit: 6)}")
+R.show("the supervisor's restart", Query.events(pid: sup, kind: [:spawn, :link]))
+IO.puts("  new worker: #{inspect(new_worker)} (was #{inspect(old_worker)})")
+
+ElixirScope.stop()

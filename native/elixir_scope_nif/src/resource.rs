@@ -1,0 +1,75 @@
+//! The store resource, registered by hand.
+//!
+//! rustler's `ResourceArc` decoding looks the resource type up in a `HashMap` keyed by `TypeId`
+//! on every call; the tracer callbacks decode their state twice per event, and that lookup was a
+//! measurable share of capture cost. Here the type handle is opened once at load and kept in a
+//! static, so decoding is one `enif_get_resource` call.
+
+use elixir_scope_core::store::Store;
+use rustler::sys::{
+    c_void, enif_alloc_resource, enif_get_resource, enif_make_resource, enif_open_resource_type,
+    enif_release_resource, ErlNifEnv, ErlNifResourceFlags, ErlNifResourceType,
+};
+use rustler::{Env, Term};
+use std::ptr::null_mut;
+use std::sync::atomic::{AtomicPtr, Ordering};
+
+// The VM aligns resource memory to 8 bytes; `Store` must not need more.
+const _: () = assert!(std::mem::align_of::<Store>() <= 8);
+
+/// Opened once in `load`; read-only afterwards.
+static STORE_TYPE: AtomicPtr<ErlNifResourceType> = AtomicPtr::new(null_mut());
+
+unsafe extern "C" fn destruct(_env: *mut ErlNifEnv, obj: *mut c_void) {
+    // SAFETY: the VM calls this once, when the last reference is gone; `obj` holds the `Store`
+    // written by `new_term`.
+    unsafe { std::ptr::drop_in_place(obj.cast::<Store>()) };
+}
+
+/// Registers the resource type. Called from the NIF library's `load`.
+pub fn open(env: Env) -> bool {
+    let mut tried = ErlNifResourceFlags::ERL_NIF_RT_CREATE;
+    // SAFETY: called during load with the load environment; the names are NUL-terminated.
+    let ty = unsafe {
+        enif_open_resource_type(
+            env.as_c_arg(),
+            null_mut(),
+            c"ElixirScope.Store".as_ptr(),
+            Some(destruct),
+            ErlNifResourceFlags::ERL_NIF_RT_CREATE,
+            &mut tried,
+        )
+    };
+    if ty.is_null() {
+        return false;
+    }
+    STORE_TYPE.store(ty as *mut _, Ordering::Release);
+    true
+}
+
+/// Moves `store` into a new resource and returns its term.
+pub fn new_term(env: Env<'_>, store: Store) -> Term<'_> {
+    let ty = STORE_TYPE.load(Ordering::Acquire);
+    // SAFETY: `ty` was opened at load (NIFs cannot run before load succeeded). The allocation is
+    // sized and (by the VM's allocator) aligned for `Store`; it is initialized before the term is
+    // made, and our reference is released once the term holds its own.
+    unsafe {
+        let obj = enif_alloc_resource(ty, std::mem::size_of::<Store>());
+        std::ptr::write(obj.cast::<Store>(), store);
+        let term = enif_make_resource(env.as_c_arg(), obj);
+        enif_release_resource(obj);
+        Term::new(env, term)
+    }
+}
+
+/// The store behind `term`, if it is one of our store resources. The reference lives as long as
+/// the term: the term keeps the resource alive for the duration of the NIF call.
+#[inline]
+pub fn get<'a>(term: Term<'a>) -> Option<&'a Store> {
+    let ty = STORE_TYPE.load(Ordering::Relaxed);
+    let mut obj: *const c_void = std::ptr::null();
+    // SAFETY: `term` is valid in its env; enif_get_resource only inspects it.
+    let ok = unsafe { enif_get_resource(term.get_env().as_c_arg(), term.as_c_arg(), ty, &mut obj) };
+    // SAFETY: on success `obj` points at the `Store` written by `new_term`, alive while `term` is.
+    (ok != 0 && !obj.is_null()).then(|| unsafe { &*obj.cast::<Store>() })
+}

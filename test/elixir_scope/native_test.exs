@@ -1,0 +1,72 @@
+defmodule ElixirScope.NativeTest do
+  # The NIF boundary: bad input is badarg or a harmless answer, never a crash, and the store
+  # stays intact.
+  use ExUnit.Case, async: true
+  import ElixirScope.ScopeCase
+
+  alias ElixirScope.{Native, Store}
+
+  test "store_new rejects bad types and out-of-range settings" do
+    assert_raise ArgumentError, fn -> Native.store_new(-1, 10, 100, :full, 1.0, :process) end
+    assert_raise ArgumentError, fn -> Native.store_new(10, 10, 100, :loud, 1.0, :process) end
+    assert_raise ArgumentError, fn -> Native.store_new(10, 10, 100, "full", 1.0, :process) end
+    assert_raise ArgumentError, fn -> Native.store_new(10, 10, 100, :full, 1.0, :pid) end
+
+    assert {:error, {:invalid_option, "max_payload_bytes", _}} =
+             Native.store_new(10, 10, 1, :full, 1.0, :process)
+
+    assert {:error, {:invalid_option, "max_events", _}} =
+             Native.store_new(0, 10, 100, :full, 1.0, :process)
+
+    assert {:error, {:invalid_option, "sample_rate", _}} =
+             Native.store_new(10, 10, 100, :full, 2.0, :process)
+  end
+
+  test "the tracer callbacks survive any state and arguments" do
+    store = new_store()
+    ref = Store.ref(store)
+    assert Native.enabled(:send, :not_a_store, self()) == :remove
+    assert Native.enabled(:send, make_ref(), self()) == :remove
+    assert Native.enabled(:trace_status, ref, self()) == :trace
+    assert Native.enabled(:spawned, ref, self()) == :discard
+    assert Native.enabled(:send, ref, :not_a_pid) == :trace
+    assert Native.trace(:send, :junk, self(), :msg, %{}) == :ok
+    assert Native.trace(:call, ref, self(), :not_an_mfa, %{}) == :ok
+    assert Native.trace(:send, ref, self(), :msg, :not_a_map) == :ok
+    assert Native.trace(:return_from, ref, self(), {1, 2, 3, 4}, %{extra: 1}) == :ok
+    assert Native.trace(:whatever, ref, self(), :msg, %{}) == :ok
+    # Three of those named our store and a recordable kind: they are stored, in order, with
+    # what could be made of them.
+    assert [
+             %{kind: :call, mfa: nil, data: nil},
+             %{kind: :send, peer: nil, data: :msg},
+             %{kind: :return, mfa: nil, data: 1}
+           ] = events(store)
+
+    Store.close(store)
+    assert Native.enabled(:send, ref, self()) == :remove
+    assert Native.enabled(:trace_status, ref, self()) == :remove
+    assert Native.trace(:send, ref, self(), :late, %{extra: self()}) == :ok
+    assert length(events(store)) == 3
+  end
+
+  test "query_events rejects malformed filters with badarg" do
+    ref = Store.ref(new_store())
+    assert_raise ArgumentError, fn -> Native.query_events(ref, :nope) end
+    assert_raise ArgumentError, fn -> Native.query_events(ref, {}) end
+    assert_raise ArgumentError, fn -> Native.query_events(make_ref(), {}) end
+
+    bad_kind = {[], [], [], [:nope], nil, nil, nil, nil, nil, 0, nil, false, nil}
+    assert_raise ArgumentError, fn -> Native.query_events(ref, bad_kind) end
+    ok = {[], [], [], [], nil, nil, nil, nil, nil, 0, nil, false, nil}
+    assert Native.query_events(ref, ok) == []
+  end
+
+  test "a closed store still answers queries and stats" do
+    store = new_store()
+    Native.trace(:exit, Store.ref(store), self(), :bye, %{})
+    Store.close(store)
+    assert [%{kind: :exit, data: :bye}] = events(store)
+    assert Store.stats(store).events == 1
+  end
+end

@@ -1,0 +1,151 @@
+defmodule ElixirScope.QueryTest do
+  use ExUnit.Case, async: true
+  import ElixirScope.ScopeCase
+
+  alias ElixirScope.{Query, Store, Tracer}
+
+  doctest Query
+
+  defmodule Calc do
+    def add(a, b), do: a + b
+    def neg(a), do: -a
+  end
+
+  # A client and a server exchanging known messages, both traced into a private store.
+  setup do
+    {:ok, _} = Tracer.trace_module(Calc, false)
+    store = new_store()
+    test_pid = self()
+
+    server =
+      spawn(fn ->
+        loop = fn loop ->
+          receive do
+            {:add, from, a, b} -> send(from, {:sum, Calc.add(a, b)}) && loop.(loop)
+            :stop -> :ok
+          end
+        end
+
+        loop.(loop)
+      end)
+
+    client =
+      spawn_waiting(fn ->
+        for i <- 1..3 do
+          send(server, {:add, self(), i, i})
+          receive do: ({:sum, _} -> :ok)
+        end
+
+        Calc.neg(1)
+        send(test_pid, :client_done)
+      end)
+
+    trace_into(server, store)
+    trace_into(client, store)
+    go_and_wait(client)
+    send(server, :stop)
+    ref = Process.monitor(server)
+    assert_receive {:DOWN, ^ref, _, _, _}
+    %{store: store, server: server, client: client, test_pid: test_pid}
+  end
+
+  test "message_flow, messages_from and messages_to", %{store: store, server: s, client: c} do
+    assert Enum.map(Query.message_flow(c, s, store: store), & &1.data) ==
+             for(i <- 1..3, do: {:add, c, i, i})
+
+    assert Enum.map(Query.message_flow(s, c, store: store), & &1.data) ==
+             [{:sum, 2}, {:sum, 4}, {:sum, 6}]
+
+    assert length(Query.messages_from(c, store: store)) == 4
+    assert Enum.map(Query.messages_to(s, store: store), & &1.data) ==
+             for(i <- 1..3, do: {:add, c, i, i}) ++ [:stop]
+  end
+
+  test "timeline holds the process's events and those naming it", %{store: store, server: s, client: c} do
+    timeline = Query.timeline(s, store: store)
+    assert Enum.all?(timeline, &(&1.pid == s or &1.peer == s))
+    kinds = Enum.frequencies_by(timeline, & &1.kind)
+    # 3 receives + :stop, 3 calls and returns, 3 replies, 3 client sends naming it, its exit.
+    assert kinds == %{receive: 4, call: 3, return: 3, send: 6, exit: 1}
+    assert timeline == Enum.sort_by(timeline, & &1.seq)
+    assert Query.timeline(c, store: store, order: :desc) == Enum.reverse(Query.timeline(c, store: store))
+  end
+
+  test "function_calls and module_function_calls", %{store: store, server: s, client: c} do
+    assert Enum.map(Query.function_calls(Calc, :add, store: store), &{&1.pid, &1.data}) ==
+             for(i <- 1..3, do: {s, [i, i]})
+
+    assert Query.function_calls(Calc, :add, arity: 3, store: store) == []
+    assert [%{pid: ^c, data: [1]}] = Query.function_calls(Calc, :neg, store: store)
+    assert length(Query.module_function_calls(Calc, store: store)) == 4
+
+    outcomes =
+      Query.events(store: store, mfa: {Calc, :add, 2}, kind: [:call, :return])
+      |> Enum.map(&{&1.kind, &1.data})
+
+    assert outcomes == Enum.flat_map(1..3, &[{:call, [&1, &1]}, {:return, 2 * &1}])
+  end
+
+  test "paging with limit and after_seq walks every event exactly once", %{store: store} do
+    all = Query.events(store: store)
+    assert length(all) > 10
+
+    pages =
+      Stream.unfold(0, fn after_seq ->
+        case Query.events(store: store, after_seq: after_seq, limit: 4) do
+          [] -> nil
+          page -> {page, List.last(page).seq}
+        end
+      end)
+      |> Enum.to_list()
+
+    assert Enum.all?(pages, &(length(&1) <= 4))
+    assert List.flatten(pages) == all
+    assert Query.events(store: store, before_seq: 3) == Enum.take(all, 2)
+  end
+
+  test "time windows, as monotonic ns and as DateTime", %{store: store} do
+    all = Query.events(store: store)
+    mid = Enum.at(all, div(length(all), 2))
+    later = Query.events(store: store, since: mid.ts)
+    assert hd(later).ts >= mid.ts
+    assert Enum.all?(later, &(&1.ts >= mid.ts))
+    dt = Store.to_datetime(store, mid.ts)
+    assert Query.events(store: store, since: dt) == later
+    assert Query.events(store: store, until: mid.ts) |> Enum.all?(&(&1.ts <= mid.ts))
+  end
+
+  test "filters that match nothing", %{store: store} do
+    # A pid of another node (NEW_PID_EXT naming other@host): never a key of local events.
+    remote = :erlang.binary_to_term(<<131, 88, 100, 10::16, "other@host", 1::32, 0::32, 1::32>>)
+    assert node(remote) == :other@host
+    assert Query.events(store: store, pid: remote) == []
+    assert Query.events(store: store, involving: [remote]) == []
+    assert Query.events(store: store, mfa: {Calc, :nope, :_}) == []
+    assert Query.events(store: store, mfa: {NoSuchModuleEver, :f, 1}) == []
+    assert Query.events(store: store, limit: 0) == []
+    assert Query.events(store: new_store()) == []
+  end
+
+  test "invalid filters raise ArgumentError naming the option" do
+    for {filters, text} <- [
+          {[kind: :bogus], "invalid :kind :bogus, expected one of:"},
+          {[kind: "send"], "invalid :kind \"send\""},
+          {[pid: :self], "invalid :pid :self, expected a pid or a list of pids"},
+          {[peer: [1]], "invalid :peer [1]"},
+          {[mfa: {:_, :f, 1}], "invalid :mfa"},
+          {[mfa: "Calc"], "invalid :mfa"},
+          {[mfa: {Calc, :add, 300}], "invalid :mfa"},
+          {[since: "yesterday"], "invalid :since"},
+          {[after_seq: -1], "invalid :after_seq -1"},
+          {[limit: -5], "invalid :limit -5"},
+          {[order: :random], "invalid :order :random"},
+          {[store: :default], "invalid :store :default"},
+          {[nope: 1], "unknown keys [:nope]"}
+        ] do
+      filters = Keyword.put_new(filters, :store, new_store())
+      error = assert_raise ArgumentError, fn -> Query.events(filters) end
+      assert error.message =~ text
+    end
+  end
+end

@@ -1,0 +1,254 @@
+defmodule ElixirScopeTest do
+  # The facade drives one global capture, so these tests run one at a time.
+  use ExUnit.Case, async: false
+
+  alias ElixirScope.Query
+
+  setup do
+    ElixirScope.stop()
+    on_exit(&ElixirScope.stop/0)
+  end
+
+  doctest ElixirScope.Error
+  doctest ElixirScope
+
+  defmodule Traced do
+    def double(x), do: helper(x) * 2
+    defp helper(x), do: x
+  end
+
+  describe "start/1, stop/0 and status/0" do
+    test "start returns the server pid and status reports the settings" do
+      assert {:ok, pid} = ElixirScope.start(max_events: 5_000, tracing_level: :minimal, sample_rate: 0.5)
+      assert is_pid(pid) and Process.alive?(pid)
+      assert ElixirScope.running?()
+
+      status = ElixirScope.status()
+      assert %{running: true, events: 0, dropped: 0, truncated: 0, capacity: 5_000} = status
+      assert %{tracing_level: :minimal, sample_rate: 0.5, bytes: 0} = status
+      assert status.traced == %{pids: [], all: false, new: false, modules: []}
+      assert {:error, :already_running} = ElixirScope.start()
+    end
+
+    test "stop clears every trace flag and pattern, and the capture stays queryable" do
+      {:ok, _} = ElixirScope.start()
+      {:ok, agent} = Agent.start(fn -> 0 end)
+      :ok = ElixirScope.trace(agent)
+      :ok = ElixirScope.trace(Traced, locals: true)
+      Agent.update(agent, &(&1 + Traced.double(1)))
+      assert ElixirScope.stop() == :ok
+
+      refute ElixirScope.running?()
+      assert :erlang.trace_info(agent, :flags) == {:flags, []}
+      assert :erlang.trace_info(agent, :tracer) == {:tracer, []}
+      assert :erlang.trace_info({Traced, :double, 1}, :traced) == {:traced, false}
+      assert :erlang.trace_info(:new, :flags) == {:flags, []}
+      assert ElixirScope.status().running == false
+
+      calls = Query.module_function_calls(Traced)
+      assert Enum.map(calls, & &1.mfa) == [{Traced, :double, 1}, {Traced, :helper, 1}]
+      assert ElixirScope.status().events > 0
+      Agent.stop(agent)
+    end
+
+    test "a crashed server leaves no tracing behind" do
+      {:ok, server} = ElixirScope.start()
+      {:ok, agent} = Agent.start(fn -> 0 end)
+      :ok = ElixirScope.trace(agent)
+      ref = Process.monitor(server)
+      Process.exit(server, :kill)
+      assert_receive {:DOWN, ^ref, _, _, :killed}
+      # terminate/2 never ran; the janitor cleaned up instead.
+      wait_until(fn -> :erlang.trace_info(agent, :tracer) == {:tracer, []} end)
+      assert ElixirScope.status().running == false
+      Agent.get(agent, & &1)
+      assert [] = Query.events(kind: :send)
+      assert {:error, :not_running} = ElixirScope.trace(self())
+      Agent.stop(agent)
+    end
+
+    test "invalid options raise ArgumentError naming the option and the allowed values" do
+      for {opts, text} <- [
+            {[max_events: 0], ":max_events 0, expected a positive integer"},
+            {[max_events: :lots], ":max_events :lots"},
+            {[tracing_level: :verbose], ":tracing_level :verbose, expected one of: :full"},
+            {[sample_rate: 1.5], ":sample_rate 1.5, expected a number from 0.0 to 1.0"},
+            {[sample_by: :pid], ":sample_by :pid, expected :process or :event"},
+            {[max_payload_bytes: 10], ":max_payload_bytes 10, expected an integer from 64"},
+            {[colour: :red], "unknown keys [:colour]"},
+            {[:oops], "expected a keyword list"}
+          ] do
+        error = assert_raise ArgumentError, fn -> ElixirScope.start(opts) end
+        assert error.message =~ text
+      end
+
+      refute ElixirScope.running?()
+    end
+
+    test "status without any capture has every key" do
+      status = ElixirScope.status()
+      assert status.running == false
+
+      for key <- [:events, :dropped, :truncated, :bytes, :capacity, :tracing_level, :sample_rate, :traced] do
+        assert Map.has_key?(status, key)
+      end
+    end
+  end
+
+  describe "trace/2" do
+    setup do
+      {:ok, _} = ElixirScope.start()
+      :ok
+    end
+
+    test "a registered name traces that process" do
+      {:ok, pid} = Agent.start(fn -> 0 end, name: :scope_test_agent)
+      assert :ok = ElixirScope.trace(:scope_test_agent)
+      Agent.get(:scope_test_agent, & &1)
+      assert [:receive, :send] = Enum.map(Query.timeline(pid), & &1.kind)
+      assert ElixirScope.status().traced.pids == [pid]
+      Agent.stop(pid)
+    end
+
+    test "children are followed unless children: false" do
+      parent = self()
+
+      spawner = fn ->
+        receive do
+          :go -> send(parent, {:child, self(), spawn(fn -> send(parent, :hi) end)})
+        end
+      end
+
+      a = spawn(spawner)
+      b = spawn(spawner)
+      :ok = ElixirScope.trace(a)
+      :ok = ElixirScope.trace(b, children: false)
+      send(a, :go)
+      send(b, :go)
+      assert_receive {:child, ^a, child_a}
+      assert_receive {:child, ^b, child_b}
+      assert_receive :hi
+      assert_receive :hi
+      Process.sleep(20)
+      assert [%{kind: :send, data: :hi}] = Query.messages_from(child_a)
+      assert [] = Query.events(pid: child_b)
+    end
+
+    test ":new traces processes spawned afterwards" do
+      :ok = ElixirScope.trace(:new)
+      parent = self()
+      pid = spawn(fn -> send(parent, :done) end)
+      assert_receive :done
+      Process.sleep(10)
+      assert [%{kind: :send, data: :done}] = Query.messages_from(pid)
+      assert ElixirScope.status().traced.new
+      :ok = ElixirScope.untrace(:new)
+      assert :erlang.trace_info(:new, :flags) == {:flags, []}
+    end
+
+    test ":all traces running processes but not ElixirScope's own, and leaves other tracers' alone" do
+      other_tracer = spawn(fn -> Process.sleep(:infinity) end)
+      victim = spawn(fn -> Process.sleep(:infinity) end)
+      1 = :erlang.trace(victim, true, [:send, {:tracer, other_tracer}])
+
+      assert :ok = ElixirScope.trace(:all)
+      status = ElixirScope.status()
+      assert status.traced.all
+      assert {:already_traced, victim, {:erlang, other_tracer}} in status.skipped or
+               Enum.any?(status.skipped, &match?({:already_traced, ^victim, _}, &1))
+
+      assert :erlang.trace_info(victim, :tracer) == {:tracer, other_tracer}
+      assert :erlang.trace_info(Process.whereis(ElixirScope.Server), :tracer) == {:tracer, []}
+      assert {:error, {:already_traced, ^victim, _}} = ElixirScope.trace(victim)
+
+      :ok = ElixirScope.untrace(:all)
+      assert :erlang.trace_info(self(), :tracer) == {:tracer, []}
+      assert :erlang.trace_info(victim, :tracer) == {:tracer, other_tracer}
+      Process.exit(victim, :kill)
+      Process.exit(other_tracer, :kill)
+    end
+
+    test "a module records calls with arguments and results from any process" do
+      :ok = ElixirScope.trace(Traced)
+      task = Task.async(fn -> Traced.double(21) end)
+      assert Task.await(task) == 42
+      assert [call] = Query.function_calls(Traced, :double)
+      assert call.pid == task.pid and call.data == [21]
+
+      assert [:call, :return] =
+               Query.events(mfa: {Traced, :double, 1}) |> Enum.map(& &1.kind)
+
+      # Private functions only with locals: true.
+      assert Query.function_calls(Traced, :helper) == []
+    end
+
+    test "bad targets give clear errors and leave the capture intact" do
+      dead = spawn(fn -> :ok end)
+      ref = Process.monitor(dead)
+      assert_receive {:DOWN, ^ref, _, _, _}
+
+      assert {:error, {:dead_process, ^dead}} = ElixirScope.trace(dead)
+      assert {:error, {:unknown_target, :no_such_name_or_module}} = ElixirScope.trace(:no_such_name_or_module)
+      assert {:error, {:refused, :erlang, _}} = ElixirScope.trace(:erlang, as: :module)
+      assert {:error, {:refused, ElixirScope.Query, _}} = ElixirScope.trace(ElixirScope.Query)
+      assert {:error, {:unknown_target, :nobody}} = ElixirScope.trace(:nobody, as: :process)
+
+      assert_raise ArgumentError, ~r/expects a pid, a registered name/, fn -> ElixirScope.trace("x") end
+      assert_raise ArgumentError, ~r/expects a pid/, fn -> ElixirScope.trace({:a, :b}) end
+      assert_raise ArgumentError, ~r/invalid :as :thing/, fn -> ElixirScope.trace(self(), as: :thing) end
+      assert_raise ArgumentError, ~r/unknown keys \[:bogus\]/, fn -> ElixirScope.trace(self(), bogus: 1) end
+
+      error = assert_raise ElixirScope.Error, fn -> ElixirScope.trace!(:no_such_name_or_module) end
+      assert error.reason == {:unknown_target, :no_such_name_or_module}
+      assert Exception.message(error) =~ "neither a registered name nor a module"
+
+      assert ElixirScope.running?()
+      assert ElixirScope.status().events == 0
+    end
+
+    test "seed-compatible entry points" do
+      {:ok, gs} = Agent.start(fn -> 1 end)
+      assert :ok = ElixirScope.trace_genserver(gs)
+      assert :ok = ElixirScope.trace_module(Traced)
+      assert {:ok, n} = ElixirScope.trace_all_genservers()
+      assert n >= 1
+      Agent.get(gs, & &1)
+      assert Query.messages_to(gs) != []
+      assert :ok = ElixirScope.trace_all_processes()
+      assert ElixirScope.status().traced.all
+      Agent.stop(gs)
+    end
+
+    test "set_level and set_sampling apply at once" do
+      {:ok, agent} = Agent.start(fn -> 0 end)
+      :ok = ElixirScope.trace(agent)
+      :ok = ElixirScope.set_level(:off)
+      Agent.get(agent, & &1)
+      assert Query.events(pid: agent) == []
+      :ok = ElixirScope.set_level(:messages_only)
+      Agent.get(agent, & &1)
+      assert [:receive, :send] = Enum.map(Query.events(pid: agent), & &1.kind)
+      :ok = ElixirScope.set_sampling(0.0)
+      Agent.get(agent, & &1)
+      assert length(Query.events(pid: agent)) == 2
+      assert ElixirScope.status().sample_rate == 0.0
+      assert_raise ArgumentError, fn -> ElixirScope.set_level(:loud) end
+      assert_raise ArgumentError, fn -> ElixirScope.set_sampling(2) end
+      Agent.stop(agent)
+    end
+  end
+
+  defp wait_until(fun, tries \\ 100) do
+    cond do
+      fun.() -> :ok
+      tries == 0 -> flunk("condition never became true")
+      true -> Process.sleep(10) && wait_until(fun, tries - 1)
+    end
+  end
+
+  test "functions needing a running capture say so" do
+    assert {:error, :not_running} = ElixirScope.trace(self())
+    assert {:error, :not_running} = ElixirScope.untrace(self())
+    assert {:error, :not_running} = ElixirScope.set_level(:full)
+  end
+end
