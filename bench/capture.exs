@@ -72,7 +72,13 @@ defmodule Bench.Capture do
       {"no-op NIF tracer (floor)",
        fn ->
          run(
-           fn s -> :erlang.trace(s, true, @flags ++ [{:tracer, ElixirScope.Native, :elixir_scope_null_tracer}]) end,
+           fn s ->
+             :erlang.trace(
+               s,
+               true,
+               @flags ++ [{:tracer, ElixirScope.Native, :elixir_scope_null_tracer}]
+             )
+           end,
            fn _ -> true end,
            fn _ -> %{} end
          )
@@ -97,7 +103,10 @@ defmodule Bench.Capture do
          run(
            fn s ->
              counter = :counters.new(1, [])
-             {:ok, _} = :dbg.tracer(:process, {fn _msg, c -> :counters.add(c, 1, 1) && c end, counter})
+
+             {:ok, _} =
+               :dbg.tracer(:process, {fn _msg, c -> :counters.add(c, 1, 1) && c end, counter})
+
              {:ok, _} = :dbg.p(s, [:s, :r, :c, :procs])
              counter
            end,
@@ -121,7 +130,13 @@ defmodule Bench.Capture do
            fn {tab, _} -> :ets.info(tab, :size) >= expected() end,
            fn {tab, tracer} ->
              Process.exit(tracer, :kill)
-             r = %{stored: :ets.info(tab, :size), dropped: 0, bytes: :ets.info(tab, :memory) * :erlang.system_info(:wordsize)}
+
+             r = %{
+               stored: :ets.info(tab, :size),
+               dropped: 0,
+               bytes: :ets.info(tab, :memory) * :erlang.system_info(:wordsize)
+             }
+
              :ets.delete(tab)
              r
            end
@@ -150,13 +165,20 @@ variants =
       (name in ["untraced", "no-op NIF tracer (floor)"] and System.get_env("BENCH_SOLO") == nil)
   end)
 
-Harness.header("Capture cost: GenServer call loop, N=#{Bench.Capture.n()}, #{Bench.Capture.events_per_call()} events per call, #{rounds} rounds (median)")
+Harness.header(
+  "Capture cost: GenServer call loop, N=#{Bench.Capture.n()}, #{Bench.Capture.events_per_call()} events per call, #{rounds} rounds (median)"
+)
+
 results = Harness.run(variants, rounds)
 
 n = Bench.Capture.n()
 per_call = fn name -> results[name].median / n end
 base = if results["untraced"], do: per_call.("untraced"), else: 0.0
-floor_extra = if results["no-op NIF tracer (floor)"], do: per_call.("no-op NIF tracer (floor)") - base, else: 1.0
+
+floor_extra =
+  if results["no-op NIF tracer (floor)"],
+    do: per_call.("no-op NIF tracer (floor)") - base,
+    else: 1.0
 
 rows =
   for {name, _} <- variants do
@@ -170,8 +192,14 @@ rows =
       Harness.f(pc),
       "#{Harness.f(r.min / n)}..#{Harness.f(r.max / n)}",
       if(name == "untraced", do: "-", else: Harness.f(extra)),
-      if(name == "untraced", do: "-", else: Harness.f(extra * 1000 / Bench.Capture.events_per_call(), 0)),
-      if(name in ["untraced", "no-op NIF tracer (floor)"], do: "-", else: "#{e[:stored]}/#{e[:dropped]}"),
+      if(name == "untraced",
+        do: "-",
+        else: Harness.f(extra * 1000 / Bench.Capture.events_per_call(), 0)
+      ),
+      if(name in ["untraced", "no-op NIF tracer (floor)"],
+        do: "-",
+        else: "#{e[:stored]}/#{e[:dropped]}"
+      ),
       case e[:bytes] do
         nil -> "-"
         b -> "#{Harness.f(b / 1_048_576, 1)} MiB"
@@ -181,6 +209,15 @@ rows =
   end
 
 Harness.table(
-  ["variant", "µs/call", "spread", "extra µs/call", "extra ns/event", "stored/dropped", "memory", "extra vs floor"],
+  [
+    "variant",
+    "µs/call",
+    "spread",
+    "extra µs/call",
+    "extra ns/event",
+    "stored/dropped",
+    "memory",
+    "extra vs floor"
+  ],
   rows
 )

@@ -68,8 +68,12 @@ defmodule Demo.Report do
 
   def crash_report(pid) do
     [exit] = Query.events(pid: pid, kind: :exit)
+
     request =
-      pid |> Query.messages_to() |> Enum.filter(&match?({:"$gen_call", _, _}, &1.data)) |> List.last()
+      pid
+      |> Query.messages_to()
+      |> Enum.filter(&match?({:"$gen_call", _, _}, &1.data))
+      |> List.last()
 
     IO.puts("  #{inspect(pid)} exited with #{inspect(exit.data, limit: 4)}")
     IO.puts("  the last request it received: #{inspect(elem(request.data, 2))}")
@@ -101,11 +105,13 @@ Demo.Cache.get(:answer)
 
 # The worker crashes on a poison job; its supervisor restarts it.
 ref = Process.monitor(old_worker)
+
 try do
   Demo.Worker.work(:poison)
 catch
   :exit, _ -> :crashed
 end
+
 receive do: ({:DOWN, ^ref, _, _, _} -> :ok)
 Process.sleep(50)
 new_worker = Process.whereis(Demo.Worker)
@@ -127,10 +133,19 @@ R.timeline(Query.timeline(Process.whereis(Demo.Counter)))
 R.section("Queries")
 counter = Process.whereis(Demo.Counter)
 R.query("message_flow(self(), Demo.Counter)", Query.message_flow(self(), counter))
-R.query("function_calls(Demo.Counter, :handle_call)", Query.function_calls(Demo.Counter, :handle_call))
+
+R.query(
+  "function_calls(Demo.Counter, :handle_call)",
+  Query.function_calls(Demo.Counter, :handle_call)
+)
+
 R.query("messages_to(Demo.Cache)", Query.messages_to(Process.whereis(Demo.Cache)))
 R.query("events(kind: :exception)", Query.events(kind: :exception))
-R.show("Counter's handle_call results", Query.events(mfa: {Demo.Counter, :handle_call, 3}, kind: :return))
+
+R.show(
+  "Counter's handle_call results",
+  Query.events(mfa: {Demo.Counter, :handle_call, 3}, kind: :return)
+)
 
 R.section("Why did the worker crash?")
 R.crash_report(old_worker)

@@ -19,7 +19,9 @@ defmodule ElixirScopeTest do
 
   describe "start/1, stop/0 and status/0" do
     test "start returns the server pid and status reports the settings" do
-      assert {:ok, pid} = ElixirScope.start(max_events: 5_000, tracing_level: :minimal, sample_rate: 0.5)
+      assert {:ok, pid} =
+               ElixirScope.start(max_events: 5_000, tracing_level: :minimal, sample_rate: 0.5)
+
       assert is_pid(pid) and Process.alive?(pid)
       assert ElixirScope.running?()
 
@@ -89,7 +91,16 @@ defmodule ElixirScopeTest do
       status = ElixirScope.status()
       assert status.running == false
 
-      for key <- [:events, :dropped, :truncated, :bytes, :capacity, :tracing_level, :sample_rate, :traced] do
+      for key <- [
+            :events,
+            :dropped,
+            :truncated,
+            :bytes,
+            :capacity,
+            :tracing_level,
+            :sample_rate,
+            :traced
+          ] do
         assert Map.has_key?(status, key)
       end
     end
@@ -154,6 +165,7 @@ defmodule ElixirScopeTest do
       assert :ok = ElixirScope.trace(:all)
       status = ElixirScope.status()
       assert status.traced.all
+
       assert {:already_traced, victim, {:erlang, other_tracer}} in status.skipped or
                Enum.any?(status.skipped, &match?({:already_traced, ^victim, _}, &1))
 
@@ -175,8 +187,7 @@ defmodule ElixirScopeTest do
       assert [call] = Query.function_calls(Traced, :double)
       assert call.pid == task.pid and call.data == [21]
 
-      assert [:call, :return] =
-               Query.events(mfa: {Traced, :double, 1}) |> Enum.map(& &1.kind)
+      assert [:call, :return] = Query.events(mfa: {Traced, :double, 1}) |> Enum.map(& &1.kind)
 
       # Private functions only with locals: true.
       assert Query.function_calls(Traced, :helper) == []
@@ -188,17 +199,31 @@ defmodule ElixirScopeTest do
       assert_receive {:DOWN, ^ref, _, _, _}
 
       assert {:error, {:dead_process, ^dead}} = ElixirScope.trace(dead)
-      assert {:error, {:unknown_target, :no_such_name_or_module}} = ElixirScope.trace(:no_such_name_or_module)
+
+      assert {:error, {:unknown_target, :no_such_name_or_module}} =
+               ElixirScope.trace(:no_such_name_or_module)
+
       assert {:error, {:refused, :erlang, _}} = ElixirScope.trace(:erlang, as: :module)
       assert {:error, {:refused, ElixirScope.Query, _}} = ElixirScope.trace(ElixirScope.Query)
       assert {:error, {:unknown_target, :nobody}} = ElixirScope.trace(:nobody, as: :process)
 
-      assert_raise ArgumentError, ~r/expects a pid, a registered name/, fn -> ElixirScope.trace("x") end
-      assert_raise ArgumentError, ~r/expects a pid/, fn -> ElixirScope.trace({:a, :b}) end
-      assert_raise ArgumentError, ~r/invalid :as :thing/, fn -> ElixirScope.trace(self(), as: :thing) end
-      assert_raise ArgumentError, ~r/unknown keys \[:bogus\]/, fn -> ElixirScope.trace(self(), bogus: 1) end
+      assert_raise ArgumentError, ~r/expects a pid, a registered name/, fn ->
+        ElixirScope.trace("x")
+      end
 
-      error = assert_raise ElixirScope.Error, fn -> ElixirScope.trace!(:no_such_name_or_module) end
+      assert_raise ArgumentError, ~r/expects a pid/, fn -> ElixirScope.trace({:a, :b}) end
+
+      assert_raise ArgumentError, ~r/invalid :as :thing/, fn ->
+        ElixirScope.trace(self(), as: :thing)
+      end
+
+      assert_raise ArgumentError, ~r/unknown keys \[:bogus\]/, fn ->
+        ElixirScope.trace(self(), bogus: 1)
+      end
+
+      error =
+        assert_raise ElixirScope.Error, fn -> ElixirScope.trace!(:no_such_name_or_module) end
+
       assert error.reason == {:unknown_target, :no_such_name_or_module}
       assert Exception.message(error) =~ "neither a registered name nor a module"
 

@@ -27,7 +27,9 @@ defmodule Bench.Harness do
     {model, System.schedulers_online()}
   end
 
-  defp model_name("model name" <> rest), do: rest |> String.trim_leading() |> String.trim_leading(":") |> String.trim()
+  defp model_name("model name" <> rest),
+    do: rest |> String.trim_leading() |> String.trim_leading(":") |> String.trim()
+
   defp model_name(_), do: nil
 
   defp mem_gib do
@@ -75,18 +77,26 @@ defmodule Bench.Harness do
   defp median(sorted) do
     n = length(sorted)
     mid = div(n, 2)
-    if rem(n, 2) == 1, do: Enum.at(sorted, mid), else: (Enum.at(sorted, mid - 1) + Enum.at(sorted, mid)) / 2
+
+    if rem(n, 2) == 1,
+      do: Enum.at(sorted, mid),
+      else: (Enum.at(sorted, mid - 1) + Enum.at(sorted, mid)) / 2
   end
 
   @doc "Prints rows (lists of cells) as a Markdown table."
   def table(headers, rows) do
     widths =
       Enum.map(0..(length(headers) - 1), fn i ->
-        [Enum.at(headers, i) | Enum.map(rows, &Enum.at(&1, i))] |> Enum.map(&String.length/1) |> Enum.max()
+        [Enum.at(headers, i) | Enum.map(rows, &Enum.at(&1, i))]
+        |> Enum.map(&String.length/1)
+        |> Enum.max()
       end)
 
     line = fn cells ->
-      "| " <> (cells |> Enum.zip(widths) |> Enum.map_join(" | ", fn {c, w} -> String.pad_trailing(c, w) end)) <> " |"
+      "| " <>
+        (cells
+         |> Enum.zip(widths)
+         |> Enum.map_join(" | ", fn {c, w} -> String.pad_trailing(c, w) end)) <> " |"
     end
 
     IO.puts(line.(headers))

@@ -8,7 +8,15 @@ defmodule ElixirScope.Server do
 
   alias ElixirScope.{Store, Tracer}
 
-  defstruct [:store, :janitor, pids: MapSet.new(), modules: %{}, all: false, new: false, skipped: []]
+  defstruct [
+    :store,
+    :janitor,
+    pids: MapSet.new(),
+    modules: %{},
+    all: false,
+    new: false,
+    skipped: []
+  ]
 
   def start_link(opts), do: GenServer.start_link(__MODULE__, opts, name: __MODULE__)
 

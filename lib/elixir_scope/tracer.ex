@@ -36,9 +36,11 @@ defmodule ElixirScope.Tracer do
         {:error, {:remote_pid, pid}}
 
       true ->
+        ref = Store.ref(store)
+
         case safe_trace_info(pid, :tracer) do
           {:tracer, []} -> set(pid, store, flags)
-          {:tracer, {Native, _}} -> set(pid, store, flags)
+          {:tracer, {Native, ^ref}} -> set(pid, store, flags)
           {:tracer, other} -> {:error, {:already_traced, pid, other}}
           _ -> {:error, {:dead_process, pid}}
         end
@@ -67,13 +69,15 @@ defmodule ElixirScope.Tracer do
   @doc "Traces processes spawned from now on."
   @spec trace_new(Store.t(), [atom()]) :: result()
   def trace_new(%Store{} = store, flags) do
-    case :erlang.trace_info(:new, :tracer) do
-      {:tracer, other} when other != [] and elem(other, 0) != Native ->
-        {:error, {:already_traced, :new, other}}
+    ref = Store.ref(store)
 
-      _ ->
+    case :erlang.trace_info(:new, :tracer) do
+      {:tracer, t} when t == [] or t == {Native, ref} ->
         :erlang.trace(:new, true, flags ++ [Store.tracer_spec(store)])
         :ok
+
+      {:tracer, other} ->
+        {:error, {:already_traced, :new, other}}
     end
   end
 

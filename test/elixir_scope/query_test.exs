@@ -57,18 +57,25 @@ defmodule ElixirScope.QueryTest do
              [{:sum, 2}, {:sum, 4}, {:sum, 6}]
 
     assert length(Query.messages_from(c, store: store)) == 4
+
     assert Enum.map(Query.messages_to(s, store: store), & &1.data) ==
              for(i <- 1..3, do: {:add, c, i, i}) ++ [:stop]
   end
 
-  test "timeline holds the process's events and those naming it", %{store: store, server: s, client: c} do
+  test "timeline holds the process's events and those naming it", %{
+    store: store,
+    server: s,
+    client: c
+  } do
     timeline = Query.timeline(s, store: store)
     assert Enum.all?(timeline, &(&1.pid == s or &1.peer == s))
     kinds = Enum.frequencies_by(timeline, & &1.kind)
     # 3 receives + :stop, 3 calls and returns, 3 replies, 3 client sends naming it, its exit.
     assert kinds == %{receive: 4, call: 3, return: 3, send: 6, exit: 1}
     assert timeline == Enum.sort_by(timeline, & &1.seq)
-    assert Query.timeline(c, store: store, order: :desc) == Enum.reverse(Query.timeline(c, store: store))
+
+    assert Query.timeline(c, store: store, order: :desc) ==
+             Enum.reverse(Query.timeline(c, store: store))
   end
 
   test "function_calls and module_function_calls", %{store: store, server: s, client: c} do

@@ -21,6 +21,7 @@ defmodule ElixirScope.StoreTest do
     ref = Store.ref(store)
     Native.trace(:exit, ref, self(), :binary.copy("a", 40), %{})
     Native.trace(:exit, ref, self(), :binary.copy("b", 40), %{})
+
     assert [%{data: "aaaa" <> _}, %{data: %ElixirScope.Event.Truncated{size: :unknown}}] =
              ElixirScope.Query.events(store: store)
 

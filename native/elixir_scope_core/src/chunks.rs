@@ -5,15 +5,24 @@
 //! publishes it with one compare-and-swap; a writer that loses the race frees its own allocation
 //! and uses the winner's. Chunks live until the table is dropped, so a pointer read from the table
 //! stays valid for as long as the table is borrowed.
+//!
+//! On Linux, chunks of exactly [`HUGE_PAGE`] bytes are mapped 2 MiB-aligned and marked for
+//! transparent huge pages: filling the log then takes one page fault per 2 MiB instead of one per
+//! 4 KiB, which measurably lowered the capture cost of every event (bench/capture.exs).
 
 use std::alloc::{alloc_zeroed, dealloc, Layout};
 use std::ptr::null_mut;
 use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 
+/// The huge page size this module aligns large chunks to.
+pub const HUGE_PAGE: usize = 2 << 20;
+
 /// A table of `count` chunks of `chunk_bytes` bytes each, allocated on first use.
 pub struct ChunkTable {
     ptrs: Box<[AtomicPtr<u8>]>,
     layout: Layout,
+    /// Chunks come from `os::map_huge` (and go back with `os::unmap`) instead of the allocator.
+    huge: bool,
     /// Bytes allocated so far (a multiple of the chunk size). Statistics only, so `Relaxed`.
     allocated: AtomicU64,
 }
@@ -38,6 +47,7 @@ impl ChunkTable {
         Some(ChunkTable {
             ptrs,
             layout,
+            huge: os::HUGE_SUPPORTED && chunk_bytes == HUGE_PAGE && align <= HUGE_PAGE,
             allocated: AtomicU64::new(0),
         })
     }
@@ -74,8 +84,12 @@ impl ChunkTable {
 
     #[cold]
     fn alloc_slow(&self, slot: &AtomicPtr<u8>) -> Option<*mut u8> {
-        // SAFETY: the layout has a non-zero size (checked in `new`).
-        let fresh = unsafe { alloc_zeroed(self.layout) };
+        let fresh = if self.huge {
+            os::map_huge()
+        } else {
+            // SAFETY: the layout has a non-zero size (checked in `new`).
+            unsafe { alloc_zeroed(self.layout) }
+        };
         if fresh.is_null() {
             return None;
         }
@@ -87,10 +101,23 @@ impl ChunkTable {
                 Some(fresh)
             }
             Err(winner) => {
-                // SAFETY: `fresh` came from `alloc_zeroed` with this layout and was never shared.
-                unsafe { dealloc(fresh, self.layout) };
+                // SAFETY: `fresh` came from `alloc_fresh`'s source and was never shared.
+                unsafe { self.free(fresh) };
                 Some(winner)
             }
+        }
+    }
+}
+
+impl ChunkTable {
+    /// # Safety
+    /// `p` must be a chunk allocated by `alloc_slow` of this table and no longer used.
+    unsafe fn free(&self, p: *mut u8) {
+        if self.huge {
+            os::unmap(p);
+        } else {
+            // SAFETY: non-huge chunks come from `alloc_zeroed` with `self.layout`.
+            unsafe { dealloc(p, self.layout) };
         }
     }
 }
@@ -100,12 +127,70 @@ impl Drop for ChunkTable {
         for slot in self.ptrs.iter() {
             let p = slot.load(Ordering::Acquire);
             if !p.is_null() {
-                // SAFETY: every non-null pointer was allocated by `alloc_slow` with `self.layout`,
-                // and `&mut self` means nobody else can still use it.
-                unsafe { dealloc(p, self.layout) };
+                // SAFETY: every non-null pointer was allocated by `alloc_slow`, and `&mut self`
+                // means nobody else can still use it.
+                unsafe { self.free(p) };
             }
         }
     }
+}
+
+#[cfg(target_os = "linux")]
+mod os {
+    use super::HUGE_PAGE;
+    use std::ptr::null_mut;
+
+    pub const HUGE_SUPPORTED: bool = true;
+
+    /// A zero-filled, 2 MiB-aligned, 2 MiB anonymous mapping advised for huge pages, or null.
+    pub fn map_huge() -> *mut u8 {
+        // Map twice the size, then trim to an aligned 2 MiB window.
+        let len = 2 * HUGE_PAGE;
+        // SAFETY: an anonymous private mapping with no address hint has no preconditions.
+        let base = unsafe {
+            libc::mmap(
+                null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return null_mut();
+        }
+        let start = base as usize;
+        let aligned = (start + HUGE_PAGE - 1) & !(HUGE_PAGE - 1);
+        // SAFETY: both trimmed ranges lie inside the mapping just made and are not used.
+        unsafe {
+            if aligned > start {
+                libc::munmap(base, aligned - start);
+            }
+            let tail = start + len - (aligned + HUGE_PAGE);
+            if tail > 0 {
+                libc::munmap((aligned + HUGE_PAGE) as *mut libc::c_void, tail);
+            }
+            // Advice only: without huge pages the mapping still works with 4 KiB pages.
+            libc::madvise(aligned as *mut libc::c_void, HUGE_PAGE, libc::MADV_HUGEPAGE);
+        }
+        aligned as *mut u8
+    }
+
+    /// Releases a mapping made by `map_huge`.
+    pub fn unmap(p: *mut u8) {
+        // SAFETY: `p` is the start of a HUGE_PAGE mapping made by `map_huge`.
+        unsafe { libc::munmap(p.cast(), HUGE_PAGE) };
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+mod os {
+    pub const HUGE_SUPPORTED: bool = false;
+    pub fn map_huge() -> *mut u8 {
+        std::ptr::null_mut()
+    }
+    pub fn unmap(_p: *mut u8) {}
 }
 
 #[cfg(test)]
@@ -126,6 +211,21 @@ mod tests {
         assert_eq!(t.get(0), Some(a));
         assert_eq!(t.get_or_alloc(4), None);
         assert_eq!(t.allocated_bytes(), 64);
+    }
+
+    #[test]
+    fn huge_chunks_are_aligned_zeroed_and_writable() {
+        let t = ChunkTable::new(2, HUGE_PAGE, 64).unwrap();
+        let a = t.get_or_alloc(1).unwrap();
+        assert!(!a.is_null());
+        if os::HUGE_SUPPORTED {
+            assert_eq!(a as usize % HUGE_PAGE, 0);
+        }
+        // SAFETY: chunk 1 is HUGE_PAGE bytes.
+        let s = unsafe { std::slice::from_raw_parts_mut(a, HUGE_PAGE) };
+        assert!(s.iter().all(|b| *b == 0));
+        s[HUGE_PAGE - 1] = 7;
+        assert_eq!(t.allocated_bytes(), HUGE_PAGE as u64);
     }
 
     #[test]

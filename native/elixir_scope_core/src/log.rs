@@ -19,13 +19,17 @@
 //! is reserved but not yet ready (its writer is mid-copy) is skipped by readers and appears on the
 //! next read.
 
-use crate::chunks::ChunkTable;
+use crate::chunks::{ChunkTable, HUGE_PAGE};
 use crate::event::{flags, EventRef, Header, Seq};
 use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-const SLOTS_PER_CHUNK: usize = 4096;
-const MAX_BYTE_CHUNK: usize = 1 << 20;
+/// Slots per chunk for small logs (256 KiB) and for logs of at least `BIG_SLOTS` events (2 MiB,
+/// a huge page).
+const SMALL_SLOTS: usize = 4096;
+const BIG_SLOTS: usize = HUGE_PAGE / std::mem::size_of::<Slot>();
+/// Payload chunk size for budgets of at least a huge page.
+const MAX_BYTE_CHUNK: usize = HUGE_PAGE;
 
 /// One event's storage: 64 bytes, zero-filled when its chunk is allocated.
 #[repr(C)]
@@ -75,6 +79,8 @@ pub enum Appended {
 /// A bounded lock-free event log. See the module docs for the algorithm.
 pub struct CaptureLog {
     slots: ChunkTable,
+    /// log2 of the slots per chunk (a power of two, so slot lookup is a shift and a mask).
+    slot_shift: u32,
     bytes: ChunkTable,
     byte_chunk: u64,
     limits: Limits,
@@ -92,16 +98,22 @@ impl CaptureLog {
     /// Nothing is allocated until events arrive.
     pub fn new(limits: Limits) -> CaptureLog {
         let max_events = limits.max_events.max(1);
-        let slot_chunks = (max_events as usize).div_ceil(SLOTS_PER_CHUNK);
+        let per_chunk = if max_events as usize >= BIG_SLOTS {
+            BIG_SLOTS
+        } else {
+            SMALL_SLOTS
+        };
+        let slot_chunks = (max_events as usize).div_ceil(per_chunk);
         let byte_chunk = (limits.max_bytes.clamp(1, MAX_BYTE_CHUNK as u64)) as usize;
         let byte_chunks = (limits.max_bytes as usize).div_ceil(byte_chunk);
         CaptureLog {
             slots: ChunkTable::new(
                 slot_chunks,
-                SLOTS_PER_CHUNK * std::mem::size_of::<Slot>(),
+                per_chunk * std::mem::size_of::<Slot>(),
                 std::mem::align_of::<Slot>(),
             )
             .expect("slot chunk layout is valid"),
+            slot_shift: per_chunk.trailing_zeros(),
             bytes: ChunkTable::new(byte_chunks, byte_chunk, 8).expect("byte chunk layout is valid"),
             byte_chunk: byte_chunk as u64,
             limits: Limits {
@@ -176,17 +188,17 @@ impl CaptureLog {
 
     fn slot_for_write(&self, idx: u64) -> Option<&Slot> {
         let idx = idx as usize;
-        let chunk = self.slots.get_or_alloc(idx / SLOTS_PER_CHUNK)?;
-        // SAFETY: the chunk holds SLOTS_PER_CHUNK zeroed `Slot`s (all-zero is a valid `Slot`), is
-        // aligned for `Slot`, and lives as long as `self.slots`.
-        Some(unsafe { &*(chunk as *const Slot).add(idx % SLOTS_PER_CHUNK) })
+        let chunk = self.slots.get_or_alloc(idx >> self.slot_shift)?;
+        // SAFETY: the chunk holds `1 << slot_shift` zeroed `Slot`s (all-zero is a valid `Slot`),
+        // is aligned for `Slot`, and lives as long as `self.slots`.
+        Some(unsafe { &*(chunk as *const Slot).add(idx & ((1 << self.slot_shift) - 1)) })
     }
 
     fn slot_for_read(&self, idx: u64) -> Option<&Slot> {
         let idx = idx as usize;
-        let chunk = self.slots.get(idx / SLOTS_PER_CHUNK)?;
+        let chunk = self.slots.get(idx >> self.slot_shift)?;
         // SAFETY: as in `slot_for_write`.
-        Some(unsafe { &*(chunk as *const Slot).add(idx % SLOTS_PER_CHUNK) })
+        Some(unsafe { &*(chunk as *const Slot).add(idx & ((1 << self.slot_shift) - 1)) })
     }
 
     /// Reserves room for `payload` and copies it; `None` when the byte budget cannot hold it.
@@ -317,6 +329,27 @@ mod tests {
     #[test]
     fn slot_is_64_bytes() {
         assert_eq!(std::mem::size_of::<Slot>(), 64);
+        assert!(SMALL_SLOTS.is_power_of_two() && BIG_SLOTS.is_power_of_two());
+    }
+
+    #[test]
+    fn big_logs_use_huge_chunks_across_chunk_boundaries() {
+        let log = CaptureLog::new(Limits {
+            max_events: 100_000,
+            max_bytes: 64 << 20,
+        });
+        for i in 0..(BIG_SLOTS as u64 + 10) {
+            log.append(&header(i, Kind::Send), &i.to_le_bytes());
+        }
+        assert_eq!(
+            log.get(BIG_SLOTS as u64 + 1).unwrap().header.pid,
+            BIG_SLOTS as u64
+        );
+        assert!(log
+            .range(1, u64::MAX)
+            .all(|e| e.payload == (e.seq - 1).to_le_bytes()));
+        // Two slot chunks and one payload chunk, each a huge page.
+        assert_eq!(log.stats().bytes, 3 * HUGE_PAGE as u64);
     }
 
     #[test]
@@ -373,17 +406,17 @@ mod tests {
         let e = log.get(2).unwrap();
         assert!(e.payload.is_empty() && e.header.flags & flags::PAYLOAD_DROPPED != 0);
         assert_eq!(log.stats().truncated, 1);
-        assert!(log.stats().bytes <= 10 + 4096 * 64);
+        assert!(log.stats().bytes <= 10 + (SMALL_SLOTS * 64) as u64);
     }
 
     #[test]
     fn payloads_never_straddle_chunks() {
         let log = CaptureLog::new(Limits {
             max_events: 10_000,
-            max_bytes: 3 << 20,
+            max_bytes: 6 << 20,
         });
-        let big = vec![7u8; 700_000];
-        // One 700 KB payload per 1 MiB chunk: three fit in 3 MiB, the fourth does not.
+        let big = vec![7u8; 1_400_000];
+        // One 1.4 MB payload per 2 MiB chunk: three fit in 6 MiB, the fourth does not.
         for i in 0..3 {
             assert!(matches!(
                 log.append(&header(i, Kind::Send), &big),

@@ -11,11 +11,12 @@
 //! Nesting deeper than [`MAX_DEPTH`] is also handed to the VM, whose encoder does not recurse on the
 //! C stack, so a pathological term cannot overflow a scheduler's stack.
 
-use crate::terms::raw;
+use crate::terms::{from_raw, raw};
 use rustler::sys::{
-    enif_get_atom, enif_get_double, enif_get_int64, enif_get_list_cell, enif_get_tuple,
-    enif_inspect_binary, enif_release_binary, enif_term_to_binary, enif_term_type, ErlNifBinary,
-    ErlNifCharEncoding, ErlNifEnv, ErlNifTerm, ErlNifTermType,
+    enif_alloc_env, enif_clear_env, enif_get_atom, enif_get_double, enif_get_int64,
+    enif_get_list_cell, enif_get_tuple, enif_inspect_binary, enif_is_identical, enif_make_copy,
+    enif_release_binary, enif_term_to_binary, enif_term_type, ErlNifBinary, ErlNifCharEncoding,
+    ErlNifEnv, ErlNifTerm, ErlNifTermType,
 };
 use rustler::types::map::MapIterator;
 use rustler::Term;
@@ -75,14 +76,41 @@ impl TermCache {
     }
 }
 
+/// Recently encoded references. A GenServer call's reference appears in four events in a row
+/// (the request's receive, `handle_call`'s arguments, the reply's destination and the reply), and
+/// only the VM can encode a reference, with an allocation each time. Entries are keyed by the
+/// term's word and confirmed with `enif_is_identical` against a copy kept in a private
+/// environment, so a hit is always the same reference. The environment is cleared (dropping
+/// every copy) after `REFS_PER_GENERATION` insertions, which bounds its memory.
+struct RefCache {
+    env: *mut ErlNifEnv,
+    /// (word of the encoded term, word of its copy in `env`, its ETF bytes)
+    entries: [(u64, u64, Vec<u8>); REF_SLOTS],
+    inserted: usize,
+}
+
+const REF_SLOTS: usize = 16;
+const REFS_PER_GENERATION: usize = 1024;
+
+impl RefCache {
+    const fn new() -> RefCache {
+        RefCache {
+            env: std::ptr::null_mut(),
+            entries: [const { (0, 0, Vec::new()) }; REF_SLOTS],
+            inserted: 0,
+        }
+    }
+}
+
 struct Caches {
     atoms: TermCache,
     pids: TermCache,
+    refs: RefCache,
 }
 
 thread_local! {
     static CACHES: RefCell<Caches> = const {
-        RefCell::new(Caches { atoms: TermCache::new(), pids: TermCache::new() })
+        RefCell::new(Caches { atoms: TermCache::new(), pids: TermCache::new(), refs: RefCache::new() })
     };
 }
 
@@ -94,6 +122,23 @@ pub fn encode(term: Term<'_>, out: &mut Vec<u8>) {
         Ok(mut caches) => encode_term(env, term.as_c_arg(), out, &mut caches, 0),
         // Re-entered on this thread (cannot happen from a NIF call, but never panic): skip caches.
         Err(_) => vm_encode(env, term.as_c_arg(), out),
+    });
+}
+
+/// Appends the ETF encoding of the 2-tuple `{a, b}` without building the tuple on a heap.
+pub fn encode_pair(a: Term<'_>, b: Term<'_>, out: &mut Vec<u8>) {
+    out.push(VERSION);
+    out.extend_from_slice(&[SMALL_TUPLE_EXT, 2]);
+    let env = a.get_env().as_c_arg();
+    CACHES.with(|c| match c.try_borrow_mut() {
+        Ok(mut caches) => {
+            encode_term(env, a.as_c_arg(), out, &mut caches, 1);
+            encode_term(env, b.as_c_arg(), out, &mut caches, 1);
+        }
+        Err(_) => {
+            vm_encode(env, a.as_c_arg(), out);
+            vm_encode(env, b.as_c_arg(), out);
+        }
     });
 }
 
@@ -174,8 +219,46 @@ fn encode_term(env: *mut ErlNifEnv, t: ErlNifTerm, out: &mut Vec<u8>, c: &mut Ca
             vm_encode(env, t, out);
             c.pids.put(raw(t), &out[start..]);
         }
+        ErlNifTermType::ERL_NIF_TERM_TYPE_REFERENCE => encode_ref(env, t, out, &mut c.refs),
         _ => vm_encode(env, t, out),
     }
+}
+
+fn encode_ref(env: *mut ErlNifEnv, t: ErlNifTerm, out: &mut Vec<u8>, c: &mut RefCache) {
+    let word = raw(t);
+    let i = (word.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 60) as usize % REF_SLOTS;
+    let (w, copy, bytes) = &c.entries[i];
+    // SAFETY: `copy` lives in `c.env`, which is only cleared together with resetting every entry
+    // (`w == 0`), so a non-zero `w` means `copy` is a valid term.
+    if *w == word && word != 0 && unsafe { enif_is_identical(from_raw(*copy), t) } != 0 {
+        out.extend_from_slice(bytes);
+        return;
+    }
+    let start = out.len();
+    vm_encode(env, t, out);
+    // SAFETY: enif_alloc_env has no preconditions; the env is this thread's and never shared.
+    unsafe {
+        if c.env.is_null() {
+            c.env = enif_alloc_env();
+            if c.env.is_null() {
+                return;
+            }
+        }
+        if c.inserted >= REFS_PER_GENERATION {
+            enif_clear_env(c.env);
+            for e in c.entries.iter_mut() {
+                e.0 = 0;
+            }
+            c.inserted = 0;
+        }
+        let copy = enif_make_copy(c.env, t);
+        let entry = &mut c.entries[i];
+        entry.0 = word;
+        entry.1 = raw(copy);
+        entry.2.clear();
+        entry.2.extend_from_slice(&out[start..]);
+    }
+    c.inserted += 1;
 }
 
 fn encode_int(v: i64, out: &mut Vec<u8>) {

@@ -129,11 +129,7 @@ fn encode_event<'a>(env: Env<'a>, ev: &EventRef) -> Term<'a> {
 /// Events matching the filter, as a list of event tuples. O(events scanned), so it runs on a
 /// dirty CPU scheduler.
 #[rustler::nif(schedule = "DirtyCpu")]
-fn query_events<'a>(
-    env: Env<'a>,
-    store: Term<'a>,
-    filter: Term<'a>,
-) -> NifResult<Term<'a>> {
+fn query_events<'a>(env: Env<'a>, store: Term<'a>, filter: Term<'a>) -> NifResult<Term<'a>> {
     let store = store_of(store)?;
     let filter = decode_filter(filter)?;
     let page = query::run(store.log(), &filter, u64::MAX);

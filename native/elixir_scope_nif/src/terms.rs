@@ -12,7 +12,7 @@ pub fn raw(t: ErlNifTerm) -> u64 {
 
 /// The term whose machine word is `w`.
 #[inline]
-fn from_raw(w: u64) -> ErlNifTerm {
+pub fn from_raw(w: u64) -> ErlNifTerm {
     // SAFETY: `ErlNifTerm` is `#[repr(transparent)]` over `usize`.
     unsafe { std::mem::transmute::<usize, ErlNifTerm>(w as usize) }
 }

@@ -107,10 +107,7 @@ fn trace<'a>(
 ) -> Atom {
     // SAFETY: enif_monotonic_time has no preconditions.
     let ts = unsafe { enif_monotonic_time(ErlNifTimeUnit::ERL_NIF_NSEC) };
-    let (Some(store), Some(kind)) = (
-        resource::get(state),
-        kind_of(tag),
-    ) else {
+    let (Some(store), Some(kind)) = (resource::get(state), kind_of(tag)) else {
         return atoms::ok();
     };
     if store.log().is_full() {
@@ -125,27 +122,24 @@ fn trace<'a>(
     };
     let extra = || opts.map_get(atoms::extra()).ok();
     let nil = atoms::nil().to_term(env);
-    let payload: Option<Term> = match kind {
-        Kind::Send | Kind::SendToDead => Some(with_peer(env, &mut h, extra().unwrap_or(nil), term)),
-        Kind::Receive | Kind::Exit | Kind::Register | Kind::Unregister => Some(term),
-        Kind::Link | Kind::Unlink => {
-            let data = with_peer(env, &mut h, term, nil);
-            (h.flags & flags::PEER_IN_PAYLOAD != 0).then_some(data)
-        }
+    let payload: Payload = match kind {
+        Kind::Send | Kind::SendToDead => with_peer(&mut h, extra().unwrap_or(nil), Some(term)),
+        Kind::Receive | Kind::Exit | Kind::Register | Kind::Unregister => Payload::Term(term),
+        Kind::Link | Kind::Unlink => with_peer(&mut h, term, None),
         Kind::Spawn => {
             let mfa = extra().unwrap_or(nil);
             set_mfa(&mut h, mfa);
-            Some(with_peer(env, &mut h, term, mfa))
+            with_peer(&mut h, term, Some(mfa))
         }
         Kind::Call => {
             // {M, F, Args}: the payload is the argument list.
             set_mfa(&mut h, term);
-            tuple3(term).map(|[_, _, args]| args)
+            tuple3(term).map_or(Payload::None, |[_, _, args]| Payload::Term(args))
         }
         Kind::Return | Kind::Exception => {
             // {M, F, Arity}; the value (or {Class, Reason}) is in `extra`.
             set_mfa(&mut h, term);
-            extra()
+            extra().map_or(Payload::None, Payload::Term)
         }
     };
     SCRATCH.with(|s| {
@@ -157,8 +151,10 @@ fn trace<'a>(
             truncated,
         } = &mut *s;
         buf.clear();
-        if let Some(p) = payload {
-            etf::encode(p, buf);
+        match payload {
+            Payload::None => {}
+            Payload::Term(t) => etf::encode(t, buf),
+            Payload::Pair(a, b) => etf::encode_pair(a, b, buf),
         }
         store.append(&h, buf, truncated);
         if buf.capacity() > KEEP_BUFFER {
@@ -171,17 +167,33 @@ fn trace<'a>(
     atoms::ok()
 }
 
-/// Sets `h.peer` when `peer` is a local pid and returns `data`; otherwise (a registered name, a
-/// remote pid, a port) flags the header and returns `{peer, data}` to be stored as the payload.
-fn with_peer<'a>(env: Env<'a>, h: &mut Header, peer: Term<'a>, data: Term<'a>) -> Term<'a> {
-    match local_pid_key(peer) {
-        Some(key) => {
+/// What an event stores as its payload.
+enum Payload<'a> {
+    None,
+    Term(Term<'a>),
+    /// `{a, b}`, encoded without building the tuple.
+    Pair(Term<'a>, Term<'a>),
+}
+
+/// Sets `h.peer` when `peer` is a local pid and returns `data` as the payload; otherwise (a
+/// registered name, a remote pid, a port, an alias) flags the header and returns `{peer, data}`
+/// (`data` defaulting to `nil`).
+fn with_peer<'a>(h: &mut Header, peer: Term<'a>, data: Option<Term<'a>>) -> Payload<'a> {
+    match (local_pid_key(peer), data) {
+        (Some(key), Some(data)) => {
             h.peer = key;
-            data
+            Payload::Term(data)
         }
-        None => {
+        (Some(key), None) => {
+            h.peer = key;
+            Payload::None
+        }
+        (None, data) => {
             h.flags |= flags::PEER_IN_PAYLOAD;
-            rustler::types::tuple::make_tuple(env, &[peer, data])
+            Payload::Pair(
+                peer,
+                data.unwrap_or_else(|| atoms::nil().to_term(peer.get_env())),
+            )
         }
     }
 }
