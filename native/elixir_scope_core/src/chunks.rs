@@ -6,13 +6,20 @@
 //! and uses the winner's. Chunks live until the table is dropped, so a pointer read from the table
 //! stays valid for as long as the table is borrowed.
 //!
-//! On Linux, chunks of exactly [`HUGE_PAGE`] bytes are mapped 2 MiB-aligned and marked for
-//! transparent huge pages: filling the log then takes one page fault per 2 MiB instead of one per
-//! 4 KiB, which measurably lowered the capture cost of every event (bench/capture.exs).
+//! Committing fresh memory is the largest single cost of capture on some machines (the first
+//! write to a fresh page makes the kernel zero it; measured here at under 1 GB/s, over 100 ns per
+//! event). So the owner asks a background thread to commit chunk `k + 1` ahead when it starts
+//! using chunk `k` ([`ChunkTable::commit_ahead`]): it maps the chunk, writes to every page while nobody else can see it, and publishes it
+//! with the same compare-and-swap. Writers never wait for that thread; if they get to a chunk
+//! first they allocate it themselves, exactly as without it.
+//!
+//! On Linux, chunks of exactly [`HUGE_PAGE`] bytes are mapped 2 MiB-aligned and advised for
+//! transparent huge pages, which takes one page fault per 2 MiB instead of 512.
 
 use std::alloc::{alloc_zeroed, dealloc, Layout};
 use std::ptr::null_mut;
 use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 
 /// The huge page size this module aligns large chunks to.
 pub const HUGE_PAGE: usize = 2 << 20;
@@ -25,6 +32,8 @@ pub struct ChunkTable {
     huge: bool,
     /// Bytes allocated so far (a multiple of the chunk size). Statistics only, so `Relaxed`.
     allocated: AtomicU64,
+    /// This table, for handing to the commit-ahead thread without keeping the table alive.
+    me: Weak<ChunkTable>,
 }
 
 // SAFETY: the table only hands out raw pointers; every access to chunk memory goes through the
@@ -34,22 +43,30 @@ unsafe impl Send for ChunkTable {}
 unsafe impl Sync for ChunkTable {}
 
 impl ChunkTable {
-    /// A table of `count` chunks of `chunk_bytes` bytes aligned to `align`.
+    /// A table of `count` chunks of `chunk_bytes` bytes aligned to `align`. With `ahead`,
+    /// [`ChunkTable::commit_ahead`] requests are served; without, they are ignored.
     ///
     /// # Errors
     /// `None` when `chunk_bytes` is zero or the layout is invalid.
-    pub fn new(count: usize, chunk_bytes: usize, align: usize) -> Option<ChunkTable> {
+    pub fn new(
+        count: usize,
+        chunk_bytes: usize,
+        align: usize,
+        ahead: bool,
+    ) -> Option<Arc<ChunkTable>> {
         if chunk_bytes == 0 {
             return None;
         }
         let layout = Layout::from_size_align(chunk_bytes, align).ok()?;
         let ptrs = (0..count).map(|_| AtomicPtr::new(null_mut())).collect();
-        Some(ChunkTable {
+        let table = Arc::new_cyclic(|me| ChunkTable {
             ptrs,
             layout,
             huge: os::HUGE_SUPPORTED && chunk_bytes == HUGE_PAGE && align <= HUGE_PAGE,
             allocated: AtomicU64::new(0),
-        })
+            me: if ahead { me.clone() } else { Weak::new() },
+        });
+        Some(table)
     }
 
     /// Number of chunks the table can hold.
@@ -74,16 +91,20 @@ impl ChunkTable {
     /// failed (the caller drops the event; capture never aborts the VM).
     #[inline]
     pub fn get_or_alloc(&self, k: usize) -> Option<*mut u8> {
-        let slot = self.ptrs.get(k)?;
-        let p = slot.load(Ordering::Acquire);
+        let p = self.ptrs.get(k)?.load(Ordering::Acquire);
         if !p.is_null() {
             return Some(p);
         }
-        self.alloc_slow(slot)
+        let p = self.install(k, false);
+        self.commit_ahead(k + 1);
+        p
     }
 
+    /// Allocates chunk `k` (writing to each of its pages first when `touch`) and publishes it,
+    /// unless another thread got there first. Returns the chunk in force.
     #[cold]
-    fn alloc_slow(&self, slot: &AtomicPtr<u8>) -> Option<*mut u8> {
+    fn install(&self, k: usize, touch: bool) -> Option<*mut u8> {
+        let slot = self.ptrs.get(k)?;
         let fresh = if self.huge {
             os::map_huge()
         } else {
@@ -93,6 +114,13 @@ impl ChunkTable {
         if fresh.is_null() {
             return None;
         }
+        if touch {
+            for off in (0..self.layout.size()).step_by(4096) {
+                // SAFETY: `fresh` is ours alone (unpublished) and `off` is inside it; writing the
+                // zero it already holds commits the page.
+                unsafe { fresh.add(off).write_volatile(0) };
+            }
+        }
         // Release publishes the zeroed memory; Acquire on failure sees the winner's memory.
         match slot.compare_exchange(null_mut(), fresh, Ordering::AcqRel, Ordering::Acquire) {
             Ok(_) => {
@@ -101,10 +129,56 @@ impl ChunkTable {
                 Some(fresh)
             }
             Err(winner) => {
-                // SAFETY: `fresh` came from `alloc_fresh`'s source and was never shared.
+                // SAFETY: `fresh` came from this table's allocation path and was never shared.
                 unsafe { self.free(fresh) };
                 Some(winner)
             }
+        }
+    }
+
+    /// Asks the background thread to commit chunk `k` ahead (never blocks; a full request queue
+    /// just means the writer will commit it itself). Owners call it when they start using chunk
+    /// `k - 1`.
+    pub fn commit_ahead(&self, k: usize) {
+        if k < self.ptrs.len() && self.ptrs[k].load(Ordering::Relaxed).is_null() {
+            ahead::request(self.me.clone(), k);
+        }
+    }
+}
+
+/// The commit-ahead thread: one per OS process, started on first use, fed through a bounded
+/// channel whose `try_send` never blocks a writer.
+mod ahead {
+    use super::ChunkTable;
+    use std::sync::mpsc::{sync_channel, SyncSender};
+    use std::sync::{OnceLock, Weak};
+
+    type Request = (Weak<ChunkTable>, usize);
+
+    static QUEUE: OnceLock<Option<SyncSender<Request>>> = OnceLock::new();
+
+    pub fn request(table: Weak<ChunkTable>, k: usize) {
+        if table.strong_count() == 0 {
+            return;
+        }
+        let queue = QUEUE.get_or_init(|| {
+            let (tx, rx) = sync_channel::<Request>(256);
+            std::thread::Builder::new()
+                .name("elixir_scope_commit_ahead".into())
+                .spawn(move || {
+                    for (table, k) in rx {
+                        if let Some(table) = table.upgrade() {
+                            if table.get(k).is_none() {
+                                table.install(k, true);
+                            }
+                        }
+                    }
+                })
+                .ok()
+                .map(|_| tx)
+        });
+        if let Some(tx) = queue {
+            let _ = tx.try_send((table, k));
         }
     }
 }
@@ -200,7 +274,7 @@ mod tests {
 
     #[test]
     fn chunks_are_allocated_once_and_zeroed() {
-        let t = ChunkTable::new(4, 64, 8).unwrap();
+        let t = ChunkTable::new(4, 64, 8, false).unwrap();
         assert_eq!(t.get(0), None);
         let a = t.get_or_alloc(0).unwrap();
         // SAFETY: chunk 0 is 64 bytes and zeroed.
@@ -215,7 +289,7 @@ mod tests {
 
     #[test]
     fn huge_chunks_are_aligned_zeroed_and_writable() {
-        let t = ChunkTable::new(2, HUGE_PAGE, 64).unwrap();
+        let t = ChunkTable::new(2, HUGE_PAGE, 64, false).unwrap();
         let a = t.get_or_alloc(1).unwrap();
         assert!(!a.is_null());
         if os::HUGE_SUPPORTED {
@@ -229,8 +303,34 @@ mod tests {
     }
 
     #[test]
+    fn commit_ahead_prepares_the_next_chunk() {
+        let t = ChunkTable::new(3, 1 << 16, 8, true).unwrap();
+        let wait = |k| {
+            for _ in 0..2000 {
+                if t.get(k).is_some() {
+                    return true;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            false
+        };
+        assert!(t.get(0).is_none(), "nothing is committed before use");
+        t.get_or_alloc(0).unwrap();
+        t.commit_ahead(1);
+        assert!(wait(1), "chunk 1 is committed on request");
+        let c1 = t.get_or_alloc(1).unwrap();
+        // SAFETY: chunk 1 is 64 KiB.
+        assert!(unsafe { std::slice::from_raw_parts(c1, 1 << 16) }
+            .iter()
+            .all(|b| *b == 0));
+        assert!(t.get(2).is_none(), "nothing is committed unasked");
+        t.get_or_alloc(2).unwrap();
+        assert_eq!(t.allocated_bytes(), 3 << 16);
+    }
+
+    #[test]
     fn racing_allocators_agree_on_one_chunk() {
-        let t = Arc::new(ChunkTable::new(1, 4096, 64).unwrap());
+        let t = ChunkTable::new(1, 4096, 64, false).unwrap();
         let ptrs: Vec<usize> = (0..8)
             .map(|_| {
                 let t = t.clone();
