@@ -83,21 +83,8 @@ defmodule Bench.Capture do
            fn _ -> %{} end
          )
        end},
-      {"ElixirScope",
-       fn ->
-         run(
-           fn s ->
-             store = Store.new!(max_events: expected() * 2)
-             :ok = Tracer.trace_pid(s, store, @flags)
-             store
-           end,
-           fn _ -> true end,
-           fn store ->
-             st = Store.stats(store)
-             %{stored: st.events, dropped: st.dropped, bytes: st.bytes}
-           end
-         )
-       end},
+      {"ElixirScope", fn -> elixir_scope(:warm) end},
+      {"ElixirScope, cold memory", fn -> elixir_scope(:cold) end},
       {":dbg (process tracer)",
        fn ->
          run(
@@ -143,6 +130,26 @@ defmodule Bench.Capture do
          )
        end}
     ]
+  end
+
+  # ElixirScope into a fresh store. :warm reuses the memory earlier stores left in the pool (the
+  # steady state of a long capture, or any capture after the first); :cold releases the pool
+  # first, so every byte is freshly committed, as in a VM's very first capture.
+  defp elixir_scope(memory) do
+    if memory == :cold, do: Store.release_memory()
+
+    run(
+      fn s ->
+        store = Store.new!(max_events: expected() * 2)
+        :ok = Tracer.trace_pid(s, store, @flags)
+        store
+      end,
+      fn _ -> true end,
+      fn store ->
+        st = Store.stats(store)
+        %{stored: st.events, dropped: st.dropped, bytes: st.bytes}
+      end
+    )
   end
 
   defp ets_tracer(tab, seq) do

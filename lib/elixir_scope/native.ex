@@ -31,6 +31,7 @@ defmodule ElixirScope.Native do
   def store_set_sampling(_store, _rate, _by), do: err()
   def store_stats(_store), do: err()
   def store_last_seq(_store), do: err()
+  def store_release_pool, do: err()
 
   # Query
   def query_events(_store, _filter), do: err()

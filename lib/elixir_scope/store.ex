@@ -112,6 +112,16 @@ defmodule ElixirScope.Store do
   end
 
   @doc """
+  Returns to the operating system the memory that dropped stores left for reuse.
+
+  When a store is garbage collected, up to 64 MiB of its memory is kept so that the next capture
+  starts on memory that is already committed (fresh memory is the largest single cost of capture
+  on some machines). Call this to give it back now; returns the number of bytes released.
+  """
+  @spec release_memory() :: non_neg_integer()
+  def release_memory, do: Native.store_release_pool()
+
+  @doc """
   The default store: the one `ElixirScope.start/1` created most recently, or `nil`.
   It stays the default after `ElixirScope.stop/0`, so a finished capture can still be queried.
   """

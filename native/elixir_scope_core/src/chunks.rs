@@ -14,7 +14,10 @@
 //! first they allocate it themselves, exactly as without it.
 //!
 //! On Linux, chunks of exactly [`HUGE_PAGE`] bytes are mapped 2 MiB-aligned and advised for
-//! transparent huge pages, which takes one page fault per 2 MiB instead of 512.
+//! transparent huge pages, which takes one page fault per 2 MiB instead of 512. When a table is
+//! dropped, up to [`POOL_CHUNKS`] of its huge chunks are kept in a process-wide pool and reused by
+//! the next table, so a new capture after the first one starts on memory that is already
+//! committed (payload chunks are reused as they are; slot chunks are cleared, at memset speed).
 
 use std::alloc::{alloc_zeroed, dealloc, Layout};
 use std::ptr::null_mut;
@@ -24,8 +27,21 @@ use std::sync::{Arc, Weak};
 /// The huge page size this module aligns large chunks to.
 pub const HUGE_PAGE: usize = 2 << 20;
 
+/// Huge chunks kept for reuse after their table is dropped (64 MiB).
+pub const POOL_CHUNKS: usize = 32;
+
+/// How a [`ChunkTable`] treats its chunks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChunkOptions {
+    /// Serve [`ChunkTable::commit_ahead`] requests.
+    pub ahead: bool,
+    /// Chunks must read as zero when installed (a reused chunk is cleared first).
+    pub zeroed: bool,
+}
+
 /// A table of `count` chunks of `chunk_bytes` bytes each, allocated on first use.
 pub struct ChunkTable {
+    zeroed: bool,
     ptrs: Box<[AtomicPtr<u8>]>,
     layout: Layout,
     /// Chunks come from `os::map_huge` (and go back with `os::unmap`) instead of the allocator.
@@ -52,7 +68,7 @@ impl ChunkTable {
         count: usize,
         chunk_bytes: usize,
         align: usize,
-        ahead: bool,
+        opts: ChunkOptions,
     ) -> Option<Arc<ChunkTable>> {
         if chunk_bytes == 0 {
             return None;
@@ -60,11 +76,12 @@ impl ChunkTable {
         let layout = Layout::from_size_align(chunk_bytes, align).ok()?;
         let ptrs = (0..count).map(|_| AtomicPtr::new(null_mut())).collect();
         let table = Arc::new_cyclic(|me| ChunkTable {
+            zeroed: opts.zeroed,
             ptrs,
             layout,
             huge: os::HUGE_SUPPORTED && chunk_bytes == HUGE_PAGE && align <= HUGE_PAGE,
             allocated: AtomicU64::new(0),
-            me: if ahead { me.clone() } else { Weak::new() },
+            me: if opts.ahead { me.clone() } else { Weak::new() },
         });
         Some(table)
     }
@@ -105,16 +122,19 @@ impl ChunkTable {
     #[cold]
     fn install(&self, k: usize, touch: bool) -> Option<*mut u8> {
         let slot = self.ptrs.get(k)?;
-        let fresh = if self.huge {
-            os::map_huge()
-        } else {
+        let (fresh, reused) = match self.huge.then(pool::take).flatten() {
+            Some(p) => (p, true),
+            None if self.huge => (os::map_huge(), false),
             // SAFETY: the layout has a non-zero size (checked in `new`).
-            unsafe { alloc_zeroed(self.layout) }
+            None => (unsafe { alloc_zeroed(self.layout) }, false),
         };
         if fresh.is_null() {
             return None;
         }
-        if touch {
+        if reused && self.zeroed {
+            // SAFETY: the pooled chunk is HUGE_PAGE bytes, ours alone until published.
+            unsafe { fresh.write_bytes(0, HUGE_PAGE) };
+        } else if touch && !reused {
             for off in (0..self.layout.size()).step_by(4096) {
                 // SAFETY: `fresh` is ours alone (unpublished) and `off` is inside it; writing the
                 // zero it already holds commits the page.
@@ -142,6 +162,48 @@ impl ChunkTable {
     pub fn commit_ahead(&self, k: usize) {
         if k < self.ptrs.len() && self.ptrs[k].load(Ordering::Relaxed).is_null() {
             ahead::request(self.me.clone(), k);
+        }
+    }
+}
+
+/// Returns the memory kept in the reuse pool to the operating system; returns the bytes released.
+pub fn release_pool() -> usize {
+    let chunks = pool::drain();
+    for p in &chunks {
+        os::unmap(*p);
+    }
+    chunks.len() * HUGE_PAGE
+}
+
+/// Released huge chunks, for the next table. A lock is fine here: it is taken once per 2 MiB
+/// chunk installed or released, never per event.
+mod pool {
+    use super::POOL_CHUNKS;
+    use std::sync::Mutex;
+
+    /// Chunk addresses (as `usize`, so the static is `Send`).
+    static POOL: Mutex<Vec<usize>> = Mutex::new(Vec::new());
+
+    /// A pooled chunk, if any.
+    pub fn take() -> Option<*mut u8> {
+        POOL.lock().ok()?.pop().map(|p| p as *mut u8)
+    }
+
+    /// Takes every pooled chunk out.
+    pub fn drain() -> Vec<*mut u8> {
+        POOL.lock()
+            .map(|mut p| p.drain(..).map(|a| a as *mut u8).collect())
+            .unwrap_or_default()
+    }
+
+    /// Keeps `p` for reuse; `false` when the pool is full (the caller releases it).
+    pub fn give(p: *mut u8) -> bool {
+        match POOL.lock() {
+            Ok(mut pool) if pool.len() < POOL_CHUNKS => {
+                pool.push(p as usize);
+                true
+            }
+            _ => false,
         }
     }
 }
@@ -188,7 +250,9 @@ impl ChunkTable {
     /// `p` must be a chunk allocated by `alloc_slow` of this table and no longer used.
     unsafe fn free(&self, p: *mut u8) {
         if self.huge {
-            os::unmap(p);
+            if !pool::give(p) {
+                os::unmap(p);
+            }
         } else {
             // SAFETY: non-huge chunks come from `alloc_zeroed` with `self.layout`.
             unsafe { dealloc(p, self.layout) };
@@ -270,11 +334,20 @@ mod os {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
+
+    const NONE: ChunkOptions = ChunkOptions {
+        ahead: false,
+        zeroed: true,
+    };
+    const ZEROED: ChunkOptions = NONE;
+    const AHEAD: ChunkOptions = ChunkOptions {
+        ahead: true,
+        zeroed: true,
+    };
 
     #[test]
     fn chunks_are_allocated_once_and_zeroed() {
-        let t = ChunkTable::new(4, 64, 8, false).unwrap();
+        let t = ChunkTable::new(4, 64, 8, NONE).unwrap();
         assert_eq!(t.get(0), None);
         let a = t.get_or_alloc(0).unwrap();
         // SAFETY: chunk 0 is 64 bytes and zeroed.
@@ -289,7 +362,7 @@ mod tests {
 
     #[test]
     fn huge_chunks_are_aligned_zeroed_and_writable() {
-        let t = ChunkTable::new(2, HUGE_PAGE, 64, false).unwrap();
+        let t = ChunkTable::new(2, HUGE_PAGE, 64, ZEROED).unwrap();
         let a = t.get_or_alloc(1).unwrap();
         assert!(!a.is_null());
         if os::HUGE_SUPPORTED {
@@ -300,11 +373,19 @@ mod tests {
         assert!(s.iter().all(|b| *b == 0));
         s[HUGE_PAGE - 1] = 7;
         assert_eq!(t.allocated_bytes(), HUGE_PAGE as u64);
+        drop(t);
+        // A chunk reused from the pool by a zeroed table reads as zero again.
+        let t = ChunkTable::new(1, HUGE_PAGE, 64, ZEROED).unwrap();
+        let b = t.get_or_alloc(0).unwrap();
+        // SAFETY: chunk 0 is HUGE_PAGE bytes.
+        assert!(unsafe { std::slice::from_raw_parts(b, HUGE_PAGE) }
+            .iter()
+            .all(|b| *b == 0));
     }
 
     #[test]
     fn commit_ahead_prepares_the_next_chunk() {
-        let t = ChunkTable::new(3, 1 << 16, 8, true).unwrap();
+        let t = ChunkTable::new(3, 1 << 16, 8, AHEAD).unwrap();
         let wait = |k| {
             for _ in 0..2000 {
                 if t.get(k).is_some() {
@@ -330,7 +411,7 @@ mod tests {
 
     #[test]
     fn racing_allocators_agree_on_one_chunk() {
-        let t = ChunkTable::new(1, 4096, 64, false).unwrap();
+        let t = ChunkTable::new(1, 4096, 64, NONE).unwrap();
         let ptrs: Vec<usize> = (0..8)
             .map(|_| {
                 let t = t.clone();

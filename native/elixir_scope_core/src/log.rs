@@ -19,7 +19,7 @@
 //! is reserved but not yet ready (its writer is mid-copy) is skipped by readers and appears on the
 //! next read.
 
-use crate::chunks::{ChunkTable, HUGE_PAGE};
+use crate::chunks::{ChunkOptions, ChunkTable, HUGE_PAGE};
 use crate::event::{flags, EventRef, Header, Seq};
 use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -112,12 +112,25 @@ impl CaptureLog {
                 slot_chunks,
                 per_chunk * std::mem::size_of::<Slot>(),
                 std::mem::align_of::<Slot>(),
-                true,
+                // A slot must read as empty (`ready == 0`) until written.
+                ChunkOptions {
+                    ahead: true,
+                    zeroed: true,
+                },
             )
             .expect("slot chunk layout is valid"),
             slot_shift: per_chunk.trailing_zeros(),
-            bytes: ChunkTable::new(byte_chunks, byte_chunk, 8, true)
-                .expect("byte chunk layout is valid"),
+            // Payload bytes are only read where a writer wrote them first: no clearing needed.
+            bytes: ChunkTable::new(
+                byte_chunks,
+                byte_chunk,
+                8,
+                ChunkOptions {
+                    ahead: true,
+                    zeroed: false,
+                },
+            )
+            .expect("byte chunk layout is valid"),
             byte_chunk: byte_chunk as u64,
             limits: Limits {
                 max_events,

@@ -20,8 +20,8 @@ use rustler::sys::{
 };
 use rustler::types::map::MapIterator;
 use rustler::Term;
-use std::cell::RefCell;
 use std::mem::MaybeUninit;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Deepest nesting encoded by recursion; deeper subterms go to the VM's encoder.
 pub const MAX_DEPTH: u32 = 64;
@@ -102,49 +102,73 @@ impl RefCache {
     }
 }
 
-struct Caches {
+/// The per-thread state of the encoder: its caches. The tracer keeps one per scheduler thread.
+pub struct Encoder {
     atoms: TermCache,
     pids: TermCache,
     refs: RefCache,
 }
 
-thread_local! {
-    static CACHES: RefCell<Caches> = const {
-        RefCell::new(Caches { atoms: TermCache::new(), pids: TermCache::new(), refs: RefCache::new() })
-    };
+/// Whether immediates can be recognised from their tag bits (checked once at load against the
+/// NIF API; see `check_immediate_tags`). When false, every term goes through `enif_term_type`.
+static FAST_IMMEDIATES: AtomicBool = AtomicBool::new(false);
+
+/// Verifies at load that this VM tags small integers as `(value << 4) | 0xF` and atoms with
+/// low bits `0x0B` (true of every 64-bit BEAM for decades), enabling the encoder's fast path
+/// that skips `enif_term_type` for them.
+pub fn check_immediate_tags(env: rustler::Env) {
+    use rustler::Encoder as _;
+    let ok = [-1i64, 0, 5, 1 << 40]
+        .iter()
+        .all(|&v| raw(v.encode(env).as_c_arg()) == (((v << 4) | 0xF) as u64))
+        && [crate::atoms::ok(), crate::atoms::nil()]
+            .iter()
+            .all(|a| raw(a.as_c_arg()) & 0x3F == 0x0B);
+    FAST_IMMEDIATES.store(ok, Ordering::Relaxed);
 }
 
-/// Appends the full ETF encoding of `term` (version byte included) to `out`.
-pub fn encode(term: Term<'_>, out: &mut Vec<u8>) {
-    out.push(VERSION);
-    let env = term.get_env().as_c_arg();
-    CACHES.with(|c| match c.try_borrow_mut() {
-        Ok(mut caches) => encode_term(env, term.as_c_arg(), out, &mut caches, 0),
-        // Re-entered on this thread (cannot happen from a NIF call, but never panic): skip caches.
-        Err(_) => vm_encode(env, term.as_c_arg(), out),
-    });
-}
-
-/// Appends the ETF encoding of the 2-tuple `{a, b}` without building the tuple on a heap.
-pub fn encode_pair(a: Term<'_>, b: Term<'_>, out: &mut Vec<u8>) {
-    out.push(VERSION);
-    out.extend_from_slice(&[SMALL_TUPLE_EXT, 2]);
-    let env = a.get_env().as_c_arg();
-    CACHES.with(|c| match c.try_borrow_mut() {
-        Ok(mut caches) => {
-            encode_term(env, a.as_c_arg(), out, &mut caches, 1);
-            encode_term(env, b.as_c_arg(), out, &mut caches, 1);
+impl Encoder {
+    /// An encoder with empty caches.
+    pub const fn new() -> Encoder {
+        Encoder {
+            atoms: TermCache::new(),
+            pids: TermCache::new(),
+            refs: RefCache::new(),
         }
-        Err(_) => {
-            vm_encode(env, a.as_c_arg(), out);
-            vm_encode(env, b.as_c_arg(), out);
-        }
-    });
+    }
+
+    /// Appends the full ETF encoding of `term` (version byte included) to `out`.
+    pub fn encode(&mut self, term: Term<'_>, out: &mut Vec<u8>) {
+        out.push(VERSION);
+        encode_term(term.get_env().as_c_arg(), term.as_c_arg(), out, self, 0);
+    }
+
+    /// Appends the ETF encoding of the 2-tuple `{a, b}` without building the tuple on a heap.
+    pub fn encode_pair(&mut self, a: Term<'_>, b: Term<'_>, out: &mut Vec<u8>) {
+        out.push(VERSION);
+        out.extend_from_slice(&[SMALL_TUPLE_EXT, 2]);
+        let env = a.get_env().as_c_arg();
+        encode_term(env, a.as_c_arg(), out, self, 1);
+        encode_term(env, b.as_c_arg(), out, self, 1);
+    }
 }
 
-fn encode_term(env: *mut ErlNifEnv, t: ErlNifTerm, out: &mut Vec<u8>, c: &mut Caches, depth: u32) {
+fn encode_term(env: *mut ErlNifEnv, t: ErlNifTerm, out: &mut Vec<u8>, c: &mut Encoder, depth: u32) {
     if depth > MAX_DEPTH {
         return vm_encode(env, t, out);
+    }
+    let w = raw(t);
+    if FAST_IMMEDIATES.load(Ordering::Relaxed) {
+        if w & 0xF == 0xF {
+            // A small integer: the value is the word shifted right (arithmetically) by 4.
+            return encode_int((w as i64) >> 4, out);
+        }
+        if w & 0x3F == 0x0B {
+            if let Some(bytes) = c.atoms.get(w) {
+                out.extend_from_slice(bytes);
+                return;
+            }
+        }
     }
     // SAFETY (for every enif_* call below): `env` is the environment of the running NIF call and
     // `t` (and every subterm taken from it) is a valid term in it.
@@ -278,7 +302,7 @@ fn encode_int(v: i64, out: &mut Vec<u8>) {
     }
 }
 
-fn encode_atom(env: *mut ErlNifEnv, t: ErlNifTerm, out: &mut Vec<u8>, c: &mut Caches) {
+fn encode_atom(env: *mut ErlNifEnv, t: ErlNifTerm, out: &mut Vec<u8>, c: &mut Encoder) {
     if let Some(bytes) = c.atoms.get(raw(t)) {
         out.extend_from_slice(bytes);
         return;
@@ -314,7 +338,7 @@ fn encode_atom(env: *mut ErlNifEnv, t: ErlNifTerm, out: &mut Vec<u8>, c: &mut Ca
     c.atoms.put(raw(t), &bytes);
 }
 
-fn encode_list(env: *mut ErlNifEnv, t: ErlNifTerm, out: &mut Vec<u8>, c: &mut Caches, depth: u32) {
+fn encode_list(env: *mut ErlNifEnv, t: ErlNifTerm, out: &mut Vec<u8>, c: &mut Encoder, depth: u32) {
     let mut head = ErlNifTerm::default();
     let mut tail = ErlNifTerm::default();
     // SAFETY: see `encode_term`.

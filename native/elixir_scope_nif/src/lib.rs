@@ -14,6 +14,7 @@ mod terms;
 mod tracer;
 
 fn load(env: rustler::Env, _info: rustler::Term) -> bool {
+    etf::check_immediate_tags(env);
     resource::open(env)
 }
 

@@ -132,3 +132,9 @@ fn store_stats<'a>(env: Env<'a>, store: Term<'a>) -> NifResult<Term<'a>> {
     ];
     Term::map_from_pairs(env, &pairs)
 }
+
+/// Returns the memory kept for reuse by dropped stores to the OS; answers the bytes released.
+#[rustler::nif]
+fn store_release_pool() -> u64 {
+    elixir_scope_core::chunks::release_pool() as u64
+}

@@ -12,10 +12,12 @@ use rustler::sys::{enif_monotonic_time, ErlNifTimeUnit};
 use rustler::{Atom, Env, Term};
 use std::cell::RefCell;
 
-/// Reusable per-scheduler buffers, so an event costs no allocation once they have grown.
+/// Reusable per-scheduler state, so an event costs no allocation once the buffers have grown,
+/// and one thread-local access.
 struct Scratch {
     payload: Vec<u8>,
     truncated: Vec<u8>,
+    encoder: etf::Encoder,
 }
 
 /// Buffers larger than this after an event are given back, so one huge message does not pin its
@@ -23,7 +25,9 @@ struct Scratch {
 const KEEP_BUFFER: usize = 1 << 16;
 
 thread_local! {
-    static SCRATCH: RefCell<Scratch> = const { RefCell::new(Scratch { payload: Vec::new(), truncated: Vec::new() }) };
+    static SCRATCH: RefCell<Scratch> = const {
+        RefCell::new(Scratch { payload: Vec::new(), truncated: Vec::new(), encoder: etf::Encoder::new() })
+    };
 }
 
 /// The event kind of a trace tag; `None` for tags we do not record (`spawned`, `getting_linked`,
@@ -149,12 +153,13 @@ fn trace<'a>(
         let Scratch {
             payload: buf,
             truncated,
+            encoder,
         } = &mut *s;
         buf.clear();
         match payload {
             Payload::None => {}
-            Payload::Term(t) => etf::encode(t, buf),
-            Payload::Pair(a, b) => etf::encode_pair(a, b, buf),
+            Payload::Term(t) => encoder.encode(t, buf),
+            Payload::Pair(a, b) => encoder.encode_pair(a, b, buf),
         }
         store.append(&h, buf, truncated);
         if buf.capacity() > KEEP_BUFFER {
