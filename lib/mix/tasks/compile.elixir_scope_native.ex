@@ -108,9 +108,17 @@ defmodule Mix.Tasks.Compile.ElixirScopeNative do
       Mix.raise("cargo succeeded but no library was found among: #{Enum.join(candidates, ", ")}")
   end
 
-  defp cargo! do
+  @doc false
+  # cargo from the PATH, else rustup's default location under $HOME.
+  def find_cargo do
+    home = System.get_env("HOME") || System.user_home() || "/"
+
     System.find_executable("cargo") ||
-      Enum.find([Path.expand("~/.cargo/bin/cargo")], &File.exists?/1) ||
+      Enum.find([Path.join(home, ".cargo/bin/cargo")], &File.exists?/1)
+  end
+
+  defp cargo! do
+    find_cargo() ||
       Mix.raise("""
       ElixirScope needs Rust's cargo to build its native library, and none was found.
       Install Rust with rustup (https://rustup.rs), make sure `cargo` is on your PATH,
