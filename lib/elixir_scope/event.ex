@@ -86,13 +86,22 @@ defmodule ElixirScope.Event do
   defmodule Truncated do
     @moduledoc """
     What is kept of a payload over the store's `max_payload_bytes`: the size of its encoding,
-    an xxh3 hash of it, and its first bytes. `size: :unknown` means the store's byte budget
-    was spent and the payload was not kept at all.
+    a hash, and its first bytes (a prefix of the External Term Format encoding).
+
+    * `size` - bytes of the whole encoding. `exact: false` means the tracer stopped counting
+      (a term of more than 50,000 subterms past the first 64 KiB) and `size` is a lower bound.
+    * `hash` - xxh3, seeded with `size`, of the first 64 KiB of the encoding (of all of it when
+      smaller): equal payloads have equal hashes.
+    * `size: :unknown` means the store's byte budget was spent and nothing was kept.
+
+    Capturing a big payload costs the traced process at most the first 64 KiB (or
+    `max_payload_bytes` when larger): the rest is counted, never copied.
     """
-    defstruct [:size, :hash, :prefix]
+    defstruct [:size, :hash, :prefix, exact: true]
 
     @type t :: %__MODULE__{
             size: non_neg_integer() | :unknown,
+            exact: boolean(),
             hash: non_neg_integer() | nil,
             prefix: binary()
           }
@@ -125,9 +134,13 @@ defmodule ElixirScope.Event do
     {nil, %Truncated{size: :unknown, hash: nil, prefix: ""}}
   end
 
-  defp decode_payload(peer, <<size::little-64, hash::little-64, prefix::binary>>, flags)
+  # The size's top bit says it is a lower bound.
+  @inexact 0x8000_0000_0000_0000
+
+  defp decode_payload(peer, <<len::little-64, hash::little-64, prefix::binary>>, flags)
        when (flags &&& @truncated) != 0 do
-    {peer, %Truncated{size: size, hash: hash, prefix: prefix}}
+    size = len &&& @inexact - 1
+    {peer, %Truncated{size: size, exact: len < @inexact, hash: hash, prefix: prefix}}
   end
 
   defp decode_payload(_peer, payload, flags) when (flags &&& @peer_in_payload) != 0 do

@@ -278,6 +278,29 @@ defmodule ElixirScope.CaptureTest do
     assert Store.stats(store).truncated == 1
   end
 
+  test "huge payloads cost the limit: a 50 MB binary is counted, not copied; a huge list is bounded" do
+    store = new_store(max_payload_bytes: 128)
+    sink = sink()
+    big = :binary.copy(<<7>>, 50_000_000)
+    long = Enum.to_list(1..1_000_000)
+    p = spawn_waiting(fn -> send(sink, {:bin, big}) && send(sink, {:list, long}) end)
+    trace_into(p, store)
+    go_and_wait(p)
+    [bin, list] = events(store, kind: :send)
+
+    # {:bin, <<...>>}: version, 2-tuple, atom "bin", BINARY_EXT header, the bytes.
+    assert %ElixirScope.Event.Truncated{size: size, exact: true, prefix: prefix} = bin.data
+    assert size == 1 + 2 + 5 + 5 + 50_000_000
+
+    assert prefix ==
+             <<131, 104, 2, 119, 3, "bin", 109, 50_000_000::32>> <> :binary.copy(<<7>>, 112 - 13)
+
+    # 1_000_000 elements is past the counting budget: the size is a lower bound.
+    assert %ElixirScope.Event.Truncated{size: lower, exact: false} = list.data
+    assert lower > 65_536 and lower < :erlang.external_size({:list, long})
+    assert Store.stats(store).events == 4
+  end
+
   test "terms of every shape round-trip through capture" do
     store = new_store(max_payload_bytes: 1_048_576)
     ref = make_ref()

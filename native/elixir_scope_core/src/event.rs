@@ -124,7 +124,8 @@ impl KindMask {
 
 /// Flag bits of [`Header::flags`].
 pub mod flags {
-    /// The payload was over the cap: it holds `[full_len u64 LE][xxh3 u64 LE][prefix]`.
+    /// The payload was over the cap: it holds `[full_len u64 LE][hash u64 LE][prefix]`, see
+    /// [`truncate_payload`](super::truncate_payload).
     pub const TRUNCATED: u8 = 1;
     /// The peer is not a local pid (a registered name, a remote pid, a port): the payload is the
     /// ETF of `{Peer, Data}` instead of `Data`.
@@ -177,9 +178,12 @@ pub struct EventRef<'a> {
 /// What a truncated payload keeps of the original.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Truncated<'a> {
-    /// Size in bytes of the full ETF encoding.
+    /// Size in bytes of the full ETF encoding (a lower bound when `exact` is false).
     pub full_len: u64,
-    /// xxh3 hash of the full ETF encoding.
+    /// Whether `full_len` is exact.
+    pub exact: bool,
+    /// xxh3 (seeded with the full size) of the bytes the tracer encoded before it stopped
+    /// copying, at least the first 64 KiB: a content hash for payloads up to that size.
     pub hash: u64,
     /// The first bytes of the encoding.
     pub prefix: &'a [u8],
@@ -193,22 +197,34 @@ impl<'a> EventRef<'a> {
         }
         let (len, rest) = self.payload.split_at(8);
         let (hash, prefix) = rest.split_at(8);
+        let len = u64::from_le_bytes(len.try_into().ok()?);
         Some(Truncated {
-            full_len: u64::from_le_bytes(len.try_into().ok()?),
+            full_len: len & !INEXACT_LEN,
+            exact: len & INEXACT_LEN == 0,
             hash: u64::from_le_bytes(hash.try_into().ok()?),
             prefix,
         })
     }
 }
 
-/// Builds the stored form of a payload that is over `cap` bytes: full length, hash, and as much
-/// prefix as fits in `cap` (at least 16 bytes are always used for length and hash).
-pub fn truncate_payload(full: &[u8], cap: usize, out: &mut Vec<u8>) {
+/// High bit of a stored `full_len`: the size is a lower bound.
+const INEXACT_LEN: u64 = 1 << 63;
+
+/// Builds the stored form of a payload that is over `cap` bytes, from the `seen` bytes (a prefix
+/// of the encoding, or all of it) and the encoding's full size: the size, a hash of `seen` seeded
+/// with the size, and as much prefix as fits in `cap` (16 bytes go to size and hash).
+pub fn truncate_payload(seen: &[u8], full_len: u64, exact: bool, cap: usize, out: &mut Vec<u8>) {
     out.clear();
-    out.extend_from_slice(&(full.len() as u64).to_le_bytes());
-    out.extend_from_slice(&xxhash_rust::xxh3::xxh3_64(full).to_le_bytes());
-    let keep = cap.saturating_sub(16).min(full.len());
-    out.extend_from_slice(&full[..keep]);
+    let len = if exact {
+        full_len
+    } else {
+        full_len | INEXACT_LEN
+    };
+    out.extend_from_slice(&len.to_le_bytes());
+    let hash = xxhash_rust::xxh3::xxh3_64_with_seed(seen, full_len);
+    out.extend_from_slice(&hash.to_le_bytes());
+    let keep = cap.saturating_sub(16).min(seen.len());
+    out.extend_from_slice(&seen[..keep]);
 }
 
 #[cfg(test)]
@@ -237,7 +253,7 @@ mod tests {
     fn truncated_payload_keeps_length_hash_and_prefix() {
         let full: Vec<u8> = (0..200u8).collect();
         let mut out = Vec::new();
-        truncate_payload(&full, 64, &mut out);
+        truncate_payload(&full, 200, true, 64, &mut out);
         assert_eq!(out.len(), 64);
         let ev = EventRef {
             seq: 1,
@@ -248,9 +264,17 @@ mod tests {
             payload: &out,
         };
         let t = ev.truncated().unwrap();
-        assert_eq!(t.full_len, 200);
-        assert_eq!(t.hash, xxhash_rust::xxh3::xxh3_64(&full));
+        assert_eq!((t.full_len, t.exact), (200, true));
+        assert_eq!(t.hash, xxhash_rust::xxh3::xxh3_64_with_seed(&full, 200));
         assert_eq!(t.prefix, &full[..48]);
+        let mut out2 = Vec::new();
+        truncate_payload(&full[..100], 1 << 40, false, 64, &mut out2);
+        let ev2 = EventRef {
+            payload: &out2,
+            ..ev
+        };
+        let t2 = ev2.truncated().unwrap();
+        assert_eq!((t2.full_len, t2.exact), (1 << 40, false));
     }
 
     #[test]

@@ -130,17 +130,32 @@ impl Store {
     /// Appends an event whose payload is already encoded, truncating it to the cap.
     /// `scratch` is a reusable buffer for the truncated form.
     pub fn append(&self, header: &Header, payload: &[u8], scratch: &mut Vec<u8>) -> Appended {
+        self.append_partial(header, payload, payload.len() as u64, true, scratch)
+    }
+
+    /// Appends an event of which the encoder kept only the first bytes (`seen`) of an encoding
+    /// of `full_len` bytes (exactly, or at least when not `exact`). Anything over the cap is
+    /// stored truncated.
+    pub fn append_partial(
+        &self,
+        header: &Header,
+        seen: &[u8],
+        full_len: u64,
+        exact: bool,
+        scratch: &mut Vec<u8>,
+    ) -> Appended {
         if self.is_closed() {
             return Appended::Dropped;
         }
-        if payload.len() > self.max_payload {
-            truncate_payload(payload, self.max_payload, scratch);
+        let complete = exact && full_len == seen.len() as u64;
+        if !complete || seen.len() > self.max_payload {
+            truncate_payload(seen, full_len, exact, self.max_payload, scratch);
             let mut h = *header;
             h.flags |= crate::event::flags::TRUNCATED;
             self.log.count_truncated();
             return self.log.append(&h, scratch);
         }
-        self.log.append(header, payload)
+        self.log.append(header, seen)
     }
 
     /// Counters.

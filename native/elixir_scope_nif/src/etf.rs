@@ -10,6 +10,12 @@
 //!
 //! Nesting deeper than [`MAX_DEPTH`] is also handed to the VM, whose encoder does not recurse on the
 //! C stack, so a pathological term cannot overflow a scheduler's stack.
+//!
+//! Cost is bounded for big terms too: past the caller's byte `limit` nothing more is copied. The
+//! walk goes on only to count the encoding's size (a binary's bytes are counted, never read), for
+//! at most [`COUNT_BUDGET`] more terms; if that runs out, the size is reported as a lower bound.
+//! Sending a 100 MB binary costs the VM O(1) (binaries are reference counted); tracing it costs
+//! us the limit, not 100 MB.
 
 use crate::terms::{from_raw, raw};
 use rustler::sys::{
@@ -25,6 +31,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Deepest nesting encoded by recursion; deeper subterms go to the VM's encoder.
 pub const MAX_DEPTH: u32 = 64;
+/// Terms visited past the byte limit, only to count the size (about a millisecond's worth).
+pub const COUNT_BUDGET: u32 = 50_000;
+/// While counting, the throwaway buffer is emptied whenever it grows past this.
+const SPILL_FLUSH: usize = 1 << 16;
 /// log2 of the slots per thread-local cache.
 const CACHE_BITS: u32 = 12;
 
@@ -102,11 +112,30 @@ impl RefCache {
     }
 }
 
-/// The per-thread state of the encoder: its caches. The tracer keeps one per scheduler thread.
+/// The per-thread state of the encoder: its caches, and the byte limit and counters of the call
+/// in progress. The tracer keeps one per scheduler thread.
 pub struct Encoder {
     atoms: TermCache,
     pids: TermCache,
     refs: RefCache,
+    limit: usize,
+    /// Past the limit: writes go to `spill` and only their length matters.
+    counting: bool,
+    spill: Vec<u8>,
+    /// Bytes of the encoding not kept in the output.
+    overflow: u64,
+    count_left: u32,
+    exact: bool,
+}
+
+/// What [`Encoder::encode`] produced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Encoded {
+    /// Size of the whole encoding (the output holds its first `min(total, limit)` bytes, give or
+    /// take the last term written before the limit).
+    pub total: u64,
+    /// False when counting stopped early: `total` is then a lower bound.
+    pub exact: bool,
 }
 
 /// Whether immediates can be recognised from their tag bits (checked once at load against the
@@ -134,26 +163,82 @@ impl Encoder {
             atoms: TermCache::new(),
             pids: TermCache::new(),
             refs: RefCache::new(),
+            limit: usize::MAX,
+            counting: false,
+            spill: Vec::new(),
+            overflow: 0,
+            count_left: 0,
+            exact: true,
         }
     }
 
-    /// Appends the full ETF encoding of `term` (version byte included) to `out`.
-    pub fn encode(&mut self, term: Term<'_>, out: &mut Vec<u8>) {
+    fn begin(&mut self, limit: usize) {
+        self.limit = limit;
+        self.counting = false;
+        self.overflow = 0;
+        self.count_left = COUNT_BUDGET;
+        self.exact = true;
+    }
+
+    fn finish(&mut self, out: &[u8]) -> Encoded {
+        if self.spill.capacity() > 4 * SPILL_FLUSH {
+            self.spill = Vec::new();
+        }
+        Encoded {
+            total: out.len() as u64 + self.overflow,
+            exact: self.exact,
+        }
+    }
+
+    /// Appends the ETF encoding of `term` (version byte included) to `out`, copying at most about
+    /// `limit` bytes; see the module docs.
+    pub fn encode(&mut self, term: Term<'_>, out: &mut Vec<u8>, limit: usize) -> Encoded {
+        self.begin(limit);
         out.push(VERSION);
         encode_term(term.get_env().as_c_arg(), term.as_c_arg(), out, self, 0);
+        self.finish(out)
     }
 
     /// Appends the ETF encoding of the 2-tuple `{a, b}` without building the tuple on a heap.
-    pub fn encode_pair(&mut self, a: Term<'_>, b: Term<'_>, out: &mut Vec<u8>) {
+    pub fn encode_pair(
+        &mut self,
+        a: Term<'_>,
+        b: Term<'_>,
+        out: &mut Vec<u8>,
+        limit: usize,
+    ) -> Encoded {
+        self.begin(limit);
         out.push(VERSION);
         out.extend_from_slice(&[SMALL_TUPLE_EXT, 2]);
         let env = a.get_env().as_c_arg();
         encode_term(env, a.as_c_arg(), out, self, 1);
         encode_term(env, b.as_c_arg(), out, self, 1);
+        self.finish(out)
     }
 }
 
 fn encode_term(env: *mut ErlNifEnv, t: ErlNifTerm, out: &mut Vec<u8>, c: &mut Encoder, depth: u32) {
+    if c.counting {
+        if c.count_left == 0 {
+            c.exact = false;
+            return;
+        }
+        c.count_left -= 1;
+        if out.len() > SPILL_FLUSH {
+            c.overflow += out.len() as u64;
+            out.clear();
+        }
+    } else if out.len() >= c.limit {
+        // Past the limit: encode into the throwaway buffer, keeping only the size.
+        c.counting = true;
+        let mut spill = std::mem::take(&mut c.spill);
+        spill.clear();
+        encode_term(env, t, &mut spill, c, depth);
+        c.overflow += spill.len() as u64;
+        c.spill = spill;
+        c.counting = false;
+        return;
+    }
     if depth > MAX_DEPTH {
         return vm_encode(env, t, out);
     }
@@ -199,8 +284,15 @@ fn encode_term(env: *mut ErlNifEnv, t: ErlNifTerm, out: &mut Vec<u8>, c: &mut En
             };
             out.push(BINARY_EXT);
             out.extend_from_slice(&len.to_be_bytes());
+            // Copy what fits under the limit; count the rest without reading it.
+            let keep = if c.counting {
+                0
+            } else {
+                c.limit.saturating_sub(out.len()).min(bin.size)
+            };
             // SAFETY: enif_inspect_binary succeeded, so `data` points at `size` readable bytes.
-            out.extend_from_slice(unsafe { std::slice::from_raw_parts(bin.data, bin.size) });
+            out.extend_from_slice(unsafe { std::slice::from_raw_parts(bin.data, keep) });
+            c.overflow += (bin.size - keep) as u64;
         }
         ErlNifTermType::ERL_NIF_TERM_TYPE_TUPLE => {
             let mut arity: i32 = 0;
@@ -357,7 +449,10 @@ fn encode_list(env: *mut ErlNifEnv, t: ErlNifTerm, out: &mut Vec<u8>, c: &mut En
         len = len.wrapping_add(1);
         cell = tail;
     }
-    out[len_at..len_at + 4].copy_from_slice(&len.to_be_bytes());
+    // (While counting, the buffer may have been emptied meanwhile; the bytes do not matter then.)
+    if let Some(slot) = out.get_mut(len_at..len_at + 4) {
+        slot.copy_from_slice(&len.to_be_bytes());
+    }
     // The tail: `[]` for a proper list, anything else for an improper one.
     encode_term(env, cell, out, c, depth + 1);
 }

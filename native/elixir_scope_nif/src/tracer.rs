@@ -22,7 +22,10 @@ struct Scratch {
 
 /// Buffers larger than this after an event are given back, so one huge message does not pin its
 /// size in every scheduler forever.
-const KEEP_BUFFER: usize = 1 << 16;
+const KEEP_BUFFER: usize = 1 << 17;
+
+/// Bytes of a payload always encoded (and hashed) before the rest is only counted.
+const HASH_WINDOW: usize = 1 << 16;
 
 thread_local! {
     static SCRATCH: RefCell<Scratch> = const {
@@ -156,12 +159,17 @@ fn trace<'a>(
             encoder,
         } = &mut *s;
         buf.clear();
-        match payload {
-            Payload::None => {}
-            Payload::Term(t) => encoder.encode(t, buf),
-            Payload::Pair(a, b) => encoder.encode_pair(a, b, buf),
-        }
-        store.append(&h, buf, truncated);
+        // Copy up to the cap, and at least 64 KiB so the hash of a truncated payload covers that.
+        let limit = store.max_payload().max(HASH_WINDOW);
+        let done = match payload {
+            Payload::None => etf::Encoded {
+                total: 0,
+                exact: true,
+            },
+            Payload::Term(t) => encoder.encode(t, buf, limit),
+            Payload::Pair(a, b) => encoder.encode_pair(a, b, buf, limit),
+        };
+        store.append_partial(&h, buf, done.total, done.exact, truncated);
         if buf.capacity() > KEEP_BUFFER {
             *buf = Vec::new();
         }
