@@ -36,7 +36,9 @@ defmodule ElixirScope do
 
   * Capture never blocks a traced process: the tracer is a NIF that runs in the traced process and
     writes into a lock-free log. When the log is full, new events are dropped and counted
-    (`status().dropped`); memory never grows past `max_events` × 64 bytes + `max_bytes`.
+    (`status().dropped`); memory stays within `max_events` × 64 bytes + `max_bytes`, rounded
+    up to whole chunks (256 KiB or 2 MiB) plus one chunk of each committed ahead of the writers
+    (see `ElixirScope.Store`).
   * Payloads over `max_payload_bytes` keep their size, a hash and a prefix (`status().truncated`).
   * A process already traced by another tool (`:dbg`, recon, a profiler) is left alone and listed
     in `status().skipped`; ElixirScope never takes another tracer's processes.

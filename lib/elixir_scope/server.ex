@@ -77,8 +77,9 @@ defmodule ElixirScope.Server do
     server = self()
 
     spawn(fn ->
-      Process.register(self(), ElixirScope.Janitor)
       ref = Process.monitor(server)
+      # A previous janitor that outlived the wait keeps the name; this one works unnamed.
+      _ = Process.whereis(ElixirScope.Janitor) || Process.register(self(), ElixirScope.Janitor)
       janitor_loop(ref, store, [])
     end)
   end
@@ -119,8 +120,10 @@ defmodule ElixirScope.Server do
   end
 
   defp trace(:all, _opts, s) do
-    {:ok, %{skipped: skipped}} = Tracer.trace_all(s.store, Tracer.flags(), own_processes(s))
-    {:ok, %{s | all: true, new: true, skipped: skipped}}
+    case Tracer.trace_all(s.store, Tracer.flags(), own_processes(s)) do
+      {:ok, %{skipped: skipped}} -> {:ok, %{s | all: true, new: true, skipped: skipped}}
+      error -> {error, s}
+    end
   end
 
   defp trace(:new, _opts, s) do
@@ -157,14 +160,21 @@ defmodule ElixirScope.Server do
 
     case Tracer.trace_module(mod, locals?) do
       {:ok, _n} ->
+        # Recorded before anything else can fail, so every cleanup path removes the pattern.
         send(s.janitor, {:traced_module, mod})
         s = %{s | modules: Map.put(s.modules, mod, locals?)}
-        # Calls are only reported for processes with the :call flag: give it to everyone.
-        {:ok, %{skipped: skipped}} = Tracer.trace_all(s.store, [:call], own_processes(s))
-        {:ok, %{s | skipped: Enum.uniq(s.skipped ++ skipped)}}
+        call_everywhere(s)
 
       error ->
         {error, s}
+    end
+  end
+
+  # Calls are only reported for processes with the :call flag: give it to everyone.
+  defp call_everywhere(s) do
+    case Tracer.trace_all(s.store, [:call], own_processes(s)) do
+      {:ok, %{skipped: skipped}} -> {:ok, %{s | skipped: Enum.uniq(s.skipped ++ skipped)}}
+      error -> {error, s}
     end
   end
 
@@ -175,7 +185,9 @@ defmodule ElixirScope.Server do
 
   defp untrace(:all, s) do
     Tracer.untrace_all(s.store)
-    {:ok, %{s | pids: MapSet.new(), all: false, new: false}}
+    s = %{s | pids: MapSet.new(), all: false, new: false}
+    # Traced modules stay traced (status says so): their calls need :call everywhere again.
+    if map_size(s.modules) > 0, do: call_everywhere(s), else: {:ok, s}
   end
 
   defp untrace(:new, s) do
@@ -192,7 +204,10 @@ defmodule ElixirScope.Server do
 
     if Map.has_key?(s.modules, name) do
       Tracer.untrace_module(name)
-      {:ok, %{s | modules: Map.delete(s.modules, name)}}
+      s = %{s | modules: Map.delete(s.modules, name)}
+      # The last module gone: release the processes that were only traced for calls.
+      if map_size(s.modules) == 0 and not s.all, do: Tracer.untrace_call_only(s.store)
+      {:ok, s}
     else
       {:ok, s}
     end

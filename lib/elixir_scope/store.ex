@@ -14,8 +14,12 @@ defmodule ElixirScope.Store do
   ## Safety
 
   The store's memory is bounded by `max_events` (64 bytes per event) plus `max_bytes` (payloads),
-  committed as events arrive. When it is full, new events are dropped and counted; a traced process
-  never waits for the store.
+  each rounded up to whole chunks (256 KiB for small stores, else 2 MiB), plus at most one more
+  chunk of each that a background thread commits ahead of the writers. Memory is committed as
+  events arrive. When the store is full, new events are dropped and counted; a traced process
+  never waits for the store. A garbage-collected store leaves up to 64 MiB for the next capture
+  to reuse (`release_memory/0` gives it back). Each scheduler also keeps small encoding caches
+  and a buffer (the size of the largest recent payload, at most 128 KiB kept).
   """
 
   alias ElixirScope.{Native, Options}

@@ -71,9 +71,9 @@ defmodule ElixirScope.Tracer do
   def trace_new(%Store{} = store, flags) do
     ref = Store.ref(store)
 
-    case :erlang.trace_info(:new, :tracer) do
+    case :erlang.trace_info(:new_processes, :tracer) do
       {:tracer, t} when t == [] or t == {Native, ref} ->
-        :erlang.trace(:new, true, flags ++ [Store.tracer_spec(store)])
+        :erlang.trace(:new_processes, true, flags ++ [Store.tracer_spec(store)])
         :ok
 
       {:tracer, other} ->
@@ -117,12 +117,30 @@ defmodule ElixirScope.Tracer do
     Enum.each(Process.list(), &untrace_pid(&1, store))
   end
 
+  @doc """
+  Stops tracing processes (and new processes) whose only flag from `store` is `:call`: what is
+  left once the last module is untraced and no process was traced for itself.
+  """
+  @spec untrace_call_only(Store.t()) :: :ok
+  def untrace_call_only(store) do
+    for pid <- Process.list(),
+        ours?(pid, store),
+        safe_trace_info(pid, :flags) == {:flags, [:call]} do
+      safe_trace(pid, false, @all_flags)
+    end
+
+    case :erlang.trace_info(:new_processes, :flags) do
+      {:flags, [:call]} -> untrace_new(store)
+      _ -> :ok
+    end
+  end
+
   @doc "Stops tracing processes spawned from now on, if `store` traces them."
   @spec untrace_new(Store.t()) :: :ok
   def untrace_new(store) do
-    case :erlang.trace_info(:new, :tracer) do
+    case :erlang.trace_info(:new_processes, :tracer) do
       {:tracer, {Native, ref}} ->
-        if ref == Store.ref(store), do: :erlang.trace(:new, false, @all_flags)
+        if ref == Store.ref(store), do: :erlang.trace(:new_processes, false, @all_flags)
 
       _ ->
         :ok
@@ -135,6 +153,7 @@ defmodule ElixirScope.Tracer do
     case safe_trace(pid, true, flags ++ [Store.tracer_spec(store)]) do
       :ok -> :ok
       :error -> {:error, {:dead_process, pid}}
+      :taken -> {:error, {:already_traced, pid, safe_trace_info(pid, :tracer)}}
     end
   end
 
@@ -148,10 +167,13 @@ defmodule ElixirScope.Tracer do
     end
   end
 
-  # The process may exit between any two calls: badarg then means "dead", never a crash.
+  # The process may exit between any two calls: badarg then means "dead", never a crash. The VM
+  # answers how many processes it changed: 0 means another tracer took the process meanwhile.
   defp safe_trace(pid, on, flags) do
-    :erlang.trace(pid, on, flags)
-    :ok
+    case :erlang.trace(pid, on, flags) do
+      1 -> :ok
+      0 -> :taken
+    end
   rescue
     ArgumentError -> :error
   end

@@ -322,6 +322,7 @@ defmodule ElixirScope.CaptureTest do
       -(2 ** 200),
       1.5,
       -0.0,
+      1.0,
       "binary",
       <<1::3>>,
       {},
@@ -347,6 +348,7 @@ defmodule ElixirScope.CaptureTest do
     trace_into(p, store)
     go_and_wait(p)
     got = for %{data: {:t, t}} <- events(store, kind: :send), do: t
-    assert got == terms
+    # Strict equality: 1 and 1.0, 0.0 and -0.0 must not pass for each other.
+    assert got === terms
   end
 end

@@ -14,6 +14,7 @@ defmodule ElixirScope.QueryTest do
   # A client and a server exchanging known messages, both traced into a private store.
   setup do
     {:ok, _} = Tracer.trace_module(Calc, false)
+    on_exit(fn -> Tracer.untrace_module(Calc) end)
     store = new_store()
     test_pid = self()
 

@@ -332,7 +332,7 @@ mod os {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     const NONE: ChunkOptions = ChunkOptions {
@@ -360,8 +360,13 @@ mod tests {
         assert_eq!(t.allocated_bytes(), 64);
     }
 
+    /// Tests that allocate huge chunks share the process-wide pool: they run one at a time.
+    pub(crate) static HUGE_TEST_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
     #[test]
     fn huge_chunks_are_aligned_zeroed_and_writable() {
+        let _lock = HUGE_TEST_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        release_pool();
         let t = ChunkTable::new(2, HUGE_PAGE, 64, ZEROED).unwrap();
         let a = t.get_or_alloc(1).unwrap();
         assert!(!a.is_null());
@@ -371,16 +376,22 @@ mod tests {
         // SAFETY: chunk 1 is HUGE_PAGE bytes.
         let s = unsafe { std::slice::from_raw_parts_mut(a, HUGE_PAGE) };
         assert!(s.iter().all(|b| *b == 0));
-        s[HUGE_PAGE - 1] = 7;
+        // Dirty every byte, so that reuse without clearing would show.
+        s.fill(0xFF);
         assert_eq!(t.allocated_bytes(), HUGE_PAGE as u64);
         drop(t);
-        // A chunk reused from the pool by a zeroed table reads as zero again.
+        // The chunk went to the pool; a zeroed table reuses a pooled chunk and clears it.
         let t = ChunkTable::new(1, HUGE_PAGE, 64, ZEROED).unwrap();
         let b = t.get_or_alloc(0).unwrap();
         // SAFETY: chunk 0 is HUGE_PAGE bytes.
         assert!(unsafe { std::slice::from_raw_parts(b, HUGE_PAGE) }
             .iter()
             .all(|b| *b == 0));
+        drop(t);
+        assert_eq!(
+            release_pool(),
+            if os::HUGE_SUPPORTED { HUGE_PAGE } else { 0 }
+        );
     }
 
     #[test]

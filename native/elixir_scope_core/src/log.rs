@@ -31,6 +31,8 @@ const SMALL_SLOTS: usize = 4096;
 const BIG_SLOTS: usize = HUGE_PAGE / std::mem::size_of::<Slot>();
 /// Payload chunk size for budgets of at least a huge page.
 const MAX_BYTE_CHUNK: usize = HUGE_PAGE;
+/// How far back from the newest slot [`CaptureLog::published_seq`] looks for unfinished events.
+const PUBLISH_WINDOW: u64 = 4096;
 
 /// One event's storage: 64 bytes, zero-filled when its chunk is allocated.
 #[repr(C)]
@@ -268,6 +270,25 @@ impl CaptureLog {
         Some(start)
     }
 
+    /// The highest seq below which no event is still being written, judged over the last
+    /// `PUBLISH_WINDOW` slots (writers finish within microseconds, so an unfinished event is
+    /// always near the end). Queries stop here, so that paging with `after_seq` never steps over
+    /// an event that appears later. Slots whose memory could not be allocated are not waited for.
+    pub fn published_seq(&self) -> Seq {
+        let last = self.last_seq();
+        let lo = last.saturating_sub(PUBLISH_WINDOW).max(1);
+        let mut watermark = last;
+        for seq in (lo..=last).rev() {
+            if let Some(slot) = self.slot_for_read(seq - 1) {
+                // Acquire: a ready slot's contents are visible, as in `get`.
+                if slot.ready.load(Ordering::Acquire) == 0 {
+                    watermark = seq - 1;
+                }
+            }
+        }
+        watermark
+    }
+
     /// The highest seq that may be stored so far (some below it may still be in flight).
     pub fn last_seq(&self) -> Seq {
         self.next_slot
@@ -350,6 +371,28 @@ mod tests {
     }
 
     #[test]
+    fn published_seq_stops_before_an_unfinished_event() {
+        let log = CaptureLog::new(Limits {
+            max_events: 100,
+            max_bytes: 1024,
+        });
+        for i in 0..5 {
+            log.append(&header(i, Kind::Send), b"");
+        }
+        // A writer that reserved slot 6 (seq 6) and has not published it yet.
+        let idx = log.next_slot.fetch_add(1, Ordering::Relaxed);
+        log.slot_for_write(idx).unwrap();
+        log.append(&header(7, Kind::Send), b"");
+        assert_eq!(log.last_seq(), 7);
+        assert_eq!(log.published_seq(), 5);
+        log.slot_for_write(idx)
+            .unwrap()
+            .ready
+            .store(1, Ordering::Release);
+        assert_eq!(log.published_seq(), 7);
+    }
+
+    #[test]
     fn slot_is_64_bytes() {
         assert_eq!(std::mem::size_of::<Slot>(), 64);
         assert!(SMALL_SLOTS.is_power_of_two() && BIG_SLOTS.is_power_of_two());
@@ -357,6 +400,9 @@ mod tests {
 
     #[test]
     fn big_logs_use_huge_chunks_across_chunk_boundaries() {
+        let _lock = crate::chunks::tests::HUGE_TEST_LOCK
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let log = CaptureLog::new(Limits {
             max_events: 100_000,
             max_bytes: 64 << 20,
@@ -436,6 +482,9 @@ mod tests {
 
     #[test]
     fn payloads_never_straddle_chunks() {
+        let _lock = crate::chunks::tests::HUGE_TEST_LOCK
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let log = CaptureLog::new(Limits {
             max_events: 10_000,
             max_bytes: 6 << 20,

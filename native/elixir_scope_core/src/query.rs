@@ -88,9 +88,11 @@ pub struct Page<'a> {
 /// with `after_seq`/`before_seq` set from the last seq examined).
 pub fn run<'a>(log: &'a CaptureLog, filter: &Filter, budget: u64) -> Page<'a> {
     let lo = filter.after_seq.saturating_add(1);
+    // Up to the published mark, so a later page (after_seq = the last seq seen) misses nothing.
+    let top = log.published_seq();
     let hi = filter
         .before_seq
-        .map_or(log.last_seq(), |b| b.saturating_sub(1).min(log.last_seq()));
+        .map_or(top, |b| b.saturating_sub(1).min(top));
     let mut events = Vec::new();
     let mut scanned = 0u64;
     if lo > hi || filter.limit == 0 {

@@ -36,6 +36,11 @@ impl Default for Config {
     }
 }
 
+/// Most events a store may hold (64 GB of slots).
+pub const MAX_EVENTS: u64 = 1_000_000_000;
+/// Most payload bytes a store may hold (1 TiB).
+pub const MAX_BYTES: u64 = 1 << 40;
+
 /// Smallest allowed payload cap: room for the truncation record (16 bytes) plus a useful prefix.
 pub const MIN_PAYLOAD_CAP: usize = 64;
 /// Largest allowed payload cap (one payload chunk).
@@ -47,16 +52,16 @@ impl Config {
     /// # Errors
     /// [`Error::InvalidOption`] naming the first setting out of range.
     pub fn validate(&self) -> Result<(), Error> {
-        if self.max_events == 0 {
+        if !(1..=MAX_EVENTS).contains(&self.max_events) {
             return Err(Error::InvalidOption {
                 name: "max_events",
-                reason: "must be a positive integer",
+                reason: "must be an integer from 1 to 1000000000",
             });
         }
-        if self.max_bytes == 0 {
+        if !(1..=MAX_BYTES).contains(&self.max_bytes) {
             return Err(Error::InvalidOption {
                 name: "max_bytes",
-                reason: "must be a positive integer",
+                reason: "must be an integer from 1 to 1099511627776",
             });
         }
         if !(MIN_PAYLOAD_CAP..=MAX_PAYLOAD_CAP).contains(&self.max_payload_bytes) {
@@ -220,5 +225,13 @@ mod tests {
             ..Config::default()
         })
         .is_err());
+        for (events, bytes) in [(u64::MAX, 1), (1, u64::MAX), (0, 1), (1, 0)] {
+            assert!(Store::new(Config {
+                max_events: events,
+                max_bytes: bytes,
+                ..Config::default()
+            })
+            .is_err());
+        }
     }
 }

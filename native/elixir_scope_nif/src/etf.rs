@@ -8,29 +8,29 @@
 //! bignums, bitstrings, atoms outside Latin-1) is encoded by the VM's own `enif_term_to_binary`
 //! and spliced in, so every term round-trips through `:erlang.binary_to_term/1` exactly.
 //!
-//! Nesting deeper than [`MAX_DEPTH`] is also handed to the VM, whose encoder does not recurse on the
-//! C stack, so a pathological term cannot overflow a scheduler's stack.
+//! The walk keeps its own stack rather than recursing, so a deeply nested term cannot overflow a
+//! scheduler's stack.
 //!
 //! Cost is bounded for big terms too: past the caller's byte `limit` nothing more is copied. The
 //! walk goes on only to count the encoding's size (a binary's bytes are counted, never read), for
 //! at most [`COUNT_BUDGET`] more terms; if that runs out, the size is reported as a lower bound.
 //! Sending a 100 MB binary costs the VM O(1) (binaries are reference counted); tracing it costs
-//! us the limit, not 100 MB.
+//! us the limit, not 100 MB. (Funs, bignums and odd-sized bitstrings under the limit are encoded
+//! by the VM whole; past it they are not encoded and make the size a lower bound.)
 
 use crate::terms::{from_raw, raw};
 use rustler::sys::{
     enif_alloc_env, enif_clear_env, enif_get_atom, enif_get_double, enif_get_int64,
-    enif_get_list_cell, enif_get_tuple, enif_inspect_binary, enif_is_identical, enif_make_copy,
-    enif_release_binary, enif_term_to_binary, enif_term_type, ErlNifBinary, ErlNifCharEncoding,
-    ErlNifEnv, ErlNifTerm, ErlNifTermType,
+    enif_get_list_cell, enif_get_map_size, enif_get_tuple, enif_inspect_binary, enif_is_identical,
+    enif_make_copy, enif_map_iterator_create, enif_map_iterator_destroy,
+    enif_map_iterator_get_pair, enif_map_iterator_next, enif_release_binary, enif_term_to_binary,
+    enif_term_type, ErlNifBinary, ErlNifCharEncoding, ErlNifEnv, ErlNifMapIterator,
+    ErlNifMapIteratorEntry, ErlNifTerm, ErlNifTermType,
 };
-use rustler::types::map::MapIterator;
 use rustler::Term;
 use std::mem::MaybeUninit;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-/// Deepest nesting encoded by recursion; deeper subterms go to the VM's encoder.
-pub const MAX_DEPTH: u32 = 64;
 /// Terms visited past the byte limit, only to count the size (about a millisecond's worth).
 pub const COUNT_BUDGET: u32 = 50_000;
 /// While counting, the throwaway buffer is emptied whenever it grows past this.
@@ -91,9 +91,14 @@ impl TermCache {
 /// only the VM can encode a reference, with an allocation each time. Entries are keyed by the
 /// term's word and confirmed with `enif_is_identical` against a copy kept in a private
 /// environment, so a hit is always the same reference. The environment is cleared (dropping
-/// every copy) after `REFS_PER_GENERATION` insertions, which bounds its memory.
+/// every copy) after `REFS_PER_GENERATION` insertions or `REF_GENERATION_NS` of age, whichever
+/// comes first: that bounds its memory, and how long a copied resource reference (a "magic"
+/// reference keeps its resource alive) can delay the resource's destructor, as long as this
+/// scheduler keeps tracing.
 struct RefCache {
     env: *mut ErlNifEnv,
+    /// Monotonic time of the generation's first insertion (0: empty).
+    born: i64,
     /// (word of the encoded term, word of its copy in `env`, its ETF bytes)
     entries: [(u64, u64, Vec<u8>); REF_SLOTS],
     inserted: usize,
@@ -101,11 +106,13 @@ struct RefCache {
 
 const REF_SLOTS: usize = 16;
 const REFS_PER_GENERATION: usize = 1024;
+const REF_GENERATION_NS: i64 = 1_000_000_000;
 
 impl RefCache {
     const fn new() -> RefCache {
         RefCache {
             env: std::ptr::null_mut(),
+            born: 0,
             entries: [const { (0, 0, Vec::new()) }; REF_SLOTS],
             inserted: 0,
         }
@@ -122,6 +129,12 @@ pub struct Encoder {
     /// Past the limit: writes go to `spill` and only their length matters.
     counting: bool,
     spill: Vec<u8>,
+    /// The walk's stack, kept between calls to avoid allocating.
+    stack: Vec<Work>,
+    /// The event's monotonic time, for aging the reference cache.
+    now: i64,
+    /// The [`EPOCH`] the caches were filled in.
+    epoch: u64,
     /// Bytes of the encoding not kept in the output.
     overflow: u64,
     count_left: u32,
@@ -136,6 +149,16 @@ pub struct Encoded {
     pub total: u64,
     /// False when counting stopped early: `total` is then a lower bound.
     pub exact: bool,
+}
+
+/// Bumped to invalidate every thread's caches (see [`invalidate_caches`]).
+static EPOCH: AtomicU64 = AtomicU64::new(0);
+
+/// Makes every encoder drop its caches before its next use. Cached pid and reference encodings
+/// embed the node name, which `Node.start/2` changes; a new store calls this, so each capture
+/// starts with encodings of the node as it is.
+pub fn invalidate_caches() {
+    EPOCH.fetch_add(1, Ordering::Relaxed);
 }
 
 /// Whether immediates can be recognised from their tag bits (checked once at load against the
@@ -166,13 +189,28 @@ impl Encoder {
             limit: usize::MAX,
             counting: false,
             spill: Vec::new(),
+            stack: Vec::new(),
+            now: 0,
+            epoch: 0,
             overflow: 0,
             count_left: 0,
             exact: true,
         }
     }
 
+    /// Sets the current monotonic time (ns); the reference cache ages by it.
+    pub fn set_clock(&mut self, now: i64) {
+        self.now = now;
+    }
+
     fn begin(&mut self, limit: usize) {
+        let epoch = EPOCH.load(Ordering::Relaxed);
+        if epoch != self.epoch {
+            self.epoch = epoch;
+            self.atoms = TermCache::new();
+            self.pids = TermCache::new();
+            self.refs.age(i64::MAX);
+        }
         self.limit = limit;
         self.counting = false;
         self.overflow = 0;
@@ -181,8 +219,8 @@ impl Encoder {
     }
 
     fn finish(&mut self, out: &[u8]) -> Encoded {
-        if self.spill.capacity() > 4 * SPILL_FLUSH {
-            self.spill = Vec::new();
+        if self.stack.capacity() > 4096 {
+            self.stack = Vec::new();
         }
         Encoded {
             total: out.len() as u64 + self.overflow,
@@ -195,7 +233,7 @@ impl Encoder {
     pub fn encode(&mut self, term: Term<'_>, out: &mut Vec<u8>, limit: usize) -> Encoded {
         self.begin(limit);
         out.push(VERSION);
-        encode_term(term.get_env().as_c_arg(), term.as_c_arg(), out, self, 0);
+        walk(self, term.get_env().as_c_arg(), &[term.as_c_arg()], out);
         self.finish(out)
     }
 
@@ -210,137 +248,303 @@ impl Encoder {
         self.begin(limit);
         out.push(VERSION);
         out.extend_from_slice(&[SMALL_TUPLE_EXT, 2]);
-        let env = a.get_env().as_c_arg();
-        encode_term(env, a.as_c_arg(), out, self, 1);
-        encode_term(env, b.as_c_arg(), out, self, 1);
+        walk(
+            self,
+            a.get_env().as_c_arg(),
+            &[a.as_c_arg(), b.as_c_arg()],
+            out,
+        );
         self.finish(out)
     }
 }
 
-fn encode_term(env: *mut ErlNifEnv, t: ErlNifTerm, out: &mut Vec<u8>, c: &mut Encoder, depth: u32) {
-    if c.counting {
-        if c.count_left == 0 {
+/// One pending step of the walk. The walk keeps its own stack instead of recursing, so neither a
+/// deep term nor a long one costs the scheduler's stack anything.
+enum Work {
+    Term(ErlNifTerm),
+    /// The elements `next..len` of a tuple.
+    Tuple {
+        elems: *const ErlNifTerm,
+        next: usize,
+        len: usize,
+    },
+    /// The rest of a list: `cell`, after `len` elements; the length goes at `len_at` of the
+    /// output (`in_out`) or of the throwaway buffer.
+    List {
+        cell: ErlNifTerm,
+        len_at: usize,
+        len: u32,
+        in_out: bool,
+    },
+    /// A map's remaining pairs (boxed: the iterator is large, and every other step moves `Work`
+    /// values around).
+    Map(Box<ErlNifMapIterator>),
+}
+
+/// Encodes `roots` (as consecutive terms) into `out`, then the rest only counted; see the module
+/// docs.
+fn walk(c: &mut Encoder, env: *mut ErlNifEnv, roots: &[ErlNifTerm], out: &mut Vec<u8>) {
+    let mut stack = std::mem::take(&mut c.stack);
+    let mut spill = std::mem::take(&mut c.spill);
+    stack.clear();
+    spill.clear();
+    stack.extend(roots.iter().rev().map(|t| Work::Term(*t)));
+    while let Some(work) = stack.pop() {
+        if c.counting && c.count_left == 0 {
             c.exact = false;
-            return;
+            stack.push(work);
+            break;
         }
-        c.count_left -= 1;
-        if out.len() > SPILL_FLUSH {
-            c.overflow += out.len() as u64;
-            out.clear();
+        // SAFETY (all enif_* calls in this loop): `env` is the running NIF call's environment,
+        // and every term and iterator on the stack was taken from terms valid in it.
+        match work {
+            Work::Term(t) => step(c, env, t, out, &mut spill, &mut stack),
+            Work::Tuple { elems, next, len } => {
+                if next < len {
+                    stack.push(Work::Tuple {
+                        elems,
+                        next: next + 1,
+                        len,
+                    });
+                    // SAFETY: `elems` points at the tuple's `len` elements.
+                    stack.push(Work::Term(unsafe { *elems.add(next) }));
+                }
+            }
+            Work::List {
+                cell,
+                len_at,
+                len,
+                in_out,
+            } => {
+                let (mut head, mut tail) = (ErlNifTerm::default(), ErlNifTerm::default());
+                if unsafe { enif_get_list_cell(env, cell, &mut head, &mut tail) } != 0 {
+                    stack.push(Work::List {
+                        cell: tail,
+                        len_at,
+                        len: len.wrapping_add(1),
+                        in_out,
+                    });
+                    stack.push(Work::Term(head));
+                } else {
+                    // (A throwaway buffer may have been emptied meanwhile; its bytes do not
+                    // matter.)
+                    let buf = if in_out { &mut *out } else { &mut spill };
+                    if let Some(slot) = buf.get_mut(len_at..len_at + 4) {
+                        slot.copy_from_slice(&len.to_be_bytes());
+                    }
+                    // The tail: `[]` for a proper list, anything else for an improper one.
+                    stack.push(Work::Term(cell));
+                }
+            }
+            Work::Map(mut iter) => {
+                let (mut k, mut v) = (ErlNifTerm::default(), ErlNifTerm::default());
+                if unsafe { enif_map_iterator_get_pair(env, &mut *iter, &mut k, &mut v) } != 0 {
+                    unsafe { enif_map_iterator_next(env, &mut *iter) };
+                    stack.push(Work::Map(iter));
+                    stack.push(Work::Term(v));
+                    stack.push(Work::Term(k));
+                } else {
+                    unsafe { enif_map_iterator_destroy(env, &mut *iter) };
+                }
+            }
         }
-    } else if out.len() >= c.limit {
-        // Past the limit: encode into the throwaway buffer, keeping only the size.
+    }
+    // Walk cut short: release the map iterators still open.
+    for work in stack.drain(..) {
+        if let Work::Map(mut iter) = work {
+            unsafe { enif_map_iterator_destroy(env, &mut *iter) };
+        }
+    }
+    c.overflow += spill.len() as u64;
+    if spill.capacity() > 4 * SPILL_FLUSH {
+        spill = Vec::new();
+    }
+    c.stack = stack;
+    c.spill = spill;
+}
+
+/// Writes one term (an immediate whole, a compound's header) and queues a compound's contents.
+fn step(
+    c: &mut Encoder,
+    env: *mut ErlNifEnv,
+    t: ErlNifTerm,
+    out: &mut Vec<u8>,
+    spill: &mut Vec<u8>,
+    stack: &mut Vec<Work>,
+) {
+    if !c.counting && out.len() >= c.limit {
+        // Past the limit: from here on, only the size of what follows is counted.
         c.counting = true;
-        let mut spill = std::mem::take(&mut c.spill);
-        spill.clear();
-        encode_term(env, t, &mut spill, c, depth);
-        c.overflow += spill.len() as u64;
-        c.spill = spill;
-        c.counting = false;
-        return;
     }
-    if depth > MAX_DEPTH {
-        return vm_encode(env, t, out);
+    if c.counting {
+        c.count_left -= 1;
+        if spill.len() > SPILL_FLUSH {
+            c.overflow += spill.len() as u64;
+            spill.clear();
+        }
     }
+    let counting = c.counting;
+    let buf = if counting { spill } else { out };
     let w = raw(t);
     if FAST_IMMEDIATES.load(Ordering::Relaxed) {
         if w & 0xF == 0xF {
             // A small integer: the value is the word shifted right (arithmetically) by 4.
-            return encode_int((w as i64) >> 4, out);
+            return encode_int((w as i64) >> 4, buf);
         }
         if w & 0x3F == 0x0B {
             if let Some(bytes) = c.atoms.get(w) {
-                out.extend_from_slice(bytes);
+                buf.extend_from_slice(bytes);
                 return;
             }
         }
     }
-    // SAFETY (for every enif_* call below): `env` is the environment of the running NIF call and
-    // `t` (and every subterm taken from it) is a valid term in it.
-    let ty = unsafe { enif_term_type(env, t) };
-    match ty {
-        ErlNifTermType::ERL_NIF_TERM_TYPE_ATOM => encode_atom(env, t, out, c),
+    // Terms only the VM can encode; while counting, the unbounded ones are not encoded at all
+    // and the size becomes a lower bound.
+    let opaque = |c: &mut Encoder, buf: &mut Vec<u8>, bounded: bool| {
+        if counting && !bounded {
+            c.exact = false;
+        } else {
+            vm_encode(env, t, buf);
+        }
+    };
+    // SAFETY (all enif_* calls below): `env` is the running NIF call's environment and `t` is
+    // valid in it.
+    match unsafe { enif_term_type(env, t) } {
+        ErlNifTermType::ERL_NIF_TERM_TYPE_ATOM => encode_atom(env, t, buf, c),
         ErlNifTermType::ERL_NIF_TERM_TYPE_INTEGER => {
             let mut v: i64 = 0;
             if unsafe { enif_get_int64(env, t, &mut v) } == 0 {
-                return vm_encode(env, t, out); // bignum
+                return opaque(c, buf, false); // bignum
             }
-            encode_int(v, out);
+            encode_int(v, buf);
         }
         ErlNifTermType::ERL_NIF_TERM_TYPE_FLOAT => {
             let mut f: f64 = 0.0;
             unsafe { enif_get_double(env, t, &mut f) };
-            out.push(NEW_FLOAT_EXT);
-            out.extend_from_slice(&f.to_bits().to_be_bytes());
+            buf.push(NEW_FLOAT_EXT);
+            buf.extend_from_slice(&f.to_bits().to_be_bytes());
         }
         ErlNifTermType::ERL_NIF_TERM_TYPE_BITSTRING => {
             let mut bin = MaybeUninit::<ErlNifBinary>::uninit();
             if unsafe { enif_inspect_binary(env, t, bin.as_mut_ptr()) } == 0 {
-                return vm_encode(env, t, out); // not byte-aligned
+                return opaque(c, buf, false); // not byte-aligned
             }
             let bin = unsafe { bin.assume_init() };
             let Ok(len) = u32::try_from(bin.size) else {
-                return vm_encode(env, t, out);
+                return opaque(c, buf, false);
             };
-            out.push(BINARY_EXT);
-            out.extend_from_slice(&len.to_be_bytes());
+            buf.push(BINARY_EXT);
+            buf.extend_from_slice(&len.to_be_bytes());
             // Copy what fits under the limit; count the rest without reading it.
-            let keep = if c.counting {
+            let keep = if counting {
                 0
             } else {
-                c.limit.saturating_sub(out.len()).min(bin.size)
+                c.limit.saturating_sub(buf.len()).min(bin.size)
             };
             // SAFETY: enif_inspect_binary succeeded, so `data` points at `size` readable bytes.
-            out.extend_from_slice(unsafe { std::slice::from_raw_parts(bin.data, keep) });
+            buf.extend_from_slice(unsafe { std::slice::from_raw_parts(bin.data, keep) });
             c.overflow += (bin.size - keep) as u64;
         }
         ErlNifTermType::ERL_NIF_TERM_TYPE_TUPLE => {
             let mut arity: i32 = 0;
             let mut elems: *const ErlNifTerm = std::ptr::null();
             unsafe { enif_get_tuple(env, t, &mut arity, &mut elems) };
-            let n = arity.max(0) as usize;
-            if n < 256 {
-                out.push(SMALL_TUPLE_EXT);
-                out.push(n as u8);
-            } else {
-                out.push(LARGE_TUPLE_EXT);
-                out.extend_from_slice(&(n as u32).to_be_bytes());
-            }
-            for i in 0..n {
-                // SAFETY: `elems` points at `arity` terms of the tuple.
-                let e = unsafe { *elems.add(i) };
-                encode_term(env, e, out, c, depth + 1);
-            }
-        }
-        ErlNifTermType::ERL_NIF_TERM_TYPE_LIST => encode_list(env, t, out, c, depth),
-        ErlNifTermType::ERL_NIF_TERM_TYPE_MAP => {
-            // SAFETY: `t` is a valid term of `env` (see above).
-            let term = unsafe { Term::new(rustler::Env::new(&(), env), t) };
-            let (Ok(size), Some(iter)) = (term.map_size(), MapIterator::new(term)) else {
-                return vm_encode(env, t, out);
-            };
-            out.push(MAP_EXT);
-            out.extend_from_slice(&(size as u32).to_be_bytes());
-            for (k, v) in iter {
-                encode_term(env, k.as_c_arg(), out, c, depth + 1);
-                encode_term(env, v.as_c_arg(), out, c, depth + 1);
-            }
-        }
-        ErlNifTermType::ERL_NIF_TERM_TYPE_PID if raw(t) & 0xF == 0x3 => {
-            if let Some(bytes) = c.pids.get(raw(t)) {
-                out.extend_from_slice(bytes);
+            let len = arity.max(0) as usize;
+            if counting && len > c.count_left as usize {
+                c.exact = false;
+                c.count_left = 0;
                 return;
             }
-            let start = out.len();
-            vm_encode(env, t, out);
-            c.pids.put(raw(t), &out[start..]);
+            if len < 256 {
+                buf.extend_from_slice(&[SMALL_TUPLE_EXT, len as u8]);
+            } else {
+                buf.push(LARGE_TUPLE_EXT);
+                buf.extend_from_slice(&(len as u32).to_be_bytes());
+            }
+            if len <= 16 {
+                // Small tuples (nearly all): queue the elements themselves.
+                for i in (0..len).rev() {
+                    // SAFETY: `elems` points at the tuple's `len` elements.
+                    stack.push(Work::Term(unsafe { *elems.add(i) }));
+                }
+            } else {
+                stack.push(Work::Tuple {
+                    elems,
+                    next: 0,
+                    len,
+                });
+            }
         }
-        ErlNifTermType::ERL_NIF_TERM_TYPE_REFERENCE => encode_ref(env, t, out, &mut c.refs),
-        _ => vm_encode(env, t, out),
+        ErlNifTermType::ERL_NIF_TERM_TYPE_LIST => {
+            let (mut head, mut tail) = (ErlNifTerm::default(), ErlNifTerm::default());
+            if unsafe { enif_get_list_cell(env, t, &mut head, &mut tail) } == 0 {
+                buf.push(NIL_EXT);
+                return;
+            }
+            buf.push(LIST_EXT);
+            let len_at = buf.len();
+            buf.extend_from_slice(&[0; 4]);
+            stack.push(Work::List {
+                cell: t,
+                len_at,
+                len: 0,
+                in_out: !counting,
+            });
+        }
+        ErlNifTermType::ERL_NIF_TERM_TYPE_MAP => {
+            let mut size = 0;
+            let mut iter = MaybeUninit::<ErlNifMapIterator>::uninit();
+            if unsafe { enif_get_map_size(env, t, &mut size) } == 0 {
+                return opaque(c, buf, false);
+            }
+            if counting && 2 * size > c.count_left as usize {
+                c.exact = false;
+                c.count_left = 0;
+                return;
+            }
+            let first = ErlNifMapIteratorEntry::ERL_NIF_MAP_ITERATOR_HEAD;
+            if unsafe { enif_map_iterator_create(env, t, iter.as_mut_ptr(), first) } == 0 {
+                return opaque(c, buf, false);
+            }
+            buf.push(MAP_EXT);
+            buf.extend_from_slice(&(size as u32).to_be_bytes());
+            stack.push(Work::Map(Box::new(unsafe { iter.assume_init() })));
+        }
+        ErlNifTermType::ERL_NIF_TERM_TYPE_PID if w & 0xF == 0x3 => {
+            if let Some(bytes) = c.pids.get(w) {
+                buf.extend_from_slice(bytes);
+                return;
+            }
+            let start = buf.len();
+            vm_encode(env, t, buf);
+            c.pids.put(w, &buf[start..]);
+        }
+        ErlNifTermType::ERL_NIF_TERM_TYPE_REFERENCE => encode_ref(env, t, buf, &mut c.refs, c.now),
+        // Remote pids, ports: small. Funs: their environment can be anything.
+        ErlNifTermType::ERL_NIF_TERM_TYPE_FUN => opaque(c, buf, false),
+        _ => opaque(c, buf, true),
     }
 }
 
-fn encode_ref(env: *mut ErlNifEnv, t: ErlNifTerm, out: &mut Vec<u8>, c: &mut RefCache) {
+impl RefCache {
+    /// Drops every copy (and entry) when the generation is full or old.
+    fn age(&mut self, now: i64) {
+        let old = self.born != 0 && now.saturating_sub(self.born) > REF_GENERATION_NS;
+        if !self.env.is_null() && (old || self.inserted >= REFS_PER_GENERATION) {
+            // SAFETY: the env is this thread's own; no term from it is used after this, since
+            // every entry is reset.
+            unsafe { enif_clear_env(self.env) };
+            for e in self.entries.iter_mut() {
+                e.0 = 0;
+            }
+            self.inserted = 0;
+            self.born = 0;
+        }
+    }
+}
+
+fn encode_ref(env: *mut ErlNifEnv, t: ErlNifTerm, out: &mut Vec<u8>, c: &mut RefCache, now: i64) {
+    c.age(now);
     let word = raw(t);
     let i = (word.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 60) as usize % REF_SLOTS;
     let (w, copy, bytes) = &c.entries[i];
@@ -360,12 +564,8 @@ fn encode_ref(env: *mut ErlNifEnv, t: ErlNifTerm, out: &mut Vec<u8>, c: &mut Ref
                 return;
             }
         }
-        if c.inserted >= REFS_PER_GENERATION {
-            enif_clear_env(c.env);
-            for e in c.entries.iter_mut() {
-                e.0 = 0;
-            }
-            c.inserted = 0;
+        if c.born == 0 {
+            c.born = now.max(1);
         }
         let copy = enif_make_copy(c.env, t);
         let entry = &mut c.entries[i];
@@ -428,33 +628,6 @@ fn encode_atom(env: *mut ErlNifEnv, t: ErlNifTerm, out: &mut Vec<u8>, c: &mut En
     bytes.extend_from_slice(utf8.as_bytes());
     out.extend_from_slice(&bytes);
     c.atoms.put(raw(t), &bytes);
-}
-
-fn encode_list(env: *mut ErlNifEnv, t: ErlNifTerm, out: &mut Vec<u8>, c: &mut Encoder, depth: u32) {
-    let mut head = ErlNifTerm::default();
-    let mut tail = ErlNifTerm::default();
-    // SAFETY: see `encode_term`.
-    if unsafe { enif_get_list_cell(env, t, &mut head, &mut tail) } == 0 {
-        out.push(NIL_EXT);
-        return;
-    }
-    out.push(LIST_EXT);
-    let len_at = out.len();
-    out.extend_from_slice(&[0; 4]);
-    let mut len: u32 = 0;
-    let mut cell = t;
-    // Elements are encoded iteratively, so a long list costs no stack.
-    while unsafe { enif_get_list_cell(env, cell, &mut head, &mut tail) } != 0 {
-        encode_term(env, head, out, c, depth + 1);
-        len = len.wrapping_add(1);
-        cell = tail;
-    }
-    // (While counting, the buffer may have been emptied meanwhile; the bytes do not matter then.)
-    if let Some(slot) = out.get_mut(len_at..len_at + 4) {
-        slot.copy_from_slice(&len.to_be_bytes());
-    }
-    // The tail: `[]` for a proper list, anything else for an improper one.
-    encode_term(env, cell, out, c, depth + 1);
 }
 
 /// Encodes `t` with the VM's encoder and appends it without its version byte.

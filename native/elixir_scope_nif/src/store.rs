@@ -62,7 +62,10 @@ fn store_new<'a>(
         sample_by: sample_by_of(sample_by)?,
     };
     Ok(match Store::new(config) {
-        Ok(store) => (atoms::ok(), resource::new_term(env, store)).encode(env),
+        Ok(store) => {
+            crate::etf::invalidate_caches();
+            (atoms::ok(), resource::new_term(env, store)).encode(env)
+        }
         Err(e) => error_term(env, &e),
     })
 }

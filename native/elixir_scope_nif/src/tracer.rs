@@ -161,6 +161,7 @@ fn trace<'a>(
         buf.clear();
         // Copy up to the cap, and at least 64 KiB so the hash of a truncated payload covers that.
         let limit = store.max_payload().max(HASH_WINDOW);
+        encoder.set_clock(ts);
         let done = match payload {
             Payload::None => etf::Encoded {
                 total: 0,
