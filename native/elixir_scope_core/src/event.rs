@@ -47,11 +47,16 @@ pub enum Kind {
     Return = 10,
     /// A traced call raised; payload: `{Class, Reason}`.
     Exception = 11,
+    /// A process's state after a callback (or a snapshot); `module`/`function` name the
+    /// callback; payload: the state.
+    State = 12,
+    /// A supervisor's action, recorded by the Elixir side; payload: a description map.
+    Supervisor = 13,
 }
 
 impl Kind {
     /// Every kind, in discriminant order.
-    pub const ALL: [Kind; 12] = [
+    pub const ALL: [Kind; 14] = [
         Kind::Spawn,
         Kind::Exit,
         Kind::Link,
@@ -64,6 +69,8 @@ impl Kind {
         Kind::Call,
         Kind::Return,
         Kind::Exception,
+        Kind::State,
+        Kind::Supervisor,
     ];
 
     /// The kind's name as the Elixir API spells it (`send_to_dead`, `receive`, ...).
@@ -81,6 +88,8 @@ impl Kind {
             Kind::Call => "call",
             Kind::Return => "return",
             Kind::Exception => "exception",
+            Kind::State => "state",
+            Kind::Supervisor => "supervisor",
         }
     }
 
@@ -132,6 +141,9 @@ pub mod flags {
     pub const PEER_IN_PAYLOAD: u8 = 2;
     /// The byte budget was spent: the event is kept without its payload.
     pub const PAYLOAD_DROPPED: u8 = 4;
+    /// A state event equal to the process's previous state: its payload is shared with that
+    /// event, not stored again.
+    pub const STATE_UNCHANGED: u8 = 8;
 }
 
 /// The fixed-size part of an event. `Copy`, 48 bytes, written once by the capturing thread.

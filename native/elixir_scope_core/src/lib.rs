@@ -7,7 +7,10 @@
 
 pub mod chunks;
 pub mod error;
+pub mod etf;
 pub mod event;
+pub mod history;
+pub mod index;
 pub mod log;
 pub mod policy;
 pub mod query;

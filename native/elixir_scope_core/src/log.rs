@@ -204,6 +204,42 @@ impl CaptureLog {
         }
     }
 
+    /// Appends an event whose payload is the payload of the stored event `shared` (which must be
+    /// published). Used for a state equal to the previous one: no bytes are copied.
+    pub fn append_sharing(&self, header: &Header, shared: Seq) -> Appended {
+        let Some(from) = shared
+            .checked_sub(1)
+            .and_then(|i| self.slot_for_read(i))
+            .filter(|s| s.ready.load(Ordering::Acquire) != 0)
+        else {
+            return self.append(header, &[]);
+        };
+        // SAFETY: `from` is published (ready, Acquire above): its fields no longer change.
+        let (off, len) = unsafe { (*from.payload_off.get(), *from.payload_len.get()) };
+        let idx = self.next_slot.fetch_add(1, Ordering::Relaxed);
+        if idx >= self.limits.max_events {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return Appended::Dropped;
+        }
+        if idx & ((1 << self.slot_shift) - 1) == 0 {
+            self.slots
+                .commit_ahead((idx >> self.slot_shift) as usize + 1);
+        }
+        let Some(slot) = self.slot_for_write(idx) else {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return Appended::Dropped;
+        };
+        // SAFETY: slot `idx` is this thread's alone (fetch_add above) until `ready` is set; the
+        // shared payload range was published with `from` and is never written again.
+        unsafe {
+            *slot.payload_len.get() = len;
+            *slot.payload_off.get() = off;
+            *slot.header.get() = *header;
+        }
+        slot.ready.store(1, Ordering::Release);
+        Appended::Stored(idx + 1)
+    }
+
     fn slot_for_write(&self, idx: u64) -> Option<&Slot> {
         let idx = idx as usize;
         let k = idx >> self.slot_shift;

@@ -11,9 +11,9 @@ pub enum Level {
     Full,
     /// Messages only: `send`, `send_to_dead`, `receive`.
     MessagesOnly,
-    /// Process state: exits now, `state` events once state capture exists.
+    /// Process state: `state`, `supervisor` and `exit` events.
     StatesOnly,
-    /// Process lifecycle: `spawn`, `exit`, `register`, `unregister`.
+    /// Process lifecycle: `spawn`, `exit`, `register`, `unregister`, `supervisor`.
     Minimal,
     /// Nothing.
     Off,
@@ -34,10 +34,14 @@ impl Level {
         match self {
             Level::Full => KindMask::ALL,
             Level::MessagesOnly => KindMask::of(&[Kind::Send, Kind::SendToDead, Kind::Receive]),
-            Level::StatesOnly => KindMask::of(&[Kind::Exit]),
-            Level::Minimal => {
-                KindMask::of(&[Kind::Spawn, Kind::Exit, Kind::Register, Kind::Unregister])
-            }
+            Level::StatesOnly => KindMask::of(&[Kind::Exit, Kind::State, Kind::Supervisor]),
+            Level::Minimal => KindMask::of(&[
+                Kind::Spawn,
+                Kind::Exit,
+                Kind::Register,
+                Kind::Unregister,
+                Kind::Supervisor,
+            ]),
             Level::Off => KindMask::NONE,
         }
     }

@@ -1,10 +1,17 @@
 //! A capture store: the log, the live policy, and the settings the capture path needs.
 
 use crate::error::Error;
-use crate::event::{truncate_payload, Header};
+use crate::event::{flags, truncate_payload, AtomKey, Header, Kind, PidKey};
+use crate::index::Index;
 use crate::log::{Appended, CaptureLog, Limits, LogStats};
-use crate::policy::{Level, Policy, SampleBy};
-use std::sync::atomic::{AtomicBool, Ordering};
+use crate::policy::{mix64, Level, Policy, SampleBy};
+use parking_lot::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+/// Modules whose callbacks' results are recorded as states, at most.
+pub const MAX_STATE_MODULES: usize = 256;
+/// Slots of the table remembering each process's last state event (direct-mapped by pid).
+const LAST_STATE_SLOTS: usize = 4096;
 
 /// The settings of a new [`Store`].
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -86,6 +93,15 @@ pub struct Store {
     policy: Policy,
     max_payload: usize,
     closed: AtomicBool,
+    /// Atom keys of the callback modules whose results are states: an insert-only open-addressed
+    /// table read with relaxed loads on the capture path (0 = empty).
+    state_modules: Box<[AtomicU64]>,
+    /// For each process (by pid hash; collisions just lose deduplication), the seq of its last
+    /// state event, to store an unchanged state without copying it again.
+    last_state: Box<[AtomicU64]>,
+    /// The per-process index, maintained by queries. The lock is only taken by queries (a
+    /// dirty-scheduler NIF at a time), never on the capture path.
+    index: Mutex<Index>,
 }
 
 impl Store {
@@ -103,7 +119,108 @@ impl Store {
             policy: Policy::new(config.level, config.sample_rate, config.sample_by),
             max_payload: config.max_payload_bytes,
             closed: AtomicBool::new(false),
+            state_modules: (0..MAX_STATE_MODULES).map(|_| AtomicU64::new(0)).collect(),
+            last_state: (0..LAST_STATE_SLOTS).map(|_| AtomicU64::new(0)).collect(),
+            index: Mutex::new(Index::new()),
         })
+    }
+
+    /// Marks `module` as a callback module whose results carry states. Returns false when the
+    /// table is full.
+    pub fn watch_state_module(&self, module: AtomKey) -> bool {
+        if module == 0 {
+            return false;
+        }
+        let n = self.state_modules.len();
+        let start = (mix64(module) as usize) % n;
+        for i in 0..n {
+            let slot = &self.state_modules[(start + i) % n];
+            match slot.compare_exchange(0, module, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => return true,
+                Err(existing) if existing == module => return true,
+                Err(_) => {}
+            }
+        }
+        false
+    }
+
+    /// Whether `module`'s callback results are states. O(1) expected; relaxed loads only.
+    #[inline]
+    pub fn is_state_module(&self, module: AtomKey) -> bool {
+        if module == 0 {
+            return false;
+        }
+        let n = self.state_modules.len();
+        let start = (mix64(module) as usize) % n;
+        for i in 0..n {
+            match self.state_modules[(start + i) % n].load(Ordering::Relaxed) {
+                0 => return false,
+                m if m == module => return true,
+                _ => {}
+            }
+        }
+        false
+    }
+
+    /// Appends a state event, sharing the payload of the process's previous state event when the
+    /// stored bytes are identical (flagged [`flags::STATE_UNCHANGED`]), so an unchanged state
+    /// costs a slot and no payload. Arguments as for [`Store::append_partial`].
+    pub fn append_state(
+        &self,
+        header: &Header,
+        seen: &[u8],
+        full_len: u64,
+        exact: bool,
+        scratch: &mut Vec<u8>,
+    ) -> Appended {
+        if self.is_closed() {
+            return Appended::Dropped;
+        }
+        let mut h = *header;
+        h.kind = Kind::State as u8;
+        // The bytes that would be stored.
+        let stored: &[u8] =
+            if exact && full_len == seen.len() as u64 && seen.len() <= self.max_payload {
+                seen
+            } else {
+                truncate_payload(seen, full_len, exact, self.max_payload, scratch);
+                h.flags |= flags::TRUNCATED;
+                scratch
+            };
+        let slot = &self.last_state[(mix64(h.pid) as usize) % LAST_STATE_SLOTS];
+        let previous = slot.load(Ordering::Relaxed);
+        let same = self.log.get(previous).is_some_and(|p| {
+            p.header.pid == h.pid && p.header.kind == Kind::State as u8 && p.payload == stored
+        });
+        let appended = if same {
+            h.flags |= flags::STATE_UNCHANGED;
+            self.log.append_sharing(&h, previous)
+        } else {
+            if h.flags & flags::TRUNCATED != 0 {
+                self.log.count_truncated();
+            }
+            self.log.append(&h, stored)
+        };
+        if let Appended::Stored(seq) | Appended::StoredWithoutPayload(seq) = appended {
+            slot.store(seq, Ordering::Relaxed);
+        }
+        appended
+    }
+
+    /// The per-process index, caught up with everything published.
+    pub fn index(&self) -> MutexGuard<'_, Index> {
+        let mut idx = self.index.lock();
+        idx.catch_up(&self.log);
+        idx
+    }
+
+    /// The last state event of `pid` recorded so far (for callers that only need the newest).
+    pub fn last_state_of(&self, pid: PidKey) -> Option<u64> {
+        let seq = self.last_state[(mix64(pid) as usize) % LAST_STATE_SLOTS].load(Ordering::Relaxed);
+        self.log
+            .get(seq)
+            .filter(|e| e.header.pid == pid)
+            .map(|e| e.seq)
     }
 
     /// The event log.
@@ -194,6 +311,46 @@ mod tests {
         assert_eq!(ev.truncated().unwrap().full_len, 1000);
         assert_eq!(store.stats().truncated, 1);
         assert_eq!(store.log().get(1).unwrap().payload, &[1; 10]);
+    }
+
+    #[test]
+    fn unchanged_states_share_their_payload() {
+        let store = Store::new(Config::default()).unwrap();
+        let mut scratch = Vec::new();
+        let h = |pid| Header {
+            pid,
+            ..Header::default()
+        };
+        store.append_state(&h(1), b"aa", 2, true, &mut scratch);
+        store.append_state(&h(2), b"aa", 2, true, &mut scratch);
+        store.append_state(&h(1), b"aa", 2, true, &mut scratch);
+        store.append_state(&h(1), b"bb", 2, true, &mut scratch);
+        let ev = |s| store.log().get(s).unwrap();
+        assert_eq!(
+            ev(2).header.flags & flags::STATE_UNCHANGED,
+            0,
+            "another process"
+        );
+        assert_ne!(ev(3).header.flags & flags::STATE_UNCHANGED, 0);
+        assert_eq!(ev(3).payload, b"aa");
+        assert_eq!(ev(4).header.flags & flags::STATE_UNCHANGED, 0);
+        // Only the three distinct payloads took bytes.
+        assert_eq!(store.stats().payload_bytes, 6);
+        assert_eq!(store.last_state_of(1), Some(4));
+    }
+
+    #[test]
+    fn state_modules_are_remembered() {
+        let store = Store::new(Config::default()).unwrap();
+        assert!(!store.is_state_module(42));
+        assert!(store.watch_state_module(42));
+        assert!(store.watch_state_module(42));
+        assert!(store.is_state_module(42));
+        for m in 1000..(1000 + MAX_STATE_MODULES as u64 - 1) {
+            assert!(store.watch_state_module(m));
+        }
+        assert!(!store.watch_state_module(7), "the table is full");
+        assert!(store.is_state_module(1000) && !store.is_state_module(7));
     }
 
     #[test]

@@ -1,0 +1,219 @@
+//! Just enough of the External Term Format to find the parts of a stored payload without
+//! decoding it: where a term ends, the elements of a tuple or a list, an atom's name.
+//!
+//! Every read is bounds-checked and the walk keeps a counter instead of recursing, so malformed or
+//! deeply nested bytes give an error (`None`), never a panic or a stack overflow.
+
+/// The version byte that starts a complete encoding.
+pub const VERSION: u8 = 131;
+
+fn byte(b: &[u8], i: usize) -> Option<u8> {
+    b.get(i).copied()
+}
+
+fn u16_at(b: &[u8], i: usize) -> Option<usize> {
+    Some(u16::from_be_bytes(b.get(i..i + 2)?.try_into().ok()?) as usize)
+}
+
+fn u32_at(b: &[u8], i: usize) -> Option<usize> {
+    Some(u32::from_be_bytes(b.get(i..i + 4)?.try_into().ok()?) as usize)
+}
+
+/// The position just after the term that starts at `pos`.
+pub fn skip(b: &[u8], pos: usize) -> Option<usize> {
+    let mut pos = pos;
+    // Terms still to skip: a compound adds its elements.
+    let mut todo: usize = 1;
+    while todo > 0 {
+        todo -= 1;
+        let tag = byte(b, pos)?;
+        pos += 1;
+        let (len, more): (usize, usize) = match tag {
+            97 => (1, 0),                                 // SMALL_INTEGER
+            98 => (4, 0),                                 // INTEGER
+            70 => (8, 0),                                 // NEW_FLOAT
+            99 => (31, 0),                                // FLOAT (old)
+            100 | 118 => (2 + u16_at(b, pos)?, 0),        // ATOM, ATOM_UTF8
+            115 | 119 => (1 + byte(b, pos)? as usize, 0), // SMALL_ATOM(_UTF8)
+            106 => (0, 0),                                // NIL
+            107 => (2 + u16_at(b, pos)?, 0),              // STRING
+            109 => (4 + u32_at(b, pos)?, 0),              // BINARY
+            77 => (5 + u32_at(b, pos)?, 0),               // BIT_BINARY
+            110 => (2 + byte(b, pos)? as usize, 0),       // SMALL_BIG
+            111 => (5 + u32_at(b, pos)?, 0),              // LARGE_BIG
+            104 => (1, byte(b, pos)? as usize),           // SMALL_TUPLE
+            105 => (4, u32_at(b, pos)?),                  // LARGE_TUPLE
+            108 => (4, u32_at(b, pos)?.checked_add(1)?),  // LIST: elements + tail
+            116 => (4, u32_at(b, pos)?.checked_mul(2)?),  // MAP
+            112 => (u32_at(b, pos)?, 0),                  // NEW_FUN: size counts itself
+            113 => (0, 3),                                // EXPORT: M, F, A
+            // Node-carrying terms: the node atom, then fixed fields.
+            88 => (skip(b, pos)? - pos + 12, 0),  // NEW_PID
+            103 => (skip(b, pos)? - pos + 9, 0),  // PID
+            89 => (skip(b, pos)? - pos + 8, 0),   // NEW_PORT
+            102 => (skip(b, pos)? - pos + 5, 0),  // PORT
+            120 => (skip(b, pos)? - pos + 12, 0), // V4_PORT
+            101 => (skip(b, pos)? - pos + 5, 0),  // REFERENCE
+            90 | 114 => {
+                // NEWER_REFERENCE / NEW_REFERENCE: u16 count, node, creation, count words.
+                let n = u16_at(b, pos)?;
+                let node_end = skip(b, pos + 2)?;
+                let creation = if tag == 90 { 4 } else { 1 };
+                (node_end - pos + creation + 4 * n, 0)
+            }
+            _ => return None,
+        };
+        pos = pos.checked_add(len)?;
+        if pos > b.len() {
+            return None;
+        }
+        todo = todo.checked_add(more)?;
+    }
+    Some(pos)
+}
+
+/// The byte ranges of a tuple's elements, for a tuple starting at `pos`.
+pub fn tuple_elements(b: &[u8], pos: usize) -> Option<Vec<&[u8]>> {
+    let (n, mut p) = match byte(b, pos)? {
+        104 => (byte(b, pos + 1)? as usize, pos + 2),
+        105 => (u32_at(b, pos + 1)?, pos + 5),
+        _ => return None,
+    };
+    let mut out = Vec::with_capacity(n.min(16));
+    for _ in 0..n {
+        let end = skip(b, p)?;
+        out.push(&b[p..end]);
+        p = end;
+    }
+    Some(out)
+}
+
+/// The byte ranges of a list's elements and of its tail, for a list starting at `pos`
+/// (`[]` has no elements and the tail `NIL`).
+pub fn list_elements(b: &[u8], pos: usize) -> Option<(Vec<&[u8]>, &[u8])> {
+    match byte(b, pos)? {
+        106 => Some((Vec::new(), &b[pos..pos + 1])),
+        107 => {
+            // A string of bytes: each element is one SMALL_INTEGER, not addressable as bytes of
+            // the encoding, so callers comparing elements see no match.
+            None
+        }
+        108 => {
+            let n = u32_at(b, pos + 1)?;
+            let mut p = pos + 5;
+            let mut out = Vec::with_capacity(n.min(16));
+            for _ in 0..n {
+                let end = skip(b, p)?;
+                out.push(&b[p..end]);
+                p = end;
+            }
+            let end = skip(b, p)?;
+            Some((out, &b[p..end]))
+        }
+        _ => None,
+    }
+}
+
+/// The name of an atom starting at `pos` (UTF-8 or Latin-1 encodings; Latin-1 names are given
+/// back only when ASCII).
+pub fn atom_name(b: &[u8], pos: usize) -> Option<&str> {
+    let (len, start) = match byte(b, pos)? {
+        100 | 118 => (u16_at(b, pos + 1)?, pos + 3),
+        115 | 119 => (byte(b, pos + 1)? as usize, pos + 2),
+        _ => return None,
+    };
+    let name = std::str::from_utf8(b.get(start..start + len)?).ok()?;
+    let latin1 = matches!(byte(b, pos)?, 100 | 115);
+    (!latin1 || name.is_ascii()).then_some(name)
+}
+
+/// The term of a complete encoding (after its version byte), or `None` when `b` does not start
+/// with the version byte or holds anything after the term.
+pub fn body(b: &[u8]) -> Option<&[u8]> {
+    if byte(b, 0)? != VERSION {
+        return None;
+    }
+    (skip(b, 1)? == b.len()).then(|| &b[1..])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    // {:"$gen_call", {<pid>, [:alias | <ref>]}, {:inc, 1}} as the VM of OTP 25 encodes it.
+    fn sample() -> Vec<u8> {
+        let mut v = vec![131, 104, 3, 119, 9];
+        v.extend_from_slice(b"$gen_call");
+        v.extend_from_slice(&[104, 2, 88, 119, 13]);
+        v.extend_from_slice(b"nonode@nohost");
+        v.extend_from_slice(&[0, 0, 0, 96, 0, 0, 0, 0, 0, 0, 0, 0]);
+        v.extend_from_slice(&[108, 0, 0, 0, 1, 119, 5]);
+        v.extend_from_slice(b"alias");
+        v.extend_from_slice(&[90, 0, 3, 119, 13]);
+        v.extend_from_slice(b"nonode@nohost");
+        v.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3]);
+        v.extend_from_slice(&[104, 2, 119, 3]);
+        v.extend_from_slice(b"inc");
+        v.extend_from_slice(&[97, 1]);
+        v
+    }
+
+    #[test]
+    fn walks_a_gen_call_message() {
+        let b = sample();
+        let body = body(&b).unwrap();
+        let els = tuple_elements(body, 0).unwrap();
+        assert_eq!(els.len(), 3);
+        assert_eq!(atom_name(els[0], 0), Some("$gen_call"));
+        let from = tuple_elements(els[1], 0).unwrap();
+        let (alias, tail) = list_elements(from[1], 0).unwrap();
+        assert_eq!(atom_name(alias[0], 0), Some("alias"));
+        assert_eq!(tail[0], 90);
+        assert_eq!(tuple_elements(els[2], 0).unwrap()[1], &[97, 1]);
+    }
+
+    #[test]
+    fn rejects_truncated_and_trailing_bytes() {
+        let b = sample();
+        for cut in 1..b.len() {
+            assert!(body(&b[..cut]).is_none(), "cut at {cut}");
+        }
+        let mut extra = b.clone();
+        extra.push(106);
+        assert!(body(&extra).is_none());
+        assert!(body(&[130, 106]).is_none());
+    }
+
+    #[test]
+    fn deep_nesting_costs_no_stack() {
+        let mut b = vec![131];
+        for _ in 0..1_000_000 {
+            b.extend_from_slice(&[104, 1]);
+        }
+        b.push(106);
+        assert_eq!(skip(&b, 1), Some(b.len()));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+        #[test]
+        fn never_panics_on_random_bytes(bytes in prop::collection::vec(any::<u8>(), 0..64)) {
+            let _ = skip(&bytes, 0);
+            let _ = tuple_elements(&bytes, 0);
+            let _ = list_elements(&bytes, 0);
+            let _ = atom_name(&bytes, 0);
+            let _ = body(&bytes);
+        }
+
+        #[test]
+        fn never_panics_on_mutated_samples(i in 0usize..120, v in any::<u8>()) {
+            let mut b = sample();
+            let i = i % b.len();
+            b[i] = v;
+            if let Some(t) = body(&b) {
+                let _ = tuple_elements(t, 0);
+            }
+        }
+    }
+}

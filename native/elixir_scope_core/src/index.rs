@@ -1,0 +1,152 @@
+//! Per-process indexes over the capture log, so history queries touch one process's events
+//! instead of scanning the log.
+//!
+//! The index is built by queries, not by capture: each query first catches it up with the events
+//! published since the last one (`Index::catch_up`), under the store's query lock. Capture never
+//! waits for it.
+
+use crate::event::{EventRef, Kind, PidKey, Seq, Timestamp};
+use crate::log::CaptureLog;
+use std::collections::HashMap;
+
+/// What the index knows about one process.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PidIndex {
+    /// Every event that happened in the process, in seq order.
+    pub events: Vec<Seq>,
+    /// Its `state` events, in seq order.
+    pub states: Vec<Seq>,
+    /// The `spawn` event (in its parent) that created it.
+    pub spawned: Option<Seq>,
+    /// Its `exit` event.
+    pub exit: Option<Seq>,
+}
+
+/// Per-process indexes of a log, up to some seq.
+#[derive(Debug, Default)]
+pub struct Index {
+    upto: Seq,
+    pids: HashMap<PidKey, PidIndex>,
+}
+
+/// A point in a capture: an event's position, or a monotonic time (events at or before it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum At {
+    /// Up to and including this seq.
+    Seq(Seq),
+    /// Up to and including this monotonic time.
+    Ts(Timestamp),
+}
+
+impl At {
+    /// Whether `ev` is at or before this point.
+    #[inline]
+    pub fn includes(self, ev: &EventRef<'_>) -> bool {
+        match self {
+            At::Seq(s) => ev.seq <= s,
+            At::Ts(t) => ev.header.ts <= t,
+        }
+    }
+}
+
+impl Index {
+    /// An empty index.
+    pub fn new() -> Index {
+        Index::default()
+    }
+
+    /// Adds the events published since the last call. O(new events).
+    pub fn catch_up(&mut self, log: &CaptureLog) {
+        let top = log.published_seq();
+        for seq in self.upto + 1..=top {
+            if let Some(ev) = log.get(seq) {
+                self.add(&ev);
+            }
+        }
+        self.upto = self.upto.max(top);
+    }
+
+    fn add(&mut self, ev: &EventRef<'_>) {
+        let h = &ev.header;
+        if h.pid != 0 {
+            let p = self.pids.entry(h.pid).or_default();
+            p.events.push(ev.seq);
+            match h.kind() {
+                Some(Kind::State) => p.states.push(ev.seq),
+                Some(Kind::Exit) => p.exit = Some(ev.seq),
+                _ => {}
+            }
+        }
+        if h.kind() == Some(Kind::Spawn) && h.peer != 0 {
+            self.pids.entry(h.peer).or_default().spawned = Some(ev.seq);
+        }
+    }
+
+    /// The index of one process.
+    pub fn pid(&self, pid: PidKey) -> Option<&PidIndex> {
+        self.pids.get(&pid)
+    }
+
+    /// Every process the index has seen.
+    pub fn pids(&self) -> impl Iterator<Item = (&PidKey, &PidIndex)> {
+        self.pids.iter()
+    }
+
+    /// The seq the index is complete up to.
+    pub fn upto(&self) -> Seq {
+        self.upto
+    }
+}
+
+/// How many entries of `list` (seqs of one process, in order) are at or before `at`. A
+/// process's events are written one after the other by the process itself, so their times are
+/// ordered too and both bounds are a binary search.
+pub fn count_upto(log: &CaptureLog, list: &[Seq], at: At) -> usize {
+    match at {
+        At::Seq(s) => list.partition_point(|&x| x <= s),
+        At::Ts(t) => list.partition_point(|&x| log.get(x).is_some_and(|e| e.header.ts <= t)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Header;
+    use crate::log::Limits;
+
+    #[test]
+    fn indexes_events_states_spawns_and_exits_incrementally() {
+        let log = CaptureLog::new(Limits {
+            max_events: 100,
+            max_bytes: 1024,
+        });
+        let add = |pid, peer, kind: Kind, ts| {
+            log.append(
+                &Header {
+                    ts,
+                    pid,
+                    peer,
+                    kind: kind as u8,
+                    ..Header::default()
+                },
+                b"",
+            );
+        };
+        add(1, 2, Kind::Spawn, 10);
+        add(2, 0, Kind::State, 11);
+        let mut idx = Index::new();
+        idx.catch_up(&log);
+        add(2, 0, Kind::State, 12);
+        add(2, 0, Kind::Exit, 13);
+        idx.catch_up(&log);
+        let p = idx.pid(2).unwrap();
+        assert_eq!(p.events, vec![2, 3, 4]);
+        assert_eq!(p.states, vec![2, 3]);
+        assert_eq!((p.spawned, p.exit), (Some(1), Some(4)));
+        assert_eq!(idx.pid(1).unwrap().events, vec![1]);
+        assert_eq!(count_upto(&log, &p.states, At::Seq(2)), 1);
+        assert_eq!(count_upto(&log, &p.states, At::Ts(12)), 2);
+        assert_eq!(count_upto(&log, &p.states, At::Ts(5)), 0);
+        assert_eq!(idx.upto(), 4);
+    }
+}
