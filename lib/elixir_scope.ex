@@ -11,7 +11,10 @@ defmodule ElixirScope do
       iex> :ok = ElixirScope.trace(counter)
       iex> Agent.update(counter, &(&1 + 1))
       iex> ElixirScope.Query.timeline(counter) |> Enum.map(& &1.kind)
-      [:receive, :send]
+      [:state, :receive, :call, :return, :state, :send]
+      iex> {:ok, state} = ElixirScope.Query.state_at(counter, :now)
+      iex> state
+      1
       iex> ElixirScope.stop()
       :ok
 
@@ -174,7 +177,7 @@ defmodule ElixirScope do
 
     Map.merge(stats, %{
       running: false,
-      traced: %{pids: [], all: false, new: false, modules: []},
+      traced: %{pids: [], all: false, new: false, modules: [], state_modules: []},
       skipped: []
     })
   end
@@ -198,6 +201,11 @@ defmodule ElixirScope do
     * `:children` - for pids, also trace processes they spawn (default `true`).
     * `:locals` - for modules, trace private functions too (default `false`).
     * `:as` - `:auto` (default), `:process` or `:module`, for atoms.
+    * `:states` - record the state of GenServer-like processes (GenServers, supervisors,
+      agents) after every callback, as `:state` events (default `true`): their callback module's
+      `init/1`, `handle_call/3`, `handle_cast/2`, `handle_info/2`, `handle_continue/2` and
+      `code_change/3` are return-traced, and a `:sys.get_state/2` snapshot is taken when a
+      running process starts being traced. For a module target, processes running it.
 
   ## Errors
 
@@ -213,7 +221,7 @@ defmodule ElixirScope do
   def trace(target, opts \\ [])
 
   def trace(target, opts) when is_pid(target) or is_atom(target) do
-    opts = Options.validate!(opts, children: true, locals: false, as: :auto)
+    opts = Options.validate!(opts, children: true, locals: false, as: :auto, states: true)
 
     unless opts[:as] in [:auto, :process, :module] do
       raise ArgumentError,

@@ -28,7 +28,7 @@ defmodule ElixirScopeTest do
       status = ElixirScope.status()
       assert %{running: true, events: 0, dropped: 0, truncated: 0, capacity: 5_000} = status
       assert %{tracing_level: :minimal, sample_rate: 0.5, bytes: 0} = status
-      assert status.traced == %{pids: [], all: false, new: false, modules: []}
+      assert status.traced == %{pids: [], all: false, new: false, modules: [], state_modules: []}
       assert {:error, :already_running} = ElixirScope.start()
     end
 
@@ -60,7 +60,8 @@ defmodule ElixirScopeTest do
       :ok = ElixirScope.trace(Traced)
       Agent.get(agent, & &1)
       before = ElixirScope.status().events
-      assert before == 2
+      # snapshot, receive, handle_call call/return, state, reply
+      assert before == 6
       ref = Process.monitor(server)
       Process.exit(server, :kill)
       assert_receive {:DOWN, ^ref, _, _, :killed}
@@ -125,7 +126,10 @@ defmodule ElixirScopeTest do
       {:ok, pid} = Agent.start(fn -> 0 end, name: :scope_test_agent)
       assert :ok = ElixirScope.trace(:scope_test_agent)
       Agent.get(:scope_test_agent, & &1)
-      assert [:receive, :send] = Enum.map(Query.timeline(pid), & &1.kind)
+      # The snapshot taken when tracing started, then the call: request, callback, state, reply.
+      assert [:state, :receive, :call, :return, :state, :send] =
+               Enum.map(Query.timeline(pid), & &1.kind)
+
       assert ElixirScope.status().traced.pids == [pid]
       Agent.stop(pid)
     end
@@ -282,7 +286,7 @@ defmodule ElixirScopeTest do
 
     test "set_level and set_sampling apply at once" do
       {:ok, agent} = Agent.start(fn -> 0 end)
-      :ok = ElixirScope.trace(agent)
+      :ok = ElixirScope.trace(agent, states: false)
       :ok = ElixirScope.set_level(:off)
       Agent.get(agent, & &1)
       assert Query.events(pid: agent) == []

@@ -10,7 +10,7 @@ defmodule ElixirScope.Event do
   | `pid`  | the process it happened in |
   | `peer` | the other side: spawned child, link peer, message destination (a pid, or a registered name or remote pid as given to `send/2`), else `nil` |
   | `mfa`  | `{module, function, arity}` of calls, returns, exceptions and of a spawn's initial call |
-  | `data` | the payload: message, arguments, return value, `{class, reason}`, exit reason, registered name |
+  | `data` | the payload: message, arguments, return value, `{class, reason}`, exit reason, registered name, state |
   | `node` | the node that captured it |
 
   A payload over the store's `max_payload_bytes` is an `ElixirScope.Event.Truncated` struct
@@ -45,6 +45,8 @@ defmodule ElixirScope.Event do
           | :call
           | :return
           | :exception
+          | :state
+          | :supervisor
 
   @type t :: %__MODULE__{
           seq: seq(),
@@ -69,7 +71,9 @@ defmodule ElixirScope.Event do
     :receive,
     :call,
     :return,
-    :exception
+    :exception,
+    :state,
+    :supervisor
   ]
 
   @doc """
@@ -203,6 +207,9 @@ defmodule ElixirScope.Event do
 
         :exit ->
           "#{show.(e.pid)} exited #{show.(e.data)}"
+
+        :state ->
+          "#{show.(e.pid)} after #{mfa(e.mfa)}: #{show.(e.data)}"
 
         _ ->
           "#{show.(e.pid)} #{show.(e.data)}"

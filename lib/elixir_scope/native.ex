@@ -36,6 +36,15 @@ defmodule ElixirScope.Native do
   # Query
   def query_events(_store, _filter), do: err()
 
+  # History
+  def store_watch_states(_store, _module), do: err()
+  def store_record(_store, _kind, _pid, _mfa, _term), do: err()
+  def query_state_at(_store, _pid, _at), do: err()
+  def query_states(_store, _pid, _from, _to, _changes_only), do: err()
+  def query_pending(_store, _pid, _at), do: err()
+  def query_call_stack(_store, _pid, _at), do: err()
+  def query_active(_store, _at), do: err()
+
   # erl_tracer callbacks
   def enabled(_tag, _state, _tracee), do: err()
   def trace(_tag, _state, _tracee, _term, _opts), do: err()

@@ -84,7 +84,7 @@ defmodule ElixirScope.Query do
   ## Examples
 
       iex> ElixirScope.Query.events(kind: :bogus, store: ElixirScope.Store.new!())
-      ** (ArgumentError) invalid :kind :bogus, expected one of: :spawn, :exit, :link, :unlink, :register, :unregister, :send, :send_to_dead, :receive, :call, :return, :exception
+      ** (ArgumentError) invalid :kind :bogus, expected one of: :spawn, :exit, :link, :unlink, :register, :unregister, :send, :send_to_dead, :receive, :call, :return, :exception, :state, :supervisor
   """
   @spec events(filters()) :: [Event.t()]
   def events(filters \\ []) do
@@ -154,16 +154,107 @@ defmodule ElixirScope.Query do
   def module_function_calls(module, filters \\ []) when is_atom(module),
     do: events([mfa: module, kind: :call] ++ filters)
 
+  @doc "Events of `pid`, oldest first (`events(pid: pid)` with more filters)."
+  @spec process_events(pid(), filters()) :: [Event.t()]
+  def process_events(pid, filters \\ []) when is_pid(pid), do: events([pid: pid] ++ filters)
+
+  @doc """
+  What a GenServer did: the messages it received, its callback calls and returns, its states and
+  the messages it sent, oldest first.
+  """
+  @spec genserver_events(pid(), filters()) :: [Event.t()]
+  def genserver_events(pid, filters \\ []) when is_pid(pid),
+    do: events([pid: pid, kind: [:receive, :call, :return, :exception, :state, :send]] ++ filters)
+
+  @doc "The `n` events before and after `event` (an event or a seq), with it in the middle."
+  @spec events_around_event(Event.t() | pos_integer(), non_neg_integer(), filters()) :: [
+          Event.t()
+        ]
+  def events_around_event(event, n \\ 10, filters \\ [])
+  def events_around_event(%Event{seq: seq}, n, filters), do: events_around_event(seq, n, filters)
+
+  def events_around_event(seq, n, filters) when is_integer(seq) and is_integer(n) and n >= 0 do
+    events([after_seq: max(seq - n - 1, 0), before_seq: seq + n + 1] ++ filters)
+  end
+
+  @doc "Every recorded process spawn (`:spawn` events)."
+  @spec process_spawns(filters()) :: [Event.t()]
+  def process_spawns(filters \\ []), do: events([kind: :spawn] ++ filters)
+
+  @doc "Every recorded process exit (`:exit` events)."
+  @spec process_exits(filters()) :: [Event.t()]
+  def process_exits(filters \\ []), do: events([kind: :exit] ++ filters)
+
+  @doc "The traced calls of `pid` with their returns and exceptions, in order."
+  @spec execution_path(pid(), filters()) :: [Event.t()]
+  def execution_path(pid, filters \\ []) when is_pid(pid),
+    do: events([pid: pid, kind: [:call, :return, :exception]] ++ filters)
+
+  @doc """
+  Events from `from` to `to` (inclusive; monotonic ns, `DateTime`, `{:seq, n}` or an event), with
+  any other filters.
+  """
+  @spec execution_timeline(
+          ElixirScope.Query.History.time(),
+          ElixirScope.Query.History.time(),
+          filters()
+        ) ::
+          [Event.t()]
+  def execution_timeline(from, to, filters \\ []) do
+    store = store!(Keyword.get(filters, :store))
+
+    bounds = [
+      bound(:from, ElixirScope.Query.At.native!(store, from)),
+      bound(:to, ElixirScope.Query.At.native!(store, to))
+    ]
+
+    events(List.flatten(bounds) ++ Keyword.put(filters, :store, store))
+  end
+
+  defp bound(:from, {:seq, n}), do: [after_seq: max(n - 1, 0)]
+  defp bound(:from, {:ts, t}), do: [since: t]
+  defp bound(:to, {:seq, n}), do: [before_seq: n + 1]
+  defp bound(:to, {:ts, t}), do: [until: t]
+
+  # Time travel (see ElixirScope.Query.History for the details).
+  alias ElixirScope.Query.History
+
+  @doc "See `ElixirScope.Query.History.state_at/3`."
+  defdelegate state_at(pid, t, opts \\ []), to: History
+  @doc "Seed-compatible name of `state_at/3`."
+  defdelegate get_state_at(pid, t, opts \\ []), to: History, as: :state_at
+  @doc "See `ElixirScope.Query.History.state_timeline/2`."
+  defdelegate state_timeline(pid, opts \\ []), to: History
+  @doc "See `ElixirScope.Query.History.state_evolution/4`."
+  defdelegate state_evolution(pid, from, to, opts \\ []), to: History
+  @doc "See `ElixirScope.Query.History.state_changes_in_window/3`."
+  defdelegate state_changes_in_window(pid, window, opts \\ []), to: History
+  @doc "See `ElixirScope.Query.History.compare_states/2`."
+  defdelegate compare_states(a, b), to: History
+  @doc "See `ElixirScope.Query.History.pending_messages_at/3`."
+  defdelegate pending_messages_at(pid, t, opts \\ []), to: History
+  @doc "See `ElixirScope.Query.History.call_stack_at/3`."
+  defdelegate call_stack_at(pid, t, opts \\ []), to: History
+  @doc "See `ElixirScope.Query.History.active_processes_at/2`."
+  defdelegate active_processes_at(t, opts \\ []), to: History
+  @doc "See `ElixirScope.Query.History.system_snapshot_at/2`."
+  defdelegate system_snapshot_at(t, opts \\ []), to: History
+  @doc "See `ElixirScope.Query.History.supervision_tree_at/2`."
+  defdelegate supervision_tree_at(t, opts \\ []), to: History
+  @doc "See `ElixirScope.Query.History.why_crashed/2`."
+  defdelegate why_crashed(pid, opts \\ []), to: History
+
   # Option checks: each raises an ArgumentError naming the option.
 
-  defp store!(%Store{} = s), do: s
+  @doc false
+  def store!(%Store{} = s), do: s
 
-  defp store!(nil) do
+  def store!(nil) do
     Store.default() ||
       raise ArgumentError, "no store: start a capture with ElixirScope.start/1 or pass :store"
   end
 
-  defp store!(other), do: raise(ArgumentError, "invalid :store #{inspect(other)}")
+  def store!(other), do: raise(ArgumentError, "invalid :store #{inspect(other)}")
 
   defp pids!(pid, _key) when is_pid(pid), do: [pid]
 

@@ -11,6 +11,7 @@ defmodule ElixirScope.Server do
   defstruct [
     :store,
     :janitor,
+    state_modules: MapSet.new(),
     pids: MapSet.new(),
     modules: %{},
     all: false,
@@ -48,7 +49,8 @@ defmodule ElixirScope.Server do
       pids: s.pids |> Enum.filter(&Process.alive?/1) |> Enum.sort(),
       all: s.all,
       new: s.new,
-      modules: Enum.sort(Map.keys(s.modules))
+      modules: Enum.sort(Map.keys(s.modules)),
+      state_modules: Enum.sort(MapSet.to_list(s.state_modules))
     }
 
     {:reply, {s.store, traced, s.skipped}, s}
@@ -58,7 +60,7 @@ defmodule ElixirScope.Server do
 
   @impl true
   def terminate(_reason, s) do
-    cleanup(s.store, Map.keys(s.modules))
+    cleanup(s.store, Map.keys(s.modules) ++ MapSet.to_list(s.state_modules))
     # Cleaned up here: the janitor can go. (It gets this before the server's :DOWN.)
     send(s.janitor, :done)
   end
@@ -112,6 +114,7 @@ defmodule ElixirScope.Server do
 
   defp trace(pid, opts, s) when is_pid(pid) do
     extra = if Keyword.get(opts, :children, true), do: [:set_on_spawn], else: []
+    s = if Keyword.get(opts, :states, true), do: watch_states(pid, s), else: s
 
     case Tracer.trace_pid(pid, s.store, Tracer.flags() ++ extra) do
       :ok -> {:ok, %{s | pids: MapSet.put(s.pids, pid)}}
@@ -152,6 +155,20 @@ defmodule ElixirScope.Server do
     end
   end
 
+  # A GenServer-like process: its callbacks' results become :state events, starting from a
+  # snapshot taken now (before its trace flags are set, so the snapshot's own system messages
+  # are not traced).
+  defp watch_states(pid, s) do
+    with mod when mod != nil <- Tracer.state_module(pid),
+         :ok <- Tracer.watch_state_module(mod, s.store) do
+      send(s.janitor, {:traced_module, mod})
+      Tracer.snapshot_state(pid, s.store)
+      %{s | state_modules: MapSet.put(s.state_modules, mod)}
+    else
+      _ -> s
+    end
+  end
+
   defp with_module({:ok, s}, mod, opts), do: trace_module(mod, opts, s)
   defp with_module(error, _mod, _opts), do: error
 
@@ -160,6 +177,13 @@ defmodule ElixirScope.Server do
 
     case Tracer.trace_module(mod, locals?) do
       {:ok, _n} ->
+        # A GenServer callback module: its processes' states are recorded too.
+        s =
+          if Keyword.get(opts, :states, true) and Tracer.callback_module?(mod) and
+               Tracer.watch_state_module(mod, s.store) == :ok,
+             do: %{s | state_modules: MapSet.put(s.state_modules, mod)},
+             else: s
+
         # Recorded before anything else can fail, so every cleanup path removes the pattern.
         send(s.janitor, {:traced_module, mod})
         s = %{s | modules: Map.put(s.modules, mod, locals?)}

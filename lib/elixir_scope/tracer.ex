@@ -103,6 +103,87 @@ defmodule ElixirScope.Tracer do
     :ok
   end
 
+  @callbacks [
+    init: 1,
+    handle_call: 3,
+    handle_cast: 2,
+    handle_info: 2,
+    handle_continue: 2,
+    code_change: 3
+  ]
+
+  @doc """
+  The module whose GenServer-style callbacks hold `pid`'s state: the callback module of a
+  GenServer, `:supervisor` for supervisors, `Agent.Server` for agents; `nil` when `pid` is not
+  such a process (or is gone).
+  """
+  @spec state_module(pid()) :: module() | nil
+  def state_module(pid) do
+    with {:dictionary, dict} <- safe_info(pid, :dictionary),
+         {m, f, a} <- Keyword.get(dict, :"$initial_call") do
+      case {m, f, a} do
+        {:supervisor, _, 1} -> :supervisor
+        {mod, :init, 1} -> if callback_module?(mod), do: mod
+        # Agents name the function they were started with; their server is Agent.Server.
+        _ -> if gen_server?(pid), do: Agent.Server
+      end
+    else
+      _ -> nil
+    end
+  end
+
+  @doc "Whether `mod` exports GenServer-style callbacks (`init/1` and a `handle_*`)."
+  @spec callback_module?(module()) :: boolean()
+  def callback_module?(mod) do
+    Code.ensure_loaded?(mod) and function_exported?(mod, :init, 1) and
+      (function_exported?(mod, :handle_call, 3) or function_exported?(mod, :handle_cast, 2) or
+         function_exported?(mod, :handle_info, 2))
+  end
+
+  defp gen_server?(pid) do
+    match?({:current_function, {:gen_server, _, _}}, safe_info(pid, :current_function))
+  end
+
+  defp safe_info(pid, item) do
+    if node(pid) == node(), do: Process.info(pid, item)
+  end
+
+  @doc """
+  Records `mod`'s callback results as states in `store`: return trace on its exported GenServer
+  callbacks, and the module registered with the store. Returns the patterned functions.
+  """
+  @spec watch_state_module(module(), Store.t()) :: :ok | {:error, term()}
+  def watch_state_module(mod, %Store{} = store) do
+    with :ok <- allowed_state_module(mod),
+         :ok <- Native.store_watch_states(Store.ref(store), mod) do
+      ms = [{:_, [], [{:return_trace}, {:exception_trace}]}]
+
+      for {f, a} <- @callbacks, function_exported?(mod, f, a) do
+        :erlang.trace_pattern({mod, f, a}, ms, [:global])
+      end
+
+      :ok
+    end
+  end
+
+  # :supervisor's own callbacks are fine to trace (they run in supervisor processes only).
+  defp allowed_state_module(:supervisor), do: :ok
+  defp allowed_state_module(mod), do: allowed(mod)
+
+  @doc """
+  The state of `pid` right now, through `:sys.get_state/2` (`{:ok, state}`), recorded in `store`
+  as a `:state` event (mfa `{:sys, :get_state, 2}`); `:error` when the process does not answer
+  within `timeout`.
+  """
+  @spec snapshot_state(pid(), Store.t(), timeout()) :: {:ok, term()} | :error
+  def snapshot_state(pid, %Store{} = store, timeout \\ 1_000) do
+    state = :sys.get_state(pid, timeout)
+    :ok = Native.store_record(Store.ref(store), :state, pid, {:sys, :get_state, 2}, state)
+    {:ok, state}
+  catch
+    :exit, _ -> :error
+  end
+
   @doc "Stops tracing `pid` if it is traced into `store`."
   @spec untrace_pid(pid(), Store.t()) :: :ok
   def untrace_pid(pid, store) do

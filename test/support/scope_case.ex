@@ -14,6 +14,17 @@ defmodule ElixirScope.ScopeCase do
     :ok = Tracer.trace_pid(pid, store, Tracer.flags() ++ extra)
   end
 
+  @doc "Traces a GenServer-like `pid` into `store` with state capture, as `ElixirScope.trace/2` does."
+  def trace_states_into(pid, store) do
+    mod = Tracer.state_module(pid) || raise "#{inspect(pid)} is not GenServer-like"
+    :ok = Tracer.watch_state_module(mod, store)
+    {:ok, _} = Tracer.snapshot_state(pid, store)
+    trace_into(pid, store)
+  end
+
+  @doc "The current monotonic time in nanoseconds (the clock of events' `ts`)."
+  def now, do: System.monotonic_time(:nanosecond)
+
   @doc "Events of `store` matching `filters`."
   def events(store, filters \\ []), do: Query.events([store: store] ++ filters)
 

@@ -173,7 +173,9 @@ fn same(a: &Msg<'_>, b: &Msg<'_>) -> bool {
 /// The messages in `pid`'s mailbox at `at`: arrived (`receive` event at or before `at`) and not
 /// yet consumed. A GenServer consumes a message when the callback whose argument it is starts
 /// (`handle_call/3`, `handle_cast/2`, `handle_info/2` call events, which need the callbacks
-/// traced); call replies are taken as they arrive and system messages by the behaviour.
+/// traced); call replies are taken as they arrive and system messages by the behaviour. Since
+/// its loop always takes the oldest message, a message older than one a callback takes was
+/// consumed before by a selective receive inside a callback; that is known from that point on.
 pub fn pending_at<'a>(
     log: &'a CaptureLog,
     idx: &Index,
@@ -203,7 +205,10 @@ pub fn pending_at<'a>(
                 if let Some(c) = consumed_by(&ev, cb) {
                     pending.consumption_known = true;
                     if let Some(i) = queue.iter().position(|(_, m)| same(m, &c)) {
-                        queue.remove(i);
+                        // A GenServer's loop takes the oldest message. Older ones still in the
+                        // queue were therefore taken before, by a selective receive inside a
+                        // callback (a reply to a call it made, a message it waited for).
+                        queue.drain(..=i);
                     }
                 }
             }
@@ -337,6 +342,15 @@ mod tests {
             3,
             &etf(list(&[atom("get"), from.clone(), atom("st")])),
         );
+        // handle_info(:tick).
+        put(
+            &log,
+            1,
+            Kind::Call,
+            103,
+            2,
+            &etf(list(&[atom("tick"), atom("st")])),
+        );
         let mut idx = Index::new();
         idx.catch_up(&log);
         let seqs = |p: Pending| p.messages.iter().map(|e| e.seq).collect::<Vec<_>>();
@@ -347,7 +361,12 @@ mod tests {
         let after_cast = pending_at(&log, &idx, 1, At::Seq(6), &CB);
         assert!(after_cast.consumption_known);
         assert_eq!(seqs(after_cast), vec![2, 3, 4]);
-        assert_eq!(seqs(pending_at(&log, &idx, 1, At::Seq(7), &CB)), vec![2, 4]);
+        // handle_call took message 3: message 2, older, went to a selective receive before.
+        assert_eq!(seqs(pending_at(&log, &idx, 1, At::Seq(7), &CB)), vec![4]);
+        assert_eq!(
+            seqs(pending_at(&log, &idx, 1, At::Seq(8), &CB)),
+            Vec::<u64>::new()
+        );
         // Before any callback ran, consumption is not known.
         assert!(!pending_at(&log, &idx, 1, At::Seq(5), &CB).consumption_known);
         assert!(pending_at(&log, &idx, 9, At::Seq(7), &CB)
@@ -417,8 +436,7 @@ mod tests {
             for pid in 1u64..5 {
                 let naive_state = upto
                     .iter()
-                    .filter(|e| e.header.pid == pid && e.header.kind() == Some(Kind::State))
-                    .last()
+                    .rfind(|e| e.header.pid == pid && e.header.kind() == Some(Kind::State))
                     .map(|e| e.seq);
                 prop_assert_eq!(state_at(&log, &idx, pid, bound).map(|e| e.seq), naive_state);
                 let naive_states: Vec<u64> = all

@@ -24,11 +24,26 @@ rustler::atoms! {
     register,
     unregister,
     extra,
+    // GenServer callbacks and their results
+    init,
+    handle_call,
+    handle_cast,
+    handle_info,
+    handle_continue,
+    code_change,
+    reply,
+    noreply,
+    stop,
+    // time points
+    seq,
+    ts,
     // event kinds not named like their tag
     send_to_dead,
     #[allow(non_upper_case_globals)]
     return_ = "return",
     exception,
+    state,
+    supervisor,
     // errors and options
     invalid_option,
     store_closed,

@@ -7,6 +7,7 @@
 
 mod atoms;
 mod etf;
+mod history;
 mod query;
 mod resource;
 mod store;

@@ -25,7 +25,7 @@ fn pid_keys(list: Term) -> NifResult<Vec<u64>> {
         .collect()
 }
 
-fn opt<'a, T: rustler::Decoder<'a>>(t: Term<'a>) -> NifResult<Option<T>> {
+pub(crate) fn opt<'a, T: rustler::Decoder<'a>>(t: Term<'a>) -> NifResult<Option<T>> {
     if t.as_c_arg() == atoms::nil().as_c_arg() {
         Ok(None)
     } else {
@@ -80,7 +80,7 @@ fn decode_filter(t: Term) -> NifResult<Filter> {
 }
 
 /// Encodes one event as `{seq, ts, kind, pid, peer, mfa, payload, flags}`.
-fn encode_event<'a>(env: Env<'a>, ev: &EventRef) -> Term<'a> {
+pub(crate) fn encode_event<'a>(env: Env<'a>, ev: &EventRef) -> Term<'a> {
     let h = &ev.header;
     let nil = atoms::nil().encode(env);
     let pid_or_nil = |k: u64| {

@@ -6,8 +6,9 @@
 use crate::atoms;
 use crate::etf;
 use crate::resource;
-use crate::terms::{atom_key, local_pid_key, tuple3};
+use crate::terms::{atom_key, local_pid_key, raw, tuple3};
 use elixir_scope_core::event::{flags, Header, Kind};
+use elixir_scope_core::store::Store;
 use rustler::sys::{enif_monotonic_time, ErlNifTimeUnit};
 use rustler::{Atom, Env, Term};
 use std::cell::RefCell;
@@ -88,7 +89,10 @@ fn enabled(tag: Term, state: Term, tracee: Term) -> Atom {
     let Some(kind) = kind_of(tag) else {
         return atoms::discard();
     };
-    if !store.policy().wants(kind) {
+    // A return also carries the state of a watched callback module.
+    let wanted =
+        store.policy().wants(kind) || (kind == Kind::Return && store.policy().wants(Kind::State));
+    if !wanted {
         return atoms::discard();
     }
     if store.log().is_full() {
@@ -148,7 +152,53 @@ fn trace<'a>(
             set_mfa(&mut h, term);
             extra().map_or(Payload::None, Payload::Term)
         }
+        // Not trace tags: recorded by `store_record` only.
+        Kind::State | Kind::Supervisor => return atoms::ok(),
     };
+    if store.policy().wants(kind) {
+        record(store, &h, payload);
+    }
+    if kind == Kind::Return && store.policy().wants(Kind::State) && store.is_state_module(h.module)
+    {
+        if let Some(st) = extra().and_then(|v| callback_state(h.function, v)) {
+            let sh = Header {
+                kind: Kind::State as u8,
+                ..h
+            };
+            record(store, &sh, Payload::Term(st));
+        }
+    }
+    atoms::ok()
+}
+
+/// The new state in a GenServer-style callback's result: `{:ok, S}` / `{:ok, S, _}` (init,
+/// code_change), `{:reply, _, S}` / `{:reply, _, S, _}`, `{:noreply, S}` / `{:noreply, S, _}`,
+/// `{:stop, _, S}` / `{:stop, _, _, S}`. `None` for other functions and results.
+fn callback_state<'a>(function: u64, value: Term<'a>) -> Option<Term<'a>> {
+    let f = |a: Atom| raw(a.as_c_arg()) == function;
+    if !(f(atoms::init())
+        || f(atoms::handle_call())
+        || f(atoms::handle_cast())
+        || f(atoms::handle_info())
+        || f(atoms::handle_continue())
+        || f(atoms::code_change()))
+    {
+        return None;
+    }
+    let els = rustler::types::tuple::get_tuple(value).ok()?;
+    let tag = raw(els.first()?.as_c_arg());
+    let is = |a: Atom| raw(a.as_c_arg()) == tag;
+    match els.len() {
+        2 | 3 if is(atoms::ok()) || is(atoms::noreply()) => els.get(1).copied(),
+        3 | 4 if is(atoms::reply()) => els.get(2).copied(),
+        3 | 4 if is(atoms::stop()) => els.last().copied(),
+        _ => None,
+    }
+}
+
+/// Encodes `payload` into this scheduler's buffers and appends the event; `state` events go
+/// through the store's deduplication of unchanged states.
+pub(crate) fn record(store: &Store, h: &Header, payload: Payload) {
     SCRATCH.with(|s| {
         let Ok(mut s) = s.try_borrow_mut() else {
             return;
@@ -161,7 +211,7 @@ fn trace<'a>(
         buf.clear();
         // Copy up to the cap, and at least 64 KiB so the hash of a truncated payload covers that.
         let limit = store.max_payload().max(HASH_WINDOW);
-        encoder.set_clock(ts);
+        encoder.set_clock(h.ts);
         let done = match payload {
             Payload::None => etf::Encoded {
                 total: 0,
@@ -170,7 +220,11 @@ fn trace<'a>(
             Payload::Term(t) => encoder.encode(t, buf, limit),
             Payload::Pair(a, b) => encoder.encode_pair(a, b, buf, limit),
         };
-        store.append_partial(&h, buf, done.total, done.exact, truncated);
+        if h.kind == Kind::State as u8 {
+            store.append_state(h, buf, done.total, done.exact, truncated);
+        } else {
+            store.append_partial(h, buf, done.total, done.exact, truncated);
+        }
         if buf.capacity() > KEEP_BUFFER {
             *buf = Vec::new();
         }
@@ -178,11 +232,10 @@ fn trace<'a>(
             *truncated = Vec::new();
         }
     });
-    atoms::ok()
 }
 
 /// What an event stores as its payload.
-enum Payload<'a> {
+pub(crate) enum Payload<'a> {
     None,
     Term(Term<'a>),
     /// `{a, b}`, encoded without building the tuple.

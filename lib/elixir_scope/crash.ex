@@ -1,0 +1,97 @@
+defmodule ElixirScope.Crash do
+  @moduledoc """
+  Why a process died, as `ElixirScope.Query.why_crashed/2` reports it.
+
+  * `reason` - the exit reason; for an exception, `exception` and `stacktrace` are split out.
+  * `exit` - the `:exit` event.
+  * `raised` - the last `:exception` events in the process before it exited (traced calls the
+    exception went through, innermost first).
+  * `last_messages` - the last messages that arrived in its mailbox before it started failing
+    (`:receive` events).
+  * `state` - its last recorded state before exiting, or `:unknown`.
+  * `linked` - processes linked to it (per the traced `:link` and `:unlink` events) and how they
+    exited afterwards, if they did: `%{pid: pid, exit: reason | :alive_or_unknown}`.
+
+  `format/1` renders it for reading in IEx; `inspect/1` shows a one-line summary.
+  """
+
+  defstruct [
+    :pid,
+    :reason,
+    :exception,
+    :stacktrace,
+    :exit,
+    raised: [],
+    last_messages: [],
+    state: :unknown,
+    linked: []
+  ]
+
+  @type t :: %__MODULE__{
+          pid: pid(),
+          reason: term(),
+          exception: Exception.t() | nil,
+          stacktrace: Exception.stacktrace() | nil,
+          exit: ElixirScope.Event.t(),
+          raised: [ElixirScope.Event.t()],
+          last_messages: [ElixirScope.Event.t()],
+          state: term(),
+          linked: [%{pid: pid(), exit: term()}]
+        }
+
+  @doc false
+  @spec split_reason(term()) :: {Exception.t() | nil, Exception.stacktrace() | nil}
+  def split_reason({%{__exception__: true} = e, stack}) when is_list(stack), do: {e, stack}
+
+  def split_reason({reason, [{m, f, a, _} | _] = stack})
+      when is_atom(m) and is_atom(f) and (is_integer(a) or is_list(a)),
+      do: {Exception.normalize(:error, reason, stack), stack}
+
+  def split_reason(_), do: {nil, nil}
+
+  @doc """
+  The report as readable text.
+
+  ## Examples
+
+      iex> crash = %ElixirScope.Crash{pid: self(), reason: :boom, exit: %ElixirScope.Event{seq: 9, ts: 0, kind: :exit, data: :boom}}
+      iex> ElixirScope.Crash.format(crash) =~ "exited with :boom"
+      true
+  """
+  @spec format(t()) :: String.t()
+  def format(%__MODULE__{} = c) do
+    show = &inspect(&1, pretty: true, limit: 20, printable_limit: 200)
+
+    [
+      "#{inspect(c.pid)} exited with #{show.(c.reason)} (event ##{c.exit.seq})",
+      c.exception && "  exception: #{Exception.message(c.exception)}",
+      c.stacktrace && "  stacktrace:\n" <> Exception.format_stacktrace(c.stacktrace),
+      c.raised != [] &&
+        "  raised through:\n" <>
+          Enum.map_join(c.raised, "\n", &("    " <> ElixirScope.Event.describe(&1))),
+      "  state before: " <>
+        if(c.state == :unknown, do: "unknown (no state recorded)", else: show.(c.state)),
+      "  last messages received:" <>
+        if(c.last_messages == [],
+          do: " none recorded",
+          else:
+            "\n" <>
+              Enum.map_join(c.last_messages, "\n", &("    " <> ElixirScope.Event.describe(&1)))
+        ),
+      "  linked processes:" <>
+        if(c.linked == [],
+          do: " none recorded",
+          else:
+            "\n" <> Enum.map_join(c.linked, "\n", &"    #{inspect(&1.pid)}: #{show.(&1.exit)}")
+        )
+    ]
+    |> Enum.filter(&is_binary/1)
+    |> Enum.join("\n")
+  end
+
+  defimpl Inspect do
+    def inspect(c, _opts) do
+      "#ElixirScope.Crash<#{Kernel.inspect(c.pid)} exited with #{Kernel.inspect(c.reason, limit: 5)}>"
+    end
+  end
+end

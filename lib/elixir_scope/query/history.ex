@@ -1,0 +1,328 @@
+defmodule ElixirScope.Query.History do
+  @moduledoc """
+  Time travel: what a process's state was, what waited in its mailbox, which calls were open,
+  which processes were alive and how the supervision tree looked, at any past point — computed
+  natively from per-process indexes, exactly.
+
+  `ElixirScope.Query` delegates to these functions under the seed's names; call either.
+
+  ## Points in time
+
+  Every `t` accepts monotonic nanoseconds (an integer, as in an event's `ts`), a `DateTime`,
+  `{:seq, n}` (just after the event with seq `n`), an `ElixirScope.Event` (just after it) or
+  `:now`. An event is "at or before" a time when its `ts` is; a seq bound compares seqs.
+
+  ## Options
+
+  Every function takes `store:` (default: the current or last capture's store).
+
+  ## State capture
+
+  States come from `:state` events: ElixirScope return-traces the GenServer callbacks of traced
+  GenServers, supervisors and agents and records the state in each result, plus a
+  `:sys.get_state/2` snapshot when tracing starts (see `ElixirScope.trace/2`). An unchanged
+  state is recorded without copying it again.
+  """
+
+  alias ElixirScope.{Crash, Event, Native, Query, StateDiff, Store, Supervision}
+  alias ElixirScope.Query.At
+
+  @typedoc "A point in time, see the module docs."
+  @type time :: integer() | DateTime.t() | {:seq, non_neg_integer()} | Event.t() | :now
+
+  defp store(opts), do: Query.store!(Keyword.get(opts, :store))
+  defp decode(tuples), do: Enum.map(tuples, &Event.from_native(&1, node()))
+  defp decode1(nil), do: nil
+  defp decode1(tuple), do: Event.from_native(tuple, node())
+
+  defp pid!(pid) when is_pid(pid), do: pid
+  defp pid!(other), do: raise(ArgumentError, "expected a pid, got: #{inspect(other)}")
+
+  @doc """
+  The state `pid` had at `t`: `{:ok, state}`, or `{:error, :no_state}` when none was recorded
+  at or before `t` (the process was not traced as a GenServer-like process then).
+
+  ## Examples
+
+      iex> ElixirScope.Query.History.state_at(self(), :now, store: ElixirScope.Store.new!())
+      {:error, :no_state}
+  """
+  @spec state_at(pid(), time(), keyword()) :: {:ok, term()} | {:error, :no_state}
+  def state_at(pid, t, opts \\ []) do
+    case state_event_at(pid, t, opts) do
+      nil -> {:error, :no_state}
+      %Event{data: data} -> {:ok, data}
+    end
+  end
+
+  @doc "The `:state` event of `pid` in force at `t`, or `nil`."
+  @spec state_event_at(pid(), time(), keyword()) :: Event.t() | nil
+  def state_event_at(pid, t, opts \\ []) do
+    s = store(opts)
+    s |> Store.ref() |> Native.query_state_at(pid!(pid), At.native!(s, t)) |> decode1()
+  end
+
+  @doc """
+  Every recorded state of `pid`, oldest first, as `:state` events (`data` is the state, `mfa`
+  the callback that produced it).
+
+  ## Options
+
+    * `:changes_only` - leave out states equal to the previous one (default `true`).
+    * `:since` / `:until` - bounds (`since` exclusive, `until` inclusive).
+  """
+  @spec state_timeline(pid(), keyword()) :: [Event.t()]
+  def state_timeline(pid, opts \\ []) do
+    s = store(opts)
+    from = At.opt_native!(s, opts[:since])
+    to = At.opt_native!(s, opts[:until])
+    changes = Keyword.get(opts, :changes_only, true)
+
+    s
+    |> Store.ref()
+    |> Native.query_states(pid!(pid), from || nil, to || nil, changes)
+    |> decode()
+  end
+
+  @doc """
+  How `pid`'s state evolved from `from` to `to`: the state in force at `from` (if any) followed
+  by every change after it up to `to`, as `:state` events.
+  """
+  @spec state_evolution(pid(), time(), time(), keyword()) :: [Event.t()]
+  def state_evolution(pid, from, to, opts \\ []) do
+    first = state_event_at(pid, from, opts)
+    List.wrap(first) ++ state_timeline(pid, Keyword.merge(opts, since: from, until: to))
+  end
+
+  @doc """
+  The state changes of `pid` after `from` and up to `to`, each with its structural diff from the
+  state before: `[%{event: Event.t(), diff: StateDiff.t()}]`.
+  """
+  @spec state_changes_in_window(pid(), {time(), time()}, keyword()) ::
+          [%{event: Event.t(), diff: StateDiff.t()}]
+  def state_changes_in_window(pid, {from, to}, opts \\ []) do
+    before = state_event_at(pid, from, opts)
+    changes = state_timeline(pid, Keyword.merge(opts, since: from, until: to))
+
+    {diffs, _} =
+      Enum.map_reduce(changes, before && before.data, fn e, prev ->
+        {%{event: e, diff: StateDiff.diff(prev, e.data)}, e.data}
+      end)
+
+    diffs
+  end
+
+  @doc """
+  A structural diff of two states (or `:state` events): changed, added and removed paths. See
+  `ElixirScope.StateDiff`.
+
+  ## Examples
+
+      iex> ElixirScope.Query.History.compare_states(%{n: 1}, %{n: 2}).changed
+      [{[:n], 1, 2}]
+  """
+  @spec compare_states(term(), term()) :: StateDiff.t()
+  def compare_states(%Event{kind: :state, data: a}, b), do: compare_states(a, b)
+  def compare_states(a, %Event{kind: :state, data: b}), do: compare_states(a, b)
+  def compare_states(a, b), do: StateDiff.diff(a, b)
+
+  @doc """
+  The messages in `pid`'s mailbox at `t`: arrived and not yet consumed, oldest first, as
+  `:receive` events.
+
+  For a GenServer (its callbacks traced, as `ElixirScope.trace/2` does by default) consumption is
+  exact: a message is consumed when the `handle_call/3`, `handle_cast/2` or `handle_info/2`
+  whose argument it is starts; replies to calls the server makes are taken as they arrive;
+  system messages are handled by the behaviour. The answer is `{:ok, messages}`.
+
+  For other processes ElixirScope cannot see when a message is taken out of the mailbox, and
+  says so: `{:unknown, arrived}` lists the messages that arrived up to `t`.
+
+  Messages from untraced senders are included: arrivals are recorded in the receiver. Messages
+  sent but not yet arrived at `t` are not in the mailbox and are not listed.
+  """
+  @spec pending_messages_at(pid(), time(), keyword()) :: {:ok | :unknown, [Event.t()]}
+  def pending_messages_at(pid, t, opts \\ []) do
+    s = store(opts)
+    {known, msgs} = s |> Store.ref() |> Native.query_pending(pid!(pid), At.native!(s, t))
+    {if(known, do: :ok, else: :unknown), decode(msgs)}
+  end
+
+  @doc """
+  The traced calls of `pid` open at `t`, outermost first (`:call` events).
+  """
+  @spec call_stack_at(pid(), time(), keyword()) :: [Event.t()]
+  def call_stack_at(pid, t, opts \\ []) do
+    s = store(opts)
+    s |> Store.ref() |> Native.query_call_stack(pid!(pid), At.native!(s, t)) |> decode()
+  end
+
+  @doc """
+  The processes alive at `t`: seen (spawned, or with any recorded event) at or before `t` and not
+  exited by then. Processes that did nothing traced before `t` are not known.
+  """
+  @spec active_processes_at(time(), keyword()) :: [pid()]
+  def active_processes_at(t, opts \\ []) do
+    s = store(opts)
+    s |> Store.ref() |> Native.query_active(At.native!(s, t))
+  end
+
+  @doc """
+  The system at `t`: for each process alive then, its state, its pending messages and its open
+  calls: `%{pid => %{state: term | :unknown, pending: {:ok | :unknown, [Event.t()]}, calls:
+  [Event.t()]}}`.
+  """
+  @spec system_snapshot_at(time(), keyword()) :: %{pid() => map()}
+  def system_snapshot_at(t, opts \\ []) do
+    s = store(opts)
+    at = At.native!(s, t)
+    opts = Keyword.put(opts, :store, s)
+
+    Map.new(active_processes_at(at_time(at), opts), fn pid ->
+      state =
+        case state_at(pid, at_time(at), opts) do
+          {:ok, st} -> st
+          {:error, :no_state} -> :unknown
+        end
+
+      {pid,
+       %{
+         state: state,
+         pending: pending_messages_at(pid, at_time(at), opts),
+         calls: call_stack_at(pid, at_time(at), opts)
+       }}
+    end)
+  end
+
+  defp at_time({:seq, n}), do: {:seq, n}
+  defp at_time({:ts, t}), do: t
+
+  @doc """
+  The supervision tree at `t`, rebuilt from the recorded states of traced supervisors: a list of
+  root supervisors, each `%{pid: pid, id: term, children: [child]}`, where a child is
+  `%{id: id, pid: pid, type: :worker | :supervisor, modules: modules}` and, when it is itself a
+  traced supervisor, has `:children` too. Children are listed as `:supervisor.which_children/1`
+  lists them.
+  """
+  @spec supervision_tree_at(time(), keyword()) :: [map()]
+  def supervision_tree_at(t, opts \\ []) do
+    s = store(opts)
+    at = at_time(At.native!(s, t))
+    opts = Keyword.put(opts, :store, s)
+
+    sups =
+      for pid <- supervisors(opts),
+          {:ok, state} <- [state_at(pid, at, opts)],
+          {:ok, children} <- [Supervision.children(state)],
+          alive_at?(pid, at, opts),
+          into: %{},
+          do: {pid, children}
+
+    child_pids = for {_, cs} <- sups, c <- cs, is_pid(c.pid), into: MapSet.new(), do: c.pid
+
+    for {pid, _} <- sups, pid not in child_pids do
+      %{pid: pid, id: nil, children: nest(sups[pid], sups)}
+    end
+  end
+
+  defp nest(children, sups) do
+    Enum.map(children, fn c ->
+      case sups[c.pid] do
+        nil -> c
+        grandchildren -> Map.put(c, :children, nest(grandchildren, sups))
+      end
+    end)
+  end
+
+  # Processes with a supervisor-shaped state anywhere in the capture.
+  defp supervisors(opts) do
+    Query.events(Keyword.merge(opts, kind: :state, mfa: {:supervisor, :_, :_}))
+    |> Enum.concat(Query.events(Keyword.merge(opts, kind: :state, mfa: {:sys, :get_state, 2})))
+    |> Enum.concat(Query.events(Keyword.merge(opts, kind: :state, mfa: DynamicSupervisor)))
+    |> Enum.filter(&match?({:ok, _}, Supervision.children(&1.data)))
+    |> Enum.map(& &1.pid)
+    |> Enum.uniq()
+  end
+
+  defp alive_at?(pid, at, opts), do: pid in active_processes_at(at, opts)
+
+  @doc """
+  Why `pid` died: `{:ok, %ElixirScope.Crash{}}` with the exit reason (exception and stacktrace
+  split out), the exceptions it raised through traced calls, the last `:last` (default 5)
+  messages it received before failing, its state before the exit and its linked processes and how they exited;
+  `{:error, :no_exit}` when no exit of `pid` was recorded. `ElixirScope.Crash.format/1` renders
+  it.
+  """
+  @spec why_crashed(pid(), keyword()) :: {:ok, Crash.t()} | {:error, :no_exit}
+  def why_crashed(pid, opts \\ []) do
+    {n, opts} = Keyword.pop(opts, :last, 5)
+    opts = Keyword.put(opts, :store, store(opts))
+
+    case Query.events(Keyword.merge(opts, pid: pid!(pid), kind: :exit, order: :desc, limit: 1)) do
+      [] -> {:error, :no_exit}
+      [exit] -> {:ok, crash(pid, exit, n, opts)}
+    end
+  end
+
+  defp crash(pid, exit, n, opts) do
+    {exception, stacktrace} = Crash.split_reason(exit.data)
+
+    # The last chain of exceptions on its way out (calls after it, such as terminate/2, skipped).
+    raised =
+      Query.events(
+        Keyword.merge(opts, pid: pid, kind: [:exception, :call, :return], before_seq: exit.seq)
+      )
+      |> Enum.reverse()
+      |> Enum.drop_while(&(&1.kind != :exception))
+      |> Enum.take_while(&(&1.kind == :exception))
+
+    # The messages that led up to it: received before the failure started (the first exception
+    # on its way out, or the exit), not the replies a dying process gets while reporting.
+    cutoff = if raised == [], do: exit.seq, else: List.last(raised).seq
+
+    messages =
+      Query.events(
+        Keyword.merge(opts, pid: pid, kind: :receive, before_seq: cutoff, order: :desc, limit: n)
+      )
+      |> Enum.reverse()
+
+    state =
+      case state_at(pid, {:seq, exit.seq}, opts) do
+        {:ok, st} -> st
+        _ -> :unknown
+      end
+
+    %Crash{
+      pid: pid,
+      reason: exit.data,
+      exception: exception,
+      stacktrace: stacktrace,
+      exit: exit,
+      raised: raised,
+      last_messages: messages,
+      state: state,
+      linked: linked(pid, exit, opts)
+    }
+  end
+
+  # Links recorded up to the exit (from either side), minus unlinks, and each peer's exit after.
+  defp linked(pid, exit, opts) do
+    Query.events(
+      Keyword.merge(opts, involving: pid, kind: [:link, :unlink], before_seq: exit.seq)
+    )
+    |> Enum.reduce(MapSet.new(), fn e, acc ->
+      other = if e.pid == pid, do: e.peer, else: e.pid
+      if e.kind == :link, do: MapSet.put(acc, other), else: MapSet.delete(acc, other)
+    end)
+    |> Enum.filter(&is_pid/1)
+    |> Enum.sort()
+    |> Enum.map(fn other ->
+      case Query.events(
+             Keyword.merge(opts, pid: other, kind: :exit, after_seq: exit.seq, limit: 1)
+           ) do
+        [e] -> %{pid: other, exit: e.data}
+        [] -> %{pid: other, exit: :alive_or_unknown}
+      end
+    end)
+  end
+end

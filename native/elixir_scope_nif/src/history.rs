@@ -1,0 +1,183 @@
+//! History NIFs: state capture registration, recording events from Elixir, and the time-travel
+//! queries of `elixir_scope_core::history`.
+
+use crate::atoms;
+use crate::query::encode_event;
+use crate::store::store_of;
+use crate::terms::{atom_key, local_pid_key, raw};
+use crate::tracer::{record, Payload};
+use elixir_scope_core::event::{Header, Kind};
+use elixir_scope_core::history::{self, Callbacks};
+use elixir_scope_core::index::At;
+use rustler::sys::{enif_monotonic_time, ErlNifTimeUnit};
+use rustler::{Atom, Encoder, Env, NifResult, Term};
+
+fn pid_key(t: Term) -> NifResult<u64> {
+    if !t.is_pid() {
+        return Err(rustler::Error::BadArg);
+    }
+    // A remote pid has no events here: a key nothing matches.
+    Ok(local_pid_key(t).unwrap_or(u64::MAX))
+}
+
+/// `{:seq, n}` or `{:ts, monotonic_ns}`.
+fn at_of(t: Term) -> NifResult<At> {
+    let (tag, v): (Atom, Term) = t.decode()?;
+    if tag == atoms::seq() {
+        Ok(At::Seq(v.decode()?))
+    } else if tag == atoms::ts() {
+        Ok(At::Ts(v.decode()?))
+    } else {
+        Err(rustler::Error::BadArg)
+    }
+}
+
+fn opt_at(t: Term) -> NifResult<Option<At>> {
+    if t.as_c_arg() == atoms::nil().as_c_arg() {
+        Ok(None)
+    } else {
+        at_of(t).map(Some)
+    }
+}
+
+fn callbacks() -> Callbacks {
+    Callbacks {
+        handle_call: raw(atoms::handle_call().as_c_arg()),
+        handle_cast: raw(atoms::handle_cast().as_c_arg()),
+        handle_info: raw(atoms::handle_info().as_c_arg()),
+    }
+}
+
+/// Records the results of `module`'s GenServer callbacks as `state` events.
+#[rustler::nif]
+fn store_watch_states<'a>(env: Env<'a>, store: Term<'a>, module: Term<'a>) -> NifResult<Term<'a>> {
+    let key = atom_key(module).ok_or(rustler::Error::BadArg)?;
+    Ok(if store_of(store)?.watch_state_module(key) {
+        atoms::ok().encode(env)
+    } else {
+        (atoms::error(), "too many state modules").encode(env)
+    })
+}
+
+/// Records an event given from Elixir (a state snapshot, a supervisor action): `kind` is
+/// `:state` or `:supervisor`, `mfa` a `{m, f, a}` or `nil`. Encoding is bounded like capture's,
+/// but can take a while for big terms, so it runs on a dirty scheduler.
+#[rustler::nif(schedule = "DirtyCpu")]
+fn store_record<'a>(
+    store: Term<'a>,
+    kind: Term<'a>,
+    pid: Term<'a>,
+    mfa: Term<'a>,
+    term: Term<'a>,
+) -> NifResult<Atom> {
+    let store = store_of(store)?;
+    let kind = if kind == atoms::state().to_term(kind.get_env()) {
+        Kind::State
+    } else if kind == atoms::supervisor().to_term(kind.get_env()) {
+        Kind::Supervisor
+    } else {
+        return Err(rustler::Error::BadArg);
+    };
+    let mut h = Header {
+        // SAFETY: enif_monotonic_time has no preconditions.
+        ts: unsafe { enif_monotonic_time(ErlNifTimeUnit::ERL_NIF_NSEC) },
+        pid: pid_key(pid)?,
+        kind: kind as u8,
+        ..Header::default()
+    };
+    if mfa.as_c_arg() != atoms::nil().as_c_arg() {
+        let (m, f, a): (Term, Term, u8) = mfa.decode()?;
+        h.module = atom_key(m).ok_or(rustler::Error::BadArg)?;
+        h.function = atom_key(f).ok_or(rustler::Error::BadArg)?;
+        h.arity = a;
+    }
+    if !store.policy().wants(kind) {
+        return Ok(atoms::ok());
+    }
+    record(store, &h, Payload::Term(term));
+    Ok(atoms::ok())
+}
+
+/// The state event of `pid` in force at `at`, or `nil`.
+#[rustler::nif(schedule = "DirtyCpu")]
+fn query_state_at<'a>(
+    env: Env<'a>,
+    store: Term<'a>,
+    pid: Term<'a>,
+    at: Term<'a>,
+) -> NifResult<Term<'a>> {
+    let store = store_of(store)?;
+    let (pid, at) = (pid_key(pid)?, at_of(at)?);
+    let idx = store.index();
+    Ok(history::state_at(store.log(), &idx, pid, at)
+        .map_or(atoms::nil().encode(env), |e| encode_event(env, &e)))
+}
+
+/// The state events of `pid` after `from` and up to `to` (`nil`: unbounded).
+#[rustler::nif(schedule = "DirtyCpu")]
+fn query_states<'a>(
+    env: Env<'a>,
+    store: Term<'a>,
+    pid: Term<'a>,
+    from: Term<'a>,
+    to: Term<'a>,
+    changes_only: bool,
+) -> NifResult<Term<'a>> {
+    let store = store_of(store)?;
+    let (pid, from, to) = (pid_key(pid)?, opt_at(from)?, opt_at(to)?);
+    let idx = store.index();
+    let evs = history::states(store.log(), &idx, pid, from, to, changes_only);
+    Ok(evs
+        .iter()
+        .map(|e| encode_event(env, e))
+        .collect::<Vec<_>>()
+        .encode(env))
+}
+
+/// `{consumption_known, receive_events}`: the messages in `pid`'s mailbox at `at`.
+#[rustler::nif(schedule = "DirtyCpu")]
+fn query_pending<'a>(
+    env: Env<'a>,
+    store: Term<'a>,
+    pid: Term<'a>,
+    at: Term<'a>,
+) -> NifResult<Term<'a>> {
+    let store = store_of(store)?;
+    let (pid, at) = (pid_key(pid)?, at_of(at)?);
+    let idx = store.index();
+    let p = history::pending_at(store.log(), &idx, pid, at, &callbacks());
+    let msgs: Vec<Term> = p.messages.iter().map(|e| encode_event(env, e)).collect();
+    Ok((p.consumption_known, msgs).encode(env))
+}
+
+/// The call events of `pid` open at `at`, outermost first.
+#[rustler::nif(schedule = "DirtyCpu")]
+fn query_call_stack<'a>(
+    env: Env<'a>,
+    store: Term<'a>,
+    pid: Term<'a>,
+    at: Term<'a>,
+) -> NifResult<Term<'a>> {
+    let store = store_of(store)?;
+    let (pid, at) = (pid_key(pid)?, at_of(at)?);
+    let idx = store.index();
+    let evs = history::call_stack_at(store.log(), &idx, pid, at);
+    Ok(evs
+        .iter()
+        .map(|e| encode_event(env, e))
+        .collect::<Vec<_>>()
+        .encode(env))
+}
+
+/// The processes alive at `at`, as pids.
+#[rustler::nif(schedule = "DirtyCpu")]
+fn query_active<'a>(env: Env<'a>, store: Term<'a>, at: Term<'a>) -> NifResult<Term<'a>> {
+    let store = store_of(store)?;
+    let at = at_of(at)?;
+    let idx = store.index();
+    let pids: Vec<Term> = history::active_at(store.log(), &idx, at)
+        .into_iter()
+        .map(|k| crate::terms::immediate_term(env, k))
+        .collect();
+    Ok(pids.encode(env))
+}

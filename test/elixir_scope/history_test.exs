@@ -1,0 +1,302 @@
+defmodule ElixirScope.HistoryTest do
+  # Time travel on real processes, each against a private store, with answers known exactly.
+  use ExUnit.Case, async: true
+  import ElixirScope.ScopeCase
+
+  alias ElixirScope.{Crash, Query, StateDiff, Store, Tracer}
+
+  doctest ElixirScope.Query.History
+  doctest ElixirScope.StateDiff
+  doctest ElixirScope.Supervision
+  doctest ElixirScope.Crash
+
+  defmodule Counter do
+    use GenServer
+    def init(n), do: {:ok, %{count: n, log: []}}
+    def handle_call(:get, _from, s), do: {:reply, s.count, s}
+
+    def handle_call({:add, k}, _from, s),
+      do: {:reply, :ok, %{s | count: s.count + k, log: [k | s.log]}}
+
+    def handle_cast({:add, k}, s), do: {:noreply, %{s | count: s.count + k, log: [k | s.log]}}
+
+    def handle_cast({:block, test}, s),
+      do: send(test, :blocked) && receive(do: (:release -> {:noreply, s}))
+
+    def handle_cast(:crash, _s), do: raise(ArgumentError, "counter crashed")
+    def handle_info(:noop, s), do: {:noreply, s}
+  end
+
+  defmodule Crasher do
+    use GenServer
+    def init(n), do: {:ok, %{count: n, log: []}}
+
+    def handle_call({:add, k}, _from, s),
+      do: {:reply, :ok, %{s | count: s.count + k, log: [k | s.log]}}
+
+    def handle_cast(:crash, _s), do: raise(ArgumentError, "counter crashed")
+  end
+
+  defmodule Nested do
+    def outer(test), do: middle(test) + 1
+    def middle(test), do: inner(test) * 2
+
+    def inner(test) do
+      send(test, {:inside, self()})
+      receive do: (:continue -> 1)
+    end
+  end
+
+  defp counter(store, n \\ 0) do
+    {:ok, pid} = GenServer.start(Counter, n)
+    trace_states_into(pid, store)
+    pid
+  end
+
+  test "a counter's states: the snapshot, then one per callback, unchanged ones shared" do
+    store = new_store()
+    pid = counter(store, 5)
+    t0 = now()
+    :ok = GenServer.call(pid, {:add, 1})
+    t1 = now()
+    GenServer.cast(pid, {:add, 2})
+    8 = GenServer.call(pid, :get)
+    send(pid, :noop)
+    8 = GenServer.call(pid, :get)
+
+    counts = fn evs -> Enum.map(evs, & &1.data.count) end
+    assert counts.(Query.state_timeline(pid, store: store)) == [5, 6, 8]
+    # Every callback left a state; the unchanged ones (:get, :noop, :get) share their payload.
+    assert counts.(Query.state_timeline(pid, store: store, changes_only: false)) == [
+             5,
+             6,
+             8,
+             8,
+             8,
+             8
+           ]
+
+    assert {:ok, %{count: 5}} = Query.state_at(pid, t0, store: store)
+    assert {:ok, %{count: 6, log: [1]}} = Query.state_at(pid, t1, store: store)
+    assert {:ok, %{count: 8, log: [2, 1]}} = Query.get_state_at(pid, :now, store: store)
+
+    [snapshot, first | _] = Query.state_timeline(pid, store: store)
+    assert snapshot.mfa == {:sys, :get_state, 2}
+    assert first.mfa == {Counter, :handle_call, 3}
+    assert Query.state_at(pid, {:seq, first.seq - 1}, store: store) == {:ok, snapshot.data}
+    assert Query.state_at(pid, first, store: store) == {:ok, first.data}
+
+    assert counts.(Query.state_evolution(pid, t1, :now, store: store)) == [6, 8]
+
+    # Lists compare by index: [1] -> [2, 1] changes index 0 and adds index 1.
+    assert [
+             %{
+               diff: %StateDiff{
+                 changed: [{[:count], 6, 8}, {[:log, 0], 1, 2}],
+                 added: [{[:log, 1], 1}]
+               }
+             }
+           ] = Query.state_changes_in_window(pid, {t1, :now}, store: store)
+
+    assert %StateDiff{changed: [{[:count], 5, 6}]} =
+             Query.compare_states(snapshot, first) |> Map.put(:added, [])
+  end
+
+  test "pending messages at T equal Process.info(pid, :messages) sampled at T" do
+    store = new_store()
+    pid = counter(store)
+    GenServer.cast(pid, {:block, self()})
+    assert_receive :blocked
+    # The server is stuck in a callback: the mailbox fills.
+    for k <- 1..5, do: GenServer.cast(pid, {:add, k})
+    send(pid, :noop)
+    wait_until(fn -> length(elem(Process.info(pid, :messages), 1)) == 6 end)
+    {:messages, sampled} = Process.info(pid, :messages)
+    t = now()
+    send(pid, :release)
+    wait_until(fn -> Process.info(pid, :message_queue_len) == {:message_queue_len, 0} end)
+    15 = GenServer.call(pid, :get)
+
+    assert {:ok, pending} = Query.pending_messages_at(pid, t, store: store)
+    assert Enum.map(pending, & &1.data) == sampled
+    # After the call, everything was consumed.
+    assert {:ok, []} = Query.pending_messages_at(pid, :now, store: store)
+    # Half way, after three casts were handled: :release, which the blocked callback took with a
+    # selective receive, is only known to be consumed once the server takes a message that
+    # arrived after it (the :get call).
+    [_, _, third | _] =
+      Query.function_calls(Counter, :handle_cast, store: store, pid: pid) |> Enum.drop(1)
+
+    assert {:ok, rest} = Query.pending_messages_at(pid, third, store: store)
+    assert Enum.map(rest, & &1.data) == Enum.drop(sampled, 3) ++ [:release]
+  end
+
+  test "a plain process's consumption is unknown, and said so" do
+    store = new_store()
+    pid = spawn(fn -> receive do: (:stop -> :ok) end)
+    trace_into(pid, store)
+    send(pid, :a)
+    send(pid, :b)
+    wait_until(fn -> length(events(store, kind: :receive)) == 2 end)
+
+    assert {:unknown, [%{data: :a}, %{data: :b}]} =
+             Query.pending_messages_at(pid, :now, store: store)
+
+    send(pid, :stop)
+  end
+
+  test "call_stack_at shows the traced calls open at T, outermost first" do
+    {:ok, _} = Tracer.trace_module(Nested, true)
+    on_exit(fn -> Tracer.untrace_module(Nested) end)
+    store = new_store()
+    test_pid = self()
+    pid = spawn_waiting(fn -> send(test_pid, {:result, Nested.outer(test_pid)}) end)
+    trace_into(pid, store)
+    send(pid, :go)
+    assert_receive {:inside, ^pid}
+    t = now()
+    send(pid, :continue)
+    assert_receive {:result, 3}
+
+    assert Enum.map(Query.call_stack_at(pid, t, store: store), & &1.mfa) ==
+             [{Nested, :outer, 1}, {Nested, :middle, 1}, {Nested, :inner, 1}]
+
+    assert Query.call_stack_at(pid, :now, store: store) == []
+    assert length(Query.execution_path(pid, store: store)) == 6
+  end
+
+  test "supervision tree at T before and after a restart equals which_children then" do
+    store = new_store()
+
+    children = [
+      %{id: :counter, start: {GenServer, :start_link, [Counter, 0]}},
+      %{id: :agent, start: {Agent, :start_link, [fn -> :x end]}}
+    ]
+
+    {:ok, sup} = Supervisor.start_link(children, strategy: :one_for_one)
+    trace_states_into(sup, store)
+    t1 = now()
+    before = Supervisor.which_children(sup)
+    [{:counter, old, :worker, _}] = Enum.filter(before, &(elem(&1, 0) == :counter))
+    ref = Process.monitor(old)
+    GenServer.cast(old, :crash)
+    assert_receive {:DOWN, ^ref, _, _, _}, 5_000
+
+    wait_until(fn ->
+      match?(
+        {:counter, p, _, _} when is_pid(p) and p != old,
+        List.keyfind(Supervisor.which_children(sup), :counter, 0)
+      )
+    end)
+
+    t2 = now()
+    after_restart = Supervisor.which_children(sup)
+
+    as_tuples = fn [root] -> Enum.map(root.children, &{&1.id, &1.pid, &1.type, &1.modules}) end
+    assert as_tuples.(Query.supervision_tree_at(t1, store: store)) == before
+    assert as_tuples.(Query.supervision_tree_at(t2, store: store)) == after_restart
+    refute before == after_restart
+    assert [%{pid: ^sup}] = Query.supervision_tree_at(:now, store: store)
+    Supervisor.stop(sup)
+  end
+
+  test "why_crashed explains a crash: reason, exception, last messages, state, links" do
+    store = new_store()
+    # Every function of the crashing module traced (its own module: patterns are VM-wide).
+    {:ok, _} = Tracer.trace_module(Crasher, false)
+    on_exit(fn -> Tracer.untrace_module(Crasher) end)
+    {:ok, pid} = GenServer.start(Crasher, 1)
+    trace_states_into(pid, store)
+    buddy = spawn_waiting(fn -> Process.link(pid) && receive(do: (:never -> :ok)) end)
+    trace_into(buddy, store)
+    send(buddy, :go)
+    wait_until(fn -> {:links, [pid]} == Process.info(buddy, :links) end)
+    :ok = GenServer.call(pid, {:add, 41})
+    ref = Process.monitor(pid)
+    GenServer.cast(pid, :crash)
+    assert_receive {:DOWN, ^ref, _, _, _}, 5_000
+    wait_until(fn -> not Process.alive?(buddy) end)
+
+    assert {:ok, %Crash{} = crash} = Query.why_crashed(pid, store: store)
+    assert %ArgumentError{message: "counter crashed"} = crash.exception
+    assert [{Crasher, :handle_cast, 2, _} | _] = crash.stacktrace
+    assert crash.state == %{count: 42, log: [41]}
+    # The messages before the failure, not the replies the dying process gets while reporting.
+    assert List.last(crash.last_messages).data == {:"$gen_cast", :crash}
+    assert [%{kind: :exception, mfa: {Crasher, :handle_cast, 2}} | _] = crash.raised
+    assert [%{pid: ^buddy, exit: {%ArgumentError{}, _}}] = crash.linked
+    text = Crash.format(crash)
+    assert text =~ "counter crashed"
+    assert text =~ "count: 42"
+    assert {:error, :no_exit} = Query.why_crashed(self(), store: store)
+  end
+
+  test "active processes and the system snapshot at T" do
+    store = new_store()
+    pid = counter(store, 3)
+    other = spawn_waiting(fn -> :ok end)
+    trace_into(other, store)
+    t = now()
+    go_and_wait(other)
+    assert Query.active_processes_at(t, store: store) == Enum.sort([pid])
+    snap = Query.system_snapshot_at(t, store: store)
+    assert %{state: %{count: 3}, pending: {:unknown, []}, calls: []} = snap[pid]
+    assert Query.active_processes_at(:now, store: store) == [pid]
+    assert [%{kind: :exit, pid: ^other}] = Query.process_exits(store: store)
+  end
+
+  test "out-of-range times, unknown pids and empty stores give clear answers" do
+    empty = new_store()
+    ghost = spawn(fn -> :ok end)
+    assert Query.state_at(ghost, :now, store: empty) == {:error, :no_state}
+    assert Query.state_at(ghost, 0, store: empty) == {:error, :no_state}
+    assert Query.state_timeline(ghost, store: empty) == []
+    assert Query.pending_messages_at(ghost, {:seq, 10_000}, store: empty) == {:unknown, []}
+    assert Query.call_stack_at(ghost, DateTime.utc_now(), store: empty) == []
+    assert Query.active_processes_at(:now, store: empty) == []
+    assert Query.supervision_tree_at(:now, store: empty) == []
+    assert Query.system_snapshot_at(:now, store: empty) == %{}
+    assert {:error, :no_exit} = Query.why_crashed(ghost, store: empty)
+
+    store = new_store()
+    pid = counter(store)
+    # Before anything was recorded.
+    assert Query.state_at(pid, {:seq, 0}, store: store) == {:error, :no_state}
+    assert Query.state_at(pid, -(2 ** 62), store: store) == {:error, :no_state}
+
+    assert_raise ArgumentError, ~r/invalid time "yesterday"/, fn ->
+      Query.state_at(pid, "yesterday", store: store)
+    end
+
+    assert_raise ArgumentError, ~r/expected a pid/, fn ->
+      Query.state_at(:me, :now, store: store)
+    end
+  end
+
+  test "a chatty server with a big unchanged state costs a slot per callback, not a copy" do
+    store = new_store()
+    {:ok, pid} = GenServer.start(Counter, 0)
+    :sys.replace_state(pid, fn s -> %{s | log: Enum.to_list(1..500)} end)
+    trace_states_into(pid, store)
+    before = Store.stats(store).payload_bytes
+    for _ <- 1..200, do: GenServer.call(pid, :get)
+    grown = Store.stats(store).payload_bytes - before
+    # Each call stores a request, the callback's args and result and a reply (each holding the
+    # 2 KB state in the args and the {:reply, _, state} result), but the 200 unchanged states
+    # themselves add nothing.
+    states = Query.state_timeline(pid, store: store, changes_only: false)
+    assert length(states) == 201
+    assert Enum.count(states, &(&1.seq > hd(states).seq)) == 200
+    payload_per_call = div(grown, 200)
+    state_size = byte_size(:erlang.term_to_binary(:sys.get_state(pid)))
+    assert payload_per_call < 3 * state_size
+  end
+
+  defp wait_until(fun, tries \\ 200) do
+    cond do
+      fun.() -> :ok
+      tries == 0 -> flunk("condition never became true")
+      true -> Process.sleep(5) && wait_until(fun, tries - 1)
+    end
+  end
+end
