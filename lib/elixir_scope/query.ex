@@ -241,6 +241,8 @@ defmodule ElixirScope.Query do
   defdelegate system_snapshot_at(t, opts \\ []), to: History
   @doc "See `ElixirScope.Query.History.supervision_tree_at/2`."
   defdelegate supervision_tree_at(t, opts \\ []), to: History
+  @doc "See `ElixirScope.Query.History.supervisor_events/2`."
+  defdelegate supervisor_events(sup, opts \\ []), to: History
   @doc "See `ElixirScope.Query.History.why_crashed/2`."
   defdelegate why_crashed(pid, opts \\ []), to: History
 

@@ -197,6 +197,12 @@ defmodule ElixirScope.HistoryTest do
     assert as_tuples.(Query.supervision_tree_at(t2, store: store)) == after_restart
     refute before == after_restart
     assert [%{pid: ^sup}] = Query.supervision_tree_at(:now, store: store)
+
+    {_, new, _, _} = List.keyfind(after_restart, :counter, 0)
+
+    assert [%{action: :restarted, id: :counter, old_pid: ^old, pid: ^new, reason: nil}] =
+             Query.supervisor_events(sup, store: store)
+
     Supervisor.stop(sup)
   end
 

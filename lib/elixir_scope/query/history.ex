@@ -234,6 +234,94 @@ defmodule ElixirScope.Query.History do
     end)
   end
 
+  @doc """
+  What supervisor `sup` did to its children, derived from its recorded states, oldest first:
+  `%{action: :started | :restarted | :terminated, id: id, pid: pid | :undefined, old_pid: pid |
+  nil, reason: term | nil, seq: seq, ts: ts}` where `seq`/`ts` are those of the state that shows
+  the change and `reason` is the old child's exit reason when its exit was recorded.
+  """
+  @spec supervisor_events(pid(), keyword()) :: [map()]
+  def supervisor_events(sup, opts \\ []) do
+    opts = Keyword.put(opts, :store, store(opts))
+
+    sup
+    |> pid!()
+    |> state_timeline(opts)
+    |> Enum.flat_map(fn e ->
+      case Supervision.children(e.data) do
+        {:ok, children} -> [{e, Map.new(children, &{key(&1), &1})}]
+        :error -> []
+      end
+    end)
+    |> Enum.chunk_every(2, 1, :discard)
+    |> Enum.flat_map(fn [{_, old}, {e, new}] -> child_changes(old, new, e, opts) end)
+  end
+
+  # Children are keyed by id, or by pid under a DynamicSupervisor (ids are all :undefined).
+  defp key(%{id: :undefined, pid: pid}), do: {:pid, pid}
+  defp key(%{id: id}), do: {:id, id}
+
+  defp child_changes(old, new, e, opts) do
+    at = %{seq: e.seq, ts: e.ts}
+
+    changed =
+      for {k, c} <- new, o = old[k], o.pid != c.pid do
+        cond do
+          is_pid(o.pid) and is_pid(c.pid) ->
+            Map.merge(at, %{
+              action: :restarted,
+              id: c.id,
+              pid: c.pid,
+              old_pid: o.pid,
+              reason: exit_reason(o.pid, opts)
+            })
+
+          is_pid(c.pid) ->
+            Map.merge(at, %{action: :started, id: c.id, pid: c.pid, old_pid: nil, reason: nil})
+
+          is_pid(o.pid) ->
+            Map.merge(at, %{
+              action: :terminated,
+              id: c.id,
+              pid: c.pid,
+              old_pid: o.pid,
+              reason: exit_reason(o.pid, opts)
+            })
+
+          true ->
+            nil
+        end
+      end
+
+    started =
+      for {k, c} <- new,
+          not Map.has_key?(old, k),
+          do: Map.merge(at, %{action: :started, id: c.id, pid: c.pid, old_pid: nil, reason: nil})
+
+    gone =
+      for {k, o} <- old,
+          not Map.has_key?(new, k),
+          do:
+            Map.merge(at, %{
+              action: :terminated,
+              id: o.id,
+              pid: :undefined,
+              old_pid: o.pid,
+              reason: exit_reason(o.pid, opts)
+            })
+
+    Enum.reject(changed, &is_nil/1) ++ started ++ gone
+  end
+
+  defp exit_reason(pid, opts) when is_pid(pid) do
+    case Query.events(Keyword.merge(opts, pid: pid, kind: :exit, limit: 1)) do
+      [e] -> e.data
+      [] -> nil
+    end
+  end
+
+  defp exit_reason(_, _), do: nil
+
   # Processes with a supervisor-shaped state anywhere in the capture.
   defp supervisors(opts) do
     Query.events(Keyword.merge(opts, kind: :state, mfa: {:supervisor, :_, :_}))

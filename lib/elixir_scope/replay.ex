@@ -1,0 +1,185 @@
+defmodule ElixirScope.Replay do
+  @moduledoc """
+  A cursor over a capture: step forward and back through events and see, at each step, the
+  states of the processes involved, their pending messages and their open calls.
+
+      {:ok, r} = ElixirScope.Replay.open(:start, pid: counter)
+      {:ok, r} = ElixirScope.Replay.next(r)
+      ElixirScope.Replay.view(r)        # event, states, mailboxes, call stacks
+      {:ok, r} = ElixirScope.Replay.step_until(r, kind: :exception)
+      IO.puts(ElixirScope.Replay.format(r))
+
+  A cursor is an immutable value: stepping returns a new one, so an earlier position stays
+  usable. Filters given to `open/2` (any of `ElixirScope.Query.events/1`'s, such as `pid:` or
+  `kind:`) decide which events the cursor visits; every step is one native query.
+  """
+
+  alias ElixirScope.{Event, Query, Store}
+  alias ElixirScope.Query.History
+
+  @enforce_keys [:store, :event, :filters]
+  defstruct [:store, :event, :filters]
+
+  @type t :: %__MODULE__{store: Store.t(), event: Event.t(), filters: keyword()}
+
+  @typedoc "What `view/1` shows about each process involved in the current event."
+  @type process_view :: %{
+          state: term(),
+          pending: {:ok | :unknown, [Event.t()]},
+          calls: [Event.t()]
+        }
+
+  @doc """
+  Opens a cursor at `at`: the last matching event at or before it (`:start` for the first event,
+  `:now` for the latest; a time as in `ElixirScope.Query.History`, an event or `{:seq, n}`).
+
+  ## Options
+
+  Any filter of `ElixirScope.Query.events/1` except `:limit`, `:order`, `:after_seq` and
+  `:before_seq`, including `:store`.
+
+  Returns `{:error, :no_events}` when nothing matches.
+
+  ## Examples
+
+      iex> ElixirScope.Replay.open(:start, store: ElixirScope.Store.new!())
+      {:error, :no_events}
+  """
+  @spec open(History.time() | :start, keyword()) :: {:ok, t()} | {:error, :no_events}
+  def open(at, filters \\ []) do
+    {store, filters} = Keyword.pop(filters, :store)
+    store = Query.store!(store)
+
+    for k <- [:limit, :order, :after_seq, :before_seq], Keyword.has_key?(filters, k) do
+      raise ArgumentError, "Replay.open/2 does not take #{inspect(k)}: the cursor moves by itself"
+    end
+
+    cursor = %__MODULE__{store: store, event: nil, filters: filters}
+
+    case at do
+      :start -> first(cursor)
+      _ -> jump(cursor, at)
+    end
+  end
+
+  defp first(cursor) do
+    case query(cursor, after_seq: 0, limit: 1) do
+      [e] -> {:ok, %{cursor | event: e}}
+      [] -> {:error, :no_events}
+    end
+  end
+
+  @doc "The next matching event, or `{:error, :end}`."
+  @spec next(t()) :: {:ok, t()} | {:error, :end}
+  def next(%__MODULE__{event: e} = cursor) do
+    case query(cursor, after_seq: e.seq, limit: 1) do
+      [next] -> {:ok, %{cursor | event: next}}
+      [] -> {:error, :end}
+    end
+  end
+
+  @doc "The previous matching event, or `{:error, :start}`."
+  @spec prev(t()) :: {:ok, t()} | {:error, :start}
+  def prev(%__MODULE__{event: e} = cursor) do
+    case query(cursor, before_seq: e.seq, order: :desc, limit: 1) do
+      [prev] -> {:ok, %{cursor | event: prev}}
+      [] -> {:error, :start}
+    end
+  end
+
+  @doc """
+  Moves to the last matching event at or before `at` (a time, an event or `{:seq, n}`), or to
+  the first event when `at` precedes them all.
+  """
+  @spec jump(t(), History.time()) :: {:ok, t()} | {:error, :no_events}
+  def jump(%__MODULE__{} = cursor, at) do
+    bound =
+      case ElixirScope.Query.At.native!(cursor.store, at) do
+        {:seq, n} -> [before_seq: n + 1]
+        {:ts, t} -> [until: t]
+      end
+
+    case query(cursor, bound ++ [order: :desc, limit: 1]) do
+      [e] -> {:ok, %{cursor | event: e}}
+      [] -> first(cursor)
+    end
+  end
+
+  @doc """
+  Steps forward to the next event that also matches `filters` (as in `ElixirScope.Query.events/1`),
+  or `{:error, :end}`.
+  """
+  @spec step_until(t(), keyword()) :: {:ok, t()} | {:error, :end}
+  def step_until(%__MODULE__{event: e} = cursor, filters) when is_list(filters) do
+    case query(%{cursor | filters: Keyword.merge(cursor.filters, filters)},
+           after_seq: e.seq,
+           limit: 1
+         ) do
+      [hit] -> {:ok, %{cursor | event: hit}}
+      [] -> {:error, :end}
+    end
+  end
+
+  @doc "The current event."
+  @spec event(t()) :: Event.t()
+  def event(%__MODULE__{event: e}), do: e
+
+  @doc """
+  The current event with, for each process it involves (its pid and a pid peer), the state, the
+  pending messages and the open calls just after it.
+  """
+  @spec view(t()) :: %{event: Event.t(), processes: %{pid() => process_view()}}
+  def view(%__MODULE__{event: e, store: store}) do
+    opts = [store: store]
+    at = {:seq, e.seq}
+
+    processes =
+      Map.new(Enum.filter([e.pid, e.peer], &is_pid/1) |> Enum.uniq(), fn pid ->
+        state =
+          case History.state_at(pid, at, opts) do
+            {:ok, s} -> s
+            {:error, :no_state} -> :unknown
+          end
+
+        {pid,
+         %{
+           state: state,
+           pending: History.pending_messages_at(pid, at, opts),
+           calls: History.call_stack_at(pid, at, opts)
+         }}
+      end)
+
+    %{event: e, processes: processes}
+  end
+
+  @doc "The current position as readable text (the event, then each process involved)."
+  @spec format(t()) :: String.t()
+  def format(%__MODULE__{} = cursor) do
+    %{event: e, processes: procs} = view(cursor)
+    show = &inspect(&1, limit: 12, printable_limit: 120)
+
+    lines =
+      for {pid, p} <- Enum.sort(procs) do
+        {known, pending} = p.pending
+
+        [
+          "  #{inspect(pid)}",
+          "    state:   #{if p.state == :unknown, do: "unknown", else: show.(p.state)}",
+          "    mailbox: #{length(pending)} message(s)#{if known == :unknown, do: " (consumption unknown)", else: ""}" <>
+            Enum.map_join(pending, "", &("\n      " <> show.(&1.data))),
+          "    calls:   " <>
+            if(p.calls == [], do: "none", else: Enum.map_join(p.calls, " > ", &mfa/1))
+        ]
+      end
+
+    Enum.join([Event.describe(e) | List.flatten(lines)], "\n")
+  end
+
+  defp mfa(%Event{mfa: {m, f, a}}), do: "#{inspect(m)}.#{f}/#{a}"
+
+  defp query(cursor, extra), do: Query.events([store: cursor.store] ++ cursor.filters ++ extra)
+
+  defimpl Inspect do
+    def inspect(r, _opts), do: "#ElixirScope.Replay<at #{ElixirScope.Event.describe(r.event)}>"
+  end
+end
