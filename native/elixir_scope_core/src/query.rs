@@ -123,6 +123,47 @@ pub fn run<'a>(log: &'a CaptureLog, filter: &Filter, budget: u64) -> Page<'a> {
     Page { events, scanned }
 }
 
+/// Like [`run`], but over the given seqs only (sorted ascending, e.g. one process's events from
+/// the index) instead of the whole log: the same answer when every matching event is among them.
+pub fn run_on<'a>(log: &'a CaptureLog, seqs: &[Seq], filter: &Filter) -> Page<'a> {
+    let top = log.published_seq();
+    let lo = filter.after_seq.saturating_add(1);
+    let hi = filter
+        .before_seq
+        .map_or(top, |b| b.saturating_sub(1).min(top));
+    let start = seqs.partition_point(|&s| s < lo);
+    let end = seqs.partition_point(|&s| s <= hi);
+    let mut events = Vec::new();
+    let mut scanned = 0u64;
+    if start >= end || filter.limit == 0 {
+        return Page { events, scanned };
+    }
+    let window = &seqs[start..end];
+    let mut visit = |seq: Seq| -> bool {
+        scanned += 1;
+        if let Some(ev) = log.get(seq) {
+            if filter.matches(&ev) {
+                events.push(ev);
+            }
+        }
+        events.len() < filter.limit
+    };
+    if filter.descending {
+        for &s in window.iter().rev() {
+            if !visit(s) {
+                break;
+            }
+        }
+    } else {
+        for &s in window {
+            if !visit(s) {
+                break;
+            }
+        }
+    }
+    Page { events, scanned }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -212,6 +253,25 @@ mod tests {
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(200))]
+        #[test]
+        fn run_on_a_pid_index_equals_run(
+            // (Real events always have a process: pid 0 is "none" and not indexed.)
+            evs in prop::collection::vec((1u64..5, 0u64..5, kind_strategy(), 0i64..50), 0..200),
+            pid in 1u64..5,
+            after in 0u64..50,
+            limit in 1usize..20,
+            descending in any::<bool>(),
+        ) {
+            let log = log_of(&evs);
+            let mut idx = crate::index::Index::new();
+            idx.catch_up(&log);
+            let f = Filter { pids: vec![pid], after_seq: after, limit, descending, ..Filter::default() };
+            let seqs = idx.pid(pid).map(|p| p.events.clone()).unwrap_or_default();
+            let a: Vec<u64> = run(&log, &f, u64::MAX).events.iter().map(|e| e.seq).collect();
+            let b: Vec<u64> = run_on(&log, &seqs, &f).events.iter().map(|e| e.seq).collect();
+            prop_assert_eq!(a, b);
+        }
+
         #[test]
         fn run_equals_a_naive_scan(
             evs in prop::collection::vec((0u64..5, 0u64..5, kind_strategy(), 0i64..50), 0..200),
