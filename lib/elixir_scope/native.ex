@@ -44,6 +44,7 @@ defmodule ElixirScope.Native do
   def query_pending(_store, _pid, _at), do: err()
   def query_call_stack(_store, _pid, _at), do: err()
   def query_active(_store, _at), do: err()
+  def query_snapshot(_store, _at), do: err()
 
   # erl_tracer callbacks
   def enabled(_tag, _state, _tracee), do: err()

@@ -237,6 +237,8 @@ defmodule ElixirScope.Query do
   defdelegate call_stack_at(pid, t, opts \\ []), to: History
   @doc "See `ElixirScope.Query.History.active_processes_at/2`."
   defdelegate active_processes_at(t, opts \\ []), to: History
+  @doc "See `ElixirScope.Query.History.states_at/2`."
+  defdelegate states_at(t, opts \\ []), to: History
   @doc "See `ElixirScope.Query.History.system_snapshot_at/2`."
   defdelegate system_snapshot_at(t, opts \\ []), to: History
   @doc "See `ElixirScope.Query.History.supervision_tree_at/2`."

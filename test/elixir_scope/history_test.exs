@@ -247,6 +247,7 @@ defmodule ElixirScope.HistoryTest do
     assert Query.active_processes_at(t, store: store) == Enum.sort([pid])
     snap = Query.system_snapshot_at(t, store: store)
     assert %{state: %{count: 3}, pending: {:unknown, []}, calls: []} = snap[pid]
+    assert Query.states_at(t, store: store) == %{pid => %{count: 3, log: []}}
     assert Query.active_processes_at(:now, store: store) == [pid]
     assert [%{kind: :exit, pid: ^other}] = Query.process_exits(store: store)
   end

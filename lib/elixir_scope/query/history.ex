@@ -168,6 +168,22 @@ defmodule ElixirScope.Query.History do
   end
 
   @doc """
+  The state of every process alive at `t`, in one native pass: `%{pid => state | :unknown}`.
+  """
+  @spec states_at(time(), keyword()) :: %{pid() => term()}
+  def states_at(t, opts \\ []) do
+    s = store(opts)
+
+    s
+    |> Store.ref()
+    |> Native.query_snapshot(At.native!(s, t))
+    |> Map.new(fn
+      {pid, nil} -> {pid, :unknown}
+      {pid, tuple} -> {pid, Event.from_native(tuple, node()).data}
+    end)
+  end
+
+  @doc """
   The system at `t`: for each process alive then, its state, its pending messages and its open
   calls: `%{pid => %{state: term | :unknown, pending: {:ok | :unknown, [Event.t()]}, calls:
   [Event.t()]}}`.
@@ -178,13 +194,7 @@ defmodule ElixirScope.Query.History do
     at = At.native!(s, t)
     opts = Keyword.put(opts, :store, s)
 
-    Map.new(active_processes_at(at_time(at), opts), fn pid ->
-      state =
-        case state_at(pid, at_time(at), opts) do
-          {:ok, st} -> st
-          {:error, :no_state} -> :unknown
-        end
-
+    Map.new(states_at(at_time(at), opts), fn {pid, state} ->
       {pid,
        %{
          state: state,

@@ -242,6 +242,19 @@ pub fn active_at(log: &CaptureLog, idx: &Index, at: At) -> Vec<PidKey> {
     out
 }
 
+/// The system at `at`: every process alive then (see [`active_at`]) with the state event in
+/// force for it, if any.
+pub fn snapshot_at<'a>(
+    log: &'a CaptureLog,
+    idx: &Index,
+    at: At,
+) -> Vec<(PidKey, Option<EventRef<'a>>)> {
+    active_at(log, idx, at)
+        .into_iter()
+        .map(|pid| (pid, state_at(log, idx, pid, at)))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -181,3 +181,20 @@ fn query_active<'a>(env: Env<'a>, store: Term<'a>, at: Term<'a>) -> NifResult<Te
         .collect();
     Ok(pids.encode(env))
 }
+
+/// `[{pid, state_event | nil}]` for every process alive at `at`.
+#[rustler::nif(schedule = "DirtyCpu")]
+fn query_snapshot<'a>(env: Env<'a>, store: Term<'a>, at: Term<'a>) -> NifResult<Term<'a>> {
+    let store = store_of(store)?;
+    let at = at_of(at)?;
+    let idx = store.index();
+    let nil = atoms::nil().encode(env);
+    let list: Vec<Term> = history::snapshot_at(store.log(), &idx, at)
+        .into_iter()
+        .map(|(pid, st)| {
+            let state = st.map_or(nil, |e| encode_event(env, &e));
+            (crate::terms::immediate_term(env, pid), state).encode(env)
+        })
+        .collect();
+    Ok(list.encode(env))
+}
