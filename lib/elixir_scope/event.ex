@@ -116,6 +116,8 @@ defmodule ElixirScope.Event do
   @truncated 1
   @peer_in_payload 2
   @payload_dropped 4
+  # Set by the query NIF: the payload is already a term, not ETF bytes.
+  @decoded 0x100
 
   @doc false
   @spec from_native(tuple(), node()) :: t()
@@ -148,11 +150,12 @@ defmodule ElixirScope.Event do
   end
 
   defp decode_payload(_peer, payload, flags) when (flags &&& @peer_in_payload) != 0 do
-    :erlang.binary_to_term(payload)
+    if (flags &&& @decoded) != 0, do: payload, else: :erlang.binary_to_term(payload, [:safe])
   end
 
   defp decode_payload(peer, nil, _flags), do: {peer, nil}
-  defp decode_payload(peer, payload, _flags), do: {peer, :erlang.binary_to_term(payload)}
+  defp decode_payload(peer, data, flags) when (flags &&& @decoded) != 0, do: {peer, data}
+  defp decode_payload(peer, payload, _flags), do: {peer, :erlang.binary_to_term(payload, [:safe])}
 
   @doc """
   The event's time as a UTC `DateTime` (using the store's wall-clock offset).

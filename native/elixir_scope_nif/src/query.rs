@@ -79,6 +79,52 @@ fn decode_filter(t: Term) -> NifResult<Filter> {
     })
 }
 
+/// The atom of a kind (made once at load, not looked up per event).
+fn kind_atom(k: Kind) -> rustler::Atom {
+    match k {
+        Kind::Spawn => atoms::spawn(),
+        Kind::Exit => atoms::exit(),
+        Kind::Link => atoms::link(),
+        Kind::Unlink => atoms::unlink(),
+        Kind::Register => atoms::register(),
+        Kind::Unregister => atoms::unregister(),
+        Kind::Send => atoms::send(),
+        Kind::SendToDead => atoms::send_to_dead(),
+        Kind::Receive => atoms::receive(),
+        Kind::Call => atoms::call(),
+        Kind::Return => atoms::return_(),
+        Kind::Exception => atoms::exception(),
+        Kind::State => atoms::state(),
+        Kind::Supervisor => atoms::supervisor(),
+    }
+}
+
+/// Flag (above the stored flag bits) telling Elixir the payload is already a term.
+const DECODED: u32 = 0x100;
+
+/// A complete (not truncated) payload decoded into a term here, in C, rather than copied into a
+/// binary for Elixir to decode. `safe`: no atom is created (every atom in a live capture exists).
+fn decode_payload<'a>(env: Env<'a>, ev: &EventRef) -> Option<Term<'a>> {
+    use elixir_scope_core::event::flags;
+    if ev.header.flags & (flags::TRUNCATED | flags::PAYLOAD_DROPPED) != 0 {
+        return None;
+    }
+    let mut term = rustler::sys::ErlNifTerm::default();
+    // SAFETY: `payload` is a valid byte slice; enif_binary_to_term only reads `size` bytes and
+    // writes one term of `env`.
+    let used = unsafe {
+        rustler::sys::enif_binary_to_term(
+            env.as_c_arg(),
+            ev.payload.as_ptr(),
+            ev.payload.len(),
+            &mut term,
+            rustler::sys::ERL_NIF_BIN2TERM_SAFE,
+        )
+    };
+    // SAFETY: on success `term` is a valid term of `env`.
+    (used == ev.payload.len()).then(|| unsafe { Term::new(env, term) })
+}
+
 /// Encodes one event as `{seq, ts, kind, pid, peer, mfa, payload, flags}`.
 pub(crate) fn encode_event<'a>(env: Env<'a>, ev: &EventRef) -> Term<'a> {
     let h = &ev.header;
@@ -90,10 +136,7 @@ pub(crate) fn encode_event<'a>(env: Env<'a>, ev: &EventRef) -> Term<'a> {
             immediate_term(env, k)
         }
     };
-    let kind = h
-        .kind()
-        .and_then(|k| rustler::Atom::from_str(env, k.name()).ok())
-        .map_or(nil, |a| a.encode(env));
+    let kind = h.kind().map_or(nil, |k| kind_atom(k).encode(env));
     let mfa = if h.module == 0 {
         nil
     } else {
@@ -104,8 +147,12 @@ pub(crate) fn encode_event<'a>(env: Env<'a>, ev: &EventRef) -> Term<'a> {
         )
             .encode(env)
     };
+    let mut flags_out = h.flags as u32;
     let payload = if ev.payload.is_empty() {
         nil
+    } else if let Some(t) = decode_payload(env, ev) {
+        flags_out |= DECODED;
+        t
     } else {
         let mut bin = NewBinary::new(env, ev.payload.len());
         bin.as_mut_slice().copy_from_slice(ev.payload);
@@ -121,7 +168,7 @@ pub(crate) fn encode_event<'a>(env: Env<'a>, ev: &EventRef) -> Term<'a> {
             pid_or_nil(h.peer),
             mfa,
             payload,
-            h.flags.encode(env),
+            flags_out.encode(env),
         ],
     )
 }

@@ -1,0 +1,131 @@
+# History queries from Elixir: ElixirScope's native indexes against the seed's original design
+# (every event a tuple in an ETS ordered_set, queried with match specs), on the same events, in
+# one run.
+#
+#     scripts/bench query          (or: MIX_ENV=prod mix run bench/query.exs)
+#
+# The events are real: PROCS GenServers (default 1,000) each serve CALLS calls (default 200),
+# traced with state capture (receive, handle_call call and return, state, reply: 5 events per
+# call), 1 M events by default. The ETS table gets the very same events.
+
+Code.require_file("support/harness.exs", __DIR__)
+alias Bench.Harness
+alias ElixirScope.{Query, Store, Tracer}
+
+defmodule Bench.Q.Server do
+  use GenServer
+  def init(n), do: {:ok, %{n: n, hist: []}}
+
+  def handle_call({:add, k}, _from, s),
+    do: {:reply, s.n + k, %{s | n: s.n + k, hist: Enum.take([k | s.hist], 3)}}
+end
+
+procs = String.to_integer(System.get_env("PROCS", "1000"))
+calls = String.to_integer(System.get_env("CALLS", "200"))
+rounds = String.to_integer(System.get_env("BENCH_ROUNDS", "7"))
+
+store = Store.new!(max_events: procs * calls * 6 + 10_000)
+servers = for i <- 1..procs, do: elem(GenServer.start(Bench.Q.Server, i), 1)
+:ok = Tracer.watch_state_module(Bench.Q.Server, store)
+for s <- servers, do: {:ok, _} = Tracer.snapshot_state(s, store)
+for s <- servers, do: :ok = Tracer.trace_pid(s, store, Tracer.flags())
+
+t0 = System.monotonic_time(:nanosecond)
+
+servers
+|> Enum.chunk_every(div(procs, 4) |> max(1))
+|> Enum.map(fn chunk ->
+  Task.async(fn -> for _ <- 1..calls, s <- chunk, do: GenServer.call(s, {:add, 1}) end)
+end)
+|> Enum.each(&Task.await(&1, :infinity))
+
+t1 = System.monotonic_time(:nanosecond)
+for s <- servers, do: Tracer.untrace_pid(s, store)
+events = Query.events(store: store)
+n_events = length(events)
+
+# The seed's design: {seq, ts, kind, pid, peer, mfa, data} in an ordered_set keyed by seq.
+tab = :ets.new(:seed_events, [:ordered_set, :public])
+:ets.insert(tab, Enum.map(events, &{&1.seq, &1.ts, &1.kind, &1.pid, &1.peer, &1.mfa, &1.data}))
+_ = events
+
+Harness.header(
+  "History queries: #{n_events} events of #{procs} GenServers, #{rounds} rounds (median)"
+)
+
+mid = div(t0 + t1, 2)
+pick = fn -> Enum.random(servers) end
+:rand.seed(:exsss, {1, 2, 3})
+
+ets_state_at = fn pid, t ->
+  ms = [{{:"$1", :"$2", :state, pid, :_, :_, :"$3"}, [{:"=<", :"$2", t}], [{{:"$1", :"$3"}}]}]
+
+  case :ets.select(tab, ms) do
+    [] -> nil
+    hits -> hits |> Enum.max_by(&elem(&1, 0)) |> elem(1)
+  end
+end
+
+ets_page = fn pid ->
+  case :ets.select(tab, [{{:_, :_, :_, pid, :_, :_, :_}, [], [:"$_"]}], 1000) do
+    {page, _cont} -> page
+    :"$end_of_table" -> []
+  end
+end
+
+ets_states_at = fn t ->
+  ms = [{{:"$1", :"$2", :state, :"$3", :_, :_, :"$4"}, [{:"=<", :"$2", t}], [{{:"$3", :"$4"}}]}]
+  tab |> :ets.select(ms) |> Map.new()
+end
+
+# Both sides must agree before they are timed.
+for _ <- 1..20 do
+  pid = pick.()
+  {:ok, st} = Query.state_at(pid, mid, store: store)
+  ^st = ets_state_at.(pid, mid)
+end
+
+^n_events = :ets.info(tab, :size)
+states = Query.states_at(mid, store: store)
+true = states == ets_states_at.(mid)
+pid = pick.()
+
+true =
+  Enum.map(Query.events(store: store, pid: pid, limit: 1000), & &1.seq) ==
+    Enum.map(ets_page.(pid), &elem(&1, 0))
+
+reps = 20
+
+time = fn f ->
+  {us, _} = :timer.tc(fn -> for _ <- 1..reps, do: f.() end)
+  {us / reps, %{}}
+end
+
+variants = [
+  {"state_at: ElixirScope",
+   fn -> time.(fn -> Query.state_at(pick.(), mid, store: store) end) end},
+  {"state_at: ETS match spec", fn -> time.(fn -> ets_state_at.(pick.(), mid) end) end},
+  {"timeline page: ElixirScope",
+   fn -> time.(fn -> Query.events(store: store, pid: pick.(), limit: 1000) end) end},
+  {"timeline page: ETS match spec", fn -> time.(fn -> ets_page.(pick.()) end) end},
+  {"states of all at T: ElixirScope",
+   fn -> time.(fn -> Query.states_at(mid, store: store) end) end},
+  {"states of all at T: ETS match spec", fn -> time.(fn -> ets_states_at.(mid) end) end}
+]
+
+results = Harness.run(variants, rounds)
+
+rows =
+  for [{es, _}, {ets, _}] <- Enum.chunk_every(variants, 2) do
+    a = results[es].median
+    b = results[ets].median
+
+    [
+      String.replace(es, ": ElixirScope", ""),
+      Harness.f(a, 1),
+      Harness.f(b, 1),
+      Harness.f(b / a, 0) <> "x"
+    ]
+  end
+
+Harness.table(["query", "ElixirScope µs", "ETS (seed) µs", "speed-up"], rows)
