@@ -40,7 +40,7 @@ defmodule Demo.Worker do
 end
 
 defmodule Demo.Report do
-  alias ElixirScope.{Event, Query}
+  alias ElixirScope.Event
 
   def section(title), do: IO.puts("\n== #{title}")
 
@@ -65,19 +65,6 @@ defmodule Demo.Report do
     IO.puts("  #{label}:")
     Enum.each(pairs(events), &IO.puts(clip("    " <> &1)))
   end
-
-  def crash_report(pid) do
-    [exit] = Query.events(pid: pid, kind: :exit)
-
-    request =
-      pid
-      |> Query.messages_to()
-      |> Enum.filter(&match?({:"$gen_call", _, _}, &1.data))
-      |> List.last()
-
-    IO.puts("  #{inspect(pid)} exited with #{inspect(exit.data, limit: 4)}")
-    IO.puts("  the last request it received: #{inspect(elem(request.data, 2))}")
-  end
 end
 
 Logger.configure(level: :critical)
@@ -98,12 +85,14 @@ for mod <- children, do: :ok = ElixirScope.trace(mod, as: :module)
 
 old_worker = Process.whereis(Demo.Worker)
 Demo.Counter.increment(1)
+between_increments = System.monotonic_time(:nanosecond)
 Demo.Counter.increment(41)
 Demo.Cache.put(:answer, Demo.Counter.value())
 {:done, :report} = Demo.Worker.work(:report)
 Demo.Cache.get(:answer)
 
 # The worker crashes on a poison job; its supervisor restarts it.
+before_crash = System.monotonic_time(:nanosecond)
 ref = Process.monitor(old_worker)
 
 try do
@@ -147,11 +136,48 @@ R.show(
   Query.events(mfa: {Demo.Counter, :handle_call, 3}, kind: :return)
 )
 
+R.section("Time travel")
+counter = Process.whereis(Demo.Counter)
+
+IO.puts(
+  "  Demo.Counter's states: " <>
+    Enum.map_join(Query.state_timeline(counter), " -> ", &inspect(&1.data))
+)
+
+{:ok, then} = Query.state_at(counter, between_increments)
+IO.puts("  its state between the two increments: #{inspect(then)}")
+
+tree = fn t ->
+  [root] = Query.supervision_tree_at(t)
+  Enum.map_join(root.children, ", ", &"#{inspect(&1.id)} #{inspect(&1.pid)}")
+end
+
+IO.puts("  supervision tree before the crash: #{tree.(before_crash)}")
+IO.puts("  supervision tree now:              #{tree.(:now)}")
+
+for e <- Query.supervisor_events(sup) do
+  IO.puts("  supervisor: #{e.action} #{inspect(e.id)} #{inspect(e.old_pid)} -> #{inspect(e.pid)}")
+end
+
 R.section("Why did the worker crash?")
-R.crash_report(old_worker)
-[raised] = Query.events(pid: old_worker, kind: :exception, limit: 1)
-IO.puts("  raised in #{inspect(raised.mfa)}: #{inspect(raised.data, limit: 6)}")
-R.show("the supervisor's restart", Query.events(pid: sup, kind: [:spawn, :link]))
-IO.puts("  new worker: #{inspect(new_worker)} (was #{inspect(old_worker)})")
+{:ok, crash} = Query.why_crashed(old_worker)
+IO.puts(ElixirScope.Crash.format(crash))
+IO.puts("  restarted as #{inspect(new_worker)}")
+
+R.section("Replay: the moment the worker took the poison job")
+
+[fatal] =
+  Query.events(
+    pid: old_worker,
+    mfa: {Demo.Worker, :handle_call, 3},
+    kind: :call,
+    order: :desc,
+    limit: 1
+  )
+
+{:ok, cursor} = ElixirScope.Replay.open(fatal, pid: old_worker)
+IO.puts(ElixirScope.Replay.format(cursor))
+{:ok, cursor} = ElixirScope.Replay.next(cursor)
+IO.puts(ElixirScope.Replay.format(cursor))
 
 ElixirScope.stop()

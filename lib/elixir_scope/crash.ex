@@ -62,10 +62,16 @@ defmodule ElixirScope.Crash do
   def format(%__MODULE__{} = c) do
     show = &inspect(&1, pretty: true, limit: 20, printable_limit: 200)
 
+    headline =
+      if c.exception,
+        do:
+          "#{inspect(c.pid)} exited: ** (#{inspect(c.exception.__struct__)}) #{Exception.message(c.exception)}",
+        else: "#{inspect(c.pid)} exited with #{show.(c.reason)}"
+
     [
-      "#{inspect(c.pid)} exited with #{show.(c.reason)} (event ##{c.exit.seq})",
-      c.exception && "  exception: #{Exception.message(c.exception)}",
-      c.stacktrace && "  stacktrace:\n" <> Exception.format_stacktrace(c.stacktrace),
+      headline <> " (event ##{c.exit.seq})",
+      c.stacktrace &&
+        "  stacktrace:\n" <> String.trim_trailing(Exception.format_stacktrace(c.stacktrace)),
       c.raised != [] &&
         "  raised through:\n" <>
           Enum.map_join(c.raised, "\n", &("    " <> ElixirScope.Event.describe(&1))),

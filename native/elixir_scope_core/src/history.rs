@@ -97,8 +97,9 @@ enum Msg<'a> {
     Call { from: &'a [u8], request: &'a [u8] },
     /// `{:"$gen_cast", Request}`
     Cast { request: &'a [u8] },
-    /// A reply to a call the process made (`{Ref, Reply}` or `{[:alias | Ref], Reply}`): taken by
-    /// the selective receive the process is blocked in, as it arrives.
+    /// A reply to a call the process made (`{Ref, Reply}`, `{[:alias | Ref], Reply}`, a code
+    /// server's `{:code_server, Reply}`, an I/O server's `{:io_reply, Ref, Reply}`): taken by the
+    /// selective receive the process is blocked in, as it arrives.
     Reply,
     /// `{:system, From, Request}`: handled by the behaviour itself, not by a callback.
     System,
@@ -119,6 +120,8 @@ fn classify(payload: &[u8]) -> Option<Msg<'_>> {
         },
         (Some("$gen_cast"), 2) => Msg::Cast { request: els[1] },
         (Some("system"), 3) => Msg::System,
+        // Replies of the code server and of I/O servers, awaited by a selective receive.
+        (Some("code_server"), 2) | (Some("io_reply"), 3) => Msg::Reply,
         (_, 2) if is_reply_tag(els[0]) => Msg::Reply,
         _ => Msg::Info(body),
     })
