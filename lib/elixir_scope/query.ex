@@ -223,6 +223,8 @@ defmodule ElixirScope.Query do
   defdelegate state_at(pid, t, opts \\ []), to: History
   @doc "Seed-compatible name of `state_at/3`."
   defdelegate get_state_at(pid, t, opts \\ []), to: History, as: :state_at
+  @doc "See `ElixirScope.Query.History.state_cause/2`."
+  defdelegate state_cause(state_event, opts \\ []), to: History
   @doc "See `ElixirScope.Query.History.state_timeline/2`."
   defdelegate state_timeline(pid, opts \\ []), to: History
   @doc "See `ElixirScope.Query.History.state_evolution/4`."

@@ -122,10 +122,16 @@ defmodule ElixirScope.Tracer do
     with {:dictionary, dict} <- safe_info(pid, :dictionary),
          {m, f, a} <- Keyword.get(dict, :"$initial_call") do
       case {m, f, a} do
-        {:supervisor, _, 1} -> :supervisor
-        {mod, :init, 1} -> if callback_module?(mod), do: mod
+        # DynamicSupervisor (and Task.Supervisor) name themselves like supervisors.
+        {:supervisor, _, 1} ->
+          if dynamic_supervisor?(pid), do: DynamicSupervisor, else: :supervisor
+
+        {mod, :init, 1} ->
+          if callback_module?(mod), do: mod
+
         # Agents name the function they were started with; their server is Agent.Server.
-        _ -> if gen_server?(pid), do: Agent.Server
+        _ ->
+          if gen_server?(pid), do: Agent.Server
       end
     else
       _ -> nil
@@ -138,6 +144,12 @@ defmodule ElixirScope.Tracer do
     Code.ensure_loaded?(mod) and function_exported?(mod, :init, 1) and
       (function_exported?(mod, :handle_call, 3) or function_exported?(mod, :handle_cast, 2) or
          function_exported?(mod, :handle_info, 2))
+  end
+
+  defp dynamic_supervisor?(pid) do
+    match?(%DynamicSupervisor{}, :sys.get_state(pid, 1_000))
+  catch
+    :exit, _ -> false
   end
 
   defp gen_server?(pid) do

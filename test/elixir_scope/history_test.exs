@@ -87,6 +87,11 @@ defmodule ElixirScope.HistoryTest do
     assert Query.state_at(pid, first, store: store) == {:ok, first.data}
 
     assert counts.(Query.state_evolution(pid, t1, :now, store: store)) == [6, 8]
+    # The call that produced a state, with the message among its arguments.
+    assert %{kind: :call, data: [{:add, 1}, _from, %{count: 5}]} =
+             Query.state_cause(first, store: store)
+
+    assert Query.state_cause(snapshot, store: store) == nil
 
     # Lists compare by index: [1] -> [2, 1] changes index 0 and adds index 1.
     assert [
@@ -201,6 +206,32 @@ defmodule ElixirScope.HistoryTest do
     {_, new, _, _} = List.keyfind(after_restart, :counter, 0)
 
     assert [%{action: :restarted, id: :counter, old_pid: ^old, pid: ^new, reason: nil}] =
+             Query.supervisor_events(sup, store: store)
+
+    Supervisor.stop(sup)
+  end
+
+  test "a DynamicSupervisor's tree follows its children" do
+    store = new_store()
+    {:ok, sup} = DynamicSupervisor.start_link(strategy: :one_for_one)
+    trace_states_into(sup, store)
+    assert Tracer.state_module(sup) == DynamicSupervisor
+    t0 = now()
+    {:ok, a} = DynamicSupervisor.start_child(sup, {Agent, fn -> 1 end})
+    {:ok, b} = DynamicSupervisor.start_child(sup, {Agent, fn -> 2 end})
+    t1 = now()
+    :ok = DynamicSupervisor.terminate_child(sup, a)
+
+    pids = fn t ->
+      [root] = Query.supervision_tree_at(t, store: store)
+      Enum.map(root.children, & &1.pid)
+    end
+
+    assert pids.(t0) == []
+    assert pids.(t1) == Enum.sort([a, b])
+    assert pids.(:now) == [b]
+
+    assert [%{action: :started}, %{action: :started}, %{action: :terminated, old_pid: ^a}] =
              Query.supervisor_events(sup, store: store)
 
     Supervisor.stop(sup)

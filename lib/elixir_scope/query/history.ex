@@ -85,6 +85,23 @@ defmodule ElixirScope.Query.History do
   end
 
   @doc """
+  The callback call that produced a `:state` event (its `data` holds the callback's arguments,
+  the message among them), or `nil` for a snapshot.
+  """
+  @spec state_cause(Event.t(), keyword()) :: Event.t() | nil
+  def state_cause(%Event{kind: :state, mfa: {:sys, :get_state, _}}, _opts), do: nil
+
+  def state_cause(%Event{kind: :state, pid: pid, mfa: mfa, seq: seq}, opts) when mfa != nil do
+    opts
+    |> Keyword.put(:store, store(opts))
+    |> Keyword.merge(pid: pid, kind: :call, mfa: mfa, before_seq: seq, order: :desc, limit: 1)
+    |> Query.events()
+    |> List.first()
+  end
+
+  def state_cause(%Event{kind: :state}, _opts), do: nil
+
+  @doc """
   How `pid`'s state evolved from `from` to `to`: the state in force at `from` (if any) followed
   by every change after it up to `to`, as `:state` events.
   """
