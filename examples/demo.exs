@@ -155,7 +155,7 @@ end
 IO.puts("  supervision tree before the crash: #{tree.(before_crash)}")
 IO.puts("  supervision tree now:              #{tree.(:now)}")
 
-for e <- Query.supervisor_events(sup) do
+for %{data: e} <- Query.supervisor_events(sup) do
   IO.puts("  supervisor: #{e.action} #{inspect(e.id)} #{inspect(e.old_pid)} -> #{inspect(e.pid)}")
 end
 

@@ -214,6 +214,15 @@ defmodule ElixirScope.Event do
         :state ->
           "#{show.(e.pid)} after #{mfa(e.mfa)}: #{show.(e.data)}"
 
+        :supervisor ->
+          case e.data do
+            %{action: action, id: id, pid: pid, old_pid: old} ->
+              "#{show.(e.pid)} #{action} #{show.(id)} #{if old, do: show.(old) <> " -> ", else: ""}#{show.(pid)}"
+
+            other ->
+              "#{show.(e.pid)} #{show.(other)}"
+          end
+
         _ ->
           "#{show.(e.pid)} #{show.(e.data)}"
       end

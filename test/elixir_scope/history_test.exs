@@ -205,8 +205,11 @@ defmodule ElixirScope.HistoryTest do
 
     {_, new, _, _} = List.keyfind(after_restart, :counter, 0)
 
-    assert [%{action: :restarted, id: :counter, old_pid: ^old, pid: ^new, reason: nil}] =
+    assert [%{kind: :supervisor, pid: ^sup, peer: ^new, data: data} = event] =
              Query.supervisor_events(sup, store: store)
+
+    assert data == %{action: :restarted, id: :counter, old_pid: old, pid: new, reason: nil}
+    assert inspect(event) =~ "restarted :counter"
 
     Supervisor.stop(sup)
   end
@@ -232,7 +235,7 @@ defmodule ElixirScope.HistoryTest do
     assert pids.(:now) == [b]
 
     assert [%{action: :started}, %{action: :started}, %{action: :terminated, old_pid: ^a}] =
-             Query.supervisor_events(sup, store: store)
+             Enum.map(Query.supervisor_events(sup, store: store), & &1.data)
 
     Supervisor.stop(sup)
   end

@@ -262,12 +262,13 @@ defmodule ElixirScope.Query.History do
   end
 
   @doc """
-  What supervisor `sup` did to its children, derived from its recorded states, oldest first:
-  `%{action: :started | :restarted | :terminated, id: id, pid: pid | :undefined, old_pid: pid |
-  nil, reason: term | nil, seq: seq, ts: ts}` where `seq`/`ts` are those of the state that shows
-  the change and `reason` is the old child's exit reason when its exit was recorded.
+  What supervisor `sup` did to its children, derived from its recorded states, oldest first, as
+  `:supervisor` events: `pid` is the supervisor, `peer` the child, `seq`/`ts` those of the state
+  that shows the change, and `data` is `%{action: :started | :restarted | :terminated, id: id,
+  pid: pid | :undefined, old_pid: pid | nil, reason: term | nil}` (`reason`: the old child's exit
+  reason, when its exit was recorded).
   """
-  @spec supervisor_events(pid(), keyword()) :: [map()]
+  @spec supervisor_events(pid(), keyword()) :: [Event.t()]
   def supervisor_events(sup, opts \\ []) do
     opts = Keyword.put(opts, :store, store(opts))
 
@@ -282,6 +283,12 @@ defmodule ElixirScope.Query.History do
     end)
     |> Enum.chunk_every(2, 1, :discard)
     |> Enum.flat_map(fn [{_, old}, {e, new}] -> child_changes(old, new, e, opts) end)
+    |> Enum.map(fn %{seq: seq, ts: ts} = change ->
+      data = Map.drop(change, [:seq, :ts])
+      peer = if is_pid(data.pid), do: data.pid, else: data.old_pid
+
+      %Event{seq: seq, ts: ts, kind: :supervisor, pid: sup, peer: peer, data: data, node: node()}
+    end)
   end
 
   # Children are keyed by id, or by pid under a DynamicSupervisor (ids are all :undefined).

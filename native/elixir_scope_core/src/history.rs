@@ -426,6 +426,42 @@ mod tests {
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(300))]
         #[test]
+        fn call_stacks_equal_a_linear_scan(
+            evs in prop::collection::vec(
+                (1u64..4, prop_oneof![Just(Kind::Call), Just(Kind::Return), Just(Kind::Exception), Just(Kind::Send)], 1u64..4),
+                0..150,
+            ),
+            at in 0u64..160,
+        ) {
+            let log = log();
+            for (pid, kind, f) in &evs {
+                put(&log, *pid, *kind, *f, 0, b"");
+            }
+            let mut idx = Index::new();
+            idx.catch_up(&log);
+            for pid in 1u64..4 {
+                // The reference: walk the whole log, keep this process's calls open.
+                let mut naive: Vec<(u64, u64)> = Vec::new();
+                for e in log.range(1, at) {
+                    if e.header.pid != pid {
+                        continue;
+                    }
+                    match e.header.kind() {
+                        Some(Kind::Call) => naive.push((e.seq, e.header.function)),
+                        Some(Kind::Return | Kind::Exception) => {
+                            if let Some(i) = naive.iter().rposition(|(_, f)| *f == e.header.function) {
+                                naive.truncate(i);
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                let got: Vec<u64> = call_stack_at(&log, &idx, pid, At::Seq(at)).iter().map(|e| e.seq).collect();
+                prop_assert_eq!(got, naive.iter().map(|(s, _)| *s).collect::<Vec<_>>());
+            }
+        }
+
+        #[test]
         fn indexed_queries_equal_a_linear_scan(
             evs in prop::collection::vec((1u64..5, 0u64..5, kind_strategy(), 0u8..3), 0..120),
             at in 0u64..130,
