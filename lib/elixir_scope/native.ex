@@ -37,7 +37,7 @@ defmodule ElixirScope.Native do
   def query_events(_store, _filter), do: err()
 
   # History
-  def store_watch_states(_store, _module), do: err()
+  def store_watch_states(_store, _module, _kind), do: err()
   def store_record(_store, _kind, _pid, _mfa, _term), do: err()
   def query_state_at(_store, _pid, _at), do: err()
   def query_states(_store, _pid, _from, _to, _changes_only), do: err()

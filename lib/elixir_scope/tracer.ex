@@ -113,9 +113,9 @@ defmodule ElixirScope.Tracer do
   ]
 
   @doc """
-  The module whose GenServer-style callbacks hold `pid`'s state: the callback module of a
-  GenServer, `:supervisor` for supervisors, `Agent.Server` for agents; `nil` when `pid` is not
-  such a process (or is gone).
+  The module whose callbacks hold `pid`'s state: the callback module of a GenServer or a
+  `:gen_statem`, `:supervisor` for supervisors, `DynamicSupervisor` for dynamic ones,
+  `Agent.Server` for agents; `nil` when `pid` is not such a process (or is gone).
   """
   @spec state_module(pid()) :: module() | nil
   def state_module(pid) do
@@ -127,7 +127,7 @@ defmodule ElixirScope.Tracer do
           if dynamic_supervisor?(pid), do: DynamicSupervisor, else: :supervisor
 
         {mod, :init, 1} ->
-          if callback_module?(mod), do: mod
+          if callback_module?(mod) or statem_module?(mod), do: mod
 
         # Agents name the function they were started with; their server is Agent.Server.
         _ ->
@@ -136,6 +136,13 @@ defmodule ElixirScope.Tracer do
     else
       _ -> nil
     end
+  end
+
+  @doc "Whether `mod` is a `:gen_statem` callback module."
+  @spec statem_module?(module()) :: boolean()
+  def statem_module?(mod) do
+    Code.ensure_loaded?(mod) and function_exported?(mod, :callback_mode, 0) and
+      function_exported?(mod, :init, 1)
   end
 
   @doc "Whether `mod` exports GenServer-style callbacks (`init/1` and a `handle_*`)."
@@ -166,16 +173,28 @@ defmodule ElixirScope.Tracer do
   """
   @spec watch_state_module(module(), Store.t()) :: :ok | {:error, term()}
   def watch_state_module(mod, %Store{} = store) do
+    kind = if statem_module?(mod), do: :gen_statem, else: :gen_server
+
     with :ok <- allowed_state_module(mod),
-         :ok <- Native.store_watch_states(Store.ref(store), mod) do
+         :ok <- Native.store_watch_states(Store.ref(store), mod, kind) do
       ms = [{:_, [], [{:return_trace}, {:exception_trace}]}]
 
-      for {f, a} <- @callbacks, function_exported?(mod, f, a) do
+      for {f, a} <- state_callbacks(mod, kind) do
         :erlang.trace_pattern({mod, f, a}, ms, [:global])
       end
 
       :ok
     end
+  end
+
+  defp state_callbacks(mod, :gen_server),
+    do: Enum.filter(@callbacks, fn {f, a} -> function_exported?(mod, f, a) end)
+
+  # A state machine's state functions are its exported functions of arity 3 (terminate/3 aside).
+  defp state_callbacks(mod, :gen_statem) do
+    for {f, a} <- mod.module_info(:exports),
+        {f, a} in [init: 1, handle_event: 4, code_change: 4] or (a == 3 and f != :terminate),
+        do: {f, a}
   end
 
   # :supervisor's own callbacks are fine to trace (they run in supervisor processes only).

@@ -37,6 +37,25 @@ defmodule ElixirScope.HistoryTest do
     def handle_cast(:crash, _s), do: raise(ArgumentError, "counter crashed")
   end
 
+  defmodule Door do
+    @behaviour :gen_statem
+    def callback_mode, do: :state_functions
+    def init(code), do: {:ok, :locked, %{code: code, tries: 0}}
+
+    def locked({:call, from}, {:unlock, c}, %{code: c} = d),
+      do: {:next_state, :open, %{d | tries: 0}, [{:reply, from, :ok}]}
+
+    def locked({:call, from}, {:unlock, _}, d),
+      do: {:keep_state, %{d | tries: d.tries + 1}, [{:reply, from, :error}]}
+
+    def locked(:cast, {:wait, test}, d),
+      do: send(test, :waiting) && receive(do: (:go_on -> {:keep_state, d}))
+
+    def locked(:info, :noop, _d), do: :keep_state_and_data
+    def open({:call, from}, :lock, d), do: {:next_state, :locked, d, [{:reply, from, :ok}]}
+    def open({:call, from}, :peek, _d), do: {:keep_state_and_data, [{:reply, from, :open}]}
+  end
+
   defmodule Nested do
     def outer(test), do: middle(test) + 1
     def middle(test), do: inner(test) * 2
@@ -134,6 +153,40 @@ defmodule ElixirScope.HistoryTest do
 
     assert {:ok, rest} = Query.pending_messages_at(pid, third, store: store)
     assert Enum.map(rest, & &1.data) == Enum.drop(sampled, 3) ++ [:release]
+  end
+
+  test "a :gen_statem's states are {state, data}, and its mailbox is known exactly" do
+    store = new_store()
+    {:ok, pid} = :gen_statem.start(Door, 42, [])
+    trace_states_into(pid, store)
+    :error = :gen_statem.call(pid, {:unlock, 1})
+    :ok = :gen_statem.call(pid, {:unlock, 42})
+    :open = :gen_statem.call(pid, :peek)
+    :ok = :gen_statem.call(pid, :lock)
+
+    assert Enum.map(Query.state_timeline(pid, store: store, changes_only: false), & &1.data) == [
+             {:locked, %{code: 42, tries: 0}},
+             {:locked, %{code: 42, tries: 1}},
+             {:open, %{code: 42, tries: 0}},
+             {:open, %{code: 42, tries: 0}},
+             {:locked, %{code: 42, tries: 0}}
+           ]
+
+    # Block it in a state function and fill its mailbox.
+    :gen_statem.cast(pid, {:wait, self()})
+    assert_receive :waiting
+    send(pid, :noop)
+    :gen_statem.cast(pid, {:wait, self()})
+    wait_until(fn -> match?({:message_queue_len, 2}, Process.info(pid, :message_queue_len)) end)
+    {:messages, sampled} = Process.info(pid, :messages)
+    t = now()
+    send(pid, :go_on)
+    assert_receive :waiting
+    send(pid, :go_on)
+    :ok = :gen_statem.call(pid, {:unlock, 42})
+    assert {:ok, pending} = Query.pending_messages_at(pid, t, store: store)
+    assert Enum.map(pending, & &1.data) == sampled
+    assert {:ok, []} = Query.pending_messages_at(pid, :now, store: store)
   end
 
   test "a plain process's consumption is unknown, and said so" do

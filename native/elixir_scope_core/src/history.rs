@@ -69,15 +69,23 @@ pub fn call_stack_at<'a>(
     stack
 }
 
-/// The atoms of the GenServer callbacks whose arguments consume mailbox messages.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Callbacks {
+/// The atoms of the callbacks whose arguments consume mailbox messages, and which modules are
+/// state machines.
+#[derive(Clone, Copy)]
+pub struct Callbacks<'s> {
     /// `handle_call`
     pub handle_call: AtomKey,
     /// `handle_cast`
     pub handle_cast: AtomKey,
     /// `handle_info`
     pub handle_info: AtomKey,
+    /// `terminate` and `code_change`: state machine callbacks that take no message.
+    pub terminate: AtomKey,
+    /// See `terminate`.
+    pub code_change: AtomKey,
+    /// Whether a module is a `gen_statem` callback module: its state functions (arity 3) and
+    /// `handle_event/4` take `(EventType, EventContent, ...)`.
+    pub is_statem: &'s dyn Fn(AtomKey) -> bool,
 }
 
 /// The messages waiting in a mailbox at some point.
@@ -145,6 +153,29 @@ fn consumed_by<'a>(call: &EventRef<'a>, cb: &Callbacks) -> Option<Msg<'a>> {
     let h = &call.header;
     let args = etf::body(call.payload)?;
     let (args, _) = etf::list_elements(args, 0)?;
+    if (cb.is_statem)(h.module) {
+        // State function (arity 3) or handle_event/4: (EventType, EventContent, ...). Only
+        // {:call, From}, :cast and :info events come from the mailbox.
+        if !(h.arity == 3 || h.arity == 4)
+            || h.function == cb.terminate
+            || h.function == cb.code_change
+        {
+            return None;
+        }
+        let (kind, content) = (args.first()?, args.get(1)?);
+        return match etf::atom_name(kind, 0) {
+            Some("cast") => Some(Msg::Cast { request: content }),
+            Some("info") => Some(Msg::Info(content)),
+            Some(_) => None,
+            None => {
+                let t = etf::tuple_elements(kind, 0)?;
+                (t.len() == 2 && etf::atom_name(t[0], 0) == Some("call")).then_some(Msg::Call {
+                    from: t[1],
+                    request: content,
+                })
+            }
+        };
+    }
     match (h.function, h.arity) {
         (f, 3) if f == cb.handle_call => Some(Msg::Call {
             request: args.first()?,
@@ -265,10 +296,17 @@ mod tests {
     use crate::log::Limits;
     use proptest::prelude::*;
 
-    const CB: Callbacks = Callbacks {
+    fn no_statem(_: AtomKey) -> bool {
+        false
+    }
+
+    const CB: Callbacks<'static> = Callbacks {
         handle_call: 101,
         handle_cast: 102,
         handle_info: 103,
+        terminate: 104,
+        code_change: 105,
+        is_statem: &no_statem,
     };
 
     fn log() -> CaptureLog {

@@ -11,7 +11,19 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 /// Modules whose callbacks' results are recorded as states, at most.
 pub const MAX_STATE_MODULES: usize = 256;
 /// Slots of the table remembering each process's last state event (direct-mapped by pid).
-const LAST_STATE_SLOTS: usize = 4096;
+const LAST_STATE_SLOTS: usize = 16384;
+/// Marks a `gen_statem` callback module in the state-module table (atom keys never use it).
+const STATEM_BIT: u64 = 1 << 63;
+
+/// How a state module's callback results carry the state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StateKind {
+    /// `gen_server` style: `{:reply, _, State}`, `{:noreply, State}`, ...
+    GenServer,
+    /// `gen_statem` style: `{:next_state, Name, Data}`, `{:keep_state, Data}`, ...; the recorded
+    /// state is `{Name, Data}`.
+    GenStatem,
+}
 
 /// The settings of a new [`Store`].
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -125,41 +137,72 @@ impl Store {
         })
     }
 
-    /// Marks `module` as a callback module whose results carry states. Returns false when the
-    /// table is full.
-    pub fn watch_state_module(&self, module: AtomKey) -> bool {
-        if module == 0 {
+    /// Marks `module` as a callback module whose results carry states, of the given kind.
+    /// Returns false when the table is full.
+    pub fn watch_state_module(&self, module: AtomKey, kind: StateKind) -> bool {
+        if module == 0 || module & STATEM_BIT != 0 {
             return false;
         }
+        let entry = match kind {
+            StateKind::GenServer => module,
+            StateKind::GenStatem => module | STATEM_BIT,
+        };
         let n = self.state_modules.len();
         let start = (mix64(module) as usize) % n;
         for i in 0..n {
             let slot = &self.state_modules[(start + i) % n];
-            match slot.compare_exchange(0, module, Ordering::Relaxed, Ordering::Relaxed) {
+            match slot.compare_exchange(0, entry, Ordering::Relaxed, Ordering::Relaxed) {
                 Ok(_) => return true,
-                Err(existing) if existing == module => return true,
+                Err(existing) if existing & !STATEM_BIT == module => return true,
                 Err(_) => {}
             }
         }
         false
     }
 
-    /// Whether `module`'s callback results are states. O(1) expected; relaxed loads only.
+    /// Whether (and how) `module`'s callback results are states. O(1) expected; relaxed loads.
     #[inline]
-    pub fn is_state_module(&self, module: AtomKey) -> bool {
+    pub fn state_module_kind(&self, module: AtomKey) -> Option<StateKind> {
         if module == 0 {
-            return false;
+            return None;
         }
         let n = self.state_modules.len();
         let start = (mix64(module) as usize) % n;
         for i in 0..n {
             match self.state_modules[(start + i) % n].load(Ordering::Relaxed) {
-                0 => return false,
-                m if m == module => return true,
+                0 => return None,
+                m if m & !STATEM_BIT == module => {
+                    return Some(if m & STATEM_BIT != 0 {
+                        StateKind::GenStatem
+                    } else {
+                        StateKind::GenServer
+                    })
+                }
                 _ => {}
             }
         }
-        false
+        None
+    }
+
+    /// Whether `module`'s callback results are states.
+    #[inline]
+    pub fn is_state_module(&self, module: AtomKey) -> bool {
+        self.state_module_kind(module).is_some()
+    }
+
+    /// The complete (not truncated) payload of `pid`'s last state event, when the lossy
+    /// last-state table still knows it (a `gen_statem`'s `keep_state` result needs the state name
+    /// from it).
+    pub fn last_state_payload(&self, pid: PidKey) -> Option<&[u8]> {
+        let seq = self.last_state[(mix64(pid) as usize) % LAST_STATE_SLOTS].load(Ordering::Relaxed);
+        self.log
+            .get(seq)
+            .filter(|e| {
+                e.header.pid == pid
+                    && e.header.kind == Kind::State as u8
+                    && e.header.flags & (flags::TRUNCATED | flags::PAYLOAD_DROPPED) == 0
+            })
+            .map(|e| e.payload)
     }
 
     /// Appends a state event, sharing the payload of the process's previous state event when the
@@ -337,19 +380,27 @@ mod tests {
         // Only the three distinct payloads took bytes.
         assert_eq!(store.stats().payload_bytes, 6);
         assert_eq!(store.last_state_of(1), Some(4));
+        assert_eq!(store.last_state_payload(1), Some(&b"bb"[..]));
+        assert_eq!(store.last_state_payload(3), None);
     }
 
     #[test]
     fn state_modules_are_remembered() {
         let store = Store::new(Config::default()).unwrap();
         assert!(!store.is_state_module(42));
-        assert!(store.watch_state_module(42));
-        assert!(store.watch_state_module(42));
+        assert!(store.watch_state_module(42, StateKind::GenServer));
+        assert!(store.watch_state_module(42, StateKind::GenServer));
         assert!(store.is_state_module(42));
-        for m in 1000..(1000 + MAX_STATE_MODULES as u64 - 1) {
-            assert!(store.watch_state_module(m));
+        assert!(store.watch_state_module(43, StateKind::GenStatem));
+        assert_eq!(store.state_module_kind(43), Some(StateKind::GenStatem));
+        assert_eq!(store.state_module_kind(42), Some(StateKind::GenServer));
+        for m in 1000..(1000 + MAX_STATE_MODULES as u64 - 2) {
+            assert!(store.watch_state_module(m, StateKind::GenServer));
         }
-        assert!(!store.watch_state_module(7), "the table is full");
+        assert!(
+            !store.watch_state_module(7, StateKind::GenServer),
+            "the table is full"
+        );
         assert!(store.is_state_module(1000) && !store.is_state_module(7));
     }
 

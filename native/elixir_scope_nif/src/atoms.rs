@@ -34,6 +34,17 @@ rustler::atoms! {
     reply,
     noreply,
     stop,
+    // gen_statem callbacks and their results
+    gen_server,
+    gen_statem,
+    handle_event,
+    terminate,
+    next_state,
+    keep_state,
+    repeat_state,
+    keep_state_and_data,
+    repeat_state_and_data,
+    stop_and_reply,
     // time points
     seq,
     ts,

@@ -9,6 +9,7 @@ use crate::tracer::{record, Payload};
 use elixir_scope_core::event::{Header, Kind};
 use elixir_scope_core::history::{self, Callbacks};
 use elixir_scope_core::index::At;
+use elixir_scope_core::store::StateKind;
 use rustler::sys::{enif_monotonic_time, ErlNifTimeUnit};
 use rustler::{Atom, Encoder, Env, NifResult, Term};
 
@@ -40,19 +41,35 @@ fn opt_at(t: Term) -> NifResult<Option<At>> {
     }
 }
 
-fn callbacks() -> Callbacks {
+fn callbacks<'s>(is_statem: &'s dyn Fn(u64) -> bool) -> Callbacks<'s> {
     Callbacks {
         handle_call: raw(atoms::handle_call().as_c_arg()),
         handle_cast: raw(atoms::handle_cast().as_c_arg()),
         handle_info: raw(atoms::handle_info().as_c_arg()),
+        terminate: raw(atoms::terminate().as_c_arg()),
+        code_change: raw(atoms::code_change().as_c_arg()),
+        is_statem,
     }
 }
 
-/// Records the results of `module`'s GenServer callbacks as `state` events.
+/// Records the results of `module`'s callbacks as `state` events; `kind` is `:gen_server` or
+/// `:gen_statem` (whose recorded state is `{state_name, data}`).
 #[rustler::nif]
-fn store_watch_states<'a>(env: Env<'a>, store: Term<'a>, module: Term<'a>) -> NifResult<Term<'a>> {
+fn store_watch_states<'a>(
+    env: Env<'a>,
+    store: Term<'a>,
+    module: Term<'a>,
+    kind: Term<'a>,
+) -> NifResult<Term<'a>> {
     let key = atom_key(module).ok_or(rustler::Error::BadArg)?;
-    Ok(if store_of(store)?.watch_state_module(key) {
+    let kind = if kind == atoms::gen_server().to_term(env) {
+        StateKind::GenServer
+    } else if kind == atoms::gen_statem().to_term(env) {
+        StateKind::GenStatem
+    } else {
+        return Err(rustler::Error::BadArg);
+    };
+    Ok(if store_of(store)?.watch_state_module(key, kind) {
         atoms::ok().encode(env)
     } else {
         (atoms::error(), "too many state modules").encode(env)
@@ -145,7 +162,8 @@ fn query_pending<'a>(
     let store = store_of(store)?;
     let (pid, at) = (pid_key(pid)?, at_of(at)?);
     let idx = store.index();
-    let p = history::pending_at(store.log(), &idx, pid, at, &callbacks());
+    let is_statem = |m| store.state_module_kind(m) == Some(StateKind::GenStatem);
+    let p = history::pending_at(store.log(), &idx, pid, at, &callbacks(&is_statem));
     let msgs: Vec<Term> = p.messages.iter().map(|e| encode_event(env, e)).collect();
     Ok((p.consumption_known, msgs).encode(env))
 }

@@ -8,7 +8,7 @@ use crate::etf;
 use crate::resource;
 use crate::terms::{atom_key, local_pid_key, raw, tuple3};
 use elixir_scope_core::event::{flags, Header, Kind};
-use elixir_scope_core::store::Store;
+use elixir_scope_core::store::{StateKind, Store};
 use rustler::sys::{enif_monotonic_time, ErlNifTimeUnit};
 use rustler::{Atom, Env, Term};
 use std::cell::RefCell;
@@ -158,17 +158,95 @@ fn trace<'a>(
     if store.policy().wants(kind) {
         record(store, &h, payload);
     }
-    if kind == Kind::Return && store.policy().wants(Kind::State) && store.is_state_module(h.module)
-    {
-        if let Some(st) = extra().and_then(|v| callback_state(h.function, v)) {
-            let sh = Header {
-                kind: Kind::State as u8,
-                ..h
-            };
-            record(store, &sh, Payload::Term(st));
+    if kind == Kind::Return && store.policy().wants(Kind::State) {
+        let sh = Header {
+            kind: Kind::State as u8,
+            ..h
+        };
+        match (store.state_module_kind(h.module), extra()) {
+            (Some(StateKind::GenServer), Some(v)) => {
+                if let Some(st) = callback_state(h.function, v) {
+                    record(store, &sh, Payload::Term(st));
+                }
+            }
+            (Some(StateKind::GenStatem), Some(v)) => record_statem(store, &sh, v),
+            _ => {}
         }
     }
     atoms::ok()
+}
+
+/// What a `gen_statem` callback result says about the state.
+enum Statem<'a> {
+    /// `{:next_state, Name, Data, ...}`, init's `{:ok, Name, Data, ...}`, code_change's
+    /// `{:ok, Name, Data}`.
+    New(Term<'a>, Term<'a>),
+    /// Same state name, new data: `{:keep_state, Data, ...}`, `{:repeat_state, Data, ...}`,
+    /// `{:stop, _, Data}`, `{:stop_and_reply, _, _, Data}`.
+    Keep(Term<'a>),
+    /// `:keep_state_and_data`, `:repeat_state_and_data` (with or without actions).
+    Same,
+}
+
+fn statem_result<'a>(h: &Header, value: Term<'a>) -> Option<Statem<'a>> {
+    let f = |a: Atom| raw(a.as_c_arg()) == h.function;
+    // init/1, code_change/4, handle_event/4 and state functions (arity 3; not terminate/3).
+    let callback = (f(atoms::init()) && h.arity == 1)
+        || (f(atoms::code_change()) && h.arity == 4)
+        || (f(atoms::handle_event()) && h.arity == 4)
+        || (h.arity == 3 && !f(atoms::terminate()));
+    if !callback {
+        return None;
+    }
+    let is = |t: Term, a: Atom| t.as_c_arg() == a.as_c_arg();
+    if is(value, atoms::keep_state_and_data()) || is(value, atoms::repeat_state_and_data()) {
+        return Some(Statem::Same);
+    }
+    let els = rustler::types::tuple::get_tuple(value).ok()?;
+    let tag = *els.first()?;
+    let n = els.len();
+    if (is(tag, atoms::next_state()) && (3..=4).contains(&n))
+        || (is(tag, atoms::ok()) && (3..=4).contains(&n))
+    {
+        Some(Statem::New(els[1], els[2]))
+    } else if (is(tag, atoms::keep_state()) || is(tag, atoms::repeat_state()))
+        && (2..=3).contains(&n)
+    {
+        Some(Statem::Keep(els[1]))
+    } else if is(tag, atoms::keep_state_and_data()) || is(tag, atoms::repeat_state_and_data()) {
+        Some(Statem::Same)
+    } else if (is(tag, atoms::stop()) && n == 3) || (is(tag, atoms::stop_and_reply()) && n == 4) {
+        Some(Statem::Keep(els[n - 1]))
+    } else {
+        None
+    }
+}
+
+/// Records a `gen_statem`'s state, `{Name, Data}`, after a callback. When the result keeps the
+/// state name, the name is taken from the process's previous state event (if the store still
+/// knows it; otherwise nothing is recorded for this callback).
+fn record_statem(store: &Store, h: &Header, value: Term) {
+    match statem_result(h, value) {
+        Some(Statem::New(name, data)) => record(store, h, Payload::Pair(name, data)),
+        Some(Statem::Keep(data)) => {
+            let Some(name) = store
+                .last_state_payload(h.pid)
+                .and_then(elixir_scope_core::etf::body)
+                .and_then(|b| elixir_scope_core::etf::tuple_elements(b, 0))
+                .filter(|els| els.len() == 2)
+                .map(|els| els[0].to_vec())
+            else {
+                return;
+            };
+            record(store, h, Payload::Prefixed(name, data));
+        }
+        Some(Statem::Same) => {
+            if let Some(prev) = store.last_state_payload(h.pid).map(<[u8]>::to_vec) {
+                record(store, h, Payload::Encoded(prev));
+            }
+        }
+        None => {}
+    }
 }
 
 /// The new state in a GenServer-style callback's result: `{:ok, S}` / `{:ok, S, _}` (init,
@@ -219,6 +297,24 @@ pub(crate) fn record(store: &Store, h: &Header, payload: Payload) {
             },
             Payload::Term(t) => encoder.encode(t, buf, limit),
             Payload::Pair(a, b) => encoder.encode_pair(a, b, buf, limit),
+            Payload::Prefixed(first, b) => {
+                // Encode `b` alone, then put the tuple header and `first` in front of it.
+                let d = encoder.encode(b, buf, limit);
+                let mut head = vec![131, 104, 2];
+                head.extend_from_slice(&first);
+                buf.splice(0..1, head);
+                etf::Encoded {
+                    total: d.total + 2 + first.len() as u64,
+                    exact: d.exact,
+                }
+            }
+            Payload::Encoded(bytes) => {
+                buf.extend_from_slice(&bytes);
+                etf::Encoded {
+                    total: bytes.len() as u64,
+                    exact: true,
+                }
+            }
         };
         if h.kind == Kind::State as u8 {
             store.append_state(h, buf, done.total, done.exact, truncated);
@@ -240,6 +336,10 @@ pub(crate) enum Payload<'a> {
     Term(Term<'a>),
     /// `{a, b}`, encoded without building the tuple.
     Pair(Term<'a>, Term<'a>),
+    /// `{first, b}` where `first` is already ETF (without version byte).
+    Prefixed(Vec<u8>, Term<'a>),
+    /// Bytes already in stored form (a previous state's payload).
+    Encoded(Vec<u8>),
 }
 
 /// Sets `h.peer` when `peer` is a local pid and returns `data` as the payload; otherwise (a
