@@ -47,6 +47,7 @@ defmodule ElixirScope.Event do
           | :exception
           | :state
           | :supervisor
+          | :var
 
   @type t :: %__MODULE__{
           seq: seq(),
@@ -73,7 +74,8 @@ defmodule ElixirScope.Event do
     :return,
     :exception,
     :state,
-    :supervisor
+    :supervisor,
+    :var
   ]
 
   @doc """
@@ -213,6 +215,13 @@ defmodule ElixirScope.Event do
 
         :state ->
           "#{show.(e.pid)} after #{mfa(e.mfa)}: #{show.(e.data)}"
+
+        :var ->
+          case e.data do
+            {:"$call", line, _} -> "#{show.(e.pid)} entered #{mfa(e.mfa)} (line #{line})"
+            {name, line, value} -> "#{show.(e.pid)} #{name} = #{show.(value)} (line #{line})"
+            other -> "#{show.(e.pid)} #{show.(other)}"
+          end
 
         :supervisor ->
           case e.data do

@@ -46,6 +46,9 @@ defmodule ElixirScope.Native do
   def query_active(_store, _at), do: err()
   def query_snapshot(_store, _at), do: err()
 
+  # Variable tracking
+  def track_record(_store, _call, _mfa, _payload), do: err()
+
   # erl_tracer callbacks
   def enabled(_tag, _state, _tracee), do: err()
   def trace(_tag, _state, _tracee, _term, _opts), do: err()

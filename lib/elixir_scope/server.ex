@@ -30,7 +30,11 @@ defmodule ElixirScope.Server do
     Process.flag(:trap_exit, true)
     store = Store.new!(store_opts)
     Store.put_default(store)
-    {:ok, %__MODULE__{store: store, janitor: start_janitor(store)}}
+    # The janitor first: it waits for a previous capture's janitor, whose cleanup would
+    # otherwise undo what this capture sets up.
+    janitor = start_janitor(store)
+    ElixirScope.Track.Runtime.enable(Store.ref(store))
+    {:ok, %__MODULE__{store: store, janitor: janitor}}
   end
 
   @impl true
@@ -66,6 +70,7 @@ defmodule ElixirScope.Server do
   end
 
   defp cleanup(store, modules) do
+    ElixirScope.Track.Runtime.disable()
     Enum.each(modules, &Tracer.untrace_module/1)
     Tracer.untrace_all(store)
     Store.close(store)

@@ -52,11 +52,14 @@ pub enum Kind {
     State = 12,
     /// A supervisor's action, recorded by the Elixir side; payload: a description map.
     Supervisor = 13,
+    /// A variable binding in a tracked function (`use ElixirScope.Track`): `peer` is the seq of
+    /// the call's entry event (0 for the entry itself); payload: `{name, line, value}`.
+    Var = 14,
 }
 
 impl Kind {
     /// Every kind, in discriminant order.
-    pub const ALL: [Kind; 14] = [
+    pub const ALL: [Kind; 15] = [
         Kind::Spawn,
         Kind::Exit,
         Kind::Link,
@@ -71,6 +74,7 @@ impl Kind {
         Kind::Exception,
         Kind::State,
         Kind::Supervisor,
+        Kind::Var,
     ];
 
     /// The kind's name as the Elixir API spells it (`send_to_dead`, `receive`, ...).
@@ -90,6 +94,7 @@ impl Kind {
             Kind::Exception => "exception",
             Kind::State => "state",
             Kind::Supervisor => "supervisor",
+            Kind::Var => "var",
         }
     }
 

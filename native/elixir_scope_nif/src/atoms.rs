@@ -55,6 +55,7 @@ rustler::atoms! {
     exception,
     state,
     supervisor,
+    var,
     // errors and options
     invalid_option,
     store_closed,

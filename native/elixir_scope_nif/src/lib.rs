@@ -13,6 +13,7 @@ mod resource;
 mod store;
 mod terms;
 mod tracer;
+mod track;
 
 fn load(env: rustler::Env, _info: rustler::Term) -> bool {
     etf::check_immediate_tags(env);

@@ -96,6 +96,7 @@ fn kind_atom(k: Kind) -> rustler::Atom {
         Kind::Exception => atoms::exception(),
         Kind::State => atoms::state(),
         Kind::Supervisor => atoms::supervisor(),
+        Kind::Var => atoms::var(),
     }
 }
 
@@ -158,6 +159,16 @@ pub(crate) fn encode_event<'a>(env: Env<'a>, ev: &EventRef) -> Term<'a> {
         bin.as_mut_slice().copy_from_slice(ev.payload);
         Term::from(bin)
     };
+    // A variable binding's peer is the seq of its call's entry event, not a process.
+    let peer = if h.kind == Kind::Var as u8 {
+        if h.peer == 0 {
+            nil
+        } else {
+            h.peer.encode(env)
+        }
+    } else {
+        pid_or_nil(h.peer)
+    };
     rustler::types::tuple::make_tuple(
         env,
         &[
@@ -165,7 +176,7 @@ pub(crate) fn encode_event<'a>(env: Env<'a>, ev: &EventRef) -> Term<'a> {
             h.ts.encode(env),
             kind,
             pid_or_nil(h.pid),
-            pid_or_nil(h.peer),
+            peer,
             mfa,
             payload,
             flags_out.encode(env),

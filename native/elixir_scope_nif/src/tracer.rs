@@ -8,6 +8,7 @@ use crate::etf;
 use crate::resource;
 use crate::terms::{atom_key, local_pid_key, raw, tuple3};
 use elixir_scope_core::event::{flags, Header, Kind};
+use elixir_scope_core::log::Appended;
 use elixir_scope_core::store::{StateKind, Store};
 use rustler::sys::{enif_monotonic_time, ErlNifTimeUnit};
 use rustler::{Atom, Env, Term};
@@ -152,8 +153,8 @@ fn trace<'a>(
             set_mfa(&mut h, term);
             extra().map_or(Payload::None, Payload::Term)
         }
-        // Not trace tags: recorded by `store_record` only.
-        Kind::State | Kind::Supervisor => return atoms::ok(),
+        // Not trace tags: recorded by `store_record` and `track_record` only.
+        Kind::State | Kind::Supervisor | Kind::Var => return atoms::ok(),
     };
     if store.policy().wants(kind) {
         record(store, &h, payload);
@@ -227,7 +228,9 @@ fn statem_result<'a>(h: &Header, value: Term<'a>) -> Option<Statem<'a>> {
 /// knows it; otherwise nothing is recorded for this callback).
 fn record_statem(store: &Store, h: &Header, value: Term) {
     match statem_result(h, value) {
-        Some(Statem::New(name, data)) => record(store, h, Payload::Pair(name, data)),
+        Some(Statem::New(name, data)) => {
+            record(store, h, Payload::Pair(name, data));
+        }
         Some(Statem::Keep(data)) => {
             let Some(name) = store
                 .last_state_payload(h.pid)
@@ -276,10 +279,10 @@ fn callback_state<'a>(function: u64, value: Term<'a>) -> Option<Term<'a>> {
 
 /// Encodes `payload` into this scheduler's buffers and appends the event; `state` events go
 /// through the store's deduplication of unchanged states.
-pub(crate) fn record(store: &Store, h: &Header, payload: Payload) {
+pub(crate) fn record(store: &Store, h: &Header, payload: Payload) -> Option<u64> {
     SCRATCH.with(|s| {
         let Ok(mut s) = s.try_borrow_mut() else {
-            return;
+            return None;
         };
         let Scratch {
             payload: buf,
@@ -316,18 +319,22 @@ pub(crate) fn record(store: &Store, h: &Header, payload: Payload) {
                 }
             }
         };
-        if h.kind == Kind::State as u8 {
-            store.append_state(h, buf, done.total, done.exact, truncated);
+        let appended = if h.kind == Kind::State as u8 {
+            store.append_state(h, buf, done.total, done.exact, truncated)
         } else {
-            store.append_partial(h, buf, done.total, done.exact, truncated);
-        }
+            store.append_partial(h, buf, done.total, done.exact, truncated)
+        };
         if buf.capacity() > KEEP_BUFFER {
             *buf = Vec::new();
         }
         if truncated.capacity() > KEEP_BUFFER {
             *truncated = Vec::new();
         }
-    });
+        match appended {
+            Appended::Stored(seq) | Appended::StoredWithoutPayload(seq) => Some(seq),
+            Appended::Dropped => None,
+        }
+    })
 }
 
 /// What an event stores as its payload.

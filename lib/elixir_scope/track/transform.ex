@@ -1,0 +1,281 @@
+defmodule ElixirScope.Track.Transform do
+  @moduledoc false
+  # Rewrites a function clause so that it records every variable binding: the parameters on
+  # entry, and after each `=` match, case/receive/try/with/fn/for clause pattern. The recording
+  # code reads the variables after they are bound and never changes a value, a guard or the
+  # expression in tail position (a body's last expression stays last).
+
+  alias ElixirScope.Track.Runtime
+
+  @ctx {:elixir_scope_ctx, [], __MODULE__}
+  @result {:elixir_scope_result, [], __MODULE__}
+
+  @doc false
+  # `call` is the clause head, `expr` its `[do: ..., rescue: ..., ...]`; `mfa` the function.
+  def clause(call, expr, {_m, _f, _a} = mfa, opts) do
+    {head, _guard} = split_when(call)
+    {_name, meta, args} = head
+    line = meta[:line] || 0
+    only = opts[:vars]
+    params = args |> List.wrap() |> Enum.map(&strip_default/1) |> vars()
+
+    enter =
+      quote(do: unquote(@ctx) = unquote(Runtime).enter(unquote(Macro.escape(mfa)), unquote(line)))
+
+    records = records(params, line, only)
+
+    body =
+      case expr do
+        [do: body] ->
+          block([enter | records] ++ [body(body, only)])
+
+        keyword when is_list(keyword) ->
+          # An implicit try: make it explicit, after the entry, so its clauses see the context.
+          try_args = Enum.map(keyword, fn {k, v} -> {k, try_part(k, v, only)} end)
+          block([enter | records] ++ [{:try, [line: line], [try_args]}])
+      end
+
+    [do: body]
+  end
+
+  defp split_when({:when, _, [head, guard]}), do: {head, guard}
+  defp split_when(head), do: {head, nil}
+
+  @doc false
+  def strip_default({:\\, _, [arg, _default]}), do: arg
+  def strip_default(arg), do: arg
+
+  # Bodies: statements in order, each match followed by its records.
+
+  defp body({:__block__, meta, exprs}, only), do: {:__block__, meta, statements(exprs, only)}
+  defp body(expr, only), do: block(statements([expr], only))
+
+  defp statements([], _only), do: []
+
+  defp statements([last], only) do
+    case last do
+      {:=, meta, [pattern, rhs]} ->
+        records = records(vars(pattern), meta[:line], only)
+
+        if records == [] do
+          [{:=, meta, [pattern, expr(rhs, only)]}]
+        else
+          # Keep the match's value as the block's value.
+          [quote(do: unquote(@result) = unquote({:=, meta, [pattern, expr(rhs, only)]}))] ++
+            records ++ [@result]
+        end
+
+      other ->
+        [expr(other, only)]
+    end
+  end
+
+  defp statements([{:=, meta, [pattern, rhs]} | rest], only) do
+    [{:=, meta, [pattern, expr(rhs, only)]}] ++
+      records(vars(pattern), meta[:line], only) ++ statements(rest, only)
+  end
+
+  defp statements([e | rest], only), do: [expr(e, only) | statements(rest, only)]
+
+  # Expressions that contain clauses or blocks.
+
+  defp expr({:quote, _, _} = q, _only), do: q
+
+  defp expr({:fn, meta, clauses}, only),
+    do: {:fn, meta, Enum.map(clauses, &clause_arrow(&1, only))}
+
+  defp expr({op, meta, [subject, [do: clauses]]}, only)
+       when op in [:case, :receive] and is_list(clauses) do
+    {op, meta, [expr(subject, only), [do: Enum.map(clauses, &clause_arrow(&1, only))]]}
+  end
+
+  defp expr({:receive, meta, [kw]}, only) when is_list(kw) do
+    {:receive, meta, [Enum.map(kw, fn {k, v} -> {k, receive_part(k, v, only)} end)]}
+  end
+
+  defp expr({:cond, meta, [[do: clauses]]}, only) do
+    {:cond, meta,
+     [[do: Enum.map(clauses, fn {:->, m, [c, b]} -> {:->, m, [c, body(b, only)]} end)]]}
+  end
+
+  defp expr({:try, meta, [kw]}, only) when is_list(kw) do
+    {:try, meta, [Enum.map(kw, fn {k, v} -> {k, try_part(k, v, only)} end)]}
+  end
+
+  defp expr({:with, meta, args}, only) when is_list(args) and args != [] do
+    {clauses, [kw]} = Enum.split(args, -1)
+
+    if is_list(kw) and Keyword.has_key?(kw, :do) do
+      bound =
+        Enum.flat_map(clauses, fn
+          {:<-, m, [pattern, _]} -> Enum.map(vars(strip_guard(pattern)), &{&1, m[:line]})
+          {:=, m, [pattern, _]} -> Enum.map(vars(pattern), &{&1, m[:line]})
+          _ -> []
+        end)
+
+      records = Enum.flat_map(bound, fn {v, line} -> records([v], line || meta[:line], only) end)
+
+      kw =
+        Enum.map(kw, fn
+          {:do, b} -> {:do, block(records ++ [body(b, only)])}
+          {:else, cs} when is_list(cs) -> {:else, Enum.map(cs, &clause_arrow(&1, only))}
+          other -> other
+        end)
+
+      {:with, meta, clauses ++ [kw]}
+    else
+      {:with, meta, args}
+    end
+  end
+
+  defp expr({:for, meta, args}, only) when is_list(args) and args != [] do
+    {gens, [kw]} = Enum.split(args, -1)
+
+    if is_list(kw) and Keyword.has_key?(kw, :do) do
+      bound =
+        Enum.flat_map(gens, fn
+          {:<-, m, [pattern, _]} -> Enum.map(vars(strip_guard(pattern)), &{&1, m[:line]})
+          {:<<>>, _, [{:<-, m, [pattern, _]}]} -> Enum.map(vars(pattern), &{&1, m[:line]})
+          _ -> []
+        end)
+
+      records = Enum.flat_map(bound, fn {v, line} -> records([v], line || meta[:line], only) end)
+
+      kw =
+        Enum.map(kw, fn
+          {:do, [{:->, _, _} | _] = clauses} ->
+            # reduce: the clauses take the accumulator.
+            {:do,
+             Enum.map(clauses, fn {:->, m, [p, b]} ->
+               {:->, m, [p, block(records ++ [clause_body(p, b, m, only)])]}
+             end)}
+
+          {:do, b} ->
+            {:do, block(records ++ [body(b, only)])}
+
+          other ->
+            other
+        end)
+
+      {:for, meta, gens ++ [kw]}
+    else
+      {:for, meta, args}
+    end
+  end
+
+  defp expr({:__block__, meta, exprs}, only) when is_list(exprs),
+    do: {:__block__, meta, statements(exprs, only)}
+
+  # Any other call: macros with do/else blocks (if, unless, ...) get their blocks transformed;
+  # arguments are searched for nested clauses (an fn passed to Enum.map, a case in an argument).
+  defp expr({name, meta, args}, only) when is_list(args) do
+    args =
+      case List.last(args) do
+        [{:do, _} | _] = kw when is_atom(name) ->
+          kw =
+            Enum.map(kw, fn
+              {k, v} when k in [:do, :else] -> {k, body(v, only)}
+              other -> other
+            end)
+
+          Enum.map(Enum.drop(args, -1), &expr(&1, only)) ++ [kw]
+
+        _ ->
+          Enum.map(args, &expr(&1, only))
+      end
+
+    {expr(name, only), meta, args}
+  end
+
+  defp expr({a, b}, only), do: {expr(a, only), expr(b, only)}
+  defp expr(list, only) when is_list(list), do: Enum.map(list, &expr(&1, only))
+  defp expr(other, _only), do: other
+
+  defp receive_part(:do, clauses, only) when is_list(clauses),
+    do: Enum.map(clauses, &clause_arrow(&1, only))
+
+  defp receive_part(:after, clauses, only) when is_list(clauses),
+    do: Enum.map(clauses, &clause_arrow(&1, only))
+
+  defp receive_part(_, v, _only), do: v
+
+  defp try_part(:do, b, only), do: body(b, only)
+  defp try_part(:after, b, only), do: body(b, only)
+
+  defp try_part(k, clauses, only) when k in [:rescue, :catch, :else] and is_list(clauses),
+    do: Enum.map(clauses, &clause_arrow(&1, only))
+
+  defp try_part(_, v, _only), do: v
+
+  # `pattern(s) -> body`: the clause's bindings are recorded first in its body.
+  defp clause_arrow({:->, meta, [patterns, b]}, only),
+    do: {:->, meta, [patterns, clause_body(patterns, b, meta, only)]}
+
+  defp clause_arrow(other, _only), do: other
+
+  defp clause_body(patterns, b, meta, only) do
+    bound = patterns |> List.wrap() |> Enum.map(&strip_guard/1) |> Enum.map(&strip_in/1) |> vars()
+    block(records(bound, meta[:line], only) ++ [body(b, only)])
+  end
+
+  defp strip_guard({:when, _, args}), do: args |> Enum.drop(-1)
+  defp strip_guard(p), do: p
+
+  # `e in [RuntimeError]` in rescue: only `e` binds.
+  defp strip_in({:in, _, [var, _]}), do: var
+  defp strip_in(p), do: p
+
+  # Records: `ctx && Runtime.record(ctx, :name, line, name)` for each variable kept.
+
+  defp records(vars, line, only) do
+    for {name, _, ctx} <- vars, only == nil or name in only do
+      quote do
+        unquote(@ctx) &&
+          unquote(Runtime).record(
+            unquote(@ctx),
+            unquote(name),
+            unquote(line || 0),
+            unquote({name, [], ctx})
+          )
+      end
+    end
+  end
+
+  defp block([single]), do: single
+  defp block(exprs), do: {:__block__, [], exprs}
+
+  @doc false
+  # The variables a pattern binds, in order of appearance, without duplicates: not pinned ones,
+  # not those on the right of `::` in binaries (sizes), not `_`-prefixed ones, and only the
+  # user's own (nil context).
+  def vars(pattern) do
+    pattern
+    |> collect([])
+    |> Enum.reverse()
+    |> Enum.uniq_by(fn {name, _, _} -> name end)
+  end
+
+  defp collect({:^, _, _}, acc), do: acc
+  defp collect({:"::", _, [left, _size]}, acc), do: collect(left, acc)
+  defp collect({:@, _, _}, acc), do: acc
+  defp collect({:when, _, args}, acc), do: args |> Enum.drop(-1) |> collect(acc)
+
+  defp collect({name, meta, ctx}, acc) when is_atom(name) and is_atom(ctx) do
+    cond do
+      ctx != nil -> acc
+      String.starts_with?(Atom.to_string(name), "_") -> acc
+      meta[:generated] -> acc
+      true -> [{name, meta, ctx} | acc]
+    end
+  end
+
+  defp collect({:%, _, [struct, map]}, acc), do: collect(map, collect(struct, acc))
+
+  defp collect({:%{}, _, kvs}, acc),
+    do: Enum.reduce(kvs, acc, fn {_k, v}, acc -> collect(v, acc) end)
+
+  defp collect({_, _, args}, acc) when is_list(args), do: Enum.reduce(args, acc, &collect/2)
+  defp collect({a, b}, acc), do: collect(b, collect(a, acc))
+  defp collect(list, acc) when is_list(list), do: Enum.reduce(list, acc, &collect/2)
+  defp collect(_, acc), do: acc
+end
