@@ -250,6 +250,18 @@ defmodule ElixirScope.Query do
   @doc "See `ElixirScope.Query.History.why_crashed/2`."
   defdelegate why_crashed(pid, opts \\ []), to: History
 
+  # Variable tracking (see ElixirScope.Query.Vars and ElixirScope.Track).
+  alias ElixirScope.Query.Vars
+
+  @doc "See `ElixirScope.Query.Vars.variables/2`."
+  defdelegate variables(target, opts \\ []), to: Vars
+  @doc "See `ElixirScope.Query.Vars.var_history/3`."
+  defdelegate var_history(module, var, opts \\ []), to: Vars
+  @doc "See `ElixirScope.Query.Vars.source_view/2`."
+  defdelegate source_view(target, opts \\ []), to: Vars
+  @doc "See `ElixirScope.Query.Vars.calls/2`."
+  defdelegate tracked_calls(target, opts \\ []), to: Vars, as: :calls
+
   # Option checks: each raises an ArgumentError naming the option.
 
   @doc false

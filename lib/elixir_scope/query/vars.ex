@@ -1,0 +1,158 @@
+defmodule ElixirScope.Query.Vars do
+  @moduledoc """
+  What tracked functions (`use ElixirScope.Track`) bound: the bindings of one call, one
+  variable across calls, and a function's source with the recorded values beside each line.
+
+  `ElixirScope.Query` delegates to these functions.
+
+  A call is identified by its entry event (a `:var` event whose `data` is `{:"$call", line,
+  nil}`); each binding is a `:var` event whose `peer` is that entry's seq and whose `data` is
+  `{name, line, value}`.
+  """
+
+  alias ElixirScope.{Event, Query}
+
+  @typedoc "A recorded binding."
+  @type binding :: %{name: atom(), value: term(), line: non_neg_integer(), seq: pos_integer()}
+
+  @typedoc "Which call: its entry event, a function, a module, or a process (its last call)."
+  @type target :: Event.t() | mfa() | module() | pid()
+
+  defp store_opts(opts), do: Keyword.put(opts, :store, Query.store!(Keyword.get(opts, :store)))
+
+  @doc """
+  The tracked calls of `target` (an `{m, f, a}`, a module or a pid), as entry events, oldest
+  first.
+
+  ## Examples
+
+      iex> ElixirScope.Query.Vars.calls(Enum, store: ElixirScope.Store.new!())
+      []
+  """
+  @spec calls(mfa() | module() | pid(), keyword()) :: [Event.t()]
+  def calls(target, opts \\ []) do
+    opts = store_opts(opts)
+
+    filter =
+      case target do
+        pid when is_pid(pid) -> [pid: pid]
+        mfa -> [mfa: mfa]
+      end
+
+    Query.events(opts ++ filter ++ [kind: :var])
+    |> Enum.filter(&match?({:"$call", _, _}, &1.data))
+  end
+
+  @doc """
+  The bindings of one call, in the order they happened: `[%{name, value, line, seq}]`.
+
+  `target` is a call's entry event, or an `{m, f, a}`, a module or a pid, meaning its last
+  tracked call (`call: :first` or `call: n` picks another: n counts from 0, oldest first).
+  `[]` when no such call was recorded.
+  """
+  @spec variables(target(), keyword()) :: [binding()]
+  def variables(target, opts \\ [])
+
+  def variables(%Event{kind: :var, data: {:"$call", _, _}} = entry, opts) do
+    opts = store_opts(Keyword.delete(opts, :call))
+
+    Query.events(opts ++ [pid: entry.pid, kind: :var, after_seq: entry.seq])
+    |> Enum.filter(&(&1.peer == entry.seq))
+    |> Enum.map(&to_binding/1)
+  end
+
+  def variables(target, opts) do
+    {which, opts} = Keyword.pop(opts, :call, :last)
+    calls = calls(target, opts)
+
+    entry =
+      case which do
+        :last -> List.last(calls)
+        :first -> List.first(calls)
+        n when is_integer(n) -> Enum.at(calls, n)
+      end
+
+    if entry, do: variables(entry, opts), else: []
+  end
+
+  defp to_binding(%Event{data: {name, line, value}, seq: seq}),
+    do: %{name: name, value: value, line: line, seq: seq}
+
+  @doc """
+  One variable across every tracked call of `module` (or `{m, f, a}`), oldest first:
+  `[%{call: entry_seq, pid: pid, value: value, line: line, seq: seq}]`.
+  """
+  @spec var_history(module() | mfa(), atom(), keyword()) :: [map()]
+  def var_history(module, var, opts \\ []) when is_atom(var) do
+    Query.events(store_opts(opts) ++ [mfa: module, kind: :var])
+    |> Enum.filter(&match?({^var, _, _}, &1.data))
+    |> Enum.map(fn %Event{data: {_, line, value}} = e ->
+      %{call: e.peer, pid: e.pid, value: value, line: line, seq: e.seq}
+    end)
+  end
+
+  @doc """
+  The source of a tracked call's function with the values it recorded beside each line, as
+  text for `IO.puts/1`. `target` as in `variables/2`. `{:error, reason}` when there is no such
+  call or the source file cannot be read.
+  """
+  @spec source_view(target(), keyword()) :: String.t() | {:error, term()}
+  def source_view(target, opts \\ []) do
+    entry = entry(target, opts)
+
+    with %Event{mfa: {mod, _, _}, data: {:"$call", first, _}} <- entry || {:error, :no_call},
+         {:ok, path} <- source(mod),
+         {:ok, text} <- File.read(path) do
+      bindings = variables(entry, opts)
+      last = bindings |> Enum.map(& &1.line) |> Enum.max(fn -> first end)
+      by_line = Enum.group_by(bindings, & &1.line)
+      lines = String.split(text, "\n")
+      width = last |> Integer.to_string() |> String.length()
+
+      Enum.map_join(first..max(last, first), "\n", fn n ->
+        code = Enum.at(lines, n - 1, "")
+
+        values =
+          case by_line[n] do
+            nil ->
+              ""
+
+            bs ->
+              "    # " <>
+                Enum.map_join(
+                  bs,
+                  ", ",
+                  &"#{&1.name} = #{inspect(&1.value, limit: 8, printable_limit: 60)}"
+                )
+          end
+
+        String.pad_leading(Integer.to_string(n), width) <> " | " <> code <> values
+      end)
+    else
+      {:error, _} = e -> e
+      _ -> {:error, :no_call}
+    end
+  end
+
+  defp entry(%Event{} = e, _opts), do: e
+
+  defp entry(target, opts) do
+    {which, opts} = Keyword.pop(opts, :call, :last)
+    calls = calls(target, opts)
+
+    case which do
+      :last -> List.last(calls)
+      :first -> List.first(calls)
+      n when is_integer(n) -> Enum.at(calls, n)
+    end
+  end
+
+  defp source(mod) do
+    case mod.module_info(:compile)[:source] do
+      nil -> {:error, :no_source}
+      path -> {:ok, List.to_string(path)}
+    end
+  rescue
+    _ -> {:error, :no_source}
+  end
+end
