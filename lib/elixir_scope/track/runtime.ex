@@ -1,11 +1,15 @@
 defmodule ElixirScope.Track.Runtime do
   @moduledoc false
-  # What tracked functions call. `enter/2` is the one check a tracked call pays when no capture
-  # runs (a persistent_term read); it answers nil then, and every record is skipped inline.
+  # What tracked functions call. A tracked call first reads `key/0` from persistent_term: with
+  # no capture running it is absent and the original body runs; otherwise `enter/3` records the
+  # call and each binding is recorded with `record/4`.
 
   alias ElixirScope.Native
 
   @key {ElixirScope.Track, :store}
+
+  @doc false
+  def key, do: @key
 
   @doc false
   def enable(store_ref), do: :persistent_term.put(@key, store_ref)
@@ -17,16 +21,12 @@ defmodule ElixirScope.Track.Runtime do
   end
 
   @doc false
-  def enter(mfa, line) do
-    case :persistent_term.get(@key, nil) do
-      nil ->
-        nil
-
-      ref ->
-        case Native.track_record(ref, 0, mfa, {:"$call", line, nil}) do
-          nil -> nil
-          seq -> {ref, seq, mfa}
-        end
+  # Records a call's entry; the context its bindings are recorded with, or nil when the store
+  # does not take events now (level, sampling, full).
+  def enter(ref, mfa, line) do
+    case Native.track_record(ref, 0, mfa, {:"$call", line, nil}) do
+      nil -> nil
+      seq -> {ref, seq, mfa}
     end
   end
 

@@ -9,6 +9,7 @@ defmodule ElixirScope.Track.Transform do
 
   @ctx {:elixir_scope_ctx, [], __MODULE__}
   @result {:elixir_scope_result, [], __MODULE__}
+  @ref {:elixir_scope_store, [], __MODULE__}
 
   @doc false
   # `call` is the clause head, `expr` its `[do: ..., rescue: ..., ...]`; `mfa` the function.
@@ -20,22 +21,46 @@ defmodule ElixirScope.Track.Transform do
     params = args |> List.wrap() |> Enum.map(&strip_default/1) |> vars()
 
     enter =
-      quote(do: unquote(@ctx) = unquote(Runtime).enter(unquote(Macro.escape(mfa)), unquote(line)))
+      quote do
+        unquote(@ctx) =
+          unquote(Runtime).enter(unquote(@ref), unquote(Macro.escape(mfa)), unquote(line))
+      end
 
     records = records(params, line, only)
 
-    body =
+    {original, tracked} =
       case expr do
         [do: body] ->
-          block([enter | records] ++ [body(body, only)])
+          {body, block(records ++ [body(body, only)])}
 
         keyword when is_list(keyword) ->
-          # An implicit try: make it explicit, after the entry, so its clauses see the context.
+          # An implicit try: made explicit, after the entry, so its clauses see the context.
           try_args = Enum.map(keyword, fn {k, v} -> {k, try_part(k, v, only)} end)
-          block([enter | records] ++ [{:try, [line: line], [try_args]}])
+          {{:try, [line: line], [keyword]}, block(records ++ [{:try, [line: line], [try_args]}])}
+      end
+
+    # Without a running capture the original body runs, untouched: the only cost is `enter`.
+    # (The copy is marked generated, so the compiler does not warn about it a second time.)
+    body =
+      quote do
+        case :persistent_term.get(unquote(Runtime.key()), nil) do
+          nil ->
+            unquote(generated(original))
+
+          unquote(@ref) ->
+            unquote(enter)
+            unquote(tracked)
+        end
       end
 
     [do: body]
+  end
+
+  defp generated(ast) do
+    Macro.prewalk(ast, fn
+      {name, meta, args} when is_list(meta) -> {name, Keyword.put(meta, :generated, true), args}
+      other -> other
+    end)
   end
 
   defp split_when({:when, _, [head, guard]}), do: {head, guard}
