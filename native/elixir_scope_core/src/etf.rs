@@ -19,6 +19,16 @@ fn u32_at(b: &[u8], i: usize) -> Option<usize> {
     Some(u32::from_be_bytes(b.get(i..i + 4)?.try_into().ok()?) as usize)
 }
 
+/// The position just after the atom (a node name) at `pos`; anything else is malformed.
+fn skip_atom(b: &[u8], pos: usize) -> Option<usize> {
+    let end = match byte(b, pos)? {
+        100 | 118 => pos + 3 + u16_at(b, pos + 1)?,
+        115 | 119 => pos + 2 + byte(b, pos + 1)? as usize,
+        _ => return None,
+    };
+    (end <= b.len()).then_some(end)
+}
+
 /// The position just after the term that starts at `pos`.
 pub fn skip(b: &[u8], pos: usize) -> Option<usize> {
     let mut pos = pos;
@@ -48,16 +58,16 @@ pub fn skip(b: &[u8], pos: usize) -> Option<usize> {
             112 => (u32_at(b, pos)?, 0),                  // NEW_FUN: size counts itself
             113 => (0, 3),                                // EXPORT: M, F, A
             // Node-carrying terms: the node atom, then fixed fields.
-            88 => (skip(b, pos)? - pos + 12, 0),  // NEW_PID
-            103 => (skip(b, pos)? - pos + 9, 0),  // PID
-            89 => (skip(b, pos)? - pos + 8, 0),   // NEW_PORT
-            102 => (skip(b, pos)? - pos + 5, 0),  // PORT
-            120 => (skip(b, pos)? - pos + 12, 0), // V4_PORT
-            101 => (skip(b, pos)? - pos + 5, 0),  // REFERENCE
+            88 => (skip_atom(b, pos)? - pos + 12, 0), // NEW_PID
+            103 => (skip_atom(b, pos)? - pos + 9, 0), // PID
+            89 => (skip_atom(b, pos)? - pos + 8, 0),  // NEW_PORT
+            102 => (skip_atom(b, pos)? - pos + 5, 0), // PORT
+            120 => (skip_atom(b, pos)? - pos + 12, 0), // V4_PORT
+            101 => (skip_atom(b, pos)? - pos + 5, 0), // REFERENCE
             90 | 114 => {
                 // NEWER_REFERENCE / NEW_REFERENCE: u16 count, node, creation, count words.
                 let n = u16_at(b, pos)?;
-                let node_end = skip(b, pos + 2)?;
+                let node_end = skip_atom(b, pos + 2)?;
                 let creation = if tag == 90 { 4 } else { 1 };
                 (node_end - pos + creation + 4 * n, 0)
             }
@@ -127,6 +137,26 @@ pub fn atom_name(b: &[u8], pos: usize) -> Option<&str> {
     (!latin1 || name.is_ascii()).then_some(name)
 }
 
+/// The first `n` elements of a list starting at `pos`, as far as the bytes go: for a prefix of
+/// a longer encoding (a truncated payload), the complete elements at its start.
+pub fn list_prefix(b: &[u8], pos: usize, n: usize) -> Vec<&[u8]> {
+    let mut out = Vec::new();
+    if byte(b, pos) != Some(108) {
+        return out;
+    }
+    let mut p = pos + 5;
+    while out.len() < n {
+        match skip(b, p) {
+            Some(end) => {
+                out.push(&b[p..end]);
+                p = end;
+            }
+            None => break,
+        }
+    }
+    out
+}
+
 /// The term of a complete encoding (after its version byte), or `None` when `b` does not start
 /// with the version byte or holds anything after the term.
 pub fn body(b: &[u8]) -> Option<&[u8]> {
@@ -183,6 +213,21 @@ mod tests {
         extra.push(106);
         assert!(body(&extra).is_none());
         assert!(body(&[130, 106]).is_none());
+    }
+
+    #[test]
+    fn node_names_must_be_atoms() {
+        // A pid whose "node" is another pid, and so on: rejected, not recursed into.
+        let b: Vec<u8> = std::iter::repeat_n(88, 100_000).collect();
+        assert_eq!(skip(&b, 0), None);
+    }
+
+    #[test]
+    fn list_prefix_reads_complete_leading_elements() {
+        let list = [108, 0, 0, 0, 3, 97, 1, 97, 2, 97];
+        assert_eq!(list_prefix(&list, 0, 2), vec![&[97, 1][..], &[97, 2][..]]);
+        assert_eq!(list_prefix(&list, 0, 5).len(), 2);
+        assert!(list_prefix(&[97, 1], 0, 1).is_empty());
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! window, the calls open at a point, the messages waiting in its mailbox, the processes alive.
 
 use crate::etf;
-use crate::event::{flags, AtomKey, EventRef, Kind, PidKey};
+use crate::event::{AtomKey, EventRef, Kind, PidKey};
 use crate::index::{count_upto, At, Index};
 use crate::log::CaptureLog;
 
@@ -28,11 +28,20 @@ pub fn states<'a>(
     };
     let lo = from.map_or(0, |f| count_upto(log, &p.states, f));
     let hi = to.map_or(p.states.len(), |t| count_upto(log, &p.states, t));
-    p.states[lo..hi.max(lo)]
-        .iter()
-        .filter_map(|&s| log.get(s))
-        .filter(|e| !changes_only || e.header.flags & flags::STATE_UNCHANGED == 0)
-        .collect()
+    // A change is a state whose stored bytes differ from the previous state's (compared here:
+    // the capture's STATE_UNCHANGED flag may miss some, its table being lossy).
+    let mut prev: Option<&[u8]> = lo
+        .checked_sub(1)
+        .and_then(|i| log.get(p.states[i]))
+        .map(|e| e.payload);
+    let mut out = Vec::new();
+    for e in p.states[lo..hi.max(lo)].iter().filter_map(|&s| log.get(s)) {
+        if !changes_only || prev != Some(e.payload) {
+            out.push(e);
+        }
+        prev = Some(e.payload);
+    }
+    out
 }
 
 /// The traced calls of `pid` open at `at`, outermost first: calls whose return or exception had
@@ -135,6 +144,14 @@ fn classify(payload: &[u8]) -> Option<Msg<'_>> {
     })
 }
 
+/// A reply-shaped message taken by `handle_info/2`: compared whole.
+fn reply_as_info(payload: &[u8]) -> Msg<'_> {
+    match etf::body(payload) {
+        Some(body) => Msg::Info(body),
+        None => Msg::System,
+    }
+}
+
 /// A call reply's tag: a reference (90, 114, 101) or `[:alias | Ref]`.
 fn is_reply_tag(tag: &[u8]) -> bool {
     match tag.first() {
@@ -151,8 +168,13 @@ fn is_reply_tag(tag: &[u8]) -> bool {
 /// What a callback call consumed, from its argument list.
 fn consumed_by<'a>(call: &EventRef<'a>, cb: &Callbacks) -> Option<Msg<'a>> {
     let h = &call.header;
-    let args = etf::body(call.payload)?;
-    let (args, _) = etf::list_elements(args, 0)?;
+    // The message is among the first two arguments; a truncated payload (the state in the
+    // arguments went over the cap) still starts with them.
+    let etf_bytes = match call.truncated() {
+        Some(t) => t.prefix,
+        None => call.payload,
+    };
+    let args = etf::list_prefix(etf_bytes.get(1..)?, 0, 2);
     if (cb.is_statem)(h.module) {
         // State function (arity 3) or handle_event/4: (EventType, EventContent, ...). Only
         // {:call, From}, :cast and :info events come from the mailbox.
@@ -225,29 +247,52 @@ pub fn pending_at<'a>(
         return pending;
     };
     let n = count_upto(log, &p.events, at);
-    // Arrivals not yet consumed, with what they are.
+    // Arrivals not yet consumed, with what they are; every arrival, for processes whose
+    // consumption is not known.
     let mut queue: Vec<(EventRef<'a>, Msg<'a>)> = Vec::new();
+    let mut arrived: Vec<EventRef<'a>> = Vec::new();
+    // Traced calls open: a callback starts a mailbox read only at depth 0 (not a callback that
+    // another callback calls), and a message arriving at depth > 0 arrives while the process is
+    // inside a callback.
+    let mut depth: usize = 0;
     for ev in p.events[..n].iter().filter_map(|&s| log.get(s)) {
         match ev.header.kind() {
-            Some(Kind::Receive) => match classify(ev.payload) {
-                Some(Msg::Reply | Msg::System) => {}
-                Some(m) => queue.push((ev, m)),
-                // Unreadable (truncated) payload: it can never be matched; keep it visible.
-                None => queue.push((ev, Msg::System)),
-            },
-            Some(Kind::Call) => {
-                if let Some(c) = consumed_by(&ev, cb) {
-                    pending.consumption_known = true;
-                    if let Some(i) = queue.iter().position(|(_, m)| same(m, &c)) {
-                        // A GenServer's loop takes the oldest message. Older ones still in the
-                        // queue were therefore taken before, by a selective receive inside a
-                        // callback (a reply to a call it made, a message it waited for).
-                        queue.drain(..=i);
-                    }
+            Some(Kind::Receive) => {
+                arrived.push(ev);
+                match classify(ev.payload) {
+                    // A reply the process waits for inside a callback is taken on arrival; at
+                    // rest it is an ordinary message (a Task's result, say) for handle_info.
+                    Some(Msg::Reply) if depth > 0 => {}
+                    Some(Msg::Reply) => queue.push((ev, reply_as_info(ev.payload))),
+                    // The behaviour handles system messages between callbacks: at once when
+                    // idle, after the callback in progress otherwise.
+                    Some(Msg::System) if depth == 0 => {}
+                    Some(m) => queue.push((ev, m)),
+                    // Unreadable (truncated) payload: it can never be matched; keep it visible.
+                    None => queue.push((ev, Msg::System)),
                 }
             }
+            Some(Kind::Call) => {
+                if depth == 0 {
+                    if let Some(c) = consumed_by(&ev, cb) {
+                        pending.consumption_known = true;
+                        if let Some(i) = queue.iter().position(|(_, m)| same(m, &c)) {
+                            // The loop takes the oldest message. Older ones still queued were
+                            // taken before, by a selective receive inside a callback (a reply,
+                            // a message it waited for), or were system messages.
+                            queue.drain(..=i);
+                        }
+                    }
+                }
+                depth += 1;
+            }
+            Some(Kind::Return | Kind::Exception) => depth = depth.saturating_sub(1),
             _ => {}
         }
+    }
+    if !pending.consumption_known {
+        pending.messages = arrived;
+        return pending;
     }
     pending.messages = queue.into_iter().map(|(e, _)| e).collect();
     pending
@@ -362,67 +407,54 @@ mod tests {
         let log = log();
         let from = tuple(&[atom("c"), int(1)]);
         let cast = |i| tuple(&[atom("$gen_cast"), int(i)]);
-        put(&log, 1, Kind::Receive, 0, 0, &etf(cast(1)));
-        put(&log, 1, Kind::Receive, 0, 0, &etf(cast(2)));
-        put(
-            &log,
-            1,
-            Kind::Receive,
-            0,
-            0,
-            &etf(tuple(&[atom("$gen_call"), from.clone(), atom("get")])),
-        );
-        put(&log, 1, Kind::Receive, 0, 0, &etf(atom("tick")));
-        // A reply to a call the server made, and a system message: never pending.
         let mut alias = vec![108, 0, 0, 0, 1];
         alias.extend(atom("alias"));
         alias.extend([90, 0, 1]);
         alias.extend(atom("n@h"));
         alias.extend([0, 0, 0, 1, 0, 0, 0, 7]);
-        put(&log, 1, Kind::Receive, 0, 0, &etf(tuple(&[alias, int(5)])));
-        put(
-            &log,
-            1,
-            Kind::Call,
-            102,
-            2,
-            &etf(list(&[int(1), atom("st")])),
-        );
-        put(
-            &log,
-            1,
-            Kind::Call,
-            101,
-            3,
-            &etf(list(&[atom("get"), from.clone(), atom("st")])),
-        );
-        // handle_info(:tick).
-        put(
-            &log,
-            1,
-            Kind::Call,
-            103,
-            2,
-            &etf(list(&[atom("tick"), atom("st")])),
-        );
+        let reply = etf(tuple(&[alias, int(5)]));
+        let get = tuple(&[atom("$gen_call"), from.clone(), atom("get")]);
+        let r = |body: Vec<u8>| (Kind::Receive, 0, 0, body);
+        let steps: Vec<(Kind, u64, u8, Vec<u8>)> = vec![
+            r(etf(cast(1))),                                        // 1
+            r(etf(cast(2))),                                        // 2
+            r(etf(get)),                                            // 3
+            r(etf(atom("tick"))),                                   // 4
+            (Kind::Call, 102, 2, etf(list(&[int(1), atom("st")]))), // 5 handle_cast(1)
+            r(reply.clone()),                                       // 6 a reply, inside
+            (Kind::Return, 102, 2, vec![]),                         // 7
+            (
+                Kind::Call,
+                101,
+                3,
+                etf(list(&[atom("get"), from.clone(), atom("st")])),
+            ), // 8
+            (Kind::Return, 101, 3, vec![]),                         // 9
+            (Kind::Call, 103, 2, etf(list(&[atom("tick"), atom("st")]))), // 10
+            (Kind::Return, 103, 2, vec![]),                         // 11
+            r(reply),                                               // 12 at rest
+        ];
+        for (kind, f, arity, payload) in &steps {
+            put(&log, 1, *kind, *f, *arity, payload);
+        }
         let mut idx = Index::new();
         idx.catch_up(&log);
-        let seqs = |p: Pending| p.messages.iter().map(|e| e.seq).collect::<Vec<_>>();
-        assert_eq!(
-            seqs(pending_at(&log, &idx, 1, At::Seq(4), &CB)),
-            vec![1, 2, 3, 4]
-        );
-        let after_cast = pending_at(&log, &idx, 1, At::Seq(6), &CB);
-        assert!(after_cast.consumption_known);
-        assert_eq!(seqs(after_cast), vec![2, 3, 4]);
-        // handle_call took message 3: message 2, older, went to a selective receive before.
-        assert_eq!(seqs(pending_at(&log, &idx, 1, At::Seq(7), &CB)), vec![4]);
-        assert_eq!(
-            seqs(pending_at(&log, &idx, 1, At::Seq(8), &CB)),
-            Vec::<u64>::new()
-        );
-        // Before any callback ran, consumption is not known.
-        assert!(!pending_at(&log, &idx, 1, At::Seq(5), &CB).consumption_known);
+        let at = |s| {
+            let p = pending_at(&log, &idx, 1, At::Seq(s), &CB);
+            (
+                p.consumption_known,
+                p.messages.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            )
+        };
+        // Before any callback ran, consumption is not known: every arrival is listed.
+        assert_eq!(at(4), (false, vec![1, 2, 3, 4]));
+        // handle_cast took cast 1; the reply arriving inside it was taken at once.
+        assert_eq!(at(6), (true, vec![2, 3, 4]));
+        // handle_call took the call: cast 2, older, went to a selective receive before.
+        assert_eq!(at(8), (true, vec![4]));
+        assert_eq!(at(10), (true, vec![]));
+        // A reply-shaped message arriving at rest waits for handle_info.
+        assert_eq!(at(12), (true, vec![12]));
         assert!(pending_at(&log, &idx, 9, At::Seq(7), &CB)
             .messages
             .is_empty());

@@ -27,7 +27,13 @@ pub struct PidIndex {
 pub struct Index {
     upto: Seq,
     pids: HashMap<PidKey, PidIndex>,
+    /// Seqs at or below `upto` whose event was not published yet when the index passed them (a
+    /// writer preempted mid-write): retried on every catch-up and inserted in order once there.
+    stragglers: Vec<Seq>,
 }
+
+/// Stragglers kept at most (a slot whose memory could not be allocated never becomes ready).
+const MAX_STRAGGLERS: usize = 1 << 16;
 
 /// A point in a capture: an event's position, or a monotonic time (events at or before it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,15 +61,46 @@ impl Index {
         Index::default()
     }
 
-    /// Adds the events published since the last call. O(new events).
+    /// Adds the events published since the last call. O(new events + stragglers).
     pub fn catch_up(&mut self, log: &CaptureLog) {
+        let waiting = std::mem::take(&mut self.stragglers);
+        for seq in waiting {
+            match log.get(seq) {
+                Some(ev) => self.add_late(&ev),
+                None => self.stragglers.push(seq),
+            }
+        }
         let top = log.published_seq();
         for seq in self.upto + 1..=top {
-            if let Some(ev) = log.get(seq) {
-                self.add(&ev);
+            match log.get(seq) {
+                Some(ev) => self.add(&ev),
+                None if self.stragglers.len() < MAX_STRAGGLERS => self.stragglers.push(seq),
+                None => {}
             }
         }
         self.upto = self.upto.max(top);
+    }
+
+    /// Adds an event older than some already indexed: inserted in seq order.
+    fn add_late(&mut self, ev: &EventRef<'_>) {
+        let insert = |list: &mut Vec<Seq>, seq: Seq| {
+            let i = list.partition_point(|&s| s < seq);
+            list.insert(i, seq);
+        };
+        let h = &ev.header;
+        if h.pid != 0 {
+            let p = self.pids.entry(h.pid).or_default();
+            insert(&mut p.events, ev.seq);
+            match h.kind() {
+                Some(Kind::State) => insert(&mut p.states, ev.seq),
+                Some(Kind::Exit) => p.exit = Some(p.exit.map_or(ev.seq, |e| e.max(ev.seq))),
+                _ => {}
+            }
+        }
+        if h.kind() == Some(Kind::Spawn) && h.peer != 0 {
+            let p = self.pids.entry(h.peer).or_default();
+            p.spawned = Some(p.spawned.map_or(ev.seq, |s| s.max(ev.seq)));
+        }
     }
 
     fn add(&mut self, ev: &EventRef<'_>) {
@@ -148,5 +185,33 @@ mod tests {
         assert_eq!(count_upto(&log, &p.states, At::Ts(12)), 2);
         assert_eq!(count_upto(&log, &p.states, At::Ts(5)), 0);
         assert_eq!(idx.upto(), 4);
+    }
+
+    #[test]
+    fn late_events_are_inserted_in_order() {
+        let log = CaptureLog::new(Limits {
+            max_events: 10_000,
+            max_bytes: 1 << 16,
+        });
+        let h = |pid| Header {
+            pid,
+            kind: Kind::Send as u8,
+            ..Header::default()
+        };
+        // Seq 1 is reserved by a writer that stalls; 5,000 events are appended meanwhile, so
+        // the index moves past it.
+        let stalled = log.reserve_for_test();
+        for _ in 0..5_000 {
+            log.append(&h(1), b"");
+        }
+        let mut idx = Index::new();
+        idx.catch_up(&log);
+        assert_eq!(idx.pid(1).unwrap().events.first(), Some(&2));
+        log.publish_for_test(stalled, &h(1));
+        idx.catch_up(&log);
+        let events = &idx.pid(1).unwrap().events;
+        assert_eq!(events.len(), 5_001);
+        assert!(events.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(events[0], 1);
     }
 }

@@ -240,6 +240,23 @@ impl CaptureLog {
         Appended::Stored(idx + 1)
     }
 
+    /// Tests only: reserves a slot without publishing it (a writer stalled mid-write).
+    #[cfg(test)]
+    pub(crate) fn reserve_for_test(&self) -> u64 {
+        let idx = self.next_slot.fetch_add(1, Ordering::Relaxed);
+        self.slot_for_write(idx);
+        idx
+    }
+
+    /// Tests only: publishes a slot reserved by `reserve_for_test`.
+    #[cfg(test)]
+    pub(crate) fn publish_for_test(&self, idx: u64, header: &Header) {
+        let slot = self.slot_for_write(idx).expect("slot");
+        // SAFETY: the slot was reserved by this test and is not published yet.
+        unsafe { *slot.header.get() = *header };
+        slot.ready.store(1, Ordering::Release);
+    }
+
     fn slot_for_write(&self, idx: u64) -> Option<&Slot> {
         let idx = idx as usize;
         let k = idx >> self.slot_shift;

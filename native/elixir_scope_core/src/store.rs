@@ -60,6 +60,10 @@ pub const MAX_EVENTS: u64 = 1_000_000_000;
 /// Most payload bytes a store may hold (1 TiB).
 pub const MAX_BYTES: u64 = 1 << 40;
 
+/// States are kept whole up to this size even when `max_payload_bytes` is smaller: the history
+/// queries read them (and a state is stored once while it does not change).
+pub const MIN_STATE_CAP: usize = 1 << 16;
+
 /// Smallest allowed payload cap: room for the truncation record (16 bytes) plus a useful prefix.
 pub const MIN_PAYLOAD_CAP: usize = 64;
 /// Largest allowed payload cap (one payload chunk).
@@ -223,10 +227,10 @@ impl Store {
         h.kind = Kind::State as u8;
         // The bytes that would be stored.
         let stored: &[u8] =
-            if exact && full_len == seen.len() as u64 && seen.len() <= self.max_payload {
+            if exact && full_len == seen.len() as u64 && seen.len() <= self.state_cap() {
                 seen
             } else {
-                truncate_payload(seen, full_len, exact, self.max_payload, scratch);
+                truncate_payload(seen, full_len, exact, self.state_cap(), scratch);
                 h.flags |= flags::TRUNCATED;
                 scratch
             };
@@ -279,6 +283,11 @@ impl Store {
     /// The payload cap in bytes.
     pub fn max_payload(&self) -> usize {
         self.max_payload
+    }
+
+    /// The cap of state payloads: `max_payload`, but at least [`MIN_STATE_CAP`].
+    pub fn state_cap(&self) -> usize {
+        self.max_payload.clamp(MIN_STATE_CAP, MAX_PAYLOAD_CAP)
     }
 
     /// Stops accepting events for good. Relaxed: a few late events after closing are harmless.
