@@ -4,8 +4,8 @@ defmodule ElixirScope.Crash do
 
   * `reason` - the exit reason; for an exception, `exception` and `stacktrace` are split out.
   * `exit` - the `:exit` event.
-  * `raised` - the last `:exception` events in the process before it exited (traced calls the
-    exception went through, innermost first).
+  * `raised` - for an abnormal exit, the `:exception` events of the traced calls the fatal
+    exception went through, innermost first.
   * `last_messages` - the last messages that arrived in its mailbox before it started failing
     (`:receive` events).
   * `state` - its last recorded state before exiting, or `:unknown`.

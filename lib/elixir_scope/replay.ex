@@ -106,18 +106,40 @@ defmodule ElixirScope.Replay do
   end
 
   @doc """
-  Steps forward to the next event that also matches `filters` (as in `ElixirScope.Query.events/1`),
-  or `{:error, :end}`.
+  Steps forward to the next event the cursor visits that also matches `filters`: `:kind` (an
+  atom or a list), `:pid`, `:peer`, `:mfa` (`{m, f, a}`, `{m, f}` or `m`) and `:data` (a
+  one-argument function). `{:error, :end}` when there is none.
   """
   @spec step_until(t(), keyword()) :: {:ok, t()} | {:error, :end}
   def step_until(%__MODULE__{event: e} = cursor, filters) when is_list(filters) do
-    case query(%{cursor | filters: Keyword.merge(cursor.filters, filters)},
-           after_seq: e.seq,
-           limit: 1
-         ) do
-      [hit] -> {:ok, %{cursor | event: hit}}
-      [] -> {:error, :end}
+    filters = Keyword.validate!(filters, [:kind, :pid, :peer, :mfa, :data])
+    find(cursor, e.seq, &matches?(&1, filters))
+  end
+
+  # Pages through the cursor's own events, testing each.
+  defp find(cursor, after_seq, pred) do
+    case query(cursor, after_seq: after_seq, limit: 500) do
+      [] ->
+        {:error, :end}
+
+      page ->
+        case Enum.find(page, pred) do
+          nil -> find(cursor, List.last(page).seq, pred)
+          hit -> {:ok, %{cursor | event: hit}}
+        end
     end
+  end
+
+  defp matches?(e, filters) do
+    Enum.all?(filters, fn
+      {:kind, k} -> e.kind in List.wrap(k)
+      {:pid, p} -> e.pid in List.wrap(p)
+      {:peer, p} -> e.peer in List.wrap(p)
+      {:mfa, {m, f, a}} -> e.mfa == {m, f, a}
+      {:mfa, {m, f}} -> match?({^m, ^f, _}, e.mfa)
+      {:mfa, m} -> match?({^m, _, _}, e.mfa)
+      {:data, fun} when is_function(fun, 1) -> fun.(e.data)
+    end)
   end
 
   @doc "The current event."

@@ -119,7 +119,13 @@ defmodule ElixirScope.Server do
 
   defp trace(pid, opts, s) when is_pid(pid) do
     extra = if Keyword.get(opts, :children, true), do: [:set_on_spawn], else: []
-    s = if Keyword.get(opts, :states, true), do: watch_states(pid, s), else: s
+
+    # Only a process that is free (or already ours) gets state patterns and a snapshot: another
+    # tracer's process is left alone; an already traced one has its states recorded already.
+    s =
+      if Keyword.get(opts, :states, true) and Tracer.free?(pid),
+        do: watch_states(pid, s),
+        else: s
 
     case Tracer.trace_pid(pid, s.store, Tracer.flags() ++ extra) do
       :ok -> {:ok, %{s | pids: MapSet.put(s.pids, pid)}}
@@ -184,7 +190,8 @@ defmodule ElixirScope.Server do
       {:ok, _n} ->
         # A GenServer callback module: its processes' states are recorded too.
         s =
-          if Keyword.get(opts, :states, true) and Tracer.callback_module?(mod) and
+          if Keyword.get(opts, :states, true) and
+               (Tracer.callback_module?(mod) or Tracer.statem_module?(mod)) and
                Tracer.watch_state_module(mod, s.store) == :ok,
              do: %{s | state_modules: MapSet.put(s.state_modules, mod)},
              else: s
@@ -233,6 +240,8 @@ defmodule ElixirScope.Server do
 
     if Map.has_key?(s.modules, name) do
       Tracer.untrace_module(name)
+      # Processes traced for themselves still need their states recorded.
+      if name in s.state_modules, do: Tracer.watch_state_module(name, s.store)
       s = %{s | modules: Map.delete(s.modules, name)}
       # The last module gone: release the processes that were only traced for calls.
       if map_size(s.modules) == 0 and not s.all, do: Tracer.untrace_call_only(s.store)

@@ -30,7 +30,12 @@ defmodule ElixirScope.StateRecorder do
   end
 
   defmacro __before_compile__(env) do
-    for {name, arity} <- @callbacks, Module.defines?(env.module, {name, arity}, :def) do
+    # Only the module's own callbacks: not the defaults `use GenServer` injects (their
+    # definitions carry its context), whose `super` would be deprecated.
+    for {name, arity} <- @callbacks,
+        Module.defines?(env.module, {name, arity}, :def),
+        {:v1, _, meta, _} = Module.get_definition(env.module, {name, arity}),
+        meta[:context] == nil do
       args = Macro.generate_arguments(arity, __MODULE__)
 
       quote do
@@ -62,9 +67,15 @@ defmodule ElixirScope.StateRecorder do
     :ok
   end
 
+  # This process is traced into the running capture's store, with this module's callbacks
+  # return-traced: its states are recorded already.
   defp traced_with_states?(module) do
-    match?({:traced, :global}, :erlang.trace_info({module, :handle_call, 3}, :traced)) and
-      match?({:tracer, {Native, _}}, :erlang.trace_info(self(), :tracer))
+    ref = Store.ref(Store.default())
+
+    match?({:tracer, {Native, ^ref}}, :erlang.trace_info(self(), :tracer)) and
+      Enum.any?([init: 1, handle_call: 3, handle_cast: 2, handle_info: 2], fn {f, a} ->
+        match?({:traced, :global}, :erlang.trace_info({module, f, a}, :traced))
+      end)
   end
 
   @doc """

@@ -20,6 +20,11 @@ defmodule ElixirScope.Tracer do
   @doc "The flags every traced process gets (the level filters natively)."
   def flags, do: @flags
 
+  @doc "Whether `pid` is a live local process without a tracer."
+  def free?(pid) do
+    node(pid) == node() and safe_trace_info(pid, :tracer) == {:tracer, []}
+  end
+
   @doc false
   def ours?(pid, %Store{} = store) do
     case safe_trace_info(pid, :tracer) do
@@ -180,12 +185,19 @@ defmodule ElixirScope.Tracer do
       ms = [{:_, [], [{:return_trace}, {:exception_trace}]}]
 
       for {f, a} <- state_callbacks(mod, kind) do
-        :erlang.trace_pattern({mod, f, a}, ms, [:global])
+        :erlang.trace_pattern({mod, f, a}, callback_ms(mod, f, ms), [:global])
       end
 
       :ok
     end
   end
+
+  # DynamicSupervisor.init/1 is also its public flags builder (called with a keyword list, from
+  # inside the callback); only the callback's {module, arg, name} argument counts.
+  defp callback_ms(DynamicSupervisor, :init, _ms),
+    do: [{[{:_, :_, :_}], [], [{:return_trace}, {:exception_trace}]}]
+
+  defp callback_ms(_mod, _f, ms), do: ms
 
   defp state_callbacks(mod, :gen_server),
     do: Enum.filter(@callbacks, fn {f, a} -> function_exported?(mod, f, a) end)

@@ -327,16 +327,69 @@ defmodule ElixirScope.HistoryTest do
   test "active processes and the system snapshot at T" do
     store = new_store()
     pid = counter(store, 3)
-    other = spawn_waiting(fn -> :ok end)
+    test_pid = self()
+
+    other =
+      spawn(fn -> receive do: (:go -> send(test_pid, :going) && receive(do: (:stop -> :ok))) end)
+
     trace_into(other, store)
+    t_before = now()
+    send(other, :go)
+    assert_receive :going
     t = now()
-    go_and_wait(other)
-    assert Query.active_processes_at(t, store: store) == Enum.sort([pid])
+    ref = Process.monitor(other)
+    send(other, :stop)
+    assert_receive {:DOWN, ^ref, _, _, _}
+    # `other` did nothing traced before t_before; it had by t; it exited after.
+    assert Query.active_processes_at(t_before, store: store) == [pid]
+    assert Query.active_processes_at(t, store: store) == Enum.sort([pid, other])
     snap = Query.system_snapshot_at(t, store: store)
     assert %{state: %{count: 3}, pending: {:unknown, []}, calls: []} = snap[pid]
-    assert Query.states_at(t, store: store) == %{pid => %{count: 3, log: []}}
+    assert Query.states_at(t, store: store) == %{pid => %{count: 3, log: []}, other => :unknown}
     assert Query.active_processes_at(:now, store: store) == [pid]
     assert [%{kind: :exit, pid: ^other}] = Query.process_exits(store: store)
+  end
+
+  defmodule Big do
+    use GenServer
+    def init(n), do: {:ok, %{items: Enum.to_list(1..n)}}
+    def handle_call({:push, x}, _from, s), do: {:reply, :ok, %{s | items: [x | s.items]}}
+    def handle_call(:throw, _from, s), do: throw({:reply, :thrown, %{s | items: [:thrown]}})
+
+    def handle_cast({:block, test}, s),
+      do: send(test, :blocked) && receive(do: (:release -> {:noreply, s}))
+  end
+
+  test "states over the payload cap are kept whole, and their servers' mailboxes still resolve" do
+    store = new_store(max_payload_bytes: 64)
+    {:ok, pid} = GenServer.start(Big, 2_000)
+    trace_states_into(pid, store)
+    :ok = GenServer.call(pid, {:push, 0})
+    assert {:ok, %{items: [0, 1 | _]}} = Query.state_at(pid, :now, store: store)
+    GenServer.cast(pid, {:block, self()})
+    assert_receive :blocked
+    GenServer.cast(pid, {:block, self()})
+    # Asking for the mailbox makes the process take in (and trace) what was sent to it.
+    assert {:messages, [{:"$gen_cast", {:block, _}}]} = Process.info(pid, :messages)
+    t = now()
+    send(pid, :release)
+    assert_receive :blocked
+    send(pid, :release)
+    :ok = GenServer.call(pid, {:push, 1})
+    # handle_call's arguments (with the state) are truncated to 64 bytes, yet the request they
+    # start with still matches.
+    assert {:ok, [%{data: {:"$gen_cast", {:block, _}}}]} =
+             Query.pending_messages_at(pid, t, store: store)
+
+    assert {:ok, []} = Query.pending_messages_at(pid, :now, store: store)
+  end
+
+  test "a value thrown by a callback is its result" do
+    store = new_store()
+    {:ok, pid} = GenServer.start(Big, 1)
+    trace_states_into(pid, store)
+    assert GenServer.call(pid, :throw) == :thrown
+    assert Query.state_at(pid, :now, store: store) == {:ok, %{items: [:thrown]}}
   end
 
   test "out-of-range times, unknown pids and empty stores give clear answers" do
@@ -380,10 +433,11 @@ defmodule ElixirScope.HistoryTest do
     # themselves add nothing.
     states = Query.state_timeline(pid, store: store, changes_only: false)
     assert length(states) == 201
-    assert Enum.count(states, &(&1.seq > hd(states).seq)) == 200
-    payload_per_call = div(grown, 200)
+    assert length(Query.state_timeline(pid, store: store)) == 1
+    # Per call, the request, handle_call's arguments and result (both holding the state) and
+    # the reply are stored; a fourth copy of the state, the state event, is not.
     state_size = byte_size(:erlang.term_to_binary(:sys.get_state(pid)))
-    assert payload_per_call < 3 * state_size
+    assert div(grown, 200) < 2 * state_size + 300
   end
 
   defp wait_until(fun, tries \\ 200) do

@@ -70,6 +70,14 @@ defmodule ElixirScope.ReplayTest do
     assert {:error, :end} = Replay.step_until(last, kind: :state)
   end
 
+  test "step_until stays among the cursor's own events", %{store: store, pid: pid} do
+    {:ok, r} = Replay.open(:start, store: store, pid: pid, kind: :state)
+    {:ok, hit} = Replay.step_until(r, data: &(&1 == :b))
+    assert %{kind: :state, data: :b} = Replay.event(hit)
+    # No :call among the cursor's (:state) events.
+    assert {:error, :end} = Replay.step_until(r, kind: :call)
+  end
+
   test "bad options are refused", %{store: store} do
     assert_raise ArgumentError, ~r/does not take :limit/, fn ->
       Replay.open(:start, store: store, limit: 3)

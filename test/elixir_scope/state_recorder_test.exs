@@ -39,5 +39,20 @@ defmodule ElixirScope.StateRecorderTest do
     {:ok, pid} = GenServer.start(Recorded, 1)
     assert GenServer.call(pid, :inc) == 2
     refute ElixirScope.running?()
+    {:ok, _} = ElixirScope.start()
+    assert Query.state_timeline(pid) == []
+    assert GenServer.call(pid, :inc) == 3
+    assert Enum.map(Query.state_timeline(pid), & &1.data) == [3]
+  end
+
+  test "a process traced with state capture is not recorded twice" do
+    {:ok, _} = ElixirScope.start()
+    {:ok, pid} = GenServer.start(Recorded, 1)
+    :ok = ElixirScope.trace(pid)
+    2 = GenServer.call(pid, :inc)
+    # init/1 recorded by the module itself (not traced yet), the snapshot taken when tracing
+    # started, then the traced callback's state, which the module no longer records itself.
+    assert Enum.map(Query.state_timeline(pid, changes_only: false), & &1.mfa) ==
+             [{Recorded, :init, 1}, {:sys, :get_state, 2}, {Recorded, :handle_call, 3}]
   end
 end

@@ -386,21 +386,35 @@ defmodule ElixirScope.Query.History do
     end
   end
 
+  defp normal_exit?(reason), do: reason in [:normal, :shutdown] or match?({:shutdown, _}, reason)
+
   defp crash(pid, exit, n, opts) do
     {exception, stacktrace} = Crash.split_reason(exit.data)
 
-    # The last chain of exceptions on its way out (calls after it, such as terminate/2, skipped).
+    # The exceptions on its way out, innermost first: the last chain of exception events,
+    # looking back past at most a few calls made while dying (terminate/2), and only for an
+    # abnormal exit (a normal one did not die of an exception, even one it caught long ago).
     raised =
-      Query.events(
-        Keyword.merge(opts, pid: pid, kind: [:exception, :call, :return], before_seq: exit.seq)
-      )
-      |> Enum.reverse()
-      |> Enum.drop_while(&(&1.kind != :exception))
-      |> Enum.take_while(&(&1.kind == :exception))
+      if normal_exit?(exit.data) do
+        []
+      else
+        Query.events(
+          Keyword.merge(opts,
+            pid: pid,
+            kind: [:exception, :call, :return],
+            before_seq: exit.seq,
+            order: :desc,
+            limit: 64
+          )
+        )
+        |> Enum.drop_while(&(&1.kind != :exception))
+        |> Enum.take_while(&(&1.kind == :exception))
+        |> Enum.reverse()
+      end
 
-    # The messages that led up to it: received before the failure started (the first exception
-    # on its way out, or the exit), not the replies a dying process gets while reporting.
-    cutoff = if raised == [], do: exit.seq, else: List.last(raised).seq
+    # The messages that led up to it: received before the failure started (the innermost
+    # exception, or the exit), not the replies a dying process gets while reporting.
+    cutoff = if raised == [], do: exit.seq, else: hd(raised).seq
 
     messages =
       Query.events(

@@ -108,29 +108,103 @@ pub struct Pending<'a> {
     pub consumption_known: bool,
 }
 
+/// A part of a stored encoding: a whole term, or (in a payload cut at the cap) its first bytes.
+#[derive(Clone, Copy, Debug)]
+struct Part<'a> {
+    bytes: &'a [u8],
+    whole: bool,
+}
+
+impl<'a> Part<'a> {
+    const UNKNOWN: Part<'static> = Part {
+        bytes: &[],
+        whole: false,
+    };
+
+    /// Whether two parts can be the same term: equal when both are whole, else the known bytes
+    /// agree (a cut part is a prefix of the other).
+    fn agrees(self, other: Part<'_>) -> bool {
+        match (self.whole, other.whole) {
+            (true, true) => self.bytes == other.bytes,
+            (false, true) => other.bytes.starts_with(self.bytes),
+            (true, false) => self.bytes.starts_with(other.bytes),
+            (false, false) => {
+                let n = self.bytes.len().min(other.bytes.len());
+                self.bytes[..n] == other.bytes[..n]
+            }
+        }
+    }
+}
+
+/// The first `n` terms from `pos` of `b`: whole ones while the bytes last, then what is left as
+/// a cut one, then unknown ones.
+fn parts(b: &[u8], mut pos: usize, n: usize) -> Vec<Part<'_>> {
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        match etf::skip(b, pos) {
+            Some(end) => {
+                out.push(Part {
+                    bytes: &b[pos..end],
+                    whole: true,
+                });
+                pos = end;
+            }
+            None => {
+                out.push(Part {
+                    bytes: b.get(pos..).unwrap_or(&[]),
+                    whole: false,
+                });
+                break;
+            }
+        }
+    }
+    out.resize(n, Part::UNKNOWN);
+    out
+}
+
+/// The ETF bytes of an event's payload (the kept prefix of a truncated one) without the version
+/// byte, and whether they are complete.
+fn etf_of<'a>(ev: &EventRef<'a>) -> Option<(&'a [u8], bool)> {
+    let (bytes, whole) = match ev.truncated() {
+        Some(t) => (t.prefix, false),
+        None => (ev.payload, true),
+    };
+    (bytes.first() == Some(&etf::VERSION)).then(|| (&bytes[1..], whole))
+}
+
 /// What a message is, for matching it against the callback that consumes it.
 enum Msg<'a> {
     /// `{:"$gen_call", From, Request}`
-    Call { from: &'a [u8], request: &'a [u8] },
+    Call { from: Part<'a>, request: Part<'a> },
     /// `{:"$gen_cast", Request}`
-    Cast { request: &'a [u8] },
+    Cast { request: Part<'a> },
     /// A reply to a call the process made (`{Ref, Reply}`, `{[:alias | Ref], Reply}`, a code
     /// server's `{:code_server, Reply}`, an I/O server's `{:io_reply, Ref, Reply}`): taken by the
     /// selective receive the process is blocked in, as it arrives.
-    Reply,
+    Reply(Part<'a>),
     /// `{:system, From, Request}`: handled by the behaviour itself, not by a callback.
     System,
     /// Anything else: `handle_info/2` takes it.
-    Info(&'a [u8]),
+    Info(Part<'a>),
 }
 
-fn classify(payload: &[u8]) -> Option<Msg<'_>> {
-    let body = etf::body(payload)?;
-    let Some(els) = etf::tuple_elements(body, 0) else {
-        return Some(Msg::Info(body));
+fn classify<'a>(ev: &EventRef<'a>) -> Option<Msg<'a>> {
+    let (body, whole) = etf_of(ev)?;
+    let all = Part { bytes: body, whole };
+    let (n, header) = match body.first() {
+        Some(104) => (*body.get(1)? as usize, 2),
+        Some(105) => (
+            u32::from_be_bytes(body.get(1..5)?.try_into().ok()?) as usize,
+            5,
+        ),
+        _ => return Some(Msg::Info(all)),
     };
-    let tag = els.first().and_then(|e| etf::atom_name(e, 0));
-    Some(match (tag, els.len()) {
+    let els = parts(body, header, n.min(3));
+    let tag = els
+        .first()
+        .filter(|p| p.whole)
+        .and_then(|p| etf::atom_name(p.bytes, 0));
+    Some(match (tag, n) {
         (Some("$gen_call"), 3) => Msg::Call {
             from: els[1],
             request: els[2],
@@ -138,18 +212,10 @@ fn classify(payload: &[u8]) -> Option<Msg<'_>> {
         (Some("$gen_cast"), 2) => Msg::Cast { request: els[1] },
         (Some("system"), 3) => Msg::System,
         // Replies of the code server and of I/O servers, awaited by a selective receive.
-        (Some("code_server"), 2) | (Some("io_reply"), 3) => Msg::Reply,
-        (_, 2) if is_reply_tag(els[0]) => Msg::Reply,
-        _ => Msg::Info(body),
+        (Some("code_server"), 2) | (Some("io_reply"), 3) => Msg::Reply(all),
+        (_, 2) if els[0].whole && is_reply_tag(els[0].bytes) => Msg::Reply(all),
+        _ => Msg::Info(all),
     })
-}
-
-/// A reply-shaped message taken by `handle_info/2`: compared whole.
-fn reply_as_info(payload: &[u8]) -> Msg<'_> {
-    match etf::body(payload) {
-        Some(body) => Msg::Info(body),
-        None => Msg::System,
-    }
 }
 
 /// A call reply's tag: a reference (90, 114, 101) or `[:alias | Ref]`.
@@ -165,26 +231,26 @@ fn is_reply_tag(tag: &[u8]) -> bool {
     }
 }
 
-/// What a callback call consumed, from its argument list.
+/// What a callback call consumed, from its argument list (the message is among the first two
+/// arguments, which a payload cut at the cap, the state being in the arguments, still holds).
 fn consumed_by<'a>(call: &EventRef<'a>, cb: &Callbacks) -> Option<Msg<'a>> {
     let h = &call.header;
-    // The message is among the first two arguments; a truncated payload (the state in the
-    // arguments went over the cap) still starts with them.
-    let etf_bytes = match call.truncated() {
-        Some(t) => t.prefix,
-        None => call.payload,
-    };
-    let args = etf::list_prefix(etf_bytes.get(1..)?, 0, 2);
+    let (body, _) = etf_of(call)?;
+    if body.first() != Some(&108) {
+        return None;
+    }
+    let args = parts(body, 5, 2);
     if (cb.is_statem)(h.module) {
         // State function (arity 3) or handle_event/4: (EventType, EventContent, ...). Only
         // {:call, From}, :cast and :info events come from the mailbox.
         if !(h.arity == 3 || h.arity == 4)
             || h.function == cb.terminate
             || h.function == cb.code_change
+            || !args[0].whole
         {
             return None;
         }
-        let (kind, content) = (args.first()?, args.get(1)?);
+        let (kind, content) = (args[0].bytes, args[1]);
         return match etf::atom_name(kind, 0) {
             Some("cast") => Some(Msg::Cast { request: content }),
             Some("info") => Some(Msg::Info(content)),
@@ -192,7 +258,10 @@ fn consumed_by<'a>(call: &EventRef<'a>, cb: &Callbacks) -> Option<Msg<'a>> {
             None => {
                 let t = etf::tuple_elements(kind, 0)?;
                 (t.len() == 2 && etf::atom_name(t[0], 0) == Some("call")).then_some(Msg::Call {
-                    from: t[1],
+                    from: Part {
+                        bytes: t[1],
+                        whole: true,
+                    },
                     request: content,
                 })
             }
@@ -200,28 +269,27 @@ fn consumed_by<'a>(call: &EventRef<'a>, cb: &Callbacks) -> Option<Msg<'a>> {
     }
     match (h.function, h.arity) {
         (f, 3) if f == cb.handle_call => Some(Msg::Call {
-            request: args.first()?,
-            from: args.get(1)?,
+            request: args[0],
+            from: args[1],
         }),
-        (f, 2) if f == cb.handle_cast => Some(Msg::Cast {
-            request: args.first()?,
-        }),
-        (f, 2) if f == cb.handle_info => Some(Msg::Info(args.first()?)),
+        (f, 2) if f == cb.handle_cast => Some(Msg::Cast { request: args[0] }),
+        (f, 2) if f == cb.handle_info => Some(Msg::Info(args[0])),
         _ => None,
     }
 }
 
-fn same(a: &Msg<'_>, b: &Msg<'_>) -> bool {
-    match (a, b) {
+/// Whether a queued message can be the one a callback took.
+fn same(queued: &Msg<'_>, taken: &Msg<'_>) -> bool {
+    match (queued, taken) {
         (
             Msg::Call { from, request },
             Msg::Call {
                 from: f2,
                 request: r2,
             },
-        ) => from == f2 && request == r2,
-        (Msg::Cast { request }, Msg::Cast { request: r2 }) => request == r2,
-        (Msg::Info(m), Msg::Info(m2)) => m == m2,
+        ) => from.agrees(*f2) && request.agrees(*r2),
+        (Msg::Cast { request }, Msg::Cast { request: r2 }) => request.agrees(*r2),
+        (Msg::Info(m), Msg::Info(m2)) => m.agrees(*m2),
         _ => false,
     }
 }
@@ -259,16 +327,17 @@ pub fn pending_at<'a>(
         match ev.header.kind() {
             Some(Kind::Receive) => {
                 arrived.push(ev);
-                match classify(ev.payload) {
+                match classify(&ev) {
                     // A reply the process waits for inside a callback is taken on arrival; at
                     // rest it is an ordinary message (a Task's result, say) for handle_info.
-                    Some(Msg::Reply) if depth > 0 => {}
-                    Some(Msg::Reply) => queue.push((ev, reply_as_info(ev.payload))),
+                    Some(Msg::Reply(_)) if depth > 0 => {}
+                    Some(Msg::Reply(all)) => queue.push((ev, Msg::Info(all))),
                     // The behaviour handles system messages between callbacks: at once when
                     // idle, after the callback in progress otherwise.
                     Some(Msg::System) if depth == 0 => {}
                     Some(m) => queue.push((ev, m)),
-                    // Unreadable (truncated) payload: it can never be matched; keep it visible.
+                    // Unreadable payload: it can never be matched; it stays visible until a
+                    // later message is taken.
                     None => queue.push((ev, Msg::System)),
                 }
             }

@@ -45,6 +45,7 @@ rustler::atoms! {
     keep_state_and_data,
     repeat_state_and_data,
     stop_and_reply,
+    throw,
     // time points
     seq,
     ts,

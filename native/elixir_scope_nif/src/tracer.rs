@@ -90,7 +90,7 @@ fn enabled(tag: Term, state: Term, tracee: Term) -> Atom {
     let Some(kind) = kind_of(tag) else {
         return atoms::discard();
     };
-    // A return also carries the state of a watched callback module.
+    // A return (or a throw) also carries the state of a watched callback module.
     let wanted =
         store.policy().wants(kind) || (kind == Kind::Return && store.policy().wants(Kind::State));
     if !wanted {
@@ -159,14 +159,21 @@ fn trace<'a>(
     if store.policy().wants(kind) {
         record(store, &h, payload);
     }
-    if kind == Kind::Return && store.policy().wants(Kind::State) {
+    if matches!(kind, Kind::Return | Kind::Exception) && store.policy().wants(Kind::State) {
         let sh = Header {
             kind: Kind::State as u8,
+            flags: 0,
             ..h
         };
-        match (store.state_module_kind(h.module), extra()) {
+        // A callback's result: its return value, or a value it threw (gen_server and gen_statem
+        // take `throw(result)` as the result).
+        let result = match kind {
+            Kind::Return => extra(),
+            _ => extra().and_then(thrown),
+        };
+        match (store.state_module_kind(h.module), result) {
             (Some(StateKind::GenServer), Some(v)) => {
-                if let Some(st) = callback_state(h.function, v) {
+                if let Some(st) = callback_state(h.function, h.arity, v) {
                     record(store, &sh, Payload::Term(st));
                 }
             }
@@ -175,6 +182,12 @@ fn trace<'a>(
         }
     }
     atoms::ok()
+}
+
+/// The value of `{:throw, value}` (an `exception_from`'s class and reason).
+fn thrown(class_reason: Term) -> Option<Term> {
+    let els = rustler::types::tuple::get_tuple(class_reason).ok()?;
+    (els.len() == 2 && els[0].as_c_arg() == atoms::throw().as_c_arg()).then(|| els[1])
 }
 
 /// What a `gen_statem` callback result says about the state.
@@ -232,6 +245,13 @@ fn record_statem(store: &Store, h: &Header, value: Term) {
             record(store, h, Payload::Pair(name, data));
         }
         Some(Statem::Keep(data)) => {
+            // The name comes from the previous state event; with event sampling that event may
+            // have been skipped, so the name could be stale: record nothing rather than guess.
+            if store.policy().sample_by() == elixir_scope_core::policy::SampleBy::Event
+                && store.policy().rate() < 1.0
+            {
+                return;
+            }
             let Some(name) = store
                 .last_state_payload(h.pid)
                 .and_then(elixir_scope_core::etf::body)
@@ -255,14 +275,14 @@ fn record_statem(store: &Store, h: &Header, value: Term) {
 /// The new state in a GenServer-style callback's result: `{:ok, S}` / `{:ok, S, _}` (init,
 /// code_change), `{:reply, _, S}` / `{:reply, _, S, _}`, `{:noreply, S}` / `{:noreply, S, _}`,
 /// `{:stop, _, S}` / `{:stop, _, _, S}`. `None` for other functions and results.
-fn callback_state<'a>(function: u64, value: Term<'a>) -> Option<Term<'a>> {
-    let f = |a: Atom| raw(a.as_c_arg()) == function;
-    if !(f(atoms::init())
-        || f(atoms::handle_call())
-        || f(atoms::handle_cast())
-        || f(atoms::handle_info())
-        || f(atoms::handle_continue())
-        || f(atoms::code_change()))
+fn callback_state<'a>(function: u64, arity: u8, value: Term<'a>) -> Option<Term<'a>> {
+    let f = |a: Atom, n: u8| raw(a.as_c_arg()) == function && arity == n;
+    if !(f(atoms::init(), 1)
+        || f(atoms::handle_call(), 3)
+        || f(atoms::handle_cast(), 2)
+        || f(atoms::handle_info(), 2)
+        || f(atoms::handle_continue(), 2)
+        || f(atoms::code_change(), 3))
     {
         return None;
     }
