@@ -39,6 +39,17 @@ defmodule Demo.Worker do
   def handle_call({:work, job}, _from, done), do: {:reply, {:done, job}, done + 1}
 end
 
+defmodule Demo.Pricing do
+  use ElixirScope.Track
+
+  @scope true
+  def total(items, discount) do
+    subtotal = Enum.reduce(items, 0, fn {price, qty}, acc -> acc + price * qty end)
+    discounted = subtotal * (1 - discount)
+    Float.round(discounted, 2)
+  end
+end
+
 defmodule Demo.Report do
   alias ElixirScope.Event
 
@@ -105,6 +116,7 @@ receive do: ({:DOWN, ^ref, _, _, _} -> :ok)
 Process.sleep(50)
 new_worker = Process.whereis(Demo.Worker)
 {:done, :after_restart} = Demo.Worker.work(:after_restart)
+Demo.Pricing.total([{10.0, 2}, {2.5, 4}], 0.1)
 
 status = ElixirScope.status()
 ElixirScope.untrace(:all)
@@ -179,5 +191,8 @@ R.section("Replay: the moment the worker took the poison job")
 IO.puts(ElixirScope.Replay.format(cursor))
 {:ok, cursor} = ElixirScope.Replay.next(cursor)
 IO.puts(ElixirScope.Replay.format(cursor))
+
+R.section("Variable tracking: Demo.Pricing.total/2, line by line")
+IO.puts(Query.source_view({Demo.Pricing, :total, 2}))
 
 ElixirScope.stop()

@@ -147,10 +147,14 @@ defmodule ElixirScope.Query.History do
   The messages in `pid`'s mailbox at `t`: arrived and not yet consumed, oldest first, as
   `:receive` events.
 
-  For a GenServer (its callbacks traced, as `ElixirScope.trace/2` does by default) consumption is
-  exact: a message is consumed when the `handle_call/3`, `handle_cast/2` or `handle_info/2`
-  whose argument it is starts; replies to calls the server makes are taken as they arrive;
-  system messages are handled by the behaviour. The answer is `{:ok, messages}`.
+  For a GenServer or a `:gen_statem` (its callbacks traced, as `ElixirScope.trace/2` does by
+  default) consumption is known: a message leaves the mailbox when the callback whose argument
+  it is starts (`handle_call/3`, `handle_cast/2`, `handle_info/2`, a state function or
+  `handle_event/4`, outermost only); a reply arriving while a callback runs is taken at once by
+  the call waiting for it; system messages are handled between callbacks. The answer is
+  `{:ok, messages}`. One thing is learned late: a message a callback takes with its own
+  `receive` is only known to be gone once the server takes a message that arrived after it;
+  until then it is listed. A message over the payload cap is matched on the bytes kept.
 
   For other processes ElixirScope cannot see when a message is taken out of the mailbox, and
   says so: `{:unknown, arrived}` lists the messages that arrived up to `t`.

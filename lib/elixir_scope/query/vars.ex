@@ -104,9 +104,10 @@ defmodule ElixirScope.Query.Vars do
          {:ok, path} <- source(mod),
          {:ok, text} <- File.read(path) do
       bindings = variables(entry, opts)
-      last = bindings |> Enum.map(& &1.line) |> Enum.max(fn -> first end)
-      by_line = Enum.group_by(bindings, & &1.line)
       lines = String.split(text, "\n")
+      last_binding = bindings |> Enum.map(& &1.line) |> Enum.max(fn -> first end)
+      last = max(function_end(lines, first), last_binding)
+      by_line = Enum.group_by(bindings, & &1.line)
       width = last |> Integer.to_string() |> String.length()
 
       Enum.map_join(first..max(last, first), "\n", fn n ->
@@ -131,6 +132,27 @@ defmodule ElixirScope.Query.Vars do
     else
       {:error, _} = e -> e
       _ -> {:error, :no_call}
+    end
+  end
+
+  # The `end` closing a `def ... do` that starts at line `first` (same indentation), or `first`
+  # itself for a one-line definition.
+  defp function_end(lines, first) do
+    head = Enum.at(lines, first - 1, "")
+    indent = String.length(head) - String.length(String.trim_leading(head))
+
+    if String.contains?(head, " do") and not String.contains?(head, "do:") do
+      lines
+      |> Enum.with_index(1)
+      |> Enum.drop(first)
+      |> Enum.take(500)
+      |> Enum.find_value(first, fn {line, n} ->
+        if String.trim(line) == "end" and
+             String.length(line) - String.length(String.trim_leading(line)) == indent,
+           do: n
+      end)
+    else
+      first
     end
   end
 
