@@ -159,7 +159,12 @@ fn trace<'a>(
     if store.policy().wants(kind) {
         record(store, &h, payload);
     }
-    if matches!(kind, Kind::Return | Kind::Exception) && store.policy().wants(Kind::State) {
+    // Only returns of watched callback modules carry states (checked first: one table probe).
+    let state_kind = match kind {
+        Kind::Return | Kind::Exception => store.state_module_kind(h.module),
+        _ => None,
+    };
+    if let Some(state_kind) = state_kind.filter(|_| store.policy().wants(Kind::State)) {
         let sh = Header {
             kind: Kind::State as u8,
             flags: 0,
@@ -171,13 +176,13 @@ fn trace<'a>(
             Kind::Return => extra(),
             _ => extra().and_then(thrown),
         };
-        match (store.state_module_kind(h.module), result) {
-            (Some(StateKind::GenServer), Some(v)) => {
+        match (state_kind, result) {
+            (StateKind::GenServer, Some(v)) => {
                 if let Some(st) = callback_state(h.function, h.arity, v) {
                     record(store, &sh, Payload::Term(st));
                 }
             }
-            (Some(StateKind::GenStatem), Some(v)) => record_statem(store, &sh, v),
+            (StateKind::GenStatem, Some(v)) => record_statem(store, &sh, v),
             _ => {}
         }
     }
