@@ -40,8 +40,10 @@ defmodule ElixirScope.Track do
 
   ## Safety
 
-  The rewrite only adds reads of variables after they are bound: values, exceptions, guards,
-  pins and shadowing are unchanged, and a body's last expression stays last (a tail call stays a
+  Each clause is defined where it is written, so attribute values, aliases, clause order and
+  `super` are the user's. The rewrite only adds reads of variables after they are bound:
+  values, exceptions, guards, pins and shadowing are unchanged, and a body's last expression
+  stays last (a tail call stays a
   tail call; the one exception is a body that ends in a match, whose value is kept through a
   temporary). Recording goes through a NIF that never blocks (a full store drops the event).
   """
@@ -52,28 +54,61 @@ defmodule ElixirScope.Track do
     all = Keyword.get(opts, :all, false)
 
     quote do
-      @on_definition ElixirScope.Track
-      @before_compile ElixirScope.Track
+      import Kernel, except: [def: 1, def: 2, defp: 1, defp: 2]
+      import ElixirScope.Track, only: [def: 1, def: 2, defp: 1, defp: 2]
       Module.register_attribute(__MODULE__, :scope, accumulate: false)
-      Module.register_attribute(__MODULE__, :elixir_scope_clauses, accumulate: true)
       Module.put_attribute(__MODULE__, :elixir_scope_track_all, unquote(all))
       Module.put_attribute(__MODULE__, :elixir_scope_tracked, %{})
+      Module.put_attribute(__MODULE__, :elixir_scope_vars, nil)
     end
   end
 
-  # Each definition: note whether its function is tracked (by `@scope`, or earlier clauses, or
-  # `all: true`) and keep the clause's code for `__before_compile__`.
+  @doc "`Kernel.def/2`, recording the clause's bindings when it is tracked (see the module docs)."
+  defmacro def(call, expr \\ nil), do: define(:def, call, expr, __CALLER__)
+
+  @doc "`Kernel.defp/2`, recording the clause's bindings when it is tracked (see the module docs)."
+  defmacro defp(call, expr \\ nil), do: define(:defp, call, expr, __CALLER__)
+
+  # A bodiless head (default arguments) passes through; `@scope` stays for the clause after it.
+  defp define(kind, call, nil, _caller) do
+    quote do: Kernel.unquote(kind)(unquote(call))
+  end
+
+  # Each clause is defined where it is written, as written or rewritten: which one is decided
+  # when the module body runs that far (`__scope__/3` reads `@scope` then), so attributes,
+  # aliases, clause order and `super` all stay the user's.
+  defp define(kind, call, expr, caller) do
+    {name, arity} = name_arity(call)
+
+    if enabled?() and is_list(expr) do
+      tracked = Transform.clause(call, expr, {caller.module, name, arity})
+
+      quote do
+        case ElixirScope.Track.__scope__(__MODULE__, unquote(name), unquote(arity)) do
+          nil -> Kernel.unquote(kind)(unquote(call), unquote(expr))
+          _ -> Kernel.unquote(kind)(unquote(call), unquote(tracked))
+        end
+      end
+    else
+      quote do
+        ElixirScope.Track.__scope__(__MODULE__, unquote(name), unquote(arity))
+        Kernel.unquote(kind)(unquote(call), unquote(expr))
+      end
+    end
+  end
+
   @doc false
-  def __on_definition__(env, kind, name, args, guards, body) when kind in [:def, :defp] do
-    mod = env.module
+  # Whether the clause being defined is tracked: `@scope` (then reset) decides for it and the
+  # clauses after it; else earlier clauses' decision; else `all: true`. Sets
+  # `@elixir_scope_vars`, which the rewritten clause reads, to the `vars:` filter (nil: all).
+  def __scope__(mod, name, arity) do
     scope = Module.get_attribute(mod, :scope)
     if scope != nil, do: Module.put_attribute(mod, :scope, nil)
     tracked = Module.get_attribute(mod, :elixir_scope_tracked) || %{}
-    key = {name, length(args)}
+    key = {name, arity}
 
     opts =
       cond do
-        Module.get_attribute(mod, :elixir_scope_redefining) -> nil
         scope == false -> nil
         scope == true -> []
         is_list(scope) -> Keyword.take(scope, [:vars])
@@ -82,53 +117,16 @@ defmodule ElixirScope.Track do
         true -> nil
       end
 
-    if opts != nil and body != nil do
-      Module.put_attribute(mod, :elixir_scope_tracked, Map.put(tracked, key, opts))
+    if scope != nil,
+      do: Module.put_attribute(mod, :elixir_scope_tracked, Map.put(tracked, key, opts))
 
-      Module.put_attribute(
-        mod,
-        :elixir_scope_clauses,
-        {kind, name, args, guards, body, env.line, opts}
-      )
-    end
+    Module.put_attribute(mod, :elixir_scope_vars, opts && opts[:vars])
+    opts
   end
 
-  def __on_definition__(_env, _kind, _name, _args, _guards, _body), do: :ok
-
-  # Every tracked function is made overridable and defined again, clause by clause, rewritten.
-  defmacro __before_compile__(env) do
-    mod = env.module
-    clauses = mod |> Module.get_attribute(:elixir_scope_clauses) |> Enum.reverse()
-    Module.put_attribute(mod, :elixir_scope_redefining, true)
-
-    if clauses == [] or not enabled?() do
-      :ok
-    else
-      funs =
-        clauses
-        |> Enum.map(fn {_, name, args, _, _, _, _} -> {name, length(args)} end)
-        |> Enum.uniq()
-
-      defs =
-        for {kind, name, args, guards, body, line, opts} <- clauses do
-          args = Enum.map(args, &Transform.strip_default/1)
-          head = Enum.reduce(guards, {name, [line: line], args}, &{:when, [line: line], [&2, &1]})
-          body = body_keyword(body)
-          expr = Transform.clause(head, body, {mod, name, length(args)}, opts)
-          quote do: Kernel.unquote(kind)(unquote(head), unquote(expr))
-        end
-
-      quote do
-        defoverridable unquote(funs)
-        unquote_splicing(defs)
-      end
-    end
-  end
-
-  # A definition's body as on_definition gives it: `[do: body]`, with `rescue:`, `catch:`,
-  # `else:`, `after:` for an implicit try.
-  defp body_keyword([{:do, _} | _] = kw), do: kw
-  defp body_keyword(body), do: [do: body]
+  defp name_arity({:when, _, [head | _]}), do: name_arity(head)
+  defp name_arity({name, _, args}) when is_list(args), do: {name, length(args)}
+  defp name_arity({name, _, _}), do: {name, 0}
 
   @doc """
   Whether tracked functions are rewritten at compile time: `config :elixir_scope, track: bool`,

@@ -56,7 +56,9 @@ defmodule ElixirScope.Query.Vars do
   def variables(%Event{kind: :var, data: {:"$call", _, _}} = entry, opts) do
     opts = store_opts(Keyword.delete(opts, :call))
 
-    Query.events(opts ++ [pid: entry.pid, kind: :var, after_seq: entry.seq])
+    # By function, not by process: an fn defined in the call may run in another process (a
+    # Task, an Agent), and records its bindings there, still pointing at this call.
+    Query.events(opts ++ [mfa: entry.mfa, kind: :var, after_seq: entry.seq])
     |> Enum.filter(&(&1.peer == entry.seq))
     |> Enum.map(&to_binding/1)
   end

@@ -1,7 +1,7 @@
 defmodule ElixirScope.Track.Runtime do
   @moduledoc false
   # What tracked functions call. A tracked call first reads `key/0` from persistent_term: with
-  # no capture running it is absent and the original body runs; otherwise `enter/3` records the
+  # no capture running it is absent and the original body runs; otherwise `enter/4` records the
   # call and each binding is recorded with `record/4`.
 
   alias ElixirScope.Native
@@ -23,16 +23,17 @@ defmodule ElixirScope.Track.Runtime do
   @doc false
   # Records a call's entry; the context its bindings are recorded with, or nil when the store
   # does not take events now (level, sampling, full).
-  def enter(ref, mfa, line) do
+  def enter(ref, mfa, line, only) do
     case Native.track_record(ref, 0, mfa, {:"$call", line, nil}) do
       nil -> nil
-      seq -> {ref, seq, mfa}
+      seq -> {ref, seq, mfa, only}
     end
   end
 
   @doc false
-  def record({ref, call, mfa}, name, line, value) do
-    Native.track_record(ref, call, mfa, {name, line, value})
+  # `only`: the clause's `@scope vars:` filter, or nil for every variable.
+  def record({ref, call, mfa, only}, name, line, value) do
+    if only == nil or name in only, do: Native.track_record(ref, call, mfa, {name, line, value})
     :ok
   end
 end

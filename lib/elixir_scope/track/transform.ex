@@ -13,17 +13,24 @@ defmodule ElixirScope.Track.Transform do
 
   @doc false
   # `call` is the clause head, `expr` its `[do: ..., rescue: ..., ...]`; `mfa` the function.
-  def clause(call, expr, {_m, _f, _a} = mfa, opts) do
+  def clause(call, expr, {_m, _f, _a} = mfa) do
     {head, _guard} = split_when(call)
     {_name, meta, args} = head
     line = meta[:line] || 0
-    only = opts[:vars]
+    # Every binding gets a record; the `vars:` filter is applied by Runtime.record/4, from the
+    # value `@elixir_scope_vars` has when the clause is defined.
+    only = nil
     params = args |> List.wrap() |> Enum.map(&strip_default/1) |> vars()
 
     enter =
       quote do
         unquote(@ctx) =
-          unquote(Runtime).enter(unquote(@ref), unquote(Macro.escape(mfa)), unquote(line))
+          unquote(Runtime).enter(
+            unquote(@ref),
+            unquote(Macro.escape(mfa)),
+            unquote(line),
+            @elixir_scope_vars
+          )
       end
 
     records = records(params, line, only)
@@ -56,15 +63,25 @@ defmodule ElixirScope.Track.Transform do
     [do: body]
   end
 
-  defp generated(ast) do
-    Macro.prewalk(ast, fn
-      {name, meta, args} when is_list(meta) -> {name, Keyword.put(meta, :generated, true), args}
-      other -> other
-    end)
+  # Marks code generated (no second round of warnings), but not inside `quote`, whose result is
+  # data the function returns.
+  defp generated({:quote, _, _} = q), do: q
+
+  defp generated({name, meta, args}) when is_list(meta) do
+    args = if is_list(args), do: Enum.map(args, &generated/1), else: args
+    {generated(name), Keyword.put(meta, :generated, true), args}
   end
 
-  defp split_when({:when, _, [head, guard]}), do: {head, guard}
+  defp generated({a, b}), do: {generated(a), generated(b)}
+  defp generated(list) when is_list(list), do: Enum.map(list, &generated/1)
+  defp generated(other), do: other
+
+  defp split_when({:when, _, [head, guard]}), do: split_when_head(head, guard)
   defp split_when(head), do: {head, nil}
+
+  # `def f(x) when a when b`: the head is the innermost left operand.
+  defp split_when_head({:when, _, [head, _]}, guard), do: split_when_head(head, guard)
+  defp split_when_head(head, guard), do: {head, guard}
 
   @doc false
   def strip_default({:\\, _, [arg, _default]}), do: arg
@@ -219,8 +236,9 @@ defmodule ElixirScope.Track.Transform do
   defp receive_part(:do, clauses, only) when is_list(clauses),
     do: Enum.map(clauses, &clause_arrow(&1, only))
 
+  # `after timeout ->`: the timeout is an expression, not a pattern; only the body is rewritten.
   defp receive_part(:after, clauses, only) when is_list(clauses),
-    do: Enum.map(clauses, &clause_arrow(&1, only))
+    do: Enum.map(clauses, fn {:->, m, [t, b]} -> {:->, m, [t, body(b, only)]} end)
 
   defp receive_part(_, v, _only), do: v
 
