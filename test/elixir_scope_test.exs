@@ -3,6 +3,7 @@ defmodule ElixirScopeTest do
   use ExUnit.Case, async: false
 
   alias ElixirScope.Query
+  import ElixirScope.ScopeCase, only: [wait_until: 1]
 
   setup do
     ElixirScope.stop()
@@ -300,14 +301,6 @@ defmodule ElixirScopeTest do
       assert_raise ArgumentError, fn -> ElixirScope.set_level(:loud) end
       assert_raise ArgumentError, fn -> ElixirScope.set_sampling(2) end
       Agent.stop(agent)
-    end
-  end
-
-  defp wait_until(fun, tries \\ 100) do
-    cond do
-      fun.() -> :ok
-      tries == 0 -> flunk("condition never became true")
-      true -> Process.sleep(10) && wait_until(fun, tries - 1)
     end
   end
 

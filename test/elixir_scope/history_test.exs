@@ -439,12 +439,4 @@ defmodule ElixirScope.HistoryTest do
     state_size = byte_size(:erlang.term_to_binary(:sys.get_state(pid)))
     assert div(grown, 200) < 2 * state_size + 300
   end
-
-  defp wait_until(fun, tries \\ 200) do
-    cond do
-      fun.() -> :ok
-      tries == 0 -> flunk("condition never became true")
-      true -> Process.sleep(5) && wait_until(fun, tries - 1)
-    end
-  end
 end

@@ -49,6 +49,15 @@ defmodule ElixirScope.ScopeCase do
     end
   end
 
+  @doc "Waits (polling every 5 ms, at most `tries` times) until `fun` returns true."
+  def wait_until(fun, tries \\ 400) do
+    cond do
+      fun.() -> :ok
+      tries == 0 -> ExUnit.Assertions.flunk("condition never became true")
+      true -> Process.sleep(5) && wait_until(fun, tries - 1)
+    end
+  end
+
   @doc "Summarizes events as `{kind, pid, peer, mfa, data}` tuples, for exact comparison."
   def shape(events), do: Enum.map(events, &{&1.kind, &1.pid, &1.peer, &1.mfa, &1.data})
 end

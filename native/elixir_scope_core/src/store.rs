@@ -103,6 +103,25 @@ impl Config {
     }
 }
 
+/// What is stored of an encoding: `seen` itself when it is the whole encoding and fits `cap`,
+/// else its truncated form built in `scratch` (and `h` flagged).
+fn stored_form<'a>(
+    seen: &'a [u8],
+    full_len: u64,
+    exact: bool,
+    cap: usize,
+    h: &mut Header,
+    scratch: &'a mut Vec<u8>,
+) -> &'a [u8] {
+    if exact && full_len == seen.len() as u64 && seen.len() <= cap {
+        seen
+    } else {
+        truncate_payload(seen, full_len, exact, cap, scratch);
+        h.flags |= flags::TRUNCATED;
+        scratch
+    }
+}
+
 /// A live capture store.
 pub struct Store {
     log: CaptureLog,
@@ -225,15 +244,7 @@ impl Store {
         }
         let mut h = *header;
         h.kind = Kind::State as u8;
-        // The bytes that would be stored.
-        let stored: &[u8] =
-            if exact && full_len == seen.len() as u64 && seen.len() <= self.state_cap() {
-                seen
-            } else {
-                truncate_payload(seen, full_len, exact, self.state_cap(), scratch);
-                h.flags |= flags::TRUNCATED;
-                scratch
-            };
+        let stored = stored_form(seen, full_len, exact, self.state_cap(), &mut h, scratch);
         let slot = &self.last_state[(mix64(h.pid) as usize) % LAST_STATE_SLOTS];
         let previous = slot.load(Ordering::Relaxed);
         let same = self.log.get(previous).is_some_and(|p| {
@@ -321,15 +332,12 @@ impl Store {
         if self.is_closed() {
             return Appended::Dropped;
         }
-        let complete = exact && full_len == seen.len() as u64;
-        if !complete || seen.len() > self.max_payload {
-            truncate_payload(seen, full_len, exact, self.max_payload, scratch);
-            let mut h = *header;
-            h.flags |= crate::event::flags::TRUNCATED;
+        let mut h = *header;
+        let stored = stored_form(seen, full_len, exact, self.max_payload, &mut h, scratch);
+        if h.flags & flags::TRUNCATED != 0 {
             self.log.count_truncated();
-            return self.log.append(&h, scratch);
         }
-        self.log.append(header, seen)
+        self.log.append(&h, stored)
     }
 
     /// Counters.
