@@ -12,6 +12,7 @@ pub mod event;
 pub mod history;
 pub mod index;
 pub mod log;
+pub mod matcher;
 pub mod policy;
 pub mod query;
 pub mod store;

@@ -1,0 +1,943 @@
+//! Elixir patterns with guards, evaluated on stored ETF bytes without building terms.
+//!
+//! A [`Matcher`] is data — a pattern tree and a guard tree, compiled by the Elixir side from
+//! user patterns such as `{:increment, n} when n > 5` — run against the payload of each event a
+//! query scans. Atoms are compared by name, so nothing here needs (or creates) an atom. Bound
+//! variables come back as byte ranges of the payload, which the caller decodes only for matches.
+//!
+//! Every read is bounds-checked; a malformed payload simply does not match. Recursion follows the
+//! pattern (whose depth is limited by [`MAX_PATTERN_DEPTH`]), never the data.
+
+use crate::etf;
+use std::cmp::Ordering;
+use std::ops::Range;
+
+/// Deepest pattern accepted.
+pub const MAX_PATTERN_DEPTH: usize = 64;
+/// Most variables a pattern may bind.
+pub const MAX_VARS: usize = 64;
+
+/// A pattern node.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Pat {
+    /// `_`: anything.
+    Any,
+    /// A variable: binds on first use; later uses must be equal to the bound value.
+    Var(usize),
+    /// An atom, by name.
+    Atom(String),
+    /// An integer.
+    Int(i128),
+    /// A float (matches only floats equal to it, as `===` would).
+    Float(f64),
+    /// A binary, exactly.
+    Binary(Vec<u8>),
+    /// `"prefix" <> rest`.
+    BinaryPrefix(Vec<u8>, Box<Pat>),
+    /// A tuple of exactly these elements.
+    Tuple(Vec<Pat>),
+    /// A list: these elements, then the tail (`Pat::Nil` for a proper list).
+    List(Vec<Pat>, Box<Pat>),
+    /// `[]`.
+    Nil,
+    /// A map holding at least these keys (literal patterns) with values matching.
+    Map(Vec<(Pat, Pat)>),
+    /// Exactly these ETF bytes (pids, references, ports, funs given as pinned values).
+    Exact(Vec<u8>),
+}
+
+/// A comparison operator of a guard.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CmpOp {
+    /// `==`
+    Eq,
+    /// `!=`
+    Ne,
+    /// `===`
+    StrictEq,
+    /// `!==`
+    StrictNe,
+    /// `<`
+    Lt,
+    /// `<=`
+    Le,
+    /// `>`
+    Gt,
+    /// `>=`
+    Ge,
+}
+
+/// A type test of a guard.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TypeTest {
+    /// `is_integer`
+    Integer,
+    /// `is_float`
+    Float,
+    /// `is_number`
+    Number,
+    /// `is_atom`
+    Atom,
+    /// `is_boolean`
+    Boolean,
+    /// `is_nil`
+    Nil,
+    /// `is_binary`
+    Binary,
+    /// `is_list`
+    List,
+    /// `is_tuple`
+    Tuple,
+    /// `is_map`
+    Map,
+    /// `is_pid`
+    Pid,
+    /// `is_reference`
+    Reference,
+}
+
+/// An operand of a comparison: a bound variable or a literal.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Operand {
+    /// A variable of the pattern.
+    Var(usize),
+    /// A literal (a pattern without variables).
+    Lit(Pat),
+}
+
+/// A guard.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Guard {
+    /// No guard.
+    True,
+    /// Both.
+    And(Box<Guard>, Box<Guard>),
+    /// Either.
+    Or(Box<Guard>, Box<Guard>),
+    /// Not.
+    Not(Box<Guard>),
+    /// A comparison. Ordering comparisons hold between numbers, between atoms (by name) and
+    /// between binaries; between anything else they are false.
+    Cmp(CmpOp, Operand, Operand),
+    /// A type test on a variable.
+    Is(TypeTest, usize),
+    /// `var in [literals]`.
+    In(usize, Vec<Pat>),
+}
+
+/// A compiled pattern with its guard.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Matcher {
+    /// The pattern.
+    pub pattern: Pat,
+    /// The guard, over the pattern's variables.
+    pub guard: Guard,
+    /// How many variables the pattern binds.
+    pub vars: usize,
+}
+
+/// Why a matcher was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum MatcherError {
+    /// Nesting deeper than [`MAX_PATTERN_DEPTH`].
+    #[error("the pattern is nested deeper than 64 levels")]
+    TooDeep,
+    /// More than [`MAX_VARS`] variables, or a variable index out of range.
+    #[error("the pattern uses a variable it does not declare (or more than 64 variables)")]
+    BadVar,
+    /// A map key that is not a literal.
+    #[error("map keys in patterns must be literals")]
+    MapKey,
+}
+
+/// What a variable is bound to, within the payload given to [`Matcher::run`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Bound {
+    /// The term at this byte range.
+    Term(Range<usize>),
+    /// An element of a charlist stored as bytes (STRING_EXT).
+    Int(i128),
+    /// The list at this byte range without its first `n` elements (`t` in `[h | t]`).
+    ListTail(Range<usize>, usize),
+    /// The binary at this byte range without its first `n` bytes (`rest` in `"p" <> rest`).
+    BinaryRest(Range<usize>, usize),
+}
+
+/// The matcher's variables, by index.
+pub type Bindings = Vec<Option<Bound>>;
+
+impl Matcher {
+    /// Checks depth, variable indexes and map keys.
+    ///
+    /// # Errors
+    /// [`MatcherError`] naming the problem.
+    pub fn validate(&self) -> Result<(), MatcherError> {
+        if self.vars > MAX_VARS {
+            return Err(MatcherError::BadVar);
+        }
+        check_pat(&self.pattern, self.vars, 0, false)?;
+        check_guard(&self.guard, self.vars, 0)
+    }
+
+    /// Matches `term` (ETF bytes of one term, without the version byte) and evaluates the
+    /// guard; on success, the variables' byte ranges within `term`.
+    pub fn run(&self, term: &[u8]) -> Option<Bindings> {
+        let mut b: Bindings = vec![None; self.vars];
+        let end = match_pat(&self.pattern, term, 0, &mut b)?;
+        (end == term.len() && guard(&self.guard, term, &b) == Some(true)).then_some(b)
+    }
+}
+
+fn check_pat(p: &Pat, vars: usize, depth: usize, literal: bool) -> Result<(), MatcherError> {
+    if depth > MAX_PATTERN_DEPTH {
+        return Err(MatcherError::TooDeep);
+    }
+    match p {
+        Pat::Var(i) if *i >= vars || literal => Err(MatcherError::BadVar),
+        Pat::BinaryPrefix(_, rest) => check_pat(rest, vars, depth + 1, literal),
+        Pat::Tuple(els) => els
+            .iter()
+            .try_for_each(|e| check_pat(e, vars, depth + 1, literal)),
+        Pat::List(els, tail) => {
+            els.iter()
+                .try_for_each(|e| check_pat(e, vars, depth + 1, literal))?;
+            check_pat(tail, vars, depth + 1, literal)
+        }
+        Pat::Map(kvs) => kvs.iter().try_for_each(|(k, v)| {
+            check_pat(k, vars, depth + 1, true).map_err(|_| MatcherError::MapKey)?;
+            check_pat(v, vars, depth + 1, literal)
+        }),
+        _ => Ok(()),
+    }
+}
+
+fn check_guard(g: &Guard, vars: usize, depth: usize) -> Result<(), MatcherError> {
+    if depth > MAX_PATTERN_DEPTH {
+        return Err(MatcherError::TooDeep);
+    }
+    let operand = |o: &Operand| match o {
+        Operand::Var(i) if *i >= vars => Err(MatcherError::BadVar),
+        Operand::Lit(p) => check_pat(p, vars, depth + 1, true),
+        _ => Ok(()),
+    };
+    match g {
+        Guard::True => Ok(()),
+        Guard::And(a, b) | Guard::Or(a, b) => {
+            check_guard(a, vars, depth + 1)?;
+            check_guard(b, vars, depth + 1)
+        }
+        Guard::Not(a) => check_guard(a, vars, depth + 1),
+        Guard::Cmp(_, a, b) => {
+            operand(a)?;
+            operand(b)
+        }
+        Guard::Is(_, i) if *i >= vars => Err(MatcherError::BadVar),
+        Guard::Is(_, _) => Ok(()),
+        Guard::In(i, lits) => {
+            if *i >= vars {
+                return Err(MatcherError::BadVar);
+            }
+            lits.iter()
+                .try_for_each(|l| check_pat(l, vars, depth + 1, true))
+        }
+    }
+}
+
+// Reading values out of ETF.
+
+fn u16_at(b: &[u8], i: usize) -> Option<usize> {
+    Some(u16::from_be_bytes(b.get(i..i + 2)?.try_into().ok()?) as usize)
+}
+
+fn u32_at(b: &[u8], i: usize) -> Option<usize> {
+    Some(u32::from_be_bytes(b.get(i..i + 4)?.try_into().ok()?) as usize)
+}
+
+/// A number at `pos`: an integer (up to 16 bytes) or a float.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Num {
+    Int(i128),
+    Float(f64),
+}
+
+fn number(b: &[u8], pos: usize) -> Option<Num> {
+    match *b.get(pos)? {
+        97 => Some(Num::Int(*b.get(pos + 1)? as i128)),
+        98 => Some(Num::Int(
+            i32::from_be_bytes(b.get(pos + 1..pos + 5)?.try_into().ok()?) as i128,
+        )),
+        110 => {
+            let n = *b.get(pos + 1)? as usize;
+            let sign = *b.get(pos + 2)?;
+            if n > 16 {
+                return None;
+            }
+            let digits = b.get(pos + 3..pos + 3 + n)?;
+            let mag = digits
+                .iter()
+                .rev()
+                .fold(0u128, |acc, d| (acc << 8) | *d as u128);
+            let v = i128::try_from(mag).ok()?;
+            Some(Num::Int(if sign == 0 { v } else { -v }))
+        }
+        70 => Some(Num::Float(f64::from_bits(u64::from_be_bytes(
+            b.get(pos + 1..pos + 9)?.try_into().ok()?,
+        )))),
+        _ => None,
+    }
+}
+
+fn binary(b: &[u8], pos: usize) -> Option<&[u8]> {
+    if *b.get(pos)? != 109 {
+        return None;
+    }
+    let len = u32_at(b, pos + 1)?;
+    b.get(pos + 5..pos + 5 + len)
+}
+
+fn cmp_num(a: Num, b: Num) -> Option<Ordering> {
+    match (a, b) {
+        (Num::Int(x), Num::Int(y)) => Some(x.cmp(&y)),
+        (Num::Int(x), Num::Float(y)) => (x as f64).partial_cmp(&y),
+        (Num::Float(x), Num::Int(y)) => x.partial_cmp(&(y as f64)),
+        (Num::Float(x), Num::Float(y)) => x.partial_cmp(&y),
+    }
+}
+
+// Matching.
+
+/// Matches `p` against the term at `pos`; the position after it on success.
+fn match_pat(p: &Pat, b: &[u8], pos: usize, binds: &mut Bindings) -> Option<usize> {
+    let end = etf::skip(b, pos)?;
+    let ok = match p {
+        Pat::Any => true,
+        Pat::Var(i) => match binds.get(*i)?.clone() {
+            None => {
+                binds[*i] = Some(Bound::Term(pos..end));
+                true
+            }
+            Some(Bound::Term(r)) => equal(&b[r], &b[pos..end], true),
+            Some(Bound::Int(v)) => number(b, pos) == Some(Num::Int(v)),
+            Some(_) => false,
+        },
+        Pat::Atom(name) => etf::atom_name(b, pos) == Some(name.as_str()),
+        Pat::Int(v) => number(b, pos) == Some(Num::Int(*v)),
+        Pat::Float(v) => number(b, pos) == Some(Num::Float(*v)),
+        Pat::Binary(bytes) => binary(b, pos) == Some(bytes.as_slice()),
+        Pat::BinaryPrefix(prefix, rest) => match binary(b, pos) {
+            Some(data) if data.starts_with(prefix) => match rest.as_ref() {
+                Pat::Any => true,
+                Pat::Binary(tail) => &data[prefix.len()..] == tail.as_slice(),
+                Pat::Var(i) if binds.get(*i)?.is_none() => {
+                    binds[*i] = Some(Bound::BinaryRest(pos..end, prefix.len()));
+                    true
+                }
+                _ => false,
+            },
+            _ => false,
+        },
+        Pat::Tuple(els) => {
+            let (arity, first) = match *b.get(pos)? {
+                104 => (*b.get(pos + 1)? as usize, pos + 2),
+                105 => (u32_at(b, pos + 1)?, pos + 5),
+                _ => return None,
+            };
+            if arity != els.len() {
+                return None;
+            }
+            let mut p2 = first;
+            for e in els {
+                p2 = match_pat(e, b, p2, binds)?;
+            }
+            true
+        }
+        Pat::Nil => *b.get(pos)? == 106,
+        Pat::List(els, tail) => match_list(els, tail, b, pos, end, binds)?,
+        Pat::Map(kvs) => match_map(kvs, b, pos, binds)?,
+        Pat::Exact(bytes) => &b[pos..end] == bytes.as_slice(),
+    };
+    ok.then_some(end)
+}
+
+fn tuple_first(b: &[u8], pos: usize) -> Option<usize> {
+    match *b.get(pos)? {
+        104 => Some(pos + 2),
+        105 => Some(pos + 5),
+        _ => None,
+    }
+}
+
+fn match_list(
+    els: &[Pat],
+    tail: &Pat,
+    b: &[u8],
+    pos: usize,
+    end: usize,
+    binds: &mut Bindings,
+) -> Option<bool> {
+    match *b.get(pos)? {
+        // `[]`: no elements; the tail pattern meets `[]` itself.
+        106 => Some(els.is_empty() && match_pat(tail, b, pos, binds).is_some()),
+        107 => {
+            // STRING_EXT: a list of small integers, stored as bytes.
+            let len = u16_at(b, pos + 1)?;
+            let bytes = b.get(pos + 3..pos + 3 + len)?;
+            if els.len() > bytes.len() {
+                return Some(false);
+            }
+            for (e, &byte) in els.iter().zip(bytes) {
+                let ok = match e {
+                    Pat::Any => true,
+                    Pat::Int(v) => *v == byte as i128,
+                    Pat::Var(i) => match binds.get(*i)? {
+                        None => {
+                            binds[*i] = Some(Bound::Int(byte as i128));
+                            true
+                        }
+                        Some(Bound::Int(v)) => *v == byte as i128,
+                        Some(_) => false,
+                    },
+                    _ => false,
+                };
+                if !ok {
+                    return Some(false);
+                }
+            }
+            Some(rest_of_list(tail, els.len(), bytes.len(), pos..end, binds))
+        }
+        108 => {
+            let n = u32_at(b, pos + 1)?;
+            if els.len() > n {
+                return Some(false);
+            }
+            let mut p = pos + 5;
+            for e in els {
+                p = match match_pat(e, b, p, binds) {
+                    Some(p) => p,
+                    None => return Some(false),
+                };
+            }
+            if els.len() == n {
+                // The list's own tail term follows its elements.
+                return Some(match_pat(tail, b, p, binds).is_some());
+            }
+            Some(rest_of_list(tail, els.len(), n, pos..end, binds))
+        }
+        _ => Some(false),
+    }
+}
+
+/// The pattern's tail against the list's remaining elements (`t` in `[h | t]`), when the pattern
+/// named fewer elements than the list has: a wildcard, or a variable bound to the rest.
+fn rest_of_list(
+    tail: &Pat,
+    taken: usize,
+    len: usize,
+    list: Range<usize>,
+    binds: &mut Bindings,
+) -> bool {
+    match tail {
+        Pat::Any => true,
+        Pat::Nil => taken == len,
+        Pat::Var(i) => match binds.get(*i) {
+            Some(None) => {
+                binds[*i] = Some(Bound::ListTail(list, taken));
+                true
+            }
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
+fn match_map(kvs: &[(Pat, Pat)], b: &[u8], pos: usize, binds: &mut Bindings) -> Option<bool> {
+    if *b.get(pos)? != 116 {
+        return Some(false);
+    }
+    let n = u32_at(b, pos + 1)?;
+    // Find each pattern key among the map's keys (maps are small in patterns, so linear).
+    let mut entries = Vec::with_capacity(n.min(64));
+    let mut p = pos + 5;
+    for _ in 0..n {
+        let k_end = etf::skip(b, p)?;
+        let v_end = etf::skip(b, k_end)?;
+        entries.push((p..k_end, k_end));
+        p = v_end;
+    }
+    for (kp, vp) in kvs {
+        let mut found = false;
+        for (k, v_at) in &entries {
+            let mut scratch: Bindings = Vec::new();
+            if match_pat(kp, &b[..k.end], k.start, &mut scratch).is_some() {
+                if match_pat(vp, b, *v_at, binds).is_none() {
+                    return Some(false);
+                }
+                found = true;
+                break;
+            }
+        }
+        if !found {
+            return Some(false);
+        }
+    }
+    Some(true)
+}
+
+// Guards.
+
+fn operand<'a>(o: &'a Operand, b: &'a [u8], binds: &Bindings) -> Option<Value<'a>> {
+    match o {
+        Operand::Var(i) => Some(match binds.get(*i)?.clone()? {
+            Bound::Term(r) => Value::Bytes(&b[r]),
+            Bound::Int(v) => Value::Int(v),
+            // A list tail or a binary rest: only type tests see them.
+            _ => Value::Opaque,
+        }),
+        Operand::Lit(p) => Some(Value::Lit(p)),
+    }
+}
+
+enum Value<'a> {
+    Bytes(&'a [u8]),
+    Int(i128),
+    Lit(&'a Pat),
+    Opaque,
+}
+
+fn num_of(v: &Value) -> Option<Num> {
+    match v {
+        Value::Bytes(b) => number(b, 0),
+        Value::Int(i) => Some(Num::Int(*i)),
+        Value::Lit(Pat::Int(i)) => Some(Num::Int(*i)),
+        Value::Lit(Pat::Float(f)) => Some(Num::Float(*f)),
+        _ => None,
+    }
+}
+
+fn atom_of<'a>(v: &'a Value) -> Option<&'a str> {
+    match v {
+        Value::Bytes(b) => etf::atom_name(b, 0),
+        Value::Lit(Pat::Atom(a)) => Some(a),
+        _ => None,
+    }
+}
+
+fn binary_of<'a>(v: &'a Value) -> Option<&'a [u8]> {
+    match v {
+        Value::Bytes(b) => binary(b, 0),
+        Value::Lit(Pat::Binary(x)) => Some(x),
+        _ => None,
+    }
+}
+
+/// Equality of a value and another value (`strict`: `===`, else `==`, where 1 == 1.0).
+fn values_equal(a: &Value, b: &Value, strict: bool) -> bool {
+    if let (Some(x), Some(y)) = (num_of(a), num_of(b)) {
+        return if strict {
+            x == y
+        } else {
+            cmp_num(x, y) == Some(Ordering::Equal)
+        };
+    }
+    match (a, b) {
+        (Value::Bytes(x), Value::Bytes(y)) => equal(x, y, strict),
+        (Value::Bytes(x), Value::Lit(p)) | (Value::Lit(p), Value::Bytes(x)) => {
+            let mut none: Bindings = Vec::new();
+            match_pat(p, x, 0, &mut none) == Some(x.len())
+        }
+        (Value::Lit(p), Value::Lit(q)) => p == q,
+        _ => false,
+    }
+}
+
+fn guard(g: &Guard, b: &[u8], binds: &Bindings) -> Option<bool> {
+    Some(match g {
+        Guard::True => true,
+        Guard::And(x, y) => guard(x, b, binds)? && guard(y, b, binds)?,
+        Guard::Or(x, y) => guard(x, b, binds)? || guard(y, b, binds)?,
+        Guard::Not(x) => !guard(x, b, binds)?,
+        Guard::Cmp(op, x, y) => {
+            let (x, y) = (operand(x, b, binds)?, operand(y, b, binds)?);
+            match op {
+                CmpOp::Eq => values_equal(&x, &y, false),
+                CmpOp::Ne => !values_equal(&x, &y, false),
+                CmpOp::StrictEq => values_equal(&x, &y, true),
+                CmpOp::StrictNe => !values_equal(&x, &y, true),
+                _ => {
+                    let ord = match (num_of(&x), num_of(&y)) {
+                        (Some(m), Some(n)) => cmp_num(m, n),
+                        _ => match (atom_of(&x), atom_of(&y)) {
+                            (Some(m), Some(n)) => Some(m.cmp(n)),
+                            _ => match (binary_of(&x), binary_of(&y)) {
+                                (Some(m), Some(n)) => Some(m.cmp(n)),
+                                _ => None,
+                            },
+                        },
+                    };
+                    match (op, ord) {
+                        (_, None) => false,
+                        (CmpOp::Lt, Some(o)) => o == Ordering::Less,
+                        (CmpOp::Le, Some(o)) => o != Ordering::Greater,
+                        (CmpOp::Gt, Some(o)) => o == Ordering::Greater,
+                        (CmpOp::Ge, Some(o)) => o != Ordering::Less,
+                        _ => false,
+                    }
+                }
+            }
+        }
+        Guard::Is(t, i) => {
+            let r = match binds.get(*i)?.clone()? {
+                Bound::Term(r) => r,
+                Bound::Int(_) => return Some(matches!(t, TypeTest::Integer | TypeTest::Number)),
+                Bound::ListTail(..) => return Some(*t == TypeTest::List),
+                Bound::BinaryRest(..) => return Some(*t == TypeTest::Binary),
+            };
+            let v = &b[r];
+            let tag = *v.first()?;
+            match t {
+                TypeTest::Integer => matches!(tag, 97 | 98 | 110 | 111),
+                TypeTest::Float => matches!(tag, 70 | 99),
+                TypeTest::Number => matches!(tag, 97 | 98 | 110 | 111 | 70 | 99),
+                TypeTest::Atom => matches!(tag, 100 | 115 | 118 | 119),
+                TypeTest::Boolean => matches!(etf::atom_name(v, 0), Some("true" | "false")),
+                TypeTest::Nil => etf::atom_name(v, 0) == Some("nil"),
+                TypeTest::Binary => tag == 109,
+                TypeTest::List => matches!(tag, 106..=108),
+                TypeTest::Tuple => matches!(tag, 104 | 105),
+                TypeTest::Map => tag == 116,
+                TypeTest::Pid => matches!(tag, 88 | 103),
+                TypeTest::Reference => matches!(tag, 90 | 114 | 101),
+            }
+        }
+        Guard::In(i, lits) => {
+            let var = Operand::Var(*i);
+            let v = operand(&var, b, binds)?;
+            lits.iter().any(|l| values_equal(&v, &Value::Lit(l), false))
+        }
+    })
+}
+
+/// Structural equality of two ETF terms (bytes may differ for equal terms: a charlist can be
+/// STRING_EXT or LIST_EXT, an atom Latin-1 or UTF-8 encoded). `strict` = `===`.
+pub fn equal(a: &[u8], b: &[u8], strict: bool) -> bool {
+    if a == b {
+        return true;
+    }
+    eq_at(a, 0, b, 0, strict, 0).unwrap_or(false)
+}
+
+fn eq_at(a: &[u8], pa: usize, b: &[u8], pb: usize, strict: bool, depth: usize) -> Option<bool> {
+    if depth > MAX_PATTERN_DEPTH {
+        return Some(a.get(pa..etf::skip(a, pa)?)? == b.get(pb..etf::skip(b, pb)?)?);
+    }
+    if let (Some(x), Some(y)) = (number(a, pa), number(b, pb)) {
+        return Some(if strict {
+            x == y
+        } else {
+            cmp_num(x, y) == Some(Ordering::Equal)
+        });
+    }
+    if let (Some(x), Some(y)) = (etf::atom_name(a, pa), etf::atom_name(b, pb)) {
+        return Some(x == y);
+    }
+    let (ta, tb) = (*a.get(pa)?, *b.get(pb)?);
+    match (ta, tb) {
+        (104 | 105, 104 | 105) => {
+            let (x, y) = (etf::tuple_elements(a, pa)?, etf::tuple_elements(b, pb)?);
+            if x.len() != y.len() {
+                return Some(false);
+            }
+            let (mut i, mut j) = (tuple_first(a, pa)?, tuple_first(b, pb)?);
+            for _ in 0..x.len() {
+                if !eq_at(a, i, b, j, strict, depth + 1)? {
+                    return Some(false);
+                }
+                i = etf::skip(a, i)?;
+                j = etf::skip(b, j)?;
+            }
+            Some(true)
+        }
+        (106..=108, 106..=108) => {
+            let (x, y) = (list_items(a, pa)?, list_items(b, pb)?);
+            if x.len() != y.len() {
+                return Some(false);
+            }
+            for (ix, iy) in x.iter().zip(&y) {
+                let same = match (ix, iy) {
+                    (Item::Byte(m), Item::Byte(n)) => m == n,
+                    (Item::Byte(m), Item::At(q)) | (Item::At(q), Item::Byte(m)) => {
+                        let (bytes, pos) = if matches!(ix, Item::At(_)) {
+                            (a, *q)
+                        } else {
+                            (b, *q)
+                        };
+                        number(bytes, pos) == Some(Num::Int(*m as i128))
+                    }
+                    (Item::At(p), Item::At(q)) => eq_at(a, *p, b, *q, strict, depth + 1)?,
+                };
+                if !same {
+                    return Some(false);
+                }
+            }
+            Some(true)
+        }
+        (116, 116) => {
+            // Maps: same size and every key of one found, with an equal value, in the other.
+            let (na, nb) = (u32_at(a, pa + 1)?, u32_at(b, pb + 1)?);
+            if na != nb {
+                return Some(false);
+            }
+            let pairs = |bytes: &[u8], pos: usize, n: usize| -> Option<Vec<(usize, usize)>> {
+                let mut out = Vec::with_capacity(n.min(64));
+                let mut p = pos + 5;
+                for _ in 0..n {
+                    let v = etf::skip(bytes, p)?;
+                    out.push((p, v));
+                    p = etf::skip(bytes, v)?;
+                }
+                Some(out)
+            };
+            let (xa, xb) = (pairs(a, pa, na)?, pairs(b, pb, nb)?);
+            for (ka, va) in &xa {
+                let mut found = false;
+                for (kb, vb) in &xb {
+                    if eq_at(a, *ka, b, *kb, true, depth + 1)? {
+                        if !eq_at(a, *va, b, *vb, strict, depth + 1)? {
+                            return Some(false);
+                        }
+                        found = true;
+                        break;
+                    }
+                }
+                if !found {
+                    return Some(false);
+                }
+            }
+            Some(true)
+        }
+        _ => Some(a.get(pa..etf::skip(a, pa)?)? == b.get(pb..etf::skip(b, pb)?)?),
+    }
+}
+
+enum Item {
+    /// An element of a STRING_EXT.
+    Byte(u8),
+    /// An element (or the non-nil tail, last) at this position.
+    At(usize),
+}
+
+/// A list's elements, and an improper tail as a last element.
+fn list_items(b: &[u8], pos: usize) -> Option<Vec<Item>> {
+    match *b.get(pos)? {
+        106 => Some(Vec::new()),
+        107 => {
+            let len = u16_at(b, pos + 1)?;
+            Some(
+                b.get(pos + 3..pos + 3 + len)?
+                    .iter()
+                    .map(|&x| Item::Byte(x))
+                    .collect(),
+            )
+        }
+        108 => {
+            let n = u32_at(b, pos + 1)?;
+            let mut out = Vec::with_capacity(n.min(1024));
+            let mut p = pos + 5;
+            for _ in 0..n {
+                out.push(Item::At(p));
+                p = etf::skip(b, p)?;
+            }
+            if *b.get(p)? != 106 {
+                out.push(Item::At(p));
+            }
+            Some(out)
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn atom(s: &str) -> Vec<u8> {
+        let mut v = vec![119, s.len() as u8];
+        v.extend_from_slice(s.as_bytes());
+        v
+    }
+    fn int(i: u8) -> Vec<u8> {
+        vec![97, i]
+    }
+    fn tuple(els: &[Vec<u8>]) -> Vec<u8> {
+        let mut v = vec![104, els.len() as u8];
+        els.iter().for_each(|e| v.extend_from_slice(e));
+        v
+    }
+
+    fn m(pattern: Pat, guard: Guard, vars: usize) -> Matcher {
+        let m = Matcher {
+            pattern,
+            guard,
+            vars,
+        };
+        m.validate().unwrap();
+        m
+    }
+
+    #[test]
+    fn tuple_with_guard_binds_its_variable() {
+        // {:increment, n} when n > 5
+        let matcher = m(
+            Pat::Tuple(vec![Pat::Atom("increment".into()), Pat::Var(0)]),
+            Guard::Cmp(CmpOp::Gt, Operand::Var(0), Operand::Lit(Pat::Int(5))),
+            1,
+        );
+        let seven = tuple(&[atom("increment"), int(7)]);
+        let b = matcher.run(&seven).unwrap();
+        assert_eq!(b[0], Some(Bound::Term(13..15)));
+        assert_eq!(&seven[13..15], &[97, 7]);
+        assert!(matcher.run(&tuple(&[atom("increment"), int(3)])).is_none());
+        assert!(matcher.run(&tuple(&[atom("decrement"), int(7)])).is_none());
+        assert!(matcher.run(&atom("increment")).is_none());
+    }
+
+    #[test]
+    fn repeated_variables_must_be_equal() {
+        let matcher = m(Pat::Tuple(vec![Pat::Var(0), Pat::Var(0)]), Guard::True, 1);
+        assert!(matcher.run(&tuple(&[int(1), int(1)])).is_some());
+        assert!(matcher.run(&tuple(&[int(1), int(2)])).is_none());
+    }
+
+    #[test]
+    fn maps_match_partially_and_numbers_compare_loosely() {
+        // %{count: c} when c == 10.0
+        let mut map = vec![116, 0, 0, 0, 2];
+        map.extend(atom("count"));
+        map.extend(int(10));
+        map.extend(atom("name"));
+        map.extend(atom("x"));
+        let matcher = m(
+            Pat::Map(vec![(Pat::Atom("count".into()), Pat::Var(0))]),
+            Guard::Cmp(CmpOp::Eq, Operand::Var(0), Operand::Lit(Pat::Float(10.0))),
+            1,
+        );
+        assert!(matcher.run(&map).is_some());
+        let strict = m(
+            Pat::Map(vec![(Pat::Atom("count".into()), Pat::Var(0))]),
+            Guard::Cmp(
+                CmpOp::StrictEq,
+                Operand::Var(0),
+                Operand::Lit(Pat::Float(10.0)),
+            ),
+            1,
+        );
+        assert!(strict.run(&map).is_none());
+        let missing = m(
+            Pat::Map(vec![(Pat::Atom("nope".into()), Pat::Any)]),
+            Guard::True,
+            0,
+        );
+        assert!(missing.run(&map).is_none());
+    }
+
+    #[test]
+    fn lists_heads_tails_and_strings() {
+        // [h | _] when is_integer(h)
+        let matcher = m(
+            Pat::List(vec![Pat::Var(0)], Box::new(Pat::Any)),
+            Guard::Is(TypeTest::Integer, 0),
+            1,
+        );
+        let list = [108, 0, 0, 0, 2, 97, 1, 97, 2, 106];
+        assert!(matcher.run(&list).is_some());
+        // [h | t]: t is the rest of the list.
+        let head_tail = m(
+            Pat::List(vec![Pat::Var(0)], Box::new(Pat::Var(1))),
+            Guard::True,
+            2,
+        );
+        let b = head_tail.run(&list).unwrap();
+        assert_eq!(b[1], Some(Bound::ListTail(0..10, 1)));
+        assert!(matcher.run(&[106]).is_none());
+        let string = [107, 0, 2, 104, 105]; // ~c"hi"
+        let exact = m(
+            Pat::List(vec![Pat::Int(104), Pat::Int(105)], Box::new(Pat::Nil)),
+            Guard::True,
+            0,
+        );
+        assert!(exact.run(&string).is_some());
+        assert!(equal(
+            &string,
+            &[108, 0, 0, 0, 2, 97, 104, 97, 105, 106],
+            true
+        ));
+    }
+
+    #[test]
+    fn binaries_prefixes_and_in() {
+        let bin = [109, 0, 0, 0, 5, b'h', b'e', b'l', b'l', b'o'];
+        let prefix = m(
+            Pat::BinaryPrefix(b"he".to_vec(), Box::new(Pat::Var(0))),
+            Guard::True,
+            1,
+        );
+        assert_eq!(
+            prefix.run(&bin).unwrap()[0],
+            Some(Bound::BinaryRest(0..10, 2))
+        );
+        let within = m(
+            Pat::Var(0),
+            Guard::In(
+                0,
+                vec![Pat::Atom("a".into()), Pat::Binary(b"hello".to_vec())],
+            ),
+            1,
+        );
+        assert!(within.run(&bin).is_some());
+        assert!(within.run(&atom("b")).is_none());
+    }
+
+    #[test]
+    fn invalid_matchers_are_refused() {
+        let bad_var = Matcher {
+            pattern: Pat::Var(3),
+            guard: Guard::True,
+            vars: 1,
+        };
+        assert_eq!(bad_var.validate(), Err(MatcherError::BadVar));
+        let mut deep = Pat::Any;
+        for _ in 0..100 {
+            deep = Pat::Tuple(vec![deep]);
+        }
+        let too_deep = Matcher {
+            pattern: deep,
+            guard: Guard::True,
+            vars: 0,
+        };
+        assert_eq!(too_deep.validate(), Err(MatcherError::TooDeep));
+        let var_key = Matcher {
+            pattern: Pat::Map(vec![(Pat::Var(0), Pat::Any)]),
+            guard: Guard::True,
+            vars: 1,
+        };
+        assert_eq!(var_key.validate(), Err(MatcherError::MapKey));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+        #[test]
+        fn malformed_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..64)) {
+            let matchers = [
+                m(Pat::Tuple(vec![Pat::Atom("a".into()), Pat::Var(0)]), Guard::Cmp(CmpOp::Gt, Operand::Var(0), Operand::Lit(Pat::Int(1))), 1),
+                m(Pat::List(vec![Pat::Var(0)], Box::new(Pat::Any)), Guard::Is(TypeTest::Map, 0), 1),
+                m(Pat::Map(vec![(Pat::Atom("k".into()), Pat::Var(0))]), Guard::In(0, vec![Pat::Int(1)]), 1),
+                m(Pat::Var(0), Guard::Cmp(CmpOp::Eq, Operand::Var(0), Operand::Lit(Pat::Binary(vec![1]))), 1),
+            ];
+            for matcher in &matchers {
+                let _ = matcher.run(&bytes);
+            }
+            let _ = equal(&bytes, &bytes[bytes.len() / 2..], false);
+        }
+    }
+}
