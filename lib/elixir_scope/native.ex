@@ -35,6 +35,7 @@ defmodule ElixirScope.Native do
 
   # Query
   def query_events(_store, _filter), do: err()
+  def query_match(_store, _filter, _pattern, _guard, _vars), do: err()
 
   # History
   def store_watch_states(_store, _module, _kind), do: err()

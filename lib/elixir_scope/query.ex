@@ -88,6 +88,15 @@ defmodule ElixirScope.Query do
   """
   @spec events(filters()) :: [Event.t()]
   def events(filters \\ []) do
+    {store, filter} = native_filter(filters)
+    node = node()
+    store |> Store.ref() |> Native.query_events(filter) |> Enum.map(&Event.from_native(&1, node))
+  end
+
+  @doc false
+  # Validates `filters` (as for events/1) into the store and the filter tuple the NIFs decode.
+  @spec native_filter(filters()) :: {Store.t(), tuple()}
+  def native_filter(filters) do
     opts = ElixirScope.Options.validate!(filters, @filter_defaults)
     store = store!(opts[:store])
 
@@ -102,9 +111,29 @@ defmodule ElixirScope.Query do
        time!(store, opts[:until], :until), seq!(opts[:after_seq], :after_seq),
        opt_seq!(opts[:before_seq]), order!(opts[:order]) == :desc, limit!(opts[:limit])}
 
-    node = node()
-    store |> Store.ref() |> Native.query_events(filter) |> Enum.map(&Event.from_native(&1, node))
+    {store, filter}
   end
+
+  @doc """
+  Events whose contents match an Elixir pattern, with the values it binds. The pattern (and its
+  guard) is compiled when the code compiles and matched natively against each stored payload;
+  see `ElixirScope.Query.DSL` for what patterns and guards may contain.
+
+      import ElixirScope.Query
+      query kind: :receive, pid: pid, message: {:increment, n} when n > 5
+      query module: Counter, state: %{count: c} when c in [1, 2, 3]
+      query args: [^user_id | _], mfa: {Accounts, :fetch}
+
+  Returns `[%{event: %ElixirScope.Event{}, binds: %{n: 7}}]`, oldest first.
+  """
+  defmacro query(opts), do: ElixirScope.Query.DSL.query_macro(opts, __CALLER__)
+
+  @doc """
+  Like `query/1` but at run time: the pattern may be a string (`message: "{:inc, n} when n >
+  5"`), parsed and validated but never evaluated, and never creating atoms.
+  """
+  @spec find(keyword()) :: [ElixirScope.Query.DSL.match()]
+  defdelegate find(filters), to: ElixirScope.Query.DSL
 
   @doc """
   Everything that involves `pid`: events in it and events naming it as peer (its spawn, messages

@@ -116,12 +116,13 @@ pub enum Guard {
     Or(Box<Guard>, Box<Guard>),
     /// Not.
     Not(Box<Guard>),
-    /// A comparison. Ordering comparisons hold between numbers, between atoms (by name) and
-    /// between binaries; between anything else they are false.
+    /// A comparison. Ordering follows Elixir's term order between values of different types,
+    /// and within numbers, atoms (by name) and binaries; two tuples, maps, lists, pids, ... are
+    /// not ordered (the comparison is false).
     Cmp(CmpOp, Operand, Operand),
     /// A type test on a variable.
     Is(TypeTest, usize),
-    /// `var in [literals]`.
+    /// `var in [literals]`, each compared with `===` as Elixir does in guards.
     In(usize, Vec<Pat>),
 }
 
@@ -530,6 +531,33 @@ fn binary_of<'a>(v: &'a Value) -> Option<&'a [u8]> {
     }
 }
 
+/// The place of a value's type in the term order: number < atom < reference < fun < port < pid
+/// < tuple < map < list < bitstring.
+fn rank(v: &Value) -> Option<u8> {
+    Some(match v {
+        Value::Int(_) | Value::Lit(Pat::Int(_) | Pat::Float(_)) => 0,
+        Value::Lit(Pat::Atom(_)) => 1,
+        Value::Lit(Pat::Tuple(_)) => 6,
+        Value::Lit(Pat::Map(_)) => 7,
+        Value::Lit(Pat::List(..) | Pat::Nil) => 8,
+        Value::Lit(Pat::Binary(_)) => 9,
+        Value::Bytes(b) => match *b.first()? {
+            97 | 98 | 110 | 111 | 70 | 99 => 0,
+            100 | 115 | 118 | 119 => 1,
+            101 | 114 | 90 => 2,
+            117 | 112 | 113 => 3,
+            102 | 89 | 120 => 4,
+            103 | 88 => 5,
+            104 | 105 => 6,
+            116 => 7,
+            106..=108 => 8,
+            109 | 77 => 9,
+            _ => return None,
+        },
+        _ => return None,
+    })
+}
+
 /// Equality of a value and another value (`strict`: `===`, else `==`, where 1 == 1.0).
 fn values_equal(a: &Value, b: &Value, strict: bool) -> bool {
     if let (Some(x), Some(y)) = (num_of(a), num_of(b)) {
@@ -570,7 +598,10 @@ fn guard(g: &Guard, b: &[u8], binds: &Bindings) -> Option<bool> {
                             (Some(m), Some(n)) => Some(m.cmp(n)),
                             _ => match (binary_of(&x), binary_of(&y)) {
                                 (Some(m), Some(n)) => Some(m.cmp(n)),
-                                _ => None,
+                                _ => match (rank(&x), rank(&y)) {
+                                    (Some(m), Some(n)) if m != n => Some(m.cmp(&n)),
+                                    _ => None,
+                                },
                             },
                         },
                     };
@@ -612,7 +643,7 @@ fn guard(g: &Guard, b: &[u8], binds: &Bindings) -> Option<bool> {
         Guard::In(i, lits) => {
             let var = Operand::Var(*i);
             let v = operand(&var, b, binds)?;
-            lits.iter().any(|l| values_equal(&v, &Value::Lit(l), false))
+            lits.iter().any(|l| values_equal(&v, &Value::Lit(l), true))
         }
     })
 }
@@ -800,6 +831,37 @@ mod tests {
         assert!(matcher.run(&tuple(&[atom("increment"), int(3)])).is_none());
         assert!(matcher.run(&tuple(&[atom("decrement"), int(7)])).is_none());
         assert!(matcher.run(&atom("increment")).is_none());
+    }
+
+    #[test]
+    fn ordering_across_types_follows_the_term_order() {
+        // x when x > 5: an atom is greater than any number, a tuple greater than an atom.
+        let gt5 = m(
+            Pat::Var(0),
+            Guard::Cmp(CmpOp::Gt, Operand::Var(0), Operand::Lit(Pat::Int(5))),
+            1,
+        );
+        assert!(gt5.run(&atom("a")).is_some());
+        assert!(gt5.run(&int(3)).is_none());
+        let below_atom = m(
+            Pat::Var(0),
+            Guard::Cmp(
+                CmpOp::Lt,
+                Operand::Var(0),
+                Operand::Lit(Pat::Atom("a".into())),
+            ),
+            1,
+        );
+        assert!(below_atom.run(&int(200)).is_some());
+        assert!(below_atom.run(&tuple(&[])).is_none());
+        // Two tuples are not ordered here: the comparison is false either way.
+        let t = tuple(&[int(1)]);
+        let tuples = m(
+            Pat::Tuple(vec![Pat::Var(0), Pat::Var(1)]),
+            Guard::Cmp(CmpOp::Lt, Operand::Var(0), Operand::Var(1)),
+            2,
+        );
+        assert!(tuples.run(&tuple(&[t.clone(), t])).is_none());
     }
 
     #[test]

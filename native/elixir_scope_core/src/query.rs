@@ -87,81 +87,112 @@ pub struct Page<'a> {
 /// after examining `budget` events (so a caller on a normal scheduler can bound its time and resume
 /// with `after_seq`/`before_seq` set from the last seq examined).
 pub fn run<'a>(log: &'a CaptureLog, filter: &Filter, budget: u64) -> Page<'a> {
-    let lo = filter.after_seq.saturating_add(1);
-    // Up to the published mark, so a later page (after_seq = the last seq seen) misses nothing.
-    let top = log.published_seq();
-    let hi = filter
-        .before_seq
-        .map_or(top, |b| b.saturating_sub(1).min(top));
     let mut events = Vec::new();
-    let mut scanned = 0u64;
-    if lo > hi || filter.limit == 0 {
-        return Page { events, scanned };
-    }
-    let mut visit = |seq: Seq| -> bool {
-        scanned += 1;
-        if let Some(ev) = log.get(seq) {
-            if filter.matches(&ev) {
-                events.push(ev);
-            }
-        }
-        events.len() < filter.limit && scanned < budget
-    };
-    if filter.descending {
-        for seq in (lo..=hi).rev() {
-            if !visit(seq) {
-                break;
-            }
-        }
-    } else {
-        for seq in lo..=hi {
-            if !visit(seq) {
-                break;
-            }
-        }
-    }
+    let limit = filter.limit;
+    let scanned = scan(log, filter, budget, &mut |ev| {
+        events.push(*ev);
+        events.len() < limit
+    });
     Page { events, scanned }
 }
 
 /// Like [`run`], but over the given seqs only (sorted ascending, e.g. one process's events from
 /// the index) instead of the whole log: the same answer when every matching event is among them.
 pub fn run_on<'a>(log: &'a CaptureLog, seqs: &[Seq], filter: &Filter) -> Page<'a> {
+    let mut events = Vec::new();
+    let limit = filter.limit;
+    let scanned = scan_on(log, seqs, filter, &mut |ev| {
+        events.push(*ev);
+        events.len() < limit
+    });
+    Page { events, scanned }
+}
+
+/// The seq bounds a filter allows, up to the published mark (so a later page, after the last seq
+/// seen, misses nothing).
+fn bounds(log: &CaptureLog, filter: &Filter) -> (Seq, Seq) {
     let top = log.published_seq();
     let lo = filter.after_seq.saturating_add(1);
     let hi = filter
         .before_seq
         .map_or(top, |b| b.saturating_sub(1).min(top));
-    let start = seqs.partition_point(|&s| s < lo);
-    let end = seqs.partition_point(|&s| s <= hi);
-    let mut events = Vec::new();
+    (lo, hi)
+}
+
+/// Calls `visit` with each event matching `filter` (its limit aside), in the filter's order,
+/// until `visit` answers false or `budget` events were examined. Returns how many were examined.
+pub fn scan<'a>(
+    log: &'a CaptureLog,
+    filter: &Filter,
+    budget: u64,
+    visit: &mut dyn FnMut(&EventRef<'a>) -> bool,
+) -> u64 {
+    let (lo, hi) = bounds(log, filter);
     let mut scanned = 0u64;
-    if start >= end || filter.limit == 0 {
-        return Page { events, scanned };
+    if lo > hi || filter.limit == 0 {
+        return 0;
     }
-    let window = &seqs[start..end];
-    let mut visit = |seq: Seq| -> bool {
+    let mut step = |seq: Seq| -> bool {
         scanned += 1;
         if let Some(ev) = log.get(seq) {
-            if filter.matches(&ev) {
-                events.push(ev);
+            if filter.matches(&ev) && !visit(&ev) {
+                return false;
             }
         }
-        events.len() < filter.limit
+        scanned < budget
+    };
+    if filter.descending {
+        for seq in (lo..=hi).rev() {
+            if !step(seq) {
+                break;
+            }
+        }
+    } else {
+        for seq in lo..=hi {
+            if !step(seq) {
+                break;
+            }
+        }
+    }
+    scanned
+}
+
+/// [`scan`] over the given seqs only (sorted ascending).
+pub fn scan_on<'a>(
+    log: &'a CaptureLog,
+    seqs: &[Seq],
+    filter: &Filter,
+    visit: &mut dyn FnMut(&EventRef<'a>) -> bool,
+) -> u64 {
+    let (lo, hi) = bounds(log, filter);
+    let start = seqs.partition_point(|&s| s < lo);
+    let end = seqs.partition_point(|&s| s <= hi);
+    let mut scanned = 0u64;
+    if start >= end || filter.limit == 0 {
+        return 0;
+    }
+    let window = &seqs[start..end];
+    let mut step = |seq: Seq| -> bool {
+        scanned += 1;
+        match log.get(seq) {
+            Some(ev) if filter.matches(&ev) => visit(&ev),
+            _ => true,
+        }
     };
     if filter.descending {
         for &s in window.iter().rev() {
-            if !visit(s) {
+            if !step(s) {
                 break;
             }
         }
     } else {
         for &s in window {
-            if !visit(s) {
+            if !step(s) {
                 break;
             }
         }
     }
-    Page { events, scanned }
+    scanned
 }
 
 #[cfg(test)]

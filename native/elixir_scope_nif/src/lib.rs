@@ -8,6 +8,7 @@
 mod atoms;
 mod etf;
 mod history;
+mod matcher;
 mod query;
 mod resource;
 mod store;

@@ -43,7 +43,7 @@ fn opt_atom(t: Term) -> NifResult<Option<u64>> {
 /// Decodes the filter tuple built by `ElixirScope.Query.Filter`:
 /// `{pids, peers, involving, kinds, module, function, arity, since, until, after_seq, before_seq,
 /// desc, limit}`.
-fn decode_filter(t: Term) -> NifResult<Filter> {
+pub(crate) fn decode_filter(t: Term) -> NifResult<Filter> {
     let f = rustler::types::tuple::get_tuple(t)?;
     if f.len() != 13 {
         return Err(rustler::Error::BadArg);

@@ -1,0 +1,238 @@
+//! Query NIFs with a content pattern: decode the matcher (plain data built by
+//! `ElixirScope.Query.DSL`), run it natively over each candidate event's data, and return the
+//! matching events with their bound variables.
+
+use crate::atoms;
+use crate::query::{decode_filter, encode_event};
+use crate::store::store_of;
+use elixir_scope_core::event::{flags, EventRef};
+use elixir_scope_core::matcher::{
+    Bound, CmpOp, Guard, Matcher, Operand, Pat, TypeTest, MAX_PATTERN_DEPTH,
+};
+use elixir_scope_core::{etf, query};
+use rustler::{Atom, Binary, Encoder, Env, NewBinary, NifResult, Term};
+
+fn bad() -> rustler::Error {
+    rustler::Error::BadArg
+}
+
+fn name_of(t: Term) -> NifResult<String> {
+    Atom::from_term(t)?.to_term(t.get_env()).atom_to_string()
+}
+
+fn pat(t: Term) -> NifResult<Pat> {
+    pat_at(t, 0)
+}
+
+/// Decodes a pattern, refusing nesting deeper than the core accepts (so decoding itself stays
+/// shallow on the dirty scheduler's stack).
+fn pat_at<'a>(t: Term<'a>, depth: usize) -> NifResult<Pat> {
+    if depth > MAX_PATTERN_DEPTH {
+        return Err(bad());
+    }
+    let pat = |t: Term<'a>| pat_at(t, depth + 1);
+    if t.is_atom() {
+        return match name_of(t)?.as_str() {
+            "_" => Ok(Pat::Any),
+            "empty" => Ok(Pat::Nil),
+            _ => Err(bad()),
+        };
+    }
+    let els = rustler::types::tuple::get_tuple(t)?;
+    let tag = name_of(*els.first().ok_or_else(bad)?)?;
+    Ok(match (tag.as_str(), els.len()) {
+        ("var", 2) => Pat::Var(els[1].decode()?),
+        ("atom", 2) => Pat::Atom(els[1].decode()?),
+        ("int", 2) => Pat::Int(els[1].decode::<i64>()? as i128),
+        ("float", 2) => Pat::Float(els[1].decode()?),
+        ("binary", 2) => Pat::Binary(els[1].decode::<Binary>()?.as_slice().to_vec()),
+        ("prefix", 3) => Pat::BinaryPrefix(
+            els[1].decode::<Binary>()?.as_slice().to_vec(),
+            Box::new(pat(els[2])?),
+        ),
+        ("tuple", 2) => Pat::Tuple(list(els[1], pat)?),
+        ("list", 3) => Pat::List(list(els[1], pat)?, Box::new(pat(els[2])?)),
+        ("map", 2) => Pat::Map(list(els[1], |kv: Term<'a>| {
+            let (k, v): (Term, Term) = kv.decode()?;
+            Ok((pat(k)?, pat(v)?))
+        })?),
+        ("exact", 2) => Pat::Exact(els[1].decode::<Binary>()?.as_slice().to_vec()),
+        _ => return Err(bad()),
+    })
+}
+
+fn list<'a, T>(t: Term<'a>, f: impl Fn(Term<'a>) -> NifResult<T>) -> NifResult<Vec<T>> {
+    t.decode::<Vec<Term>>()?.into_iter().map(f).collect()
+}
+
+fn operand(t: Term) -> NifResult<Operand> {
+    let (tag, v): (Term, Term) = t.decode()?;
+    match name_of(tag)?.as_str() {
+        "var" => Ok(Operand::Var(v.decode()?)),
+        "lit" => Ok(Operand::Lit(pat(v)?)),
+        _ => Err(bad()),
+    }
+}
+
+fn guard(t: Term) -> NifResult<Guard> {
+    guard_at(t, 0)
+}
+
+fn guard_at<'a>(t: Term<'a>, depth: usize) -> NifResult<Guard> {
+    if depth > MAX_PATTERN_DEPTH {
+        return Err(bad());
+    }
+    let guard = |t: Term<'a>| guard_at(t, depth + 1);
+    if t.is_atom() {
+        return match name_of(t)?.as_str() {
+            "true" => Ok(Guard::True),
+            _ => Err(bad()),
+        };
+    }
+    let els = rustler::types::tuple::get_tuple(t)?;
+    let tag = name_of(*els.first().ok_or_else(bad)?)?;
+    Ok(match (tag.as_str(), els.len()) {
+        ("and", 3) => Guard::And(Box::new(guard(els[1])?), Box::new(guard(els[2])?)),
+        ("or", 3) => Guard::Or(Box::new(guard(els[1])?), Box::new(guard(els[2])?)),
+        ("not", 2) => Guard::Not(Box::new(guard(els[1])?)),
+        ("cmp", 4) => {
+            let op = match name_of(els[1])?.as_str() {
+                "==" => CmpOp::Eq,
+                "!=" => CmpOp::Ne,
+                "===" => CmpOp::StrictEq,
+                "!==" => CmpOp::StrictNe,
+                "<" => CmpOp::Lt,
+                "<=" => CmpOp::Le,
+                ">" => CmpOp::Gt,
+                ">=" => CmpOp::Ge,
+                _ => return Err(bad()),
+            };
+            Guard::Cmp(op, operand(els[2])?, operand(els[3])?)
+        }
+        ("is", 3) => {
+            let ty = match name_of(els[1])?.as_str() {
+                "integer" => TypeTest::Integer,
+                "float" => TypeTest::Float,
+                "number" => TypeTest::Number,
+                "atom" => TypeTest::Atom,
+                "boolean" => TypeTest::Boolean,
+                "nil" => TypeTest::Nil,
+                "binary" => TypeTest::Binary,
+                "list" => TypeTest::List,
+                "tuple" => TypeTest::Tuple,
+                "map" => TypeTest::Map,
+                "pid" => TypeTest::Pid,
+                "reference" => TypeTest::Reference,
+                _ => return Err(bad()),
+            };
+            Guard::Is(ty, els[2].decode()?)
+        }
+        ("in", 3) => Guard::In(els[1].decode()?, list(els[2], pat)?),
+        _ => return Err(bad()),
+    })
+}
+
+/// The data term of an event, as ETF without the version byte: its payload, or the `data` of a
+/// `{peer, data}` payload. `None` for truncated or missing payloads (they cannot be matched).
+fn data_term<'a>(ev: &EventRef<'a>) -> Option<&'a [u8]> {
+    if ev.header.flags & (flags::TRUNCATED | flags::PAYLOAD_DROPPED) != 0 {
+        return None;
+    }
+    let body = etf::body(ev.payload)?;
+    if ev.header.flags & flags::PEER_IN_PAYLOAD != 0 {
+        etf::tuple_elements(body, 0)?.get(1).copied()
+    } else {
+        Some(body)
+    }
+}
+
+/// A bound value as a term.
+fn bound_term<'a>(env: Env<'a>, data: &[u8], b: &Bound) -> Option<Term<'a>> {
+    let decode = |bytes: &[u8]| -> Option<Term<'a>> {
+        let mut with_version = Vec::with_capacity(bytes.len() + 1);
+        with_version.push(etf::VERSION);
+        with_version.extend_from_slice(bytes);
+        let mut term = rustler::sys::ErlNifTerm::default();
+        // SAFETY: the slice is readable; enif_binary_to_term writes one term of `env`.
+        let used = unsafe {
+            rustler::sys::enif_binary_to_term(
+                env.as_c_arg(),
+                with_version.as_ptr(),
+                with_version.len(),
+                &mut term,
+                rustler::sys::ERL_NIF_BIN2TERM_SAFE,
+            )
+        };
+        // SAFETY: on success `term` is a valid term of `env`.
+        (used == with_version.len()).then(|| unsafe { Term::new(env, term) })
+    };
+    match b {
+        Bound::Term(r) => decode(data.get(r.clone())?),
+        Bound::Int(v) => Some((*v as i64).encode(env)),
+        Bound::ListTail(r, n) => {
+            let mut list = decode(data.get(r.clone())?)?;
+            for _ in 0..*n {
+                list = list.list_get_cell().ok()?.1;
+            }
+            Some(list)
+        }
+        Bound::BinaryRest(r, n) => {
+            let bin: Binary = decode(data.get(r.clone())?)?.decode().ok()?;
+            let rest = bin.as_slice().get(*n..)?;
+            let mut out = NewBinary::new(env, rest.len());
+            out.as_mut_slice().copy_from_slice(rest);
+            Some(out.into())
+        }
+    }
+}
+
+/// Events matching the filter whose data matches the pattern: `[{event, [bound value | nil]}]`,
+/// in the filter's order. Runs on a dirty scheduler.
+#[rustler::nif(schedule = "DirtyCpu")]
+fn query_match<'a>(
+    env: Env<'a>,
+    store: Term<'a>,
+    filter: Term<'a>,
+    pattern: Term<'a>,
+    guard_term: Term<'a>,
+    vars: usize,
+) -> NifResult<Term<'a>> {
+    let store = store_of(store)?;
+    let mut filter = decode_filter(filter)?;
+    let matcher = Matcher {
+        pattern: pat(pattern)?,
+        guard: guard(guard_term)?,
+        vars,
+    };
+    if let Err(e) = matcher.validate() {
+        return Ok((atoms::error(), e.to_string()).encode(env));
+    }
+    // The limit applies to matches, not to scanned events.
+    let limit = std::mem::replace(&mut filter.limit, usize::MAX);
+    let nil = atoms::nil().encode(env);
+    let mut out: Vec<Term> = Vec::new();
+    let mut visit = |ev: &EventRef| -> bool {
+        if let Some(data) = data_term(ev) {
+            if let Some(binds) = matcher.run(data) {
+                let values: Vec<Term> = binds
+                    .iter()
+                    .map(|b| {
+                        b.as_ref()
+                            .and_then(|b| bound_term(env, data, b))
+                            .unwrap_or(nil)
+                    })
+                    .collect();
+                out.push((encode_event(env, ev), values).encode(env));
+            }
+        }
+        out.len() < limit
+    };
+    if let [pid] = filter.pids[..] {
+        let idx = store.index();
+        let seqs = idx.pid(pid).map(|p| p.events.as_slice()).unwrap_or(&[]);
+        query::scan_on(store.log(), seqs, &filter, &mut visit);
+    } else {
+        query::scan(store.log(), &filter, u64::MAX, &mut visit);
+    }
+    Ok((atoms::ok(), out).encode(env))
+}
