@@ -135,6 +135,18 @@ defmodule ElixirScope.Query do
   @spec find(keyword()) :: [ElixirScope.Query.DSL.match()]
   defdelegate find(filters), to: ElixirScope.Query.DSL
 
+  # Aggregations (see ElixirScope.Query.Aggregate).
+  @doc "How many events match. See `ElixirScope.Query.Aggregate.count/1`."
+  defdelegate count(filters \\ []), to: ElixirScope.Query.Aggregate
+  @doc "Matching events per key. See `ElixirScope.Query.Aggregate.group_by/2`."
+  defdelegate group_by(filters, key), to: ElixirScope.Query.Aggregate
+  @doc "The keys with the most matching events. See `ElixirScope.Query.Aggregate.top/3`."
+  defdelegate top(filters, key, n \\ 10), to: ElixirScope.Query.Aggregate
+  @doc "Matching events per time bucket. See `ElixirScope.Query.Aggregate.rate/2`."
+  defdelegate rate(filters, bucket), to: ElixirScope.Query.Aggregate
+  @doc "Call durations. See `ElixirScope.Query.Aggregate.durations/2`."
+  defdelegate durations(filters, key \\ :all), to: ElixirScope.Query.Aggregate
+
   @doc """
   Everything that involves `pid`: events in it and events naming it as peer (its spawn, messages
   sent to it by traced processes, links).

@@ -84,26 +84,53 @@ defmodule ElixirScope.Query.DSL do
   """
   @spec find(keyword()) :: [match()]
   def find(filters) when is_list(filters) do
+    case compile_filters(filters) do
+      {rest, nil} ->
+        rest
+        |> native_args(nil)
+        |> elem(0)
+        |> Query.events()
+        |> Enum.map(&%{event: &1, binds: %{}})
+
+      {rest, {key, ir, guard, names}} ->
+        run(rest, key, {ir, guard}, names)
+    end
+  end
+
+  @doc false
+  # Splits find-style filters into the other filters and the compiled content pattern
+  # (`{key, pattern, guard, bind names}`, or nil when there is none).
+  @spec compile_filters(keyword()) :: {keyword(), nil | {atom(), term(), term(), [term()]}}
+  def compile_filters(filters) when is_list(filters) do
     case Enum.filter(filters, fn {k, _} -> k in @pattern_keys end) do
       [] ->
-        filters |> Query.events() |> Enum.map(&%{event: &1, binds: %{}})
+        {filters, nil}
 
       [{key, source}] ->
-        ast =
-          case source do
-            s when is_binary(s) ->
-              parse!(s)
-
-            quoted ->
-              quoted
-          end
-
+        ast = if is_binary(source), do: parse!(source), else: source
         {ir, guard, names} = compile!(ast, nil)
-        run(Keyword.delete(filters, key), key, {ir, guard}, Enum.map(names, &bind_key/1))
+        {Keyword.delete(filters, key), {key, ir, guard, Enum.map(names, &bind_key/1)}}
 
       many ->
         invalid!("one content pattern at a time, got #{inspect(Keyword.keys(many))}", [])
     end
+  end
+
+  @doc false
+  # The events/1 filters for `filters` and a pattern on `key`: `module:` becomes `mfa:`, and
+  # the kinds default to those `key` applies to. Returns `{filters, {store, native filter}}`.
+  @spec native_args(keyword(), atom() | nil) :: {keyword(), {ElixirScope.Store.t(), tuple()}}
+  def native_args(filters, key) do
+    {module, filters} = Keyword.pop(filters, :module)
+    filters = if module, do: Keyword.put_new(filters, :mfa, module), else: filters
+
+    filters =
+      case @kinds_for[key] do
+        nil -> filters
+        kinds -> Keyword.put_new(filters, :kind, kinds)
+      end
+
+    {filters, Query.native_filter(filters)}
   end
 
   # Parses a pattern string without creating atoms: names that are not atoms already stay
@@ -145,32 +172,27 @@ defmodule ElixirScope.Query.DSL do
   @doc false
   # Runs a compiled query: `filters` as for Query.events/1 (plus `module:`).
   def run(filters, key, {pattern, guard}, names) do
-    {module, filters} = Keyword.pop(filters, :module)
-    filters = if module, do: Keyword.put_new(filters, :mfa, module), else: filters
+    {_, {store, filter}} = native_args(filters, key)
 
-    filters =
-      case @kinds_for[key] do
-        nil -> filters
-        kinds -> Keyword.put_new(filters, :kind, kinds)
-      end
+    node = node()
 
-    {store, filter} = Query.native_filter(filters)
-
-    case match(store, filter, pattern, guard, length(names)) do
-      {:ok, hits} ->
-        node = node()
-
-        Enum.map(hits, fn {tuple, values} ->
-          %{event: Event.from_native(tuple, node), binds: Map.new(Enum.zip(names, values))}
-        end)
-
-      {:error, reason} ->
-        invalid!(reason, [])
+    for {tuple, values} <- match(store, filter, pattern, guard, length(names)) do
+      %{event: Event.from_native(tuple, node), binds: Map.new(Enum.zip(names, values))}
     end
   end
 
   defp match(store, filter, pattern, guard, vars) do
-    Native.query_match(Store.ref(store), filter, pattern, guard, vars)
+    native!(fn -> Native.query_match(Store.ref(store), filter, pattern, guard, vars) end)
+  end
+
+  @doc false
+  # Runs a NIF that takes a compiled pattern: its `{:ok, result}` gives the result, a refusal
+  # (`{:error, reason}`, or badarg for a pinned value it cannot take) an ArgumentError.
+  def native!(fun) do
+    case fun.() do
+      {:ok, result} -> result
+      {:error, reason} -> invalid!(reason, [])
+    end
   rescue
     ArgumentError ->
       invalid!("a pinned value is nested too deeply (or the compiled pattern is malformed)", [])

@@ -5,6 +5,7 @@
 //! Data flows one way: tracer callbacks [`store::Store::append`] into the [`log::CaptureLog`];
 //! queries ([`query::run`]) read what is published, without ever slowing writers.
 
+pub mod aggregate;
 pub mod chunks;
 pub mod error;
 pub mod etf;

@@ -2,6 +2,7 @@
 
 rustler::atoms! {
     ok,
+    all,
     error,
     nil,
     // erl_tracer answers

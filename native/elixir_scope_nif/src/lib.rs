@@ -5,6 +5,7 @@
 //! No logic lives here that could live in the core; no NIF panics on bad input (bad argument
 //! types are `badarg`, everything else is `{:error, reason}`).
 
+mod aggregate;
 mod atoms;
 mod etf;
 mod history;

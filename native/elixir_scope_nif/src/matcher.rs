@@ -5,10 +5,13 @@
 use crate::atoms;
 use crate::query::{decode_filter, encode_event};
 use crate::store::store_of;
-use elixir_scope_core::event::{flags, EventRef};
+use elixir_scope_core::aggregate::data_of;
+use elixir_scope_core::event::{EventRef, Seq};
 use elixir_scope_core::matcher::{
     Bound, CmpOp, Guard, Matcher, Operand, Pat, TypeTest, MAX_PATTERN_DEPTH,
 };
+use elixir_scope_core::query::Filter;
+use elixir_scope_core::store::Store;
 use elixir_scope_core::{etf, query};
 use rustler::{Atom, Binary, Encoder, Env, NewBinary, NifResult, Term};
 
@@ -132,20 +135,6 @@ fn guard_at<'a>(t: Term<'a>, depth: usize) -> NifResult<Guard> {
     })
 }
 
-/// The data term of an event, as ETF without the version byte: its payload, or the `data` of a
-/// `{peer, data}` payload. `None` for truncated or missing payloads (they cannot be matched).
-fn data_term<'a>(ev: &EventRef<'a>) -> Option<&'a [u8]> {
-    if ev.header.flags & (flags::TRUNCATED | flags::PAYLOAD_DROPPED) != 0 {
-        return None;
-    }
-    let body = etf::body(ev.payload)?;
-    if ev.header.flags & flags::PEER_IN_PAYLOAD != 0 {
-        etf::tuple_elements(body, 0)?.get(1).copied()
-    } else {
-        Some(body)
-    }
-}
-
 /// A bound value as a term.
 fn bound_term<'a>(env: Env<'a>, data: &[u8], b: &Bound) -> Option<Term<'a>> {
     let decode = |bytes: &[u8]| -> Option<Term<'a>> {
@@ -199,20 +188,16 @@ fn query_match<'a>(
 ) -> NifResult<Term<'a>> {
     let store = store_of(store)?;
     let mut filter = decode_filter(filter)?;
-    let matcher = Matcher {
-        pattern: pat(pattern)?,
-        guard: guard(guard_term)?,
-        vars,
+    let matcher = match decode_matcher(pattern, guard_term, vars)? {
+        Ok(m) => m,
+        Err(e) => return Ok((atoms::error(), e).encode(env)),
     };
-    if let Err(e) = matcher.validate() {
-        return Ok((atoms::error(), e.to_string()).encode(env));
-    }
     // The limit applies to matches, not to scanned events.
     let limit = std::mem::replace(&mut filter.limit, usize::MAX);
     let nil = atoms::nil().encode(env);
     let mut out: Vec<Term> = Vec::new();
     let mut visit = |ev: &EventRef| -> bool {
-        if let Some(data) = data_term(ev) {
+        if let Some(data) = data_of(ev) {
             if let Some(binds) = matcher.run(data) {
                 let values: Vec<Term> = binds
                     .iter()
@@ -227,12 +212,52 @@ fn query_match<'a>(
         }
         out.len() < limit
     };
+    scan_store(store, &filter, &mut visit);
+    Ok((atoms::ok(), out).encode(env))
+}
+
+/// A matcher from its Elixir data: `Err(reason)` when the core refuses it.
+pub(crate) fn decode_matcher(
+    pattern: Term,
+    guard_term: Term,
+    vars: usize,
+) -> NifResult<Result<Matcher, String>> {
+    let matcher = Matcher {
+        pattern: pat(pattern)?,
+        guard: guard(guard_term)?,
+        vars,
+    };
+    Ok(matcher
+        .validate()
+        .map(|_| matcher)
+        .map_err(|e| e.to_string()))
+}
+
+/// Visits the events of `store` matching `filter` (its limit aside).
+pub(crate) fn scan_store<'a>(
+    store: &'a Store,
+    filter: &Filter,
+    visit: &mut dyn FnMut(&EventRef<'a>) -> bool,
+) {
+    with_seqs(store, filter, |seqs| match seqs {
+        Some(seqs) => query::scan_on(store.log(), seqs, filter, visit),
+        None => query::scan(store.log(), filter, u64::MAX, visit),
+    });
+}
+
+/// Runs `f` with the seqs of the one process `filter` names (from the index), or `None` when
+/// it names none or several (a scan of the log).
+pub(crate) fn with_seqs<R>(
+    store: &Store,
+    filter: &Filter,
+    f: impl FnOnce(Option<&[Seq]>) -> R,
+) -> R {
     if let [pid] = filter.pids[..] {
         let idx = store.index();
-        let seqs = idx.pid(pid).map(|p| p.events.as_slice()).unwrap_or(&[]);
-        query::scan_on(store.log(), seqs, &filter, &mut visit);
+        f(Some(
+            idx.pid(pid).map(|p| p.events.as_slice()).unwrap_or(&[]),
+        ))
     } else {
-        query::scan(store.log(), &filter, u64::MAX, &mut visit);
+        f(None)
     }
-    Ok((atoms::ok(), out).encode(env))
 }

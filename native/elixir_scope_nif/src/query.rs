@@ -80,7 +80,7 @@ pub(crate) fn decode_filter(t: Term) -> NifResult<Filter> {
 }
 
 /// The atom of a kind (made once at load, not looked up per event).
-fn kind_atom(k: Kind) -> rustler::Atom {
+pub(crate) fn kind_atom(k: Kind) -> rustler::Atom {
     match k {
         Kind::Spawn => atoms::spawn(),
         Kind::Exit => atoms::exit(),

@@ -1,0 +1,165 @@
+defmodule ElixirScope.Query.Aggregate do
+  @moduledoc """
+  Counts, groups, rates and call durations, computed by the Rust core in one pass over the
+  store: no event becomes an Elixir term.
+
+  Every function takes the filters of `ElixirScope.Query.find/1`: those of
+  `ElixirScope.Query.events/1` (`:limit` and `:order` aside, which do not apply), `module:`, and
+  optionally one content pattern as a string (`message: "{:increment, n} when n > 5"`).
+
+      alias ElixirScope.Query.Aggregate
+      Aggregate.count(kind: :receive, message: "{:increment, _}")
+      Aggregate.top([kind: :receive, since: DateTime.add(DateTime.utc_now(), -60)], :pid, 10)
+      Aggregate.rate([kind: :send], {1, :second})
+      Aggregate.durations([module: MyApp.Repo], :mfa)
+
+  Group keys: `:pid`, `:peer` (`nil` for none), `:kind`, `:module`, `:mfa` (`{m, f, a}`) and
+  `:tag` (a message's tag: the atom itself, or the first element of a tuple when it is an atom;
+  `nil` otherwise).
+  """
+
+  alias ElixirScope.{Native, Store}
+  alias ElixirScope.Query.DSL
+
+  @keys [:pid, :peer, :kind, :module, :mfa, :tag]
+
+  @typedoc "What events are grouped by."
+  @type key :: :pid | :peer | :kind | :module | :mfa | :tag
+
+  @typedoc "Durations of completed calls, in nanoseconds."
+  @type durations :: %{
+          count: pos_integer(),
+          min: non_neg_integer(),
+          max: non_neg_integer(),
+          avg: float()
+        }
+
+  @doc """
+  How many events match.
+
+  ## Examples
+
+      iex> ElixirScope.Query.Aggregate.count(kind: :receive, store: ElixirScope.Store.new!())
+      0
+  """
+  @spec count(keyword()) :: non_neg_integer()
+  def count(filters \\ []) do
+    case counts(filters, :all) do
+      [{:all, n}] -> n
+      [] -> 0
+    end
+  end
+
+  @doc """
+  How many events match, per `key`: a map from each key seen to its count.
+
+  ## Examples
+
+      iex> ElixirScope.Query.Aggregate.group_by([store: ElixirScope.Store.new!()], :color)
+      ** (ArgumentError) invalid group key :color, expected one of: :pid, :peer, :kind, :module, :mfa, :tag
+  """
+  @spec group_by(keyword(), key()) :: %{term() => pos_integer()}
+  def group_by(filters, key), do: filters |> counts(key!(key)) |> Map.new()
+
+  @doc """
+  The `n` keys with the most matching events, most first (ties in key order): `[{key, count}]`.
+  """
+  @spec top(keyword(), key(), pos_integer()) :: [{term(), pos_integer()}]
+  def top(filters, key, n \\ 10) when is_integer(n) and n > 0 do
+    filters
+    |> counts(key!(key))
+    |> Enum.sort_by(fn {_, count} -> -count end)
+    |> Enum.take(n)
+  end
+
+  @doc """
+  Matching events per time bucket: `[{bucket_start, count}]`, oldest first, with empty buckets
+  between the first and the last included as zeros (up to 100 000 buckets). `bucket` is in
+  milliseconds, or `{n, unit}` with a `System.time_unit()` or `:minute`; `bucket_start` is
+  monotonic nanoseconds, like events' `ts`.
+  """
+  @spec rate(keyword(), pos_integer() | {pos_integer(), System.time_unit() | :minute}) :: [
+          {integer(), non_neg_integer()}
+        ]
+  def rate(filters, bucket) do
+    ns = bucket_ns!(bucket)
+    buckets = counts(filters, {:bucket, ns})
+
+    case buckets do
+      [] ->
+        []
+
+      [{first, _} | _] ->
+        {last, _} = List.last(buckets)
+
+        if div(last - first, ns) > 100_000 do
+          buckets
+        else
+          seen = Map.new(buckets)
+          for t <- first..last//ns, do: {t, Map.get(seen, t, 0)}
+        end
+    end
+  end
+
+  @doc """
+  Durations of the matching calls (call events paired with their return or exception in the
+  same process; the filters select which functions and processes): `%{count, min, max, avg}` in
+  nanoseconds, or `nil` when no call completed. With a `key`, a map from key to those
+  statistics.
+  """
+  @spec durations(keyword(), :all | key()) :: durations() | nil | %{term() => durations()}
+  def durations(filters, key \\ :all) do
+    by = if key == :all, do: :all, else: key!(key)
+    {rest, compiled} = DSL.compile_filters(filters)
+
+    if compiled,
+      do: raise(ArgumentError, "durations/2 takes no content pattern, got #{elem(compiled, 0)}:")
+
+    {_, {store, filter}} = DSL.native_args(rest, nil)
+
+    stats =
+      for {k, count, min, max, sum} <- Native.query_durations(Store.ref(store), filter, by),
+          into: %{},
+          do: {k, %{count: count, min: min, max: max, avg: sum / count}}
+
+    if key == :all, do: stats[:all], else: stats
+  end
+
+  defp counts(filters, by) do
+    {rest, compiled} = DSL.compile_filters(filters)
+    {key, pattern, guard, vars} = split(compiled)
+    {_, {store, filter}} = DSL.native_args(rest, key)
+
+    DSL.native!(fn -> Native.query_count(Store.ref(store), filter, by, pattern, guard, vars) end)
+  end
+
+  defp split(nil), do: {nil, nil, true, 0}
+  defp split({key, ir, guard, names}), do: {key, ir, guard, length(names)}
+
+  defp key!(key) when key in @keys, do: key
+
+  defp key!(key) do
+    raise ArgumentError,
+          "invalid group key #{inspect(key)}, expected one of: " <>
+            Enum.map_join(@keys, ", ", &inspect/1)
+  end
+
+  @units %{
+    nanosecond: 1,
+    microsecond: 1_000,
+    millisecond: 1_000_000,
+    second: 1_000_000_000,
+    minute: 60_000_000_000
+  }
+
+  defp bucket_ns!(ms) when is_integer(ms) and ms > 0, do: ms * 1_000_000
+
+  defp bucket_ns!({n, unit}) when is_integer(n) and n > 0 and is_map_key(@units, unit),
+    do: n * @units[unit]
+
+  defp bucket_ns!(other) do
+    raise ArgumentError,
+          "invalid bucket #{inspect(other)}, expected milliseconds or {n, unit} with unit one of: " <>
+            Enum.map_join(Map.keys(@units), ", ", &inspect/1)
+  end
+end

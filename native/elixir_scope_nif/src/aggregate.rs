@@ -1,0 +1,122 @@
+//! Aggregation NIFs: counts per group and call durations, computed in the core in one pass.
+
+use crate::atoms;
+use crate::matcher::{decode_matcher, with_seqs};
+use crate::query::{decode_filter, kind_atom};
+use crate::store::store_of;
+use crate::terms::immediate_term;
+use elixir_scope_core::aggregate::{self, data_of, GroupBy, Key};
+use elixir_scope_core::event::{EventRef, Kind};
+use rustler::{Atom, Encoder, Env, NifResult, Term};
+
+fn group_by(t: Term) -> NifResult<GroupBy> {
+    if let Ok((tag, ns)) = t.decode::<(Atom, u64)>() {
+        if tag.to_term(t.get_env()).atom_to_string()? == "bucket" && ns > 0 {
+            return Ok(GroupBy::Bucket(ns));
+        }
+        return Err(rustler::Error::BadArg);
+    }
+    Ok(match t.atom_to_string()?.as_str() {
+        "all" => GroupBy::All,
+        "pid" => GroupBy::Pid,
+        "peer" => GroupBy::Peer,
+        "kind" => GroupBy::Kind,
+        "module" => GroupBy::Module,
+        "mfa" => GroupBy::Mfa,
+        "tag" => GroupBy::Tag,
+        _ => return Err(rustler::Error::BadArg),
+    })
+}
+
+/// A key as a term: pids and modules as themselves (`nil` for none), kinds as atoms, tags as
+/// existing atoms (a tag whose atom does not exist comes back as its name, a binary).
+fn key_term<'a>(env: Env<'a>, key: &Key) -> Term<'a> {
+    let word = |w: u64| {
+        if w == 0 {
+            atoms::nil().encode(env)
+        } else {
+            immediate_term(env, w)
+        }
+    };
+    match key {
+        Key::All => atoms::all().encode(env),
+        Key::Word(w) => word(*w),
+        Key::Kind(k) => {
+            Kind::from_u8(*k).map_or(atoms::nil().encode(env), |k| kind_atom(k).encode(env))
+        }
+        Key::Mfa(m, f, a) => {
+            if *m == 0 {
+                atoms::nil().encode(env)
+            } else {
+                (word(*m), word(*f), *a).encode(env)
+            }
+        }
+        Key::Tag(name) => match Atom::existing_from_utf8_bytes(env, name.as_bytes()) {
+            Ok(atom) => atom.encode(env),
+            Err(_) => name.as_str().encode(env),
+        },
+        Key::NoTag => atoms::nil().encode(env),
+        Key::Bucket(ts) => ts.encode(env),
+    }
+}
+
+/// `{:ok, [{key, count}]}` for the events matching the filter (and the pattern, unless it is
+/// `nil`), grouped by `by`. Runs on a dirty scheduler.
+#[rustler::nif(schedule = "DirtyCpu")]
+fn query_count<'a>(
+    env: Env<'a>,
+    store: Term<'a>,
+    filter: Term<'a>,
+    by: Term<'a>,
+    pattern: Term<'a>,
+    guard: Term<'a>,
+    vars: usize,
+) -> NifResult<Term<'a>> {
+    let store = store_of(store)?;
+    let filter = decode_filter(filter)?;
+    let by = group_by(by)?;
+    let matcher = if pattern.as_c_arg() == atoms::nil().to_term(env).as_c_arg() {
+        None
+    } else {
+        match decode_matcher(pattern, guard, vars)? {
+            Ok(m) => Some(m),
+            Err(e) => return Ok((atoms::error(), e).encode(env)),
+        }
+    };
+    let mut keep = |ev: &EventRef| match &matcher {
+        None => true,
+        Some(m) => data_of(ev).is_some_and(|d| m.run(d).is_some()),
+    };
+    let groups = with_seqs(store, &filter, |seqs| {
+        aggregate::count(store.log(), seqs, &filter, by, &mut keep)
+    });
+    let out: Vec<Term> = groups
+        .iter()
+        .map(|(k, n)| (key_term(env, k), *n).encode(env))
+        .collect();
+    Ok((atoms::ok(), out).encode(env))
+}
+
+/// `[{key, count, min, max, sum}]` of call durations (ns) for the calls matching the filter.
+#[rustler::nif(schedule = "DirtyCpu")]
+fn query_durations<'a>(
+    env: Env<'a>,
+    store: Term<'a>,
+    filter: Term<'a>,
+    by: Term<'a>,
+) -> NifResult<Term<'a>> {
+    let store = store_of(store)?;
+    let filter = decode_filter(filter)?;
+    let by = group_by(by)?;
+    let groups = with_seqs(store, &filter, |seqs| {
+        aggregate::call_durations(store.log(), seqs, &filter, by)
+    });
+    let out: Vec<Term> = groups
+        .iter()
+        .map(|(k, d)| {
+            let sum = i64::try_from(d.sum).unwrap_or(i64::MAX);
+            (key_term(env, k), d.count, d.min, d.max, sum).encode(env)
+        })
+        .collect();
+    Ok(out.encode(env))
+}
