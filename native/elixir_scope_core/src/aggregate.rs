@@ -65,10 +65,11 @@ pub fn data_of<'a>(ev: &EventRef<'a>) -> Option<&'a [u8]> {
 /// The tag of a message: an atom, or the first element of a tuple when that is an atom.
 pub fn tag_of<'a>(ev: &EventRef<'a>) -> Option<&'a str> {
     let data = data_of(ev)?;
-    etf::atom_name(data, 0).or_else(|| {
-        let first = etf::tuple_elements(data, 0)?.first().copied()?;
-        etf::atom_name(first, 0)
-    })
+    match *data.first()? {
+        104 if data.get(1).is_some_and(|&n| n > 0) => etf::atom_name(data, 2),
+        105 if data.get(1..5).is_some_and(|n| n != [0, 0, 0, 0]) => etf::atom_name(data, 5),
+        _ => etf::atom_name(data, 0),
+    }
 }
 
 /// The key of `ev` under `by`.
@@ -113,24 +114,26 @@ pub fn count<'a>(
     keep: &mut dyn FnMut(&EventRef<'a>) -> bool,
 ) -> Vec<(Key, u64)> {
     let mut groups: HashMap<Key, u64> = HashMap::new();
+    // Tags are counted by the names borrowed from the log: no allocation per event.
+    let mut tags: HashMap<Option<&'a str>, u64> = HashMap::new();
     let mut total = 0u64;
     each(log, seqs, filter, &mut |ev| {
         if keep(ev) {
-            if by == GroupBy::All {
-                total += 1;
-            } else {
-                *groups.entry(key_of(ev, by)).or_default() += 1;
+            match by {
+                GroupBy::All => total += 1,
+                GroupBy::Tag => *tags.entry(tag_of(ev)).or_default() += 1,
+                _ => *groups.entry(key_of(ev, by)).or_default() += 1,
             }
         }
         true
     });
-    if by == GroupBy::All {
-        return if total == 0 {
-            Vec::new()
-        } else {
-            vec![(Key::All, total)]
-        };
+    if by == GroupBy::All && total > 0 {
+        groups.insert(Key::All, total);
     }
+    groups.extend(
+        tags.into_iter()
+            .map(|(t, n)| (t.map_or(Key::NoTag, |t| Key::Tag(t.to_owned())), n)),
+    );
     let mut out: Vec<(Key, u64)> = groups.into_iter().collect();
     out.sort_unstable();
     out

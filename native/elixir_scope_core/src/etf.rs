@@ -137,6 +137,22 @@ pub fn atom_name(b: &[u8], pos: usize) -> Option<&str> {
     (!latin1 || name.is_ascii()).then_some(name)
 }
 
+/// Whether the atom at `pos` is named `name`: [`atom_name`]'s answer, comparing bytes without
+/// validating UTF-8 (the hot path of content queries).
+#[inline]
+pub fn atom_is(b: &[u8], pos: usize, name: &str) -> bool {
+    let (len, start, latin1) = match byte(b, pos) {
+        Some(118) => (u16_at(b, pos + 1), pos + 3, false),
+        Some(119) => (byte(b, pos + 1).map(usize::from), pos + 2, false),
+        Some(100) => (u16_at(b, pos + 1), pos + 3, true),
+        Some(115) => (byte(b, pos + 1).map(usize::from), pos + 2, true),
+        _ => return false,
+    };
+    len == Some(name.len())
+        && b.get(start..start + name.len()) == Some(name.as_bytes())
+        && (!latin1 || name.is_ascii())
+}
+
 /// The first `n` elements of a list starting at `pos`, as far as the bytes go: for a prefix of
 /// a longer encoding (a truncated payload), the complete elements at its start.
 pub fn list_prefix(b: &[u8], pos: usize, n: usize) -> Vec<&[u8]> {
@@ -187,6 +203,22 @@ mod tests {
         v.extend_from_slice(b"inc");
         v.extend_from_slice(&[97, 1]);
         v
+    }
+
+    #[test]
+    fn atom_is_agrees_with_atom_name() {
+        let utf8 = [119, 3, b'i', b'n', b'c'];
+        let latin1 = [100, 0, 3, b'i', b'n', b'c'];
+        let accented = [115, 1, 0xE9]; // :é in Latin-1
+        for b in [&utf8[..], &latin1[..]] {
+            assert!(atom_is(b, 0, "inc"));
+            assert!(!atom_is(b, 0, "in"));
+            assert!(!atom_is(b, 0, "incr"));
+        }
+        assert_eq!(atom_name(&accented, 0), None);
+        assert!(!atom_is(&accented, 0, "é"));
+        assert!(!atom_is(&[97, 1], 0, "inc"));
+        assert!(!atom_is(&[119, 9, b'i'], 0, "increment"));
     }
 
     #[test]

@@ -183,9 +183,17 @@ impl Matcher {
     /// Matches `term` (ETF bytes of one term, without the version byte) and evaluates the
     /// guard; on success, the variables' byte ranges within `term`.
     pub fn run(&self, term: &[u8]) -> Option<Bindings> {
-        let mut b: Bindings = vec![None; self.vars];
-        let end = match_pat(&self.pattern, term, 0, &mut b)?;
-        (end == term.len() && guard(&self.guard, term, &b) == Some(true)).then_some(b)
+        let mut b = Vec::new();
+        self.matches(term, &mut b).then_some(b)
+    }
+
+    /// [`Matcher::run`] into a reused buffer (no allocation per event once it has grown):
+    /// whether `term` matches; on success `binds` holds the variables.
+    pub fn matches(&self, term: &[u8], binds: &mut Bindings) -> bool {
+        binds.clear();
+        binds.resize(self.vars, None);
+        match_pat(&self.pattern, term, 0, binds) == Some(term.len())
+            && guard(&self.guard, term, binds) == Some(true)
     }
 }
 
@@ -309,6 +317,22 @@ fn cmp_num(a: Num, b: Num) -> Option<Ordering> {
 
 /// Matches `p` against the term at `pos`; the position after it on success.
 fn match_pat(p: &Pat, b: &[u8], pos: usize, binds: &mut Bindings) -> Option<usize> {
+    // A tuple's end is where its last element ends: no need to walk it twice.
+    if let Pat::Tuple(els) = p {
+        let (arity, first) = match *b.get(pos)? {
+            104 => (*b.get(pos + 1)? as usize, pos + 2),
+            105 => (u32_at(b, pos + 1)?, pos + 5),
+            _ => return None,
+        };
+        if arity != els.len() {
+            return None;
+        }
+        let mut next = first;
+        for e in els {
+            next = match_pat(e, b, next, binds)?;
+        }
+        return Some(next);
+    }
     let end = etf::skip(b, pos)?;
     let ok = match p {
         Pat::Any => true,
@@ -321,7 +345,7 @@ fn match_pat(p: &Pat, b: &[u8], pos: usize, binds: &mut Bindings) -> Option<usiz
             Some(Bound::Int(v)) => number(b, pos) == Some(Num::Int(v)),
             Some(_) => false,
         },
-        Pat::Atom(name) => etf::atom_name(b, pos) == Some(name.as_str()),
+        Pat::Atom(name) => etf::atom_is(b, pos, name),
         Pat::Int(v) => number(b, pos) == Some(Num::Int(*v)),
         Pat::Float(v) => number(b, pos) == Some(Num::Float(*v)),
         Pat::Binary(bytes) => binary(b, pos) == Some(bytes.as_slice()),
@@ -337,21 +361,7 @@ fn match_pat(p: &Pat, b: &[u8], pos: usize, binds: &mut Bindings) -> Option<usiz
             },
             _ => false,
         },
-        Pat::Tuple(els) => {
-            let (arity, first) = match *b.get(pos)? {
-                104 => (*b.get(pos + 1)? as usize, pos + 2),
-                105 => (u32_at(b, pos + 1)?, pos + 5),
-                _ => return None,
-            };
-            if arity != els.len() {
-                return None;
-            }
-            let mut p2 = first;
-            for e in els {
-                p2 = match_pat(e, b, p2, binds)?;
-            }
-            true
-        }
+        Pat::Tuple(_) => false, // matched above
         Pat::Nil => *b.get(pos)? == 106,
         Pat::List(els, tail) => match_list(els, tail, b, pos, end, binds)?,
         Pat::Map(kvs) => match_map(kvs, b, pos, binds)?,
