@@ -174,6 +174,10 @@ defmodule ElixirScope.QueryDSLTest do
       got = for %{event: e, binds: b} <- Query.find(store: store, message: source), do: {e.seq, b}
       assert got == expected, "pattern #{source} (seed #{seed})"
 
+      # The same without the tag index (a kind it does not cover forces a scan).
+      scanned = Query.find(store: store, data: source, kind: [:receive, :call])
+      assert Enum.map(scanned, &{&1.event.seq, &1.binds}) == expected, "scan of #{source}"
+
       # Every pattern both selects and rejects some of the terms, so the comparison means something.
       assert length(expected) in 1..(length(received) - 1),
              "pattern #{source}: #{length(expected)}"

@@ -5,6 +5,7 @@
 
 use elixir_scope_core::aggregate::{self, GroupBy};
 use elixir_scope_core::event::{Header, Kind, KindMask};
+use elixir_scope_core::index::{self, Index};
 use elixir_scope_core::matcher::{CmpOp, Guard, Matcher, Operand, Pat};
 use elixir_scope_core::query::{self, Filter};
 use elixir_scope_core::store::{Config, Store};
@@ -24,9 +25,15 @@ fn atom(out: &mut Vec<u8>, name: &str) {
 }
 
 /// The message of event `i`: mostly `{:increment, n}` (n in 0..=255), some `{:reset, 0}`,
-/// some `:stop`.
+/// some `:stop`, one in 10,000 `{:ping, 0}`.
 fn message(i: u64) -> Vec<u8> {
     let mut m = vec![131];
+    if i % 10_000 == 7 {
+        m.extend_from_slice(&[104, 2]);
+        atom(&mut m, "ping");
+        m.extend_from_slice(&[97, 0]);
+        return m;
+    }
     match i % 20 {
         0 => atom(&mut m, "stop"),
         1 | 2 => {
@@ -117,7 +124,39 @@ fn main() {
     let (by_tag, groups) = best(3, || {
         aggregate::count(log, None, &receives, GroupBy::Tag, &mut |_| true)
     });
-    assert_eq!(groups.len(), 3);
+    assert_eq!(groups.len(), 4);
+
+    // The tag index: built once (as the first query after capture does), then a rare tag's
+    // events are a lookup.
+    let t = Instant::now();
+    let mut idx = Index::new();
+    idx.catch_up(log);
+    let indexing = t.elapsed();
+    let ping = Matcher {
+        pattern: Pat::Tuple(vec![Pat::Atom("ping".into()), Pat::Any]),
+        guard: Guard::True,
+        vars: 0,
+    };
+    let (indexed, pings) = best(20, || {
+        let seqs = index::candidates(&idx, &receives, ping.tag()).expect("tag index applies");
+        let mut n = 0u64;
+        let mut binds = Vec::new();
+        query::scan_on(log, seqs, &receives, &mut |ev| {
+            n += aggregate::data_of(ev).is_some_and(|d| ping.matches(d, &mut binds)) as u64;
+            true
+        });
+        n
+    });
+    assert_eq!(pings, events.div_ceil(10_000));
+    let (scanned, _) = best(3, || {
+        let mut n = 0u64;
+        let mut binds = Vec::new();
+        query::scan(log, &receives, u64::MAX, &mut |ev| {
+            n += aggregate::data_of(ev).is_some_and(|d| ping.matches(d, &mut binds)) as u64;
+            true
+        });
+        n
+    });
 
     println!("{events} receive events, one core:");
     println!(
@@ -134,5 +173,13 @@ fn main() {
     println!(
         "  count by message tag               {:>7.1} M events/s",
         rate(by_tag)
+    );
+    println!(
+        "  {{:ping, _}} ({pings} events) by the tag index: {:?} (target 1 ms: {:.0}x under), \
+         by a scan: {:?} ({:.0}x slower); indexing {events} events took {indexing:?}",
+        indexed,
+        1e-3 / indexed.as_secs_f64(),
+        scanned,
+        scanned.as_secs_f64() / indexed.as_secs_f64()
     );
 }

@@ -5,8 +5,10 @@
 //! published since the last one (`Index::catch_up`), under the store's query lock. Capture never
 //! waits for it.
 
-use crate::event::{EventRef, Kind, PidKey, Seq, Timestamp};
+use crate::aggregate::tag_of;
+use crate::event::{EventRef, Kind, KindMask, PidKey, Seq, Timestamp};
 use crate::log::CaptureLog;
+use crate::query::Filter;
 use std::collections::HashMap;
 
 /// What the index knows about one process.
@@ -30,7 +32,20 @@ pub struct Index {
     /// Seqs at or below `upto` whose event was not published yet when the index passed them (a
     /// writer preempted mid-write): retried on every catch-up and inserted in order once there.
     stragglers: Vec<Seq>,
+    /// Message events (send, receive, send to dead) by message tag.
+    tags: HashMap<Box<str>, Vec<Seq>>,
+    /// Call, return and exception events by module, and by module and function.
+    modules: HashMap<u64, Vec<Seq>>,
+    functions: HashMap<(u64, u64), Vec<Seq>>,
 }
+
+/// The kinds the tag index covers.
+pub const TAGGED: KindMask = KindMask(
+    (1 << Kind::Send as u32) | (1 << Kind::SendToDead as u32) | (1 << Kind::Receive as u32),
+);
+/// The kinds the module and function indexes cover.
+pub const CALLS: KindMask =
+    KindMask((1 << Kind::Call as u32) | (1 << Kind::Return as u32) | (1 << Kind::Exception as u32));
 
 /// Stragglers kept at most (a slot whose memory could not be allocated never becomes ready).
 const MAX_STRAGGLERS: usize = 1 << 16;
@@ -101,6 +116,29 @@ impl Index {
             let p = self.pids.entry(h.peer).or_default();
             p.spawned = Some(p.spawned.map_or(ev.seq, |s| s.max(ev.seq)));
         }
+        self.add_content(ev, |list, seq| insert(list, seq));
+    }
+
+    /// Adds `ev` to the tag, module and function indexes with `push`.
+    fn add_content(&mut self, ev: &EventRef<'_>, push: impl Fn(&mut Vec<Seq>, Seq)) {
+        let h = &ev.header;
+        let Some(kind) = h.kind() else { return };
+        if TAGGED.contains(kind) {
+            if let Some(tag) = tag_of(ev) {
+                match self.tags.get_mut(tag) {
+                    Some(list) => push(list, ev.seq),
+                    None => {
+                        self.tags.insert(tag.into(), vec![ev.seq]);
+                    }
+                }
+            }
+        } else if CALLS.contains(kind) && h.module != 0 {
+            push(self.modules.entry(h.module).or_default(), ev.seq);
+            push(
+                self.functions.entry((h.module, h.function)).or_default(),
+                ev.seq,
+            );
+        }
     }
 
     fn add(&mut self, ev: &EventRef<'_>) {
@@ -117,6 +155,21 @@ impl Index {
         if h.kind() == Some(Kind::Spawn) && h.peer != 0 {
             self.pids.entry(h.peer).or_default().spawned = Some(ev.seq);
         }
+        self.add_content(ev, |list, seq| list.push(seq));
+    }
+
+    /// Message events whose message has this tag, in seq order.
+    pub fn tag(&self, tag: &str) -> &[Seq] {
+        self.tags.get(tag).map_or(&[], |l| l.as_slice())
+    }
+
+    /// Call, return and exception events of `module` (and `function`, when given), in order.
+    pub fn calls(&self, module: u64, function: Option<u64>) -> &[Seq] {
+        let list = match function {
+            Some(f) => self.functions.get(&(module, f)),
+            None => self.modules.get(&module),
+        };
+        list.map_or(&[], |l| l.as_slice())
     }
 
     /// The index of one process.
@@ -135,6 +188,30 @@ impl Index {
     }
 }
 
+/// The shortest index list holding every event `filter` can match (and, with `tag`, every
+/// message event with that tag), or `None` when no index applies and the log must be scanned:
+/// the one process's events, the tag's message events (when only message kinds are wanted),
+/// or the function's call events (when only call kinds are wanted).
+pub fn candidates<'i>(idx: &'i Index, filter: &Filter, tag: Option<&str>) -> Option<&'i [Seq]> {
+    let only = |mask: KindMask| filter.kinds.0 & !mask.0 == 0;
+    let mut best: Option<&[Seq]> = None;
+    let mut consider = |list: &'i [Seq]| {
+        if best.is_none_or(|b| list.len() < b.len()) {
+            best = Some(list);
+        }
+    };
+    if let [pid] = filter.pids[..] {
+        consider(idx.pid(pid).map_or(&[], |p| p.events.as_slice()));
+    }
+    if let Some(tag) = tag.filter(|_| only(TAGGED)) {
+        consider(idx.tag(tag));
+    }
+    if let Some(m) = filter.module.filter(|_| only(CALLS)) {
+        consider(idx.calls(m, filter.function));
+    }
+    best
+}
+
 /// How many entries of `list` (seqs of one process, in order) are at or before `at`. A
 /// process's events are written one after the other by the process itself, so their times are
 /// ordered too and both bounds are a binary search.
@@ -150,6 +227,67 @@ mod tests {
     use super::*;
     use crate::event::Header;
     use crate::log::Limits;
+
+    #[test]
+    fn tags_and_functions_index_and_choose_the_shortest_list() {
+        let log = CaptureLog::new(Limits {
+            max_events: 100,
+            max_bytes: 4096,
+        });
+        let add = |pid, kind: Kind, module, payload: &[u8]| {
+            log.append(
+                &Header {
+                    pid,
+                    kind: kind as u8,
+                    module,
+                    function: module + 1,
+                    ..Header::default()
+                },
+                payload,
+            );
+        };
+        let inc = [131, 104, 2, 119, 3, b'i', b'n', b'c', 97, 1];
+        let stop = [131, 119, 4, b's', b't', b'o', b'p'];
+        add(1, Kind::Receive, 0, &inc); // 1
+        add(2, Kind::Receive, 0, &inc); // 2
+        add(2, Kind::Send, 0, &stop); // 3
+        add(2, Kind::Call, 7, b""); // 4
+        add(2, Kind::Return, 7, b""); // 5
+        add(1, Kind::Call, 9, b""); // 6
+        let mut idx = Index::new();
+        idx.catch_up(&log);
+        assert_eq!(idx.tag("inc"), &[1, 2]);
+        assert_eq!(idx.tag("stop"), &[3]);
+        assert!(idx.tag("nope").is_empty());
+        assert_eq!(idx.calls(7, None), &[4, 5]);
+        assert_eq!(idx.calls(7, Some(8)), &[4, 5]);
+        assert!(idx.calls(7, Some(9)).is_empty());
+
+        let receives = Filter {
+            kinds: KindMask::of(&[Kind::Receive]),
+            ..Filter::default()
+        };
+        assert_eq!(candidates(&idx, &receives, Some("stop")), Some(&[3][..]));
+        // Pid 2's four events against the tag's two: the tag wins.
+        let pid2 = Filter {
+            pids: vec![2],
+            ..receives.clone()
+        };
+        assert_eq!(candidates(&idx, &pid2, Some("inc")), Some(&[1, 2][..]));
+        // Any kind: the tag index does not cover every event, so only the pid's list applies.
+        let any = Filter {
+            pids: vec![2],
+            ..Filter::default()
+        };
+        assert_eq!(candidates(&idx, &any, Some("inc")), Some(&[2, 3, 4, 5][..]));
+        assert_eq!(candidates(&idx, &Filter::default(), None), None);
+        let calls = Filter {
+            kinds: CALLS,
+            module: Some(9),
+            ..Filter::default()
+        };
+        assert_eq!(candidates(&idx, &calls, None), Some(&[6][..]));
+    }
 
     #[test]
     fn indexes_events_states_spawns_and_exits_incrementally() {

@@ -187,6 +187,19 @@ impl Matcher {
         self.matches(term, &mut b).then_some(b)
     }
 
+    /// The tag every matching message has, when the pattern fixes one: an atom, or a tuple
+    /// whose first element is an atom (so the tag index can stand in for a scan).
+    pub fn tag(&self) -> Option<&str> {
+        match &self.pattern {
+            Pat::Atom(a) => Some(a),
+            Pat::Tuple(els) => match els.first() {
+                Some(Pat::Atom(a)) => Some(a),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
     /// [`Matcher::run`] into a reused buffer (no allocation per event once it has grown):
     /// whether `term` matches; on success `binds` holds the variables.
     pub fn matches(&self, term: &[u8], binds: &mut Bindings) -> bool {

@@ -87,7 +87,8 @@ fn query_count<'a>(
         None => true,
         Some(m) => data_of(ev).is_some_and(|d| m.run(d).is_some()),
     };
-    let groups = with_seqs(store, &filter, |seqs| {
+    let tag = matcher.as_ref().and_then(|m| m.tag());
+    let groups = with_seqs(store, &filter, tag, |seqs| {
         aggregate::count(store.log(), seqs, &filter, by, &mut keep)
     });
     let out: Vec<Term> = groups
@@ -106,9 +107,10 @@ fn query_durations<'a>(
     by: Term<'a>,
 ) -> NifResult<Term<'a>> {
     let store = store_of(store)?;
-    let filter = decode_filter(filter)?;
+    let mut filter = decode_filter(filter)?;
+    filter.kinds = elixir_scope_core::index::CALLS;
     let by = group_by(by)?;
-    let groups = with_seqs(store, &filter, |seqs| {
+    let groups = with_seqs(store, &filter, None, |seqs| {
         aggregate::call_durations(store.log(), seqs, &filter, by)
     });
     let out: Vec<Term> = groups

@@ -12,7 +12,7 @@ use elixir_scope_core::matcher::{
 };
 use elixir_scope_core::query::Filter;
 use elixir_scope_core::store::Store;
-use elixir_scope_core::{etf, query};
+use elixir_scope_core::{etf, index, query};
 use rustler::{Atom, Binary, Encoder, Env, NewBinary, NifResult, Term};
 
 fn bad() -> rustler::Error {
@@ -212,7 +212,7 @@ fn query_match<'a>(
         }
         out.len() < limit
     };
-    scan_store(store, &filter, &mut visit);
+    scan_store(store, &filter, matcher.tag(), &mut visit);
     Ok((atoms::ok(), out).encode(env))
 }
 
@@ -233,31 +233,28 @@ pub(crate) fn decode_matcher(
         .map_err(|e| e.to_string()))
 }
 
-/// Visits the events of `store` matching `filter` (its limit aside).
+/// Visits the events of `store` matching `filter` (its limit aside), through an index when
+/// one applies (`tag`: the message tag every wanted event has, if known).
 pub(crate) fn scan_store<'a>(
     store: &'a Store,
     filter: &Filter,
+    tag: Option<&str>,
     visit: &mut dyn FnMut(&EventRef<'a>) -> bool,
 ) {
-    with_seqs(store, filter, |seqs| match seqs {
+    with_seqs(store, filter, tag, |seqs| match seqs {
         Some(seqs) => query::scan_on(store.log(), seqs, filter, visit),
         None => query::scan(store.log(), filter, u64::MAX, visit),
     });
 }
 
-/// Runs `f` with the seqs of the one process `filter` names (from the index), or `None` when
-/// it names none or several (a scan of the log).
+/// Runs `f` with the shortest index list covering `filter` (see `index::candidates`), or `None`
+/// when the log must be scanned.
 pub(crate) fn with_seqs<R>(
     store: &Store,
     filter: &Filter,
+    tag: Option<&str>,
     f: impl FnOnce(Option<&[Seq]>) -> R,
 ) -> R {
-    if let [pid] = filter.pids[..] {
-        let idx = store.index();
-        f(Some(
-            idx.pid(pid).map(|p| p.events.as_slice()).unwrap_or(&[]),
-        ))
-    } else {
-        f(None)
-    }
+    let idx = store.index();
+    f(index::candidates(&idx, filter, tag))
 }

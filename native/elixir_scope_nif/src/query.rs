@@ -190,14 +190,11 @@ pub(crate) fn encode_event<'a>(env: Env<'a>, ev: &EventRef) -> Term<'a> {
 fn query_events<'a>(env: Env<'a>, store: Term<'a>, filter: Term<'a>) -> NifResult<Term<'a>> {
     let store = store_of(store)?;
     let filter = decode_filter(filter)?;
-    // One process: walk its index entry instead of the whole log.
-    let page = if let [pid] = filter.pids[..] {
-        let idx = store.index();
-        let seqs = idx.pid(pid).map(|p| p.events.as_slice()).unwrap_or(&[]);
-        query::run_on(store.log(), seqs, &filter)
-    } else {
-        query::run(store.log(), &filter, u64::MAX)
-    };
+    // One process, one function: walk its index entry instead of the whole log.
+    let page = crate::matcher::with_seqs(store, &filter, None, |seqs| match seqs {
+        Some(seqs) => query::run_on(store.log(), seqs, &filter),
+        None => query::run(store.log(), &filter, u64::MAX),
+    });
     let list: Vec<Term> = page.events.iter().map(|e| encode_event(env, e)).collect();
     Ok(list.encode(env))
 }
