@@ -1,6 +1,6 @@
-# History queries from Elixir: ElixirScope's native indexes against the seed's original design
-# (every event a tuple in an ETS ordered_set, queried with match specs), on the same events, in
-# one run.
+# History and content queries from Elixir: ElixirScope's native indexes, query DSL and
+# aggregations against the seed's original design (every event a tuple in an ETS ordered_set,
+# queried with match specs), on the same events, in one run.
 #
 #     scripts/bench query          (or: MIX_ENV=prod mix run bench/query.exs)
 #
@@ -94,6 +94,46 @@ true =
   Enum.map(Query.events(store: store, pid: pid, limit: 1000), & &1.seq) ==
     Enum.map(ets_page.(pid), &elem(&1, 0))
 
+# Content queries (the DSL and aggregations) against match specs over the same table.
+threshold = div(procs, 2) + calls
+state_source = "%{n: n} when n > #{threshold}"
+
+ets_state_pattern = fn ->
+  :ets.select(tab, [
+    {{:"$1", :_, :state, :_, :_, :_, %{n: :"$2"}}, [{:>, :"$2", threshold}], [{{:"$1", :"$2"}}]}
+  ])
+end
+
+ets_state_objects = fn ->
+  :ets.select(tab, [
+    {{:_, :_, :state, :_, :_, :_, %{n: :"$2"}}, [{:>, :"$2", threshold}], [:"$_"]}
+  ])
+end
+
+ets_add_count = fn ->
+  :ets.select_count(tab, [
+    {{:_, :_, :receive, :_, :_, :_, {:"$gen_call", :_, {:add, :"$1"}}}, [{:>, :"$1", 0}], [true]}
+  ])
+end
+
+ets_top = fn ->
+  tab
+  |> :ets.select([{{:_, :_, :receive, :"$1", :_, :_, :_}, [], [:"$1"]}])
+  |> Enum.frequencies()
+  |> Enum.sort_by(fn {pid, n} -> {-n, pid} end)
+  |> Enum.take(10)
+end
+
+dsl_states = Query.find(store: store, state: state_source)
+true = Enum.map(dsl_states, &{&1.event.seq, &1.binds["n"]}) == Enum.sort(ets_state_pattern.())
+true = length(ets_state_objects.()) == length(dsl_states)
+true = dsl_states != []
+add_count = Query.count(store: store, message: "{:\"$gen_call\", _, {:add, k}} when k > 0")
+^add_count = ets_add_count.()
+true = add_count > 0
+top = Query.top([store: store, kind: :receive], :pid, 10)
+true = Enum.map(top, &elem(&1, 1)) == Enum.map(ets_top.(), &elem(&1, 1))
+
 reps = 20
 
 time = fn f ->
@@ -110,7 +150,23 @@ variants = [
   {"timeline page: ETS match spec", fn -> time.(fn -> ets_page.(pick.()) end) end},
   {"states of all at T: ElixirScope",
    fn -> time.(fn -> Query.states_at(mid, store: store) end) end},
-  {"states of all at T: ETS match spec", fn -> time.(fn -> ets_states_at.(mid) end) end}
+  {"states of all at T: ETS match spec", fn -> time.(fn -> ets_states_at.(mid) end) end},
+  {"find state #{state_source} (events): ElixirScope",
+   fn -> time.(fn -> Query.find(store: store, state: state_source) end) end},
+  {"find state (whole objects): ETS match spec", fn -> time.(ets_state_objects) end},
+  {"find state #{state_source} (values only): ElixirScope",
+   fn -> time.(fn -> Query.find(store: store, state: state_source, select: :binds) end) end},
+  {"find state (values only): ETS match spec", fn -> time.(ets_state_pattern) end},
+  {"count {:\"$gen_call\", _, {:add, k}} when k > 0: ElixirScope",
+   fn ->
+     time.(fn ->
+       Query.count(store: store, message: "{:\"$gen_call\", _, {:add, k}} when k > 0")
+     end)
+   end},
+  {"count gen_call: ETS match spec", fn -> time.(ets_add_count) end},
+  {"top 10 processes by receives: ElixirScope",
+   fn -> time.(fn -> Query.top([store: store, kind: :receive], :pid, 10) end) end},
+  {"top 10: ETS match spec", fn -> time.(ets_top) end}
 ]
 
 results = Harness.run(variants, rounds)

@@ -35,7 +35,7 @@ defmodule ElixirScope.Native do
 
   # Query
   def query_events(_store, _filter), do: err()
-  def query_match(_store, _filter, _pattern, _guard, _vars), do: err()
+  def query_match(_store, _filter, _pattern, _guard, _vars, _events?), do: err()
   def query_count(_store, _filter, _by, _pattern, _guard, _vars), do: err()
   def query_durations(_store, _filter, _by), do: err()
 

@@ -202,6 +202,31 @@ defmodule ElixirScope.QueryDSLTest do
                do: n
              )
 
+    # Only the values, and pages that follow each other by seq.
+    binds = query(store: store, message: {:increment, n}, select: :binds)
+    assert Enum.map(binds, & &1.n) == [3, 6, 9]
+    [first, second, third] = Enum.map(binds, & &1.seq)
+
+    assert [%{seq: ^first}, %{seq: ^second}] =
+             query(store: store, message: {:increment, _}, select: :binds, limit: 2)
+
+    assert [%{seq: ^third}] =
+             query(store: store, message: {:increment, _}, select: :binds, after_seq: second)
+
+    assert [%{seq: ^second}] =
+             query(
+               store: store,
+               message: {:increment, _},
+               select: :binds,
+               order: :desc,
+               before_seq: third,
+               limit: 1
+             )
+
+    assert_raise ArgumentError, ~r/invalid :select :all/, fn ->
+      query(store: store, message: {:increment, _}, select: :all)
+    end
+
     # No pattern option: plain filtered events.
     assert length(Query.find(store: store, kind: :receive)) == 5
   end
@@ -232,6 +257,23 @@ defmodule ElixirScope.QueryDSLTest do
 
     assert [%{binds: %{l: [1, 2, 3]}}] =
              query(store: store, pid: worker, mfa: {Math, :sum}, args: [l] when is_list(l))
+  end
+
+  test "messages sent to a registered name are matched on the message, not the name" do
+    store = new_store()
+    name = :"dsl_test_#{System.unique_integer([:positive])}"
+    target = spawn(fn -> receive(do: (:stop -> :ok)) end)
+    Process.register(target, name)
+    sender = spawn_waiting(fn -> send(name, {:hello, 42}) end)
+    trace_into(sender, store)
+    go_and_wait(sender)
+    send(target, :stop)
+    wait_until(fn -> events(store, pid: sender, kind: :send) != [] end)
+
+    assert [%{binds: %{x: 42}, event: %{peer: ^name, data: {:hello, 42}}}] =
+             query(store: store, message: {:hello, x})
+
+    assert Query.group_by([store: store, kind: :send], :tag) == %{hello: 1}
   end
 
   test "a name that is not an atom matches nothing and creates no atom" do

@@ -20,7 +20,17 @@ defmodule ElixirScope.Query.DSL do
     * `data:` - the data of any event (with `kind:` to choose which).
 
   Every other option is a filter of `ElixirScope.Query.events/1` (`pid:`, `kind:`, `since:`,
-  `limit:`, ...); `module: M` is short for `mfa: M`.
+  `limit:` (of matches), `order:`, `after_seq:`, ...); `module: M` is short for `mfa: M`.
+  `select: :binds` returns only the bound values, each map with the event's `:seq`
+  (`%{seq: 812, n: 7}`), without building the events: the cheapest form when the values are
+  what you want.
+
+  ## Paging
+
+  Matches come in seq order; a page ends with the seq of its last match, and the next page
+  starts after it (`after_seq:`, or `before_seq:` with `order: :desc`). Seqs are assigned at
+  capture and never change, so pages stay stable while capture goes on: new events only ever
+  come after the newest page.
 
   ## Patterns and guards
 
@@ -172,17 +182,30 @@ defmodule ElixirScope.Query.DSL do
   @doc false
   # Runs a compiled query: `filters` as for Query.events/1 (plus `module:`).
   def run(filters, key, {pattern, guard}, names) do
+    {select, filters} = Keyword.pop(filters, :select, :matches)
     {_, {store, filter}} = native_args(filters, key)
-
     node = node()
 
-    for {tuple, values} <- match(store, filter, pattern, guard, length(names)) do
-      %{event: Event.from_native(tuple, node), binds: Map.new(Enum.zip(names, values))}
+    case select do
+      :matches ->
+        for {tuple, values} <- match(store, filter, pattern, guard, length(names), true) do
+          %{event: Event.from_native(tuple, node), binds: Map.new(Enum.zip(names, values))}
+        end
+
+      :binds ->
+        for {seq, values} <- match(store, filter, pattern, guard, length(names), false) do
+          Map.new([{:seq, seq} | Enum.zip(names, values)])
+        end
+
+      other ->
+        raise ArgumentError, "invalid :select #{inspect(other)}, expected :matches or :binds"
     end
   end
 
-  defp match(store, filter, pattern, guard, vars) do
-    native!(fn -> Native.query_match(Store.ref(store), filter, pattern, guard, vars) end)
+  defp match(store, filter, pattern, guard, vars, events?) do
+    native!(fn ->
+      Native.query_match(Store.ref(store), filter, pattern, guard, vars, events?)
+    end)
   end
 
   @doc false

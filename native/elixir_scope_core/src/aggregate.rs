@@ -49,14 +49,20 @@ pub enum Key {
 }
 
 /// The data of an event as ETF without the version byte: its payload, or the `data` of a
-/// `{peer, data}` payload. `None` for truncated or dropped payloads.
+/// `{peer, data}` payload. `None` for truncated or dropped payloads. The bytes are not checked
+/// to hold exactly one term (a malformed payload simply matches nothing).
 pub fn data_of<'a>(ev: &EventRef<'a>) -> Option<&'a [u8]> {
     if ev.header.flags & (flags::TRUNCATED | flags::PAYLOAD_DROPPED) != 0 {
         return None;
     }
-    let body = etf::body(ev.payload)?;
+    // Not checked to be one complete term here: matchers check that they consume it all.
+    let body = ev.payload.strip_prefix(&[etf::VERSION])?;
     if ev.header.flags & flags::PEER_IN_PAYLOAD != 0 {
-        etf::tuple_elements(body, 0)?.get(1).copied()
+        // `{peer, data}`: what follows the peer.
+        if body.get(..2) != Some(&[104, 2]) {
+            return None;
+        }
+        body.get(etf::skip(body, 2)?..)
     } else {
         Some(body)
     }

@@ -346,6 +346,9 @@ fn match_pat(p: &Pat, b: &[u8], pos: usize, binds: &mut Bindings) -> Option<usiz
         }
         return Some(next);
     }
+    if let Pat::Map(kvs) = p {
+        return match_map(kvs, b, pos, binds);
+    }
     let end = etf::skip(b, pos)?;
     let ok = match p {
         Pat::Any => true,
@@ -377,7 +380,7 @@ fn match_pat(p: &Pat, b: &[u8], pos: usize, binds: &mut Bindings) -> Option<usiz
         Pat::Tuple(_) => false, // matched above
         Pat::Nil => *b.get(pos)? == 106,
         Pat::List(els, tail) => match_list(els, tail, b, pos, end, binds)?,
-        Pat::Map(kvs) => match_map(kvs, b, pos, binds)?,
+        Pat::Map(_) => false, // matched above
         Pat::Exact(bytes) => &b[pos..end] == bytes.as_slice(),
     };
     ok.then_some(end)
@@ -474,37 +477,36 @@ fn rest_of_list(
     }
 }
 
-fn match_map(kvs: &[(Pat, Pat)], b: &[u8], pos: usize, binds: &mut Bindings) -> Option<bool> {
+/// Matches a map pattern (its keys are literals) at `pos`; the map's end on success. Pattern
+/// maps hold a key or two, so each key is looked up by walking the entries, allocating nothing.
+fn match_map(kvs: &[(Pat, Pat)], b: &[u8], pos: usize, binds: &mut Bindings) -> Option<usize> {
     if *b.get(pos)? != 116 {
-        return Some(false);
+        return None;
     }
     let n = u32_at(b, pos + 1)?;
-    // Find each pattern key among the map's keys (maps are small in patterns, so linear).
-    let mut entries = Vec::with_capacity(n.min(64));
-    let mut p = pos + 5;
-    for _ in 0..n {
-        let k_end = etf::skip(b, p)?;
-        let v_end = etf::skip(b, k_end)?;
-        entries.push((p..k_end, k_end));
-        p = v_end;
-    }
+    let first = pos + 5;
+    let walk_to_end = || {
+        let mut p = first;
+        for _ in 0..n {
+            p = etf::skip(b, etf::skip(b, p)?)?;
+        }
+        Some(p)
+    };
+    let end = walk_to_end()?;
     for (kp, vp) in kvs {
-        let mut found = false;
-        for (k, v_at) in &entries {
-            let mut scratch: Bindings = Vec::new();
-            if match_pat(kp, &b[..k.end], k.start, &mut scratch).is_some() {
-                if match_pat(vp, b, *v_at, binds).is_none() {
-                    return Some(false);
-                }
-                found = true;
+        let mut p = first;
+        let mut value_at = None;
+        for _ in 0..n {
+            let k_end = etf::skip(b, p)?;
+            if match_pat(kp, &b[..k_end], p, &mut Vec::new()).is_some() {
+                value_at = Some(k_end);
                 break;
             }
+            p = etf::skip(b, k_end)?;
         }
-        if !found {
-            return Some(false);
-        }
+        match_pat(vp, b, value_at?, binds)?;
     }
-    Some(true)
+    Some(end)
 }
 
 // Guards.

@@ -136,9 +136,14 @@ fn guard_at<'a>(t: Term<'a>, depth: usize) -> NifResult<Guard> {
 }
 
 /// A bound value as a term.
-fn bound_term<'a>(env: Env<'a>, data: &[u8], b: &Bound) -> Option<Term<'a>> {
-    let decode = |bytes: &[u8]| -> Option<Term<'a>> {
-        let mut with_version = Vec::with_capacity(bytes.len() + 1);
+fn bound_term<'a>(
+    env: Env<'a>,
+    data: &[u8],
+    b: &Bound,
+    with_version: &mut Vec<u8>,
+) -> Option<Term<'a>> {
+    let mut decode = |bytes: &[u8]| -> Option<Term<'a>> {
+        with_version.clear();
         with_version.push(etf::VERSION);
         with_version.extend_from_slice(bytes);
         let mut term = rustler::sys::ErlNifTerm::default();
@@ -176,7 +181,7 @@ fn bound_term<'a>(env: Env<'a>, data: &[u8], b: &Bound) -> Option<Term<'a>> {
 }
 
 /// Events matching the filter whose data matches the pattern: `[{event, [bound value | nil]}]`,
-/// in the filter's order. Runs on a dirty scheduler.
+/// in the filter's order (`{seq, values}` without `with_events`). Runs on a dirty scheduler.
 #[rustler::nif(schedule = "DirtyCpu")]
 fn query_match<'a>(
     env: Env<'a>,
@@ -185,6 +190,7 @@ fn query_match<'a>(
     pattern: Term<'a>,
     guard_term: Term<'a>,
     vars: usize,
+    with_events: bool,
 ) -> NifResult<Term<'a>> {
     let store = store_of(store)?;
     let mut filter = decode_filter(filter)?;
@@ -196,18 +202,25 @@ fn query_match<'a>(
     let limit = std::mem::replace(&mut filter.limit, usize::MAX);
     let nil = atoms::nil().encode(env);
     let mut out: Vec<Term> = Vec::new();
+    let mut binds = Vec::new();
+    let mut scratch = Vec::new();
     let mut visit = |ev: &EventRef| -> bool {
         if let Some(data) = data_of(ev) {
-            if let Some(binds) = matcher.run(data) {
+            if matcher.matches(data, &mut binds) {
                 let values: Vec<Term> = binds
                     .iter()
                     .map(|b| {
                         b.as_ref()
-                            .and_then(|b| bound_term(env, data, b))
+                            .and_then(|b| bound_term(env, data, b, &mut scratch))
                             .unwrap_or(nil)
                     })
                     .collect();
-                out.push((encode_event(env, ev), values).encode(env));
+                let head = if with_events {
+                    encode_event(env, ev)
+                } else {
+                    ev.seq.encode(env)
+                };
+                out.push((head, values).encode(env));
             }
         }
         out.len() < limit
