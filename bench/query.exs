@@ -110,6 +110,14 @@ ets_state_objects = fn ->
   ])
 end
 
+# A selective one: the last few states of the last server only.
+rare = procs + calls - 3
+rare_source = "%{n: n} when n > #{rare}"
+
+ets_rare = fn ->
+  :ets.select(tab, [{{:_, :_, :state, :_, :_, :_, %{n: :"$2"}}, [{:>, :"$2", rare}], [:"$_"]}])
+end
+
 ets_add_count = fn ->
   :ets.select_count(tab, [
     {{:_, :_, :receive, :_, :_, :_, {:"$gen_call", :_, {:add, :"$1"}}}, [{:>, :"$1", 0}], [true]}
@@ -127,6 +135,8 @@ end
 dsl_states = Query.find(store: store, state: state_source)
 true = Enum.map(dsl_states, &{&1.event.seq, &1.binds["n"]}) == Enum.sort(ets_state_pattern.())
 true = length(ets_state_objects.()) == length(dsl_states)
+rare_states = Query.find(store: store, state: rare_source)
+true = length(rare_states) == length(ets_rare.()) and rare_states != []
 true = dsl_states != []
 add_count = Query.count(store: store, message: "{:\"$gen_call\", _, {:add, k}} when k > 0")
 ^add_count = ets_add_count.()
@@ -151,12 +161,15 @@ variants = [
   {"states of all at T: ElixirScope",
    fn -> time.(fn -> Query.states_at(mid, store: store) end) end},
   {"states of all at T: ETS match spec", fn -> time.(fn -> ets_states_at.(mid) end) end},
-  {"find state #{state_source} (events): ElixirScope",
+  {"find state #{state_source} (#{length(dsl_states)} events): ElixirScope",
    fn -> time.(fn -> Query.find(store: store, state: state_source) end) end},
   {"find state (whole objects): ETS match spec", fn -> time.(ets_state_objects) end},
   {"find state #{state_source} (values only): ElixirScope",
    fn -> time.(fn -> Query.find(store: store, state: state_source, select: :binds) end) end},
   {"find state (values only): ETS match spec", fn -> time.(ets_state_pattern) end},
+  {"find state #{rare_source} (#{length(rare_states)} events): ElixirScope",
+   fn -> time.(fn -> Query.find(store: store, state: rare_source) end) end},
+  {"find rare state: ETS match spec", fn -> time.(ets_rare) end},
   {"count {:\"$gen_call\", _, {:add, k}} when k > 0: ElixirScope",
    fn ->
      time.(fn ->

@@ -94,6 +94,10 @@ defmodule ElixirScope.Query do
   end
 
   @doc false
+  # The options events/1 accepts.
+  def filter_keys, do: Keyword.keys(@filter_defaults)
+
+  @doc false
   # Validates `filters` (as for events/1) into the store and the filter tuple the NIFs decode.
   @spec native_filter(filters()) :: {Store.t(), tuple()}
   def native_filter(filters) do

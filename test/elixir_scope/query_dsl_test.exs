@@ -307,6 +307,19 @@ defmodule ElixirScope.QueryDSLTest do
     deep = String.duplicate("{", 100) <> "x" <> String.duplicate("}", 100)
     assert_raise ArgumentError, ~r/deep/, fn -> Query.find(store: store, message: deep) end
 
+    assert_raise ArgumentError, ~r/unknown options \[mesage: "x"\], expected: :message/, fn ->
+      Query.find(store: store, mesage: "x")
+    end
+
+    assert_raise ArgumentError, ~r/unknown options \[bogus: 1\]/, fn ->
+      Code.eval_quoted(
+        quote do
+          import ElixirScope.Query
+          query(message: {:a, _}, bogus: 1)
+        end
+      )
+    end
+
     assert_raise ArgumentError, ~r/one content pattern at a time/, fn ->
       Query.find(store: store, message: "x", state: "y")
     end

@@ -68,6 +68,7 @@ defmodule ElixirScope.Query.DSL do
   @doc false
   # The macro behind `ElixirScope.Query.query/1`: compiles the pattern at compile time.
   def query_macro(opts, env) do
+    if Keyword.keyword?(opts), do: check_keys!(opts, [:select])
     {key, pattern} = pattern_option!(opts)
     {ir, guard, names} = compile!(pattern, env)
     rest = Enum.reject(opts, fn {k, _} -> k == key end)
@@ -94,7 +95,7 @@ defmodule ElixirScope.Query.DSL do
   """
   @spec find(keyword()) :: [match()]
   def find(filters) when is_list(filters) do
-    case compile_filters(filters) do
+    case compile_filters(filters, [:select]) do
       {rest, nil} ->
         rest
         |> native_args(nil)
@@ -110,8 +111,11 @@ defmodule ElixirScope.Query.DSL do
   @doc false
   # Splits find-style filters into the other filters and the compiled content pattern
   # (`{key, pattern, guard, bind names}`, or nil when there is none).
-  @spec compile_filters(keyword()) :: {keyword(), nil | {atom(), term(), term(), [term()]}}
-  def compile_filters(filters) when is_list(filters) do
+  @spec compile_filters(keyword(), [atom()]) ::
+          {keyword(), nil | {atom(), term(), term(), [term()]}}
+  def compile_filters(filters, extra \\ []) when is_list(filters) do
+    check_keys!(filters, extra)
+
     case Enum.filter(filters, fn {k, _} -> k in @pattern_keys end) do
       [] ->
         {filters, nil}
@@ -123,6 +127,23 @@ defmodule ElixirScope.Query.DSL do
 
       many ->
         invalid!("one content pattern at a time, got #{inspect(Keyword.keys(many))}", [])
+    end
+  end
+
+  defp check_keys!(filters, extra) do
+    allowed = @pattern_keys ++ [:module | extra] ++ Query.filter_keys()
+
+    case Enum.reject(filters, fn
+           {k, _} -> k in allowed
+           _ -> false
+         end) do
+      [] ->
+        :ok
+
+      bad ->
+        raise ArgumentError,
+              "unknown options #{inspect(bad)}, expected: " <>
+                Enum.map_join(allowed, ", ", &inspect/1)
     end
   end
 
