@@ -193,7 +193,7 @@ rows =
       String.replace(es, ": ElixirScope", ""),
       Harness.f(a, 1),
       Harness.f(b, 1),
-      Harness.f(b / a, 0) <> "x"
+      Harness.f(b / a, if(b / a < 10, do: 2, else: 0)) <> "x"
     ]
   end
 

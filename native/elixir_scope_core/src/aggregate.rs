@@ -219,11 +219,7 @@ mod tests {
     use crate::event::Header;
     use crate::log::Limits;
 
-    fn atom(s: &str) -> Vec<u8> {
-        let mut v = vec![119, s.len() as u8];
-        v.extend_from_slice(s.as_bytes());
-        v
-    }
+    use crate::etf::build::atom;
 
     fn log() -> CaptureLog {
         CaptureLog::new(Limits {

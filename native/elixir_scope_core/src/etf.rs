@@ -182,6 +182,30 @@ pub fn body(b: &[u8]) -> Option<&[u8]> {
     (skip(b, 1)? == b.len()).then(|| &b[1..])
 }
 
+/// Hand-made ETF bodies (no version byte) for tests: atoms, small integers, tuples, lists.
+#[cfg(test)]
+pub(crate) mod build {
+    pub fn atom(s: &str) -> Vec<u8> {
+        let mut v = vec![119, s.len() as u8];
+        v.extend_from_slice(s.as_bytes());
+        v
+    }
+    pub fn int(i: u8) -> Vec<u8> {
+        vec![97, i]
+    }
+    pub fn tuple(els: &[Vec<u8>]) -> Vec<u8> {
+        let mut v = vec![104, els.len() as u8];
+        els.iter().for_each(|e| v.extend_from_slice(e));
+        v
+    }
+    pub fn list(els: &[Vec<u8>]) -> Vec<u8> {
+        let mut v = vec![108, 0, 0, 0, els.len() as u8];
+        els.iter().for_each(|e| v.extend_from_slice(e));
+        v.push(106);
+        v
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

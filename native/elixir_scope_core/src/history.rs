@@ -445,26 +445,7 @@ mod tests {
         );
     }
 
-    // Hand-made ETF: atoms, small ints, tuples, lists.
-    fn atom(s: &str) -> Vec<u8> {
-        let mut v = vec![119, s.len() as u8];
-        v.extend_from_slice(s.as_bytes());
-        v
-    }
-    fn int(i: u8) -> Vec<u8> {
-        vec![97, i]
-    }
-    fn tuple(els: &[Vec<u8>]) -> Vec<u8> {
-        let mut v = vec![104, els.len() as u8];
-        els.iter().for_each(|e| v.extend_from_slice(e));
-        v
-    }
-    fn list(els: &[Vec<u8>]) -> Vec<u8> {
-        let mut v = vec![108, 0, 0, 0, els.len() as u8];
-        els.iter().for_each(|e| v.extend_from_slice(e));
-        v.push(106);
-        v
-    }
+    use crate::etf::build::{atom, int, list, tuple};
     fn etf(body: Vec<u8>) -> Vec<u8> {
         let mut v = vec![131];
         v.extend(body);

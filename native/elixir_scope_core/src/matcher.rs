@@ -817,19 +817,7 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn atom(s: &str) -> Vec<u8> {
-        let mut v = vec![119, s.len() as u8];
-        v.extend_from_slice(s.as_bytes());
-        v
-    }
-    fn int(i: u8) -> Vec<u8> {
-        vec![97, i]
-    }
-    fn tuple(els: &[Vec<u8>]) -> Vec<u8> {
-        let mut v = vec![104, els.len() as u8];
-        els.iter().for_each(|e| v.extend_from_slice(e));
-        v
-    }
+    use crate::etf::build::{atom, int, tuple};
 
     fn m(pattern: Pat, guard: Guard, vars: usize) -> Matcher {
         let m = Matcher {
