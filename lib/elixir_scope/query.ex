@@ -60,8 +60,24 @@ defmodule ElixirScope.Query do
     after_seq: 0,
     before_seq: nil,
     limit: :infinity,
-    order: :asc
+    order: :asc,
+    any: [],
+    not: []
   ]
+
+  # What a filter inside `any:` or `not:` may say.
+  @sub_filter_defaults [
+    pid: [],
+    peer: [],
+    involving: [],
+    kind: [],
+    mfa: nil,
+    since: nil,
+    until: nil,
+    any: [],
+    not: []
+  ]
+  @max_sub_depth 8
 
   @doc """
   Events matching every given filter.
@@ -77,7 +93,15 @@ defmodule ElixirScope.Query do
     * `:since` / `:until` - time bounds, inclusive (monotonic ns or `DateTime`).
     * `:after_seq` / `:before_seq` - seq bounds, exclusive (for paging: pass the last seq seen).
     * `:limit` - default `:infinity`. `:order` - `:asc` (default) or `:desc`.
+    * `:any` - a list of filters (keyword lists of the options above, without paging); the event
+      must also match at least one of them.
+    * `:not` - a filter, or a list of filters; the event must match none of them.
     * `:store` - the store to query.
+
+  Options combine with *and*; `any:` and `not:` (which nest) give *or* and *not*, all evaluated
+  natively:
+
+      events(kind: :receive, any: [[pid: a], [pid: b]], not: [since: t1, until: t2])
 
   Invalid options raise `ArgumentError` naming the option and what is allowed.
 
@@ -113,9 +137,39 @@ defmodule ElixirScope.Query do
     filter =
       {pids, peers, involving, kinds, mod, fun, arity, time!(store, opts[:since], :since),
        time!(store, opts[:until], :until), seq!(opts[:after_seq], :after_seq),
-       opt_seq!(opts[:before_seq]), order!(opts[:order]) == :desc, limit!(opts[:limit])}
+       opt_seq!(opts[:before_seq]), order!(opts[:order]) == :desc, limit!(opts[:limit]),
+       sub_filters!(store, opts[:any], :any, 1), sub_filters!(store, opts[:not], :not, 1)}
 
     {store, filter}
+  end
+
+  # `any:` takes a list of filters; `not:` a filter or a list of filters.
+  defp sub_filters!(_store, [], _key, _depth), do: []
+
+  defp sub_filters!(_store, _subs, key, depth) when depth > @max_sub_depth,
+    do: raise(ArgumentError, "#{inspect(key)} filters nest at most #{@max_sub_depth} deep")
+
+  defp sub_filters!(store, subs, key, depth) when is_list(subs) do
+    subs = if key == :not and Keyword.keyword?(subs), do: [subs], else: subs
+
+    Enum.map(subs, fn
+      sub when is_list(sub) -> sub_filter!(store, sub, depth)
+      other -> bad!(key, other, "a list of filters (keyword lists)")
+    end)
+  end
+
+  defp sub_filters!(_store, other, key, _depth),
+    do: bad!(key, other, "a list of filters (keyword lists)")
+
+  defp sub_filter!(store, sub, depth) do
+    opts = ElixirScope.Options.validate!(sub, @sub_filter_defaults)
+    {mod, fun, arity} = mfa!(opts[:mfa])
+
+    {pids!(opts[:pid], :pid), pids!(opts[:peer], :peer), pids!(opts[:involving], :involving),
+     kinds!(opts[:kind]), mod, fun, arity, time!(store, opts[:since], :since),
+     time!(store, opts[:until], :until), 0, nil, false, nil,
+     sub_filters!(store, opts[:any], :any, depth + 1),
+     sub_filters!(store, opts[:not], :not, depth + 1)}
   end
 
   @doc """

@@ -128,6 +128,52 @@ defmodule ElixirScope.QueryTest do
     assert Query.events(store: store, until: mid.ts) |> Enum.all?(&(&1.ts <= mid.ts))
   end
 
+  test "any: and not: compose filters natively, as Enum.filter would", %{
+    store: store,
+    server: s,
+    client: c
+  } do
+    all = events(store)
+
+    composed =
+      events(store,
+        any: [[pid: s, kind: :receive], [pid: c, mfa: {Calc, :neg, 1}]],
+        not: [kind: :return]
+      )
+
+    expected =
+      Enum.filter(all, fn e ->
+        ((e.pid == s and e.kind == :receive) or
+           (e.pid == c and match?({Calc, :neg, 1}, e.mfa))) and e.kind != :return
+      end)
+
+    assert composed == expected
+
+    assert Enum.any?(composed, &(&1.kind == :receive)) and
+             Enum.any?(composed, &(&1.kind == :call))
+
+    # not: with several filters, nested any:, and with the other options.
+    assert events(store, not: [[pid: s], [kind: [:send, :exit]]]) ==
+             Enum.filter(all, &(&1.pid != s and &1.kind not in [:send, :exit]))
+
+    assert events(store, pid: c, any: [[any: [[kind: :send]]]], limit: 2) ==
+             all |> Enum.filter(&(&1.pid == c and &1.kind == :send)) |> Enum.take(2)
+
+    assert Query.count(store: store, any: [[kind: :send], [kind: :receive]]) ==
+             Enum.count(all, &(&1.kind in [:send, :receive]))
+
+    assert_raise ArgumentError, ~r/invalid :any {:kind, :send}/, fn ->
+      events(store, any: [kind: :send])
+    end
+
+    assert_raise ArgumentError, ~r/unknown keys \[:limit\]/, fn ->
+      events(store, not: [limit: 1])
+    end
+
+    deep = Enum.reduce(1..10, [kind: :send], fn _, acc -> [any: [acc]] end)
+    assert_raise ArgumentError, ~r/nest at most 8 deep/, fn -> events(store, deep) end
+  end
+
   test "filters that match nothing", %{store: store} do
     # A pid of another node (NEW_PID_EXT naming other@host): never a key of local events.
     remote = :erlang.binary_to_term(<<131, 88, 100, 10::16, "other@host", 1::32, 0::32, 1::32>>)

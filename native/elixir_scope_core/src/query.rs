@@ -32,6 +32,11 @@ pub struct Filter {
     pub descending: bool,
     /// At most this many events.
     pub limit: usize,
+    /// When not empty, the event must also match one of these (their seq bounds, order and
+    /// limit are not used).
+    pub any: Vec<Filter>,
+    /// The event must match none of these (seq bounds, order and limit not used).
+    pub none: Vec<Filter>,
 }
 
 impl Default for Filter {
@@ -50,6 +55,8 @@ impl Default for Filter {
             before_seq: None,
             descending: false,
             limit: usize::MAX,
+            any: Vec::new(),
+            none: Vec::new(),
         }
     }
 }
@@ -71,6 +78,14 @@ impl Filter {
             && self.arity.is_none_or(|a| a == h.arity)
             && self.since.is_none_or(|t| h.ts >= t)
             && self.until.is_none_or(|t| h.ts <= t)
+            && ((self.any.is_empty() && self.none.is_empty()) || self.composed(ev))
+    }
+
+    /// The `any` and `none` conditions.
+    #[inline(never)]
+    fn composed(&self, ev: &EventRef<'_>) -> bool {
+        (self.any.is_empty() || self.any.iter().any(|f| f.matches(ev)))
+            && !self.none.iter().any(|f| f.matches(ev))
     }
 }
 
@@ -221,6 +236,56 @@ mod tests {
             );
         }
         log
+    }
+
+    #[test]
+    fn any_and_none_compose_filters() {
+        let log = log_of(&[
+            (1, 2, Kind::Send, 10),
+            (2, 0, Kind::Receive, 11),
+            (1, 3, Kind::Send, 12),
+            (3, 0, Kind::Exit, 13),
+        ]);
+        let seqs = |f: &Filter| {
+            run(&log, f, u64::MAX)
+                .events
+                .iter()
+                .map(|e| e.seq)
+                .collect::<Vec<_>>()
+        };
+        // (pid 2) or (kind exit), but not (ts 11).
+        let f = Filter {
+            any: vec![
+                Filter {
+                    pids: vec![2],
+                    ..Filter::default()
+                },
+                Filter {
+                    kinds: KindMask::of(&[Kind::Exit]),
+                    ..Filter::default()
+                },
+            ],
+            ..Filter::default()
+        };
+        assert_eq!(seqs(&f), vec![2, 4]);
+        let not_11 = Filter {
+            none: vec![Filter {
+                since: Some(11),
+                until: Some(11),
+                ..Filter::default()
+            }],
+            ..f.clone()
+        };
+        assert_eq!(seqs(&not_11), vec![4]);
+        // Alone, `none` removes its events from everything.
+        let no_sends = Filter {
+            none: vec![Filter {
+                kinds: KindMask::of(&[Kind::Send]),
+                ..Filter::default()
+            }],
+            ..Filter::default()
+        };
+        assert_eq!(seqs(&no_sends), vec![2, 4]);
     }
 
     #[test]

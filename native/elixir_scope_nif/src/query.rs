@@ -40,14 +40,27 @@ fn opt_atom(t: Term) -> NifResult<Option<u64>> {
     atom_key(t).map(Some).ok_or(rustler::Error::BadArg)
 }
 
-/// Decodes the filter tuple built by `ElixirScope.Query.Filter`:
+/// Deepest nesting of `any`/`none` filters decoded.
+const MAX_FILTER_DEPTH: usize = 8;
+
+/// Decodes the filter tuple built by `ElixirScope.Query.native_filter/1`:
 /// `{pids, peers, involving, kinds, module, function, arity, since, until, after_seq, before_seq,
-/// desc, limit}`.
+/// desc, limit, any, none}`, `any` and `none` being lists of such tuples.
 pub(crate) fn decode_filter(t: Term) -> NifResult<Filter> {
+    decode_filter_at(t, 0)
+}
+
+fn decode_filter_at(t: Term, depth: usize) -> NifResult<Filter> {
     let f = rustler::types::tuple::get_tuple(t)?;
-    if f.len() != 13 {
+    if f.len() != 15 || depth > MAX_FILTER_DEPTH {
         return Err(rustler::Error::BadArg);
     }
+    let subs = |list: Term| -> NifResult<Vec<Filter>> {
+        list.decode::<Vec<Term>>()?
+            .into_iter()
+            .map(|s| decode_filter_at(s, depth + 1))
+            .collect()
+    };
     let kinds: Vec<Term> = f[3].decode()?;
     let kinds = if kinds.is_empty() {
         KindMask::ALL
@@ -76,6 +89,8 @@ pub(crate) fn decode_filter(t: Term) -> NifResult<Filter> {
         before_seq: opt(f[10])?,
         descending: f[11].decode()?,
         limit: limit.map_or(usize::MAX, |l| l.min(usize::MAX as u64) as usize),
+        any: subs(f[13])?,
+        none: subs(f[14])?,
     })
 }
 
