@@ -145,7 +145,9 @@ defmodule ElixirScope.QueryDSLTest do
       {:t, :u, 2},
       {1, 2},
       10_000_000_000_000_000_000,
-      {[:a], %{j: :a}}
+      {[:a], %{j: :a}},
+      %{k: [], x: 1},
+      1.0
     ]
 
     terms = Enum.shuffle(witnesses ++ for(_ <- 1..400, do: term(3)))
@@ -182,6 +184,113 @@ defmodule ElixirScope.QueryDSLTest do
       assert length(expected) in 1..(length(received) - 1),
              "pattern #{source}: #{length(expected)}"
     end
+  end
+
+  # A random pattern that matches `term` (before its guard), made by abstracting parts of it:
+  # `_`, variables (sometimes repeated), partial maps, `[h | t]`, binary prefixes.
+  defp abstract(term, vars, depth) do
+    case {:rand.uniform(8), term} do
+      {1, _} ->
+        {{:_, [], nil}, vars}
+
+      {2, _} ->
+        var(vars)
+
+      {_, t} when is_pid(t) ->
+        var(vars)
+
+      {_, t} when is_tuple(t) and depth > 0 ->
+        {els, vars} = t |> Tuple.to_list() |> Enum.map_reduce(vars, &abstract(&1, &2, depth - 1))
+        {{:{}, [], els}, vars}
+
+      {r, [h | _]} when depth > 0 and r < 5 ->
+        {h, vars} = abstract(h, vars, depth - 1)
+        {t, vars} = var(vars)
+        {[{:|, [], [h, t]}], vars}
+
+      {_, t} when is_list(t) and depth > 0 ->
+        if List.improper?(t), do: var(vars), else: list(t, vars, depth)
+
+      {_, t} when is_map(t) and depth > 0 ->
+        keep = Enum.filter(Map.to_list(t), fn _ -> :rand.uniform(2) == 1 end)
+
+        {pairs, vars} =
+          Enum.map_reduce(keep, vars, fn {k, v}, vars ->
+            {v, vars} = abstract(v, vars, depth - 1)
+            {{Macro.escape(k), v}, vars}
+          end)
+
+        {{:%{}, [], pairs}, vars}
+
+      {_, <<prefix::binary-size(2), _::binary>>} ->
+        {rest, vars} = var(vars)
+        {{:<>, [], [prefix, rest]}, vars}
+
+      {_, t} ->
+        if is_tuple(t) or is_list(t) or is_map(t), do: var(vars), else: {Macro.escape(t), vars}
+    end
+  end
+
+  defp list(list, vars, depth), do: Enum.map_reduce(list, vars, &abstract(&1, &2, depth - 1))
+
+  # A new variable, or now and then one already bound (which must then be equal).
+  defp var(vars) do
+    if vars != [] and :rand.uniform(6) == 1 do
+      {Macro.var(Enum.random(vars), nil), vars}
+    else
+      name = String.to_atom("v#{length(vars)}")
+      {Macro.var(name, nil), [name | vars]}
+    end
+  end
+
+  defp guard([]), do: nil
+
+  defp guard(vars) do
+    v = Macro.var(Enum.random(vars), nil)
+
+    Enum.random([
+      quote(do: is_integer(unquote(v))),
+      quote(do: unquote(v) > 2),
+      quote(do: unquote(v) <= :b),
+      quote(do: unquote(v) == 1),
+      quote(do: unquote(v) in [1, :a, "x"]),
+      quote(do: not is_tuple(unquote(v)) and unquote(v) != nil),
+      quote(do: is_binary(unquote(v)) or is_list(unquote(v)))
+    ])
+  end
+
+  test "random patterns made from random terms select what Elixir's own match selects" do
+    seed = ExUnit.configuration()[:seed]
+    :rand.seed(:exsss, {seed, 5, 8})
+    terms = for _ <- 1..200, do: term(3)
+    {store, pid} = receive_all(terms)
+    received = events(store, kind: :receive, pid: pid)
+
+    matched =
+      for _ <- 1..60 do
+        {ast, vars} = abstract(Enum.random(terms), [], 3)
+        guard = if :rand.uniform(2) == 1, do: guard(vars)
+        source = Macro.to_string(if guard, do: {:when, [], [ast, guard]}, else: ast)
+
+        {reference, _} =
+          Code.eval_string(
+            "fn input__ -> case input__ do #{source} -> {:ok, binding()}; _ -> :no end end"
+          )
+
+        expected =
+          for e <- received, {:ok, b} <- [reference.(e.data)] do
+            {e.seq, for({k, v} <- b, k != :input__, into: %{}, do: {"#{k}", v})}
+          end
+
+        got =
+          for %{event: e, binds: b} <- Query.find(store: store, message: source), do: {e.seq, b}
+
+        assert got == expected, "pattern #{source} (seed #{seed})"
+        expected != []
+      end
+
+    # Each pattern matches the term it came from unless its guard rejects it: most match.
+    assert Enum.count(matched, & &1) > 30
   end
 
   test "query/1 compiles the pattern, with pins, aliases and structs" do

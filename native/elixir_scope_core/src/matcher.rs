@@ -516,18 +516,39 @@ fn operand<'a>(o: &'a Operand, b: &'a [u8], binds: &Bindings) -> Option<Value<'a
         Operand::Var(i) => Some(match binds.get(*i)?.clone()? {
             Bound::Term(r) => Value::Bytes(&b[r]),
             Bound::Int(v) => Value::Int(v),
-            // A list tail or a binary rest: only type tests see them.
-            _ => Value::Opaque,
+            Bound::BinaryRest(r, n) => Value::Bin(binary(b.get(r)?, 0)?.get(n..)?),
+            Bound::ListTail(r, n) => Value::Tail {
+                empty: list_len(b.get(r)?) == Some(n),
+            },
         }),
         Operand::Lit(p) => Some(Value::Lit(p)),
     }
 }
 
 enum Value<'a> {
+    /// A bound term's encoding.
     Bytes(&'a [u8]),
+    /// An element of a byte string (STRING_EXT).
     Int(i128),
+    /// A literal of the guard.
     Lit(&'a Pat),
-    Opaque,
+    /// The rest of a binary after a prefix: its bytes.
+    Bin(&'a [u8]),
+    /// The tail of a list after its first elements: only whether it is `[]` is known.
+    Tail { empty: bool },
+}
+
+/// The length of a proper list's encoding at 0 (`None` for an improper list or a non-list).
+fn list_len(b: &[u8]) -> Option<usize> {
+    match *b.first()? {
+        106 => Some(0),
+        107 => u16_at(b, 1),
+        108 => {
+            let (els, tail) = etf::list_elements(b, 0)?;
+            (tail == [106]).then_some(els.len())
+        }
+        _ => None,
+    }
 }
 
 fn num_of(v: &Value) -> Option<Num> {
@@ -551,6 +572,7 @@ fn atom_of<'a>(v: &'a Value) -> Option<&'a str> {
 fn binary_of<'a>(v: &'a Value) -> Option<&'a [u8]> {
     match v {
         Value::Bytes(b) => binary(b, 0),
+        Value::Bin(x) => Some(x),
         Value::Lit(Pat::Binary(x)) => Some(x),
         _ => None,
     }
@@ -565,7 +587,8 @@ fn rank(v: &Value) -> Option<u8> {
         Value::Lit(Pat::Tuple(_)) => 6,
         Value::Lit(Pat::Map(_)) => 7,
         Value::Lit(Pat::List(..) | Pat::Nil) => 8,
-        Value::Lit(Pat::Binary(_)) => 9,
+        Value::Lit(Pat::Binary(_)) | Value::Bin(_) => 9,
+        Value::Tail { .. } => 8,
         Value::Bytes(b) => match *b.first()? {
             97 | 98 | 110 | 111 | 70 | 99 => 0,
             100 | 115 | 118 | 119 => 1,
@@ -585,6 +608,20 @@ fn rank(v: &Value) -> Option<u8> {
 
 /// Equality of a value and another value (`strict`: `===`, else `==`, where 1 == 1.0).
 fn values_equal(a: &Value, b: &Value, strict: bool) -> bool {
+    let is_nil = |v: &Value| match v {
+        Value::Bytes(x) => x.first() == Some(&106),
+        Value::Lit(Pat::Nil) => true,
+        Value::Tail { empty } => *empty,
+        _ => false,
+    };
+    match (a, b) {
+        (Value::Bin(_), _) | (_, Value::Bin(_)) => {
+            return binary_of(a).is_some() && binary_of(a) == binary_of(b)
+        }
+        // A non-empty tail equal to a non-empty list is not decided here (false).
+        (Value::Tail { .. }, _) | (_, Value::Tail { .. }) => return is_nil(a) && is_nil(b),
+        _ => {}
+    }
     if let (Some(x), Some(y)) = (num_of(a), num_of(b)) {
         return if strict {
             x == y
@@ -875,6 +912,52 @@ mod tests {
             2,
         );
         assert!(tuples.run(&tuple(&[t.clone(), t])).is_none());
+    }
+
+    #[test]
+    fn binary_rests_and_list_tails_take_part_in_guards() {
+        // "GE" <> rest when rest > 2 and rest == "T /a"
+        let mut bin = vec![109, 0, 0, 0, 6];
+        bin.extend_from_slice(b"GET /a");
+        let rest = m(
+            Pat::BinaryPrefix(b"GE".to_vec(), Box::new(Pat::Var(0))),
+            Guard::And(
+                Box::new(Guard::Cmp(
+                    CmpOp::Gt,
+                    Operand::Var(0),
+                    Operand::Lit(Pat::Int(2)),
+                )),
+                Box::new(Guard::Cmp(
+                    CmpOp::Eq,
+                    Operand::Var(0),
+                    Operand::Lit(Pat::Binary(b"T /a".to_vec())),
+                )),
+            ),
+            1,
+        );
+        assert!(rest.run(&bin).is_some());
+        // [_ | t] when t == [] and t > 2: one element left no tail, a list is above numbers.
+        let tail_empty = m(
+            Pat::List(vec![Pat::Any], Box::new(Pat::Var(0))),
+            Guard::And(
+                Box::new(Guard::Cmp(
+                    CmpOp::Eq,
+                    Operand::Var(0),
+                    Operand::Lit(Pat::Nil),
+                )),
+                Box::new(Guard::Cmp(
+                    CmpOp::Gt,
+                    Operand::Var(0),
+                    Operand::Lit(Pat::Int(2)),
+                )),
+            ),
+            1,
+        );
+        let one = vec![108, 0, 0, 0, 1, 97, 1, 106];
+        let two = vec![108, 0, 0, 0, 2, 97, 1, 97, 2, 106];
+        assert!(tail_empty.run(&one).is_some());
+        assert!(tail_empty.run(&two).is_none());
+        assert!(tail_empty.run(&[107, 0, 1, 5]).is_some());
     }
 
     #[test]
