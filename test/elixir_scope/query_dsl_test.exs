@@ -368,6 +368,34 @@ defmodule ElixirScope.QueryDSLTest do
              query(store: store, pid: worker, mfa: {Math, :sum}, args: [l] when is_list(l))
   end
 
+  test "pins and guard literals compare maps whole; nested tails; __MODULE__; limit 0" do
+    {store, _} = receive_all([%{x: 1}, %{x: 1, y: 2}, %{}, [1, 2, 3], {__MODULE__, 5}])
+    m = %{x: 1}
+    assert [%{event: %{data: %{x: 1} = exactly}}] = query(store: store, message: ^m)
+    assert map_size(exactly) == 1
+    assert length(query(store: store, message: %{x: 1})) == 2
+    assert [%{event: %{data: %{}}}] = query(store: store, message: s when s == %{})
+    assert [%{binds: %{a: 1, b: 2}}] = query(store: store, message: [a | [b | _]])
+    assert [%{binds: %{n: 5}}] = query(store: store, message: {__MODULE__, n})
+    assert [] = query(store: store, message: _, limit: 0)
+
+    assert_raise ArgumentError, ~r/__MODULE__ only works in query\/1/, fn ->
+      Query.find(store: store, message: "{__MODULE__, n}")
+    end
+
+    assert_raise ArgumentError, ~r/expected a string or quoted pattern/, fn ->
+      Query.find(store: store, message: %{a: 1})
+    end
+
+    assert_raise ArgumentError, ~r/rename the variable seq/, fn ->
+      query(store: store, message: {_, seq}, select: :binds)
+    end
+
+    assert_raise ArgumentError, ~r/bucket {1000000000000, :minute} is too long/, fn ->
+      Query.rate([store: store], {1_000_000_000_000, :minute})
+    end
+  end
+
   test "messages sent to a registered name are matched on the message, not the name" do
     store = new_store()
     name = :"dsl_test_#{System.unique_integer([:positive])}"

@@ -152,10 +152,17 @@ defmodule ElixirScope.Query.Aggregate do
     minute: 60_000_000_000
   }
 
-  defp bucket_ns!(ms) when is_integer(ms) and ms > 0, do: ms * 1_000_000
+  # At most about 292 years: bucket starts stay within monotonic time's 64 bits.
+  @max_bucket_ns 9_223_372_036_854_775_807
 
-  defp bucket_ns!({n, unit}) when is_integer(n) and n > 0 and is_map_key(@units, unit),
-    do: n * @units[unit]
+  defp bucket_ns!(ms) when is_integer(ms) and ms > 0, do: bucket_ns!({ms, :millisecond})
+
+  defp bucket_ns!({n, unit} = bucket)
+       when is_integer(n) and n > 0 and is_map_key(@units, unit) do
+    ns = n * @units[unit]
+    if ns > @max_bucket_ns, do: raise(ArgumentError, "bucket #{inspect(bucket)} is too long")
+    ns
+  end
 
   defp bucket_ns!(other) do
     raise ArgumentError,

@@ -121,7 +121,7 @@ defmodule ElixirScope.Query.DSL do
         {filters, nil}
 
       [{key, source}] ->
-        ast = if is_binary(source), do: parse!(source), else: source
+        ast = if is_binary(source), do: parse!(source), else: quoted!(source)
         {ir, guard, names} = compile!(ast, nil)
         {Keyword.delete(filters, key), {key, ir, guard, Enum.map(names, &bind_key/1)}}
 
@@ -185,6 +185,13 @@ defmodule ElixirScope.Query.DSL do
   defp format_error({prefix, suffix}), do: "#{prefix}#{suffix}"
   defp format_error(msg), do: to_string(msg)
 
+  defp quoted!(ast) do
+    case Macro.validate(ast) do
+      :ok -> ast
+      {:error, bad} -> invalid!("expected a string or quoted pattern, got #{inspect(bad)}", [])
+    end
+  end
+
   # Binds from a pattern string are keyed by strings: no atom is made from user text.
   defp bind_key(name) when is_atom(name), do: Atom.to_string(name)
   defp bind_key(%{__name__: name}), do: name
@@ -214,6 +221,13 @@ defmodule ElixirScope.Query.DSL do
         end
 
       :binds ->
+        if :seq in names,
+          do:
+            raise(
+              ArgumentError,
+              "select: :binds puts the seq under :seq; rename the variable seq"
+            )
+
         for {seq, values} <- match(store, filter, pattern, guard, length(names), false) do
           Map.new([{:seq, seq} | Enum.zip(names, values)])
         end
@@ -233,13 +247,21 @@ defmodule ElixirScope.Query.DSL do
   # Runs a NIF that takes a compiled pattern: its `{:ok, result}` gives the result, a refusal
   # (`{:error, reason}`, or badarg for a pinned value it cannot take) an ArgumentError.
   def native!(fun) do
-    case fun.() do
+    result =
+      try do
+        fun.()
+      rescue
+        ArgumentError ->
+          invalid!(
+            "a pinned value is nested too deeply (or the compiled pattern is malformed)",
+            []
+          )
+      end
+
+    case result do
       {:ok, result} -> result
       {:error, reason} -> invalid!(reason, [])
     end
-  rescue
-    ArgumentError ->
-      invalid!("a pinned value is nested too deeply (or the compiled pattern is malformed)", [])
   end
 
   @doc """
@@ -264,7 +286,7 @@ defmodule ElixirScope.Query.DSL do
   def literal(t) when is_tuple(t), do: {:tuple, t |> Tuple.to_list() |> Enum.map(&literal/1)}
 
   def literal(m) when is_map(m),
-    do: {:map, Enum.map(m, fn {k, v} -> {literal(k), literal(v)} end)}
+    do: {:map_exact, Enum.map(m, fn {k, v} -> {literal(k), literal(v)} end)}
 
   # Pids, references, ports, funs, big integers, bitstrings: their exact encoding.
   def literal(other) do
@@ -298,6 +320,13 @@ defmodule ElixirScope.Query.DSL do
   end
 
   defp pat({:_, _, ctx}, vars, _env) when is_atom(ctx), do: {:_, vars}
+
+  defp pat({:__MODULE__, meta, ctx}, vars, env) when is_atom(ctx) do
+    if env == nil or env.module == nil,
+      do: invalid!("__MODULE__ only works in query/1 inside a module", meta)
+
+    {{:atom, Atom.to_string(env.module)}, vars}
+  end
 
   defp pat({name, meta, ctx}, vars, _env) when (is_atom(name) or is_map(name)) and is_atom(ctx) do
     cond do
@@ -460,8 +489,17 @@ defmodule ElixirScope.Query.DSL do
   defp operand_literal(ast, env, meta) do
     {ir, vars} = pat(ast, %{}, env)
     if vars != %{}, do: invalid!("guard values must be literals or bound variables", meta)
-    ir
+    exact(ir)
   end
+
+  # A map in a guard is a value, compared whole: `%{}` there is only the empty map.
+  defp exact({:map, pairs}), do: {:map_exact, Enum.map(pairs, fn {k, v} -> {k, exact(v)} end)}
+
+  defp exact(t) when is_tuple(t),
+    do: t |> Tuple.to_list() |> Enum.map(&exact/1) |> List.to_tuple()
+
+  defp exact(l) when is_list(l), do: Enum.map(l, &exact/1)
+  defp exact(other), do: other
 
   defp var!({name, _, ctx}, vars, meta) when (is_atom(name) or is_map(name)) and is_atom(ctx) do
     case vars do

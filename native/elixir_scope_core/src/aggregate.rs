@@ -91,7 +91,7 @@ pub fn key_of(ev: &EventRef, by: GroupBy) -> Key {
         GroupBy::Tag => tag_of(ev).map_or(Key::NoTag, |t| Key::Tag(t.to_owned())),
         GroupBy::Bucket(ns) => {
             let ns = ns.clamp(1, i64::MAX as u64) as i64;
-            Key::Bucket(h.ts.div_euclid(ns) * ns)
+            Key::Bucket(h.ts.div_euclid(ns).saturating_mul(ns))
         }
     }
 }

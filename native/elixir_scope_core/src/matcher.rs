@@ -42,6 +42,8 @@ pub enum Pat {
     Nil,
     /// A map holding at least these keys (literal patterns) with values matching.
     Map(Vec<(Pat, Pat)>),
+    /// A map holding exactly these keys (a pinned map, or a map literal in a guard).
+    MapExact(Vec<(Pat, Pat)>),
     /// Exactly these ETF bytes (pids, references, ports, funs given as pinned values).
     Exact(Vec<u8>),
 }
@@ -225,7 +227,7 @@ fn check_pat(p: &Pat, vars: usize, depth: usize, literal: bool) -> Result<(), Ma
                 .try_for_each(|e| check_pat(e, vars, depth + 1, literal))?;
             check_pat(tail, vars, depth + 1, literal)
         }
-        Pat::Map(kvs) => kvs.iter().try_for_each(|(k, v)| {
+        Pat::Map(kvs) | Pat::MapExact(kvs) => kvs.iter().try_for_each(|(k, v)| {
             check_pat(k, vars, depth + 1, true).map_err(|_| MatcherError::MapKey)?;
             check_pat(v, vars, depth + 1, literal)
         }),
@@ -346,8 +348,10 @@ fn match_pat(p: &Pat, b: &[u8], pos: usize, binds: &mut Bindings) -> Option<usiz
         }
         return Some(next);
     }
-    if let Pat::Map(kvs) = p {
-        return match_map(kvs, b, pos, binds);
+    match p {
+        Pat::Map(kvs) => return match_map(kvs, false, b, pos, binds),
+        Pat::MapExact(kvs) => return match_map(kvs, true, b, pos, binds),
+        _ => {}
     }
     let end = etf::skip(b, pos)?;
     let ok = match p {
@@ -380,7 +384,7 @@ fn match_pat(p: &Pat, b: &[u8], pos: usize, binds: &mut Bindings) -> Option<usiz
         Pat::Tuple(_) => false, // matched above
         Pat::Nil => *b.get(pos)? == 106,
         Pat::List(els, tail) => match_list(els, tail, b, pos, end, binds)?,
-        Pat::Map(_) => false, // matched above
+        Pat::Map(_) | Pat::MapExact(_) => false, // matched above
         Pat::Exact(bytes) => &b[pos..end] == bytes.as_slice(),
     };
     ok.then_some(end)
@@ -479,11 +483,20 @@ fn rest_of_list(
 
 /// Matches a map pattern (its keys are literals) at `pos`; the map's end on success. Pattern
 /// maps hold a key or two, so each key is looked up by walking the entries, allocating nothing.
-fn match_map(kvs: &[(Pat, Pat)], b: &[u8], pos: usize, binds: &mut Bindings) -> Option<usize> {
+fn match_map(
+    kvs: &[(Pat, Pat)],
+    exact: bool,
+    b: &[u8],
+    pos: usize,
+    binds: &mut Bindings,
+) -> Option<usize> {
     if *b.get(pos)? != 116 {
         return None;
     }
     let n = u32_at(b, pos + 1)?;
+    if exact && n != kvs.len() {
+        return None;
+    }
     let first = pos + 5;
     let walk_to_end = || {
         let mut p = first;
@@ -585,7 +598,7 @@ fn rank(v: &Value) -> Option<u8> {
         Value::Int(_) | Value::Lit(Pat::Int(_) | Pat::Float(_)) => 0,
         Value::Lit(Pat::Atom(_)) => 1,
         Value::Lit(Pat::Tuple(_)) => 6,
-        Value::Lit(Pat::Map(_)) => 7,
+        Value::Lit(Pat::Map(_) | Pat::MapExact(_)) => 7,
         Value::Lit(Pat::List(..) | Pat::Nil) => 8,
         Value::Lit(Pat::Binary(_)) | Value::Bin(_) => 9,
         Value::Tail { .. } => 8,

@@ -54,8 +54,21 @@ fn pat_at<'a>(t: Term<'a>, depth: usize) -> NifResult<Pat> {
             Box::new(pat(els[2])?),
         ),
         ("tuple", 2) => Pat::Tuple(list(els[1], pat)?),
-        ("list", 3) => Pat::List(list(els[1], pat)?, Box::new(pat(els[2])?)),
+        ("list", 3) => {
+            // `[a | [b | t]]` is `[a, b | t]`: one list pattern, so tails can nest.
+            let mut items = list(els[1], pat)?;
+            let mut tail = pat(els[2])?;
+            while let Pat::List(more, rest) = tail {
+                items.extend(more);
+                tail = *rest;
+            }
+            Pat::List(items, Box::new(tail))
+        }
         ("map", 2) => Pat::Map(list(els[1], |kv: Term<'a>| {
+            let (k, v): (Term, Term) = kv.decode()?;
+            Ok((pat(k)?, pat(v)?))
+        })?),
+        ("map_exact", 2) => Pat::MapExact(list(els[1], |kv: Term<'a>| {
             let (k, v): (Term, Term) = kv.decode()?;
             Ok((pat(k)?, pat(v)?))
         })?),
@@ -200,6 +213,9 @@ fn query_match<'a>(
     };
     // The limit applies to matches, not to scanned events.
     let limit = std::mem::replace(&mut filter.limit, usize::MAX);
+    if limit == 0 {
+        return Ok((atoms::ok(), Vec::<Term>::new()).encode(env));
+    }
     let nil = atoms::nil().encode(env);
     let mut out: Vec<Term> = Vec::new();
     let mut binds = Vec::new();
