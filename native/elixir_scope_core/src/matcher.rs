@@ -390,6 +390,21 @@ fn match_pat(p: &Pat, b: &[u8], pos: usize, binds: &mut Bindings) -> Option<usiz
     ok.then_some(end)
 }
 
+/// Whether the list at `pos` ends in something other than `[]`.
+fn improper(b: &[u8], pos: usize) -> Option<bool> {
+    match *b.get(pos)? {
+        106 | 107 => Some(false),
+        108 => {
+            let mut p = pos + 5;
+            for _ in 0..u32_at(b, pos + 1)? {
+                p = etf::skip(b, p)?;
+            }
+            Some(*b.get(p)? != 106)
+        }
+        _ => None,
+    }
+}
+
 fn tuple_first(b: &[u8], pos: usize) -> Option<usize> {
     match *b.get(pos)? {
         104 => Some(pos + 2),
@@ -765,7 +780,8 @@ fn eq_at(a: &[u8], pa: usize, b: &[u8], pb: usize, strict: bool, depth: usize) -
         }
         (106..=108, 106..=108) => {
             let (x, y) = (list_items(a, pa)?, list_items(b, pb)?);
-            if x.len() != y.len() {
+            // `[1, 2]` and `[1 | 2]` have the same items here: their tails tell them apart.
+            if x.len() != y.len() || improper(a, pa)? != improper(b, pb)? {
                 return Some(false);
             }
             for (ix, iy) in x.iter().zip(&y) {
@@ -792,6 +808,11 @@ fn eq_at(a: &[u8], pa: usize, b: &[u8], pb: usize, strict: bool, depth: usize) -
             let (na, nb) = (u32_at(a, pa + 1)?, u32_at(b, pb + 1)?);
             if na != nb {
                 return Some(false);
+            }
+            // Large maps: the pairwise search below is quadratic, so compare their encodings
+            // (equal maps of the same keys encode alike; `1` and `1.0` values then differ).
+            if na > 32 {
+                return Some(a.get(pa..etf::skip(a, pa)?)? == b.get(pb..etf::skip(b, pb)?)?);
             }
             let pairs = |bytes: &[u8], pos: usize, n: usize| -> Option<Vec<(usize, usize)>> {
                 let mut out = Vec::with_capacity(n.min(64));
@@ -971,6 +992,14 @@ mod tests {
         assert!(tail_empty.run(&one).is_some());
         assert!(tail_empty.run(&two).is_none());
         assert!(tail_empty.run(&[107, 0, 1, 5]).is_some());
+    }
+
+    #[test]
+    fn proper_and_improper_lists_differ() {
+        let proper = vec![108, 0, 0, 0, 2, 97, 1, 97, 2, 106];
+        let improper = vec![108, 0, 0, 0, 1, 97, 1, 97, 2];
+        assert!(!equal(&proper, &improper, false));
+        assert!(equal(&proper, &[107, 0, 2, 1, 2], true));
     }
 
     #[test]
