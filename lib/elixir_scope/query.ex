@@ -66,17 +66,13 @@ defmodule ElixirScope.Query do
   ]
 
   # What a filter inside `any:` or `not:` may say.
-  @sub_filter_defaults [
-    pid: [],
-    peer: [],
-    involving: [],
-    kind: [],
-    mfa: nil,
-    since: nil,
-    until: nil,
-    any: [],
-    not: []
-  ]
+  @sub_filter_defaults Keyword.drop(@filter_defaults, [
+                         :store,
+                         :after_seq,
+                         :before_seq,
+                         :limit,
+                         :order
+                       ])
   @max_sub_depth 8
 
   @doc """
