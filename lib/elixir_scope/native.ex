@@ -45,6 +45,7 @@ defmodule ElixirScope.Native do
   def query_state_at(_store, _pid, _at), do: err()
   def query_states(_store, _pid, _from, _to, _changes_only), do: err()
   def query_pending(_store, _pid, _at), do: err()
+  def query_key_changes(_store, _pid, _key), do: err()
   def query_call_stack(_store, _pid, _at), do: err()
   def query_active(_store, _at), do: err()
   def query_snapshot(_store, _at), do: err()

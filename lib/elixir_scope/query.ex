@@ -326,6 +326,8 @@ defmodule ElixirScope.Query do
   defdelegate state_evolution(pid, from, to, opts \\ []), to: History
   @doc "See `ElixirScope.Query.History.state_changes_in_window/3`."
   defdelegate state_changes_in_window(pid, window, opts \\ []), to: History
+  @doc "Where one key of a map state changed. See `ElixirScope.Query.History.key_changes/3`."
+  defdelegate key_changes(pid, key, opts \\ []), to: History
   @doc "See `ElixirScope.Query.History.compare_states/2`."
   defdelegate compare_states(a, b), to: History
   @doc "See `ElixirScope.Query.History.pending_messages_at/3`."

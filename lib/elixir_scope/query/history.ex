@@ -63,6 +63,70 @@ defmodule ElixirScope.Query.History do
   end
 
   @doc """
+  Where one key of a map (or struct) state changed: `[%{event: state_event, from: old, to:
+  new}]`, oldest first, `:absent` standing for a key the state lacks. Served by a per-process,
+  per-key index of change points, so a key that rarely changes in a busy process is cheap to
+  follow.
+
+  ## Options
+
+    * `:since` / `:until` - a time window (any time form).
+    * `:store` - the store to query.
+
+  ## Examples
+
+      iex> ElixirScope.Query.key_changes(self(), :count, store: ElixirScope.Store.new!())
+      []
+  """
+  @spec key_changes(pid(), atom(), keyword()) :: [
+          %{event: Event.t(), from: term() | :absent, to: term() | :absent}
+        ]
+  def key_changes(pid, key, opts \\ []) when is_atom(key) do
+    s = store(opts)
+
+    events =
+      s |> Store.ref() |> Native.query_key_changes(pid!(pid), Atom.to_string(key)) |> decode()
+
+    from = At.opt_native!(s, opts[:since])
+    to = At.opt_native!(s, opts[:until])
+
+    first_before =
+      case events do
+        [%Event{seq: seq} | _] when seq > 1 ->
+          case state_at(pid, {:seq, seq - 1}, opts) do
+            {:ok, state} -> fetch(state, key)
+            _ -> :absent
+          end
+
+        _ ->
+          :absent
+      end
+
+    {changes, _} =
+      Enum.map_reduce(events, first_before, fn e, before ->
+        now = fetch(e.data, key)
+        {%{event: e, from: before, to: now}, now}
+      end)
+
+    Enum.filter(changes, &(within?(&1.event, from, :since) and within?(&1.event, to, :until)))
+  end
+
+  defp fetch(%{} = state, key) do
+    case Map.fetch(state, key) do
+      {:ok, v} -> v
+      :error -> :absent
+    end
+  end
+
+  defp fetch(_state, _key), do: :absent
+
+  defp within?(_event, nil, _), do: true
+  defp within?(%Event{ts: ts}, {:ts, t}, :since), do: ts >= t
+  defp within?(%Event{ts: ts}, {:ts, t}, :until), do: ts <= t
+  defp within?(%Event{seq: seq}, {:seq, s}, :since), do: seq >= s
+  defp within?(%Event{seq: seq}, {:seq, s}, :until), do: seq <= s
+
+  @doc """
   Every recorded state of `pid`, oldest first, as `:state` events (`data` is the state, `mfa`
   the callback that produced it).
 

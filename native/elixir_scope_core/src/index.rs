@@ -5,7 +5,8 @@
 //! published since the last one (`Index::catch_up`), under the store's query lock. Capture never
 //! waits for it.
 
-use crate::aggregate::tag_of;
+use crate::aggregate::{data_of, tag_of};
+use crate::etf;
 use crate::event::{EventRef, Kind, KindMask, PidKey, Seq, Timestamp};
 use crate::log::CaptureLog;
 use crate::query::Filter;
@@ -37,6 +38,11 @@ pub struct Index {
     /// Call, return and exception events by module, and by module and function.
     modules: HashMap<u64, Vec<Seq>>,
     functions: HashMap<(u64, u64), Vec<Seq>>,
+    /// State events where a key of a map state changed, per process and key name.
+    state_keys: HashMap<(PidKey, Box<str>), Vec<Seq>>,
+    /// Processes whose `state_keys` are incomplete (a state indexed out of order, or one too
+    /// large or truncated to diff): their key changes are computed from their states instead.
+    keys_unknown: std::collections::HashSet<PidKey>,
 }
 
 /// The kinds the tag index covers.
@@ -81,14 +87,24 @@ impl Index {
         let waiting = std::mem::take(&mut self.stragglers);
         for seq in waiting {
             match log.get(seq) {
-                Some(ev) => self.add_late(&ev),
+                Some(ev) => {
+                    if ev.header.kind() == Some(Kind::State) {
+                        self.keys_unknown.insert(ev.header.pid);
+                    }
+                    self.add_late(&ev)
+                }
                 None => self.stragglers.push(seq),
             }
         }
         let top = log.published_seq();
         for seq in self.upto + 1..=top {
             match log.get(seq) {
-                Some(ev) => self.add(&ev),
+                Some(ev) => {
+                    self.add(&ev);
+                    if ev.header.kind() == Some(Kind::State) && ev.header.pid != 0 {
+                        self.add_key_changes(log, &ev);
+                    }
+                }
                 None if self.stragglers.len() < MAX_STRAGGLERS => self.stragglers.push(seq),
                 None => {}
             }
@@ -158,6 +174,35 @@ impl Index {
         self.add_content(ev, |list, seq| list.push(seq));
     }
 
+    /// Indexes the keys `ev` (a state event just added) changed from the process's previous state.
+    fn add_key_changes(&mut self, log: &CaptureLog, ev: &EventRef<'_>) {
+        let pid = ev.header.pid;
+        if self.keys_unknown.contains(&pid) {
+            return;
+        }
+        let states = &self.pids[&pid].states;
+        let before = states
+            .len()
+            .checked_sub(2)
+            .and_then(|i| log.get(states[i]))
+            .and_then(|p| data_of(&p));
+        match changed_keys(before, data_of(ev)) {
+            Some(keys) => {
+                for key in keys {
+                    match self.state_keys.get_mut(&(pid, key.into())) {
+                        Some(list) => list.push(ev.seq),
+                        None => {
+                            self.state_keys.insert((pid, key.into()), vec![ev.seq]);
+                        }
+                    }
+                }
+            }
+            None => {
+                self.keys_unknown.insert(pid);
+            }
+        }
+    }
+
     /// Message events whose message has this tag, in seq order.
     pub fn tag(&self, tag: &str) -> &[Seq] {
         self.tags.get(tag).map_or(&[], |l| l.as_slice())
@@ -212,6 +257,82 @@ pub fn candidates<'i>(idx: &'i Index, filter: &Filter, tag: Option<&str>) -> Opt
     best
 }
 
+/// Most keys a map state may have for its changes to be indexed.
+const MAX_INDEXED_KEYS: usize = 64;
+
+/// The atom keys whose value differs between two map states (`before` absent: every key),
+/// including keys one of them lacks; `None` when a state is not a map with atom keys of at most
+/// [`MAX_INDEXED_KEYS`] keys, or is missing (truncated).
+pub fn changed_keys<'a>(before: Option<&'a [u8]>, after: Option<&'a [u8]>) -> Option<Vec<&'a str>> {
+    let entries = |b: &'a [u8]| -> Option<Vec<(&'a str, &'a [u8])>> {
+        if *b.first()? != 116 {
+            return None;
+        }
+        let n = u32::from_be_bytes(b.get(1..5)?.try_into().ok()?) as usize;
+        if n > MAX_INDEXED_KEYS {
+            return None;
+        }
+        let mut out = Vec::with_capacity(n);
+        let mut p = 5;
+        for _ in 0..n {
+            let k_end = etf::skip(b, p)?;
+            let v_end = etf::skip(b, k_end)?;
+            out.push((etf::atom_name(b, p)?, &b[k_end..v_end]));
+            p = v_end;
+        }
+        Some(out)
+    };
+    let after = entries(after?)?;
+    let before = match before {
+        Some(b) => entries(b)?,
+        None => Vec::new(),
+    };
+    let find = |list: &[(&'a str, &'a [u8])], k: &str| list.iter().find(|e| e.0 == k).map(|e| e.1);
+    let mut out: Vec<&str> = after
+        .iter()
+        .filter(|(k, v)| find(&before, k) != Some(v))
+        .map(|(k, _)| *k)
+        .collect();
+    out.extend(
+        before
+            .iter()
+            .filter(|(k, _)| find(&after, k).is_none())
+            .map(|(k, _)| *k),
+    );
+    Some(out)
+}
+
+/// The state events of `pid` at which map key `key` changed (was added, changed or removed),
+/// in order: from the key index, or, for a process it could not index, from its states.
+pub fn key_changes(log: &CaptureLog, idx: &Index, pid: PidKey, key: &str) -> Vec<Seq> {
+    if !idx.keys_unknown.contains(&pid) {
+        return idx
+            .state_keys
+            .get(&(pid, key.into()))
+            .cloned()
+            .unwrap_or_default();
+    }
+    let Some(p) = idx.pid(pid) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let mut before: Option<EventRef> = None;
+    for &seq in &p.states {
+        let Some(ev) = log.get(seq) else { continue };
+        let prev = before.as_ref().and_then(data_of);
+        let changed = match changed_keys(prev, data_of(&ev)) {
+            Some(keys) => keys.contains(&key),
+            // Not diffable (not a map, too large, truncated): a change if the bytes differ.
+            None => before.as_ref().is_none_or(|b| b.payload != ev.payload),
+        };
+        if changed {
+            out.push(seq);
+        }
+        before = Some(ev);
+    }
+    out
+}
+
 /// How many entries of `list` (seqs of one process, in order) are at or before `at`. A
 /// process's events are written one after the other by the process itself, so their times are
 /// ordered too and both bounds are a binary search.
@@ -227,6 +348,52 @@ mod tests {
     use super::*;
     use crate::event::Header;
     use crate::log::Limits;
+
+    #[test]
+    fn key_changes_of_map_states_from_the_index_and_from_a_scan() {
+        use crate::etf::build::{atom, int};
+        let log = CaptureLog::new(Limits {
+            max_events: 100,
+            max_bytes: 4096,
+        });
+        let map = |pairs: &[(&str, u8)]| {
+            let mut v = vec![131, 116, 0, 0, 0, pairs.len() as u8];
+            for (k, n) in pairs {
+                v.extend(atom(k));
+                v.extend(int(*n));
+            }
+            v
+        };
+        let state = |pid, payload: &[u8]| {
+            log.append(
+                &Header {
+                    pid,
+                    kind: Kind::State as u8,
+                    ..Header::default()
+                },
+                payload,
+            );
+        };
+        state(1, &map(&[("a", 1), ("b", 1)])); // 1: both keys appear
+        state(1, &map(&[("a", 2), ("b", 1)])); // 2: a
+        state(2, &[131, 97, 7]); // 3: not a map
+        state(1, &map(&[("a", 2), ("b", 1)])); // 4: nothing
+        let mut idx = Index::new();
+        idx.catch_up(&log);
+        state(1, &map(&[("b", 1)])); // 5: a removed
+        state(1, &map(&[("a", 3), ("b", 1)])); // 6: a back
+        state(2, &[131, 97, 8]); // 7
+        idx.catch_up(&log);
+        assert_eq!(key_changes(&log, &idx, 1, "a"), vec![1, 2, 5, 6]);
+        assert_eq!(key_changes(&log, &idx, 1, "b"), vec![1]);
+        assert!(key_changes(&log, &idx, 1, "c").is_empty());
+        // A process that is not diffable falls back to comparing whole states.
+        assert_eq!(key_changes(&log, &idx, 2, "a"), vec![3, 7]);
+        // The scan gives what the index gives.
+        idx.keys_unknown.insert(1);
+        assert_eq!(key_changes(&log, &idx, 1, "a"), vec![1, 2, 5, 6]);
+        assert_eq!(key_changes(&log, &idx, 1, "b"), vec![1]);
+    }
 
     #[test]
     fn tags_and_functions_index_and_choose_the_shortest_list() {

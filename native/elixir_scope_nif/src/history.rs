@@ -216,3 +216,26 @@ fn query_snapshot<'a>(env: Env<'a>, store: Term<'a>, at: Term<'a>) -> NifResult<
         .collect();
     Ok(list.encode(env))
 }
+
+/// The state events of `pid` at which the map key named `key` changed, oldest first.
+#[rustler::nif(schedule = "DirtyCpu")]
+fn query_key_changes<'a>(
+    env: Env<'a>,
+    store: Term<'a>,
+    pid: Term<'a>,
+    key: rustler::Binary<'a>,
+) -> NifResult<Term<'a>> {
+    let store = store_of(store)?;
+    let pid = pid_key(pid)?;
+    let Ok(key) = std::str::from_utf8(key.as_slice()) else {
+        return Ok(Vec::<Term>::new().encode(env));
+    };
+    let idx = store.index();
+    let log = store.log();
+    Ok(elixir_scope_core::index::key_changes(log, &idx, pid, key)
+        .into_iter()
+        .filter_map(|seq| log.get(seq))
+        .map(|e| encode_event(env, &e))
+        .collect::<Vec<_>>()
+        .encode(env))
+}
