@@ -253,6 +253,7 @@ defmodule ElixirScope.QueryDSLTest do
       quote(do: unquote(v) > 2),
       quote(do: unquote(v) <= :b),
       quote(do: unquote(v) == 1),
+      quote(do: unquote(v) == [1.0] or unquote(v) == {1.0}),
       quote(do: unquote(v) in [1, :a, "x"]),
       quote(do: not is_tuple(unquote(v)) and unquote(v) != nil),
       quote(do: is_binary(unquote(v)) or is_list(unquote(v)))

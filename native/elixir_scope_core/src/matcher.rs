@@ -390,6 +390,56 @@ fn match_pat(p: &Pat, b: &[u8], pos: usize, binds: &mut Bindings) -> Option<usiz
     ok.then_some(end)
 }
 
+/// `==` between a literal and the term at `pos`: numbers compare by value at any depth of
+/// tuples and proper lists (`{1} == {1.0}`); other literals as a pattern would.
+fn loose_lit(p: &Pat, b: &[u8], pos: usize) -> Option<bool> {
+    match p {
+        Pat::Int(i) => Some(cmp_num(number(b, pos)?, Num::Int(*i)) == Some(Ordering::Equal)),
+        Pat::Float(f) => Some(cmp_num(number(b, pos)?, Num::Float(*f)) == Some(Ordering::Equal)),
+        Pat::Tuple(els) => {
+            let (arity, mut at) = match *b.get(pos)? {
+                104 => (*b.get(pos + 1)? as usize, pos + 2),
+                105 => (u32_at(b, pos + 1)?, pos + 5),
+                _ => return Some(false),
+            };
+            if arity != els.len() {
+                return Some(false);
+            }
+            for e in els {
+                if !loose_lit(e, b, at)? {
+                    return Some(false);
+                }
+                at = etf::skip(b, at)?;
+            }
+            Some(true)
+        }
+        Pat::List(els, tail) if **tail == Pat::Nil => {
+            if !matches!(*b.get(pos)?, 106..=108) || improper(b, pos)? {
+                return Some(false);
+            }
+            let items = list_items(b, pos)?;
+            if items.len() != els.len() {
+                return Some(false);
+            }
+            for (e, item) in els.iter().zip(items) {
+                let same = match item {
+                    Item::Byte(m) => loose_lit(e, &[97, m], 0)?,
+                    Item::At(q) => loose_lit(e, b, q)?,
+                };
+                if !same {
+                    return Some(false);
+                }
+            }
+            Some(true)
+        }
+        _ => {
+            let end = etf::skip(b, pos)?;
+            let mut none: Bindings = Vec::new();
+            Some(match_pat(p, &b[..end], pos, &mut none) == Some(end))
+        }
+    }
+}
+
 /// Whether the list at `pos` ends in something other than `[]`.
 fn improper(b: &[u8], pos: usize) -> Option<bool> {
     match *b.get(pos)? {
@@ -660,8 +710,12 @@ fn values_equal(a: &Value, b: &Value, strict: bool) -> bool {
     match (a, b) {
         (Value::Bytes(x), Value::Bytes(y)) => equal(x, y, strict),
         (Value::Bytes(x), Value::Lit(p)) | (Value::Lit(p), Value::Bytes(x)) => {
-            let mut none: Bindings = Vec::new();
-            match_pat(p, x, 0, &mut none) == Some(x.len())
+            if strict {
+                let mut none: Bindings = Vec::new();
+                match_pat(p, x, 0, &mut none) == Some(x.len())
+            } else {
+                loose_lit(p, x, 0) == Some(true)
+            }
         }
         (Value::Lit(p), Value::Lit(q)) => p == q,
         _ => false,
@@ -992,6 +1046,38 @@ mod tests {
         assert!(tail_empty.run(&one).is_some());
         assert!(tail_empty.run(&two).is_none());
         assert!(tail_empty.run(&[107, 0, 1, 5]).is_some());
+    }
+
+    #[test]
+    fn loose_equality_reaches_into_literals() {
+        // x == {1, [2]} holds for {1.0, [2.0]}; x === {1, [2]} does not.
+        let lit = Pat::Tuple(vec![
+            Pat::Int(1),
+            Pat::List(vec![Pat::Int(2)], Box::new(Pat::Nil)),
+        ]);
+        let float = |f: f64| {
+            let mut v = vec![70];
+            v.extend_from_slice(&f.to_bits().to_be_bytes());
+            v
+        };
+        let mut t = vec![104, 2];
+        t.extend(float(1.0));
+        t.extend([108, 0, 0, 0, 1]);
+        t.extend(float(2.0));
+        t.push(106);
+        let cmp = |op| {
+            m(
+                Pat::Var(0),
+                Guard::Cmp(op, Operand::Var(0), Operand::Lit(lit.clone())),
+                1,
+            )
+        };
+        assert!(cmp(CmpOp::Eq).run(&t).is_some());
+        assert!(cmp(CmpOp::StrictEq).run(&t).is_none());
+        assert!(cmp(CmpOp::Eq)
+            .run(&tuple(&[int(1), vec![107, 0, 1, 2]]))
+            .is_some());
+        assert!(cmp(CmpOp::Eq).run(&tuple(&[int(1), int(2)])).is_none());
     }
 
     #[test]
