@@ -16,6 +16,7 @@ pub mod log;
 pub mod matcher;
 pub mod policy;
 pub mod query;
+pub mod segment;
 pub mod store;
 
 pub use error::Error;
