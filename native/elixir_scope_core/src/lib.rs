@@ -17,6 +17,7 @@ pub mod matcher;
 pub mod policy;
 pub mod query;
 pub mod segment;
+pub mod segments;
 pub mod store;
 
 pub use error::Error;

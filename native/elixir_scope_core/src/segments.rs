@@ -1,0 +1,441 @@
+//! A directory of segments: the current one being written, sealed ones, archived (lz4
+//! compressed) ones, and a manifest listing them in order. Rotation by size and age, retention
+//! by total size and age.
+//!
+//! The manifest is replaced atomically (written aside, then renamed), so a crash leaves either
+//! the old or the new one; on open, the last segment's torn tail is cut away and its range
+//! rebuilt from its frames.
+
+use crate::segment::{self, Record, SegmentWriter};
+use serde::{Deserialize, Serialize};
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// The manifest's file name.
+pub const MANIFEST: &str = "MANIFEST";
+
+/// When segments rotate and how long they are kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Policy {
+    /// Seal the current segment once it holds this many bytes.
+    pub segment_bytes: u64,
+    /// Seal the current segment once its events span this many nanoseconds.
+    pub segment_ns: i64,
+    /// Delete the oldest sealed segments while all segments together exceed this.
+    pub max_bytes: u64,
+    /// Delete sealed segments whose newest event is older than the newest event by more than this.
+    pub max_age_ns: i64,
+    /// Compress sealed segments (lz4 frames) instead of keeping them raw.
+    pub archive: bool,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            segment_bytes: 64 << 20,
+            segment_ns: i64::MAX,
+            max_bytes: u64::MAX,
+            max_age_ns: i64::MAX,
+            archive: false,
+        }
+    }
+}
+
+/// What the manifest knows of one segment.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SegmentMeta {
+    /// File name within the directory.
+    pub file: String,
+    /// Seqs of its first and last events (0 when it has none).
+    pub first_seq: u64,
+    /// See `first_seq`.
+    pub last_seq: u64,
+    /// Times of its first and last events.
+    pub first_ts: i64,
+    /// See `first_ts`.
+    pub last_ts: i64,
+    /// Size of the file.
+    pub bytes: u64,
+    /// No longer written to.
+    pub sealed: bool,
+    /// Stored lz4-compressed.
+    pub archived: bool,
+}
+
+/// The list of segments, oldest first.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Format version of the segments.
+    pub version: u32,
+    /// Segments in order.
+    pub segments: Vec<SegmentMeta>,
+    /// Number for the next segment's file name.
+    pub next: u64,
+}
+
+/// A directory of segments being written.
+pub struct Segments {
+    dir: PathBuf,
+    policy: Policy,
+    manifest: Manifest,
+    current: SegmentWriter,
+}
+
+fn invalid(e: impl std::fmt::Display) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e.to_string())
+}
+
+/// Reads a directory's manifest (an empty one when there is none).
+///
+/// # Errors
+/// The file system's, or `InvalidData` for an unreadable manifest.
+pub fn read_manifest(dir: &Path) -> io::Result<Manifest> {
+    match std::fs::read(dir.join(MANIFEST)) {
+        Ok(bytes) => {
+            let m: Manifest = rmp_serde::from_slice(&bytes).map_err(invalid)?;
+            if m.version > segment::VERSION {
+                return Err(invalid(segment::SegmentError::NewerVersion(m.version)));
+            }
+            Ok(m)
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Manifest {
+            version: segment::VERSION,
+            ..Manifest::default()
+        }),
+        Err(e) => Err(e),
+    }
+}
+
+/// The records of one segment of a directory, decompressing an archived one.
+///
+/// # Errors
+/// The file system's, or `InvalidData` for a file that is not a readable segment.
+pub fn read_segment(dir: &Path, meta: &SegmentMeta) -> io::Result<segment::Scan> {
+    let raw = std::fs::read(dir.join(&meta.file))?;
+    let bytes = if meta.archived {
+        let mut out = Vec::new();
+        io::copy(&mut lz4_flex::frame::FrameDecoder::new(&raw[..]), &mut out).map_err(invalid)?;
+        out
+    } else {
+        raw
+    };
+    segment::read(&bytes).map_err(invalid)
+}
+
+impl Segments {
+    /// Opens (or creates) the segment directory `dir`, recovering its last segment.
+    ///
+    /// # Errors
+    /// The file system's, or `InvalidData` when the directory holds something unreadable.
+    pub fn open(dir: &Path, policy: Policy) -> io::Result<Segments> {
+        std::fs::create_dir_all(dir)?;
+        let mut manifest = read_manifest(dir)?;
+        let current = match manifest.segments.last_mut() {
+            Some(last) if !last.sealed => {
+                let (writer, scan) = SegmentWriter::recover(&dir.join(&last.file))?;
+                update_range(last, &scan.records);
+                last.bytes = writer.len();
+                writer
+            }
+            _ => new_segment(dir, &mut manifest)?,
+        };
+        let s = Segments {
+            dir: dir.to_path_buf(),
+            policy,
+            manifest,
+            current,
+        };
+        s.save_manifest()?;
+        Ok(s)
+    }
+
+    /// Appends a record to the current segment, rotating and applying retention as the policy
+    /// says.
+    ///
+    /// # Errors
+    /// The file system's.
+    pub fn append(&mut self, record: &Record) -> io::Result<()> {
+        let bytes = self.current.append(record)?;
+        let meta = self.current_meta();
+        update_range(meta, std::slice::from_ref(record));
+        meta.bytes = bytes;
+        let too_old = meta.last_ts.saturating_sub(meta.first_ts) >= self.policy.segment_ns;
+        if bytes >= self.policy.segment_bytes || too_old {
+            self.rotate()?;
+        }
+        Ok(())
+    }
+
+    /// Seals the current segment (archiving it if the policy says so), starts a new one and
+    /// applies retention.
+    ///
+    /// # Errors
+    /// The file system's.
+    pub fn rotate(&mut self) -> io::Result<()> {
+        self.current.sync()?;
+        let archive = self.policy.archive;
+        let dir = self.dir.clone();
+        let meta = self.current_meta();
+        meta.sealed = true;
+        if archive {
+            let raw_path = dir.join(&meta.file);
+            let file = format!("{}.lz4", meta.file);
+            let raw = std::fs::read(&raw_path)?;
+            let mut enc =
+                lz4_flex::frame::FrameEncoder::new(std::fs::File::create(dir.join(&file))?);
+            io::Write::write_all(&mut enc, &raw)?;
+            let out = enc.finish().map_err(invalid)?;
+            out.sync_all()?;
+            meta.bytes = out.metadata()?.len();
+            meta.file = file;
+            meta.archived = true;
+            // The manifest names the archive before the raw file goes.
+            self.current = new_segment(&dir, &mut self.manifest)?;
+            self.save_manifest()?;
+            std::fs::remove_file(raw_path)?;
+        } else {
+            self.current = new_segment(&dir, &mut self.manifest)?;
+        }
+        self.retain()?;
+        self.save_manifest()
+    }
+
+    /// Deletes the oldest sealed segments beyond the policy's total size and age.
+    fn retain(&mut self) -> io::Result<()> {
+        let newest = self
+            .manifest
+            .segments
+            .iter()
+            .map(|m| m.last_ts)
+            .max()
+            .unwrap_or(0);
+        loop {
+            let total: u64 = self.manifest.segments.iter().map(|m| m.bytes).sum();
+            let Some(oldest) = self.manifest.segments.first() else {
+                break;
+            };
+            let expired = newest.saturating_sub(oldest.last_ts) > self.policy.max_age_ns;
+            if !oldest.sealed || (total <= self.policy.max_bytes && !expired) {
+                break;
+            }
+            let gone = self.manifest.segments.remove(0);
+            self.save_manifest()?;
+            std::fs::remove_file(self.dir.join(gone.file))?;
+        }
+        Ok(())
+    }
+
+    /// Hands written frames to the OS and records the current segment's state.
+    ///
+    /// # Errors
+    /// The file system's.
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.current.flush()?;
+        self.save_manifest()
+    }
+
+    /// The manifest as it stands.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    fn current_meta(&mut self) -> &mut SegmentMeta {
+        // `open` and `rotate` always leave the current segment last in the manifest.
+        let last = self.manifest.segments.len() - 1;
+        &mut self.manifest.segments[last]
+    }
+
+    fn save_manifest(&self) -> io::Result<()> {
+        let tmp = self.dir.join(format!("{MANIFEST}.tmp"));
+        let bytes = rmp_serde::to_vec(&self.manifest).map_err(invalid)?;
+        let mut f = std::fs::File::create(&tmp)?;
+        io::Write::write_all(&mut f, &bytes)?;
+        f.sync_all()?;
+        std::fs::rename(tmp, self.dir.join(MANIFEST))
+    }
+}
+
+fn new_segment(dir: &Path, manifest: &mut Manifest) -> io::Result<SegmentWriter> {
+    let file = format!("{:08}.seg", manifest.next);
+    manifest.next += 1;
+    let writer = SegmentWriter::create(&dir.join(&file))?;
+    manifest.segments.push(SegmentMeta {
+        file,
+        first_seq: 0,
+        last_seq: 0,
+        first_ts: 0,
+        last_ts: 0,
+        bytes: writer.len(),
+        sealed: false,
+        archived: false,
+    });
+    Ok(writer)
+}
+
+fn update_range(meta: &mut SegmentMeta, records: &[Record]) {
+    for r in records {
+        if let Record::Event { seq, ts, .. } = r {
+            if meta.first_seq == 0 {
+                meta.first_seq = *seq;
+                meta.first_ts = *ts;
+            }
+            meta.last_seq = *seq;
+            meta.last_ts = *ts;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(seq: u64, ts: i64) -> Record {
+        Record::Event {
+            seq,
+            ts,
+            pid: 3,
+            peer: 0,
+            module: 0,
+            function: 0,
+            arity: 0,
+            kind: 8,
+            flags: 0,
+            payload: vec![131, 109, 0, 0, 0, 40]
+                .into_iter()
+                .chain([7u8; 40])
+                .collect(),
+        }
+    }
+
+    fn temp(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("escope-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    fn all_events(dir: &Path) -> Vec<u64> {
+        let m = read_manifest(dir).unwrap();
+        m.segments
+            .iter()
+            .flat_map(|s| read_segment(dir, s).unwrap().records)
+            .filter_map(|r| match r {
+                Record::Event { seq, .. } => Some(seq),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn rotates_by_size_and_keeps_every_event_in_order() {
+        let dir = temp("rotate");
+        let policy = Policy {
+            segment_bytes: 1_000,
+            ..Policy::default()
+        };
+        let mut s = Segments::open(&dir, policy).unwrap();
+        for i in 1..=100 {
+            s.append(&event(i, i as i64)).unwrap();
+        }
+        s.flush().unwrap();
+        let m = s.manifest().clone();
+        assert!(m.segments.len() > 5);
+        assert!(m.segments[..m.segments.len() - 1]
+            .iter()
+            .all(|x| x.sealed && x.bytes >= 1_000));
+        assert_eq!(all_events(&dir), (1..=100).collect::<Vec<_>>());
+        // Reopening continues where it stopped.
+        drop(s);
+        let mut s = Segments::open(&dir, policy).unwrap();
+        s.append(&event(101, 101)).unwrap();
+        s.flush().unwrap();
+        assert_eq!(all_events(&dir), (1..=101).collect::<Vec<_>>());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn retention_by_size_and_age_drops_the_oldest_sealed_segments() {
+        let dir = temp("retain");
+        let by_size = Policy {
+            segment_bytes: 1_000,
+            max_bytes: 3_500,
+            ..Policy::default()
+        };
+        let mut s = Segments::open(&dir, by_size).unwrap();
+        for i in 1..=200 {
+            s.append(&event(i, i as i64)).unwrap();
+        }
+        s.flush().unwrap();
+        let kept = all_events(&dir);
+        let total: u64 = s.manifest().segments.iter().map(|m| m.bytes).sum();
+        assert!(total <= 3_500 + 1_100, "{total}");
+        assert_eq!(*kept.last().unwrap(), 200);
+        assert!(kept[0] > 1);
+        assert_eq!(kept, (kept[0]..=200).collect::<Vec<_>>());
+        drop(s);
+
+        let dir2 = temp("age");
+        let by_age = Policy {
+            segment_bytes: 1_000,
+            max_age_ns: 50,
+            ..Policy::default()
+        };
+        let mut s = Segments::open(&dir2, by_age).unwrap();
+        for i in 1..=200 {
+            s.append(&event(i, i as i64)).unwrap();
+        }
+        s.flush().unwrap();
+        let kept = all_events(&dir2);
+        assert!(kept[0] >= 200 - 50 - 30, "{}", kept[0]);
+        std::fs::remove_dir_all(&dir).unwrap();
+        std::fs::remove_dir_all(&dir2).unwrap();
+    }
+
+    #[test]
+    fn archived_segments_are_compressed_and_read_back() {
+        let dir = temp("archive");
+        let policy = Policy {
+            segment_bytes: 2_000,
+            archive: true,
+            ..Policy::default()
+        };
+        let mut s = Segments::open(&dir, policy).unwrap();
+        for i in 1..=100 {
+            s.append(&event(i, i as i64)).unwrap();
+        }
+        s.flush().unwrap();
+        let m = s.manifest().clone();
+        let sealed: Vec<_> = m.segments.iter().filter(|x| x.sealed).collect();
+        assert!(sealed
+            .iter()
+            .all(|x| x.archived && x.file.ends_with(".lz4")));
+        assert!(sealed.iter().all(|x| x.bytes < 1_000), "compressed");
+        assert!(sealed
+            .iter()
+            .all(|x| !dir.join(x.file.trim_end_matches(".lz4")).exists()));
+        assert_eq!(all_events(&dir), (1..=100).collect::<Vec<_>>());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_torn_current_segment_is_recovered_on_open() {
+        let dir = temp("torn");
+        let mut s = Segments::open(&dir, Policy::default()).unwrap();
+        for i in 1..=10 {
+            s.append(&event(i, i as i64)).unwrap();
+        }
+        s.flush().unwrap();
+        let file = dir.join(&s.manifest().segments[0].file);
+        drop(s);
+        let half = segment::frame(&event(11, 11));
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&file)
+            .unwrap();
+        io::Write::write_all(&mut f, &half[..half.len() - 3]).unwrap();
+        drop(f);
+        let s = Segments::open(&dir, Policy::default()).unwrap();
+        assert_eq!(s.manifest().segments[0].last_seq, 10);
+        assert_eq!(all_events(&dir), (1..=10).collect::<Vec<_>>());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
