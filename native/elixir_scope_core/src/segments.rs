@@ -313,6 +313,16 @@ mod tests {
         dir
     }
 
+    /// A segment directory holding events 1..=n (time = seq), flushed.
+    fn filled(dir: &Path, policy: Policy, n: u64) -> Segments {
+        let mut s = Segments::open(dir, policy).unwrap();
+        for i in 1..=n {
+            s.append(&event(i, i as i64)).unwrap();
+        }
+        s.flush().unwrap();
+        s
+    }
+
     fn all_events(dir: &Path) -> Vec<u64> {
         let m = read_manifest(dir).unwrap();
         m.segments
@@ -332,11 +342,7 @@ mod tests {
             segment_bytes: 1_000,
             ..Policy::default()
         };
-        let mut s = Segments::open(&dir, policy).unwrap();
-        for i in 1..=100 {
-            s.append(&event(i, i as i64)).unwrap();
-        }
-        s.flush().unwrap();
+        let s = filled(&dir, policy, 100);
         let m = s.manifest().clone();
         assert!(m.segments.len() > 5);
         assert!(m.segments[..m.segments.len() - 1]
@@ -360,11 +366,7 @@ mod tests {
             max_bytes: 3_500,
             ..Policy::default()
         };
-        let mut s = Segments::open(&dir, by_size).unwrap();
-        for i in 1..=200 {
-            s.append(&event(i, i as i64)).unwrap();
-        }
-        s.flush().unwrap();
+        let s = filled(&dir, by_size, 200);
         let kept = all_events(&dir);
         let total: u64 = s.manifest().segments.iter().map(|m| m.bytes).sum();
         assert!(total <= 3_500 + 1_100, "{total}");
@@ -379,11 +381,7 @@ mod tests {
             max_age_ns: 50,
             ..Policy::default()
         };
-        let mut s = Segments::open(&dir2, by_age).unwrap();
-        for i in 1..=200 {
-            s.append(&event(i, i as i64)).unwrap();
-        }
-        s.flush().unwrap();
+        filled(&dir2, by_age, 200);
         let kept = all_events(&dir2);
         assert!(kept[0] >= 200 - 50 - 30, "{}", kept[0]);
         std::fs::remove_dir_all(&dir).unwrap();
@@ -398,11 +396,7 @@ mod tests {
             archive: true,
             ..Policy::default()
         };
-        let mut s = Segments::open(&dir, policy).unwrap();
-        for i in 1..=100 {
-            s.append(&event(i, i as i64)).unwrap();
-        }
-        s.flush().unwrap();
+        let s = filled(&dir, policy, 100);
         let m = s.manifest().clone();
         let sealed: Vec<_> = m.segments.iter().filter(|x| x.sealed).collect();
         assert!(sealed
@@ -419,11 +413,7 @@ mod tests {
     #[test]
     fn a_torn_current_segment_is_recovered_on_open() {
         let dir = temp("torn");
-        let mut s = Segments::open(&dir, Policy::default()).unwrap();
-        for i in 1..=10 {
-            s.append(&event(i, i as i64)).unwrap();
-        }
-        s.flush().unwrap();
+        let s = filled(&dir, Policy::default(), 10);
         let file = dir.join(&s.manifest().segments[0].file);
         drop(s);
         let half = segment::frame(&event(11, 11));
