@@ -62,8 +62,7 @@ fn build(events: u64, pids: u64) -> (Store, Index) {
     idx.catch_up(store.log());
     let indexed = t.elapsed();
     let st = store.stats();
-    // The index holds one seq per event and one per state event (8 bytes each).
-    let index_bytes = (events + events / 5) * 8;
+    let index_bytes = idx.heap_bytes() as u64;
     eprintln!(
         "{events} events, {pids} processes: appended in {built:?} ({:.1} M events/s), indexed in {indexed:?}; \
          memory per event: {:.1} B in the log ({} B committed), {:.1} B with the index",

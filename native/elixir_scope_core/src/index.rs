@@ -203,6 +203,27 @@ impl Index {
         }
     }
 
+    /// Bytes the index's lists hold (seqs and keys; hash-table overhead aside).
+    pub fn heap_bytes(&self) -> usize {
+        let seqs = |l: &Vec<Seq>| l.capacity() * std::mem::size_of::<Seq>();
+        self.pids
+            .values()
+            .map(|p| seqs(&p.events) + seqs(&p.states))
+            .sum::<usize>()
+            + self
+                .tags
+                .iter()
+                .map(|(k, l)| k.len() + seqs(l))
+                .sum::<usize>()
+            + self.modules.values().map(seqs).sum::<usize>()
+            + self.functions.values().map(seqs).sum::<usize>()
+            + self
+                .state_keys
+                .iter()
+                .map(|(k, l)| k.1.len() + seqs(l))
+                .sum::<usize>()
+    }
+
     /// Message events whose message has this tag, in seq order.
     pub fn tag(&self, tag: &str) -> &[Seq] {
         self.tags.get(tag).map_or(&[], |l| l.as_slice())
@@ -427,6 +448,8 @@ mod tests {
         assert_eq!(idx.tag("stop"), &[3]);
         assert!(idx.tag("nope").is_empty());
         assert_eq!(idx.calls(7, None), &[4, 5]);
+        // Six events per process list, two tags' lists and two call lists at least.
+        assert!(idx.heap_bytes() >= (6 + 3 + 2 + 2) * 8);
         assert_eq!(idx.calls(7, Some(8)), &[4, 5]);
         assert!(idx.calls(7, Some(9)).is_empty());
 

@@ -2,7 +2,7 @@
 //! queries of `elixir_scope_core::history`.
 
 use crate::atoms;
-use crate::query::encode_event;
+use crate::query::{encode_event, encode_events};
 use crate::store::store_of;
 use crate::terms::{atom_key, local_pid_key, raw};
 use crate::tracer::{record, Payload};
@@ -144,11 +144,7 @@ fn query_states<'a>(
     let (pid, from, to) = (pid_key(pid)?, opt_at(from)?, opt_at(to)?);
     let idx = store.index();
     let evs = history::states(store.log(), &idx, pid, from, to, changes_only);
-    Ok(evs
-        .iter()
-        .map(|e| encode_event(env, e))
-        .collect::<Vec<_>>()
-        .encode(env))
+    Ok(encode_events(env, &evs))
 }
 
 /// `{consumption_known, receive_events}`: the messages in `pid`'s mailbox at `at`.
@@ -164,8 +160,7 @@ fn query_pending<'a>(
     let idx = store.index();
     let is_statem = |m| store.state_module_kind(m) == Some(StateKind::GenStatem);
     let p = history::pending_at(store.log(), &idx, pid, at, &callbacks(&is_statem));
-    let msgs: Vec<Term> = p.messages.iter().map(|e| encode_event(env, e)).collect();
-    Ok((p.consumption_known, msgs).encode(env))
+    Ok((p.consumption_known, encode_events(env, &p.messages)).encode(env))
 }
 
 /// The call events of `pid` open at `at`, outermost first.
@@ -180,11 +175,7 @@ fn query_call_stack<'a>(
     let (pid, at) = (pid_key(pid)?, at_of(at)?);
     let idx = store.index();
     let evs = history::call_stack_at(store.log(), &idx, pid, at);
-    Ok(evs
-        .iter()
-        .map(|e| encode_event(env, e))
-        .collect::<Vec<_>>()
-        .encode(env))
+    Ok(encode_events(env, &evs))
 }
 
 /// The processes alive at `at`, as pids.
@@ -232,10 +223,9 @@ fn query_key_changes<'a>(
     };
     let idx = store.index();
     let log = store.log();
-    Ok(elixir_scope_core::index::key_changes(log, &idx, pid, key)
+    let evs: Vec<_> = elixir_scope_core::index::key_changes(log, &idx, pid, key)
         .into_iter()
         .filter_map(|seq| log.get(seq))
-        .map(|e| encode_event(env, &e))
-        .collect::<Vec<_>>()
-        .encode(env))
+        .collect();
+    Ok(encode_events(env, &evs))
 }

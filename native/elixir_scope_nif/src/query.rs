@@ -199,6 +199,15 @@ pub(crate) fn encode_event<'a>(env: Env<'a>, ev: &EventRef) -> Term<'a> {
     )
 }
 
+/// A list of event tuples.
+pub(crate) fn encode_events<'a, 'e>(
+    env: Env<'a>,
+    events: impl IntoIterator<Item = &'e EventRef<'e>>,
+) -> Term<'a> {
+    let list: Vec<Term> = events.into_iter().map(|e| encode_event(env, e)).collect();
+    list.encode(env)
+}
+
 /// Events matching the filter, as a list of event tuples. O(events scanned), so it runs on a
 /// dirty CPU scheduler.
 #[rustler::nif(schedule = "DirtyCpu")]
@@ -210,8 +219,7 @@ fn query_events<'a>(env: Env<'a>, store: Term<'a>, filter: Term<'a>) -> NifResul
         Some(seqs) => query::run_on(store.log(), seqs, &filter),
         None => query::run(store.log(), &filter, u64::MAX),
     });
-    let list: Vec<Term> = page.events.iter().map(|e| encode_event(env, e)).collect();
-    Ok(list.encode(env))
+    Ok(encode_events(env, &page.events))
 }
 
 /// The highest seq stored so far (cheap: one atomic load).
