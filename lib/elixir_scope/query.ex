@@ -40,6 +40,7 @@ defmodule ElixirScope.Query do
           involving: pid() | [pid()],
           kind: Event.kind() | [Event.kind()],
           mfa: mfa_filter(),
+          module: module(),
           since: time(),
           until: time(),
           after_seq: non_neg_integer(),
@@ -55,6 +56,7 @@ defmodule ElixirScope.Query do
     involving: [],
     kind: [],
     mfa: nil,
+    module: nil,
     since: nil,
     until: nil,
     after_seq: 0,
@@ -86,6 +88,7 @@ defmodule ElixirScope.Query do
     * `:kind` - a kind or list of kinds (see `ElixirScope.Event.kinds/0`).
     * `:mfa` - `Mod`, `{Mod, fun}` or `{Mod, fun, arity}`, with `:_` wildcards: calls, returns,
       exceptions and spawns of matching functions.
+    * `:module` - short for `mfa: Mod` (ignored when `:mfa` is given).
     * `:since` / `:until` - time bounds, inclusive (monotonic ns or `DateTime`).
     * `:after_seq` / `:before_seq` - seq bounds, exclusive (for paging: pass the last seq seen).
     * `:limit` - default `:infinity`. `:order` - `:asc` (default) or `:desc`.
@@ -128,7 +131,7 @@ defmodule ElixirScope.Query do
     peers = pids!(opts[:peer], :peer)
     involving = pids!(opts[:involving], :involving)
     kinds = kinds!(opts[:kind])
-    {mod, fun, arity} = mfa!(opts[:mfa])
+    {mod, fun, arity} = mfa!(opts[:mfa] || opts[:module])
 
     filter =
       {pids, peers, involving, kinds, mod, fun, arity, time!(store, opts[:since], :since),
@@ -159,7 +162,7 @@ defmodule ElixirScope.Query do
 
   defp sub_filter!(store, sub, depth) do
     opts = ElixirScope.Options.validate!(sub, @sub_filter_defaults)
-    {mod, fun, arity} = mfa!(opts[:mfa])
+    {mod, fun, arity} = mfa!(opts[:mfa] || opts[:module])
 
     {pids!(opts[:pid], :pid), pids!(opts[:peer], :peer), pids!(opts[:involving], :involving),
      kinds!(opts[:kind]), mod, fun, arity, time!(store, opts[:since], :since),

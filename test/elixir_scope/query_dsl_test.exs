@@ -339,6 +339,8 @@ defmodule ElixirScope.QueryDSLTest do
 
     # No pattern option: plain filtered events.
     assert length(Query.find(store: store, kind: :receive)) == 5
+    seqs = for e <- events(store, kind: :receive), do: %{seq: e.seq}
+    assert Query.find(store: store, kind: :receive, select: :binds) == seqs
   end
 
   test "state, args and result patterns", %{} do

@@ -92,6 +92,12 @@ defmodule ElixirScope.QueryTest do
       |> Enum.map(&{&1.kind, &1.data})
 
     assert outcomes == Enum.flat_map(1..3, &[{:call, [&1, &1]}, {:return, 2 * &1}])
+
+    # module: is short for mfa: Mod, also inside any:/not:.
+    assert events(store, module: Calc) == events(store, mfa: Calc)
+
+    assert events(store, any: [[module: Calc]], kind: :call) ==
+             events(store, mfa: Calc, kind: :call)
   end
 
   test "paging with limit and after_seq walks every event exactly once", %{store: store} do

@@ -4,8 +4,9 @@ defmodule ElixirScope.Query.Aggregate do
   store: no event becomes an Elixir term.
 
   Every function takes the filters of `ElixirScope.Query.find/1`: those of
-  `ElixirScope.Query.events/1` (`:limit` and `:order` aside, which do not apply), `module:`, and
-  optionally one content pattern as a string (`message: "{:increment, n} when n > 5"`).
+  `ElixirScope.Query.events/1` but `:limit` and `:order` (which would not apply, and are
+  refused), and optionally one content pattern as a string (`message: "{:increment, n} when n >
+  5"`). `durations/2` takes no pattern and no `:kind`: it reads calls and their returns.
 
       alias ElixirScope.Query.Aggregate
       Aggregate.count(kind: :receive, message: "{:increment, _}")
@@ -110,12 +111,8 @@ defmodule ElixirScope.Query.Aggregate do
   @spec durations(keyword(), :all | key()) :: durations() | nil | %{term() => durations()}
   def durations(filters, key \\ :all) do
     by = if key == :all, do: :all, else: key!(key)
-    {rest, compiled} = DSL.compile_filters(filters)
-
-    if compiled,
-      do: raise(ArgumentError, "durations/2 takes no content pattern, got #{elem(compiled, 0)}:")
-
-    {_, {store, filter}} = DSL.native_args(rest, nil)
+    refuse!(filters, [:limit, :order, :kind | DSL.pattern_keys()], "durations/2 times every call")
+    {store, filter} = DSL.native_args(filters, nil)
 
     stats =
       for {k, count, min, max, sum} <- Native.query_durations(Store.ref(store), filter, by),
@@ -126,11 +123,19 @@ defmodule ElixirScope.Query.Aggregate do
   end
 
   defp counts(filters, by) do
+    refuse!(filters, [:limit, :order], "aggregations count every match")
     {rest, compiled} = DSL.compile_filters(filters)
     {key, pattern, guard, vars} = split(compiled)
-    {_, {store, filter}} = DSL.native_args(rest, key)
+    {store, filter} = DSL.native_args(rest, key)
 
     DSL.native!(fn -> Native.query_count(Store.ref(store), filter, by, pattern, guard, vars) end)
+  end
+
+  defp refuse!(filters, keys, why) do
+    case Enum.filter(keys, &Keyword.has_key?(filters, &1)) do
+      [] -> :ok
+      bad -> raise ArgumentError, "#{why}: #{Enum.map_join(bad, ", ", &inspect/1)} do not apply"
+    end
   end
 
   defp split(nil), do: {nil, nil, true, 0}

@@ -69,9 +69,14 @@ defmodule ElixirScope.Query.DSL do
   # The macro behind `ElixirScope.Query.query/1`: compiles the pattern at compile time.
   def query_macro(opts, env) do
     if Keyword.keyword?(opts), do: check_keys!(opts, [:select])
-    {key, pattern} = pattern_option!(opts)
+
+    {rest, {key, pattern}} =
+      case split_pattern!(opts) do
+        {_, nil} -> invalid!("expected one of #{inspect(@pattern_keys)} with a pattern", [])
+        split -> split
+      end
+
     {ir, guard, names} = compile!(pattern, env)
-    rest = Enum.reject(opts, fn {k, _} -> k == key end)
 
     quote do
       ElixirScope.Query.DSL.run(
@@ -97,11 +102,13 @@ defmodule ElixirScope.Query.DSL do
   def find(filters) when is_list(filters) do
     case compile_filters(filters, [:select]) do
       {rest, nil} ->
-        rest
-        |> native_args(nil)
-        |> elem(0)
-        |> Query.events()
-        |> Enum.map(&%{event: &1, binds: %{}})
+        {select, rest} = Keyword.pop(rest, :select, :matches)
+        events = rest |> kinds_for(nil) |> Query.events()
+
+        case select do
+          :binds -> Enum.map(events, &%{seq: &1.seq})
+          _ -> Enum.map(events, &%{event: &1, binds: %{}})
+        end
 
       {rest, {key, ir, guard, names}} ->
         run(rest, key, {ir, guard}, names)
@@ -116,22 +123,33 @@ defmodule ElixirScope.Query.DSL do
   def compile_filters(filters, extra \\ []) when is_list(filters) do
     check_keys!(filters, extra)
 
-    case Enum.filter(filters, fn {k, _} -> k in @pattern_keys end) do
-      [] ->
-        {filters, nil}
+    case split_pattern!(filters) do
+      {rest, nil} ->
+        {rest, nil}
 
-      [{key, source}] ->
+      {rest, {key, source}} ->
         ast = if is_binary(source), do: parse!(source), else: quoted!(source)
         {ir, guard, names} = compile!(ast, nil)
-        {Keyword.delete(filters, key), {key, ir, guard, Enum.map(names, &bind_key/1)}}
+        {rest, {key, ir, guard, Enum.map(names, &name_string/1)}}
+    end
+  end
 
-      many ->
+  # The other options and the one content pattern (`{key, pattern}`), or nil when there is none.
+  defp split_pattern!(opts) do
+    case Enum.split_with(opts, fn {k, _} -> k in @pattern_keys end) do
+      {[], rest} ->
+        {rest, nil}
+
+      {[one], rest} ->
+        {rest, one}
+
+      {many, _} ->
         invalid!("one content pattern at a time, got #{inspect(Keyword.keys(many))}", [])
     end
   end
 
   defp check_keys!(filters, extra) do
-    allowed = @pattern_keys ++ [:module | extra] ++ Query.filter_keys()
+    allowed = @pattern_keys ++ extra ++ Query.filter_keys()
 
     case Enum.reject(filters, fn
            {k, _} -> k in allowed
@@ -148,20 +166,20 @@ defmodule ElixirScope.Query.DSL do
   end
 
   @doc false
-  # The events/1 filters for `filters` and a pattern on `key`: `module:` becomes `mfa:`, and
-  # the kinds default to those `key` applies to. Returns `{filters, {store, native filter}}`.
-  @spec native_args(keyword(), atom() | nil) :: {keyword(), {ElixirScope.Store.t(), tuple()}}
-  def native_args(filters, key) do
-    {module, filters} = Keyword.pop(filters, :module)
-    filters = if module, do: Keyword.put_new(filters, :mfa, module), else: filters
+  # The options that take a content pattern.
+  def pattern_keys, do: @pattern_keys
 
-    filters =
-      case @kinds_for[key] do
-        nil -> filters
-        kinds -> Keyword.put_new(filters, :kind, kinds)
-      end
+  @doc false
+  # The store and native filter for `filters` and a pattern on `key` (whose kinds are the
+  # default `kind:`).
+  @spec native_args(keyword(), atom() | nil) :: {ElixirScope.Store.t(), tuple()}
+  def native_args(filters, key), do: filters |> kinds_for(key) |> Query.native_filter()
 
-    {filters, Query.native_filter(filters)}
+  defp kinds_for(filters, key) do
+    case @kinds_for[key] do
+      nil -> filters
+      kinds -> Keyword.put_new(filters, :kind, kinds)
+    end
   end
 
   # Parses a pattern string without creating atoms: names that are not atoms already stay
@@ -192,26 +210,15 @@ defmodule ElixirScope.Query.DSL do
     end
   end
 
-  # Binds from a pattern string are keyed by strings: no atom is made from user text.
-  defp bind_key(name) when is_atom(name), do: Atom.to_string(name)
-  defp bind_key(%{__name__: name}), do: name
-
+  # A name as a string (binds from a pattern string are keyed by strings: no atom is made).
   defp name_string(name) when is_atom(name), do: Atom.to_string(name)
   defp name_string(%{__name__: name}), do: name
-
-  defp pattern_option!(opts) do
-    case Enum.filter(opts, fn {k, _} -> k in @pattern_keys end) do
-      [one] -> one
-      [] -> invalid!("expected one of #{inspect(@pattern_keys)} with a pattern", [])
-      many -> invalid!("one content pattern at a time, got #{inspect(Keyword.keys(many))}", [])
-    end
-  end
 
   @doc false
   # Runs a compiled query: `filters` as for Query.events/1 (plus `module:`).
   def run(filters, key, {pattern, guard}, names) do
     {select, filters} = Keyword.pop(filters, :select, :matches)
-    {_, {store, filter}} = native_args(filters, key)
+    {store, filter} = native_args(filters, key)
     node = node()
 
     case select do
