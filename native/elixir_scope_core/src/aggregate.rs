@@ -84,7 +84,7 @@ pub fn key_of(ev: &EventRef, by: GroupBy) -> Key {
     match by {
         GroupBy::All => Key::All,
         GroupBy::Pid => Key::Word(h.pid),
-        GroupBy::Peer => Key::Word(h.peer),
+        GroupBy::Peer => Key::Word(h.peer_pid()),
         GroupBy::Kind => Key::Kind(h.kind),
         GroupBy::Module => Key::Word(h.module),
         GroupBy::Mfa => Key::Mfa(h.module, h.function, h.arity),
@@ -105,10 +105,7 @@ fn each<'a>(
 ) {
     let mut f = filter.clone();
     f.limit = usize::MAX;
-    match seqs {
-        Some(seqs) => query::scan_on(log, seqs, &f, visit),
-        None => query::scan(log, &f, u64::MAX, visit),
-    };
+    query::scan_in(log, seqs, &f, visit);
 }
 
 /// Counts the events matching `filter` and `keep`, per key, sorted by key.

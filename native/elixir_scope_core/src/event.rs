@@ -179,6 +179,17 @@ impl Header {
     pub fn kind(&self) -> Option<Kind> {
         Kind::from_u8(self.kind)
     }
+
+    /// The peer process, or 0 for none. A `:var` event's `peer` holds the seq of its call's
+    /// entry instead, which is not a process: every reader of processes goes through here.
+    #[inline]
+    pub fn peer_pid(&self) -> PidKey {
+        if self.kind == Kind::Var as u8 {
+            0
+        } else {
+            self.peer
+        }
+    }
 }
 
 /// A stored event as read back from the log: its position, header and payload bytes.

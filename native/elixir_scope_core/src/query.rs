@@ -69,10 +69,10 @@ impl Filter {
         let Some(kind) = h.kind() else { return false };
         self.kinds.contains(kind)
             && (self.pids.is_empty() || self.pids.contains(&h.pid))
-            && (self.peers.is_empty() || self.peers.contains(&h.peer))
+            && (self.peers.is_empty() || self.peers.contains(&h.peer_pid()))
             && (self.involving.is_empty()
                 || self.involving.contains(&h.pid)
-                || self.involving.contains(&h.peer))
+                || self.involving.contains(&h.peer_pid()))
             && self.module.is_none_or(|m| m == h.module)
             && self.function.is_none_or(|f| f == h.function)
             && self.arity.is_none_or(|a| a == h.arity)
@@ -172,6 +172,19 @@ pub fn scan<'a>(
     scanned
 }
 
+/// [`scan_on`] over `seqs` when given (an index list), else [`scan`] of the whole log.
+pub fn scan_in<'a>(
+    log: &'a CaptureLog,
+    seqs: Option<&[Seq]>,
+    filter: &Filter,
+    visit: &mut dyn FnMut(&EventRef<'a>) -> bool,
+) -> u64 {
+    match seqs {
+        Some(seqs) => scan_on(log, seqs, filter, visit),
+        None => scan(log, filter, u64::MAX, visit),
+    }
+}
+
 /// [`scan`] over the given seqs only (sorted ascending).
 pub fn scan_on<'a>(
     log: &'a CaptureLog,
@@ -236,6 +249,47 @@ mod tests {
             );
         }
         log
+    }
+
+    #[test]
+    fn a_var_events_call_seq_is_never_taken_for_a_peer_process() {
+        // Pid word 3 receives; a :var event whose call seq is also 3.
+        let log = log_of(&[(1, 3, Kind::Send, 10), (1, 3, Kind::Var, 11)]);
+        let to_3 = |f: Filter| {
+            run(&log, &f, u64::MAX)
+                .events
+                .iter()
+                .map(|e| e.seq)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            to_3(Filter {
+                peers: vec![3],
+                ..Filter::default()
+            }),
+            vec![1]
+        );
+        assert_eq!(
+            to_3(Filter {
+                involving: vec![3],
+                ..Filter::default()
+            }),
+            vec![1]
+        );
+        let by_peer = crate::aggregate::count(
+            &log,
+            None,
+            &Filter::default(),
+            crate::aggregate::GroupBy::Peer,
+            &mut |_| true,
+        );
+        assert_eq!(
+            by_peer,
+            vec![
+                (crate::aggregate::Key::Word(0), 1),
+                (crate::aggregate::Key::Word(3), 1)
+            ]
+        );
     }
 
     #[test]

@@ -83,9 +83,10 @@ fn query_count<'a>(
             Err(e) => return Ok((atoms::error(), e).encode(env)),
         }
     };
+    let mut binds = Vec::new();
     let mut keep = |ev: &EventRef| match &matcher {
         None => true,
-        Some(m) => data_of(ev).is_some_and(|d| m.run(d).is_some()),
+        Some(m) => data_of(ev).is_some_and(|d| m.matches(d, &mut binds)),
     };
     let tag = matcher.as_ref().and_then(|m| m.tag());
     let groups = with_seqs(store, &filter, tag, |seqs| {

@@ -270,9 +270,8 @@ pub(crate) fn scan_store<'a>(
     tag: Option<&str>,
     visit: &mut dyn FnMut(&EventRef<'a>) -> bool,
 ) {
-    with_seqs(store, filter, tag, |seqs| match seqs {
-        Some(seqs) => query::scan_on(store.log(), seqs, filter, visit),
-        None => query::scan(store.log(), filter, u64::MAX, visit),
+    with_seqs(store, filter, tag, |seqs| {
+        query::scan_in(store.log(), seqs, filter, visit)
     });
 }
 

@@ -182,7 +182,7 @@ pub(crate) fn encode_event<'a>(env: Env<'a>, ev: &EventRef) -> Term<'a> {
             h.peer.encode(env)
         }
     } else {
-        pid_or_nil(h.peer)
+        pid_or_nil(h.peer_pid())
     };
     rustler::types::tuple::make_tuple(
         env,
