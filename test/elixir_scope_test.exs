@@ -205,6 +205,27 @@ defmodule ElixirScopeTest do
       assert Query.function_calls(Traced, :helper) == []
     end
 
+    test "untracing a GenServer module stops recording its states, unless a process is traced" do
+      {:ok, kept} = Agent.start_link(fn -> 0 end)
+      {:ok, other} = Agent.start_link(fn -> 0 end)
+      :ok = ElixirScope.trace(Agent.Server)
+      :ok = ElixirScope.trace(kept)
+      :ok = ElixirScope.untrace(Agent.Server)
+      assert Agent.Server in ElixirScope.status().traced.state_modules
+      Agent.update(kept, &(&1 + 1))
+      Agent.update(other, &(&1 + 1))
+      wait_until(fn -> Query.state_at(kept, :now) == {:ok, 1} end)
+      assert Query.state_timeline(other) == []
+
+      :ok = ElixirScope.untrace(kept)
+      :ok = ElixirScope.trace(Agent.Server)
+      :ok = ElixirScope.untrace(Agent.Server)
+      refute Agent.Server in ElixirScope.status().traced.state_modules
+      Agent.update(kept, &(&1 + 1))
+      Process.sleep(20)
+      assert Query.state_at(kept, :now) == {:ok, 1}
+    end
+
     test "module tracing when another tool owns new processes: an error, no crash, no leak" do
       other = spawn(fn -> Process.sleep(:infinity) end)
       :erlang.trace(:new_processes, true, [:send, {:tracer, other}])

@@ -214,6 +214,22 @@ defmodule ElixirScope.Server do
     end
   end
 
+  # After untracing module `mod`: its states stay recorded only for processes still traced
+  # for themselves (their callbacks' patterns are set again; untrace_module cleared them).
+  defp still_watched(mod, s) do
+    cond do
+      mod not in s.state_modules ->
+        s.state_modules
+
+      (s.all or Enum.any?(s.pids, &(Tracer.state_module(&1) == mod))) and
+          Tracer.watch_state_module(mod, s.store) == :ok ->
+        s.state_modules
+
+      true ->
+        MapSet.delete(s.state_modules, mod)
+    end
+  end
+
   defp untrace(pid, s) when is_pid(pid) do
     Tracer.untrace_pid(pid, s.store)
     {:ok, %{s | pids: MapSet.delete(s.pids, pid)}}
@@ -240,9 +256,7 @@ defmodule ElixirScope.Server do
 
     if Map.has_key?(s.modules, name) do
       Tracer.untrace_module(name)
-      # Processes traced for themselves still need their states recorded.
-      if name in s.state_modules, do: Tracer.watch_state_module(name, s.store)
-      s = %{s | modules: Map.delete(s.modules, name)}
+      s = %{s | modules: Map.delete(s.modules, name), state_modules: still_watched(name, s)}
       # The last module gone: release the processes that were only traced for calls.
       if map_size(s.modules) == 0 and not s.all, do: Tracer.untrace_call_only(s.store)
       {:ok, s}
