@@ -18,6 +18,29 @@ defmodule ElixirScopeTest do
     defp helper(x), do: x
   end
 
+  test "Track.enabled? follows config :elixir_scope, track:, on by default outside :prod" do
+    previous = Application.fetch_env(:elixir_scope, :track)
+
+    try do
+      Application.put_env(:elixir_scope, :track, false)
+      refute ElixirScope.Track.enabled?()
+      Application.put_env(:elixir_scope, :track, true)
+      assert ElixirScope.Track.enabled?()
+      Application.delete_env(:elixir_scope, :track)
+      assert ElixirScope.Track.enabled?() == (Mix.env() != :prod)
+    after
+      case previous do
+        {:ok, v} -> Application.put_env(:elixir_scope, :track, v)
+        :error -> Application.delete_env(:elixir_scope, :track)
+      end
+    end
+  end
+
+  test "Store.release_memory gives pooled memory back and reports how much" do
+    released = ElixirScope.Store.release_memory()
+    assert is_integer(released) and released >= 0
+  end
+
   describe "start/1, stop/0 and status/0" do
     test "start returns the server pid and status reports the settings" do
       assert {:ok, pid} =

@@ -183,6 +183,7 @@ defmodule ElixirScope.Query do
 
   Returns `[%{event: %ElixirScope.Event{}, binds: %{n: 7}}]`, oldest first.
   """
+  @spec query(keyword()) :: Macro.t()
   defmacro query(opts), do: ElixirScope.Query.DSL.query_macro(opts, __CALLER__)
 
   @doc """
@@ -194,14 +195,23 @@ defmodule ElixirScope.Query do
 
   # Aggregations (see ElixirScope.Query.Aggregate).
   @doc "How many events match. See `ElixirScope.Query.Aggregate.count/1`."
+  @spec count(keyword()) :: non_neg_integer()
   defdelegate count(filters \\ []), to: ElixirScope.Query.Aggregate
   @doc "Matching events per key. See `ElixirScope.Query.Aggregate.group_by/2`."
+  @spec group_by(keyword(), ElixirScope.Query.Aggregate.key()) :: %{term() => pos_integer()}
   defdelegate group_by(filters, key), to: ElixirScope.Query.Aggregate
   @doc "The keys with the most matching events. See `ElixirScope.Query.Aggregate.top/3`."
+  @spec top(keyword(), ElixirScope.Query.Aggregate.key(), pos_integer()) :: [
+          {term(), pos_integer()}
+        ]
   defdelegate top(filters, key, n \\ 10), to: ElixirScope.Query.Aggregate
   @doc "Matching events per time bucket. See `ElixirScope.Query.Aggregate.rate/2`."
+  @spec rate(keyword(), pos_integer() | {pos_integer(), atom()}) :: [
+          {integer(), non_neg_integer()}
+        ]
   defdelegate rate(filters, bucket), to: ElixirScope.Query.Aggregate
   @doc "Call durations. See `ElixirScope.Query.Aggregate.durations/2`."
+  @spec durations(keyword(), :all | ElixirScope.Query.Aggregate.key()) :: map() | nil
   defdelegate durations(filters, key \\ :all), to: ElixirScope.Query.Aggregate
 
   @doc """
@@ -264,7 +274,10 @@ defmodule ElixirScope.Query do
   def genserver_events(pid, filters \\ []) when is_pid(pid),
     do: events([pid: pid, kind: [:receive, :call, :return, :exception, :state, :send]] ++ filters)
 
-  @doc "The `n` events before and after `event` (an event or a seq), with it in the middle."
+  @doc """
+  The events within `n` seqs before and after `event` (an event or a seq), it included: up to
+  `2n + 1` events, fewer when other filters leave some of that window out.
+  """
   @spec events_around_event(Event.t() | pos_integer(), non_neg_integer(), filters()) :: [
           Event.t()
         ]
@@ -330,6 +343,7 @@ defmodule ElixirScope.Query do
   @doc "See `ElixirScope.Query.History.state_changes_in_window/3`."
   defdelegate state_changes_in_window(pid, window, opts \\ []), to: History
   @doc "Where one key of a map state changed. See `ElixirScope.Query.History.key_changes/3`."
+  @spec key_changes(pid(), atom(), keyword()) :: [map()]
   defdelegate key_changes(pid, key, opts \\ []), to: History
   @doc "See `ElixirScope.Query.History.compare_states/2`."
   defdelegate compare_states(a, b), to: History

@@ -23,12 +23,14 @@ defmodule ElixirScope.StateRecorder do
 
   @callbacks [init: 1, handle_call: 3, handle_cast: 2, handle_info: 2, handle_continue: 2]
 
+  @doc false
   defmacro __using__(_opts) do
     quote do
       @before_compile ElixirScope.StateRecorder
     end
   end
 
+  @doc false
   defmacro __before_compile__(env) do
     # Only the module's own callbacks: not the defaults `use GenServer` injects (their
     # definitions carry its context), whose `super` would be deprecated.

@@ -174,7 +174,8 @@ defmodule ElixirScope.Tracer do
 
   @doc """
   Records `mod`'s callback results as states in `store`: return trace on its exported GenServer
-  callbacks, and the module registered with the store. Returns the patterned functions.
+  callbacks, and the module registered with the store. Returns `:ok`, or an error when the
+  module may not be traced.
   """
   @spec watch_state_module(module(), Store.t()) :: :ok | {:error, term()}
   def watch_state_module(mod, %Store{} = store) do

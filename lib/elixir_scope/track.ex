@@ -50,6 +50,7 @@ defmodule ElixirScope.Track do
 
   alias ElixirScope.Track.Transform
 
+  @doc false
   defmacro __using__(opts) do
     all = Keyword.get(opts, :all, false)
 

@@ -180,6 +180,42 @@ defmodule ElixirScope.QueryTest do
     assert_raise ArgumentError, ~r/nest at most 8 deep/, fn -> events(store, deep) end
   end
 
+  test "the shorthand queries are events/1 with their filters", %{
+    store: store,
+    server: s,
+    client: c
+  } do
+    all = events(store)
+    of = fn pred -> Enum.filter(all, pred) end
+    assert Query.process_events(s, store: store) == of.(&(&1.pid == s))
+
+    assert Query.execution_path(c, store: store) ==
+             of.(&(&1.pid == c and &1.kind in [:call, :return, :exception]))
+
+    assert Query.process_spawns(store: store) == of.(&(&1.kind == :spawn))
+    assert [%{pid: ^c}] = Query.process_exits(store: store, pid: c)
+
+    gen = [:receive, :call, :return, :exception, :state, :send]
+    assert Query.genserver_events(s, store: store) == of.(&(&1.pid == s and &1.kind in gen))
+
+    middle = Enum.at(all, 5)
+    around = Query.events_around_event(middle, 2, store: store)
+    assert Enum.map(around, & &1.seq) == Enum.to_list((middle.seq - 2)..(middle.seq + 2))
+    assert Query.events_around_event(middle.seq, 0, store: store) == [middle]
+
+    [first, second | _] = all
+    last = List.last(all)
+    assert Query.execution_timeline(second, last, store: store) == tl(all)
+
+    assert Query.execution_timeline({:seq, first.seq}, {:seq, second.seq}, store: store) == [
+             first,
+             second
+           ]
+
+    assert Query.execution_timeline(first.ts, second.ts, store: store) ==
+             of.(&(&1.ts <= second.ts))
+  end
+
   test "filters that match nothing", %{store: store} do
     # A pid of another node (NEW_PID_EXT naming other@host): never a key of local events.
     remote = :erlang.binary_to_term(<<131, 88, 100, 10::16, "other@host", 1::32, 0::32, 1::32>>)
