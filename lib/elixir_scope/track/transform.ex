@@ -14,12 +14,10 @@ defmodule ElixirScope.Track.Transform do
   @doc false
   # `call` is the clause head, `expr` its `[do: ..., rescue: ..., ...]`; `mfa` the function.
   def clause(call, expr, {_m, _f, _a} = mfa) do
-    {head, _guard} = split_when(call)
-    {_name, meta, args} = head
+    {_name, meta, args} = head(call)
     line = meta[:line] || 0
     # Every binding gets a record; the `vars:` filter is applied by Runtime.record/4, from the
     # value `@elixir_scope_vars` has when the clause is defined.
-    only = nil
     params = args |> List.wrap() |> Enum.map(&strip_default/1) |> vars()
 
     enter =
@@ -33,20 +31,21 @@ defmodule ElixirScope.Track.Transform do
           )
       end
 
-    records = records(params, line, only)
+    records = records(params, line)
 
     {original, tracked} =
       case expr do
         [do: body] ->
-          {body, block(records ++ [body(body, only)])}
+          {body, block(records ++ [body(body)])}
 
         keyword when is_list(keyword) ->
           # An implicit try: made explicit, after the entry, so its clauses see the context.
-          try_args = Enum.map(keyword, fn {k, v} -> {k, try_part(k, v, only)} end)
+          try_args = Enum.map(keyword, fn {k, v} -> {k, try_part(k, v)} end)
           {{:try, [line: line], [keyword]}, block(records ++ [{:try, [line: line], [try_args]}])}
       end
 
-    # Without a running capture the original body runs, untouched: the only cost is `enter`.
+    # Without a running capture the original body runs, untouched: the only cost is one
+    # `persistent_term` read (`enter` is not called).
     # (The copy is marked generated, so the compiler does not warn about it a second time.)
     body =
       quote do
@@ -76,12 +75,9 @@ defmodule ElixirScope.Track.Transform do
   defp generated(list) when is_list(list), do: Enum.map(list, &generated/1)
   defp generated(other), do: other
 
-  defp split_when({:when, _, [head, guard]}), do: split_when_head(head, guard)
-  defp split_when(head), do: {head, nil}
-
-  # `def f(x) when a when b`: the head is the innermost left operand.
-  defp split_when_head({:when, _, [head, _]}, guard), do: split_when_head(head, guard)
-  defp split_when_head(head, guard), do: {head, guard}
+  # The head without its guards (`def f(x) when a when b`: the innermost left operand).
+  defp head({:when, _, [head, _guard]}), do: head(head)
+  defp head(head), do: head
 
   @doc false
   def strip_default({:\\, _, [arg, _default]}), do: arg
@@ -89,62 +85,61 @@ defmodule ElixirScope.Track.Transform do
 
   # Bodies: statements in order, each match followed by its records.
 
-  defp body({:__block__, meta, exprs}, only), do: {:__block__, meta, statements(exprs, only)}
-  defp body(expr, only), do: block(statements([expr], only))
+  defp body({:__block__, meta, exprs}), do: {:__block__, meta, statements(exprs)}
+  defp body(expr), do: block(statements([expr]))
 
-  defp statements([], _only), do: []
+  defp statements([]), do: []
 
-  defp statements([last], only) do
+  defp statements([last]) do
     case last do
       {:=, meta, [pattern, rhs]} ->
-        records = records(vars(pattern), meta[:line], only)
+        records = records(vars(pattern), meta[:line])
 
         if records == [] do
-          [{:=, meta, [pattern, expr(rhs, only)]}]
+          [{:=, meta, [pattern, expr(rhs)]}]
         else
           # Keep the match's value as the block's value.
-          [quote(do: unquote(@result) = unquote({:=, meta, [pattern, expr(rhs, only)]}))] ++
+          [quote(do: unquote(@result) = unquote({:=, meta, [pattern, expr(rhs)]}))] ++
             records ++ [@result]
         end
 
       other ->
-        [expr(other, only)]
+        [expr(other)]
     end
   end
 
-  defp statements([{:=, meta, [pattern, rhs]} | rest], only) do
-    [{:=, meta, [pattern, expr(rhs, only)]}] ++
-      records(vars(pattern), meta[:line], only) ++ statements(rest, only)
+  defp statements([{:=, meta, [pattern, rhs]} | rest]) do
+    [{:=, meta, [pattern, expr(rhs)]}] ++
+      records(vars(pattern), meta[:line]) ++ statements(rest)
   end
 
-  defp statements([e | rest], only), do: [expr(e, only) | statements(rest, only)]
+  defp statements([e | rest]), do: [expr(e) | statements(rest)]
 
   # Expressions that contain clauses or blocks.
 
-  defp expr({:quote, _, _} = q, _only), do: q
+  defp expr({:quote, _, _} = q), do: q
 
-  defp expr({:fn, meta, clauses}, only),
-    do: {:fn, meta, Enum.map(clauses, &clause_arrow(&1, only))}
+  defp expr({:fn, meta, clauses}),
+    do: {:fn, meta, Enum.map(clauses, &clause_arrow(&1))}
 
-  defp expr({op, meta, [subject, [do: clauses]]}, only)
+  defp expr({op, meta, [subject, [do: clauses]]})
        when op in [:case, :receive] and is_list(clauses) do
-    {op, meta, [expr(subject, only), [do: Enum.map(clauses, &clause_arrow(&1, only))]]}
+    {op, meta, [expr(subject), [do: Enum.map(clauses, &clause_arrow(&1))]]}
   end
 
-  defp expr({:receive, meta, [kw]}, only) when is_list(kw) do
-    {:receive, meta, [Enum.map(kw, fn {k, v} -> {k, receive_part(k, v, only)} end)]}
+  defp expr({:receive, meta, [kw]}) when is_list(kw) do
+    {:receive, meta, [Enum.map(kw, fn {k, v} -> {k, receive_part(k, v)} end)]}
   end
 
-  defp expr({:cond, meta, [[do: clauses]]}, only) do
-    {:cond, meta,
-     [[do: Enum.map(clauses, fn {:->, m, [c, b]} -> {:->, m, [c, body(b, only)]} end)]]}
+  defp expr({:cond, meta, [[do: clauses]]}) do
+    {:cond, meta, [[do: Enum.map(clauses, fn {:->, m, [c, b]} -> {:->, m, [c, body(b)]} end)]]}
   end
 
-  defp expr({:try, meta, [kw]}, only) when is_list(kw) do
-    {:try, meta, [Enum.map(kw, fn {k, v} -> {k, try_part(k, v, only)} end)]}
+  defp expr({:try, meta, [kw]}) when is_list(kw) do
+    {:try, meta, [Enum.map(kw, fn {k, v} -> {k, try_part(k, v)} end)]}
   end
 
-  defp expr({:with, meta, args}, only) when is_list(args) and args != [] do
+  defp expr({:with, meta, args}) when is_list(args) and args != [] do
     {clauses, [kw]} = Enum.split(args, -1)
 
     if is_list(kw) and Keyword.has_key?(kw, :do) do
@@ -155,12 +150,12 @@ defmodule ElixirScope.Track.Transform do
           _ -> []
         end)
 
-      records = Enum.flat_map(bound, fn {v, line} -> records([v], line || meta[:line], only) end)
+      records = Enum.flat_map(bound, fn {v, line} -> records([v], line || meta[:line]) end)
 
       kw =
         Enum.map(kw, fn
-          {:do, b} -> {:do, block(records ++ [body(b, only)])}
-          {:else, cs} when is_list(cs) -> {:else, Enum.map(cs, &clause_arrow(&1, only))}
+          {:do, b} -> {:do, block(records ++ [body(b)])}
+          {:else, cs} when is_list(cs) -> {:else, Enum.map(cs, &clause_arrow(&1))}
           other -> other
         end)
 
@@ -170,7 +165,7 @@ defmodule ElixirScope.Track.Transform do
     end
   end
 
-  defp expr({:for, meta, args}, only) when is_list(args) and args != [] do
+  defp expr({:for, meta, args}) when is_list(args) and args != [] do
     {gens, [kw]} = Enum.split(args, -1)
 
     if is_list(kw) and Keyword.has_key?(kw, :do) do
@@ -181,7 +176,7 @@ defmodule ElixirScope.Track.Transform do
           _ -> []
         end)
 
-      records = Enum.flat_map(bound, fn {v, line} -> records([v], line || meta[:line], only) end)
+      records = Enum.flat_map(bound, fn {v, line} -> records([v], line || meta[:line]) end)
 
       kw =
         Enum.map(kw, fn
@@ -189,11 +184,11 @@ defmodule ElixirScope.Track.Transform do
             # reduce: the clauses take the accumulator.
             {:do,
              Enum.map(clauses, fn {:->, m, [p, b]} ->
-               {:->, m, [p, block(records ++ [clause_body(p, b, m, only)])]}
+               {:->, m, [p, block(records ++ [clause_body(p, b, m)])]}
              end)}
 
           {:do, b} ->
-            {:do, block(records ++ [body(b, only)])}
+            {:do, block(records ++ [body(b)])}
 
           other ->
             other
@@ -205,60 +200,60 @@ defmodule ElixirScope.Track.Transform do
     end
   end
 
-  defp expr({:__block__, meta, exprs}, only) when is_list(exprs),
-    do: {:__block__, meta, statements(exprs, only)}
+  defp expr({:__block__, meta, exprs}) when is_list(exprs),
+    do: {:__block__, meta, statements(exprs)}
 
   # Any other call: macros with do/else blocks (if, unless, ...) get their blocks transformed;
   # arguments are searched for nested clauses (an fn passed to Enum.map, a case in an argument).
-  defp expr({name, meta, args}, only) when is_list(args) do
+  defp expr({name, meta, args}) when is_list(args) do
     args =
       case List.last(args) do
         [{:do, _} | _] = kw when is_atom(name) ->
           kw =
             Enum.map(kw, fn
-              {k, v} when k in [:do, :else] -> {k, body(v, only)}
+              {k, v} when k in [:do, :else] -> {k, body(v)}
               other -> other
             end)
 
-          Enum.map(Enum.drop(args, -1), &expr(&1, only)) ++ [kw]
+          Enum.map(Enum.drop(args, -1), &expr(&1)) ++ [kw]
 
         _ ->
-          Enum.map(args, &expr(&1, only))
+          Enum.map(args, &expr(&1))
       end
 
-    {expr(name, only), meta, args}
+    {expr(name), meta, args}
   end
 
-  defp expr({a, b}, only), do: {expr(a, only), expr(b, only)}
-  defp expr(list, only) when is_list(list), do: Enum.map(list, &expr(&1, only))
-  defp expr(other, _only), do: other
+  defp expr({a, b}), do: {expr(a), expr(b)}
+  defp expr(list) when is_list(list), do: Enum.map(list, &expr(&1))
+  defp expr(other), do: other
 
-  defp receive_part(:do, clauses, only) when is_list(clauses),
-    do: Enum.map(clauses, &clause_arrow(&1, only))
+  defp receive_part(:do, clauses) when is_list(clauses),
+    do: Enum.map(clauses, &clause_arrow(&1))
 
   # `after timeout ->`: the timeout is an expression, not a pattern; only the body is rewritten.
-  defp receive_part(:after, clauses, only) when is_list(clauses),
-    do: Enum.map(clauses, fn {:->, m, [t, b]} -> {:->, m, [t, body(b, only)]} end)
+  defp receive_part(:after, clauses) when is_list(clauses),
+    do: Enum.map(clauses, fn {:->, m, [t, b]} -> {:->, m, [t, body(b)]} end)
 
-  defp receive_part(_, v, _only), do: v
+  defp receive_part(_, v), do: v
 
-  defp try_part(:do, b, only), do: body(b, only)
-  defp try_part(:after, b, only), do: body(b, only)
+  defp try_part(:do, b), do: body(b)
+  defp try_part(:after, b), do: body(b)
 
-  defp try_part(k, clauses, only) when k in [:rescue, :catch, :else] and is_list(clauses),
-    do: Enum.map(clauses, &clause_arrow(&1, only))
+  defp try_part(k, clauses) when k in [:rescue, :catch, :else] and is_list(clauses),
+    do: Enum.map(clauses, &clause_arrow(&1))
 
-  defp try_part(_, v, _only), do: v
+  defp try_part(_, v), do: v
 
   # `pattern(s) -> body`: the clause's bindings are recorded first in its body.
-  defp clause_arrow({:->, meta, [patterns, b]}, only),
-    do: {:->, meta, [patterns, clause_body(patterns, b, meta, only)]}
+  defp clause_arrow({:->, meta, [patterns, b]}),
+    do: {:->, meta, [patterns, clause_body(patterns, b, meta)]}
 
-  defp clause_arrow(other, _only), do: other
+  defp clause_arrow(other), do: other
 
-  defp clause_body(patterns, b, meta, only) do
+  defp clause_body(patterns, b, meta) do
     bound = patterns |> List.wrap() |> Enum.map(&strip_guard/1) |> Enum.map(&strip_in/1) |> vars()
-    block(records(bound, meta[:line], only) ++ [body(b, only)])
+    block(records(bound, meta[:line]) ++ [body(b)])
   end
 
   defp strip_guard({:when, _, args}), do: args |> Enum.drop(-1)
@@ -270,8 +265,8 @@ defmodule ElixirScope.Track.Transform do
 
   # Records: `ctx && Runtime.record(ctx, :name, line, name)` for each variable kept.
 
-  defp records(vars, line, only) do
-    for {name, _, ctx} <- vars, only == nil or name in only do
+  defp records(vars, line) do
+    for {name, _, ctx} <- vars do
       quote do
         unquote(@ctx) &&
           unquote(Runtime).record(
