@@ -73,7 +73,7 @@ defmodule ElixirScope.StateDiff do
     do: walk_lists(Tuple.to_list(a), Tuple.to_list(b), path, 0, acc)
 
   defp walk(a, b, path, acc) when is_list(a) and is_list(b) do
-    if proper?(a) and proper?(b),
+    if not List.improper?(a) and not List.improper?(b),
       do: walk_lists(a, b, path, 0, acc),
       else: changed(path, a, b, acc)
   end
@@ -108,8 +108,4 @@ defmodule ElixirScope.StateDiff do
 
     {c, ad, Enum.reverse(removed) ++ r}
   end
-
-  defp proper?([]), do: true
-  defp proper?([_ | t]), do: proper?(t)
-  defp proper?(_), do: false
 end

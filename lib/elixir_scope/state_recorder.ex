@@ -75,7 +75,7 @@ defmodule ElixirScope.StateRecorder do
     ref = Store.ref(Store.default())
 
     match?({:tracer, {Native, ^ref}}, :erlang.trace_info(self(), :tracer)) and
-      Enum.any?([init: 1, handle_call: 3, handle_cast: 2, handle_info: 2], fn {f, a} ->
+      Enum.any?(@callbacks, fn {f, a} ->
         match?({:traced, :global}, :erlang.trace_info({module, f, a}, :traced))
       end)
   end

@@ -144,7 +144,7 @@ defmodule ElixirScope.Query.History do
 
     s
     |> Store.ref()
-    |> Native.query_states(pid!(pid), from || nil, to || nil, changes)
+    |> Native.query_states(pid!(pid), from, to, changes)
     |> decode()
   end
 
