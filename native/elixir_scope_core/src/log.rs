@@ -168,14 +168,7 @@ impl CaptureLog {
 
     /// Appends one event. Never blocks; O(payload length).
     pub fn append(&self, header: &Header, payload: &[u8]) -> Appended {
-        let idx = self.next_slot.fetch_add(1, Ordering::Relaxed);
-        if idx >= self.limits.max_events {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
-            return Appended::Dropped;
-        }
-        let Some(slot) = self.slot_for_write(idx) else {
-            // The allocator failed: the slot can never be published, so readers skip it.
-            self.dropped.fetch_add(1, Ordering::Relaxed);
+        let Some((idx, slot)) = self.reserve() else {
             return Appended::Dropped;
         };
         let mut header = *header;
@@ -187,16 +180,7 @@ impl CaptureLog {
                 (0, 0)
             }
         };
-        // SAFETY: slot `idx` was handed to this thread alone by the fetch_add above, and readers do
-        // not touch its fields until `ready` is set below.
-        unsafe {
-            *slot.payload_len.get() = len;
-            *slot.payload_off.get() = off;
-            *slot.header.get() = header;
-        }
-        // Release publishes the fields and the payload bytes to readers that Acquire `ready`.
-        slot.ready.store(1, Ordering::Release);
-        let seq = idx + 1;
+        let seq = Self::publish(slot, idx, &header, off, len);
         if header.flags & flags::PAYLOAD_DROPPED != 0 {
             Appended::StoredWithoutPayload(seq)
         } else {
@@ -216,28 +200,40 @@ impl CaptureLog {
         };
         // SAFETY: `from` is published (ready, Acquire above): its fields no longer change.
         let (off, len) = unsafe { (*from.payload_off.get(), *from.payload_len.get()) };
-        let idx = self.next_slot.fetch_add(1, Ordering::Relaxed);
-        if idx >= self.limits.max_events {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
-            return Appended::Dropped;
-        }
-        if idx & ((1 << self.slot_shift) - 1) == 0 {
-            self.slots
-                .commit_ahead((idx >> self.slot_shift) as usize + 1);
-        }
-        let Some(slot) = self.slot_for_write(idx) else {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
+        let Some((idx, slot)) = self.reserve() else {
             return Appended::Dropped;
         };
-        // SAFETY: slot `idx` is this thread's alone (fetch_add above) until `ready` is set; the
-        // shared payload range was published with `from` and is never written again.
+        // The shared payload range was published with `from` and is never written again.
+        Appended::Stored(Self::publish(slot, idx, header, off, len))
+    }
+
+    /// Hands this thread the next slot (counting a drop when the log is full or the allocator
+    /// failed: such a slot is never published, and readers skip it).
+    #[inline]
+    fn reserve(&self) -> Option<(u64, &Slot)> {
+        let idx = self.next_slot.fetch_add(1, Ordering::Relaxed);
+        let slot = (idx < self.limits.max_events)
+            .then(|| self.slot_for_write(idx))
+            .flatten();
+        if slot.is_none() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        slot.map(|s| (idx, s))
+    }
+
+    /// Fills the reserved slot `idx` and publishes it; returns its seq.
+    #[inline]
+    fn publish(slot: &Slot, idx: u64, header: &Header, off: u64, len: u32) -> Seq {
+        // SAFETY: slot `idx` was handed to this thread alone by `reserve`, and readers do not
+        // touch its fields until `ready` is set below.
         unsafe {
             *slot.payload_len.get() = len;
             *slot.payload_off.get() = off;
             *slot.header.get() = *header;
         }
+        // Release publishes the fields and the payload bytes to readers that Acquire `ready`.
         slot.ready.store(1, Ordering::Release);
-        Appended::Stored(idx + 1)
+        idx + 1
     }
 
     /// Tests only: reserves a slot without publishing it (a writer stalled mid-write).
