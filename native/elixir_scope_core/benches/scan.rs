@@ -113,7 +113,7 @@ fn main() {
         let mut hits = 0u64;
         let mut binds = Vec::new();
         query::scan(log, &receives, u64::MAX, &mut |ev| {
-            if let Some(d) = aggregate::data_of(ev) {
+            if let Some(d) = ev.data() {
                 hits += matcher.matches(d, &mut binds) as u64;
             }
             true
@@ -142,7 +142,7 @@ fn main() {
         let mut n = 0u64;
         let mut binds = Vec::new();
         query::scan_on(log, seqs, &receives, &mut |ev| {
-            n += aggregate::data_of(ev).is_some_and(|d| ping.matches(d, &mut binds)) as u64;
+            n += ev.data().is_some_and(|d| ping.matches(d, &mut binds)) as u64;
             true
         });
         n
@@ -152,7 +152,7 @@ fn main() {
         let mut n = 0u64;
         let mut binds = Vec::new();
         query::scan(log, &receives, u64::MAX, &mut |ev| {
-            n += aggregate::data_of(ev).is_some_and(|d| ping.matches(d, &mut binds)) as u64;
+            n += ev.data().is_some_and(|d| ping.matches(d, &mut binds)) as u64;
             true
         });
         n

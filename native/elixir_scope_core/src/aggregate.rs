@@ -2,8 +2,7 @@
 //! function, message tag, time bucket) and call durations, computed in one pass without
 //! building a term per event.
 
-use crate::etf;
-use crate::event::{flags, EventRef, Kind, KindMask, Seq, Timestamp};
+use crate::event::{EventRef, Kind, KindMask, Seq, Timestamp};
 use crate::log::CaptureLog;
 use crate::query::{self, Filter};
 use std::collections::HashMap;
@@ -48,36 +47,6 @@ pub enum Key {
     Bucket(Timestamp),
 }
 
-/// The data of an event as ETF without the version byte: its payload, or the `data` of a
-/// `{peer, data}` payload. `None` for truncated or dropped payloads. The bytes are not checked
-/// to hold exactly one term (a malformed payload simply matches nothing).
-pub fn data_of<'a>(ev: &EventRef<'a>) -> Option<&'a [u8]> {
-    if ev.header.flags & (flags::TRUNCATED | flags::PAYLOAD_DROPPED) != 0 {
-        return None;
-    }
-    // Not checked to be one complete term here: matchers check that they consume it all.
-    let body = ev.payload.strip_prefix(&[etf::VERSION])?;
-    if ev.header.flags & flags::PEER_IN_PAYLOAD != 0 {
-        // `{peer, data}`: what follows the peer.
-        if body.get(..2) != Some(&[104, 2]) {
-            return None;
-        }
-        body.get(etf::skip(body, 2)?..)
-    } else {
-        Some(body)
-    }
-}
-
-/// The tag of a message: an atom, or the first element of a tuple when that is an atom.
-pub fn tag_of<'a>(ev: &EventRef<'a>) -> Option<&'a str> {
-    let data = data_of(ev)?;
-    match *data.first()? {
-        104 if data.get(1).is_some_and(|&n| n > 0) => etf::atom_name(data, 2),
-        105 if data.get(1..5).is_some_and(|n| n != [0, 0, 0, 0]) => etf::atom_name(data, 5),
-        _ => etf::atom_name(data, 0),
-    }
-}
-
 /// The key of `ev` under `by`.
 pub fn key_of(ev: &EventRef, by: GroupBy) -> Key {
     let h = &ev.header;
@@ -88,7 +57,7 @@ pub fn key_of(ev: &EventRef, by: GroupBy) -> Key {
         GroupBy::Kind => Key::Kind(h.kind),
         GroupBy::Module => Key::Word(h.module),
         GroupBy::Mfa => Key::Mfa(h.module, h.function, h.arity),
-        GroupBy::Tag => tag_of(ev).map_or(Key::NoTag, |t| Key::Tag(t.to_owned())),
+        GroupBy::Tag => ev.tag().map_or(Key::NoTag, |t| Key::Tag(t.to_owned())),
         GroupBy::Bucket(ns) => {
             let ns = ns.clamp(1, i64::MAX as u64) as i64;
             Key::Bucket(h.ts.div_euclid(ns).saturating_mul(ns))
@@ -124,7 +93,7 @@ pub fn count<'a>(
         if keep(ev) {
             match by {
                 GroupBy::All => total += 1,
-                GroupBy::Tag => *tags.entry(tag_of(ev)).or_default() += 1,
+                GroupBy::Tag => *tags.entry(ev.tag()).or_default() += 1,
                 _ => *groups.entry(key_of(ev, by)).or_default() += 1,
             }
         }

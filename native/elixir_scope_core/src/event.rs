@@ -218,6 +218,38 @@ pub struct Truncated<'a> {
 }
 
 impl<'a> EventRef<'a> {
+    /// The event's data as ETF without the version byte: its payload, or the `data` of a
+    /// `{peer, data}` payload. `None` for truncated or dropped payloads. The bytes are not
+    /// checked to hold exactly one term (a malformed payload simply matches nothing).
+    pub fn data(&self) -> Option<&'a [u8]> {
+        if self.header.flags & (flags::TRUNCATED | flags::PAYLOAD_DROPPED) != 0 {
+            return None;
+        }
+        let body = self.payload.strip_prefix(&[crate::etf::VERSION])?;
+        if self.header.flags & flags::PEER_IN_PAYLOAD != 0 {
+            // `{peer, data}`: what follows the peer.
+            if body.get(..2) != Some(&[104, 2]) {
+                return None;
+            }
+            body.get(crate::etf::skip(body, 2)?..)
+        } else {
+            Some(body)
+        }
+    }
+
+    /// The tag of a message: its data when an atom, or the first element of a tuple when that
+    /// is an atom.
+    pub fn tag(&self) -> Option<&'a str> {
+        let data = self.data()?;
+        match *data.first()? {
+            104 if data.get(1).is_some_and(|&n| n > 0) => crate::etf::atom_name(data, 2),
+            105 if data.get(1..5).is_some_and(|n| n != [0, 0, 0, 0]) => {
+                crate::etf::atom_name(data, 5)
+            }
+            _ => crate::etf::atom_name(data, 0),
+        }
+    }
+
     /// For a truncated payload, what it keeps of the original; `None` otherwise.
     pub fn truncated(&self) -> Option<Truncated<'a>> {
         if self.header.flags & flags::TRUNCATED == 0 || self.payload.len() < 16 {

@@ -5,7 +5,6 @@
 //! published since the last one (`Index::catch_up`), under the store's query lock. Capture never
 //! waits for it.
 
-use crate::aggregate::{data_of, tag_of};
 use crate::etf;
 use crate::event::{EventRef, Kind, KindMask, PidKey, Seq, Timestamp};
 use crate::log::CaptureLog;
@@ -140,7 +139,7 @@ impl Index {
         let h = &ev.header;
         let Some(kind) = h.kind() else { return };
         if TAGGED.contains(kind) {
-            if let Some(tag) = tag_of(ev) {
+            if let Some(tag) = ev.tag() {
                 match self.tags.get_mut(tag) {
                     Some(list) => push(list, ev.seq),
                     None => {
@@ -185,8 +184,8 @@ impl Index {
             .len()
             .checked_sub(2)
             .and_then(|i| log.get(states[i]))
-            .and_then(|p| data_of(&p));
-        match changed_keys(before, data_of(ev)) {
+            .and_then(|p| p.data());
+        match changed_keys(before, ev.data()) {
             Some(keys) => {
                 for key in keys {
                     match self.state_keys.get_mut(&(pid, key.into())) {
@@ -289,7 +288,7 @@ pub fn changed_keys<'a>(before: Option<&'a [u8]>, after: Option<&'a [u8]>) -> Op
         if *b.first()? != 116 {
             return None;
         }
-        let n = u32::from_be_bytes(b.get(1..5)?.try_into().ok()?) as usize;
+        let n = etf::u32_at(b, 1)?;
         if n > MAX_INDEXED_KEYS {
             return None;
         }
@@ -340,8 +339,8 @@ pub fn key_changes(log: &CaptureLog, idx: &Index, pid: PidKey, key: &str) -> Vec
     let mut before: Option<EventRef> = None;
     for &seq in &p.states {
         let Some(ev) = log.get(seq) else { continue };
-        let prev = before.as_ref().and_then(data_of);
-        let changed = match changed_keys(prev, data_of(&ev)) {
+        let prev = before.as_ref().and_then(|b| b.data());
+        let changed = match changed_keys(prev, ev.data()) {
             Some(keys) => keys.contains(&key),
             // Not diffable (not a map, too large, truncated): a change if the bytes differ.
             None => before.as_ref().is_none_or(|b| b.payload != ev.payload),

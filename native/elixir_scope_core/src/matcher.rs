@@ -8,7 +8,7 @@
 //! Every read is bounds-checked; a malformed payload simply does not match. Recursion follows the
 //! pattern (whose depth is limited by [`MAX_PATTERN_DEPTH`]), never the data.
 
-use crate::etf;
+use crate::etf::{self, u16_at, u32_at};
 use std::cmp::Ordering;
 use std::ops::Range;
 
@@ -268,14 +268,6 @@ fn check_guard(g: &Guard, vars: usize, depth: usize) -> Result<(), MatcherError>
 }
 
 // Reading values out of ETF.
-
-fn u16_at(b: &[u8], i: usize) -> Option<usize> {
-    Some(u16::from_be_bytes(b.get(i..i + 2)?.try_into().ok()?) as usize)
-}
-
-fn u32_at(b: &[u8], i: usize) -> Option<usize> {
-    Some(u32::from_be_bytes(b.get(i..i + 4)?.try_into().ok()?) as usize)
-}
 
 /// A number at `pos`: an integer (up to 16 bytes) or a float.
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -5,7 +5,7 @@ use crate::matcher::{decode_matcher, with_seqs};
 use crate::query::{decode_filter, kind_atom};
 use crate::store::store_of;
 use crate::terms::immediate_term;
-use elixir_scope_core::aggregate::{self, data_of, GroupBy, Key};
+use elixir_scope_core::aggregate::{self, GroupBy, Key};
 use elixir_scope_core::event::{EventRef, Kind};
 use rustler::{Atom, Encoder, Env, NifResult, Term};
 
@@ -86,7 +86,7 @@ fn query_count<'a>(
     let mut binds = Vec::new();
     let mut keep = |ev: &EventRef| match &matcher {
         None => true,
-        Some(m) => data_of(ev).is_some_and(|d| m.matches(d, &mut binds)),
+        Some(m) => ev.data().is_some_and(|d| m.matches(d, &mut binds)),
     };
     let tag = matcher.as_ref().and_then(|m| m.tag());
     let groups = with_seqs(store, &filter, tag, |seqs| {

@@ -5,7 +5,6 @@
 use crate::atoms;
 use crate::query::{decode_filter, encode_event};
 use crate::store::store_of;
-use elixir_scope_core::aggregate::data_of;
 use elixir_scope_core::event::{EventRef, Seq};
 use elixir_scope_core::matcher::{
     Bound, CmpOp, Guard, Matcher, Operand, Pat, TypeTest, MAX_PATTERN_DEPTH,
@@ -221,7 +220,7 @@ fn query_match<'a>(
     let mut binds = Vec::new();
     let mut scratch = Vec::new();
     let mut visit = |ev: &EventRef| -> bool {
-        if let Some(data) = data_of(ev) {
+        if let Some(data) = ev.data() {
             if matcher.matches(data, &mut binds) {
                 let values: Vec<Term> = binds
                     .iter()
