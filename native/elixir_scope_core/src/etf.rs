@@ -153,26 +153,6 @@ pub fn atom_is(b: &[u8], pos: usize, name: &str) -> bool {
         && (!latin1 || name.is_ascii())
 }
 
-/// The first `n` elements of a list starting at `pos`, as far as the bytes go: for a prefix of
-/// a longer encoding (a truncated payload), the complete elements at its start.
-pub fn list_prefix(b: &[u8], pos: usize, n: usize) -> Vec<&[u8]> {
-    let mut out = Vec::new();
-    if byte(b, pos) != Some(108) {
-        return out;
-    }
-    let mut p = pos + 5;
-    while out.len() < n {
-        match skip(b, p) {
-            Some(end) => {
-                out.push(&b[p..end]);
-                p = end;
-            }
-            None => break,
-        }
-    }
-    out
-}
-
 /// The term of a complete encoding (after its version byte), or `None` when `b` does not start
 /// with the version byte or holds anything after the term.
 pub fn body(b: &[u8]) -> Option<&[u8]> {
@@ -276,14 +256,6 @@ mod tests {
         // A pid whose "node" is another pid, and so on: rejected, not recursed into.
         let b: Vec<u8> = std::iter::repeat_n(88, 100_000).collect();
         assert_eq!(skip(&b, 0), None);
-    }
-
-    #[test]
-    fn list_prefix_reads_complete_leading_elements() {
-        let list = [108, 0, 0, 0, 3, 97, 1, 97, 2, 97];
-        assert_eq!(list_prefix(&list, 0, 2), vec![&[97, 1][..], &[97, 2][..]]);
-        assert_eq!(list_prefix(&list, 0, 5).len(), 2);
-        assert!(list_prefix(&[97, 1], 0, 1).is_empty());
     }
 
     #[test]

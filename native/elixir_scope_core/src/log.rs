@@ -161,12 +161,9 @@ impl CaptureLog {
         self.dropped.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Counts an event whose payload the caller cut to the cap.
-    pub fn count_truncated(&self) {
-        self.truncated.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Appends one event. Never blocks; O(payload length).
+    /// Appends one event. Never blocks; O(payload length). An event stored with a truncated
+    /// payload ([`flags::TRUNCATED`], cut by the caller) or without one (the byte budget spent)
+    /// is counted in [`LogStats::truncated`].
     pub fn append(&self, header: &Header, payload: &[u8]) -> Appended {
         let Some((idx, slot)) = self.reserve() else {
             return Appended::Dropped;
@@ -176,10 +173,12 @@ impl CaptureLog {
             Some(off) => (off, payload.len() as u32),
             None => {
                 header.flags |= flags::PAYLOAD_DROPPED;
-                self.truncated.fetch_add(1, Ordering::Relaxed);
                 (0, 0)
             }
         };
+        if header.flags & (flags::TRUNCATED | flags::PAYLOAD_DROPPED) != 0 {
+            self.truncated.fetch_add(1, Ordering::Relaxed);
+        }
         let seq = Self::publish(slot, idx, &header, off, len);
         if header.flags & flags::PAYLOAD_DROPPED != 0 {
             Appended::StoredWithoutPayload(seq)

@@ -254,9 +254,6 @@ impl Store {
             h.flags |= flags::STATE_UNCHANGED;
             self.log.append_sharing(&h, previous)
         } else {
-            if h.flags & flags::TRUNCATED != 0 {
-                self.log.count_truncated();
-            }
             self.log.append(&h, stored)
         };
         if let Appended::Stored(seq) | Appended::StoredWithoutPayload(seq) = appended {
@@ -334,9 +331,6 @@ impl Store {
         }
         let mut h = *header;
         let stored = stored_form(seen, full_len, exact, self.max_payload, &mut h, scratch);
-        if h.flags & flags::TRUNCATED != 0 {
-            self.log.count_truncated();
-        }
         self.log.append(&h, stored)
     }
 
