@@ -75,7 +75,7 @@ fn query_count<'a>(
     let store = store_of(store)?;
     let filter = decode_filter(filter)?;
     let by = group_by(by)?;
-    let matcher = if pattern.as_c_arg() == atoms::nil().to_term(env).as_c_arg() {
+    let matcher = if crate::terms::is_nil(pattern) {
         None
     } else {
         match decode_matcher(pattern, guard, vars)? {

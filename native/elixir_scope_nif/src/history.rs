@@ -4,7 +4,7 @@
 use crate::atoms;
 use crate::query::{encode_event, encode_events};
 use crate::store::store_of;
-use crate::terms::{atom_key, local_pid_key, raw};
+use crate::terms::{atom_key, is_nil, local_pid_key, pid_arg, raw};
 use crate::tracer::{record, Payload};
 use elixir_scope_core::event::{Header, Kind};
 use elixir_scope_core::history::{self, Callbacks};
@@ -12,14 +12,6 @@ use elixir_scope_core::index::At;
 use elixir_scope_core::store::StateKind;
 use rustler::sys::{enif_monotonic_time, ErlNifTimeUnit};
 use rustler::{Atom, Encoder, Env, NifResult, Term};
-
-fn pid_key(t: Term) -> NifResult<u64> {
-    if !t.is_pid() {
-        return Err(rustler::Error::BadArg);
-    }
-    // A remote pid has no events here: a key nothing matches.
-    Ok(local_pid_key(t).unwrap_or(u64::MAX))
-}
 
 /// `{:seq, n}` or `{:ts, monotonic_ns}`.
 fn at_of(t: Term) -> NifResult<At> {
@@ -34,7 +26,7 @@ fn at_of(t: Term) -> NifResult<At> {
 }
 
 fn opt_at(t: Term) -> NifResult<Option<At>> {
-    if t.as_c_arg() == atoms::nil().as_c_arg() {
+    if is_nil(t) {
         Ok(None)
     } else {
         at_of(t).map(Some)
@@ -98,11 +90,12 @@ fn store_record<'a>(
     let mut h = Header {
         // SAFETY: enif_monotonic_time has no preconditions.
         ts: unsafe { enif_monotonic_time(ErlNifTimeUnit::ERL_NIF_NSEC) },
-        pid: pid_key(pid)?,
+        // Only a local pid can be stored (its word is the key queries turn back into the pid).
+        pid: local_pid_key(pid).ok_or(rustler::Error::BadArg)?,
         kind: kind as u8,
         ..Header::default()
     };
-    if mfa.as_c_arg() != atoms::nil().as_c_arg() {
+    if !is_nil(mfa) {
         let (m, f, a): (Term, Term, u8) = mfa.decode()?;
         h.module = atom_key(m).ok_or(rustler::Error::BadArg)?;
         h.function = atom_key(f).ok_or(rustler::Error::BadArg)?;
@@ -124,7 +117,7 @@ fn query_state_at<'a>(
     at: Term<'a>,
 ) -> NifResult<Term<'a>> {
     let store = store_of(store)?;
-    let (pid, at) = (pid_key(pid)?, at_of(at)?);
+    let (pid, at) = (pid_arg(pid)?, at_of(at)?);
     let idx = store.index();
     Ok(history::state_at(store.log(), &idx, pid, at)
         .map_or(atoms::nil().encode(env), |e| encode_event(env, &e)))
@@ -141,7 +134,7 @@ fn query_states<'a>(
     changes_only: bool,
 ) -> NifResult<Term<'a>> {
     let store = store_of(store)?;
-    let (pid, from, to) = (pid_key(pid)?, opt_at(from)?, opt_at(to)?);
+    let (pid, from, to) = (pid_arg(pid)?, opt_at(from)?, opt_at(to)?);
     let idx = store.index();
     let evs = history::states(store.log(), &idx, pid, from, to, changes_only);
     Ok(encode_events(env, &evs))
@@ -156,7 +149,7 @@ fn query_pending<'a>(
     at: Term<'a>,
 ) -> NifResult<Term<'a>> {
     let store = store_of(store)?;
-    let (pid, at) = (pid_key(pid)?, at_of(at)?);
+    let (pid, at) = (pid_arg(pid)?, at_of(at)?);
     let idx = store.index();
     let is_statem = |m| store.state_module_kind(m) == Some(StateKind::GenStatem);
     let p = history::pending_at(store.log(), &idx, pid, at, &callbacks(&is_statem));
@@ -172,7 +165,7 @@ fn query_call_stack<'a>(
     at: Term<'a>,
 ) -> NifResult<Term<'a>> {
     let store = store_of(store)?;
-    let (pid, at) = (pid_key(pid)?, at_of(at)?);
+    let (pid, at) = (pid_arg(pid)?, at_of(at)?);
     let idx = store.index();
     let evs = history::call_stack_at(store.log(), &idx, pid, at);
     Ok(encode_events(env, &evs))
@@ -217,7 +210,7 @@ fn query_key_changes<'a>(
     key: rustler::Binary<'a>,
 ) -> NifResult<Term<'a>> {
     let store = store_of(store)?;
-    let pid = pid_key(pid)?;
+    let pid = pid_arg(pid)?;
     let Ok(key) = std::str::from_utf8(key.as_slice()) else {
         return Ok(Vec::<Term>::new().encode(env));
     };

@@ -158,19 +158,7 @@ fn bound_term<'a>(
         with_version.clear();
         with_version.push(etf::VERSION);
         with_version.extend_from_slice(bytes);
-        let mut term = rustler::sys::ErlNifTerm::default();
-        // SAFETY: the slice is readable; enif_binary_to_term writes one term of `env`.
-        let used = unsafe {
-            rustler::sys::enif_binary_to_term(
-                env.as_c_arg(),
-                with_version.as_ptr(),
-                with_version.len(),
-                &mut term,
-                rustler::sys::ERL_NIF_BIN2TERM_SAFE,
-            )
-        };
-        // SAFETY: on success `term` is a valid term of `env`.
-        (used == with_version.len()).then(|| unsafe { Term::new(env, term) })
+        crate::terms::binary_to_term(env, with_version)
     };
     match b {
         Bound::Term(r) => decode(data.get(r.clone())?),

@@ -2,31 +2,20 @@
 
 use crate::atoms;
 use crate::store::store_of;
-use crate::terms::{atom_key, immediate_term, local_pid_key};
+use crate::terms::{atom_key, binary_to_term, immediate_term, is_nil, pid_arg};
 use elixir_scope_core::event::{EventRef, Kind, KindMask};
 use elixir_scope_core::query::{self, Filter};
 use rustler::{Encoder, Env, NewBinary, NifResult, Term};
 
-/// A pid key that no stored event has: what a filter on a remote or unknown pid compiles to, so
-/// it matches nothing instead of everything.
-const NO_PID: u64 = u64::MAX;
-
 fn pid_keys(list: Term) -> NifResult<Vec<u64>> {
-    let terms: Vec<Term> = list.decode()?;
-    terms
+    list.decode::<Vec<Term>>()?
         .into_iter()
-        .map(|t| {
-            if t.is_pid() {
-                Ok(local_pid_key(t).unwrap_or(NO_PID))
-            } else {
-                Err(rustler::Error::BadArg)
-            }
-        })
+        .map(pid_arg)
         .collect()
 }
 
 pub(crate) fn opt<'a, T: rustler::Decoder<'a>>(t: Term<'a>) -> NifResult<Option<T>> {
-    if t.as_c_arg() == atoms::nil().as_c_arg() {
+    if is_nil(t) {
         Ok(None)
     } else {
         t.decode().map(Some)
@@ -34,7 +23,7 @@ pub(crate) fn opt<'a, T: rustler::Decoder<'a>>(t: Term<'a>) -> NifResult<Option<
 }
 
 fn opt_atom(t: Term) -> NifResult<Option<u64>> {
-    if t.as_c_arg() == atoms::nil().as_c_arg() {
+    if is_nil(t) {
         return Ok(None);
     }
     atom_key(t).map(Some).ok_or(rustler::Error::BadArg)
@@ -125,20 +114,7 @@ fn decode_payload<'a>(env: Env<'a>, ev: &EventRef) -> Option<Term<'a>> {
     if ev.header.flags & (flags::TRUNCATED | flags::PAYLOAD_DROPPED) != 0 {
         return None;
     }
-    let mut term = rustler::sys::ErlNifTerm::default();
-    // SAFETY: `payload` is a valid byte slice; enif_binary_to_term only reads `size` bytes and
-    // writes one term of `env`.
-    let used = unsafe {
-        rustler::sys::enif_binary_to_term(
-            env.as_c_arg(),
-            ev.payload.as_ptr(),
-            ev.payload.len(),
-            &mut term,
-            rustler::sys::ERL_NIF_BIN2TERM_SAFE,
-        )
-    };
-    // SAFETY: on success `term` is a valid term of `env`.
-    (used == ev.payload.len()).then(|| unsafe { Term::new(env, term) })
+    binary_to_term(env, ev.payload)
 }
 
 /// Encodes one event as `{seq, ts, kind, pid, peer, mfa, payload, flags}`.

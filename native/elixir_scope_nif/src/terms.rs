@@ -67,3 +67,41 @@ pub fn tuple3(t: Term<'_>) -> Option<[Term<'_>; 3]> {
         ])
     }
 }
+
+/// Whether `t` is the atom `nil`.
+#[inline]
+pub fn is_nil(t: Term) -> bool {
+    t.as_c_arg() == crate::atoms::nil().as_c_arg()
+}
+
+/// A pid key that no stored event has: what a remote or unknown pid argument becomes, so a
+/// filter on it matches nothing instead of everything.
+pub const NO_PID: u64 = u64::MAX;
+
+/// A pid argument as a key: a local pid's own word, [`NO_PID`] for a remote one; `BadArg` for
+/// anything that is not a pid.
+pub fn pid_arg(t: Term) -> rustler::NifResult<u64> {
+    if !t.is_pid() {
+        return Err(rustler::Error::BadArg);
+    }
+    Ok(local_pid_key(t).unwrap_or(NO_PID))
+}
+
+/// `binary_to_term(bytes, [:safe])` in `env` (no atom is created), when `bytes` (version byte
+/// included) hold exactly one term.
+pub fn binary_to_term<'a>(env: Env<'a>, bytes: &[u8]) -> Option<Term<'a>> {
+    let mut term = ErlNifTerm::default();
+    // SAFETY: `bytes` is a readable slice; enif_binary_to_term reads at most its length and
+    // writes one term of `env`.
+    let used = unsafe {
+        rustler::sys::enif_binary_to_term(
+            env.as_c_arg(),
+            bytes.as_ptr(),
+            bytes.len(),
+            &mut term,
+            rustler::sys::ERL_NIF_BIN2TERM_SAFE,
+        )
+    };
+    // SAFETY: on success `term` is a valid term of `env`.
+    (used == bytes.len()).then(|| unsafe { Term::new(env, term) })
+}
