@@ -50,6 +50,15 @@ defmodule ElixirScope.NativeTest do
     assert length(events(store)) == 3
   end
 
+  test "store_record takes only local pids" do
+    ref = Store.ref(new_store())
+    remote = :erlang.binary_to_term(<<131, 88, 100, 10::16, "other@host", 1::32, 0::32, 1::32>>)
+    assert node(remote) == :other@host
+    assert_raise ArgumentError, fn -> Native.store_record(ref, :state, remote, nil, 1) end
+    assert_raise ArgumentError, fn -> Native.store_record(ref, :state, :not_a_pid, nil, 1) end
+    assert :ok = Native.store_record(ref, :state, self(), nil, 1)
+  end
+
   test "query_events rejects malformed filters with badarg" do
     ref = Store.ref(new_store())
     assert_raise ArgumentError, fn -> Native.query_events(ref, :nope) end
