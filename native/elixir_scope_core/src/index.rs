@@ -38,7 +38,7 @@ pub struct Index {
     modules: HashMap<u64, Vec<Seq>>,
     functions: HashMap<(u64, u64), Vec<Seq>>,
     /// State events where a key of a map state changed, per process and key name.
-    state_keys: HashMap<(PidKey, Box<str>), Vec<Seq>>,
+    state_keys: HashMap<PidKey, HashMap<Box<str>, Vec<Seq>>>,
     /// Processes whose `state_keys` are incomplete (a state indexed out of order, or one too
     /// large or truncated to diff): their key changes are computed from their states instead.
     keys_unknown: std::collections::HashSet<PidKey>,
@@ -113,16 +113,25 @@ impl Index {
 
     /// Adds an event older than some already indexed: inserted in seq order.
     fn add_late(&mut self, ev: &EventRef<'_>) {
-        let insert = |list: &mut Vec<Seq>, seq: Seq| {
+        self.add_with(ev, |list, seq| {
             let i = list.partition_point(|&s| s < seq);
             list.insert(i, seq);
-        };
+        });
+    }
+
+    /// Adds an event newer than every one indexed.
+    fn add(&mut self, ev: &EventRef<'_>) {
+        self.add_with(ev, |list, seq| list.push(seq));
+    }
+
+    /// Adds `ev` to every list it belongs in, with `push` (in order either way).
+    fn add_with(&mut self, ev: &EventRef<'_>, push: impl Fn(&mut Vec<Seq>, Seq)) {
         let h = &ev.header;
         if h.pid != 0 {
             let p = self.pids.entry(h.pid).or_default();
-            insert(&mut p.events, ev.seq);
+            push(&mut p.events, ev.seq);
             match h.kind() {
-                Some(Kind::State) => insert(&mut p.states, ev.seq),
+                Some(Kind::State) => push(&mut p.states, ev.seq),
                 Some(Kind::Exit) => p.exit = Some(p.exit.map_or(ev.seq, |e| e.max(ev.seq))),
                 _ => {}
             }
@@ -131,7 +140,7 @@ impl Index {
             let p = self.pids.entry(h.peer).or_default();
             p.spawned = Some(p.spawned.map_or(ev.seq, |s| s.max(ev.seq)));
         }
-        self.add_content(ev, |list, seq| insert(list, seq));
+        self.add_content(ev, push);
     }
 
     /// Adds `ev` to the tag, module and function indexes with `push`.
@@ -156,23 +165,6 @@ impl Index {
         }
     }
 
-    fn add(&mut self, ev: &EventRef<'_>) {
-        let h = &ev.header;
-        if h.pid != 0 {
-            let p = self.pids.entry(h.pid).or_default();
-            p.events.push(ev.seq);
-            match h.kind() {
-                Some(Kind::State) => p.states.push(ev.seq),
-                Some(Kind::Exit) => p.exit = Some(ev.seq),
-                _ => {}
-            }
-        }
-        if h.kind() == Some(Kind::Spawn) && h.peer != 0 {
-            self.pids.entry(h.peer).or_default().spawned = Some(ev.seq);
-        }
-        self.add_content(ev, |list, seq| list.push(seq));
-    }
-
     /// Indexes the keys `ev` (a state event just added) changed from the process's previous state.
     fn add_key_changes(&mut self, log: &CaptureLog, ev: &EventRef<'_>) {
         let pid = ev.header.pid;
@@ -187,11 +179,12 @@ impl Index {
             .and_then(|p| p.data());
         match changed_keys(before, ev.data()) {
             Some(keys) => {
+                let of_pid = self.state_keys.entry(pid).or_default();
                 for key in keys {
-                    match self.state_keys.get_mut(&(pid, key.into())) {
+                    match of_pid.get_mut(key) {
                         Some(list) => list.push(ev.seq),
                         None => {
-                            self.state_keys.insert((pid, key.into()), vec![ev.seq]);
+                            of_pid.insert(key.into(), vec![ev.seq]);
                         }
                     }
                 }
@@ -218,8 +211,9 @@ impl Index {
             + self.functions.values().map(seqs).sum::<usize>()
             + self
                 .state_keys
-                .iter()
-                .map(|(k, l)| k.1.len() + seqs(l))
+                .values()
+                .flat_map(|keys| keys.iter())
+                .map(|(k, l)| k.len() + seqs(l))
                 .sum::<usize>()
     }
 
@@ -328,7 +322,8 @@ pub fn key_changes(log: &CaptureLog, idx: &Index, pid: PidKey, key: &str) -> Vec
     if !idx.keys_unknown.contains(&pid) {
         return idx
             .state_keys
-            .get(&(pid, key.into()))
+            .get(&pid)
+            .and_then(|keys| keys.get(key))
             .cloned()
             .unwrap_or_default();
     }
