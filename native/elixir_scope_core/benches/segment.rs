@@ -27,7 +27,7 @@ fn main() {
         arity: 0,
         kind: 8,
         flags: 0,
-        payload: payload.clone(),
+        payload: &payload,
     };
 
     let path = dir.join("bench.seg");

@@ -14,6 +14,7 @@ pub mod history;
 pub mod index;
 pub mod log;
 pub mod matcher;
+pub mod persist;
 pub mod policy;
 pub mod query;
 pub mod segment;

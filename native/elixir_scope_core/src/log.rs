@@ -161,6 +161,11 @@ impl CaptureLog {
         self.dropped.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts `n` events dropped elsewhere (a loaded trace carries its capture's count).
+    pub fn add_dropped(&self, n: u64) {
+        self.dropped.fetch_add(n, Ordering::Relaxed);
+    }
+
     /// Appends one event. Never blocks; O(payload length). An event stored with a truncated
     /// payload ([`flags::TRUNCATED`], cut by the caller) or without one (the byte budget spent)
     /// is counted in [`LogStats::truncated`].

@@ -25,9 +25,9 @@ pub const HEADER_LEN: usize = 12;
 pub const MAX_RECORD: usize = 64 << 20;
 const FRAME_HEAD: usize = 8;
 
-/// One record of a segment.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Record {
+/// One record of a segment. Byte fields borrow from the buffer the record was read from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Record<'a> {
     /// A stored event, as the capture log holds it.
     Event {
         /// Its seq in the capture.
@@ -49,16 +49,16 @@ pub enum Record {
         /// Flag bits.
         flags: u8,
         /// The stored payload bytes.
-        #[serde(with = "serde_bytes")]
-        payload: Vec<u8>,
+        #[serde(borrow, with = "serde_bytes")]
+        payload: &'a [u8],
     },
     /// What a process or atom word stands for: its ETF encoding (with the version byte).
     Symbol {
         /// The word events use.
         word: u64,
         /// `term_to_binary` of the pid or atom.
-        #[serde(with = "serde_bytes")]
-        etf: Vec<u8>,
+        #[serde(borrow, with = "serde_bytes")]
+        etf: &'a [u8],
     },
     /// The capture's clock: monotonic `ts` and system time (ns since the epoch) at one instant,
     /// so times can be shown as dates when the trace is read elsewhere.
@@ -67,6 +67,13 @@ pub enum Record {
         monotonic: i64,
         /// System nanoseconds since the Unix epoch.
         system: i64,
+    },
+    /// The capture's counters when the frames before it were written.
+    Stats {
+        /// Events the capture dropped (the store was full).
+        dropped: u64,
+        /// Events stored with a truncated payload.
+        truncated: u64,
     },
 }
 
@@ -86,9 +93,9 @@ pub enum SegmentError {
 
 /// What reading a segment found.
 #[derive(Debug, PartialEq)]
-pub struct Scan {
+pub struct Scan<'a> {
     /// Every complete, intact record, in order.
-    pub records: Vec<Record>,
+    pub records: Vec<Record<'a>>,
     /// Bytes up to the end of the last good frame: where a writer resumes (the rest is torn).
     pub valid_len: u64,
     /// Whether anything after `valid_len` was cut off (a torn or corrupt frame).
@@ -97,13 +104,21 @@ pub struct Scan {
 
 /// Encodes one frame of `record`.
 pub fn frame(record: &Record) -> Vec<u8> {
-    // Serializing plain data into a Vec cannot fail; an empty record would be refused on read.
-    let body = rmp_serde::to_vec(record).unwrap_or_default();
-    let mut out = Vec::with_capacity(FRAME_HEAD + body.len());
-    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
-    out.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
-    out.extend_from_slice(&body);
+    let mut out = Vec::new();
+    frame_into(record, &mut out);
     out
+}
+
+/// Appends one frame of `record` to `out`.
+pub fn frame_into(record: &Record, out: &mut Vec<u8>) {
+    let start = out.len();
+    out.extend_from_slice(&[0; FRAME_HEAD]);
+    // Serializing plain data into a Vec cannot fail; an empty record would be refused on read.
+    let _ = rmp_serde::encode::write(out, record);
+    let body = &out[start + FRAME_HEAD..];
+    let (len, crc) = (body.len() as u32, crc32fast::hash(body));
+    out[start..start + 4].copy_from_slice(&len.to_le_bytes());
+    out[start + 4..start + FRAME_HEAD].copy_from_slice(&crc.to_le_bytes());
 }
 
 /// The header of a new segment.
@@ -118,7 +133,21 @@ pub fn header() -> [u8; HEADER_LEN] {
 ///
 /// # Errors
 /// [`SegmentError`] when the bytes are not a segment this version can read.
-pub fn read(bytes: &[u8]) -> Result<Scan, SegmentError> {
+pub fn read(bytes: &[u8]) -> Result<Scan<'_>, SegmentError> {
+    let mut frames = frames(bytes)?;
+    let records = frames.by_ref().collect();
+    Ok(Scan {
+        records,
+        valid_len: frames.pos as u64,
+        torn: frames.pos < bytes.len(),
+    })
+}
+
+/// The intact records of a segment's bytes, one at a time, without collecting them.
+///
+/// # Errors
+/// [`SegmentError`] when the bytes are not a segment this version can read.
+pub fn frames(bytes: &[u8]) -> Result<Frames<'_>, SegmentError> {
     let head = bytes.get(..HEADER_LEN).ok_or(SegmentError::Truncated)?;
     if &head[..8] != MAGIC {
         return Err(SegmentError::BadMagic);
@@ -127,22 +156,43 @@ pub fn read(bytes: &[u8]) -> Result<Scan, SegmentError> {
     if version > VERSION {
         return Err(SegmentError::NewerVersion(version));
     }
-    let mut records = Vec::new();
-    let mut pos = HEADER_LEN;
-    while let Some((record, next)) = frame_at(bytes, pos) {
-        records.push(record);
-        pos = next;
-    }
-    Ok(Scan {
-        records,
-        valid_len: pos as u64,
-        torn: pos < bytes.len(),
+    Ok(Frames {
+        bytes,
+        pos: HEADER_LEN,
     })
+}
+
+/// Iterator over a segment's intact records; it ends at the first torn or corrupt frame.
+pub struct Frames<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl Frames<'_> {
+    /// Bytes up to the end of the last record read.
+    pub fn valid_len(&self) -> u64 {
+        self.pos as u64
+    }
+
+    /// Whether bytes remain after the last record read (after the iterator ended: a torn tail).
+    pub fn torn(&self) -> bool {
+        self.pos < self.bytes.len()
+    }
+}
+
+impl<'a> Iterator for Frames<'a> {
+    type Item = Record<'a>;
+
+    fn next(&mut self) -> Option<Record<'a>> {
+        let (record, next) = frame_at(self.bytes, self.pos)?;
+        self.pos = next;
+        Some(record)
+    }
 }
 
 /// The record of the frame at `pos` and where the next frame starts, if the frame is whole,
 /// its CRC right and its record readable.
-fn frame_at(bytes: &[u8], pos: usize) -> Option<(Record, usize)> {
+fn frame_at(bytes: &[u8], pos: usize) -> Option<(Record<'_>, usize)> {
     let head = bytes.get(pos..pos.checked_add(FRAME_HEAD)?)?;
     let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
     let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
@@ -158,10 +208,43 @@ fn frame_at(bytes: &[u8], pos: usize) -> Option<(Record, usize)> {
     Some((record, start + len))
 }
 
+/// What a segment's records cover.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Extent {
+    /// Records read.
+    pub records: u64,
+    /// Seqs of the first and last events (0 when there are none).
+    pub first_seq: u64,
+    /// See `first_seq`.
+    pub last_seq: u64,
+    /// Times of the first and last events.
+    pub first_ts: i64,
+    /// See `first_ts`.
+    pub last_ts: i64,
+    /// A torn or corrupt tail followed the records.
+    pub torn: bool,
+}
+
+impl Extent {
+    /// Takes one more record into account.
+    pub fn add(&mut self, record: &Record) {
+        self.records += 1;
+        if let Record::Event { seq, ts, .. } = *record {
+            if self.first_seq == 0 {
+                self.first_seq = seq;
+                self.first_ts = ts;
+            }
+            self.last_seq = seq;
+            self.last_ts = ts;
+        }
+    }
+}
+
 /// Appends frames to a segment file.
 pub struct SegmentWriter {
     out: BufWriter<File>,
     len: u64,
+    scratch: Vec<u8>,
 }
 
 impl SegmentWriter {
@@ -176,25 +259,32 @@ impl SegmentWriter {
         Ok(SegmentWriter {
             out,
             len: HEADER_LEN as u64,
+            scratch: Vec::new(),
         })
     }
 
     /// Opens an existing segment to append to it, after cutting away a torn tail (what a crash
-    /// mid-write leaves). Returns the writer and the records already there.
+    /// mid-write leaves). Returns the writer and what the segment already holds.
     ///
     /// # Errors
     /// The file system's, or [`SegmentError`] (as `InvalidData`) when it is not a segment.
-    pub fn recover(path: &Path) -> io::Result<(SegmentWriter, Scan)> {
+    pub fn recover(path: &Path) -> io::Result<(SegmentWriter, Extent)> {
         let bytes = std::fs::read(path)?;
-        let scan = read(&bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        let mut frames =
+            frames(&bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        let mut extent = Extent::default();
+        frames.by_ref().for_each(|r| extent.add(&r));
+        extent.torn = frames.torn();
+        let valid_len = frames.valid_len();
         let mut file = OpenOptions::new().write(true).open(path)?;
-        file.set_len(scan.valid_len)?;
-        io::Seek::seek(&mut file, io::SeekFrom::Start(scan.valid_len))?;
+        file.set_len(valid_len)?;
+        io::Seek::seek(&mut file, io::SeekFrom::Start(valid_len))?;
         let writer = SegmentWriter {
             out: BufWriter::with_capacity(1 << 20, file),
-            len: scan.valid_len,
+            len: valid_len,
+            scratch: Vec::new(),
         };
-        Ok((writer, scan))
+        Ok((writer, extent))
     }
 
     /// Appends one record; returns the segment's length after it.
@@ -202,9 +292,10 @@ impl SegmentWriter {
     /// # Errors
     /// The file system's.
     pub fn append(&mut self, record: &Record) -> io::Result<u64> {
-        let f = frame(record);
-        self.out.write_all(&f)?;
-        self.len += f.len() as u64;
+        self.scratch.clear();
+        frame_into(record, &mut self.scratch);
+        self.out.write_all(&self.scratch)?;
+        self.len += self.scratch.len() as u64;
         Ok(self.len)
     }
 
@@ -241,7 +332,7 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn event(seq: u64, payload: &[u8]) -> Record {
+    fn event(seq: u64, payload: &[u8]) -> Record<'_> {
         Record::Event {
             seq,
             ts: seq as i64 * 10 - 5,
@@ -252,7 +343,7 @@ mod tests {
             arity: 2,
             kind: 8,
             flags: 0,
-            payload: payload.to_vec(),
+            payload,
         }
     }
 
@@ -262,7 +353,7 @@ mod tests {
         bytes
     }
 
-    fn sample() -> Vec<Record> {
+    fn sample() -> Vec<Record<'static>> {
         vec![
             Record::Clock {
                 monotonic: -5,
@@ -270,11 +361,15 @@ mod tests {
             },
             Record::Symbol {
                 word: 0x1234_5673,
-                etf: vec![131, 88, 119, 1, b'n', 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0],
+                etf: &[131, 88, 119, 1, b'n', 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0],
             },
             event(1, &[131, 97, 1]),
             event(2, &[]),
             event(3, &[131, 109, 0, 0, 0, 3, b'a', b'b', b'c']),
+            Record::Stats {
+                dropped: 2,
+                truncated: 1,
+            },
         ]
     }
 
@@ -346,12 +441,14 @@ mod tests {
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
         f.write_all(&half[..half.len() / 2]).unwrap();
         drop(f);
-        let (mut w, scan) = SegmentWriter::recover(&path).unwrap();
-        assert_eq!(scan.records, sample());
-        assert!(scan.torn);
+        let (mut w, extent) = SegmentWriter::recover(&path).unwrap();
+        assert_eq!(extent.records, sample().len() as u64);
+        assert_eq!((extent.first_seq, extent.last_seq), (1, 3));
+        assert!(extent.torn);
         w.append(&event(4, &[131, 97, 4])).unwrap();
         w.flush().unwrap();
-        let back = read(&std::fs::read(&path).unwrap()).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        let back = read(&bytes).unwrap();
         assert!(!back.torn);
         assert_eq!(back.records.len(), sample().len() + 1);
         assert!(SegmentWriter::create(&path).is_err(), "never overwrites");

@@ -106,20 +106,20 @@ pub fn read_manifest(dir: &Path) -> io::Result<Manifest> {
     }
 }
 
-/// The records of one segment of a directory, decompressing an archived one.
+/// The bytes of one segment of a directory, decompressing an archived one (read them with
+/// [`segment::frames`]).
 ///
 /// # Errors
-/// The file system's, or `InvalidData` for a file that is not a readable segment.
-pub fn read_segment(dir: &Path, meta: &SegmentMeta) -> io::Result<segment::Scan> {
+/// The file system's, or `InvalidData` for an archive that does not decompress.
+pub fn read_segment(dir: &Path, meta: &SegmentMeta) -> io::Result<Vec<u8>> {
     let raw = std::fs::read(dir.join(&meta.file))?;
-    let bytes = if meta.archived {
+    if meta.archived {
         let mut out = Vec::new();
         io::copy(&mut lz4_flex::frame::FrameDecoder::new(&raw[..]), &mut out).map_err(invalid)?;
-        out
+        Ok(out)
     } else {
-        raw
-    };
-    segment::read(&bytes).map_err(invalid)
+        Ok(raw)
+    }
 }
 
 impl Segments {
@@ -132,8 +132,11 @@ impl Segments {
         let mut manifest = read_manifest(dir)?;
         let current = match manifest.segments.last_mut() {
             Some(last) if !last.sealed => {
-                let (writer, scan) = SegmentWriter::recover(&dir.join(&last.file))?;
-                update_range(last, &scan.records);
+                let (writer, extent) = SegmentWriter::recover(&dir.join(&last.file))?;
+                if extent.first_seq != 0 {
+                    (last.first_seq, last.first_ts) = (extent.first_seq, extent.first_ts);
+                    (last.last_seq, last.last_ts) = (extent.last_seq, extent.last_ts);
+                }
                 last.bytes = writer.len();
                 writer
             }
@@ -149,21 +152,34 @@ impl Segments {
         Ok(s)
     }
 
-    /// Appends a record to the current segment, rotating and applying retention as the policy
-    /// says.
+    /// Appends a record to the current segment, then rotates and applies retention when the
+    /// policy says so. Returns whether it rotated (the next record starts a new segment).
     ///
     /// # Errors
     /// The file system's.
-    pub fn append(&mut self, record: &Record) -> io::Result<()> {
+    pub fn append(&mut self, record: &Record) -> io::Result<bool> {
         let bytes = self.current.append(record)?;
         let meta = self.current_meta();
-        update_range(meta, std::slice::from_ref(record));
+        update_range(meta, record);
         meta.bytes = bytes;
         let too_old = meta.last_ts.saturating_sub(meta.first_ts) >= self.policy.segment_ns;
         if bytes >= self.policy.segment_bytes || too_old {
             self.rotate()?;
+            return Ok(true);
         }
-        Ok(())
+        Ok(false)
+    }
+
+    /// Flushes and seals the current segment for good (no new one is started): what a finished
+    /// capture or a saved trace ends with.
+    ///
+    /// # Errors
+    /// The file system's.
+    pub fn seal(mut self) -> io::Result<Manifest> {
+        self.current.sync()?;
+        self.current_meta().sealed = true;
+        self.save_manifest()?;
+        Ok(self.manifest)
     }
 
     /// Seals the current segment (archiving it if the policy says so), starts a new one and
@@ -256,9 +272,17 @@ impl Segments {
 }
 
 fn new_segment(dir: &Path, manifest: &mut Manifest) -> io::Result<SegmentWriter> {
-    let file = format!("{:08}.seg", manifest.next);
-    manifest.next += 1;
-    let writer = SegmentWriter::create(&dir.join(&file))?;
+    // A crash between creating a segment and saving the manifest leaves a file the manifest
+    // does not list: its number is skipped, the file left alone.
+    let (file, writer) = loop {
+        let file = format!("{:08}.seg", manifest.next);
+        manifest.next += 1;
+        match SegmentWriter::create(&dir.join(&file)) {
+            Ok(w) => break (file, w),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    };
     manifest.segments.push(SegmentMeta {
         file,
         first_seq: 0,
@@ -272,16 +296,14 @@ fn new_segment(dir: &Path, manifest: &mut Manifest) -> io::Result<SegmentWriter>
     Ok(writer)
 }
 
-fn update_range(meta: &mut SegmentMeta, records: &[Record]) {
-    for r in records {
-        if let Record::Event { seq, ts, .. } = r {
-            if meta.first_seq == 0 {
-                meta.first_seq = *seq;
-                meta.first_ts = *ts;
-            }
-            meta.last_seq = *seq;
-            meta.last_ts = *ts;
+fn update_range(meta: &mut SegmentMeta, record: &Record) {
+    if let Record::Event { seq, ts, .. } = *record {
+        if meta.first_seq == 0 {
+            meta.first_seq = seq;
+            meta.first_ts = ts;
         }
+        meta.last_seq = seq;
+        meta.last_ts = ts;
     }
 }
 
@@ -289,7 +311,13 @@ fn update_range(meta: &mut SegmentMeta, records: &[Record]) {
 mod tests {
     use super::*;
 
-    fn event(seq: u64, ts: i64) -> Record {
+    const PAYLOAD: [u8; 46] = {
+        let mut p = [7u8; 46];
+        (p[0], p[1], p[2], p[3], p[4], p[5]) = (131, 109, 0, 0, 0, 40);
+        p
+    };
+
+    fn event(seq: u64, ts: i64) -> Record<'static> {
         Record::Event {
             seq,
             ts,
@@ -300,10 +328,7 @@ mod tests {
             arity: 0,
             kind: 8,
             flags: 0,
-            payload: vec![131, 109, 0, 0, 0, 40]
-                .into_iter()
-                .chain([7u8; 40])
-                .collect(),
+            payload: &PAYLOAD,
         }
     }
 
@@ -327,10 +352,15 @@ mod tests {
         let m = read_manifest(dir).unwrap();
         m.segments
             .iter()
-            .flat_map(|s| read_segment(dir, s).unwrap().records)
-            .filter_map(|r| match r {
-                Record::Event { seq, .. } => Some(seq),
-                _ => None,
+            .flat_map(|s| {
+                let bytes = read_segment(dir, s).unwrap();
+                segment::frames(&bytes)
+                    .unwrap()
+                    .filter_map(|r| match r {
+                        Record::Event { seq, .. } => Some(seq),
+                        _ => None,
+                    })
+                    .collect::<Vec<_>>()
             })
             .collect()
     }

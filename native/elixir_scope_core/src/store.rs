@@ -4,6 +4,7 @@ use crate::error::Error;
 use crate::event::{flags, truncate_payload, AtomKey, Header, Kind, PidKey};
 use crate::index::Index;
 use crate::log::{Appended, CaptureLog, Limits, LogStats};
+use crate::persist::{Symbols, Writer};
 use crate::policy::{mix64, Level, Policy, SampleBy};
 use parking_lot::{Mutex, MutexGuard};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -137,6 +138,10 @@ pub struct Store {
     /// The per-process index, maintained by queries. The lock is only taken by queries (a
     /// dirty-scheduler NIF at a time), never on the capture path.
     index: Mutex<Index>,
+    /// For a store loaded from disk: what its synthetic keys stand for.
+    symbols: Option<Symbols>,
+    /// Where the capture is being persisted, if it is.
+    persist: Mutex<Option<Writer>>,
 }
 
 impl Store {
@@ -157,6 +162,8 @@ impl Store {
             state_modules: (0..MAX_STATE_MODULES).map(|_| AtomicU64::new(0)).collect(),
             last_state: (0..LAST_STATE_SLOTS).map(|_| AtomicU64::new(0)).collect(),
             index: Mutex::new(Index::new()),
+            symbols: None,
+            persist: Mutex::new(None),
         })
     }
 
@@ -276,6 +283,21 @@ impl Store {
             .get(seq)
             .filter(|e| e.header.pid == pid)
             .map(|e| e.seq)
+    }
+
+    /// The synthetic keys of a store loaded from disk (`None` for a live capture's store).
+    pub fn symbols(&self) -> Option<&Symbols> {
+        self.symbols.as_ref()
+    }
+
+    /// Gives a loaded store its synthetic keys.
+    pub(crate) fn set_symbols(&mut self, symbols: Symbols) {
+        self.symbols = Some(symbols);
+    }
+
+    /// The writer persisting this store, if any (taken by the flushing NIF, never by capture).
+    pub fn persist(&self) -> MutexGuard<'_, Option<Writer>> {
+        self.persist.lock()
     }
 
     /// The event log.
