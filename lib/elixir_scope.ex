@@ -88,6 +88,17 @@ defmodule ElixirScope do
     * `:max_bytes` - payload bytes kept at most (default 256 MiB).
     * `:max_payload_bytes` - per-event payload cap (default `4096`).
     * `:trace` - a list of targets to trace right away, as with `trace/2` (default `[]`).
+    * `:persist` - also write the capture to disk, as it is stored, into a trace directory
+      that `open/2` reads back (default: off). A keyword list:
+      * `:dir` - the directory (required; it must not hold a trace yet);
+      * `:segment_bytes` - start a new segment file after this many bytes (default 64 MiB);
+      * `:segment_age` - ... or after its events span this many seconds (default: no limit);
+      * `:max_bytes` - delete the oldest segments while the trace is larger (default: no limit);
+      * `:max_age` - delete segments whose events are older than this many seconds, counted
+        from the newest event (default: no limit);
+      * `:archive` - compress each segment (lz4) once it is full (default `false`);
+      * `:flush_interval` - milliseconds between writes (default `100`): what a crash of
+        the VM can lose. `stop/0` writes the rest and seals the trace.
 
   Invalid options raise `ArgumentError` naming the option and the allowed values.
 
@@ -95,17 +106,23 @@ defmodule ElixirScope do
   """
   @spec start(keyword()) :: {:ok, pid()} | {:error, term()}
   def start(opts \\ []) do
-    opts = Options.validate!(opts, Options.store_defaults() ++ [trace: []])
-    {targets, store_opts} = Keyword.pop(opts, :trace)
+    opts = Options.validate!(opts, Options.store_defaults() ++ [trace: [], persist: nil])
+    {targets, opts} = Keyword.pop(opts, :trace)
+    {persist, store_opts} = Keyword.pop(opts, :persist)
     _ = Options.store!(store_opts)
+    persist = persist && ElixirScope.Persist.options!(persist)
     {:ok, _} = Application.ensure_all_started(:elixir_scope)
+    server_opts = [persist: persist] ++ store_opts
 
-    case DynamicSupervisor.start_child(ElixirScope.Supervisor, {Server, store_opts}) do
+    case DynamicSupervisor.start_child(ElixirScope.Supervisor, {Server, server_opts}) do
       {:ok, pid} ->
         trace_each(List.wrap(targets), pid)
 
       {:error, {:already_started, _}} ->
         {:error, :already_running}
+
+      {:error, {:persist, reason}} ->
+        {:error, reason}
 
       {:error, _} = error ->
         error
@@ -130,6 +147,48 @@ defmodule ElixirScope do
     case Process.whereis(Server) do
       nil -> :ok
       pid -> DynamicSupervisor.terminate_child(ElixirScope.Supervisor, pid) && :ok
+    end
+  end
+
+  @doc """
+  Saves a trace: writes every event of the current (or last) capture's store, or of
+  `store: store`, into the directory `path`, which must not exist yet or be empty. Returns the
+  number of events written. `open/2` reads it back, here or on another machine.
+  """
+  @spec save(Path.t(), keyword()) :: {:ok, non_neg_integer()} | {:error, String.t()}
+  def save(path, opts \\ []) when is_binary(path) do
+    opts = Options.validate!(opts, store: nil)
+    ElixirScope.Persist.save(ElixirScope.Query.store!(opts[:store]), path)
+  end
+
+  @doc """
+  Opens a saved or persisted trace (a directory, or one segment file) as a read-only store.
+  Every query takes it as `store:` and answers as it did on the store the trace came from; a
+  capture cut short by a crash opens with every event written before the crash.
+
+  ## Options
+
+    * `:default` - also make it the default store of queries (default `false`; refused while
+      a capture is running).
+    * `:progress` - a function called with `(bytes_read, bytes_total)` as segments load.
+
+  ## Examples
+
+      {:ok, store} = ElixirScope.open("/var/log/myapp/trace")
+      ElixirScope.Query.timeline(pid, store: store)
+      ElixirScope.Persist.info(store).dropped
+  """
+  @spec open(Path.t(), keyword()) :: {:ok, Store.t()} | {:error, String.t()}
+  def open(path, opts \\ []) when is_binary(path) do
+    opts = Options.validate!(opts, default: false, progress: nil)
+
+    if opts[:default] && running?() do
+      {:error, "a capture is running; stop it before making an opened trace the default store"}
+    else
+      with {:ok, store} <- ElixirScope.Persist.open(path, progress: opts[:progress]) do
+        if opts[:default], do: Store.put_default(store)
+        {:ok, store}
+      end
     end
   end
 

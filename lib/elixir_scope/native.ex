@@ -50,6 +50,17 @@ defmodule ElixirScope.Native do
   def query_active(_store, _at), do: err()
   def query_snapshot(_store, _at), do: err()
 
+  # Persistence
+  def persist_start(_store, _dir, _seg_bytes, _seg_ns, _max_bytes, _max_age_ns, _archive),
+    do: err()
+
+  def persist_flush(_store, _max, _monotonic, _system), do: err()
+  def persist_finish(_store, _monotonic, _system), do: err()
+  def store_save(_store, _dir, _monotonic, _system), do: err()
+  def load_begin(_path), do: err()
+  def load_step(_loading), do: err()
+  def load_finish(_loading), do: err()
+
   # Variable tracking
   def track_record(_store, _call, _mfa, _payload), do: err()
 

@@ -6,11 +6,14 @@ defmodule ElixirScope.Server do
 
   use GenServer
 
-  alias ElixirScope.{Store, Tracer}
+  alias ElixirScope.{Persist, Store, Tracer}
+
+  require Logger
 
   defstruct [
     :store,
     :janitor,
+    :flusher,
     state_modules: MapSet.new(),
     pids: MapSet.new(),
     modules: %{},
@@ -26,15 +29,42 @@ defmodule ElixirScope.Server do
   end
 
   @impl true
-  def init(store_opts) do
+  def init(opts) do
     Process.flag(:trap_exit, true)
+    {persist, store_opts} = Keyword.pop(opts, :persist)
     store = Store.new!(store_opts)
-    Store.put_default(store)
-    # The janitor first: it waits for a previous capture's janitor, whose cleanup would
-    # otherwise undo what this capture sets up.
-    janitor = start_janitor(store)
-    ElixirScope.Track.Runtime.enable(Store.ref(store))
-    {:ok, %__MODULE__{store: store, janitor: janitor}}
+
+    case persist && Persist.start(store, persist) do
+      {:error, reason} ->
+        {:stop, {:persist, reason}}
+
+      _ ->
+        Store.put_default(store)
+        # The janitor first: it waits for a previous capture's janitor, whose cleanup would
+        # otherwise undo what this capture sets up.
+        janitor = start_janitor(store)
+        ElixirScope.Track.Runtime.enable(Store.ref(store))
+        flusher = persist && spawn_link(fn -> flush_loop(store, persist.flush_interval) end)
+        {:ok, %__MODULE__{store: store, janitor: janitor, flusher: flusher}}
+    end
+  end
+
+  # Writes new events to the trace directory every `interval` ms. A write error (a full disk)
+  # stops persisting, not the capture.
+  defp flush_loop(store, interval) do
+    Process.sleep(interval)
+
+    case Persist.flush(store) do
+      {:ok, _} ->
+        flush_loop(store, interval)
+
+      {:error, reason} ->
+        Logger.error("ElixirScope stopped writing its trace: #{reason}")
+        Persist.finish(store)
+
+      :none ->
+        :ok
+    end
   end
 
   @impl true
@@ -64,6 +94,7 @@ defmodule ElixirScope.Server do
 
   @impl true
   def terminate(_reason, s) do
+    if s.flusher, do: Process.exit(s.flusher, :kill)
     cleanup(s.store, Map.keys(s.modules) ++ MapSet.to_list(s.state_modules))
     # Cleaned up here: the janitor can go. (It gets this before the server's :DOWN.)
     send(s.janitor, :done)
@@ -74,6 +105,9 @@ defmodule ElixirScope.Server do
     Enum.each(modules, &Tracer.untrace_module/1)
     Tracer.untrace_all(store)
     Store.close(store)
+    # What the flusher had not written yet, then the last segment is sealed.
+    _ = Persist.finish(store)
+    :ok
   end
 
   # A process that outlives the server by a moment: when the server dies in any way (even

@@ -25,9 +25,9 @@ defmodule ElixirScope.Store do
   alias ElixirScope.{Native, Options}
 
   @enforce_keys [:ref, :time_offset]
-  defstruct [:ref, :time_offset]
+  defstruct [:ref, :time_offset, source: nil]
 
-  @opaque t :: %__MODULE__{ref: reference(), time_offset: integer()}
+  @opaque t :: %__MODULE__{ref: reference(), time_offset: integer(), source: map() | nil}
 
   @typedoc "Counters and settings of a store, see `stats/1`."
   @type stats :: %{
@@ -162,7 +162,11 @@ defmodule ElixirScope.Store do
   defimpl Inspect do
     def inspect(store, _opts) do
       s = ElixirScope.Store.stats(store)
-      "#ElixirScope.Store<#{s.events}/#{s.capacity} events, #{s.dropped} dropped>"
+
+      case store.source do
+        nil -> "#ElixirScope.Store<#{s.events}/#{s.capacity} events, #{s.dropped} dropped>"
+        src -> "#ElixirScope.Store<#{src.path}: #{s.events} events, #{s.dropped} dropped>"
+      end
     end
   end
 end

@@ -11,11 +11,11 @@ fn byte(b: &[u8], i: usize) -> Option<u8> {
     b.get(i).copied()
 }
 
-pub(crate) fn u16_at(b: &[u8], i: usize) -> Option<usize> {
+pub fn u16_at(b: &[u8], i: usize) -> Option<usize> {
     Some(u16::from_be_bytes(b.get(i..i + 2)?.try_into().ok()?) as usize)
 }
 
-pub(crate) fn u32_at(b: &[u8], i: usize) -> Option<usize> {
+pub fn u32_at(b: &[u8], i: usize) -> Option<usize> {
     Some(u32::from_be_bytes(b.get(i..i + 4)?.try_into().ok()?) as usize)
 }
 

@@ -11,7 +11,7 @@
 //! of segments.
 
 use crate::event::{flags, Header, Kind, PidKey, Seq};
-use crate::segment::{self, Extent, Record};
+use crate::segment::{self, Record};
 use crate::segments::{self, Manifest, Policy, Segments};
 use crate::store::{Config, Store};
 use std::collections::{HashMap, HashSet};
@@ -304,98 +304,153 @@ impl Renumber {
 
 /// Loads a trace: a segment directory (with its `MANIFEST`) or a single segment file. `map`
 /// turns a symbol's ETF into a key of the reading VM; `progress` hears `(bytes read, total)`
-/// after each segment. Nothing in the files is trusted: a torn or corrupt frame ends its segment,
-/// events keep only the fields their symbols explain, and nothing here panics on any input.
+/// after each segment. See [`Loading`] to load one segment at a time.
 ///
 /// # Errors
-/// The file system's, or `InvalidData` for a file that is not a trace this version reads.
+/// As for [`Loading::new`] and [`Loading::step`].
 pub fn load(
     path: &Path,
     map: &mut dyn FnMut(&[u8]) -> Mapped,
     progress: &mut dyn FnMut(u64, u64),
 ) -> io::Result<Loaded> {
-    let files: Vec<(std::path::PathBuf, segments::SegmentMeta)> = if path.is_dir() {
-        let manifest = segments::read_manifest(path)?;
-        if manifest.segments.is_empty() && !path.join(segments::MANIFEST).exists() {
-            return Err(io::Error::new(
-                io::ErrorKind::NotFound,
-                format!(
-                    "{} holds no ElixirScope trace (no MANIFEST)",
-                    path.display()
-                ),
-            ));
-        }
-        manifest
-            .segments
-            .into_iter()
-            .map(|m| (path.to_path_buf(), m))
-            .collect()
-    } else {
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
-        let archived = name.ends_with(".lz4");
-        let meta = segments::SegmentMeta {
-            file: name,
-            first_seq: 0,
-            last_seq: 0,
-            first_ts: 0,
-            last_ts: 0,
-            bytes: 0,
-            sealed: true,
-            archived,
+    let mut loading = Loading::new(path)?;
+    while loading.step(map)? {
+        progress(loading.bytes_read(), loading.bytes_total());
+    }
+    Ok(loading.finish())
+}
+
+/// A trace being loaded, one segment per [`Loading::step`]. Nothing in the files is trusted: a
+/// torn or corrupt frame ends its segment, events keep only the fields their symbols explain, and
+/// nothing here panics on any input.
+pub struct Loading {
+    files: Vec<(std::path::PathBuf, segments::SegmentMeta)>,
+    next: usize,
+    read: u64,
+    total: u64,
+    loader: Loader,
+}
+
+impl Loading {
+    /// Starts loading `path`: a segment directory or one segment file.
+    ///
+    /// # Errors
+    /// The file system's; `NotFound` for a directory without a manifest; `InvalidData` for an
+    /// unreadable manifest.
+    pub fn new(path: &Path) -> io::Result<Loading> {
+        let files: Vec<(std::path::PathBuf, segments::SegmentMeta)> = if path.is_dir() {
+            if !path.join(segments::MANIFEST).exists() {
+                return Err(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("{} holds no ElixirScope trace (no MANIFEST)", path.display()),
+                ));
+            }
+            let manifest = segments::read_manifest(path)?;
+            manifest
+                .segments
+                .into_iter()
+                .map(|m| (path.to_path_buf(), m))
+                .collect()
+        } else {
+            std::fs::metadata(path)?;
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+            let archived = name.ends_with(".lz4");
+            let meta = segments::SegmentMeta {
+                file: name,
+                first_seq: 0,
+                last_seq: 0,
+                first_ts: 0,
+                last_ts: 0,
+                bytes: 0,
+                sealed: true,
+                archived,
+            };
+            vec![(dir, meta)]
         };
-        vec![(dir, meta)]
-    };
-    let total: u64 = files
-        .iter()
-        .map(|(dir, m)| std::fs::metadata(dir.join(&m.file)).map_or(0, |md| md.len()))
-        .sum();
-    let store = Store::new(Config {
-        max_events: crate::store::MAX_EVENTS,
-        max_bytes: crate::store::MAX_BYTES,
-        ..Config::default()
-    })
-    .map_err(|e| io::Error::other(e.to_string()))?;
-    let mut loader = Loader {
-        store,
-        symbols: Symbols::default(),
-        words: HashMap::new(),
-        renumber: Renumber::default(),
-        last_state: HashMap::new(),
-        last_seq: None,
-        report: LoadReport::default(),
-    };
-    let mut read = 0;
-    for (dir, meta) in &files {
+        let total = files
+            .iter()
+            .map(|(dir, m)| std::fs::metadata(dir.join(&m.file)).map_or(0, |md| md.len()))
+            .sum();
+        let store = Store::new(Config {
+            max_events: crate::store::MAX_EVENTS,
+            max_bytes: crate::store::MAX_BYTES,
+            ..Config::default()
+        })
+        .map_err(|e| io::Error::other(e.to_string()))?;
+        Ok(Loading {
+            files,
+            next: 0,
+            read: 0,
+            total,
+            loader: Loader {
+                store,
+                symbols: Symbols::default(),
+                words: HashMap::new(),
+                renumber: Renumber::default(),
+                last_state: HashMap::new(),
+                last_seq: None,
+                report: LoadReport::default(),
+            },
+        })
+    }
+
+    /// Loads the next segment; false when none is left.
+    ///
+    /// # Errors
+    /// The file system's, or `InvalidData` for a segment that is not one this version reads.
+    pub fn step(&mut self, map: &mut dyn FnMut(&[u8]) -> Mapped) -> io::Result<bool> {
+        let Some((dir, meta)) = self.files.get(self.next) else {
+            return Ok(false);
+        };
+        self.next += 1;
         let bytes = segments::read_segment(dir, meta)?;
         let mut frames = segment::frames(&bytes).map_err(|e| {
             io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", meta.file))
         })?;
-        let mut extent = Extent::default();
         for record in frames.by_ref() {
-            extent.add(&record);
-            loader.take(record, map);
+            self.loader.take(record, map);
         }
         if frames.torn() {
-            loader.report.torn.push(meta.file.clone());
+            self.loader.report.torn.push(meta.file.clone());
         }
-        loader.report.segments += 1;
-        read += std::fs::metadata(dir.join(&meta.file)).map_or(0, |m| m.len());
-        progress(read, total);
+        self.loader.report.segments += 1;
+        self.read += std::fs::metadata(dir.join(&meta.file)).map_or(0, |m| m.len());
+        Ok(true)
     }
-    loader.report.bytes = total;
-    loader.report.truncated = loader.report.truncated.max(loader.store.stats().truncated);
-    loader.store.log().add_dropped(loader.report.dropped);
-    loader.store.close();
-    let mut store = loader.store;
-    store.set_symbols(loader.symbols);
-    Ok(Loaded {
-        store,
-        report: loader.report,
-    })
+
+    /// Bytes of the segments loaded so far.
+    pub fn bytes_read(&self) -> u64 {
+        self.read
+    }
+
+    /// Bytes of all the segments.
+    pub fn bytes_total(&self) -> u64 {
+        self.total
+    }
+
+    /// The segments loaded so far and in all.
+    pub fn segments(&self) -> (usize, usize) {
+        (self.next, self.files.len())
+    }
+
+    /// The read-only store of what was loaded.
+    pub fn finish(self) -> Loaded {
+        let mut loader = self.loader;
+        loader.report.bytes = self.total;
+        loader.report.truncated = loader.report.truncated.max(loader.store.stats().truncated);
+        loader.store.log().add_dropped(loader.report.dropped);
+        loader.store.close();
+        let mut store = loader.store;
+        store.set_symbols(loader.symbols);
+        Loaded {
+            store,
+            report: loader.report,
+        }
+    }
 }
 
 struct Loader {

@@ -4,7 +4,7 @@ use crate::atoms;
 use crate::matcher::{decode_matcher, with_seqs};
 use crate::query::{decode_filter, kind_atom};
 use crate::store::store_of;
-use crate::terms::immediate_term;
+use elixir_scope_core::store::Store;
 use elixir_scope_core::aggregate::{self, GroupBy, Key};
 use elixir_scope_core::event::{EventRef, Kind};
 use rustler::{Atom, Encoder, Env, NifResult, Term};
@@ -30,12 +30,12 @@ fn group_by(t: Term) -> NifResult<GroupBy> {
 
 /// A key as a term: pids and modules as themselves (`nil` for none), kinds as atoms, tags as
 /// existing atoms (a tag whose atom does not exist comes back as its name, a binary).
-fn key_term<'a>(env: Env<'a>, key: &Key) -> Term<'a> {
+fn group_term<'a>(env: Env<'a>, store: &Store, key: &Key) -> Term<'a> {
     let word = |w: u64| {
         if w == 0 {
             atoms::nil().encode(env)
         } else {
-            immediate_term(env, w)
+            crate::terms::key_term(env, store, w)
         }
     };
     match key {
@@ -73,7 +73,7 @@ fn query_count<'a>(
     vars: usize,
 ) -> NifResult<Term<'a>> {
     let store = store_of(store)?;
-    let filter = decode_filter(filter)?;
+    let filter = decode_filter(store, filter)?;
     let by = group_by(by)?;
     let matcher = if crate::terms::is_nil(pattern) {
         None
@@ -94,7 +94,7 @@ fn query_count<'a>(
     });
     let out: Vec<Term> = groups
         .iter()
-        .map(|(k, n)| (key_term(env, k), *n).encode(env))
+        .map(|(k, n)| (group_term(env, store, k), *n).encode(env))
         .collect();
     Ok((atoms::ok(), out).encode(env))
 }
@@ -108,7 +108,7 @@ fn query_durations<'a>(
     by: Term<'a>,
 ) -> NifResult<Term<'a>> {
     let store = store_of(store)?;
-    let mut filter = decode_filter(filter)?;
+    let mut filter = decode_filter(store, filter)?;
     filter.kinds = elixir_scope_core::index::CALLS;
     let by = group_by(by)?;
     let groups = with_seqs(store, &filter, None, |seqs| {
@@ -118,7 +118,7 @@ fn query_durations<'a>(
         .iter()
         .map(|(k, d)| {
             let sum = i64::try_from(d.sum).unwrap_or(i64::MAX);
-            (key_term(env, k), d.count, d.min, d.max, sum).encode(env)
+            (group_term(env, store, k), d.count, d.min, d.max, sum).encode(env)
         })
         .collect();
     Ok(out.encode(env))

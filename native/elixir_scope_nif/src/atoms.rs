@@ -76,4 +76,15 @@ rustler::atoms! {
     sample_rate,
     sample_by,
     last_seq,
+    // persistence
+    none,
+    more,
+    done,
+    segments,
+    first_seq,
+    torn,
+    gaps,
+    clock,
+    unknown_words,
+    foreign,
 }

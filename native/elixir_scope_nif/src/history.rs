@@ -4,7 +4,7 @@
 use crate::atoms;
 use crate::query::{encode_event, encode_events};
 use crate::store::store_of;
-use crate::terms::{atom_key, is_nil, local_pid_key, pid_arg, raw};
+use crate::terms::{atom_key, is_nil, key_term, local_pid_key, pid_arg, raw};
 use crate::tracer::{record, Payload};
 use elixir_scope_core::event::{Header, Kind};
 use elixir_scope_core::history::{self, Callbacks};
@@ -117,10 +117,10 @@ fn query_state_at<'a>(
     at: Term<'a>,
 ) -> NifResult<Term<'a>> {
     let store = store_of(store)?;
-    let (pid, at) = (pid_arg(pid)?, at_of(at)?);
+    let (pid, at) = (pid_arg(store, pid)?, at_of(at)?);
     let idx = store.index();
     Ok(history::state_at(store.log(), &idx, pid, at)
-        .map_or(atoms::nil().encode(env), |e| encode_event(env, &e)))
+        .map_or(atoms::nil().encode(env), |e| encode_event(env, store, &e)))
 }
 
 /// The state events of `pid` after `from` and up to `to` (`nil`: unbounded).
@@ -134,10 +134,10 @@ fn query_states<'a>(
     changes_only: bool,
 ) -> NifResult<Term<'a>> {
     let store = store_of(store)?;
-    let (pid, from, to) = (pid_arg(pid)?, opt_at(from)?, opt_at(to)?);
+    let (pid, from, to) = (pid_arg(store, pid)?, opt_at(from)?, opt_at(to)?);
     let idx = store.index();
     let evs = history::states(store.log(), &idx, pid, from, to, changes_only);
-    Ok(encode_events(env, &evs))
+    Ok(encode_events(env, store, &evs))
 }
 
 /// `{consumption_known, receive_events}`: the messages in `pid`'s mailbox at `at`.
@@ -149,11 +149,11 @@ fn query_pending<'a>(
     at: Term<'a>,
 ) -> NifResult<Term<'a>> {
     let store = store_of(store)?;
-    let (pid, at) = (pid_arg(pid)?, at_of(at)?);
+    let (pid, at) = (pid_arg(store, pid)?, at_of(at)?);
     let idx = store.index();
     let is_statem = |m| store.state_module_kind(m) == Some(StateKind::GenStatem);
     let p = history::pending_at(store.log(), &idx, pid, at, &callbacks(&is_statem));
-    Ok((p.consumption_known, encode_events(env, &p.messages)).encode(env))
+    Ok((p.consumption_known, encode_events(env, store, &p.messages)).encode(env))
 }
 
 /// The call events of `pid` open at `at`, outermost first.
@@ -165,10 +165,10 @@ fn query_call_stack<'a>(
     at: Term<'a>,
 ) -> NifResult<Term<'a>> {
     let store = store_of(store)?;
-    let (pid, at) = (pid_arg(pid)?, at_of(at)?);
+    let (pid, at) = (pid_arg(store, pid)?, at_of(at)?);
     let idx = store.index();
     let evs = history::call_stack_at(store.log(), &idx, pid, at);
-    Ok(encode_events(env, &evs))
+    Ok(encode_events(env, store, &evs))
 }
 
 /// The processes alive at `at`, as pids.
@@ -179,7 +179,7 @@ fn query_active<'a>(env: Env<'a>, store: Term<'a>, at: Term<'a>) -> NifResult<Te
     let idx = store.index();
     let pids: Vec<Term> = history::active_at(store.log(), &idx, at)
         .into_iter()
-        .map(|k| crate::terms::immediate_term(env, k))
+        .map(|k| key_term(env, store, k))
         .collect();
     Ok(pids.encode(env))
 }
@@ -194,8 +194,8 @@ fn query_snapshot<'a>(env: Env<'a>, store: Term<'a>, at: Term<'a>) -> NifResult<
     let list: Vec<Term> = history::snapshot_at(store.log(), &idx, at)
         .into_iter()
         .map(|(pid, st)| {
-            let state = st.map_or(nil, |e| encode_event(env, &e));
-            (crate::terms::immediate_term(env, pid), state).encode(env)
+            let state = st.map_or(nil, |e| encode_event(env, store, &e));
+            (key_term(env, store, pid), state).encode(env)
         })
         .collect();
     Ok(list.encode(env))
@@ -210,7 +210,7 @@ fn query_key_changes<'a>(
     key: rustler::Binary<'a>,
 ) -> NifResult<Term<'a>> {
     let store = store_of(store)?;
-    let pid = pid_arg(pid)?;
+    let pid = pid_arg(store, pid)?;
     let Ok(key) = std::str::from_utf8(key.as_slice()) else {
         return Ok(Vec::<Term>::new().encode(env));
     };
@@ -220,5 +220,5 @@ fn query_key_changes<'a>(
         .into_iter()
         .filter_map(|seq| log.get(seq))
         .collect();
-    Ok(encode_events(env, &evs))
+    Ok(encode_events(env, store, &evs))
 }

@@ -8,6 +8,8 @@
 mod aggregate;
 mod atoms;
 mod etf;
+mod foreign;
+mod persist;
 mod history;
 mod matcher;
 mod query;

@@ -158,7 +158,7 @@ fn bound_term<'a>(
         with_version.clear();
         with_version.push(etf::VERSION);
         with_version.extend_from_slice(bytes);
-        crate::terms::binary_to_term(env, with_version)
+        crate::foreign::decode(env, with_version)
     };
     match b {
         Bound::Term(r) => decode(data.get(r.clone())?),
@@ -193,7 +193,7 @@ fn query_match<'a>(
     with_events: bool,
 ) -> NifResult<Term<'a>> {
     let store = store_of(store)?;
-    let mut filter = decode_filter(filter)?;
+    let mut filter = decode_filter(store, filter)?;
     let matcher = match decode_matcher(pattern, guard_term, vars)? {
         Ok(m) => m,
         Err(e) => return Ok((atoms::error(), e).encode(env)),
@@ -219,7 +219,7 @@ fn query_match<'a>(
                     })
                     .collect();
                 let head = if with_events {
-                    encode_event(env, ev)
+                    encode_event(env, store, ev)
                 } else {
                     ev.seq.encode(env)
                 };

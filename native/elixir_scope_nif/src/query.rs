@@ -2,15 +2,16 @@
 
 use crate::atoms;
 use crate::store::store_of;
-use crate::terms::{atom_key, binary_to_term, immediate_term, is_nil, pid_arg};
+use crate::terms::{atom_key, is_nil, key_term, pid_arg};
+use elixir_scope_core::store::Store;
 use elixir_scope_core::event::{EventRef, Kind, KindMask};
 use elixir_scope_core::query::{self, Filter};
 use rustler::{Encoder, Env, NewBinary, NifResult, Term};
 
-fn pid_keys(list: Term) -> NifResult<Vec<u64>> {
+fn pid_keys(store: &Store, list: Term) -> NifResult<Vec<u64>> {
     list.decode::<Vec<Term>>()?
         .into_iter()
-        .map(pid_arg)
+        .map(|p| pid_arg(store, p))
         .collect()
 }
 
@@ -35,11 +36,11 @@ const MAX_FILTER_DEPTH: usize = 8;
 /// Decodes the filter tuple built by `ElixirScope.Query.native_filter/1`:
 /// `{pids, peers, involving, kinds, module, function, arity, since, until, after_seq, before_seq,
 /// desc, limit, any, none}`, `any` and `none` being lists of such tuples.
-pub(crate) fn decode_filter(t: Term) -> NifResult<Filter> {
-    decode_filter_at(t, 0)
+pub(crate) fn decode_filter(store: &Store, t: Term) -> NifResult<Filter> {
+    decode_filter_at(store, t, 0)
 }
 
-fn decode_filter_at(t: Term, depth: usize) -> NifResult<Filter> {
+fn decode_filter_at(store: &Store, t: Term, depth: usize) -> NifResult<Filter> {
     let f = rustler::types::tuple::get_tuple(t)?;
     if f.len() != 15 || depth > MAX_FILTER_DEPTH {
         return Err(rustler::Error::BadArg);
@@ -47,7 +48,7 @@ fn decode_filter_at(t: Term, depth: usize) -> NifResult<Filter> {
     let subs = |list: Term| -> NifResult<Vec<Filter>> {
         list.decode::<Vec<Term>>()?
             .into_iter()
-            .map(|s| decode_filter_at(s, depth + 1))
+            .map(|s| decode_filter_at(store, s, depth + 1))
             .collect()
     };
     let kinds: Vec<Term> = f[3].decode()?;
@@ -65,9 +66,9 @@ fn decode_filter_at(t: Term, depth: usize) -> NifResult<Filter> {
     };
     let limit: Option<u64> = opt(f[12])?;
     Ok(Filter {
-        pids: pid_keys(f[0])?,
-        peers: pid_keys(f[1])?,
-        involving: pid_keys(f[2])?,
+        pids: pid_keys(store, f[0])?,
+        peers: pid_keys(store, f[1])?,
+        involving: pid_keys(store, f[2])?,
         kinds,
         module: opt_atom(f[4])?,
         function: opt_atom(f[5])?,
@@ -108,24 +109,25 @@ pub(crate) fn kind_atom(k: Kind) -> rustler::Atom {
 const DECODED: u32 = 0x100;
 
 /// A complete (not truncated) payload decoded into a term here, in C, rather than copied into a
-/// binary for Elixir to decode. `safe`: no atom is created (every atom in a live capture exists).
+/// binary for Elixir to decode. No atom is created: every atom of a live capture exists, and a
+/// trace read from disk gets stand-ins for the atoms this VM lacks (see [`crate::foreign`]).
 fn decode_payload<'a>(env: Env<'a>, ev: &EventRef) -> Option<Term<'a>> {
     use elixir_scope_core::event::flags;
     if ev.header.flags & (flags::TRUNCATED | flags::PAYLOAD_DROPPED) != 0 {
         return None;
     }
-    binary_to_term(env, ev.payload)
+    crate::foreign::decode(env, ev.payload)
 }
 
-/// Encodes one event as `{seq, ts, kind, pid, peer, mfa, payload, flags}`.
-pub(crate) fn encode_event<'a>(env: Env<'a>, ev: &EventRef) -> Term<'a> {
+/// Encodes one event of `store` as `{seq, ts, kind, pid, peer, mfa, payload, flags}`.
+pub(crate) fn encode_event<'a>(env: Env<'a>, store: &Store, ev: &EventRef) -> Term<'a> {
     let h = &ev.header;
     let nil = atoms::nil().encode(env);
     let pid_or_nil = |k: u64| {
         if k == 0 {
             nil
         } else {
-            immediate_term(env, k)
+            key_term(env, store, k)
         }
     };
     let kind = h.kind().map_or(nil, |k| kind_atom(k).encode(env));
@@ -133,7 +135,7 @@ pub(crate) fn encode_event<'a>(env: Env<'a>, ev: &EventRef) -> Term<'a> {
         nil
     } else {
         (
-            immediate_term(env, h.module),
+            key_term(env, store, h.module),
             pid_or_nil(h.function),
             h.arity,
         )
@@ -178,9 +180,13 @@ pub(crate) fn encode_event<'a>(env: Env<'a>, ev: &EventRef) -> Term<'a> {
 /// A list of event tuples.
 pub(crate) fn encode_events<'a, 'e>(
     env: Env<'a>,
+    store: &Store,
     events: impl IntoIterator<Item = &'e EventRef<'e>>,
 ) -> Term<'a> {
-    let list: Vec<Term> = events.into_iter().map(|e| encode_event(env, e)).collect();
+    let list: Vec<Term> = events
+        .into_iter()
+        .map(|e| encode_event(env, store, e))
+        .collect();
     list.encode(env)
 }
 
@@ -189,13 +195,13 @@ pub(crate) fn encode_events<'a, 'e>(
 #[rustler::nif(schedule = "DirtyCpu")]
 fn query_events<'a>(env: Env<'a>, store: Term<'a>, filter: Term<'a>) -> NifResult<Term<'a>> {
     let store = store_of(store)?;
-    let filter = decode_filter(filter)?;
+    let filter = decode_filter(store, filter)?;
     // One process, one function: walk its index entry instead of the whole log.
     let page = crate::matcher::with_seqs(store, &filter, None, |seqs| match seqs {
         Some(seqs) => query::run_on(store.log(), seqs, &filter),
         None => query::run(store.log(), &filter, u64::MAX),
     });
-    Ok(encode_events(env, &page.events))
+    Ok(encode_events(env, store, &page.events))
 }
 
 /// The highest seq stored so far (cheap: one atomic load).

@@ -1,7 +1,9 @@
 //! Term helpers shared by the tracer and the queries.
 
+use elixir_scope_core::persist::is_synthetic;
+use elixir_scope_core::store::Store;
 use rustler::sys::ErlNifTerm;
-use rustler::{Env, Term};
+use rustler::{Encoder, Env, Term};
 
 /// The machine word of a term.
 #[inline]
@@ -78,13 +80,47 @@ pub fn is_nil(t: Term) -> bool {
 /// filter on it matches nothing instead of everything.
 pub const NO_PID: u64 = u64::MAX;
 
-/// A pid argument as a key: a local pid's own word, [`NO_PID`] for a remote one; `BadArg` for
-/// anything that is not a pid.
-pub fn pid_arg(t: Term) -> rustler::NifResult<u64> {
+/// A pid argument as a key of `store`: a local pid's own word; for a store loaded from disk, the
+/// synthetic key of a pid of another node or run; else [`NO_PID`]. `BadArg` for anything that is
+/// not a pid.
+pub fn pid_arg(store: &Store, t: Term) -> rustler::NifResult<u64> {
     if !t.is_pid() {
         return Err(rustler::Error::BadArg);
     }
-    Ok(local_pid_key(t).unwrap_or(NO_PID))
+    Ok(local_pid_key(t)
+        .or_else(|| foreign_key(store, t))
+        .unwrap_or(NO_PID))
+}
+
+/// The synthetic key a loaded store gave `t`, if any.
+pub fn foreign_key(store: &Store, t: Term) -> Option<u64> {
+    let symbols = store.symbols()?;
+    symbols.key_of(t.to_binary().as_slice())
+}
+
+/// The term a stored key stands for: an immediate of this VM, or (in a store loaded from disk) a
+/// term rebuilt from the ETF a synthetic key stands for.
+pub fn key_term<'a>(env: Env<'a>, store: &Store, key: u64) -> Term<'a> {
+    if !is_synthetic(key) {
+        return immediate_term(env, key);
+    }
+    store
+        .symbols()
+        .and_then(|s| s.etf(key))
+        .and_then(|etf| crate::foreign::decode(env, etf))
+        .unwrap_or_else(|| crate::atoms::nil().encode(env))
+}
+
+/// The ETF of a key, for a segment's symbol record: what a loaded store's synthetic key stands
+/// for, or `term_to_binary` of a local pid or atom. `None` for anything else.
+pub fn key_etf(env: Env<'_>, store: &Store, key: u64) -> Option<Vec<u8>> {
+    if let Some(etf) = store.symbols().and_then(|s| s.etf(key)) {
+        return Some(etf.to_vec());
+    }
+    // A live store's keys are only ever made by `local_pid_key` and `atom_key`; the tag test
+    // keeps anything else from being taken for a term.
+    let immediate = key & 0xF == 0x3 || key & 0x3F == 0x0B;
+    immediate.then(|| immediate_term(env, key).to_binary().as_slice().to_vec())
 }
 
 /// `binary_to_term(bytes, [:safe])` in `env` (no atom is created), when `bytes` (version byte

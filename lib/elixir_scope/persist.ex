@@ -1,0 +1,232 @@
+defmodule ElixirScope.Persist do
+  @moduledoc """
+  Traces on disk: a capture written to segment files while it runs, a store saved after the
+  fact, and a trace opened again, here or on another machine, as a read-only store that every
+  query accepts (`store:`).
+
+  A trace is a directory: segment files (`00000001.seg`, ... or `.seg.lz4` once archived) and a
+  `MANIFEST` listing them in order. Each segment starts with a header (magic, format version)
+  and holds frames `[length][crc32][record]`; a record is an event, the encoding of a process or
+  atom the events name, the capture's clock or its counters. A crash can only tear the last frame
+  of the last segment; opening a trace stops at the first incomplete or corrupt frame of a
+  segment and keeps every complete frame before it.
+
+      iex> dir = Path.join(System.tmp_dir!(), "escope-doc-#{System.unique_integer([:positive])}")
+      iex> store = ElixirScope.Store.new!()
+      iex> {:ok, 0} = ElixirScope.Persist.save(store, dir)
+      iex> {:ok, opened} = ElixirScope.Persist.open(dir)
+      iex> ElixirScope.Store.stats(opened).events
+      0
+      iex> File.rm_rf!(dir) |> length()
+      3
+
+  Files are never trusted: lengths and checksums are verified, payloads are decoded without
+  creating atoms, and a newer format version is refused with a message saying so. An atom the
+  reading VM does not know comes back as its name (a binary), and a process of a node it does not
+  know as a binary such as `"#PID<app@host.85.0>"`.
+  """
+
+  alias ElixirScope.{Native, Store}
+
+  @defaults [
+    dir: nil,
+    segment_bytes: 64 * 1024 * 1024,
+    segment_age: nil,
+    max_bytes: nil,
+    max_age: nil,
+    archive: false,
+    flush_interval: 100
+  ]
+
+  @typedoc "Options of `ElixirScope.start(persist: ...)`, see `ElixirScope.start/1`."
+  @type options :: [
+          dir: Path.t(),
+          segment_bytes: pos_integer(),
+          segment_age: pos_integer() | nil,
+          max_bytes: pos_integer() | nil,
+          max_age: pos_integer() | nil,
+          archive: boolean(),
+          flush_interval: pos_integer()
+        ]
+
+  @typedoc "What `open/2` found, see `info/1`."
+  @type report :: %{
+          path: String.t(),
+          events: non_neg_integer(),
+          segments: non_neg_integer(),
+          bytes: non_neg_integer(),
+          first_seq: non_neg_integer(),
+          torn: [String.t()],
+          gaps: non_neg_integer(),
+          dropped: non_neg_integer(),
+          truncated: non_neg_integer(),
+          foreign: non_neg_integer(),
+          unknown_words: non_neg_integer(),
+          clock: {integer(), integer()} | nil
+        }
+
+  @max_i64 9_223_372_036_854_775_807
+  @max_u64 18_446_744_073_709_551_615
+  # Events written per flush call (a few tens of milliseconds on a dirty I/O scheduler).
+  @flush_chunk 100_000
+
+  @doc false
+  def defaults, do: @defaults
+
+  @doc false
+  # The validated `persist:` options.
+  @spec options!(keyword()) :: map()
+  def options!(opts) do
+    opts = ElixirScope.Options.validate!(opts, @defaults)
+
+    dir =
+      case opts[:dir] do
+        d when is_binary(d) and d != "" -> Path.expand(d)
+        other -> raise ArgumentError, "invalid persist :dir #{inspect(other)}, expected a path"
+      end
+
+    %{
+      dir: dir,
+      segment_bytes: pos!(opts, :segment_bytes),
+      segment_ns: seconds_ns!(opts, :segment_age),
+      max_bytes: pos!(opts, :max_bytes) || @max_u64,
+      max_age_ns: seconds_ns!(opts, :max_age),
+      archive: bool!(opts, :archive),
+      flush_interval: pos!(opts, :flush_interval)
+    }
+  end
+
+  defp pos!(opts, key) do
+    case opts[key] do
+      nil ->
+        nil
+
+      n when is_integer(n) and n > 0 and n <= @max_i64 ->
+        n
+
+      other ->
+        raise ArgumentError,
+              "invalid persist #{inspect(key)} #{inspect(other)}, expected a positive integer"
+    end
+  end
+
+  defp seconds_ns!(opts, key) do
+    case pos!(opts, key) do
+      nil -> @max_i64
+      s -> min(s * 1_000_000_000, @max_i64)
+    end
+  end
+
+  defp bool!(opts, key) do
+    case opts[key] do
+      b when is_boolean(b) ->
+        b
+
+      other ->
+        raise ArgumentError,
+              "invalid persist #{inspect(key)} #{inspect(other)}, expected a boolean"
+    end
+  end
+
+  @doc false
+  # Starts writing `store`'s events into `o.dir` (see options!/1); flush/1 does the writing.
+  @spec start(Store.t(), map()) :: :ok | {:error, String.t()}
+  def start(store, o) do
+    Native.persist_start(
+      Store.ref(store),
+      o.dir,
+      o.segment_bytes,
+      o.segment_ns,
+      o.max_bytes,
+      o.max_age_ns,
+      o.archive
+    )
+  end
+
+  @doc false
+  # Writes every event stored so far; answers the next seq to write.
+  @spec flush(Store.t()) :: {:ok, pos_integer()} | :none | {:error, String.t()}
+  def flush(store) do
+    {mono, sys} = clock()
+
+    case Native.persist_flush(Store.ref(store), @flush_chunk, mono, sys) do
+      {:ok, @flush_chunk, _next} -> flush(store)
+      {:ok, _n, next} -> {:ok, next}
+      other -> other
+    end
+  end
+
+  @doc false
+  # Writes what is left and seals the trace.
+  @spec finish(Store.t()) :: {:ok, non_neg_integer()} | :none | {:error, String.t()}
+  def finish(store) do
+    {mono, sys} = clock()
+    Native.persist_finish(Store.ref(store), mono, sys)
+  end
+
+  defp clock do
+    mono = System.monotonic_time(:nanosecond)
+    {mono, mono + System.time_offset(:nanosecond)}
+  end
+
+  @doc """
+  Writes every event of `store` into the directory `path`, which must not exist or be empty.
+  Returns the number of events written. See `ElixirScope.save/2`.
+  """
+  @spec save(Store.t(), Path.t()) :: {:ok, non_neg_integer()} | {:error, String.t()}
+  def save(%Store{} = store, path) when is_binary(path) do
+    {mono, sys} = clock()
+    Native.store_save(Store.ref(store), Path.expand(path), mono, sys)
+  end
+
+  @doc """
+  Opens a trace (a directory, or one segment file) as a read-only store.
+
+  ## Options
+
+    * `:progress` - a function called with `(bytes_read, bytes_total)` after each segment.
+
+  Returns `{:error, message}` when the path holds no trace this version can read.
+  """
+  @spec open(Path.t(), keyword()) :: {:ok, Store.t()} | {:error, String.t()}
+  def open(path, opts \\ []) when is_binary(path) do
+    opts = ElixirScope.Options.validate!(opts, progress: nil)
+    progress = opts[:progress] || fn _, _ -> :ok end
+    path = Path.expand(path)
+
+    with {:ok, loading, _segments, total} <- Native.load_begin(path),
+         :ok <- load_all(loading, total, progress),
+         {:ok, ref, report} <- Native.load_finish(loading) do
+      offset =
+        case report.clock do
+          {mono, sys} -> sys - mono
+          nil -> 0
+        end
+
+      {:ok, %Store{ref: ref, time_offset: offset, source: Map.put(report, :path, path)}}
+    end
+  end
+
+  defp load_all(loading, total, progress) do
+    case Native.load_step(loading) do
+      {:more, _done, read} ->
+        progress.(read, total)
+        load_all(loading, total, progress)
+
+      :done ->
+        :ok
+
+      {:error, _} = e ->
+        e
+    end
+  end
+
+  @doc """
+  What opening a trace found (`nil` for a store that was not opened from disk): events,
+  segments, bytes on disk, the first seq (above 1 when retention deleted older segments),
+  segments with a torn tail, missing events, the capture's drop and truncation counters,
+  processes and atoms foreign to this VM, and the capture's clock.
+  """
+  @spec info(Store.t()) :: report() | nil
+  def info(%Store{source: source}), do: source
+end

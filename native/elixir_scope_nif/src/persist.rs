@@ -1,0 +1,211 @@
+//! Persistence NIFs: writing a capture to segment files while it runs, saving a store, and
+//! loading a trace back into a read-only store. All of them do file I/O and run on dirty I/O
+//! schedulers.
+
+use crate::store::store_of;
+use crate::terms::{key_etf, local_pid_key, raw};
+use crate::{atoms, resource};
+use elixir_scope_core::persist::{self, Clock, Loading, Mapped, Writer};
+use elixir_scope_core::segments::Policy;
+use elixir_scope_core::store::Store;
+use parking_lot::Mutex;
+use rustler::{Encoder, Env, NifResult, ResourceArc, Term};
+use std::path::Path;
+
+fn error<'a>(env: Env<'a>, e: impl std::fmt::Display) -> Term<'a> {
+    (atoms::error(), e.to_string()).encode(env)
+}
+
+/// The ETF of each word a segment names, from this VM (or the loaded store's symbols).
+fn symbols<'a>(env: Env<'a>, store: &'a Store) -> impl FnMut(u64) -> Option<Vec<u8>> + 'a {
+    move |word| key_etf(env, store, word)
+}
+
+/// `persist_start(store, dir, segment_bytes, segment_ns, max_bytes, max_age_ns, archive)`:
+/// from now on `persist_flush` writes the store's events into `dir`.
+#[rustler::nif(schedule = "DirtyIo")]
+#[allow(clippy::too_many_arguments)]
+fn persist_start<'a>(
+    env: Env<'a>,
+    store: Term<'a>,
+    dir: String,
+    segment_bytes: u64,
+    segment_ns: i64,
+    max_bytes: u64,
+    max_age_ns: i64,
+    archive: bool,
+) -> NifResult<Term<'a>> {
+    let store = store_of(store)?;
+    let policy = Policy {
+        segment_bytes,
+        segment_ns,
+        max_bytes,
+        max_age_ns,
+        archive,
+    };
+    let mut slot = store.persist();
+    if slot.is_some() {
+        return Ok(error(env, "the store is already being persisted"));
+    }
+    Ok(match Writer::create(Path::new(&dir), policy) {
+        Ok(w) => {
+            *slot = Some(w);
+            atoms::ok().encode(env)
+        }
+        Err(e) => error(env, e),
+    })
+}
+
+/// `persist_flush(store, max, monotonic, system)`: writes up to `max` new events. Answers
+/// `{:ok, written, next_seq}`, or `:none` when the store is not persisted.
+#[rustler::nif(schedule = "DirtyIo")]
+fn persist_flush<'a>(
+    env: Env<'a>,
+    store: Term<'a>,
+    max: u64,
+    monotonic: i64,
+    system: i64,
+) -> NifResult<Term<'a>> {
+    let store = store_of(store)?;
+    let mut slot = store.persist();
+    let Some(writer) = slot.as_mut() else {
+        return Ok(atoms::none().encode(env));
+    };
+    let clock = Clock { monotonic, system };
+    Ok(
+        match writer.flush(store, clock, &mut symbols(env, store), max) {
+            Ok(n) => (atoms::ok(), n, writer.next_seq()).encode(env),
+            Err(e) => error(env, e),
+        },
+    )
+}
+
+/// `persist_finish(store, monotonic, system)`: writes what is left and seals the last segment.
+/// Answers `{:ok, events_written}` or `:none`.
+#[rustler::nif(schedule = "DirtyIo")]
+fn persist_finish<'a>(
+    env: Env<'a>,
+    store: Term<'a>,
+    monotonic: i64,
+    system: i64,
+) -> NifResult<Term<'a>> {
+    let store = store_of(store)?;
+    let Some(mut writer) = store.persist().take() else {
+        return Ok(atoms::none().encode(env));
+    };
+    let clock = Clock { monotonic, system };
+    let mut sym = symbols(env, store);
+    let result = loop {
+        match writer.flush(store, clock, &mut sym, 1 << 20) {
+            Ok(0) => break Ok(()),
+            Ok(_) => {}
+            Err(e) => break Err(e),
+        }
+    };
+    let written = writer.next_seq() - 1;
+    Ok(match result.and_then(|()| writer.finish()) {
+        Ok(_) => (atoms::ok(), written).encode(env),
+        Err(e) => error(env, e),
+    })
+}
+
+/// `store_save(store, dir, monotonic, system)`: writes every stored event into `dir` (which
+/// must not hold a trace). Answers `{:ok, events}`.
+#[rustler::nif(schedule = "DirtyIo")]
+fn store_save<'a>(
+    env: Env<'a>,
+    store: Term<'a>,
+    dir: String,
+    monotonic: i64,
+    system: i64,
+) -> NifResult<Term<'a>> {
+    let store = store_of(store)?;
+    let clock = Clock { monotonic, system };
+    Ok(
+        match persist::save(store, Path::new(&dir), clock, &mut symbols(env, store)) {
+            Ok(m) => {
+                let events = m.segments.iter().map(|s| s.last_seq).max().unwrap_or(0);
+                (atoms::ok(), events).encode(env)
+            }
+            Err(e) => error(env, e),
+        },
+    )
+}
+
+/// A trace being loaded, one segment per `load_step` call.
+pub struct LoadingResource(Mutex<Option<Loading>>);
+
+#[rustler::resource_impl]
+impl rustler::Resource for LoadingResource {}
+
+/// `load_begin(path)`: `{:ok, loading, segments, bytes}`.
+#[rustler::nif(schedule = "DirtyIo")]
+fn load_begin(env: Env<'_>, path: String) -> Term<'_> {
+    match Loading::new(Path::new(&path)) {
+        Ok(l) => {
+            let (_, segments) = l.segments();
+            let bytes = l.bytes_total();
+            let res = ResourceArc::new(LoadingResource(Mutex::new(Some(l))));
+            (atoms::ok(), res, segments, bytes).encode(env)
+        }
+        Err(e) => error(env, e),
+    }
+}
+
+/// A symbol's key in this VM: the word of an existing atom or a local pid, else a synthetic key
+/// standing for the term's canonical encoding here (or the file's bytes when it does not decode
+/// safely).
+fn map_symbol(env: Env<'_>, etf: &[u8]) -> Mapped {
+    match crate::terms::binary_to_term(env, etf) {
+        Some(t) if t.is_atom() => Mapped::Key(raw(t.as_c_arg())),
+        Some(t) => match local_pid_key(t) {
+            Some(k) => Mapped::Key(k),
+            None => Mapped::Foreign(t.to_binary().as_slice().to_vec()),
+        },
+        None => Mapped::Foreign(etf.to_vec()),
+    }
+}
+
+/// `load_step(loading)`: loads the next segment. `{:more, segments_done, bytes_read}` or
+/// `:done`.
+#[rustler::nif(schedule = "DirtyIo")]
+fn load_step<'a>(env: Env<'a>, loading: ResourceArc<LoadingResource>) -> Term<'a> {
+    let mut guard = loading.0.lock();
+    let Some(l) = guard.as_mut() else {
+        return error(env, "the trace was already loaded");
+    };
+    match l.step(&mut |etf| map_symbol(env, etf)) {
+        Ok(true) => (atoms::more(), l.segments().0, l.bytes_read()).encode(env),
+        Ok(false) => atoms::done().encode(env),
+        Err(e) => error(env, e),
+    }
+}
+
+/// `load_finish(loading)`: `{:ok, store, report}`, the store read-only.
+#[rustler::nif(schedule = "DirtyIo")]
+fn load_finish<'a>(env: Env<'a>, loading: ResourceArc<LoadingResource>) -> NifResult<Term<'a>> {
+    let Some(l) = loading.0.lock().take() else {
+        return Ok(error(env, "the trace was already loaded"));
+    };
+    let loaded = l.finish();
+    let r = loaded.report;
+    let clock = r
+        .clock
+        .map_or(atoms::nil().encode(env), |c| (c.monotonic, c.system).encode(env));
+    let symbols = loaded.store.symbols().map_or(0, |s| s.len());
+    let pairs: Vec<(Term, Term)> = vec![
+        (atoms::events().encode(env), r.events.encode(env)),
+        (atoms::segments().encode(env), r.segments.encode(env)),
+        (atoms::bytes().encode(env), r.bytes.encode(env)),
+        (atoms::first_seq().encode(env), r.first_seq.encode(env)),
+        (atoms::torn().encode(env), r.torn.encode(env)),
+        (atoms::gaps().encode(env), r.gaps.encode(env)),
+        (atoms::clock().encode(env), clock),
+        (atoms::dropped().encode(env), r.dropped.encode(env)),
+        (atoms::truncated().encode(env), r.truncated.encode(env)),
+        (atoms::unknown_words().encode(env), r.unknown_words.encode(env)),
+        (atoms::foreign().encode(env), symbols.encode(env)),
+    ];
+    let report = Term::map_from_pairs(env, &pairs)?;
+    Ok((atoms::ok(), resource::new_term(env, loaded.store), report).encode(env))
+}
