@@ -1,0 +1,243 @@
+defmodule ElixirScope.PersistTest do
+  # Traces written to disk and opened again answer every query as the store they came from.
+  use ExUnit.Case, async: true
+  import ElixirScope.ScopeCase
+  require ElixirScope.Query
+
+  @moduletag :capture_log
+
+  alias ElixirScope.{Persist, Query, Replay, Store}
+
+  doctest ElixirScope.Persist
+
+  defmodule Counter do
+    use GenServer
+    def start_link(n), do: GenServer.start_link(__MODULE__, n, name: __MODULE__)
+    def init(n), do: {:ok, %{count: n, seen: []}}
+    def handle_call({:add, k}, _from, s), do: {:reply, s.count + k, %{s | count: s.count + k}}
+    def handle_call(:crash, _from, _s), do: raise(ArgumentError, "boom")
+    def handle_cast({:note, x}, s), do: {:noreply, %{s | seen: [x | s.seen]}}
+    def handle_info(_msg, s), do: {:noreply, s}
+  end
+
+  setup do
+    dir = Path.join(System.tmp_dir!(), "escope-persist-#{System.unique_integer([:positive])}")
+    on_exit(fn -> File.rm_rf!(dir) end)
+    %{dir: dir}
+  end
+
+  # A supervised counter traced with states, called, crashed and restarted; returns the store
+  # and the pids involved.
+  def workload(store) do
+    {:ok, sup} = Supervisor.start_link([{Counter, 0}], strategy: :one_for_one)
+    Process.unlink(sup)
+    on_exit(fn -> Process.exit(sup, :kill) end)
+    counter = Process.whereis(Counter)
+    trace_states_into(sup, store)
+    trace_states_into(counter, store)
+
+    for k <- 1..30 do
+      GenServer.call(counter, {:add, k})
+      GenServer.cast(counter, {:note, {:n, k, "text #{k}", [k, k * 1.5]}})
+    end
+
+    send(counter, {:info, self()})
+    catch_exit(GenServer.call(counter, :crash))
+    wait_until(fn -> (new = Process.whereis(Counter)) && new != counter end)
+    GenServer.call(Counter, {:add, 100})
+    {sup, counter}
+  end
+
+  test "a saved store opens with the same answers to every query", %{dir: dir} do
+    live = new_store()
+    {sup, counter} = workload(live)
+    {:ok, saved} = Persist.save(live, dir)
+    assert saved == Store.stats(live).events
+    {:ok, disk} = ElixirScope.open(dir)
+
+    all = events(live)
+    assert events(disk) == all
+    assert Store.stats(disk).events == length(all)
+    info = Persist.info(disk)
+    assert %{events: n, first_seq: 1, gaps: 0, torn: [], dropped: 0} = info
+    assert n == length(all)
+
+    same = fn fun -> assert fun.(disk) == fun.(live) end
+    times = all |> Enum.take_every(7) |> Enum.map(& &1.ts)
+
+    for t <- times do
+      same.(&Query.state_at(counter, t, store: &1))
+      same.(&Query.pending_messages_at(counter, t, store: &1))
+      same.(&Query.call_stack_at(counter, t, store: &1))
+      same.(&Query.active_processes_at(t, store: &1))
+      same.(&Query.states_at(t, store: &1))
+      same.(&Query.system_snapshot_at(t, store: &1))
+      same.(&Query.supervision_tree_at(t, store: &1))
+    end
+
+    same.(&Query.timeline(counter, store: &1))
+    same.(&Query.state_timeline(counter, store: &1))
+    same.(&Query.messages_to(counter, store: &1))
+    same.(&Query.message_flow(self(), counter, store: &1))
+    same.(&Query.function_calls(Counter, :handle_call, store: &1))
+    same.(&Query.module_function_calls(Counter, store: &1))
+    same.(&Query.why_crashed(counter, store: &1))
+    same.(&Query.key_changes(counter, :count, store: &1))
+    same.(&Query.supervisor_events(sup, store: &1))
+    same.(&Query.events(kind: :receive, pid: counter, limit: 5, order: :desc, store: &1))
+    same.(&Query.count(kind: :state, store: &1))
+    same.(&Query.group_by([store: &1], :kind))
+
+    same.(fn s ->
+      Query.query(message: {:"$gen_cast", {:note, {:n, k, _, _}}} when k > 25, store: s)
+    end)
+
+    same.(&Query.find(message: "{:info, pid} when is_pid(pid)", store: &1))
+    same.(&Query.count(state: "%{count: c} when c > 100", store: &1))
+
+    same.(fn store ->
+      {:ok, cursor} = Replay.open(:start, pid: counter, store: store)
+      {:ok, cursor} = Replay.next(cursor)
+      {:ok, cursor} = Replay.next(cursor)
+      {:ok, back} = Replay.prev(cursor)
+      {Replay.view(cursor), Replay.event(back)}
+    end)
+  end
+
+  test "retention keeps the newest segments, and what is left answers queries", %{dir: dir} do
+    store = new_store()
+    {:ok, c} = GenServer.start(Counter, 0)
+    trace_states_into(c, store)
+
+    :ok =
+      Persist.start(
+        store,
+        Persist.options!(dir: dir, segment_bytes: 1_024, max_bytes: 4_096)
+      )
+
+    for k <- 1..200 do
+      GenServer.call(c, {:add, k})
+      if rem(k, 20) == 0, do: {:ok, _} = Persist.flush(store)
+    end
+
+    {:ok, _} = Persist.finish(store)
+    {:ok, disk} = ElixirScope.open(dir)
+    info = Persist.info(disk)
+    assert info.first_seq > 1 and info.gaps == 0
+    total = Store.stats(store).events
+    assert info.first_seq + info.events - 1 == total
+    kept = events(disk)
+    # The same events as the live store's newest, renumbered from 1.
+    assert shape(kept) == shape(events(store, after_seq: info.first_seq - 1))
+    assert {:ok, %{count: 20_100}} = Query.state_at(c, :now, store: disk)
+  end
+
+  test "terms foreign to the reading VM come back without creating atoms", %{dir: dir} do
+    # A trace written by another VM, whose module and message atoms this VM never saw.
+    script = """
+    defmodule Unseen.Module#{:erlang.unique_integer([:positive])} do
+      use GenServer
+      def init(_), do: {:ok, :brand_new_state_atom_xyzzy}
+      def handle_call(m, _f, s), do: {:reply, m, s}
+    end
+    [mod] = for {m, _} <- :code.all_loaded(), match?("Elixir.Unseen.Module" <> _, Atom.to_string(m)), do: m
+    {:ok, _} = ElixirScope.start()
+    {:ok, pid} = GenServer.start(mod, nil)
+    :ok = ElixirScope.trace(pid)
+    GenServer.call(pid, {:never_seen_tag_plugh, 1})
+    {:ok, _} = ElixirScope.save(System.argv() |> hd())
+    """
+
+    run_elixir!(script, [dir])
+    {:ok, disk} = ElixirScope.open(dir)
+    refute Persist.info(disk).foreign == 0
+    states = events(disk, kind: :state)
+    assert Enum.all?(states, &(&1.data == "brand_new_state_atom_xyzzy"))
+    assert {mod, :handle_call, 3} = List.last(states).mfa
+    assert is_binary(mod) and String.starts_with?(mod, "Elixir.Unseen.Module")
+    [call] = events(disk, kind: :call, limit: 1)
+    assert [{"never_seen_tag_plugh", 1}, {pid, _}, _] = call.data
+    assert is_pid(pid)
+    # Native content filters still see the atoms by name.
+    assert Query.count(message: "{:\"$gen_call\", _, {_, 1}}", store: disk) == 1
+    assert_raise ArgumentError, fn -> String.to_existing_atom("never_seen_tag_plugh") end
+  end
+
+  test "bad paths and bad files are errors, never crashes", %{dir: dir} do
+    assert {:error, msg} = ElixirScope.open(Path.join(dir, "missing"))
+    assert msg =~ "No such file"
+    File.mkdir_p!(dir)
+    assert {:error, msg} = ElixirScope.open(dir)
+    assert msg =~ "no MANIFEST"
+    File.write!(Path.join(dir, "MANIFEST"), "garbage")
+    assert {:error, _} = ElixirScope.open(dir)
+    bad = Path.join(dir, "x.seg")
+    File.write!(bad, "ESCOPESG" <> <<2::little-32>>)
+    assert {:error, msg} = ElixirScope.open(bad)
+    assert msg =~ "newer" and msg =~ "upgrade"
+    File.write!(bad, :crypto.strong_rand_bytes(1000))
+    assert {:error, msg} = ElixirScope.open(bad)
+    assert msg =~ "not an ElixirScope segment"
+    assert {:error, msg} = Persist.save(new_store(), dir)
+    assert msg =~ "already holds"
+
+    assert_raise ArgumentError, ~r/persist :dir/, fn -> ElixirScope.start(persist: [dir: 1]) end
+
+    assert_raise ArgumentError, ~r/segment_bytes/, fn ->
+      ElixirScope.start(persist: [dir: dir, segment_bytes: 0])
+    end
+  end
+
+  # Runs `script` in a separate BEAM with this build's code path; returns its output.
+  defp run_elixir!(script, args) do
+    file = Path.join(System.tmp_dir!(), "escope-script-#{System.unique_integer([:positive])}.exs")
+    File.write!(file, script)
+    on_exit(fn -> File.rm(file) end)
+    ebin = :code.lib_dir(:elixir_scope, :ebin) |> to_string()
+    {out, status} = System.cmd("elixir", ["-pa", ebin, file | args], stderr_to_stdout: true)
+    assert status == 0, out
+    out
+  end
+end
+
+defmodule ElixirScope.PersistCaptureTest do
+  # Persistence of the global capture (ElixirScope.start/1), so not async.
+  use ExUnit.Case, async: false
+  import ElixirScope.ScopeCase
+
+  @moduletag :capture_log
+
+  alias ElixirScope.{Persist, Query, Store}
+
+  setup do
+    dir = Path.join(System.tmp_dir!(), "escope-persist-#{System.unique_integer([:positive])}")
+    on_exit(fn -> File.rm_rf!(dir) end)
+    %{dir: dir}
+  end
+
+  test "a capture persisted while it runs: rotation, archive, retention, sealed at stop",
+       %{dir: dir} do
+    {:ok, _} =
+      ElixirScope.start(
+        persist: [dir: dir, segment_bytes: 2_048, archive: true, flush_interval: 10]
+      )
+
+    on_exit(fn -> ElixirScope.stop() end)
+    store = Store.default()
+    {_sup, counter} = ElixirScope.PersistTest.workload(store)
+    # Written while capture runs, before anything is sealed.
+    wait_until(fn -> length(Path.wildcard(Path.join(dir, "*.lz4"))) > 2 end)
+    :ok = ElixirScope.stop()
+    {:ok, disk} = ElixirScope.open(dir)
+    assert events(disk) == events(store)
+    assert Persist.info(disk).segments > 3
+
+    assert Query.state_timeline(counter, store: disk) ==
+             Query.state_timeline(counter, store: store)
+
+    # Sealed: a new capture cannot write into it, and the message says what to do.
+    assert {:error, msg} = ElixirScope.start(persist: [dir: dir])
+    assert msg =~ "already holds a trace"
+    refute ElixirScope.running?()
+  end
+end
