@@ -241,3 +241,135 @@ defmodule ElixirScope.PersistCaptureTest do
     refute ElixirScope.running?()
   end
 end
+
+defmodule ElixirScope.PersistCrashTest do
+  # A BEAM in a separate OS process persists a capture and is killed with SIGKILL at a random
+  # moment; its trace must open with every frame it had handed to the OS.
+  use ExUnit.Case, async: true
+
+  alias ElixirScope.{Persist, Query}
+
+  @script """
+  defmodule CrashCounter do
+    use GenServer
+    def init(n), do: {:ok, n}
+    def handle_call(:add, _from, n), do: {:reply, n + 1, n + 1}
+  end
+
+  [dir] = System.argv()
+  {:ok, _} = ElixirScope.start(persist: [dir: dir, segment_bytes: 32_768, flush_interval: 5])
+  {:ok, pid} = GenServer.start(CrashCounter, 0)
+  :ok = ElixirScope.trace(pid)
+  store = ElixirScope.Store.default()
+
+  Stream.iterate(1, &(&1 + 1))
+  |> Enum.each(fn i ->
+    GenServer.call(pid, :add)
+    send(pid, {:noise, i, String.duplicate("x", rem(i, 300))})
+
+    if rem(i, 50) == 0 do
+      {:ok, next} = ElixirScope.Persist.flush(store)
+      IO.puts("flushed \#{next}")
+    end
+  end)
+  """
+
+  @tag timeout: 120_000
+  test "SIGKILL at random moments loses no frame that was written" do
+    script =
+      Path.join(System.tmp_dir!(), "escope-crash-#{System.unique_integer([:positive])}.exs")
+
+    File.write!(script, @script)
+    on_exit(fn -> File.rm(script) end)
+
+    for run <- 1..3 do
+      dir =
+        Path.join(System.tmp_dir!(), "escope-crash-#{run}-#{System.unique_integer([:positive])}")
+
+      on_exit(fn -> File.rm_rf!(dir) end)
+      written = run_and_kill(script, dir, 200 + :rand.uniform(1_200))
+      assert written > 1, "the child wrote nothing before it was killed"
+
+      {:ok, store} = ElixirScope.open(dir)
+      info = Persist.info(store)
+      assert info.first_seq == 1 and info.gaps == 0
+      assert info.events >= written - 1, "#{info.events} events, #{written - 1} were flushed"
+      assert info.torn in [[], [info |> last_segment()]]
+
+      # Every event decodes, and the counter's states count up by one, call by call.
+      events = Query.events(store: store)
+      assert length(events) == info.events
+      assert Enum.map(events, & &1.seq) == Enum.to_list(1..info.events)
+      [counter] = events |> Enum.filter(&(&1.kind == :state)) |> Enum.map(& &1.pid) |> Enum.uniq()
+      values = Query.state_timeline(counter, store: store) |> Enum.map(& &1.data)
+      assert values == Enum.to_list(0..(length(values) - 1))
+      assert {:ok, last} = Query.state_at(counter, List.last(events).ts, store: store)
+      assert last == List.last(values)
+    end
+  end
+
+  defp last_segment(info),
+    do: info.path |> Path.join("*.seg") |> Path.wildcard() |> Enum.max() |> Path.basename()
+
+  # Runs the script until `ms` after its first flush, kills it with SIGKILL, and returns the
+  # highest `next_seq` it reported as flushed.
+  defp run_and_kill(script, dir, ms) do
+    ebin = :code.lib_dir(:elixir_scope, :ebin) |> to_string()
+
+    port =
+      Port.open({:spawn_executable, System.find_executable("elixir")}, [
+        :binary,
+        :exit_status,
+        {:line, 1024},
+        args: ["-pa", ebin, script, dir]
+      ])
+
+    os_pid = Port.info(port, :os_pid) |> elem(1)
+    first = await_flush(port, 0, 30_000)
+    deadline = System.monotonic_time(:millisecond) + ms
+    written = read_until(port, first, deadline)
+    {_, 0} = System.cmd("kill", ["-9", to_string(os_pid)])
+
+    receive do
+      {^port, {:exit_status, status}} -> assert status in [137, 9]
+    after
+      10_000 -> flunk("the child survived SIGKILL")
+    end
+
+    # Lines printed before the kill landed are still in the mailbox.
+    drain(port, written)
+  end
+
+  defp await_flush(port, best, timeout) do
+    receive do
+      {^port, {:data, {:eol, "flushed " <> n}}} -> max(best, String.to_integer(n))
+      {^port, {:data, _}} -> await_flush(port, best, timeout)
+      {^port, {:exit_status, s}} -> flunk("the child exited with #{s} before writing")
+    after
+      timeout -> flunk("the child wrote nothing in #{timeout} ms")
+    end
+  end
+
+  defp read_until(port, best, deadline) do
+    left = deadline - System.monotonic_time(:millisecond)
+
+    receive do
+      {^port, {:data, {:eol, "flushed " <> n}}} ->
+        read_until(port, max(best, String.to_integer(n)), deadline)
+
+      {^port, {:data, _}} ->
+        read_until(port, best, deadline)
+    after
+      max(left, 0) -> best
+    end
+  end
+
+  defp drain(port, best) do
+    receive do
+      {^port, {:data, {:eol, "flushed " <> n}}} -> drain(port, max(best, String.to_integer(n)))
+      {^port, {:data, _}} -> drain(port, best)
+    after
+      0 -> best
+    end
+  end
+end
