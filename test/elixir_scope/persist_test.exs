@@ -163,6 +163,29 @@ defmodule ElixirScope.PersistTest do
     assert_raise ArgumentError, fn -> String.to_existing_atom("never_seen_tag_plugh") end
   end
 
+  test "mix elixir_scope.inspect summarizes a trace", %{dir: dir} do
+    live = new_store()
+    {_sup, counter} = workload(live)
+    {:ok, n} = Persist.save(live, dir)
+    calls = Query.count(kind: :call, store: live)
+
+    out =
+      ExUnit.CaptureIO.capture_io(fn -> Mix.Tasks.ElixirScope.Inspect.run([dir, "--top", "1"]) end)
+
+    assert out =~ ~r/events\s+#{n}\n/
+    assert out =~ ~r/call\s+#{calls}\n/
+    assert out =~ "segments   1,"
+    assert out =~ "busiest processes\n  #{inspect(counter)}"
+    assert out =~ "dropped    0 events"
+
+    assert_raise Mix.Error, ~r/cannot open .*no MANIFEST/, fn ->
+      File.mkdir_p!(Path.join(dir, "empty"))
+      Mix.Tasks.ElixirScope.Inspect.run([Path.join(dir, "empty")])
+    end
+
+    assert_raise Mix.Error, ~r/usage/, fn -> Mix.Tasks.ElixirScope.Inspect.run([]) end
+  end
+
   test "bad paths and bad files are errors, never crashes", %{dir: dir} do
     assert {:error, msg} = ElixirScope.open(Path.join(dir, "missing"))
     assert msg =~ "No such file"
