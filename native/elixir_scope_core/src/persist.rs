@@ -11,10 +11,12 @@
 //! of segments.
 
 use crate::event::{flags, Header, Kind, PidKey, Seq};
+use crate::hash::{WordHasher, WordMap};
 use crate::segment::{self, Record};
 use crate::segments::{self, Manifest, Policy, Segments};
 use crate::store::{Config, Store};
 use std::collections::{HashMap, HashSet};
+use std::hash::BuildHasherDefault;
 use std::io;
 use std::path::Path;
 
@@ -86,10 +88,10 @@ pub struct Writer {
     /// The next seq to write.
     next: Seq,
     /// Words whose symbol the current segment holds.
-    known: HashSet<u64>,
+    known: HashSet<u64, BuildHasherDefault<WordHasher>>,
     /// Processes whose state payload the current segment holds (an unchanged state after it is
     /// written without its payload).
-    states: HashSet<PidKey>,
+    states: HashSet<PidKey, BuildHasherDefault<WordHasher>>,
     /// The current segment still needs its clock record.
     fresh: bool,
     /// The counters last written.
@@ -125,8 +127,8 @@ impl Writer {
         Ok(Writer {
             segments: Segments::open(dir, policy)?,
             next: 1,
-            known: HashSet::new(),
-            states: HashSet::new(),
+            known: HashSet::default(),
+            states: HashSet::default(),
             fresh: true,
             stats: None,
         })
@@ -329,6 +331,8 @@ pub struct Loading {
     read: u64,
     total: u64,
     loader: Loader,
+    /// The current segment's bytes (one buffer for all: fresh memory is slow to fault in).
+    buf: Vec<u8>,
 }
 
 impl Loading {
@@ -342,7 +346,10 @@ impl Loading {
             if !path.join(segments::MANIFEST).exists() {
                 return Err(io::Error::new(
                     io::ErrorKind::NotFound,
-                    format!("{} holds no ElixirScope trace (no MANIFEST)", path.display()),
+                    format!(
+                        "{} holds no ElixirScope trace (no MANIFEST)",
+                        path.display()
+                    ),
                 ));
             }
             let manifest = segments::read_manifest(path)?;
@@ -386,12 +393,13 @@ impl Loading {
             next: 0,
             read: 0,
             total,
+            buf: Vec::new(),
             loader: Loader {
                 store,
                 symbols: Symbols::default(),
-                words: HashMap::new(),
+                words: WordMap::default(),
                 renumber: Renumber::default(),
-                last_state: HashMap::new(),
+                last_state: WordMap::default(),
                 last_seq: None,
                 report: LoadReport::default(),
             },
@@ -407,8 +415,8 @@ impl Loading {
             return Ok(false);
         };
         self.next += 1;
-        let bytes = segments::read_segment(dir, meta)?;
-        let mut frames = segment::frames(&bytes).map_err(|e| {
+        segments::read_segment_into(dir, meta, &mut self.buf)?;
+        let mut frames = segment::frames(&self.buf).map_err(|e| {
             io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", meta.file))
         })?;
         for record in frames.by_ref() {
@@ -457,10 +465,10 @@ struct Loader {
     store: Store,
     symbols: Symbols,
     /// Capture words to keys of the reading VM.
-    words: HashMap<u64, u64>,
+    words: WordMap<u64, u64>,
     renumber: Renumber,
     /// Each process's last state event in the loaded store.
-    last_state: HashMap<PidKey, Seq>,
+    last_state: WordMap<PidKey, Seq>,
     /// The capture seq of the last event loaded.
     last_seq: Option<u64>,
     report: LoadReport,

@@ -110,16 +110,27 @@ pub fn read_manifest(dir: &Path) -> io::Result<Manifest> {
 /// [`segment::frames`]).
 ///
 /// # Errors
-/// The file system's, or `InvalidData` for an archive that does not decompress.
+/// As for [`read_segment_into`].
 pub fn read_segment(dir: &Path, meta: &SegmentMeta) -> io::Result<Vec<u8>> {
-    let raw = std::fs::read(dir.join(&meta.file))?;
+    let mut out = Vec::new();
+    read_segment_into(dir, meta, &mut out)?;
+    Ok(out)
+}
+
+/// Reads one segment's bytes into `out` (replacing its contents, reusing its memory).
+///
+/// # Errors
+/// The file system's, or `InvalidData` for an archive that does not decompress.
+pub fn read_segment_into(dir: &Path, meta: &SegmentMeta, out: &mut Vec<u8>) -> io::Result<()> {
+    out.clear();
+    let file = std::fs::File::open(dir.join(&meta.file))?;
     if meta.archived {
-        let mut out = Vec::new();
-        io::copy(&mut lz4_flex::frame::FrameDecoder::new(&raw[..]), &mut out).map_err(invalid)?;
-        Ok(out)
+        let mut dec = lz4_flex::frame::FrameDecoder::new(io::BufReader::new(file));
+        io::Read::read_to_end(&mut dec, out).map_err(invalid)?;
     } else {
-        Ok(raw)
+        io::Read::read_to_end(&mut io::BufReader::new(file), out)?;
     }
+    Ok(())
 }
 
 impl Segments {

@@ -4,9 +4,9 @@ use crate::atoms;
 use crate::matcher::{decode_matcher, with_seqs};
 use crate::query::{decode_filter, kind_atom};
 use crate::store::store_of;
-use elixir_scope_core::store::Store;
 use elixir_scope_core::aggregate::{self, GroupBy, Key};
 use elixir_scope_core::event::{EventRef, Kind};
+use elixir_scope_core::store::Store;
 use rustler::{Atom, Encoder, Env, NifResult, Term};
 
 fn group_by(t: Term) -> NifResult<GroupBy> {

@@ -120,7 +120,10 @@ fn atom_bytes(b: &[u8], pos: usize) -> Vec<u8> {
     };
     let raw = b.get(start..start + len).unwrap_or_default();
     if matches!(b[pos], 100 | 115) {
-        raw.iter().map(|&c| c as char).collect::<String>().into_bytes()
+        raw.iter()
+            .map(|&c| c as char)
+            .collect::<String>()
+            .into_bytes()
     } else {
         String::from_utf8_lossy(raw).into_owned().into_bytes()
     }

@@ -189,9 +189,9 @@ fn load_finish<'a>(env: Env<'a>, loading: ResourceArc<LoadingResource>) -> NifRe
     };
     let loaded = l.finish();
     let r = loaded.report;
-    let clock = r
-        .clock
-        .map_or(atoms::nil().encode(env), |c| (c.monotonic, c.system).encode(env));
+    let clock = r.clock.map_or(atoms::nil().encode(env), |c| {
+        (c.monotonic, c.system).encode(env)
+    });
     let symbols = loaded.store.symbols().map_or(0, |s| s.len());
     let pairs: Vec<(Term, Term)> = vec![
         (atoms::events().encode(env), r.events.encode(env)),
@@ -203,7 +203,10 @@ fn load_finish<'a>(env: Env<'a>, loading: ResourceArc<LoadingResource>) -> NifRe
         (atoms::clock().encode(env), clock),
         (atoms::dropped().encode(env), r.dropped.encode(env)),
         (atoms::truncated().encode(env), r.truncated.encode(env)),
-        (atoms::unknown_words().encode(env), r.unknown_words.encode(env)),
+        (
+            atoms::unknown_words().encode(env),
+            r.unknown_words.encode(env),
+        ),
         (atoms::foreign().encode(env), symbols.encode(env)),
     ];
     let report = Term::map_from_pairs(env, &pairs)?;

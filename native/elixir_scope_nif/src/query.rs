@@ -3,9 +3,9 @@
 use crate::atoms;
 use crate::store::store_of;
 use crate::terms::{atom_key, is_nil, key_term, pid_arg};
-use elixir_scope_core::store::Store;
 use elixir_scope_core::event::{EventRef, Kind, KindMask};
 use elixir_scope_core::query::{self, Filter};
+use elixir_scope_core::store::Store;
 use rustler::{Encoder, Env, NewBinary, NifResult, Term};
 
 fn pid_keys(store: &Store, list: Term) -> NifResult<Vec<u64>> {

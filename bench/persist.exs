@@ -1,0 +1,181 @@
+# Traces on disk: ElixirScope's segment files against OTP's :disk_log (what an Elixir-only tool
+# would use), writing the same events, reading them back and answering state_at, in one run.
+#
+#     scripts/bench persist        (or: MIX_ENV=prod mix run bench/persist.exs)
+#
+# The events are real: PROCS GenServers (default 500) each serve CALLS calls (default 200),
+# traced with state capture (5 events per call), 500 k events by default. ElixirScope saves from
+# its store and opens into a read-only store; :disk_log logs the very same events as terms
+# ({seq, ts, kind, pid, peer, mfa, data}, in chunks of 1,000), reads them all back with
+# chunk/2, and answers state_at by scanning what it read.
+
+Code.require_file("support/harness.exs", __DIR__)
+alias Bench.Harness
+alias ElixirScope.{Persist, Query, Store, Tracer}
+
+defmodule Bench.P.Server do
+  use GenServer
+  def init(n), do: {:ok, %{n: n, hist: []}}
+
+  def handle_call({:add, k}, _from, s),
+    do: {:reply, s.n + k, %{s | n: s.n + k, hist: Enum.take([k | s.hist], 3)}}
+end
+
+procs = String.to_integer(System.get_env("PROCS", "500"))
+calls = String.to_integer(System.get_env("CALLS", "200"))
+rounds = String.to_integer(System.get_env("BENCH_ROUNDS", "5"))
+
+store = Store.new!(max_events: procs * calls * 6 + 10_000)
+servers = for i <- 1..procs, do: elem(GenServer.start(Bench.P.Server, i), 1)
+:ok = Tracer.watch_state_module(Bench.P.Server, store)
+for s <- servers, do: {:ok, _} = Tracer.snapshot_state(s, store)
+for s <- servers, do: :ok = Tracer.trace_pid(s, store, Tracer.flags())
+
+servers
+|> Enum.chunk_every(div(procs, 4) |> max(1))
+|> Enum.map(fn chunk ->
+  Task.async(fn -> for _ <- 1..calls, s <- chunk, do: GenServer.call(s, {:add, 1}) end)
+end)
+|> Enum.each(&Task.await(&1, :infinity))
+
+for s <- servers, do: Tracer.untrace_pid(s, store)
+events = Query.events(store: store)
+n = length(events)
+terms = Enum.map(events, &{&1.seq, &1.ts, &1.kind, &1.pid, &1.peer, &1.mfa, &1.data})
+chunks = Enum.chunk_every(terms, 1000)
+mid = Enum.at(events, div(n, 2)).ts
+_ = events
+
+tmp = Path.join(System.tmp_dir!(), "escope-bench-persist-#{System.os_time()}")
+File.mkdir_p!(tmp)
+counter = :counters.new(1, [])
+
+next_path = fn name ->
+  :counters.add(counter, 1, 1)
+  Path.join(tmp, "#{name}-#{:counters.get(counter, 1)}")
+end
+
+du = fn path ->
+  if File.dir?(path),
+    do: path |> File.ls!() |> Enum.map(&File.stat!(Path.join(path, &1)).size) |> Enum.sum(),
+    else: File.stat!(path).size
+end
+
+timed = fn f ->
+  {us, extra} = :timer.tc(f)
+  {us, extra}
+end
+
+disk_log_write = fn path ->
+  {:ok, log} = :disk_log.open(name: make_ref(), file: to_charlist(path), type: :halt)
+  Enum.each(chunks, &(:ok = :disk_log.log_terms(log, &1)))
+  :ok = :disk_log.sync(log)
+  :ok = :disk_log.close(log)
+end
+
+disk_log_read = fn path ->
+  {:ok, log} =
+    :disk_log.open(name: make_ref(), file: to_charlist(path), type: :halt, mode: :read_only)
+
+  read = fn read, cont, acc ->
+    case :disk_log.chunk(log, cont) do
+      :eof -> acc
+      {cont, terms} -> read.(read, cont, [terms | acc])
+    end
+  end
+
+  all = read.(read, :start, []) |> Enum.reverse() |> Enum.concat()
+  :ok = :disk_log.close(log)
+  all
+end
+
+# state_at by scanning read terms: the last state of `pid` at or before `t`.
+scan_state_at = fn all, pid, t ->
+  Enum.reduce(all, nil, fn
+    {_, ts, :state, ^pid, _, _, data}, _acc when ts <= t -> data
+    _, acc -> acc
+  end)
+end
+
+# Both sides must hold the same events before they are timed.
+dl_path = next_path.("disk_log")
+disk_log_write.(dl_path)
+dl_all = disk_log_read.(dl_path)
+^n = length(dl_all)
+es_path = next_path.("escope")
+{:ok, ^n} = Persist.save(store, es_path)
+{:ok, opened} = ElixirScope.open(es_path)
+pid = Enum.random(servers)
+{:ok, st} = Query.state_at(pid, mid, store: opened)
+^st = scan_state_at.(dl_all, pid, mid)
+es_bytes = du.(es_path)
+dl_bytes = du.(dl_path)
+
+# Archived: the same store persisted with rotation every 4 MiB and `archive: true` (lz4).
+ar_path = next_path.("archive")
+
+:ok =
+  Persist.start(
+    store,
+    Persist.options!(dir: ar_path, segment_bytes: 4 * 1024 * 1024, archive: true)
+  )
+
+{:ok, ^n} = Persist.finish(store)
+archived = du.(ar_path) - File.stat!(Path.join(ar_path, "MANIFEST")).size
+
+Harness.header("Persistence: #{n} events of #{procs} GenServers, #{rounds} rounds (median)")
+
+# state_at is timed over the same 20 random servers on both sides.
+picks = Enum.take_random(servers, 20)
+
+variants = [
+  {"write: ElixirScope save",
+   fn -> timed.(fn -> Persist.save(store, next_path.("escope")) end) end},
+  {"write: :disk_log", fn -> timed.(fn -> disk_log_write.(next_path.("disk_log")) end) end},
+  {"open: ElixirScope", fn -> timed.(fn -> ElixirScope.open(es_path) end) end},
+  {"open: :disk_log chunk/2", fn -> timed.(fn -> length(disk_log_read.(dl_path)) end) end},
+  {"state_at: ElixirScope (opened)",
+   fn -> timed.(fn -> for p <- picks, do: Query.state_at(p, mid, store: opened) end) end},
+  {"state_at: scan of :disk_log terms",
+   fn -> timed.(fn -> for p <- picks, do: scan_state_at.(dl_all, p, mid) end) end}
+]
+
+results = Harness.run(variants, rounds)
+File.rm_rf!(tmp)
+
+row = fn what, a, b, unit ->
+  ra = results[a].median
+  rb = results[b].median
+
+  [
+    what,
+    unit.(ra),
+    unit.(rb),
+    Harness.f(rb / ra, if(rb / ra < 10, do: 2, else: 0)) <> "x"
+  ]
+end
+
+rate = fn us -> Harness.f(n / (us / 1.0e6) / 1.0e6) <> " M events/s" end
+ms = fn us -> Harness.f(us / 1000, 1) <> " ms" end
+usf = fn us -> Harness.f(us / length(picks), 1) <> " µs" end
+
+Harness.table(
+  ["", "ElixirScope", ":disk_log", "ElixirScope's advantage"],
+  [
+    row.("write (events/s)", "write: ElixirScope save", "write: :disk_log", rate),
+    row.("open / read back all", "open: ElixirScope", "open: :disk_log chunk/2", ms),
+    row.(
+      "state_at on the read trace",
+      "state_at: ElixirScope (opened)",
+      "state_at: scan of :disk_log terms",
+      usf
+    ),
+    [
+      "bytes per event on disk",
+      Harness.f(es_bytes / n, 1),
+      Harness.f(dl_bytes / n, 1),
+      Harness.f(dl_bytes / es_bytes) <> "x"
+    ],
+    ["bytes per event archived (lz4)", Harness.f(archived / n, 1), "-", "-"]
+  ]
+)
