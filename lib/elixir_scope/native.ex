@@ -60,6 +60,7 @@ defmodule ElixirScope.Native do
   def load_begin(_path), do: err()
   def load_step(_loading), do: err()
   def load_finish(_loading), do: err()
+  def store_nodes(_store), do: err()
 
   # Variable tracking
   def track_record(_store, _call, _mfa, _payload), do: err()

@@ -20,10 +20,18 @@ defmodule ElixirScope.Persist do
       iex> File.rm_rf!(dir) |> length()
       3
 
+  ## Terms of another VM
+
   Files are never trusted: lengths and checksums are verified, payloads are decoded without
-  creating atoms, and a newer format version is refused with a message saying so. An atom the
-  reading VM does not know comes back as its name (a binary), and a process of a node it does not
-  know as a binary such as `"#PID<app@host.85.0>"`.
+  creating atoms, and a newer format version is refused with a message saying so. So a trace
+  opened on another machine shows what that VM cannot represent with stand-ins:
+
+    * an atom the reading VM does not know comes back as its name, a binary (`"Elixir.MyApp.Cart"`,
+      `"checkout_started"`);
+    * a pid, port or reference of a node the reading VM has no atom for stays a pid, port or
+      reference, of a stand-in node `:elixir_scope_node_0`, `:elixir_scope_node_1`, ... (up to
+      64), so it can be compared, matched and passed back to queries; `nodes/1` tells which
+      node each stands for.
   """
 
   alias ElixirScope.{Native, Store}
@@ -220,6 +228,16 @@ defmodule ElixirScope.Persist do
         e
     end
   end
+
+  @doc """
+  The nodes of an opened trace that this VM has no atom for, by the stand-in atom their pids,
+  ports and references carry here (`%{}` for a live store, or when every node is known).
+
+      iex> ElixirScope.Persist.nodes(ElixirScope.Store.new!())
+      %{}
+  """
+  @spec nodes(Store.t()) :: %{atom() => String.t()}
+  def nodes(%Store{ref: ref}), do: Map.new(Native.store_nodes(ref))
 
   @doc """
   What opening a trace found (`nil` for a store that was not opened from disk): events,

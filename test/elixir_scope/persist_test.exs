@@ -148,7 +148,9 @@ defmodule ElixirScope.PersistTest do
     {:ok, _} = ElixirScope.save(System.argv() |> hd())
     """
 
-    run_elixir!(script, [dir])
+    # A named node: its name is an atom this VM does not have either.
+    child = "escope_child_#{System.unique_integer([:positive])}"
+    run_elixir!(["--sname", child], script, [dir])
     {:ok, disk} = ElixirScope.open(dir)
     refute Persist.info(disk).foreign == 0
     states = events(disk, kind: :state)
@@ -156,11 +158,20 @@ defmodule ElixirScope.PersistTest do
     assert {mod, :handle_call, 3} = List.last(states).mfa
     assert is_binary(mod) and String.starts_with?(mod, "Elixir.Unseen.Module")
     [call] = events(disk, kind: :call, limit: 1)
-    assert [{"never_seen_tag_plugh", 1}, {pid, _}, _] = call.data
-    assert is_pid(pid)
+    assert [{"never_seen_tag_plugh", 1}, {caller, _}, _] = call.data
+
+    # The child's processes are still pids, of a stand-in node named after the real one.
+    assert is_pid(call.pid) and is_pid(caller)
+    assert [{stand_in, name}] = Map.to_list(Persist.nodes(disk))
+    assert node(call.pid) == stand_in and node(caller) == stand_in
+    assert String.starts_with?(name, child <> "@")
+    # ... which queries take back.
+    assert Query.timeline(call.pid, store: disk) == events(disk, pid: call.pid)
+    assert {:ok, "brand_new_state_atom_xyzzy"} = Query.state_at(call.pid, :now, store: disk)
     # Native content filters still see the atoms by name.
     assert Query.count(message: "{:\"$gen_call\", _, {_, 1}}", store: disk) == 1
     assert_raise ArgumentError, fn -> String.to_existing_atom("never_seen_tag_plugh") end
+    assert Persist.nodes(new_store()) == %{}
   end
 
   test "mix elixir_scope.inspect summarizes a trace", %{dir: dir} do
@@ -212,12 +223,15 @@ defmodule ElixirScope.PersistTest do
   end
 
   # Runs `script` in a separate BEAM with this build's code path; returns its output.
-  defp run_elixir!(script, args) do
+  defp run_elixir!(erl_args, script, args) do
     file = Path.join(System.tmp_dir!(), "escope-script-#{System.unique_integer([:positive])}.exs")
     File.write!(file, script)
     on_exit(fn -> File.rm(file) end)
     ebin = :code.lib_dir(:elixir_scope, :ebin) |> to_string()
-    {out, status} = System.cmd("elixir", ["-pa", ebin, file | args], stderr_to_stdout: true)
+
+    {out, status} =
+      System.cmd("elixir", erl_args ++ ["-pa", ebin, file | args], stderr_to_stdout: true)
+
     assert status == 0, out
     out
   end

@@ -34,7 +34,14 @@ pub const fn is_synthetic(key: u64) -> bool {
 pub struct Symbols {
     etf: Vec<Box<[u8]>>,
     by_etf: HashMap<Box<[u8]>, u64>,
+    /// Names of nodes the reading VM has no atom for, in the order they were first met: the
+    /// NIF layer stands in for node `i` with an atom of its own making, so that the processes,
+    /// ports and references of those nodes are still real terms.
+    nodes: parking_lot::Mutex<Vec<Box<[u8]>>>,
 }
+
+/// Nodes without an atom given a stand-in at most; beyond, their terms become descriptions.
+pub const MAX_FOREIGN_NODES: usize = 64;
 
 impl Symbols {
     /// The synthetic key of `etf`, made on first use.
@@ -59,6 +66,24 @@ impl Symbols {
     /// The synthetic key of a term given by its ETF, if the store has one.
     pub fn key_of(&self, etf: &[u8]) -> Option<u64> {
         self.by_etf.get(etf).copied()
+    }
+
+    /// The index of the stand-in for the node named `name` (made on first use), or `None` when
+    /// [`MAX_FOREIGN_NODES`] are taken.
+    pub fn node_index(&self, name: &[u8]) -> Option<usize> {
+        let mut nodes = self.nodes.lock();
+        if let Some(i) = nodes.iter().position(|n| &n[..] == name) {
+            return Some(i);
+        }
+        (nodes.len() < MAX_FOREIGN_NODES).then(|| {
+            nodes.push(name.into());
+            nodes.len() - 1
+        })
+    }
+
+    /// The names of the nodes given stand-ins, by index.
+    pub fn nodes(&self) -> Vec<Box<[u8]>> {
+        self.nodes.lock().clone()
     }
 
     /// How many synthetic keys there are.
@@ -305,14 +330,15 @@ impl Renumber {
 }
 
 /// Loads a trace: a segment directory (with its `MANIFEST`) or a single segment file. `map`
-/// turns a symbol's ETF into a key of the reading VM; `progress` hears `(bytes read, total)`
+/// turns a symbol's ETF into a key of the reading VM (it may give foreign nodes stand-ins in
+/// the store's [`Symbols`]); `progress` hears `(bytes read, total)`
 /// after each segment. See [`Loading`] to load one segment at a time.
 ///
 /// # Errors
 /// As for [`Loading::new`] and [`Loading::step`].
 pub fn load(
     path: &Path,
-    map: &mut dyn FnMut(&[u8]) -> Mapped,
+    map: &mut dyn FnMut(&[u8], &Symbols) -> Mapped,
     progress: &mut dyn FnMut(u64, u64),
 ) -> io::Result<Loaded> {
     let mut loading = Loading::new(path)?;
@@ -410,7 +436,7 @@ impl Loading {
     ///
     /// # Errors
     /// The file system's, or `InvalidData` for a segment that is not one this version reads.
-    pub fn step(&mut self, map: &mut dyn FnMut(&[u8]) -> Mapped) -> io::Result<bool> {
+    pub fn step(&mut self, map: &mut dyn FnMut(&[u8], &Symbols) -> Mapped) -> io::Result<bool> {
         let Some((dir, meta)) = self.files.get(self.next) else {
             return Ok(false);
         };
@@ -475,10 +501,10 @@ struct Loader {
 }
 
 impl Loader {
-    fn take(&mut self, record: Record, map: &mut dyn FnMut(&[u8]) -> Mapped) {
+    fn take(&mut self, record: Record, map: &mut dyn FnMut(&[u8], &Symbols) -> Mapped) {
         match record {
             Record::Symbol { word, etf } => {
-                let key = match map(etf) {
+                let key = match map(etf, &self.symbols) {
                     Mapped::Key(k) => k,
                     Mapped::Foreign(etf) => self.symbols.key_for(&etf),
                 };
@@ -621,7 +647,7 @@ mod tests {
 
     /// Maps odd words to themselves plus one million (the reading VM's keys) and even words to
     /// synthetic keys.
-    fn map(etf: &[u8]) -> Mapped {
+    fn map(etf: &[u8], _: &Symbols) -> Mapped {
         let word = u64::from_le_bytes(etf[1..9].try_into().unwrap());
         if word % 2 == 1 {
             Mapped::Key(word + 1_000_000)
@@ -755,7 +781,7 @@ mod tests {
         .unwrap();
         let again = load(
             &dir2,
-            &mut |etf| Mapped::Foreign(etf.to_vec()),
+            &mut |etf, _| Mapped::Foreign(etf.to_vec()),
             &mut |_, _| {},
         )
         .unwrap();
@@ -843,6 +869,19 @@ mod tests {
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
         std::fs::remove_dir_all(&dir).unwrap();
         std::fs::remove_dir_all(&nothing).unwrap();
+    }
+
+    #[test]
+    fn foreign_nodes_get_stable_stand_ins_up_to_the_limit() {
+        let s = Symbols::default();
+        assert_eq!(s.node_index(b"a@h"), Some(0));
+        assert_eq!(s.node_index(b"b@h"), Some(1));
+        assert_eq!(s.node_index(b"a@h"), Some(0));
+        for i in 2..MAX_FOREIGN_NODES {
+            assert_eq!(s.node_index(format!("n{i}").as_bytes()), Some(i));
+        }
+        assert_eq!(s.node_index(b"one@too.many"), None);
+        assert_eq!(&s.nodes()[1][..], b"b@h");
     }
 
     #[test]

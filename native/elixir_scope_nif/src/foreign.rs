@@ -3,27 +3,49 @@
 //! `binary_to_term(bytes, [:safe])` refuses a whole term when one atom in it does not exist in
 //! this VM, and atoms are never created from a file. So when the safe decode fails, the term is
 //! rebuilt piece by piece: containers as themselves, every leaf by a safe decode of its own bytes,
-//! and a leaf that still fails as a readable stand-in: an unknown atom becomes its name (a
-//! binary), a pid, port, reference or fun of an unknown node a binary such as
-//! `"#PID<app@host.85.0>"`.
+//! and a leaf that still fails as a stand-in:
+//!
+//! * an unknown atom becomes its name (a binary);
+//! * a pid, port or reference of a node this VM has no atom for keeps being one, of a stand-in
+//!   node `:elixir_scope_node_<i>` (at most [`MAX_FOREIGN_NODES`] of them; the store's
+//!   [`Symbols`] remember which name each stands for), so it can be compared, matched and
+//!   passed back to queries;
+//! * anything else (a fun, or a node past the limit) a description such as
+//!   `"#PID<app@host.85.0>"`.
 
 use crate::terms::binary_to_term;
 use elixir_scope_core::etf::{self, atom_name, skip};
-use rustler::{Encoder, Env, NewBinary, Term};
+use elixir_scope_core::persist::{Symbols, MAX_FOREIGN_NODES};
+use rustler::{Atom, Encoder, Env, NewBinary, Term};
 
 /// Containers nested deeper than this are not rebuilt (the stack of a NIF thread is small).
 const MAX_DEPTH: usize = 256;
 
 /// The term encoded by `bytes` (ETF with its version byte): exactly as `binary_to_term` gives
-/// it when every atom exists, else with stand-ins for what this VM cannot represent. `None` when
-/// the bytes are not one well-formed term.
-pub fn decode<'a>(env: Env<'a>, bytes: &[u8]) -> Option<Term<'a>> {
+/// it when every atom exists, else with stand-ins for what this VM cannot represent (node
+/// stand-ins only with `symbols`, a loaded store's). `None` when the bytes are not one
+/// well-formed term.
+pub fn decode<'a>(env: Env<'a>, symbols: Option<&Symbols>, bytes: &[u8]) -> Option<Term<'a>> {
     if let Some(t) = binary_to_term(env, bytes) {
         return Some(t);
     }
     let body = bytes.strip_prefix(&[etf::VERSION])?;
-    let (term, end) = rebuild(env, body, 0, 0)?;
+    let cx = Cx { env, symbols };
+    let (term, end) = rebuild(&cx, body, 0, 0)?;
     (end == body.len()).then_some(term)
+}
+
+struct Cx<'a, 's> {
+    env: Env<'a>,
+    symbols: Option<&'s Symbols>,
+}
+
+/// The stand-in atom of foreign node `i`. Its name is ours, never taken from the input, and
+/// there are at most [`MAX_FOREIGN_NODES`] of them.
+pub fn node_atom(env: Env<'_>, i: usize) -> Option<Atom> {
+    (i < MAX_FOREIGN_NODES)
+        .then(|| Atom::from_str(env, &format!("elixir_scope_node_{i}")).ok())
+        .flatten()
 }
 
 fn binary<'a>(env: Env<'a>, bytes: &[u8]) -> Term<'a> {
@@ -33,7 +55,8 @@ fn binary<'a>(env: Env<'a>, bytes: &[u8]) -> Term<'a> {
 }
 
 /// The term at `pos` of `b` (ETF without version byte) and where it ends.
-fn rebuild<'a>(env: Env<'a>, b: &[u8], pos: usize, depth: usize) -> Option<(Term<'a>, usize)> {
+fn rebuild<'a>(cx: &Cx<'a, '_>, b: &[u8], pos: usize, depth: usize) -> Option<(Term<'a>, usize)> {
+    let env = cx.env;
     let end = skip(b, pos)?;
     let tag = *b.get(pos)?;
     let term = match tag {
@@ -42,7 +65,7 @@ fn rebuild<'a>(env: Env<'a>, b: &[u8], pos: usize, depth: usize) -> Option<(Term
             let mut p = if tag == 104 { pos + 2 } else { pos + 5 };
             let mut terms = Vec::with_capacity(elems.len());
             for _ in &elems {
-                let (t, next) = rebuild(env, b, p, depth + 1)?;
+                let (t, next) = rebuild(cx, b, p, depth + 1)?;
                 terms.push(t);
                 p = next;
             }
@@ -53,11 +76,11 @@ fn rebuild<'a>(env: Env<'a>, b: &[u8], pos: usize, depth: usize) -> Option<(Term
             let mut p = pos + 5;
             let mut items = Vec::with_capacity(n.min(1024));
             for _ in 0..n {
-                let (t, next) = rebuild(env, b, p, depth + 1)?;
+                let (t, next) = rebuild(cx, b, p, depth + 1)?;
                 items.push(t);
                 p = next;
             }
-            let (tail, _) = rebuild(env, b, p, depth + 1)?;
+            let (tail, _) = rebuild(cx, b, p, depth + 1)?;
             items
                 .into_iter()
                 .rev()
@@ -68,8 +91,8 @@ fn rebuild<'a>(env: Env<'a>, b: &[u8], pos: usize, depth: usize) -> Option<(Term
             let mut p = pos + 5;
             let mut map = Term::map_new(env);
             for _ in 0..n {
-                let (k, next) = rebuild(env, b, p, depth + 1)?;
-                let (v, next) = rebuild(env, b, next, depth + 1)?;
+                let (k, next) = rebuild(cx, b, p, depth + 1)?;
+                let (v, next) = rebuild(cx, b, next, depth + 1)?;
                 // Two stand-ins can collide (an unknown atom and the binary of its name): the
                 // later pair wins, as in a map literal.
                 map = map.map_put(k, v).ok()?;
@@ -77,17 +100,21 @@ fn rebuild<'a>(env: Env<'a>, b: &[u8], pos: usize, depth: usize) -> Option<(Term
             }
             map
         }
-        _ => leaf(env, b, pos, end),
+        _ => leaf(cx, b, pos, end),
     };
     Some((term, end))
 }
 
 /// A term with no container to rebuild: decoded safely from its own bytes, or a stand-in.
-fn leaf<'a>(env: Env<'a>, b: &[u8], pos: usize, end: usize) -> Term<'a> {
+fn leaf<'a>(cx: &Cx<'a, '_>, b: &[u8], pos: usize, end: usize) -> Term<'a> {
+    let env = cx.env;
     let mut one = Vec::with_capacity(end - pos + 1);
     one.push(etf::VERSION);
     one.extend_from_slice(&b[pos..end]);
     if let Some(t) = binary_to_term(env, &one) {
+        return t;
+    }
+    if let Some(t) = with_node_stand_in(cx, b, pos, end) {
         return t;
     }
     let node = || node_name(b, pos + 1);
@@ -107,6 +134,26 @@ fn leaf<'a>(env: Env<'a>, b: &[u8], pos: usize, end: usize) -> Term<'a> {
         _ => return binary(env, &one),
     };
     text.encode(env)
+}
+
+/// A pid, port or reference whose node atom does not exist here, decoded with the node's
+/// stand-in atom in its place.
+fn with_node_stand_in<'a>(cx: &Cx<'a, '_>, b: &[u8], pos: usize, end: usize) -> Option<Term<'a>> {
+    let symbols = cx.symbols?;
+    let node_at = match b[pos] {
+        88 | 103 | 89 | 102 | 120 | 101 => pos + 1,
+        90 | 114 => pos + 3,
+        _ => return None,
+    };
+    let node_end = skip(b, node_at)?;
+    let name = atom_bytes_checked(b, node_at);
+    let atom = node_atom(cx.env, symbols.node_index(&name)?)?;
+    let mut bytes = Vec::with_capacity(end - pos + 32);
+    bytes.push(etf::VERSION);
+    bytes.extend_from_slice(&b[pos..node_at]);
+    bytes.extend_from_slice(&atom.to_term(cx.env).to_binary().as_slice()[1..]);
+    bytes.extend_from_slice(b.get(node_end..end)?);
+    binary_to_term(cx.env, &bytes)
 }
 
 /// An atom's name as UTF-8 (Latin-1 names converted).

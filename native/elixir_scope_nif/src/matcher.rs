@@ -150,6 +150,7 @@ fn guard_at<'a>(t: Term<'a>, depth: usize) -> NifResult<Guard> {
 /// A bound value as a term.
 fn bound_term<'a>(
     env: Env<'a>,
+    store: &Store,
     data: &[u8],
     b: &Bound,
     with_version: &mut Vec<u8>,
@@ -158,7 +159,7 @@ fn bound_term<'a>(
         with_version.clear();
         with_version.push(etf::VERSION);
         with_version.extend_from_slice(bytes);
-        crate::foreign::decode(env, with_version)
+        crate::foreign::decode(env, store.symbols(), with_version)
     };
     match b {
         Bound::Term(r) => decode(data.get(r.clone())?),
@@ -214,7 +215,7 @@ fn query_match<'a>(
                     .iter()
                     .map(|b| {
                         b.as_ref()
-                            .and_then(|b| bound_term(env, data, b, &mut scratch))
+                            .and_then(|b| bound_term(env, store, data, b, &mut scratch))
                             .unwrap_or(nil)
                     })
                     .collect();

@@ -5,7 +5,7 @@
 use crate::store::store_of;
 use crate::terms::{key_etf, local_pid_key, raw};
 use crate::{atoms, resource};
-use elixir_scope_core::persist::{self, Clock, Loading, Mapped, Writer};
+use elixir_scope_core::persist::{self, Clock, Loading, Mapped, Symbols, Writer};
 use elixir_scope_core::segments::Policy;
 use elixir_scope_core::store::Store;
 use parking_lot::Mutex;
@@ -155,14 +155,16 @@ fn load_begin(env: Env<'_>, path: String) -> Term<'_> {
 /// A symbol's key in this VM: the word of an existing atom or a local pid, else a synthetic key
 /// standing for the term's canonical encoding here (or the file's bytes when it does not decode
 /// safely).
-fn map_symbol(env: Env<'_>, etf: &[u8]) -> Mapped {
-    match crate::terms::binary_to_term(env, etf) {
+fn map_symbol(env: Env<'_>, etf: &[u8], symbols: &Symbols) -> Mapped {
+    match crate::foreign::decode(env, Some(symbols), etf) {
         Some(t) if t.is_atom() => Mapped::Key(raw(t.as_c_arg())),
-        Some(t) => match local_pid_key(t) {
+        Some(t) if t.is_pid() => match local_pid_key(t) {
             Some(k) => Mapped::Key(k),
+            // A pid of another node or run (of a stand-in node, if its own is unknown here).
             None => Mapped::Foreign(t.to_binary().as_slice().to_vec()),
         },
-        None => Mapped::Foreign(etf.to_vec()),
+        // An atom this VM does not have: the file's bytes, decoded to a stand-in on use.
+        _ => Mapped::Foreign(etf.to_vec()),
     }
 }
 
@@ -174,7 +176,7 @@ fn load_step<'a>(env: Env<'a>, loading: ResourceArc<LoadingResource>) -> Term<'a
     let Some(l) = guard.as_mut() else {
         return error(env, "the trace was already loaded");
     };
-    match l.step(&mut |etf| map_symbol(env, etf)) {
+    match l.step(&mut |etf, symbols| map_symbol(env, etf, symbols)) {
         Ok(true) => (atoms::more(), l.segments().0, l.bytes_read()).encode(env),
         Ok(false) => atoms::done().encode(env),
         Err(e) => error(env, e),
@@ -193,6 +195,7 @@ fn load_finish<'a>(env: Env<'a>, loading: ResourceArc<LoadingResource>) -> NifRe
         (c.monotonic, c.system).encode(env)
     });
     let symbols = loaded.store.symbols().map_or(0, |s| s.len());
+
     let pairs: Vec<(Term, Term)> = vec![
         (atoms::events().encode(env), r.events.encode(env)),
         (atoms::segments().encode(env), r.segments.encode(env)),
@@ -211,4 +214,21 @@ fn load_finish<'a>(env: Env<'a>, loading: ResourceArc<LoadingResource>) -> NifRe
     ];
     let report = Term::map_from_pairs(env, &pairs)?;
     Ok((atoms::ok(), resource::new_term(env, loaded.store), report).encode(env))
+}
+
+/// `store_nodes(store)`: `[{stand_in_atom, node_name}]`, the nodes of a loaded store this VM has
+/// no atom for, and the atoms standing in for them in its pids, ports and references.
+#[rustler::nif]
+fn store_nodes<'a>(env: Env<'a>, store: Term<'a>) -> NifResult<Term<'a>> {
+    let store = store_of(store)?;
+    let names = store.symbols().map(|s| s.nodes()).unwrap_or_default();
+    let pairs: Vec<Term> = names
+        .iter()
+        .enumerate()
+        .filter_map(|(i, name)| {
+            let atom = crate::foreign::node_atom(env, i)?;
+            Some((atom, String::from_utf8_lossy(name).into_owned()).encode(env))
+        })
+        .collect();
+    Ok(pairs.encode(env))
 }

@@ -111,12 +111,12 @@ const DECODED: u32 = 0x100;
 /// A complete (not truncated) payload decoded into a term here, in C, rather than copied into a
 /// binary for Elixir to decode. No atom is created: every atom of a live capture exists, and a
 /// trace read from disk gets stand-ins for the atoms this VM lacks (see [`crate::foreign`]).
-fn decode_payload<'a>(env: Env<'a>, ev: &EventRef) -> Option<Term<'a>> {
+fn decode_payload<'a>(env: Env<'a>, store: &Store, ev: &EventRef) -> Option<Term<'a>> {
     use elixir_scope_core::event::flags;
     if ev.header.flags & (flags::TRUNCATED | flags::PAYLOAD_DROPPED) != 0 {
         return None;
     }
-    crate::foreign::decode(env, ev.payload)
+    crate::foreign::decode(env, store.symbols(), ev.payload)
 }
 
 /// Encodes one event of `store` as `{seq, ts, kind, pid, peer, mfa, payload, flags}`.
@@ -144,7 +144,7 @@ pub(crate) fn encode_event<'a>(env: Env<'a>, store: &Store, ev: &EventRef) -> Te
     let mut flags_out = h.flags as u32;
     let payload = if ev.payload.is_empty() {
         nil
-    } else if let Some(t) = decode_payload(env, ev) {
+    } else if let Some(t) = decode_payload(env, store, ev) {
         flags_out |= DECODED;
         t
     } else {

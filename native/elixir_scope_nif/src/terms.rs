@@ -107,7 +107,7 @@ pub fn key_term<'a>(env: Env<'a>, store: &Store, key: u64) -> Term<'a> {
     store
         .symbols()
         .and_then(|s| s.etf(key))
-        .and_then(|etf| crate::foreign::decode(env, etf))
+        .and_then(|etf| crate::foreign::decode(env, store.symbols(), etf))
         .unwrap_or_else(|| crate::atoms::nil().encode(env))
 }
 
