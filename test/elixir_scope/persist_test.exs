@@ -12,7 +12,7 @@ defmodule ElixirScope.PersistTest do
 
   defmodule Counter do
     use GenServer
-    def start_link(n), do: GenServer.start_link(__MODULE__, n, name: __MODULE__)
+    def start_link(n), do: GenServer.start_link(__MODULE__, n)
     def init(n), do: {:ok, %{count: n, seen: []}}
     def handle_call({:add, k}, _from, s), do: {:reply, s.count + k, %{s | count: s.count + k}}
     def handle_call(:crash, _from, _s), do: raise(ArgumentError, "boom")
@@ -28,11 +28,16 @@ defmodule ElixirScope.PersistTest do
 
   # A supervised counter traced with states, called, crashed and restarted; returns the store
   # and the pids involved.
+  defp child(sup) do
+    [{Counter, pid, :worker, _}] = Supervisor.which_children(sup)
+    pid
+  end
+
   def workload(store) do
     {:ok, sup} = Supervisor.start_link([{Counter, 0}], strategy: :one_for_one)
     Process.unlink(sup)
     on_exit(fn -> Process.exit(sup, :kill) end)
-    counter = Process.whereis(Counter)
+    counter = child(sup)
     trace_states_into(sup, store)
     trace_states_into(counter, store)
 
@@ -43,8 +48,8 @@ defmodule ElixirScope.PersistTest do
 
     send(counter, {:info, self()})
     catch_exit(GenServer.call(counter, :crash))
-    wait_until(fn -> (new = Process.whereis(Counter)) && new != counter end)
-    GenServer.call(Counter, {:add, 100})
+    wait_until(fn -> is_pid(child(sup)) and child(sup) != counter end)
+    GenServer.call(child(sup), {:add, 100})
     {sup, counter}
   end
 
@@ -246,6 +251,17 @@ defmodule ElixirScope.PersistCaptureTest do
 
   alias ElixirScope.{Persist, Query, Store}
 
+  defmodule Tracked do
+    use ElixirScope.Track
+
+    @scope true
+    def work(a) do
+      b = a * 2
+      c = for x <- [a, b], do: x + 1
+      {b, c}
+    end
+  end
+
   setup do
     dir = Path.join(System.tmp_dir!(), "escope-persist-#{System.unique_integer([:positive])}")
     on_exit(fn -> File.rm_rf!(dir) end)
@@ -276,6 +292,31 @@ defmodule ElixirScope.PersistCaptureTest do
     assert {:error, msg} = ElixirScope.start(persist: [dir: dir])
     assert msg =~ "already holds a trace"
     refute ElixirScope.running?()
+  end
+
+  test "tracked variables survive a save and open", %{dir: dir} do
+    {:ok, _} = ElixirScope.start()
+    on_exit(fn -> ElixirScope.stop() end)
+    for a <- 1..5, do: Tracked.work(a)
+    live = Store.default()
+    {:ok, _} = ElixirScope.save(dir)
+    {:ok, disk} = ElixirScope.open(dir)
+    mfa = {Tracked, :work, 1}
+
+    for store <- [live, disk] do
+      assert [%{name: :a, value: 4}, %{name: :b, value: 8} | _] =
+               Query.variables(mfa, call: 3, store: store)
+    end
+
+    assert Query.variables(mfa, call: 3, store: disk) ==
+             Query.variables(mfa, call: 3, store: live)
+
+    assert Query.tracked_calls(mfa, store: disk) == Query.tracked_calls(mfa, store: live)
+
+    assert Query.var_history(Tracked, :b, store: disk) ==
+             Query.var_history(Tracked, :b, store: live)
+
+    assert length(Query.var_history(Tracked, :b, store: disk)) == 5
   end
 end
 
