@@ -202,13 +202,16 @@ defmodule ElixirScope do
   Keys: `:running`, `:events`, `:dropped`, `:truncated`, `:bytes` (memory committed),
   `:payload_bytes`, `:capacity` (max events), `:max_bytes`, `:max_payload_bytes`,
   `:tracing_level`, `:sample_rate`, `:sample_by`, `:last_seq`, `:traced` (`%{pids: [...], all:
-  boolean, new: boolean, modules: [...]}`) and `:skipped` (processes left to another tracer).
+  boolean, new: boolean, modules: [...]}`), `:skipped` (processes left to another tracer),
+  `:persist_dir` (where `persist:` writes the capture, or `nil`) and `:persisted` (events
+  written there so far).
   """
   @spec status() :: status()
   def status do
     with pid when pid != nil <- Process.whereis(Server),
-         {store, traced, skipped} <- safe_call(pid, :status) do
-      Store.stats(store) |> Map.merge(%{running: true, traced: traced, skipped: skipped})
+         {store, traced, skipped, dir} <- safe_call(pid, :status) do
+      Store.stats(store)
+      |> Map.merge(%{running: true, traced: traced, skipped: skipped, persist_dir: dir})
     else
       _ -> idle_status()
     end
@@ -221,6 +224,7 @@ defmodule ElixirScope do
           d = Options.store_defaults()
 
           %{events: 0, dropped: 0, truncated: 0, bytes: 0, payload_bytes: 0, last_seq: 0}
+          |> Map.put(:persisted, 0)
           |> Map.merge(%{
             capacity: d[:max_events],
             max_bytes: d[:max_bytes],
@@ -236,6 +240,7 @@ defmodule ElixirScope do
 
     Map.merge(stats, %{
       running: false,
+      persist_dir: nil,
       traced: %{pids: [], all: false, new: false, modules: [], state_modules: []},
       skipped: []
     })

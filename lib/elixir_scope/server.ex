@@ -14,6 +14,7 @@ defmodule ElixirScope.Server do
     :store,
     :janitor,
     :flusher,
+    :persist_dir,
     state_modules: MapSet.new(),
     pids: MapSet.new(),
     modules: %{},
@@ -45,7 +46,13 @@ defmodule ElixirScope.Server do
         janitor = start_janitor(store)
         ElixirScope.Track.Runtime.enable(Store.ref(store))
         flusher = persist && spawn_link(fn -> flush_loop(store, persist.flush_interval) end)
-        {:ok, %__MODULE__{store: store, janitor: janitor, flusher: flusher}}
+        {:ok,
+         %__MODULE__{
+           store: store,
+           janitor: janitor,
+           flusher: flusher,
+           persist_dir: persist && persist.dir
+         }}
     end
   end
 
@@ -87,7 +94,7 @@ defmodule ElixirScope.Server do
       state_modules: Enum.sort(MapSet.to_list(s.state_modules))
     }
 
-    {:reply, {s.store, traced, s.skipped}, s}
+    {:reply, {s.store, traced, s.skipped, s.persist_dir}, s}
   end
 
   def handle_call(:store, _from, s), do: {:reply, s.store, s}

@@ -42,7 +42,8 @@ defmodule ElixirScope.Store do
           tracing_level: ElixirScope.tracing_level(),
           sample_rate: float(),
           sample_by: :process | :event,
-          last_seq: non_neg_integer()
+          last_seq: non_neg_integer(),
+          persisted: non_neg_integer()
         }
 
   @default_key {__MODULE__, :default}

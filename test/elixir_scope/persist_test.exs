@@ -280,6 +280,10 @@ defmodule ElixirScope.PersistCaptureTest do
     {_sup, counter} = ElixirScope.PersistTest.workload(store)
     # Written while capture runs, before anything is sealed.
     wait_until(fn -> length(Path.wildcard(Path.join(dir, "*.lz4"))) > 2 end)
+    wait_until(fn -> ElixirScope.status().persisted > 0 end)
+    status = ElixirScope.status()
+    assert status.persist_dir == Path.expand(dir)
+    assert status.persisted <= status.events
     :ok = ElixirScope.stop()
     {:ok, disk} = ElixirScope.open(dir)
     assert events(disk) == events(store)

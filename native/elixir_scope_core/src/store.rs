@@ -142,6 +142,8 @@ pub struct Store {
     symbols: Option<Symbols>,
     /// Where the capture is being persisted, if it is.
     persist: Mutex<Option<Writer>>,
+    /// Events written to disk so far (read without taking the writer's lock).
+    persisted: AtomicU64,
 }
 
 impl Store {
@@ -164,6 +166,7 @@ impl Store {
             index: Mutex::new(Index::new()),
             symbols: None,
             persist: Mutex::new(None),
+            persisted: AtomicU64::new(0),
         })
     }
 
@@ -298,6 +301,16 @@ impl Store {
     /// The writer persisting this store, if any (taken by the flushing NIF, never by capture).
     pub fn persist(&self) -> MutexGuard<'_, Option<Writer>> {
         self.persist.lock()
+    }
+
+    /// How many events are on disk, as the writer last reported.
+    pub fn persisted(&self) -> u64 {
+        self.persisted.load(Ordering::Relaxed)
+    }
+
+    /// Records how many events are on disk.
+    pub fn set_persisted(&self, events: u64) {
+        self.persisted.store(events, Ordering::Relaxed);
     }
 
     /// The event log.

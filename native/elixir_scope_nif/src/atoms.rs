@@ -76,6 +76,7 @@ rustler::atoms! {
     sample_rate,
     sample_by,
     last_seq,
+    persisted,
     // persistence
     none,
     more,

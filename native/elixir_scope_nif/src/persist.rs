@@ -74,7 +74,10 @@ fn persist_flush<'a>(
     let clock = Clock { monotonic, system };
     Ok(
         match writer.flush(store, clock, &mut symbols(env, store), max) {
-            Ok(n) => (atoms::ok(), n, writer.next_seq()).encode(env),
+            Ok(n) => {
+                store.set_persisted(writer.next_seq() - 1);
+                (atoms::ok(), n, writer.next_seq()).encode(env)
+            }
             Err(e) => error(env, e),
         },
     )
@@ -103,6 +106,7 @@ fn persist_finish<'a>(
         }
     };
     let written = writer.next_seq() - 1;
+    store.set_persisted(written);
     Ok(match result.and_then(|()| writer.finish()) {
         Ok(_) => (atoms::ok(), written).encode(env),
         Err(e) => error(env, e),

@@ -132,6 +132,7 @@ fn store_stats<'a>(env: Env<'a>, store: Term<'a>) -> NifResult<Term<'a>> {
             atoms::last_seq().encode(env),
             s.log().last_seq().encode(env),
         ),
+        (atoms::persisted().encode(env), s.persisted().encode(env)),
     ];
     Term::map_from_pairs(env, &pairs)
 }
