@@ -60,7 +60,10 @@ defmodule ElixirScope.Native do
   def load_begin(_path), do: err()
   def load_step(_loading), do: err()
   def load_finish(_loading), do: err()
-  def store_nodes(_store), do: err()
+  def foreign_nodes, do: err()
+  def summary_begin(_path, _footers?), do: err()
+  def summary_step(_summarizing), do: err()
+  def summary_finish(_summarizing), do: err()
 
   # Variable tracking
   def track_record(_store, _call, _mfa, _payload), do: err()

@@ -30,8 +30,10 @@ defmodule ElixirScope.Persist do
       `"checkout_started"`);
     * a pid, port or reference of a node the reading VM has no atom for stays a pid, port or
       reference, of a stand-in node `:elixir_scope_node_0`, `:elixir_scope_node_1`, ... (up to
-      64), so it can be compared, matched and passed back to queries; `nodes/1` tells which
-      node each stands for.
+      64), so it can be compared, matched and passed back to queries; `nodes/0` tells which
+      node each stands for. So do all the pids of a trace captured by another run of a VM,
+      even a VM of the same name: its `<0.85.0>` is not this VM's `<0.85.0>`. Only a trace
+      opened in the VM run that captured it shows its processes as they are.
   """
 
   alias ElixirScope.{Native, Store}
@@ -70,6 +72,7 @@ defmodule ElixirScope.Persist do
           truncated: non_neg_integer(),
           foreign: non_neg_integer(),
           unknown_words: non_neg_integer(),
+          discarded: non_neg_integer(),
           clock: {integer(), integer()} | nil
         }
 
@@ -95,12 +98,12 @@ defmodule ElixirScope.Persist do
 
     %{
       dir: dir,
-      segment_bytes: pos!(opts, :segment_bytes),
+      segment_bytes: pos!(opts, :segment_bytes) || @defaults[:segment_bytes],
       segment_ns: seconds_ns!(opts, :segment_age),
       max_bytes: pos!(opts, :max_bytes) || @max_u64,
       max_age_ns: seconds_ns!(opts, :max_age),
       archive: bool!(opts, :archive),
-      flush_interval: pos!(opts, :flush_interval)
+      flush_interval: pos!(opts, :flush_interval) || @defaults[:flush_interval]
     }
   end
 
@@ -183,7 +186,13 @@ defmodule ElixirScope.Persist do
   """
   @spec save(Store.t(), Path.t()) :: {:ok, non_neg_integer()} | {:error, String.t()}
   def save(%Store{} = store, path) when is_binary(path) do
-    {mono, sys} = clock()
+    # An opened trace keeps the clock it was captured with.
+    {mono, sys} =
+      case store.source do
+        %{clock: {_, _} = clock} -> clock
+        _ -> clock()
+      end
+
     Native.store_save(Store.ref(store), Path.expand(path), mono, sys)
   end
 
@@ -230,14 +239,79 @@ defmodule ElixirScope.Persist do
   end
 
   @doc """
-  The nodes of an opened trace that this VM has no atom for, by the stand-in atom their pids,
-  ports and references carry here (`%{}` for a live store, or when every node is known).
+  The nodes whose pids, ports and references in opened traces carry a stand-in node here, by
+  stand-in atom: nodes this VM has no atom for, and the nodes of traces captured by another run
+  of a VM (whose `<0.85.0>` is not this VM's). One table for the whole VM: a node has the same
+  stand-in in every trace.
 
-      iex> ElixirScope.Persist.nodes(ElixirScope.Store.new!())
-      %{}
+      iex> is_map(ElixirScope.Persist.nodes())
+      true
   """
-  @spec nodes(Store.t()) :: %{atom() => String.t()}
-  def nodes(%Store{ref: ref}), do: Map.new(Native.store_nodes(ref))
+  @spec nodes() :: %{atom() => String.t()}
+  def nodes, do: Map.new(Native.foreign_nodes())
+
+  @typedoc "What `summary/2` returns."
+  @type summary :: %{
+          segments: non_neg_integer(),
+          bytes: non_neg_integer(),
+          events: non_neg_integer(),
+          first: {pos_integer(), integer()} | nil,
+          last: {pos_integer(), integer()} | nil,
+          clock: {integer(), integer()} | nil,
+          kinds: %{ElixirScope.Event.kind() => pos_integer()},
+          pids: %{(pid() | binary()) => pos_integer()},
+          calls: %{mfa() => pos_integer()},
+          tags: %{(atom() | binary()) => pos_integer()},
+          state_changes: non_neg_integer(),
+          dropped: non_neg_integer(),
+          truncated: non_neg_integer(),
+          torn: [String.t()],
+          from_footers: non_neg_integer()
+        }
+
+  @doc """
+  What a trace holds, without loading it: events by kind, process, called function and
+  message tag, the seq and time (`{seq, ts}`) of its first and last events, state changes, drop
+  counters. Sealed segments answer from their index footer; a segment without one (the last
+  of a capture that is still running or was cut short) is read through.
+
+  ## Options
+
+    * `:progress` - a function called with `(bytes_read, bytes_total)` after each segment.
+    * `:footers` - `false` to read every segment through (default `true`).
+  """
+  @spec summary(Path.t(), keyword()) :: {:ok, summary()} | {:error, String.t()}
+  def summary(path, opts \\ []) when is_binary(path) do
+    opts = ElixirScope.Options.validate!(opts, progress: nil, footers: true)
+    progress = opts[:progress] || fn _, _ -> :ok end
+
+    with {:ok, s, total} <- Native.summary_begin(Path.expand(path), opts[:footers] == true),
+         :ok <- summarize_all(s, total, progress),
+         {:ok, map} <- Native.summary_finish(s) do
+      {:ok,
+       %{
+         map
+         | kinds: Map.new(map.kinds),
+           pids: Map.new(map.pids),
+           calls: Map.new(map.calls),
+           tags: Map.new(map.tags)
+       }}
+    end
+  end
+
+  defp summarize_all(s, total, progress) do
+    case Native.summary_step(s) do
+      {:more, read} ->
+        progress.(read, total)
+        summarize_all(s, total, progress)
+
+      :done ->
+        :ok
+
+      {:error, _} = e ->
+        e
+    end
+  end
 
   @doc """
   What opening a trace found (`nil` for a store that was not opened from disk): events,

@@ -26,7 +26,13 @@ defmodule ElixirScope.Server do
   def start_link(opts), do: GenServer.start_link(__MODULE__, opts, name: __MODULE__)
 
   def child_spec(opts) do
-    %{id: __MODULE__, start: {__MODULE__, :start_link, [opts]}, restart: :temporary}
+    # Stopping writes what the flusher had not written yet and seals the trace: give it time.
+    %{
+      id: __MODULE__,
+      start: {__MODULE__, :start_link, [opts]},
+      restart: :temporary,
+      shutdown: 60_000
+    }
   end
 
   @impl true
@@ -46,6 +52,7 @@ defmodule ElixirScope.Server do
         janitor = start_janitor(store)
         ElixirScope.Track.Runtime.enable(Store.ref(store))
         flusher = persist && spawn_link(fn -> flush_loop(store, persist.flush_interval) end)
+
         {:ok,
          %__MODULE__{
            store: store,
@@ -98,6 +105,14 @@ defmodule ElixirScope.Server do
   end
 
   def handle_call(:store, _from, s), do: {:reply, s.store, s}
+
+  @impl true
+  def handle_info({:EXIT, pid, reason}, %{flusher: pid} = s) when reason != :normal do
+    Logger.error("ElixirScope's trace writer stopped: #{inspect(reason)}")
+    {:noreply, %{s | flusher: nil}}
+  end
+
+  def handle_info(_msg, s), do: {:noreply, s}
 
   @impl true
   def terminate(_reason, s) do

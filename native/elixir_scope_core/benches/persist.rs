@@ -119,7 +119,7 @@ fn main() {
     let t = Instant::now();
     let loaded = persist::load(
         &dir,
-        &mut |etf| Mapped::Key(u64::from_le_bytes(etf.try_into().unwrap_or([0; 8]))),
+        &mut |etf, _| Mapped::Key(u64::from_le_bytes(etf.try_into().unwrap_or([0; 8]))),
         &mut |_, _| {},
     )
     .expect("load");

@@ -10,6 +10,7 @@ pub mod chunks;
 pub mod error;
 pub mod etf;
 pub mod event;
+pub mod footer;
 pub mod hash;
 pub mod history;
 pub mod index;

@@ -11,6 +11,7 @@
 //! of segments.
 
 use crate::event::{flags, Header, Kind, PidKey, Seq};
+use crate::footer::{Footer, FooterBuilder};
 use crate::hash::{WordHasher, WordMap};
 use crate::segment::{self, Record};
 use crate::segments::{self, Manifest, Policy, Segments};
@@ -29,33 +30,33 @@ pub const fn is_synthetic(key: u64) -> bool {
 
 /// What the synthetic keys of a loaded store stand for: the ETF (version byte included) of a
 /// process or atom that has no key of its own in the reading VM (a pid of another node or of an
-/// earlier run, an atom the reading VM does not know).
+/// earlier run, an atom the reading VM does not know), as the trace has it; and the run the trace
+/// comes from.
 #[derive(Debug, Default)]
 pub struct Symbols {
+    /// The trace's own encodings, by synthetic key.
     etf: Vec<Box<[u8]>>,
-    by_etf: HashMap<Box<[u8]>, u64>,
-    /// Names of nodes the reading VM has no atom for, in the order they were first met: the
-    /// NIF layer stands in for node `i` with an atom of its own making, so that the processes,
-    /// ports and references of those nodes are still real terms.
-    nodes: parking_lot::Mutex<Vec<Box<[u8]>>>,
+    /// Synthetic keys by the reading VM's encoding of the term they decode to (what a query
+    /// argument encodes to).
+    by_term: HashMap<Box<[u8]>, u64>,
+    /// The token of the VM run that captured the trace (from its clock record).
+    run: Option<u64>,
 }
 
-/// Nodes without an atom given a stand-in at most; beyond, their terms become descriptions.
-pub const MAX_FOREIGN_NODES: usize = 64;
-
 impl Symbols {
-    /// The synthetic key of `etf`, made on first use.
-    pub fn key_for(&mut self, etf: &[u8]) -> u64 {
-        if let Some(&k) = self.by_etf.get(etf) {
+    /// The synthetic key of the term the trace encodes as `etf` and this VM as `canonical`,
+    /// made on first use.
+    pub fn key_for(&mut self, etf: &[u8], canonical: &[u8]) -> u64 {
+        if let Some(&k) = self.by_term.get(canonical) {
             return k;
         }
         self.etf.push(etf.into());
         let key = (self.etf.len() as u64) << 4;
-        self.by_etf.insert(etf.into(), key);
+        self.by_term.insert(canonical.into(), key);
         key
     }
 
-    /// The ETF a synthetic key stands for.
+    /// The trace's encoding of what a synthetic key stands for.
     pub fn etf(&self, key: u64) -> Option<&[u8]> {
         if !is_synthetic(key) {
             return None;
@@ -63,27 +64,22 @@ impl Symbols {
         self.etf.get((key >> 4) as usize - 1).map(|b| &b[..])
     }
 
-    /// The synthetic key of a term given by its ETF, if the store has one.
-    pub fn key_of(&self, etf: &[u8]) -> Option<u64> {
-        self.by_etf.get(etf).copied()
+    /// The synthetic key of a term given by this VM's encoding of it, if the store has one.
+    pub fn key_of(&self, canonical: &[u8]) -> Option<u64> {
+        self.by_term.get(canonical).copied()
     }
 
-    /// The index of the stand-in for the node named `name` (made on first use), or `None` when
-    /// [`MAX_FOREIGN_NODES`] are taken.
-    pub fn node_index(&self, name: &[u8]) -> Option<usize> {
-        let mut nodes = self.nodes.lock();
-        if let Some(i) = nodes.iter().position(|n| &n[..] == name) {
-            return Some(i);
+    /// The run token of the trace's clock records, if they had one (and all the same).
+    pub fn run(&self) -> Option<u64> {
+        self.run
+    }
+
+    /// Symbols of a trace captured by run `run` (none yet), for decoding its terms.
+    pub fn of_run(run: Option<u64>) -> Symbols {
+        Symbols {
+            run,
+            ..Symbols::default()
         }
-        (nodes.len() < MAX_FOREIGN_NODES).then(|| {
-            nodes.push(name.into());
-            nodes.len() - 1
-        })
-    }
-
-    /// The names of the nodes given stand-ins, by index.
-    pub fn nodes(&self) -> Vec<Box<[u8]>> {
-        self.nodes.lock().clone()
     }
 
     /// How many synthetic keys there are.
@@ -105,9 +101,12 @@ pub struct Clock {
     pub monotonic: i64,
     /// `erlang:system_time(nanosecond)` at the same instant.
     pub system: i64,
+    /// A token of the VM run the times (and pids) belong to.
+    pub run: u64,
 }
 
-/// Writes a store's events to a segment directory, in seq order, as they are published.
+/// Writes a store's events to a segment directory, in seq order, as they are published, ending
+/// each sealed segment with its index footer.
 pub struct Writer {
     segments: Segments,
     /// The next seq to write.
@@ -121,6 +120,10 @@ pub struct Writer {
     fresh: bool,
     /// The counters last written.
     stats: Option<(u64, u64)>,
+    /// The current segment's footer.
+    footer: FooterBuilder,
+    /// Seqs that were never published (their writer failed to get memory), skipped.
+    holes: u64,
 }
 
 /// Why a directory cannot take a new capture.
@@ -156,13 +159,15 @@ impl Writer {
             states: HashSet::default(),
             fresh: true,
             stats: None,
+            footer: FooterBuilder::default(),
+            holes: 0,
         })
     }
 
-    /// Writes up to `max` events published since the last call (stopping before the first one
-    /// still being written), then hands the frames to the OS: from then on they survive a crash
-    /// of the VM. `symbol` gives the ETF of a word (`None` when it has none); `clock` is written
-    /// at the start of each segment. Returns the number of events written.
+    /// Writes up to `max` events published since the last call, then hands the frames to the
+    /// OS: from then on they survive a crash of the VM. `symbol` gives the ETF of a word (`None`
+    /// when it has none); `clock` is written at the start of each segment. Segments rotate
+    /// between events, each ending with its footer. Returns the number of events written.
     ///
     /// # Errors
     /// The file system's.
@@ -174,28 +179,37 @@ impl Writer {
         max: u64,
     ) -> io::Result<u64> {
         let log = store.log();
-        let last = log.published_seq().min(self.next.saturating_add(max) - 1);
+        let published = log.published_seq();
+        let last = published.min(self.next.saturating_add(max) - 1);
         let mut written = 0;
         while self.next <= last {
-            let Some(ev) = log.get(self.next) else { break };
+            let Some(ev) = log.get(self.next) else {
+                // Below the published mark, a missing event is a slot whose writer got no
+                // memory: it never appears.
+                self.holes += 1;
+                self.next += 1;
+                continue;
+            };
             self.begin_segment(clock)?;
             let h = &ev.header;
             for word in [h.pid, h.peer_pid(), h.module, h.function] {
-                if word != 0 && !self.known.contains(&word) {
+                if word != 0 && self.known.insert(word) {
                     if let Some(etf) = symbol(word) {
-                        self.segments.append(&Record::Symbol { word, etf: &etf })?;
+                        self.footer.symbol(word, &etf);
+                        self.segments.push(&Record::Symbol { word, etf: &etf })?;
                     }
-                    self.known.insert(word);
                 }
             }
             let mut payload = ev.payload;
-            if h.kind == Kind::State as u8 && !self.states.insert(h.pid) {
-                // An unchanged state shares the payload this segment already holds.
-                if h.flags & flags::STATE_UNCHANGED != 0 {
-                    payload = &[];
-                }
+            // An unchanged state shares the payload this segment already holds.
+            if h.kind == Kind::State as u8
+                && !self.states.insert(h.pid)
+                && h.flags & flags::STATE_UNCHANGED != 0
+            {
+                payload = &[];
             }
-            let rotated = self.segments.append(&Record::Event {
+            self.footer.event(&ev, self.segments.current_len());
+            self.segments.push(&Record::Event {
                 seq: ev.seq,
                 ts: h.ts,
                 pid: h.pid,
@@ -207,51 +221,72 @@ impl Writer {
                 flags: h.flags,
                 payload,
             })?;
-            if rotated {
+            self.next += 1;
+            written += 1;
+            if self.segments.should_rotate() {
+                self.write_stats(store, clock)?;
+                let footer = Record::Footer(Box::new(self.footer.finish()));
+                self.segments.rotate(Some(&footer))?;
                 self.known.clear();
                 self.states.clear();
                 self.fresh = true;
                 self.stats = None;
             }
-            self.next += 1;
-            written += 1;
         }
-        let s = store.stats();
-        if self.stats != Some((s.dropped, s.truncated)) {
-            self.begin_segment(clock)?;
-            self.stats = Some((s.dropped, s.truncated));
-            self.segments.append(&Record::Stats {
-                dropped: s.dropped,
-                truncated: s.truncated,
-            })?;
+        let changed = self.write_stats(store, clock)?;
+        if written > 0 || changed {
+            self.segments.flush()?;
         }
-        self.segments.flush()?;
         Ok(written)
+    }
+
+    /// Writes the capture's counters if they changed since last written; whether it did.
+    fn write_stats(&mut self, store: &Store, clock: Clock) -> io::Result<bool> {
+        let s = store.stats();
+        if self.stats == Some((s.dropped, s.truncated)) {
+            return Ok(false);
+        }
+        self.begin_segment(clock)?;
+        self.stats = Some((s.dropped, s.truncated));
+        self.footer.stats(s.dropped, s.truncated);
+        self.segments.push(&Record::Stats {
+            dropped: s.dropped,
+            truncated: s.truncated,
+        })?;
+        Ok(true)
     }
 
     /// Writes the clock record a segment starts with, if the current one lacks it.
     fn begin_segment(&mut self, clock: Clock) -> io::Result<()> {
         if self.fresh {
             self.fresh = false;
-            self.segments.append(&Record::Clock {
+            self.footer.clock(clock.monotonic, clock.system, clock.run);
+            self.segments.push(&Record::Clock {
                 monotonic: clock.monotonic,
                 system: clock.system,
+                run: clock.run,
             })?;
         }
         Ok(())
     }
 
-    /// Seals the last segment: nothing more is written.
+    /// Ends the last segment with its footer and seals it: nothing more is written.
     ///
     /// # Errors
     /// The file system's.
-    pub fn finish(self) -> io::Result<Manifest> {
-        self.segments.seal()
+    pub fn finish(mut self) -> io::Result<Manifest> {
+        let footer = Record::Footer(Box::new(self.footer.finish()));
+        self.segments.seal(Some(&footer))
     }
 
-    /// The next seq to write (every seq below it is on disk).
+    /// The next seq to write (every seq below it is on disk, or was a hole).
     pub fn next_seq(&self) -> Seq {
         self.next
+    }
+
+    /// Seqs skipped because they were never published.
+    pub fn holes(&self) -> u64 {
+        self.holes
     }
 
     /// The directory's manifest as it stands.
@@ -265,8 +300,12 @@ impl Writer {
 pub enum Mapped {
     /// A key of the reading VM (an existing atom's or local pid's word).
     Key(u64),
-    /// No key of its own: a synthetic key standing for this ETF.
-    Foreign(Vec<u8>),
+    /// No key of its own: a synthetic key standing for the trace's encoding, found again by
+    /// the reading VM's encoding of the term it decodes to.
+    Foreign {
+        /// The term as this VM encodes what it decodes to.
+        canonical: Vec<u8>,
+    },
 }
 
 /// What loading found besides the events.
@@ -293,6 +332,8 @@ pub struct LoadReport {
     pub truncated: u64,
     /// Events that named a word with no symbol (its field is left empty).
     pub unknown_words: u64,
+    /// Events not loaded: of an unknown kind, or variable bindings whose call was not loaded.
+    pub discarded: u64,
 }
 
 /// A loaded trace: a closed (read-only) store holding its events, with its symbols.
@@ -324,7 +365,7 @@ impl Renumber {
         self.runs
             .iter()
             .rev()
-            .find(|(first, _, len)| (*first..*first + *len).contains(&seq))
+            .find(|(first, _, len)| seq >= *first && seq - *first < *len)
             .map(|(first, loaded, _)| loaded + (seq - first))
     }
 }
@@ -348,6 +389,62 @@ pub fn load(
     Ok(loading.finish())
 }
 
+/// The segment files of a trace: a directory's, in manifest order, or one file.
+fn trace_files(path: &Path) -> io::Result<Vec<(std::path::PathBuf, segments::SegmentMeta)>> {
+    if path.is_dir() {
+        if !path.join(segments::MANIFEST).exists() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!(
+                    "{} holds no ElixirScope trace (no MANIFEST)",
+                    path.display()
+                ),
+            ));
+        }
+        let manifest = segments::read_manifest(path)?;
+        return Ok(manifest
+            .segments
+            .into_iter()
+            .map(|m| (path.to_path_buf(), m))
+            .collect());
+    }
+    std::fs::metadata(path)?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let archived = name.ends_with(".lz4");
+    let meta = segments::SegmentMeta {
+        file: name,
+        first_seq: 0,
+        last_seq: 0,
+        first_ts: 0,
+        last_ts: 0,
+        bytes: 0,
+        sealed: true,
+        archived,
+        footer_at: 0,
+    };
+    Ok(vec![(dir, meta)])
+}
+
+/// The frames of a segment's bytes. `None` for the unsealed segment of a directory whose header
+/// never reached the disk (a crash right after it was created): it holds nothing.
+fn open_frames<'b>(
+    meta: &segments::SegmentMeta,
+    bytes: &'b [u8],
+) -> io::Result<Option<segment::Frames<'b>>> {
+    match segment::frames(bytes) {
+        Ok(f) => Ok(Some(f)),
+        Err(segment::SegmentError::Truncated) if !meta.sealed => Ok(None),
+        Err(e) => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{}: {e}", meta.file),
+        )),
+    }
+}
+
 /// A trace being loaded, one segment per [`Loading::step`]. Nothing in the files is trusted: a
 /// torn or corrupt frame ends its segment, events keep only the fields their symbols explain, and
 /// nothing here panics on any input.
@@ -368,42 +465,7 @@ impl Loading {
     /// The file system's; `NotFound` for a directory without a manifest; `InvalidData` for an
     /// unreadable manifest.
     pub fn new(path: &Path) -> io::Result<Loading> {
-        let files: Vec<(std::path::PathBuf, segments::SegmentMeta)> = if path.is_dir() {
-            if !path.join(segments::MANIFEST).exists() {
-                return Err(io::Error::new(
-                    io::ErrorKind::NotFound,
-                    format!(
-                        "{} holds no ElixirScope trace (no MANIFEST)",
-                        path.display()
-                    ),
-                ));
-            }
-            let manifest = segments::read_manifest(path)?;
-            manifest
-                .segments
-                .into_iter()
-                .map(|m| (path.to_path_buf(), m))
-                .collect()
-        } else {
-            std::fs::metadata(path)?;
-            let name = path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
-            let archived = name.ends_with(".lz4");
-            let meta = segments::SegmentMeta {
-                file: name,
-                first_seq: 0,
-                last_seq: 0,
-                first_ts: 0,
-                last_ts: 0,
-                bytes: 0,
-                sealed: true,
-                archived,
-            };
-            vec![(dir, meta)]
-        };
+        let files = trace_files(path)?;
         let total = files
             .iter()
             .map(|(dir, m)| std::fs::metadata(dir.join(&m.file)).map_or(0, |md| md.len()))
@@ -442,14 +504,16 @@ impl Loading {
         };
         self.next += 1;
         segments::read_segment_into(dir, meta, &mut self.buf)?;
-        let mut frames = segment::frames(&self.buf).map_err(|e| {
-            io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", meta.file))
-        })?;
-        for record in frames.by_ref() {
-            self.loader.take(record, map);
-        }
-        if frames.torn() {
-            self.loader.report.torn.push(meta.file.clone());
+        match open_frames(meta, &self.buf)? {
+            Some(mut frames) => {
+                for record in frames.by_ref() {
+                    self.loader.take(record, map);
+                }
+                if frames.torn() {
+                    self.loader.report.torn.push(meta.file.clone());
+                }
+            }
+            None => self.loader.report.torn.push(meta.file.clone()),
         }
         self.loader.report.segments += 1;
         self.read += std::fs::metadata(dir.join(&meta.file)).map_or(0, |m| m.len());
@@ -506,13 +570,28 @@ impl Loader {
             Record::Symbol { word, etf } => {
                 let key = match map(etf, &self.symbols) {
                     Mapped::Key(k) => k,
-                    Mapped::Foreign(etf) => self.symbols.key_for(&etf),
+                    Mapped::Foreign { canonical } => self.symbols.key_for(etf, &canonical),
                 };
                 self.words.insert(word, key);
             }
-            Record::Clock { monotonic, system } => {
-                self.report.clock.get_or_insert(Clock { monotonic, system });
+            Record::Clock {
+                monotonic,
+                system,
+                run,
+            } => {
+                // Pids are only this VM's own when every segment comes from its run.
+                if self.report.clock.is_none() {
+                    self.symbols.run = Some(run);
+                } else if self.symbols.run != Some(run) {
+                    self.symbols.run = None;
+                }
+                self.report.clock.get_or_insert(Clock {
+                    monotonic,
+                    system,
+                    run,
+                });
             }
+            Record::Footer(_) => {}
             Record::Stats { dropped, truncated } => {
                 self.report.dropped = dropped;
                 self.report.truncated = truncated;
@@ -558,6 +637,7 @@ impl Loader {
 
     fn event(&mut self, seq: u64, mut h: Header, payload: &[u8]) {
         if Kind::from_u8(h.kind).is_none() {
+            self.report.discarded += 1;
             return;
         }
         let is_var = h.kind == Kind::Var as u8;
@@ -570,7 +650,10 @@ impl Loader {
             if h.peer != 0 {
                 match self.renumber.get(h.peer) {
                     Some(entry) => h.peer = entry,
-                    None => return,
+                    None => {
+                        self.report.discarded += 1;
+                        return;
+                    }
                 }
             }
         } else {
@@ -601,6 +684,140 @@ impl Loader {
             }
             self.report.events += 1;
         }
+    }
+}
+
+/// What a trace holds, from its segments' footers (read alone, without the events) or, for a
+/// segment without one (the last of a capture still running or cut short), from its frames.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// All segments' footers merged.
+    pub footer: Footer,
+    /// Segment files.
+    pub segments: usize,
+    /// Their bytes on disk.
+    pub bytes: u64,
+    /// Segments whose tail was torn or corrupt.
+    pub torn: Vec<String>,
+    /// Segments summarized from their footer (the others were scanned).
+    pub from_footers: usize,
+}
+
+/// A trace being summarized, one segment per [`Summarizing::step`].
+pub struct Summarizing {
+    files: Vec<(std::path::PathBuf, segments::SegmentMeta)>,
+    next: usize,
+    read: u64,
+    total: u64,
+    summary: Summary,
+    buf: Vec<u8>,
+    /// Use footers (false: scan every segment, to check footers against their frames).
+    footers: bool,
+}
+
+impl Summarizing {
+    /// Starts summarizing `path` (a trace directory or one segment file); with `footers`
+    /// false, every segment is scanned.
+    ///
+    /// # Errors
+    /// As for [`Loading::new`].
+    pub fn new(path: &Path, footers: bool) -> io::Result<Summarizing> {
+        let files = trace_files(path)?;
+        let total = files
+            .iter()
+            .map(|(dir, m)| std::fs::metadata(dir.join(&m.file)).map_or(0, |md| md.len()))
+            .sum();
+        Ok(Summarizing {
+            files,
+            next: 0,
+            read: 0,
+            total,
+            summary: Summary::default(),
+            buf: Vec::new(),
+            footers,
+        })
+    }
+
+    /// Summarizes the next segment; false when none is left.
+    ///
+    /// # Errors
+    /// The file system's, or `InvalidData` for a segment this version cannot read.
+    pub fn step(&mut self) -> io::Result<bool> {
+        let Some((dir, meta)) = self.files.get(self.next) else {
+            return Ok(false);
+        };
+        self.next += 1;
+        let path = dir.join(&meta.file);
+        let footer = match (self.footers, meta.footer_at) {
+            (true, at) if at > 0 => read_footer(dir, meta, at, &mut self.buf),
+            _ => None,
+        };
+        let footer = match footer {
+            Some(f) => {
+                self.summary.from_footers += 1;
+                f
+            }
+            None => {
+                segments::read_segment_into(dir, meta, &mut self.buf)?;
+                let mut b = FooterBuilder::default();
+                match open_frames(meta, &self.buf)? {
+                    Some(mut frames) => {
+                        loop {
+                            let offset = frames.valid_len();
+                            let Some(record) = frames.next() else { break };
+                            b.record(&record, offset);
+                        }
+                        if frames.torn() {
+                            self.summary.torn.push(meta.file.clone());
+                        }
+                    }
+                    None => self.summary.torn.push(meta.file.clone()),
+                }
+                b.finish()
+            }
+        };
+        self.summary.footer.merge(&footer);
+        self.summary.segments += 1;
+        self.read += std::fs::metadata(&path).map_or(0, |m| m.len());
+        Ok(true)
+    }
+
+    /// Bytes of the segments summarized so far, and of all.
+    pub fn progress(&self) -> (u64, u64) {
+        (self.read, self.total)
+    }
+
+    /// The summary.
+    pub fn finish(self) -> Summary {
+        let mut s = self.summary;
+        s.bytes = self.total;
+        s
+    }
+}
+
+/// The footer frame at `at` of a sealed segment, if it is one.
+fn read_footer(
+    dir: &Path,
+    meta: &segments::SegmentMeta,
+    at: u64,
+    buf: &mut Vec<u8>,
+) -> Option<Footer> {
+    let bytes: &[u8] = if meta.archived {
+        segments::read_segment_into(dir, meta, buf).ok()?;
+        buf.get(usize::try_from(at).ok()?..)?
+    } else {
+        use std::io::{Read, Seek};
+        let mut f = std::fs::File::open(dir.join(&meta.file)).ok()?;
+        f.seek(io::SeekFrom::Start(at)).ok()?;
+        buf.clear();
+        f.take(segment::MAX_RECORD as u64 + 8)
+            .read_to_end(buf)
+            .ok()?;
+        buf
+    };
+    match segment::frame_at(bytes, 0)? {
+        (Record::Footer(f), _) => Some(*f),
+        _ => None,
     }
 }
 
@@ -636,6 +853,7 @@ mod tests {
     const CLOCK: Clock = Clock {
         monotonic: -1_000,
         system: 1_700_000_000_000_000_000,
+        run: 42,
     };
 
     /// The "ETF" of a word in these tests: a marker byte and the word.
@@ -652,7 +870,9 @@ mod tests {
         if word % 2 == 1 {
             Mapped::Key(word + 1_000_000)
         } else {
-            Mapped::Foreign(etf.to_vec())
+            Mapped::Foreign {
+                canonical: etf.to_vec(),
+            }
         }
     }
 
@@ -765,7 +985,27 @@ mod tests {
     fn unchanged_states_take_no_bytes_on_disk_within_a_segment() {
         let (dir, dir2) = (temp("states"), temp("states2"));
         let store = sample(400);
-        save(&store, &dir, CLOCK, &mut symbol).unwrap();
+        let m = save(&store, &dir, CLOCK, &mut symbol).unwrap();
+        assert_eq!(m.segments.len(), 1);
+        // On disk, only each process's first state carries bytes; the unchanged ones none.
+        let bytes = segments::read_segment(&dir, &m.segments[0]).unwrap();
+        let (mut unchanged, mut with_bytes) = (0, 0);
+        for r in segment::frames(&bytes).unwrap() {
+            if let Record::Event {
+                kind,
+                flags: fl,
+                payload,
+                ..
+            } = r
+            {
+                if kind == Kind::State as u8 && fl & flags::STATE_UNCHANGED != 0 {
+                    unchanged += 1;
+                    with_bytes += usize::from(!payload.is_empty());
+                }
+            }
+        }
+        assert!(unchanged >= 100, "{unchanged}");
+        assert_eq!(with_bytes, 0);
         let loaded = load_ok(&dir);
         let s = loaded.store.stats();
         assert_eq!(s.payload_bytes, store.stats().payload_bytes);
@@ -781,7 +1021,9 @@ mod tests {
         .unwrap();
         let again = load(
             &dir2,
-            &mut |etf, _| Mapped::Foreign(etf.to_vec()),
+            &mut |etf, _| Mapped::Foreign {
+                canonical: etf.to_vec(),
+            },
             &mut |_, _| {},
         )
         .unwrap();
@@ -810,10 +1052,12 @@ mod tests {
                     b"xyz",
                     &mut scratch,
                 );
+                // Each process's state changes every third round, per process.
+                let state = [131, 97, ((round + pid) / 3 % 200) as u8];
                 store.append_state(
                     &header(Kind::State, pid, 0, 0),
-                    b"same",
-                    4,
+                    &state,
+                    3,
                     true,
                     &mut scratch,
                 );
@@ -835,9 +1079,23 @@ mod tests {
         let log = loaded.store.log();
         for seq in 1..=log.last_seq() {
             let e = log.get(seq).unwrap();
-            assert!(e.header.pid > 1_000_000, "every pid has its symbol");
-            if e.header.kind == Kind::State as u8 {
-                assert_eq!(e.payload, b"same", "seq {seq}");
+            let original = store.log().get(seq + r.first_seq - 1).unwrap();
+            assert_eq!(
+                e.header.pid,
+                original.header.pid + 1_000_000,
+                "pid of seq {seq}"
+            );
+            assert_eq!(e.payload, original.payload, "seq {seq}");
+        }
+        // Each remaining segment also loads alone: symbols and states are its own.
+        for seg in &w.manifest().segments {
+            let one = load_ok(&dir.join(&seg.file));
+            assert_eq!(one.report.unknown_words, 0, "{}", seg.file);
+            let log = one.store.log();
+            for seq in 1..=log.last_seq() {
+                let e = log.get(seq).unwrap();
+                let original = store.log().get(seq + one.report.first_seq - 1).unwrap();
+                assert_eq!(e.payload, original.payload, "{} seq {seq}", seg.file);
             }
         }
         // Finishing seals it; the trace is then read-only for writers.
@@ -871,17 +1129,128 @@ mod tests {
         std::fs::remove_dir_all(&nothing).unwrap();
     }
 
+    fn summarize(path: &Path, footers: bool) -> Summary {
+        let mut s = Summarizing::new(path, footers).unwrap();
+        while s.step().unwrap() {}
+        s.finish()
+    }
+
     #[test]
-    fn foreign_nodes_get_stable_stand_ins_up_to_the_limit() {
-        let s = Symbols::default();
-        assert_eq!(s.node_index(b"a@h"), Some(0));
-        assert_eq!(s.node_index(b"b@h"), Some(1));
-        assert_eq!(s.node_index(b"a@h"), Some(0));
-        for i in 2..MAX_FOREIGN_NODES {
-            assert_eq!(s.node_index(format!("n{i}").as_bytes()), Some(i));
+    fn sealed_segments_end_with_footers_that_summarize_them() {
+        let dir = temp("footers");
+        let store = sample(0);
+        let policy = Policy {
+            segment_bytes: 3_000,
+            archive: false,
+            ..Policy::default()
+        };
+        let mut w = Writer::create(&dir, policy).unwrap();
+        let mut scratch = Vec::new();
+        for i in 0..600u64 {
+            let pid = 3 + (i % 4) * 2;
+            let msg: &[u8] = if i % 3 == 0 {
+                &[131, 104, 2, 119, 3, b'a', b'd', b'd', 97, 1] // {:add, 1}
+            } else {
+                &[131, 119, 4, b'p', b'i', b'n', b'g'] // :ping
+            };
+            store.append(
+                &header(Kind::Receive, pid, 0, i as i64 - 1_000_000),
+                msg,
+                &mut scratch,
+            );
+            let state = [131, 97, (i / 7 % 200) as u8];
+            store.append_state(
+                &header(Kind::State, pid, 0, i as i64),
+                &state,
+                3,
+                true,
+                &mut scratch,
+            );
+            if i % 50 == 0 {
+                w.flush(&store, CLOCK, &mut symbol, u64::MAX).unwrap();
+            }
         }
-        assert_eq!(s.node_index(b"one@too.many"), None);
-        assert_eq!(&s.nodes()[1][..], b"b@h");
+        w.flush(&store, CLOCK, &mut symbol, u64::MAX).unwrap();
+        // Unsealed: the last segment has no footer yet.
+        let m = w.manifest().clone();
+        assert!(m.segments.len() > 3);
+        let (last, sealed) = m.segments.split_last().unwrap();
+        assert_eq!(last.footer_at, 0);
+        for seg in sealed {
+            assert!(seg.footer_at > 0, "{seg:?}");
+            let bytes = segments::read_segment(&dir, seg).unwrap();
+            let Some((Record::Footer(f), end)) = segment::frame_at(&bytes, seg.footer_at as usize)
+            else {
+                panic!("no footer at {}", seg.footer_at)
+            };
+            assert_eq!(end, bytes.len(), "the footer ends the segment");
+            assert_eq!((f.first_seq, f.last_seq), (seg.first_seq, seg.last_seq));
+            assert_eq!(f.events, seg.last_seq - seg.first_seq + 1);
+            assert!(f
+                .pids
+                .iter()
+                .all(|(p, _)| f.symbols.iter().any(|(w, _)| w == p)));
+            assert_eq!(f.clock, Some((CLOCK.monotonic, CLOCK.system, CLOCK.run)));
+        }
+        let mixed = summarize(&dir, true);
+        assert_eq!(mixed.from_footers, sealed.len());
+        let scanned = summarize(&dir, false);
+        assert_eq!(scanned.from_footers, 0);
+        assert_eq!(mixed.footer, scanned.footer);
+        // And it says what the store holds.
+        let f = &mixed.footer;
+        assert_eq!((f.events, f.first_seq, f.last_seq), (1_200, 1, 1_200));
+        assert_eq!(f.kinds[Kind::Receive as usize], 600);
+        assert_eq!(f.kinds[Kind::State as usize], 600);
+        assert_eq!(f.pids, vec![(3, 300), (5, 300), (7, 300), (9, 300)]);
+        assert_eq!(
+            f.tags,
+            vec![("add".to_string(), 200), ("ping".to_string(), 400)]
+        );
+        let changes: u64 = f.states.iter().map(|(_, s)| s.len() as u64).sum();
+        let log = store.log();
+        let want = (1..=log.last_seq())
+            .filter_map(|s| log.get(s))
+            .filter(|e| {
+                e.header.kind == Kind::State as u8 && e.header.flags & flags::STATE_UNCHANGED == 0
+            })
+            .count() as u64;
+        assert_eq!(changes, want);
+        assert!(changes < 600, "unchanged states are not change points");
+        // Sealing ends the last segment with its footer too; everything still loads.
+        w.finish().unwrap();
+        let all = summarize(&dir, true);
+        assert_eq!(all.from_footers, all.segments);
+        assert_eq!(all.footer, summarize(&dir, false).footer);
+        assert_eq!(load_ok(&dir).report.events, 1_200);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn an_unsealed_segment_cut_inside_its_header_holds_nothing() {
+        let dir = temp("short");
+        let store = sample(30);
+        let policy = Policy {
+            segment_bytes: 1_000,
+            ..Policy::default()
+        };
+        let mut w = Writer::create(&dir, policy).unwrap();
+        w.flush(&store, CLOCK, &mut symbol, u64::MAX).unwrap();
+        let m = w.manifest().clone();
+        let last = m.segments.last().unwrap();
+        let written_before = last.first_seq.saturating_sub(1);
+        drop(w);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(dir.join(&last.file))
+            .unwrap()
+            .set_len(5)
+            .unwrap();
+        let loaded = load_ok(&dir);
+        assert_eq!(loaded.report.torn, vec![last.file.clone()]);
+        assert_eq!(loaded.report.events, written_before);
+        assert!(summarize(&dir, true).torn.contains(&last.file));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

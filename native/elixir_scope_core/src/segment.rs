@@ -26,7 +26,7 @@ pub const MAX_RECORD: usize = 64 << 20;
 const FRAME_HEAD: usize = 8;
 
 /// One record of a segment. Byte fields borrow from the buffer the record was read from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Record<'a> {
     /// A stored event, as the capture log holds it.
     Event {
@@ -67,6 +67,10 @@ pub enum Record<'a> {
         monotonic: i64,
         /// System nanoseconds since the Unix epoch.
         system: i64,
+        /// A token of the VM run that captured the events: pids and ports are only the reading
+        /// VM's own when it is the same run.
+        #[serde(default)]
+        run: u64,
     },
     /// The capture's counters when the frames before it were written.
     Stats {
@@ -75,6 +79,8 @@ pub enum Record<'a> {
         /// Events stored with a truncated payload.
         truncated: u64,
     },
+    /// The index footer that ends a sealed segment.
+    Footer(Box<crate::footer::Footer>),
 }
 
 /// Why a segment cannot be read at all.
@@ -192,7 +198,7 @@ impl<'a> Iterator for Frames<'a> {
 
 /// The record of the frame at `pos` and where the next frame starts, if the frame is whole,
 /// its CRC right and its record readable.
-fn frame_at(bytes: &[u8], pos: usize) -> Option<(Record<'_>, usize)> {
+pub fn frame_at(bytes: &[u8], pos: usize) -> Option<(Record<'_>, usize)> {
     let head = bytes.get(pos..pos.checked_add(FRAME_HEAD)?)?;
     let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
     let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
@@ -255,7 +261,10 @@ impl SegmentWriter {
     pub fn create(path: &Path) -> io::Result<SegmentWriter> {
         let file = OpenOptions::new().write(true).create_new(true).open(path)?;
         let mut out = BufWriter::with_capacity(1 << 20, file);
+        // The header reaches the OS before anyone lists the file: a crash then leaves a
+        // readable, empty segment.
         out.write_all(&header())?;
+        out.flush()?;
         Ok(SegmentWriter {
             out,
             len: HEADER_LEN as u64,
@@ -358,6 +367,7 @@ mod tests {
             Record::Clock {
                 monotonic: -5,
                 system: 1_700_000_000_000_000_000,
+                run: 77,
             },
             Record::Symbol {
                 word: 0x1234_5673,

@@ -60,6 +60,10 @@ pub struct SegmentMeta {
     pub sealed: bool,
     /// Stored lz4-compressed.
     pub archived: bool,
+    /// Where the segment's index footer (a [`Record::Footer`] frame) starts in its raw bytes,
+    /// or 0 when it has none (not sealed yet, or sealed by a crash recovery).
+    #[serde(default)]
+    pub footer_at: u64,
 }
 
 /// The list of segments, oldest first.
@@ -117,18 +121,30 @@ pub fn read_segment(dir: &Path, meta: &SegmentMeta) -> io::Result<Vec<u8>> {
     Ok(out)
 }
 
+/// The largest segment read (raw or decompressed): what a file claims is never trusted to fit
+/// in memory.
+pub const MAX_SEGMENT: u64 = 4 << 30;
+
 /// Reads one segment's bytes into `out` (replacing its contents, reusing its memory).
 ///
 /// # Errors
-/// The file system's, or `InvalidData` for an archive that does not decompress.
+/// The file system's; `InvalidData` for an archive that does not decompress or a segment over
+/// [`MAX_SEGMENT`] bytes.
 pub fn read_segment_into(dir: &Path, meta: &SegmentMeta, out: &mut Vec<u8>) -> io::Result<()> {
     out.clear();
     let file = std::fs::File::open(dir.join(&meta.file))?;
-    if meta.archived {
-        let mut dec = lz4_flex::frame::FrameDecoder::new(io::BufReader::new(file));
-        io::Read::read_to_end(&mut dec, out).map_err(invalid)?;
+    let read = if meta.archived {
+        let dec = lz4_flex::frame::FrameDecoder::new(io::BufReader::new(file));
+        io::Read::read_to_end(&mut io::Read::take(dec, MAX_SEGMENT + 1), out).map_err(invalid)?
     } else {
-        io::Read::read_to_end(&mut io::BufReader::new(file), out)?;
+        io::Read::read_to_end(&mut io::Read::take(file, MAX_SEGMENT + 1), out)?
+    };
+    if read as u64 > MAX_SEGMENT {
+        out.clear();
+        return Err(invalid(format!(
+            "{}: segment larger than {MAX_SEGMENT} bytes",
+            meta.file
+        )));
     }
     Ok(())
 }
@@ -169,41 +185,71 @@ impl Segments {
     /// # Errors
     /// The file system's.
     pub fn append(&mut self, record: &Record) -> io::Result<bool> {
-        let bytes = self.current.append(record)?;
-        let meta = self.current_meta();
-        update_range(meta, record);
-        meta.bytes = bytes;
-        let too_old = meta.last_ts.saturating_sub(meta.first_ts) >= self.policy.segment_ns;
-        if bytes >= self.policy.segment_bytes || too_old {
-            self.rotate()?;
+        self.push(record)?;
+        if self.should_rotate() {
+            self.rotate(None)?;
             return Ok(true);
         }
         Ok(false)
     }
 
-    /// Flushes and seals the current segment for good (no new one is started): what a finished
-    /// capture or a saved trace ends with.
+    /// Appends a record to the current segment, never rotating.
     ///
     /// # Errors
     /// The file system's.
-    pub fn seal(mut self) -> io::Result<Manifest> {
+    pub fn push(&mut self, record: &Record) -> io::Result<()> {
+        let bytes = self.current.append(record)?;
+        let meta = self.current_meta();
+        update_range(meta, record);
+        meta.bytes = bytes;
+        Ok(())
+    }
+
+    /// The current segment's length in bytes (where the next frame starts).
+    pub fn current_len(&self) -> u64 {
+        self.current.len()
+    }
+
+    /// Whether the current segment is full by the policy (size, or the time its events span).
+    pub fn should_rotate(&self) -> bool {
+        let meta = &self.manifest.segments[self.manifest.segments.len() - 1];
+        let too_old = meta.last_ts.saturating_sub(meta.first_ts) >= self.policy.segment_ns;
+        meta.bytes >= self.policy.segment_bytes || (meta.first_seq != 0 && too_old)
+    }
+
+    /// Ends the current segment with `footer` (if given) and marks it sealed, on disk.
+    fn close_current(&mut self, footer: Option<&Record>) -> io::Result<()> {
+        if let Some(f) = footer {
+            let at = self.current.len();
+            self.push(f)?;
+            self.current_meta().footer_at = at;
+        }
         self.current.sync()?;
         self.current_meta().sealed = true;
+        Ok(())
+    }
+
+    /// Flushes and seals the current segment for good, ending it with `footer` (no new one is
+    /// started): what a finished capture or a saved trace ends with.
+    ///
+    /// # Errors
+    /// The file system's.
+    pub fn seal(mut self, footer: Option<&Record>) -> io::Result<Manifest> {
+        self.close_current(footer)?;
         self.save_manifest()?;
         Ok(self.manifest)
     }
 
-    /// Seals the current segment (archiving it if the policy says so), starts a new one and
-    /// applies retention.
+    /// Seals the current segment, ending it with `footer` (if given) and archiving it if the
+    /// policy says so, starts a new one and applies retention.
     ///
     /// # Errors
     /// The file system's.
-    pub fn rotate(&mut self) -> io::Result<()> {
-        self.current.sync()?;
+    pub fn rotate(&mut self, footer: Option<&Record>) -> io::Result<()> {
+        self.close_current(footer)?;
         let archive = self.policy.archive;
         let dir = self.dir.clone();
         let meta = self.current_meta();
-        meta.sealed = true;
         if archive {
             let raw_path = dir.join(&meta.file);
             let file = format!("{}.lz4", meta.file);
@@ -229,19 +275,25 @@ impl Segments {
 
     /// Deletes the oldest sealed segments beyond the policy's total size and age.
     fn retain(&mut self) -> io::Result<()> {
-        let newest = self
+        // Times are monotonic nanoseconds, usually negative: only segments holding events count
+        // (a new segment's range is all zeros).
+        let Some(newest) = self
             .manifest
             .segments
             .iter()
+            .filter(|m| m.first_seq != 0)
             .map(|m| m.last_ts)
             .max()
-            .unwrap_or(0);
+        else {
+            return Ok(());
+        };
         loop {
             let total: u64 = self.manifest.segments.iter().map(|m| m.bytes).sum();
             let Some(oldest) = self.manifest.segments.first() else {
                 break;
             };
-            let expired = newest.saturating_sub(oldest.last_ts) > self.policy.max_age_ns;
+            let expired = oldest.first_seq != 0
+                && newest.saturating_sub(oldest.last_ts) > self.policy.max_age_ns;
             if !oldest.sealed || (total <= self.policy.max_bytes && !expired) {
                 break;
             }
@@ -303,6 +355,7 @@ fn new_segment(dir: &Path, manifest: &mut Manifest) -> io::Result<SegmentWriter>
         bytes: writer.len(),
         sealed: false,
         archived: false,
+        footer_at: 0,
     });
     Ok(writer)
 }
@@ -425,6 +478,18 @@ mod tests {
         filled(&dir2, by_age, 200);
         let kept = all_events(&dir2);
         assert!(kept[0] >= 200 - 50 - 30, "{}", kept[0]);
+        assert!(kept[0] < 200 - 50, "{}: keeps what is not expired", kept[0]);
+
+        // Monotonic time is usually negative, and a fresh segment has no events yet.
+        let dir3 = temp("age-negative");
+        let mut s = Segments::open(&dir3, by_age).unwrap();
+        for i in 1..=200u64 {
+            s.append(&event(i, i as i64 - 1_000_000)).unwrap();
+        }
+        s.flush().unwrap();
+        let kept = all_events(&dir3);
+        assert!((200 - 50 - 30..200 - 50).contains(&kept[0]), "{}", kept[0]);
+        std::fs::remove_dir_all(&dir3).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
         std::fs::remove_dir_all(&dir2).unwrap();
     }

@@ -88,4 +88,13 @@ rustler::atoms! {
     clock,
     unknown_words,
     foreign,
+    first,
+    last,
+    kinds,
+    pids,
+    calls,
+    tags,
+    state_changes,
+    from_footers,
+    discarded,
 }

@@ -7,16 +7,76 @@
 //!
 //! * an unknown atom becomes its name (a binary);
 //! * a pid, port or reference of a node this VM has no atom for keeps being one, of a stand-in
-//!   node `:elixir_scope_node_<i>` (at most [`MAX_FOREIGN_NODES`] of them; the store's
-//!   [`Symbols`] remember which name each stands for), so it can be compared, matched and
-//!   passed back to queries;
+//!   node `:elixir_scope_node_<i>` (at most [`MAX_FOREIGN_NODES`] of them, one per node name
+//!   for the whole VM: see [`foreign_nodes`]), so it can be compared, matched and passed back
+//!   to queries;
 //! * anything else (a fun, or a node past the limit) a description such as
 //!   `"#PID<app@host.85.0>"`.
+//!
+//! A trace captured by another run of a VM gets stand-in nodes for *all* its pids, ports and
+//! references, even of a node this VM knows: a pid `<0.85.0>` of another run is not this VM's
+//! `<0.85.0>` (see [`run_token`]).
 
 use crate::terms::binary_to_term;
 use elixir_scope_core::etf::{self, atom_name, skip};
-use elixir_scope_core::persist::{Symbols, MAX_FOREIGN_NODES};
+use elixir_scope_core::persist::Symbols;
+use parking_lot::Mutex;
 use rustler::{Atom, Encoder, Env, NewBinary, Term};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Nodes given a stand-in atom at most; beyond, their terms become descriptions.
+pub const MAX_FOREIGN_NODES: usize = 64;
+
+/// Names of the nodes given stand-ins, by index: one table for the whole VM, so a node has the
+/// same stand-in in every trace opened.
+static NODES: Mutex<Vec<Box<[u8]>>> = Mutex::new(Vec::new());
+
+/// The index of the stand-in for the node named `name`, made on first use.
+fn node_index(name: &[u8]) -> Option<usize> {
+    let mut nodes = NODES.lock();
+    if let Some(i) = nodes.iter().position(|n| &n[..] == name) {
+        return Some(i);
+    }
+    (nodes.len() < MAX_FOREIGN_NODES).then(|| {
+        nodes.push(name.into());
+        nodes.len() - 1
+    })
+}
+
+/// The nodes given stand-ins so far: `(index, name)`.
+pub fn foreign_nodes() -> Vec<(usize, Box<[u8]>)> {
+    NODES.lock().iter().cloned().enumerate().collect()
+}
+
+static RUN: AtomicU64 = AtomicU64::new(0);
+
+/// A token of this run of the VM, written into every trace it captures: 64 random bits, made
+/// once.
+pub fn run_token() -> u64 {
+    let t = RUN.load(Ordering::Relaxed);
+    if t != 0 {
+        return t;
+    }
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.write_u32(std::process::id());
+    let fresh = h.finish() | 1;
+    match RUN.compare_exchange(0, fresh, Ordering::Relaxed, Ordering::Relaxed) {
+        Ok(_) => fresh,
+        Err(existing) => existing,
+    }
+}
+
+/// Whether terms of a store with these symbols come from another run (no symbols: a live
+/// store, this run).
+pub fn other_run(symbols: Option<&Symbols>) -> bool {
+    symbols.is_some_and(|s| s.run() != Some(run_token()))
+}
 
 /// Containers nested deeper than this are not rebuilt (the stack of a NIF thread is small).
 const MAX_DEPTH: usize = 256;
@@ -26,11 +86,19 @@ const MAX_DEPTH: usize = 256;
 /// stand-ins only with `symbols`, a loaded store's). `None` when the bytes are not one
 /// well-formed term.
 pub fn decode<'a>(env: Env<'a>, symbols: Option<&Symbols>, bytes: &[u8]) -> Option<Term<'a>> {
-    if let Some(t) = binary_to_term(env, bytes) {
-        return Some(t);
+    let other_run = other_run(symbols);
+    // A term of another run may hold pids that decode as this VM's: rebuilt, whatever it is.
+    if !other_run || !may_hold_node(bytes) {
+        if let Some(t) = binary_to_term(env, bytes) {
+            return Some(t);
+        }
     }
     let body = bytes.strip_prefix(&[etf::VERSION])?;
-    let cx = Cx { env, symbols };
+    let cx = Cx {
+        env,
+        symbols,
+        other_run,
+    };
     let (term, end) = rebuild(&cx, body, 0, 0)?;
     (end == body.len()).then_some(term)
 }
@@ -38,6 +106,16 @@ pub fn decode<'a>(env: Env<'a>, symbols: Option<&Symbols>, bytes: &[u8]) -> Opti
 struct Cx<'a, 's> {
     env: Env<'a>,
     symbols: Option<&'s Symbols>,
+    /// Every node-carrying term gets a stand-in node.
+    other_run: bool,
+}
+
+/// Whether ETF bytes may hold a pid, port or reference: false only when no byte is one of their
+/// tags (a cheap test that keeps most payloads on the fast path).
+fn may_hold_node(bytes: &[u8]) -> bool {
+    bytes
+        .iter()
+        .any(|b| matches!(b, 88 | 103 | 89 | 102 | 120 | 101 | 90 | 114))
 }
 
 /// The stand-in atom of foreign node `i`. Its name is ours, never taken from the input, and
@@ -111,8 +189,11 @@ fn leaf<'a>(cx: &Cx<'a, '_>, b: &[u8], pos: usize, end: usize) -> Term<'a> {
     let mut one = Vec::with_capacity(end - pos + 1);
     one.push(etf::VERSION);
     one.extend_from_slice(&b[pos..end]);
-    if let Some(t) = binary_to_term(env, &one) {
-        return t;
+    let node_carrying = matches!(b[pos], 88 | 103 | 89 | 102 | 120 | 101 | 90 | 114);
+    if !(cx.other_run && node_carrying) {
+        if let Some(t) = binary_to_term(env, &one) {
+            return t;
+        }
     }
     if let Some(t) = with_node_stand_in(cx, b, pos, end) {
         return t;
@@ -136,10 +217,10 @@ fn leaf<'a>(cx: &Cx<'a, '_>, b: &[u8], pos: usize, end: usize) -> Term<'a> {
     text.encode(env)
 }
 
-/// A pid, port or reference whose node atom does not exist here, decoded with the node's
-/// stand-in atom in its place.
+/// A pid, port or reference of a loaded trace whose node atom does not exist here (or of
+/// another run), decoded with the node's stand-in atom in its place.
 fn with_node_stand_in<'a>(cx: &Cx<'a, '_>, b: &[u8], pos: usize, end: usize) -> Option<Term<'a>> {
-    let symbols = cx.symbols?;
+    cx.symbols?;
     let node_at = match b[pos] {
         88 | 103 | 89 | 102 | 120 | 101 => pos + 1,
         90 | 114 => pos + 3,
@@ -147,7 +228,7 @@ fn with_node_stand_in<'a>(cx: &Cx<'a, '_>, b: &[u8], pos: usize, end: usize) -> 
     };
     let node_end = skip(b, node_at)?;
     let name = atom_bytes_checked(b, node_at);
-    let atom = node_atom(cx.env, symbols.node_index(&name)?)?;
+    let atom = node_atom(cx.env, node_index(&name)?)?;
     let mut bytes = Vec::with_capacity(end - pos + 32);
     bytes.push(etf::VERSION);
     bytes.extend_from_slice(&b[pos..node_at]);

@@ -5,7 +5,8 @@
 use crate::store::store_of;
 use crate::terms::{key_etf, local_pid_key, raw};
 use crate::{atoms, resource};
-use elixir_scope_core::persist::{self, Clock, Loading, Mapped, Symbols, Writer};
+use elixir_scope_core::event::Kind;
+use elixir_scope_core::persist::{self, Clock, Loading, Mapped, Summarizing, Symbols, Writer};
 use elixir_scope_core::segments::Policy;
 use elixir_scope_core::store::Store;
 use parking_lot::Mutex;
@@ -71,7 +72,7 @@ fn persist_flush<'a>(
     let Some(writer) = slot.as_mut() else {
         return Ok(atoms::none().encode(env));
     };
-    let clock = Clock { monotonic, system };
+    let clock = clock_of(store, monotonic, system);
     Ok(
         match writer.flush(store, clock, &mut symbols(env, store), max) {
             Ok(n) => {
@@ -96,7 +97,7 @@ fn persist_finish<'a>(
     let Some(mut writer) = store.persist().take() else {
         return Ok(atoms::none().encode(env));
     };
-    let clock = Clock { monotonic, system };
+    let clock = clock_of(store, monotonic, system);
     let mut sym = symbols(env, store);
     let result = loop {
         match writer.flush(store, clock, &mut sym, 1 << 20) {
@@ -124,7 +125,7 @@ fn store_save<'a>(
     system: i64,
 ) -> NifResult<Term<'a>> {
     let store = store_of(store)?;
-    let clock = Clock { monotonic, system };
+    let clock = clock_of(store, monotonic, system);
     Ok(
         match persist::save(store, Path::new(&dir), clock, &mut symbols(env, store)) {
             Ok(m) => {
@@ -162,13 +163,31 @@ fn load_begin(env: Env<'_>, path: String) -> Term<'_> {
 fn map_symbol(env: Env<'_>, etf: &[u8], symbols: &Symbols) -> Mapped {
     match crate::foreign::decode(env, Some(symbols), etf) {
         Some(t) if t.is_atom() => Mapped::Key(raw(t.as_c_arg())),
-        Some(t) if t.is_pid() => match local_pid_key(t) {
+        // A pid of this run; of another node or run it is external (of a stand-in node when
+        // its own is unknown here or the run is another).
+        Some(t) => match local_pid_key(t) {
             Some(k) => Mapped::Key(k),
-            // A pid of another node or run (of a stand-in node, if its own is unknown here).
-            None => Mapped::Foreign(t.to_binary().as_slice().to_vec()),
+            None => Mapped::Foreign {
+                canonical: t.to_binary().as_slice().to_vec(),
+            },
         },
-        // An atom this VM does not have: the file's bytes, decoded to a stand-in on use.
-        _ => Mapped::Foreign(etf.to_vec()),
+        None => Mapped::Foreign {
+            canonical: etf.to_vec(),
+        },
+    }
+}
+
+/// The clock written into segments: now, of this run; for a store loaded from disk, of the
+/// run it came from (or of no run at all when that is unknown).
+fn clock_of(store: &Store, monotonic: i64, system: i64) -> Clock {
+    let run = match store.symbols() {
+        None => crate::foreign::run_token(),
+        Some(s) => s.run().unwrap_or(!crate::foreign::run_token()),
+    };
+    Clock {
+        monotonic,
+        system,
+        run,
     }
 }
 
@@ -215,24 +234,133 @@ fn load_finish<'a>(env: Env<'a>, loading: ResourceArc<LoadingResource>) -> NifRe
             r.unknown_words.encode(env),
         ),
         (atoms::foreign().encode(env), symbols.encode(env)),
+        (atoms::discarded().encode(env), r.discarded.encode(env)),
     ];
     let report = Term::map_from_pairs(env, &pairs)?;
     Ok((atoms::ok(), resource::new_term(env, loaded.store), report).encode(env))
 }
 
-/// `store_nodes(store)`: `[{stand_in_atom, node_name}]`, the nodes of a loaded store this VM has
-/// no atom for, and the atoms standing in for them in its pids, ports and references.
+/// `foreign_nodes()`: `[{stand_in_atom, node_name}]`, the nodes of opened traces that this VM
+/// has no atom for (or of another run), and the atoms standing in for them.
 #[rustler::nif]
-fn store_nodes<'a>(env: Env<'a>, store: Term<'a>) -> NifResult<Term<'a>> {
-    let store = store_of(store)?;
-    let names = store.symbols().map(|s| s.nodes()).unwrap_or_default();
-    let pairs: Vec<Term> = names
+fn foreign_nodes(env: Env<'_>) -> Term<'_> {
+    let pairs: Vec<Term> = crate::foreign::foreign_nodes()
         .iter()
-        .enumerate()
         .filter_map(|(i, name)| {
-            let atom = crate::foreign::node_atom(env, i)?;
+            let atom = crate::foreign::node_atom(env, *i)?;
             Some((atom, String::from_utf8_lossy(name).into_owned()).encode(env))
         })
         .collect();
-    Ok(pairs.encode(env))
+    pairs.encode(env)
+}
+
+/// A trace being summarized, one segment per `summary_step` call.
+pub struct SummarizingResource(Mutex<Option<Summarizing>>);
+
+#[rustler::resource_impl]
+impl rustler::Resource for SummarizingResource {}
+
+/// `summary_begin(path, use_footers)`: `{:ok, summarizing, segments, bytes}`.
+#[rustler::nif(schedule = "DirtyIo")]
+fn summary_begin(env: Env<'_>, path: String, footers: bool) -> Term<'_> {
+    match Summarizing::new(Path::new(&path), footers) {
+        Ok(s) => {
+            let (_, total) = s.progress();
+            let res = ResourceArc::new(SummarizingResource(Mutex::new(Some(s))));
+            (atoms::ok(), res, total).encode(env)
+        }
+        Err(e) => error(env, e),
+    }
+}
+
+/// `summary_step(summarizing)`: `{:more, bytes_read}` or `:done`.
+#[rustler::nif(schedule = "DirtyIo")]
+fn summary_step<'a>(env: Env<'a>, s: ResourceArc<SummarizingResource>) -> Term<'a> {
+    let mut guard = s.0.lock();
+    let Some(s) = guard.as_mut() else {
+        return error(env, "the trace was already summarized");
+    };
+    match s.step() {
+        Ok(true) => (atoms::more(), s.progress().0).encode(env),
+        Ok(false) => atoms::done().encode(env),
+        Err(e) => error(env, e),
+    }
+}
+
+/// `summary_finish(summarizing)`: `{:ok, map}`, see `ElixirScope.Persist.summary/2`.
+#[rustler::nif(schedule = "DirtyIo")]
+fn summary_finish<'a>(env: Env<'a>, s: ResourceArc<SummarizingResource>) -> NifResult<Term<'a>> {
+    let Some(s) = s.0.lock().take() else {
+        return Ok(error(env, "the trace was already summarized"));
+    };
+    let sum = s.finish();
+    let f = &sum.footer;
+    let symbols = Symbols::of_run(f.clock.map(|c| c.2));
+    let by_word: std::collections::HashMap<u64, &[u8]> =
+        f.symbols.iter().map(|(w, e)| (*w, &e[..])).collect();
+    let nil = atoms::nil().encode(env);
+    let term_of = |w: u64| {
+        by_word
+            .get(&w)
+            .and_then(|etf| crate::foreign::decode(env, Some(&symbols), etf))
+            .unwrap_or(nil)
+    };
+    let kinds: Vec<(Term, u64)> = f
+        .kinds
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| **n > 0)
+        .filter_map(|(k, n)| {
+            Some((
+                crate::query::kind_atom(Kind::from_u8(k as u8)?).encode(env),
+                *n,
+            ))
+        })
+        .collect();
+    let pids: Vec<(Term, u64)> = f.pids.iter().map(|(w, n)| (term_of(*w), *n)).collect();
+    let calls: Vec<((Term, Term, u8), u64)> = f
+        .calls
+        .iter()
+        .map(|(m, fu, a, n)| ((term_of(*m), term_of(*fu), *a), *n))
+        .collect();
+    let tags: Vec<(Term, u64)> = f
+        .tags
+        .iter()
+        .map(|(t, n)| {
+            let tag = rustler::Atom::existing_from_utf8_bytes(env, t.as_bytes())
+                .map_or_else(|_| t.as_str().encode(env), |a| a.encode(env));
+            (tag, *n)
+        })
+        .collect();
+    let changes: u64 = f.states.iter().map(|(_, s)| s.len() as u64).sum();
+    let clock = f.clock.map_or(nil, |(m, sys, _)| (m, sys).encode(env));
+    let range = |x: u64, y: i64| {
+        if f.events == 0 {
+            nil
+        } else {
+            (x, y).encode(env)
+        }
+    };
+    let pairs: Vec<(Term, Term)> = vec![
+        (atoms::segments().encode(env), sum.segments.encode(env)),
+        (atoms::bytes().encode(env), sum.bytes.encode(env)),
+        (atoms::events().encode(env), f.events.encode(env)),
+        (atoms::first().encode(env), range(f.first_seq, f.first_ts)),
+        (atoms::last().encode(env), range(f.last_seq, f.last_ts)),
+        (atoms::clock().encode(env), clock),
+        (atoms::kinds().encode(env), kinds.encode(env)),
+        (atoms::pids().encode(env), pids.encode(env)),
+        (atoms::calls().encode(env), calls.encode(env)),
+        (atoms::tags().encode(env), tags.encode(env)),
+        (atoms::state_changes().encode(env), changes.encode(env)),
+        (atoms::dropped().encode(env), f.dropped.encode(env)),
+        (atoms::truncated().encode(env), f.truncated.encode(env)),
+        (atoms::torn().encode(env), sum.torn.encode(env)),
+        (
+            atoms::from_footers().encode(env),
+            sum.from_footers.encode(env),
+        ),
+    ];
+    let map = Term::map_from_pairs(env, &pairs)?;
+    Ok((atoms::ok(), map).encode(env))
 }

@@ -1,0 +1,258 @@
+//! The index footer that ends a sealed segment: what the segment holds, by process, kind, call,
+//! message tag and time, with every process's state change points, so a trace can be
+//! summarized, and a time or seq located, without reading its events.
+
+use crate::event::{flags, EventRef, Kind};
+use crate::hash::WordMap;
+use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
+
+/// One entry of [`Footer::seeks`] is kept every this many events.
+pub const SEEK_EVERY: u64 = 1024;
+
+/// A segment's index footer.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Footer {
+    /// Events in the segment.
+    pub events: u64,
+    /// Seqs of its first and last events (0 when it has none).
+    pub first_seq: u64,
+    /// See `first_seq`.
+    pub last_seq: u64,
+    /// Times of its first and last events.
+    pub first_ts: i64,
+    /// See `first_ts`.
+    pub last_ts: i64,
+    /// Events by kind discriminant.
+    pub kinds: Vec<u64>,
+    /// `(pid word, events)` for every process.
+    pub pids: Vec<(u64, u64)>,
+    /// `(module word, function word, arity, calls)` for every traced function called.
+    pub calls: Vec<(u64, u64, u8, u64)>,
+    /// `(tag, messages)`: sends and receives by message tag.
+    pub tags: Vec<(String, u64)>,
+    /// `(pid word, seqs)`: the state events of each process that changed its state.
+    pub states: Vec<(u64, Vec<u64>)>,
+    /// `(seq, ts, frame offset)` of every [`SEEK_EVERY`]-th event, and of the first.
+    pub seeks: Vec<(u64, i64, u64)>,
+    /// The ETF of every word named above.
+    pub symbols: Vec<(u64, ByteBuf)>,
+    /// The capture's clock: `(monotonic, system)` nanoseconds at one instant, and the token of
+    /// the VM run that captured it.
+    pub clock: Option<(i64, i64, u64)>,
+    /// The capture's dropped and truncated counters when the segment was sealed.
+    pub dropped: u64,
+    /// See `dropped`.
+    pub truncated: u64,
+}
+
+/// Builds a [`Footer`] from the records of a segment, as they are written or read.
+#[derive(Default)]
+pub struct FooterBuilder {
+    footer: Footer,
+    pids: WordMap<u64, u64>,
+    calls: WordMap<(u64, u64, u8), u64>,
+    tags: std::collections::HashMap<Box<str>, u64>,
+    states: WordMap<u64, Vec<u64>>,
+    symbols: WordMap<u64, ByteBuf>,
+}
+
+impl FooterBuilder {
+    /// Takes an event at frame `offset` into account.
+    pub fn event(&mut self, ev: &EventRef, offset: u64) {
+        let h = &ev.header;
+        let f = &mut self.footer;
+        if f.events == 0 {
+            f.first_seq = ev.seq;
+            f.first_ts = h.ts;
+        }
+        if f.events % SEEK_EVERY == 0 {
+            f.seeks.push((ev.seq, h.ts, offset));
+        }
+        f.events += 1;
+        f.last_seq = ev.seq;
+        f.last_ts = h.ts;
+        if f.kinds.len() < Kind::ALL.len() {
+            f.kinds.resize(Kind::ALL.len(), 0);
+        }
+        if let Some(k) = f.kinds.get_mut(h.kind as usize) {
+            *k += 1;
+        }
+        if h.pid != 0 {
+            *self.pids.entry(h.pid).or_default() += 1;
+        }
+        match Kind::from_u8(h.kind) {
+            Some(Kind::Call) if h.module != 0 => {
+                *self
+                    .calls
+                    .entry((h.module, h.function, h.arity))
+                    .or_default() += 1;
+            }
+            Some(Kind::Send | Kind::Receive | Kind::SendToDead) => {
+                if let Some(tag) = ev.tag() {
+                    match self.tags.get_mut(tag) {
+                        Some(n) => *n += 1,
+                        None => {
+                            self.tags.insert(tag.into(), 1);
+                        }
+                    }
+                }
+            }
+            Some(Kind::State) if h.flags & flags::STATE_UNCHANGED == 0 => {
+                self.states.entry(h.pid).or_default().push(ev.seq);
+            }
+            _ => {}
+        }
+    }
+
+    /// Takes a record read from a segment (at frame `offset`) into account.
+    pub fn record(&mut self, record: &crate::segment::Record, offset: u64) {
+        use crate::segment::Record;
+        match record {
+            Record::Event {
+                seq,
+                ts,
+                pid,
+                peer,
+                module,
+                function,
+                arity,
+                kind,
+                flags,
+                payload,
+            } => {
+                let ev = EventRef {
+                    seq: *seq,
+                    header: crate::event::Header {
+                        ts: *ts,
+                        pid: *pid,
+                        peer: *peer,
+                        module: *module,
+                        function: *function,
+                        arity: *arity,
+                        kind: *kind,
+                        flags: *flags,
+                    },
+                    payload,
+                };
+                self.event(&ev, offset);
+            }
+            Record::Symbol { word, etf } => self.symbol(*word, etf),
+            Record::Clock {
+                monotonic,
+                system,
+                run,
+            } => self.clock(*monotonic, *system, *run),
+            Record::Stats { dropped, truncated } => self.stats(*dropped, *truncated),
+            Record::Footer(_) => {}
+        }
+    }
+
+    /// Records what a word stands for.
+    pub fn symbol(&mut self, word: u64, etf: &[u8]) {
+        self.symbols
+            .entry(word)
+            .or_insert_with(|| ByteBuf::from(etf.to_vec()));
+    }
+
+    /// Records the capture's clock (the first one given is kept).
+    pub fn clock(&mut self, monotonic: i64, system: i64, run: u64) {
+        self.footer.clock.get_or_insert((monotonic, system, run));
+    }
+
+    /// Records the capture's counters.
+    pub fn stats(&mut self, dropped: u64, truncated: u64) {
+        self.footer.dropped = dropped;
+        self.footer.truncated = truncated;
+    }
+
+    /// The footer of everything taken so far, sorted; the builder starts over.
+    pub fn finish(&mut self) -> Footer {
+        let mut b = std::mem::take(self);
+        let f = &mut b.footer;
+        f.pids = b.pids.into_iter().collect();
+        f.pids.sort_unstable();
+        f.calls = b
+            .calls
+            .into_iter()
+            .map(|((m, fu, a), n)| (m, fu, a, n))
+            .collect();
+        f.calls.sort_unstable();
+        f.tags = b.tags.into_iter().map(|(t, n)| (t.into(), n)).collect();
+        f.tags.sort_unstable();
+        f.states = b.states.into_iter().collect();
+        f.states.sort_unstable();
+        f.symbols = b.symbols.into_iter().collect();
+        f.symbols.sort_unstable();
+        b.footer
+    }
+}
+
+impl Footer {
+    /// Adds `other` (a later segment of the same capture) into this one: counts summed, ranges
+    /// widened, symbols and state lists merged.
+    pub fn merge(&mut self, other: &Footer) {
+        if other.events == 0 {
+            self.dropped = self.dropped.max(other.dropped);
+            self.truncated = self.truncated.max(other.truncated);
+            return;
+        }
+        if self.events == 0 {
+            self.first_seq = other.first_seq;
+            self.first_ts = other.first_ts;
+        }
+        self.events += other.events;
+        self.last_seq = other.last_seq;
+        self.last_ts = other.last_ts;
+        if self.kinds.len() < other.kinds.len() {
+            self.kinds.resize(other.kinds.len(), 0);
+        }
+        for (k, n) in other.kinds.iter().enumerate() {
+            self.kinds[k] += n;
+        }
+        merge_counts(&mut self.pids, &other.pids, |p| p.0, |a, b| a.1 += b.1);
+        merge_counts(
+            &mut self.calls,
+            &other.calls,
+            |c| (c.0, c.1, c.2),
+            |a, b| a.3 += b.3,
+        );
+        merge_counts(
+            &mut self.tags,
+            &other.tags,
+            |t| t.0.clone(),
+            |a, b| a.1 += b.1,
+        );
+        merge_counts(
+            &mut self.states,
+            &other.states,
+            |s| s.0,
+            |a, b| a.1.extend_from_slice(&b.1),
+        );
+        merge_counts(&mut self.symbols, &other.symbols, |s| s.0, |_, _| {});
+        self.seeks.extend_from_slice(&other.seeks);
+        self.clock = self.clock.or(other.clock);
+        self.dropped = self.dropped.max(other.dropped);
+        self.truncated = self.truncated.max(other.truncated);
+    }
+}
+
+/// Merges `other` into `into` by `key`, combining equal keys (`into`'s entry first), sorted.
+fn merge_counts<T: Clone, K: Ord>(
+    into: &mut Vec<T>,
+    other: &[T],
+    key: impl Fn(&T) -> K,
+    combine: impl Fn(&mut T, &T),
+) {
+    into.extend_from_slice(other);
+    // Stable: of two equal keys, `into`'s comes first.
+    into.sort_by(|a, b| key(a).cmp(&key(b)));
+    let mut out: Vec<T> = Vec::with_capacity(into.len());
+    for x in into.drain(..) {
+        match out.last_mut() {
+            Some(last) if key(last) == key(&x) => combine(last, &x),
+            _ => out.push(x),
+        }
+    }
+    *into = out;
+}
