@@ -66,7 +66,7 @@ impl FooterBuilder {
             f.first_seq = ev.seq;
             f.first_ts = h.ts;
         }
-        if f.events % SEEK_EVERY == 0 {
+        if f.events.is_multiple_of(SEEK_EVERY) {
             f.seeks.push((ev.seq, h.ts, offset));
         }
         f.events += 1;
@@ -246,7 +246,7 @@ fn merge_counts<T: Clone, K: Ord>(
 ) {
     into.extend_from_slice(other);
     // Stable: of two equal keys, `into`'s comes first.
-    into.sort_by(|a, b| key(a).cmp(&key(b)));
+    into.sort_by_key(&key);
     let mut out: Vec<T> = Vec::with_capacity(into.len());
     for x in into.drain(..) {
         match out.last_mut() {
