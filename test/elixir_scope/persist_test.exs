@@ -396,8 +396,18 @@ defmodule ElixirScope.PersistCrashTest do
     def handle_call(:add, _from, n), do: {:reply, n + 1, n + 1}
   end
 
-  [dir] = System.argv()
-  {:ok, _} = ElixirScope.start(persist: [dir: dir, segment_bytes: 32_768, flush_interval: 5])
+  [dir, mode] = System.argv()
+
+  extra =
+    case mode do
+      "plain" -> []
+      "archive" -> [archive: true]
+      "retain" -> [archive: true, max_bytes: 200_000]
+    end
+
+  {:ok, _} =
+    ElixirScope.start(persist: [dir: dir, segment_bytes: 32_768, flush_interval: 5] ++ extra)
+
   {:ok, pid} = GenServer.start(CrashCounter, 0)
   :ok = ElixirScope.trace(pid)
   store = ElixirScope.Store.default()
@@ -415,25 +425,27 @@ defmodule ElixirScope.PersistCrashTest do
   """
 
   @tag timeout: 120_000
-  test "SIGKILL at random moments loses no frame that was written" do
+  test "SIGKILL at random moments (while writing, archiving, deleting) loses no frame that was written" do
     script =
       Path.join(System.tmp_dir!(), "escope-crash-#{System.unique_integer([:positive])}.exs")
 
     File.write!(script, @script)
     on_exit(fn -> File.rm(script) end)
 
-    for run <- 1..3 do
+    for mode <- ["plain", "archive", "retain"] do
       dir =
-        Path.join(System.tmp_dir!(), "escope-crash-#{run}-#{System.unique_integer([:positive])}")
+        Path.join(System.tmp_dir!(), "escope-crash-#{mode}-#{System.unique_integer([:positive])}")
 
       on_exit(fn -> File.rm_rf!(dir) end)
-      written = run_and_kill(script, dir, 200 + :rand.uniform(1_200))
+      written = run_and_kill(script, [dir, mode], 200 + :rand.uniform(1_200))
       assert written > 1, "the child wrote nothing before it was killed"
 
       {:ok, store} = ElixirScope.open(dir)
       info = Persist.info(store)
-      assert info.first_seq == 1 and info.gaps == 0
-      assert info.events >= written - 1, "#{info.events} events, #{written - 1} were flushed"
+      assert info.gaps == 0
+      if mode != "retain", do: assert(info.first_seq == 1)
+      last_seq = info.first_seq + info.events - 1
+      assert last_seq >= written - 1, "events up to #{last_seq}, #{written - 1} were flushed"
       assert info.torn in [[], [info |> last_segment()]]
 
       # Every event decodes, and the counter's states count up by one, call by call.
@@ -445,7 +457,9 @@ defmodule ElixirScope.PersistCrashTest do
       assert node(counter) != node()
       assert Persist.nodes()[node(counter)] == "nonode@nohost"
       values = Query.state_timeline(counter, store: store) |> Enum.map(& &1.data)
-      assert values == Enum.to_list(0..(length(values) - 1))
+      first = hd(values)
+      assert values == Enum.to_list(first..(first + length(values) - 1))
+      if mode == "retain", do: assert(first > 0, "retention deleted nothing")
       assert {:ok, last} = Query.state_at(counter, List.last(events).ts, store: store)
       assert last == List.last(values)
     end
@@ -456,7 +470,7 @@ defmodule ElixirScope.PersistCrashTest do
 
   # Runs the script until `ms` after its first flush, kills it with SIGKILL, and returns the
   # highest `next_seq` it reported as flushed.
-  defp run_and_kill(script, dir, ms) do
+  defp run_and_kill(script, args, ms) do
     ebin = :code.lib_dir(:elixir_scope, :ebin) |> to_string()
 
     port =
@@ -464,7 +478,7 @@ defmodule ElixirScope.PersistCrashTest do
         :binary,
         :exit_status,
         {:line, 1024},
-        args: ["-pa", ebin, script, dir]
+        args: ["-pa", ebin, script | args]
       ])
 
     os_pid = Port.info(port, :os_pid) |> elem(1)
