@@ -97,7 +97,7 @@ scan_state_at = fn all, pid, t ->
   end)
 end
 
-# Both sides must hold the same events before they are timed.
+# Both sides must hold the same events (and count them alike) before they are timed.
 dl_path = next_path.("disk_log")
 disk_log_write.(dl_path)
 dl_all = disk_log_read.(dl_path)
@@ -108,6 +108,8 @@ es_path = next_path.("escope")
 pid = Enum.random(servers)
 {:ok, st} = Query.state_at(pid, mid, store: opened)
 ^st = scan_state_at.(dl_all, pid, mid)
+{:ok, summary} = Persist.summary(es_path)
+true = summary.kinds == Enum.frequencies_by(dl_all, &elem(&1, 2))
 es_bytes = du.(es_path)
 dl_bytes = du.(dl_path)
 
@@ -134,6 +136,11 @@ variants = [
   {"write: :disk_log", fn -> timed.(fn -> disk_log_write.(next_path.("disk_log")) end) end},
   {"open: ElixirScope", fn -> timed.(fn -> ElixirScope.open(es_path) end) end},
   {"open: :disk_log chunk/2", fn -> timed.(fn -> length(disk_log_read.(dl_path)) end) end},
+  {"summary: ElixirScope (footers)", fn -> timed.(fn -> Persist.summary(es_path) end) end},
+  {"summary: :disk_log (read, count by kind)",
+   fn ->
+     timed.(fn -> disk_log_read.(dl_path) |> Enum.frequencies_by(&elem(&1, 2)) end)
+   end},
   {"state_at: ElixirScope (opened)",
    fn -> timed.(fn -> for p <- picks, do: Query.state_at(p, mid, store: opened) end) end},
   {"state_at: scan of :disk_log terms",
@@ -164,6 +171,12 @@ Harness.table(
   [
     row.("write (events/s)", "write: ElixirScope save", "write: :disk_log", rate),
     row.("open / read back all", "open: ElixirScope", "open: :disk_log chunk/2", ms),
+    row.(
+      "summary (events by kind, ...)",
+      "summary: ElixirScope (footers)",
+      "summary: :disk_log (read, count by kind)",
+      ms
+    ),
     row.(
       "state_at on the read trace",
       "state_at: ElixirScope (opened)",
