@@ -91,9 +91,11 @@ defmodule ElixirScope do
     * `:persist` - also write the capture to disk, as it is stored, into a trace directory
       that `open/2` reads back (default: off). A keyword list:
       * `:dir` - the directory (required; it must not hold a trace yet);
-      * `:segment_bytes` - start a new segment file after this many bytes (default 64 MiB);
+      * `:segment_bytes` - start a new segment file after this many bytes (default 64 MiB, at
+        most 1 GiB);
       * `:segment_age` - ... or after its events span this many seconds (default: no limit);
-      * `:max_bytes` - delete the oldest segments while the trace is larger (default: no limit);
+      * `:max_bytes` - delete the oldest segments while the trace on disk is larger (default:
+        no limit; the store's own `:max_bytes` is its payload memory);
       * `:max_age` - delete segments whose events are older than this many seconds, counted
         from the newest event (default: no limit);
       * `:archive` - compress each segment (lz4) once it is full (default `false`);

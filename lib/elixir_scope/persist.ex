@@ -73,11 +73,14 @@ defmodule ElixirScope.Persist do
           foreign: non_neg_integer(),
           unknown_words: non_neg_integer(),
           discarded: non_neg_integer(),
+          missing: non_neg_integer(),
           clock: {integer(), integer()} | nil
         }
 
   @max_i64 9_223_372_036_854_775_807
   @max_u64 18_446_744_073_709_551_615
+  # Segments are read whole when a trace is opened; their index footer must stay readable.
+  @max_segment_bytes 1024 * 1024 * 1024
   # Events written per flush call (a few tens of milliseconds on a dirty I/O scheduler).
   @flush_chunk 100_000
 
@@ -96,9 +99,16 @@ defmodule ElixirScope.Persist do
         other -> raise ArgumentError, "invalid persist :dir #{inspect(other)}, expected a path"
       end
 
+    segment_bytes = pos!(opts, :segment_bytes) || @defaults[:segment_bytes]
+
+    if segment_bytes > @max_segment_bytes do
+      raise ArgumentError,
+            "invalid persist :segment_bytes #{segment_bytes}, at most #{@max_segment_bytes}"
+    end
+
     %{
       dir: dir,
-      segment_bytes: pos!(opts, :segment_bytes) || @defaults[:segment_bytes],
+      segment_bytes: segment_bytes,
       segment_ns: seconds_ns!(opts, :segment_age),
       max_bytes: pos!(opts, :max_bytes) || @max_u64,
       max_age_ns: seconds_ns!(opts, :max_age),
@@ -266,6 +276,7 @@ defmodule ElixirScope.Persist do
           dropped: non_neg_integer(),
           truncated: non_neg_integer(),
           torn: [String.t()],
+          missing: non_neg_integer(),
           from_footers: non_neg_integer()
         }
 
@@ -292,12 +303,16 @@ defmodule ElixirScope.Persist do
        %{
          map
          | kinds: Map.new(map.kinds),
-           pids: Map.new(map.pids),
-           calls: Map.new(map.calls),
-           tags: Map.new(map.tags)
+           pids: counts(map.pids),
+           calls: counts(map.calls),
+           tags: counts(map.tags)
        }}
     end
   end
+
+  # Keys that decode alike (processes without a recorded encoding are all nil) add up.
+  defp counts(pairs),
+    do: Enum.reduce(pairs, %{}, fn {k, n}, acc -> Map.update(acc, k, n, &(&1 + n)) end)
 
   defp summarize_all(s, total, progress) do
     case Native.summary_step(s) do

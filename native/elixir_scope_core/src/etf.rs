@@ -30,13 +30,30 @@ fn skip_atom(b: &[u8], pos: usize) -> Option<usize> {
 }
 
 /// The position just after the term that starts at `pos`.
+#[inline]
 pub fn skip(b: &[u8], pos: usize) -> Option<usize> {
+    walk(b, pos, |_| {})
+}
+
+/// Whether the term at `pos` holds (or is) a term whose tag byte satisfies `pred`; `None` when
+/// it is malformed.
+pub fn holds_tag(b: &[u8], pos: usize, pred: impl Fn(u8) -> bool) -> Option<bool> {
+    let mut found = false;
+    walk(b, pos, |tag| found |= pred(tag))?;
+    Some(found)
+}
+
+/// Walks the term that starts at `pos`, calling `visit` with the tag of every term in it;
+/// returns the position just after it.
+#[inline]
+fn walk(b: &[u8], pos: usize, mut visit: impl FnMut(u8)) -> Option<usize> {
     let mut pos = pos;
     // Terms still to skip: a compound adds its elements.
     let mut todo: usize = 1;
     while todo > 0 {
         todo -= 1;
         let tag = byte(b, pos)?;
+        visit(tag);
         pos += 1;
         let (len, more): (usize, usize) = match tag {
             97 => (1, 0),                                 // SMALL_INTEGER
@@ -237,6 +254,20 @@ mod tests {
         assert_eq!(atom_name(alias[0], 0), Some("alias"));
         assert_eq!(tail[0], 90);
         assert_eq!(tuple_elements(els[2], 0).unwrap()[1], &[97, 1]);
+    }
+
+    #[test]
+    fn holds_tag_sees_nested_terms_not_bytes() {
+        let b = sample();
+        let body = body(&b).unwrap();
+        let pid = |t| t == 88;
+        assert_eq!(holds_tag(body, 0, pid), Some(true));
+        let els = tuple_elements(body, 0).unwrap();
+        assert_eq!(holds_tag(els[2], 0, pid), Some(false), "{{:inc, 1}}");
+        // A binary whose bytes look like a pid tag holds none.
+        let bin = [109, 0, 0, 0, 3, 88, 88, 88];
+        assert_eq!(holds_tag(&bin, 0, pid), Some(false));
+        assert_eq!(holds_tag(&bin[..6], 0, pid), None, "malformed");
     }
 
     #[test]

@@ -189,70 +189,22 @@ impl FooterBuilder {
 }
 
 impl Footer {
-    /// Adds `other` (a later segment of the same capture) into this one: counts summed, ranges
-    /// widened, symbols and state lists merged.
-    pub fn merge(&mut self, other: &Footer) {
-        if other.events == 0 {
-            self.dropped = self.dropped.max(other.dropped);
-            self.truncated = self.truncated.max(other.truncated);
-            return;
-        }
-        if self.events == 0 {
-            self.first_seq = other.first_seq;
-            self.first_ts = other.first_ts;
-        }
-        self.events += other.events;
-        self.last_seq = other.last_seq;
-        self.last_ts = other.last_ts;
-        if self.kinds.len() < other.kinds.len() {
-            self.kinds.resize(other.kinds.len(), 0);
-        }
-        for (k, n) in other.kinds.iter().enumerate() {
-            self.kinds[k] += n;
-        }
-        merge_counts(&mut self.pids, &other.pids, |p| p.0, |a, b| a.1 += b.1);
-        merge_counts(
-            &mut self.calls,
-            &other.calls,
-            |c| (c.0, c.1, c.2),
-            |a, b| a.3 += b.3,
-        );
-        merge_counts(
-            &mut self.tags,
-            &other.tags,
-            |t| t.0.clone(),
-            |a, b| a.1 += b.1,
-        );
-        merge_counts(
-            &mut self.states,
-            &other.states,
-            |s| s.0,
-            |a, b| a.1.extend_from_slice(&b.1),
-        );
-        merge_counts(&mut self.symbols, &other.symbols, |s| s.0, |_, _| {});
-        self.seeks.extend_from_slice(&other.seeks);
-        self.clock = self.clock.or(other.clock);
-        self.dropped = self.dropped.max(other.dropped);
-        self.truncated = self.truncated.max(other.truncated);
+    /// Whether the footer is consistent with itself and with the segment's manifest range
+    /// (`first_seq`, `last_seq`; zeros when unknown). A footer read from a file is only
+    /// believed when it is: its lists are bounded by its event count.
+    pub fn plausible(&self, first_seq: u64, last_seq: u64) -> bool {
+        let events = self.events;
+        let range_ok = first_seq == 0 || (self.first_seq, self.last_seq) == (first_seq, last_seq);
+        let changes: u64 = self.states.iter().map(|(_, s)| s.len() as u64).sum();
+        let counted: u64 = self.kinds.iter().sum();
+        range_ok
+            && self.kinds.len() <= Kind::ALL.len()
+            && counted == events
+            && self.pids.len() as u64 <= events
+            && self.calls.len() as u64 <= events
+            && self.tags.len() as u64 <= events
+            && changes <= events
+            && self.seeks.len() as u64 <= events / SEEK_EVERY + 1
+            && self.symbols.len() as u64 <= events.saturating_mul(4)
     }
-}
-
-/// Merges `other` into `into` by `key`, combining equal keys (`into`'s entry first), sorted.
-fn merge_counts<T: Clone, K: Ord>(
-    into: &mut Vec<T>,
-    other: &[T],
-    key: impl Fn(&T) -> K,
-    combine: impl Fn(&mut T, &T),
-) {
-    into.extend_from_slice(other);
-    // Stable: of two equal keys, `into`'s comes first.
-    into.sort_by_key(&key);
-    let mut out: Vec<T> = Vec::with_capacity(into.len());
-    for x in into.drain(..) {
-        match out.last_mut() {
-            Some(last) if key(last) == key(&x) => combine(last, &x),
-            _ => out.push(x),
-        }
-    }
-    *into = out;
 }

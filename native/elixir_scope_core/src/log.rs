@@ -342,6 +342,12 @@ impl CaptureLog {
         watermark
     }
 
+    /// Whether `seq` was handed out but can never be published: its writer got no memory for
+    /// its slot (the slot's chunk does not exist). Such a seq is missing for good.
+    pub fn is_hole(&self, seq: Seq) -> bool {
+        seq != 0 && seq <= self.last_seq() && self.slot_for_read(seq - 1).is_none()
+    }
+
     /// The highest seq that may be stored so far (some below it may still be in flight).
     pub fn last_seq(&self) -> Seq {
         self.next_slot

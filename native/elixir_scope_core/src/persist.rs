@@ -124,6 +124,9 @@ pub struct Writer {
     footer: FooterBuilder,
     /// Seqs that were never published (their writer failed to get memory), skipped.
     holes: u64,
+    /// The first write error: the segment may end in a partial frame, so nothing more is
+    /// written.
+    failed: Option<io::Error>,
 }
 
 /// Why a directory cannot take a new capture.
@@ -161,6 +164,7 @@ impl Writer {
             stats: None,
             footer: FooterBuilder::default(),
             holes: 0,
+            failed: None,
         })
     }
 
@@ -178,37 +182,52 @@ impl Writer {
         symbol: &mut dyn FnMut(u64) -> Option<Vec<u8>>,
         max: u64,
     ) -> io::Result<u64> {
+        if let Some(e) = &self.failed {
+            return Err(io::Error::new(e.kind(), e.to_string()));
+        }
+        self.flush_events(store, clock, symbol, max)
+            .inspect_err(|e| self.failed = Some(io::Error::new(e.kind(), e.to_string())))
+    }
+
+    fn flush_events(
+        &mut self,
+        store: &Store,
+        clock: Clock,
+        symbol: &mut dyn FnMut(u64) -> Option<Vec<u8>>,
+        max: u64,
+    ) -> io::Result<u64> {
         let log = store.log();
         let published = log.published_seq();
         let last = published.min(self.next.saturating_add(max) - 1);
         let mut written = 0;
         while self.next <= last {
             let Some(ev) = log.get(self.next) else {
-                // Below the published mark, a missing event is a slot whose writer got no
-                // memory: it never appears.
-                self.holes += 1;
-                self.next += 1;
-                continue;
+                if log.is_hole(self.next) {
+                    self.holes += 1;
+                    self.next += 1;
+                    continue;
+                }
+                // Still being written: the next flush takes it.
+                break;
             };
             self.begin_segment(clock)?;
             let h = &ev.header;
             for word in [h.pid, h.peer_pid(), h.module, h.function] {
-                if word != 0 && self.known.insert(word) {
+                if word != 0 && !self.known.contains(&word) {
                     if let Some(etf) = symbol(word) {
-                        self.footer.symbol(word, &etf);
                         self.segments.push(&Record::Symbol { word, etf: &etf })?;
+                        self.footer.symbol(word, &etf);
                     }
+                    self.known.insert(word);
                 }
             }
+            let is_state = h.kind == Kind::State as u8;
             let mut payload = ev.payload;
             // An unchanged state shares the payload this segment already holds.
-            if h.kind == Kind::State as u8
-                && !self.states.insert(h.pid)
-                && h.flags & flags::STATE_UNCHANGED != 0
-            {
+            if is_state && self.states.contains(&h.pid) && h.flags & flags::STATE_UNCHANGED != 0 {
                 payload = &[];
             }
-            self.footer.event(&ev, self.segments.current_len());
+            let offset = self.segments.current_len();
             self.segments.push(&Record::Event {
                 seq: ev.seq,
                 ts: h.ts,
@@ -221,12 +240,16 @@ impl Writer {
                 flags: h.flags,
                 payload,
             })?;
+            self.footer.event(&ev, offset);
+            if is_state {
+                self.states.insert(h.pid);
+            }
             self.next += 1;
             written += 1;
             if self.segments.should_rotate() {
                 self.write_stats(store, clock)?;
-                let footer = Record::Footer(Box::new(self.footer.finish()));
-                self.segments.rotate(Some(&footer))?;
+                let footer = self.take_footer();
+                self.segments.rotate(footer.as_ref())?;
                 self.known.clear();
                 self.states.clear();
                 self.fresh = true;
@@ -275,8 +298,18 @@ impl Writer {
     /// # Errors
     /// The file system's.
     pub fn finish(mut self) -> io::Result<Manifest> {
+        if let Some(e) = self.failed.take() {
+            return Err(e);
+        }
+        let footer = self.take_footer();
+        self.segments.seal(footer.as_ref())
+    }
+
+    /// The current segment's footer record; `None` when it would be too large to read back
+    /// (the segment is then read through, like one without a footer).
+    fn take_footer(&mut self) -> Option<Record<'static>> {
         let footer = Record::Footer(Box::new(self.footer.finish()));
-        self.segments.seal(Some(&footer))
+        (segment::frame(&footer).len() <= segment::MAX_RECORD).then_some(footer)
     }
 
     /// The next seq to write (every seq below it is on disk, or was a hole).
@@ -334,6 +367,8 @@ pub struct LoadReport {
     pub unknown_words: u64,
     /// Events not loaded: of an unknown kind, or variable bindings whose call was not loaded.
     pub discarded: u64,
+    /// Segments listed but gone when read (a running capture rotated or deleted them).
+    pub missing: usize,
 }
 
 /// A loaded trace: a closed (read-only) store holding its events, with its symbols.
@@ -503,7 +538,15 @@ impl Loading {
             return Ok(false);
         };
         self.next += 1;
-        segments::read_segment_into(dir, meta, &mut self.buf)?;
+        match segments::read_segment_into(dir, meta, &mut self.buf) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound && !meta.sealed => {
+                // The capture is running and rotated: the file is now archived, or retention
+                // deleted it.
+                self.loader.report.missing += 1;
+                return Ok(true);
+            }
+            r => r?,
+        }
         match open_frames(meta, &self.buf)? {
             Some(mut frames) => {
                 for record in frames.by_ref() {
@@ -691,16 +734,71 @@ impl Loader {
 /// segment without one (the last of a capture still running or cut short), from its frames.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Summary {
-    /// All segments' footers merged.
-    pub footer: Footer,
-    /// Segment files.
+    /// Segment files read.
     pub segments: usize,
     /// Their bytes on disk.
     pub bytes: u64,
     /// Segments whose tail was torn or corrupt.
     pub torn: Vec<String>,
-    /// Segments summarized from their footer (the others were scanned).
+    /// Segments listed but gone when read (deleted by retention meanwhile).
+    pub missing: usize,
+    /// Segments summarized from their footer (the others were read through).
     pub from_footers: usize,
+    /// Events.
+    pub events: u64,
+    /// `(seq, ts)` of the first and last events.
+    pub first: Option<(u64, i64)>,
+    /// See `first`.
+    pub last: Option<(u64, i64)>,
+    /// The capture's clock: monotonic and system nanoseconds, run token.
+    pub clock: Option<(i64, i64, u64)>,
+    /// Events by kind discriminant.
+    pub kinds: [u64; Kind::ALL.len()],
+    /// Events by pid word.
+    pub pids: WordMap<u64, u64>,
+    /// Calls by `(module, function, arity)` words.
+    pub calls: WordMap<(u64, u64, u8), u64>,
+    /// Messages by tag.
+    pub tags: HashMap<String, u64>,
+    /// State events that changed a state.
+    pub state_changes: u64,
+    /// The ETF of the words above.
+    pub symbols: WordMap<u64, Vec<u8>>,
+    /// The capture's counters, as last recorded.
+    pub dropped: u64,
+    /// See `dropped`.
+    pub truncated: u64,
+}
+
+impl Summary {
+    /// Adds a segment's footer.
+    fn add(&mut self, f: &Footer) {
+        self.dropped = self.dropped.max(f.dropped);
+        self.truncated = self.truncated.max(f.truncated);
+        self.clock = self.clock.or(f.clock);
+        for (w, etf) in &f.symbols {
+            self.symbols.entry(*w).or_insert_with(|| etf.to_vec());
+        }
+        if f.events == 0 {
+            return;
+        }
+        self.first.get_or_insert((f.first_seq, f.first_ts));
+        self.last = Some((f.last_seq, f.last_ts));
+        self.events += f.events;
+        for (k, n) in f.kinds.iter().enumerate().take(Kind::ALL.len()) {
+            self.kinds[k] += n;
+        }
+        for (w, n) in &f.pids {
+            *self.pids.entry(*w).or_default() += n;
+        }
+        for (m, fu, a, n) in &f.calls {
+            *self.calls.entry((*m, *fu, *a)).or_default() += n;
+        }
+        for (t, n) in &f.tags {
+            *self.tags.entry(t.clone()).or_default() += n;
+        }
+        self.state_changes += f.states.iter().map(|(_, s)| s.len() as u64).sum::<u64>();
+    }
 }
 
 /// A trace being summarized, one segment per [`Summarizing::step`].
@@ -748,8 +846,15 @@ impl Summarizing {
         };
         self.next += 1;
         let path = dir.join(&meta.file);
+        if !path.exists() && !meta.sealed {
+            // The capture is running and rotated: the file is now archived, or retention
+            // deleted it.
+            self.summary.missing += 1;
+            return Ok(true);
+        }
         let footer = match (self.footers, meta.footer_at) {
-            (true, at) if at > 0 => read_footer(dir, meta, at, &mut self.buf),
+            (true, at) if at > 0 => read_footer(dir, meta, at, &mut self.buf)
+                .filter(|f| f.plausible(meta.first_seq, meta.last_seq)),
             _ => None,
         };
         let footer = match footer {
@@ -776,7 +881,7 @@ impl Summarizing {
                 b.finish()
             }
         };
-        self.summary.footer.merge(&footer);
+        self.summary.add(&footer);
         self.summary.segments += 1;
         self.read += std::fs::metadata(&path).map_or(0, |m| m.len());
         Ok(true)
@@ -1135,95 +1240,127 @@ mod tests {
         s.finish()
     }
 
+    /// Everything but how each segment was read.
+    fn contents(mut s: Summary) -> Summary {
+        s.from_footers = 0;
+        s
+    }
+
     #[test]
     fn sealed_segments_end_with_footers_that_summarize_them() {
-        let dir = temp("footers");
-        let store = sample(0);
-        let policy = Policy {
-            segment_bytes: 3_000,
-            archive: false,
-            ..Policy::default()
-        };
-        let mut w = Writer::create(&dir, policy).unwrap();
-        let mut scratch = Vec::new();
-        for i in 0..600u64 {
-            let pid = 3 + (i % 4) * 2;
-            let msg: &[u8] = if i % 3 == 0 {
-                &[131, 104, 2, 119, 3, b'a', b'd', b'd', 97, 1] // {:add, 1}
-            } else {
-                &[131, 119, 4, b'p', b'i', b'n', b'g'] // :ping
+        for archive in [false, true] {
+            let dir = temp(&format!("footers-{archive}"));
+            let store = sample(0);
+            let policy = Policy {
+                segment_bytes: 3_000,
+                archive,
+                ..Policy::default()
             };
-            store.append(
-                &header(Kind::Receive, pid, 0, i as i64 - 1_000_000),
-                msg,
-                &mut scratch,
-            );
-            let state = [131, 97, (i / 7 % 200) as u8];
-            store.append_state(
-                &header(Kind::State, pid, 0, i as i64),
-                &state,
-                3,
-                true,
-                &mut scratch,
-            );
-            if i % 50 == 0 {
-                w.flush(&store, CLOCK, &mut symbol, u64::MAX).unwrap();
+            let mut w = Writer::create(&dir, policy).unwrap();
+            let mut scratch = Vec::new();
+            for i in 0..600u64 {
+                let pid = 3 + (i % 4) * 2;
+                let msg: &[u8] = if i % 3 == 0 {
+                    &[131, 104, 2, 119, 3, b'a', b'd', b'd', 97, 1] // {:add, 1}
+                } else {
+                    &[131, 119, 4, b'p', b'i', b'n', b'g'] // :ping
+                };
+                let h = header(Kind::Receive, pid, 0, i as i64 - 1_000_000);
+                store.append(&h, msg, &mut scratch);
+                let state = [131, 97, (i / 7 % 200) as u8];
+                let h = header(Kind::State, pid, 0, i as i64);
+                store.append_state(&h, &state, 3, true, &mut scratch);
+                if i % 50 == 0 {
+                    w.flush(&store, CLOCK, &mut symbol, u64::MAX).unwrap();
+                }
             }
+            w.flush(&store, CLOCK, &mut symbol, u64::MAX).unwrap();
+            // Unsealed: the last segment has no footer yet.
+            let m = w.manifest().clone();
+            assert!(m.segments.len() > 3);
+            let (last, sealed) = m.segments.split_last().unwrap();
+            assert_eq!(last.footer_at, 0);
+            for seg in sealed {
+                assert!(seg.footer_at > 0, "{seg:?}");
+                assert_eq!(seg.archived, archive);
+                let bytes = segments::read_segment(&dir, seg).unwrap();
+                let Some((Record::Footer(f), end)) =
+                    segment::frame_at(&bytes, seg.footer_at as usize)
+                else {
+                    panic!("no footer at {}", seg.footer_at)
+                };
+                assert_eq!(end, bytes.len(), "the footer ends the segment");
+                assert!(f.plausible(seg.first_seq, seg.last_seq));
+                assert_eq!(f.events, seg.last_seq - seg.first_seq + 1);
+                assert!(f
+                    .pids
+                    .iter()
+                    .all(|(p, _)| f.symbols.iter().any(|(w, _)| w == p)));
+                assert_eq!(f.clock, Some((CLOCK.monotonic, CLOCK.system, CLOCK.run)));
+            }
+            let mixed = summarize(&dir, true);
+            assert_eq!(mixed.from_footers, sealed.len());
+            let scanned = summarize(&dir, false);
+            assert_eq!(scanned.from_footers, 0);
+            assert_eq!(contents(mixed.clone()), contents(scanned));
+            // And it says what the store holds.
+            assert_eq!(
+                (mixed.events, mixed.first.unwrap().0, mixed.last.unwrap().0),
+                (1_200, 1, 1_200)
+            );
+            assert_eq!(mixed.kinds[Kind::Receive as usize], 600);
+            assert_eq!(mixed.kinds[Kind::State as usize], 600);
+            let mut pids: Vec<_> = mixed.pids.iter().map(|(w, n)| (*w, *n)).collect();
+            pids.sort_unstable();
+            assert_eq!(pids, vec![(3, 300), (5, 300), (7, 300), (9, 300)]);
+            assert_eq!((mixed.tags["add"], mixed.tags["ping"]), (200, 400));
+            let log = store.log();
+            let want = (1..=log.last_seq())
+                .filter_map(|s| log.get(s))
+                .filter(|e| {
+                    e.header.kind == Kind::State as u8
+                        && e.header.flags & flags::STATE_UNCHANGED == 0
+                })
+                .count() as u64;
+            assert_eq!(mixed.state_changes, want);
+            assert!(want < 600, "unchanged states are not change points");
+            // Sealing ends the last segment with its footer too; everything still loads.
+            w.finish().unwrap();
+            let all = summarize(&dir, true);
+            assert_eq!(all.from_footers, all.segments);
+            assert_eq!(contents(all), contents(summarize(&dir, false)));
+            assert_eq!(load_ok(&dir).report.events, 1_200);
+            std::fs::remove_dir_all(&dir).unwrap();
         }
-        w.flush(&store, CLOCK, &mut symbol, u64::MAX).unwrap();
-        // Unsealed: the last segment has no footer yet.
-        let m = w.manifest().clone();
-        assert!(m.segments.len() > 3);
-        let (last, sealed) = m.segments.split_last().unwrap();
-        assert_eq!(last.footer_at, 0);
-        for seg in sealed {
-            assert!(seg.footer_at > 0, "{seg:?}");
-            let bytes = segments::read_segment(&dir, seg).unwrap();
-            let Some((Record::Footer(f), end)) = segment::frame_at(&bytes, seg.footer_at as usize)
-            else {
-                panic!("no footer at {}", seg.footer_at)
-            };
-            assert_eq!(end, bytes.len(), "the footer ends the segment");
-            assert_eq!((f.first_seq, f.last_seq), (seg.first_seq, seg.last_seq));
-            assert_eq!(f.events, seg.last_seq - seg.first_seq + 1);
-            assert!(f
-                .pids
-                .iter()
-                .all(|(p, _)| f.symbols.iter().any(|(w, _)| w == p)));
-            assert_eq!(f.clock, Some((CLOCK.monotonic, CLOCK.system, CLOCK.run)));
-        }
-        let mixed = summarize(&dir, true);
-        assert_eq!(mixed.from_footers, sealed.len());
-        let scanned = summarize(&dir, false);
-        assert_eq!(scanned.from_footers, 0);
-        assert_eq!(mixed.footer, scanned.footer);
-        // And it says what the store holds.
-        let f = &mixed.footer;
-        assert_eq!((f.events, f.first_seq, f.last_seq), (1_200, 1, 1_200));
-        assert_eq!(f.kinds[Kind::Receive as usize], 600);
-        assert_eq!(f.kinds[Kind::State as usize], 600);
-        assert_eq!(f.pids, vec![(3, 300), (5, 300), (7, 300), (9, 300)]);
-        assert_eq!(
-            f.tags,
-            vec![("add".to_string(), 200), ("ping".to_string(), 400)]
-        );
-        let changes: u64 = f.states.iter().map(|(_, s)| s.len() as u64).sum();
-        let log = store.log();
-        let want = (1..=log.last_seq())
-            .filter_map(|s| log.get(s))
-            .filter(|e| {
-                e.header.kind == Kind::State as u8 && e.header.flags & flags::STATE_UNCHANGED == 0
-            })
-            .count() as u64;
-        assert_eq!(changes, want);
-        assert!(changes < 600, "unchanged states are not change points");
-        // Sealing ends the last segment with its footer too; everything still loads.
-        w.finish().unwrap();
-        let all = summarize(&dir, true);
-        assert_eq!(all.from_footers, all.segments);
-        assert_eq!(all.footer, summarize(&dir, false).footer);
-        assert_eq!(load_ok(&dir).report.events, 1_200);
-        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn implausible_footers_are_not_believed() {
+        let f = Footer {
+            events: 2,
+            first_seq: 5,
+            last_seq: 6,
+            kinds: vec![0, 0, 0, 0, 0, 0, 2],
+            pids: vec![(3, 2)],
+            ..Footer::default()
+        };
+        assert!(f.plausible(5, 6) && f.plausible(0, 0));
+        assert!(!f.plausible(5, 7), "another range");
+        let many_pids = Footer {
+            pids: vec![(3, 1), (5, 1), (7, 1)],
+            ..f.clone()
+        };
+        assert!(!many_pids.plausible(5, 6));
+        let miscounted = Footer {
+            kinds: vec![9],
+            ..f.clone()
+        };
+        assert!(!miscounted.plausible(5, 6));
+        let huge_state_list = Footer {
+            states: vec![(3, vec![1; 100])],
+            ..f
+        };
+        assert!(!huge_state_list.plausible(5, 6));
     }
 
     #[test]

@@ -17,8 +17,9 @@ use std::path::Path;
 
 /// The first bytes of every segment file.
 pub const MAGIC: &[u8; 8] = b"ESCOPESG";
-/// The format version this code writes (and the newest it reads).
-pub const VERSION: u32 = 1;
+/// The format version this code writes (and the newest it reads). Version 2 added the run
+/// token of clock records and index footers; version 1 files read as they are.
+pub const VERSION: u32 = 2;
 /// Header size: magic and version.
 pub const HEADER_LEN: usize = 12;
 /// The largest record accepted (a payload over the store's cap never gets near it).

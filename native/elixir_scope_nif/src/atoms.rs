@@ -97,4 +97,5 @@ rustler::atoms! {
     state_changes,
     from_footers,
     discarded,
+    missing,
 }

@@ -110,12 +110,16 @@ struct Cx<'a, 's> {
     other_run: bool,
 }
 
-/// Whether ETF bytes may hold a pid, port or reference: false only when no byte is one of their
-/// tags (a cheap test that keeps most payloads on the fast path).
+/// Whether ETF bytes (version byte included) may hold a pid, port or reference: walks the
+/// term's structure (a malformed term counts as holding one, to take the careful path).
 fn may_hold_node(bytes: &[u8]) -> bool {
-    bytes
-        .iter()
-        .any(|b| matches!(b, 88 | 103 | 89 | 102 | 120 | 101 | 90 | 114))
+    let Some(body) = bytes.strip_prefix(&[etf::VERSION]) else {
+        return true;
+    };
+    etf::holds_tag(body, 0, |t| {
+        matches!(t, 88 | 103 | 89 | 102 | 120 | 101 | 90 | 114)
+    })
+    .unwrap_or(true)
 }
 
 /// The stand-in atom of foreign node `i`. Its name is ours, never taken from the input, and

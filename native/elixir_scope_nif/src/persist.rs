@@ -235,6 +235,7 @@ fn load_finish<'a>(env: Env<'a>, loading: ResourceArc<LoadingResource>) -> NifRe
         ),
         (atoms::foreign().encode(env), symbols.encode(env)),
         (atoms::discarded().encode(env), r.discarded.encode(env)),
+        (atoms::missing().encode(env), r.missing.encode(env)),
     ];
     let report = Term::map_from_pairs(env, &pairs)?;
     Ok((atoms::ok(), resource::new_term(env, loaded.store), report).encode(env))
@@ -294,36 +295,27 @@ fn summary_finish<'a>(env: Env<'a>, s: ResourceArc<SummarizingResource>) -> NifR
         return Ok(error(env, "the trace was already summarized"));
     };
     let sum = s.finish();
-    let f = &sum.footer;
-    let symbols = Symbols::of_run(f.clock.map(|c| c.2));
-    let by_word: std::collections::HashMap<u64, &[u8]> =
-        f.symbols.iter().map(|(w, e)| (*w, &e[..])).collect();
+    let symbols = Symbols::of_run(sum.clock.map(|c| c.2));
     let nil = atoms::nil().encode(env);
     let term_of = |w: u64| {
-        by_word
+        sum.symbols
             .get(&w)
             .and_then(|etf| crate::foreign::decode(env, Some(&symbols), etf))
             .unwrap_or(nil)
     };
-    let kinds: Vec<(Term, u64)> = f
-        .kinds
+    let kinds: Vec<(Term, u64)> = Kind::ALL
         .iter()
-        .enumerate()
+        .zip(sum.kinds.iter())
         .filter(|(_, n)| **n > 0)
-        .filter_map(|(k, n)| {
-            Some((
-                crate::query::kind_atom(Kind::from_u8(k as u8)?).encode(env),
-                *n,
-            ))
-        })
+        .map(|(k, n)| (crate::query::kind_atom(*k).encode(env), *n))
         .collect();
-    let pids: Vec<(Term, u64)> = f.pids.iter().map(|(w, n)| (term_of(*w), *n)).collect();
-    let calls: Vec<((Term, Term, u8), u64)> = f
+    let pids: Vec<(Term, u64)> = sum.pids.iter().map(|(w, n)| (term_of(*w), *n)).collect();
+    let calls: Vec<((Term, Term, u8), u64)> = sum
         .calls
         .iter()
-        .map(|(m, fu, a, n)| ((term_of(*m), term_of(*fu), *a), *n))
+        .map(|((m, fu, a), n)| ((term_of(*m), term_of(*fu), *a), *n))
         .collect();
-    let tags: Vec<(Term, u64)> = f
+    let tags: Vec<(Term, u64)> = sum
         .tags
         .iter()
         .map(|(t, n)| {
@@ -332,30 +324,27 @@ fn summary_finish<'a>(env: Env<'a>, s: ResourceArc<SummarizingResource>) -> NifR
             (tag, *n)
         })
         .collect();
-    let changes: u64 = f.states.iter().map(|(_, s)| s.len() as u64).sum();
-    let clock = f.clock.map_or(nil, |(m, sys, _)| (m, sys).encode(env));
-    let range = |x: u64, y: i64| {
-        if f.events == 0 {
-            nil
-        } else {
-            (x, y).encode(env)
-        }
-    };
+    let clock = sum.clock.map_or(nil, |(m, sys, _)| (m, sys).encode(env));
+    let at = |p: Option<(u64, i64)>| p.map_or(nil, |p| p.encode(env));
     let pairs: Vec<(Term, Term)> = vec![
         (atoms::segments().encode(env), sum.segments.encode(env)),
         (atoms::bytes().encode(env), sum.bytes.encode(env)),
-        (atoms::events().encode(env), f.events.encode(env)),
-        (atoms::first().encode(env), range(f.first_seq, f.first_ts)),
-        (atoms::last().encode(env), range(f.last_seq, f.last_ts)),
+        (atoms::events().encode(env), sum.events.encode(env)),
+        (atoms::first().encode(env), at(sum.first)),
+        (atoms::last().encode(env), at(sum.last)),
         (atoms::clock().encode(env), clock),
         (atoms::kinds().encode(env), kinds.encode(env)),
         (atoms::pids().encode(env), pids.encode(env)),
         (atoms::calls().encode(env), calls.encode(env)),
         (atoms::tags().encode(env), tags.encode(env)),
-        (atoms::state_changes().encode(env), changes.encode(env)),
-        (atoms::dropped().encode(env), f.dropped.encode(env)),
-        (atoms::truncated().encode(env), f.truncated.encode(env)),
+        (
+            atoms::state_changes().encode(env),
+            sum.state_changes.encode(env),
+        ),
+        (atoms::dropped().encode(env), sum.dropped.encode(env)),
+        (atoms::truncated().encode(env), sum.truncated.encode(env)),
         (atoms::torn().encode(env), sum.torn.encode(env)),
+        (atoms::missing().encode(env), sum.missing.encode(env)),
         (
             atoms::from_footers().encode(env),
             sum.from_footers.encode(env),
