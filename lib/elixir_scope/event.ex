@@ -113,6 +113,16 @@ defmodule ElixirScope.Event do
           }
   end
 
+  defmodule Undecodable do
+    @moduledoc """
+    A payload of a trace read from disk that is not a well-formed term (the file was damaged
+    or crafted, and its checksum still matched): its bytes, as stored.
+    """
+    defstruct [:bytes]
+
+    @type t :: %__MODULE__{bytes: binary()}
+  end
+
   # Flag bits set by the native capture (see elixir_scope_core::event::flags).
   import Bitwise
   @truncated 1
@@ -152,12 +162,32 @@ defmodule ElixirScope.Event do
   end
 
   defp decode_payload(_peer, payload, flags) when (flags &&& @peer_in_payload) != 0 do
-    if (flags &&& @decoded) != 0, do: payload, else: :erlang.binary_to_term(payload, [:safe])
+    if (flags &&& @decoded) != 0 do
+      payload
+    else
+      case safe_decode(payload) do
+        {:ok, {peer, data}} -> {peer, data}
+        _ -> {nil, %Undecodable{bytes: payload}}
+      end
+    end
   end
 
   defp decode_payload(peer, nil, _flags), do: {peer, nil}
   defp decode_payload(peer, data, flags) when (flags &&& @decoded) != 0, do: {peer, data}
-  defp decode_payload(peer, payload, _flags), do: {peer, :erlang.binary_to_term(payload, [:safe])}
+
+  defp decode_payload(peer, payload, _flags) do
+    case safe_decode(payload) do
+      {:ok, data} -> {peer, data}
+      :error -> {peer, %Undecodable{bytes: payload}}
+    end
+  end
+
+  # The native layer decodes every well-formed payload; what reaches here is not one.
+  defp safe_decode(bytes) do
+    {:ok, :erlang.binary_to_term(bytes, [:safe])}
+  rescue
+    ArgumentError -> :error
+  end
 
   @doc """
   The event's time as a UTC `DateTime` (using the store's wall-clock offset).

@@ -260,6 +260,41 @@ defmodule ElixirScope.PersistTest do
     assert {:ok, %{count: 21_375}} = Query.state_at(c, :now, store: disk)
   end
 
+  test "a payload that is not a term, behind a matching checksum, comes back as its bytes",
+       %{dir: dir} do
+    store = new_store()
+    pid = spawn_waiting(fn -> send(self(), {:marker, 424_242}) end)
+    trace_into(pid, store)
+    go_and_wait(pid)
+    {:ok, _} = Persist.save(store, dir)
+    [file] = Path.wildcard(Path.join(dir, "*.seg"))
+    # 424_242 as INTEGER_EXT becomes a big integer claiming 400 k digits it does not have; the
+    # frame's CRC is fixed to match.
+    int = <<98, 424_242::32>>
+    bad = <<111, 424_242::32>>
+    <<head::binary-size(12), frames::binary>> = File.read!(file)
+    File.write!(file, head <> refit(frames, int, bad))
+
+    {:ok, disk} = ElixirScope.open(dir)
+
+    assert [%ElixirScope.Event{data: %ElixirScope.Event.Undecodable{bytes: bytes}}] =
+             events(disk, kind: :send)
+
+    assert :binary.match(bytes, bad) != :nomatch
+    # Queries over it still work.
+    assert length(events(disk)) == length(events(store))
+  end
+
+  # The frames with `from` replaced by `to` inside their record, their CRCs recomputed.
+  defp refit(<<>>, _from, _to), do: <<>>
+
+  defp refit(<<len::little-32, _crc::little-32, body::binary-size(len), rest::binary>>, from, to) do
+    body = :binary.replace(body, from, to)
+
+    <<byte_size(body)::little-32, :erlang.crc32(body)::little-32, body::binary,
+      refit(rest, from, to)::binary>>
+  end
+
   test "bad paths and bad files are errors, never crashes", %{dir: dir} do
     assert {:error, msg} = ElixirScope.open(Path.join(dir, "missing"))
     assert msg =~ "No such file"
