@@ -102,6 +102,13 @@ defmodule ElixirScope do
       * `:flush_interval` - milliseconds between writes (default `100`): what a crash of
         the VM can lose. `stop/0` writes the rest and seals the trace.
 
+      A persisted capture is not limited by `:max_events`/`:max_bytes`: once its store is
+      half full (and all of it on disk), it goes on in a fresh store, which becomes the
+      default one, and the full one is let go. Queries of the running capture see the current
+      store (where a process's state shows up at its next callback); `open/2` of the trace
+      directory sees everything written (seqs continue across stores on disk). Each store must hold a few flush intervals of events, or it fills
+      before the switch and drops (and counts) the rest.
+
   Invalid options raise `ArgumentError` naming the option and the allowed values.
 
   Returns `{:error, :already_running}` when a capture is running.
@@ -205,15 +212,17 @@ defmodule ElixirScope do
   `:payload_bytes`, `:capacity` (max events), `:max_bytes`, `:max_payload_bytes`,
   `:tracing_level`, `:sample_rate`, `:sample_by`, `:last_seq`, `:traced` (`%{pids: [...], all:
   boolean, new: boolean, modules: [...]}`), `:skipped` (processes left to another tracer),
-  `:persist_dir` (where `persist:` writes the capture, or `nil`) and `:persisted` (events
-  written there so far).
+  `:persist_dir` (where `persist:` writes the capture, or `nil`), `:persisted` (events written
+  there so far) and `:generation` (how many stores the capture has used: a persisted capture
+  goes on in a fresh store each time its store is half full).
   """
   @spec status() :: status()
   def status do
     with pid when pid != nil <- Process.whereis(Server),
-         {store, traced, skipped, dir} <- safe_call(pid, :status) do
+         {store, traced, skipped, more} <- safe_call(pid, :status) do
       Store.stats(store)
-      |> Map.merge(%{running: true, traced: traced, skipped: skipped, persist_dir: dir})
+      |> Map.merge(%{running: true, traced: traced, skipped: skipped})
+      |> Map.merge(more)
     else
       _ -> idle_status()
     end
@@ -243,6 +252,7 @@ defmodule ElixirScope do
     Map.merge(stats, %{
       running: false,
       persist_dir: nil,
+      generation: 1,
       traced: %{pids: [], all: false, new: false, modules: [], state_modules: []},
       skipped: []
     })

@@ -178,6 +178,14 @@ defmodule ElixirScope.Persist do
   end
 
   @doc false
+  # Goes on writing the trace from `to`, a fresh store that replaces `from`.
+  @spec move(Store.t(), Store.t()) :: {:ok, non_neg_integer()} | :none | {:error, String.t()}
+  def move(from, to) do
+    {mono, sys} = clock()
+    Native.persist_move(Store.ref(from), Store.ref(to), mono, sys)
+  end
+
+  @doc false
   # Writes what is left and seals the trace.
   @spec finish(Store.t()) :: {:ok, non_neg_integer()} | :none | {:error, String.t()}
   def finish(store) do

@@ -15,6 +15,8 @@ defmodule ElixirScope.Server do
     :janitor,
     :flusher,
     :persist_dir,
+    :store_opts,
+    generation: 1,
     state_modules: MapSet.new(),
     pids: MapSet.new(),
     modules: %{},
@@ -51,26 +53,41 @@ defmodule ElixirScope.Server do
         # otherwise undo what this capture sets up.
         janitor = start_janitor(store)
         ElixirScope.Track.Runtime.enable(Store.ref(store))
-        flusher = persist && spawn_link(fn -> flush_loop(store, persist.flush_interval) end)
+        server = self()
+
+        flusher =
+          persist && spawn_link(fn -> flush_loop(server, store, persist.flush_interval) end)
 
         {:ok,
          %__MODULE__{
            store: store,
            janitor: janitor,
            flusher: flusher,
-           persist_dir: persist && persist.dir
+           persist_dir: persist && persist.dir,
+           store_opts: store_opts
          }}
     end
   end
 
-  # Writes new events to the trace directory every `interval` ms. A write error (a full disk)
-  # stops persisting, not the capture.
-  defp flush_loop(store, interval) do
+  # Writes new events to the trace directory every `interval` ms. Once the store is half full,
+  # asks the server for a fresh one to go on with (the full one is then on disk). A write error
+  # (a full disk) stops persisting, not the capture.
+  defp flush_loop(server, store, interval) do
     Process.sleep(interval)
 
     case Persist.flush(store) do
       {:ok, _} ->
-        flush_loop(store, interval)
+        if half_full?(store) do
+          send(server, {:roll, store})
+
+          receive do
+            {:store, new} -> flush_loop(server, new, interval)
+          after
+            5_000 -> flush_loop(server, store, interval)
+          end
+        else
+          flush_loop(server, store, interval)
+        end
 
       {:error, reason} ->
         Logger.error("ElixirScope stopped writing its trace: #{reason}")
@@ -79,6 +96,11 @@ defmodule ElixirScope.Server do
       :none ->
         :ok
     end
+  end
+
+  defp half_full?(store) do
+    s = Store.stats(store)
+    s.events * 2 >= s.capacity or s.payload_bytes * 2 >= s.max_bytes
   end
 
   @impl true
@@ -101,12 +123,33 @@ defmodule ElixirScope.Server do
       state_modules: Enum.sort(MapSet.to_list(s.state_modules))
     }
 
-    {:reply, {s.store, traced, s.skipped, s.persist_dir}, s}
+    {:reply,
+     {s.store, traced, s.skipped, %{persist_dir: s.persist_dir, generation: s.generation}}, s}
   end
 
   def handle_call(:store, _from, s), do: {:reply, s.store, s}
 
+  # A persisted capture whose store is half full goes on in a fresh store; the full one, all on
+  # disk, is dropped. The trace on disk continues, seq after seq.
   @impl true
+  def handle_info({:roll, old}, %{store: old} = s) do
+    new = Store.new!(s.store_opts)
+    Enum.each(s.state_modules, &Tracer.watch_state_module(&1, new))
+    ElixirScope.Track.Runtime.enable(Store.ref(new))
+    Store.put_default(new)
+    send(s.janitor, {:store, new})
+    _ = Tracer.move_all(old, new)
+
+    case Persist.move(old, new) do
+      {:ok, _} -> :ok
+      other -> Logger.error("ElixirScope stopped writing its trace: #{inspect(other)}")
+    end
+
+    Store.close(old)
+    send(s.flusher, {:store, new})
+    {:noreply, %{s | store: new, generation: s.generation + 1}}
+  end
+
   def handle_info({:EXIT, pid, reason}, %{flusher: pid} = s) when reason != :normal do
     Logger.error("ElixirScope's trace writer stopped: #{inspect(reason)}")
     {:noreply, %{s | flusher: nil}}
@@ -168,6 +211,7 @@ defmodule ElixirScope.Server do
   defp janitor_loop(ref, store, modules) do
     receive do
       {:traced_module, mod} -> janitor_loop(ref, store, [mod | modules])
+      {:store, new} -> janitor_loop(ref, new, modules)
       :done -> :ok
       {:DOWN, ^ref, :process, _, _} -> cleanup(store, Enum.uniq(modules))
     end

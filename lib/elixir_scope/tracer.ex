@@ -260,6 +260,35 @@ defmodule ElixirScope.Tracer do
     end
   end
 
+  @doc """
+  Moves every process (and new processes) traced into `from` to `to`, with the same flags. A
+  process keeps one tracer at a time, so each is untraced and traced again: events in between
+  (microseconds) are not captured. Returns how many processes moved.
+  """
+  @spec move_all(Store.t(), Store.t()) :: non_neg_integer()
+  def move_all(from, to) do
+    case {:erlang.trace_info(:new_processes, :tracer), :erlang.trace_info(:new_processes, :flags)} do
+      {{:tracer, {Native, ref}}, {:flags, flags}} ->
+        if ref == Store.ref(from) do
+          :erlang.trace(:new_processes, false, @all_flags)
+          :erlang.trace(:new_processes, true, flags ++ [Store.tracer_spec(to)])
+        end
+
+      _ ->
+        :ok
+    end
+
+    Enum.count(Process.list(), fn pid ->
+      with true <- ours?(pid, from),
+           {:flags, flags} <- safe_trace_info(pid, :flags),
+           :ok <- safe_trace(pid, false, @all_flags) do
+        safe_trace(pid, true, flags ++ [Store.tracer_spec(to)]) == :ok
+      else
+        _ -> false
+      end
+    end)
+  end
+
   @doc "Stops tracing processes spawned from now on, if `store` traces them."
   @spec untrace_new(Store.t()) :: :ok
   def untrace_new(store) do

@@ -391,6 +391,40 @@ defmodule ElixirScope.PersistCaptureTest do
     refute ElixirScope.running?()
   end
 
+  test "a persisted capture goes on in fresh stores past its memory budget", %{dir: dir} do
+    {:ok, _} = ElixirScope.start(max_events: 2_000, persist: [dir: dir, flush_interval: 5])
+    on_exit(fn -> ElixirScope.stop() end)
+    {:ok, c} = GenServer.start(ElixirScope.PersistTest.Counter, 0)
+    :ok = ElixirScope.trace(c)
+    first_store = Store.default()
+
+    for _batch <- 1..30 do
+      for _ <- 1..40, do: GenServer.call(c, {:add, 1})
+      Process.sleep(10)
+    end
+
+    status = ElixirScope.status()
+    assert status.generation > 3
+    assert Store.default() != first_store
+    # The running capture's queries see its current store, where a process's state shows up at
+    # its next callback.
+    GenServer.call(c, {:add, 1})
+    assert {:ok, %{count: 1201}} = Query.state_at(c, :now)
+    :ok = ElixirScope.stop()
+
+    {:ok, disk} = ElixirScope.open(dir)
+    info = Persist.info(disk)
+    assert info.first_seq == 1 and info.gaps == 0
+    assert info.events > 4_000, "more than the 2,000 a store holds"
+    assert info.dropped == 0
+    # Every call's state, in order: moving processes between stores may miss an event or two
+    # per switch, nothing else.
+    counts = Query.state_timeline(c, store: disk) |> Enum.map(& &1.data.count)
+    assert counts == Enum.sort(Enum.uniq(counts))
+    assert hd(counts) == 0 and List.last(counts) == 1201
+    assert length(counts) >= 1202 - 2 * (status.generation - 1)
+  end
+
   test "tracked variables survive a save and open", %{dir: dir} do
     {:ok, _} = ElixirScope.start()
     on_exit(fn -> ElixirScope.stop() end)

@@ -127,6 +127,11 @@ pub struct Writer {
     /// The first write error: the segment may end in a partial frame, so nothing more is
     /// written.
     failed: Option<io::Error>,
+    /// Added to the seqs of the store being written: the events of the stores written before
+    /// it (see [`Writer::continue_with`]).
+    base: u64,
+    /// Dropped and truncated counts of the stores written before.
+    stats_base: (u64, u64),
 }
 
 /// Why a directory cannot take a new capture.
@@ -165,6 +170,8 @@ impl Writer {
             footer: FooterBuilder::default(),
             holes: 0,
             failed: None,
+            base: 0,
+            stats_base: (0, 0),
         })
     }
 
@@ -211,7 +218,14 @@ impl Writer {
                 break;
             };
             self.begin_segment(clock)?;
-            let h = &ev.header;
+            // On disk, seqs continue those of the stores written before; so does the entry a
+            // variable binding points at.
+            let mut disk = ev;
+            disk.seq += self.base;
+            if disk.header.kind == Kind::Var as u8 && disk.header.peer != 0 {
+                disk.header.peer += self.base;
+            }
+            let h = &disk.header;
             for word in [h.pid, h.peer_pid(), h.module, h.function] {
                 if word != 0 && !self.known.contains(&word) {
                     if let Some(etf) = symbol(word) {
@@ -229,7 +243,7 @@ impl Writer {
             }
             let offset = self.segments.current_len();
             self.segments.push(&Record::Event {
-                seq: ev.seq,
+                seq: disk.seq,
                 ts: h.ts,
                 pid: h.pid,
                 peer: h.peer,
@@ -240,7 +254,7 @@ impl Writer {
                 flags: h.flags,
                 payload,
             })?;
-            self.footer.event(&ev, offset);
+            self.footer.event(&disk, offset);
             if is_state {
                 self.states.insert(h.pid);
             }
@@ -266,17 +280,31 @@ impl Writer {
     /// Writes the capture's counters if they changed since last written; whether it did.
     fn write_stats(&mut self, store: &Store, clock: Clock) -> io::Result<bool> {
         let s = store.stats();
-        if self.stats == Some((s.dropped, s.truncated)) {
+        let (dropped, truncated) = (
+            s.dropped + self.stats_base.0,
+            s.truncated + self.stats_base.1,
+        );
+        if self.stats == Some((dropped, truncated)) {
             return Ok(false);
         }
         self.begin_segment(clock)?;
-        self.stats = Some((s.dropped, s.truncated));
-        self.footer.stats(s.dropped, s.truncated);
-        self.segments.push(&Record::Stats {
-            dropped: s.dropped,
-            truncated: s.truncated,
-        })?;
+        self.stats = Some((dropped, truncated));
+        self.footer.stats(dropped, truncated);
+        self.segments.push(&Record::Stats { dropped, truncated })?;
         Ok(true)
+    }
+
+    /// Goes on with the events of `next_store` (a fresh store that replaces `store`, whose
+    /// events are all written): its seq 1 follows the last seq written on disk. Events `store`
+    /// published after the last flush are counted as dropped.
+    pub fn continue_with(&mut self, store: &Store) {
+        let s = store.stats();
+        let written = self.next - 1;
+        let lost = store.log().last_seq().saturating_sub(written);
+        self.base += written;
+        self.next = 1;
+        self.stats_base.0 += s.dropped + lost;
+        self.stats_base.1 += s.truncated;
     }
 
     /// Writes the clock record a segment starts with, if the current one lacks it.
@@ -312,9 +340,15 @@ impl Writer {
         (segment::frame(&footer).len() <= segment::MAX_RECORD).then_some(footer)
     }
 
-    /// The next seq to write (every seq below it is on disk, or was a hole).
+    /// The next seq of the current store to write (every seq below it is on disk, or was a
+    /// hole).
     pub fn next_seq(&self) -> Seq {
         self.next
+    }
+
+    /// Events on disk before the current store's.
+    pub fn base(&self) -> u64 {
+        self.base
     }
 
     /// Seqs skipped because they were never published.
@@ -1332,6 +1366,49 @@ mod tests {
             assert_eq!(load_ok(&dir).report.events, 1_200);
             std::fs::remove_dir_all(&dir).unwrap();
         }
+    }
+
+    #[test]
+    fn a_writer_goes_on_with_the_next_store_where_the_last_stopped() {
+        let dir = temp("continue");
+        let (a, b) = (sample(30), sample(20));
+        a.log().count_dropped();
+        b.log().count_dropped();
+        let policy = Policy {
+            segment_bytes: 2_000,
+            ..Policy::default()
+        };
+        let mut w = Writer::create(&dir, policy).unwrap();
+        w.flush(&a, CLOCK, &mut symbol, u64::MAX).unwrap();
+        w.continue_with(&a);
+        assert_eq!((w.base(), w.next_seq()), (a.log().last_seq(), 1));
+        w.flush(&b, CLOCK, &mut symbol, u64::MAX).unwrap();
+        w.finish().unwrap();
+        let loaded = load_ok(&dir);
+        let (na, nb) = (a.log().last_seq(), b.log().last_seq());
+        assert_eq!(loaded.report.events, na + nb);
+        assert_eq!((loaded.report.gaps, loaded.report.discarded), (0, 0));
+        assert_eq!(loaded.report.dropped, 2, "both stores' drops");
+        let log = loaded.store.log();
+        for (seq, original) in (1..=na)
+            .map(|s| a.log().get(s).unwrap())
+            .chain((1..=nb).map(|s| b.log().get(s).unwrap()))
+            .enumerate()
+        {
+            let e = log.get(seq as u64 + 1).unwrap();
+            assert_eq!(e.payload, original.payload, "seq {}", seq + 1);
+            assert_eq!(e.header.kind, original.header.kind);
+            if e.header.kind == Kind::Var as u8 && original.header.peer != 0 {
+                let base = if seq as u64 >= na { na } else { 0 };
+                assert_eq!(
+                    e.header.peer,
+                    original.header.peer + base,
+                    "entry of seq {}",
+                    seq + 1
+                );
+            }
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

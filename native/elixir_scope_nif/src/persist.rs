@@ -76,7 +76,7 @@ fn persist_flush<'a>(
     Ok(
         match writer.flush(store, clock, &mut symbols(env, store), max) {
             Ok(n) => {
-                store.set_persisted(writer.next_seq() - 1);
+                store.set_persisted(writer.base() + writer.next_seq() - 1);
                 (atoms::ok(), n, writer.next_seq()).encode(env)
             }
             Err(e) => error(env, e),
@@ -106,12 +106,46 @@ fn persist_finish<'a>(
             Err(e) => break Err(e),
         }
     };
-    let written = writer.next_seq() - 1;
+    let written = writer.base() + writer.next_seq() - 1;
     store.set_persisted(written);
     Ok(match result.and_then(|()| writer.finish()) {
         Ok(_) => (atoms::ok(), written).encode(env),
         Err(e) => error(env, e),
     })
+}
+
+/// `persist_move(from, to, monotonic, system)`: writes what is left of `from` (whose processes
+/// now trace into `to`) and goes on writing the same trace from `to`, its seqs continuing.
+/// Answers `{:ok, events_on_disk}` or `:none` when `from` is not persisted.
+#[rustler::nif(schedule = "DirtyIo")]
+fn persist_move<'a>(
+    env: Env<'a>,
+    from: Term<'a>,
+    to: Term<'a>,
+    monotonic: i64,
+    system: i64,
+) -> NifResult<Term<'a>> {
+    let (from, to) = (store_of(from)?, store_of(to)?);
+    if std::ptr::eq(from, to) {
+        return Err(rustler::Error::BadArg);
+    }
+    let Some(mut writer) = from.persist().take() else {
+        return Ok(atoms::none().encode(env));
+    };
+    let clock = clock_of(from, monotonic, system);
+    let mut sym = symbols(env, from);
+    loop {
+        match writer.flush(from, clock, &mut sym, 1 << 20) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) => return Ok(error(env, e)),
+        }
+    }
+    writer.continue_with(from);
+    let on_disk = writer.base();
+    to.set_persisted(on_disk);
+    *to.persist() = Some(writer);
+    Ok((atoms::ok(), on_disk).encode(env))
 }
 
 /// `store_save(store, dir, monotonic, system)`: writes every stored event into `dir` (which
