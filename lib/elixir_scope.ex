@@ -201,6 +201,28 @@ defmodule ElixirScope do
     end
   end
 
+  @doc """
+  The whole of a running persisted capture so far, as a read-only store: everything written to
+  its trace directory, across every store the capture has used (queries of the running capture
+  see only its current store). Writes what is pending first. Opening reads the whole trace, so
+  it takes about as long as `open/2` of the directory.
+
+  Returns `{:error, :not_persisted}` without `persist:`, `{:error, :not_running}` with no
+  capture.
+  """
+  @spec snapshot() :: {:ok, Store.t()} | {:error, term()}
+  def snapshot do
+    case Process.whereis(Server) do
+      nil ->
+        {:error, :not_running}
+
+      pid ->
+        with {:ok, dir} <- GenServer.call(pid, :flush, 60_000) do
+          ElixirScope.Persist.open(dir)
+        end
+    end
+  end
+
   @doc "Whether a capture is running."
   @spec running?() :: boolean()
   def running?, do: Process.whereis(Server) != nil

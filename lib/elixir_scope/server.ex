@@ -129,6 +129,16 @@ defmodule ElixirScope.Server do
 
   def handle_call(:store, _from, s), do: {:reply, s.store, s}
 
+  def handle_call(:flush, _from, %{persist_dir: nil} = s),
+    do: {:reply, {:error, :not_persisted}, s}
+
+  def handle_call(:flush, _from, s) do
+    case Persist.flush(s.store) do
+      {:ok, _} -> {:reply, {:ok, s.persist_dir}, s}
+      other -> {:reply, other, s}
+    end
+  end
+
   # A persisted capture whose store is half full goes on in a fresh store; the full one, all on
   # disk, is dropped. The trace on disk continues, seq after seq.
   @impl true

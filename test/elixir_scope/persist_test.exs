@@ -410,7 +410,15 @@ defmodule ElixirScope.PersistCaptureTest do
     # its next callback.
     GenServer.call(c, {:add, 1})
     assert {:ok, %{count: 1201}} = Query.state_at(c, :now)
+    live = Query.state_timeline(c)
+    assert length(live) < 1_000
+    # A snapshot holds all of it so far, with the running VM's own pids.
+    {:ok, all} = ElixirScope.snapshot()
+    whole = Query.state_timeline(c, store: all)
+    assert List.last(whole).data.count == 1201 and length(whole) > 1_100
+    assert Enum.take(whole, -length(live)) |> Enum.map(& &1.data) == Enum.map(live, & &1.data)
     :ok = ElixirScope.stop()
+    assert {:error, :not_running} = ElixirScope.snapshot()
 
     {:ok, disk} = ElixirScope.open(dir)
     info = Persist.info(disk)
