@@ -149,6 +149,8 @@ defmodule ElixirScope.Server do
     Store.put_default(new)
     send(s.janitor, {:store, new})
     _ = Tracer.move_all(old, new)
+    # Processes spawned meanwhile by one not yet moved got the old store: a second pass.
+    _ = Tracer.move_all(old, new)
 
     case Persist.move(old, new) do
       {:ok, _} -> :ok
