@@ -202,24 +202,21 @@ defmodule ElixirScope do
   end
 
   @doc """
-  The whole of a running persisted capture so far, as a read-only store: everything written to
-  its trace directory, across every store the capture has used (queries of the running capture
-  see only its current store). Writes what is pending first. Opening reads the whole trace, so
-  it takes about as long as `open/2` of the directory.
+  Opens what a running persisted capture has written so far, as a read-only store: every
+  event since it started, across every store it has used (queries of the running capture see
+  only its current store). Writes what is pending first. It reads the whole trace, so it takes
+  about as long as `open/2` of the directory.
 
-  Returns `{:error, :not_persisted}` without `persist:`, `{:error, :not_running}` with no
-  capture.
+  Returns `{:error, :not_persisted}` for a capture without `persist:` (or whose writing
+  stopped on an error), `{:error, :not_running}` with no capture.
   """
-  @spec snapshot() :: {:ok, Store.t()} | {:error, term()}
-  def snapshot do
-    case Process.whereis(Server) do
-      nil ->
-        {:error, :not_running}
-
-      pid ->
-        with {:ok, dir} <- GenServer.call(pid, :flush, 60_000) do
-          ElixirScope.Persist.open(dir)
-        end
+  @spec open_persisted() :: {:ok, Store.t()} | {:error, term()}
+  def open_persisted do
+    case Process.whereis(Server) && safe_call(Process.whereis(Server), :flush) do
+      nil -> {:error, :not_running}
+      {:ok, dir} -> ElixirScope.Persist.open(dir)
+      {:error, _} = e -> e
+      :none -> {:error, :not_persisted}
     end
   end
 

@@ -78,12 +78,12 @@ defmodule ElixirScope.Server do
     case Persist.flush(store) do
       {:ok, _} ->
         if half_full?(store) do
+          # The server always answers (with the store to go on with); the flusher is linked
+          # to it, so it never waits for a server that is gone.
           send(server, {:roll, store})
 
           receive do
-            {:store, new} -> flush_loop(server, new, interval)
-          after
-            5_000 -> flush_loop(server, store, interval)
+            {:store, next} -> flush_loop(server, next, interval)
           end
         else
           flush_loop(server, store, interval)
@@ -96,6 +96,13 @@ defmodule ElixirScope.Server do
       :none ->
         :ok
     end
+  end
+
+  # Until no process is left on `old` (a process not moved yet may spawn a child onto it).
+  defp move_processes(_old, _new, 0), do: :ok
+
+  defp move_processes(old, new, tries) do
+    if Tracer.move_all(old, new) > 0, do: move_processes(old, new, tries - 1)
   end
 
   defp half_full?(store) do
@@ -140,26 +147,43 @@ defmodule ElixirScope.Server do
   end
 
   # A persisted capture whose store is half full goes on in a fresh store; the full one, all on
-  # disk, is dropped. The trace on disk continues, seq after seq.
+  # disk, is dropped. The trace on disk continues, seq after seq. The fresh store keeps the
+  # level and sampling the capture has now.
   @impl true
   def handle_info({:roll, old}, %{store: old} = s) do
-    new = Store.new!(s.store_opts)
+    st = Store.stats(old)
+
+    opts =
+      Keyword.merge(s.store_opts,
+        tracing_level: st.tracing_level,
+        sample_rate: st.sample_rate,
+        sample_by: st.sample_by
+      )
+
+    new = Store.new!(opts)
     Enum.each(s.state_modules, &Tracer.watch_state_module(&1, new))
+    # The janitor cleans up both until the switch is done.
+    send(s.janitor, {:stores, [new, old]})
     ElixirScope.Track.Runtime.enable(Store.ref(new))
     Store.put_default(new)
-    send(s.janitor, {:store, new})
-    _ = Tracer.move_all(old, new)
-    # Processes spawned meanwhile by one not yet moved got the old store: a second pass.
-    _ = Tracer.move_all(old, new)
+    move_processes(old, new, 5)
+    # Closed first, so that nothing more lands in it once its last events are written.
+    Store.close(old)
 
     case Persist.move(old, new) do
       {:ok, _} -> :ok
       other -> Logger.error("ElixirScope stopped writing its trace: #{inspect(other)}")
     end
 
-    Store.close(old)
+    send(s.janitor, {:stores, [new]})
     send(s.flusher, {:store, new})
     {:noreply, %{s | store: new, generation: s.generation + 1}}
+  end
+
+  # A roll asked for a store that was already replaced: go on with the current one.
+  def handle_info({:roll, _stale}, s) do
+    if s.flusher, do: send(s.flusher, {:store, s.store})
+    {:noreply, s}
   end
 
   def handle_info({:EXIT, pid, reason}, %{flusher: pid} = s) when reason != :normal do
@@ -222,10 +246,17 @@ defmodule ElixirScope.Server do
 
   defp janitor_loop(ref, store, modules) do
     receive do
-      {:traced_module, mod} -> janitor_loop(ref, store, [mod | modules])
-      {:store, new} -> janitor_loop(ref, new, modules)
-      :done -> :ok
-      {:DOWN, ^ref, :process, _, _} -> cleanup(store, Enum.uniq(modules))
+      {:traced_module, mod} ->
+        janitor_loop(ref, store, [mod | modules])
+
+      {:stores, stores} ->
+        janitor_loop(ref, stores, modules)
+
+      :done ->
+        :ok
+
+      {:DOWN, ^ref, :process, _, _} ->
+        store |> List.wrap() |> Enum.each(&cleanup(&1, Enum.uniq(modules)))
     end
   end
 
@@ -381,10 +412,11 @@ defmodule ElixirScope.Server do
     [
       self(),
       s.janitor
-      | Enum.flat_map(
-          [ElixirScope.Supervisor, ElixirScope.AppSupervisor],
-          &List.wrap(Process.whereis(&1))
-        )
+      | List.wrap(s.flusher) ++
+          Enum.flat_map(
+            [ElixirScope.Supervisor, ElixirScope.AppSupervisor],
+            &List.wrap(Process.whereis(&1))
+          )
     ]
   end
 end

@@ -108,35 +108,11 @@ impl FooterBuilder {
     /// Takes a record read from a segment (at frame `offset`) into account.
     pub fn record(&mut self, record: &crate::segment::Record, offset: u64) {
         use crate::segment::Record;
+        if let Some(ev) = record.as_event() {
+            self.event(&ev, offset);
+            return;
+        }
         match record {
-            Record::Event {
-                seq,
-                ts,
-                pid,
-                peer,
-                module,
-                function,
-                arity,
-                kind,
-                flags,
-                payload,
-            } => {
-                let ev = EventRef {
-                    seq: *seq,
-                    header: crate::event::Header {
-                        ts: *ts,
-                        pid: *pid,
-                        peer: *peer,
-                        module: *module,
-                        function: *function,
-                        arity: *arity,
-                        kind: *kind,
-                        flags: *flags,
-                    },
-                    payload,
-                };
-                self.event(&ev, offset);
-            }
             Record::Symbol { word, etf } => self.symbol(*word, etf),
             Record::Clock {
                 monotonic,
@@ -144,7 +120,7 @@ impl FooterBuilder {
                 run,
             } => self.clock(*monotonic, *system, *run),
             Record::Stats { dropped, truncated } => self.stats(*dropped, *truncated),
-            Record::Footer(_) => {}
+            Record::Event { .. } | Record::Footer(_) => {}
         }
     }
 

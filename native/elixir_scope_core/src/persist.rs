@@ -242,18 +242,7 @@ impl Writer {
                 payload = &[];
             }
             let offset = self.segments.current_len();
-            self.segments.push(&Record::Event {
-                seq: disk.seq,
-                ts: h.ts,
-                pid: h.pid,
-                peer: h.peer,
-                module: h.module,
-                function: h.function,
-                arity: h.arity,
-                kind: h.kind,
-                flags: h.flags,
-                payload,
-            })?;
+            self.segments.push(&Record::event(&disk, payload))?;
             self.footer.event(&disk, offset);
             if is_state {
                 self.states.insert(h.pid);
@@ -295,12 +284,15 @@ impl Writer {
     }
 
     /// Goes on with the events of `next_store` (a fresh store that replaces `store`, whose
-    /// events are all written): its seq 1 follows the last seq written on disk. Events `store`
-    /// published after the last flush are counted as dropped.
+    /// events are all written): its seq 1 follows the last seq written on disk. Events of
+    /// `store` not written (still unpublished) are counted as dropped; holes already were.
     pub fn continue_with(&mut self, store: &Store) {
         let s = store.stats();
         let written = self.next - 1;
-        let lost = store.log().last_seq().saturating_sub(written);
+        let log = store.log();
+        let lost = (self.next..=log.last_seq())
+            .filter(|&seq| !log.is_hole(seq))
+            .count() as u64;
         self.base += written;
         self.next = 1;
         self.stats_base.0 += s.dropped + lost;
@@ -673,31 +665,11 @@ impl Loader {
                 self.report.dropped = dropped;
                 self.report.truncated = truncated;
             }
-            Record::Event {
-                seq,
-                ts,
-                pid,
-                peer,
-                module,
-                function,
-                arity,
-                kind,
-                flags: fl,
-                payload,
-            } => self.event(
-                seq,
-                Header {
-                    ts,
-                    pid,
-                    peer,
-                    module,
-                    function,
-                    arity,
-                    kind,
-                    flags: fl,
-                },
-                payload,
-            ),
+            Record::Event { .. } => {
+                if let Some(ev) = record.as_event() {
+                    self.event(ev.seq, ev.header, ev.payload);
+                }
+            }
         }
     }
 

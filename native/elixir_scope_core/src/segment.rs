@@ -10,6 +10,7 @@
 //! and the first frame that is incomplete or corrupt ends the readable part ([`Scan::valid_len`]),
 //! which is what a crash mid-write leaves behind. Nothing here panics on any input.
 
+use crate::event::{EventRef, Header};
 use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
@@ -82,6 +83,57 @@ pub enum Record<'a> {
     },
     /// The index footer that ends a sealed segment.
     Footer(Box<crate::footer::Footer>),
+}
+
+impl<'a> Record<'a> {
+    /// The event record of a stored event, with `payload` as the bytes to write.
+    pub fn event(ev: &EventRef, payload: &'a [u8]) -> Record<'a> {
+        let h = &ev.header;
+        Record::Event {
+            seq: ev.seq,
+            ts: h.ts,
+            pid: h.pid,
+            peer: h.peer,
+            module: h.module,
+            function: h.function,
+            arity: h.arity,
+            kind: h.kind,
+            flags: h.flags,
+            payload,
+        }
+    }
+
+    /// The event an event record holds (its words as the file has them).
+    pub fn as_event(&self) -> Option<EventRef<'a>> {
+        match *self {
+            Record::Event {
+                seq,
+                ts,
+                pid,
+                peer,
+                module,
+                function,
+                arity,
+                kind,
+                flags,
+                payload,
+            } => Some(EventRef {
+                seq,
+                header: Header {
+                    ts,
+                    pid,
+                    peer,
+                    module,
+                    function,
+                    arity,
+                    kind,
+                    flags,
+                },
+                payload,
+            }),
+            _ => None,
+        }
+    }
 }
 
 /// Why a segment cannot be read at all.

@@ -132,6 +132,13 @@ fn persist_move<'a>(
     let Some(mut writer) = from.persist().take() else {
         return Ok(atoms::none().encode(env));
     };
+    // `from` is closed: callbacks already in it finish within microseconds.
+    for _ in 0..20 {
+        if from.log().published_seq() >= from.log().last_seq() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
     let clock = clock_of(from, monotonic, system);
     let mut sym = symbols(env, from);
     loop {
