@@ -10,35 +10,14 @@
 # chunk/2, and answers state_at by scanning what it read.
 
 Code.require_file("support/harness.exs", __DIR__)
+Code.require_file("support/workload.exs", __DIR__)
 alias Bench.Harness
-alias ElixirScope.{Persist, Query, Store, Tracer}
-
-defmodule Bench.P.Server do
-  use GenServer
-  def init(n), do: {:ok, %{n: n, hist: []}}
-
-  def handle_call({:add, k}, _from, s),
-    do: {:reply, s.n + k, %{s | n: s.n + k, hist: Enum.take([k | s.hist], 3)}}
-end
+alias ElixirScope.{Persist, Query}
 
 procs = String.to_integer(System.get_env("PROCS", "500"))
 calls = String.to_integer(System.get_env("CALLS", "200"))
 rounds = String.to_integer(System.get_env("BENCH_ROUNDS", "5"))
-
-store = Store.new!(max_events: procs * calls * 6 + 10_000)
-servers = for i <- 1..procs, do: elem(GenServer.start(Bench.P.Server, i), 1)
-:ok = Tracer.watch_state_module(Bench.P.Server, store)
-for s <- servers, do: {:ok, _} = Tracer.snapshot_state(s, store)
-for s <- servers, do: :ok = Tracer.trace_pid(s, store, Tracer.flags())
-
-servers
-|> Enum.chunk_every(div(procs, 4) |> max(1))
-|> Enum.map(fn chunk ->
-  Task.async(fn -> for _ <- 1..calls, s <- chunk, do: GenServer.call(s, {:add, 1}) end)
-end)
-|> Enum.each(&Task.await(&1, :infinity))
-
-for s <- servers, do: Tracer.untrace_pid(s, store)
+{store, servers, _t0, _t1} = Bench.Workload.run(procs, calls)
 events = Query.events(store: store)
 n = length(events)
 terms = Enum.map(events, &{&1.seq, &1.ts, &1.kind, &1.pid, &1.peer, &1.mfa, &1.data})

@@ -9,38 +9,14 @@
 # call), 1 M events by default. The ETS table gets the very same events.
 
 Code.require_file("support/harness.exs", __DIR__)
+Code.require_file("support/workload.exs", __DIR__)
 alias Bench.Harness
-alias ElixirScope.{Query, Store, Tracer}
-
-defmodule Bench.Q.Server do
-  use GenServer
-  def init(n), do: {:ok, %{n: n, hist: []}}
-
-  def handle_call({:add, k}, _from, s),
-    do: {:reply, s.n + k, %{s | n: s.n + k, hist: Enum.take([k | s.hist], 3)}}
-end
+alias ElixirScope.Query
 
 procs = String.to_integer(System.get_env("PROCS", "1000"))
 calls = String.to_integer(System.get_env("CALLS", "200"))
 rounds = String.to_integer(System.get_env("BENCH_ROUNDS", "7"))
-
-store = Store.new!(max_events: procs * calls * 6 + 10_000)
-servers = for i <- 1..procs, do: elem(GenServer.start(Bench.Q.Server, i), 1)
-:ok = Tracer.watch_state_module(Bench.Q.Server, store)
-for s <- servers, do: {:ok, _} = Tracer.snapshot_state(s, store)
-for s <- servers, do: :ok = Tracer.trace_pid(s, store, Tracer.flags())
-
-t0 = System.monotonic_time(:nanosecond)
-
-servers
-|> Enum.chunk_every(div(procs, 4) |> max(1))
-|> Enum.map(fn chunk ->
-  Task.async(fn -> for _ <- 1..calls, s <- chunk, do: GenServer.call(s, {:add, 1}) end)
-end)
-|> Enum.each(&Task.await(&1, :infinity))
-
-t1 = System.monotonic_time(:nanosecond)
-for s <- servers, do: Tracer.untrace_pid(s, store)
+{store, servers, t0, t1} = Bench.Workload.run(procs, calls)
 events = Query.events(store: store)
 n_events = length(events)
 

@@ -230,7 +230,7 @@ defmodule ElixirScope.Persist do
     path = Path.expand(path)
 
     with {:ok, loading, _segments, total} <- Native.load_begin(path),
-         :ok <- load_all(loading, total, progress),
+         :ok <- run_steps(fn -> Native.load_step(loading) end, total, progress),
          {:ok, ref, report} <- Native.load_finish(loading) do
       offset =
         case report.clock do
@@ -242,11 +242,12 @@ defmodule ElixirScope.Persist do
     end
   end
 
-  defp load_all(loading, total, progress) do
-    case Native.load_step(loading) do
-      {:more, _done, read} ->
+  # Runs a stepwise NIF (loading, summarizing) to its end, reporting progress after each step.
+  defp run_steps(step, total, progress) do
+    case step.() do
+      {:more, read} ->
         progress.(read, total)
-        load_all(loading, total, progress)
+        run_steps(step, total, progress)
 
       :done ->
         :ok
@@ -305,7 +306,7 @@ defmodule ElixirScope.Persist do
     progress = opts[:progress] || fn _, _ -> :ok end
 
     with {:ok, s, total} <- Native.summary_begin(Path.expand(path), opts[:footers] == true),
-         :ok <- summarize_all(s, total, progress),
+         :ok <- run_steps(fn -> Native.summary_step(s) end, total, progress),
          {:ok, map} <- Native.summary_finish(s) do
       {:ok,
        %{
@@ -321,20 +322,6 @@ defmodule ElixirScope.Persist do
   # Keys that decode alike (processes without a recorded encoding are all nil) add up.
   defp counts(pairs),
     do: Enum.reduce(pairs, %{}, fn {k, n}, acc -> Map.update(acc, k, n, &(&1 + n)) end)
-
-  defp summarize_all(s, total, progress) do
-    case Native.summary_step(s) do
-      {:more, read} ->
-        progress.(read, total)
-        summarize_all(s, total, progress)
-
-      :done ->
-        :ok
-
-      {:error, _} = e ->
-        e
-    end
-  end
 
   @doc """
   What opening a trace found (`nil` for a store that was not opened from disk): events,

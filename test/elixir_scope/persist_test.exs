@@ -21,9 +21,7 @@ defmodule ElixirScope.PersistTest do
   end
 
   setup do
-    dir = Path.join(System.tmp_dir!(), "escope-persist-#{System.unique_integer([:positive])}")
-    on_exit(fn -> File.rm_rf!(dir) end)
-    %{dir: dir}
+    %{dir: temp_path("escope-persist")}
   end
 
   # A supervised counter traced with states, called, crashed and restarted; returns the store
@@ -322,7 +320,7 @@ defmodule ElixirScope.PersistTest do
 
   # Runs `script` in a separate BEAM with this build's code path; returns its output.
   defp run_elixir!(erl_args, script, args) do
-    file = Path.join(System.tmp_dir!(), "escope-script-#{System.unique_integer([:positive])}.exs")
+    file = temp_path("escope-script") <> ".exs"
     File.write!(file, script)
     on_exit(fn -> File.rm(file) end)
     ebin = :code.lib_dir(:elixir_scope, :ebin) |> to_string()
@@ -356,9 +354,7 @@ defmodule ElixirScope.PersistCaptureTest do
   end
 
   setup do
-    dir = Path.join(System.tmp_dir!(), "escope-persist-#{System.unique_integer([:positive])}")
-    on_exit(fn -> File.rm_rf!(dir) end)
-    %{dir: dir}
+    %{dir: temp_path("escope-persist")}
   end
 
   test "a capture persisted while it runs: rotation, archive, retention, sealed at stop",
@@ -476,6 +472,7 @@ defmodule ElixirScope.PersistCrashTest do
   # A BEAM in a separate OS process persists a capture and is killed with SIGKILL at a random
   # moment; its trace must open with every frame it had handed to the OS.
   use ExUnit.Case, async: true
+  import ElixirScope.ScopeCase, only: [temp_path: 1]
 
   alias ElixirScope.{Persist, Query}
 
@@ -516,17 +513,12 @@ defmodule ElixirScope.PersistCrashTest do
 
   @tag timeout: 120_000
   test "SIGKILL at random moments (while writing, archiving, deleting) loses no frame that was written" do
-    script =
-      Path.join(System.tmp_dir!(), "escope-crash-#{System.unique_integer([:positive])}.exs")
-
+    script = temp_path("escope-crash") <> ".exs"
     File.write!(script, @script)
     on_exit(fn -> File.rm(script) end)
 
     for mode <- ["plain", "archive", "retain"] do
-      dir =
-        Path.join(System.tmp_dir!(), "escope-crash-#{mode}-#{System.unique_integer([:positive])}")
-
-      on_exit(fn -> File.rm_rf!(dir) end)
+      dir = temp_path("escope-crash-#{mode}")
       written = run_and_kill(script, [dir, mode], 200 + :rand.uniform(1_200))
       assert written > 1, "the child wrote nothing before it was killed"
 

@@ -58,6 +58,13 @@ defmodule ElixirScope.ScopeCase do
     end
   end
 
+  @doc "A path under the system's temp dir, unique to the test, removed when the test ends."
+  def temp_path(prefix) do
+    path = Path.join(System.tmp_dir!(), "#{prefix}-#{System.unique_integer([:positive])}")
+    ExUnit.Callbacks.on_exit(fn -> File.rm_rf!(path) end)
+    path
+  end
+
   @doc "Summarizes events as `{kind, pid, peer, mfa, data}` tuples, for exact comparison."
   def shape(events), do: Enum.map(events, &{&1.kind, &1.pid, &1.peer, &1.mfa, &1.data})
 end

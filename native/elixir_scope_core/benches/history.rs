@@ -11,21 +11,8 @@ use elixir_scope_core::query::{self, Filter};
 use elixir_scope_core::store::{Config, Store};
 use std::time::{Duration, Instant};
 
-fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// Each process, in turn: receive, call, return, state, send (a GenServer call, roughly).
-const CYCLE: [Kind; 5] = [
-    Kind::Receive,
-    Kind::Call,
-    Kind::Return,
-    Kind::State,
-    Kind::Send,
-];
+mod common;
+use common::{env, CYCLE};
 
 fn build(events: u64, pids: u64) -> (Store, Index) {
     let store = Store::new(Config {

@@ -14,20 +14,8 @@ use std::hint::black_box;
 use std::io::Write;
 use std::time::Instant;
 
-fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-const CYCLE: [Kind; 5] = [
-    Kind::Receive,
-    Kind::Call,
-    Kind::Return,
-    Kind::State,
-    Kind::Send,
-];
+mod common;
+use common::{env, CYCLE};
 
 /// Pid words as a live VM makes them (tag `0b0011`); atom words (tag `0b00_1011`).
 fn pid_word(i: u64) -> u64 {

@@ -12,12 +12,8 @@ use elixir_scope_core::store::{Config, Store};
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+mod common;
+use common::env;
 
 fn atom(out: &mut Vec<u8>, name: &str) {
     out.extend_from_slice(&[119, name.len() as u8]);

@@ -266,6 +266,20 @@ impl Writer {
         Ok(written)
     }
 
+    /// Writes every event published so far, in rounds of a million.
+    ///
+    /// # Errors
+    /// The file system's.
+    pub fn flush_all(
+        &mut self,
+        store: &Store,
+        clock: Clock,
+        symbol: &mut dyn FnMut(u64) -> Option<Vec<u8>>,
+    ) -> io::Result<()> {
+        while self.flush(store, clock, symbol, 1 << 20)? > 0 {}
+        Ok(())
+    }
+
     /// Writes the capture's counters if they changed since last written; whether it did.
     fn write_stats(&mut self, store: &Store, clock: Clock) -> io::Result<bool> {
         let s = store.stats();
@@ -943,7 +957,7 @@ pub fn save(
     symbol: &mut dyn FnMut(u64) -> Option<Vec<u8>>,
 ) -> io::Result<Manifest> {
     let mut writer = Writer::create(dir, Policy::default())?;
-    while writer.flush(store, clock, symbol, 1 << 20)? > 0 {}
+    writer.flush_all(store, clock, symbol)?;
     writer.finish()
 }
 

@@ -98,14 +98,7 @@ fn persist_finish<'a>(
         return Ok(atoms::none().encode(env));
     };
     let clock = clock_of(store, monotonic, system);
-    let mut sym = symbols(env, store);
-    let result = loop {
-        match writer.flush(store, clock, &mut sym, 1 << 20) {
-            Ok(0) => break Ok(()),
-            Ok(_) => {}
-            Err(e) => break Err(e),
-        }
-    };
+    let result = writer.flush_all(store, clock, &mut symbols(env, store));
     let written = writer.base() + writer.next_seq() - 1;
     store.set_persisted(written);
     Ok(match result.and_then(|()| writer.finish()) {
@@ -140,13 +133,8 @@ fn persist_move<'a>(
         std::thread::sleep(std::time::Duration::from_millis(1));
     }
     let clock = clock_of(from, monotonic, system);
-    let mut sym = symbols(env, from);
-    loop {
-        match writer.flush(from, clock, &mut sym, 1 << 20) {
-            Ok(0) => break,
-            Ok(_) => {}
-            Err(e) => return Ok(error(env, e)),
-        }
+    if let Err(e) = writer.flush_all(from, clock, &mut symbols(env, from)) {
+        return Ok(error(env, e));
     }
     writer.continue_with(from);
     let on_disk = writer.base();
@@ -232,8 +220,7 @@ fn clock_of(store: &Store, monotonic: i64, system: i64) -> Clock {
     }
 }
 
-/// `load_step(loading)`: loads the next segment. `{:more, segments_done, bytes_read}` or
-/// `:done`.
+/// `load_step(loading)`: loads the next segment. `{:more, bytes_read}` or `:done`.
 #[rustler::nif(schedule = "DirtyIo")]
 fn load_step<'a>(env: Env<'a>, loading: ResourceArc<LoadingResource>) -> Term<'a> {
     let mut guard = loading.0.lock();
@@ -241,7 +228,7 @@ fn load_step<'a>(env: Env<'a>, loading: ResourceArc<LoadingResource>) -> Term<'a
         return error(env, "the trace was already loaded");
     };
     match l.step(&mut |etf, symbols| map_symbol(env, etf, symbols)) {
-        Ok(true) => (atoms::more(), l.segments().0, l.bytes_read()).encode(env),
+        Ok(true) => (atoms::more(), l.bytes_read()).encode(env),
         Ok(false) => atoms::done().encode(env),
         Err(e) => error(env, e),
     }
