@@ -14,7 +14,9 @@ defmodule ElixirScope.Event do
   | `node` | the node that captured it |
 
   A payload over the store's `max_payload_bytes` is an `ElixirScope.Event.Truncated` struct
-  with the original size, a hash and a prefix of the encoded term.
+  with the original size, a hash and a prefix of the encoded term. In a trace read from disk, a
+  payload that is not a well-formed term is an `ElixirScope.Event.Undecodable` struct, and what
+  the reading VM cannot represent has stand-ins (see `ElixirScope.Persist`).
 
       ElixirScope.Query.events(kind: :send, limit: 1)
       #=> [#ElixirScope.Event<#12 send #PID<0.120.0> -> #PID<0.121.0> {:increment, 1}>]
