@@ -13,7 +13,7 @@
 
 Code.require_file("support/harness.exs", __DIR__)
 alias Bench.Harness
-alias ElixirScope.{Store, Tracer}
+alias ElixirScope.{Persist, Store, Tracer}
 
 defmodule Bench.Server do
   use GenServer
@@ -85,6 +85,7 @@ defmodule Bench.Capture do
        end},
       {"ElixirScope", fn -> elixir_scope(:warm) end},
       {"ElixirScope, cold memory", fn -> elixir_scope(:cold) end},
+      {"ElixirScope, persisted", fn -> elixir_scope_persisted() end},
       {":dbg (process tracer)",
        fn ->
          run(
@@ -150,6 +151,42 @@ defmodule Bench.Capture do
         %{stored: st.events, dropped: st.dropped, bytes: st.bytes}
       end
     )
+  end
+
+  # ElixirScope writing the capture to disk as it runs (a flusher every 100 ms, as
+  # `persist:` does); done when every event is on disk.
+  defp elixir_scope_persisted do
+    dir = Path.join(System.tmp_dir!(), "escope-bench-#{System.unique_integer([:positive])}")
+
+    result =
+      run(
+        fn s ->
+          store = Store.new!(max_events: expected() * 2)
+          :ok = Persist.start(store, Persist.options!(dir: dir))
+          flusher = spawn(fn -> flush_every(store, 100) end)
+          :ok = Tracer.trace_pid(s, store, @flags)
+          {store, flusher}
+        end,
+        fn {store, _} ->
+          {:ok, next} = Persist.flush(store)
+          next > expected()
+        end,
+        fn {store, flusher} ->
+          Process.exit(flusher, :kill)
+          {:ok, _} = Persist.finish(store)
+          st = Store.stats(store)
+          %{stored: st.events, dropped: st.dropped, bytes: st.bytes}
+        end
+      )
+
+    File.rm_rf!(dir)
+    result
+  end
+
+  defp flush_every(store, ms) do
+    Process.sleep(ms)
+    {:ok, _} = Persist.flush(store)
+    flush_every(store, ms)
   end
 
   defp ets_tracer(tab, seq) do
