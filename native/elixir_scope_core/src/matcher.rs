@@ -355,6 +355,9 @@ fn match_pat(p: &Pat, b: &[u8], pos: usize, binds: &mut Bindings) -> Option<usiz
             }
             Some(Bound::Term(r)) => equal(&b[r], &b[pos..end], true),
             Some(Bound::Int(v)) => number(b, pos) == Some(Num::Int(v)),
+            Some(bound @ Bound::BinaryRest(..)) => {
+                binary(b, pos).is_some() && binary(b, pos) == bound_binary(b, &bound)
+            }
             Some(_) => false,
         },
         Pat::Atom(name) => etf::atom_is(b, pos, name),
@@ -365,10 +368,14 @@ fn match_pat(p: &Pat, b: &[u8], pos: usize, binds: &mut Bindings) -> Option<usiz
             Some(data) if data.starts_with(prefix) => match rest.as_ref() {
                 Pat::Any => true,
                 Pat::Binary(tail) => &data[prefix.len()..] == tail.as_slice(),
-                Pat::Var(i) if binds.get(*i)?.is_none() => {
-                    binds[*i] = Some(Bound::BinaryRest(pos..end, prefix.len()));
-                    true
-                }
+                Pat::Var(i) => match binds.get(*i)?.clone() {
+                    None => {
+                        binds[*i] = Some(Bound::BinaryRest(pos..end, prefix.len()));
+                        true
+                    }
+                    // A repeated variable: the rest must equal the binary it is bound to.
+                    Some(bound) => bound_binary(b, &bound) == Some(&data[prefix.len()..]),
+                },
                 _ => false,
             },
             _ => false,
@@ -535,6 +542,16 @@ fn rest_of_list(
             _ => false,
         },
         _ => false,
+    }
+}
+
+/// The binary a bound variable holds, if it holds one: a whole binary term, or the rest of one
+/// after a prefix.
+fn bound_binary<'b>(b: &'b [u8], bound: &Bound) -> Option<&'b [u8]> {
+    match bound {
+        Bound::Term(r) => binary(b, r.start),
+        Bound::BinaryRest(r, n) => binary(b, r.start)?.get(*n..),
+        Bound::Int(_) | Bound::ListTail(..) => None,
     }
 }
 
@@ -1085,6 +1102,31 @@ mod tests {
         let matcher = m(Pat::Tuple(vec![Pat::Var(0), Pat::Var(0)]), Guard::True, 1);
         assert!(matcher.run(&tuple(&[int(1), int(1)])).is_some());
         assert!(matcher.run(&tuple(&[int(1), int(2)])).is_none());
+    }
+
+    #[test]
+    fn a_repeated_variable_on_binary_rests_compares_the_rests() {
+        let bin = |s: &[u8]| {
+            let mut v = vec![109, 0, 0, 0, s.len() as u8];
+            v.extend_from_slice(s);
+            v
+        };
+        let rest = || Pat::BinaryPrefix(b"ab".to_vec(), Box::new(Pat::Var(0)));
+        // {"ab" <> v, "ab" <> v}, as Elixir matches it.
+        let both = m(Pat::Tuple(vec![rest(), rest()]), Guard::True, 1);
+        assert!(both.run(&tuple(&[bin(b"abX"), bin(b"abX")])).is_some());
+        assert!(both.run(&tuple(&[bin(b"abX"), bin(b"abY")])).is_none());
+        assert!(both.run(&tuple(&[bin(b"ab"), bin(b"ab")])).is_some());
+        // {"ab" <> v, v} and {v, "ab" <> v}.
+        let then_whole = m(Pat::Tuple(vec![rest(), Pat::Var(0)]), Guard::True, 1);
+        assert!(then_whole.run(&tuple(&[bin(b"abX"), bin(b"X")])).is_some());
+        assert!(then_whole
+            .run(&tuple(&[bin(b"abX"), bin(b"abX")]))
+            .is_none());
+        assert!(then_whole.run(&tuple(&[bin(b"abX"), int(1)])).is_none());
+        let whole_then = m(Pat::Tuple(vec![Pat::Var(0), rest()]), Guard::True, 1);
+        assert!(whole_then.run(&tuple(&[bin(b"X"), bin(b"abX")])).is_some());
+        assert!(whole_then.run(&tuple(&[int(1), bin(b"ab")])).is_none());
     }
 
     #[test]
