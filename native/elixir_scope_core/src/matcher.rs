@@ -9,6 +9,7 @@
 //! pattern (whose depth is limited by [`MAX_PATTERN_DEPTH`]), never the data.
 
 use crate::etf::{self, u16_at, u32_at};
+use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::ops::Range;
 
@@ -601,12 +602,11 @@ fn match_map(
 fn operand<'a>(o: &'a Operand, b: &'a [u8], binds: &Bindings) -> Option<Value<'a>> {
     match o {
         Operand::Var(i) => Some(match binds.get(*i)?.clone()? {
-            Bound::Term(r) => Value::Bytes(&b[r]),
+            Bound::Term(r) => Value::Bytes(Cow::Borrowed(&b[r])),
             Bound::Int(v) => Value::Int(v),
             Bound::BinaryRest(r, n) => Value::Bin(binary(b.get(r)?, 0)?.get(n..)?),
-            Bound::ListTail(r, n) => Value::Tail {
-                empty: list_len(b.get(r)?) == Some(n),
-            },
+            // A tail is compared as the list it is, built aside (guards on tails are rare).
+            Bound::ListTail(r, n) => Value::Bytes(Cow::Owned(tail_term(b.get(r)?, n)?)),
         }),
         Operand::Lit(p) => Some(Value::Lit(p)),
     }
@@ -614,25 +614,44 @@ fn operand<'a>(o: &'a Operand, b: &'a [u8], binds: &Bindings) -> Option<Value<'a
 
 enum Value<'a> {
     /// A bound term's encoding.
-    Bytes(&'a [u8]),
+    Bytes(Cow<'a, [u8]>),
     /// An element of a byte string (STRING_EXT).
     Int(i128),
     /// A literal of the guard.
     Lit(&'a Pat),
     /// The rest of a binary after a prefix: its bytes.
     Bin(&'a [u8]),
-    /// The tail of a list after its first elements: only whether it is `[]` is known.
-    Tail { empty: bool },
 }
 
-/// The length of a proper list's encoding at 0 (`None` for an improper list or a non-list).
-fn list_len(b: &[u8]) -> Option<usize> {
-    match *b.first()? {
-        106 => Some(0),
-        107 => u16_at(b, 1),
+/// The encoding of the tail of the list `list` after its first `n` elements.
+fn tail_term(list: &[u8], n: usize) -> Option<Vec<u8>> {
+    let cons = |elements: &mut dyn Iterator<Item = Vec<u8>>, count: usize, tail: &[u8]| {
+        let mut out = vec![108];
+        out.extend_from_slice(&(count as u32).to_be_bytes());
+        elements.for_each(|e| out.extend_from_slice(&e));
+        out.extend_from_slice(tail);
+        out
+    };
+    match *list.first()? {
+        106 => (n == 0).then(|| vec![106]),
+        107 => {
+            // A byte string: its elements are small integers.
+            let len = u16_at(list, 1)?;
+            let rest = list.get(3..3 + len)?.get(n..)?;
+            Some(if rest.is_empty() {
+                vec![106]
+            } else {
+                cons(&mut rest.iter().map(|&c| vec![97, c]), rest.len(), &[106])
+            })
+        }
         108 => {
-            let (els, tail) = etf::list_elements(b, 0)?;
-            (tail == [106]).then_some(els.len())
+            let (els, tail) = etf::list_elements(list, 0)?;
+            let rest = els.get(n..)?;
+            Some(if rest.is_empty() {
+                tail.to_vec()
+            } else {
+                cons(&mut rest.iter().map(|e| e.to_vec()), rest.len(), tail)
+            })
         }
         _ => None,
     }
@@ -675,7 +694,6 @@ fn rank(v: &Value) -> Option<u8> {
         Value::Lit(Pat::Map(_) | Pat::MapExact(_)) => 7,
         Value::Lit(Pat::List(..) | Pat::Nil) => 8,
         Value::Lit(Pat::Binary(_)) | Value::Bin(_) => 9,
-        Value::Tail { .. } => 8,
         Value::Bytes(b) => match *b.first()? {
             97 | 98 | 110 | 111 | 70 | 99 => 0,
             100 | 115 | 118 | 119 => 1,
@@ -695,18 +713,10 @@ fn rank(v: &Value) -> Option<u8> {
 
 /// Equality of a value and another value (`strict`: `===`, else `==`, where 1 == 1.0).
 fn values_equal(a: &Value, b: &Value, strict: bool) -> bool {
-    let is_nil = |v: &Value| match v {
-        Value::Bytes(x) => x.first() == Some(&106),
-        Value::Lit(Pat::Nil) => true,
-        Value::Tail { empty } => *empty,
-        _ => false,
-    };
     match (a, b) {
         (Value::Bin(_), _) | (_, Value::Bin(_)) => {
             return binary_of(a).is_some() && binary_of(a) == binary_of(b)
         }
-        // A non-empty tail equal to a non-empty list is not decided here (false).
-        (Value::Tail { .. }, _) | (_, Value::Tail { .. }) => return is_nil(a) && is_nil(b),
         _ => {}
     }
     if let (Some(x), Some(y)) = (num_of(a), num_of(b)) {
@@ -1102,6 +1112,34 @@ mod tests {
         let matcher = m(Pat::Tuple(vec![Pat::Var(0), Pat::Var(0)]), Guard::True, 1);
         assert!(matcher.run(&tuple(&[int(1), int(1)])).is_some());
         assert!(matcher.run(&tuple(&[int(1), int(2)])).is_none());
+    }
+
+    #[test]
+    fn guards_compare_list_tails_as_lists() {
+        let tail_is = |op, lit: Pat| {
+            m(
+                Pat::List(vec![Pat::Any], Box::new(Pat::Var(0))),
+                Guard::Cmp(op, Operand::Var(0), Operand::Lit(lit)),
+                1,
+            )
+        };
+        let one_float = || Pat::List(vec![Pat::Float(1.0)], Box::new(Pat::Nil));
+        let list = [108, 0, 0, 0, 2, 97, 7, 97, 1, 106]; // [7, 1]
+                                                         // [_ | t] when t == [1.0]: true, as in Elixir; t === [1.0]: false.
+        assert!(tail_is(CmpOp::Eq, one_float()).run(&list).is_some());
+        assert!(tail_is(CmpOp::StrictEq, one_float()).run(&list).is_none());
+        assert!(tail_is(CmpOp::Ne, Pat::Nil).run(&list).is_some());
+        assert!(tail_is(CmpOp::Eq, Pat::Nil)
+            .run(&[108, 0, 0, 0, 1, 97, 7, 106])
+            .is_some());
+        // A byte string's tail is a list of small integers.
+        let string = [107, 0, 2, 104, 105]; // ~c"hi"
+        let i = || Pat::List(vec![Pat::Int(105)], Box::new(Pat::Nil));
+        assert!(tail_is(CmpOp::StrictEq, i()).run(&string).is_some());
+        // An improper tail.
+        let improper = [108, 0, 0, 0, 2, 97, 7, 97, 1, 97, 9]; // [7, 1 | 9]
+        let one_nine = Pat::List(vec![Pat::Int(1)], Box::new(Pat::Int(9)));
+        assert!(tail_is(CmpOp::Eq, one_nine).run(&improper).is_some());
     }
 
     #[test]
