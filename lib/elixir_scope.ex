@@ -179,6 +179,8 @@ defmodule ElixirScope do
 
     * `:default` - also make it the default store of queries (default `false`; refused while
       a capture is running).
+    * `:since`, `:until` - load only a time window (monotonic nanoseconds of the capture or
+      `DateTime`s) and each process's last state before it; see `ElixirScope.Persist.open/2`.
     * `:progress` - a function called with `(bytes_read, bytes_total)` as segments load.
 
   ## Examples
@@ -189,12 +191,12 @@ defmodule ElixirScope do
   """
   @spec open(Path.t(), keyword()) :: {:ok, Store.t()} | {:error, String.t()}
   def open(path, opts \\ []) when is_binary(path) do
-    opts = Options.validate!(opts, default: false, progress: nil)
+    opts = Options.validate!(opts, default: false, progress: nil, since: nil, until: nil)
 
     if opts[:default] && running?() do
       {:error, "a capture is running; stop it before making an opened trace the default store"}
     else
-      with {:ok, store} <- ElixirScope.Persist.open(path, progress: opts[:progress]) do
+      with {:ok, store} <- ElixirScope.Persist.open(path, Keyword.delete(opts, :default)) do
         if opts[:default], do: Store.put_default(store)
         {:ok, store}
       end

@@ -58,7 +58,7 @@ defmodule ElixirScope.Native do
   def persist_finish(_store, _monotonic, _system), do: err()
   def persist_move(_from, _to, _monotonic, _system), do: err()
   def store_save(_store, _dir, _monotonic, _system), do: err()
-  def load_begin(_path), do: err()
+  def load_begin(_path, _since, _until), do: err()
   def load_step(_loading), do: err()
   def load_finish(_loading), do: err()
   def foreign_nodes, do: err()

@@ -74,6 +74,8 @@ defmodule ElixirScope.Persist do
           unknown_words: non_neg_integer(),
           discarded: non_neg_integer(),
           missing: non_neg_integer(),
+          skipped: non_neg_integer(),
+          carried: non_neg_integer(),
           clock: {integer(), integer()} | nil
         }
 
@@ -219,17 +221,22 @@ defmodule ElixirScope.Persist do
 
   ## Options
 
+    * `:since`, `:until` - load only the events of this time window (inclusive; monotonic
+      nanoseconds of the capture, as events' `ts`, or `DateTime`s), plus each process's last
+      state before it, so that states at the window's start are known. Memory and time go to
+      the window; segments after it are not read. `info/1` counts what was `:skipped`.
     * `:progress` - a function called with `(bytes_read, bytes_total)` after each segment.
 
   Returns `{:error, message}` when the path holds no trace this version can read.
   """
   @spec open(Path.t(), keyword()) :: {:ok, Store.t()} | {:error, String.t()}
   def open(path, opts \\ []) when is_binary(path) do
-    opts = ElixirScope.Options.validate!(opts, progress: nil)
+    opts = ElixirScope.Options.validate!(opts, progress: nil, since: nil, until: nil)
     progress = opts[:progress] || fn _, _ -> :ok end
     path = Path.expand(path)
 
-    with {:ok, loading, _segments, total} <- Native.load_begin(path),
+    with {:ok, since, until} <- window(path, opts[:since], opts[:until]),
+         {:ok, loading, _segments, total} <- Native.load_begin(path, since, until),
          :ok <- run_steps(fn -> Native.load_step(loading) end, total, progress),
          {:ok, ref, report} <- Native.load_finish(loading) do
       offset =
@@ -239,6 +246,39 @@ defmodule ElixirScope.Persist do
         end
 
       {:ok, %Store{ref: ref, time_offset: offset, source: Map.put(report, :path, path)}}
+    end
+  end
+
+  # The window in the capture's monotonic nanoseconds: DateTimes go through the trace's clock
+  # (from its footers, without loading it).
+  defp window(path, since, until) do
+    if Enum.any?([since, until], &match?(%DateTime{}, &1)) do
+      case summary(path) do
+        {:ok, %{clock: {mono, sys}}} ->
+          to_mono = fn
+            %DateTime{} = dt -> DateTime.to_unix(dt, :nanosecond) - sys + mono
+            other -> other
+          end
+
+          window_ints(to_mono.(since), to_mono.(until))
+
+        {:ok, %{clock: nil}} ->
+          {:error, "the trace has no clock: give :since and :until as integers"}
+
+        error ->
+          error
+      end
+    else
+      window_ints(since, until)
+    end
+  end
+
+  defp window_ints(since, until) do
+    if Enum.all?([since, until], &(is_nil(&1) or is_integer(&1))) do
+      {:ok, since, until}
+    else
+      raise ArgumentError,
+            "invalid :since/:until #{inspect({since, until})}, expected monotonic nanoseconds or DateTimes"
     end
   end
 

@@ -205,6 +205,45 @@ defmodule ElixirScope.PersistTest do
     end
   end
 
+  test "a time window opens with its events and each state at its start", %{dir: dir} do
+    live = new_store()
+    {_sup, counter} = workload(live)
+    {:ok, _} = Persist.save(live, dir)
+    all = events(live)
+    from = Enum.at(all, div(length(all), 3)).ts
+    to = Enum.at(all, div(2 * length(all), 3)).ts
+    {:ok, disk} = ElixirScope.open(dir, since: from, until: to)
+    info = Persist.info(disk)
+    assert info.carried > 0 and info.skipped > 0
+    inside = Enum.filter(all, &(&1.ts >= from and &1.ts <= to))
+    got = events(disk)
+    # Each process's state at the window's start, then the window.
+    {carried, window} = Enum.split(got, info.carried)
+    assert Enum.all?(carried, &(&1.kind == :state and &1.ts < from))
+    assert shape(window) == shape(inside) |> Enum.take(length(window))
+    assert length(window) + info.discarded == length(inside)
+    # States anywhere in the window are what the live store says.
+    for t <- [from, div(from + to, 2), to] do
+      assert Query.state_at(counter, t, store: disk) == Query.state_at(counter, t, store: live)
+    end
+
+    # The same window by wall-clock time (DateTimes hold microseconds: the edges may move by
+    # an event or two).
+    {:ok, by_date} =
+      ElixirScope.open(dir,
+        since: Store.to_datetime(disk, from),
+        until: Store.to_datetime(disk, to)
+      )
+
+    assert abs(length(events(by_date)) - length(got)) <= 4
+    mid = div(from + to, 2)
+
+    assert Query.state_at(counter, mid, store: by_date) ==
+             Query.state_at(counter, mid, store: live)
+
+    assert_raise ArgumentError, ~r/since/, fn -> ElixirScope.open(dir, since: :yesterday) end
+  end
+
   test "a summary from footers says what the opened trace holds, without loading it",
        %{dir: dir} do
     store = new_store()

@@ -409,6 +409,10 @@ pub struct LoadReport {
     pub discarded: u64,
     /// Segments listed but gone when read (a running capture rotated or deleted them).
     pub missing: usize,
+    /// Events outside the window asked for (not loaded, not damage).
+    pub skipped: u64,
+    /// States from before the window, loaded as each process's state at its start.
+    pub carried: u64,
 }
 
 /// A loaded trace: a closed (read-only) store holding its events, with its symbols.
@@ -540,6 +544,15 @@ impl Loading {
     /// The file system's; `NotFound` for a directory without a manifest; `InvalidData` for an
     /// unreadable manifest.
     pub fn new(path: &Path) -> io::Result<Loading> {
+        Loading::window(path, Window::default())
+    }
+
+    /// Starts loading the events of `path` inside `window`, with each process's last state
+    /// before it (so that its states at the window's start are known).
+    ///
+    /// # Errors
+    /// As for [`Loading::new`].
+    pub fn window(path: &Path, window: Window) -> io::Result<Loading> {
         let files = trace_files(path)?;
         let total = files
             .iter()
@@ -560,6 +573,9 @@ impl Loading {
             loader: Loader {
                 store,
                 symbols: Symbols::default(),
+                window,
+                carried: WordMap::default(),
+                started: false,
                 words: WordMap::default(),
                 renumber: Renumber::default(),
                 last_state: WordMap::default(),
@@ -577,6 +593,16 @@ impl Loading {
         let Some((dir, meta)) = self.files.get(self.next) else {
             return Ok(false);
         };
+        let until = self.loader.window.until;
+        if meta.first_seq != 0 && until.is_some_and(|t| meta.first_ts > t) {
+            // Segments are in time order: the rest is after the window.
+            self.loader.report.skipped += self.files[self.next..]
+                .iter()
+                .map(|(_, m)| (m.last_seq + 1).saturating_sub(m.first_seq))
+                .sum::<u64>();
+            self.next = self.files.len();
+            return Ok(false);
+        }
         self.next += 1;
         match segments::read_segment_into(dir, meta, &mut self.buf) {
             Err(e) if e.kind() == io::ErrorKind::NotFound && !meta.sealed => {
@@ -621,6 +647,7 @@ impl Loading {
     /// The read-only store of what was loaded.
     pub fn finish(self) -> Loaded {
         let mut loader = self.loader;
+        loader.start_window();
         loader.report.bytes = self.total;
         loader.report.truncated = loader.report.truncated.max(loader.store.stats().truncated);
         loader.store.log().add_dropped(loader.report.dropped);
@@ -634,9 +661,24 @@ impl Loading {
     }
 }
 
+/// A time window of a trace to load: events with `since <= ts <= until` (either end open).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Window {
+    /// Monotonic nanoseconds of the capture, inclusive.
+    pub since: Option<i64>,
+    /// Monotonic nanoseconds of the capture, inclusive.
+    pub until: Option<i64>,
+}
+
 struct Loader {
     store: Store,
     symbols: Symbols,
+    window: Window,
+    /// Before the window: each process's latest state `(seq, header, payload)`, loaded first
+    /// when the window starts, so that states at the window's start are known.
+    carried: WordMap<PidKey, (u64, Header, Vec<u8>)>,
+    /// The window has started (the carried states are loaded).
+    started: bool,
     /// Capture words to keys of the reading VM.
     words: WordMap<u64, u64>,
     renumber: Renumber,
@@ -698,11 +740,63 @@ impl Loader {
         key
     }
 
+    /// Takes an event outside the window: before it, a state is remembered as its process's
+    /// state so far.
+    fn outside(&mut self, seq: u64, mut h: Header, payload: &[u8], before: bool) {
+        self.report.skipped += 1;
+        self.last_seq = Some(seq);
+        if !before || h.kind != Kind::State as u8 {
+            return;
+        }
+        h.pid = self.key(h.pid).unwrap_or(0);
+        h.module = self.key(h.module).unwrap_or(0);
+        h.function = self.key(h.function).unwrap_or(0);
+        let shared = h.flags & flags::STATE_UNCHANGED != 0 && payload.is_empty();
+        let payload = match self.carried.get(&h.pid) {
+            Some((_, _, prev)) if shared => prev.clone(),
+            _ => payload.to_vec(),
+        };
+        // The first state of its process in the loaded store: nothing to share with.
+        h.flags &= !flags::STATE_UNCHANGED;
+        self.carried.insert(h.pid, (seq, h, payload));
+    }
+
+    /// Starts the window: the states carried from before it are loaded, oldest first.
+    fn start_window(&mut self) {
+        if self.started {
+            return;
+        }
+        self.started = true;
+        let mut carried: Vec<_> = self.carried.drain().map(|(_, c)| c).collect();
+        carried.sort_unstable_by_key(|(seq, _, _)| *seq);
+        for (seq, h, payload) in carried {
+            if let crate::log::Appended::Stored(to)
+            | crate::log::Appended::StoredWithoutPayload(to) =
+                self.store.log().append(&h, &payload)
+            {
+                self.renumber.push(seq, to);
+                self.last_state.insert(h.pid, to);
+                self.report.events += 1;
+                self.report.carried += 1;
+                if self.report.first_seq == 0 {
+                    self.report.first_seq = seq;
+                }
+            }
+        }
+    }
+
     fn event(&mut self, seq: u64, mut h: Header, payload: &[u8]) {
         if Kind::from_u8(h.kind).is_none() {
             self.report.discarded += 1;
             return;
         }
+        if self.window.since.is_some_and(|t| h.ts < t) && !self.started {
+            return self.outside(seq, h, payload, true);
+        }
+        if self.window.until.is_some_and(|t| h.ts > t) {
+            return self.outside(seq, h, payload, false);
+        }
+        self.start_window();
         let is_var = h.kind == Kind::Var as u8;
         h.pid = self.key(h.pid).unwrap_or(0);
         h.module = self.key(h.module).unwrap_or(0);
@@ -723,9 +817,9 @@ impl Loader {
             h.peer = self.key(h.peer).unwrap_or(0);
         }
         match self.last_seq {
-            None => self.report.first_seq = seq,
+            None if self.report.first_seq == 0 => self.report.first_seq = seq,
             Some(prev) if seq > prev => self.report.gaps += seq - prev - 1,
-            Some(_) => {}
+            _ => {}
         }
         self.last_seq = Some(seq);
         let log = self.store.log();
@@ -1394,6 +1488,73 @@ mod tests {
                 );
             }
         }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_window_loads_its_events_and_each_state_at_its_start() {
+        let dir = temp("window");
+        let store = sample(200);
+        save(&store, &dir, CLOCK, &mut symbol).unwrap();
+        let log = store.log();
+        let all: Vec<_> = (1..=log.last_seq()).map(|s| log.get(s).unwrap()).collect();
+        let (since, until) = (600, 1_400);
+        let window = Window {
+            since: Some(since),
+            until: Some(until),
+        };
+        let mut loading = Loading::window(&dir, window).unwrap();
+        while loading.step(&mut map).unwrap() {}
+        let loaded = loading.finish();
+        let r = &loaded.report;
+        let got = loaded.store.log();
+        // First, each process's last state before the window, whole.
+        let pids = [3u64, 5, 7, 9];
+        assert_eq!(r.carried, 4);
+        for (i, e) in (1..=4).map(|s| got.get(s).unwrap()).enumerate() {
+            assert_eq!(e.header.kind, Kind::State as u8, "carried {i}");
+            let pid = pids
+                .iter()
+                .find(|p| **p + 1_000_000 == e.header.pid)
+                .unwrap();
+            let want = all
+                .iter()
+                .filter(|o| o.header.pid == *pid && o.header.kind == Kind::State as u8)
+                .rfind(|o| o.header.ts < since)
+                .unwrap();
+            assert_eq!(
+                e.payload, want.payload,
+                "state of {pid} at the window's start"
+            );
+            assert_eq!(e.header.flags & flags::STATE_UNCHANGED, 0);
+        }
+        // Then the window's events, in order, but the bindings whose call began before it.
+        let inside: Vec<_> = all
+            .iter()
+            .filter(|o| (since..=until).contains(&o.header.ts))
+            .collect();
+        let loaded_inside: Vec<_> = (5..=got.last_seq()).map(|s| got.get(s).unwrap()).collect();
+        assert_eq!(
+            loaded_inside.len() as u64 + r.discarded,
+            inside.len() as u64
+        );
+        let mut k = 0;
+        for o in &inside {
+            if k < loaded_inside.len()
+                && loaded_inside[k].header.ts == o.header.ts
+                && loaded_inside[k].header.kind == o.header.kind
+            {
+                assert_eq!(loaded_inside[k].payload, o.payload);
+                k += 1;
+            }
+        }
+        assert_eq!(
+            k,
+            loaded_inside.len(),
+            "every loaded event is one of the window's"
+        );
+        assert_eq!(r.gaps, 0);
+        assert_eq!(r.skipped + inside.len() as u64, all.len() as u64);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

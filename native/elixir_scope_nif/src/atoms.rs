@@ -98,4 +98,6 @@ rustler::atoms! {
     from_footers,
     discarded,
     missing,
+    skipped,
+    carried,
 }

@@ -6,7 +6,9 @@ use crate::store::store_of;
 use crate::terms::{key_etf, local_pid_key, raw};
 use crate::{atoms, resource};
 use elixir_scope_core::event::Kind;
-use elixir_scope_core::persist::{self, Clock, Loading, Mapped, Summarizing, Symbols, Writer};
+use elixir_scope_core::persist::{
+    self, Clock, Loading, Mapped, Summarizing, Symbols, Window, Writer,
+};
 use elixir_scope_core::segments::Policy;
 use elixir_scope_core::store::Store;
 use parking_lot::Mutex;
@@ -172,10 +174,20 @@ pub struct LoadingResource(Mutex<Option<Loading>>);
 #[rustler::resource_impl]
 impl rustler::Resource for LoadingResource {}
 
-/// `load_begin(path)`: `{:ok, loading, segments, bytes}`.
+/// `load_begin(path, since, until)`: `{:ok, loading, segments, bytes}`. `since` and `until`
+/// (monotonic nanoseconds of the capture, or `nil`) bound the events loaded.
 #[rustler::nif(schedule = "DirtyIo")]
-fn load_begin(env: Env<'_>, path: String) -> Term<'_> {
-    match Loading::new(Path::new(&path)) {
+fn load_begin<'a>(
+    env: Env<'a>,
+    path: String,
+    since: Term<'a>,
+    until: Term<'a>,
+) -> NifResult<Term<'a>> {
+    let window = Window {
+        since: crate::query::opt(since)?,
+        until: crate::query::opt(until)?,
+    };
+    Ok(match Loading::window(Path::new(&path), window) {
         Ok(l) => {
             let (_, segments) = l.segments();
             let bytes = l.bytes_total();
@@ -183,7 +195,7 @@ fn load_begin(env: Env<'_>, path: String) -> Term<'_> {
             (atoms::ok(), res, segments, bytes).encode(env)
         }
         Err(e) => error(env, e),
-    }
+    })
 }
 
 /// A symbol's key in this VM: the word of an existing atom or a local pid, else a synthetic key
@@ -264,6 +276,8 @@ fn load_finish<'a>(env: Env<'a>, loading: ResourceArc<LoadingResource>) -> NifRe
         (atoms::foreign().encode(env), symbols.encode(env)),
         (atoms::discarded().encode(env), r.discarded.encode(env)),
         (atoms::missing().encode(env), r.missing.encode(env)),
+        (atoms::skipped().encode(env), r.skipped.encode(env)),
+        (atoms::carried().encode(env), r.carried.encode(env)),
     ];
     let report = Term::map_from_pairs(env, &pairs)?;
     Ok((atoms::ok(), resource::new_term(env, loaded.store), report).encode(env))
