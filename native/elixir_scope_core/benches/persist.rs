@@ -8,7 +8,7 @@
 use elixir_scope_core::event::{Header, Kind};
 use elixir_scope_core::history;
 use elixir_scope_core::index::At;
-use elixir_scope_core::persist::{self, Clock, Mapped};
+use elixir_scope_core::persist::{self, Clock, Loading, Mapped, Window};
 use elixir_scope_core::store::{Config, Store};
 use std::hint::black_box;
 use std::io::Write;
@@ -114,6 +114,29 @@ fn main() {
     let open = t.elapsed();
     assert_eq!(loaded.report.events, events);
 
+    drop(loaded);
+    // The last tenth of the trace, with each process's state at its start.
+    let t = Instant::now();
+    let window = Window {
+        since: Some((events * 9 / 10) as i64 * 100),
+        until: None,
+    };
+    let mut loading = Loading::window(&dir, window).expect("window");
+    while loading
+        .step(&mut |etf, _| Mapped::Key(u64::from_le_bytes(etf.try_into().unwrap_or([0; 8]))))
+        .expect("step")
+    {}
+    let tenth = loading.finish();
+    let open_tenth = t.elapsed();
+    assert!(tenth.report.carried > 0);
+    drop(tenth);
+    let loaded = persist::load(
+        &dir,
+        &mut |etf, _| Mapped::Key(u64::from_le_bytes(etf.try_into().unwrap_or([0; 8]))),
+        &mut |_, _| {},
+    )
+    .expect("load");
+
     let t = Instant::now();
     let idx = loaded.store.index();
     let indexed = t.elapsed();
@@ -160,6 +183,10 @@ fn main() {
         open.as_secs_f64(),
         rate(open),
         indexed.as_secs_f64()
+    );
+    println!(
+        "  open the last tenth         {:>6.2} s (with every process's state at its start)",
+        open_tenth.as_secs_f64()
     );
     println!("  state_at on the opened trace {:?}", state_at);
     std::fs::remove_dir_all(&dir).expect("cleanup");

@@ -33,6 +33,11 @@ pub struct Footer {
     pub tags: Vec<(String, u64)>,
     /// `(pid word, seqs)`: the state events of each process that changed its state.
     pub states: Vec<(u64, Vec<u64>)>,
+    /// `(pid word, offset, payload offset)`: the frame of each process's last state event, and
+    /// of the last one whose payload is in the segment (the same frame unless the last state
+    /// was unchanged): a process's state at the segment's end, read without its other events.
+    #[serde(default)]
+    pub last_states: Vec<(u64, u64, u64)>,
     /// `(seq, ts, frame offset)` of every [`SEEK_EVERY`]-th event, and of the first.
     pub seeks: Vec<(u64, i64, u64)>,
     /// The ETF of every word named above.
@@ -54,12 +59,14 @@ pub struct FooterBuilder {
     calls: WordMap<(u64, u64, u8), u64>,
     tags: std::collections::HashMap<Box<str>, u64>,
     states: WordMap<u64, Vec<u64>>,
+    last_states: WordMap<u64, (u64, u64)>,
     symbols: WordMap<u64, ByteBuf>,
 }
 
 impl FooterBuilder {
-    /// Takes an event at frame `offset` into account.
-    pub fn event(&mut self, ev: &EventRef, offset: u64) {
+    /// Takes an event at frame `offset` into account; `payload_here`: its payload is in that
+    /// frame (an unchanged state's may not be).
+    pub fn event(&mut self, ev: &EventRef, offset: u64, payload_here: bool) {
         let h = &ev.header;
         let f = &mut self.footer;
         if f.events == 0 {
@@ -98,8 +105,15 @@ impl FooterBuilder {
                     }
                 }
             }
-            Some(Kind::State) if h.flags & flags::STATE_UNCHANGED == 0 => {
-                self.states.entry(h.pid).or_default().push(ev.seq);
+            Some(Kind::State) => {
+                if h.flags & flags::STATE_UNCHANGED == 0 {
+                    self.states.entry(h.pid).or_default().push(ev.seq);
+                }
+                let last = self.last_states.entry(h.pid).or_insert((offset, offset));
+                last.0 = offset;
+                if payload_here {
+                    last.1 = offset;
+                }
             }
             _ => {}
         }
@@ -109,7 +123,9 @@ impl FooterBuilder {
     pub fn record(&mut self, record: &crate::segment::Record, offset: u64) {
         use crate::segment::Record;
         if let Some(ev) = record.as_event() {
-            self.event(&ev, offset);
+            // As read: an unchanged state's payload is elsewhere when its frame has none.
+            let here = !(ev.header.flags & flags::STATE_UNCHANGED != 0 && ev.payload.is_empty());
+            self.event(&ev, offset, here);
             return;
         }
         match record {
@@ -158,6 +174,12 @@ impl FooterBuilder {
         f.tags.sort_unstable();
         f.states = b.states.into_iter().collect();
         f.states.sort_unstable();
+        f.last_states = b
+            .last_states
+            .into_iter()
+            .map(|(p, (o, po))| (p, o, po))
+            .collect();
+        f.last_states.sort_unstable();
         f.symbols = b.symbols.into_iter().collect();
         f.symbols.sort_unstable();
         b.footer
@@ -180,6 +202,8 @@ impl Footer {
             && self.calls.len() as u64 <= events
             && self.tags.len() as u64 <= events
             && changes <= events
+            && self.last_states.len() <= self.pids.len()
+            && self.last_states.iter().all(|(_, o, po)| po <= o)
             && self.seeks.len() as u64 <= events / SEEK_EVERY + 1
             && self.symbols.len() as u64 <= events.saturating_mul(4)
     }

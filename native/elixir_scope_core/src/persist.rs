@@ -243,7 +243,8 @@ impl Writer {
             }
             let offset = self.segments.current_len();
             self.segments.push(&Record::event(&disk, payload))?;
-            self.footer.event(&disk, offset);
+            self.footer
+                .event(&disk, offset, !payload.is_empty() || ev.payload.is_empty());
             if is_state {
                 self.states.insert(h.pid);
             }
@@ -413,6 +414,8 @@ pub struct LoadReport {
     pub skipped: u64,
     /// States from before the window, loaded as each process's state at its start.
     pub carried: u64,
+    /// Segments before the window whose states came from their footer alone.
+    pub from_footers: usize,
 }
 
 /// A loaded trace: a closed (read-only) store holding its events, with its symbols.
@@ -590,9 +593,10 @@ impl Loading {
     /// # Errors
     /// The file system's, or `InvalidData` for a segment that is not one this version reads.
     pub fn step(&mut self, map: &mut dyn FnMut(&[u8], &Symbols) -> Mapped) -> io::Result<bool> {
-        let Some((dir, meta)) = self.files.get(self.next) else {
+        let Some((dir, meta)) = self.files.get(self.next).cloned() else {
             return Ok(false);
         };
+        let (dir, meta) = (&dir, &meta);
         let until = self.loader.window.until;
         if meta.first_seq != 0 && until.is_some_and(|t| meta.first_ts > t) {
             // Segments are in time order: the rest is after the window.
@@ -604,6 +608,14 @@ impl Loading {
             return Ok(false);
         }
         self.next += 1;
+        let before = self.loader.window.since.is_some_and(|t| meta.last_ts < t);
+        if before && !self.loader.started && meta.first_seq != 0 && meta.footer_at > 0 {
+            if self.carry_from_footer(dir, meta, map)? {
+                self.loader.report.segments += 1;
+                self.read += std::fs::metadata(dir.join(&meta.file)).map_or(0, |m| m.len());
+                return Ok(true);
+            }
+        }
         match segments::read_segment_into(dir, meta, &mut self.buf) {
             Err(e) if e.kind() == io::ErrorKind::NotFound && !meta.sealed => {
                 // The capture is running and rotated: the file is now archived, or retention
@@ -626,6 +638,81 @@ impl Loading {
         }
         self.loader.report.segments += 1;
         self.read += std::fs::metadata(dir.join(&meta.file)).map_or(0, |m| m.len());
+        Ok(true)
+    }
+
+    /// A sealed segment wholly before the window: only each process's last state is needed,
+    /// and its footer says where those are. Reads the footer and those frames; false when the
+    /// footer is not there or not believable (the segment is then read through).
+    fn carry_from_footer(
+        &mut self,
+        dir: &Path,
+        meta: &segments::SegmentMeta,
+        map: &mut dyn FnMut(&[u8], &Symbols) -> Mapped,
+    ) -> io::Result<bool> {
+        let Some(footer) = read_footer(dir, meta, meta.footer_at, &mut self.buf) else {
+            return Ok(false);
+        };
+        let believable = footer.plausible(meta.first_seq, meta.last_seq)
+            && footer
+                .last_states
+                .iter()
+                .all(|(_, o, _)| *o < meta.footer_at);
+        if !believable {
+            return Ok(false);
+        }
+        if meta.archived {
+            segments::read_segment_into(dir, meta, &mut self.buf)?;
+        }
+        let mut file = (!meta.archived)
+            .then(|| std::fs::File::open(dir.join(&meta.file)))
+            .transpose()?;
+        let mut scratch = Vec::new();
+        let loader = &mut self.loader;
+        if let Some((monotonic, system, run)) = footer.clock {
+            loader.take(
+                Record::Clock {
+                    monotonic,
+                    system,
+                    run,
+                },
+                map,
+            );
+        }
+        for (word, etf) in &footer.symbols {
+            loader.take(Record::Symbol { word: *word, etf }, map);
+        }
+        loader.take(
+            Record::Stats {
+                dropped: footer.dropped,
+                truncated: footer.truncated,
+            },
+            map,
+        );
+        let mut states = 0;
+        for &(_, at, payload_at) in &footer.last_states {
+            let payload = if payload_at == at {
+                None
+            } else {
+                frame_bytes(file.as_mut(), &self.buf, payload_at, &mut scratch)
+                    .and_then(|r| r.as_event().map(|e| e.payload.to_vec()))
+            };
+            let mut last = Vec::new();
+            let Some(ev) =
+                frame_bytes(file.as_mut(), &self.buf, at, &mut last).and_then(|r| r.as_event())
+            else {
+                return Ok(false);
+            };
+            let payload = payload.as_deref().unwrap_or(ev.payload);
+            let mut h = ev.header;
+            h.flags &= !flags::STATE_UNCHANGED;
+            loader.outside(ev.seq, h, payload, true);
+            states += 1;
+        }
+        // Every other event of the segment is outside the window too.
+        loader.report.skipped += footer.events - states;
+        loader.report.from_footers += 1;
+        loader.last_seq = Some(footer.last_seq);
         Ok(true)
     }
 
@@ -752,13 +839,18 @@ impl Loader {
         h.module = self.key(h.module).unwrap_or(0);
         h.function = self.key(h.function).unwrap_or(0);
         let shared = h.flags & flags::STATE_UNCHANGED != 0 && payload.is_empty();
-        let payload = match self.carried.get(&h.pid) {
-            Some((_, _, prev)) if shared => prev.clone(),
-            _ => payload.to_vec(),
-        };
         // The first state of its process in the loaded store: nothing to share with.
         h.flags &= !flags::STATE_UNCHANGED;
-        self.carried.insert(h.pid, (seq, h, payload));
+        let entry = self
+            .carried
+            .entry(h.pid)
+            .or_insert_with(|| (seq, h, Vec::new()));
+        (entry.0, entry.1) = (seq, h);
+        if !shared {
+            // The buffer of the process's previous state is reused.
+            entry.2.clear();
+            entry.2.extend_from_slice(payload);
+        }
     }
 
     /// Starts the window: the states carried from before it are loaded, oldest first.
@@ -1012,6 +1104,35 @@ impl Summarizing {
         s.bytes = self.total;
         s
     }
+}
+
+/// The record of the frame at `at`: read from `file` (a raw segment) into `scratch`, or taken
+/// from `decompressed` (an archived one).
+fn frame_bytes<'b>(
+    file: Option<&mut std::fs::File>,
+    decompressed: &'b [u8],
+    at: u64,
+    scratch: &'b mut Vec<u8>,
+) -> Option<Record<'b>> {
+    let at = usize::try_from(at).ok()?;
+    let bytes: &[u8] = match file {
+        None => decompressed,
+        Some(f) => {
+            use std::io::{Read, Seek};
+            f.seek(io::SeekFrom::Start(at as u64)).ok()?;
+            let mut head = [0u8; 8];
+            f.read_exact(&mut head).ok()?;
+            let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
+            if len > segment::MAX_RECORD {
+                return None;
+            }
+            scratch.clear();
+            scratch.extend_from_slice(&head);
+            f.take(len as u64).read_to_end(scratch).ok()?;
+            return segment::frame_at(scratch, 0).map(|(r, _)| r);
+        }
+    };
+    segment::frame_at(bytes, at).map(|(r, _)| r)
 }
 
 /// The footer frame at `at` of a sealed segment, if it is one.
@@ -1491,24 +1612,20 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
-    #[test]
-    fn a_window_loads_its_events_and_each_state_at_its_start() {
-        let dir = temp("window");
-        let store = sample(200);
-        save(&store, &dir, CLOCK, &mut symbol).unwrap();
+    /// Loads the window `since..=until` of the trace in `dir` (written from `store`) and checks
+    /// it: each process's last state before it first, then its events.
+    fn check_window(dir: &Path, store: &Store, since: i64, until: i64) -> LoadReport {
         let log = store.log();
         let all: Vec<_> = (1..=log.last_seq()).map(|s| log.get(s).unwrap()).collect();
-        let (since, until) = (600, 1_400);
         let window = Window {
             since: Some(since),
             until: Some(until),
         };
-        let mut loading = Loading::window(&dir, window).unwrap();
+        let mut loading = Loading::window(dir, window).unwrap();
         while loading.step(&mut map).unwrap() {}
         let loaded = loading.finish();
-        let r = &loaded.report;
+        let r = loaded.report.clone();
         let got = loaded.store.log();
-        // First, each process's last state before the window, whole.
         let pids = [3u64, 5, 7, 9];
         assert_eq!(r.carried, 4);
         for (i, e) in (1..=4).map(|s| got.get(s).unwrap()).enumerate() {
@@ -1526,6 +1643,7 @@ mod tests {
                 e.payload, want.payload,
                 "state of {pid} at the window's start"
             );
+            assert_eq!(e.header.ts, want.header.ts);
             assert_eq!(e.header.flags & flags::STATE_UNCHANGED, 0);
         }
         // Then the window's events, in order, but the bindings whose call began before it.
@@ -1554,8 +1672,38 @@ mod tests {
             "every loaded event is one of the window's"
         );
         assert_eq!(r.gaps, 0);
-        assert_eq!(r.skipped + inside.len() as u64, all.len() as u64);
+        r
+    }
+
+    #[test]
+    fn a_window_loads_its_events_and_each_state_at_its_start() {
+        let store = sample(200);
+        // One segment, read through.
+        let dir = temp("window");
+        save(&store, &dir, CLOCK, &mut symbol).unwrap();
+        let r = check_window(&dir, &store, 600, 1_400);
+        assert_eq!(
+            r.skipped + r.events - r.carried + r.discarded,
+            store.log().last_seq()
+        );
         std::fs::remove_dir_all(&dir).unwrap();
+        // Many small segments, raw and archived: those before the window give their last
+        // states from their footers, those after it are not read.
+        for archive in [false, true] {
+            let dir = temp(&format!("window-{archive}"));
+            let policy = Policy {
+                segment_bytes: 1_500,
+                archive,
+                ..Policy::default()
+            };
+            let mut w = Writer::create(&dir, policy).unwrap();
+            w.flush_all(&store, CLOCK, &mut symbol).unwrap();
+            w.finish().unwrap();
+            let r = check_window(&dir, &store, 1_000, 1_200);
+            assert!(r.from_footers > 3, "{r:?}");
+            assert!(r.segments < segments::read_manifest(&dir).unwrap().segments.len());
+            std::fs::remove_dir_all(&dir).unwrap();
+        }
     }
 
     #[test]
