@@ -609,12 +609,15 @@ impl Loading {
         }
         self.next += 1;
         let before = self.loader.window.since.is_some_and(|t| meta.last_ts < t);
-        if before && !self.loader.started && meta.first_seq != 0 && meta.footer_at > 0 {
-            if self.carry_from_footer(dir, meta, map)? {
-                self.loader.report.segments += 1;
-                self.read += std::fs::metadata(dir.join(&meta.file)).map_or(0, |m| m.len());
-                return Ok(true);
-            }
+        if before
+            && !self.loader.started
+            && meta.first_seq != 0
+            && meta.footer_at > 0
+            && self.carry_from_footer(dir, meta, map)?
+        {
+            self.loader.report.segments += 1;
+            self.read += std::fs::metadata(dir.join(&meta.file)).map_or(0, |m| m.len());
+            return Ok(true);
         }
         match segments::read_segment_into(dir, meta, &mut self.buf) {
             Err(e) if e.kind() == io::ErrorKind::NotFound && !meta.sealed => {
