@@ -273,12 +273,21 @@ defmodule ElixirScope.Persist do
     end
   end
 
+  @min_i64 -9_223_372_036_854_775_808
+
   defp window_ints(since, until) do
-    if Enum.all?([since, until], &(is_nil(&1) or is_integer(&1))) do
-      {:ok, since, until}
-    else
-      raise ArgumentError,
-            "invalid :since/:until #{inspect({since, until})}, expected monotonic nanoseconds or DateTimes"
+    cond do
+      not Enum.all?([since, until], &(is_nil(&1) or is_integer(&1))) ->
+        raise ArgumentError,
+              "invalid :since/:until #{inspect({since, until})}, expected monotonic nanoseconds or DateTimes"
+
+      is_integer(since) and is_integer(until) and since > until ->
+        {:error, "the window ends (:until) before it starts (:since)"}
+
+      true ->
+        # Beyond the capture's clock either way: no bound.
+        clamp = fn t -> t && t |> max(@min_i64) |> min(@max_i64) end
+        {:ok, clamp.(since), clamp.(until)}
     end
   end
 

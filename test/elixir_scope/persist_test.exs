@@ -242,6 +242,11 @@ defmodule ElixirScope.PersistTest do
              Query.state_at(counter, mid, store: live)
 
     assert_raise ArgumentError, ~r/since/, fn -> ElixirScope.open(dir, since: :yesterday) end
+    assert {:error, msg} = ElixirScope.open(dir, since: to, until: from)
+    assert msg =~ "ends"
+    # Far beyond the capture's clock: everything.
+    {:ok, all_of_it} = ElixirScope.open(dir, since: -(2 ** 70), until: ~U[9999-01-01 00:00:00Z])
+    assert length(events(all_of_it)) == length(all)
   end
 
   test "a summary from footers says what the opened trace holds, without loading it",

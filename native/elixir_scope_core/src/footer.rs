@@ -36,8 +36,9 @@ pub struct Footer {
     /// `(pid word, offset, payload offset)`: the frame of each process's last state event, and
     /// of the last one whose payload is in the segment (the same frame unless the last state
     /// was unchanged): a process's state at the segment's end, read without its other events.
+    /// `None` in footers written before it was recorded.
     #[serde(default)]
-    pub last_states: Vec<(u64, u64, u64)>,
+    pub last_states: Option<Vec<(u64, u64, u64)>>,
     /// `(seq, ts, frame offset)` of every [`SEEK_EVERY`]-th event, and of the first.
     pub seeks: Vec<(u64, i64, u64)>,
     /// The ETF of every word named above.
@@ -174,12 +175,13 @@ impl FooterBuilder {
         f.tags.sort_unstable();
         f.states = b.states.into_iter().collect();
         f.states.sort_unstable();
-        f.last_states = b
+        let mut last: Vec<_> = b
             .last_states
             .into_iter()
             .map(|(p, (o, po))| (p, o, po))
             .collect();
-        f.last_states.sort_unstable();
+        last.sort_unstable();
+        f.last_states = Some(last);
         f.symbols = b.symbols.into_iter().collect();
         f.symbols.sort_unstable();
         b.footer
@@ -202,8 +204,10 @@ impl Footer {
             && self.calls.len() as u64 <= events
             && self.tags.len() as u64 <= events
             && changes <= events
-            && self.last_states.len() <= self.pids.len()
-            && self.last_states.iter().all(|(_, o, po)| po <= o)
+            && self
+                .last_states
+                .as_ref()
+                .is_none_or(|l| l.len() <= self.pids.len() && l.iter().all(|(_, o, po)| po <= o))
             && self.seeks.len() as u64 <= events / SEEK_EVERY + 1
             && self.symbols.len() as u64 <= events.saturating_mul(4)
     }

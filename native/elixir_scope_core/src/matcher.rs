@@ -359,7 +359,8 @@ fn match_pat(p: &Pat, b: &[u8], pos: usize, binds: &mut Bindings) -> Option<usiz
             Some(bound @ Bound::BinaryRest(..)) => {
                 binary(b, pos).is_some() && binary(b, pos) == bound_binary(b, &bound)
             }
-            Some(_) => false,
+            // A repeated variable first bound to a list's tail: the same list.
+            Some(Bound::ListTail(r, n)) => equal(&tail_term(b.get(r)?, n)?, &b[pos..end], true),
         },
         Pat::Atom(name) => etf::atom_is(b, pos, name),
         Pat::Int(v) => number(b, pos) == Some(Num::Int(*v)),
@@ -499,7 +500,14 @@ fn match_list(
                     return Some(false);
                 }
             }
-            Some(rest_of_list(tail, els.len(), bytes.len(), pos..end, binds))
+            Some(rest_of_list(
+                tail,
+                els.len(),
+                bytes.len(),
+                b,
+                pos..end,
+                binds,
+            ))
         }
         108 => {
             let n = u32_at(b, pos + 1)?;
@@ -517,7 +525,7 @@ fn match_list(
                 // The list's own tail term follows its elements.
                 return Some(match_pat(tail, b, p, binds).is_some());
             }
-            Some(rest_of_list(tail, els.len(), n, pos..end, binds))
+            Some(rest_of_list(tail, els.len(), n, b, pos..end, binds))
         }
         _ => Some(false),
     }
@@ -529,18 +537,33 @@ fn rest_of_list(
     tail: &Pat,
     taken: usize,
     len: usize,
+    b: &[u8],
     list: Range<usize>,
     binds: &mut Bindings,
 ) -> bool {
     match tail {
         Pat::Any => true,
         Pat::Nil => taken == len,
-        Pat::Var(i) => match binds.get(*i) {
+        Pat::Var(i) => match binds.get(*i).cloned() {
             Some(None) => {
                 binds[*i] = Some(Bound::ListTail(list, taken));
                 true
             }
-            _ => false,
+            // A repeated variable: the tail must be the same list as what it is bound to.
+            Some(Some(bound)) => {
+                let Some(tail) = b.get(list).and_then(|l| tail_term(l, taken)) else {
+                    return false;
+                };
+                match bound {
+                    Bound::Term(r) => b.get(r).is_some_and(|t| equal(t, &tail, true)),
+                    Bound::ListTail(r, n) => b
+                        .get(r)
+                        .and_then(|l| tail_term(l, n))
+                        .is_some_and(|t| equal(&t, &tail, true)),
+                    Bound::Int(_) | Bound::BinaryRest(..) => false,
+                }
+            }
+            None => false,
         },
         _ => false,
     }
@@ -769,7 +792,9 @@ fn guard(g: &Guard, b: &[u8], binds: &Bindings) -> Option<bool> {
                         },
                     };
                     match (op, ord) {
-                        (_, None) => false,
+                        // An order this matcher does not compute (two lists, two tuples):
+                        // the guard is not decided, and the event not matched.
+                        (_, None) => return None,
                         (CmpOp::Lt, Some(o)) => o == Ordering::Less,
                         (CmpOp::Le, Some(o)) => o != Ordering::Greater,
                         (CmpOp::Gt, Some(o)) => o == Ordering::Greater,
@@ -1140,6 +1165,45 @@ mod tests {
         let improper = [108, 0, 0, 0, 2, 97, 7, 97, 1, 97, 9]; // [7, 1 | 9]
         let one_nine = Pat::List(vec![Pat::Int(1)], Box::new(Pat::Int(9)));
         assert!(tail_is(CmpOp::Eq, one_nine).run(&improper).is_some());
+    }
+
+    #[test]
+    fn a_repeated_variable_on_list_tails_compares_the_lists() {
+        let tail = |v| Pat::List(vec![Pat::Any], Box::new(Pat::Var(v)));
+        let l = |els: &[Vec<u8>]| {
+            let mut v = vec![108, 0, 0, 0, els.len() as u8];
+            els.iter().for_each(|e| v.extend_from_slice(e));
+            v.push(106);
+            v
+        };
+        // {[_ | t], t} and {[_ | t], [_ | t]}, as Elixir matches them.
+        let then_whole = m(Pat::Tuple(vec![tail(0), Pat::Var(0)]), Guard::True, 1);
+        assert!(then_whole
+            .run(&tuple(&[l(&[int(1), int(2)]), l(&[int(2)])]))
+            .is_some());
+        assert!(then_whole
+            .run(&tuple(&[l(&[int(1), int(2)]), l(&[int(3)])]))
+            .is_none());
+        let both = m(Pat::Tuple(vec![tail(0), tail(0)]), Guard::True, 1);
+        assert!(both
+            .run(&tuple(&[l(&[int(1), int(2)]), l(&[int(9), int(2)])]))
+            .is_some());
+        assert!(both
+            .run(&tuple(&[l(&[int(1), int(2)]), l(&[int(9), int(3)])]))
+            .is_none());
+        let whole_then = m(Pat::Tuple(vec![Pat::Var(0), tail(0)]), Guard::True, 1);
+        assert!(whole_then
+            .run(&tuple(&[l(&[int(2)]), l(&[int(1), int(2)])]))
+            .is_some());
+        // An order it does not compute decides nothing, even under `not`.
+        let lt = Guard::Cmp(
+            CmpOp::Lt,
+            Operand::Var(0),
+            Operand::Lit(Pat::List(vec![Pat::Int(3)], Box::new(Pat::Nil))),
+        );
+        let list = l(&[int(1), int(2)]);
+        assert!(m(tail(0), lt.clone(), 1).run(&list).is_none());
+        assert!(m(tail(0), Guard::Not(Box::new(lt)), 1).run(&list).is_none());
     }
 
     #[test]

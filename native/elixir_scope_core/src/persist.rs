@@ -10,7 +10,7 @@
 //! self-contained (its own symbols, clock and state payloads), so retention can delete any prefix
 //! of segments.
 
-use crate::event::{flags, Header, Kind, PidKey, Seq};
+use crate::event::{flags, EventRef, Header, Kind, PidKey, Seq};
 use crate::footer::{Footer, FooterBuilder};
 use crate::hash::{WordHasher, WordMap};
 use crate::segment::{self, Record};
@@ -602,6 +602,7 @@ impl Loading {
             // Segments are in time order: the rest is after the window.
             self.loader.report.skipped += self.files[self.next..]
                 .iter()
+                .filter(|(_, m)| m.first_seq != 0)
                 .map(|(_, m)| (m.last_seq + 1).saturating_sub(m.first_seq))
                 .sum::<u64>();
             self.next = self.files.len();
@@ -645,8 +646,9 @@ impl Loading {
     }
 
     /// A sealed segment wholly before the window: only each process's last state is needed,
-    /// and its footer says where those are. Reads the footer and those frames; false when the
-    /// footer is not there or not believable (the segment is then read through).
+    /// and its footer says where those are. Reads the footer and those frames, checks them all,
+    /// then takes them; false (nothing taken) when anything is missing or not believable: the
+    /// segment is then read through.
     fn carry_from_footer(
         &mut self,
         dir: &Path,
@@ -656,21 +658,57 @@ impl Loading {
         let Some(footer) = read_footer(dir, meta, meta.footer_at, &mut self.buf) else {
             return Ok(false);
         };
+        let since = self.loader.window.since.unwrap_or(i64::MIN);
+        let Some(last_states) = footer.last_states.as_ref() else {
+            return Ok(false);
+        };
         let believable = footer.plausible(meta.first_seq, meta.last_seq)
-            && footer
-                .last_states
-                .iter()
-                .all(|(_, o, _)| *o < meta.footer_at);
+            && footer.last_ts < since
+            && last_states.iter().all(|(_, o, _)| *o < meta.footer_at);
         if !believable {
             return Ok(false);
         }
-        if meta.archived {
-            segments::read_segment_into(dir, meta, &mut self.buf)?;
-        }
+        // `read_footer` left an archived segment's decompressed bytes in `buf`.
         let mut file = (!meta.archived)
             .then(|| std::fs::File::open(dir.join(&meta.file)))
             .transpose()?;
-        let mut scratch = Vec::new();
+        let size = std::fs::metadata(dir.join(&meta.file))?.len();
+        let range = footer.first_seq..=footer.last_seq;
+        // The state event of `pid` a frame holds, if it holds one of this segment.
+        fn state_of<'r>(
+            r: Option<Record<'r>>,
+            pid: u64,
+            range: &std::ops::RangeInclusive<u64>,
+        ) -> Option<EventRef<'r>> {
+            r.and_then(|r| r.as_event())
+                .filter(|e| e.header.kind == Kind::State as u8 && e.header.pid == pid)
+                .filter(|e| range.contains(&e.seq))
+        }
+        // Each process's last state, its payload where it is: all read and checked first.
+        let mut states = Vec::with_capacity(last_states.len());
+        let mut copied = 0u64;
+        let (mut frame, mut payload_frame) = (Vec::new(), Vec::new());
+        for &(pid, at, payload_at) in last_states {
+            let read = frame_bytes(file.as_mut(), &self.buf, at, &mut frame);
+            let Some(ev) = state_of(read, pid, &range) else {
+                return Ok(false);
+            };
+            let payload = if payload_at == at {
+                ev.payload.to_vec()
+            } else {
+                let from = frame_bytes(file.as_mut(), &self.buf, payload_at, &mut payload_frame);
+                match state_of(from, pid, &range) {
+                    Some(p) if !p.payload.is_empty() => p.payload.to_vec(),
+                    _ => return Ok(false),
+                }
+            };
+            // A crafted footer pointing many states at one big payload is not believed.
+            copied += payload.len() as u64;
+            if copied > size {
+                return Ok(false);
+            }
+            states.push((ev.seq, ev.header, payload));
+        }
         let loader = &mut self.loader;
         if let Some((monotonic, system, run)) = footer.clock {
             loader.take(
@@ -692,28 +730,12 @@ impl Loading {
             },
             map,
         );
-        let mut states = 0;
-        for &(_, at, payload_at) in &footer.last_states {
-            let payload = if payload_at == at {
-                None
-            } else {
-                frame_bytes(file.as_mut(), &self.buf, payload_at, &mut scratch)
-                    .and_then(|r| r.as_event().map(|e| e.payload.to_vec()))
-            };
-            let mut last = Vec::new();
-            let Some(ev) =
-                frame_bytes(file.as_mut(), &self.buf, at, &mut last).and_then(|r| r.as_event())
-            else {
-                return Ok(false);
-            };
-            let payload = payload.as_deref().unwrap_or(ev.payload);
-            let mut h = ev.header;
-            h.flags &= !flags::STATE_UNCHANGED;
-            loader.outside(ev.seq, h, payload, true);
-            states += 1;
+        let carried = states.len() as u64;
+        for (seq, h, payload) in states {
+            loader.outside(seq, h, &payload, true);
         }
-        // Every other event of the segment is outside the window too.
-        loader.report.skipped += footer.events - states;
+        // `outside` counted the states; every other event of the segment is skipped too.
+        loader.report.skipped += footer.events - carried;
         loader.report.from_footers += 1;
         loader.last_seq = Some(footer.last_seq);
         Ok(true)
@@ -841,6 +863,8 @@ impl Loader {
         h.pid = self.key(h.pid).unwrap_or(0);
         h.module = self.key(h.module).unwrap_or(0);
         h.function = self.key(h.function).unwrap_or(0);
+        // States name no peer; a crafted one is not carried into the store.
+        h.peer = 0;
         let shared = h.flags & flags::STATE_UNCHANGED != 0 && payload.is_empty();
         // The first state of its process in the loaded store: nothing to share with.
         h.flags &= !flags::STATE_UNCHANGED;
@@ -911,8 +935,10 @@ impl Loader {
         } else {
             h.peer = self.key(h.peer).unwrap_or(0);
         }
+        if self.report.first_seq == 0 {
+            self.report.first_seq = seq;
+        }
         match self.last_seq {
-            None if self.report.first_seq == 0 => self.report.first_seq = seq,
             Some(prev) if seq > prev => self.report.gaps += seq - prev - 1,
             _ => {}
         }
