@@ -196,3 +196,23 @@ R.section("Variable tracking: Demo.Pricing.total/2, line by line")
 IO.puts(Query.source_view({Demo.Pricing, :total, 2}))
 
 ElixirScope.stop()
+
+R.section("The trace on disk: saved, summarized, opened again")
+
+dir =
+  Path.join(System.tmp_dir!(), "elixir_scope_demo_trace_#{System.unique_integer([:positive])}")
+
+{:ok, saved} = ElixirScope.save(dir)
+{:ok, summary} = ElixirScope.Persist.summary(dir)
+
+IO.puts(
+  "  saved #{saved} events to #{dir}: #{summary.segments} segment(s), #{summary.bytes} bytes"
+)
+
+IO.puts("  by kind (from the segment's footer): #{inspect(Enum.sort(summary.kinds))}")
+{:ok, disk} = ElixirScope.open(dir)
+{:ok, again} = Query.state_at(counter, between_increments, store: disk)
+IO.puts("  opened: the counter between the two increments, read from disk: #{inspect(again)}")
+{:ok, crash_again} = Query.why_crashed(old_worker, store: disk)
+IO.puts("  and why the worker crashed, again: #{inspect(crash_again.exception)}")
+File.rm_rf!(dir)
