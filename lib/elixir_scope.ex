@@ -209,14 +209,18 @@ defmodule ElixirScope do
   only its current store). Writes what is pending first. It reads the whole trace, so it takes
   about as long as `open/2` of the directory.
 
+  Takes the options of `open/2` but `:default`: `since:` opens only the recent past, faster.
+
   Returns `{:error, :not_persisted}` for a capture without `persist:` (or whose writing
   stopped on an error), `{:error, :not_running}` with no capture.
   """
-  @spec open_persisted() :: {:ok, Store.t()} | {:error, term()}
-  def open_persisted do
+  @spec open_persisted(keyword()) :: {:ok, Store.t()} | {:error, term()}
+  def open_persisted(opts \\ []) do
+    opts = Options.validate!(opts, progress: nil, since: nil, until: nil)
+
     case Process.whereis(Server) && safe_call(Process.whereis(Server), :flush) do
       nil -> {:error, :not_running}
-      {:ok, dir} -> ElixirScope.Persist.open(dir)
+      {:ok, dir} -> ElixirScope.Persist.open(dir, opts)
       {:error, _} = e -> e
       :none -> {:error, :not_persisted}
     end

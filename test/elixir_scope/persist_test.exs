@@ -463,6 +463,14 @@ defmodule ElixirScope.PersistCaptureTest do
     whole = Query.state_timeline(c, store: all)
     assert List.last(whole).data.count == 1200
     assert Enum.take(whole, -length(live)) |> Enum.map(& &1.data) == Enum.map(live, & &1.data)
+    # Only the recent past: the state at its start, then the last call's, whatever store they
+    # were in.
+    last_call = List.last(whole).ts
+    {:ok, recent} = ElixirScope.open_persisted(since: last_call - 1)
+
+    assert [%{data: %{count: 1199}}, %{data: %{count: 1200}}] =
+             Query.state_timeline(c, store: recent)
+
     generations = ElixirScope.status().generation
     :ok = ElixirScope.stop()
     assert {:error, :not_running} = ElixirScope.open_persisted()
