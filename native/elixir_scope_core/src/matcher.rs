@@ -354,13 +354,7 @@ fn match_pat(p: &Pat, b: &[u8], pos: usize, binds: &mut Bindings) -> Option<usiz
                 binds[*i] = Some(Bound::Term(pos..end));
                 true
             }
-            Some(Bound::Term(r)) => equal(&b[r], &b[pos..end], true),
-            Some(Bound::Int(v)) => number(b, pos) == Some(Num::Int(v)),
-            Some(bound @ Bound::BinaryRest(..)) => {
-                binary(b, pos).is_some() && binary(b, pos) == bound_binary(b, &bound)
-            }
-            // A repeated variable first bound to a list's tail: the same list.
-            Some(Bound::ListTail(r, n)) => equal(&tail_term(b.get(r)?, n)?, &b[pos..end], true),
+            Some(bound) => bound_is(b, &bound, &b[pos..end]),
         },
         Pat::Atom(name) => etf::atom_is(b, pos, name),
         Pat::Int(v) => number(b, pos) == Some(Num::Int(*v)),
@@ -491,8 +485,7 @@ fn match_list(
                             binds[*i] = Some(Bound::Int(byte as i128));
                             true
                         }
-                        Some(Bound::Int(v)) => *v == byte as i128,
-                        Some(_) => false,
+                        Some(bound) => bound_is(b, bound, &[97, byte]),
                     },
                     _ => false,
                 };
@@ -550,22 +543,27 @@ fn rest_of_list(
                 true
             }
             // A repeated variable: the tail must be the same list as what it is bound to.
-            Some(Some(bound)) => {
-                let Some(tail) = b.get(list).and_then(|l| tail_term(l, taken)) else {
-                    return false;
-                };
-                match bound {
-                    Bound::Term(r) => b.get(r).is_some_and(|t| equal(t, &tail, true)),
-                    Bound::ListTail(r, n) => b
-                        .get(r)
-                        .and_then(|l| tail_term(l, n))
-                        .is_some_and(|t| equal(&t, &tail, true)),
-                    Bound::Int(_) | Bound::BinaryRest(..) => false,
-                }
-            }
+            Some(Some(bound)) => b
+                .get(list)
+                .and_then(|l| tail_term(l, taken))
+                .is_some_and(|tail| bound_is(b, &bound, &tail)),
             None => false,
         },
         _ => false,
+    }
+}
+
+/// Whether the variable bound as `bound` (in `b`) holds exactly `term` (a whole encoding), as
+/// a repeated variable must: whatever way each occurrence was bound.
+fn bound_is(b: &[u8], bound: &Bound, term: &[u8]) -> bool {
+    match bound {
+        Bound::Term(r) => b.get(r.clone()).is_some_and(|x| equal(x, term, true)),
+        Bound::Int(v) => number(term, 0) == Some(Num::Int(*v)),
+        Bound::BinaryRest(..) => binary(term, 0).is_some_and(|x| bound_binary(b, bound) == Some(x)),
+        Bound::ListTail(r, n) => b
+            .get(r.clone())
+            .and_then(|l| tail_term(l, *n))
+            .is_some_and(|t| equal(&t, term, true)),
     }
 }
 
@@ -1137,6 +1135,17 @@ mod tests {
         let matcher = m(Pat::Tuple(vec![Pat::Var(0), Pat::Var(0)]), Guard::True, 1);
         assert!(matcher.run(&tuple(&[int(1), int(1)])).is_some());
         assert!(matcher.run(&tuple(&[int(1), int(2)])).is_none());
+        // {x, [x]} against {104, ~c"h"}: the charlist's element is the same integer.
+        let in_charlist = m(
+            Pat::Tuple(vec![
+                Pat::Var(0),
+                Pat::List(vec![Pat::Var(0)], Box::new(Pat::Nil)),
+            ]),
+            Guard::True,
+            1,
+        );
+        assert!(in_charlist.run(&tuple(&[int(104), vec![107, 0, 1, 104]])).is_some());
+        assert!(in_charlist.run(&tuple(&[int(105), vec![107, 0, 1, 104]])).is_none());
     }
 
     #[test]
