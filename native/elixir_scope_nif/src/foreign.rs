@@ -17,11 +17,11 @@
 //! references, even of a node this VM knows: a pid `<0.85.0>` of another run is not this VM's
 //! `<0.85.0>` (see [`run_token`]).
 
-use crate::terms::binary_to_term;
+use crate::terms::{binary_term, binary_to_term};
 use elixir_scope_core::etf::{self, atom_name, skip};
 use elixir_scope_core::persist::Symbols;
 use parking_lot::Mutex;
-use rustler::{Atom, Encoder, Env, NewBinary, Term};
+use rustler::{Atom, Encoder, Env, Term};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Nodes given a stand-in atom at most; beyond, their terms become descriptions.
@@ -130,12 +130,6 @@ pub fn node_atom(env: Env<'_>, i: usize) -> Option<Atom> {
         .flatten()
 }
 
-fn binary<'a>(env: Env<'a>, bytes: &[u8]) -> Term<'a> {
-    let mut out = NewBinary::new(env, bytes.len());
-    out.as_mut_slice().copy_from_slice(bytes);
-    out.into()
-}
-
 /// The term at `pos` of `b` (ETF without version byte) and where it ends.
 fn rebuild<'a>(cx: &Cx<'a, '_>, b: &[u8], pos: usize, depth: usize) -> Option<(Term<'a>, usize)> {
     let env = cx.env;
@@ -204,7 +198,7 @@ fn leaf<'a>(cx: &Cx<'a, '_>, b: &[u8], pos: usize, end: usize) -> Term<'a> {
     }
     let node = || node_name(b, pos + 1);
     let text = match b[pos] {
-        100 | 115 | 118 | 119 => return binary(env, &atom_bytes(b, pos)),
+        100 | 115 | 118 | 119 => return binary_term(env, &atom_bytes(b, pos)),
         88 | 103 => {
             let after = etf::skip(b, pos + 1).unwrap_or(end);
             let id = etf::u32_at(b, after).unwrap_or(0);
@@ -216,7 +210,7 @@ fn leaf<'a>(cx: &Cx<'a, '_>, b: &[u8], pos: usize, end: usize) -> Term<'a> {
         90 | 114 => format!("#Reference<{}>", node_name(b, pos + 3)),
         112 | 113 => "#Fun<unknown>".to_string(),
         // Anything else holds no atom and decodes; a malformed leaf keeps its bytes.
-        _ => return binary(env, &one),
+        _ => return binary_term(env, &one),
     };
     text.encode(env)
 }

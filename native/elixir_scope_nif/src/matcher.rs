@@ -12,7 +12,7 @@ use elixir_scope_core::matcher::{
 use elixir_scope_core::query::Filter;
 use elixir_scope_core::store::Store;
 use elixir_scope_core::{etf, index, query};
-use rustler::{Atom, Binary, Encoder, Env, NewBinary, NifResult, Term};
+use rustler::{Atom, Binary, Encoder, Env, NifResult, Term};
 
 fn bad() -> rustler::Error {
     rustler::Error::BadArg
@@ -174,9 +174,7 @@ fn bound_term<'a>(
         Bound::BinaryRest(r, n) => {
             let bin: Binary = decode(data.get(r.clone())?)?.decode().ok()?;
             let rest = bin.as_slice().get(*n..)?;
-            let mut out = NewBinary::new(env, rest.len());
-            out.as_mut_slice().copy_from_slice(rest);
-            Some(out.into())
+            Some(crate::terms::binary_term(env, rest))
         }
     }
 }

@@ -6,7 +6,7 @@ use crate::terms::{atom_key, is_nil, key_term, pid_arg};
 use elixir_scope_core::event::{EventRef, Kind, KindMask};
 use elixir_scope_core::query::{self, Filter};
 use elixir_scope_core::store::Store;
-use rustler::{Encoder, Env, NewBinary, NifResult, Term};
+use rustler::{Encoder, Env, NifResult, Term};
 
 fn pid_keys(store: &Store, list: Term) -> NifResult<Vec<u64>> {
     list.decode::<Vec<Term>>()?
@@ -148,9 +148,7 @@ pub(crate) fn encode_event<'a>(env: Env<'a>, store: &Store, ev: &EventRef) -> Te
         flags_out |= DECODED;
         t
     } else {
-        let mut bin = NewBinary::new(env, ev.payload.len());
-        bin.as_mut_slice().copy_from_slice(ev.payload);
-        Term::from(bin)
+        crate::terms::binary_term(env, ev.payload)
     };
     // A variable binding's peer is the seq of its call's entry event, not a process.
     let peer = if h.kind == Kind::Var as u8 {

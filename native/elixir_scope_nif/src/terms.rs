@@ -123,6 +123,13 @@ pub fn key_etf(env: Env<'_>, store: &Store, key: u64) -> Option<Vec<u8>> {
     immediate.then(|| immediate_term(env, key).to_binary().as_slice().to_vec())
 }
 
+/// A new binary term holding a copy of `bytes`.
+pub fn binary_term<'a>(env: Env<'a>, bytes: &[u8]) -> Term<'a> {
+    let mut out = rustler::NewBinary::new(env, bytes.len());
+    out.as_mut_slice().copy_from_slice(bytes);
+    out.into()
+}
+
 /// `binary_to_term(bytes, [:safe])` in `env` (no atom is created), when `bytes` (version byte
 /// included) hold exactly one term.
 pub fn binary_to_term<'a>(env: Env<'a>, bytes: &[u8]) -> Option<Term<'a>> {
