@@ -87,9 +87,6 @@ defmodule ElixirScope.Persist do
   @flush_chunk 100_000
 
   @doc false
-  def defaults, do: @defaults
-
-  @doc false
   # The validated `persist:` options.
   @spec options!(keyword()) :: map()
   def options!(opts) do
@@ -167,14 +164,14 @@ defmodule ElixirScope.Persist do
   end
 
   @doc false
-  # Writes every event stored so far; answers the next seq to write.
-  @spec flush(Store.t()) :: {:ok, pos_integer()} | :none | {:error, String.t()}
+  # Writes every event stored so far; answers how many events the trace holds on disk.
+  @spec flush(Store.t()) :: {:ok, non_neg_integer()} | :none | {:error, String.t()}
   def flush(store) do
     {mono, sys} = clock()
 
     case Native.persist_flush(Store.ref(store), @flush_chunk, mono, sys) do
-      {:ok, @flush_chunk, _next} -> flush(store)
-      {:ok, _n, next} -> {:ok, next}
+      {:ok, @flush_chunk, _on_disk} -> flush(store)
+      {:ok, _n, on_disk} -> {:ok, on_disk}
       other -> other
     end
   end
@@ -236,7 +233,7 @@ defmodule ElixirScope.Persist do
     path = Path.expand(path)
 
     with {:ok, since, until} <- window(path, opts[:since], opts[:until]),
-         {:ok, loading, _segments, total} <- Native.load_begin(path, since, until),
+         {:ok, loading, total} <- Native.load_begin(path, since, until),
          :ok <- run_steps(fn -> Native.load_step(loading) end, total, progress),
          {:ok, ref, report} <- Native.load_finish(loading) do
       offset =

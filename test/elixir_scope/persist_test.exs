@@ -571,8 +571,8 @@ defmodule ElixirScope.PersistCrashTest do
     send(pid, {:noise, i, String.duplicate("x", rem(i, 300))})
 
     if rem(i, 50) == 0 do
-      {:ok, next} = ElixirScope.Persist.flush(store)
-      IO.puts("flushed \#{next}")
+      {:ok, on_disk} = ElixirScope.Persist.flush(store)
+      IO.puts("flushed \#{on_disk}")
     end
   end)
   """
@@ -586,14 +586,14 @@ defmodule ElixirScope.PersistCrashTest do
     for mode <- ["plain", "archive", "retain"] do
       dir = temp_path("escope-crash-#{mode}")
       written = run_and_kill(script, [dir, mode], 200 + :rand.uniform(1_200))
-      assert written > 1, "the child wrote nothing before it was killed"
+      assert written > 0, "the child wrote nothing before it was killed"
 
       {:ok, store} = ElixirScope.open(dir)
       info = Persist.info(store)
       assert info.gaps == 0
       if mode != "retain", do: assert(info.first_seq == 1)
       last_seq = info.first_seq + info.events - 1
-      assert last_seq >= written - 1, "events up to #{last_seq}, #{written - 1} were flushed"
+      assert last_seq >= written, "events up to #{last_seq}, #{written} were flushed"
       assert info.torn in [[], [info |> last_segment()]]
 
       # Every event decodes, and the counter's states count up by one, call by call.
@@ -624,7 +624,7 @@ defmodule ElixirScope.PersistCrashTest do
     do: info.path |> Path.join("*.seg") |> Path.wildcard() |> Enum.max() |> Path.basename()
 
   # Runs the script until `ms` after its first flush, kills it with SIGKILL, and returns the
-  # highest `next_seq` it reported as flushed.
+  # most events it reported on disk.
   defp run_and_kill(script, args, ms) do
     ebin = :code.lib_dir(:elixir_scope, :ebin) |> to_string()
 

@@ -1144,8 +1144,12 @@ mod tests {
             Guard::True,
             1,
         );
-        assert!(in_charlist.run(&tuple(&[int(104), vec![107, 0, 1, 104]])).is_some());
-        assert!(in_charlist.run(&tuple(&[int(105), vec![107, 0, 1, 104]])).is_none());
+        assert!(in_charlist
+            .run(&tuple(&[int(104), vec![107, 0, 1, 104]]))
+            .is_some());
+        assert!(in_charlist
+            .run(&tuple(&[int(105), vec![107, 0, 1, 104]]))
+            .is_none());
     }
 
     #[test]

@@ -122,8 +122,6 @@ pub struct Writer {
     stats: Option<(u64, u64)>,
     /// The current segment's footer.
     footer: FooterBuilder,
-    /// Seqs that were never published (their writer failed to get memory), skipped.
-    holes: u64,
     /// The first write error: the segment may end in a partial frame, so nothing more is
     /// written.
     failed: Option<io::Error>,
@@ -168,7 +166,6 @@ impl Writer {
             fresh: true,
             stats: None,
             footer: FooterBuilder::default(),
-            holes: 0,
             failed: None,
             base: 0,
             stats_base: (0, 0),
@@ -209,8 +206,8 @@ impl Writer {
         let mut written = 0;
         while self.next <= last {
             let Some(ev) = log.get(self.next) else {
+                // A seq whose writer got no memory never appears (the log counted it dropped).
                 if log.is_hole(self.next) {
-                    self.holes += 1;
                     self.next += 1;
                     continue;
                 }
@@ -303,12 +300,11 @@ impl Writer {
     /// `store` not written (still unpublished) are counted as dropped; holes already were.
     pub fn continue_with(&mut self, store: &Store) {
         let s = store.stats();
-        let written = self.next - 1;
         let log = store.log();
         let lost = (self.next..=log.last_seq())
             .filter(|&seq| !log.is_hole(seq))
             .count() as u64;
-        self.base += written;
+        self.base = self.on_disk();
         self.next = 1;
         self.stats_base.0 += s.dropped + lost;
         self.stats_base.1 += s.truncated;
@@ -358,9 +354,9 @@ impl Writer {
         self.base
     }
 
-    /// Seqs skipped because they were never published.
-    pub fn holes(&self) -> u64 {
-        self.holes
+    /// Events on disk: the stores' before, and the current one's up to `next_seq`.
+    pub fn on_disk(&self) -> u64 {
+        self.base + self.next - 1
     }
 
     /// The directory's manifest as it stands.
@@ -749,11 +745,6 @@ impl Loading {
     /// Bytes of all the segments.
     pub fn bytes_total(&self) -> u64 {
         self.total
-    }
-
-    /// The segments loaded so far and in all.
-    pub fn segments(&self) -> (usize, usize) {
-        (self.next, self.files.len())
     }
 
     /// The read-only store of what was loaded.

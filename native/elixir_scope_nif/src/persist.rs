@@ -60,7 +60,7 @@ fn persist_start<'a>(
 }
 
 /// `persist_flush(store, max, monotonic, system)`: writes up to `max` new events. Answers
-/// `{:ok, written, next_seq}`, or `:none` when the store is not persisted.
+/// `{:ok, written, events_on_disk}`, or `:none` when the store is not persisted.
 #[rustler::nif(schedule = "DirtyIo")]
 fn persist_flush<'a>(
     env: Env<'a>,
@@ -78,8 +78,8 @@ fn persist_flush<'a>(
     Ok(
         match writer.flush(store, clock, &mut symbols(env, store), max) {
             Ok(n) => {
-                store.set_persisted(writer.base() + writer.next_seq() - 1);
-                (atoms::ok(), n, writer.next_seq()).encode(env)
+                store.set_persisted(writer.on_disk());
+                (atoms::ok(), n, writer.on_disk()).encode(env)
             }
             Err(e) => error(env, e),
         },
@@ -101,7 +101,7 @@ fn persist_finish<'a>(
     };
     let clock = clock_of(store, monotonic, system);
     let result = writer.flush_all(store, clock, &mut symbols(env, store));
-    let written = writer.base() + writer.next_seq() - 1;
+    let written = writer.on_disk();
     store.set_persisted(written);
     Ok(match result.and_then(|()| writer.finish()) {
         Ok(_) => (atoms::ok(), written).encode(env),
@@ -174,7 +174,7 @@ pub struct LoadingResource(Mutex<Option<Loading>>);
 #[rustler::resource_impl]
 impl rustler::Resource for LoadingResource {}
 
-/// `load_begin(path, since, until)`: `{:ok, loading, segments, bytes}`. `since` and `until`
+/// `load_begin(path, since, until)`: `{:ok, loading, bytes}`. `since` and `until`
 /// (monotonic nanoseconds of the capture, or `nil`) bound the events loaded.
 #[rustler::nif(schedule = "DirtyIo")]
 fn load_begin<'a>(
@@ -189,10 +189,9 @@ fn load_begin<'a>(
     };
     Ok(match Loading::window(Path::new(&path), window) {
         Ok(l) => {
-            let (_, segments) = l.segments();
             let bytes = l.bytes_total();
             let res = ResourceArc::new(LoadingResource(Mutex::new(Some(l))));
-            (atoms::ok(), res, segments, bytes).encode(env)
+            (atoms::ok(), res, bytes).encode(env)
         }
         Err(e) => error(env, e),
     })
