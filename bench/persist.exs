@@ -40,11 +40,6 @@ du = fn path ->
     else: File.stat!(path).size
 end
 
-timed = fn f ->
-  {us, extra} = :timer.tc(f)
-  {us, extra}
-end
-
 disk_log_write = fn path ->
   {:ok, log} = :disk_log.open(name: make_ref(), file: to_charlist(path), type: :halt)
   Enum.each(chunks, &(:ok = :disk_log.log_terms(log, &1)))
@@ -111,19 +106,19 @@ picks = Enum.take_random(servers, 20)
 
 variants = [
   {"write: ElixirScope save",
-   fn -> timed.(fn -> Persist.save(store, next_path.("escope")) end) end},
-  {"write: :disk_log", fn -> timed.(fn -> disk_log_write.(next_path.("disk_log")) end) end},
-  {"open: ElixirScope", fn -> timed.(fn -> ElixirScope.open(es_path) end) end},
-  {"open: :disk_log chunk/2", fn -> timed.(fn -> length(disk_log_read.(dl_path)) end) end},
-  {"summary: ElixirScope (footers)", fn -> timed.(fn -> Persist.summary(es_path) end) end},
+   fn -> :timer.tc(fn -> Persist.save(store, next_path.("escope")) end) end},
+  {"write: :disk_log", fn -> :timer.tc(fn -> disk_log_write.(next_path.("disk_log")) end) end},
+  {"open: ElixirScope", fn -> :timer.tc(fn -> ElixirScope.open(es_path) end) end},
+  {"open: :disk_log chunk/2", fn -> :timer.tc(fn -> length(disk_log_read.(dl_path)) end) end},
+  {"summary: ElixirScope (footers)", fn -> :timer.tc(fn -> Persist.summary(es_path) end) end},
   {"summary: :disk_log (read, count by kind)",
    fn ->
-     timed.(fn -> disk_log_read.(dl_path) |> Enum.frequencies_by(&elem(&1, 2)) end)
+     :timer.tc(fn -> disk_log_read.(dl_path) |> Enum.frequencies_by(&elem(&1, 2)) end)
    end},
   {"state_at: ElixirScope (opened)",
-   fn -> timed.(fn -> for p <- picks, do: Query.state_at(p, mid, store: opened) end) end},
+   fn -> :timer.tc(fn -> for p <- picks, do: Query.state_at(p, mid, store: opened) end) end},
   {"state_at: scan of :disk_log terms",
-   fn -> timed.(fn -> for p <- picks, do: scan_state_at.(dl_all, p, mid) end) end}
+   fn -> :timer.tc(fn -> for p <- picks, do: scan_state_at.(dl_all, p, mid) end) end}
 ]
 
 results = Harness.run(variants, rounds)

@@ -6,7 +6,7 @@
 //! the old or the new one; on open, the last segment's torn tail is cut away and its range
 //! rebuilt from its frames.
 
-use crate::segment::{self, Record, SegmentWriter};
+use crate::segment::{self, Extent, Record, SegmentWriter};
 use serde::{Deserialize, Serialize};
 use std::io;
 use std::path::{Path, PathBuf};
@@ -161,8 +161,7 @@ impl Segments {
             Some(last) if !last.sealed => {
                 let (writer, extent) = SegmentWriter::recover(&dir.join(&last.file))?;
                 if extent.first_seq != 0 {
-                    (last.first_seq, last.first_ts) = (extent.first_seq, extent.first_ts);
-                    (last.last_seq, last.last_ts) = (extent.last_seq, extent.last_ts);
+                    last.set_range(&extent);
                 }
                 last.bytes = writer.len();
                 writer
@@ -200,7 +199,9 @@ impl Segments {
     pub fn push(&mut self, record: &Record) -> io::Result<()> {
         let bytes = self.current.append(record)?;
         let meta = self.current_meta();
-        update_range(meta, record);
+        let mut range = meta.range();
+        range.add(record);
+        meta.set_range(&range);
         meta.bytes = bytes;
         Ok(())
     }
@@ -360,14 +361,21 @@ fn new_segment(dir: &Path, manifest: &mut Manifest) -> io::Result<SegmentWriter>
     Ok(writer)
 }
 
-fn update_range(meta: &mut SegmentMeta, record: &Record) {
-    if let Record::Event { seq, ts, .. } = *record {
-        if meta.first_seq == 0 {
-            meta.first_seq = seq;
-            meta.first_ts = ts;
+impl SegmentMeta {
+    /// The seqs and times its events span, as an [`Extent`] (to widen with [`Extent::add`]).
+    fn range(&self) -> Extent {
+        Extent {
+            first_seq: self.first_seq,
+            last_seq: self.last_seq,
+            first_ts: self.first_ts,
+            last_ts: self.last_ts,
+            ..Extent::default()
         }
-        meta.last_seq = seq;
-        meta.last_ts = ts;
+    }
+
+    fn set_range(&mut self, e: &Extent) {
+        (self.first_seq, self.first_ts) = (e.first_seq, e.first_ts);
+        (self.last_seq, self.last_ts) = (e.last_seq, e.last_ts);
     }
 }
 
