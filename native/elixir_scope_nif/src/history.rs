@@ -6,10 +6,11 @@ use crate::query::{encode_event, encode_events};
 use crate::store::store_of;
 use crate::terms::{atom_key, is_nil, key_term, local_pid_key, pid_arg, raw};
 use crate::tracer::{record, Payload};
+use elixir_scope_core::event::PidKey;
 use elixir_scope_core::event::{Header, Kind};
 use elixir_scope_core::history::{self, Callbacks};
 use elixir_scope_core::index::At;
-use elixir_scope_core::store::StateKind;
+use elixir_scope_core::store::{StateKind, Store};
 use rustler::sys::{enif_monotonic_time, ErlNifTimeUnit};
 use rustler::{Atom, Encoder, Env, NifResult, Term};
 
@@ -23,6 +24,16 @@ fn at_of(t: Term) -> NifResult<At> {
     } else {
         Err(rustler::Error::BadArg)
     }
+}
+
+/// The store, a pid argument and a time: what the per-process history NIFs start from.
+fn store_pid_at<'a>(
+    store: Term<'a>,
+    pid: Term<'a>,
+    at: Term<'a>,
+) -> NifResult<(&'a Store, PidKey, At)> {
+    let store = store_of(store)?;
+    Ok((store, pid_arg(store, pid)?, at_of(at)?))
 }
 
 fn opt_at(t: Term) -> NifResult<Option<At>> {
@@ -116,8 +127,7 @@ fn query_state_at<'a>(
     pid: Term<'a>,
     at: Term<'a>,
 ) -> NifResult<Term<'a>> {
-    let store = store_of(store)?;
-    let (pid, at) = (pid_arg(store, pid)?, at_of(at)?);
+    let (store, pid, at) = store_pid_at(store, pid, at)?;
     let idx = store.index();
     Ok(history::state_at(store.log(), &idx, pid, at)
         .map_or(atoms::nil().encode(env), |e| encode_event(env, store, &e)))
@@ -148,8 +158,7 @@ fn query_pending<'a>(
     pid: Term<'a>,
     at: Term<'a>,
 ) -> NifResult<Term<'a>> {
-    let store = store_of(store)?;
-    let (pid, at) = (pid_arg(store, pid)?, at_of(at)?);
+    let (store, pid, at) = store_pid_at(store, pid, at)?;
     let idx = store.index();
     let is_statem = |m| store.state_module_kind(m) == Some(StateKind::GenStatem);
     let p = history::pending_at(store.log(), &idx, pid, at, &callbacks(&is_statem));
@@ -164,8 +173,7 @@ fn query_call_stack<'a>(
     pid: Term<'a>,
     at: Term<'a>,
 ) -> NifResult<Term<'a>> {
-    let store = store_of(store)?;
-    let (pid, at) = (pid_arg(store, pid)?, at_of(at)?);
+    let (store, pid, at) = store_pid_at(store, pid, at)?;
     let idx = store.index();
     let evs = history::call_stack_at(store.log(), &idx, pid, at);
     Ok(encode_events(env, store, &evs))
