@@ -62,6 +62,7 @@ defmodule ElixirScope.Native do
   def load_step(_loading), do: err()
   def load_finish(_loading), do: err()
   def foreign_nodes, do: err()
+  def trace_clock(_path), do: err()
   def summary_begin(_path, _footers?), do: err()
   def summary_step(_summarizing), do: err()
   def summary_finish(_summarizing), do: err()

@@ -247,11 +247,11 @@ defmodule ElixirScope.Persist do
   end
 
   # The window in the capture's monotonic nanoseconds: DateTimes go through the trace's clock
-  # (from its footers, without loading it).
+  # (the first record of its first segment).
   defp window(path, since, until) do
     if Enum.any?([since, until], &match?(%DateTime{}, &1)) do
-      case summary(path) do
-        {:ok, %{clock: {mono, sys}}} ->
+      case Native.trace_clock(path) do
+        {:ok, {mono, sys}} ->
           to_mono = fn
             %DateTime{} = dt -> DateTime.to_unix(dt, :nanosecond) - sys + mono
             other -> other
@@ -259,7 +259,7 @@ defmodule ElixirScope.Persist do
 
           window_ints(to_mono.(since), to_mono.(until))
 
-        {:ok, %{clock: nil}} ->
+        {:ok, nil} ->
           {:error, "the trace has no clock: give :since and :until as integers"}
 
         error ->

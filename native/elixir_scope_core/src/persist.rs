@@ -523,6 +523,45 @@ fn open_frames<'b>(
     }
 }
 
+/// The capture clock of a trace: the clock record its first segment starts with, read from the
+/// first bytes of that file alone (decompressing only them when archived). `None` when the
+/// trace has no clock (written without one, or damaged there).
+///
+/// # Errors
+/// As for [`Loading::new`].
+pub fn trace_clock(path: &Path) -> io::Result<Option<Clock>> {
+    let files = trace_files(path)?;
+    let Some((dir, meta)) = files.first() else {
+        return Ok(None);
+    };
+    // A clock record is written before anything else; its frame is tiny.
+    let limit = 4096;
+    let file = std::fs::File::open(dir.join(&meta.file))?;
+    let mut head = Vec::new();
+    if meta.archived {
+        let dec = lz4_flex::frame::FrameDecoder::new(io::BufReader::new(file));
+        // A short read is fine: only the first frames are wanted.
+        let _ = io::Read::read_to_end(&mut io::Read::take(dec, limit), &mut head);
+    } else {
+        io::Read::read_to_end(&mut io::Read::take(file, limit), &mut head)?;
+    }
+    let Ok(frames) = segment::frames(&head) else {
+        return Ok(None);
+    };
+    Ok(frames.take(4).find_map(|r| match r {
+        Record::Clock {
+            monotonic,
+            system,
+            run,
+        } => Some(Clock {
+            monotonic,
+            system,
+            run,
+        }),
+        _ => None,
+    }))
+}
+
 /// A trace being loaded, one segment per [`Loading::step`]. Nothing in the files is trusted: a
 /// torn or corrupt frame ends its segment, events keep only the fields their symbols explain, and
 /// nothing here panics on any input.
@@ -1724,6 +1763,30 @@ mod tests {
             assert!(r.segments < segments::read_manifest(&dir).unwrap().segments.len());
             std::fs::remove_dir_all(&dir).unwrap();
         }
+    }
+
+    #[test]
+    fn a_traces_clock_is_read_from_its_first_bytes() {
+        for archive in [false, true] {
+            let dir = temp(&format!("clock-{archive}"));
+            let policy = Policy {
+                segment_bytes: 1_500,
+                archive,
+                ..Policy::default()
+            };
+            let mut w = Writer::create(&dir, policy).unwrap();
+            w.flush_all(&sample(50), CLOCK, &mut symbol).unwrap();
+            w.finish().unwrap();
+            assert_eq!(trace_clock(&dir).unwrap(), Some(CLOCK));
+            std::fs::remove_dir_all(&dir).unwrap();
+        }
+        let empty = temp("clock-none");
+        Writer::create(&empty, Policy::default())
+            .unwrap()
+            .finish()
+            .unwrap();
+        assert_eq!(trace_clock(&empty).unwrap(), None, "no event, no clock");
+        std::fs::remove_dir_all(&empty).unwrap();
     }
 
     #[test]

@@ -296,6 +296,16 @@ fn foreign_nodes(env: Env<'_>) -> Term<'_> {
     pairs.encode(env)
 }
 
+/// `trace_clock(path)`: `{monotonic, system}` of the capture's clock, `nil` when it has none.
+#[rustler::nif(schedule = "DirtyIo")]
+fn trace_clock(env: Env<'_>, path: String) -> Term<'_> {
+    match persist::trace_clock(Path::new(&path)) {
+        Ok(Some(c)) => (atoms::ok(), (c.monotonic, c.system)).encode(env),
+        Ok(None) => (atoms::ok(), atoms::nil()).encode(env),
+        Err(e) => error(env, e),
+    }
+}
+
 /// A trace being summarized, one segment per `summary_step` call.
 pub struct SummarizingResource(Mutex<Option<Summarizing>>);
 
