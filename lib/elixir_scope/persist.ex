@@ -203,13 +203,8 @@ defmodule ElixirScope.Persist do
   """
   @spec save(Store.t(), Path.t()) :: {:ok, non_neg_integer()} | {:error, String.t()}
   def save(%Store{} = store, path) when is_binary(path) do
-    # An opened trace keeps the clock it was captured with.
-    {mono, sys} =
-      case store.source do
-        %{clock: {_, _} = clock} -> clock
-        _ -> clock()
-      end
-
+    # (An opened trace is saved with the clock it was captured with.)
+    {mono, sys} = clock()
     Native.store_save(Store.ref(store), Path.expand(path), mono, sys)
   end
 

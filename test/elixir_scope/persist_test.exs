@@ -205,6 +205,21 @@ defmodule ElixirScope.PersistTest do
     end
   end
 
+  test "an opened trace saved again keeps its events, clock and times", %{dir: dir} do
+    live = new_store()
+    {_sup, _counter} = workload(live)
+    {:ok, _} = Persist.save(live, dir)
+    {:ok, disk} = ElixirScope.open(dir)
+    again_dir = dir <> "-again"
+    on_exit(fn -> File.rm_rf!(again_dir) end)
+    {:ok, _} = Persist.save(disk, again_dir)
+    {:ok, again} = ElixirScope.open(again_dir)
+    assert events(again) == events(disk)
+    assert Persist.info(again).clock == Persist.info(disk).clock
+    [e | _] = events(again)
+    assert Store.to_datetime(again, e.ts) == Store.to_datetime(disk, e.ts)
+  end
+
   test "a time window opens with its events and each state at its start", %{dir: dir} do
     live = new_store()
     {_sup, counter} = workload(live)

@@ -41,6 +41,8 @@ pub struct Symbols {
     by_term: HashMap<Box<[u8]>, u64>,
     /// The token of the VM run that captured the trace (from its clock record).
     run: Option<u64>,
+    /// The trace's clock (its first clock record).
+    clock: Option<Clock>,
 }
 
 impl Symbols {
@@ -72,6 +74,12 @@ impl Symbols {
     /// The run token of the trace's clock records, if they had one (and all the same).
     pub fn run(&self) -> Option<u64> {
         self.run
+    }
+
+    /// The clock of the trace the store was loaded from, if it recorded one: what saving the
+    /// store again writes.
+    pub fn clock(&self) -> Option<Clock> {
+        self.clock
     }
 
     /// Symbols of a trace captured by run `run` (none yet), for decoding its terms.
@@ -852,11 +860,12 @@ impl Loader {
                 } else if self.symbols.run != Some(run) {
                     self.symbols.run = None;
                 }
-                self.report.clock.get_or_insert(Clock {
+                let clock = *self.report.clock.get_or_insert(Clock {
                     monotonic,
                     system,
                     run,
                 });
+                self.symbols.clock = Some(clock);
             }
             Record::Footer(_) => {}
             Record::Stats { dropped, truncated } => {

@@ -217,17 +217,27 @@ fn map_symbol(env: Env<'_>, etf: &[u8], symbols: &Symbols) -> Mapped {
     }
 }
 
-/// The clock written into segments: now, of this run; for a store loaded from disk, of the
-/// run it came from (or of no run at all when that is unknown).
+/// The clock written into segments: now, of this run; for a store loaded from disk, the clock
+/// of the trace it came from (now, of no run at all, when that trace had none).
 fn clock_of(store: &Store, monotonic: i64, system: i64) -> Clock {
-    let run = match store.symbols() {
-        None => crate::foreign::run_token(),
-        Some(s) => s.run().unwrap_or(!crate::foreign::run_token()),
-    };
-    Clock {
-        monotonic,
-        system,
-        run,
+    match store.symbols() {
+        None => Clock {
+            monotonic,
+            system,
+            run: crate::foreign::run_token(),
+        },
+        // A trace of several runs keeps them apart: of no run at all.
+        Some(s) => {
+            let run = s.run().unwrap_or(!crate::foreign::run_token());
+            let (monotonic, system) = s
+                .clock()
+                .map_or((monotonic, system), |c| (c.monotonic, c.system));
+            Clock {
+                monotonic,
+                system,
+                run,
+            }
+        }
     }
 }
 
