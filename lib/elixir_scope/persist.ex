@@ -76,6 +76,7 @@ defmodule ElixirScope.Persist do
           missing: non_neg_integer(),
           skipped: non_neg_integer(),
           carried: non_neg_integer(),
+          paged: non_neg_integer(),
           clock: {integer(), integer()} | nil
         }
 
@@ -210,6 +211,13 @@ defmodule ElixirScope.Persist do
 
   @doc """
   Opens a trace (a directory, or one segment file) as a read-only store.
+
+  A directory whose sealed segments end with index footers (every trace this version writes)
+  opens *paged*: the footers give the store its index, and the events stay on disk until a
+  query first needs them, a block of about a thousand at a time. Opening costs the footers
+  alone, and memory grows with what queries touch. A segment still being written (a running
+  capture, or one that was killed) is read at once. Other traces, and windows, are loaded
+  whole; `info/1` says how many segments were left on disk (`:paged`).
 
   ## Options
 
@@ -368,7 +376,8 @@ defmodule ElixirScope.Persist do
   What opening a trace found (`nil` for a store that was not opened from disk): events,
   segments, bytes on disk, the first seq (above 1 when retention deleted older segments),
   segments with a torn tail, missing events, the capture's drop and truncation counters,
-  processes and atoms foreign to this VM, and the capture's clock.
+  processes and atoms foreign to this VM, the capture's clock, and the segments whose events
+  are read from disk as queries need them (`:paged`).
   """
   @spec info(Store.t()) :: report() | nil
   def info(%Store{source: source}), do: source

@@ -50,6 +50,96 @@ pub struct Footer {
     pub dropped: u64,
     /// See `dropped`.
     pub truncated: u64,
+    /// The segment's events by process, message tag and called function: what a query index
+    /// is built from without reading the events. `None` in footers written before it was.
+    #[serde(default)]
+    pub index: Option<SegmentIndex>,
+}
+
+/// Increasing seqs, kept as LEB128 deltas (a process's events are mostly close together, so
+/// an entry takes one or two bytes).
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct SeqList {
+    /// Entries.
+    pub len: u64,
+    /// The last entry (0 when there is none).
+    pub last: u64,
+    /// Each entry minus the one before it (the first minus 0).
+    pub deltas: ByteBuf,
+}
+
+impl SeqList {
+    /// Adds `seq`, which must be above every entry (others are ignored).
+    pub fn push(&mut self, seq: u64) {
+        if seq <= self.last && self.len > 0 {
+            return;
+        }
+        let mut d = seq - self.last;
+        loop {
+            let byte = (d & 0x7f) as u8;
+            d >>= 7;
+            if d == 0 {
+                self.deltas.push(byte);
+                break;
+            }
+            self.deltas.push(byte | 0x80);
+        }
+        self.len += 1;
+        self.last = seq;
+    }
+
+    /// The entries, if the list is well formed: `len` strictly increasing seqs inside
+    /// `range`, ending at `last`. `None` for anything else (a damaged or crafted footer).
+    pub fn decode(&self, range: std::ops::RangeInclusive<u64>) -> Option<Vec<u64>> {
+        // Every entry takes at least a byte: the length is bounded by the bytes.
+        if self.len > self.deltas.len() as u64 {
+            return None;
+        }
+        let mut out = Vec::with_capacity(self.len as usize);
+        let (mut at, mut prev, bytes) = (0usize, 0u64, &self.deltas[..]);
+        while at < bytes.len() {
+            let (mut d, mut shift) = (0u64, 0u32);
+            loop {
+                let byte = *bytes.get(at)?;
+                at += 1;
+                if shift > 63 {
+                    return None;
+                }
+                d |= u64::from(byte & 0x7f).checked_shl(shift)?;
+                shift += 7;
+                if byte & 0x80 == 0 {
+                    break;
+                }
+            }
+            if d == 0 {
+                return None;
+            }
+            prev = prev.checked_add(d)?;
+            if !range.contains(&prev) {
+                return None;
+            }
+            out.push(prev);
+        }
+        (out.len() as u64 == self.len && out.last().copied().unwrap_or(0) == self.last)
+            .then_some(out)
+    }
+}
+
+/// The lists a segment adds to a query index (see [`crate::index::Index`]), by capture word.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SegmentIndex {
+    /// `(pid word, its events, its state events)`.
+    pub pids: Vec<(u64, SeqList, SeqList)>,
+    /// `(pid word, seq)`: the last spawn event that created the process.
+    pub spawns: Vec<(u64, u64)>,
+    /// `(pid word, seq)`: the last exit event of the process.
+    pub exits: Vec<(u64, u64)>,
+    /// `(tag, message events)`.
+    pub tags: Vec<(String, SeqList)>,
+    /// `(module word, call, return and exception events)`.
+    pub modules: Vec<(u64, SeqList)>,
+    /// `(module word, function word, call, return and exception events)`.
+    pub functions: Vec<(u64, u64, SeqList)>,
 }
 
 /// Builds a [`Footer`] from the records of a segment, as they are written or read.
@@ -62,6 +152,82 @@ pub struct FooterBuilder {
     states: WordMap<u64, Vec<u64>>,
     last_states: WordMap<u64, (u64, u64)>,
     symbols: WordMap<u64, ByteBuf>,
+    index: IndexBuilder,
+}
+
+/// The lists of a [`SegmentIndex`] being built.
+#[derive(Default)]
+struct IndexBuilder {
+    pids: WordMap<u64, (SeqList, SeqList)>,
+    spawns: WordMap<u64, u64>,
+    exits: WordMap<u64, u64>,
+    tags: std::collections::HashMap<Box<str>, SeqList>,
+    modules: WordMap<u64, SeqList>,
+    functions: WordMap<(u64, u64), SeqList>,
+}
+
+impl IndexBuilder {
+    /// Adds `ev` to the lists it belongs in, as [`crate::index::Index`] does.
+    fn event(&mut self, ev: &EventRef) {
+        let h = &ev.header;
+        let kind = Kind::from_u8(h.kind);
+        if h.pid != 0 {
+            let (events, states) = self.pids.entry(h.pid).or_default();
+            events.push(ev.seq);
+            match kind {
+                Some(Kind::State) => states.push(ev.seq),
+                Some(Kind::Exit) => {
+                    self.exits.insert(h.pid, ev.seq);
+                }
+                _ => {}
+            }
+        }
+        match kind {
+            Some(Kind::Spawn) if h.peer != 0 => {
+                self.spawns.insert(h.peer, ev.seq);
+            }
+            Some(k) if crate::index::TAGGED.contains(k) => {
+                if let Some(tag) = ev.tag() {
+                    match self.tags.get_mut(tag) {
+                        Some(list) => list.push(ev.seq),
+                        None => {
+                            let mut list = SeqList::default();
+                            list.push(ev.seq);
+                            self.tags.insert(tag.into(), list);
+                        }
+                    }
+                }
+            }
+            Some(k) if crate::index::CALLS.contains(k) && h.module != 0 => {
+                self.modules.entry(h.module).or_default().push(ev.seq);
+                self.functions
+                    .entry((h.module, h.function))
+                    .or_default()
+                    .push(ev.seq);
+            }
+            _ => {}
+        }
+    }
+
+    fn finish(self) -> SegmentIndex {
+        fn sorted<T: Ord>(mut v: Vec<T>) -> Vec<T> {
+            v.sort_unstable();
+            v
+        }
+        SegmentIndex {
+            pids: sorted(self.pids.into_iter().map(|(p, (e, s))| (p, e, s)).collect()),
+            spawns: sorted(self.spawns.into_iter().collect()),
+            exits: sorted(self.exits.into_iter().collect()),
+            tags: sorted(self.tags.into_iter().map(|(t, l)| (t.into(), l)).collect()),
+            modules: sorted(self.modules.into_iter().collect()),
+            functions: sorted(
+                self.functions
+                    .into_iter()
+                    .map(|((m, f), l)| (m, f, l))
+                    .collect(),
+            ),
+        }
+    }
 }
 
 impl FooterBuilder {
@@ -78,6 +244,7 @@ impl FooterBuilder {
             f.seeks.push((ev.seq, h.ts, offset));
         }
         f.events += 1;
+        self.index.event(ev);
         f.last_seq = ev.seq;
         f.last_ts = h.ts;
         if f.kinds.len() < Kind::ALL.len() {
@@ -184,6 +351,7 @@ impl FooterBuilder {
         f.last_states = Some(last);
         f.symbols = b.symbols.into_iter().collect();
         f.symbols.sort_unstable();
+        f.index = Some(b.index.finish());
         b.footer
     }
 }

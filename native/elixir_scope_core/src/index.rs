@@ -75,10 +75,71 @@ impl At {
     }
 }
 
+/// Index lists read rather than built (a segment footer's, see
+/// [`crate::footer::SegmentIndex`]), in the seqs and keys of the store they index.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Lists {
+    /// `(pid, its events, its state events)`.
+    pub pids: Vec<(PidKey, Vec<Seq>, Vec<Seq>)>,
+    /// `(pid, the spawn event that created it)`.
+    pub spawns: Vec<(PidKey, Seq)>,
+    /// `(pid, its exit event)`.
+    pub exits: Vec<(PidKey, Seq)>,
+    /// `(tag, message events)`.
+    pub tags: Vec<(String, Vec<Seq>)>,
+    /// `(module, call events)`.
+    pub modules: Vec<(u64, Vec<Seq>)>,
+    /// `(module, function, call events)`.
+    pub functions: Vec<(u64, u64, Vec<Seq>)>,
+}
+
 impl Index {
     /// An empty index.
     pub fn new() -> Index {
         Index::default()
+    }
+
+    /// Adds `lists` of events that follow every event indexed so far, and takes the index up
+    /// to `upto` (the last seq they cover). The map keys their processes' states changed are
+    /// computed from the states when asked, not indexed.
+    pub fn append(&mut self, lists: Lists, upto: Seq) {
+        // Lists arrive in seq order; two words that became one key may interleave.
+        fn extend(list: &mut Vec<Seq>, more: Vec<Seq>) {
+            let sorted = list
+                .last()
+                .is_none_or(|l| more.first().is_none_or(|f| f > l));
+            list.extend(more);
+            if !sorted {
+                list.sort_unstable();
+                list.dedup();
+            }
+        }
+        for (pid, events, states) in lists.pids {
+            let p = self.pids.entry(pid).or_default();
+            if !states.is_empty() {
+                self.keys_unknown.insert(pid);
+            }
+            extend(&mut p.events, events);
+            extend(&mut p.states, states);
+        }
+        for (pid, seq) in lists.spawns {
+            let p = self.pids.entry(pid).or_default();
+            p.spawned = Some(p.spawned.map_or(seq, |s| s.max(seq)));
+        }
+        for (pid, seq) in lists.exits {
+            let p = self.pids.entry(pid).or_default();
+            p.exit = Some(p.exit.map_or(seq, |s| s.max(seq)));
+        }
+        for (tag, seqs) in lists.tags {
+            extend(self.tags.entry(tag.into_boxed_str()).or_default(), seqs);
+        }
+        for (module, seqs) in lists.modules {
+            extend(self.modules.entry(module).or_default(), seqs);
+        }
+        for (module, function, seqs) in lists.functions {
+            extend(self.functions.entry((module, function)).or_default(), seqs);
+        }
+        self.upto = self.upto.max(upto);
     }
 
     /// Adds the events published since the last call. O(new events + stragglers).
@@ -109,6 +170,12 @@ impl Index {
             }
         }
         self.upto = self.upto.max(top);
+    }
+
+    /// Gives up on the events the index is waiting for: in a closed store that will never
+    /// publish them, they are missing for good.
+    pub fn forget_stragglers(&mut self) {
+        self.stragglers = Vec::new();
     }
 
     /// Adds an event older than some already indexed: inserted in seq order.

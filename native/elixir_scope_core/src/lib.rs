@@ -16,6 +16,7 @@ pub mod history;
 pub mod index;
 pub mod log;
 pub mod matcher;
+pub mod paged;
 pub mod persist;
 pub mod policy;
 pub mod query;

@@ -94,12 +94,42 @@ pub struct CaptureLog {
     next_byte: AtomicU64,
     dropped: AtomicU64,
     truncated: AtomicU64,
+    /// Where the events of a paged log are read from when first asked for.
+    pager: Option<Box<dyn Pager>>,
+}
+
+/// Reads events a log does not hold yet from where they are kept (the segment files of a
+/// trace opened without reading its events), when a reader first asks for one of them.
+pub trait Pager: Send + Sync {
+    /// Makes the event at `seq` readable in `log`, with [`CaptureLog::fill`], if it can. It may
+    /// fill other events too (the block the event is read with).
+    fn fault(&self, log: &CaptureLog, seq: Seq);
 }
 
 impl CaptureLog {
     /// A log holding at most `limits.max_events` events and `limits.max_bytes` payload bytes.
     /// Nothing is allocated until events arrive.
     pub fn new(limits: Limits) -> CaptureLog {
+        CaptureLog::with_ahead(limits, true)
+    }
+
+    /// A closed log of `events` events that are read through `pager` when first asked for
+    /// (each seq at most once, with [`CaptureLog::fill`]). Memory is committed as they are.
+    pub fn paged(events: u64, pager: Box<dyn Pager>) -> CaptureLog {
+        let mut log = CaptureLog::with_ahead(
+            Limits {
+                max_events: events,
+                max_bytes: crate::store::MAX_BYTES,
+            },
+            // Pages are read anywhere: committing the next chunk ahead would be a guess.
+            false,
+        );
+        log.next_slot = AtomicU64::new(log.limits.max_events.min(events));
+        log.pager = Some(pager);
+        log
+    }
+
+    fn with_ahead(limits: Limits, ahead: bool) -> CaptureLog {
         let max_events = limits.max_events.max(1);
         let per_chunk = if max_events as usize >= BIG_SLOTS {
             BIG_SLOTS
@@ -116,7 +146,7 @@ impl CaptureLog {
                 std::mem::align_of::<Slot>(),
                 // A slot must read as empty (`ready == 0`) until written.
                 ChunkOptions {
-                    ahead: true,
+                    ahead,
                     zeroed: true,
                 },
             )
@@ -128,7 +158,7 @@ impl CaptureLog {
                 byte_chunk,
                 8,
                 ChunkOptions {
-                    ahead: true,
+                    ahead,
                     zeroed: false,
                 },
             )
@@ -142,6 +172,7 @@ impl CaptureLog {
             next_byte: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             truncated: AtomicU64::new(0),
+            pager: None,
         }
     }
 
@@ -329,6 +360,10 @@ impl CaptureLog {
     /// an event that appears later. Slots whose memory could not be allocated are not waited for.
     pub fn published_seq(&self) -> Seq {
         let last = self.last_seq();
+        if self.pager.is_some() {
+            // Nobody writes a paged log but its pager: every event is there or never will be.
+            return last;
+        }
         let lo = last.saturating_sub(PUBLISH_WINDOW).max(1);
         let mut watermark = last;
         for seq in (lo..=last).rev() {
@@ -355,8 +390,73 @@ impl CaptureLog {
             .min(self.limits.max_events)
     }
 
-    /// The event at `seq`, if it is stored and published.
+    /// The event at `seq`, if it is stored and published (for a paged log: once its pager has
+    /// read it).
     pub fn get(&self, seq: Seq) -> Option<EventRef<'_>> {
+        match self.read(seq) {
+            Some(ev) => Some(ev),
+            None => {
+                let pager = self.pager.as_ref()?;
+                if seq == 0 || seq > self.last_seq() {
+                    return None;
+                }
+                pager.fault(self, seq);
+                self.read(seq)
+            }
+        }
+    }
+
+    /// Writes the event at `seq` of a paged log: with the payload of the readable event `shared`
+    /// when given (a state equal to the one before), else a copy of `payload`. Only a pager
+    /// calls it, once per seq, never concurrently for one seq; false when `seq` is outside the
+    /// log, already there, or gets no memory (it is then missing, like a hole).
+    pub fn fill(&self, seq: Seq, header: &Header, payload: &[u8], shared: Option<Seq>) -> bool {
+        if self.pager.is_none() || seq == 0 || seq > self.last_seq() {
+            return false;
+        }
+        let idx = seq - 1;
+        let k = (idx >> self.slot_shift) as usize;
+        let Some(chunk) = self.slots.get_or_alloc(k) else {
+            return false;
+        };
+        // SAFETY: as in `slot_for_write`.
+        let slot =
+            unsafe { &*(chunk as *const Slot).add(idx as usize & ((1 << self.slot_shift) - 1)) };
+        if slot.ready.load(Ordering::Acquire) != 0 {
+            return false;
+        }
+        let mut header = *header;
+        let from = shared
+            .and_then(|s| s.checked_sub(1))
+            .and_then(|i| self.slot_for_read(i))
+            .filter(|s| s.ready.load(Ordering::Acquire) != 0);
+        let (off, len) = match from {
+            // SAFETY: `from` is published: its fields no longer change.
+            Some(from) => unsafe {
+                header.flags |= (*from.header.get()).flags & flags::PAYLOAD_DROPPED;
+                (*from.payload_off.get(), *from.payload_len.get())
+            },
+            // The payload it shares is lost (its block was damaged): missing, not empty.
+            None if shared.is_some() => {
+                header.flags |= flags::PAYLOAD_DROPPED;
+                (0, 0)
+            }
+            None => match self.copy_payload(payload) {
+                Some(off) => (off, payload.len() as u32),
+                None => {
+                    header.flags |= flags::PAYLOAD_DROPPED;
+                    (0, 0)
+                }
+            },
+        };
+        // Truncations are the capture's, counted when it was opened: not again as pages come.
+        // The pager fills each seq once, alone (its lock), and readers wait for `ready`.
+        Self::publish(slot, idx, &header, off, len);
+        true
+    }
+
+    /// The event at `seq` if it is readable now (never asking a pager).
+    fn read(&self, seq: Seq) -> Option<EventRef<'_>> {
         if seq == 0 || seq > self.last_seq() {
             return None;
         }

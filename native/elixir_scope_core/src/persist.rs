@@ -420,6 +420,9 @@ pub struct LoadReport {
     pub carried: u64,
     /// Segments before the window whose states came from their footer alone.
     pub from_footers: usize,
+    /// Segments left on disk, their events read when a query first needs them (the trace
+    /// was opened paged: its footers gave the store its index).
+    pub paged: usize,
 }
 
 /// A loaded trace: a closed (read-only) store holding its events, with its symbols.
@@ -476,7 +479,9 @@ pub fn load(
 }
 
 /// The segment files of a trace: a directory's, in manifest order, or one file.
-fn trace_files(path: &Path) -> io::Result<Vec<(std::path::PathBuf, segments::SegmentMeta)>> {
+pub(crate) fn trace_files(
+    path: &Path,
+) -> io::Result<Vec<(std::path::PathBuf, segments::SegmentMeta)>> {
     if path.is_dir() {
         if !path.join(segments::MANIFEST).exists() {
             return Err(io::Error::new(
@@ -517,7 +522,7 @@ fn trace_files(path: &Path) -> io::Result<Vec<(std::path::PathBuf, segments::Seg
 
 /// The frames of a segment's bytes. `None` for the unsealed segment of a directory whose header
 /// never reached the disk (a crash right after it was created): it holds nothing.
-fn open_frames<'b>(
+pub(crate) fn open_frames<'b>(
     meta: &segments::SegmentMeta,
     bytes: &'b [u8],
 ) -> io::Result<Option<segment::Frames<'b>>> {
@@ -574,6 +579,11 @@ pub fn trace_clock(path: &Path) -> io::Result<Option<Clock>> {
 /// torn or corrupt frame ends its segment, events keep only the fields their symbols explain, and
 /// nothing here panics on any input.
 pub struct Loading {
+    path: std::path::PathBuf,
+    /// Whether the trace may be opened paged (see [`crate::paged`]).
+    paged: bool,
+    /// The trace opened paged, at the first step.
+    opened: Option<Loaded>,
     files: Vec<(std::path::PathBuf, segments::SegmentMeta)>,
     next: usize,
     read: u64,
@@ -593,6 +603,16 @@ impl Loading {
         Loading::window(path, Window::default())
     }
 
+    /// Starts loading every event of `path` into memory, never paged.
+    ///
+    /// # Errors
+    /// As for [`Loading::new`].
+    pub fn eager(path: &Path) -> io::Result<Loading> {
+        let mut loading = Loading::window(path, Window::default())?;
+        loading.paged = false;
+        Ok(loading)
+    }
+
     /// Starts loading the events of `path` inside `window`, with each process's last state
     /// before it (so that its states at the window's start are known).
     ///
@@ -604,30 +624,16 @@ impl Loading {
             .iter()
             .map(|(dir, m)| std::fs::metadata(dir.join(&m.file)).map_or(0, |md| md.len()))
             .sum();
-        let store = Store::new(Config {
-            max_events: crate::store::MAX_EVENTS,
-            max_bytes: crate::store::MAX_BYTES,
-            ..Config::default()
-        })
-        .map_err(|e| io::Error::other(e.to_string()))?;
         Ok(Loading {
+            path: path.to_path_buf(),
+            paged: window == Window::default(),
             files,
             next: 0,
             read: 0,
             total,
             buf: Vec::new(),
-            loader: Loader {
-                store,
-                symbols: Symbols::default(),
-                window,
-                carried: WordMap::default(),
-                started: false,
-                words: WordMap::default(),
-                renumber: Renumber::default(),
-                last_state: WordMap::default(),
-                last_seq: None,
-                report: LoadReport::default(),
-            },
+            loader: Loader::new(window)?,
+            opened: None,
         })
     }
 
@@ -636,6 +642,14 @@ impl Loading {
     /// # Errors
     /// The file system's, or `InvalidData` for a segment that is not one this version reads.
     pub fn step(&mut self, map: &mut dyn FnMut(&[u8], &Symbols) -> Mapped) -> io::Result<bool> {
+        if std::mem::take(&mut self.paged) {
+            if let Some(loaded) = crate::paged::open(&self.path, map) {
+                self.opened = Some(loaded);
+                self.next = self.files.len();
+                self.read = self.total;
+                return Ok(false);
+            }
+        }
         let Some((dir, meta)) = self.files.get(self.next).cloned() else {
             return Ok(false);
         };
@@ -796,6 +810,9 @@ impl Loading {
 
     /// The read-only store of what was loaded.
     pub fn finish(self) -> Loaded {
+        if let Some(loaded) = self.opened {
+            return loaded;
+        }
         let mut loader = self.loader;
         loader.start_window();
         loader.report.bytes = self.total;
@@ -820,9 +837,9 @@ pub struct Window {
     pub until: Option<i64>,
 }
 
-struct Loader {
+pub(crate) struct Loader {
     store: Store,
-    symbols: Symbols,
+    pub(crate) symbols: Symbols,
     window: Window,
     /// Before the window: each process's latest state `(seq, header, payload)`, loaded first
     /// when the window starts, so that states at the window's start are known.
@@ -830,17 +847,39 @@ struct Loader {
     /// The window has started (the carried states are loaded).
     started: bool,
     /// Capture words to keys of the reading VM.
-    words: WordMap<u64, u64>,
+    pub(crate) words: WordMap<u64, u64>,
     renumber: Renumber,
     /// Each process's last state event in the loaded store.
     last_state: WordMap<PidKey, Seq>,
     /// The capture seq of the last event loaded.
     last_seq: Option<u64>,
-    report: LoadReport,
+    pub(crate) report: LoadReport,
 }
 
 impl Loader {
-    fn take(&mut self, record: Record, map: &mut dyn FnMut(&[u8], &Symbols) -> Mapped) {
+    /// A loader of the events inside `window`.
+    pub(crate) fn new(window: Window) -> io::Result<Loader> {
+        let store = Store::new(Config {
+            max_events: crate::store::MAX_EVENTS,
+            max_bytes: crate::store::MAX_BYTES,
+            ..Config::default()
+        })
+        .map_err(|e| io::Error::other(e.to_string()))?;
+        Ok(Loader {
+            store,
+            symbols: Symbols::default(),
+            window,
+            carried: WordMap::default(),
+            started: false,
+            words: WordMap::default(),
+            renumber: Renumber::default(),
+            last_state: WordMap::default(),
+            last_seq: None,
+            report: LoadReport::default(),
+        })
+    }
+
+    pub(crate) fn take(&mut self, record: Record, map: &mut dyn FnMut(&[u8], &Symbols) -> Mapped) {
         match record {
             Record::Symbol { word, etf } => {
                 let key = match map(etf, &self.symbols) {
@@ -1204,7 +1243,7 @@ fn frame_bytes<'b>(
 }
 
 /// The footer frame at `at` of a sealed segment, if it is one.
-fn read_footer(
+pub(crate) fn read_footer(
     dir: &Path,
     meta: &segments::SegmentMeta,
     at: u64,
@@ -1414,9 +1453,24 @@ mod tests {
         }
         assert!(unchanged >= 100, "{unchanged}");
         assert_eq!(with_bytes, 0);
+        // In memory too, loaded whole or paged in: unchanged states share their payload.
+        let mut eager = Loading::eager(&dir).unwrap();
+        while eager.step(&mut map).unwrap() {}
+        let eager = eager.finish();
+        assert_eq!(eager.report.paged, 0);
+        assert_eq!(
+            eager.store.stats().payload_bytes,
+            store.stats().payload_bytes
+        );
         let loaded = load_ok(&dir);
-        let s = loaded.store.stats();
-        assert_eq!(s.payload_bytes, store.stats().payload_bytes);
+        assert_eq!(loaded.report.paged, 1);
+        assert_eq!(loaded.store.stats().payload_bytes, 0);
+        let all = loaded.store.log().range(1, u64::MAX).count() as u64;
+        assert_eq!(all, store.stats().events);
+        assert_eq!(
+            loaded.store.stats().payload_bytes,
+            store.stats().payload_bytes
+        );
         // Saving the loaded store writes the same events again.
         save(&loaded.store, &dir2, CLOCK, &mut |k| {
             loaded
@@ -1883,7 +1937,12 @@ mod tests {
             bytes[at % len] = byte;
             bytes.truncate(len - cut % len);
             std::fs::write(&file, &bytes).unwrap();
-            if let Ok(loaded) = load(&dir, &mut map, &mut |_, _| {}) {
+            let mut loading = Loading::eager(&dir).unwrap();
+            let loaded = std::iter::from_fn(|| Some(loading.step(&mut map)))
+                .find(|r| !matches!(r, Ok(true)))
+                .unwrap()
+                .map(|_| loading.finish());
+            if let Ok(loaded) = loaded {
                 let log = loaded.store.log();
                 prop_assert!(log.last_seq() <= store.log().last_seq());
                 for seq in 1..=log.last_seq() {

@@ -170,6 +170,17 @@ impl Store {
         })
     }
 
+    /// A closed store over the paged `log` of a trace opened without reading its events,
+    /// with the index its footers gave and the trace's symbols.
+    pub(crate) fn paged(log: CaptureLog, index: Index, symbols: Symbols) -> Option<Store> {
+        let mut store = Store::new(Config::default()).ok()?;
+        store.log = log;
+        store.index = Mutex::new(index);
+        store.symbols = Some(symbols);
+        store.close();
+        Some(store)
+    }
+
     /// Marks `module` as a callback module whose results carry states, of the given kind.
     /// Returns false when the table is full.
     pub fn watch_state_module(&self, module: AtomKey, kind: StateKind) -> bool {

@@ -100,4 +100,5 @@ rustler::atoms! {
     missing,
     skipped,
     carried,
+    paged,
 }

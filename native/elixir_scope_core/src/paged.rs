@@ -1,0 +1,807 @@
+//! Opening a trace without reading its events. The footers of its sealed segments give the
+//! store its whole index and say where each block of events starts (a seek point every
+//! [`SEEK_EVERY`](crate::footer::SEEK_EVERY) events); a block is read from its file the first
+//! time a query asks for one of its events. Opening costs the footers, memory grows with what
+//! queries touch, and a query that touches little reads little.
+//!
+//! Files are still not trusted: footers are checked as a whole before any is believed (else
+//! the trace is loaded eagerly, by [`crate::persist::Loading`]), and a block that cannot be read
+//! or is damaged leaves its events missing, as a hole in the log, never a panic.
+
+use crate::event::{flags, Header, Kind, PidKey, Seq};
+use crate::footer::{Footer, SeqList};
+use crate::hash::WordMap;
+use crate::index::{Index, Lists};
+use crate::log::{CaptureLog, Pager};
+use crate::persist::{self, Loaded, Loader, Mapped, Symbols, Window};
+use crate::segment::{self, Record};
+use crate::segments::{self, SegmentMeta};
+use parking_lot::Mutex;
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// Events read together: the frames between two seek points of a segment.
+#[derive(Clone, Copy, Debug)]
+struct Block {
+    /// Index in [`Pages::files`].
+    file: usize,
+    /// Where its frames start and end in the segment's bytes (decompressed when archived).
+    from: u64,
+    to: u64,
+    /// The first and last seq of the store it holds.
+    first: Seq,
+    last: Seq,
+}
+
+/// The segments of a paged store, and what reading their blocks needs.
+struct Pages {
+    files: Vec<(PathBuf, SegmentMeta)>,
+    /// In seq order, not overlapping.
+    blocks: Vec<Block>,
+    loaded: Vec<bool>,
+    /// Capture words to keys of the reading VM.
+    words: WordMap<u64, u64>,
+    /// A capture seq minus this is the store's seq.
+    shift: u64,
+    /// Each process's state events (store seqs): an unchanged state shares the payload of the
+    /// one before, which may be in another block.
+    states: WordMap<PidKey, Vec<Seq>>,
+    buf: Vec<u8>,
+    /// Reads that failed (a file gone or damaged): their blocks' events are missing.
+    failed: u64,
+}
+
+/// The [`Pager`] of a trace opened paged.
+pub struct SegmentPager(Mutex<Pages>);
+
+impl Pager for SegmentPager {
+    fn fault(&self, log: &CaptureLog, seq: Seq) {
+        self.0.lock().fault(log, seq);
+    }
+}
+
+impl SegmentPager {
+    /// Block reads that failed so far.
+    pub fn failed(&self) -> u64 {
+        self.0.lock().failed
+    }
+}
+
+/// An event read from a block, ready to fill: its store seq, header in the store's keys, the
+/// payload in the block's bytes, and the event whose payload it shares.
+type Filled<'b> = (Seq, Header, &'b [u8], Option<Seq>);
+
+impl Pages {
+    fn block_of(&self, seq: Seq) -> Option<usize> {
+        let i = self
+            .blocks
+            .partition_point(|b| b.first <= seq)
+            .checked_sub(1)?;
+        (seq <= self.blocks[i].last).then_some(i)
+    }
+
+    /// Reads the block holding `seq`, and first the blocks holding the states its unchanged
+    /// states share a payload with. Each block is read once.
+    fn fault(&mut self, log: &CaptureLog, seq: Seq) {
+        let Some(b) = self.block_of(seq) else { return };
+        let mut want = vec![b];
+        while let Some(&b) = want.last() {
+            if self.loaded[b] {
+                want.pop();
+                continue;
+            }
+            let unit = self.unit(b);
+            match self.read(log, unit.clone()) {
+                // Every block needed lies before the unit: the loop ends.
+                Ok(needs) if !needs.is_empty() => want.extend(needs),
+                result => {
+                    if result.is_err() {
+                        self.failed += 1;
+                    }
+                    self.loaded[unit].iter_mut().for_each(|l| *l = true);
+                    want.pop();
+                }
+            }
+        }
+    }
+
+    /// The blocks read together with block `b`: itself, or every block of its segment not read
+    /// yet when the segment is archived (it is decompressed whole anyway).
+    fn unit(&self, b: usize) -> std::ops::Range<usize> {
+        let file = self.blocks[b].file;
+        if !self.files[file].1.archived {
+            return b..b + 1;
+        }
+        let mut lo = b;
+        while lo > 0 && self.blocks[lo - 1].file == file && !self.loaded[lo - 1] {
+            lo -= 1;
+        }
+        let mut hi = b + 1;
+        while hi < self.blocks.len() && self.blocks[hi].file == file && !self.loaded[hi] {
+            hi += 1;
+        }
+        lo..hi
+    }
+
+    /// Reads the blocks of `unit` into `log`; or, when some of their unchanged states share a
+    /// payload with a block not read yet, reads nothing and returns those blocks.
+    fn read(&mut self, log: &CaptureLog, unit: std::ops::Range<usize>) -> io::Result<Vec<usize>> {
+        let first = self.blocks[unit.start];
+        let last = self.blocks[unit.end - 1];
+        let (dir, meta) = &self.files[first.file];
+        let base = if meta.archived {
+            segments::read_segment_into(dir, meta, &mut self.buf)?;
+            0
+        } else {
+            use std::io::{Read, Seek};
+            let len = usize::try_from(last.to - first.from).map_err(io::Error::other)?;
+            self.buf.resize(len, 0);
+            let mut file = std::fs::File::open(dir.join(&meta.file))?;
+            file.seek(io::SeekFrom::Start(first.from))?;
+            file.read_exact(&mut self.buf)?;
+            first.from
+        };
+        let mut events: Vec<Filled> = Vec::new();
+        let mut needs = Vec::new();
+        for block in &self.blocks[unit.clone()] {
+            let start = usize::try_from(block.from - base).map_err(io::Error::other)?;
+            let end = usize::try_from(block.to - base).map_err(io::Error::other)?;
+            let bytes = self.buf.get(..end).unwrap_or(&[]);
+            let mut pos = start;
+            while let Some((record, next)) = segment::frame_at(bytes, pos) {
+                pos = next;
+                let Some(ev) = record.as_event() else {
+                    continue;
+                };
+                let Some(seq) = ev.seq.checked_sub(self.shift) else {
+                    continue;
+                };
+                if !(block.first..=block.last).contains(&seq)
+                    || Kind::from_u8(ev.header.kind).is_none()
+                {
+                    continue;
+                }
+                let h = keys(&self.words, ev.header, self.shift, log.last_seq());
+                let shares = h.kind == Kind::State as u8
+                    && h.flags & flags::STATE_UNCHANGED != 0
+                    && ev.payload.is_empty();
+                let shared = shares.then(|| self.state_before(h.pid, seq)).flatten();
+                if let Some(prev) = shared {
+                    let there = self.block_of(prev);
+                    if let Some(p) = there.filter(|&p| p < unit.start && !self.loaded[p]) {
+                        needs.push(p);
+                    }
+                }
+                events.push((seq, h, ev.payload, shared));
+            }
+        }
+        if needs.is_empty() {
+            for (seq, h, payload, shared) in events {
+                log.fill(seq, &h, payload, shared);
+            }
+        }
+        needs.dedup();
+        Ok(needs)
+    }
+
+    /// The state event of `pid` before `seq`.
+    fn state_before(&self, pid: PidKey, seq: Seq) -> Option<Seq> {
+        let states = self.states.get(&pid)?;
+        let i = states.partition_point(|&s| s < seq).checked_sub(1)?;
+        Some(states[i])
+    }
+}
+
+/// `h` (as a file has it) in the keys and seqs of the store: words the trace explained become
+/// keys, others 0; a variable binding's peer (its call's seq) is shifted, 0 when its call is not
+/// in the store.
+fn keys(words: &WordMap<u64, u64>, mut h: Header, shift: u64, events: u64) -> Header {
+    let key = |w: u64| words.get(&w).copied().unwrap_or(0);
+    h.pid = key(h.pid);
+    h.module = key(h.module);
+    h.function = key(h.function);
+    h.peer = if h.kind == Kind::Var as u8 {
+        h.peer
+            .checked_sub(shift)
+            .filter(|&s| s <= events)
+            .unwrap_or(0)
+    } else {
+        key(h.peer)
+    };
+    h
+}
+
+/// A sealed segment's footer, if it is believable and indexes the segment: consistent with the
+/// manifest and itself, its seek points inside the segment, in order.
+fn believed(dir: &Path, meta: &SegmentMeta, buf: &mut Vec<u8>) -> Option<Footer> {
+    if !meta.sealed || meta.footer_at == 0 || meta.first_seq == 0 {
+        return None;
+    }
+    let footer = persist::read_footer(dir, meta, meta.footer_at, buf)?;
+    let seeks = &footer.seeks;
+    let ordered = seeks.windows(2).all(|w| w[0].0 < w[1].0 && w[0].2 < w[1].2);
+    (footer.plausible(meta.first_seq, meta.last_seq)
+        && footer.index.is_some()
+        && ordered
+        && seeks.first().is_some_and(|s| s.0 == footer.first_seq)
+        && seeks.iter().all(|s| {
+            (segment::HEADER_LEN as u64..meta.footer_at).contains(&s.2) && s.0 <= footer.last_seq
+        }))
+    .then_some(footer)
+}
+
+/// The index lists of `footer`, in the store's keys and seqs; `None` when a list is damaged.
+fn lists(footer: &Footer, words: &WordMap<u64, u64>, shift: u64) -> Option<Lists> {
+    let index = footer.index.as_ref()?;
+    if footer.first_seq <= shift {
+        return None;
+    }
+    let range = footer.first_seq..=footer.last_seq;
+    let seqs = |l: &SeqList| -> Option<Vec<Seq>> {
+        let mut v = l.decode(range.clone())?;
+        v.iter_mut().for_each(|s| *s -= shift);
+        Some(v)
+    };
+    let key = |w: &u64| words.get(w).copied();
+    let at = |s: u64| range.contains(&s).then(|| s - shift);
+    let mut lists = Lists::default();
+    // Each event is one process's: a footer claiming more is not believed.
+    let claimed: u64 = index.pids.iter().map(|(_, e, _)| e.len).sum();
+    if claimed > footer.events {
+        return None;
+    }
+    for (pid, events, states) in &index.pids {
+        let (events, states) = (seqs(events)?, seqs(states)?);
+        if let Some(pid) = key(pid) {
+            lists.pids.push((pid, events, states));
+        }
+    }
+    for (pid, seq) in &index.spawns {
+        lists.spawns.extend(key(pid).zip(at(*seq)));
+    }
+    for (pid, seq) in &index.exits {
+        lists.exits.extend(key(pid).zip(at(*seq)));
+    }
+    for (tag, l) in &index.tags {
+        lists.tags.push((tag.clone(), seqs(l)?));
+    }
+    for (module, l) in &index.modules {
+        let l = seqs(l)?;
+        lists.modules.extend(key(module).map(|m| (m, l)));
+    }
+    for (module, function, l) in &index.functions {
+        let l = seqs(l)?;
+        // As a store loaded whole has it: a function the trace did not explain is 0.
+        if let Some(m) = key(module) {
+            lists.functions.push((m, key(function).unwrap_or(0), l));
+        }
+    }
+    Some(lists)
+}
+
+/// Opens the segment directory `path` paged: a closed store whose index comes from the
+/// footers of its sealed segments, whose events are read when first asked for. The last
+/// segment, when it is not sealed (a capture still running, or cut short), is read at once.
+/// `None` when the trace cannot be opened this way (a single file, a segment without a
+/// believable footer that is not the last, footers written before they held an index, an
+/// unreadable file): it is then loaded whole instead.
+pub fn open(path: &Path, map: &mut dyn FnMut(&[u8], &Symbols) -> Mapped) -> Option<Loaded> {
+    if !path.is_dir() {
+        return None;
+    }
+    let files = persist::trace_files(path).ok()?;
+    let (last, sealed) = files.split_last()?;
+    let tail = (!last.1.sealed).then_some(last);
+    let sealed = if tail.is_some() { sealed } else { &files[..] };
+    let mut buf = Vec::new();
+    let footers: Vec<Footer> = sealed
+        .iter()
+        .map(|(dir, meta)| believed(dir, meta, &mut buf))
+        .collect::<Option<_>>()?;
+    let first = files.first()?.1.first_seq;
+    // Segments follow each other: a manifest saying otherwise is not believed.
+    let follow = footers.windows(2).all(|w| w[0].last_seq < w[1].first_seq);
+    if first == 0 || !follow || footers.first().is_some_and(|f| f.first_seq != first) {
+        return None;
+    }
+    let shift = first - 1;
+    let mut loader = Loader::new(Window::default()).ok()?;
+    for f in &footers {
+        if let Some((monotonic, system, run)) = f.clock {
+            loader.take(
+                Record::Clock {
+                    monotonic,
+                    system,
+                    run,
+                },
+                map,
+            );
+        }
+        for (word, etf) in &f.symbols {
+            loader.take(Record::Symbol { word: *word, etf }, map);
+        }
+        loader.take(
+            Record::Stats {
+                dropped: f.dropped,
+                truncated: f.truncated,
+            },
+            map,
+        );
+    }
+    // The unsealed last segment, read now: its symbols first, then how far its seqs go.
+    let mut tail_bytes = Vec::new();
+    let mut missing = 0;
+    let mut torn = Vec::new();
+    let sealed_last = footers.last().map_or(shift, |f| f.last_seq);
+    let mut top = sealed_last;
+    if let Some((dir, meta)) = tail {
+        match segments::read_segment_into(dir, meta, &mut tail_bytes) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => missing += 1,
+            Err(_) => return None,
+        }
+        if !tail_bytes.is_empty() {
+            match persist::open_frames(meta, &tail_bytes).ok()? {
+                Some(mut frames) => {
+                    for record in frames.by_ref() {
+                        match record.as_event() {
+                            Some(ev) => top = top.max(ev.seq),
+                            None => loader.take(record, map),
+                        }
+                    }
+                    if frames.torn() {
+                        torn.push(meta.file.clone());
+                    }
+                }
+                None => torn.push(meta.file.clone()),
+            }
+        }
+    }
+    let events = top - shift;
+    let mut index = Index::new();
+    let mut states: WordMap<PidKey, Vec<Seq>> = WordMap::default();
+    let mut blocks = Vec::new();
+    for (file, (f, (_, meta))) in footers.iter().zip(sealed).enumerate() {
+        let lists = lists(f, &loader.words, shift)?;
+        for (pid, _, s) in &lists.pids {
+            states.entry(*pid).or_default().extend_from_slice(s);
+        }
+        index.append(lists, f.last_seq - shift);
+        for (i, &(seq, _, from)) in f.seeks.iter().enumerate() {
+            let (last, to) = f
+                .seeks
+                .get(i + 1)
+                .map_or((f.last_seq, meta.footer_at), |n| (n.0 - 1, n.2));
+            blocks.push(Block {
+                file,
+                from,
+                to,
+                first: seq - shift,
+                last: last - shift,
+            });
+        }
+    }
+    states.values_mut().for_each(|s| s.sort_unstable());
+    let loaded = vec![false; blocks.len()];
+    let pager = SegmentPager(Mutex::new(Pages {
+        files: sealed.to_vec(),
+        blocks,
+        loaded,
+        words: loader.words.clone(),
+        shift,
+        states,
+        buf: Vec::new(),
+        failed: 0,
+    }));
+    let log = CaptureLog::paged(events, Box::new(pager));
+    let mut tail_events = 0;
+    if let (Some((_, meta)), false) = (tail, tail_bytes.is_empty()) {
+        let mut last_state: WordMap<PidKey, Seq> = WordMap::default();
+        for ev in persist::open_frames(meta, &tail_bytes)
+            .ok()
+            .flatten()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r.as_event())
+        {
+            let Some(seq) = ev
+                .seq
+                .checked_sub(shift)
+                .filter(|&s| s > sealed_last - shift)
+            else {
+                continue;
+            };
+            if Kind::from_u8(ev.header.kind).is_none() {
+                continue;
+            }
+            let h = keys(&loader.words, ev.header, shift, events);
+            let is_state = h.kind == Kind::State as u8;
+            let shared =
+                (is_state && h.flags & flags::STATE_UNCHANGED != 0 && ev.payload.is_empty())
+                    .then(|| last_state.get(&h.pid).copied())
+                    .flatten();
+            if log.fill(seq, &h, ev.payload, shared) {
+                tail_events += 1;
+                if is_state {
+                    last_state.insert(h.pid, seq);
+                }
+            }
+        }
+    }
+    // The tail is indexed as a live store's events are; nothing missing there comes later.
+    index.catch_up(&log);
+    index.forget_stragglers();
+    let mut report = loader.report;
+    report.segments = files.len() - missing;
+    report.bytes = files
+        .iter()
+        .map(|(dir, m)| std::fs::metadata(dir.join(&m.file)).map_or(0, |md| md.len()))
+        .sum();
+    report.events = footers.iter().map(|f| f.events).sum::<u64>() + tail_events;
+    report.first_seq = first;
+    report.gaps = footers
+        .windows(2)
+        .map(|w| w[1].first_seq.saturating_sub(w[0].last_seq + 1))
+        .sum();
+    report.torn = torn;
+    report.missing = missing;
+    report.paged = footers.len();
+    log.add_dropped(report.dropped);
+    let symbols = std::mem::take(&mut loader.symbols);
+    Some(Loaded {
+        store: crate::store::Store::paged(log, index, symbols)?,
+        report,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::persist::{Clock, Loading, Writer};
+    use crate::segments::Policy;
+    use crate::store::{Config, StateKind, Store};
+
+    fn temp(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("escope-paged-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    const CLOCK: Clock = Clock {
+        monotonic: -5,
+        system: 1_700_000_000_000_000_000,
+        run: 7,
+    };
+
+    fn symbol(word: u64) -> Option<Vec<u8>> {
+        let mut v = vec![b'w'];
+        v.extend_from_slice(&word.to_le_bytes());
+        Some(v)
+    }
+
+    /// Odd words map to keys of "this VM", even ones to synthetic keys.
+    fn map(etf: &[u8], _: &Symbols) -> Mapped {
+        let word = u64::from_le_bytes(etf[1..9].try_into().unwrap());
+        if word % 2 == 1 {
+            Mapped::Key(word + 1_000_000)
+        } else {
+            Mapped::Foreign {
+                canonical: etf.to_vec(),
+            }
+        }
+    }
+
+    fn header(kind: Kind, pid: u64, peer: u64, module: u64, ts: i64) -> Header {
+        Header {
+            ts,
+            pid,
+            peer,
+            module,
+            function: if module == 0 { 0 } else { 13 + module % 3 * 2 },
+            arity: 1,
+            kind: kind as u8,
+            flags: 0,
+        }
+    }
+
+    /// A capture of every kind the index covers: spawns and exits, tagged messages, calls of
+    /// two modules, states that mostly repeat (sharing payloads across blocks), variables.
+    fn capture(store: &Store, from: u64, n: u64) {
+        let mut scratch = Vec::new();
+        for i in from..from + n {
+            let ts = i as i64 * 10;
+            let pid = 3 + (i % 6) * 2;
+            if i % 97 == 0 {
+                let child = 101 + i * 2;
+                store.append(&header(Kind::Spawn, pid, child, 0, ts), b"s", &mut scratch);
+                store.append(&header(Kind::Exit, child, 0, 0, ts + 1), b"x", &mut scratch);
+            }
+            let tag = [b"tick", b"tock"][(i % 2) as usize];
+            let mut msg = vec![131, 104, 2, 119, 4];
+            msg.extend_from_slice(tag);
+            msg.extend_from_slice(&[97, (i % 250) as u8]);
+            store.append(
+                &header(Kind::Send, pid, 20 + i % 3 * 2, 0, ts),
+                &msg,
+                &mut scratch,
+            );
+            let module = 31 + i % 2 * 2;
+            store.append(
+                &header(Kind::Call, pid, 0, module, ts + 2),
+                b"c",
+                &mut scratch,
+            );
+            // A state that changes once in 700 callbacks: most repeat one in an earlier block.
+            let state = [131, 97, (i / 700 % 200) as u8, 1, 2, 3];
+            store.append_state(
+                &header(Kind::State, pid, 0, 11, ts + 3),
+                &state,
+                6,
+                true,
+                &mut scratch,
+            );
+            if i % 5 == 0 {
+                let entry = store.append(&header(Kind::Var, pid, 0, 0, ts + 4), b"e", &mut scratch);
+                if let crate::log::Appended::Stored(entry) = entry {
+                    store.append(
+                        &header(Kind::Var, pid, entry, 0, ts + 5),
+                        b"v",
+                        &mut scratch,
+                    );
+                }
+            }
+        }
+    }
+
+    fn store() -> Store {
+        let store = Store::new(Config::default()).unwrap();
+        store.watch_state_module(11, StateKind::GenServer);
+        store
+    }
+
+    fn eager(dir: &Path) -> Loaded {
+        let mut l = Loading::eager(dir).unwrap();
+        while l.step(&mut map).unwrap() {}
+        l.finish()
+    }
+
+    /// Events in `order`, then the index, read from `paged` equal what `eager` holds.
+    fn same(paged: &Store, eager: &Store, order: &[Seq]) {
+        let (p, e) = (paged.log(), eager.log());
+        assert_eq!(p.last_seq(), e.last_seq());
+        for &seq in order {
+            assert_eq!(p.get(seq), e.get(seq), "seq {seq}");
+        }
+        let (pi, ei) = (paged.index(), eager.index());
+        let mut pids: Vec<_> = pi.pids().map(|(k, v)| (*k, v.clone())).collect();
+        let mut want: Vec<_> = ei.pids().map(|(k, v)| (*k, v.clone())).collect();
+        pids.sort_by_key(|x| x.0);
+        want.sort_by_key(|x| x.0);
+        assert_eq!(pids, want);
+        assert!(pids
+            .iter()
+            .any(|(_, p)| p.spawned.is_some() && p.exit.is_some()));
+        for tag in ["tick", "tock"] {
+            assert!(!ei.tag(tag).is_empty());
+            assert_eq!(pi.tag(tag), ei.tag(tag));
+        }
+        for m in [31, 33].map(|w| w + 1_000_000) {
+            assert!(!ei.calls(m, None).is_empty());
+            assert_eq!(pi.calls(m, None), ei.calls(m, None));
+            for f in [13, 15, 17].map(|w| w + 1_000_000) {
+                assert_eq!(pi.calls(m, Some(f)), ei.calls(m, Some(f)));
+            }
+        }
+        // Key changes are computed from the states rather than indexed: the same answers.
+        for (pid, _) in &want {
+            assert_eq!(
+                crate::index::key_changes(p, &pi, *pid, "k"),
+                crate::index::key_changes(e, &ei, *pid, "k")
+            );
+        }
+    }
+
+    fn write(dir: &Path, archive: bool, seal: bool) -> Store {
+        let store = store();
+        let policy = Policy {
+            segment_bytes: 150_000,
+            archive,
+            ..Policy::default()
+        };
+        let mut w = Writer::create(dir, policy).unwrap();
+        for round in 0..4 {
+            capture(&store, round * 1500, 1500);
+            w.flush_all(&store, CLOCK, &mut symbol).unwrap();
+        }
+        if seal {
+            w.finish().unwrap();
+        }
+        store
+    }
+
+    #[test]
+    fn a_paged_store_answers_as_one_loaded_whole() {
+        for archive in [false, true] {
+            let dir = temp(&format!("same-{archive}"));
+            let live = write(&dir, archive, true);
+            let m = segments::read_manifest(&dir).unwrap();
+            assert!(m.segments.len() >= 4, "{}", m.segments.len());
+            let paged = open(&dir, &mut map).expect("opens paged");
+            assert_eq!(paged.report.paged, m.segments.len());
+            assert_eq!(paged.report.events, live.stats().events);
+            assert_eq!(paged.report.clock, Some(CLOCK));
+            // Nothing is read until asked for; backwards, each unchanged state needs an
+            // earlier block first.
+            assert_eq!(paged.store.stats().payload_bytes, 0);
+            let eager = eager(&dir);
+            let last = live.log().last_seq();
+            let backwards: Vec<Seq> = (1..=last).rev().collect();
+            same(&paged.store, &eager.store, &backwards);
+            assert_eq!(
+                paged.store.stats().payload_bytes,
+                eager.store.stats().payload_bytes
+            );
+            std::fs::remove_dir_all(&dir).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_query_reads_only_the_blocks_it_touches() {
+        let dir = temp("touch");
+        write(&dir, false, true);
+        let paged = open(&dir, &mut map).unwrap();
+        let log = paged.store.log();
+        let ev = log.get(log.last_seq() / 2).unwrap();
+        assert_eq!(ev.seq, log.last_seq() / 2);
+        // One block of about 1024 events, and a block before it for a shared state at most.
+        let bytes = paged.store.stats().bytes;
+        assert!(bytes < 3 * (2 << 20) + (64 << 10) * 2, "{bytes}");
+        let eager = eager(&dir);
+        assert_eq!(log.get(ev.seq), eager.store.log().get(ev.seq));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn an_unsealed_last_segment_is_read_at_once() {
+        let dir = temp("tail");
+        let live = write(&dir, false, false);
+        let m = segments::read_manifest(&dir).unwrap();
+        assert!(!m.segments.last().unwrap().sealed);
+        let paged = open(&dir, &mut map).expect("opens paged");
+        assert_eq!(paged.report.paged, m.segments.len() - 1);
+        assert_eq!(paged.report.events, live.stats().events);
+        let eager = eager(&dir);
+        let forwards: Vec<Seq> = (1..=live.log().last_seq()).collect();
+        same(&paged.store, &eager.store, &forwards);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A sealed one-segment trace of a few blocks; its directory, live store and footer.
+    fn small(name: &str) -> (PathBuf, Store, SegmentMeta, Footer) {
+        let dir = temp(name);
+        let live = store();
+        capture(&live, 0, 700);
+        crate::persist::save(&live, &dir, CLOCK, &mut symbol).unwrap();
+        let meta = segments::read_manifest(&dir).unwrap().segments[0].clone();
+        let footer = believed(&dir, &meta, &mut Vec::new()).unwrap();
+        assert!(footer.seeks.len() >= 3);
+        (dir, live, meta, footer)
+    }
+
+    /// Every event `loaded` holds is the one captured at its seq (a state whose shared payload
+    /// was lost says so), read in `order`.
+    fn held_as_captured(loaded: &Loaded, live: &Store, order: impl Iterator<Item = Seq>) -> u64 {
+        let log = loaded.store.log();
+        let mut held = 0;
+        for seq in order {
+            let Some(a) = log.get(seq) else { continue };
+            let b = live.log().get(seq).unwrap();
+            assert_eq!((a.header.ts, a.header.kind), (b.header.ts, b.header.kind));
+            if a.header.flags & flags::PAYLOAD_DROPPED == 0 {
+                assert_eq!(a.payload, b.payload);
+            }
+            held += 1;
+        }
+        held
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+        #[test]
+        fn damaged_blocks_never_panic_and_hold_only_what_was_captured(
+            at in proptest::prelude::any::<usize>(),
+            byte in proptest::prelude::any::<u8>(),
+            backwards in proptest::prelude::any::<bool>(),
+        ) {
+            let (dir, live, meta, _) = small(&format!("flip-{at}-{byte}"));
+            let path = dir.join(&meta.file);
+            let mut bytes = std::fs::read(&path).unwrap();
+            let events = segment::HEADER_LEN..meta.footer_at as usize;
+            bytes[events.start + at % events.len()] ^= byte | 1;
+            std::fs::write(&path, &bytes).unwrap();
+            let loaded = open(&dir, &mut map).expect("the footer is intact");
+            let last = live.log().last_seq();
+            let held = if backwards {
+                held_as_captured(&loaded, &live, (1..=last).rev())
+            } else {
+                held_as_captured(&loaded, &live, 1..=last)
+            };
+            proptest::prop_assert!(held + 1024 >= last, "{} of {}", held, last);
+            std::fs::remove_dir_all(&dir).unwrap();
+        }
+
+        #[test]
+        fn crafted_footers_are_refused_or_hold_only_what_was_captured(
+            seek in proptest::prelude::any::<(usize, u64, u64)>(),
+            list in proptest::prelude::any::<(usize, usize, u8, u64)>(),
+            which in 0u8..4,
+        ) {
+            let (dir, live, meta, mut footer) = small(&format!("craft-{}-{}-{which}", seek.1, list.1));
+            let n = footer.seeks.len();
+            let index = footer.index.as_mut().unwrap();
+            let pids = index.pids.len();
+            let pid_list = &mut index.pids[list.0 % pids];
+            match which {
+                0 => footer.seeks[seek.0 % n].2 = seek.1 % (meta.footer_at + 64),
+                1 => footer.seeks[seek.0 % n].0 = seek.2 % (footer.last_seq + 64),
+                2 => {
+                    let d = &mut pid_list.1.deltas;
+                    let i = list.1 % d.len();
+                    d[i] = list.2;
+                }
+                _ => pid_list.2.len = list.3 % 5000,
+            }
+            let path = dir.join(&meta.file);
+            let mut bytes = std::fs::read(&path).unwrap();
+            bytes.truncate(meta.footer_at as usize);
+            segment::frame_into(&Record::Footer(Box::new(footer)), &mut bytes);
+            std::fs::write(&path, &bytes).unwrap();
+            if let Some(loaded) = open(&dir, &mut map) {
+                held_as_captured(&loaded, &live, (1..=live.log().last_seq()).rev());
+                let idx = loaded.store.index();
+                for (_, p) in idx.pids() {
+                    proptest::prop_assert!(p.events.windows(2).all(|w| w[0] < w[1]));
+                    proptest::prop_assert!(p.events.iter().all(|&s| s <= live.log().last_seq()));
+                }
+            }
+            std::fs::remove_dir_all(&dir).unwrap();
+        }
+    }
+
+    #[test]
+    fn damage_costs_the_blocks_it_hits_and_nothing_else() {
+        let dir = temp("damage");
+        let live = write(&dir, false, true);
+        let m = segments::read_manifest(&dir).unwrap();
+        let seg = &m.segments[1];
+        // Flip bytes in the middle of the second segment's events (its footer is intact).
+        let path = dir.join(&seg.file);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let mid = (seg.footer_at / 2) as usize;
+        bytes[mid..mid + 64].iter_mut().for_each(|b| *b ^= 0x5a);
+        std::fs::write(&path, &bytes).unwrap();
+        let paged = open(&dir, &mut map).expect("the footers are intact");
+        let log = paged.store.log();
+        let last = live.log().last_seq();
+        let held: Vec<Seq> = (1..=last).filter(|&s| log.get(s).is_some()).collect();
+        assert!(held.len() < last as usize);
+        // Every event held is the one captured, and at most a block or two is missing.
+        assert!(held.len() as u64 >= last - 2048, "{} of {last}", held.len());
+        for &s in &held {
+            let (a, b) = (log.get(s).unwrap(), live.log().get(s).unwrap());
+            assert_eq!((a.header.ts, a.header.kind), (b.header.ts, b.header.kind));
+            // A state sharing a lost payload says so rather than being empty.
+            if a.header.flags & flags::PAYLOAD_DROPPED != 0 {
+                assert_eq!((a.header.kind, a.data()), (Kind::State as u8, None));
+            } else {
+                assert_eq!(a.payload, b.payload, "{s} {:?}", a.header);
+            }
+        }
+        // A footer that points outside its segment is not believed: the trace loads whole.
+        let mut m = m;
+        m.segments[2].footer_at -= 1;
+        std::fs::write(dir.join(segments::MANIFEST), rmp_serde::to_vec(&m).unwrap()).unwrap();
+        assert!(open(&dir, &mut map).is_none());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
