@@ -146,39 +146,67 @@ pub struct SegmentIndex {
 #[derive(Default)]
 pub struct FooterBuilder {
     footer: Footer,
-    pids: WordMap<u64, u64>,
+    procs: WordMap<u64, Proc>,
     calls: WordMap<(u64, u64, u8), u64>,
-    tags: std::collections::HashMap<Box<str>, u64>,
-    states: WordMap<u64, Vec<u64>>,
-    last_states: WordMap<u64, (u64, u64)>,
-    symbols: WordMap<u64, ByteBuf>,
-    index: IndexBuilder,
-}
-
-/// The lists of a [`SegmentIndex`] being built.
-#[derive(Default)]
-struct IndexBuilder {
-    pids: WordMap<u64, (SeqList, SeqList)>,
-    spawns: WordMap<u64, u64>,
-    exits: WordMap<u64, u64>,
     tags: std::collections::HashMap<Box<str>, SeqList>,
+    spawns: WordMap<u64, u64>,
     modules: WordMap<u64, SeqList>,
     functions: WordMap<(u64, u64), SeqList>,
+    symbols: WordMap<u64, ByteBuf>,
 }
 
-impl IndexBuilder {
-    /// Adds `ev` to the lists it belongs in, as [`crate::index::Index`] does.
-    fn event(&mut self, ev: &EventRef) {
+/// What a segment says of one process.
+#[derive(Default)]
+struct Proc {
+    events: SeqList,
+    states: SeqList,
+    /// Its state events that changed the state.
+    changes: Vec<u64>,
+    /// Frames of its last state event and of the last one holding its payload.
+    last_state: Option<(u64, u64)>,
+    exit: Option<u64>,
+}
+
+impl FooterBuilder {
+    /// Takes an event at frame `offset` into account; `payload_here`: its payload is in that
+    /// frame (an unchanged state's may not be). Its index lists are those of
+    /// [`crate::index::Index`].
+    pub fn event(&mut self, ev: &EventRef, offset: u64, payload_here: bool) {
         let h = &ev.header;
+        let f = &mut self.footer;
+        if f.events == 0 {
+            f.first_seq = ev.seq;
+            f.first_ts = h.ts;
+        }
+        if f.events.is_multiple_of(SEEK_EVERY) {
+            f.seeks.push((ev.seq, h.ts, offset));
+        }
+        f.events += 1;
+        f.last_seq = ev.seq;
+        f.last_ts = h.ts;
+        if f.kinds.len() < Kind::ALL.len() {
+            f.kinds.resize(Kind::ALL.len(), 0);
+        }
+        if let Some(k) = f.kinds.get_mut(h.kind as usize) {
+            *k += 1;
+        }
         let kind = Kind::from_u8(h.kind);
         if h.pid != 0 {
-            let (events, states) = self.pids.entry(h.pid).or_default();
-            events.push(ev.seq);
+            let p = self.procs.entry(h.pid).or_default();
+            p.events.push(ev.seq);
             match kind {
-                Some(Kind::State) => states.push(ev.seq),
-                Some(Kind::Exit) => {
-                    self.exits.insert(h.pid, ev.seq);
+                Some(Kind::State) => {
+                    p.states.push(ev.seq);
+                    if h.flags & flags::STATE_UNCHANGED == 0 {
+                        p.changes.push(ev.seq);
+                    }
+                    let last = p.last_state.get_or_insert((offset, offset));
+                    last.0 = offset;
+                    if payload_here {
+                        last.1 = offset;
+                    }
                 }
+                Some(Kind::Exit) => p.exit = Some(ev.seq),
                 _ => {}
             }
         }
@@ -199,89 +227,17 @@ impl IndexBuilder {
                 }
             }
             Some(k) if crate::index::CALLS.contains(k) && h.module != 0 => {
+                if k == Kind::Call {
+                    *self
+                        .calls
+                        .entry((h.module, h.function, h.arity))
+                        .or_default() += 1;
+                }
                 self.modules.entry(h.module).or_default().push(ev.seq);
                 self.functions
                     .entry((h.module, h.function))
                     .or_default()
                     .push(ev.seq);
-            }
-            _ => {}
-        }
-    }
-
-    fn finish(self) -> SegmentIndex {
-        fn sorted<T: Ord>(mut v: Vec<T>) -> Vec<T> {
-            v.sort_unstable();
-            v
-        }
-        SegmentIndex {
-            pids: sorted(self.pids.into_iter().map(|(p, (e, s))| (p, e, s)).collect()),
-            spawns: sorted(self.spawns.into_iter().collect()),
-            exits: sorted(self.exits.into_iter().collect()),
-            tags: sorted(self.tags.into_iter().map(|(t, l)| (t.into(), l)).collect()),
-            modules: sorted(self.modules.into_iter().collect()),
-            functions: sorted(
-                self.functions
-                    .into_iter()
-                    .map(|((m, f), l)| (m, f, l))
-                    .collect(),
-            ),
-        }
-    }
-}
-
-impl FooterBuilder {
-    /// Takes an event at frame `offset` into account; `payload_here`: its payload is in that
-    /// frame (an unchanged state's may not be).
-    pub fn event(&mut self, ev: &EventRef, offset: u64, payload_here: bool) {
-        let h = &ev.header;
-        let f = &mut self.footer;
-        if f.events == 0 {
-            f.first_seq = ev.seq;
-            f.first_ts = h.ts;
-        }
-        if f.events.is_multiple_of(SEEK_EVERY) {
-            f.seeks.push((ev.seq, h.ts, offset));
-        }
-        f.events += 1;
-        self.index.event(ev);
-        f.last_seq = ev.seq;
-        f.last_ts = h.ts;
-        if f.kinds.len() < Kind::ALL.len() {
-            f.kinds.resize(Kind::ALL.len(), 0);
-        }
-        if let Some(k) = f.kinds.get_mut(h.kind as usize) {
-            *k += 1;
-        }
-        if h.pid != 0 {
-            *self.pids.entry(h.pid).or_default() += 1;
-        }
-        match Kind::from_u8(h.kind) {
-            Some(Kind::Call) if h.module != 0 => {
-                *self
-                    .calls
-                    .entry((h.module, h.function, h.arity))
-                    .or_default() += 1;
-            }
-            Some(Kind::Send | Kind::Receive | Kind::SendToDead) => {
-                if let Some(tag) = ev.tag() {
-                    match self.tags.get_mut(tag) {
-                        Some(n) => *n += 1,
-                        None => {
-                            self.tags.insert(tag.into(), 1);
-                        }
-                    }
-                }
-            }
-            Some(Kind::State) => {
-                if h.flags & flags::STATE_UNCHANGED == 0 {
-                    self.states.entry(h.pid).or_default().push(ev.seq);
-                }
-                let last = self.last_states.entry(h.pid).or_insert((offset, offset));
-                last.0 = offset;
-                if payload_here {
-                    last.1 = offset;
-                }
             }
             _ => {}
         }
@@ -328,31 +284,51 @@ impl FooterBuilder {
 
     /// The footer of everything taken so far, sorted; the builder starts over.
     pub fn finish(&mut self) -> Footer {
-        let mut b = std::mem::take(self);
-        let f = &mut b.footer;
-        f.pids = b.pids.into_iter().collect();
+        fn sorted<T: Ord>(mut v: Vec<T>) -> Vec<T> {
+            v.sort_unstable();
+            v
+        }
+        let b = std::mem::take(self);
+        let mut f = b.footer;
+        let mut index = SegmentIndex::default();
+        let (mut changes, mut last_states) = (Vec::new(), Vec::new());
+        for (pid, p) in b.procs {
+            f.pids.push((pid, p.events.len));
+            if !p.changes.is_empty() {
+                changes.push((pid, p.changes));
+            }
+            if let Some((o, po)) = p.last_state {
+                last_states.push((pid, o, po));
+            }
+            if let Some(seq) = p.exit {
+                index.exits.push((pid, seq));
+            }
+            index.pids.push((pid, p.events, p.states));
+        }
         f.pids.sort_unstable();
-        f.calls = b
-            .calls
-            .into_iter()
-            .map(|((m, fu, a), n)| (m, fu, a, n))
-            .collect();
-        f.calls.sort_unstable();
-        f.tags = b.tags.into_iter().map(|(t, n)| (t.into(), n)).collect();
-        f.tags.sort_unstable();
-        f.states = b.states.into_iter().collect();
-        f.states.sort_unstable();
-        let mut last: Vec<_> = b
-            .last_states
-            .into_iter()
-            .map(|(p, (o, po))| (p, o, po))
-            .collect();
-        last.sort_unstable();
-        f.last_states = Some(last);
-        f.symbols = b.symbols.into_iter().collect();
-        f.symbols.sort_unstable();
-        f.index = Some(b.index.finish());
-        b.footer
+        f.states = sorted(changes);
+        f.last_states = Some(sorted(last_states));
+        f.calls = sorted(
+            b.calls
+                .into_iter()
+                .map(|((m, fu, a), n)| (m, fu, a, n))
+                .collect(),
+        );
+        f.tags = sorted(b.tags.iter().map(|(t, l)| (t.to_string(), l.len)).collect());
+        f.symbols = sorted(b.symbols.into_iter().collect());
+        index.pids.sort_unstable();
+        index.exits.sort_unstable();
+        index.spawns = sorted(b.spawns.into_iter().collect());
+        index.tags = sorted(b.tags.into_iter().map(|(t, l)| (t.into(), l)).collect());
+        index.modules = sorted(b.modules.into_iter().collect());
+        index.functions = sorted(
+            b.functions
+                .into_iter()
+                .map(|((m, fu), l)| (m, fu, l))
+                .collect(),
+        );
+        f.index = Some(index);
+        f
     }
 }
 
