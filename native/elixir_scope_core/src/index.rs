@@ -93,6 +93,26 @@ pub struct Lists {
     pub functions: Vec<(u64, u64, Vec<Seq>)>,
 }
 
+impl Lists {
+    /// The lists without their seqs up to `seq` (what an index up to `seq` holds already).
+    pub fn after(mut self, seq: Seq) -> Lists {
+        let keep = |l: &mut Vec<Seq>| {
+            let from = l.partition_point(|&s| s <= seq);
+            l.drain(..from);
+        };
+        for (_, events, states) in &mut self.pids {
+            keep(events);
+            keep(states);
+        }
+        self.spawns.retain(|&(_, s)| s > seq);
+        self.exits.retain(|&(_, s)| s > seq);
+        self.tags.iter_mut().for_each(|(_, l)| keep(l));
+        self.modules.iter_mut().for_each(|(_, l)| keep(l));
+        self.functions.iter_mut().for_each(|(_, _, l)| keep(l));
+        self
+    }
+}
+
 impl Index {
     /// An empty index.
     pub fn new() -> Index {
@@ -115,6 +135,9 @@ impl Index {
             }
         }
         for (pid, events, states) in lists.pids {
+            if events.is_empty() {
+                continue;
+            }
             let p = self.pids.entry(pid).or_default();
             if !states.is_empty() {
                 self.keys_unknown.insert(pid);
@@ -130,13 +153,13 @@ impl Index {
             let p = self.pids.entry(pid).or_default();
             p.exit = Some(p.exit.map_or(seq, |s| s.max(seq)));
         }
-        for (tag, seqs) in lists.tags {
+        for (tag, seqs) in lists.tags.into_iter().filter(|l| !l.1.is_empty()) {
             extend(self.tags.entry(tag.into_boxed_str()).or_default(), seqs);
         }
-        for (module, seqs) in lists.modules {
+        for (module, seqs) in lists.modules.into_iter().filter(|l| !l.1.is_empty()) {
             extend(self.modules.entry(module).or_default(), seqs);
         }
-        for (module, function, seqs) in lists.functions {
+        for (module, function, seqs) in lists.functions.into_iter().filter(|l| !l.2.is_empty()) {
             extend(self.functions.entry((module, function)).or_default(), seqs);
         }
         self.upto = self.upto.max(upto);

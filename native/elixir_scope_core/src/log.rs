@@ -100,10 +100,13 @@ pub struct CaptureLog {
 
 /// Reads events a log does not hold yet from where they are kept (the segment files of a
 /// trace opened without reading its events), when a reader first asks for one of them.
-pub trait Pager: Send + Sync {
+pub trait Pager: Send + Sync + std::any::Any {
     /// Makes the event at `seq` readable in `log`, with [`CaptureLog::fill`], if it can. It may
     /// fill other events too (the block the event is read with).
     fn fault(&self, log: &CaptureLog, seq: Seq);
+
+    /// The pager as `Any`, for its owner to reach its own type again.
+    fn as_any(&self) -> &dyn std::any::Any;
 }
 
 impl CaptureLog {
@@ -113,20 +116,35 @@ impl CaptureLog {
         CaptureLog::with_ahead(limits, true)
     }
 
-    /// A closed log of `events` events that are read through `pager` when first asked for
-    /// (each seq at most once, with [`CaptureLog::fill`]). Memory is committed as they are.
-    pub fn paged(events: u64, pager: Box<dyn Pager>) -> CaptureLog {
+    /// An empty log whose events are filled by `pager` ([`CaptureLog::fill`], each seq at
+    /// most once) when first asked for, and which its owner extends with
+    /// [`CaptureLog::grow`]. Nothing else writes it. Memory is committed as events are filled.
+    pub fn paged(pager: Box<dyn Pager>) -> CaptureLog {
         let mut log = CaptureLog::with_ahead(
             Limits {
-                max_events: events,
+                max_events: crate::store::MAX_EVENTS,
                 max_bytes: crate::store::MAX_BYTES,
             },
             // Pages are read anywhere: committing the next chunk ahead would be a guess.
             false,
         );
-        log.next_slot = AtomicU64::new(log.limits.max_events.min(events));
         log.pager = Some(pager);
         log
+    }
+
+    /// The pager of a paged log.
+    pub fn pager(&self) -> Option<&dyn Pager> {
+        self.pager.as_deref()
+    }
+
+    /// Makes a paged log hold `events` events (never fewer than it held): the seqs up to it
+    /// are readable once filled, or their pager fills them. Filled first, then grown, a new
+    /// event is never seen missing.
+    pub fn grow(&self, events: u64) {
+        if self.pager.is_some() {
+            self.next_slot
+                .fetch_max(events.min(self.limits.max_events), Ordering::Release);
+        }
     }
 
     fn with_ahead(limits: Limits, ahead: bool) -> CaptureLog {
@@ -406,12 +424,13 @@ impl CaptureLog {
         }
     }
 
-    /// Writes the event at `seq` of a paged log: with the payload of the readable event `shared`
-    /// when given (a state equal to the one before), else a copy of `payload`. Only a pager
-    /// calls it, once per seq, never concurrently for one seq; false when `seq` is outside the
-    /// log, already there, or gets no memory (it is then missing, like a hole).
+    /// Writes the event at `seq` of a paged log: with the payload of the event `shared` when
+    /// given (a state equal to the one before; filled already), else a copy of `payload`. Only
+    /// a pager calls it, once per seq, never concurrently for one seq; `seq` may be past the
+    /// log's end until it grows. False when `seq` is outside the log's capacity, already there,
+    /// or gets no memory (it is then missing, like a hole).
     pub fn fill(&self, seq: Seq, header: &Header, payload: &[u8], shared: Option<Seq>) -> bool {
-        if self.pager.is_none() || seq == 0 || seq > self.last_seq() {
+        if self.pager.is_none() || seq == 0 || seq > self.limits.max_events {
             return false;
         }
         let idx = seq - 1;

@@ -1,12 +1,17 @@
-//! Opening a trace without reading its events. The footers of its sealed segments give the
-//! store its whole index and say where each block of events starts (a seek point every
+//! Traces read from disk as queries need them. The footers of sealed segments give a store its
+//! whole index and say where each block of events starts (a seek point every
 //! [`SEEK_EVERY`](crate::footer::SEEK_EVERY) events); a block is read from its file the first
-//! time a query asks for one of its events. Opening costs the footers, memory grows with what
-//! queries touch, and a query that touches little reads little.
+//! time a query asks for one of its events. Memory grows with what queries touch, and a query
+//! that touches little reads little.
 //!
-//! Files are still not trusted: footers are checked as a whole before any is believed (else
-//! the trace is loaded eagerly, by [`crate::persist::Loading`]), and a block that cannot be read
-//! or is damaged leaves its events missing, as a hole in the log, never a panic.
+//! Two uses: [`open`] a trace (a closed store, offline), and [`follow`] the trace a capture of
+//! this VM is writing, which [`refresh`] brings up to what is on disk, so that queries see
+//! every event the capture wrote, whatever its memory still holds.
+//!
+//! Files are still not trusted: footers are checked before they are believed (else [`open`]
+//! declines and the trace is loaded whole by [`crate::persist::Loading`]; a followed segment
+//! is read through), and a block that cannot be read or is damaged leaves its events missing,
+//! as holes in the log, never a panic.
 
 use crate::event::{flags, Header, Kind, PidKey, Seq};
 use crate::footer::{Footer, SeqList};
@@ -16,7 +21,8 @@ use crate::log::{CaptureLog, Pager};
 use crate::persist::{self, Loaded, Loader, Mapped, Symbols, Window};
 use crate::segment::{self, Record};
 use crate::segments::{self, SegmentMeta};
-use parking_lot::Mutex;
+use crate::store::Store;
+use parking_lot::{Mutex, MutexGuard};
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -39,31 +45,63 @@ struct Pages {
     /// In seq order, not overlapping.
     blocks: Vec<Block>,
     loaded: Vec<bool>,
-    /// Capture words to keys of the reading VM.
-    words: WordMap<u64, u64>,
+    /// Capture words to keys of the reading VM; `None`: the trace's words are this VM's own
+    /// (a capture of this VM run, followed).
+    words: Option<WordMap<u64, u64>>,
     /// A capture seq minus this is the store's seq.
     shift: u64,
     /// Each process's state events (store seqs): an unchanged state shares the payload of the
     /// one before, which may be in another block.
     states: WordMap<PidKey, Vec<Seq>>,
+    /// The highest store seq registered (in a block) or filled.
+    top: Seq,
+    /// The unsealed segment read last, and how far its complete frames go.
+    tail: Option<(String, u64)>,
     buf: Vec<u8>,
     /// Reads that failed (a file gone or damaged): their blocks' events are missing.
     failed: u64,
 }
 
-/// The [`Pager`] of a trace opened paged.
-pub struct SegmentPager(Mutex<Pages>);
+/// The [`Pager`] of a paged store.
+pub struct SegmentPager {
+    pages: Mutex<Pages>,
+    /// Held through a [`refresh`], so that refreshes of one store take turns.
+    refreshing: Mutex<()>,
+    /// The directory followed, if the store follows one.
+    dir: Option<PathBuf>,
+}
 
 impl Pager for SegmentPager {
     fn fault(&self, log: &CaptureLog, seq: Seq) {
-        self.0.lock().fault(log, seq);
+        self.pages.lock().fault(log, seq);
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
     }
 }
 
 impl SegmentPager {
+    fn new(pages: Pages, dir: Option<PathBuf>) -> SegmentPager {
+        SegmentPager {
+            pages: Mutex::new(pages),
+            refreshing: Mutex::new(()),
+            dir,
+        }
+    }
+
+    /// The pager of a paged log.
+    fn of(log: &CaptureLog) -> Option<&SegmentPager> {
+        log.pager()?.as_any().downcast_ref()
+    }
+
+    fn pages(&self) -> MutexGuard<'_, Pages> {
+        self.pages.lock()
+    }
+
     /// Block reads that failed so far.
     pub fn failed(&self) -> u64 {
-        self.0.lock().failed
+        self.pages().failed
     }
 }
 
@@ -72,6 +110,21 @@ impl SegmentPager {
 type Filled<'b> = (Seq, Header, &'b [u8], Option<Seq>);
 
 impl Pages {
+    fn new(words: Option<WordMap<u64, u64>>, shift: u64) -> Pages {
+        Pages {
+            files: Vec::new(),
+            blocks: Vec::new(),
+            loaded: Vec::new(),
+            words,
+            shift,
+            states: WordMap::default(),
+            top: 0,
+            tail: None,
+            buf: Vec::new(),
+            failed: 0,
+        }
+    }
+
     fn block_of(&self, seq: Seq) -> Option<usize> {
         let i = self
             .blocks
@@ -150,29 +203,20 @@ impl Pages {
             let mut pos = start;
             while let Some((record, next)) = segment::frame_at(bytes, pos) {
                 pos = next;
-                let Some(ev) = record.as_event() else {
+                let Some((seq, h, payload)) = self.event(&record, log) else {
                     continue;
                 };
-                let Some(seq) = ev.seq.checked_sub(self.shift) else {
-                    continue;
-                };
-                if !(block.first..=block.last).contains(&seq)
-                    || Kind::from_u8(ev.header.kind).is_none()
-                {
+                if !(block.first..=block.last).contains(&seq) {
                     continue;
                 }
-                let h = keys(&self.words, ev.header, self.shift, log.last_seq());
-                let shares = h.kind == Kind::State as u8
-                    && h.flags & flags::STATE_UNCHANGED != 0
-                    && ev.payload.is_empty();
-                let shared = shares.then(|| self.state_before(h.pid, seq)).flatten();
+                let shared = self.shares(&h, payload, seq);
                 if let Some(prev) = shared {
                     let there = self.block_of(prev);
                     if let Some(p) = there.filter(|&p| p < unit.start && !self.loaded[p]) {
                         needs.push(p);
                     }
                 }
-                events.push((seq, h, ev.payload, shared));
+                events.push((seq, h, payload, shared));
             }
         }
         if needs.is_empty() {
@@ -184,31 +228,122 @@ impl Pages {
         Ok(needs)
     }
 
+    /// The event a record holds, in the store's seqs and keys, if it holds one of a known kind:
+    /// words the trace explained become keys, others 0; a variable binding's peer (its call's
+    /// seq) is shifted, 0 when its call is not in the store.
+    fn event<'r>(&self, record: &Record<'r>, log: &CaptureLog) -> Option<(Seq, Header, &'r [u8])> {
+        let ev = record.as_event()?;
+        let seq = ev.seq.checked_sub(self.shift).filter(|&s| s > 0)?;
+        Kind::from_u8(ev.header.kind)?;
+        let key = |w: u64| match &self.words {
+            None => w,
+            Some(words) => words.get(&w).copied().unwrap_or(0),
+        };
+        let mut h = ev.header;
+        h.pid = key(h.pid);
+        h.module = key(h.module);
+        h.function = key(h.function);
+        h.peer = if h.kind == Kind::Var as u8 {
+            h.peer
+                .checked_sub(self.shift)
+                .filter(|&s| s <= log.limits().max_events)
+                .unwrap_or(0)
+        } else {
+            key(h.peer)
+        };
+        Some((seq, h, ev.payload))
+    }
+
+    /// The event whose payload an unchanged state `h` at `seq`, written without one, shares.
+    fn shares(&self, h: &Header, payload: &[u8], seq: Seq) -> Option<Seq> {
+        let unchanged = h.kind == Kind::State as u8
+            && h.flags & flags::STATE_UNCHANGED != 0
+            && payload.is_empty();
+        unchanged.then(|| self.state_before(h.pid, seq)).flatten()
+    }
+
     /// The state event of `pid` before `seq`.
     fn state_before(&self, pid: PidKey, seq: Seq) -> Option<Seq> {
         let states = self.states.get(&pid)?;
         let i = states.partition_point(|&s| s < seq).checked_sub(1)?;
         Some(states[i])
     }
+
+    /// Takes a sealed segment with its believed footer: its blocks are read when asked for.
+    /// Returns its index lists (those of seqs above what was there before), `None` when they
+    /// are damaged.
+    fn add_sealed(&mut self, dir: &Path, meta: &SegmentMeta, footer: &Footer) -> Option<Lists> {
+        let words = self.words.as_ref();
+        let lists = lists(footer, words, self.shift)?.after(self.top);
+        let file = self.files.len();
+        self.files.push((dir.to_path_buf(), meta.clone()));
+        for (i, &(seq, _, from)) in footer.seeks.iter().enumerate() {
+            let (last, to) = footer
+                .seeks
+                .get(i + 1)
+                .map_or((footer.last_seq, meta.footer_at), |n| (n.0 - 1, n.2));
+            let (first, last) = (seq - self.shift, last - self.shift);
+            if last > self.top {
+                self.blocks.push(Block {
+                    file,
+                    from,
+                    to,
+                    first: first.max(self.top + 1),
+                    last,
+                });
+                self.loaded.push(false);
+            }
+        }
+        for (pid, _, states) in &lists.pids {
+            self.states
+                .entry(*pid)
+                .or_default()
+                .extend_from_slice(states);
+        }
+        self.top = self.top.max(footer.last_seq - self.shift);
+        Some(lists)
+    }
+
+    /// Fills the events of `records` above the highest seq there (an unsealed segment, or
+    /// one without a believable footer, read through); returns how many it filled.
+    fn fill_through<'r>(
+        &mut self,
+        log: &CaptureLog,
+        records: impl Iterator<Item = Record<'r>>,
+    ) -> u64 {
+        let mut filled = 0;
+        for record in records {
+            let Some((seq, h, payload)) = self.event(&record, log) else {
+                continue;
+            };
+            if seq <= self.top {
+                continue;
+            }
+            let shared = self.shares(&h, payload, seq);
+            if log.fill(seq, &h, payload, shared) {
+                filled += 1;
+                self.top = seq;
+                if h.kind == Kind::State as u8 {
+                    self.states.entry(h.pid).or_default().push(seq);
+                }
+            }
+        }
+        filled
+    }
 }
 
-/// `h` (as a file has it) in the keys and seqs of the store: words the trace explained become
-/// keys, others 0; a variable binding's peer (its call's seq) is shifted, 0 when its call is not
-/// in the store.
-fn keys(words: &WordMap<u64, u64>, mut h: Header, shift: u64, events: u64) -> Header {
-    let key = |w: u64| words.get(&w).copied().unwrap_or(0);
-    h.pid = key(h.pid);
-    h.module = key(h.module);
-    h.function = key(h.function);
-    h.peer = if h.kind == Kind::Var as u8 {
-        h.peer
-            .checked_sub(shift)
-            .filter(|&s| s <= events)
-            .unwrap_or(0)
-    } else {
-        key(h.peer)
-    };
-    h
+/// Reads a segment's bytes from offset `from` on into `buf` (from 0: all of it, decompressed
+/// when archived).
+fn read_from(dir: &Path, meta: &SegmentMeta, from: u64, buf: &mut Vec<u8>) -> io::Result<()> {
+    if from == 0 {
+        return segments::read_segment_into(dir, meta, buf);
+    }
+    use std::io::{Read, Seek};
+    buf.clear();
+    let mut file = std::fs::File::open(dir.join(&meta.file))?;
+    file.seek(io::SeekFrom::Start(from))?;
+    file.take(segments::MAX_SEGMENT).read_to_end(buf)?;
+    Ok(())
 }
 
 /// A sealed segment's footer, if it is believable and indexes the segment: consistent with the
@@ -230,8 +365,9 @@ fn believed(dir: &Path, meta: &SegmentMeta, buf: &mut Vec<u8>) -> Option<Footer>
     .then_some(footer)
 }
 
-/// The index lists of `footer`, in the store's keys and seqs; `None` when a list is damaged.
-fn lists(footer: &Footer, words: &WordMap<u64, u64>, shift: u64) -> Option<Lists> {
+/// The index lists of `footer`, in the store's keys (`words`; `None`: the same) and seqs;
+/// `None` when a list is damaged.
+fn lists(footer: &Footer, words: Option<&WordMap<u64, u64>>, shift: u64) -> Option<Lists> {
     let index = footer.index.as_ref()?;
     if footer.first_seq <= shift {
         return None;
@@ -242,7 +378,10 @@ fn lists(footer: &Footer, words: &WordMap<u64, u64>, shift: u64) -> Option<Lists
         v.iter_mut().for_each(|s| *s -= shift);
         Some(v)
     };
-    let key = |w: &u64| words.get(w).copied();
+    let key = |w: &u64| match words {
+        None => Some(*w),
+        Some(words) => words.get(w).copied(),
+    };
     let at = |s: u64| range.contains(&s).then(|| s - shift);
     let mut lists = Lists::default();
     // Each event is one process's: a footer claiming more is not believed.
@@ -304,36 +443,28 @@ pub fn open(path: &Path, map: &mut dyn FnMut(&[u8], &Symbols) -> Mapped) -> Opti
     if first == 0 || !follow || footers.first().is_some_and(|f| f.first_seq != first) {
         return None;
     }
-    let shift = first - 1;
     let mut loader = Loader::new(Window::default()).ok()?;
     for f in &footers {
         if let Some((monotonic, system, run)) = f.clock {
-            loader.take(
-                Record::Clock {
-                    monotonic,
-                    system,
-                    run,
-                },
-                map,
-            );
+            let clock = Record::Clock {
+                monotonic,
+                system,
+                run,
+            };
+            loader.take(clock, map);
         }
         for (word, etf) in &f.symbols {
             loader.take(Record::Symbol { word: *word, etf }, map);
         }
-        loader.take(
-            Record::Stats {
-                dropped: f.dropped,
-                truncated: f.truncated,
-            },
-            map,
-        );
+        let stats = Record::Stats {
+            dropped: f.dropped,
+            truncated: f.truncated,
+        };
+        loader.take(stats, map);
     }
-    // The unsealed last segment, read now: its symbols first, then how far its seqs go.
+    // The unsealed last segment: its symbols first.
     let mut tail_bytes = Vec::new();
-    let mut missing = 0;
-    let mut torn = Vec::new();
-    let sealed_last = footers.last().map_or(shift, |f| f.last_seq);
-    let mut top = sealed_last;
+    let (mut missing, mut torn) = (0, Vec::new());
     if let Some((dir, meta)) = tail {
         match segments::read_segment_into(dir, meta, &mut tail_bytes) {
             Ok(()) => {}
@@ -343,11 +474,8 @@ pub fn open(path: &Path, map: &mut dyn FnMut(&[u8], &Symbols) -> Mapped) -> Opti
         if !tail_bytes.is_empty() {
             match persist::open_frames(meta, &tail_bytes).ok()? {
                 Some(mut frames) => {
-                    for record in frames.by_ref() {
-                        match record.as_event() {
-                            Some(ev) => top = top.max(ev.seq),
-                            None => loader.take(record, map),
-                        }
+                    for record in frames.by_ref().filter(|r| r.as_event().is_none()) {
+                        loader.take(record, map);
                     }
                     if frames.torn() {
                         torn.push(meta.file.clone());
@@ -357,77 +485,20 @@ pub fn open(path: &Path, map: &mut dyn FnMut(&[u8], &Symbols) -> Mapped) -> Opti
             }
         }
     }
-    let events = top - shift;
+    let shift = first - 1;
+    let mut pages = Pages::new(Some(loader.words.clone()), shift);
     let mut index = Index::new();
-    let mut states: WordMap<PidKey, Vec<Seq>> = WordMap::default();
-    let mut blocks = Vec::new();
-    for (file, (f, (_, meta))) in footers.iter().zip(sealed).enumerate() {
-        let lists = lists(f, &loader.words, shift)?;
-        for (pid, _, s) in &lists.pids {
-            states.entry(*pid).or_default().extend_from_slice(s);
-        }
+    for (f, (dir, meta)) in footers.iter().zip(sealed) {
+        let lists = pages.add_sealed(dir, meta, f)?;
         index.append(lists, f.last_seq - shift);
-        for (i, &(seq, _, from)) in f.seeks.iter().enumerate() {
-            let (last, to) = f
-                .seeks
-                .get(i + 1)
-                .map_or((f.last_seq, meta.footer_at), |n| (n.0 - 1, n.2));
-            blocks.push(Block {
-                file,
-                from,
-                to,
-                first: seq - shift,
-                last: last - shift,
-            });
-        }
     }
-    states.values_mut().for_each(|s| s.sort_unstable());
-    let loaded = vec![false; blocks.len()];
-    let pager = SegmentPager(Mutex::new(Pages {
-        files: sealed.to_vec(),
-        blocks,
-        loaded,
-        words: loader.words.clone(),
-        shift,
-        states,
-        buf: Vec::new(),
-        failed: 0,
-    }));
-    let log = CaptureLog::paged(events, Box::new(pager));
-    let mut tail_events = 0;
-    if let (Some((_, meta)), false) = (tail, tail_bytes.is_empty()) {
-        let mut last_state: WordMap<PidKey, Seq> = WordMap::default();
-        for ev in persist::open_frames(meta, &tail_bytes)
-            .ok()
-            .flatten()
-            .into_iter()
-            .flatten()
-            .filter_map(|r| r.as_event())
-        {
-            let Some(seq) = ev
-                .seq
-                .checked_sub(shift)
-                .filter(|&s| s > sealed_last - shift)
-            else {
-                continue;
-            };
-            if Kind::from_u8(ev.header.kind).is_none() {
-                continue;
-            }
-            let h = keys(&loader.words, ev.header, shift, events);
-            let is_state = h.kind == Kind::State as u8;
-            let shared =
-                (is_state && h.flags & flags::STATE_UNCHANGED != 0 && ev.payload.is_empty())
-                    .then(|| last_state.get(&h.pid).copied())
-                    .flatten();
-            if log.fill(seq, &h, ev.payload, shared) {
-                tail_events += 1;
-                if is_state {
-                    last_state.insert(h.pid, seq);
-                }
-            }
-        }
-    }
+    let log = CaptureLog::paged(Box::new(SegmentPager::new(pages, None)));
+    let mut pages = SegmentPager::of(&log)?.pages();
+    log.grow(pages.top);
+    let frames = tail.and_then(|(_, meta)| persist::open_frames(meta, &tail_bytes).ok().flatten());
+    let tail_events = pages.fill_through(&log, frames.into_iter().flatten());
+    log.grow(pages.top);
+    drop(pages);
     // The tail is indexed as a live store's events are; nothing missing there comes later.
     index.catch_up(&log);
     index.forget_stragglers();
@@ -449,9 +520,94 @@ pub fn open(path: &Path, map: &mut dyn FnMut(&[u8], &Symbols) -> Mapped) -> Opti
     log.add_dropped(report.dropped);
     let symbols = std::mem::take(&mut loader.symbols);
     Some(Loaded {
-        store: crate::store::Store::paged(log, index, symbols)?,
+        store: Store::paged(log, index, Some(symbols))?,
         report,
     })
+}
+
+/// A store following the trace that a capture of this VM run writes into `dir`: empty until
+/// [`refresh`]ed, then holding every event on disk, its seqs those of the trace (continuing
+/// across the capture's stores). Its words are this VM's own, as the capture's are.
+pub fn follow(dir: &Path) -> Option<Store> {
+    let pager = SegmentPager::new(Pages::new(None, 0), Some(dir.to_path_buf()));
+    Store::paged(CaptureLog::paged(Box::new(pager)), Index::new(), None)
+}
+
+/// Brings a [`follow`]ing store up to what its directory holds now: new sealed segments are
+/// indexed from their footers and read as queries need them; the segment being written is
+/// read from where the last refresh stopped. Segments the capture has archived since are
+/// read from their archives; those retention deleted are missing. Returns the store's events.
+///
+/// # Errors
+/// The file system's; `InvalidInput` for a store that follows nothing.
+pub fn refresh(store: &Store) -> io::Result<u64> {
+    let log = store.log();
+    let Some((pager, dir)) = SegmentPager::of(log).and_then(|p| Some((p, p.dir.as_ref()?))) else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the store follows no trace",
+        ));
+    };
+    let _turn = pager.refreshing.lock();
+    let manifest = segments::read_manifest(dir)?;
+    let mut added = Vec::new();
+    let top = {
+        let mut pages = pager.pages();
+        // Archived since: the same segment (its first seq) under its new name.
+        for (_, known) in pages.files.iter_mut() {
+            if let Some(now) = manifest
+                .segments
+                .iter()
+                .find(|m| m.first_seq == known.first_seq)
+            {
+                *known = now.clone();
+            }
+        }
+        let mut buf = Vec::new();
+        for meta in &manifest.segments {
+            let seen = meta.sealed && meta.last_seq != 0 && meta.last_seq <= pages.top;
+            if seen {
+                continue;
+            }
+            if let Some(footer) = believed(dir, meta, &mut buf) {
+                if let Some(lists) = pages.add_sealed(dir, meta, &footer) {
+                    added.push((lists, footer.last_seq - pages.shift));
+                    continue;
+                }
+            }
+            // Read through: the segment being written (from where the last read stopped), or
+            // one whose footer is missing or not believable.
+            let from = match &pages.tail {
+                Some((file, at)) if *file == meta.file && !meta.sealed => *at,
+                _ => 0,
+            };
+            match read_from(dir, meta, from, &mut buf) {
+                Ok(()) => {}
+                // Archived or deleted meanwhile: the next refresh sees it as it is now.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            }
+            let mut frames = match from {
+                0 => segment::frames(&buf).ok(),
+                _ => Some(segment::frames_from(&buf, 0)),
+            };
+            if let Some(frames) = frames.as_mut() {
+                pages.fill_through(log, frames.by_ref());
+            }
+            let end = from + frames.map_or(0, |f| f.valid_len());
+            pages.tail = (!meta.sealed).then(|| (meta.file.clone(), end));
+        }
+        pages.top
+    };
+    let mut index = store.index_as_is();
+    for (lists, last) in added {
+        let upto = index.upto();
+        index.append(lists.after(upto), last);
+    }
+    log.grow(top);
+    index.catch_up(log);
+    index.forget_stragglers();
+    Ok(log.last_seq())
 }
 
 #[cfg(test)]
@@ -565,8 +721,9 @@ mod tests {
         l.finish()
     }
 
-    /// Events in `order`, then the index, read from `paged` equal what `eager` holds.
-    fn same(paged: &Store, eager: &Store, order: &[Seq]) {
+    /// Events in `order`, then the index, read from `paged` equal what `eager` holds (with
+    /// module and function words as `key` makes them keys).
+    fn same(paged: &Store, eager: &Store, order: &[Seq], key: fn(u64) -> u64) {
         let (p, e) = (paged.log(), eager.log());
         assert_eq!(p.last_seq(), e.last_seq());
         for &seq in order {
@@ -585,10 +742,10 @@ mod tests {
             assert!(!ei.tag(tag).is_empty());
             assert_eq!(pi.tag(tag), ei.tag(tag));
         }
-        for m in [31, 33].map(|w| w + 1_000_000) {
+        for m in [31, 33].map(key) {
             assert!(!ei.calls(m, None).is_empty());
             assert_eq!(pi.calls(m, None), ei.calls(m, None));
-            for f in [13, 15, 17].map(|w| w + 1_000_000) {
+            for f in [13, 15, 17].map(key) {
                 assert_eq!(pi.calls(m, Some(f)), ei.calls(m, Some(f)));
             }
         }
@@ -636,7 +793,7 @@ mod tests {
             let eager = eager(&dir);
             let last = live.log().last_seq();
             let backwards: Vec<Seq> = (1..=last).rev().collect();
-            same(&paged.store, &eager.store, &backwards);
+            same(&paged.store, &eager.store, &backwards, |w| w + 1_000_000);
             assert_eq!(
                 paged.store.stats().payload_bytes,
                 eager.store.stats().payload_bytes
@@ -672,8 +829,54 @@ mod tests {
         assert_eq!(paged.report.events, live.stats().events);
         let eager = eager(&dir);
         let forwards: Vec<Seq> = (1..=live.log().last_seq()).collect();
-        same(&paged.store, &eager.store, &forwards);
+        same(&paged.store, &eager.store, &forwards, |w| w + 1_000_000);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_follower_sees_what_a_running_capture_wrote() {
+        for archive in [false, true] {
+            let dir = temp(&format!("follow-{archive}"));
+            let policy = Policy {
+                segment_bytes: 100_000,
+                archive,
+                ..Policy::default()
+            };
+            let live = store();
+            let mut w = Writer::create(&dir, policy).unwrap();
+            let follower = follow(&dir).unwrap();
+            assert_eq!(refresh(&follower).unwrap(), 0);
+            for round in 0..5 {
+                capture(&live, round * 700, 700);
+                w.flush(&live, CLOCK, &mut symbol, u64::MAX).unwrap();
+                assert_eq!(refresh(&follower).unwrap(), live.log().last_seq());
+                let backwards: Vec<Seq> = (1..=live.log().last_seq()).rev().collect();
+                same(&follower, &live, &backwards, |w| w);
+            }
+            // The capture goes on in a fresh store; on disk (and in the follower) seqs go on.
+            let next = store();
+            w.continue_with(&next);
+            let base = live.log().last_seq();
+            capture(&next, 3500, 1500);
+            w.flush(&next, CLOCK, &mut symbol, u64::MAX).unwrap();
+            w.finish().unwrap();
+            assert_eq!(refresh(&follower).unwrap(), base + next.log().last_seq());
+            let log = follower.log();
+            for seq in 1..=next.log().last_seq() {
+                let (mut want, got) = (next.log().get(seq).unwrap(), log.get(base + seq).unwrap());
+                if want.header.kind == Kind::Var as u8 && want.header.peer != 0 {
+                    want.header.peer += base;
+                }
+                assert_eq!((got.header, got.payload), (want.header, want.payload));
+            }
+            let idx = follower.index();
+            let p = idx.pid(3).unwrap();
+            let of_3 = |s: &Store| s.index().pid(3).unwrap().events.len();
+            assert_eq!(p.events.len(), of_3(&live) + of_3(&next));
+            assert!(p.events.windows(2).all(|w| w[0] < w[1]));
+            drop(idx);
+            std::fs::remove_dir_all(&dir).unwrap();
+        }
     }
 
     /// A sealed one-segment trace of a few blocks; its directory, live store and footer.

@@ -170,13 +170,13 @@ impl Store {
         })
     }
 
-    /// A closed store over the paged `log` of a trace opened without reading its events,
-    /// with the index its footers gave and the trace's symbols.
-    pub(crate) fn paged(log: CaptureLog, index: Index, symbols: Symbols) -> Option<Store> {
+    /// A closed store over a paged `log` (see [`crate::paged`]), with the index its footers
+    /// gave and the trace's symbols (`None`: its words are this VM's own).
+    pub(crate) fn paged(log: CaptureLog, index: Index, symbols: Option<Symbols>) -> Option<Store> {
         let mut store = Store::new(Config::default()).ok()?;
         store.log = log;
         store.index = Mutex::new(index);
-        store.symbols = Some(symbols);
+        store.symbols = symbols;
         store.close();
         Some(store)
     }
@@ -288,6 +288,11 @@ impl Store {
         let mut idx = self.index.lock();
         idx.catch_up(&self.log);
         idx
+    }
+
+    /// The index as it is, not caught up (for a paged store's owner, who extends it).
+    pub(crate) fn index_as_is(&self) -> MutexGuard<'_, Index> {
+        self.index.lock()
     }
 
     /// The last state event of `pid` recorded so far, as the lossy table remembers it (what
