@@ -104,10 +104,12 @@ defmodule ElixirScope do
 
       A persisted capture is not limited by `:max_events`/`:max_bytes`: once its store is
       half full (and all of it on disk), it goes on in a fresh store, which becomes the
-      default one, and the full one is let go. Queries of the running capture see the current
-      store (where a process's state shows up at its next callback); `open/2` of the trace
-      directory sees everything written (seqs continue across stores on disk). Each store must hold a few flush intervals of events, or it fills
-      before the switch and drops (and counts) the rest.
+      default one, and the full one is let go. Queries of the capture (without `:store`)
+      still see every event it wrote: each writes what is pending, then reads the trace on
+      disk as far as it needs, the index from segment footers and the events a block at a
+      time (seqs are the trace's, continuing across stores; `status/0` counts the current
+      store). Each store must hold a few flush intervals of events, or it fills before the
+      switch and drops (and counts) the rest.
 
   Invalid options raise `ArgumentError` naming the option and the allowed values.
 
@@ -204,12 +206,11 @@ defmodule ElixirScope do
   end
 
   @doc """
-  Opens what a running persisted capture has written so far, as a read-only store: every
-  event since it started, across every store it has used (queries of the running capture see
-  only its current store). Writes what is pending first. It reads the whole trace, so it takes
-  about as long as `open/2` of the directory.
+  Opens what a running persisted capture has written so far, as a read-only store of its own:
+  every event since it started, across every store it has used (what queries of the running
+  capture read too). Writes what is pending first. Opens as `open/2` of the directory does.
 
-  Takes the options of `open/2` but `:default`: `since:` opens only the recent past, faster.
+  Takes the options of `open/2` but `:default`: `since:` loads only the recent past into memory.
 
   Returns `{:error, :not_persisted}` for a capture without `persist:` (or whose writing
   stopped on an error), `{:error, :not_running}` with no capture.

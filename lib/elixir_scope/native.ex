@@ -63,6 +63,8 @@ defmodule ElixirScope.Native do
   def load_finish(_loading), do: err()
   def foreign_nodes, do: err()
   def trace_clock(_path), do: err()
+  def history_follow(_dir), do: err()
+  def history_refresh(_store), do: err()
   def summary_begin(_path, _footers?), do: err()
   def summary_step(_summarizing), do: err()
   def summary_finish(_summarizing), do: err()

@@ -178,6 +178,33 @@ defmodule ElixirScope.Persist do
   end
 
   @doc false
+  # `store` (persisted into `dir`) with the store that follows its trace on disk.
+  @spec with_history(Store.t(), Path.t()) :: Store.t()
+  def with_history(%Store{} = store, dir) do
+    case Native.history_follow(dir) do
+      {:ok, history} -> %{store | history: history}
+      {:error, _} -> store
+    end
+  end
+
+  @doc false
+  # What queries of a capture's store read: for a persisted capture, every event it wrote,
+  # whichever store of the capture held it (older ones are gone from memory): what is stored is
+  # written first, then the trace on disk is read from where the last query left it. A trace
+  # that cannot be read leaves the queries to the capture's memory.
+  @spec history(Store.t()) :: Store.t()
+  def history(%Store{history: nil} = store), do: store
+
+  def history(%Store{history: history} = store) do
+    _ = flush(store)
+
+    case Native.history_refresh(history) do
+      {:ok, _events} -> %Store{ref: history, time_offset: store.time_offset}
+      {:error, _} -> store
+    end
+  end
+
+  @doc false
   # Goes on writing the trace from `to`, a fresh store that replaces `from`.
   @spec move(Store.t(), Store.t()) :: {:ok, non_neg_integer()} | :none | {:error, String.t()}
   def move(from, to) do

@@ -381,9 +381,15 @@ defmodule ElixirScope.Query do
   @doc false
   def store!(%Store{} = s), do: s
 
+  # The default store; for a persisted capture, everything it wrote (see Persist.history/1).
   def store!(nil) do
-    Store.default() ||
-      raise ArgumentError, "no store: start a capture with ElixirScope.start/1 or pass :store"
+    case Store.default() do
+      nil ->
+        raise ArgumentError, "no store: start a capture with ElixirScope.start/1 or pass :store"
+
+      store ->
+        ElixirScope.Persist.history(store)
+    end
   end
 
   def store!(other), do: raise(ArgumentError, "invalid :store #{inspect(other)}")

@@ -48,6 +48,7 @@ defmodule ElixirScope.Server do
         {:stop, {:persist, reason}}
 
       _ ->
+        store = if persist, do: Persist.with_history(store, persist.dir), else: store
         Store.put_default(store)
         # The janitor first: it waits for a previous capture's janitor, whose cleanup would
         # otherwise undo what this capture sets up.
@@ -160,7 +161,7 @@ defmodule ElixirScope.Server do
         sample_by: st.sample_by
       )
 
-    new = Store.new!(opts)
+    new = %{Store.new!(opts) | history: old.history}
     Enum.each(s.state_modules, &Tracer.watch_state_module(&1, new))
     # The janitor cleans up both until the switch is done.
     send(s.janitor, {:stores, [new, old]})

@@ -25,9 +25,16 @@ defmodule ElixirScope.Store do
   alias ElixirScope.{Native, Options}
 
   @enforce_keys [:ref, :time_offset]
-  defstruct [:ref, :time_offset, source: nil]
+  defstruct [:ref, :time_offset, source: nil, history: nil]
 
-  @opaque t :: %__MODULE__{ref: reference(), time_offset: integer(), source: map() | nil}
+  # `source`: what opening the trace found, for a store opened from disk. `history`: for a
+  # persisted capture's store, the store following its trace on disk (what queries read).
+  @opaque t :: %__MODULE__{
+            ref: reference(),
+            time_offset: integer(),
+            source: map() | nil,
+            history: reference() | nil
+          }
 
   @typedoc "Counters and settings of a store, see `stats/1`."
   @type stats :: %{

@@ -168,6 +168,26 @@ fn store_save<'a>(
     )
 }
 
+/// `history_follow(dir)`: a store following the trace this VM's capture writes into `dir`,
+/// empty until `history_refresh` brings it up to what is on disk.
+#[rustler::nif]
+fn history_follow<'a>(env: Env<'a>, dir: String) -> Term<'a> {
+    match elixir_scope_core::paged::follow(Path::new(&dir)) {
+        Some(store) => (atoms::ok(), resource::new_term(env, store)).encode(env),
+        None => error(env, "cannot follow the trace"),
+    }
+}
+
+/// `history_refresh(store)`: `{:ok, events}`, the following store up to what is on disk.
+#[rustler::nif(schedule = "DirtyIo")]
+fn history_refresh<'a>(env: Env<'a>, store: Term<'a>) -> NifResult<Term<'a>> {
+    let store = store_of(store)?;
+    Ok(match elixir_scope_core::paged::refresh(store) {
+        Ok(events) => (atoms::ok(), events).encode(env),
+        Err(e) => error(env, e),
+    })
+}
+
 /// A trace being loaded, one segment per `load_step` call.
 pub struct LoadingResource(Mutex<Option<Loading>>);
 
