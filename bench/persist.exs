@@ -5,7 +5,8 @@
 #
 # The events are real: PROCS GenServers (default 500) each serve CALLS calls (default 200),
 # traced with state capture (5 events per call), 500 k events by default. ElixirScope saves from
-# its store and opens into a read-only store; :disk_log logs the very same events as terms
+# its store and opens into a read-only store (paged: the index from footers, events read when
+# asked for; "read back every event" asks for all of them as Event structs); :disk_log logs the very same events as terms
 # ({seq, ts, kind, pid, peer, mfa, data}, in chunks of 1,000), reads them all back with
 # chunk/2, and answers state_at by scanning what it read.
 
@@ -99,6 +100,14 @@ ar_path = next_path.("archive")
 {:ok, ^n} = Persist.finish(store)
 archived = du.(ar_path) - File.stat!(Path.join(ar_path, "MANIFEST")).size
 
+# A running persisted capture: queries without :store read its trace on disk (after writing
+# what is pending), so that events of stores it let go still answer.
+live_dir = next_path.("live")
+:ok = Persist.start(store, Persist.options!(dir: live_dir))
+{:ok, ^n} = Persist.flush(store)
+followed = Persist.with_history(store, live_dir)
+{:ok, ^st} = Query.state_at(pid, mid, store: Persist.history(followed))
+
 Harness.header("Persistence: #{n} events of #{procs} GenServers, #{rounds} rounds (median)")
 
 # state_at is timed over the same 20 random servers on both sides.
@@ -110,6 +119,13 @@ variants = [
   {"write: :disk_log", fn -> :timer.tc(fn -> disk_log_write.(next_path.("disk_log")) end) end},
   {"open: ElixirScope", fn -> :timer.tc(fn -> ElixirScope.open(es_path) end) end},
   {"open: :disk_log chunk/2", fn -> :timer.tc(fn -> length(disk_log_read.(dl_path)) end) end},
+  {"open and read every event: ElixirScope",
+   fn ->
+     :timer.tc(fn ->
+       {:ok, s} = ElixirScope.open(es_path)
+       length(Query.events(store: s))
+     end)
+   end},
   {"summary: ElixirScope (footers)", fn -> :timer.tc(fn -> Persist.summary(es_path) end) end},
   {"summary: :disk_log (read, count by kind)",
    fn ->
@@ -117,11 +133,20 @@ variants = [
    end},
   {"state_at: ElixirScope (opened)",
    fn -> :timer.tc(fn -> for p <- picks, do: Query.state_at(p, mid, store: opened) end) end},
+  {"state_at: running capture, its trace",
+   fn ->
+     :timer.tc(fn ->
+       for p <- picks, do: Query.state_at(p, mid, store: Persist.history(followed))
+     end)
+   end},
+  {"state_at: running capture, its memory",
+   fn -> :timer.tc(fn -> for p <- picks, do: Query.state_at(p, mid, store: store) end) end},
   {"state_at: scan of :disk_log terms",
    fn -> :timer.tc(fn -> for p <- picks, do: scan_state_at.(dl_all, p, mid) end) end}
 ]
 
 results = Harness.run(variants, rounds)
+{:ok, ^n} = Persist.finish(store)
 File.rm_rf!(tmp)
 
 row = fn what, a, b, unit ->
@@ -144,7 +169,13 @@ Harness.table(
   ["", "ElixirScope", ":disk_log", "ElixirScope's advantage"],
   [
     row.("write (events/s)", "write: ElixirScope save", "write: :disk_log", rate),
-    row.("open / read back all", "open: ElixirScope", "open: :disk_log chunk/2", ms),
+    row.("open (ElixirScope: paged)", "open: ElixirScope", "open: :disk_log chunk/2", ms),
+    row.(
+      "open and read back every event",
+      "open and read every event: ElixirScope",
+      "open: :disk_log chunk/2",
+      ms
+    ),
     row.(
       "summary (events by kind, ...)",
       "summary: ElixirScope (footers)",
@@ -164,5 +195,27 @@ Harness.table(
       Harness.f(dl_bytes / es_bytes) <> "x"
     ],
     ["bytes per event archived (lz4)", Harness.f(archived / n, 1), "-", "-"]
+  ]
+)
+
+IO.puts("""
+
+A running persisted capture answers queries from its trace on disk (each query writes what is
+pending and reads on from where the last one stopped), so that the events of the stores it has
+let go still answer; the same query on the store in memory, for the cost of that:
+""")
+
+Harness.table(
+  ["", "from the trace", "from memory", "cost of reading the trace"],
+  [
+    [
+      "state_at of a running capture",
+      usf.(results["state_at: running capture, its trace"].median),
+      usf.(results["state_at: running capture, its memory"].median),
+      Harness.f(
+        results["state_at: running capture, its trace"].median /
+          results["state_at: running capture, its memory"].median
+      ) <> "x"
+    ]
   ]
 )
