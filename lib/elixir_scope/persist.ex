@@ -177,30 +177,65 @@ defmodule ElixirScope.Persist do
     end
   end
 
+  # The store following the running capture's trace: {dir, store ref, bytes after its first
+  # refresh}. One per VM, replaced when a capture starts or when it has read in too much.
+  @history_key {__MODULE__, :history}
+
   @doc false
-  # `store` (persisted into `dir`) with the store that follows its trace on disk.
+  # `store` (persisted into `dir`) with a store following its trace on disk.
   @spec with_history(Store.t(), Path.t()) :: Store.t()
   def with_history(%Store{} = store, dir) do
-    case Native.history_follow(dir) do
-      {:ok, history} -> %{store | history: history}
+    case follow(dir) do
+      {:ok, _} -> %{store | history: dir}
       {:error, _} -> store
+    end
+  end
+
+  @doc false
+  # Lets go of the store following a capture's trace (a new capture starts).
+  @spec forget_history() :: :ok
+  def forget_history do
+    _ = :persistent_term.get(@history_key, nil) && :persistent_term.erase(@history_key)
+    :ok
+  end
+
+  defp follow(dir) do
+    with {:ok, ref} <- Native.history_follow(dir),
+         {:ok, _events, bytes} <- Native.history_refresh(ref) do
+      :persistent_term.put(@history_key, {dir, ref, bytes})
+      {:ok, ref}
     end
   end
 
   @doc false
   # What queries of a capture's store read: for a persisted capture, every event it wrote,
   # whichever store of the capture held it (older ones are gone from memory): what is stored is
-  # written first, then the trace on disk is read from where the last query left it. A trace
-  # that cannot be read leaves the queries to the capture's memory.
+  # written first, then the trace on disk is read from where the last query left it. The
+  # following store only grows (with the events queries read in): once it holds more than the
+  # capture's store may (and twice what it held fresh), a fresh one replaces it. When the trace
+  # cannot be read or written, queries read the capture's memory.
   @spec history(Store.t()) :: Store.t()
   def history(%Store{history: nil} = store), do: store
 
-  def history(%Store{history: history} = store) do
-    _ = flush(store)
+  def history(%Store{history: dir} = store) do
+    # (:none: the writer is done, every event is on disk; or being moved to a fresh store.)
+    with written when written == :none or elem(written, 0) == :ok <- flush(store),
+         {^dir, ref, fresh} <- :persistent_term.get(@history_key, nil),
+         {:ok, _events, bytes} <- Native.history_refresh(ref) do
+      s = Store.stats(store)
+      budget = s.capacity * 64 + s.max_bytes
 
-    case Native.history_refresh(history) do
-      {:ok, _events} -> %Store{ref: history, time_offset: store.time_offset}
-      {:error, _} -> store
+      ref =
+        with true <- bytes > max(budget, 2 * fresh),
+             {:ok, renewed} <- follow(dir) do
+          renewed
+        else
+          _ -> ref
+        end
+
+      %Store{ref: ref, time_offset: store.time_offset}
+    else
+      _ -> store
     end
   end
 

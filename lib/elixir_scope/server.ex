@@ -48,6 +48,7 @@ defmodule ElixirScope.Server do
         {:stop, {:persist, reason}}
 
       _ ->
+        Persist.forget_history()
         store = if persist, do: Persist.with_history(store, persist.dir), else: store
         Store.put_default(store)
         # The janitor first: it waits for a previous capture's janitor, whose cleanup would
@@ -93,6 +94,8 @@ defmodule ElixirScope.Server do
       {:error, reason} ->
         Logger.error("ElixirScope stopped writing its trace: #{reason}")
         Persist.finish(store)
+        # What is on disk no longer keeps up: queries go back to the capture's memory.
+        send(server, {:persist_failed, store})
 
       :none ->
         :ok
@@ -185,6 +188,12 @@ defmodule ElixirScope.Server do
   def handle_info({:roll, _stale}, s) do
     if s.flusher, do: send(s.flusher, {:store, s.store})
     {:noreply, s}
+  end
+
+  def handle_info({:persist_failed, store}, %{store: store} = s) do
+    store = %{store | history: nil}
+    Store.put_default(store)
+    {:noreply, %{s | store: store}}
   end
 
   def handle_info({:EXIT, pid, reason}, %{flusher: pid} = s) when reason != :normal do

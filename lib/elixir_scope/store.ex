@@ -28,12 +28,12 @@ defmodule ElixirScope.Store do
   defstruct [:ref, :time_offset, source: nil, history: nil]
 
   # `source`: what opening the trace found, for a store opened from disk. `history`: for a
-  # persisted capture's store, the store following its trace on disk (what queries read).
+  # persisted capture's store, its trace directory, which queries read (see Persist.history/1).
   @opaque t :: %__MODULE__{
             ref: reference(),
             time_offset: integer(),
             source: map() | nil,
-            history: reference() | nil
+            history: String.t() | nil
           }
 
   @typedoc "Counters and settings of a store, see `stats/1`."

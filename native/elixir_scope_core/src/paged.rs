@@ -536,11 +536,13 @@ pub fn follow(dir: &Path) -> Option<Store> {
 /// Brings a [`follow`]ing store up to what its directory holds now: new sealed segments are
 /// indexed from their footers and read as queries need them; the segment being written is
 /// read from where the last refresh stopped. Segments the capture has archived since are
-/// read from their archives; those retention deleted are missing. Returns the store's events.
+/// read from their archives; those retention deleted are missing. Returns the store's events
+/// and the memory it holds (events read in, and its index), which only grows: its owner starts
+/// over with a new one when that is too much.
 ///
 /// # Errors
 /// The file system's; `InvalidInput` for a store that follows nothing.
-pub fn refresh(store: &Store) -> io::Result<u64> {
+pub fn refresh(store: &Store) -> io::Result<(u64, u64)> {
     let log = store.log();
     let Some((pager, dir)) = SegmentPager::of(log).and_then(|p| Some((p, p.dir.as_ref()?))) else {
         return Err(io::Error::new(
@@ -607,7 +609,10 @@ pub fn refresh(store: &Store) -> io::Result<u64> {
     log.grow(top);
     index.catch_up(log);
     index.forget_stragglers();
-    Ok(log.last_seq())
+    Ok((
+        log.last_seq(),
+        log.stats().bytes + index.heap_bytes() as u64,
+    ))
 }
 
 #[cfg(test)]
@@ -845,11 +850,11 @@ mod tests {
             let live = store();
             let mut w = Writer::create(&dir, policy).unwrap();
             let follower = follow(&dir).unwrap();
-            assert_eq!(refresh(&follower).unwrap(), 0);
+            assert_eq!(refresh(&follower).unwrap().0, 0);
             for round in 0..5 {
                 capture(&live, round * 700, 700);
                 w.flush(&live, CLOCK, &mut symbol, u64::MAX).unwrap();
-                assert_eq!(refresh(&follower).unwrap(), live.log().last_seq());
+                assert_eq!(refresh(&follower).unwrap().0, live.log().last_seq());
                 let backwards: Vec<Seq> = (1..=live.log().last_seq()).rev().collect();
                 same(&follower, &live, &backwards, |w| w);
             }
@@ -860,7 +865,7 @@ mod tests {
             capture(&next, 3500, 1500);
             w.flush(&next, CLOCK, &mut symbol, u64::MAX).unwrap();
             w.finish().unwrap();
-            assert_eq!(refresh(&follower).unwrap(), base + next.log().last_seq());
+            assert_eq!(refresh(&follower).unwrap().0, base + next.log().last_seq());
             let log = follower.log();
             for seq in 1..=next.log().last_seq() {
                 let (mut want, got) = (next.log().get(seq).unwrap(), log.get(base + seq).unwrap());

@@ -178,12 +178,13 @@ fn history_follow<'a>(env: Env<'a>, dir: String) -> Term<'a> {
     }
 }
 
-/// `history_refresh(store)`: `{:ok, events}`, the following store up to what is on disk.
+/// `history_refresh(store)`: `{:ok, events, bytes}`, the following store up to what is on
+/// disk, and the memory it holds.
 #[rustler::nif(schedule = "DirtyIo")]
 fn history_refresh<'a>(env: Env<'a>, store: Term<'a>) -> NifResult<Term<'a>> {
     let store = store_of(store)?;
     Ok(match elixir_scope_core::paged::refresh(store) {
-        Ok(events) => (atoms::ok(), events).encode(env),
+        Ok((events, bytes)) => (atoms::ok(), events, bytes).encode(env),
         Err(e) => error(env, e),
     })
 }
