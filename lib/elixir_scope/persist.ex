@@ -180,6 +180,8 @@ defmodule ElixirScope.Persist do
   # The store following the running capture's trace: {dir, store ref, bytes after its first
   # refresh}. One per VM, replaced when a capture starts or when it has read in too much.
   @history_key {__MODULE__, :history}
+  # Events a following store must still have room for (of 2^34), else a fresh one replaces it.
+  @history_room 1_073_741_824
 
   @doc false
   # `store` (persisted into `dir`) with a store following its trace on disk.
@@ -201,7 +203,7 @@ defmodule ElixirScope.Persist do
 
   defp follow(dir) do
     with {:ok, ref} <- Native.history_follow(dir),
-         {:ok, _events, bytes} <- Native.history_refresh(ref) do
+         {:ok, _last, bytes, _room} <- Native.history_refresh(ref) do
       :persistent_term.put(@history_key, {dir, ref, bytes})
       {:ok, ref}
     end
@@ -212,8 +214,9 @@ defmodule ElixirScope.Persist do
   # whichever store of the capture held it (older ones are gone from memory): what is stored is
   # written first, then the trace on disk is read from where the last query left it. The
   # following store only grows (with the events queries read in): once it holds more than the
-  # capture's store may (and twice what it held fresh), a fresh one replaces it. When the trace
-  # cannot be read or written, queries read the capture's memory.
+  # capture's store may (and twice what it held fresh), or nears the events it can hold, a
+  # fresh one replaces it (starting at the oldest segment left). When the trace cannot be read
+  # or written, queries read the capture's memory.
   @spec history(Store.t()) :: Store.t()
   def history(%Store{history: nil} = store), do: store
 
@@ -221,12 +224,12 @@ defmodule ElixirScope.Persist do
     # (:none: the writer is done, every event is on disk; or being moved to a fresh store.)
     with written when written == :none or elem(written, 0) == :ok <- flush(store),
          {^dir, ref, fresh} <- :persistent_term.get(@history_key, nil),
-         {:ok, _events, bytes} <- Native.history_refresh(ref) do
+         {:ok, _last, bytes, room} <- Native.history_refresh(ref) do
       s = Store.stats(store)
       budget = s.capacity * 64 + s.max_bytes
 
       ref =
-        with true <- bytes > max(budget, 2 * fresh),
+        with true <- bytes > max(budget, 2 * fresh) or room < @history_room,
              {:ok, renewed} <- follow(dir) do
           renewed
         else

@@ -174,10 +174,18 @@ defmodule ElixirScope.Server do
     # Closed first, so that nothing more lands in it once its last events are written.
     Store.close(old)
 
-    case Persist.move(old, new) do
-      {:ok, _} -> :ok
-      other -> Logger.error("ElixirScope stopped writing its trace: #{inspect(other)}")
-    end
+    new =
+      case Persist.move(old, new) do
+        {:ok, _} ->
+          new
+
+        other ->
+          Logger.error("ElixirScope stopped writing its trace: #{inspect(other)}")
+          # Nothing more reaches the disk: queries read the capture's memory.
+          new = %{new | history: nil}
+          Store.put_default(new)
+          new
+      end
 
     send(s.janitor, {:stores, [new]})
     send(s.flusher, {:store, new})

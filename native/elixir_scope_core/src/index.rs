@@ -165,8 +165,19 @@ impl Index {
         self.upto = self.upto.max(upto);
     }
 
+    /// Takes the index up to `seq` with nothing to add: the seqs up to it are not in the
+    /// store (a paged store's, before the trace it follows starts).
+    pub fn skip_to(&mut self, seq: Seq) {
+        self.upto = self.upto.max(seq);
+    }
+
     /// Adds the events published since the last call. O(new events + stragglers).
     pub fn catch_up(&mut self, log: &CaptureLog) {
+        self.catch_up_to(log, log.published_seq());
+    }
+
+    /// Adds the events published since the last call, up to `top` at most.
+    pub fn catch_up_to(&mut self, log: &CaptureLog, top: Seq) {
         let waiting = std::mem::take(&mut self.stragglers);
         for seq in waiting {
             match log.get(seq) {
@@ -179,7 +190,7 @@ impl Index {
                 None => self.stragglers.push(seq),
             }
         }
-        let top = log.published_seq();
+        let top = top.min(log.published_seq());
         for seq in self.upto + 1..=top {
             match log.get(seq) {
                 Some(ev) => {

@@ -31,6 +31,9 @@ const SMALL_SLOTS: usize = 4096;
 const BIG_SLOTS: usize = HUGE_PAGE / std::mem::size_of::<Slot>();
 /// Payload chunk size for budgets of at least a huge page.
 const MAX_BYTE_CHUNK: usize = HUGE_PAGE;
+/// Events a paged log holds at most: a trace of this many events takes over a terabyte on disk
+/// (its table of slot chunks takes 4 MiB).
+pub const PAGED_EVENTS: u64 = 1 << 34;
 /// How far back from the newest slot [`CaptureLog::published_seq`] looks for unfinished events.
 const PUBLISH_WINDOW: u64 = 4096;
 
@@ -96,6 +99,8 @@ pub struct CaptureLog {
     truncated: AtomicU64,
     /// Where the events of a paged log are read from when first asked for.
     pager: Option<Box<dyn Pager>>,
+    /// The seq before a paged log's first slot: its seqs are a trace's, starting anywhere.
+    base: Seq,
 }
 
 /// Reads events a log does not hold yet from where they are kept (the segment files of a
@@ -116,20 +121,27 @@ impl CaptureLog {
         CaptureLog::with_ahead(limits, true)
     }
 
-    /// An empty log whose events are filled by `pager` ([`CaptureLog::fill`], each seq at
-    /// most once) when first asked for, and which its owner extends with
-    /// [`CaptureLog::grow`]. Nothing else writes it. Memory is committed as events are filled.
-    pub fn paged(pager: Box<dyn Pager>) -> CaptureLog {
+    /// An empty log of the seqs after `base`, filled by `pager` ([`CaptureLog::fill`], each
+    /// seq at most once) when first asked for, and which its owner extends with
+    /// [`CaptureLog::grow`], up to [`PAGED_EVENTS`] events. Nothing else writes it (appends
+    /// are refused). Memory is committed as events are filled.
+    pub fn paged(base: Seq, pager: Box<dyn Pager>) -> CaptureLog {
         let mut log = CaptureLog::with_ahead(
             Limits {
-                max_events: crate::store::MAX_EVENTS,
+                max_events: PAGED_EVENTS,
                 max_bytes: crate::store::MAX_BYTES,
             },
             // Pages are read anywhere: committing the next chunk ahead would be a guess.
             false,
         );
         log.pager = Some(pager);
+        log.base = base;
         log
+    }
+
+    /// The first seq a paged log can hold (1 for any other log).
+    pub fn first_seq(&self) -> Seq {
+        self.base + 1
     }
 
     /// The pager of a paged log.
@@ -137,14 +149,23 @@ impl CaptureLog {
         self.pager.as_deref()
     }
 
-    /// Makes a paged log hold `events` events (never fewer than it held): the seqs up to it
-    /// are readable once filled, or their pager fills them. Filled first, then grown, a new
-    /// event is never seen missing.
-    pub fn grow(&self, events: u64) {
+    /// Makes a paged log reach seq `last` (never less far than it did): the seqs up to it are
+    /// readable once filled, or their pager fills them. Filled first, then grown, a new event
+    /// is never seen missing.
+    pub fn grow(&self, last: Seq) {
         if self.pager.is_some() {
-            self.next_slot
-                .fetch_max(events.min(self.limits.max_events), Ordering::Release);
+            let events = last.saturating_sub(self.base).min(self.limits.max_events);
+            self.next_slot.fetch_max(events, Ordering::Release);
         }
+    }
+
+    /// Events a paged log can still grow by.
+    pub fn room(&self) -> u64 {
+        self.limits.max_events
+            - self
+                .next_slot
+                .load(Ordering::Relaxed)
+                .min(self.limits.max_events)
     }
 
     fn with_ahead(limits: Limits, ahead: bool) -> CaptureLog {
@@ -191,6 +212,7 @@ impl CaptureLog {
             dropped: AtomicU64::new(0),
             truncated: AtomicU64::new(0),
             pager: None,
+            base: 0,
         }
     }
 
@@ -264,6 +286,11 @@ impl CaptureLog {
     /// failed: such a slot is never published, and readers skip it).
     #[inline]
     fn reserve(&self) -> Option<(u64, &Slot)> {
+        if self.pager.is_some() {
+            // A paged log's slots are its pager's to fill.
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
         let idx = self.next_slot.fetch_add(1, Ordering::Relaxed);
         let slot = (idx < self.limits.max_events)
             .then(|| self.slot_for_write(idx))
@@ -398,14 +425,20 @@ impl CaptureLog {
     /// Whether `seq` was handed out but can never be published: its writer got no memory for
     /// its slot (the slot's chunk does not exist). Such a seq is missing for good.
     pub fn is_hole(&self, seq: Seq) -> bool {
+        if self.pager.is_some() {
+            // Nothing is in flight in a paged log: what its pager cannot fill never comes.
+            return seq != 0 && seq <= self.last_seq() && self.get(seq).is_none();
+        }
         seq != 0 && seq <= self.last_seq() && self.slot_for_read(seq - 1).is_none()
     }
 
     /// The highest seq that may be stored so far (some below it may still be in flight).
     pub fn last_seq(&self) -> Seq {
-        self.next_slot
-            .load(Ordering::Relaxed)
-            .min(self.limits.max_events)
+        self.base
+            + self
+                .next_slot
+                .load(Ordering::Relaxed)
+                .min(self.limits.max_events)
     }
 
     /// The event at `seq`, if it is stored and published (for a paged log: once its pager has
@@ -415,7 +448,7 @@ impl CaptureLog {
             Some(ev) => Some(ev),
             None => {
                 let pager = self.pager.as_ref()?;
-                if seq == 0 || seq > self.last_seq() {
+                if seq <= self.base || seq > self.last_seq() {
                     return None;
                 }
                 pager.fault(self, seq);
@@ -429,11 +462,19 @@ impl CaptureLog {
     /// a pager calls it, once per seq, never concurrently for one seq; `seq` may be past the
     /// log's end until it grows. False when `seq` is outside the log's capacity, already there,
     /// or gets no memory (it is then missing, like a hole).
-    pub fn fill(&self, seq: Seq, header: &Header, payload: &[u8], shared: Option<Seq>) -> bool {
-        if self.pager.is_none() || seq == 0 || seq > self.limits.max_events {
+    pub(crate) fn fill(
+        &self,
+        seq: Seq,
+        header: &Header,
+        payload: &[u8],
+        shared: Option<Seq>,
+    ) -> bool {
+        let Some(idx) = seq.checked_sub(self.base + 1) else {
+            return false;
+        };
+        if self.pager.is_none() || idx >= self.limits.max_events {
             return false;
         }
-        let idx = seq - 1;
         let k = (idx >> self.slot_shift) as usize;
         let Some(chunk) = self.slots.get_or_alloc(k) else {
             return false;
@@ -446,7 +487,7 @@ impl CaptureLog {
         }
         let mut header = *header;
         let from = shared
-            .and_then(|s| s.checked_sub(1))
+            .and_then(|s| s.checked_sub(self.base + 1))
             .and_then(|i| self.slot_for_read(i))
             .filter(|s| s.ready.load(Ordering::Acquire) != 0);
         let (off, len) = match from {
@@ -476,10 +517,10 @@ impl CaptureLog {
 
     /// The event at `seq` if it is readable now (never asking a pager).
     fn read(&self, seq: Seq) -> Option<EventRef<'_>> {
-        if seq == 0 || seq > self.last_seq() {
+        if seq <= self.base || seq > self.last_seq() {
             return None;
         }
-        let slot = self.slot_for_read(seq - 1)?;
+        let slot = self.slot_for_read(seq - self.base - 1)?;
         // Acquire pairs with the writer's Release: the fields and payload bytes are complete.
         if slot.ready.load(Ordering::Acquire) == 0 {
             return None;

@@ -138,6 +138,7 @@ impl Pages {
     fn fault(&mut self, log: &CaptureLog, seq: Seq) {
         let Some(b) = self.block_of(seq) else { return };
         let mut want = vec![b];
+        let mut relocated = false;
         while let Some(&b) = want.last() {
             if self.loaded[b] {
                 want.pop();
@@ -147,6 +148,14 @@ impl Pages {
             match self.read(log, unit.clone()) {
                 // Every block needed lies before the unit: the loop ends.
                 Ok(needs) if !needs.is_empty() => want.extend(needs),
+                // Archived since it was listed: read again under its new name, once.
+                Err(e)
+                    if e.kind() == io::ErrorKind::NotFound
+                        && !relocated
+                        && self.relocate(self.blocks[b].file) =>
+                {
+                    relocated = true;
+                }
                 result => {
                     if result.is_err() {
                         self.failed += 1;
@@ -155,6 +164,26 @@ impl Pages {
                     want.pop();
                 }
             }
+        }
+    }
+
+    /// Finds segment `file` again in its directory's manifest (by its first seq) when it is
+    /// listed under another name now (a running capture archived it); whether it is.
+    fn relocate(&mut self, file: usize) -> bool {
+        let (dir, meta) = &self.files[file];
+        let Ok(manifest) = segments::read_manifest(dir) else {
+            return false;
+        };
+        let now = manifest
+            .segments
+            .into_iter()
+            .find(|m| m.first_seq == meta.first_seq && m.file != meta.file);
+        match now {
+            Some(now) => {
+                self.files[file].1 = now;
+                true
+            }
+            None => false,
         }
     }
 
@@ -385,7 +414,10 @@ fn lists(footer: &Footer, words: Option<&WordMap<u64, u64>>, shift: u64) -> Opti
     let at = |s: u64| range.contains(&s).then(|| s - shift);
     let mut lists = Lists::default();
     // Each event is one process's: a footer claiming more is not believed.
-    let claimed: u64 = index.pids.iter().map(|(_, e, _)| e.len).sum();
+    let claimed = index
+        .pids
+        .iter()
+        .fold(0u64, |n, (_, e, _)| n.saturating_add(e.len));
     if claimed > footer.events {
         return None;
     }
@@ -492,7 +524,7 @@ pub fn open(path: &Path, map: &mut dyn FnMut(&[u8], &Symbols) -> Mapped) -> Opti
         let lists = pages.add_sealed(dir, meta, f)?;
         index.append(lists, f.last_seq - shift);
     }
-    let log = CaptureLog::paged(Box::new(SegmentPager::new(pages, None)));
+    let log = CaptureLog::paged(0, Box::new(SegmentPager::new(pages, None)));
     let mut pages = SegmentPager::of(&log)?.pages();
     log.grow(pages.top);
     let frames = tail.and_then(|(_, meta)| persist::open_frames(meta, &tail_bytes).ok().flatten());
@@ -508,7 +540,9 @@ pub fn open(path: &Path, map: &mut dyn FnMut(&[u8], &Symbols) -> Mapped) -> Opti
         .iter()
         .map(|(dir, m)| std::fs::metadata(dir.join(&m.file)).map_or(0, |md| md.len()))
         .sum();
-    report.events = footers.iter().map(|f| f.events).sum::<u64>() + tail_events;
+    report.events = footers
+        .iter()
+        .fold(tail_events, |n, f| n.saturating_add(f.events));
     report.first_seq = first;
     report.gaps = footers
         .windows(2)
@@ -527,22 +561,33 @@ pub fn open(path: &Path, map: &mut dyn FnMut(&[u8], &Symbols) -> Mapped) -> Opti
 
 /// A store following the trace that a capture of this VM run writes into `dir`: empty until
 /// [`refresh`]ed, then holding every event on disk, its seqs those of the trace (continuing
-/// across the capture's stores). Its words are this VM's own, as the capture's are.
+/// across the capture's stores), from the oldest one on disk now. Its words are this VM's own,
+/// as the capture's are. It holds up to [`crate::log::PAGED_EVENTS`] events from there: its
+/// owner starts over with a new one before (see [`refresh`]).
 pub fn follow(dir: &Path) -> Option<Store> {
-    let pager = SegmentPager::new(Pages::new(None, 0), Some(dir.to_path_buf()));
-    Store::paged(CaptureLog::paged(Box::new(pager)), Index::new(), None)
+    let base = segments::read_manifest(dir)
+        .ok()
+        .and_then(|m| m.segments.first().map(|s| s.first_seq.saturating_sub(1)))
+        .unwrap_or(0);
+    let mut pages = Pages::new(None, 0);
+    pages.top = base;
+    let pager = SegmentPager::new(pages, Some(dir.to_path_buf()));
+    let mut index = Index::new();
+    index.skip_to(base);
+    Store::paged(CaptureLog::paged(base, Box::new(pager)), index, None)
 }
 
 /// Brings a [`follow`]ing store up to what its directory holds now: new sealed segments are
 /// indexed from their footers and read as queries need them; the segment being written is
 /// read from where the last refresh stopped. Segments the capture has archived since are
-/// read from their archives; those retention deleted are missing. Returns the store's events
-/// and the memory it holds (events read in, and its index), which only grows: its owner starts
-/// over with a new one when that is too much.
+/// read from their archives; those retention deleted are missing. Returns what the store
+/// holds: its last seq, the memory it holds (events read in, and its index; this only grows),
+/// and how many more events it has room for: its owner starts over with a new one when there
+/// is too much of the one or too little of the other.
 ///
 /// # Errors
 /// The file system's; `InvalidInput` for a store that follows nothing.
-pub fn refresh(store: &Store) -> io::Result<(u64, u64)> {
+pub fn refresh(store: &Store) -> io::Result<Refreshed> {
     let log = store.log();
     let Some((pager, dir)) = SegmentPager::of(log).and_then(|p| Some((p, p.dir.as_ref()?))) else {
         return Err(io::Error::new(
@@ -552,17 +597,17 @@ pub fn refresh(store: &Store) -> io::Result<(u64, u64)> {
     };
     let _turn = pager.refreshing.lock();
     let manifest = segments::read_manifest(dir)?;
-    let mut added = Vec::new();
+    // What the index gets, in seq order: a sealed segment's lists, or the events read through
+    // up to a seq.
+    let mut steps: Vec<(Option<Lists>, Seq)> = Vec::new();
     let top = {
         let mut pages = pager.pages();
         // Archived since: the same segment (its first seq) under its new name.
+        let by_first: std::collections::HashMap<u64, &SegmentMeta> =
+            manifest.segments.iter().map(|m| (m.first_seq, m)).collect();
         for (_, known) in pages.files.iter_mut() {
-            if let Some(now) = manifest
-                .segments
-                .iter()
-                .find(|m| m.first_seq == known.first_seq)
-            {
-                *known = now.clone();
+            if let Some(now) = by_first.get(&known.first_seq) {
+                *known = (*now).clone();
             }
         }
         let mut buf = Vec::new();
@@ -573,7 +618,7 @@ pub fn refresh(store: &Store) -> io::Result<(u64, u64)> {
             }
             if let Some(footer) = believed(dir, meta, &mut buf) {
                 if let Some(lists) = pages.add_sealed(dir, meta, &footer) {
-                    added.push((lists, footer.last_seq - pages.shift));
+                    steps.push((Some(lists), footer.last_seq - pages.shift));
                     continue;
                 }
             }
@@ -598,21 +643,42 @@ pub fn refresh(store: &Store) -> io::Result<(u64, u64)> {
             }
             let end = from + frames.map_or(0, |f| f.valid_len());
             pages.tail = (!meta.sealed).then(|| (meta.file.clone(), end));
+            if meta.sealed {
+                // Read once: what it lacks (a torn end) it lacks for good.
+                pages.top = pages.top.max(meta.last_seq.saturating_sub(pages.shift));
+            }
+            steps.push((None, pages.top));
         }
         pages.top
     };
     let mut index = store.index_as_is();
-    for (lists, last) in added {
-        let upto = index.upto();
-        index.append(lists.after(upto), last);
-    }
     log.grow(top);
-    index.catch_up(log);
+    for (lists, last) in steps {
+        match lists {
+            Some(lists) => {
+                let upto = index.upto();
+                index.append(lists.after(upto), last);
+            }
+            None => index.catch_up_to(log, last),
+        }
+    }
     index.forget_stragglers();
-    Ok((
-        log.last_seq(),
-        log.stats().bytes + index.heap_bytes() as u64,
-    ))
+    Ok(Refreshed {
+        last_seq: log.last_seq(),
+        bytes: log.stats().bytes + index.heap_bytes() as u64,
+        room: log.room(),
+    })
+}
+
+/// What a [`refresh`] left a following store holding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Refreshed {
+    /// The last seq of the trace it holds.
+    pub last_seq: Seq,
+    /// Memory it holds: events read in, and its index.
+    pub bytes: u64,
+    /// Events it can still take.
+    pub room: u64,
 }
 
 #[cfg(test)]
@@ -850,11 +916,11 @@ mod tests {
             let live = store();
             let mut w = Writer::create(&dir, policy).unwrap();
             let follower = follow(&dir).unwrap();
-            assert_eq!(refresh(&follower).unwrap().0, 0);
+            assert_eq!(refresh(&follower).unwrap().last_seq, 0);
             for round in 0..5 {
                 capture(&live, round * 700, 700);
                 w.flush(&live, CLOCK, &mut symbol, u64::MAX).unwrap();
-                assert_eq!(refresh(&follower).unwrap().0, live.log().last_seq());
+                assert_eq!(refresh(&follower).unwrap().last_seq, live.log().last_seq());
                 let backwards: Vec<Seq> = (1..=live.log().last_seq()).rev().collect();
                 same(&follower, &live, &backwards, |w| w);
             }
@@ -865,7 +931,10 @@ mod tests {
             capture(&next, 3500, 1500);
             w.flush(&next, CLOCK, &mut symbol, u64::MAX).unwrap();
             w.finish().unwrap();
-            assert_eq!(refresh(&follower).unwrap().0, base + next.log().last_seq());
+            assert_eq!(
+                refresh(&follower).unwrap().last_seq,
+                base + next.log().last_seq()
+            );
             let log = follower.log();
             for seq in 1..=next.log().last_seq() {
                 let (mut want, got) = (next.log().get(seq).unwrap(), log.get(base + seq).unwrap());
@@ -882,6 +951,80 @@ mod tests {
             drop(idx);
             std::fs::remove_dir_all(&dir).unwrap();
         }
+    }
+
+    #[test]
+    fn a_follower_starts_at_the_oldest_segment_left_and_reads_through_unbelievable_footers() {
+        let dir = temp("follow-retained");
+        let policy = Policy {
+            segment_bytes: 60_000,
+            max_bytes: 300_000,
+            ..Policy::default()
+        };
+        let live = store();
+        let mut w = Writer::create(&dir, policy).unwrap();
+        capture(&live, 0, 3000);
+        w.flush(&live, CLOCK, &mut symbol, u64::MAX).unwrap();
+        let m = segments::read_manifest(&dir).unwrap();
+        let first = m.segments[0].first_seq;
+        assert!(first > 1, "retention deleted the oldest segments");
+        // The oldest segment left has a footer nobody believes: it is read through.
+        let s0 = &m.segments[0];
+        let mut bytes = std::fs::read(dir.join(&s0.file)).unwrap();
+        bytes[s0.footer_at as usize + 20] ^= 0xff;
+        std::fs::write(dir.join(&s0.file), &bytes).unwrap();
+        let follower = follow(&dir).unwrap();
+        assert_eq!(follower.log().first_seq(), first);
+        let r = refresh(&follower).unwrap();
+        assert_eq!(r.last_seq, live.log().last_seq());
+        assert!(r.room > 1 << 33);
+        let log = follower.log();
+        assert!(log.get(first - 1).is_none() && log.is_hole(first - 1));
+        for seq in first..=r.last_seq {
+            let (got, want) = (log.get(seq).unwrap(), live.log().get(seq).unwrap());
+            assert_eq!((got.header, got.payload), (want.header, want.payload));
+        }
+        // Indexed in seq order, the segment read through included.
+        let (fi, li) = (follower.index(), live.index());
+        for (pid, p) in li.pids() {
+            let kept: Vec<Seq> = p.events.iter().copied().filter(|&s| s >= first).collect();
+            assert_eq!(
+                fi.pid(*pid).map(|p| p.events.clone()).unwrap_or_default(),
+                kept
+            );
+        }
+        drop((fi, li));
+        // Saved, a follower writes what it holds, from where it starts.
+        let copy = temp("follow-retained-copy");
+        crate::persist::save(&follower, &copy, CLOCK, &mut symbol).unwrap();
+        let again = open(&copy, &mut map).unwrap();
+        assert_eq!(again.report.events, r.last_seq - first + 1);
+        std::fs::remove_dir_all(&dir).unwrap();
+        std::fs::remove_dir_all(&copy).unwrap();
+    }
+
+    #[test]
+    fn a_segment_archived_after_opening_is_read_from_its_archive() {
+        let dir = temp("archived-later");
+        let live = write(&dir, false, true);
+        let paged = open(&dir, &mut map).unwrap();
+        // The capture archives the second segment, as rotation with `archive: true` does.
+        let mut m = segments::read_manifest(&dir).unwrap();
+        let seg = &mut m.segments[1];
+        let raw = std::fs::read(dir.join(&seg.file)).unwrap();
+        let mut enc = lz4_flex::frame::FrameEncoder::new(Vec::new());
+        std::io::Write::write_all(&mut enc, &raw).unwrap();
+        std::fs::write(dir.join(format!("{}.lz4", seg.file)), enc.finish().unwrap()).unwrap();
+        std::fs::remove_file(dir.join(&seg.file)).unwrap();
+        seg.file = format!("{}.lz4", seg.file);
+        seg.archived = true;
+        std::fs::write(dir.join(segments::MANIFEST), rmp_serde::to_vec(&m).unwrap()).unwrap();
+        let log = paged.store.log();
+        for seq in m.segments[1].first_seq..=m.segments[1].last_seq {
+            let (got, want) = (log.get(seq).unwrap(), live.log().get(seq).unwrap());
+            assert_eq!((got.header.ts, got.payload), (want.header.ts, want.payload));
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// A sealed one-segment trace of a few blocks; its directory, live store and footer.

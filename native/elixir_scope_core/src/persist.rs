@@ -209,6 +209,8 @@ impl Writer {
         max: u64,
     ) -> io::Result<u64> {
         let log = store.log();
+        // A paged store (a followed trace) starts where the trace it follows does.
+        self.next = self.next.max(log.first_seq());
         let published = log.published_seq();
         let last = published.min(self.next.saturating_add(max) - 1);
         let mut written = 0;

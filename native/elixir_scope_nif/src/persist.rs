@@ -170,7 +170,7 @@ fn store_save<'a>(
 
 /// `history_follow(dir)`: a store following the trace this VM's capture writes into `dir`,
 /// empty until `history_refresh` brings it up to what is on disk.
-#[rustler::nif]
+#[rustler::nif(schedule = "DirtyIo")]
 fn history_follow<'a>(env: Env<'a>, dir: String) -> Term<'a> {
     match elixir_scope_core::paged::follow(Path::new(&dir)) {
         Some(store) => (atoms::ok(), resource::new_term(env, store)).encode(env),
@@ -178,13 +178,13 @@ fn history_follow<'a>(env: Env<'a>, dir: String) -> Term<'a> {
     }
 }
 
-/// `history_refresh(store)`: `{:ok, events, bytes}`, the following store up to what is on
-/// disk, and the memory it holds.
+/// `history_refresh(store)`: `{:ok, last_seq, bytes, room}`, the following store up to what
+/// is on disk, the memory it holds and the events it has room for.
 #[rustler::nif(schedule = "DirtyIo")]
 fn history_refresh<'a>(env: Env<'a>, store: Term<'a>) -> NifResult<Term<'a>> {
     let store = store_of(store)?;
     Ok(match elixir_scope_core::paged::refresh(store) {
-        Ok((events, bytes)) => (atoms::ok(), events, bytes).encode(env),
+        Ok(r) => (atoms::ok(), r.last_seq, r.bytes, r.room).encode(env),
         Err(e) => error(env, e),
     })
 }
