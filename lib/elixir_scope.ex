@@ -162,9 +162,10 @@ defmodule ElixirScope do
   end
 
   @doc """
-  Saves a trace: writes every event of the current (or last) capture's store, or of
-  `store: store`, into the directory `path`, which must not exist yet or be empty. Returns the
-  number of events written. `open/2` reads it back, here or on another machine.
+  Saves a trace: writes every event of the current (or last) capture, or of `store: store`,
+  into the directory `path`, which must not exist yet or be empty (for a persisted capture:
+  every event its trace holds, across its stores). Returns the number of events written, or
+  for a persisted capture the last seq. `open/2` reads it back, here or on another machine.
   """
   @spec save(Path.t(), keyword()) :: {:ok, non_neg_integer()} | {:error, String.t()}
   def save(path, opts \\ []) when is_binary(path) do

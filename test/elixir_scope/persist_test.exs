@@ -487,6 +487,11 @@ defmodule ElixirScope.PersistCaptureTest do
     {:ok, all} = ElixirScope.open_persisted()
     whole = Query.state_timeline(c, store: all)
     assert whole == live
+    # Saved while it runs, the capture writes all of it too, not its current store alone.
+    copy = temp_path("escope-persist-copy")
+    {:ok, _} = ElixirScope.save(copy)
+    {:ok, saved} = ElixirScope.open(copy)
+    assert Query.state_timeline(c, store: saved) == live
     assert Query.state_at(c, hd(tl(whole)).ts) == Query.state_at(c, hd(tl(whole)).ts, store: all)
     # Only the recent past: the state at its start, then the last call's, whatever store they
     # were in.
