@@ -45,7 +45,8 @@ defmodule ElixirScope.Persist do
     max_bytes: nil,
     max_age: nil,
     archive: false,
-    flush_interval: 100
+    flush_interval: 100,
+    history_bytes: nil
   ]
 
   @typedoc "Options of `ElixirScope.start(persist: ...)`, see `ElixirScope.start/1`."
@@ -113,7 +114,8 @@ defmodule ElixirScope.Persist do
       max_bytes: pos!(opts, :max_bytes) || @max_u64,
       max_age_ns: seconds_ns!(opts, :max_age),
       archive: bool!(opts, :archive),
-      flush_interval: pos!(opts, :flush_interval) || @defaults[:flush_interval]
+      flush_interval: pos!(opts, :flush_interval) || @defaults[:flush_interval],
+      history_bytes: pos!(opts, :history_bytes)
     }
   end
 
@@ -178,17 +180,18 @@ defmodule ElixirScope.Persist do
   end
 
   # The store following the running capture's trace: {dir, store ref, bytes after its first
-  # refresh}. One per VM, replaced when a capture starts or when it has read in too much.
+  # refresh, bytes it may hold or nil}. One per VM, replaced when a capture starts or when it
+  # has read in too much.
   @history_key {__MODULE__, :history}
   # Events a following store must still have room for (of 2^34), else a fresh one replaces it.
   @history_room 1_073_741_824
 
   @doc false
-  # `store` (persisted into `dir`) with a store following its trace on disk.
-  @spec with_history(Store.t(), Path.t()) :: Store.t()
-  def with_history(%Store{} = store, dir) do
-    case follow(dir) do
-      {:ok, _} -> %{store | history: dir}
+  # `store` (persisted as `o` says, see options!/1) with a store following its trace on disk.
+  @spec with_history(Store.t(), map()) :: Store.t()
+  def with_history(%Store{} = store, o) do
+    case follow(o.dir, o.history_bytes) do
+      {:ok, _} -> %{store | history: o.dir}
       {:error, _} -> store
     end
   end
@@ -201,10 +204,10 @@ defmodule ElixirScope.Persist do
     :ok
   end
 
-  defp follow(dir) do
+  defp follow(dir, budget) do
     with {:ok, ref} <- Native.history_follow(dir),
          {:ok, _last, bytes, _room} <- Native.history_refresh(ref) do
-      :persistent_term.put(@history_key, {dir, ref, bytes})
+      :persistent_term.put(@history_key, {dir, ref, bytes, budget})
       {:ok, ref}
     end
   end
@@ -213,9 +216,10 @@ defmodule ElixirScope.Persist do
   # What queries of a capture's store read: for a persisted capture, every event it wrote,
   # whichever store of the capture held it (older ones are gone from memory): what is stored is
   # written first, then the trace on disk is read from where the last query left it. The
-  # following store only grows (with the events queries read in): once it holds more than the
-  # capture's store may (and twice what it held fresh), or nears the events it can hold, a
-  # fresh one replaces it (starting at the oldest segment left). When the trace cannot be read
+  # following store only grows (with the events queries read in): once it holds more than its
+  # budget (and has read half a budget since it was fresh: one that starts over big does not
+  # start over at every query), or nears the events it can hold, a fresh one replaces it
+  # (starting at the oldest segment left). When the trace cannot be read
   # or written, queries read the capture's memory.
   @spec history(Store.t()) :: Store.t()
   def history(%Store{history: nil} = store), do: store
@@ -223,14 +227,13 @@ defmodule ElixirScope.Persist do
   def history(%Store{history: dir} = store) do
     # (:none: the writer is done, every event is on disk; or being moved to a fresh store.)
     with written when written == :none or elem(written, 0) == :ok <- flush(store),
-         {^dir, ref, fresh} <- :persistent_term.get(@history_key, nil),
+         {^dir, ref, fresh, budget} <- :persistent_term.get(@history_key, nil),
          {:ok, _last, bytes, room} <- Native.history_refresh(ref) do
-      s = Store.stats(store)
-      budget = s.capacity * 64 + s.max_bytes
+      budget = budget || store_budget(store)
 
       ref =
-        with true <- bytes > max(budget, 2 * fresh) or room < @history_room,
-             {:ok, renewed} <- follow(dir) do
+        with true <- (bytes > budget and bytes > fresh + div(budget, 2)) or room < @history_room,
+             {:ok, renewed} <- follow(dir, budget) do
           renewed
         else
           _ -> ref
@@ -240,6 +243,12 @@ defmodule ElixirScope.Persist do
     else
       _ -> store
     end
+  end
+
+  # The memory a capture's store may take: its slots and payload bytes.
+  defp store_budget(store) do
+    s = Store.stats(store)
+    s.capacity * 64 + s.max_bytes
   end
 
   @doc false

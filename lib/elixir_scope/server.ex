@@ -49,7 +49,7 @@ defmodule ElixirScope.Server do
 
       _ ->
         Persist.forget_history()
-        store = if persist, do: Persist.with_history(store, persist.dir), else: store
+        store = if persist, do: Persist.with_history(store, persist), else: store
         Store.put_default(store)
         # The janitor first: it waits for a previous capture's janitor, whose cleanup would
         # otherwise undo what this capture sets up.

@@ -518,6 +518,68 @@ defmodule ElixirScope.PersistCaptureTest do
     assert length(counts) >= 2401 - 2 * generations
   end
 
+  # Reads the counter's states over and over until told to stop, checking that each answer
+  # holds the one before it; reports how many it read and the last count seen.
+  defp read_loop(c, parent, reads, last) do
+    receive do
+      :stop -> send(parent, {:read, self(), reads, last})
+    after
+      0 ->
+        timeline = Query.state_timeline(c)
+        counts = Enum.map(timeline, & &1.data.count)
+        # From the first state on (count 0, long gone from memory), in order, none twice.
+        true = counts == Enum.sort(Enum.uniq(counts))
+        now = List.last(counts, 0)
+        true = now >= last
+
+        with [first | _] <- timeline do
+          {0, {:ok, %{count: 0}}} = {first.data.count, Query.state_at(c, first.ts)}
+        end
+
+        read_loop(c, parent, reads + 1, now)
+    end
+  end
+
+  test "queries of a running persisted capture never go back, across switches and fresh readers",
+       %{dir: dir} do
+    # A tiny budget for reading the trace back: queries start over with a fresh reader often.
+    {:ok, _} =
+      ElixirScope.start(
+        max_events: 2_000,
+        persist: [dir: dir, flush_interval: 5, segment_bytes: 32 * 1024, history_bytes: 1]
+      )
+
+    on_exit(fn -> ElixirScope.stop() end)
+    {:ok, c} = GenServer.start(ElixirScope.PersistTest.Counter, 0)
+    :ok = ElixirScope.trace(c)
+    {_, first_reader, _, _} = :persistent_term.get({Persist, :history})
+    me = self()
+    readers = for _ <- 1..2, do: spawn_link(fn -> read_loop(c, me, 0, 0) end)
+
+    for _batch <- 1..30 do
+      for _ <- 1..50, do: GenServer.call(c, {:add, 1})
+      Process.sleep(10)
+    end
+
+    results =
+      for r <- readers do
+        send(r, :stop)
+        assert_receive {:read, ^r, reads, last}, 30_000
+        {reads, last}
+      end
+
+    assert Enum.all?(results, fn {reads, _} -> reads > 3 end)
+    assert ElixirScope.status().generation > 2
+    {_, reader, _, _} = :persistent_term.get({Persist, :history})
+    assert reader != first_reader, "the reader started over"
+    # Every call's state, from the trace: moving processes between stores may miss an event
+    # or two per switch, nothing else.
+    counts = Query.state_timeline(c) |> Enum.map(& &1.data.count)
+    assert hd(counts) == 0 and List.last(counts) == 1500
+    assert counts == Enum.sort(Enum.uniq(counts))
+    assert length(counts) >= 1501 - 2 * ElixirScope.status().generation
+  end
+
   test "an opened trace can become the default store, but not while a capture runs",
        %{dir: dir} do
     {:ok, _} = ElixirScope.start()
