@@ -684,38 +684,13 @@ pub struct Refreshed {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::persist::{Clock, Loading, Writer};
+    use crate::persist::tests::{map, symbol, CLOCK};
+    use crate::persist::{Loading, Writer};
     use crate::segments::Policy;
     use crate::store::{Config, StateKind, Store};
 
     fn temp(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("escope-paged-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        dir
-    }
-
-    const CLOCK: Clock = Clock {
-        monotonic: -5,
-        system: 1_700_000_000_000_000_000,
-        run: 7,
-    };
-
-    fn symbol(word: u64) -> Option<Vec<u8>> {
-        let mut v = vec![b'w'];
-        v.extend_from_slice(&word.to_le_bytes());
-        Some(v)
-    }
-
-    /// Odd words map to keys of "this VM", even ones to synthetic keys.
-    fn map(etf: &[u8], _: &Symbols) -> Mapped {
-        let word = u64::from_le_bytes(etf[1..9].try_into().unwrap());
-        if word % 2 == 1 {
-            Mapped::Key(word + 1_000_000)
-        } else {
-            Mapped::Foreign {
-                canonical: etf.to_vec(),
-            }
-        }
+        crate::persist::tests::temp(&format!("paged-{name}"))
     }
 
     fn header(kind: Kind, pid: u64, peer: u64, module: u64, ts: i64) -> Header {

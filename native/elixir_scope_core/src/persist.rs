@@ -1286,27 +1286,28 @@ pub fn save(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::store::StateKind;
     use proptest::prelude::*;
     use std::path::PathBuf;
 
-    fn temp(name: &str) -> PathBuf {
+    /// A fresh path in the temporary directory for the test named `name`.
+    pub(crate) fn temp(name: &str) -> PathBuf {
         let dir =
             std::env::temp_dir().join(format!("escope-persist-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         dir
     }
 
-    const CLOCK: Clock = Clock {
+    pub(crate) const CLOCK: Clock = Clock {
         monotonic: -1_000,
         system: 1_700_000_000_000_000_000,
         run: 42,
     };
 
     /// The "ETF" of a word in these tests: a marker byte and the word.
-    fn symbol(word: u64) -> Option<Vec<u8>> {
+    pub(crate) fn symbol(word: u64) -> Option<Vec<u8>> {
         let mut v = vec![b'w'];
         v.extend_from_slice(&word.to_le_bytes());
         Some(v)
@@ -1314,7 +1315,7 @@ mod tests {
 
     /// Maps odd words to themselves plus one million (the reading VM's keys) and even words to
     /// synthetic keys.
-    fn map(etf: &[u8], _: &Symbols) -> Mapped {
+    pub(crate) fn map(etf: &[u8], _: &Symbols) -> Mapped {
         let word = u64::from_le_bytes(etf[1..9].try_into().unwrap());
         if word % 2 == 1 {
             Mapped::Key(word + 1_000_000)
