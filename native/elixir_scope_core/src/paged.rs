@@ -526,9 +526,12 @@ pub fn open(path: &Path, map: &mut dyn FnMut(&[u8], &Symbols) -> Mapped) -> Opti
     }
     let log = CaptureLog::paged(0, Box::new(SegmentPager::new(pages, None)));
     let mut pages = SegmentPager::of(&log)?.pages();
-    log.grow(pages.top);
+    let sealed_top = pages.top;
+    log.grow(sealed_top);
     let frames = tail.and_then(|(_, meta)| persist::open_frames(meta, &tail_bytes).ok().flatten());
     let tail_events = pages.fill_through(&log, frames.into_iter().flatten());
+    // Seqs the tail skipped, before its first event or between two.
+    let tail_gaps = (pages.top - sealed_top) - tail_events;
     log.grow(pages.top);
     drop(pages);
     // The tail is indexed as a live store's events are; nothing missing there comes later.
@@ -547,7 +550,8 @@ pub fn open(path: &Path, map: &mut dyn FnMut(&[u8], &Symbols) -> Mapped) -> Opti
     report.gaps = footers
         .windows(2)
         .map(|w| w[1].first_seq.saturating_sub(w[0].last_seq + 1))
-        .sum();
+        .sum::<u64>()
+        + tail_gaps;
     report.torn = torn;
     report.missing = missing;
     report.paged = footers.len();
@@ -873,6 +877,7 @@ mod tests {
         let paged = open(&dir, &mut map).expect("opens paged");
         assert_eq!(paged.report.paged, m.segments.len() - 1);
         assert_eq!(paged.report.events, live.stats().events);
+        assert_eq!(paged.report.gaps, 0);
         let eager = eager(&dir);
         let forwards: Vec<Seq> = (1..=live.log().last_seq()).collect();
         same(&paged.store, &eager.store, &forwards, |w| w + 1_000_000);
