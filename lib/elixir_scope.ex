@@ -101,9 +101,10 @@ defmodule ElixirScope do
       * `:archive` - compress each segment (lz4) once it is full (default `false`);
       * `:flush_interval` - milliseconds between writes (default `100`): what a crash of
         the VM can lose. `stop/0` writes the rest and seals the trace;
-      * `:history_bytes` - memory that queries reading the trace back may hold (events read
-        in, and the index), past which they start over with a fresh reader (default: the
-        store's own `max_events × 64 + max_bytes`).
+      * `:history_bytes` - memory that the events queries read back from the trace may hold,
+        past which they start over with a fresh reader (default: the store's own
+        `max_events × 64 + max_bytes`). The index of the trace on disk comes on top (8 to
+        24 bytes per event on disk).
 
       A persisted capture is not limited by `:max_events`/`:max_bytes`: once its store is
       half full (and all of it on disk), it goes on in a fresh store, which becomes the

@@ -216,10 +216,11 @@ defmodule ElixirScope.Persist do
   # What queries of a capture's store read: for a persisted capture, every event it wrote,
   # whichever store of the capture held it (older ones are gone from memory): what is stored is
   # written first, then the trace on disk is read from where the last query left it. The
-  # following store only grows (with the events queries read in): once it holds more than its
-  # budget (and has read half a budget since it was fresh: one that starts over big does not
-  # start over at every query), or nears the events it can hold, a fresh one replaces it
-  # (starting at the oldest segment left). When the trace cannot be read
+  # following store only grows (with the events queries read in): once those hold more than
+  # its budget (and it has read half a budget since it was fresh: one that starts over big does
+  # not start over at every query), or it nears the events it can hold, a fresh one replaces it
+  # (starting at the oldest segment left). Its index (of the trace on disk) is not counted:
+  # starting over would not make it smaller. When the trace cannot be read
   # or written, queries read the capture's memory.
   @spec history(Store.t()) :: Store.t()
   def history(%Store{history: nil} = store), do: store

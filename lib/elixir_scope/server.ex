@@ -93,8 +93,9 @@ defmodule ElixirScope.Server do
 
       {:error, reason} ->
         Logger.error("ElixirScope stopped writing its trace: #{reason}")
-        Persist.finish(store)
         # What is on disk no longer keeps up: queries go back to the capture's memory.
+        Persist.forget_history()
+        Persist.finish(store)
         send(server, {:persist_failed, store})
 
       :none ->
@@ -182,6 +183,7 @@ defmodule ElixirScope.Server do
         other ->
           Logger.error("ElixirScope stopped writing its trace: #{inspect(other)}")
           # Nothing more reaches the disk: queries read the capture's memory.
+          Persist.forget_history()
           new = %{new | history: nil}
           Store.put_default(new)
           new

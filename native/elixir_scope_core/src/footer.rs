@@ -339,8 +339,11 @@ impl Footer {
     pub fn plausible(&self, first_seq: u64, last_seq: u64) -> bool {
         let events = self.events;
         let range_ok = first_seq == 0 || (self.first_seq, self.last_seq) == (first_seq, last_seq);
-        let changes: u64 = self.states.iter().map(|(_, s)| s.len() as u64).sum();
-        let counted: u64 = self.kinds.iter().sum();
+        let changes = self
+            .states
+            .iter()
+            .fold(0u64, |n, (_, s)| n.saturating_add(s.len() as u64));
+        let counted = self.kinds.iter().fold(0u64, |n, k| n.saturating_add(*k));
         range_ok
             && self.kinds.len() <= Kind::ALL.len()
             && counted == events

@@ -191,7 +191,7 @@ impl Index {
             }
         }
         let top = top.min(log.published_seq());
-        for seq in self.upto + 1..=top {
+        for seq in self.upto.saturating_add(1)..=top {
             match log.get(seq) {
                 Some(ev) => {
                     self.add(&ev);

@@ -556,7 +556,12 @@ impl CaptureLog {
     /// Published events with `from <= seq <= to`, in seq order.
     pub fn range(&self, from: Seq, to: Seq) -> impl Iterator<Item = EventRef<'_>> + '_ {
         let to = to.min(self.last_seq());
-        (from.max(1)..=to).filter_map(move |s| self.get(s))
+        (from.max(self.first_seq())..=to).filter_map(move |s| self.get(s))
+    }
+
+    /// Whether `seq` is one a paged log can hold (at or after its first, within its capacity).
+    pub fn can_hold(&self, seq: Seq) -> bool {
+        seq > self.base && seq - self.base <= self.limits.max_events
     }
 
     /// Current counters.

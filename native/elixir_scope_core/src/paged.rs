@@ -57,6 +57,8 @@ struct Pages {
     top: Seq,
     /// The unsealed segment read last, and how far its complete frames go.
     tail: Option<(String, u64)>,
+    /// Sealed segments read through (their footer not believed), by first seq: read once.
+    read_through: std::collections::HashSet<u64>,
     buf: Vec<u8>,
     /// Reads that failed (a file gone or damaged): their blocks' events are missing.
     failed: u64,
@@ -120,6 +122,7 @@ impl Pages {
             states: WordMap::default(),
             top: 0,
             tail: None,
+            read_through: Default::default(),
             buf: Vec::new(),
             failed: 0,
         }
@@ -138,7 +141,7 @@ impl Pages {
     fn fault(&mut self, log: &CaptureLog, seq: Seq) {
         let Some(b) = self.block_of(seq) else { return };
         let mut want = vec![b];
-        let mut relocated = false;
+        let mut relocated = Vec::new();
         while let Some(&b) = want.last() {
             if self.loaded[b] {
                 want.pop();
@@ -151,10 +154,10 @@ impl Pages {
                 // Archived since it was listed: read again under its new name, once.
                 Err(e)
                     if e.kind() == io::ErrorKind::NotFound
-                        && !relocated
+                        && !relocated.contains(&self.blocks[b].file)
                         && self.relocate(self.blocks[b].file) =>
                 {
-                    relocated = true;
+                    relocated.push(self.blocks[b].file);
                 }
                 result => {
                     if result.is_err() {
@@ -171,6 +174,9 @@ impl Pages {
     /// listed under another name now (a running capture archived it); whether it is.
     fn relocate(&mut self, file: usize) -> bool {
         let (dir, meta) = &self.files[file];
+        if meta.first_seq == 0 {
+            return false;
+        }
         let Ok(manifest) = segments::read_manifest(dir) else {
             return false;
         };
@@ -275,7 +281,7 @@ impl Pages {
         h.peer = if h.kind == Kind::Var as u8 {
             h.peer
                 .checked_sub(self.shift)
-                .filter(|&s| s <= log.limits().max_events)
+                .filter(|&s| log.can_hold(s))
                 .unwrap_or(0)
         } else {
             key(h.peer)
@@ -334,13 +340,14 @@ impl Pages {
     }
 
     /// Fills the events of `records` above the highest seq there (an unsealed segment, or
-    /// one without a believable footer, read through); returns how many it filled.
+    /// one without a believable footer, read through); returns how many it filled, and the
+    /// first.
     fn fill_through<'r>(
         &mut self,
         log: &CaptureLog,
         records: impl Iterator<Item = Record<'r>>,
-    ) -> u64 {
-        let mut filled = 0;
+    ) -> (u64, Option<Seq>) {
+        let (mut filled, mut first) = (0, None);
         for record in records {
             let Some((seq, h, payload)) = self.event(&record, log) else {
                 continue;
@@ -351,13 +358,14 @@ impl Pages {
             let shared = self.shares(&h, payload, seq);
             if log.fill(seq, &h, payload, shared) {
                 filled += 1;
+                first.get_or_insert(seq);
                 self.top = seq;
                 if h.kind == Kind::State as u8 {
                     self.states.entry(h.pid).or_default().push(seq);
                 }
             }
         }
-        filled
+        (filled, first)
     }
 }
 
@@ -529,7 +537,7 @@ pub fn open(path: &Path, map: &mut dyn FnMut(&[u8], &Symbols) -> Mapped) -> Opti
     let sealed_top = pages.top;
     log.grow(sealed_top);
     let frames = tail.and_then(|(_, meta)| persist::open_frames(meta, &tail_bytes).ok().flatten());
-    let tail_events = pages.fill_through(&log, frames.into_iter().flatten());
+    let (tail_events, _) = pages.fill_through(&log, frames.into_iter().flatten());
     // Seqs the tail skipped, before its first event or between two.
     let tail_gaps = (pages.top - sealed_top) - tail_events;
     log.grow(pages.top);
@@ -571,7 +579,12 @@ pub fn open(path: &Path, map: &mut dyn FnMut(&[u8], &Symbols) -> Mapped) -> Opti
 pub fn follow(dir: &Path) -> Option<Store> {
     let base = segments::read_manifest(dir)
         .ok()
-        .and_then(|m| m.segments.first().map(|s| s.first_seq.saturating_sub(1)))
+        .and_then(|m| {
+            m.segments
+                .iter()
+                .find(|s| s.first_seq != 0)
+                .map(|s| s.first_seq - 1)
+        })
         .unwrap_or(0);
     let mut pages = Pages::new(None, 0);
     pages.top = base;
@@ -585,9 +598,9 @@ pub fn follow(dir: &Path) -> Option<Store> {
 /// indexed from their footers and read as queries need them; the segment being written is
 /// read from where the last refresh stopped. Segments the capture has archived since are
 /// read from their archives; those retention deleted are missing. Returns what the store
-/// holds: its last seq, the memory it holds (events read in, and its index; this only grows),
-/// and how many more events it has room for: its owner starts over with a new one when there
-/// is too much of the one or too little of the other.
+/// holds: its last seq, the memory it holds (this only grows), and how many more events it has
+/// room for: its owner starts over with a new one when there is too much of the one or too
+/// little of the other.
 ///
 /// # Errors
 /// The file system's; `InvalidInput` for a store that follows nothing.
@@ -602,8 +615,8 @@ pub fn refresh(store: &Store) -> io::Result<Refreshed> {
     let _turn = pager.refreshing.lock();
     let manifest = segments::read_manifest(dir)?;
     // What the index gets, in seq order: a sealed segment's lists, or the events read through
-    // up to a seq.
-    let mut steps: Vec<(Option<Lists>, Seq)> = Vec::new();
+    // (from the first filled).
+    let mut steps: Vec<(Result<Lists, Seq>, Seq)> = Vec::new();
     let top = {
         let mut pages = pager.pages();
         // Archived since: the same segment (its first seq) under its new name.
@@ -616,13 +629,16 @@ pub fn refresh(store: &Store) -> io::Result<Refreshed> {
         }
         let mut buf = Vec::new();
         for meta in &manifest.segments {
-            let seen = meta.sealed && meta.last_seq != 0 && meta.last_seq <= pages.top;
+            let seen = meta.sealed
+                && (meta.last_seq == 0
+                    || meta.last_seq <= pages.top
+                    || pages.read_through.contains(&meta.first_seq));
             if seen {
                 continue;
             }
             if let Some(footer) = believed(dir, meta, &mut buf) {
                 if let Some(lists) = pages.add_sealed(dir, meta, &footer) {
-                    steps.push((Some(lists), footer.last_seq - pages.shift));
+                    steps.push((Ok(lists), footer.last_seq - pages.shift));
                     continue;
                 }
             }
@@ -642,34 +658,42 @@ pub fn refresh(store: &Store) -> io::Result<Refreshed> {
                 0 => segment::frames(&buf).ok(),
                 _ => Some(segment::frames_from(&buf, 0)),
             };
-            if let Some(frames) = frames.as_mut() {
-                pages.fill_through(log, frames.by_ref());
-            }
+            let first = match frames.as_mut() {
+                Some(frames) => pages.fill_through(log, frames.by_ref()).1,
+                None => None,
+            };
             let end = from + frames.map_or(0, |f| f.valid_len());
             pages.tail = (!meta.sealed).then(|| (meta.file.clone(), end));
             if meta.sealed {
                 // Read once: what it lacks (a torn end) it lacks for good.
-                pages.top = pages.top.max(meta.last_seq.saturating_sub(pages.shift));
+                pages.read_through.insert(meta.first_seq);
             }
-            steps.push((None, pages.top));
+            if let Some(first) = first {
+                steps.push((Err(first), pages.top));
+            }
         }
         pages.top
     };
     let mut index = store.index_as_is();
     log.grow(top);
-    for (lists, last) in steps {
-        match lists {
-            Some(lists) => {
+    for (step, last) in steps {
+        match step {
+            Ok(lists) => {
                 let upto = index.upto();
                 index.append(lists.after(upto), last);
             }
-            None => index.catch_up_to(log, last),
+            Err(first) => {
+                // Seqs between are not on disk (a segment gone): nothing to look at there.
+                index.skip_to(first - 1);
+                index.catch_up_to(log, last);
+            }
         }
     }
     index.forget_stragglers();
     Ok(Refreshed {
         last_seq: log.last_seq(),
-        bytes: log.stats().bytes + index.heap_bytes() as u64,
+        bytes: log.stats().bytes,
+        index_bytes: index.heap_bytes() as u64,
         room: log.room(),
     })
 }
@@ -679,8 +703,10 @@ pub fn refresh(store: &Store) -> io::Result<Refreshed> {
 pub struct Refreshed {
     /// The last seq of the trace it holds.
     pub last_seq: Seq,
-    /// Memory it holds: events read in, and its index.
+    /// Memory the events read in hold (what starting over gives back).
     pub bytes: u64,
+    /// Memory its index holds (as much again after starting over: it indexes the trace).
+    pub index_bytes: u64,
     /// Events it can still take.
     pub room: u64,
 }
@@ -953,11 +979,18 @@ mod tests {
         let mut bytes = std::fs::read(dir.join(&s0.file)).unwrap();
         bytes[s0.footer_at as usize + 20] ^= 0xff;
         std::fs::write(dir.join(&s0.file), &bytes).unwrap();
+        // And the manifest claims it goes on far: only what is read counts.
+        let mut claimed = m.clone();
+        claimed.segments[0].last_seq = 1 << 40;
+        let manifest = rmp_serde::to_vec(&claimed).unwrap();
+        std::fs::write(dir.join(segments::MANIFEST), manifest).unwrap();
         let follower = follow(&dir).unwrap();
         assert_eq!(follower.log().first_seq(), first);
         let r = refresh(&follower).unwrap();
         assert_eq!(r.last_seq, live.log().last_seq());
         assert!(r.room > 1 << 33);
+        // Read through once: refreshing again reads nothing more.
+        assert_eq!(refresh(&follower).unwrap(), r);
         let log = follower.log();
         assert!(log.get(first - 1).is_none() && log.is_hole(first - 1));
         for seq in first..=r.last_seq {

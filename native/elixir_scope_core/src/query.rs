@@ -127,7 +127,8 @@ pub fn run_on<'a>(log: &'a CaptureLog, seqs: &[Seq], filter: &Filter) -> Page<'a
 /// seen, misses nothing).
 fn bounds(log: &CaptureLog, filter: &Filter) -> (Seq, Seq) {
     let top = log.published_seq();
-    let lo = filter.after_seq.saturating_add(1);
+    // (A paged log's seqs may start past 1.)
+    let lo = filter.after_seq.saturating_add(1).max(log.first_seq());
     let hi = filter
         .before_seq
         .map_or(top, |b| b.saturating_sub(1).min(top));
