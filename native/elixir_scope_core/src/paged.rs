@@ -308,15 +308,37 @@ impl Pages {
     /// Returns its index lists (those of seqs above what was there before), `None` when they
     /// are damaged.
     fn add_sealed(&mut self, dir: &Path, meta: &SegmentMeta, footer: &Footer) -> Option<Lists> {
+        self.add_blocks(dir, meta, footer, meta.footer_at)
+    }
+
+    /// Takes the events `footer` describes (of the segment `meta`, their frames ending at
+    /// `end`): their blocks are read when asked for. Returns their index lists (those of seqs
+    /// above what was there before), `None` when they are damaged.
+    fn add_blocks(
+        &mut self,
+        dir: &Path,
+        meta: &SegmentMeta,
+        footer: &Footer,
+        end: u64,
+    ) -> Option<Lists> {
         let words = self.words.as_ref();
         let lists = lists(footer, words, self.shift)?.after(self.top);
-        let file = self.files.len();
-        self.files.push((dir.to_path_buf(), meta.clone()));
+        // A segment read while it was written is the same file when it is sealed.
+        let file = match self.files.iter().position(|(_, m)| m.file == meta.file) {
+            Some(i) => {
+                self.files[i].1 = meta.clone();
+                i
+            }
+            None => {
+                self.files.push((dir.to_path_buf(), meta.clone()));
+                self.files.len() - 1
+            }
+        };
         for (i, &(seq, _, from)) in footer.seeks.iter().enumerate() {
             let (last, to) = footer
                 .seeks
                 .get(i + 1)
-                .map_or((footer.last_seq, meta.footer_at), |n| (n.0 - 1, n.2));
+                .map_or((footer.last_seq, end), |n| (n.0 - 1, n.2));
             let (first, last) = (seq - self.shift, last - self.shift);
             if last > self.top {
                 self.blocks.push(Block {
@@ -337,6 +359,54 @@ impl Pages {
         }
         self.top = self.top.max(footer.last_seq - self.shift);
         Some(lists)
+    }
+
+    /// Indexes the events of the segment being written (`meta`; `bytes` hold it from byte
+    /// `from` on) above the highest seq there, without reading them in: their blocks are read
+    /// when asked for, as a sealed segment's are. Returns their index lists and last seq (none
+    /// when there are none or they are damaged), and where its complete frames end.
+    fn add_written(
+        &mut self,
+        log: &CaptureLog,
+        dir: &Path,
+        meta: &SegmentMeta,
+        bytes: &[u8],
+        from: u64,
+    ) -> (Option<(Lists, Seq)>, u64) {
+        let start = match from {
+            0 if segment::frames(bytes).is_err() => return (None, 0),
+            0 => segment::HEADER_LEN,
+            _ => 0,
+        };
+        let mut builder = crate::footer::FooterBuilder::default();
+        let mut pos = start;
+        while let Some((record, next)) = segment::frame_at(bytes, pos) {
+            if let Some(ev) = record.as_event() {
+                let seq = ev.seq.saturating_sub(self.shift);
+                let known = Kind::from_u8(ev.header.kind).is_some();
+                if known && seq > self.top && log.can_hold(seq) {
+                    builder.event(&ev, from + pos as u64, true);
+                }
+            }
+            pos = next;
+        }
+        let end = from + pos as u64;
+        let footer = builder.finish();
+        if footer.events == 0 {
+            return (None, end);
+        }
+        // Relocating its file (once archived) needs its first seq, which the manifest may not
+        // have had yet when it was read.
+        let mut meta = meta.clone();
+        if meta.first_seq == 0 {
+            let known = self.files.iter().find(|(_, m)| m.file == meta.file);
+            meta.first_seq = known.map_or(0, |(_, m)| m.first_seq);
+            if meta.first_seq == 0 {
+                meta.first_seq = footer.first_seq;
+            }
+        }
+        let lists = self.add_blocks(dir, &meta, &footer, end);
+        (lists.map(|l| (l, footer.last_seq - self.shift)), end)
     }
 
     /// Fills the events of `records` above the highest seq there (an unsealed segment, or
@@ -642,8 +712,8 @@ pub fn refresh(store: &Store) -> io::Result<Refreshed> {
                     continue;
                 }
             }
-            // Read through: the segment being written (from where the last read stopped), or
-            // one whose footer is missing or not believable.
+            // The segment being written (from where the last read stopped), or one whose
+            // footer is missing or not believable.
             let from = match &pages.tail {
                 Some((file, at)) if *file == meta.file && !meta.sealed => *at,
                 _ => 0,
@@ -653,6 +723,15 @@ pub fn refresh(store: &Store) -> io::Result<Refreshed> {
                 // Archived or deleted meanwhile: the next refresh sees it as it is now.
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(e),
+            }
+            if !meta.sealed {
+                // Indexed, and read in block by block as queries need it.
+                let (added, end) = pages.add_written(log, dir, meta, &buf, from);
+                pages.tail = Some((meta.file.clone(), end));
+                if let Some((lists, last)) = added {
+                    steps.push((Ok(lists), last));
+                }
+                continue;
             }
             let mut frames = match from {
                 0 => segment::frames(&buf).ok(),
@@ -927,6 +1006,10 @@ mod tests {
                 capture(&live, round * 700, 700);
                 w.flush(&live, CLOCK, &mut symbol, u64::MAX).unwrap();
                 assert_eq!(refresh(&follower).unwrap().last_seq, live.log().last_seq());
+                if round == 0 {
+                    // Indexed, not read in: the segment being written too.
+                    assert_eq!(follower.stats().payload_bytes, 0);
+                }
                 let backwards: Vec<Seq> = (1..=live.log().last_seq()).rev().collect();
                 same(&follower, &live, &backwards, |w| w);
             }
@@ -957,6 +1040,42 @@ mod tests {
             drop(idx);
             std::fs::remove_dir_all(&dir).unwrap();
         }
+    }
+
+    #[test]
+    fn blocks_of_a_segment_archived_after_it_was_indexed_are_read_from_the_archive() {
+        let dir = temp("follow-archived-tail");
+        let policy = Policy {
+            segment_bytes: 100_000,
+            archive: true,
+            ..Policy::default()
+        };
+        let live = store();
+        let mut w = Writer::create(&dir, policy).unwrap();
+        let follower = follow(&dir).unwrap();
+        capture(&live, 0, 100);
+        w.flush(&live, CLOCK, &mut symbol, u64::MAX).unwrap();
+        let written = refresh(&follower).unwrap().last_seq;
+        let m = segments::read_manifest(&dir).unwrap();
+        assert!(m.segments.len() == 1 && !m.segments[0].sealed);
+        let raw = dir.join(&m.segments[0].file);
+        assert!(raw.exists());
+        // Indexed while written, then sealed and archived before a query reads it.
+        capture(&live, 100, 2000);
+        w.flush(&live, CLOCK, &mut symbol, u64::MAX).unwrap();
+        let m = segments::read_manifest(&dir).unwrap();
+        assert!(m.segments[0].archived && !raw.exists());
+        for seq in 1..=written {
+            let (got, want) = (
+                follower.log().get(seq).unwrap(),
+                live.log().get(seq).unwrap(),
+            );
+            assert_eq!((got.header, got.payload), (want.header, want.payload));
+        }
+        assert_eq!(refresh(&follower).unwrap().last_seq, live.log().last_seq());
+        let all: Vec<Seq> = (1..=live.log().last_seq()).collect();
+        same(&follower, &live, &all, |w| w);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
