@@ -103,9 +103,10 @@ archived = du.(ar_path) - File.stat!(Path.join(ar_path, "MANIFEST")).size
 # A running persisted capture: queries without :store read its trace on disk (after writing
 # what is pending), so that events of stores it let go still answer.
 live_dir = next_path.("live")
-:ok = Persist.start(store, Persist.options!(dir: live_dir))
+live_opts = Persist.options!(dir: live_dir)
+:ok = Persist.start(store, live_opts)
 {:ok, ^n} = Persist.flush(store)
-followed = Persist.with_history(store, live_dir)
+followed = Persist.with_history(store, live_opts)
 {:ok, ^st} = Query.state_at(pid, mid, store: Persist.history(followed))
 
 Harness.header("Persistence: #{n} events of #{procs} GenServers, #{rounds} rounds (median)")
