@@ -793,7 +793,7 @@ pub struct Refreshed {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::persist::tests::{map, symbol, CLOCK};
+    use crate::persist::tests::{map, symbol, writer_in, CLOCK};
     use crate::persist::{Loading, Writer};
     use crate::segments::Policy;
     use crate::store::{Config, StateKind, Store};
@@ -915,12 +915,7 @@ mod tests {
 
     fn write(dir: &Path, archive: bool, seal: bool) -> Store {
         let store = store();
-        let policy = Policy {
-            segment_bytes: 150_000,
-            archive,
-            ..Policy::default()
-        };
-        let mut w = Writer::create(dir, policy).unwrap();
+        let mut w = writer_in(dir, 150_000, archive);
         for round in 0..4 {
             capture(&store, round * 1500, 1500);
             w.flush_all(&store, CLOCK, &mut symbol).unwrap();
@@ -993,13 +988,8 @@ mod tests {
     fn a_follower_sees_what_a_running_capture_wrote() {
         for archive in [false, true] {
             let dir = temp(&format!("follow-{archive}"));
-            let policy = Policy {
-                segment_bytes: 100_000,
-                archive,
-                ..Policy::default()
-            };
             let live = store();
-            let mut w = Writer::create(&dir, policy).unwrap();
+            let mut w = writer_in(&dir, 100_000, archive);
             let follower = follow(&dir).unwrap();
             assert_eq!(refresh(&follower).unwrap().last_seq, 0);
             for round in 0..5 {
@@ -1045,13 +1035,8 @@ mod tests {
     #[test]
     fn blocks_of_a_segment_archived_after_it_was_indexed_are_read_from_the_archive() {
         let dir = temp("follow-archived-tail");
-        let policy = Policy {
-            segment_bytes: 100_000,
-            archive: true,
-            ..Policy::default()
-        };
         let live = store();
-        let mut w = Writer::create(&dir, policy).unwrap();
+        let mut w = writer_in(&dir, 100_000, true);
         let follower = follow(&dir).unwrap();
         capture(&live, 0, 100);
         w.flush(&live, CLOCK, &mut symbol, u64::MAX).unwrap();

@@ -1306,6 +1306,16 @@ pub(crate) mod tests {
         run: 42,
     };
 
+    /// A writer into the new directory `dir` rotating every `segment_bytes`, archiving or not.
+    pub(crate) fn writer_in(dir: &Path, segment_bytes: u64, archive: bool) -> Writer {
+        let policy = Policy {
+            segment_bytes,
+            archive,
+            ..Policy::default()
+        };
+        Writer::create(dir, policy).unwrap()
+    }
+
     /// The "ETF" of a word in these tests: a marker byte and the word.
     pub(crate) fn symbol(word: u64) -> Option<Vec<u8>> {
         let mut v = vec![b'w'];
@@ -1611,12 +1621,7 @@ pub(crate) mod tests {
         for archive in [false, true] {
             let dir = temp(&format!("footers-{archive}"));
             let store = sample(0);
-            let policy = Policy {
-                segment_bytes: 3_000,
-                archive,
-                ..Policy::default()
-            };
-            let mut w = Writer::create(&dir, policy).unwrap();
+            let mut w = writer_in(&dir, 3_000, archive);
             let mut scratch = Vec::new();
             for i in 0..600u64 {
                 let pid = 3 + (i % 4) * 2;
@@ -1700,11 +1705,7 @@ pub(crate) mod tests {
         let (a, b) = (sample(30), sample(20));
         a.log().count_dropped();
         b.log().count_dropped();
-        let policy = Policy {
-            segment_bytes: 2_000,
-            ..Policy::default()
-        };
-        let mut w = Writer::create(&dir, policy).unwrap();
+        let mut w = writer_in(&dir, 2_000, false);
         w.flush(&a, CLOCK, &mut symbol, u64::MAX).unwrap();
         w.continue_with(&a);
         assert_eq!((w.base(), w.next_seq()), (a.log().last_seq(), 1));
@@ -1816,12 +1817,7 @@ pub(crate) mod tests {
         // states from their footers, those after it are not read.
         for archive in [false, true] {
             let dir = temp(&format!("window-{archive}"));
-            let policy = Policy {
-                segment_bytes: 1_500,
-                archive,
-                ..Policy::default()
-            };
-            let mut w = Writer::create(&dir, policy).unwrap();
+            let mut w = writer_in(&dir, 1_500, archive);
             w.flush_all(&store, CLOCK, &mut symbol).unwrap();
             w.finish().unwrap();
             let r = check_window(&dir, &store, 1_000, 1_200);
@@ -1835,12 +1831,7 @@ pub(crate) mod tests {
     fn a_traces_clock_is_read_from_its_first_bytes() {
         for archive in [false, true] {
             let dir = temp(&format!("clock-{archive}"));
-            let policy = Policy {
-                segment_bytes: 1_500,
-                archive,
-                ..Policy::default()
-            };
-            let mut w = Writer::create(&dir, policy).unwrap();
+            let mut w = writer_in(&dir, 1_500, archive);
             w.flush_all(&sample(50), CLOCK, &mut symbol).unwrap();
             w.finish().unwrap();
             assert_eq!(trace_clock(&dir).unwrap(), Some(CLOCK));
@@ -1888,11 +1879,7 @@ pub(crate) mod tests {
     fn an_unsealed_segment_cut_inside_its_header_holds_nothing() {
         let dir = temp("short");
         let store = sample(30);
-        let policy = Policy {
-            segment_bytes: 1_000,
-            ..Policy::default()
-        };
-        let mut w = Writer::create(&dir, policy).unwrap();
+        let mut w = writer_in(&dir, 1_000, false);
         w.flush(&store, CLOCK, &mut symbol, u64::MAX).unwrap();
         let m = w.manifest().clone();
         let last = m.segments.last().unwrap();
