@@ -54,10 +54,10 @@ defmodule ElixirScope.Native do
   def persist_start(_store, _dir, _seg_bytes, _seg_ns, _max_bytes, _max_age_ns, _archive),
     do: err()
 
-  def persist_flush(_store, _max, _monotonic, _system), do: err()
-  def persist_finish(_store, _monotonic, _system), do: err()
-  def persist_move(_from, _to, _monotonic, _system), do: err()
-  def store_save(_store, _dir, _monotonic, _system), do: err()
+  def persist_flush(_store, _max), do: err()
+  def persist_finish(_store), do: err()
+  def persist_move(_from, _to), do: err()
+  def store_save(_store, _dir), do: err()
   def load_begin(_path, _since, _until), do: err()
   def load_step(_loading), do: err()
   def load_finish(_loading), do: err()

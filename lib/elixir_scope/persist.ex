@@ -170,9 +170,7 @@ defmodule ElixirScope.Persist do
   # Writes every event stored so far; answers how many events the trace holds on disk.
   @spec flush(Store.t()) :: {:ok, non_neg_integer()} | :none | {:error, String.t()}
   def flush(store) do
-    {mono, sys} = clock()
-
-    case Native.persist_flush(Store.ref(store), @flush_chunk, mono, sys) do
+    case Native.persist_flush(Store.ref(store), @flush_chunk) do
       {:ok, @flush_chunk, _on_disk} -> flush(store)
       {:ok, _n, on_disk} -> {:ok, on_disk}
       other -> other
@@ -256,21 +254,14 @@ defmodule ElixirScope.Persist do
   # Goes on writing the trace from `to`, a fresh store that replaces `from`.
   @spec move(Store.t(), Store.t()) :: {:ok, non_neg_integer()} | :none | {:error, String.t()}
   def move(from, to) do
-    {mono, sys} = clock()
-    Native.persist_move(Store.ref(from), Store.ref(to), mono, sys)
+    Native.persist_move(Store.ref(from), Store.ref(to))
   end
 
   @doc false
   # Writes what is left and seals the trace.
   @spec finish(Store.t()) :: {:ok, non_neg_integer()} | :none | {:error, String.t()}
   def finish(store) do
-    {mono, sys} = clock()
-    Native.persist_finish(Store.ref(store), mono, sys)
-  end
-
-  defp clock do
-    mono = System.monotonic_time(:nanosecond)
-    {mono, mono + System.time_offset(:nanosecond)}
+    Native.persist_finish(Store.ref(store))
   end
 
   @doc """
@@ -280,8 +271,7 @@ defmodule ElixirScope.Persist do
   @spec save(Store.t(), Path.t()) :: {:ok, non_neg_integer()} | {:error, String.t()}
   def save(%Store{} = store, path) when is_binary(path) do
     # (An opened trace is saved with the clock it was captured with.)
-    {mono, sys} = clock()
-    Native.store_save(Store.ref(store), Path.expand(path), mono, sys)
+    Native.store_save(Store.ref(store), Path.expand(path))
   end
 
   @doc """

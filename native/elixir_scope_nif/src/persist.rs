@@ -12,6 +12,7 @@ use elixir_scope_core::persist::{
 use elixir_scope_core::segments::Policy;
 use elixir_scope_core::store::Store;
 use parking_lot::Mutex;
+use rustler::sys::{enif_monotonic_time, enif_time_offset, ErlNifTimeUnit};
 use rustler::{Encoder, Env, NifResult, ResourceArc, Term};
 use std::path::Path;
 
@@ -59,22 +60,16 @@ fn persist_start<'a>(
     })
 }
 
-/// `persist_flush(store, max, monotonic, system)`: writes up to `max` new events. Answers
+/// `persist_flush(store, max)`: writes up to `max` new events. Answers
 /// `{:ok, written, events_on_disk}`, or `:none` when the store is not persisted.
 #[rustler::nif(schedule = "DirtyIo")]
-fn persist_flush<'a>(
-    env: Env<'a>,
-    store: Term<'a>,
-    max: u64,
-    monotonic: i64,
-    system: i64,
-) -> NifResult<Term<'a>> {
+fn persist_flush<'a>(env: Env<'a>, store: Term<'a>, max: u64) -> NifResult<Term<'a>> {
     let store = store_of(store)?;
     let mut slot = store.persist();
     let Some(writer) = slot.as_mut() else {
         return Ok(atoms::none().encode(env));
     };
-    let clock = clock_of(store, monotonic, system);
+    let clock = clock_of(store);
     Ok(
         match writer.flush(store, clock, &mut symbols(env, store), max) {
             Ok(n) => {
@@ -86,20 +81,15 @@ fn persist_flush<'a>(
     )
 }
 
-/// `persist_finish(store, monotonic, system)`: writes what is left and seals the last segment.
+/// `persist_finish(store)`: writes what is left and seals the last segment.
 /// Answers `{:ok, events_written}` or `:none`.
 #[rustler::nif(schedule = "DirtyIo")]
-fn persist_finish<'a>(
-    env: Env<'a>,
-    store: Term<'a>,
-    monotonic: i64,
-    system: i64,
-) -> NifResult<Term<'a>> {
+fn persist_finish<'a>(env: Env<'a>, store: Term<'a>) -> NifResult<Term<'a>> {
     let store = store_of(store)?;
     let Some(mut writer) = store.persist().take() else {
         return Ok(atoms::none().encode(env));
     };
-    let clock = clock_of(store, monotonic, system);
+    let clock = clock_of(store);
     let result = writer.flush_all(store, clock, &mut symbols(env, store));
     let written = writer.on_disk();
     store.set_persisted(written);
@@ -109,17 +99,11 @@ fn persist_finish<'a>(
     })
 }
 
-/// `persist_move(from, to, monotonic, system)`: writes what is left of `from` (whose processes
+/// `persist_move(from, to)`: writes what is left of `from` (whose processes
 /// now trace into `to`) and goes on writing the same trace from `to`, its seqs continuing.
 /// Answers `{:ok, events_on_disk}` or `:none` when `from` is not persisted.
 #[rustler::nif(schedule = "DirtyIo")]
-fn persist_move<'a>(
-    env: Env<'a>,
-    from: Term<'a>,
-    to: Term<'a>,
-    monotonic: i64,
-    system: i64,
-) -> NifResult<Term<'a>> {
+fn persist_move<'a>(env: Env<'a>, from: Term<'a>, to: Term<'a>) -> NifResult<Term<'a>> {
     let (from, to) = (store_of(from)?, store_of(to)?);
     if std::ptr::eq(from, to) {
         return Err(rustler::Error::BadArg);
@@ -134,7 +118,7 @@ fn persist_move<'a>(
         }
         std::thread::sleep(std::time::Duration::from_millis(1));
     }
-    let clock = clock_of(from, monotonic, system);
+    let clock = clock_of(from);
     if let Err(e) = writer.flush_all(from, clock, &mut symbols(env, from)) {
         return Ok(error(env, e));
     }
@@ -145,18 +129,12 @@ fn persist_move<'a>(
     Ok((atoms::ok(), on_disk).encode(env))
 }
 
-/// `store_save(store, dir, monotonic, system)`: writes every stored event into `dir` (which
+/// `store_save(store, dir)`: writes every stored event into `dir` (which
 /// must not hold a trace). Answers `{:ok, events}`.
 #[rustler::nif(schedule = "DirtyIo")]
-fn store_save<'a>(
-    env: Env<'a>,
-    store: Term<'a>,
-    dir: String,
-    monotonic: i64,
-    system: i64,
-) -> NifResult<Term<'a>> {
+fn store_save<'a>(env: Env<'a>, store: Term<'a>, dir: String) -> NifResult<Term<'a>> {
     let store = store_of(store)?;
-    let clock = clock_of(store, monotonic, system);
+    let clock = clock_of(store);
     Ok(
         match persist::save(store, Path::new(&dir), clock, &mut symbols(env, store)) {
             Ok(m) => {
@@ -240,7 +218,15 @@ fn map_symbol(env: Env<'_>, etf: &[u8], symbols: &Symbols) -> Mapped {
 
 /// The clock written into segments: now, of this run; for a store loaded from disk, the clock
 /// of the trace it came from (now, of no run at all, when that trace had none).
-fn clock_of(store: &Store, monotonic: i64, system: i64) -> Clock {
+fn clock_of(store: &Store) -> Clock {
+    // SAFETY: neither call has preconditions.
+    let (monotonic, offset) = unsafe {
+        (
+            enif_monotonic_time(ErlNifTimeUnit::ERL_NIF_NSEC),
+            enif_time_offset(ErlNifTimeUnit::ERL_NIF_NSEC),
+        )
+    };
+    let system = monotonic + offset;
     match store.symbols() {
         None => Clock {
             monotonic,
