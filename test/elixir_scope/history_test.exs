@@ -384,12 +384,16 @@ defmodule ElixirScope.HistoryTest do
     assert {:ok, []} = Query.pending_messages_at(pid, :now, store: store)
   end
 
-  test "a value thrown by a callback is its result" do
-    store = new_store()
-    {:ok, pid} = GenServer.start(Big, 1)
-    trace_states_into(pid, store)
-    assert GenServer.call(pid, :throw) == :thrown
-    assert Query.state_at(pid, :now, store: store) == {:ok, %{items: [:thrown]}}
+  test "a value thrown by a callback is its result, at every level that keeps states" do
+    for level <- [:full, :states_only] do
+      store = new_store(tracing_level: level)
+      {:ok, pid} = GenServer.start(Big, 1)
+      trace_states_into(pid, store)
+      :ok = GenServer.call(pid, {:push, 0})
+      assert Query.state_at(pid, :now, store: store) == {:ok, %{items: [0, 1]}}, "#{level}"
+      assert GenServer.call(pid, :throw) == :thrown
+      assert Query.state_at(pid, :now, store: store) == {:ok, %{items: [:thrown]}}, "#{level}"
+    end
   end
 
   test "out-of-range times, unknown pids and empty stores give clear answers" do

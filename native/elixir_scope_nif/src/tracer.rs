@@ -90,9 +90,11 @@ fn enabled(tag: Term, state: Term, tracee: Term) -> Atom {
     let Some(kind) = kind_of(tag) else {
         return atoms::discard();
     };
-    // A return (or a throw) also carries the state of a watched callback module.
-    let wanted =
-        store.policy().wants(kind) || (kind == Kind::Return && store.policy().wants(Kind::State));
+    // A watched callback module's return (or throw) carries its state; its call must be let
+    // through for the return to be traced at all (the VM runs the `return_trace` match spec
+    // only for a call the tracer takes).
+    let callback = matches!(kind, Kind::Call | Kind::Return | Kind::Exception);
+    let wanted = store.policy().wants(kind) || (callback && store.policy().wants(Kind::State));
     if !wanted {
         return atoms::discard();
     }
