@@ -281,7 +281,7 @@ defmodule ElixirScope.Persist do
   opens *paged*: the footers give the store its index, and the events stay on disk until a
   query first needs them, a block of about a thousand at a time. Opening costs the footers
   alone, and memory grows with what queries touch. A segment still being written (a running
-  capture, or one that was killed) is read at once. Other traces, and windows, are loaded
+  capture, or one that was killed) is scanned at once for its index. Other traces, and windows, are loaded
   whole; `info/1` says how many segments were left on disk (`:paged`).
 
   ## Options

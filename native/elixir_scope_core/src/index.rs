@@ -173,11 +173,6 @@ impl Index {
 
     /// Adds the events published since the last call. O(new events + stragglers).
     pub fn catch_up(&mut self, log: &CaptureLog) {
-        self.catch_up_to(log, log.published_seq());
-    }
-
-    /// Adds the events published since the last call, up to `top` at most.
-    pub fn catch_up_to(&mut self, log: &CaptureLog, top: Seq) {
         let waiting = std::mem::take(&mut self.stragglers);
         for seq in waiting {
             match log.get(seq) {
@@ -190,7 +185,7 @@ impl Index {
                 None => self.stragglers.push(seq),
             }
         }
-        let top = top.min(log.published_seq());
+        let top = log.published_seq();
         for seq in self.upto.saturating_add(1)..=top {
             match log.get(seq) {
                 Some(ev) => {
@@ -204,12 +199,6 @@ impl Index {
             }
         }
         self.upto = self.upto.max(top);
-    }
-
-    /// Gives up on the events the index is waiting for: in a closed store that will never
-    /// publish them, they are missing for good.
-    pub fn forget_stragglers(&mut self) {
-        self.stragglers = Vec::new();
     }
 
     /// Adds an event older than some already indexed: inserted in seq order.

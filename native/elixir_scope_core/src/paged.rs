@@ -10,7 +10,7 @@
 //!
 //! Files are still not trusted: footers are checked before they are believed (else [`open`]
 //! declines and the trace is loaded whole by [`crate::persist::Loading`]; a followed segment
-//! is read through), and a block that cannot be read or is damaged leaves its events missing,
+//! is scanned for its index instead), and a block that cannot be read or is damaged leaves its events missing,
 //! as holes in the log, never a panic.
 
 use crate::event::{flags, Header, Kind, PidKey, Seq};
@@ -361,20 +361,26 @@ impl Pages {
         Some(lists)
     }
 
-    /// Indexes the events of the segment being written (`meta`; `bytes` hold it from byte
-    /// `from` on) above the highest seq there, without reading them in: their blocks are read
-    /// when asked for, as a sealed segment's are. Returns their index lists and last seq (none
-    /// when there are none or they are damaged), and where its complete frames end.
-    fn add_written(
+    /// Indexes the events of a segment read through (`meta`; `bytes` hold it from byte `from`
+    /// on: the segment being written, from where the last read stopped, or one whose footer is
+    /// missing or not believable) above the highest seq there, without reading them in: their
+    /// blocks are read when asked for, as a sealed segment's are.
+    fn add_scanned(
         &mut self,
         log: &CaptureLog,
         dir: &Path,
         meta: &SegmentMeta,
         bytes: &[u8],
         from: u64,
-    ) -> (Option<(Lists, Seq)>, u64) {
+    ) -> Scanned {
         let start = match from {
-            0 if segment::frames(bytes).is_err() => return (None, 0),
+            0 if segment::frames(bytes).is_err() => {
+                return Scanned {
+                    lists: None,
+                    events: 0,
+                    end: 0,
+                }
+            }
             0 => segment::HEADER_LEN,
             _ => 0,
         };
@@ -393,7 +399,11 @@ impl Pages {
         let end = from + pos as u64;
         let footer = builder.finish();
         if footer.events == 0 {
-            return (None, end);
+            return Scanned {
+                lists: None,
+                events: 0,
+                end,
+            };
         }
         // Relocating its file (once archived) needs its first seq, which the manifest may not
         // have had yet when it was read.
@@ -406,36 +416,11 @@ impl Pages {
             }
         }
         let lists = self.add_blocks(dir, &meta, &footer, end);
-        (lists.map(|l| (l, footer.last_seq - self.shift)), end)
-    }
-
-    /// Fills the events of `records` above the highest seq there (an unsealed segment, or
-    /// one without a believable footer, read through); returns how many it filled, and the
-    /// first.
-    fn fill_through<'r>(
-        &mut self,
-        log: &CaptureLog,
-        records: impl Iterator<Item = Record<'r>>,
-    ) -> (u64, Option<Seq>) {
-        let (mut filled, mut first) = (0, None);
-        for record in records {
-            let Some((seq, h, payload)) = self.event(&record, log) else {
-                continue;
-            };
-            if seq <= self.top {
-                continue;
-            }
-            let shared = self.shares(&h, payload, seq);
-            if log.fill(seq, &h, payload, shared) {
-                filled += 1;
-                first.get_or_insert(seq);
-                self.top = seq;
-                if h.kind == Kind::State as u8 {
-                    self.states.entry(h.pid).or_default().push(seq);
-                }
-            }
+        Scanned {
+            lists: lists.map(|l| (l, footer.last_seq - self.shift)),
+            events: footer.events,
+            end,
         }
-        (filled, first)
     }
 }
 
@@ -451,6 +436,17 @@ fn read_from(dir: &Path, meta: &SegmentMeta, from: u64, buf: &mut Vec<u8>) -> io
     file.seek(io::SeekFrom::Start(from))?;
     file.take(segments::MAX_SEGMENT).read_to_end(buf)?;
     Ok(())
+}
+
+/// What [`Pages::add_scanned`] took from a segment.
+struct Scanned {
+    /// The index lists of its events, and the last one's seq (none when there are none or
+    /// they are damaged).
+    lists: Option<(Lists, Seq)>,
+    /// Events taken.
+    events: u64,
+    /// Where its complete frames end.
+    end: u64,
 }
 
 /// A sealed segment's footer, if it is believable and indexes the segment: consistent with the
@@ -530,7 +526,8 @@ fn lists(footer: &Footer, words: Option<&WordMap<u64, u64>>, shift: u64) -> Opti
 
 /// Opens the segment directory `path` paged: a closed store whose index comes from the
 /// footers of its sealed segments, whose events are read when first asked for. The last
-/// segment, when it is not sealed (a capture still running, or cut short), is read at once.
+/// segment, when it is not sealed (a capture still running, or cut short), is scanned for its
+/// index at once; its events too are read when asked for.
 /// `None` when the trace cannot be opened this way (a single file, a segment without a
 /// believable footer that is not the last, footers written before they held an index, an
 /// unreadable file): it is then loaded whole instead.
@@ -605,16 +602,18 @@ pub fn open(path: &Path, map: &mut dyn FnMut(&[u8], &Symbols) -> Mapped) -> Opti
     let log = CaptureLog::paged(0, Box::new(SegmentPager::new(pages, None)));
     let mut pages = SegmentPager::of(&log)?.pages();
     let sealed_top = pages.top;
-    log.grow(sealed_top);
-    let frames = tail.and_then(|(_, meta)| persist::open_frames(meta, &tail_bytes).ok().flatten());
-    let (tail_events, _) = pages.fill_through(&log, frames.into_iter().flatten());
+    let mut tail_events = 0;
+    if let Some((dir, meta)) = tail {
+        let scanned = pages.add_scanned(&log, dir, meta, &tail_bytes, 0);
+        if let Some((lists, last)) = scanned.lists {
+            index.append(lists, last);
+        }
+        tail_events = scanned.events;
+    }
     // Seqs the tail skipped, before its first event or between two.
     let tail_gaps = (pages.top - sealed_top) - tail_events;
     log.grow(pages.top);
     drop(pages);
-    // The tail is indexed as a live store's events are; nothing missing there comes later.
-    index.catch_up(&log);
-    index.forget_stragglers();
     let mut report = loader.report;
     report.segments = files.len() - missing;
     report.bytes = files
@@ -684,9 +683,8 @@ pub fn refresh(store: &Store) -> io::Result<Refreshed> {
     };
     let _turn = pager.refreshing.lock();
     let manifest = segments::read_manifest(dir)?;
-    // What the index gets, in seq order: a sealed segment's lists, or the events read through
-    // (from the first filled).
-    let mut steps: Vec<(Result<Lists, Seq>, Seq)> = Vec::new();
+    // What the index gets, in seq order: each segment's lists, and its last seq.
+    let mut steps: Vec<(Lists, Seq)> = Vec::new();
     let top = {
         let mut pages = pager.pages();
         // Archived since: the same segment (its first seq) under its new name.
@@ -708,7 +706,7 @@ pub fn refresh(store: &Store) -> io::Result<Refreshed> {
             }
             if let Some(footer) = believed(dir, meta, &mut buf) {
                 if let Some(lists) = pages.add_sealed(dir, meta, &footer) {
-                    steps.push((Ok(lists), footer.last_seq - pages.shift));
+                    steps.push((lists, footer.last_seq - pages.shift));
                     continue;
                 }
             }
@@ -724,51 +722,23 @@ pub fn refresh(store: &Store) -> io::Result<Refreshed> {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(e),
             }
-            if !meta.sealed {
-                // Indexed, and read in block by block as queries need it.
-                let (added, end) = pages.add_written(log, dir, meta, &buf, from);
-                pages.tail = Some((meta.file.clone(), end));
-                if let Some((lists, last)) = added {
-                    steps.push((Ok(lists), last));
-                }
-                continue;
-            }
-            let mut frames = match from {
-                0 => segment::frames(&buf).ok(),
-                _ => Some(segment::frames_from(&buf, 0)),
-            };
-            let first = match frames.as_mut() {
-                Some(frames) => pages.fill_through(log, frames.by_ref()).1,
-                None => None,
-            };
-            let end = from + frames.map_or(0, |f| f.valid_len());
-            pages.tail = (!meta.sealed).then(|| (meta.file.clone(), end));
+            let scanned = pages.add_scanned(log, dir, meta, &buf, from);
             if meta.sealed {
                 // Read once: what it lacks (a torn end) it lacks for good.
                 pages.read_through.insert(meta.first_seq);
+            } else {
+                pages.tail = Some((meta.file.clone(), scanned.end));
             }
-            if let Some(first) = first {
-                steps.push((Err(first), pages.top));
-            }
+            steps.extend(scanned.lists);
         }
         pages.top
     };
     let mut index = store.index_as_is();
     log.grow(top);
-    for (step, last) in steps {
-        match step {
-            Ok(lists) => {
-                let upto = index.upto();
-                index.append(lists.after(upto), last);
-            }
-            Err(first) => {
-                // Seqs between are not on disk (a segment gone): nothing to look at there.
-                index.skip_to(first - 1);
-                index.catch_up_to(log, last);
-            }
-        }
+    for (lists, last) in steps {
+        let upto = index.upto();
+        index.append(lists.after(upto), last);
     }
-    index.forget_stragglers();
     Ok(Refreshed {
         last_seq: log.last_seq(),
         bytes: log.stats().bytes,
@@ -969,7 +939,7 @@ mod tests {
     }
 
     #[test]
-    fn an_unsealed_last_segment_is_read_at_once() {
+    fn an_unsealed_last_segment_is_scanned_for_its_index() {
         let dir = temp("tail");
         let live = write(&dir, false, false);
         let m = segments::read_manifest(&dir).unwrap();

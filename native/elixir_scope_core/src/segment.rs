@@ -221,12 +221,6 @@ pub fn frames(bytes: &[u8]) -> Result<Frames<'_>, SegmentError> {
     })
 }
 
-/// The intact records of bytes that start at a frame boundary inside a segment (after its
-/// header), from `pos` on.
-pub fn frames_from(bytes: &[u8], pos: usize) -> Frames<'_> {
-    Frames { bytes, pos }
-}
-
 /// Iterator over a segment's intact records; it ends at the first torn or corrupt frame.
 pub struct Frames<'a> {
     bytes: &'a [u8],
