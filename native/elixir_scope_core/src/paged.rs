@@ -552,22 +552,7 @@ pub fn open(path: &Path, map: &mut dyn FnMut(&[u8], &Symbols) -> Mapped) -> Opti
     }
     let mut loader = Loader::new(Window::default()).ok()?;
     for f in &footers {
-        if let Some((monotonic, system, run)) = f.clock {
-            let clock = Record::Clock {
-                monotonic,
-                system,
-                run,
-            };
-            loader.take(clock, map);
-        }
-        for (word, etf) in &f.symbols {
-            loader.take(Record::Symbol { word: *word, etf }, map);
-        }
-        let stats = Record::Stats {
-            dropped: f.dropped,
-            truncated: f.truncated,
-        };
-        loader.take(stats, map);
+        loader.take_footer(f, map);
     }
     // The unsealed last segment: its symbols first.
     let mut tail_bytes = Vec::new();
@@ -593,7 +578,7 @@ pub fn open(path: &Path, map: &mut dyn FnMut(&[u8], &Symbols) -> Mapped) -> Opti
         }
     }
     let shift = first - 1;
-    let mut pages = Pages::new(Some(loader.words.clone()), shift);
+    let mut pages = Pages::new(Some(std::mem::take(&mut loader.words)), shift);
     let mut index = Index::new();
     for (f, (dir, meta)) in footers.iter().zip(sealed) {
         let lists = pages.add_sealed(dir, meta, f)?;

@@ -769,26 +769,7 @@ impl Loading {
             states.push((ev.seq, ev.header, payload));
         }
         let loader = &mut self.loader;
-        if let Some((monotonic, system, run)) = footer.clock {
-            loader.take(
-                Record::Clock {
-                    monotonic,
-                    system,
-                    run,
-                },
-                map,
-            );
-        }
-        for (word, etf) in &footer.symbols {
-            loader.take(Record::Symbol { word: *word, etf }, map);
-        }
-        loader.take(
-            Record::Stats {
-                dropped: footer.dropped,
-                truncated: footer.truncated,
-            },
-            map,
-        );
+        loader.take_footer(&footer, map);
         let carried = states.len() as u64;
         for (seq, h, payload) in states {
             loader.outside(seq, h, &payload, true);
@@ -879,6 +860,31 @@ impl Loader {
             last_seq: None,
             report: LoadReport::default(),
         })
+    }
+
+    /// Takes what a footer says of its segment besides the events: its clock, symbols and
+    /// counters, as the segment's own records would.
+    pub(crate) fn take_footer(
+        &mut self,
+        footer: &Footer,
+        map: &mut dyn FnMut(&[u8], &Symbols) -> Mapped,
+    ) {
+        if let Some((monotonic, system, run)) = footer.clock {
+            let clock = Record::Clock {
+                monotonic,
+                system,
+                run,
+            };
+            self.take(clock, map);
+        }
+        for (word, etf) in &footer.symbols {
+            self.take(Record::Symbol { word: *word, etf }, map);
+        }
+        let stats = Record::Stats {
+            dropped: footer.dropped,
+            truncated: footer.truncated,
+        };
+        self.take(stats, map);
     }
 
     pub(crate) fn take(&mut self, record: Record, map: &mut dyn FnMut(&[u8], &Symbols) -> Mapped) {
