@@ -218,6 +218,14 @@ pub struct Truncated<'a> {
 }
 
 impl<'a> EventRef<'a> {
+    /// Whether this is an unchanged state written without its payload (in a segment, after
+    /// the process's first state there): its payload is that of the process's state before it.
+    pub fn shares_payload(&self) -> bool {
+        self.header.kind == Kind::State as u8
+            && self.header.flags & flags::STATE_UNCHANGED != 0
+            && self.payload.is_empty()
+    }
+
     /// The event's data as ETF without the version byte: its payload, or the `data` of a
     /// `{peer, data}` payload. `None` for truncated or dropped payloads. The bytes are not
     /// checked to hold exactly one term (a malformed payload simply matches nothing).
@@ -290,6 +298,23 @@ pub fn truncate_payload(seen: &[u8], full_len: u64, exact: bool, cap: usize, out
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_unchanged_states_without_bytes_share_a_payload() {
+        let ev = |kind: Kind, flags: u8, payload: &'static [u8]| EventRef {
+            seq: 1,
+            header: Header {
+                kind: kind as u8,
+                flags,
+                ..Header::default()
+            },
+            payload,
+        };
+        assert!(ev(Kind::State, flags::STATE_UNCHANGED, b"").shares_payload());
+        assert!(!ev(Kind::State, flags::STATE_UNCHANGED, b"x").shares_payload());
+        assert!(!ev(Kind::State, 0, b"").shares_payload());
+        assert!(!ev(Kind::Send, flags::STATE_UNCHANGED, b"").shares_payload());
+    }
 
     #[test]
     fn kinds_round_trip_by_name_and_discriminant() {

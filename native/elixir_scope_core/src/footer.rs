@@ -248,8 +248,7 @@ impl FooterBuilder {
         use crate::segment::Record;
         if let Some(ev) = record.as_event() {
             // As read: an unchanged state's payload is elsewhere when its frame has none.
-            let here = !(ev.header.flags & flags::STATE_UNCHANGED != 0 && ev.payload.is_empty());
-            self.event(&ev, offset, here);
+            self.event(&ev, offset, !ev.shares_payload());
             return;
         }
         match record {

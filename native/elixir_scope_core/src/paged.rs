@@ -13,7 +13,7 @@
 //! is scanned for its index instead), and a block that cannot be read or is damaged leaves its events missing,
 //! as holes in the log, never a panic.
 
-use crate::event::{flags, Header, Kind, PidKey, Seq};
+use crate::event::{EventRef, Header, Kind, PidKey, Seq};
 use crate::footer::{Footer, SeqList};
 use crate::hash::WordMap;
 use crate::index::{Index, Lists};
@@ -244,7 +244,11 @@ impl Pages {
                 if !(block.first..=block.last).contains(&seq) {
                     continue;
                 }
-                let shared = self.shares(&h, payload, seq);
+                let shared = self.shares(&EventRef {
+                    seq,
+                    header: h,
+                    payload,
+                });
                 if let Some(prev) = shared {
                     let there = self.block_of(prev);
                     if let Some(p) = there.filter(|&p| p < unit.start && !self.loaded[p]) {
@@ -289,12 +293,11 @@ impl Pages {
         Some((seq, h, ev.payload))
     }
 
-    /// The event whose payload an unchanged state `h` at `seq`, written without one, shares.
-    fn shares(&self, h: &Header, payload: &[u8], seq: Seq) -> Option<Seq> {
-        let unchanged = h.kind == Kind::State as u8
-            && h.flags & flags::STATE_UNCHANGED != 0
-            && payload.is_empty();
-        unchanged.then(|| self.state_before(h.pid, seq)).flatten()
+    /// The event whose payload `ev` shares, if it is an unchanged state written without one.
+    fn shares(&self, ev: &EventRef) -> Option<Seq> {
+        ev.shares_payload()
+            .then(|| self.state_before(ev.header.pid, ev.seq))
+            .flatten()
     }
 
     /// The state event of `pid` before `seq`.
@@ -748,6 +751,7 @@ pub struct Refreshed {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::flags;
     use crate::persist::tests::{map, symbol, writer_in, CLOCK};
     use crate::persist::{Loading, Writer};
     use crate::segments::Policy;

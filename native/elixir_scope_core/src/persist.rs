@@ -951,7 +951,12 @@ impl Loader {
         h.function = self.key(h.function).unwrap_or(0);
         // States name no peer; a crafted one is not carried into the store.
         h.peer = 0;
-        let shared = h.flags & flags::STATE_UNCHANGED != 0 && payload.is_empty();
+        let shared = EventRef {
+            seq,
+            header: h,
+            payload,
+        }
+        .shares_payload();
         // The first state of its process in the loaded store: nothing to share with.
         h.flags &= !flags::STATE_UNCHANGED;
         let entry = self
@@ -1030,9 +1035,12 @@ impl Loader {
         }
         self.last_seq = Some(seq);
         let log = self.store.log();
-        let shared = (h.kind == Kind::State as u8
-            && h.flags & flags::STATE_UNCHANGED != 0
-            && payload.is_empty())
+        let shared = EventRef {
+            seq,
+            header: h,
+            payload,
+        }
+        .shares_payload()
         .then(|| self.last_state.get(&h.pid).copied())
         .flatten();
         let appended = match shared {
