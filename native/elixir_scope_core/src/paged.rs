@@ -60,8 +60,6 @@ struct Pages {
     /// Sealed segments read through (their footer not believed), by first seq: read once.
     read_through: std::collections::HashSet<u64>,
     buf: Vec<u8>,
-    /// Reads that failed (a file gone or damaged): their blocks' events are missing.
-    failed: u64,
 }
 
 /// The [`Pager`] of a paged store.
@@ -100,11 +98,6 @@ impl SegmentPager {
     fn pages(&self) -> MutexGuard<'_, Pages> {
         self.pages.lock()
     }
-
-    /// Block reads that failed so far.
-    pub fn failed(&self) -> u64 {
-        self.pages().failed
-    }
 }
 
 /// An event read from a block, ready to fill: its store seq, header in the store's keys, the
@@ -124,7 +117,6 @@ impl Pages {
             tail: None,
             read_through: Default::default(),
             buf: Vec::new(),
-            failed: 0,
         }
     }
 
@@ -159,10 +151,8 @@ impl Pages {
                 {
                     relocated.push(self.blocks[b].file);
                 }
-                result => {
-                    if result.is_err() {
-                        self.failed += 1;
-                    }
+                // Read, or unreadable (a file gone or damaged): its events are missing.
+                _ => {
                     self.loaded[unit].iter_mut().for_each(|l| *l = true);
                     want.pop();
                 }

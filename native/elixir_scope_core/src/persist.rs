@@ -359,11 +359,6 @@ impl Writer {
         self.next
     }
 
-    /// Events on disk before the current store's.
-    pub fn base(&self) -> u64 {
-        self.base
-    }
-
     /// Events on disk: the stores' before, and the current one's up to `next_seq`.
     pub fn on_disk(&self) -> u64 {
         self.base + self.next - 1
@@ -1722,7 +1717,7 @@ pub(crate) mod tests {
         let mut w = writer_in(&dir, 2_000, false);
         w.flush(&a, CLOCK, &mut symbol, u64::MAX).unwrap();
         w.continue_with(&a);
-        assert_eq!((w.base(), w.next_seq()), (a.log().last_seq(), 1));
+        assert_eq!((w.on_disk(), w.next_seq()), (a.log().last_seq(), 1));
         w.flush(&b, CLOCK, &mut symbol, u64::MAX).unwrap();
         w.finish().unwrap();
         let loaded = load_ok(&dir);

@@ -123,7 +123,7 @@ fn persist_move<'a>(env: Env<'a>, from: Term<'a>, to: Term<'a>) -> NifResult<Ter
         return Ok(error(env, e));
     }
     writer.continue_with(from);
-    let on_disk = writer.base();
+    let on_disk = writer.on_disk();
     to.set_persisted(on_disk);
     *to.persist() = Some(writer);
     Ok((atoms::ok(), on_disk).encode(env))
