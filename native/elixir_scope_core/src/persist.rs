@@ -260,7 +260,7 @@ impl Writer {
             if self.segments.should_rotate() {
                 self.write_stats(store, clock)?;
                 let footer = self.take_footer();
-                self.segments.rotate(footer.as_ref())?;
+                self.segments.rotate(Some(&footer))?;
                 self.known.clear();
                 self.states.clear();
                 self.fresh = true;
@@ -343,14 +343,12 @@ impl Writer {
             return Err(e);
         }
         let footer = self.take_footer();
-        self.segments.seal(footer.as_ref())
+        self.segments.seal(Some(&footer))
     }
 
-    /// The current segment's footer record; `None` when it would be too large to read back
-    /// (the segment is then read through, like one without a footer).
-    fn take_footer(&mut self) -> Option<Record<'static>> {
-        let footer = Record::Footer(Box::new(self.footer.finish()));
-        (segment::frame(&footer).len() <= segment::MAX_RECORD).then_some(footer)
+    /// The current segment's footer record (the builder starts over).
+    fn take_footer(&mut self) -> Record<'static> {
+        Record::Footer(Box::new(self.footer.finish()))
     }
 
     /// The next seq of the current store to write (every seq below it is on disk, or was a

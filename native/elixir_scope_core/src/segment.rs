@@ -352,10 +352,17 @@ impl SegmentWriter {
     /// Appends one record; returns the segment's length after it.
     ///
     /// # Errors
-    /// The file system's.
+    /// The file system's; `InvalidInput` (nothing written) for a record over [`MAX_RECORD`]
+    /// bytes, which no reader would take.
     pub fn append(&mut self, record: &Record) -> io::Result<u64> {
         self.scratch.clear();
         frame_into(record, &mut self.scratch);
+        if self.scratch.len() - FRAME_HEAD > MAX_RECORD {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a record over the frame size limit",
+            ));
+        }
         self.out.write_all(&self.scratch)?;
         self.len += self.scratch.len() as u64;
         Ok(self.len)

@@ -222,8 +222,12 @@ impl Segments {
     fn close_current(&mut self, footer: Option<&Record>) -> io::Result<()> {
         if let Some(f) = footer {
             let at = self.current.len();
-            self.push(f)?;
-            self.current_meta().footer_at = at;
+            match self.push(f) {
+                Ok(()) => self.current_meta().footer_at = at,
+                // Too large to read back: the segment is read through, like one without.
+                Err(e) if e.kind() == io::ErrorKind::InvalidInput => {}
+                Err(e) => return Err(e),
+            }
         }
         self.current.sync()?;
         self.current_meta().sealed = true;
@@ -540,6 +544,23 @@ mod tests {
         let s = Segments::open(&dir, Policy::default()).unwrap();
         assert_eq!(s.manifest().segments[0].last_seq, 10);
         assert_eq!(all_events(&dir), (1..=10).collect::<Vec<_>>());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_footer_too_large_to_read_back_is_left_out() {
+        let dir = temp("huge-footer");
+        let s = filled(&dir, Policy::default(), 10);
+        let etf = vec![0u8; segment::MAX_RECORD];
+        let huge = Record::Symbol { word: 1, etf: &etf };
+        let m = s.seal(Some(&huge)).unwrap();
+        // Sealed without a footer (read through), every event kept, nothing torn.
+        assert!(m.segments[0].sealed && m.segments[0].footer_at == 0);
+        assert_eq!(all_events(&dir), (1..=10).collect::<Vec<_>>());
+        let bytes = read_segment(&dir, &m.segments[0]).unwrap();
+        let mut frames = segment::frames(&bytes).unwrap();
+        assert_eq!(frames.by_ref().count(), 10);
+        assert!(!frames.torn());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
