@@ -238,15 +238,42 @@ impl Store {
     /// last-state table still knows it (a `gen_statem`'s `keep_state` result needs the state name
     /// from it).
     pub fn last_state_payload(&self, pid: PidKey) -> Option<&[u8]> {
-        let seq = self.last_state[(mix64(pid) as usize) % LAST_STATE_SLOTS].load(Ordering::Relaxed);
-        self.log
-            .get(seq)
-            .filter(|e| {
-                e.header.pid == pid
-                    && e.header.kind == Kind::State as u8
-                    && e.header.flags & (flags::TRUNCATED | flags::PAYLOAD_DROPPED) == 0
-            })
-            .map(|e| e.payload)
+        self.last_state_event(pid).map(|e| e.payload)
+    }
+
+    /// `pid`'s last state event with its complete payload, if the lossy table still knows it.
+    fn last_state_event(&self, pid: PidKey) -> Option<crate::event::EventRef<'_>> {
+        let seq = self.last_state_slot(pid).load(Ordering::Relaxed);
+        self.log.get(seq).filter(|e| {
+            e.header.pid == pid
+                && e.header.kind == Kind::State as u8
+                && e.header.flags & (flags::TRUNCATED | flags::PAYLOAD_DROPPED) == 0
+        })
+    }
+
+    /// The last-state table's slot for `pid`.
+    fn last_state_slot(&self, pid: PidKey) -> &AtomicU64 {
+        &self.last_state[(mix64(pid) as usize) % LAST_STATE_SLOTS]
+    }
+
+    /// Appends a state event equal to the process's last one (a callback that kept its state
+    /// and data), sharing its payload. Nothing is appended when the table no longer knows that
+    /// state (or it was truncated): `None`.
+    pub fn append_same_state(&self, header: &Header) -> Option<Appended> {
+        if self.is_closed() {
+            return None;
+        }
+        let previous = self.last_state_event(header.pid)?.seq;
+        let h = Header {
+            kind: Kind::State as u8,
+            flags: flags::STATE_UNCHANGED,
+            ..*header
+        };
+        let appended = self.log.append_sharing(&h, previous);
+        if let Appended::Stored(seq) = appended {
+            self.last_state_slot(h.pid).store(seq, Ordering::Relaxed);
+        }
+        Some(appended)
     }
 
     /// Appends a state event, sharing the payload of the process's previous state event when the
@@ -266,7 +293,7 @@ impl Store {
         let mut h = *header;
         h.kind = Kind::State as u8;
         let stored = stored_form(seen, full_len, exact, self.state_cap(), &mut h, scratch);
-        let slot = &self.last_state[(mix64(h.pid) as usize) % LAST_STATE_SLOTS];
+        let slot = self.last_state_slot(h.pid);
         let previous = slot.load(Ordering::Relaxed);
         let same = self.log.get(previous).is_some_and(|p| {
             p.header.pid == h.pid && p.header.kind == Kind::State as u8 && p.payload == stored
@@ -299,7 +326,7 @@ impl Store {
     /// tests check the table with).
     #[cfg(test)]
     fn last_state_of(&self, pid: PidKey) -> Option<u64> {
-        let seq = self.last_state[(mix64(pid) as usize) % LAST_STATE_SLOTS].load(Ordering::Relaxed);
+        let seq = self.last_state_slot(pid).load(Ordering::Relaxed);
         self.log
             .get(seq)
             .filter(|e| e.header.pid == pid)
@@ -446,6 +473,19 @@ mod tests {
         assert_eq!(store.last_state_of(1), Some(4));
         assert_eq!(store.last_state_payload(1), Some(&b"bb"[..]));
         assert_eq!(store.last_state_payload(3), None);
+        // A callback that kept its state: the last one again, no bytes; none for a process
+        // without one.
+        let Some(Appended::Stored(5)) = store.append_same_state(&h(1)) else {
+            panic!("stored at 5")
+        };
+        assert_eq!(
+            (ev(5).payload, ev(5).header.kind),
+            (&b"bb"[..], Kind::State as u8)
+        );
+        assert_ne!(ev(5).header.flags & flags::STATE_UNCHANGED, 0);
+        assert_eq!(store.stats().payload_bytes, 6);
+        assert_eq!(store.last_state_of(1), Some(5));
+        assert_eq!(store.append_same_state(&h(3)), None);
     }
 
     #[test]

@@ -135,6 +135,11 @@ fn trace<'a>(
         ..Header::default()
     };
     let extra = || opts.map_get(atoms::extra()).ok();
+    // A call's result (its value, or `{class, reason}`), looked up once.
+    let result = match kind {
+        Kind::Return | Kind::Exception => extra(),
+        _ => None,
+    };
     let nil = atoms::nil().to_term(env);
     let payload: Payload = match kind {
         Kind::Send | Kind::SendToDead => with_peer(&mut h, extra().unwrap_or(nil), Some(term)),
@@ -153,7 +158,7 @@ fn trace<'a>(
         Kind::Return | Kind::Exception => {
             // {M, F, Arity}; the value (or {Class, Reason}) is in `extra`.
             set_mfa(&mut h, term);
-            extra().map_or(Payload::None, Payload::Term)
+            result.map_or(Payload::None, Payload::Term)
         }
         // Not trace tags: recorded by `store_record` and `track_record` only.
         Kind::State | Kind::Supervisor | Kind::Var => return atoms::ok(),
@@ -175,8 +180,8 @@ fn trace<'a>(
         // A callback's result: its return value, or a value it threw (gen_server and gen_statem
         // take `throw(result)` as the result).
         let result = match kind {
-            Kind::Return => extra(),
-            _ => extra().and_then(thrown),
+            Kind::Return => result,
+            _ => result.and_then(thrown),
         };
         match (state_kind, result) {
             (StateKind::GenServer, Some(v)) => {
@@ -271,9 +276,7 @@ fn record_statem(store: &Store, h: &Header, value: Term) {
             record(store, h, Payload::Prefixed(name, data));
         }
         Some(Statem::Same) => {
-            if let Some(prev) = store.last_state_payload(h.pid).map(<[u8]>::to_vec) {
-                record(store, h, Payload::Encoded(prev));
-            }
+            store.append_same_state(h);
         }
         None => {}
     }
@@ -338,13 +341,6 @@ pub(crate) fn record(store: &Store, h: &Header, payload: Payload) -> Option<u64>
                     exact: d.exact,
                 }
             }
-            Payload::Encoded(bytes) => {
-                buf.extend_from_slice(&bytes);
-                etf::Encoded {
-                    total: bytes.len() as u64,
-                    exact: true,
-                }
-            }
         };
         let appended = if h.kind == Kind::State as u8 {
             store.append_state(h, buf, done.total, done.exact, truncated)
@@ -372,8 +368,6 @@ pub(crate) enum Payload<'a> {
     Pair(Term<'a>, Term<'a>),
     /// `{first, b}` where `first` is already ETF (without version byte).
     Prefixed(Vec<u8>, Term<'a>),
-    /// Bytes already in stored form (a previous state's payload).
-    Encoded(Vec<u8>),
 }
 
 /// Sets `h.peer` when `peer` is a local pid and returns `data` as the payload; otherwise (a
