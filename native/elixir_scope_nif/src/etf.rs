@@ -484,12 +484,14 @@ fn step(
             buf.push(LIST_EXT);
             let len_at = buf.len();
             buf.extend_from_slice(&[0; 4]);
+            // The first cell is read: its head next, then the rest from its tail.
             stack.push(Work::List {
-                cell: t,
+                cell: tail,
                 len_at,
-                len: 0,
+                len: 1,
                 in_out: !counting,
             });
+            stack.push(Work::Term(head));
         }
         ErlNifTermType::ERL_NIF_TERM_TYPE_MAP => {
             let mut size = 0;
