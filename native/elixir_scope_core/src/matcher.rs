@@ -184,7 +184,9 @@ impl Matcher {
     }
 
     /// Matches `term` (ETF bytes of one term, without the version byte) and evaluates the
-    /// guard; on success, the variables' byte ranges within `term`.
+    /// guard; on success, the variables' byte ranges within `term` (what tests look at;
+    /// scans reuse one bindings buffer through `matches`).
+    #[cfg(test)]
     pub fn run(&self, term: &[u8]) -> Option<Bindings> {
         let mut b = Vec::new();
         self.matches(term, &mut b).then_some(b)

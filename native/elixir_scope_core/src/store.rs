@@ -228,9 +228,9 @@ impl Store {
         None
     }
 
-    /// Whether `module`'s callback results are states.
-    #[inline]
-    pub fn is_state_module(&self, module: AtomKey) -> bool {
+    /// Whether `module`'s callback results are states (what tests check the table with).
+    #[cfg(test)]
+    fn is_state_module(&self, module: AtomKey) -> bool {
         self.state_module_kind(module).is_some()
     }
 

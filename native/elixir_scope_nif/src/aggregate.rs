@@ -31,13 +31,7 @@ fn group_by(t: Term) -> NifResult<GroupBy> {
 /// A key as a term: pids and modules as themselves (`nil` for none), kinds as atoms, tags as
 /// existing atoms (a tag whose atom does not exist comes back as its name, a binary).
 fn group_term<'a>(env: Env<'a>, store: &Store, key: &Key) -> Term<'a> {
-    let word = |w: u64| {
-        if w == 0 {
-            atoms::nil().encode(env)
-        } else {
-            crate::terms::key_term(env, store, w)
-        }
-    };
+    let word = |w: u64| crate::terms::key_or_nil(env, store, w);
     match key {
         Key::All => atoms::all().encode(env),
         Key::Word(w) => word(*w),

@@ -4,7 +4,7 @@
 use crate::atoms;
 use crate::query::{encode_event, encode_events};
 use crate::store::store_of;
-use crate::terms::{atom_key, is_nil, key_term, local_pid_key, pid_arg, raw};
+use crate::terms::{atom_key, is_nil, key_term, local_pid_key, opt_with, pid_arg, raw};
 use crate::tracer::{record, Payload};
 use elixir_scope_core::event::PidKey;
 use elixir_scope_core::event::{Header, Kind};
@@ -37,11 +37,7 @@ fn store_pid_at<'a>(
 }
 
 fn opt_at(t: Term) -> NifResult<Option<At>> {
-    if is_nil(t) {
-        Ok(None)
-    } else {
-        at_of(t).map(Some)
-    }
+    opt_with(t, at_of)
 }
 
 fn callbacks<'s>(is_statem: &'s dyn Fn(u64) -> bool) -> Callbacks<'s> {

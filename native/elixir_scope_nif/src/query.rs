@@ -2,7 +2,7 @@
 
 use crate::atoms;
 use crate::store::store_of;
-use crate::terms::{atom_key, is_nil, key_term, pid_arg};
+use crate::terms::{atom_key, key_or_nil, key_term, opt_with, pid_arg};
 use elixir_scope_core::event::{EventRef, Kind, KindMask};
 use elixir_scope_core::query::{self, Filter};
 use elixir_scope_core::store::Store;
@@ -16,18 +16,11 @@ fn pid_keys(store: &Store, list: Term) -> NifResult<Vec<u64>> {
 }
 
 pub(crate) fn opt<'a, T: rustler::Decoder<'a>>(t: Term<'a>) -> NifResult<Option<T>> {
-    if is_nil(t) {
-        Ok(None)
-    } else {
-        t.decode().map(Some)
-    }
+    opt_with(t, |t| t.decode())
 }
 
 fn opt_atom(t: Term) -> NifResult<Option<u64>> {
-    if is_nil(t) {
-        return Ok(None);
-    }
-    atom_key(t).map(Some).ok_or(rustler::Error::BadArg)
+    opt_with(t, |t| atom_key(t).ok_or(rustler::Error::BadArg))
 }
 
 /// Deepest nesting of `any`/`none` filters decoded.
@@ -123,13 +116,7 @@ fn decode_payload<'a>(env: Env<'a>, store: &Store, ev: &EventRef) -> Option<Term
 pub(crate) fn encode_event<'a>(env: Env<'a>, store: &Store, ev: &EventRef) -> Term<'a> {
     let h = &ev.header;
     let nil = atoms::nil().encode(env);
-    let pid_or_nil = |k: u64| {
-        if k == 0 {
-            nil
-        } else {
-            key_term(env, store, k)
-        }
-    };
+    let pid_or_nil = |k: u64| key_or_nil(env, store, k);
     let kind = h.kind().map_or(nil, |k| kind_atom(k).encode(env));
     let mfa = if h.module == 0 {
         nil

@@ -76,6 +76,27 @@ pub fn is_nil(t: Term) -> bool {
     t.as_c_arg() == crate::atoms::nil().as_c_arg()
 }
 
+/// `None` for `nil`, else what `decode` makes of the term.
+pub fn opt_with<'a, T>(
+    t: Term<'a>,
+    decode: impl FnOnce(Term<'a>) -> rustler::NifResult<T>,
+) -> rustler::NifResult<Option<T>> {
+    if is_nil(t) {
+        Ok(None)
+    } else {
+        decode(t).map(Some)
+    }
+}
+
+/// `nil` for the empty key 0, else the term the key stands for (see [`key_term`]).
+pub fn key_or_nil<'a>(env: Env<'a>, store: &Store, key: u64) -> Term<'a> {
+    if key == 0 {
+        crate::atoms::nil().encode(env)
+    } else {
+        key_term(env, store, key)
+    }
+}
+
 /// A pid key that no stored event has: what a remote or unknown pid argument becomes, so a
 /// filter on it matches nothing instead of everything.
 pub const NO_PID: u64 = u64::MAX;
