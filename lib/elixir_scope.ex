@@ -313,6 +313,8 @@ defmodule ElixirScope do
       `init/1`, `handle_call/3`, `handle_cast/2`, `handle_info/2`, `handle_continue/2` and
       `code_change/3` are return-traced, and a `:sys.get_state/2` snapshot is taken when a
       running process starts being traced. For a module target, processes running it.
+      `:all` and `:new` record no states: trace the GenServer itself (or its module) for
+      those.
 
   ## Errors
 

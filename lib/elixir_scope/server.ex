@@ -283,8 +283,8 @@ defmodule ElixirScope.Server do
   defp trace(pid, opts, s) when is_pid(pid) do
     extra = if Keyword.get(opts, :children, true), do: [:set_on_spawn], else: []
 
-    # Only a process that is free (or already ours) gets state patterns and a snapshot: another
-    # tracer's process is left alone; an already traced one has its states recorded already.
+    # Only a free process (no tracer yet) gets state patterns and a snapshot: another tracer's
+    # process is left alone, and one traced already has its states recorded already.
     s =
       if Keyword.get(opts, :states, true) and Tracer.free?(pid),
         do: watch_states(pid, s),

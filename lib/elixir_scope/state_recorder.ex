@@ -62,7 +62,7 @@ defmodule ElixirScope.StateRecorder do
     with true <- ElixirScope.running?(),
          %Store{} = store <- Store.default(),
          {:ok, state} <- state_of(result),
-         false <- traced_with_states?(module) do
+         false <- traced_with_states?(module, store) do
       Native.store_record(Store.ref(store), :state, self(), {module, name, arity}, state)
     end
 
@@ -71,10 +71,8 @@ defmodule ElixirScope.StateRecorder do
 
   # This process is traced into the running capture's store, with this module's callbacks
   # return-traced: its states are recorded already.
-  defp traced_with_states?(module) do
-    ref = Store.ref(Store.default())
-
-    match?({:tracer, {Native, ^ref}}, :erlang.trace_info(self(), :tracer)) and
+  defp traced_with_states?(module, store) do
+    ElixirScope.Tracer.ours?(self(), store) and
       Enum.any?(@callbacks, fn {f, a} ->
         match?({:traced, :global}, :erlang.trace_info({module, f, a}, :traced))
       end)
