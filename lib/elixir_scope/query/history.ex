@@ -70,7 +70,8 @@ defmodule ElixirScope.Query.History do
 
   ## Options
 
-    * `:since` / `:until` - a time window (any time form).
+    * `:since` / `:until` - a time window (any time form), both ends inclusive: unlike
+      `state_timeline/2`'s `since`, an event given as `since:` is in it.
     * `:store` - the store to query.
 
   ## Examples
