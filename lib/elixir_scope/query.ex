@@ -331,49 +331,68 @@ defmodule ElixirScope.Query do
   alias ElixirScope.Query.History
 
   @doc "See `ElixirScope.Query.History.state_at/3`."
+  @spec state_at(pid(), History.time(), keyword()) :: {:ok, term()} | {:error, :no_state}
   defdelegate state_at(pid, t, opts \\ []), to: History
   @doc "Seed-compatible name of `state_at/3`."
+  @spec get_state_at(pid(), History.time(), keyword()) :: {:ok, term()} | {:error, :no_state}
   defdelegate get_state_at(pid, t, opts \\ []), to: History, as: :state_at
   @doc "See `ElixirScope.Query.History.state_cause/2`."
+  @spec state_cause(Event.t(), keyword()) :: Event.t() | nil
   defdelegate state_cause(state_event, opts \\ []), to: History
   @doc "See `ElixirScope.Query.History.state_timeline/2`."
+  @spec state_timeline(pid(), keyword()) :: [Event.t()]
   defdelegate state_timeline(pid, opts \\ []), to: History
   @doc "See `ElixirScope.Query.History.state_evolution/4`."
+  @spec state_evolution(pid(), History.time(), History.time(), keyword()) :: [Event.t()]
   defdelegate state_evolution(pid, from, to, opts \\ []), to: History
   @doc "See `ElixirScope.Query.History.state_changes_in_window/3`."
+  @spec state_changes_in_window(pid(), {History.time(), History.time()}, keyword()) :: [map()]
   defdelegate state_changes_in_window(pid, window, opts \\ []), to: History
   @doc "Where one key of a map state changed. See `ElixirScope.Query.History.key_changes/3`."
   @spec key_changes(pid(), atom(), keyword()) :: [map()]
   defdelegate key_changes(pid, key, opts \\ []), to: History
   @doc "See `ElixirScope.Query.History.compare_states/2`."
+  @spec compare_states(term(), term()) :: ElixirScope.StateDiff.t()
   defdelegate compare_states(a, b), to: History
   @doc "See `ElixirScope.Query.History.pending_messages_at/3`."
+  @spec pending_messages_at(pid(), History.time(), keyword()) :: {:ok | :unknown, [Event.t()]}
   defdelegate pending_messages_at(pid, t, opts \\ []), to: History
   @doc "See `ElixirScope.Query.History.call_stack_at/3`."
+  @spec call_stack_at(pid(), History.time(), keyword()) :: [Event.t()]
   defdelegate call_stack_at(pid, t, opts \\ []), to: History
   @doc "See `ElixirScope.Query.History.active_processes_at/2`."
+  @spec active_processes_at(History.time(), keyword()) :: [pid()]
   defdelegate active_processes_at(t, opts \\ []), to: History
   @doc "See `ElixirScope.Query.History.states_at/2`."
+  @spec states_at(History.time(), keyword()) :: %{pid() => term()}
   defdelegate states_at(t, opts \\ []), to: History
   @doc "See `ElixirScope.Query.History.system_snapshot_at/2`."
+  @spec system_snapshot_at(History.time(), keyword()) :: %{pid() => map()}
   defdelegate system_snapshot_at(t, opts \\ []), to: History
   @doc "See `ElixirScope.Query.History.supervision_tree_at/2`."
+  @spec supervision_tree_at(History.time(), keyword()) :: [map()]
   defdelegate supervision_tree_at(t, opts \\ []), to: History
   @doc "See `ElixirScope.Query.History.supervisor_events/2`."
+  @spec supervisor_events(pid(), keyword()) :: [Event.t()]
   defdelegate supervisor_events(sup, opts \\ []), to: History
   @doc "See `ElixirScope.Query.History.why_crashed/2`."
+  @spec why_crashed(pid(), keyword()) :: {:ok, ElixirScope.Crash.t()} | {:error, :no_exit}
   defdelegate why_crashed(pid, opts \\ []), to: History
 
   # Variable tracking (see ElixirScope.Query.Vars and ElixirScope.Track).
   alias ElixirScope.Query.Vars
 
   @doc "See `ElixirScope.Query.Vars.variables/2`."
+  @spec variables(Vars.target(), keyword()) :: [Vars.binding()]
   defdelegate variables(target, opts \\ []), to: Vars
   @doc "See `ElixirScope.Query.Vars.var_history/3`."
+  @spec var_history(module() | mfa(), atom(), keyword()) :: [map()]
   defdelegate var_history(module, var, opts \\ []), to: Vars
   @doc "See `ElixirScope.Query.Vars.source_view/2`."
+  @spec source_view(Vars.target(), keyword()) :: String.t() | {:error, term()}
   defdelegate source_view(target, opts \\ []), to: Vars
   @doc "See `ElixirScope.Query.Vars.calls/2`."
+  @spec tracked_calls(mfa() | module() | pid(), keyword()) :: [Event.t()]
   defdelegate tracked_calls(target, opts \\ []), to: Vars, as: :calls
 
   # Option checks: each raises an ArgumentError naming the option.
