@@ -242,7 +242,7 @@ defmodule ElixirScope do
   Keys: `:running`, `:events`, `:dropped`, `:truncated`, `:bytes` (memory committed),
   `:payload_bytes`, `:capacity` (max events), `:max_bytes`, `:max_payload_bytes`,
   `:tracing_level`, `:sample_rate`, `:sample_by`, `:last_seq`, `:traced` (`%{pids: [...], all:
-  boolean, new: boolean, modules: [...]}`), `:skipped` (processes left to another tracer),
+  boolean, new: boolean, modules: [...], state_modules: [...]}`), `:skipped` (processes left to another tracer),
   `:persist_dir` (where `persist:` writes the capture, or `nil`), `:persisted` (events written
   there so far) and `:generation` (how many stores the capture has used: a persisted capture
   goes on in a fresh store each time its store is half full).

@@ -57,7 +57,8 @@ defmodule ElixirScope.Persist do
           max_bytes: pos_integer() | nil,
           max_age: pos_integer() | nil,
           archive: boolean(),
-          flush_interval: pos_integer()
+          flush_interval: pos_integer(),
+          history_bytes: pos_integer() | nil
         ]
 
   @typedoc "What `open/2` found, see `info/1`."
