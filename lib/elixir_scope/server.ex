@@ -175,10 +175,10 @@ defmodule ElixirScope.Server do
     # Closed first, so that nothing more lands in it once its last events are written.
     Store.close(old)
 
-    new =
+    s =
       case Persist.move(old, new) do
         {:ok, _} ->
-          new
+          %{s | store: new}
 
         other ->
           Logger.error("ElixirScope stopped writing its trace: #{inspect(other)}")
@@ -186,12 +186,12 @@ defmodule ElixirScope.Server do
           Persist.forget_history()
           new = %{new | history: nil}
           Store.put_default(new)
-          new
+          %{s | store: new, persist_dir: nil}
       end
 
-    send(s.janitor, {:stores, [new]})
-    send(s.flusher, {:store, new})
-    {:noreply, %{s | store: new, generation: s.generation + 1}}
+    send(s.janitor, {:stores, [s.store]})
+    send(s.flusher, {:store, s.store})
+    {:noreply, %{s | generation: s.generation + 1}}
   end
 
   # A roll asked for a store that was already replaced: go on with the current one.
@@ -203,7 +203,7 @@ defmodule ElixirScope.Server do
   def handle_info({:persist_failed, store}, %{store: store} = s) do
     store = %{store | history: nil}
     Store.put_default(store)
-    {:noreply, %{s | store: store}}
+    {:noreply, %{s | store: store, persist_dir: nil}}
   end
 
   def handle_info({:EXIT, pid, reason}, %{flusher: pid} = s) when reason != :normal do

@@ -593,6 +593,25 @@ defmodule ElixirScope.PersistCaptureTest do
     assert ElixirScope.status().events == Store.stats(disk).events
   end
 
+  test "when the trace can no longer be written, the capture goes on and queries read memory",
+       %{dir: dir} do
+    {:ok, _} = ElixirScope.start(persist: [dir: dir, flush_interval: 5])
+    on_exit(fn -> ElixirScope.stop() end)
+    {:ok, c} = GenServer.start(ElixirScope.PersistTest.Counter, 0)
+    :ok = ElixirScope.trace(c)
+    for _ <- 1..10, do: GenServer.call(c, {:add, 1})
+    assert List.last(Query.state_timeline(c)).data.count == 10
+    assert ElixirScope.status().persist_dir == dir
+    # The directory goes away under the writer: its next manifest cannot be saved.
+    File.rm_rf!(dir)
+    for _ <- 1..10, do: GenServer.call(c, {:add, 1})
+    wait_until(fn -> ElixirScope.status().persist_dir == nil end)
+    assert ElixirScope.running?()
+    GenServer.call(c, {:add, 1})
+    assert %{data: %{count: 21}} = List.last(Query.state_timeline(c))
+    assert Enum.map(Query.state_timeline(c), & &1.data.count) == Enum.to_list(0..21)
+  end
+
   test "open_persisted/0 needs a persisted capture" do
     {:ok, _} = ElixirScope.start()
     on_exit(fn -> ElixirScope.stop() end)
