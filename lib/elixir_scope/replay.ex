@@ -107,24 +107,32 @@ defmodule ElixirScope.Replay do
 
   @doc """
   Steps forward to the next event the cursor visits that also matches `filters`: `:kind` (an
-  atom or a list), `:pid`, `:peer`, `:mfa` (`{m, f, a}`, `{m, f}` or `m`) and `:data` (a
-  one-argument function). `{:error, :end}` when there is none.
+  atom or a list), `:pid`, `:peer`, `:mfa` (`{m, f, a}`, `{m, f}` or `m`, with `:_`
+  wildcards, matching any event with that mfa, states too) and `:data` (a one-argument
+  function). `{:error, :end}` when there is none.
   """
   @spec step_until(t(), keyword()) :: {:ok, t()} | {:error, :end}
   def step_until(%__MODULE__{event: e} = cursor, filters) when is_list(filters) do
     filters = Keyword.validate!(filters, [:kind, :pid, :peer, :mfa, :data])
-    find(cursor, e.seq, &matches?(&1, filters))
+    # Kinds and processes the cursor does not filter on already go to the native query; the
+    # rest is tested here.
+    {native, here} =
+      Enum.split_with(filters, fn {k, _} ->
+        k in [:kind, :pid, :peer] and not Keyword.has_key?(cursor.filters, k)
+      end)
+
+    find(cursor, e.seq, native, &matches?(&1, here))
   end
 
-  # Pages through the cursor's own events, testing each.
-  defp find(cursor, after_seq, pred) do
-    case query(cursor, after_seq: after_seq, limit: 500) do
+  # Pages through the cursor's own events matching `native`, testing each.
+  defp find(cursor, after_seq, native, pred) do
+    case query(cursor, native ++ [after_seq: after_seq, limit: 500]) do
       [] ->
         {:error, :end}
 
       page ->
         case Enum.find(page, pred) do
-          nil -> find(cursor, List.last(page).seq, pred)
+          nil -> find(cursor, List.last(page).seq, native, pred)
           hit -> {:ok, %{cursor | event: hit}}
         end
     end
@@ -135,12 +143,18 @@ defmodule ElixirScope.Replay do
       {:kind, k} -> e.kind in List.wrap(k)
       {:pid, p} -> e.pid in List.wrap(p)
       {:peer, p} -> e.peer in List.wrap(p)
-      {:mfa, {m, f, a}} -> e.mfa == {m, f, a}
-      {:mfa, {m, f}} -> match?({^m, ^f, _}, e.mfa)
-      {:mfa, m} -> match?({^m, _, _}, e.mfa)
+      {:mfa, pattern} -> mfa?(pattern, e.mfa)
       {:data, fun} when is_function(fun, 1) -> fun.(e.data)
     end)
   end
+
+  defp mfa?(_pattern, nil), do: false
+  defp mfa?({m, f, a}, {em, ef, ea}), do: same?(m, em) and same?(f, ef) and same?(a, ea)
+  defp mfa?({m, f}, mfa), do: mfa?({m, f, :_}, mfa)
+  defp mfa?(m, mfa) when is_atom(m), do: mfa?({m, :_, :_}, mfa)
+
+  defp same?(:_, _), do: true
+  defp same?(x, y), do: x == y
 
   @doc "The current event."
   @spec event(t()) :: Event.t()

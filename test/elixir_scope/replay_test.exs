@@ -78,6 +78,19 @@ defmodule ElixirScope.ReplayTest do
     assert {:error, :end} = Replay.step_until(r, kind: :call)
   end
 
+  test "step_until takes mfa patterns with wildcards, as Query.events does",
+       %{store: store, pid: pid} do
+    {:ok, r} = Replay.open(:start, store: store, pid: pid)
+    {:ok, exact} = Replay.step_until(r, mfa: {Box, :handle_call, 3})
+
+    for pattern <- [{Box, :_, 3}, {Box, :handle_call, :_}, {Box, :handle_call}, Box] do
+      assert {:ok, hit} = Replay.step_until(r, kind: [:call, :return], mfa: pattern)
+      assert Replay.event(hit).seq == Replay.event(exact).seq, inspect(pattern)
+    end
+
+    assert {:error, :end} = Replay.step_until(r, mfa: {Box, :_, 7})
+  end
+
   test "bad options are refused", %{store: store} do
     assert_raise ArgumentError, ~r/does not take :limit/, fn ->
       Replay.open(:start, store: store, limit: 3)
