@@ -314,18 +314,11 @@ defmodule ElixirScope.Query do
   def execution_timeline(from, to, filters \\ []) do
     store = store!(Keyword.get(filters, :store))
 
-    bounds = [
-      bound(:from, ElixirScope.Query.At.native!(store, from)),
-      bound(:to, ElixirScope.Query.At.native!(store, to))
-    ]
+    bounds =
+      ElixirScope.Query.At.bound(store, :from, from) ++ ElixirScope.Query.At.bound(store, :to, to)
 
-    events(List.flatten(bounds) ++ Keyword.put(filters, :store, store))
+    events(bounds ++ Keyword.put(filters, :store, store))
   end
-
-  defp bound(:from, {:seq, n}), do: [after_seq: max(n - 1, 0)]
-  defp bound(:from, {:ts, t}), do: [since: t]
-  defp bound(:to, {:seq, n}), do: [before_seq: n + 1]
-  defp bound(:to, {:ts, t}), do: [until: t]
 
   # Time travel (see ElixirScope.Query.History for the details).
   alias ElixirScope.Query.History

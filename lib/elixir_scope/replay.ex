@@ -93,11 +93,7 @@ defmodule ElixirScope.Replay do
   """
   @spec jump(t(), History.time()) :: {:ok, t()} | {:error, :no_events}
   def jump(%__MODULE__{} = cursor, at) do
-    bound =
-      case ElixirScope.Query.At.native!(cursor.store, at) do
-        {:seq, n} -> [before_seq: n + 1]
-        {:ts, t} -> [until: t]
-      end
+    bound = ElixirScope.Query.At.bound(cursor.store, :to, at)
 
     case query(cursor, bound ++ [order: :desc, limit: 1]) do
       [e] -> {:ok, %{cursor | event: e}}

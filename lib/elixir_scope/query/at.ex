@@ -18,6 +18,17 @@ defmodule ElixirScope.Query.At do
   end
 
   @doc false
+  # The `Query.events/1` filters of events from `t` on (`:from`) or up to `t` (`:to`),
+  # inclusive.
+  def bound(store, :from, t), do: filter(:from, native!(store, t))
+  def bound(store, :to, t), do: filter(:to, native!(store, t))
+
+  defp filter(:from, {:seq, n}), do: [after_seq: max(n - 1, 0)]
+  defp filter(:from, {:ts, t}), do: [since: t]
+  defp filter(:to, {:seq, n}), do: [before_seq: n + 1]
+  defp filter(:to, {:ts, t}), do: [until: t]
+
+  @doc false
   def opt_native!(_store, nil), do: nil
   def opt_native!(store, t), do: native!(store, t)
 end
