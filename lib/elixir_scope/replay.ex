@@ -173,12 +173,7 @@ defmodule ElixirScope.Replay do
             {:error, :no_state} -> :unknown
           end
 
-        {pid,
-         %{
-           state: state,
-           pending: History.pending_messages_at(pid, at, opts),
-           calls: History.call_stack_at(pid, at, opts)
-         }}
+        {pid, History.process_at(pid, state, at, opts)}
       end)
 
     %{event: e, processes: processes}

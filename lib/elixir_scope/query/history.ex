@@ -281,13 +281,19 @@ defmodule ElixirScope.Query.History do
     opts = Keyword.put(opts, :store, s)
 
     Map.new(states_at(at_time(at), opts), fn {pid, state} ->
-      {pid,
-       %{
-         state: state,
-         pending: pending_messages_at(pid, at_time(at), opts),
-         calls: call_stack_at(pid, at_time(at), opts)
-       }}
+      {pid, process_at(pid, state, at_time(at), opts)}
     end)
+  end
+
+  @doc false
+  # One process at `t`, given its state there: what system_snapshot_at/2 (and a replay's view)
+  # shows of it.
+  def process_at(pid, state, t, opts) do
+    %{
+      state: state,
+      pending: pending_messages_at(pid, t, opts),
+      calls: call_stack_at(pid, t, opts)
+    }
   end
 
   defp at_time({:seq, n}), do: {:seq, n}
