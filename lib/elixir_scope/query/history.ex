@@ -311,12 +311,13 @@ defmodule ElixirScope.Query.History do
     s = store(opts)
     at = at_time(At.native!(s, t))
     opts = Keyword.put(opts, :store, s)
+    alive = MapSet.new(active_processes_at(at, opts))
 
     sups =
       for pid <- supervisors(opts),
+          pid in alive,
           {:ok, state} <- [state_at(pid, at, opts)],
           {:ok, children} <- [Supervision.children(state)],
-          alive_at?(pid, at, opts),
           into: %{},
           do: {pid, children}
 
@@ -433,15 +434,17 @@ defmodule ElixirScope.Query.History do
 
   # Processes with a supervisor-shaped state anywhere in the capture.
   defp supervisors(opts) do
-    Query.events(Keyword.merge(opts, kind: :state, mfa: {:supervisor, :_, :_}))
-    |> Enum.concat(Query.events(Keyword.merge(opts, kind: :state, mfa: {:sys, :get_state, 2})))
-    |> Enum.concat(Query.events(Keyword.merge(opts, kind: :state, mfa: DynamicSupervisor)))
+    shapes = [
+      [mfa: {:supervisor, :_, :_}],
+      [mfa: {:sys, :get_state, 2}],
+      [mfa: DynamicSupervisor]
+    ]
+
+    Query.events(Keyword.merge(opts, kind: :state, any: shapes))
     |> Enum.filter(&match?({:ok, _}, Supervision.children(&1.data)))
     |> Enum.map(& &1.pid)
     |> Enum.uniq()
   end
-
-  defp alive_at?(pid, at, opts), do: pid in active_processes_at(at, opts)
 
   @doc """
   Why `pid` died: `{:ok, %ElixirScope.Crash{}}` with the exit reason (exception and stacktrace
