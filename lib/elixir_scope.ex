@@ -265,16 +265,21 @@ defmodule ElixirScope do
         nil ->
           d = Options.store_defaults()
 
-          %{events: 0, dropped: 0, truncated: 0, bytes: 0, payload_bytes: 0, last_seq: 0}
-          |> Map.put(:persisted, 0)
-          |> Map.merge(%{
+          %{
+            events: 0,
+            dropped: 0,
+            truncated: 0,
+            bytes: 0,
+            payload_bytes: 0,
+            last_seq: 0,
+            persisted: 0,
             capacity: d[:max_events],
             max_bytes: d[:max_bytes],
             max_payload_bytes: d[:max_payload_bytes],
             tracing_level: :off,
             sample_rate: 1.0,
             sample_by: :process
-          })
+          }
 
         store ->
           Store.stats(store)

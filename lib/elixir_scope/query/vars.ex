@@ -64,17 +64,10 @@ defmodule ElixirScope.Query.Vars do
   end
 
   def variables(target, opts) do
-    {which, opts} = Keyword.pop(opts, :call, :last)
-    calls = calls(target, opts)
-
-    entry =
-      case which do
-        :last -> List.last(calls)
-        :first -> List.first(calls)
-        n when is_integer(n) -> Enum.at(calls, n)
-      end
-
-    if entry, do: variables(entry, opts), else: []
+    case entry(target, opts) do
+      nil -> []
+      entry -> variables(entry, Keyword.delete(opts, :call))
+    end
   end
 
   defp to_binding(%Event{data: {name, line, value}, seq: seq}),
