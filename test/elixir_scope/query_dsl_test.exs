@@ -341,6 +341,10 @@ defmodule ElixirScope.QueryDSLTest do
     assert length(Query.find(store: store, kind: :receive)) == 5
     seqs = for e <- events(store, kind: :receive), do: %{seq: e.seq}
     assert Query.find(store: store, kind: :receive, select: :binds) == seqs
+
+    assert_raise ArgumentError, ~r/invalid :select :all/, fn ->
+      Query.find(store: store, kind: :receive, select: :all)
+    end
   end
 
   test "state, args and result patterns", %{} do

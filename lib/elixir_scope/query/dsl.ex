@@ -102,12 +102,12 @@ defmodule ElixirScope.Query.DSL do
   def find(filters) when is_list(filters) do
     case compile_filters(filters, [:select]) do
       {rest, nil} ->
-        {select, rest} = Keyword.pop(rest, :select, :matches)
+        {select, rest} = select!(rest)
         events = rest |> kinds_for(nil) |> Query.events()
 
         case select do
           :binds -> Enum.map(events, &%{seq: &1.seq})
-          _ -> Enum.map(events, &%{event: &1, binds: %{}})
+          :matches -> Enum.map(events, &%{event: &1, binds: %{}})
         end
 
       {rest, {key, ir, guard, names}} ->
@@ -217,7 +217,7 @@ defmodule ElixirScope.Query.DSL do
   @doc false
   # Runs a compiled query: `filters` as for Query.events/1 (plus `module:`).
   def run(filters, key, {pattern, guard}, names) do
-    {select, filters} = Keyword.pop(filters, :select, :matches)
+    {select, filters} = select!(filters)
     {store, filter} = native_args(filters, key)
     node = node()
 
@@ -238,8 +238,16 @@ defmodule ElixirScope.Query.DSL do
         for {seq, values} <- match(store, filter, pattern, guard, length(names), false) do
           Map.new([{:seq, seq} | Enum.zip(names, values)])
         end
+    end
+  end
 
-      other ->
+  # The `:select` option (`:matches` by default) and the other filters.
+  defp select!(filters) do
+    case Keyword.pop(filters, :select, :matches) do
+      {select, _} = popped when select in [:matches, :binds] ->
+        popped
+
+      {other, _} ->
         raise ArgumentError, "invalid :select #{inspect(other)}, expected :matches or :binds"
     end
   end
