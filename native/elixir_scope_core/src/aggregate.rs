@@ -2,7 +2,7 @@
 //! function, message tag, time bucket) and call durations, computed in one pass without
 //! building a term per event.
 
-use crate::event::{EventRef, Kind, KindMask, Seq, Timestamp};
+use crate::event::{EventRef, Kind, Seq, Timestamp};
 use crate::log::CaptureLog;
 use crate::query::{self, Filter};
 use std::collections::HashMap;
@@ -65,18 +65,6 @@ pub fn key_of(ev: &EventRef, by: GroupBy) -> Key {
     }
 }
 
-/// Visits the events matching `filter` (limit ignored), over `seqs` when given (sorted).
-fn each<'a>(
-    log: &'a CaptureLog,
-    seqs: Option<&[Seq]>,
-    filter: &Filter,
-    visit: &mut dyn FnMut(&EventRef<'a>) -> bool,
-) {
-    let mut f = filter.clone();
-    f.limit = usize::MAX;
-    query::scan_in(log, seqs, &f, visit);
-}
-
 /// Counts the events matching `filter` and `keep`, per key, sorted by key.
 pub fn count<'a>(
     log: &'a CaptureLog,
@@ -89,7 +77,7 @@ pub fn count<'a>(
     // Tags are counted by the names borrowed from the log: no allocation per event.
     let mut tags: HashMap<Option<&'a str>, u64> = HashMap::new();
     let mut total = 0u64;
-    each(log, seqs, filter, &mut |ev| {
+    query::scan_in(log, seqs, filter, &mut |ev| {
         if keep(ev) {
             match by {
                 GroupBy::All => total += 1,
@@ -141,11 +129,11 @@ pub fn call_durations(
     by: GroupBy,
 ) -> Vec<(Key, Durations)> {
     let mut f = filter.clone();
-    f.kinds = KindMask::of(&[Kind::Call, Kind::Return, Kind::Exception]);
+    f.kinds = crate::index::CALLS;
     f.descending = false;
     let mut open: HashMap<u64, Vec<OpenCall>> = HashMap::new();
     let mut groups: HashMap<Key, Durations> = HashMap::new();
-    each(log, seqs, &f, &mut |ev| {
+    query::scan_in(log, seqs, &f, &mut |ev| {
         let h = &ev.header;
         let stack = open.entry(h.pid).or_default();
         if h.kind == Kind::Call as u8 {
@@ -182,7 +170,7 @@ pub fn call_durations(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::Header;
+    use crate::event::{Header, KindMask};
     use crate::log::Limits;
 
     use crate::etf::build::atom;

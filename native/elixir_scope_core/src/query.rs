@@ -102,23 +102,27 @@ pub struct Page<'a> {
 /// after examining `budget` events (so a caller on a normal scheduler can bound its time and resume
 /// with `after_seq`/`before_seq` set from the last seq examined).
 pub fn run<'a>(log: &'a CaptureLog, filter: &Filter, budget: u64) -> Page<'a> {
-    let mut events = Vec::new();
-    let limit = filter.limit;
-    let scanned = scan(log, filter, budget, &mut |ev| {
-        events.push(*ev);
-        events.len() < limit
-    });
-    Page { events, scanned }
+    collect(filter, |visit| scan(log, filter, budget, visit))
 }
 
 /// Like [`run`], but over the given seqs only (sorted ascending, e.g. one process's events from
 /// the index) instead of the whole log: the same answer when every matching event is among them.
 pub fn run_on<'a>(log: &'a CaptureLog, seqs: &[Seq], filter: &Filter) -> Page<'a> {
+    collect(filter, |visit| scan_on(log, seqs, filter, visit))
+}
+
+/// Up to the filter's limit of the events `scan` visits.
+fn collect<'a>(
+    filter: &Filter,
+    scan: impl FnOnce(&mut dyn FnMut(&EventRef<'a>) -> bool) -> u64,
+) -> Page<'a> {
     let mut events = Vec::new();
-    let limit = filter.limit;
-    let scanned = scan_on(log, seqs, filter, &mut |ev| {
+    if filter.limit == 0 {
+        return Page { events, scanned: 0 };
+    }
+    let scanned = scan(&mut |ev| {
         events.push(*ev);
-        events.len() < limit
+        events.len() < filter.limit
     });
     Page { events, scanned }
 }
@@ -145,7 +149,7 @@ pub fn scan<'a>(
 ) -> u64 {
     let (lo, hi) = bounds(log, filter);
     let mut scanned = 0u64;
-    if lo > hi || filter.limit == 0 {
+    if lo > hi {
         return 0;
     }
     let mut step = |seq: Seq| -> bool {
@@ -197,7 +201,7 @@ pub fn scan_on<'a>(
     let start = seqs.partition_point(|&s| s < lo);
     let end = seqs.partition_point(|&s| s <= hi);
     let mut scanned = 0u64;
-    if start >= end || filter.limit == 0 {
+    if start >= end {
         return 0;
     }
     let window = &seqs[start..end];

@@ -192,13 +192,13 @@ fn query_match<'a>(
     with_events: bool,
 ) -> NifResult<Term<'a>> {
     let store = store_of(store)?;
-    let mut filter = decode_filter(store, filter)?;
+    let filter = decode_filter(store, filter)?;
     let matcher = match decode_matcher(pattern, guard_term, vars)? {
         Ok(m) => m,
         Err(e) => return Ok((atoms::error(), e).encode(env)),
     };
-    // The limit applies to matches, not to scanned events.
-    let limit = std::mem::replace(&mut filter.limit, usize::MAX);
+    // The limit applies to matches (a scan ignores it).
+    let limit = filter.limit;
     if limit == 0 {
         return Ok((atoms::ok(), Vec::<Term>::new()).encode(env));
     }
