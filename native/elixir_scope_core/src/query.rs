@@ -111,6 +111,14 @@ pub fn run_on<'a>(log: &'a CaptureLog, seqs: &[Seq], filter: &Filter) -> Page<'a
     collect(filter, |visit| scan_on(log, seqs, filter, visit))
 }
 
+/// [`run_on`] over `seqs` when given (an index list), else [`run`] over the whole log.
+pub fn run_in<'a>(log: &'a CaptureLog, seqs: Option<&[Seq]>, filter: &Filter) -> Page<'a> {
+    match seqs {
+        Some(seqs) => run_on(log, seqs, filter),
+        None => run(log, filter, u64::MAX),
+    }
+}
+
 /// Up to the filter's limit of the events `scan` visits.
 fn collect<'a>(
     filter: &Filter,

@@ -182,9 +182,8 @@ fn query_events<'a>(env: Env<'a>, store: Term<'a>, filter: Term<'a>) -> NifResul
     let store = store_of(store)?;
     let filter = decode_filter(store, filter)?;
     // One process, one function: walk its index entry instead of the whole log.
-    let page = crate::matcher::with_seqs(store, &filter, None, |seqs| match seqs {
-        Some(seqs) => query::run_on(store.log(), seqs, &filter),
-        None => query::run(store.log(), &filter, u64::MAX),
+    let page = crate::matcher::with_seqs(store, &filter, None, |seqs| {
+        query::run_in(store.log(), seqs, &filter)
     });
     Ok(encode_events(env, store, &page.events))
 }
