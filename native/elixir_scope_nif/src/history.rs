@@ -5,7 +5,7 @@ use crate::atoms;
 use crate::query::{encode_event, encode_events};
 use crate::store::store_of;
 use crate::terms::{atom_key, is_nil, key_term, local_pid_key, opt_with, pid_arg, raw};
-use crate::tracer::{record, Payload};
+use crate::tracer::{admit, record, Payload};
 use elixir_scope_core::event::PidKey;
 use elixir_scope_core::event::{Header, Kind};
 use elixir_scope_core::history::{self, Callbacks};
@@ -108,10 +108,9 @@ fn store_record<'a>(
         h.function = atom_key(f).ok_or(rustler::Error::BadArg)?;
         h.arity = a;
     }
-    if !store.policy().wants(kind) {
-        return Ok(atoms::ok());
+    if admit(store, store.policy().wants(kind), h.pid) {
+        record(store, &h, Payload::Term(term));
     }
-    record(store, &h, Payload::Term(term));
     Ok(atoms::ok())
 }
 

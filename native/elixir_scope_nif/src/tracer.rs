@@ -95,17 +95,25 @@ fn enabled(tag: Term, state: Term, tracee: Term) -> Atom {
     // only for a call the tracer takes).
     let callback = matches!(kind, Kind::Call | Kind::Return | Kind::Exception);
     let wanted = store.policy().wants(kind) || (callback && store.policy().wants(Kind::State));
-    if !wanted {
-        return atoms::discard();
+    if admit(store, wanted, local_pid_key(tracee).unwrap_or(0)) {
+        atoms::trace()
+    } else {
+        atoms::discard()
+    }
+}
+
+/// Whether an event of process `pid` that the level wants (`wanted`) is taken: the store is
+/// open, sampling keeps it, and the store is not full (a full one counts it dropped). The gate
+/// of every event, traced or recorded from Elixir.
+pub(crate) fn admit(store: &Store, wanted: bool, pid: elixir_scope_core::event::PidKey) -> bool {
+    if store.is_closed() || !wanted || !store.policy().sample(pid) {
+        return false;
     }
     if store.log().is_full() {
         store.log().count_dropped();
-        return atoms::discard();
+        return false;
     }
-    if !store.policy().sample(local_pid_key(tracee).unwrap_or(0)) {
-        return atoms::discard();
-    }
-    atoms::trace()
+    true
 }
 
 /// `erl_tracer:trace/5`: records the event. Always answers `ok`; the return value is ignored by

@@ -4,7 +4,7 @@
 use crate::atoms;
 use crate::store::store_of;
 use crate::terms::{atom_key, local_pid_key, tuple3};
-use crate::tracer::{record, Payload};
+use crate::tracer::{admit, record, Payload};
 use elixir_scope_core::event::{Header, Kind};
 use rustler::sys::{enif_monotonic_time, ErlNifTimeUnit};
 use rustler::{Encoder, Env, NifResult, Term};
@@ -25,11 +25,7 @@ fn track_record<'a>(
     let nil = atoms::nil().encode(env);
     let [m, f, a] = tuple3(mfa).ok_or(rustler::Error::BadArg)?;
     let pid = local_pid_key(env.pid().encode(env)).unwrap_or(0);
-    if store.is_closed() || !store.policy().wants(Kind::Var) || !store.policy().sample(pid) {
-        return Ok(nil);
-    }
-    if store.log().is_full() {
-        store.log().count_dropped();
+    if !admit(store, store.policy().wants(Kind::Var), pid) {
         return Ok(nil);
     }
     let h = Header {
