@@ -99,13 +99,19 @@ fn walk(b: &[u8], pos: usize, mut visit: impl FnMut(u8)) -> Option<usize> {
     Some(pos)
 }
 
+/// `(arity, where its first element starts)` of the tuple at `pos`; `None` when no tuple
+/// starts there.
+pub fn tuple_header(b: &[u8], pos: usize) -> Option<(usize, usize)> {
+    match byte(b, pos)? {
+        104 => Some((byte(b, pos + 1)? as usize, pos + 2)),
+        105 => Some((u32_at(b, pos + 1)?, pos + 5)),
+        _ => None,
+    }
+}
+
 /// The byte ranges of a tuple's elements, for a tuple starting at `pos`.
 pub fn tuple_elements(b: &[u8], pos: usize) -> Option<Vec<&[u8]>> {
-    let (n, mut p) = match byte(b, pos)? {
-        104 => (byte(b, pos + 1)? as usize, pos + 2),
-        105 => (u32_at(b, pos + 1)?, pos + 5),
-        _ => return None,
-    };
+    let (n, mut p) = tuple_header(b, pos)?;
     let mut out = Vec::with_capacity(n.min(16));
     for _ in 0..n {
         let end = skip(b, p)?;

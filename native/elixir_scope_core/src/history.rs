@@ -191,13 +191,8 @@ enum Msg<'a> {
 fn classify<'a>(ev: &EventRef<'a>) -> Option<Msg<'a>> {
     let (body, whole) = etf_of(ev)?;
     let all = Part { bytes: body, whole };
-    let (n, header) = match body.first() {
-        Some(104) => (*body.get(1)? as usize, 2),
-        Some(105) => (
-            u32::from_be_bytes(body.get(1..5)?.try_into().ok()?) as usize,
-            5,
-        ),
-        _ => return Some(Msg::Info(all)),
+    let Some((n, header)) = crate::etf::tuple_header(body, 0) else {
+        return Some(Msg::Info(all));
     };
     let els = parts(body, header, n.min(3));
     let tag = els

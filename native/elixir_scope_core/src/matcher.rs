@@ -329,11 +329,7 @@ fn cmp_num(a: Num, b: Num) -> Option<Ordering> {
 fn match_pat(p: &Pat, b: &[u8], pos: usize, binds: &mut Bindings) -> Option<usize> {
     // A tuple's end is where its last element ends: no need to walk it twice.
     if let Pat::Tuple(els) = p {
-        let (arity, first) = match *b.get(pos)? {
-            104 => (*b.get(pos + 1)? as usize, pos + 2),
-            105 => (u32_at(b, pos + 1)?, pos + 5),
-            _ => return None,
-        };
+        let (arity, first) = etf::tuple_header(b, pos)?;
         if arity != els.len() {
             return None;
         }
@@ -394,10 +390,8 @@ fn loose_lit(p: &Pat, b: &[u8], pos: usize) -> Option<bool> {
         Pat::Int(i) => Some(cmp_num(number(b, pos)?, Num::Int(*i)) == Some(Ordering::Equal)),
         Pat::Float(f) => Some(cmp_num(number(b, pos)?, Num::Float(*f)) == Some(Ordering::Equal)),
         Pat::Tuple(els) => {
-            let (arity, mut at) = match *b.get(pos)? {
-                104 => (*b.get(pos + 1)? as usize, pos + 2),
-                105 => (u32_at(b, pos + 1)?, pos + 5),
-                _ => return Some(false),
+            let Some((arity, mut at)) = etf::tuple_header(b, pos) else {
+                return Some(false);
             };
             if arity != els.len() {
                 return Some(false);
@@ -453,11 +447,7 @@ fn improper(b: &[u8], pos: usize) -> Option<bool> {
 }
 
 fn tuple_first(b: &[u8], pos: usize) -> Option<usize> {
-    match *b.get(pos)? {
-        104 => Some(pos + 2),
-        105 => Some(pos + 5),
-        _ => None,
-    }
+    etf::tuple_header(b, pos).map(|(_, first)| first)
 }
 
 fn match_list(
