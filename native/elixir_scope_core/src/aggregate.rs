@@ -3,6 +3,7 @@
 //! building a term per event.
 
 use crate::event::{EventRef, Kind, Seq, Timestamp};
+use crate::history::{close_call, mfa_of};
 use crate::log::CaptureLog;
 use crate::query::{self, Filter};
 use std::collections::HashMap;
@@ -141,13 +142,9 @@ pub fn call_durations(
                 stack.remove(0);
             }
             stack.push((h.module, h.function, h.arity, h.ts, key_of(ev, by)));
-        } else if let Some(at) = stack
-            .iter()
-            .rposition(|c| (c.0, c.1, c.2) == (h.module, h.function, h.arity))
+        } else if let Some((_, _, _, started, key)) =
+            close_call(stack, mfa_of(h), |c| (c.0, c.1, c.2))
         {
-            // The frame, and any inner frames that never returned, leave the stack.
-            let (_, _, _, started, key) = stack.swap_remove(at);
-            stack.truncate(at);
             let d = h.ts.saturating_sub(started).max(0);
             let g = groups.entry(key).or_insert(Durations {
                 count: 0,

@@ -44,6 +44,22 @@ pub fn states<'a>(
     out
 }
 
+/// A header's `(module, function, arity)`.
+pub(crate) fn mfa_of(h: &crate::event::Header) -> (u64, u64, u8) {
+    (h.module, h.function, h.arity)
+}
+
+/// Closes the innermost open call of `mfa` on a call stack: it leaves the stack with every call
+/// opened after it (whose returns were not seen), never past it. Returns it, if it was open.
+pub(crate) fn close_call<T>(
+    stack: &mut Vec<T>,
+    mfa: (u64, u64, u8),
+    mfa_of: impl Fn(&T) -> (u64, u64, u8),
+) -> Option<T> {
+    let i = stack.iter().rposition(|c| mfa_of(c) == mfa)?;
+    stack.drain(i..).next()
+}
+
 /// The traced calls of `pid` open at `at`, outermost first: calls whose return or exception had
 /// not happened yet. (Return tracing keeps every traced call's frame, so calls and their
 /// returns nest exactly.)
@@ -62,15 +78,7 @@ pub fn call_stack_at<'a>(
         match ev.header.kind() {
             Some(Kind::Call) => stack.push(ev),
             Some(Kind::Return | Kind::Exception) => {
-                // Pop up to the matching frame (frames of untraced-return calls cannot exist, but
-                // never pop past a match).
-                let h = &ev.header;
-                if let Some(i) = stack.iter().rposition(|c| {
-                    (c.header.module, c.header.function, c.header.arity)
-                        == (h.module, h.function, h.arity)
-                }) {
-                    stack.truncate(i);
-                }
+                close_call(&mut stack, mfa_of(&ev.header), |c| mfa_of(&c.header));
             }
             _ => {}
         }

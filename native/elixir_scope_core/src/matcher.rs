@@ -586,14 +586,7 @@ fn match_map(
         return None;
     }
     let first = pos + 5;
-    let walk_to_end = || {
-        let mut p = first;
-        for _ in 0..n {
-            p = etf::skip(b, etf::skip(b, p)?)?;
-        }
-        Some(p)
-    };
-    let end = walk_to_end()?;
+    let end = etf::skip(b, pos)?;
     for (kp, vp) in kvs {
         let mut p = first;
         let mut value_at = None;
