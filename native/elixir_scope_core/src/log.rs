@@ -266,11 +266,7 @@ impl CaptureLog {
     /// Appends an event whose payload is the payload of the stored event `shared` (which must be
     /// published). Used for a state equal to the previous one: no bytes are copied.
     pub fn append_sharing(&self, header: &Header, shared: Seq) -> Appended {
-        let Some(from) = shared
-            .checked_sub(1)
-            .and_then(|i| self.slot_for_read(i))
-            .filter(|s| s.ready.load(Ordering::Acquire) != 0)
-        else {
+        let Some(from) = self.published(shared) else {
             return self.append(header, &[]);
         };
         // SAFETY: `from` is published (ready, Acquire above): its fields no longer change.
@@ -340,17 +336,26 @@ impl CaptureLog {
             // The first event of chunk k: have chunk k + 1 committed before writers get there.
             self.slots.commit_ahead(k + 1);
         }
-        let chunk = self.slots.get_or_alloc(k)?;
-        // SAFETY: the chunk holds `1 << slot_shift` zeroed `Slot`s (all-zero is a valid `Slot`),
-        // is aligned for `Slot`, and lives as long as `self.slots`.
-        Some(unsafe { &*(chunk as *const Slot).add(idx & ((1 << self.slot_shift) - 1)) })
+        Some(self.slot_in(self.slots.get_or_alloc(k)?, idx as u64))
     }
 
     fn slot_for_read(&self, idx: u64) -> Option<&Slot> {
-        let idx = idx as usize;
-        let chunk = self.slots.get(idx >> self.slot_shift)?;
-        // SAFETY: as in `slot_for_write`.
-        Some(unsafe { &*(chunk as *const Slot).add(idx & ((1 << self.slot_shift) - 1)) })
+        Some(self.slot_in(self.slots.get((idx >> self.slot_shift) as usize)?, idx))
+    }
+
+    /// Slot `idx` in `chunk`, the slot chunk holding it.
+    fn slot_in(&self, chunk: *mut u8, idx: u64) -> &Slot {
+        let i = idx as usize & ((1 << self.slot_shift) - 1);
+        // SAFETY: a slot chunk holds `1 << slot_shift` zeroed `Slot`s (all-zero is a valid
+        // `Slot`), is aligned for `Slot`, and lives as long as `self.slots`.
+        unsafe { &*(chunk as *const Slot).add(i) }
+    }
+
+    /// The slot of the event at `seq`, once that event is published.
+    fn published(&self, seq: Seq) -> Option<&Slot> {
+        let slot = self.slot_for_read(seq.checked_sub(self.base + 1)?)?;
+        // Acquire pairs with the writer's Release: the fields and payload bytes are complete.
+        (slot.ready.load(Ordering::Acquire) != 0).then_some(slot)
     }
 
     /// Reserves room for `payload` and copies it; `None` when the byte budget cannot hold it.
@@ -475,21 +480,15 @@ impl CaptureLog {
         if self.pager.is_none() || idx >= self.limits.max_events {
             return false;
         }
-        let k = (idx >> self.slot_shift) as usize;
-        let Some(chunk) = self.slots.get_or_alloc(k) else {
+        let Some(chunk) = self.slots.get_or_alloc((idx >> self.slot_shift) as usize) else {
             return false;
         };
-        // SAFETY: as in `slot_for_write`.
-        let slot =
-            unsafe { &*(chunk as *const Slot).add(idx as usize & ((1 << self.slot_shift) - 1)) };
+        let slot = self.slot_in(chunk, idx);
         if slot.ready.load(Ordering::Acquire) != 0 {
             return false;
         }
         let mut header = *header;
-        let from = shared
-            .and_then(|s| s.checked_sub(self.base + 1))
-            .and_then(|i| self.slot_for_read(i))
-            .filter(|s| s.ready.load(Ordering::Acquire) != 0);
+        let from = shared.and_then(|s| self.published(s));
         let (off, len) = match from {
             // SAFETY: `from` is published: its fields no longer change.
             Some(from) => unsafe {
@@ -517,14 +516,10 @@ impl CaptureLog {
 
     /// The event at `seq` if it is readable now (never asking a pager).
     fn read(&self, seq: Seq) -> Option<EventRef<'_>> {
-        if seq <= self.base || seq > self.last_seq() {
+        if seq > self.last_seq() {
             return None;
         }
-        let slot = self.slot_for_read(seq - self.base - 1)?;
-        // Acquire pairs with the writer's Release: the fields and payload bytes are complete.
-        if slot.ready.load(Ordering::Acquire) == 0 {
-            return None;
-        }
+        let slot = self.published(seq)?;
         // SAFETY: `ready` is set, so the fields are written and will never change again.
         let (header, off, len) = unsafe {
             (
