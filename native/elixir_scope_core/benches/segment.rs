@@ -8,11 +8,10 @@ use std::hint::black_box;
 use std::io::Write;
 use std::time::Instant;
 
+mod common;
+
 fn main() {
-    let events: u64 = std::env::var("EVENTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(2_000_000);
+    let events = common::env("EVENTS", 2_000_000);
     let dir = std::env::temp_dir().join(format!("escope-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     // A GenServer call's receive: {:"$gen_call", {pid, ref}, {:add, 1}}, ~60 bytes of ETF.

@@ -503,14 +503,9 @@ pub(crate) fn trace_files(
     let archived = name.ends_with(".lz4");
     let meta = segments::SegmentMeta {
         file: name,
-        first_seq: 0,
-        last_seq: 0,
-        first_ts: 0,
-        last_ts: 0,
-        bytes: 0,
         sealed: true,
         archived,
-        footer_at: 0,
+        ..segments::SegmentMeta::default()
     };
     Ok(vec![(dir, meta)])
 }

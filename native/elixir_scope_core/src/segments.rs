@@ -42,7 +42,7 @@ impl Default for Policy {
 }
 
 /// What the manifest knows of one segment.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SegmentMeta {
     /// File name within the directory.
     pub file: String,
@@ -353,14 +353,8 @@ fn new_segment(dir: &Path, manifest: &mut Manifest) -> io::Result<SegmentWriter>
     };
     manifest.segments.push(SegmentMeta {
         file,
-        first_seq: 0,
-        last_seq: 0,
-        first_ts: 0,
-        last_ts: 0,
         bytes: writer.len(),
-        sealed: false,
-        archived: false,
-        footer_at: 0,
+        ..SegmentMeta::default()
     });
     Ok(writer)
 }
