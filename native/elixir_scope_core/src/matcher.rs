@@ -446,10 +446,6 @@ fn improper(b: &[u8], pos: usize) -> Option<bool> {
     }
 }
 
-fn tuple_first(b: &[u8], pos: usize) -> Option<usize> {
-    etf::tuple_header(b, pos).map(|(_, first)| first)
-}
-
 fn match_list(
     els: &[Pat],
     tail: &Pat,
@@ -845,12 +841,11 @@ fn eq_at(a: &[u8], pa: usize, b: &[u8], pb: usize, strict: bool, depth: usize) -
     let (ta, tb) = (*a.get(pa)?, *b.get(pb)?);
     match (ta, tb) {
         (104 | 105, 104 | 105) => {
-            let (x, y) = (etf::tuple_elements(a, pa)?, etf::tuple_elements(b, pb)?);
-            if x.len() != y.len() {
+            let ((n, mut i), (m, mut j)) = (etf::tuple_header(a, pa)?, etf::tuple_header(b, pb)?);
+            if n != m {
                 return Some(false);
             }
-            let (mut i, mut j) = (tuple_first(a, pa)?, tuple_first(b, pb)?);
-            for _ in 0..x.len() {
+            for _ in 0..n {
                 if !eq_at(a, i, b, j, strict, depth + 1)? {
                     return Some(false);
                 }
