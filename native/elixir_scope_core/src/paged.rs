@@ -594,10 +594,7 @@ pub fn open(path: &Path, map: &mut dyn FnMut(&[u8], &Symbols) -> Mapped) -> Opti
     drop(pages);
     let mut report = loader.report;
     report.segments = files.len() - missing;
-    report.bytes = files
-        .iter()
-        .map(|(dir, m)| std::fs::metadata(dir.join(&m.file)).map_or(0, |md| md.len()))
-        .sum();
+    report.bytes = persist::files_bytes(&files);
     report.events = footers
         .iter()
         .fold(tail_events, |n, f| n.saturating_add(f.events));

@@ -510,6 +510,14 @@ pub(crate) fn trace_files(
     Ok(vec![(dir, meta)])
 }
 
+/// Bytes on disk of a trace's files (those gone count nothing).
+pub(crate) fn files_bytes(files: &[(std::path::PathBuf, segments::SegmentMeta)]) -> u64 {
+    files
+        .iter()
+        .map(|(dir, m)| std::fs::metadata(dir.join(&m.file)).map_or(0, |md| md.len()))
+        .sum()
+}
+
 /// The frames of a segment's bytes. `None` for the unsealed segment of a directory whose header
 /// never reached the disk (a crash right after it was created): it holds nothing.
 pub(crate) fn open_frames<'b>(
@@ -610,10 +618,7 @@ impl Loading {
     /// As for [`Loading::new`].
     pub fn window(path: &Path, window: Window) -> io::Result<Loading> {
         let files = trace_files(path)?;
-        let total = files
-            .iter()
-            .map(|(dir, m)| std::fs::metadata(dir.join(&m.file)).map_or(0, |md| md.len()))
-            .sum();
+        let total = files_bytes(&files);
         Ok(Loading {
             path: path.to_path_buf(),
             paged: window == Window::default(),
@@ -1138,10 +1143,7 @@ impl Summarizing {
     /// As for [`Loading::new`].
     pub fn new(path: &Path, footers: bool) -> io::Result<Summarizing> {
         let files = trace_files(path)?;
-        let total = files
-            .iter()
-            .map(|(dir, m)| std::fs::metadata(dir.join(&m.file)).map_or(0, |md| md.len()))
-            .sum();
+        let total = files_bytes(&files);
         Ok(Summarizing {
             files,
             next: 0,

@@ -26,15 +26,25 @@ fn at_of(t: Term) -> NifResult<At> {
     }
 }
 
-/// The store, a pid argument and a time: what the per-process history NIFs start from.
+/// The store, its index (caught up), and a time: what the history NIFs start from.
+fn store_at<'a>(store: Term<'a>, at: Term<'a>) -> NifResult<(&'a Store, Indexed<'a>, At)> {
+    let store = store_of(store)?;
+    let at = at_of(at)?;
+    Ok((store, store.index(), at))
+}
+
+/// [`store_at`] and a pid argument: what the per-process history NIFs start from.
 fn store_pid_at<'a>(
     store: Term<'a>,
     pid: Term<'a>,
     at: Term<'a>,
-) -> NifResult<(&'a Store, PidKey, At)> {
-    let store = store_of(store)?;
-    Ok((store, pid_arg(store, pid)?, at_of(at)?))
+) -> NifResult<(&'a Store, Indexed<'a>, PidKey, At)> {
+    let (store, idx, at) = store_at(store, at)?;
+    Ok((store, idx, pid_arg(store, pid)?, at))
 }
+
+/// A store's index, held for the query.
+type Indexed<'a> = parking_lot::MutexGuard<'a, elixir_scope_core::index::Index>;
 
 fn opt_at(t: Term) -> NifResult<Option<At>> {
     opt_with(t, at_of)
@@ -122,8 +132,7 @@ fn query_state_at<'a>(
     pid: Term<'a>,
     at: Term<'a>,
 ) -> NifResult<Term<'a>> {
-    let (store, pid, at) = store_pid_at(store, pid, at)?;
-    let idx = store.index();
+    let (store, idx, pid, at) = store_pid_at(store, pid, at)?;
     Ok(history::state_at(store.log(), &idx, pid, at)
         .map_or(atoms::nil().encode(env), |e| encode_event(env, store, &e)))
 }
@@ -153,8 +162,7 @@ fn query_pending<'a>(
     pid: Term<'a>,
     at: Term<'a>,
 ) -> NifResult<Term<'a>> {
-    let (store, pid, at) = store_pid_at(store, pid, at)?;
-    let idx = store.index();
+    let (store, idx, pid, at) = store_pid_at(store, pid, at)?;
     let is_statem = |m| store.state_module_kind(m) == Some(StateKind::GenStatem);
     let p = history::pending_at(store.log(), &idx, pid, at, &callbacks(&is_statem));
     Ok((p.consumption_known, encode_events(env, store, &p.messages)).encode(env))
@@ -168,8 +176,7 @@ fn query_call_stack<'a>(
     pid: Term<'a>,
     at: Term<'a>,
 ) -> NifResult<Term<'a>> {
-    let (store, pid, at) = store_pid_at(store, pid, at)?;
-    let idx = store.index();
+    let (store, idx, pid, at) = store_pid_at(store, pid, at)?;
     let evs = history::call_stack_at(store.log(), &idx, pid, at);
     Ok(encode_events(env, store, &evs))
 }
@@ -177,9 +184,7 @@ fn query_call_stack<'a>(
 /// The processes alive at `at`, as pids.
 #[rustler::nif(schedule = "DirtyCpu")]
 fn query_active<'a>(env: Env<'a>, store: Term<'a>, at: Term<'a>) -> NifResult<Term<'a>> {
-    let store = store_of(store)?;
-    let at = at_of(at)?;
-    let idx = store.index();
+    let (store, idx, at) = store_at(store, at)?;
     let pids: Vec<Term> = history::active_at(store.log(), &idx, at)
         .into_iter()
         .map(|k| key_term(env, store, k))
@@ -190,9 +195,7 @@ fn query_active<'a>(env: Env<'a>, store: Term<'a>, at: Term<'a>) -> NifResult<Te
 /// `[{pid, state_event | nil}]` for every process alive at `at`.
 #[rustler::nif(schedule = "DirtyCpu")]
 fn query_snapshot<'a>(env: Env<'a>, store: Term<'a>, at: Term<'a>) -> NifResult<Term<'a>> {
-    let store = store_of(store)?;
-    let at = at_of(at)?;
-    let idx = store.index();
+    let (store, idx, at) = store_at(store, at)?;
     let nil = atoms::nil().encode(env);
     let list: Vec<Term> = history::snapshot_at(store.log(), &idx, at)
         .into_iter()
