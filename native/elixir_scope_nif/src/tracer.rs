@@ -197,7 +197,7 @@ fn trace<'a>(
                     record(store, &sh, Payload::Term(st));
                 }
             }
-            (StateKind::GenStatem, Some(v)) => record_statem(store, &sh, v),
+            (StateKind::GenStatem, Some(v)) => record_statem(env, store, &sh, v),
             _ => {}
         }
     }
@@ -259,7 +259,7 @@ fn statem_result<'a>(h: &Header, value: Term<'a>) -> Option<Statem<'a>> {
 /// Records a `gen_statem`'s state, `{Name, Data}`, after a callback. When the result keeps the
 /// state name, the name is taken from the process's previous state event (if the store still
 /// knows it; otherwise nothing is recorded for this callback).
-fn record_statem(store: &Store, h: &Header, value: Term) {
+fn record_statem<'a>(env: Env<'a>, store: &Store, h: &Header, value: Term<'a>) {
     match statem_result(h, value) {
         Some(Statem::New(name, data)) => {
             record(store, h, Payload::Pair(name, data));
@@ -274,20 +274,30 @@ fn record_statem(store: &Store, h: &Header, value: Term) {
             }
             let Some(name) = store
                 .last_state_payload(h.pid)
-                .and_then(elixir_scope_core::etf::body)
-                .and_then(|b| elixir_scope_core::etf::tuple_elements(b, 0))
-                .filter(|els| els.len() == 2)
-                .map(|els| els[0].to_vec())
+                .and_then(|p| statem_name(env, p))
             else {
                 return;
             };
-            record(store, h, Payload::Prefixed(name, data));
+            record(store, h, Payload::Pair(name, data));
         }
         Some(Statem::Same) => {
             store.append_same_state(h);
         }
         None => {}
     }
+}
+
+/// The state name in a recorded `gen_statem` state `{name, data}` (stored ETF), as a term of
+/// `env`.
+fn statem_name<'a>(env: Env<'a>, payload: &[u8]) -> Option<Term<'a>> {
+    use elixir_scope_core::etf;
+    let body = etf::body(payload)?;
+    let (2, first) = etf::tuple_header(body, 0)? else {
+        return None;
+    };
+    let mut name = vec![etf::VERSION];
+    name.extend_from_slice(body.get(first..etf::skip(body, first)?)?);
+    crate::terms::binary_to_term(env, &name)
 }
 
 /// The new state in a GenServer-style callback's result: `{:ok, S}` / `{:ok, S, _}` (init,
@@ -338,17 +348,6 @@ pub(crate) fn record(store: &Store, h: &Header, payload: Payload) -> Option<u64>
             },
             Payload::Term(t) => encoder.encode(t, buf, limit),
             Payload::Pair(a, b) => encoder.encode_pair(a, b, buf, limit),
-            Payload::Prefixed(first, b) => {
-                // Encode `b` alone, then put the tuple header and `first` in front of it.
-                let d = encoder.encode(b, buf, limit);
-                let mut head = vec![131, 104, 2];
-                head.extend_from_slice(&first);
-                buf.splice(0..1, head);
-                etf::Encoded {
-                    total: d.total + 2 + first.len() as u64,
-                    exact: d.exact,
-                }
-            }
         };
         let appended = if h.kind == Kind::State as u8 {
             store.append_state(h, buf, done.total, done.exact, truncated)
@@ -374,8 +373,6 @@ pub(crate) enum Payload<'a> {
     Term(Term<'a>),
     /// `{a, b}`, encoded without building the tuple.
     Pair(Term<'a>, Term<'a>),
-    /// `{first, b}` where `first` is already ETF (without version byte).
-    Prefixed(Vec<u8>, Term<'a>),
 }
 
 /// Sets `h.peer` when `peer` is a local pid and returns `data` as the payload; otherwise (a
