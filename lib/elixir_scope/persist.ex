@@ -228,7 +228,7 @@ defmodule ElixirScope.Persist do
     # (:none: the writer is done, every event is on disk; or being moved to a fresh store.)
     with written when written == :none or elem(written, 0) == :ok <- flush(store),
          {^dir, ref, fresh, budget} <- :persistent_term.get(@history_key, nil),
-         {:ok, _last, bytes, room} <- Native.history_refresh(ref) do
+         {:ok, _last, bytes, room} <- Native.history_refresh(Native.store_handle(ref)) do
       budget = budget || store_budget(store)
 
       ref =

@@ -149,7 +149,12 @@ defmodule ElixirScope.Store do
   def tracer_spec(%__MODULE__{ref: ref}), do: {:tracer, Native, ref}
 
   @doc false
-  def ref(%__MODULE__{ref: ref}), do: ref
+  # The handle to pass to a NIF: always a term on the caller's heap. A store read from
+  # persistent_term (the default store) holds a literal, and a dirty NIF whose only reference to
+  # a literal is its argument does not keep it alive when that key is replaced: the store could be
+  # freed under the NIF. A heap handle keeps it alive for the whole call.
+  @spec ref(t()) :: reference()
+  def ref(%__MODULE__{ref: ref}), do: Native.store_handle(ref)
 
   @doc """
   Converts a monotonic timestamp of this store (an event's `ts`) to a UTC `DateTime`.

@@ -384,11 +384,7 @@ defmodule ElixirScope.PersistTest do
     file = temp_path("escope-script") <> ".exs"
     File.write!(file, script)
     on_exit(fn -> File.rm(file) end)
-    ebin = :code.lib_dir(:elixir_scope, :ebin) |> to_string()
-
-    {out, status} =
-      System.cmd("elixir", erl_args ++ ["-pa", ebin, file | args], stderr_to_stdout: true)
-
+    {out, status} = run_beam(erl_args, file, args)
     assert status == 0, out
     out
   end

@@ -65,6 +65,19 @@ defmodule ElixirScope.ScopeCase do
     path
   end
 
+  @doc """
+  Runs the script file `script` in a BEAM of its own (with this build's code path, `erl_args`
+  before it and `args` after it), so that a scenario which could crash the VM crashes that one.
+  Returns `{output, exit_status}`.
+  """
+  def run_beam(erl_args, script, args) do
+    ebin = :code.lib_dir(:elixir_scope, :ebin) |> to_string()
+    System.cmd("elixir", erl_args ++ ["-pa", ebin, script | args], stderr_to_stdout: true)
+  end
+
+  @doc "The path of a scenario script under `test/support/scenarios`."
+  def scenario(name), do: Path.expand("scenarios/#{name}.exs", __DIR__)
+
   @doc "Summarizes events as `{kind, pid, peer, mfa, data}` tuples, for exact comparison."
   def shape(events), do: Enum.map(events, &{&1.kind, &1.pid, &1.peer, &1.mfa, &1.data})
 end

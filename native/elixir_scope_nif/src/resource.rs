@@ -62,14 +62,35 @@ pub fn new_term(env: Env<'_>, store: Store) -> Term<'_> {
     }
 }
 
-/// The store behind `term`, if it is one of our store resources. The reference lives as long as
-/// the term: the term keeps the resource alive for the duration of the NIF call.
+/// The resource object behind `term`, if it is one of our store resources.
 #[inline]
-pub fn get<'a>(term: Term<'a>) -> Option<&'a Store> {
+fn object(term: Term<'_>) -> Option<*mut c_void> {
     let ty = STORE_TYPE.load(Ordering::Relaxed);
     let mut obj: *const c_void = std::ptr::null();
     // SAFETY: `term` is valid in its env; enif_get_resource only inspects it.
     let ok = unsafe { enif_get_resource(term.get_env().as_c_arg(), term.as_c_arg(), ty, &mut obj) };
-    // SAFETY: on success `obj` points at the `Store` written by `new_term`, alive while `term` is.
-    (ok != 0 && !obj.is_null()).then(|| unsafe { &*obj.cast::<Store>() })
+    (ok != 0 && !obj.is_null()).then_some(obj as *mut c_void)
+}
+
+/// A new term for the store resource behind `term`, built in `env` (so on the caller's heap).
+///
+/// Why: a handle read from `persistent_term` is a literal, and a process running a dirty NIF
+/// whose only reference to that literal is the NIF's argument is not seen by the VM when the
+/// literal area is released (a `persistent_term` key replaced): the resource can then be
+/// destroyed while the dirty NIF still reads it (a crash seen in `Index::catch_up`). A handle
+/// made here lives on the caller's heap, which keeps the resource alive until the caller's next
+/// garbage collection, after the call.
+pub fn fresh_term<'a>(env: Env<'a>, term: Term<'_>) -> Option<Term<'a>> {
+    let obj = object(term)?;
+    // SAFETY: `obj` is a live store resource (the argument term holds it during this call, on a
+    // normal scheduler); enif_make_resource takes a reference of its own for the new term.
+    Some(unsafe { Term::new(env, enif_make_resource(env.as_c_arg(), obj)) })
+}
+
+/// The store behind `term`, if it is one of our store resources. The reference lives as long as
+/// the term: the term keeps the resource alive for the duration of the NIF call.
+#[inline]
+pub fn get<'a>(term: Term<'a>) -> Option<&'a Store> {
+    // SAFETY: `object` found the `Store` written by `new_term`, alive while `term` is.
+    object(term).map(|obj| unsafe { &*obj.cast::<Store>() })
 }

@@ -70,6 +70,13 @@ fn store_new<'a>(
     })
 }
 
+/// `store_handle(store)`: a handle to the same store on the caller's heap (see
+/// `resource::fresh_term`: what a dirty NIF is given must never be a `persistent_term` literal).
+#[rustler::nif]
+fn store_handle<'a>(env: Env<'a>, store: Term<'a>) -> NifResult<Term<'a>> {
+    resource::fresh_term(env, store).ok_or(rustler::Error::BadArg)
+}
+
 /// Closes the store: tracer callbacks answer `remove`, so the VM drops the tracer from every
 /// process still pointing at it. Stored events stay readable.
 #[rustler::nif]
