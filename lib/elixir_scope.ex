@@ -171,7 +171,8 @@ defmodule ElixirScope do
   every event its trace holds, across its stores). Returns the number of events written, or
   for a persisted capture the last seq. `open/2` reads it back, here or on another machine.
   """
-  @spec save(Path.t(), keyword()) :: {:ok, non_neg_integer()} | {:error, String.t()}
+  @spec save(Path.t(), keyword()) ::
+          {:ok, non_neg_integer()} | {:error, ElixirScope.Error.file_reason() | :already_running}
   def save(path, opts \\ []) when is_binary(path) do
     opts = Options.validate!(opts, store: nil)
     ElixirScope.Persist.save(ElixirScope.Query.store!(opts[:store]), path)
@@ -196,12 +197,13 @@ defmodule ElixirScope do
       ElixirScope.Query.timeline(pid, store: store)
       ElixirScope.Persist.info(store).dropped
   """
-  @spec open(Path.t(), keyword()) :: {:ok, Store.t()} | {:error, String.t()}
+  @spec open(Path.t(), keyword()) ::
+          {:ok, Store.t()} | {:error, ElixirScope.Error.file_reason() | :already_running}
   def open(path, opts \\ []) when is_binary(path) do
     opts = Options.validate!(opts, default: false, progress: nil, since: nil, until: nil)
 
     if opts[:default] && running?() do
-      {:error, "a capture is running; stop it before making an opened trace the default store"}
+      {:error, :already_running}
     else
       with {:ok, store} <- ElixirScope.Persist.open(path, Keyword.delete(opts, :default)) do
         if opts[:default], do: Store.put_default(store)

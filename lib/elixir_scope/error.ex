@@ -16,6 +16,27 @@ defmodule ElixirScope.Error do
 
   @type t :: %__MODULE__{reason: term()}
 
+  @typedoc """
+  Why a trace on disk could not be read or written. Each names the file or directory:
+
+    * `{:enoent, path}` - not there
+    * `{:not_a_regular_file, path}` - a FIFO, a device or a socket: refused before reading
+    * `{:not_a_trace, path}` - not an ElixirScope segment or manifest (or a directory without one)
+    * `{:newer_format, path, version}` - written by a newer ElixirScope
+    * `{:corrupt_segment, path, offset}` - damaged bytes from `offset` on
+    * `{:trace_exists, path}` - a directory that already holds a trace, given to write a new one
+    * `{posix, path}` - any other error of the file system, by its POSIX name (`:eacces`,
+      `:enospc`, `:eio`, ...)
+    * `:no_clock` - a time window given as `DateTime`s for a trace without a clock
+    * `:already_persisted` - the store is already being written
+  """
+  @type file_reason ::
+          {:enoent | :not_a_regular_file | :not_a_trace | :trace_exists | atom(), Path.t()}
+          | {:newer_format, Path.t(), pos_integer()}
+          | {:corrupt_segment, Path.t(), non_neg_integer()}
+          | :no_clock
+          | :already_persisted
+
   @impl true
   def message(%__MODULE__{reason: reason}), do: describe(reason)
 
@@ -42,5 +63,31 @@ defmodule ElixirScope.Error do
   def describe({:refused, mod, why}), do: "refusing to trace #{inspect(mod)}: #{why}"
   def describe({:module_not_loaded, mod}), do: "module #{inspect(mod)} could not be loaded"
   def describe({:remote_pid, pid}), do: "#{inspect(pid)} lives on another node"
+  def describe({:enoent, path}), do: "#{path}: no such file or directory"
+
+  def describe({:not_a_regular_file, path}),
+    do: "#{path} is not a regular file (a FIFO, device or socket): it was not read"
+
+  def describe({:not_a_trace, path}),
+    do: "#{path} is not an ElixirScope trace (no MANIFEST, or not a segment file)"
+
+  def describe({:newer_format, path, v}),
+    do: "#{path} has format version #{v}, newer than this ElixirScope reads: upgrade ElixirScope"
+
+  def describe({:corrupt_segment, path, offset}), do: "#{path} is damaged at byte #{offset}"
+
+  def describe({:trace_exists, path}),
+    do:
+      "#{path} already holds a trace; open it with ElixirScope.open/1 or choose an empty directory"
+
+  def describe(:no_clock),
+    do: "the trace has no clock: give :since and :until as monotonic nanoseconds"
+
+  def describe(:already_persisted), do: "the store is already being written to disk"
+  def describe(:already_done), do: "that was already done"
+
+  def describe({posix, path}) when is_atom(posix) and is_binary(path),
+    do: "#{path}: #{:file.format_error(posix)}"
+
   def describe(other), do: "ElixirScope error: #{inspect(other)}"
 end

@@ -154,7 +154,7 @@ defmodule ElixirScope.Persist do
 
   @doc false
   # Starts writing `store`'s events into `o.dir` (see options!/1); flush/1 does the writing.
-  @spec start(Store.t(), map()) :: :ok | {:error, String.t()}
+  @spec start(Store.t(), map()) :: :ok | {:error, ElixirScope.Error.file_reason()}
   def start(store, o) do
     Native.persist_start(
       Store.ref(store),
@@ -169,7 +169,8 @@ defmodule ElixirScope.Persist do
 
   @doc false
   # Writes every event stored so far; answers how many events the trace holds on disk.
-  @spec flush(Store.t()) :: {:ok, non_neg_integer()} | :none | {:error, String.t()}
+  @spec flush(Store.t()) ::
+          {:ok, non_neg_integer()} | :none | {:error, ElixirScope.Error.file_reason()}
   def flush(store) do
     case Native.persist_flush(Store.ref(store), @flush_chunk) do
       {:ok, @flush_chunk, _on_disk} -> flush(store)
@@ -253,14 +254,16 @@ defmodule ElixirScope.Persist do
 
   @doc false
   # Goes on writing the trace from `to`, a fresh store that replaces `from`.
-  @spec move(Store.t(), Store.t()) :: {:ok, non_neg_integer()} | :none | {:error, String.t()}
+  @spec move(Store.t(), Store.t()) ::
+          {:ok, non_neg_integer()} | :none | {:error, ElixirScope.Error.file_reason()}
   def move(from, to) do
     Native.persist_move(Store.ref(from), Store.ref(to))
   end
 
   @doc false
   # Writes what is left and seals the trace.
-  @spec finish(Store.t()) :: {:ok, non_neg_integer()} | :none | {:error, String.t()}
+  @spec finish(Store.t()) ::
+          {:ok, non_neg_integer()} | :none | {:error, ElixirScope.Error.file_reason()}
   def finish(store) do
     Native.persist_finish(Store.ref(store))
   end
@@ -269,7 +272,8 @@ defmodule ElixirScope.Persist do
   Writes every event of `store` into the directory `path`, which must not exist or be empty.
   Returns the number of events written. See `ElixirScope.save/2`.
   """
-  @spec save(Store.t(), Path.t()) :: {:ok, non_neg_integer()} | {:error, String.t()}
+  @spec save(Store.t(), Path.t()) ::
+          {:ok, non_neg_integer()} | {:error, ElixirScope.Error.file_reason()}
   def save(%Store{} = store, path) when is_binary(path) do
     # (An opened trace is saved with the clock it was captured with.)
     Native.store_save(Store.ref(store), Path.expand(path))
@@ -295,7 +299,7 @@ defmodule ElixirScope.Persist do
 
   Returns `{:error, message}` when the path holds no trace this version can read.
   """
-  @spec open(Path.t(), keyword()) :: {:ok, Store.t()} | {:error, String.t()}
+  @spec open(Path.t(), keyword()) :: {:ok, Store.t()} | {:error, ElixirScope.Error.file_reason()}
   def open(path, opts \\ []) when is_binary(path) do
     opts = ElixirScope.Options.validate!(opts, progress: nil, since: nil, until: nil)
     progress = opts[:progress] || fn _, _ -> :ok end
@@ -329,7 +333,7 @@ defmodule ElixirScope.Persist do
           window_ints(to_mono.(since), to_mono.(until))
 
         {:ok, nil} ->
-          {:error, "the trace has no clock: give :since and :until as integers"}
+          {:error, :no_clock}
 
         error ->
           error
@@ -348,7 +352,8 @@ defmodule ElixirScope.Persist do
               "invalid :since/:until #{inspect({since, until})}, expected monotonic nanoseconds or DateTimes"
 
       is_integer(since) and is_integer(until) and since > until ->
-        {:error, "the window ends (:until) before it starts (:since)"}
+        raise ArgumentError,
+              "invalid window: :until (#{until}) is before :since (#{since}); give since <= until"
 
       true ->
         # Beyond the capture's clock either way: no bound.
@@ -415,7 +420,8 @@ defmodule ElixirScope.Persist do
     * `:progress` - a function called with `(bytes_read, bytes_total)` after each segment.
     * `:footers` - `false` to read every segment through (default `true`).
   """
-  @spec summary(Path.t(), keyword()) :: {:ok, summary()} | {:error, String.t()}
+  @spec summary(Path.t(), keyword()) ::
+          {:ok, summary()} | {:error, ElixirScope.Error.file_reason()}
   def summary(path, opts \\ []) when is_binary(path) do
     opts = ElixirScope.Options.validate!(opts, progress: nil, footers: true)
     progress = opts[:progress] || fn _, _ -> :ok end

@@ -92,7 +92,10 @@ defmodule ElixirScope.Server do
         end
 
       {:error, reason} ->
-        Logger.error("ElixirScope stopped writing its trace: #{reason}")
+        Logger.error(
+          "ElixirScope stopped writing its trace: #{ElixirScope.Error.describe(reason)}"
+        )
+
         # What is on disk no longer keeps up: queries go back to the capture's memory.
         Persist.forget_history()
         Persist.finish(store)

@@ -259,8 +259,11 @@ defmodule ElixirScope.PersistTest do
              Query.state_at(counter, mid, store: live)
 
     assert_raise ArgumentError, ~r/since/, fn -> ElixirScope.open(dir, since: :yesterday) end
-    assert {:error, msg} = ElixirScope.open(dir, since: to, until: from)
-    assert msg =~ "ends"
+
+    assert_raise ArgumentError, ~r/:until .* is before :since/, fn ->
+      ElixirScope.open(dir, since: to, until: from)
+    end
+
     # Far beyond the capture's clock: everything.
     {:ok, all_of_it} = ElixirScope.open(dir, since: -(2 ** 70), until: ~U[9999-01-01 00:00:00Z])
     assert length(events(all_of_it)) == length(all)
@@ -354,23 +357,61 @@ defmodule ElixirScope.PersistTest do
       refit(rest, from, to)::binary>>
   end
 
-  test "bad paths and bad files are errors, never crashes", %{dir: dir} do
-    assert {:error, msg} = ElixirScope.open(Path.join(dir, "missing"))
-    assert msg =~ "No such file"
+  # A FIFO opened for reading blocks until a writer comes: in a dirty I/O NIF that is forever.
+  # Each call is bounded here, so a regression fails instead of hanging the suite.
+  test "FIFOs anywhere in a trace are refused at once, never read", %{dir: dir} do
     File.mkdir_p!(dir)
-    assert {:error, msg} = ElixirScope.open(dir)
-    assert msg =~ "no MANIFEST"
-    File.write!(Path.join(dir, "MANIFEST"), "garbage")
-    assert {:error, _} = ElixirScope.open(dir)
+    fifo = Path.join(dir, "a_fifo")
+    {_, 0} = System.cmd("mkfifo", [fifo])
+    bounded = fn fun -> Task.async(fun) |> Task.yield(5_000) || flunk("blocked on a FIFO") end
+
+    assert bounded.(fn -> ElixirScope.open(fifo) end) ==
+             {:ok, {:error, {:not_a_regular_file, fifo}}}
+
+    assert {:ok, {:error, {:not_a_regular_file, ^fifo}}} =
+             bounded.(fn -> Persist.summary(fifo) end)
+
+    # A trace whose MANIFEST is a FIFO.
+    trace = Path.join(dir, "trace")
+    File.mkdir_p!(trace)
+    {_, 0} = System.cmd("mkfifo", [Path.join(trace, "MANIFEST")])
+    manifest = Path.join(trace, "MANIFEST")
+
+    assert bounded.(fn -> ElixirScope.open(trace) end) ==
+             {:ok, {:error, {:not_a_regular_file, manifest}}}
+
+    # Writing into it: refused as a trace already there, without reading the FIFO.
+    assert bounded.(fn -> ElixirScope.start(persist: [dir: trace]) end) ==
+             {:ok, {:error, {:trace_exists, trace}}}
+
+    # A trace whose segment is a FIFO: the segment is refused, not waited for.
+    good = Path.join(dir, "good")
+    {:ok, _} = Persist.save(new_store(), good)
+    [seg | _] = Path.wildcard(Path.join(good, "*.seg"))
+    File.rm!(seg)
+    {_, 0} = System.cmd("mkfifo", [seg])
+    assert {:ok, result} = bounded.(fn -> ElixirScope.open(good) end)
+    assert match?({:error, {:not_a_regular_file, ^seg}}, result) or match?({:ok, _}, result)
+    assert {:ok, _} = bounded.(fn -> Persist.summary(good) end)
+  end
+
+  test "bad paths and bad files are errors a program can match, naming the file",
+       %{dir: dir} do
+    missing = Path.join(dir, "missing")
+    assert ElixirScope.open(missing) == {:error, {:enoent, missing}}
+    File.mkdir_p!(dir)
+    assert ElixirScope.open(dir) == {:error, {:not_a_trace, dir}}
+    manifest = Path.join(dir, "MANIFEST")
+    File.write!(manifest, "garbage")
+    assert ElixirScope.open(dir) == {:error, {:not_a_trace, manifest}}
     bad = Path.join(dir, "x.seg")
     File.write!(bad, "ESCOPESG" <> <<3::little-32>>)
-    assert {:error, msg} = ElixirScope.open(bad)
-    assert msg =~ "newer" and msg =~ "upgrade"
+    assert ElixirScope.open(bad) == {:error, {:newer_format, "x.seg", 3}}
+    assert ElixirScope.Error.describe({:newer_format, "x.seg", 3}) =~ "upgrade ElixirScope"
     File.write!(bad, :crypto.strong_rand_bytes(1000))
-    assert {:error, msg} = ElixirScope.open(bad)
-    assert msg =~ "not an ElixirScope segment"
-    assert {:error, msg} = Persist.save(new_store(), dir)
-    assert msg =~ "already holds"
+    assert ElixirScope.open(bad) == {:error, {:not_a_trace, "x.seg"}}
+    assert Persist.save(new_store(), dir) == {:error, {:trace_exists, dir}}
+    assert ElixirScope.Error.describe({:trace_exists, dir}) =~ "already holds a trace"
 
     assert_raise ArgumentError, ~r/persist :dir/, fn -> ElixirScope.start(persist: [dir: 1]) end
 
@@ -439,8 +480,7 @@ defmodule ElixirScope.PersistCaptureTest do
              Query.state_timeline(counter, store: store)
 
     # Sealed: a new capture cannot write into it, and the message says what to do.
-    assert {:error, msg} = ElixirScope.start(persist: [dir: dir])
-    assert msg =~ "already holds a trace"
+    assert ElixirScope.start(persist: [dir: dir]) == {:error, {:trace_exists, dir}}
     refute ElixirScope.running?()
   end
 
@@ -581,8 +621,7 @@ defmodule ElixirScope.PersistCaptureTest do
     {:ok, _} = ElixirScope.start()
     on_exit(fn -> ElixirScope.stop() end)
     {:ok, _} = ElixirScope.save(dir)
-    assert {:error, msg} = ElixirScope.open(dir, default: true)
-    assert msg =~ "capture is running"
+    assert ElixirScope.open(dir, default: true) == {:error, :already_running}
     :ok = ElixirScope.stop()
     {:ok, disk} = ElixirScope.open(dir, default: true)
     assert Store.default() == disk

@@ -39,7 +39,7 @@ defmodule Mix.Tasks.ElixirScope.Inspect do
 
     case Persist.summary(path, progress: &progress/2) do
       {:ok, summary} -> Mix.shell().info(format(Path.expand(path), summary, top))
-      {:error, reason} -> Mix.raise("cannot open #{path}: #{reason}")
+      {:error, reason} -> Mix.raise("cannot open #{path}: #{ElixirScope.Error.describe(reason)}")
     end
   end
 

@@ -11,6 +11,7 @@ pub mod error;
 pub mod etf;
 pub mod event;
 pub mod footer;
+pub mod fsio;
 pub mod hash;
 pub mod history;
 pub mod index;

@@ -214,7 +214,7 @@ impl Pages {
             use std::io::{Read, Seek};
             let len = usize::try_from(last.to - first.from).map_err(io::Error::other)?;
             self.buf.resize(len, 0);
-            let mut file = std::fs::File::open(dir.join(&meta.file))?;
+            let mut file = crate::fsio::open_regular(&dir.join(&meta.file))?;
             file.seek(io::SeekFrom::Start(first.from))?;
             file.read_exact(&mut self.buf)?;
             first.from
@@ -425,7 +425,7 @@ fn read_from(dir: &Path, meta: &SegmentMeta, from: u64, buf: &mut Vec<u8>) -> io
     }
     use std::io::{Read, Seek};
     buf.clear();
-    let mut file = std::fs::File::open(dir.join(&meta.file))?;
+    let mut file = crate::fsio::open_regular(&dir.join(&meta.file))?;
     file.seek(io::SeekFrom::Start(from))?;
     file.take(segments::MAX_SEGMENT).read_to_end(buf)?;
     Ok(())

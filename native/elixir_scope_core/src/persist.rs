@@ -10,6 +10,7 @@
 //! self-contained (its own symbols, clock and state payloads), so retention can delete any prefix
 //! of segments.
 
+use crate::error::Error;
 use crate::event::{flags, EventRef, Header, Kind, PidKey, Seq};
 use crate::footer::{Footer, FooterBuilder};
 use crate::hash::{WordHasher, WordMap};
@@ -142,13 +143,10 @@ pub struct Writer {
 
 /// Why a directory cannot take a new capture.
 fn occupied(dir: &Path) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::AlreadyExists,
-        format!(
-            "{} already holds a trace; open it with ElixirScope.open/1 or choose an empty directory",
-            dir.display()
-        ),
-    )
+    Error::TraceExists {
+        path: dir.display().to_string(),
+    }
+    .into()
 }
 
 impl Writer {
@@ -351,6 +349,11 @@ impl Writer {
         Record::Footer(Box::new(self.footer.finish()))
     }
 
+    /// The trace directory written.
+    pub fn dir(&self) -> &Path {
+        self.segments.dir()
+    }
+
     /// The next seq of the current store to write (every seq below it is on disk, or was a
     /// hole).
     pub fn next_seq(&self) -> Seq {
@@ -478,14 +481,11 @@ pub(crate) fn trace_files(
     path: &Path,
 ) -> io::Result<Vec<(std::path::PathBuf, segments::SegmentMeta)>> {
     if path.is_dir() {
-        if !path.join(segments::MANIFEST).exists() {
-            return Err(io::Error::new(
-                io::ErrorKind::NotFound,
-                format!(
-                    "{} holds no ElixirScope trace (no MANIFEST)",
-                    path.display()
-                ),
-            ));
+        if std::fs::symlink_metadata(path.join(segments::MANIFEST)).is_err() {
+            return Err(Error::NotATrace {
+                path: path.display().to_string(),
+            }
+            .into());
         }
         let manifest = segments::read_manifest(path)?;
         return Ok(manifest
@@ -494,7 +494,8 @@ pub(crate) fn trace_files(
             .map(|m| (path.to_path_buf(), m))
             .collect());
     }
-    std::fs::metadata(path)?;
+    // Refused here when it is not a regular file (a FIFO would block every read).
+    drop(crate::fsio::open_regular(path)?);
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -527,10 +528,15 @@ pub(crate) fn open_frames<'b>(
     match segment::frames(bytes) {
         Ok(f) => Ok(Some(f)),
         Err(segment::SegmentError::Truncated) if !meta.sealed => Ok(None),
-        Err(e) => Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("{}: {e}", meta.file),
-        )),
+        Err(segment::SegmentError::NewerVersion(version)) => Err(Error::NewerFormat {
+            path: meta.file.clone(),
+            version,
+        }
+        .into()),
+        Err(_) => Err(Error::NotATrace {
+            path: meta.file.clone(),
+        }
+        .into()),
     }
 }
 
@@ -547,7 +553,7 @@ pub fn trace_clock(path: &Path) -> io::Result<Option<Clock>> {
     };
     // A clock record is written before anything else; its frame is tiny.
     let limit = 4096;
-    let file = std::fs::File::open(dir.join(&meta.file))?;
+    let file = crate::fsio::open_regular(&dir.join(&meta.file))?;
     let mut head = Vec::new();
     if meta.archived {
         let dec = lz4_flex::frame::FrameDecoder::new(io::BufReader::new(file));
@@ -722,7 +728,7 @@ impl Loading {
         }
         // `read_footer` left an archived segment's decompressed bytes in `buf`.
         let mut file = (!meta.archived)
-            .then(|| std::fs::File::open(dir.join(&meta.file)))
+            .then(|| crate::fsio::open_regular(&dir.join(&meta.file)))
             .transpose()?;
         let size = std::fs::metadata(dir.join(&meta.file))?.len();
         let range = footer.first_seq..=footer.last_seq;
@@ -772,6 +778,11 @@ impl Loading {
         loader.report.from_footers += 1;
         loader.last_seq = Some(footer.last_seq);
         Ok(true)
+    }
+
+    /// The trace being loaded.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// Bytes of the segments loaded so far.
@@ -840,7 +851,7 @@ impl Loader {
             max_bytes: crate::store::MAX_BYTES,
             ..Config::default()
         })
-        .map_err(|e| io::Error::other(e.to_string()))?;
+        .map_err(io::Error::from)?;
         Ok(Loader {
             store,
             symbols: Symbols::default(),
@@ -1260,7 +1271,7 @@ pub(crate) fn read_footer(
         buf.get(usize::try_from(at).ok()?..)?
     } else {
         use std::io::{Read, Seek};
-        let mut f = std::fs::File::open(dir.join(&meta.file)).ok()?;
+        let mut f = crate::fsio::open_regular(&dir.join(&meta.file)).ok()?;
         f.seek(io::SeekFrom::Start(at)).ok()?;
         buf.clear();
         f.take(segment::MAX_RECORD as u64 + 8)
@@ -1592,18 +1603,30 @@ pub(crate) mod tests {
         assert_eq!(one.report.events, load_ok(&dir).report.events);
         let nothing = temp("nothing");
         std::fs::create_dir_all(&nothing).unwrap();
+        let typed = |path: &Path| {
+            let e = load(path, &mut map, &mut |_, _| {}).err().unwrap();
+            Error::from_io(e, Path::new("?"))
+        };
+        let shown = |p: &Path| p.display().to_string();
         assert_eq!(
-            load(&nothing, &mut map, &mut |_, _| {})
-                .err()
-                .unwrap()
-                .kind(),
-            io::ErrorKind::NotFound
+            typed(&nothing),
+            Error::NotATrace {
+                path: shown(&nothing)
+            }
+        );
+        assert_eq!(
+            typed(&nothing.join("gone.seg")),
+            Error::NotFound {
+                path: shown(&nothing.join("gone.seg"))
+            }
         );
         std::fs::write(nothing.join("x.seg"), b"garbage!!!!!!!!").unwrap();
-        let err = load(&nothing.join("x.seg"), &mut map, &mut |_, _| {})
-            .err()
-            .unwrap();
-        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        assert_eq!(
+            typed(&nothing.join("x.seg")),
+            Error::NotATrace {
+                path: "x.seg".into()
+            }
+        );
         std::fs::remove_dir_all(&dir).unwrap();
         std::fs::remove_dir_all(&nothing).unwrap();
     }

@@ -331,7 +331,7 @@ impl SegmentWriter {
     /// # Errors
     /// The file system's, or [`SegmentError`] (as `InvalidData`) when it is not a segment.
     pub fn recover(path: &Path) -> io::Result<(SegmentWriter, Extent)> {
-        let bytes = std::fs::read(path)?;
+        let bytes = crate::fsio::read_regular(path, u64::from(u32::MAX))?;
         let mut frames =
             frames(&bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
         let mut extent = Extent::default();

@@ -6,6 +6,7 @@
 //! the old or the new one; on open, the last segment's torn tail is cut away and its range
 //! rebuilt from its frames.
 
+use crate::error::Error;
 use crate::segment::{self, Extent, Record, SegmentWriter};
 use serde::{Deserialize, Serialize};
 use std::io;
@@ -89,16 +90,26 @@ fn invalid(e: impl std::fmt::Display) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, e.to_string())
 }
 
+/// The largest manifest read (a manifest lists segments: megabytes at most).
+const MAX_MANIFEST: u64 = 64 << 20;
+
 /// Reads a directory's manifest (an empty one when there is none).
 ///
 /// # Errors
 /// The file system's, or `InvalidData` for an unreadable manifest.
 pub fn read_manifest(dir: &Path) -> io::Result<Manifest> {
-    match std::fs::read(dir.join(MANIFEST)) {
+    let path = dir.join(MANIFEST);
+    match crate::fsio::read_regular(&path, MAX_MANIFEST) {
         Ok(bytes) => {
-            let m: Manifest = rmp_serde::from_slice(&bytes).map_err(invalid)?;
+            let m: Manifest = rmp_serde::from_slice(&bytes).map_err(|_| Error::NotATrace {
+                path: path.display().to_string(),
+            })?;
             if m.version > segment::VERSION {
-                return Err(invalid(segment::SegmentError::NewerVersion(m.version)));
+                return Err(Error::NewerFormat {
+                    path: path.display().to_string(),
+                    version: m.version,
+                }
+                .into());
             }
             Ok(m)
         }
@@ -132,7 +143,8 @@ pub const MAX_SEGMENT: u64 = 4 << 30;
 /// [`MAX_SEGMENT`] bytes.
 pub fn read_segment_into(dir: &Path, meta: &SegmentMeta, out: &mut Vec<u8>) -> io::Result<()> {
     out.clear();
-    let file = std::fs::File::open(dir.join(&meta.file))?;
+    let path = dir.join(&meta.file);
+    let file = crate::fsio::open_regular(&path)?;
     let read = if meta.archived {
         let dec = lz4_flex::frame::FrameDecoder::new(io::BufReader::new(file));
         io::Read::read_to_end(&mut io::Read::take(dec, MAX_SEGMENT + 1), out).map_err(invalid)?
@@ -150,6 +162,11 @@ pub fn read_segment_into(dir: &Path, meta: &SegmentMeta, out: &mut Vec<u8>) -> i
 }
 
 impl Segments {
+    /// The trace directory written.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// Opens (or creates) the segment directory `dir`, recovering its last segment.
     ///
     /// # Errors

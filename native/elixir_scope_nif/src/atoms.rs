@@ -61,6 +61,17 @@ rustler::atoms! {
     // errors and options
     invalid_option,
     store_closed,
+    // error reasons (see error.rs)
+    enoent,
+    eio,
+    not_a_regular_file,
+    not_a_trace,
+    newer_format,
+    corrupt_segment,
+    trace_exists,
+    already_persisted,
+    already_done,
+    internal,
     process,
     event,
     // stats keys

@@ -7,6 +7,7 @@
 
 mod aggregate;
 mod atoms;
+mod error;
 mod etf;
 mod foreign;
 mod history;

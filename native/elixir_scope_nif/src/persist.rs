@@ -16,9 +16,8 @@ use rustler::sys::{enif_monotonic_time, enif_time_offset, ErlNifTimeUnit};
 use rustler::{Encoder, Env, NifResult, ResourceArc, Term};
 use std::path::Path;
 
-fn error<'a>(env: Env<'a>, e: impl std::fmt::Display) -> Term<'a> {
-    (atoms::error(), e.to_string()).encode(env)
-}
+use crate::error::{self, io as io_error};
+use elixir_scope_core::Error;
 
 /// The ETF of each word a segment names, from this VM (or the loaded store's symbols).
 fn symbols<'a>(env: Env<'a>, store: &'a Store) -> impl FnMut(u64) -> Option<Vec<u8>> + 'a {
@@ -49,14 +48,14 @@ fn persist_start<'a>(
     };
     let mut slot = store.persist();
     if slot.is_some() {
-        return Ok(error(env, "the store is already being persisted"));
+        return Ok(error::term(env, &Error::AlreadyPersisted));
     }
     Ok(match Writer::create(Path::new(&dir), policy) {
         Ok(w) => {
             *slot = Some(w);
             atoms::ok().encode(env)
         }
-        Err(e) => error(env, e),
+        Err(e) => io_error(env, e, Path::new(&dir)),
     })
 }
 
@@ -76,7 +75,7 @@ fn persist_flush<'a>(env: Env<'a>, store: Term<'a>, max: u64) -> NifResult<Term<
                 store.set_persisted(writer.on_disk());
                 (atoms::ok(), n, writer.on_disk()).encode(env)
             }
-            Err(e) => error(env, e),
+            Err(e) => io_error(env, e, writer.dir()),
         },
     )
 }
@@ -93,9 +92,10 @@ fn persist_finish<'a>(env: Env<'a>, store: Term<'a>) -> NifResult<Term<'a>> {
     let result = writer.flush_all(store, clock, &mut symbols(env, store));
     let written = writer.on_disk();
     store.set_persisted(written);
+    let dir = writer.dir().to_path_buf();
     Ok(match result.and_then(|()| writer.finish()) {
         Ok(_) => (atoms::ok(), written).encode(env),
-        Err(e) => error(env, e),
+        Err(e) => io_error(env, e, &dir),
     })
 }
 
@@ -120,7 +120,7 @@ fn persist_move<'a>(env: Env<'a>, from: Term<'a>, to: Term<'a>) -> NifResult<Ter
     }
     let clock = clock_of(from);
     if let Err(e) = writer.flush_all(from, clock, &mut symbols(env, from)) {
-        return Ok(error(env, e));
+        return Ok(io_error(env, e, writer.dir()));
     }
     writer.continue_with(from);
     let on_disk = writer.on_disk();
@@ -141,7 +141,7 @@ fn store_save<'a>(env: Env<'a>, store: Term<'a>, dir: String) -> NifResult<Term<
                 let events = m.segments.iter().map(|s| s.last_seq).max().unwrap_or(0);
                 (atoms::ok(), events).encode(env)
             }
-            Err(e) => error(env, e),
+            Err(e) => io_error(env, e, Path::new(&dir)),
         },
     )
 }
@@ -152,7 +152,12 @@ fn store_save<'a>(env: Env<'a>, store: Term<'a>, dir: String) -> NifResult<Term<
 fn history_follow<'a>(env: Env<'a>, dir: String) -> Term<'a> {
     match elixir_scope_core::paged::follow(Path::new(&dir)) {
         Some(store) => (atoms::ok(), resource::new_term(env, store)).encode(env),
-        None => error(env, "cannot follow the trace"),
+        None => error::term(
+            env,
+            &Error::NotATrace {
+                path: dir.to_string(),
+            },
+        ),
     }
 }
 
@@ -163,7 +168,7 @@ fn history_refresh<'a>(env: Env<'a>, store: Term<'a>) -> NifResult<Term<'a>> {
     let store = store_of(store)?;
     Ok(match elixir_scope_core::paged::refresh(store) {
         Ok(r) => (atoms::ok(), r.last_seq, r.bytes, r.room).encode(env),
-        Err(e) => error(env, e),
+        Err(e) => io_error(env, e, Path::new("trace")),
     })
 }
 
@@ -192,7 +197,7 @@ fn load_begin<'a>(
             let res = ResourceArc::new(LoadingResource(Mutex::new(Some(l))));
             (atoms::ok(), res, bytes).encode(env)
         }
-        Err(e) => error(env, e),
+        Err(e) => io_error(env, e, Path::new(&path)),
     })
 }
 
@@ -253,12 +258,12 @@ fn clock_of(store: &Store) -> Clock {
 fn load_step<'a>(env: Env<'a>, loading: ResourceArc<LoadingResource>) -> Term<'a> {
     let mut guard = loading.0.lock();
     let Some(l) = guard.as_mut() else {
-        return error(env, "the trace was already loaded");
+        return error::term(env, &Error::AlreadyDone);
     };
     match l.step(&mut |etf, symbols| map_symbol(env, etf, symbols)) {
         Ok(true) => (atoms::more(), l.bytes_read()).encode(env),
         Ok(false) => atoms::done().encode(env),
-        Err(e) => error(env, e),
+        Err(e) => io_error(env, e, l.path()),
     }
 }
 
@@ -266,7 +271,7 @@ fn load_step<'a>(env: Env<'a>, loading: ResourceArc<LoadingResource>) -> Term<'a
 #[rustler::nif(schedule = "DirtyIo")]
 fn load_finish<'a>(env: Env<'a>, loading: ResourceArc<LoadingResource>) -> NifResult<Term<'a>> {
     let Some(l) = loading.0.lock().take() else {
-        return Ok(error(env, "the trace was already loaded"));
+        return Ok(error::term(env, &Error::AlreadyDone));
     };
     let loaded = l.finish();
     let r = loaded.report;
@@ -320,7 +325,7 @@ fn trace_clock(env: Env<'_>, path: String) -> Term<'_> {
     match persist::trace_clock(Path::new(&path)) {
         Ok(Some(c)) => (atoms::ok(), (c.monotonic, c.system)).encode(env),
         Ok(None) => (atoms::ok(), atoms::nil()).encode(env),
-        Err(e) => error(env, e),
+        Err(e) => io_error(env, e, Path::new(&path)),
     }
 }
 
@@ -339,7 +344,7 @@ fn summary_begin(env: Env<'_>, path: String, footers: bool) -> Term<'_> {
             let res = ResourceArc::new(SummarizingResource(Mutex::new(Some(s))));
             (atoms::ok(), res, total).encode(env)
         }
-        Err(e) => error(env, e),
+        Err(e) => io_error(env, e, Path::new(&path)),
     }
 }
 
@@ -348,12 +353,12 @@ fn summary_begin(env: Env<'_>, path: String, footers: bool) -> Term<'_> {
 fn summary_step<'a>(env: Env<'a>, s: ResourceArc<SummarizingResource>) -> Term<'a> {
     let mut guard = s.0.lock();
     let Some(s) = guard.as_mut() else {
-        return error(env, "the trace was already summarized");
+        return error::term(env, &Error::AlreadyDone);
     };
     match s.step() {
         Ok(true) => (atoms::more(), s.progress().0).encode(env),
         Ok(false) => atoms::done().encode(env),
-        Err(e) => error(env, e),
+        Err(e) => io_error(env, e, Path::new("trace")),
     }
 }
 
@@ -361,7 +366,7 @@ fn summary_step<'a>(env: Env<'a>, s: ResourceArc<SummarizingResource>) -> Term<'
 #[rustler::nif(schedule = "DirtyIo")]
 fn summary_finish<'a>(env: Env<'a>, s: ResourceArc<SummarizingResource>) -> NifResult<Term<'a>> {
     let Some(s) = s.0.lock().take() else {
-        return Ok(error(env, "the trace was already summarized"));
+        return Ok(error::term(env, &Error::AlreadyDone));
     };
     let sum = s.finish();
     let symbols = Symbols::of_run(sum.clock.map(|c| c.2));

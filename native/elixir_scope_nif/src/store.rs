@@ -3,25 +3,12 @@
 use crate::{atoms, resource};
 use elixir_scope_core::policy::{Level, SampleBy};
 use elixir_scope_core::store::{Config, Store};
-use elixir_scope_core::Error;
 use rustler::{Atom, Encoder, Env, NifResult, Term};
 
 /// The store behind a resource term (`ElixirScope.Store`'s opaque reference, which is also the
 /// tracer state handed to `erl_tracer`), or `badarg`.
 pub fn store_of<'a>(term: Term<'a>) -> NifResult<&'a Store> {
     resource::get(term).ok_or(rustler::Error::BadArg)
-}
-
-/// Maps a core error to the `{:error, reason}` term the Elixir side matches on.
-pub fn error_term<'a>(env: Env<'a>, e: &Error) -> Term<'a> {
-    let reason = match e {
-        Error::StoreClosed => atoms::store_closed().encode(env),
-        Error::InvalidOption { name, reason } => {
-            (atoms::invalid_option(), *name, *reason).encode(env)
-        }
-        _ => format!("{e}").encode(env),
-    };
-    (atoms::error(), reason).encode(env)
 }
 
 fn atom_name(term: Term) -> NifResult<String> {
@@ -66,7 +53,7 @@ fn store_new<'a>(
             crate::etf::invalidate_caches();
             (atoms::ok(), resource::new_term(env, store)).encode(env)
         }
-        Err(e) => error_term(env, &e),
+        Err(e) => crate::error::term(env, &e),
     })
 }
 
