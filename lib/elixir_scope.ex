@@ -123,6 +123,8 @@ defmodule ElixirScope do
   def start(opts \\ []) do
     opts = Options.validate!(opts, Options.store_defaults() ++ [trace: [], persist: nil])
     {targets, opts} = Keyword.pop(opts, :trace)
+    # Checked before anything starts: a bad target must not leave a capture running.
+    targets = targets |> List.wrap() |> Enum.map(&target!(&1, "start/1's :trace"))
     {persist, store_opts} = Keyword.pop(opts, :persist)
     _ = Options.store!(store_opts)
     persist = persist && ElixirScope.Persist.options!(persist)
@@ -131,7 +133,7 @@ defmodule ElixirScope do
 
     case DynamicSupervisor.start_child(ElixirScope.Supervisor, {Server, server_opts}) do
       {:ok, pid} ->
-        trace_each(List.wrap(targets), pid)
+        trace_each(targets, pid)
 
       {:error, {:already_started, _}} ->
         {:error, :already_running}
@@ -336,8 +338,10 @@ defmodule ElixirScope do
   @spec trace(target(), keyword()) :: :ok | {:error, term()}
   def trace(target, opts \\ [])
 
-  def trace(target, opts) when is_pid(target) or is_atom(target) do
+  def trace(target, opts) do
+    target = target!(target, "trace/2")
     opts = Options.validate!(opts, children: true, locals: false, as: :auto, states: true)
+    Enum.each([:children, :locals, :states], &Options.boolean!(opts, &1))
 
     unless opts[:as] in [:auto, :process, :module] do
       raise ArgumentError,
@@ -347,9 +351,11 @@ defmodule ElixirScope do
     call_server({:trace, target, opts})
   end
 
-  def trace(target, _opts) do
+  defp target!(target, _who) when is_pid(target) or is_atom(target), do: target
+
+  defp target!(target, who) do
     raise ArgumentError,
-          "trace/2 expects a pid, a registered name, a module, :all or :new, got: #{inspect(target)}"
+          "#{who} expects a pid, a registered name, a module, :all or :new, got: #{inspect(target)}"
   end
 
   @doc "Like `trace/2`, but raises `ElixirScope.Error` on failure."
@@ -365,12 +371,7 @@ defmodule ElixirScope do
   Stops tracing `target` (same shapes as `trace/2`). Events already captured stay.
   """
   @spec untrace(target()) :: :ok | {:error, :not_running}
-  def untrace(target) when is_pid(target) or is_atom(target), do: call_server({:untrace, target})
-
-  def untrace(target) do
-    raise ArgumentError,
-          "untrace/1 expects a pid, a registered name, a module, :all or :new, got: #{inspect(target)}"
-  end
+  def untrace(target), do: call_server({:untrace, target!(target, "untrace/1")})
 
   @doc "Changes the tracing level of the running capture; takes effect at once."
   @spec set_level(tracing_level()) :: :ok | {:error, :not_running}

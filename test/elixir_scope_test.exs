@@ -118,6 +118,9 @@ defmodule ElixirScopeTest do
         assert error.message =~ text
       end
 
+      # A bad target is refused before the capture starts, not after.
+      error = assert_raise ArgumentError, fn -> ElixirScope.start(trace: "x") end
+      assert error.message =~ ~s(start/1's :trace expects a pid, a registered name)
       refute ElixirScope.running?()
     end
 
@@ -305,6 +308,21 @@ defmodule ElixirScopeTest do
       assert_raise ArgumentError, ~r/unknown keys \[:bogus\]/, fn ->
         ElixirScope.trace(self(), bogus: 1)
       end
+
+      # Bad values are refused at the call, and the capture server is still there after them.
+      server = Process.whereis(ElixirScope.Server)
+
+      for {opts, text} <- [
+            {[states: nil], "invalid :states nil, expected true or false"},
+            {[children: "no"], ~s(invalid :children "no", expected true or false)},
+            {[locals: 42], "invalid :locals 42, expected true or false"}
+          ] do
+        error = assert_raise ArgumentError, fn -> ElixirScope.trace(self(), opts) end
+        assert error.message =~ text
+      end
+
+      assert_raise ArgumentError, ~r/untrace\/1 expects a pid/, fn -> ElixirScope.untrace("x") end
+      assert Process.whereis(ElixirScope.Server) == server
 
       error =
         assert_raise ElixirScope.Error, fn -> ElixirScope.trace!(:no_such_name_or_module) end

@@ -71,6 +71,17 @@ defmodule ElixirScope.Options do
     raise ArgumentError, "invalid :sample_by #{inspect(other)}, expected :process or :event"
   end
 
+  @doc false
+  def boolean!(opts, key) do
+    case opts[key] do
+      b when is_boolean(b) ->
+        b
+
+      other ->
+        raise ArgumentError, "invalid #{inspect(key)} #{inspect(other)}, expected true or false"
+    end
+  end
+
   defp pos_integer!(opts, key, max) do
     case opts[key] do
       n when is_integer(n) and n > 0 and n <= max ->
