@@ -7,6 +7,11 @@ defmodule ElixirScope.StateDiff do
   grew or shrank reports the extra elements as added or removed); anything else is compared with
   `===`. A path is the list of keys and indexes from the root.
 
+  The walk goes 64 levels deep at most: below that, two different subterms are reported whole,
+  as one change at their path (which then has 64 elements). So a diff costs time and memory in
+  proportion to the terms' size, whatever their depth (every changed level of a deep term would
+  otherwise carry a path as long as its depth).
+
       iex> ElixirScope.StateDiff.diff(%{count: 1, name: "a"}, %{count: 2, tags: []})
       %ElixirScope.StateDiff{
         changed: [{[:count], 1, 2}],
@@ -19,6 +24,8 @@ defmodule ElixirScope.StateDiff do
   """
 
   defstruct changed: [], added: [], removed: []
+
+  @max_depth 64
 
   @typedoc "A path from the root: map keys, tuple and list indexes."
   @type path :: [term()]
@@ -39,7 +46,7 @@ defmodule ElixirScope.StateDiff do
   """
   @spec diff(term(), term()) :: t()
   def diff(old, new) do
-    {changed, added, removed} = walk(old, new, [], {[], [], []})
+    {changed, added, removed} = walk(old, new, [], 0, {[], [], []})
 
     %__MODULE__{
       changed: Enum.reverse(changed),
@@ -60,49 +67,52 @@ defmodule ElixirScope.StateDiff do
   def empty?(%__MODULE__{changed: [], added: [], removed: []}), do: true
   def empty?(%__MODULE__{}), do: false
 
-  defp walk(a, b, _path, acc) when a === b, do: acc
+  defp walk(a, b, _path, _depth, acc) when a === b, do: acc
+  defp walk(a, b, path, @max_depth, acc), do: changed(path, a, b, acc)
 
-  defp walk(%_{} = a, %_{} = b, path, acc) when a.__struct__ == b.__struct__,
-    do: walk_maps(Map.from_struct(a), Map.from_struct(b), path, acc)
+  defp walk(%_{} = a, %_{} = b, path, d, acc) when a.__struct__ == b.__struct__,
+    do: walk_maps(Map.from_struct(a), Map.from_struct(b), path, d + 1, acc)
 
-  defp walk(a, b, path, acc)
+  defp walk(a, b, path, d, acc)
        when is_map(a) and is_map(b) and not is_struct(a) and not is_struct(b),
-       do: walk_maps(a, b, path, acc)
+       do: walk_maps(a, b, path, d + 1, acc)
 
-  defp walk(a, b, path, acc) when is_tuple(a) and is_tuple(b) and tuple_size(a) == tuple_size(b),
-    do: walk_lists(Tuple.to_list(a), Tuple.to_list(b), path, 0, acc)
+  defp walk(a, b, path, d, acc)
+       when is_tuple(a) and is_tuple(b) and tuple_size(a) == tuple_size(b),
+       do: walk_lists(Tuple.to_list(a), Tuple.to_list(b), path, d + 1, 0, acc)
 
-  defp walk(a, b, path, acc) when is_list(a) and is_list(b) do
+  defp walk(a, b, path, d, acc) when is_list(a) and is_list(b) do
     if not List.improper?(a) and not List.improper?(b),
-      do: walk_lists(a, b, path, 0, acc),
+      do: walk_lists(a, b, path, d + 1, 0, acc),
       else: changed(path, a, b, acc)
   end
 
-  defp walk(a, b, path, acc), do: changed(path, a, b, acc)
+  defp walk(a, b, path, _d, acc), do: changed(path, a, b, acc)
 
   defp changed(path, a, b, {c, ad, r}), do: {[{Enum.reverse(path), a, b} | c], ad, r}
 
-  defp walk_maps(a, b, path, acc) do
+  # `d`: the depth of the values (elements) below, the length of their paths.
+  defp walk_maps(a, b, path, d, acc) do
     keys = Enum.sort(Enum.uniq(Map.keys(a) ++ Map.keys(b)))
 
     Enum.reduce(keys, acc, fn k, {c, ad, r} = acc ->
       case {Map.fetch(a, k), Map.fetch(b, k)} do
-        {{:ok, va}, {:ok, vb}} -> walk(va, vb, [k | path], acc)
+        {{:ok, va}, {:ok, vb}} -> walk(va, vb, [k | path], d, acc)
         {:error, {:ok, vb}} -> {c, [{Enum.reverse([k | path]), vb} | ad], r}
         {{:ok, va}, :error} -> {c, ad, [{Enum.reverse([k | path]), va} | r]}
       end
     end)
   end
 
-  defp walk_lists([a | as], [b | bs], path, i, acc),
-    do: walk_lists(as, bs, path, i + 1, walk(a, b, [i | path], acc))
+  defp walk_lists([a | as], [b | bs], path, d, i, acc),
+    do: walk_lists(as, bs, path, d, i + 1, walk(a, b, [i | path], d, acc))
 
-  defp walk_lists([], rest, path, i, {c, ad, r}) do
+  defp walk_lists([], rest, path, _d, i, {c, ad, r}) do
     added = rest |> Enum.with_index(i) |> Enum.map(fn {v, j} -> {Enum.reverse([j | path]), v} end)
     {c, Enum.reverse(added) ++ ad, r}
   end
 
-  defp walk_lists(rest, [], path, i, {c, ad, r}) do
+  defp walk_lists(rest, [], path, _d, i, {c, ad, r}) do
     removed =
       rest |> Enum.with_index(i) |> Enum.map(fn {v, j} -> {Enum.reverse([j | path]), v} end)
 

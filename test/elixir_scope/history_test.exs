@@ -126,6 +126,33 @@ defmodule ElixirScope.HistoryTest do
              Query.compare_states(snapshot, first) |> Map.put(:added, [])
   end
 
+  test "a diff of deep states stops at 64 levels and reports the rest whole" do
+    # Every level changes: with a full path per level this was quadratic (20k levels: minutes).
+    nest = fn n, x -> Enum.reduce(1..n, :leaf, fn _, inner -> {x, inner} end) end
+    old = nest.(20_000, 0)
+    new = nest.(20_000, 1)
+    diff = StateDiff.diff(old, new)
+    assert length(diff.changed) == 65
+    # One change per level down to 64, paths [0], [1, 0], [1, 1, 0], ...
+    for {{path, 0, 1}, level} <- Enum.zip(Enum.take(diff.changed, 64), 1..64) do
+      assert path == List.duplicate(1, level - 1) ++ [0]
+    end
+
+    # Below: the subterm at depth 64, whole.
+    {deep_path, deep_old, deep_new} = List.last(diff.changed)
+    assert deep_path == List.duplicate(1, 64)
+    assert deep_old == nest.(20_000 - 64, 0) and deep_new == nest.(20_000 - 64, 1)
+
+    # Maps count levels the same way; shallow diffs are exact as before.
+    deep_map = fn n, x -> Enum.reduce(1..n, x, fn _, inner -> %{k: inner} end) end
+
+    assert StateDiff.diff(deep_map.(100, 1), deep_map.(100, 2)).changed ==
+             [{List.duplicate(:k, 64), deep_map.(36, 1), deep_map.(36, 2)}]
+
+    assert StateDiff.diff(deep_map.(64, 1), deep_map.(64, 2)).changed ==
+             [{List.duplicate(:k, 64), 1, 2}]
+  end
+
   test "pending messages at T equal Process.info(pid, :messages) sampled at T" do
     store = new_store()
     pid = counter(store)

@@ -428,6 +428,21 @@ defmodule ElixirScope.QueryDSLTest do
 
     assert [%{binds: %{^name => 1}}] = Query.find(store: store, message: "{:a, #{name}}")
     assert_raise ArgumentError, fn -> String.to_existing_atom(name) end
+
+    # A sigil's name was made an atom by the tokenizer: now refused before tokenizing. (A
+    # letter whose sigil atom does not exist yet in this VM.)
+    letter = Enum.find(?A..?Z, &(not atom_exists?("sigil_#{<<&1>>}")))
+    assert_raise ArgumentError, ~r/sigils/, fn -> Query.find(message: "~#{<<letter>>}(abc)") end
+    refute atom_exists?("sigil_#{<<letter>>}")
+    # A tilde inside a string is text.
+    assert [] = Query.find(store: store, message: ~S|{:a, "~Q(abc)"}|)
+  end
+
+  defp atom_exists?(name) do
+    String.to_existing_atom(name)
+    true
+  rescue
+    ArgumentError -> false
   end
 
   test "bad patterns raise ArgumentError saying what is wrong" do
@@ -441,7 +456,14 @@ defmodule ElixirScope.QueryDSLTest do
           {"%{k => 1}", "map keys in query patterns must be literals"},
           {"x when length(x) > 1", "length(x)"},
           {"a <> \"b\"", "the left side of <> must be a literal string"},
-          {"x when x in y", "the right side of `in` must be a literal list"}
+          {"x when x in y", "the right side of `in` must be a literal list"},
+          {"x when is_zzz(x)", "unsupported guard is_zzz/1"},
+          {"x when is_qqqq_never(x)", "unsupported guard is_qqqq_never/1"},
+          {"x when x in [#{Enum.join(1..5000, ", ")}]", "`in` has 5000 elements, more than 4096"},
+          {"{:a, " <> String.duplicate(" ", 70_000) <> "x}", "70007 bytes, more than 65536"},
+          {<<"{:a, ", 0xFF, "}">>, "not valid UTF-8"},
+          {"~Q(abc)", "sigils (~) are not supported"},
+          {"{:a, ~w(x y)}", "sigils (~) are not supported"}
         ] do
       error = assert_raise ArgumentError, fn -> Query.find(store: store, message: source) end
       assert error.message =~ "invalid query pattern: "

@@ -59,6 +59,10 @@ defmodule ElixirScope.Query.DSL do
   }
   @max_vars 64
   @max_depth 64
+  # Bounds on a pattern's size: its source, and the list of an `in` guard (each element is
+  # compared with every candidate value).
+  @max_source 65_536
+  @max_in 4_096
   @compare [:==, :!=, :===, :!==, :<, :<=, :>, :>=]
   @types ~w(integer float number atom boolean nil binary list tuple map pid reference)a
 
@@ -185,6 +189,21 @@ defmodule ElixirScope.Query.DSL do
   # Parses a pattern string without creating atoms: names that are not atoms already stay
   # strings, wrapped as `%{__name__: "name"}` (a raw map, which no source text produces).
   defp parse!(source) do
+    cond do
+      byte_size(source) > @max_source ->
+        invalid!("the pattern is #{byte_size(source)} bytes, more than #{@max_source}", [])
+
+      not String.valid?(source) ->
+        invalid!("the pattern is not valid UTF-8", [])
+
+      sigil?(source) ->
+        # The tokenizer makes a sigil's atom (:sigil_Q) itself, whatever the atom options say.
+        invalid!("sigils (~) are not supported in a pattern string", [])
+
+      true ->
+        :ok
+    end
+
     encoder = fn name, _meta ->
       {:ok,
        try do
@@ -199,6 +218,16 @@ defmodule ElixirScope.Query.DSL do
       {:error, {meta, msg, token}} -> invalid!("#{format_error(msg)}#{token}", meta)
     end
   end
+
+  # Whether `~` followed by a letter appears outside string and charlist literals.
+  defp sigil?(source), do: sigil?(source, nil)
+
+  defp sigil?(<<>>, _quote), do: false
+  defp sigil?(<<?\\, _, rest::binary>>, q) when q != nil, do: sigil?(rest, q)
+  defp sigil?(<<q, rest::binary>>, q), do: sigil?(rest, nil)
+  defp sigil?(<<q, rest::binary>>, nil) when q in [?", ?'], do: sigil?(rest, q)
+  defp sigil?(<<?~, c, _::binary>>, nil) when c in ?a..?z or c in ?A..?Z, do: true
+  defp sigil?(<<_, rest::binary>>, q), do: sigil?(rest, q)
 
   defp format_error({prefix, suffix}), do: "#{prefix}#{suffix}"
   defp format_error(msg), do: to_string(msg)
@@ -471,6 +500,9 @@ defmodule ElixirScope.Query.DSL do
     unless is_list(list),
       do: invalid!("the right side of `in` must be a literal list", meta)
 
+    if length(list) > @max_in,
+      do: invalid!("the list of `in` has #{length(list)} elements, more than #{@max_in}", meta)
+
     {:in, i, Enum.map(list, fn e -> operand_literal(e, env, meta) end)}
   end
 
@@ -478,7 +510,7 @@ defmodule ElixirScope.Query.DSL do
     case name_string(test) do
       "is_" <> type ->
         t = Enum.find(@types, &(Atom.to_string(&1) == type))
-        unless t, do: invalid!("unsupported guard #{test}/1", meta)
+        unless t, do: invalid!("unsupported guard #{name_string(test)}/1", meta)
         {:var, i} = var!(v, vars, meta)
         {:is, t, i}
 
