@@ -58,7 +58,7 @@ defmodule ElixirScope.Server do
         server = self()
 
         flusher =
-          persist && spawn_link(fn -> flush_loop(server, store, persist.flush_interval) end)
+          persist && spawn_link(fn -> flush_loop(server, store, persist.flush_interval, 0) end)
 
         {:ok,
          %__MODULE__{
@@ -71,13 +71,18 @@ defmodule ElixirScope.Server do
     end
   end
 
-  # Writes new events to the trace directory every `interval` ms. Once the store is half full,
+  # Writes new events to the trace directory every `interval` ms: a flush starts `interval` ms
+  # after the previous one started (at once when that one took longer), so what a crash loses
+  # is bounded by the interval plus one flush, not by their sum. Once the store is half full,
   # asks the server for a fresh one to go on with (the full one is then on disk). A write error
   # (a full disk) stops persisting, not the capture.
-  defp flush_loop(server, store, interval) do
-    Process.sleep(interval)
+  defp flush_loop(server, store, interval, took) do
+    Process.sleep(max(interval - took, 0))
+    started = System.monotonic_time(:millisecond)
+    flushed = Persist.flush(store)
+    took = System.monotonic_time(:millisecond) - started
 
-    case Persist.flush(store) do
+    case flushed do
       {:ok, _} ->
         if half_full?(store) do
           # The server always answers (with the store to go on with); the flusher is linked
@@ -85,10 +90,10 @@ defmodule ElixirScope.Server do
           send(server, {:roll, store})
 
           receive do
-            {:store, next} -> flush_loop(server, next, interval)
+            {:store, next} -> flush_loop(server, next, interval, took)
           end
         else
-          flush_loop(server, store, interval)
+          flush_loop(server, store, interval, took)
         end
 
       {:error, reason} ->

@@ -354,6 +354,14 @@ impl Writer {
         self.segments.dir()
     }
 
+    /// Waits until every sealed segment is archived (see [`Segments::wait_archives`]).
+    ///
+    /// # Errors
+    /// The file system's.
+    pub fn wait_archives(&mut self) -> io::Result<()> {
+        self.segments.wait_archives()
+    }
+
     /// The next seq of the current store to write (every seq below it is on disk, or was a
     /// hole).
     pub fn next_seq(&self) -> Seq {
@@ -1667,6 +1675,8 @@ pub(crate) mod tests {
                 }
             }
             w.flush(&store, CLOCK, &mut symbol, u64::MAX).unwrap();
+            // Archives are made off the writer's path: until then the raw segments are listed.
+            w.wait_archives().unwrap();
             // Unsealed: the last segment has no footer yet.
             let m = w.manifest().clone();
             assert!(m.segments.len() > 3);

@@ -84,6 +84,30 @@ pub struct Segments {
     policy: Policy,
     manifest: Manifest,
     current: SegmentWriter,
+    /// Sealed segments being compressed on threads of their own, oldest first.
+    archiving: Vec<Archiving>,
+}
+
+/// Sealed segments compressed at once at most: past that, a rotation waits for the oldest
+/// (compression that cannot keep up with writing slows the writer rather than piling up).
+const MAX_ARCHIVING: usize = 2;
+
+/// A sealed segment being compressed into `<file>.lz4`, off the writer's path: the manifest
+/// names the raw file (readable meanwhile) until the archive is complete and synced.
+struct Archiving {
+    file: String,
+    job: std::thread::JoinHandle<io::Result<u64>>,
+}
+
+/// Compresses the raw segment `file` of `dir` into `<file>.lz4`, synced; its size.
+fn compress(dir: &Path, file: &str) -> io::Result<u64> {
+    let raw = crate::fsio::read_regular(&dir.join(file), MAX_SEGMENT)?;
+    let mut enc =
+        lz4_flex::frame::FrameEncoder::new(std::fs::File::create(dir.join(format!("{file}.lz4")))?);
+    io::Write::write_all(&mut enc, &raw)?;
+    let out = enc.finish().map_err(invalid)?;
+    out.sync_all()?;
+    Ok(out.metadata()?.len())
 }
 
 fn invalid(e: impl std::fmt::Display) -> io::Error {
@@ -190,6 +214,7 @@ impl Segments {
             policy,
             manifest,
             current,
+            archiving: Vec::new(),
         };
         s.save_manifest()?;
         Ok(s)
@@ -258,6 +283,7 @@ impl Segments {
     /// The file system's.
     pub fn seal(mut self, footer: Option<&Record>) -> io::Result<Manifest> {
         self.close_current(footer)?;
+        self.settle_archives(0)?;
         self.save_manifest()?;
         Ok(self.manifest)
     }
@@ -269,30 +295,67 @@ impl Segments {
     /// The file system's.
     pub fn rotate(&mut self, footer: Option<&Record>) -> io::Result<()> {
         self.close_current(footer)?;
-        let archive = self.policy.archive;
-        let dir = self.dir.clone();
-        let meta = self.current_meta();
-        if archive {
-            let raw_path = dir.join(&meta.file);
-            let file = format!("{}.lz4", meta.file);
-            let raw = std::fs::read(&raw_path)?;
-            let mut enc =
-                lz4_flex::frame::FrameEncoder::new(std::fs::File::create(dir.join(&file))?);
-            io::Write::write_all(&mut enc, &raw)?;
-            let out = enc.finish().map_err(invalid)?;
-            out.sync_all()?;
-            meta.bytes = out.metadata()?.len();
-            meta.file = file;
-            meta.archived = true;
-            // The manifest names the archive before the raw file goes.
-            self.current = new_segment(&dir, &mut self.manifest)?;
-            self.save_manifest()?;
-            std::fs::remove_file(raw_path)?;
-        } else {
-            self.current = new_segment(&dir, &mut self.manifest)?;
+        if self.policy.archive {
+            self.settle_archives(MAX_ARCHIVING - 1)?;
+            let file = self.current_meta().file.clone();
+            let dir = self.dir.clone();
+            let name = file.clone();
+            let job = std::thread::Builder::new()
+                .name("elixir_scope_archive".into())
+                .spawn(move || compress(&dir, &name))?;
+            self.archiving.push(Archiving { file, job });
         }
+        self.current = new_segment(&self.dir, &mut self.manifest)?;
         self.retain()?;
         self.save_manifest()
+    }
+
+    /// Waits until every sealed segment is archived (when the policy archives), the manifest
+    /// naming the archives.
+    ///
+    /// # Errors
+    /// The file system's, saving the manifest.
+    pub fn wait_archives(&mut self) -> io::Result<()> {
+        self.settle_archives(0)
+    }
+
+    /// Takes the archives finished by now into the manifest, waiting for the oldest until at
+    /// most `pending` are left. An archive replaces its raw segment in the manifest (saved)
+    /// before the raw file is deleted; one whose segment retention deleted meanwhile is
+    /// deleted too. A compression that failed leaves its segment raw (still whole), and its
+    /// partial archive is deleted.
+    ///
+    /// # Errors
+    /// The file system's, saving the manifest.
+    fn settle_archives(&mut self, pending: usize) -> io::Result<()> {
+        let mut i = 0;
+        while i < self.archiving.len() {
+            let must_wait = self.archiving.len() > pending && i == 0;
+            if !must_wait && !self.archiving[i].job.is_finished() {
+                i += 1;
+                continue;
+            }
+            let Archiving { file, job } = self.archiving.remove(i);
+            let archive = self.dir.join(format!("{file}.lz4"));
+            let result = job
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("archive thread panicked")));
+            let listed = self.manifest.segments.iter().position(|m| m.file == file);
+            match (result, listed) {
+                (Ok(bytes), Some(k)) => {
+                    let meta = &mut self.manifest.segments[k];
+                    meta.file = format!("{file}.lz4");
+                    meta.bytes = bytes;
+                    meta.archived = true;
+                    self.save_manifest()?;
+                    let _ = std::fs::remove_file(self.dir.join(&file));
+                }
+                _ => {
+                    let _ = std::fs::remove_file(archive);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Deletes the oldest sealed segments beyond the policy's total size and age.
@@ -332,6 +395,8 @@ impl Segments {
     /// The file system's.
     pub fn flush(&mut self) -> io::Result<()> {
         self.current.flush()?;
+        // Archives finished since, without waiting for any (this saves the manifest anyway).
+        self.settle_archives(usize::MAX)?;
         self.save_manifest()
     }
 
@@ -525,7 +590,8 @@ mod tests {
             archive: true,
             ..Policy::default()
         };
-        let s = filled(&dir, policy, 100);
+        let mut s = filled(&dir, policy, 100);
+        s.wait_archives().unwrap();
         let m = s.manifest().clone();
         let sealed: Vec<_> = m.segments.iter().filter(|x| x.sealed).collect();
         assert!(sealed
@@ -536,6 +602,50 @@ mod tests {
             .iter()
             .all(|x| !dir.join(x.file.trim_end_matches(".lz4")).exists()));
         assert_eq!(all_events(&dir), (1..=100).collect::<Vec<_>>());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn archiving_runs_off_the_writer_and_leaves_only_listed_files() {
+        let dir = temp("archive-async");
+        let policy = Policy {
+            segment_bytes: 2_000,
+            archive: true,
+            // Retention deletes segments while their archives are being made.
+            max_bytes: 6_000,
+            ..Policy::default()
+        };
+        let mut s = Segments::open(&dir, policy).unwrap();
+        for i in 1..=2_000 {
+            s.append(&event(i, i as i64)).unwrap();
+            if i % 97 == 0 {
+                s.flush().unwrap();
+                // Whatever is listed is readable at any moment: raw or archived.
+                let m = read_manifest(&dir).unwrap();
+                for seg in &m.segments {
+                    read_segment(&dir, seg).unwrap();
+                }
+            }
+        }
+        s.flush().unwrap();
+        s.wait_archives().unwrap();
+        let m = s.manifest().clone();
+        let sealed: Vec<_> = m.segments.iter().filter(|x| x.sealed).collect();
+        assert!(!sealed.is_empty() && sealed.iter().all(|x| x.archived));
+        // No file but the manifest and the segments it lists: no raw file left behind by an
+        // archive, no archive of a segment retention deleted.
+        let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|f| f != MANIFEST)
+            .collect();
+        on_disk.sort();
+        let mut listed: Vec<String> = m.segments.iter().map(|x| x.file.clone()).collect();
+        listed.sort();
+        assert_eq!(on_disk, listed);
+        let events = all_events(&dir);
+        assert_eq!(events.last(), Some(&2_000));
+        assert!(events.windows(2).all(|w| w[1] == w[0] + 1), "gapless");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
