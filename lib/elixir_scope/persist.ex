@@ -79,6 +79,7 @@ defmodule ElixirScope.Persist do
           skipped: non_neg_integer(),
           carried: non_neg_integer(),
           paged: non_neg_integer(),
+          renumbered: boolean(),
           clock: {integer(), integer()} | nil
         }
 
@@ -450,6 +451,12 @@ defmodule ElixirScope.Persist do
   segments with a torn tail, missing events, the capture's drop and truncation counters,
   processes and atoms foreign to this VM, the capture's clock, and the segments whose events
   are read from disk as queries need them (`:paged`).
+
+  An opened store's seqs are the trace's: an event has the same seq in the capture that wrote
+  it, in the opened trace and in `summary/2`, also when retention deleted the first segments.
+  Only where loaded events do not follow each other are they numbered on: after events lost
+  midway (`:gaps`), and in a window opened with `:since`, whose states from before it come
+  first. `:renumbered` says whether that happened.
   """
   @spec info(Store.t()) :: report() | nil
   def info(%Store{source: source}), do: source

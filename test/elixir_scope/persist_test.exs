@@ -132,9 +132,23 @@ defmodule ElixirScope.PersistTest do
     total = Store.stats(store).events
     assert info.first_seq + info.events - 1 == total
     kept = events(disk)
-    # The same events as the live store's newest, renumbered from 1.
-    assert shape(kept) == shape(events(store, after_seq: info.first_seq - 1))
+    # The same events as the live store's newest, with the same seqs: a seq names an event live,
+    # opened and in the summary alike.
+    live = events(store, after_seq: info.first_seq - 1)
+    assert shape(kept) == shape(live)
+    assert Enum.map(kept, & &1.seq) == Enum.map(live, & &1.seq)
+    refute info.renumbered
+    {:ok, summary} = Persist.summary(dir)
+    assert elem(summary.first, 0) == info.first_seq and elem(summary.last, 0) == total
     assert {:ok, %{count: 20_100}} = Query.state_at(c, :now, store: disk)
+    assert {:ok, %{count: 20_100}} = Query.state_at(c, {:seq, total}, store: disk)
+
+    # One segment file alone, loaded whole: its own seqs too.
+    [seg | _] = Path.wildcard(Path.join(dir, "*.seg"))
+    {:ok, one} = ElixirScope.open(seg)
+    [first | _] = events(one)
+    assert first.seq == Persist.info(one).first_seq and first.seq >= info.first_seq
+    assert shape([first]) == shape(events(store, after_seq: first.seq - 1, limit: 1))
   end
 
   test "terms foreign to the reading VM come back without creating atoms", %{dir: dir} do
@@ -753,7 +767,7 @@ defmodule ElixirScope.PersistCrashTest do
       # Every event decodes, and the counter's states count up by one, call by call.
       events = Query.events(store: store)
       assert length(events) == info.events
-      assert Enum.map(events, & &1.seq) == Enum.to_list(1..info.events)
+      assert Enum.map(events, & &1.seq) == Enum.to_list(info.first_seq..last_seq)
       [counter] = events |> Enum.filter(&(&1.kind == :state)) |> Enum.map(& &1.pid) |> Enum.uniq()
       # Another run's <0.N.0> is not this VM's: its pids carry a stand-in node.
       assert node(counter) != node()

@@ -139,6 +139,16 @@ impl CaptureLog {
         log
     }
 
+    /// Makes an empty log's first seq `base + 1` (its owner's, before anything is appended):
+    /// a log loaded from a trace keeps the trace's seqs. False when the log is not empty.
+    pub fn rebase(&mut self, base: Seq) -> bool {
+        if *self.next_slot.get_mut() != 0 {
+            return false;
+        }
+        self.base = base;
+        true
+    }
+
     /// The first seq a paged log can hold (1 for any other log).
     pub fn first_seq(&self) -> Seq {
         self.base + 1
@@ -255,7 +265,7 @@ impl CaptureLog {
         if header.flags & (flags::TRUNCATED | flags::PAYLOAD_DROPPED) != 0 {
             self.truncated.fetch_add(1, Ordering::Relaxed);
         }
-        let seq = Self::publish(slot, idx, &header, off, len);
+        let seq = self.base + Self::publish(slot, idx, &header, off, len);
         if header.flags & flags::PAYLOAD_DROPPED != 0 {
             Appended::StoredWithoutPayload(seq)
         } else {
@@ -275,7 +285,7 @@ impl CaptureLog {
             return Appended::Dropped;
         };
         // The shared payload range was published with `from` and is never written again.
-        Appended::Stored(Self::publish(slot, idx, header, off, len))
+        Appended::Stored(self.base + Self::publish(slot, idx, header, off, len))
     }
 
     /// Hands this thread the next slot (counting a drop when the log is full or the allocator
@@ -414,10 +424,10 @@ impl CaptureLog {
             // Nobody writes a paged log but its pager: every event is there or never will be.
             return last;
         }
-        let lo = last.saturating_sub(PUBLISH_WINDOW).max(1);
+        let lo = last.saturating_sub(PUBLISH_WINDOW).max(self.base + 1);
         let mut watermark = last;
         for seq in (lo..=last).rev() {
-            if let Some(slot) = self.slot_for_read(seq - 1) {
+            if let Some(slot) = self.slot_for_read(seq - self.base - 1) {
                 // Acquire: a ready slot's contents are visible, as in `get`.
                 if slot.ready.load(Ordering::Acquire) == 0 {
                     watermark = seq - 1;
@@ -434,7 +444,9 @@ impl CaptureLog {
             // Nothing is in flight in a paged log: what its pager cannot fill never comes.
             return seq != 0 && seq <= self.last_seq() && self.get(seq).is_none();
         }
-        seq != 0 && seq <= self.last_seq() && self.slot_for_read(seq - 1).is_none()
+        seq > self.base
+            && seq <= self.last_seq()
+            && self.slot_for_read(seq - self.base - 1).is_none()
     }
 
     /// The highest seq that may be stored so far (some below it may still be in flight).

@@ -48,8 +48,6 @@ struct Pages {
     /// Capture words to keys of the reading VM; `None`: the trace's words are this VM's own
     /// (a capture of this VM run, followed).
     words: Option<WordMap<u64, u64>>,
-    /// A capture seq minus this is the store's seq.
-    shift: u64,
     /// Each process's state events (store seqs): an unchanged state shares the payload of the
     /// one before, which may be in another block.
     states: WordMap<PidKey, Vec<Seq>>,
@@ -105,13 +103,12 @@ impl SegmentPager {
 type Filled<'b> = (Seq, Header, &'b [u8], Option<Seq>);
 
 impl Pages {
-    fn new(words: Option<WordMap<u64, u64>>, shift: u64) -> Pages {
+    fn new(words: Option<WordMap<u64, u64>>) -> Pages {
         Pages {
             files: Vec::new(),
             blocks: Vec::new(),
             loaded: Vec::new(),
             words,
-            shift,
             states: WordMap::default(),
             top: 0,
             tail: None,
@@ -259,10 +256,13 @@ impl Pages {
 
     /// The event a record holds, in the store's seqs and keys, if it holds one of a known kind:
     /// words the trace explained become keys, others 0; a variable binding's peer (its call's
-    /// seq) is shifted, 0 when its call is not in the store.
+    /// seq) is 0 when its call is not in the store.
     fn event<'r>(&self, record: &Record<'r>, log: &CaptureLog) -> Option<(Seq, Header, &'r [u8])> {
         let ev = record.as_event()?;
-        let seq = ev.seq.checked_sub(self.shift).filter(|&s| s > 0)?;
+        let seq = ev.seq;
+        if seq == 0 {
+            return None;
+        }
         Kind::from_u8(ev.header.kind)?;
         let key = |w: u64| match &self.words {
             None => w,
@@ -273,10 +273,7 @@ impl Pages {
         h.module = key(h.module);
         h.function = key(h.function);
         h.peer = if h.kind == Kind::Var as u8 {
-            h.peer
-                .checked_sub(self.shift)
-                .filter(|&s| log.can_hold(s))
-                .unwrap_or(0)
+            Some(h.peer).filter(|&s| log.can_hold(s)).unwrap_or(0)
         } else {
             key(h.peer)
         };
@@ -315,7 +312,7 @@ impl Pages {
         end: u64,
     ) -> Option<Lists> {
         let words = self.words.as_ref();
-        let lists = lists(footer, words, self.shift)?.after(self.top);
+        let lists = lists(footer, words)?.after(self.top);
         // A segment read while it was written is the same file when it is sealed.
         let file = match self.files.iter().position(|(_, m)| m.file == meta.file) {
             Some(i) => {
@@ -327,12 +324,11 @@ impl Pages {
                 self.files.len() - 1
             }
         };
-        for (i, &(seq, _, from)) in footer.seeks.iter().enumerate() {
+        for (i, &(first, _, from)) in footer.seeks.iter().enumerate() {
             let (last, to) = footer
                 .seeks
                 .get(i + 1)
                 .map_or((footer.last_seq, end), |n| (n.0 - 1, n.2));
-            let (first, last) = (seq - self.shift, last - self.shift);
             if last > self.top {
                 self.blocks.push(Block {
                     file,
@@ -350,7 +346,7 @@ impl Pages {
                 .or_default()
                 .extend_from_slice(states);
         }
-        self.top = self.top.max(footer.last_seq - self.shift);
+        self.top = self.top.max(footer.last_seq);
         Some(lists)
     }
 
@@ -381,7 +377,7 @@ impl Pages {
         let mut pos = start;
         while let Some((record, next)) = segment::frame_at(bytes, pos) {
             if let Some(ev) = record.as_event() {
-                let seq = ev.seq.saturating_sub(self.shift);
+                let seq = ev.seq;
                 let known = Kind::from_u8(ev.header.kind).is_some();
                 if known && seq > self.top && log.can_hold(seq) {
                     builder.event(&ev, from + pos as u64, true);
@@ -410,7 +406,7 @@ impl Pages {
         }
         let lists = self.add_blocks(dir, &meta, &footer, end);
         Scanned {
-            lists: lists.map(|l| (l, footer.last_seq - self.shift)),
+            lists: lists.map(|l| (l, footer.last_seq)),
             events: footer.events,
             end,
         }
@@ -463,22 +459,18 @@ fn believed(dir: &Path, meta: &SegmentMeta, buf: &mut Vec<u8>) -> Option<Footer>
 
 /// The index lists of `footer`, in the store's keys (`words`; `None`: the same) and seqs;
 /// `None` when a list is damaged.
-fn lists(footer: &Footer, words: Option<&WordMap<u64, u64>>, shift: u64) -> Option<Lists> {
+fn lists(footer: &Footer, words: Option<&WordMap<u64, u64>>) -> Option<Lists> {
     let index = footer.index.as_ref()?;
-    if footer.first_seq <= shift {
+    if footer.first_seq == 0 {
         return None;
     }
     let range = footer.first_seq..=footer.last_seq;
-    let seqs = |l: &SeqList| -> Option<Vec<Seq>> {
-        let mut v = l.decode(range.clone())?;
-        v.iter_mut().for_each(|s| *s -= shift);
-        Some(v)
-    };
+    let seqs = |l: &SeqList| -> Option<Vec<Seq>> { l.decode(range.clone()) };
     let key = |w: &u64| match words {
         None => Some(*w),
         Some(words) => words.get(w).copied(),
     };
-    let at = |s: u64| range.contains(&s).then(|| s - shift);
+    let at = |s: u64| range.contains(&s).then_some(s);
     let mut lists = Lists::default();
     // Each event is one process's: a footer claiming more is not believed.
     let claimed = index
@@ -570,14 +562,18 @@ pub fn open(path: &Path, map: &mut dyn FnMut(&[u8], &Symbols) -> Mapped) -> Opti
             }
         }
     }
-    let shift = first - 1;
-    let mut pages = Pages::new(Some(std::mem::take(&mut loader.words)), shift);
+    // The store's seqs are the trace's (retention may have deleted its first segments): an
+    // event has the same seq live, opened and in the summary.
+    let base = first - 1;
+    let mut pages = Pages::new(Some(std::mem::take(&mut loader.words)));
+    pages.top = base;
     let mut index = Index::new();
+    index.skip_to(base);
     for (f, (dir, meta)) in footers.iter().zip(sealed) {
         let lists = pages.add_sealed(dir, meta, f)?;
-        index.append(lists, f.last_seq - shift);
+        index.append(lists, f.last_seq);
     }
-    let log = CaptureLog::paged(0, Box::new(SegmentPager::new(pages, None)));
+    let log = CaptureLog::paged(base, Box::new(SegmentPager::new(pages, None)));
     let mut pages = SegmentPager::of(&log)?.pages();
     let sealed_top = pages.top;
     let mut tail_events = 0;
@@ -630,7 +626,7 @@ pub fn follow(dir: &Path) -> Option<Store> {
                 .map(|s| s.first_seq - 1)
         })
         .unwrap_or(0);
-    let mut pages = Pages::new(None, 0);
+    let mut pages = Pages::new(None);
     pages.top = base;
     let pager = SegmentPager::new(pages, Some(dir.to_path_buf()));
     let mut index = Index::new();
@@ -681,7 +677,7 @@ pub fn refresh(store: &Store) -> io::Result<Refreshed> {
             }
             if let Some(footer) = believed(dir, meta, &mut buf) {
                 if let Some(lists) = pages.add_sealed(dir, meta, &footer) {
-                    steps.push((lists, footer.last_seq - pages.shift));
+                    steps.push((lists, footer.last_seq));
                     continue;
                 }
             }

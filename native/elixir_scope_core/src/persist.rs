@@ -429,6 +429,10 @@ pub struct LoadReport {
     /// Segments left on disk, their events read when a query first needs them (the trace
     /// was opened paged: its footers gave the store its index).
     pub paged: usize,
+    /// Whether some events got store seqs other than their seqs in the trace: a store keeps
+    /// the trace's seqs while they follow each other, so only after a gap (a segment lost
+    /// midway) or in a window, whose states from before it come first.
+    pub renumbered: bool,
 }
 
 /// A loaded trace: a closed (read-only) store holding its events, with its symbols.
@@ -848,6 +852,8 @@ pub(crate) struct Loader {
     last_state: WordMap<PidKey, Seq>,
     /// The capture seq of the last event loaded.
     last_seq: Option<u64>,
+    /// The store's first seq is set (to the first event's seq in the trace).
+    rebased: bool,
     pub(crate) report: LoadReport,
 }
 
@@ -870,8 +876,37 @@ impl Loader {
             renumber: Renumber::default(),
             last_state: WordMap::default(),
             last_seq: None,
+            rebased: false,
             report: LoadReport::default(),
         })
+    }
+
+    /// Stores an event whose seq in the trace is `seq`, sharing the payload of the stored event
+    /// `shared` or with `payload`; its seq in the store. The first one stored sets the store's
+    /// first seq, so that seqs in the store are the trace's while they follow each other.
+    fn store_event(
+        &mut self,
+        seq: Seq,
+        h: &Header,
+        payload: &[u8],
+        shared: Option<Seq>,
+    ) -> Option<Seq> {
+        if !self.rebased {
+            self.rebased = self.store.rebase(seq.saturating_sub(1));
+        }
+        let log = self.store.log();
+        let appended = match shared {
+            Some(prev) => log.append_sharing(h, prev),
+            None => log.append(h, payload),
+        };
+        match appended {
+            crate::log::Appended::Stored(to) | crate::log::Appended::StoredWithoutPayload(to) => {
+                self.renumber.push(seq, to);
+                self.report.renumbered |= to != seq;
+                Some(to)
+            }
+            crate::log::Appended::Dropped => None,
+        }
     }
 
     /// Takes what a footer says of its segment besides the events: its clock, symbols and
@@ -992,11 +1027,7 @@ impl Loader {
         let mut carried: Vec<_> = self.carried.drain().map(|(_, c)| c).collect();
         carried.sort_unstable_by_key(|(seq, _, _)| *seq);
         for (seq, h, payload) in carried {
-            if let crate::log::Appended::Stored(to)
-            | crate::log::Appended::StoredWithoutPayload(to) =
-                self.store.log().append(&h, &payload)
-            {
-                self.renumber.push(seq, to);
+            if let Some(to) = self.store_event(seq, &h, &payload, None) {
                 self.last_state.insert(h.pid, to);
                 self.report.events += 1;
                 self.report.carried += 1;
@@ -1046,7 +1077,6 @@ impl Loader {
             _ => {}
         }
         self.last_seq = Some(seq);
-        let log = self.store.log();
         let shared = EventRef {
             seq,
             header: h,
@@ -1055,14 +1085,7 @@ impl Loader {
         .shares_payload()
         .then(|| self.last_state.get(&h.pid).copied())
         .flatten();
-        let appended = match shared {
-            Some(prev) => log.append_sharing(&h, prev),
-            None => log.append(&h, payload),
-        };
-        if let crate::log::Appended::Stored(to) | crate::log::Appended::StoredWithoutPayload(to) =
-            appended
-        {
-            self.renumber.push(seq, to);
+        if let Some(to) = self.store_event(seq, &h, payload, shared) {
             if h.kind == Kind::State as u8 {
                 self.last_state.insert(h.pid, to);
             }
@@ -1575,9 +1598,12 @@ pub(crate) mod tests {
         assert_eq!(r.first_seq + r.events - 1, 2_000);
         assert_eq!((r.gaps, r.unknown_words), (0, 0));
         let log = loaded.store.log();
-        for seq in 1..=log.last_seq() {
+        // Seqs are the trace's, from the first one left.
+        assert_eq!(log.first_seq(), r.first_seq);
+        assert!(!r.renumbered);
+        for seq in log.first_seq()..=log.last_seq() {
             let e = log.get(seq).unwrap();
-            let original = store.log().get(seq + r.first_seq - 1).unwrap();
+            let original = store.log().get(seq).unwrap();
             assert_eq!(
                 e.header.pid,
                 original.header.pid + 1_000_000,
@@ -1590,9 +1616,10 @@ pub(crate) mod tests {
             let one = load_ok(&dir.join(&seg.file));
             assert_eq!(one.report.unknown_words, 0, "{}", seg.file);
             let log = one.store.log();
-            for seq in 1..=log.last_seq() {
+            assert_eq!(log.first_seq(), one.report.first_seq);
+            for seq in log.first_seq()..=log.last_seq() {
                 let e = log.get(seq).unwrap();
-                let original = store.log().get(seq + one.report.first_seq - 1).unwrap();
+                let original = store.log().get(seq).unwrap();
                 assert_eq!(e.payload, original.payload, "{} seq {seq}", seg.file);
             }
         }
@@ -1791,7 +1818,11 @@ pub(crate) mod tests {
         let got = loaded.store.log();
         let pids = [3u64, 5, 7, 9];
         assert_eq!(r.carried, 4);
-        for (i, e) in (1..=4).map(|s| got.get(s).unwrap()).enumerate() {
+        // The store starts at the first carried state's seq in the trace; the window's
+        // events, after a gap, are renumbered (and the report says so).
+        let first = got.first_seq();
+        assert!(r.renumbered);
+        for (i, e) in (first..first + 4).map(|s| got.get(s).unwrap()).enumerate() {
             assert_eq!(e.header.kind, Kind::State as u8, "carried {i}");
             let pid = pids
                 .iter()
@@ -1814,7 +1845,9 @@ pub(crate) mod tests {
             .iter()
             .filter(|o| (since..=until).contains(&o.header.ts))
             .collect();
-        let loaded_inside: Vec<_> = (5..=got.last_seq()).map(|s| got.get(s).unwrap()).collect();
+        let loaded_inside: Vec<_> = (first + 4..=got.last_seq())
+            .map(|s| got.get(s).unwrap())
+            .collect();
         assert_eq!(
             loaded_inside.len() as u64 + r.discarded,
             inside.len() as u64

@@ -1,7 +1,7 @@
 //! A capture store: the log, the live policy, and the settings the capture path needs.
 
 use crate::error::Error;
-use crate::event::{flags, truncate_payload, AtomKey, Header, Kind, PidKey};
+use crate::event::{flags, truncate_payload, AtomKey, Header, Kind, PidKey, Seq};
 use crate::index::Index;
 use crate::log::{Appended, CaptureLog, Limits, LogStats};
 use crate::persist::{Symbols, Writer};
@@ -358,7 +358,17 @@ impl Store {
         self.persisted.store(events, Ordering::Relaxed);
     }
 
-    /// The event log.
+    /// Makes an empty store's first seq `base + 1`, for its owner before anything is stored
+    /// (a store loaded from a trace keeps the trace's seqs). False when it is not empty.
+    pub(crate) fn rebase(&mut self, base: Seq) -> bool {
+        let done = self.log.rebase(base);
+        if done {
+            self.index.get_mut().skip_to(base);
+        }
+        done
+    }
+
+    /// The capture log.
     pub fn log(&self) -> &CaptureLog {
         &self.log
     }

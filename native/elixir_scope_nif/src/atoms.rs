@@ -72,6 +72,7 @@ rustler::atoms! {
     already_persisted,
     already_done,
     internal,
+    renumbered,
     process,
     event,
     // stats keys

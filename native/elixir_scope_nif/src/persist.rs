@@ -300,6 +300,7 @@ fn load_finish<'a>(env: Env<'a>, loading: ResourceArc<LoadingResource>) -> NifRe
         (atoms::skipped().encode(env), r.skipped.encode(env)),
         (atoms::carried().encode(env), r.carried.encode(env)),
         (atoms::paged().encode(env), r.paged.encode(env)),
+        (atoms::renumbered().encode(env), r.renumbered.encode(env)),
     ];
     let report = Term::map_from_pairs(env, &pairs)?;
     Ok((atoms::ok(), resource::new_term(env, loaded.store), report).encode(env))
