@@ -80,6 +80,8 @@ defmodule ElixirScope.Persist do
           carried: non_neg_integer(),
           paged: non_neg_integer(),
           renumbered: boolean(),
+          damaged: [String.t()],
+          manifest_rebuilt: boolean(),
           clock: {integer(), integer()} | nil
         }
 
@@ -453,10 +455,15 @@ defmodule ElixirScope.Persist do
   are read from disk as queries need them (`:paged`).
 
   An opened store's seqs are the trace's: an event has the same seq in the capture that wrote
-  it, in the opened trace and in `summary/2`, also when retention deleted the first segments.
-  Only where loaded events do not follow each other are they numbered on: after events lost
-  midway (`:gaps`), and in a window opened with `:since`, whose states from before it come
-  first. `:renumbered` says whether that happened.
+  it, in the opened trace and in `summary/2`, also when retention deleted the first segments,
+  events were lost midway (`:gaps`) or a window was opened (its states from before it keep
+  theirs). Only a gap of over 16 million seqs is numbered on (`:renumbered` says so).
+
+  Damage costs only what is damaged: a segment that cannot be read (gone, empty, not a
+  segment, an archive that does not decompress) or that does not hold the events its place
+  says (a copy of another segment) is skipped whole and named in `:damaged`; a damaged frame
+  ends its segment (`:torn`); a damaged or lost `MANIFEST` is rebuilt from the segment files
+  (`:manifest_rebuilt`). A trace none of whose segments can be read is an error.
   """
   @spec info(Store.t()) :: report() | nil
   def info(%Store{source: source}), do: source

@@ -151,6 +151,73 @@ defmodule ElixirScope.PersistTest do
     assert shape([first]) == shape(events(store, after_seq: first.seq - 1, limit: 1))
   end
 
+  # A trace of a Counter over several segments, sealed; its events as the live store has them.
+  defp segmented_trace(dir, calls) do
+    store = new_store()
+    {:ok, c} = GenServer.start(Counter, 0)
+    trace_states_into(c, store)
+    :ok = Persist.start(store, Persist.options!(dir: dir, segment_bytes: 2_048))
+
+    for k <- 1..calls do
+      GenServer.call(c, {:add, k})
+      if rem(k, 10) == 0, do: {:ok, _} = Persist.flush(store)
+    end
+
+    {:ok, _} = Persist.finish(store)
+    {events(store), dir |> Path.join("*.seg") |> Path.wildcard() |> Enum.sort()}
+  end
+
+  test "a damaged or lost MANIFEST is rebuilt from the segments", %{dir: dir} do
+    {all, _segments} = segmented_trace(dir, 100)
+    manifest = Path.join(dir, "MANIFEST")
+
+    for damage <- [
+          fn -> File.write!(manifest, "garbage") end,
+          fn -> File.write!(manifest, "") end,
+          fn -> File.rm!(manifest) end
+        ] do
+      damage.()
+      assert {:ok, disk} = ElixirScope.open(dir)
+      info = Persist.info(disk)
+      assert info.manifest_rebuilt and info.damaged == [] and info.gaps == 0
+      assert events(disk) == all
+    end
+  end
+
+  test "a lost, empty or foreign segment costs its own events, and is named", %{dir: dir} do
+    {all, segments} = segmented_trace(dir, 100)
+    assert length(segments) > 4
+    [_, second, third, fourth | _] = segments
+
+    seqs_of = fn file ->
+      {:ok, one} = ElixirScope.open(file)
+      Enum.map(events(one), & &1.seq)
+    end
+
+    {lost, emptied, copied_over} = {seqs_of.(second), seqs_of.(third), seqs_of.(fourth)}
+    File.rm!(second)
+    File.write!(third, "")
+    # A copy of another segment of the same trace in fourth's place: loading it would repeat
+    # the first segment's events.
+    File.cp!(hd(segments), fourth)
+
+    assert {:ok, disk} = ElixirScope.open(dir)
+    info = Persist.info(disk)
+    assert Enum.sort(info.damaged) == Enum.map([second, third, fourth], &Path.basename/1)
+    got = events(disk)
+    # No event twice, and exactly the others.
+    assert Enum.map(got, & &1.seq) == Enum.uniq(Enum.map(got, & &1.seq))
+    gone = MapSet.new(lost ++ emptied ++ copied_over)
+    # The others keep their seqs (the lost ones are holes).
+    assert got == Enum.reject(all, &(&1.seq in gone))
+    refute info.renumbered
+    assert info.gaps == MapSet.size(gone)
+
+    # Nothing readable at all: an error naming what was wrong.
+    Enum.each(segments, &File.write!(&1, ""))
+    assert {:error, {:not_a_trace, _}} = ElixirScope.open(dir)
+  end
+
   test "terms foreign to the reading VM come back without creating atoms", %{dir: dir} do
     # A trace written by another VM, whose module and message atoms this VM never saw.
     script = """

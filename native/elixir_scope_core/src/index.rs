@@ -194,6 +194,7 @@ impl Index {
                         self.add_key_changes(log, &ev);
                     }
                 }
+                None if log.is_hole(seq) => {}
                 None if self.stragglers.len() < MAX_STRAGGLERS => self.stragglers.push(seq),
                 None => {}
             }

@@ -99,6 +99,9 @@ pub struct CaptureLog {
     truncated: AtomicU64,
     /// Where the events of a paged log are read from when first asked for.
     pager: Option<Box<dyn Pager>>,
+    /// Written by one owner alone (a trace being loaded, see [`CaptureLog::skip_to`]): what is
+    /// not there when it looks is a hole, never an event in flight.
+    exclusive: bool,
     /// The seq before a paged log's first slot: its seqs are a trace's, starting anywhere.
     base: Seq,
 }
@@ -146,6 +149,23 @@ impl CaptureLog {
             return false;
         }
         self.base = base;
+        true
+    }
+
+    /// Makes the next append's seq `seq` (never less than it would be), leaving the seqs
+    /// skipped as holes, for the log's one owner (a loader keeping a trace's seqs across events
+    /// lost midway). Nothing is allocated for the holes. False when `seq` is beyond the log's
+    /// capacity.
+    pub fn skip_to(&mut self, seq: Seq) -> bool {
+        let Some(idx) = seq.checked_sub(self.base + 1) else {
+            return false;
+        };
+        if idx >= self.limits.max_events {
+            return false;
+        }
+        self.exclusive = true;
+        let next = self.next_slot.get_mut();
+        *next = (*next).max(idx);
         true
     }
 
@@ -222,6 +242,7 @@ impl CaptureLog {
             dropped: AtomicU64::new(0),
             truncated: AtomicU64::new(0),
             pager: None,
+            exclusive: false,
             base: 0,
         }
     }
@@ -420,8 +441,9 @@ impl CaptureLog {
     /// an event that appears later. Slots whose memory could not be allocated are not waited for.
     pub fn published_seq(&self) -> Seq {
         let last = self.last_seq();
-        if self.pager.is_some() {
-            // Nobody writes a paged log but its pager: every event is there or never will be.
+        if self.pager.is_some() || self.exclusive {
+            // Nobody writes a paged log but its pager, nor a loaded one but its loader: every
+            // event is there or never will be.
             return last;
         }
         let lo = last.saturating_sub(PUBLISH_WINDOW).max(self.base + 1);
@@ -440,8 +462,8 @@ impl CaptureLog {
     /// Whether `seq` was handed out but can never be published: its writer got no memory for
     /// its slot (the slot's chunk does not exist). Such a seq is missing for good.
     pub fn is_hole(&self, seq: Seq) -> bool {
-        if self.pager.is_some() {
-            // Nothing is in flight in a paged log: what its pager cannot fill never comes.
+        if self.pager.is_some() || self.exclusive {
+            // Nothing is in flight in a paged or loaded log: what is not there never comes.
             return seq != 0 && seq <= self.last_seq() && self.get(seq).is_none();
         }
         seq > self.base

@@ -429,6 +429,12 @@ pub struct LoadReport {
     /// Segments left on disk, their events read when a query first needs them (the trace
     /// was opened paged: its footers gave the store its index).
     pub paged: usize,
+    /// Segment files skipped whole: unreadable (gone, empty, not a segment, an archive that
+    /// does not decompress) or not belonging where they are listed (events that are not the
+    /// ones the manifest says, or that repeat seqs already loaded: a copy of another segment).
+    pub damaged: Vec<String>,
+    /// The manifest was damaged or gone: the segments were found by their file names.
+    pub manifest_rebuilt: bool,
     /// Whether some events got store seqs other than their seqs in the trace: a store keeps
     /// the trace's seqs while they follow each other, so only after a gap (a segment lost
     /// midway) or in a window, whose states from before it come first.
@@ -488,18 +494,22 @@ pub fn load(
     Ok(loading.finish())
 }
 
+/// The widest run of missing seqs a loaded store leaves as holes (queries step over them once,
+/// when they index the store); a wider one is numbered on.
+const MAX_SKIP: u64 = 1 << 24;
+
 /// The segment files of a trace: a directory's, in manifest order, or one file.
 pub(crate) fn trace_files(
     path: &Path,
 ) -> io::Result<Vec<(std::path::PathBuf, segments::SegmentMeta)>> {
     if path.is_dir() {
-        if std::fs::symlink_metadata(path.join(segments::MANIFEST)).is_err() {
-            return Err(Error::NotATrace {
-                path: path.display().to_string(),
-            }
-            .into());
-        }
-        let manifest = segments::read_manifest(path)?;
+        let manifest = match segments::read_manifest_strict(path) {
+            Ok(m) => m,
+            // A newer format is refused, not guessed at.
+            Err(e @ Error::NewerFormat { .. }) => return Err(e.into()),
+            // A manifest damaged or gone: what its segments say, if there are any.
+            Err(e) => segments::rebuild_manifest(path).ok_or(e)?,
+        };
         return Ok(manifest
             .segments
             .into_iter()
@@ -607,6 +617,8 @@ pub struct Loading {
     loader: Loader,
     /// The current segment's bytes (one buffer for all: fresh memory is slow to fault in).
     buf: Vec<u8>,
+    /// Why the first damaged segment was skipped: the error when no segment was readable.
+    first_damage: Option<io::Error>,
 }
 
 impl Loading {
@@ -637,6 +649,9 @@ impl Loading {
     pub fn window(path: &Path, window: Window) -> io::Result<Loading> {
         let files = trace_files(path)?;
         let total = files_bytes(&files);
+        let mut loader = Loader::new(window)?;
+        loader.report.manifest_rebuilt =
+            path.is_dir() && segments::read_manifest_strict(path).is_err();
         Ok(Loading {
             path: path.to_path_buf(),
             paged: window == Window::default(),
@@ -645,8 +660,9 @@ impl Loading {
             read: 0,
             total,
             buf: Vec::new(),
-            loader: Loader::new(window)?,
+            loader,
             opened: None,
+            first_damage: None,
         })
     }
 
@@ -655,6 +671,17 @@ impl Loading {
     /// # Errors
     /// The file system's, or `InvalidData` for a segment that is not one this version reads.
     pub fn step(&mut self, map: &mut dyn FnMut(&[u8], &Symbols) -> Mapped) -> io::Result<bool> {
+        let more = self.step_segment(map)?;
+        if !more && self.opened.is_none() && self.loader.report.segments == 0 {
+            // Nothing was readable: that is an error, the first damage's.
+            if let Some(e) = self.first_damage.take() {
+                return Err(e);
+            }
+        }
+        Ok(more)
+    }
+
+    fn step_segment(&mut self, map: &mut dyn FnMut(&[u8], &Symbols) -> Mapped) -> io::Result<bool> {
         if std::mem::take(&mut self.paged) {
             if let Some(loaded) = crate::paged::open(&self.path, map) {
                 self.opened = Some(loaded);
@@ -690,14 +717,25 @@ impl Loading {
             self.read += std::fs::metadata(dir.join(&meta.file)).map_or(0, |m| m.len());
             return Ok(true);
         }
-        match segments::read_segment_into(dir, meta, &mut self.buf) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound && !meta.sealed => {
+        let read = segments::read_segment_into(dir, meta, &mut self.buf)
+            .and_then(|()| open_frames(meta, &self.buf).map(|_| ()));
+        match read {
+            Err(e) if e.kind() == io::ErrorKind::NotFound && !meta.sealed && !self.rebuilt() => {
                 // The capture is running and rotated: the file is now archived, or retention
                 // deleted it.
                 self.loader.report.missing += 1;
                 return Ok(true);
             }
-            r => r?,
+            // Damage costs this segment, not the trace.
+            Err(e) => return self.skip_damaged(meta, Error::at(e, &dir.join(&meta.file))),
+            Ok(()) => {}
+        }
+        if !self.belongs(meta) {
+            let e = Error::Corrupt {
+                path: meta.file.clone(),
+                offset: 0,
+            };
+            return self.skip_damaged(meta, e.into());
         }
         match open_frames(meta, &self.buf)? {
             Some(mut frames) => {
@@ -713,6 +751,32 @@ impl Loading {
         self.loader.report.segments += 1;
         self.read += std::fs::metadata(dir.join(&meta.file)).map_or(0, |m| m.len());
         Ok(true)
+    }
+
+    fn rebuilt(&self) -> bool {
+        self.loader.report.manifest_rebuilt
+    }
+
+    /// Skips the segment `meta` (read into `buf`, or not readable) as damaged, keeping why.
+    fn skip_damaged(&mut self, meta: &segments::SegmentMeta, e: io::Error) -> io::Result<bool> {
+        self.loader.report.damaged.push(meta.file.clone());
+        self.first_damage.get_or_insert(e);
+        Ok(true)
+    }
+
+    /// Whether the segment read into `buf` holds the events its place says: its first event
+    /// is the one the manifest lists (when it lists one) and comes after every event loaded
+    /// so far. A copy of another segment of the trace fails it (its events would be loaded
+    /// twice).
+    fn belongs(&self, meta: &segments::SegmentMeta) -> bool {
+        let first = segment::frames(&self.buf)
+            .ok()
+            .and_then(|mut f| f.find_map(|r| r.as_event().map(|e| e.seq)));
+        let Some(first) = first else {
+            return true;
+        };
+        (meta.first_seq == 0 || first == meta.first_seq)
+            && self.loader.last_seq.is_none_or(|last| first > last)
     }
 
     /// A sealed segment wholly before the window: only each process's last state is needed,
@@ -894,6 +958,13 @@ impl Loader {
         if !self.rebased {
             self.rebased = self.store.rebase(seq.saturating_sub(1));
         }
+        // Seqs lost midway, or skipped between the states carried into a window and the
+        // window: left as holes, so later events keep their seqs (a gap too wide to scan is
+        // numbered on instead).
+        let next = self.store.log().last_seq() + 1;
+        if seq > next && seq - next <= MAX_SKIP {
+            self.store.skip_to(seq);
+        }
         let log = self.store.log();
         let appended = match shared {
             Some(prev) => log.append_sharing(h, prev),
@@ -1074,7 +1145,12 @@ impl Loader {
         }
         match self.last_seq {
             Some(prev) if seq > prev => self.report.gaps += seq - prev - 1,
-            _ => {}
+            // A seq already loaded (or older): never loaded twice, never out of order.
+            Some(_) => {
+                self.report.discarded += 1;
+                return;
+            }
+            None => {}
         }
         self.last_seq = Some(seq);
         let shared = EventRef {
@@ -1818,11 +1894,20 @@ pub(crate) mod tests {
         let got = loaded.store.log();
         let pids = [3u64, 5, 7, 9];
         assert_eq!(r.carried, 4);
-        // The store starts at the first carried state's seq in the trace; the window's
-        // events, after a gap, are renumbered (and the report says so).
-        let first = got.first_seq();
-        assert!(r.renumbered);
-        for (i, e) in (first..first + 4).map(|s| got.get(s).unwrap()).enumerate() {
+        // Every event keeps its seq in the trace: the carried states, then (after the seqs
+        // between them, holes) the window's events.
+        assert!(!r.renumbered);
+        let loaded: Vec<_> = (got.first_seq()..=got.last_seq())
+            .filter_map(|s| got.get(s))
+            .collect();
+        for e in &loaded {
+            let original = log.get(e.seq).unwrap();
+            assert_eq!(
+                (e.header.ts, e.payload),
+                (original.header.ts, original.payload)
+            );
+        }
+        for (i, e) in loaded.iter().take(4).enumerate() {
             assert_eq!(e.header.kind, Kind::State as u8, "carried {i}");
             let pid = pids
                 .iter()
@@ -1845,9 +1930,7 @@ pub(crate) mod tests {
             .iter()
             .filter(|o| (since..=until).contains(&o.header.ts))
             .collect();
-        let loaded_inside: Vec<_> = (first + 4..=got.last_seq())
-            .map(|s| got.get(s).unwrap())
-            .collect();
+        let loaded_inside = &loaded[4..];
         assert_eq!(
             loaded_inside.len() as u64 + r.discarded,
             inside.len() as u64

@@ -145,6 +145,63 @@ pub fn read_manifest(dir: &Path) -> io::Result<Manifest> {
     }
 }
 
+/// Reads the manifest of a trace to be read (not written): one that is not there is an error.
+///
+/// # Errors
+/// [`Error::NotATrace`] for one missing or unreadable, [`Error::NewerFormat`], or the file
+/// system's.
+pub fn read_manifest_strict(dir: &Path) -> Result<Manifest, Error> {
+    let path = dir.join(MANIFEST);
+    if std::fs::symlink_metadata(&path).is_err() {
+        return Err(Error::NotATrace {
+            path: dir.display().to_string(),
+        });
+    }
+    read_manifest(dir).map_err(|e| Error::from_io(e, &path))
+}
+
+/// A manifest rebuilt from the segment files of `dir` (`00000001.seg`, `00000002.seg.lz4`,
+/// ...), in the order of their numbers, for a trace whose manifest is damaged or gone. Their
+/// ranges are unknown (0): whoever reads them reads them through. A segment found both raw and
+/// archived (a crash while it was being compressed) is taken raw, which is complete. `None`
+/// when `dir` holds no segment file.
+pub fn rebuild_manifest(dir: &Path) -> Option<Manifest> {
+    let mut found: Vec<(u64, String, bool)> = Vec::new();
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let (stem, archived) = match name.strip_suffix(".lz4") {
+            Some(stem) => (stem, true),
+            None => (name.as_str(), false),
+        };
+        let Some(number) = stem
+            .strip_suffix(".seg")
+            .and_then(|n| n.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        found.push((number, name.clone(), archived));
+    }
+    // Raw before archived for the same number, then one per number.
+    found.sort_by_key(|(n, _, archived)| (*n, *archived));
+    found.dedup_by_key(|(n, _, _)| *n);
+    if found.is_empty() {
+        return None;
+    }
+    let next = found.last().map_or(0, |(n, _, _)| n + 1);
+    Some(Manifest {
+        version: segment::VERSION,
+        segments: found
+            .into_iter()
+            .map(|(_, file, archived)| SegmentMeta {
+                file,
+                archived,
+                ..SegmentMeta::default()
+            })
+            .collect(),
+        next,
+    })
+}
+
 /// The bytes of one segment of a directory, decompressing an archived one (read them with
 /// [`segment::frames`]).
 ///

@@ -368,6 +368,12 @@ impl Store {
         done
     }
 
+    /// Makes the next event stored take seq `seq`, the seqs before it holes (see
+    /// [`CaptureLog::skip_to`]), for the store's one owner. False when it cannot.
+    pub(crate) fn skip_to(&mut self, seq: Seq) -> bool {
+        self.log.skip_to(seq)
+    }
+
     /// The capture log.
     pub fn log(&self) -> &CaptureLog {
         &self.log

@@ -73,6 +73,8 @@ rustler::atoms! {
     already_done,
     internal,
     renumbered,
+    damaged,
+    manifest_rebuilt,
     process,
     event,
     // stats keys

@@ -301,6 +301,11 @@ fn load_finish<'a>(env: Env<'a>, loading: ResourceArc<LoadingResource>) -> NifRe
         (atoms::carried().encode(env), r.carried.encode(env)),
         (atoms::paged().encode(env), r.paged.encode(env)),
         (atoms::renumbered().encode(env), r.renumbered.encode(env)),
+        (atoms::damaged().encode(env), r.damaged.encode(env)),
+        (
+            atoms::manifest_rebuilt().encode(env),
+            r.manifest_rebuilt.encode(env),
+        ),
     ];
     let report = Term::map_from_pairs(env, &pairs)?;
     Ok((atoms::ok(), resource::new_term(env, loaded.store), report).encode(env))
