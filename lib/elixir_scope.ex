@@ -51,7 +51,7 @@ defmodule ElixirScope do
     refused.
   """
 
-  alias ElixirScope.{Options, Server, Store}
+  alias ElixirScope.{Args, Options, Server, Store}
 
   @typedoc "A tracing level, see the module docs."
   @type tracing_level :: :full | :messages_only | :states_only | :minimal | :off
@@ -172,10 +172,13 @@ defmodule ElixirScope do
   into the directory `path`, which must not exist yet or be empty (for a persisted capture:
   every event its trace holds, across its stores). Returns the number of events written, or
   for a persisted capture the last seq. `open/2` reads it back, here or on another machine.
+
+  `path` is a non-empty UTF-8 string (or charlist); another path raises `ArgumentError`.
   """
   @spec save(Path.t(), keyword()) ::
           {:ok, non_neg_integer()} | {:error, ElixirScope.Error.file_reason() | :already_running}
-  def save(path, opts \\ []) when is_binary(path) do
+  def save(path, opts \\ []) do
+    path = Args.path!(path, "path")
     opts = Options.validate!(opts, store: nil)
     ElixirScope.Persist.save(ElixirScope.Query.store!(opts[:store]), path)
   end
@@ -193,6 +196,9 @@ defmodule ElixirScope do
       `DateTime`s) and each process's last state before it; see `ElixirScope.Persist.open/2`.
     * `:progress` - a function called with `(bytes_read, bytes_total)` as segments load.
 
+  `path` is a non-empty UTF-8 string (or charlist); another path, or invalid options, raise
+  `ArgumentError`.
+
   ## Examples
 
       {:ok, store} = ElixirScope.open("/var/log/myapp/trace")
@@ -201,8 +207,11 @@ defmodule ElixirScope do
   """
   @spec open(Path.t(), keyword()) ::
           {:ok, Store.t()} | {:error, ElixirScope.Error.file_reason() | :already_running}
-  def open(path, opts \\ []) when is_binary(path) do
+  def open(path, opts \\ []) do
+    path = Args.path!(path, "path")
     opts = Options.validate!(opts, default: false, progress: nil, since: nil, until: nil)
+    Args.boolean!(opts[:default], :default)
+    Args.fun!(opts[:progress], :progress, 2)
 
     if opts[:default] && running?() do
       {:error, :already_running}
@@ -227,6 +236,7 @@ defmodule ElixirScope do
   @spec open_persisted(keyword()) :: {:ok, Store.t()} | {:error, term()}
   def open_persisted(opts \\ []) do
     opts = Options.validate!(opts, progress: nil, since: nil, until: nil)
+    Args.fun!(opts[:progress], :progress, 2)
 
     case Process.whereis(Server) && safe_call(Process.whereis(Server), :flush) do
       nil -> {:error, :not_running}
@@ -341,7 +351,7 @@ defmodule ElixirScope do
   def trace(target, opts) do
     target = target!(target, "trace/2")
     opts = Options.validate!(opts, children: true, locals: false, as: :auto, states: true)
-    Enum.each([:children, :locals, :states], &Options.boolean!(opts, &1))
+    Enum.each([:children, :locals, :states], &Args.boolean!(opts[&1], &1))
 
     unless opts[:as] in [:auto, :process, :module] do
       raise ArgumentError,
@@ -401,13 +411,17 @@ defmodule ElixirScope do
 
   @doc "Seed-compatible: call-traces `module` (see `trace/2`)."
   @spec trace_module(module(), keyword()) :: :ok | {:error, term()}
-  def trace_module(module, opts \\ []) when is_atom(module),
-    do: trace(module, Keyword.put(opts, :as, :module))
+  def trace_module(module, opts \\ []),
+    do: trace(Args.module!(module, "module"), Keyword.put(Args.opts!(opts), :as, :module))
 
   @doc "Seed-compatible: traces one GenServer by pid or registered name."
   @spec trace_genserver(pid() | atom(), keyword()) :: :ok | {:error, term()}
-  def trace_genserver(server, opts \\ []) when is_pid(server) or is_atom(server),
-    do: trace(server, Keyword.put(opts, :as, :process))
+  def trace_genserver(server, opts \\ []) do
+    unless is_pid(server) or is_atom(server),
+      do: Args.bad!("server", server, "a pid or a registered name")
+
+    trace(server, Keyword.put(Args.opts!(opts), :as, :process))
+  end
 
   @doc """
   Seed-compatible: traces every running GenServer (processes started by `:gen_server` via

@@ -69,7 +69,7 @@ defmodule ElixirScope.Crash do
         else: "#{inspect(c.pid)} exited with #{show.(c.reason)}"
 
     [
-      headline <> " (event ##{c.exit.seq})",
+      headline <> exit_seq(c.exit),
       c.stacktrace &&
         "  stacktrace:\n" <> String.trim_trailing(Exception.format_stacktrace(c.stacktrace)),
       c.raised != [] &&
@@ -94,6 +94,17 @@ defmodule ElixirScope.Crash do
     |> Enum.filter(&is_binary/1)
     |> Enum.join("\n")
   end
+
+  def format(other) do
+    ElixirScope.Args.bad!(
+      "crash",
+      other,
+      "an ElixirScope.Crash (from ElixirScope.Query.why_crashed/2)"
+    )
+  end
+
+  defp exit_seq(%ElixirScope.Event{seq: seq}), do: " (event ##{seq})"
+  defp exit_seq(_), do: ""
 
   defimpl Inspect do
     def inspect(c, _opts) do

@@ -192,18 +192,21 @@ defmodule ElixirScope.Event do
   end
 
   @doc """
-  The event's time as a UTC `DateTime` (using the store's wall-clock offset).
+  The event's time as a UTC `DateTime` (using the store's wall-clock offset; with no store, this
+  VM's).
   """
   @spec datetime(t(), Store.t() | nil) :: DateTime.t()
-  def datetime(%__MODULE__{ts: ts}, store \\ Store.default()) do
-    case store do
-      nil -> DateTime.from_unix!(ts + :erlang.time_offset(:nanosecond), :nanosecond)
-      store -> Store.to_datetime(store, ts)
-    end
-  end
+  def datetime(event, store \\ Store.default())
+
+  def datetime(%__MODULE__{ts: ts}, nil),
+    do: Store.datetime!(ts, :erlang.time_offset(:nanosecond))
+
+  def datetime(%__MODULE__{ts: ts}, store), do: Store.to_datetime(store, ts)
+  def datetime(other, _store), do: bad_event!(other)
 
   @doc """
   A one-line human description of the event, as the `Inspect` implementation shows it.
+  `limit:` bounds how much of each term is shown (as `inspect/2`'s `:limit`, default 12).
 
   ## Examples
 
@@ -212,8 +215,15 @@ defmodule ElixirScope.Event do
       true
   """
   @spec describe(t(), keyword()) :: String.t()
-  def describe(%__MODULE__{} = e, opts \\ []) do
-    limit = Keyword.get(opts, :limit, 12)
+  def describe(event, opts \\ [])
+
+  def describe(%__MODULE__{} = e, opts) do
+    limit =
+      case ElixirScope.Options.validate!(opts, limit: 12)[:limit] do
+        n when (is_integer(n) and n >= 0) or n == :infinity -> n
+        other -> ElixirScope.Args.bad!(:limit, other, "a non-negative integer or :infinity")
+      end
+
     show = &inspect(&1, limit: limit, printable_limit: 80)
 
     body =
@@ -270,6 +280,10 @@ defmodule ElixirScope.Event do
 
     "##{e.seq} #{e.kind} #{body}"
   end
+
+  def describe(other, _opts), do: bad_event!(other)
+
+  defp bad_event!(other), do: ElixirScope.Args.bad!("event", other, "an ElixirScope.Event")
 
   defp mfa({m, f, a}), do: "#{inspect(m)}.#{f}/#{a}"
   defp mfa(_), do: "?"

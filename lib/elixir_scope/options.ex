@@ -31,20 +31,12 @@ defmodule ElixirScope.Options do
   end
 
   @doc false
-  def validate!(opts, allowed) when is_list(opts) do
-    if Keyword.keyword?(opts) do
-      Keyword.validate!(opts, allowed)
-    else
-      raise ArgumentError, "expected a keyword list of options, got: #{inspect(opts)}"
-    end
+  def validate!(opts, allowed) do
+    opts |> ElixirScope.Args.opts!() |> Keyword.validate!(allowed)
   rescue
     e in ArgumentError ->
       keys = allowed |> Enum.map(fn {k, _} -> k end) |> Enum.map_join(", ", &inspect/1)
       reraise ArgumentError, "#{Exception.message(e)} (allowed options: #{keys})", __STACKTRACE__
-  end
-
-  def validate!(opts, _allowed) do
-    raise ArgumentError, "expected a keyword list of options, got: #{inspect(opts)}"
   end
 
   @doc false
@@ -69,17 +61,6 @@ defmodule ElixirScope.Options do
 
   def sample_by!(other) do
     raise ArgumentError, "invalid :sample_by #{inspect(other)}, expected :process or :event"
-  end
-
-  @doc false
-  def boolean!(opts, key) do
-    case opts[key] do
-      b when is_boolean(b) ->
-        b
-
-      other ->
-        raise ArgumentError, "invalid #{inspect(key)} #{inspect(other)}, expected true or false"
-    end
   end
 
   defp pos_integer!(opts, key, max) do

@@ -277,10 +277,13 @@ defmodule ElixirScope.Persist do
   """
   @spec save(Store.t(), Path.t()) ::
           {:ok, non_neg_integer()} | {:error, ElixirScope.Error.file_reason()}
-  def save(%Store{} = store, path) when is_binary(path) do
+  def save(%Store{} = store, path) do
+    path = ElixirScope.Args.path!(path, "path")
     # (An opened trace is saved with the clock it was captured with.)
     Native.store_save(Store.ref(store), Path.expand(path))
   end
+
+  def save(other, _path), do: ElixirScope.Args.bad_store!(other, "store")
 
   @doc """
   Opens a trace (a directory, or one segment file) as a read-only store.
@@ -303,9 +306,10 @@ defmodule ElixirScope.Persist do
   Returns `{:error, message}` when the path holds no trace this version can read.
   """
   @spec open(Path.t(), keyword()) :: {:ok, Store.t()} | {:error, ElixirScope.Error.file_reason()}
-  def open(path, opts \\ []) when is_binary(path) do
+  def open(path, opts \\ []) do
+    path = ElixirScope.Args.path!(path, "path")
     opts = ElixirScope.Options.validate!(opts, progress: nil, since: nil, until: nil)
-    progress = opts[:progress] || fn _, _ -> :ok end
+    progress = ElixirScope.Args.fun!(opts[:progress], :progress, 2) || fn _, _ -> :ok end
     path = Path.expand(path)
 
     with {:ok, since, until} <- window(path, opts[:since], opts[:until]),
@@ -425,9 +429,11 @@ defmodule ElixirScope.Persist do
   """
   @spec summary(Path.t(), keyword()) ::
           {:ok, summary()} | {:error, ElixirScope.Error.file_reason()}
-  def summary(path, opts \\ []) when is_binary(path) do
+  def summary(path, opts \\ []) do
+    path = ElixirScope.Args.path!(path, "path")
     opts = ElixirScope.Options.validate!(opts, progress: nil, footers: true)
-    progress = opts[:progress] || fn _, _ -> :ok end
+    progress = ElixirScope.Args.fun!(opts[:progress], :progress, 2) || fn _, _ -> :ok end
+    ElixirScope.Args.boolean!(opts[:footers], :footers)
 
     with {:ok, s, total} <- Native.summary_begin(Path.expand(path), opts[:footers] == true),
          :ok <- run_steps(fn -> Native.summary_step(s) end, total, progress),
@@ -467,4 +473,5 @@ defmodule ElixirScope.Persist do
   """
   @spec info(Store.t()) :: report() | nil
   def info(%Store{source: source}), do: source
+  def info(other), do: ElixirScope.Args.bad_store!(other, "store")
 end

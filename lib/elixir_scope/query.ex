@@ -21,7 +21,7 @@ defmodule ElixirScope.Query do
   With no store at all, queries raise `ArgumentError`.
   """
 
-  alias ElixirScope.{Event, Native, Store}
+  alias ElixirScope.{Args, Event, Native, Store}
 
   @typedoc "A point in time: monotonic nanoseconds (an event's `ts`) or a `DateTime`."
   @type time :: integer() | DateTime.t()
@@ -219,31 +219,36 @@ defmodule ElixirScope.Query do
   sent to it by traced processes, links).
   """
   @spec timeline(pid(), filters()) :: [Event.t()]
-  def timeline(pid, filters \\ []) when is_pid(pid),
-    do: events(Keyword.put(filters, :involving, pid))
+  def timeline(pid, filters \\ []) do
+    pid = Args.pid!(pid, "pid")
+    events(Keyword.put(Args.opts!(filters), :involving, pid))
+  end
 
   @doc """
   Messages `pid` sent (`:send` and `:send_to_dead` events of `pid`).
   """
   @spec messages_from(pid(), filters()) :: [Event.t()]
-  def messages_from(pid, filters \\ []) when is_pid(pid),
-    do: events([pid: pid, kind: [:send, :send_to_dead]] ++ filters)
+  def messages_from(pid, filters \\ []),
+    do: events([pid: Args.pid!(pid, "pid"), kind: [:send, :send_to_dead]] ++ Args.opts!(filters))
 
   @doc """
   Messages that arrived in `pid`'s mailbox (`:receive` events of `pid`), from any sender, traced
   or not. The sender is not part of a receive event; `message_flow/3` pairs senders and receivers.
   """
   @spec messages_to(pid(), filters()) :: [Event.t()]
-  def messages_to(pid, filters \\ []) when is_pid(pid),
-    do: events([pid: pid, kind: :receive] ++ filters)
+  def messages_to(pid, filters \\ []),
+    do: events([pid: Args.pid!(pid, "pid"), kind: :receive] ++ Args.opts!(filters))
 
   @doc """
   Messages `from` sent to `to` (`:send` events of `from` whose peer is `to`). Requires `from`
   to be traced.
   """
   @spec message_flow(pid(), pid(), filters()) :: [Event.t()]
-  def message_flow(from, to, filters \\ []) when is_pid(from) and is_pid(to),
-    do: events([pid: from, peer: to, kind: :send] ++ filters)
+  def message_flow(from, to, filters \\ []) do
+    from = Args.pid!(from, "from")
+    to = Args.pid!(to, "to")
+    events([pid: from, peer: to, kind: :send] ++ Args.opts!(filters))
+  end
 
   @doc """
   Calls of `module.function` (any arity unless `:arity` is given), as `:call` events whose
@@ -251,28 +256,36 @@ defmodule ElixirScope.Query do
   too.
   """
   @spec function_calls(module(), atom(), filters()) :: [Event.t()]
-  def function_calls(module, function, filters \\ [])
-      when is_atom(module) and is_atom(function) do
-    {arity, filters} = Keyword.pop(filters, :arity, :_)
+  def function_calls(module, function, filters \\ []) do
+    module = Args.module!(module, "module")
+    function = Args.atom!(function, "function")
+    {arity, filters} = Keyword.pop(Args.opts!(filters), :arity, :_)
+
+    unless arity == :_ or (is_integer(arity) and arity in 0..255),
+      do: bad!(:arity, arity, "an arity from 0 to 255 or :_")
+
     events([mfa: {module, function, arity}, kind: :call] ++ filters)
   end
 
   @doc "Calls of any function of `module`, as `:call` events."
   @spec module_function_calls(module(), filters()) :: [Event.t()]
-  def module_function_calls(module, filters \\ []) when is_atom(module),
-    do: events([mfa: module, kind: :call] ++ filters)
+  def module_function_calls(module, filters \\ []),
+    do: events([mfa: Args.module!(module, "module"), kind: :call] ++ Args.opts!(filters))
 
   @doc "Events of `pid`, oldest first (`events(pid: pid)` with more filters)."
   @spec process_events(pid(), filters()) :: [Event.t()]
-  def process_events(pid, filters \\ []) when is_pid(pid), do: events([pid: pid] ++ filters)
+  def process_events(pid, filters \\ []),
+    do: events([pid: Args.pid!(pid, "pid")] ++ Args.opts!(filters))
 
   @doc """
   What a GenServer did: the messages it received, its callback calls and returns, its states and
   the messages it sent, oldest first.
   """
   @spec genserver_events(pid(), filters()) :: [Event.t()]
-  def genserver_events(pid, filters \\ []) when is_pid(pid),
-    do: events([pid: pid, kind: [:receive, :call, :return, :exception, :state, :send]] ++ filters)
+  def genserver_events(pid, filters \\ []) do
+    kinds = [:receive, :call, :return, :exception, :state, :send]
+    events([pid: Args.pid!(pid, "pid"), kind: kinds] ++ Args.opts!(filters))
+  end
 
   @doc """
   The events within `n` seqs before and after `event` (an event or a seq), it included: up to
@@ -281,25 +294,32 @@ defmodule ElixirScope.Query do
   @spec events_around_event(Event.t() | pos_integer(), non_neg_integer(), filters()) :: [
           Event.t()
         ]
-  def events_around_event(event, n \\ 10, filters \\ [])
-  def events_around_event(%Event{seq: seq}, n, filters), do: events_around_event(seq, n, filters)
+  def events_around_event(event, n \\ 10, filters \\ []) do
+    seq =
+      case event do
+        %Event{seq: seq} when is_integer(seq) and seq > 0 -> seq
+        seq when is_integer(seq) and seq > 0 -> seq
+        other -> bad!("event", other, "an ElixirScope.Event or a seq (a positive integer)")
+      end
 
-  def events_around_event(seq, n, filters) when is_integer(seq) and is_integer(n) and n >= 0 do
-    events([after_seq: max(seq - n - 1, 0), before_seq: seq + n + 1] ++ filters)
+    n = Args.non_neg_integer!(n, "n")
+    events([after_seq: max(seq - n - 1, 0), before_seq: seq + n + 1] ++ Args.opts!(filters))
   end
 
   @doc "Every recorded process spawn (`:spawn` events)."
   @spec process_spawns(filters()) :: [Event.t()]
-  def process_spawns(filters \\ []), do: events([kind: :spawn] ++ filters)
+  def process_spawns(filters \\ []), do: events([kind: :spawn] ++ Args.opts!(filters))
 
   @doc "Every recorded process exit (`:exit` events)."
   @spec process_exits(filters()) :: [Event.t()]
-  def process_exits(filters \\ []), do: events([kind: :exit] ++ filters)
+  def process_exits(filters \\ []), do: events([kind: :exit] ++ Args.opts!(filters))
 
   @doc "The traced calls of `pid` with their returns and exceptions, in order."
   @spec execution_path(pid(), filters()) :: [Event.t()]
-  def execution_path(pid, filters \\ []) when is_pid(pid),
-    do: events([pid: pid, kind: [:call, :return, :exception]] ++ filters)
+  def execution_path(pid, filters \\ []) do
+    kinds = [:call, :return, :exception]
+    events([pid: Args.pid!(pid, "pid"), kind: kinds] ++ Args.opts!(filters))
+  end
 
   @doc """
   Events from `from` to `to` (inclusive; monotonic ns, `DateTime`, `{:seq, n}` or an event), with
@@ -312,6 +332,7 @@ defmodule ElixirScope.Query do
         ) ::
           [Event.t()]
   def execution_timeline(from, to, filters \\ []) do
+    filters = Args.opts!(filters)
     store = store!(Keyword.get(filters, :store))
 
     bounds =
@@ -404,7 +425,7 @@ defmodule ElixirScope.Query do
     end
   end
 
-  def store!(other), do: raise(ArgumentError, "invalid :store #{inspect(other)}")
+  def store!(other), do: Args.bad_store!(other, :store)
 
   defp pids!(pid, _key) when is_pid(pid), do: [pid]
 
@@ -443,12 +464,13 @@ defmodule ElixirScope.Query do
   defp wild(:_), do: nil
   defp wild(x), do: x
 
+  # Times and seqs beyond the NIFs' 64 bits are valid requests: clamped, they mean the same.
   defp time!(_store, nil, _key), do: nil
-  defp time!(_store, t, _key) when is_integer(t), do: t
-  defp time!(store, %DateTime{} = dt, _key), do: Store.from_datetime(store, dt)
+  defp time!(_store, t, _key) when is_integer(t), do: Args.i64(t)
+  defp time!(store, %DateTime{} = dt, _key), do: Args.i64(Store.from_datetime(store, dt))
   defp time!(_store, other, key), do: bad!(key, other, "monotonic nanoseconds or a DateTime")
 
-  defp seq!(n, _key) when is_integer(n) and n >= 0, do: n
+  defp seq!(n, _key) when is_integer(n) and n >= 0, do: Args.u64(n)
   defp seq!(other, key), do: bad!(key, other, "a non-negative integer")
 
   defp opt_seq!(nil), do: nil
@@ -458,10 +480,8 @@ defmodule ElixirScope.Query do
   defp order!(other), do: bad!(:order, other, ":asc or :desc")
 
   defp limit!(:infinity), do: nil
-  defp limit!(n) when is_integer(n) and n >= 0, do: n
+  defp limit!(n) when is_integer(n) and n >= 0, do: Args.limit(n)
   defp limit!(other), do: bad!(:limit, other, "a non-negative integer or :infinity")
 
-  defp bad!(key, value, expected) do
-    raise ArgumentError, "invalid #{inspect(key)} #{inspect(value)}, expected #{expected}"
-  end
+  defp bad!(key, value, expected), do: Args.bad!(key, value, expected)
 end

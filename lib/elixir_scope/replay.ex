@@ -14,7 +14,7 @@ defmodule ElixirScope.Replay do
   `kind:`) decide which events the cursor visits; every step is one native query.
   """
 
-  alias ElixirScope.{Event, Query, Store}
+  alias ElixirScope.{Args, Event, Query, Store}
   alias ElixirScope.Query.History
 
   @enforce_keys [:store, :event, :filters]
@@ -47,7 +47,7 @@ defmodule ElixirScope.Replay do
   """
   @spec open(History.time() | :start, keyword()) :: {:ok, t()} | {:error, :no_events}
   def open(at, filters \\ []) do
-    {store, filters} = Keyword.pop(filters, :store)
+    {store, filters} = Keyword.pop(Args.opts!(filters), :store)
     store = Query.store!(store)
 
     for k <- [:limit, :order, :after_seq, :before_seq], Keyword.has_key?(filters, k) do
@@ -71,28 +71,32 @@ defmodule ElixirScope.Replay do
 
   @doc "The next matching event, or `{:error, :end}`."
   @spec next(t()) :: {:ok, t()} | {:error, :end}
-  def next(%__MODULE__{event: e} = cursor) do
+  def next(%__MODULE__{event: %Event{} = e} = cursor) do
     case query(cursor, after_seq: e.seq, limit: 1) do
       [next] -> {:ok, %{cursor | event: next}}
       [] -> {:error, :end}
     end
   end
 
+  def next(other), do: bad_cursor!(other)
+
   @doc "The previous matching event, or `{:error, :start}`."
   @spec prev(t()) :: {:ok, t()} | {:error, :start}
-  def prev(%__MODULE__{event: e} = cursor) do
+  def prev(%__MODULE__{event: %Event{} = e} = cursor) do
     case query(cursor, before_seq: e.seq, order: :desc, limit: 1) do
       [prev] -> {:ok, %{cursor | event: prev}}
       [] -> {:error, :start}
     end
   end
 
+  def prev(other), do: bad_cursor!(other)
+
   @doc """
   Moves to the last matching event at or before `at` (a time, an event or `{:seq, n}`), or to
   the first event when `at` precedes them all.
   """
   @spec jump(t(), History.time()) :: {:ok, t()} | {:error, :no_events}
-  def jump(%__MODULE__{} = cursor, at) do
+  def jump(%__MODULE__{store: %Store{}} = cursor, at) do
     bound = ElixirScope.Query.At.bound(cursor.store, :to, at)
 
     case query(cursor, bound ++ [order: :desc, limit: 1]) do
@@ -101,6 +105,8 @@ defmodule ElixirScope.Replay do
     end
   end
 
+  def jump(other, _at), do: bad_cursor!(other)
+
   @doc """
   Steps forward to the next event the cursor visits that also matches `filters`: `:kind` (an
   atom or a list), `:pid`, `:peer`, `:mfa` (`{m, f, a}`, `{m, f}` or `m`, with `:_`
@@ -108,8 +114,15 @@ defmodule ElixirScope.Replay do
   function). `{:error, :end}` when there is none.
   """
   @spec step_until(t(), keyword()) :: {:ok, t()} | {:error, :end}
-  def step_until(%__MODULE__{event: e} = cursor, filters) when is_list(filters) do
-    filters = Keyword.validate!(filters, [:kind, :pid, :peer, :mfa, :data])
+  def step_until(%__MODULE__{event: %Event{} = e} = cursor, filters) do
+    filters = filters |> Args.opts!() |> Keyword.validate!([:kind, :pid, :peer, :mfa, :data])
+    # `mfa:` is checked as Query.events/1 checks it (it is always matched here).
+    if Keyword.has_key?(filters, :mfa),
+      do: Query.native_filter(store: cursor.store, mfa: filters[:mfa])
+
+    with {:ok, fun} when not is_function(fun, 1) <- Keyword.fetch(filters, :data),
+         do: Args.bad!(:data, fun, "a function of arity 1")
+
     # Kinds and processes the cursor does not filter on already go to the native query; the
     # rest is tested here.
     {native, here} =
@@ -119,6 +132,8 @@ defmodule ElixirScope.Replay do
 
     find(cursor, e.seq, native, &matches?(&1, here))
   end
+
+  def step_until(other, _filters), do: bad_cursor!(other)
 
   # Pages through the cursor's own events matching `native`, testing each.
   defp find(cursor, after_seq, native, pred) do
@@ -154,14 +169,15 @@ defmodule ElixirScope.Replay do
 
   @doc "The current event."
   @spec event(t()) :: Event.t()
-  def event(%__MODULE__{event: e}), do: e
+  def event(%__MODULE__{event: %Event{} = e}), do: e
+  def event(other), do: bad_cursor!(other)
 
   @doc """
   The current event with, for each process it involves (its pid and a pid peer), the state, the
   pending messages and the open calls just after it.
   """
   @spec view(t()) :: %{event: Event.t(), processes: %{pid() => process_view()}}
-  def view(%__MODULE__{event: e, store: store}) do
+  def view(%__MODULE__{event: %Event{} = e, store: %Store{} = store}) do
     opts = [store: store]
     at = {:seq, e.seq}
 
@@ -179,9 +195,11 @@ defmodule ElixirScope.Replay do
     %{event: e, processes: processes}
   end
 
+  def view(other), do: bad_cursor!(other)
+
   @doc "The current position as readable text (the event, then each process involved)."
   @spec format(t()) :: String.t()
-  def format(%__MODULE__{} = cursor) do
+  def format(%__MODULE__{event: %Event{}, store: %Store{}} = cursor) do
     %{event: e, processes: procs} = view(cursor)
     show = &inspect(&1, limit: 12, printable_limit: 120)
 
@@ -202,11 +220,20 @@ defmodule ElixirScope.Replay do
     Enum.join([Event.describe(e) | List.flatten(lines)], "\n")
   end
 
+  def format(other), do: bad_cursor!(other)
+
+  defp bad_cursor!(other) do
+    Args.bad!("cursor", other, "an ElixirScope.Replay cursor (from ElixirScope.Replay.open/2)")
+  end
+
   defp mfa(%Event{mfa: {m, f, a}}), do: "#{inspect(m)}.#{f}/#{a}"
 
   defp query(cursor, extra), do: Query.events([store: cursor.store] ++ cursor.filters ++ extra)
 
   defimpl Inspect do
-    def inspect(r, _opts), do: "#ElixirScope.Replay<at #{ElixirScope.Event.describe(r.event)}>"
+    def inspect(%{event: %ElixirScope.Event{} = e}, _opts),
+      do: "#ElixirScope.Replay<at #{ElixirScope.Event.describe(e)}>"
+
+    def inspect(_r, _opts), do: "#ElixirScope.Replay<no event>"
   end
 end

@@ -22,7 +22,7 @@ defmodule ElixirScope.Store do
   and a buffer (the size of the largest recent payload, at most 128 KiB kept).
   """
 
-  alias ElixirScope.{Native, Options}
+  alias ElixirScope.{Args, Native, Options}
 
   @enforce_keys [:ref, :time_offset]
   defstruct [:ref, :time_offset, source: nil, history: nil]
@@ -103,6 +103,7 @@ defmodule ElixirScope.Store do
   """
   @spec stats(t()) :: stats()
   def stats(%__MODULE__{ref: ref}), do: Native.store_stats(ref)
+  def stats(other), do: bad_store!(other)
 
   @doc """
   Stops the store from accepting events. Every process still tracing into it loses its tracer
@@ -110,6 +111,7 @@ defmodule ElixirScope.Store do
   """
   @spec close(t()) :: :ok
   def close(%__MODULE__{ref: ref}), do: Native.store_close(ref)
+  def close(other), do: bad_store!(other)
 
   @doc "Changes the tracing level of a store while capture runs."
   @spec set_level(t(), ElixirScope.tracing_level()) :: :ok
@@ -117,11 +119,17 @@ defmodule ElixirScope.Store do
     Native.store_set_level(ref, Options.level!(level))
   end
 
+  def set_level(other, _level), do: bad_store!(other)
+
   @doc "Changes sampling of a store while capture runs."
   @spec set_sampling(t(), float(), :process | :event) :: :ok
-  def set_sampling(%__MODULE__{ref: ref}, rate, by \\ :process) do
+  def set_sampling(store, rate, by \\ :process)
+
+  def set_sampling(%__MODULE__{ref: ref}, rate, by) do
     Native.store_set_sampling(ref, Options.sample_rate!(rate) / 1, Options.sample_by!(by))
   end
+
+  def set_sampling(other, _rate, _by), do: bad_store!(other)
 
   @doc """
   Returns to the operating system the memory that dropped stores left for reuse.
@@ -158,11 +166,25 @@ defmodule ElixirScope.Store do
 
   @doc """
   Converts a monotonic timestamp of this store (an event's `ts`) to a UTC `DateTime`.
+
+  Raises `ArgumentError` for a timestamp that is not an integer, or whose time a `DateTime`
+  cannot hold (before year 0 or after 9999).
   """
   @spec to_datetime(t(), integer()) :: DateTime.t()
-  def to_datetime(%__MODULE__{time_offset: off}, ts) when is_integer(ts) do
-    DateTime.from_unix!(ts + off, :nanosecond)
+  def to_datetime(%__MODULE__{time_offset: off}, ts), do: datetime!(ts, off)
+  def to_datetime(other, _ts), do: bad_store!(other)
+
+  @doc false
+  # The UTC DateTime of monotonic nanoseconds `ts` on a clock `offset` from the system's.
+  @spec datetime!(integer(), integer()) :: DateTime.t()
+  def datetime!(ts, offset) when is_integer(ts) do
+    case DateTime.from_unix(ts + offset, :nanosecond) do
+      {:ok, dt} -> dt
+      {:error, _} -> Args.bad!("ts", ts, "monotonic nanoseconds of a time from year 0 to 9999")
+    end
   end
+
+  def datetime!(ts, _offset), do: Args.bad!("ts", ts, "monotonic nanoseconds (an integer)")
 
   @doc """
   Converts a UTC `DateTime` to the store's monotonic nanoseconds (for `since:`/`until:`).
@@ -171,6 +193,11 @@ defmodule ElixirScope.Store do
   def from_datetime(%__MODULE__{time_offset: off}, %DateTime{} = dt) do
     DateTime.to_unix(dt, :nanosecond) - off
   end
+
+  def from_datetime(%__MODULE__{}, other), do: Args.bad!("datetime", other, "a DateTime")
+  def from_datetime(other, _dt), do: bad_store!(other)
+
+  defp bad_store!(other), do: Args.bad_store!(other, "store")
 
   defimpl Inspect do
     def inspect(store, _opts) do

@@ -63,4 +63,57 @@ defmodule ElixirScope.KeyChangesTest do
     assert [%{from: 5, to: 12}, %{from: 12, to: 13}] =
              Query.key_changes(cart, :total, store: store, since: second_add.event)
   end
+
+  defmodule Blob do
+    use GenServer
+    def init(_), do: {:ok, %{count: 0, blob: ""}}
+    def handle_call({:count, n}, _from, s), do: {:reply, :ok, %{s | count: n}}
+    def handle_call({:blob, b}, _from, s), do: {:reply, :ok, %{s | blob: b}}
+  end
+
+  test "a state over the payload cap hides its keys, but is no change from absent to absent" do
+    # States are kept whole up to 64 KiB (however small max_payload_bytes); past that only a
+    # size, a hash and a prefix: which keys changed is unknown.
+    store = new_store(max_payload_bytes: 64)
+    {:ok, blob} = GenServer.start_link(Blob, nil)
+    trace_states_into(blob, store)
+    big = &String.duplicate("x", &1)
+
+    # Small, then three different truncated states, then small again.
+    calls = [{:count, 1}, {:blob, big.(70_000)}, {:blob, big.(80_000)}, {:blob, big.(90_000)}]
+    for c <- calls ++ [{:blob, ""}, {:count, 4}], do: :ok = GenServer.call(blob, c)
+
+    states = fn pid ->
+      Query.state_timeline(pid, store: store, changes_only: false)
+    end
+
+    wait_until(fn -> length(states.(blob)) == 7 end)
+    assert [false, false, true, true, true, false, false] = Enum.map(states.(blob), &truncated?/1)
+
+    assert [
+             %{from: :absent, to: 0},
+             %{from: 0, to: 1},
+             %{from: 1, to: :absent},
+             %{from: :absent, to: 1},
+             %{from: 1, to: 4}
+           ] = Query.key_changes(blob, :count, store: store)
+
+    assert [
+             %{from: :absent, to: ""},
+             %{from: "", to: :absent},
+             %{from: :absent, to: ""}
+           ] = Query.key_changes(blob, :blob, store: store)
+
+    # A process whose every state is truncated has no known key changes at all.
+    {:ok, all_big} = GenServer.start_link(Blob, nil)
+    :ok = GenServer.call(all_big, {:blob, big.(70_000)})
+    trace_states_into(all_big, store)
+    for n <- 1..3, do: :ok = GenServer.call(all_big, {:blob, big.(70_000 + n)})
+    wait_until(fn -> length(states.(all_big)) == 4 end)
+    assert Enum.all?(states.(all_big), &truncated?/1)
+    assert Query.key_changes(all_big, :count, store: store) == []
+    assert Query.key_changes(all_big, :blob, store: store) == []
+  end
+
+  defp truncated?(event), do: match?(%ElixirScope.Event.Truncated{}, event.data)
 end

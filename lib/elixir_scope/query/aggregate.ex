@@ -19,7 +19,7 @@ defmodule ElixirScope.Query.Aggregate do
   `nil` otherwise).
   """
 
-  alias ElixirScope.{Native, Store}
+  alias ElixirScope.{Args, Native, Store}
   alias ElixirScope.Query.DSL
 
   @keys [:pid, :peer, :kind, :module, :mfa, :tag]
@@ -64,9 +64,12 @@ defmodule ElixirScope.Query.Aggregate do
 
   @doc """
   The `n` keys with the most matching events, most first (ties in key order): `[{key, count}]`.
+  `n` is a positive integer.
   """
   @spec top(keyword(), key(), pos_integer()) :: [{term(), pos_integer()}]
-  def top(filters, key, n \\ 10) when is_integer(n) and n > 0 do
+  def top(filters, key, n \\ 10) do
+    n = Args.pos_integer!(n, "n")
+
     filters
     |> counts(key!(key))
     |> Enum.sort_by(fn {_, count} -> -count end)
@@ -111,6 +114,7 @@ defmodule ElixirScope.Query.Aggregate do
   @spec durations(keyword(), :all | key()) :: durations() | nil | %{term() => durations()}
   def durations(filters, key \\ :all) do
     by = if key == :all, do: :all, else: key!(key)
+    filters = Args.opts!(filters)
     refuse!(filters, [:limit, :order, :kind | DSL.pattern_keys()], "durations/2 times every call")
     {store, filter} = DSL.native_args(filters, nil)
 
@@ -123,6 +127,7 @@ defmodule ElixirScope.Query.Aggregate do
   end
 
   defp counts(filters, by) do
+    filters = Args.opts!(filters)
     refuse!(filters, [:limit, :order], "aggregations count every match")
     {rest, compiled} = DSL.compile_filters(filters)
     {key, pattern, guard, vars} = split(compiled)

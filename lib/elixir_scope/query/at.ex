@@ -2,13 +2,18 @@ defmodule ElixirScope.Query.At do
   @moduledoc false
   # Converts the time arguments of history queries into the native form: {:seq, n} or {:ts, ns}.
 
-  alias ElixirScope.{Event, Store}
+  # Beyond the NIFs' 64 bits, times and seqs are clamped (see ElixirScope.Args): a time before or
+  # after anything the capture's clock shows, a seq after every event, mean the same at the end.
+
+  alias ElixirScope.{Args, Event, Store}
 
   @doc false
-  def native!(_store, %Event{seq: seq}), do: {:seq, seq}
-  def native!(_store, {:seq, n}) when is_integer(n) and n >= 0, do: {:seq, n}
-  def native!(_store, ts) when is_integer(ts), do: {:ts, ts}
-  def native!(store, %DateTime{} = dt), do: {:ts, Store.from_datetime(store, dt)}
+  def native!(_store, %Event{seq: seq}) when is_integer(seq) and seq >= 0,
+    do: {:seq, Args.u64(seq)}
+
+  def native!(_store, {:seq, n}) when is_integer(n) and n >= 0, do: {:seq, Args.u64(n)}
+  def native!(_store, ts) when is_integer(ts), do: {:ts, Args.i64(ts)}
+  def native!(store, %DateTime{} = dt), do: {:ts, Args.i64(Store.from_datetime(store, dt))}
   def native!(store, :now), do: {:seq, Store.stats(store).last_seq}
 
   def native!(_store, other) do

@@ -103,7 +103,7 @@ defmodule ElixirScope.Query.DSL do
       ** (ArgumentError) invalid query pattern: the guard uses m, which the pattern does not bind (line 1)
   """
   @spec find(keyword()) :: [match()]
-  def find(filters) when is_list(filters) do
+  def find(filters) do
     case compile_filters(filters, [:select]) do
       {rest, nil} ->
         {select, rest} = select!(rest)
@@ -124,7 +124,8 @@ defmodule ElixirScope.Query.DSL do
   # (`{key, pattern, guard, bind names}`, or nil when there is none).
   @spec compile_filters(keyword(), [atom()]) ::
           {keyword(), nil | {atom(), term(), term(), [term()]}}
-  def compile_filters(filters, extra \\ []) when is_list(filters) do
+  def compile_filters(filters, extra \\ []) do
+    filters = ElixirScope.Args.opts!(filters)
     check_keys!(filters, extra)
 
     case split_pattern!(filters) do
@@ -233,7 +234,15 @@ defmodule ElixirScope.Query.DSL do
   defp format_error(msg), do: to_string(msg)
 
   defp quoted!(ast) do
-    case Macro.validate(ast) do
+    # (Macro.validate/1 raises on an improper list.)
+    validated =
+      try do
+        Macro.validate(ast)
+      rescue
+        FunctionClauseError -> {:error, ast}
+      end
+
+    case validated do
       :ok -> ast
       {:error, bad} -> invalid!("expected a string or quoted pattern, got #{inspect(bad)}", [])
     end
@@ -329,8 +338,9 @@ defmodule ElixirScope.Query.DSL do
   def literal(l) when is_list(l), do: literal_list(l, [])
   def literal(t) when is_tuple(t), do: {:tuple, t |> Tuple.to_list() |> Enum.map(&literal/1)}
 
+  # (A struct is its map, `:__struct__` included.)
   def literal(m) when is_map(m),
-    do: {:map_exact, Enum.map(m, fn {k, v} -> {literal(k), literal(v)} end)}
+    do: {:map_exact, m |> Map.to_list() |> Enum.map(fn {k, v} -> {literal(k), literal(v)} end)}
 
   # Pids, references, ports, funs, big integers, bitstrings: their exact encoding.
   def literal(other) do

@@ -24,19 +24,18 @@ defmodule ElixirScope.Query.History do
   state is recorded without copying it again.
   """
 
-  alias ElixirScope.{Crash, Event, Native, Query, StateDiff, Store, Supervision}
+  alias ElixirScope.{Args, Crash, Event, Native, Query, StateDiff, Store, Supervision}
   alias ElixirScope.Query.At
 
   @typedoc "A point in time, see the module docs."
   @type time :: integer() | DateTime.t() | {:seq, non_neg_integer()} | Event.t() | :now
 
-  defp store(opts), do: Query.store!(Keyword.get(opts, :store))
+  defp store(opts), do: Query.store!(Keyword.get(Args.opts!(opts), :store))
   defp decode(tuples), do: Enum.map(tuples, &Event.from_native(&1, node()))
   defp decode1(nil), do: nil
   defp decode1(tuple), do: Event.from_native(tuple, node())
 
-  defp pid!(pid) when is_pid(pid), do: pid
-  defp pid!(other), do: raise(ArgumentError, "expected a pid, got: #{inspect(other)}")
+  defp pid!(pid, name \\ "pid"), do: Args.pid!(pid, name)
 
   @doc """
   The state `pid` had at `t`: `{:ok, state}`, or `{:error, :no_state}` when none was recorded
@@ -64,9 +63,12 @@ defmodule ElixirScope.Query.History do
 
   @doc """
   Where one key of a map (or struct) state changed: `[%{event: state_event, from: old, to:
-  new}]`, oldest first, `:absent` standing for a key the state lacks. Served by a per-process,
-  per-key index of change points, so a key that rarely changes in a busy process is cheap to
-  follow.
+  new}]`, oldest first, `:absent` standing for a key the state lacks (or a state too big to
+  keep: see `ElixirScope.Event.Truncated`). Served by a per-process, per-key index of change
+  points, so a key that rarely changes in a busy process is cheap to follow.
+
+  `key` is an atom: the index follows atom keys, the keys of structs and of most map states.
+  Any other key raises `ArgumentError`.
 
   ## Options
 
@@ -82,11 +84,14 @@ defmodule ElixirScope.Query.History do
   @spec key_changes(pid(), atom(), keyword()) :: [
           %{event: Event.t(), from: term() | :absent, to: term() | :absent}
         ]
-  def key_changes(pid, key, opts \\ []) when is_atom(key) do
+  def key_changes(pid, key, opts \\ []) do
     s = store(opts)
+    pid = pid!(pid)
 
-    events =
-      s |> Store.ref() |> Native.query_key_changes(pid!(pid), Atom.to_string(key)) |> decode()
+    unless is_atom(key),
+      do: Args.bad!("key", key, "an atom (only atom keys of map states are indexed)")
+
+    events = s |> Store.ref() |> Native.query_key_changes(pid, Atom.to_string(key)) |> decode()
 
     from = At.opt_native!(s, opts[:since])
     to = At.opt_native!(s, opts[:until])
@@ -109,8 +114,17 @@ defmodule ElixirScope.Query.History do
         {%{event: e, from: before, to: now}, now}
       end)
 
-    Enum.filter(changes, &(within?(&1.event, from, :since) and within?(&1.event, to, :until)))
+    # A state over the payload cap hides the key: from absent to absent is no change.
+    Enum.filter(
+      changes,
+      &(not (&1.from == :absent and &1.to == :absent) and within?(&1.event, from, :since) and
+          within?(&1.event, to, :until))
+    )
   end
+
+  # What a truncated (or undecodable) state held is unknown.
+  defp fetch(%Event.Truncated{}, _key), do: :absent
+  defp fetch(%Event.Undecodable{}, _key), do: :absent
 
   defp fetch(%{} = state, key) do
     case Map.fetch(state, key) do
@@ -141,7 +155,7 @@ defmodule ElixirScope.Query.History do
     s = store(opts)
     from = At.opt_native!(s, opts[:since])
     to = At.opt_native!(s, opts[:until])
-    changes = Keyword.get(opts, :changes_only, true)
+    changes = Args.boolean!(Keyword.get(opts, :changes_only, true), :changes_only)
 
     s
     |> Store.ref()
@@ -166,6 +180,9 @@ defmodule ElixirScope.Query.History do
 
   def state_cause(%Event{kind: :state}, _opts), do: nil
 
+  def state_cause(other, _opts),
+    do: Args.bad!("state_event", other, "a :state ElixirScope.Event")
+
   @doc """
   How `pid`'s state evolved from `from` to `to`: the state in force at `from` (if any) followed
   by every change after it up to `to`, as `:state` events.
@@ -182,7 +199,9 @@ defmodule ElixirScope.Query.History do
   """
   @spec state_changes_in_window(pid(), {time(), time()}, keyword()) ::
           [%{event: Event.t(), diff: StateDiff.t()}]
-  def state_changes_in_window(pid, {from, to}, opts \\ []) do
+  def state_changes_in_window(pid, window, opts \\ [])
+
+  def state_changes_in_window(pid, {from, to}, opts) do
     before = state_event_at(pid, from, opts)
     changes = state_timeline(pid, Keyword.merge(opts, since: from, until: to))
 
@@ -193,6 +212,9 @@ defmodule ElixirScope.Query.History do
 
     diffs
   end
+
+  def state_changes_in_window(_pid, other, _opts),
+    do: Args.bad!("window", other, "a {from, to} tuple of times")
 
   @doc """
   A structural diff of two states (or `:state` events): changed, added and removed paths. See
@@ -349,7 +371,7 @@ defmodule ElixirScope.Query.History do
     opts = Keyword.put(opts, :store, store(opts))
 
     sup
-    |> pid!()
+    |> pid!("sup")
     |> state_timeline(opts)
     |> Enum.flat_map(fn e ->
       case Supervision.children(e.data) do
@@ -455,7 +477,8 @@ defmodule ElixirScope.Query.History do
   """
   @spec why_crashed(pid(), keyword()) :: {:ok, Crash.t()} | {:error, :no_exit}
   def why_crashed(pid, opts \\ []) do
-    {n, opts} = Keyword.pop(opts, :last, 5)
+    {n, opts} = Keyword.pop(Args.opts!(opts), :last, 5)
+    n = Args.non_neg_integer!(n, :last)
     opts = Keyword.put(opts, :store, store(opts))
 
     case Query.events(Keyword.merge(opts, pid: pid!(pid), kind: :exit, order: :desc, limit: 1)) do

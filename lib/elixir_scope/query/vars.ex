@@ -10,7 +10,7 @@ defmodule ElixirScope.Query.Vars do
   `{name, line, value}`.
   """
 
-  alias ElixirScope.{Event, Query}
+  alias ElixirScope.{Args, Event, Query}
 
   @typedoc "A recorded binding."
   @type binding :: %{name: atom(), value: term(), line: non_neg_integer(), seq: pos_integer()}
@@ -18,7 +18,32 @@ defmodule ElixirScope.Query.Vars do
   @typedoc "Which call: its entry event, a function, a module, or a process (its last call)."
   @type target :: Event.t() | mfa() | module() | pid()
 
-  defp store_opts(opts), do: Keyword.put(opts, :store, Query.store!(Keyword.get(opts, :store)))
+  defp store_opts(opts) do
+    opts = Args.opts!(opts)
+    Keyword.put(opts, :store, Query.store!(Keyword.get(opts, :store)))
+  end
+
+  # The events filter of a function or module (`pid?`: or a process).
+  defp target_filter!(pid, true) when is_pid(pid), do: [pid: pid]
+  defp target_filter!(mod, _pid?) when is_atom(mod) and mod not in [nil, :_], do: [mfa: mod]
+
+  defp target_filter!({m, f} = mfa, _pid?)
+       when is_atom(m) and m not in [nil, :_] and is_atom(f),
+       do: [mfa: mfa]
+
+  defp target_filter!({m, f, a} = mfa, _pid?)
+       when is_atom(m) and m not in [nil, :_] and is_atom(f) and
+              (a == :_ or (is_integer(a) and a in 0..255)),
+       do: [mfa: mfa]
+
+  defp target_filter!(other, pid?) do
+    Args.bad!(
+      "target",
+      other,
+      "#{if pid?, do: "a pid, ", else: ""}a module or {module, function, arity} " <>
+        "(function and arity may be :_)"
+    )
+  end
 
   @doc """
   The tracked calls of `target` (an `{m, f, a}`, a module or a pid), as entry events, oldest
@@ -32,12 +57,7 @@ defmodule ElixirScope.Query.Vars do
   @spec calls(mfa() | module() | pid(), keyword()) :: [Event.t()]
   def calls(target, opts \\ []) do
     opts = store_opts(opts)
-
-    filter =
-      case target do
-        pid when is_pid(pid) -> [pid: pid]
-        mfa -> [mfa: mfa]
-      end
+    filter = target_filter!(target, true)
 
     Query.events(opts ++ filter ++ [kind: :var])
     |> Enum.filter(&match?({:"$call", _, _}, &1.data))
@@ -47,14 +67,14 @@ defmodule ElixirScope.Query.Vars do
   The bindings of one call, in the order they happened: `[%{name, value, line, seq}]`.
 
   `target` is a call's entry event, or an `{m, f, a}`, a module or a pid, meaning its last
-  tracked call (`call: :first` or `call: n` picks another: n counts from 0, oldest first).
-  `[]` when no such call was recorded.
+  tracked call (`call: :first` or `call: n` picks another: n counts from 0, oldest first;
+  `call: :last` is the default). `[]` when no such call was recorded.
   """
   @spec variables(target(), keyword()) :: [binding()]
   def variables(target, opts \\ [])
 
   def variables(%Event{kind: :var, data: {:"$call", _, _}} = entry, opts) do
-    opts = store_opts(Keyword.delete(opts, :call))
+    opts = opts |> Args.opts!() |> Keyword.delete(:call) |> store_opts()
 
     # By function, not by process: an fn defined in the call may run in another process (a
     # Task, an Agent), and records its bindings there, still pointing at this call.
@@ -78,8 +98,12 @@ defmodule ElixirScope.Query.Vars do
   `[%{call: entry_seq, pid: pid, value: value, line: line, seq: seq}]`.
   """
   @spec var_history(module() | mfa(), atom(), keyword()) :: [map()]
-  def var_history(module, var, opts \\ []) when is_atom(var) do
-    Query.events(store_opts(opts) ++ [mfa: module, kind: :var])
+  def var_history(module, var, opts \\ []) do
+    opts = store_opts(opts)
+    filter = target_filter!(module, false)
+    var = Args.atom!(var, "var")
+
+    Query.events(opts ++ filter ++ [kind: :var])
     |> Enum.filter(&match?({^var, _, _}, &1.data))
     |> Enum.map(fn %Event{data: {_, line, value}} = e ->
       %{call: e.peer, pid: e.pid, value: value, line: line, seq: e.seq}
@@ -151,16 +175,29 @@ defmodule ElixirScope.Query.Vars do
     end
   end
 
-  defp entry(%Event{} = e, _opts), do: e
+  defp entry(%Event{kind: :var, data: {:"$call", _, _}} = e, _opts), do: e
+
+  defp entry(%Event{} = e, _opts) do
+    Args.bad!(
+      "target",
+      e,
+      "a call's entry event (a :var event whose data is {:\"$call\", line, _}), " <>
+        "a pid, a module or {module, function, arity}"
+    )
+  end
 
   defp entry(target, opts) do
-    {which, opts} = Keyword.pop(opts, :call, :last)
+    {which, opts} = Keyword.pop(Args.opts!(opts), :call, :last)
+
+    unless which in [:first, :last] or (is_integer(which) and which >= 0),
+      do: Args.bad!(:call, which, ":first, :last or a non-negative integer (counted from 0)")
+
     calls = calls(target, opts)
 
     case which do
       :last -> List.last(calls)
       :first -> List.first(calls)
-      n when is_integer(n) -> Enum.at(calls, n)
+      n -> Enum.at(calls, n)
     end
   end
 
