@@ -256,7 +256,10 @@ defmodule ElixirScope do
   Keys: `:running`, `:events`, `:dropped`, `:truncated`, `:bytes` (memory committed),
   `:payload_bytes`, `:capacity` (max events), `:max_bytes`, `:max_payload_bytes`,
   `:tracing_level`, `:sample_rate`, `:sample_by`, `:last_seq`, `:traced` (`%{pids: [...], all:
-  boolean, new: boolean, modules: [...], state_modules: [...]}`), `:skipped` (processes left to another tracer),
+  boolean, new: boolean, modules: [...], state_modules: [...], lost_patterns: [mfa]}`, where
+  `lost_patterns` are functions whose trace pattern ElixirScope set and another tool such as
+  `:dbg` cleared or replaced since: their calls and states are no longer captured), `:skipped`
+  (processes left to another tracer),
   `:persist_dir` (where `persist:` writes the capture, or `nil`), `:persisted` (events written
   there so far) and `:generation` (how many stores the capture has used: a persisted capture
   goes on in a fresh store each time its store is half full).
@@ -303,7 +306,14 @@ defmodule ElixirScope do
       running: false,
       persist_dir: nil,
       generation: 1,
-      traced: %{pids: [], all: false, new: false, modules: [], state_modules: []},
+      traced: %{
+        pids: [],
+        all: false,
+        new: false,
+        modules: [],
+        state_modules: [],
+        lost_patterns: []
+      },
       skipped: []
     })
   end
@@ -334,6 +344,10 @@ defmodule ElixirScope do
       running process starts being traced. For a module target, processes running it.
       `:all` and `:new` record no states: trace the GenServer itself (or its module) for
       those.
+    * `:override` - trace patterns are global to the VM: a function whose pattern another tool
+      (`:dbg`, recon, a profiler) set is left alone, and the call answers
+      `{:error, {:pattern_in_use, mfas}}`; `override: true` replaces those patterns
+      (default `false`). ElixirScope only ever clears patterns that are still its own.
 
   ## Errors
 
@@ -342,6 +356,7 @@ defmodule ElixirScope do
     * `{:error, {:unknown_target, atom}}` - neither a registered name nor a loadable module
     * `{:error, {:already_traced, pid, tracer}}` - another tool traces it
     * `{:error, {:refused, module, why}}` - ElixirScope itself or VM internals
+    * `{:error, {:pattern_in_use, [mfa]}}` - another tool's trace patterns (see `:override`)
 
   Other argument shapes raise `ArgumentError`.
   """
@@ -350,8 +365,17 @@ defmodule ElixirScope do
 
   def trace(target, opts) do
     target = target!(target, "trace/2")
-    opts = Options.validate!(opts, children: true, locals: false, as: :auto, states: true)
-    Enum.each([:children, :locals, :states], &Args.boolean!(opts[&1], &1))
+
+    opts =
+      Options.validate!(opts,
+        children: true,
+        locals: false,
+        as: :auto,
+        states: true,
+        override: false
+      )
+
+    Enum.each([:children, :locals, :states, :override], &Args.boolean!(opts[&1], &1))
 
     unless opts[:as] in [:auto, :process, :module] do
       raise ArgumentError,

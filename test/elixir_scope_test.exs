@@ -2,7 +2,7 @@ defmodule ElixirScopeTest do
   # The facade drives one global capture, so these tests run one at a time.
   use ExUnit.Case, async: false
 
-  alias ElixirScope.Query
+  alias ElixirScope.{Query, Tracer}
   import ElixirScope.ScopeCase, only: [wait_until: 1]
 
   setup do
@@ -52,7 +52,16 @@ defmodule ElixirScopeTest do
       status = ElixirScope.status()
       assert %{running: true, events: 0, dropped: 0, truncated: 0, capacity: 5_000} = status
       assert %{tracing_level: :minimal, sample_rate: 0.5, bytes: 0} = status
-      assert status.traced == %{pids: [], all: false, new: false, modules: [], state_modules: []}
+
+      assert status.traced == %{
+               pids: [],
+               all: false,
+               new: false,
+               modules: [],
+               state_modules: [],
+               lost_patterns: []
+             }
+
       assert {:error, :already_running} = ElixirScope.start()
     end
 
@@ -140,6 +149,78 @@ defmodule ElixirScopeTest do
           ] do
         assert Map.has_key?(status, key)
       end
+    end
+  end
+
+  defmodule Shared do
+    use GenServer
+    def a(x), do: x + 1
+    def b(x), do: x + 2
+    def c(x), do: x + 3
+    @impl true
+    def init(n), do: {:ok, n}
+    @impl true
+    def handle_call(:get, _from, n), do: {:reply, n, n}
+  end
+
+  describe "sharing the VM's trace patterns with :dbg" do
+    setup do
+      {:ok, _} = ElixirScope.start()
+      {:ok, _} = :dbg.tracer(:process, {fn _msg, n -> n + 1 end, 0})
+
+      on_exit(fn ->
+        :dbg.ctp()
+        :dbg.stop()
+      end)
+    end
+
+    test "another tool's pattern is not overwritten unless told, nor cleared by stop/0" do
+      dbg_ms = [{:_, [], [{:return_trace}]}]
+      {:ok, _} = :dbg.tpl(Shared, :b, 1, dbg_ms)
+
+      assert ElixirScope.trace(Shared, as: :module) ==
+               {:error, {:pattern_in_use, [{Shared, :b, 1}]}}
+
+      assert ElixirScope.Error.describe({:pattern_in_use, [{Shared, :b, 1}]}) =~
+               "ElixirScopeTest.Shared.b/1"
+
+      assert :erlang.trace_info({Shared, :b, 1}, :match_spec) == {:match_spec, dbg_ms}
+      assert :erlang.trace_info({Shared, :a, 1}, :traced) == {:traced, false}
+      assert ElixirScope.status().traced.modules == []
+
+      # A GenServer whose callback :dbg traces: not traced for states unless told.
+      {:ok, server} = GenServer.start(Shared, 0)
+      {:ok, _} = :dbg.tpl(Shared, :handle_call, 3, dbg_ms)
+      assert {:error, {:pattern_in_use, [{Shared, :handle_call, 3}]}} = ElixirScope.trace(server)
+      assert ElixirScope.trace(server, states: false) == :ok
+
+      # Told to: ElixirScope's pattern replaces it.
+      assert ElixirScope.trace(Shared, as: :module, override: true) == :ok
+      assert Tracer.pattern_owner({Shared, :b, 1}) == :ours
+      assert ElixirScope.status().traced.lost_patterns == []
+      GenServer.stop(server)
+    end
+
+    test "a pattern taken from ElixirScope is reported, and left to its new owner at stop" do
+      assert ElixirScope.trace(Shared, as: :module) == :ok
+      # Called from a process of their own (every process gets ElixirScope's :call flag).
+      calls = fn f -> Task.async(f) |> Task.await() end
+      assert calls.(fn -> Shared.a(1) end) == 2
+      wait_until(fn -> Query.count(kind: :call, mfa: {Shared, :a, 1}) == 1 end)
+
+      # :dbg replaces one pattern and clears another.
+      dbg_ms = [{:_, [], [{:message, :mine}]}]
+      {:ok, _} = :dbg.tpl(Shared, :b, 1, dbg_ms)
+      {:ok, _} = :dbg.ctp(Shared, :c, 1)
+      assert ElixirScope.status().traced.lost_patterns == [{Shared, :b, 1}, {Shared, :c, 1}]
+      calls.(fn -> Shared.c(1) + Shared.a(2) end)
+      wait_until(fn -> Query.count(kind: :call, mfa: {Shared, :a, 1}) == 2 end)
+      assert Query.count(kind: :call, mfa: {Shared, :c, 1}) == 0
+
+      :ok = ElixirScope.stop()
+      # Its own patterns are gone; :dbg's stays.
+      assert :erlang.trace_info({Shared, :a, 1}, :traced) == {:traced, false}
+      assert :erlang.trace_info({Shared, :b, 1}, :match_spec) == {:match_spec, dbg_ms}
     end
   end
 

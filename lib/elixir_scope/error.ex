@@ -63,6 +63,19 @@ defmodule ElixirScope.Error do
   def describe({:refused, mod, why}), do: "refusing to trace #{inspect(mod)}: #{why}"
   def describe({:module_not_loaded, mod}), do: "module #{inspect(mod)} could not be loaded"
   def describe({:remote_pid, pid}), do: "#{inspect(pid)} lives on another node"
+
+  def describe({:pattern_in_use, mfas}) when is_list(mfas) do
+    shown =
+      mfas
+      |> Enum.take(5)
+      |> Enum.map_join(", ", &Exception.format_mfa(elem(&1, 0), elem(&1, 1), elem(&1, 2)))
+
+    more = if length(mfas) > 5, do: " and #{length(mfas) - 5} more", else: ""
+
+    "another tool (:dbg, recon, a profiler) has trace patterns on #{shown}#{more}; " <>
+      "they were left alone (override: true replaces them)"
+  end
+
   def describe({:enoent, path}), do: "#{path}: no such file or directory"
 
   def describe({:not_a_regular_file, path}),

@@ -140,7 +140,8 @@ defmodule ElixirScope.Server do
       all: s.all,
       new: s.new,
       modules: Enum.sort(Map.keys(s.modules)),
-      state_modules: Enum.sort(MapSet.to_list(s.state_modules))
+      state_modules: Enum.sort(MapSet.to_list(s.state_modules)),
+      lost_patterns: lost_patterns(s)
     }
 
     {:reply,
@@ -148,6 +149,14 @@ defmodule ElixirScope.Server do
   end
 
   def handle_call(:store, _from, s), do: {:reply, s.store, s}
+
+  # Patterns ElixirScope set that another tool cleared or replaced since (`:dbg.ctp`, `:dbg.tpl`
+  # on the same functions): those calls and states are no longer captured.
+  defp lost_patterns(s) do
+    calls = Enum.flat_map(s.modules, fn {mod, locals?} -> Tracer.lost_patterns(mod, locals?) end)
+    states = Enum.flat_map(s.state_modules, &Tracer.lost_state_patterns/1)
+    (calls ++ states) |> Enum.uniq() |> Enum.sort()
+  end
 
   def handle_call(:flush, _from, %{persist_dir: nil} = s),
     do: {:reply, {:error, :not_persisted}, s}
@@ -293,13 +302,15 @@ defmodule ElixirScope.Server do
 
     # Only a free process (no tracer yet) gets state patterns and a snapshot: another tracer's
     # process is left alone, and one traced already has its states recorded already.
-    s =
+    watched =
       if Keyword.get(opts, :states, true) and Tracer.free?(pid),
-        do: watch_states(pid, s),
-        else: s
+        do: watch_states(pid, Keyword.get(opts, :override, false), s),
+        else: {:ok, s}
 
-    case Tracer.trace_pid(pid, s.store, Tracer.flags() ++ extra) do
-      :ok -> {:ok, %{s | pids: MapSet.put(s.pids, pid)}}
+    with {:ok, s} <- watched,
+         :ok <- Tracer.trace_pid(pid, s.store, Tracer.flags() ++ extra) do
+      {:ok, %{s | pids: MapSet.put(s.pids, pid)}}
+    else
       error -> {error, s}
     end
   end
@@ -340,14 +351,17 @@ defmodule ElixirScope.Server do
   # A GenServer-like process: its callbacks' results become :state events, starting from a
   # snapshot taken now (before its trace flags are set, so the snapshot's own system messages
   # are not traced).
-  defp watch_states(pid, s) do
+  # Another tool's pattern on one of its callbacks is not overwritten unless `override?`: the
+  # trace is refused instead, saying which (`states: false` traces the process without states).
+  defp watch_states(pid, override?, s) do
     with mod when mod != nil <- Tracer.state_module(pid),
-         :ok <- Tracer.watch_state_module(mod, s.store) do
+         :ok <- Tracer.watch_state_module(mod, s.store, override?) do
       send(s.janitor, {:traced_module, mod})
       Tracer.snapshot_state(pid, s.store)
-      %{s | state_modules: MapSet.put(s.state_modules, mod)}
+      {:ok, %{s | state_modules: MapSet.put(s.state_modules, mod)}}
     else
-      _ -> s
+      {:error, {:pattern_in_use, _}} = e -> e
+      _ -> {:ok, s}
     end
   end
 
@@ -357,7 +371,7 @@ defmodule ElixirScope.Server do
   defp trace_module(mod, opts, s) do
     locals? = Keyword.get(opts, :locals, false)
 
-    case Tracer.trace_module(mod, locals?) do
+    case Tracer.trace_module(mod, locals?, Keyword.get(opts, :override, false)) do
       {:ok, _n} ->
         # A GenServer callback module: its processes' states are recorded too.
         s =

@@ -5,7 +5,10 @@ defmodule ElixirScope.Tracer do
   # tracing level, so a low level costs the VM nothing for the kinds it does not keep.
   #
   # Coexistence (OTP 25/26 have one tracer per process): a process that already has another
-  # tracer is reported and left alone, never taken over.
+  # tracer is reported and left alone, never taken over. Trace patterns are global to the VM
+  # too: a function whose pattern another tool (:dbg, recon) set is not overwritten unless the
+  # caller says so (`override: true`), ElixirScope only clears patterns that are still its own,
+  # and one taken from it since is reported (`lost_patterns/2`).
 
   alias ElixirScope.{Native, Store}
 
@@ -86,26 +89,97 @@ defmodule ElixirScope.Tracer do
     end
   end
 
-  @doc "Call-traces a module's functions (exported, or all with `locals: true`)."
-  @spec trace_module(module(), boolean()) :: {:ok, non_neg_integer()} | {:error, term()}
-  def trace_module(mod, locals?) when is_atom(mod) do
+  # The match specs ElixirScope sets: a pattern with another one is another tool's.
+  @ms [{:_, [], [{:return_trace}, {:exception_trace}]}]
+  @dynsup_ms [{[{:_, :_, :_}], [], [{:return_trace}, {:exception_trace}]}]
+
+  @doc """
+  Who set the trace pattern of `mfa`: `:none`, `:ours` (one of ElixirScope's match specs) or
+  `:other` (any other pattern: `:dbg`, recon, a profiler).
+  """
+  @spec pattern_owner(mfa()) :: :none | :ours | :other
+  def pattern_owner(mfa) do
+    case :erlang.trace_info(mfa, :all) do
+      {:all, false} -> :none
+      {:all, info} -> if info[:match_spec] in [@ms, @dynsup_ms], do: :ours, else: :other
+    end
+  end
+
+  @doc """
+  Call-traces a module's functions (exported, or all with `locals: true`). Functions whose
+  pattern another tool set make it `{:error, {:pattern_in_use, mfas}}`, unless `override?`.
+  """
+  @spec trace_module(module(), boolean(), boolean()) ::
+          {:ok, non_neg_integer()} | {:error, term()}
+  def trace_module(mod, locals?, override? \\ false) when is_atom(mod) do
     with :ok <- allowed(mod),
-         {:module, ^mod} <- Code.ensure_loaded(mod) do
-      ms = [{:_, [], [{:return_trace}, {:exception_trace}]}]
-      n = :erlang.trace_pattern({mod, :_, :_}, ms, [if(locals?, do: :local, else: :global)])
+         {:module, ^mod} <- Code.ensure_loaded(mod),
+         :ok <- free_patterns(module_functions(mod, locals?), override?) do
+      n = :erlang.trace_pattern({mod, :_, :_}, @ms, [if(locals?, do: :local, else: :global)])
       {:ok, n}
     else
       {:error, {:refused, _, _}} = e -> e
+      {:error, {:pattern_in_use, _}} = e -> e
       {:error, _} -> {:error, {:module_not_loaded, mod}}
     end
   end
 
-  @doc "Removes a module's call tracing."
+  defp free_patterns(_mfas, true), do: :ok
+
+  defp free_patterns(mfas, false) do
+    case Enum.filter(mfas, &(pattern_owner(&1) == :other)) do
+      [] -> :ok
+      taken -> {:error, {:pattern_in_use, taken}}
+    end
+  end
+
+  # The functions a module-wide pattern applies to: exported ones, or all with locals.
+  defp module_functions(mod, locals?) do
+    for {f, a} <- mod.module_info(if(locals?, do: :functions, else: :exports)),
+        not generated?(f),
+        do: {mod, f, a}
+  end
+
+  # module_info/0,1 and compiler-generated functions take no pattern.
+  defp generated?(f), do: f == :module_info or String.starts_with?(Atom.to_string(f), "-")
+
+  @doc """
+  Removes a module's call tracing: the patterns that are still ElixirScope's (another tool's
+  pattern set since stays).
+  """
   @spec untrace_module(module()) :: :ok
   def untrace_module(mod) do
-    :erlang.trace_pattern({mod, :_, :_}, false, [:local])
-    :erlang.trace_pattern({mod, :_, :_}, false, [:global])
+    if Code.ensure_loaded?(mod) do
+      for mfa <- module_functions(mod, true), pattern_owner(mfa) == :ours do
+        :erlang.trace_pattern(mfa, false, [:local])
+        :erlang.trace_pattern(mfa, false, [:global])
+      end
+    end
+
     :ok
+  end
+
+  @doc """
+  The functions of `mod` (exported ones, or all with `locals?`) whose pattern ElixirScope set
+  and another tool has since cleared or replaced: their calls are no longer captured.
+  """
+  @spec lost_patterns(module(), boolean()) :: [mfa()]
+  def lost_patterns(mod, locals?) do
+    if Code.ensure_loaded?(mod),
+      do: Enum.reject(module_functions(mod, locals?), &(pattern_owner(&1) == :ours)),
+      else: []
+  end
+
+  @doc "The state callbacks of `mod` whose pattern is no longer ElixirScope's."
+  @spec lost_state_patterns(module()) :: [mfa()]
+  def lost_state_patterns(mod) do
+    if Code.ensure_loaded?(mod) do
+      for {f, a} <- state_callbacks(mod, kind(mod)),
+          pattern_owner({mod, f, a}) != :ours,
+          do: {mod, f, a}
+    else
+      []
+    end
   end
 
   @callbacks [
@@ -177,28 +251,28 @@ defmodule ElixirScope.Tracer do
   callbacks, and the module registered with the store. Returns `:ok`, or an error when the
   module may not be traced.
   """
-  @spec watch_state_module(module(), Store.t()) :: :ok | {:error, term()}
-  def watch_state_module(mod, %Store{} = store) do
-    kind = if statem_module?(mod), do: :gen_statem, else: :gen_server
+  @spec watch_state_module(module(), Store.t(), boolean()) :: :ok | {:error, term()}
+  def watch_state_module(mod, %Store{} = store, override? \\ false) do
+    kind = kind(mod)
+    callbacks = for {f, a} <- state_callbacks(mod, kind), do: {mod, f, a}
 
     with :ok <- allowed_state_module(mod),
+         :ok <- free_patterns(callbacks, override?),
          :ok <- Native.store_watch_states(Store.ref(store), mod, kind) do
-      ms = [{:_, [], [{:return_trace}, {:exception_trace}]}]
-
-      for {f, a} <- state_callbacks(mod, kind) do
-        :erlang.trace_pattern({mod, f, a}, callback_ms(mod, f, ms), [:global])
+      for {_, f, a} <- callbacks do
+        :erlang.trace_pattern({mod, f, a}, callback_ms(mod, f), [:global])
       end
 
       :ok
     end
   end
 
+  defp kind(mod), do: if(statem_module?(mod), do: :gen_statem, else: :gen_server)
+
   # DynamicSupervisor.init/1 is also its public flags builder (called with a keyword list, from
   # inside the callback); only the callback's {module, arg, name} argument counts.
-  defp callback_ms(DynamicSupervisor, :init, _ms),
-    do: [{[{:_, :_, :_}], [], [{:return_trace}, {:exception_trace}]}]
-
-  defp callback_ms(_mod, _f, ms), do: ms
+  defp callback_ms(DynamicSupervisor, :init), do: @dynsup_ms
+  defp callback_ms(_mod, _f), do: @ms
 
   defp state_callbacks(mod, :gen_server),
     do: Enum.filter(@callbacks, fn {f, a} -> function_exported?(mod, f, a) end)
