@@ -13,7 +13,8 @@
 //!
 //! Cost is bounded for big terms too: past the caller's byte `limit` nothing more is copied. The
 //! walk goes on only to count the encoding's size (a binary's bytes are counted, never read), for
-//! at most [`COUNT_BUDGET`] more terms; if that runs out, the size is reported as a lower bound.
+//! at most [`COUNT_BUDGET`] more terms, and no more terms than the limit has bytes; if that runs
+//! out, the size is reported as a lower bound.
 //! Sending a 100 MB binary costs the VM O(1) (binaries are reference counted); tracing it costs
 //! us the limit, not 100 MB. (Funs, bignums and odd-sized bitstrings under the limit are encoded
 //! by the VM whole; past it they are not encoded and make the size a lower bound.)
@@ -214,7 +215,9 @@ impl Encoder {
         self.limit = limit;
         self.counting = false;
         self.overflow = 0;
-        self.count_left = COUNT_BUDGET;
+        // Counting the size past the limit visits at most as many terms as the limit has bytes
+        // (each term takes at least one): the work stays proportional to the budget.
+        self.count_left = COUNT_BUDGET.min(u32::try_from(limit).unwrap_or(u32::MAX));
         self.exact = true;
     }
 

@@ -26,9 +26,6 @@ struct Scratch {
 /// size in every scheduler forever.
 const KEEP_BUFFER: usize = 1 << 17;
 
-/// Bytes of a payload always encoded (and hashed) before the rest is only counted.
-const HASH_WINDOW: usize = 1 << 16;
-
 thread_local! {
     static SCRATCH: RefCell<Scratch> = const {
         RefCell::new(Scratch { payload: Vec::new(), truncated: Vec::new(), encoder: etf::Encoder::new() })
@@ -338,8 +335,14 @@ pub(crate) fn record(store: &Store, h: &Header, payload: Payload) -> Option<u64>
             encoder,
         } = &mut *s;
         buf.clear();
-        // Copy up to the cap, and at least 64 KiB so the hash of a truncated payload covers that.
-        let limit = store.max_payload().max(HASH_WINDOW);
+        // Copy up to what the store keeps of this kind, no more: the work on a payload over the
+        // cap is bounded by the cap. A state's cap is at least 64 KiB, so that the hash which
+        // tells an unchanged truncated state from a changed one covers that much.
+        let limit = if h.kind == Kind::State as u8 {
+            store.state_cap()
+        } else {
+            store.max_payload()
+        };
         encoder.set_clock(h.ts);
         let done = match payload {
             Payload::None => etf::Encoded {
