@@ -24,6 +24,11 @@ use std::ptr::null_mut;
 use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
+/// What a chunk's pointer holds once its allocation failed: never a chunk (allocations are
+/// aligned to at least 8), and never retried, so "not allocated yet" (null) and "never will
+/// be" stay apart: a reader waits for the first, and counts the second's slots as holes.
+const FAILED: *mut u8 = std::ptr::dangling_mut::<u8>();
+
 /// The huge page size this module aligns large chunks to.
 pub const HUGE_PAGE: usize = 2 << 20;
 
@@ -101,7 +106,14 @@ impl ChunkTable {
     pub fn get(&self, k: usize) -> Option<*mut u8> {
         // Acquire pairs with the Release of the publishing CAS, so the zeroed chunk is visible.
         let p = self.ptrs.get(k)?.load(Ordering::Acquire);
-        (!p.is_null()).then_some(p)
+        (!p.is_null() && p != FAILED).then_some(p)
+    }
+
+    /// Whether chunk `k` could not be allocated (and never will be): out of range counts too.
+    pub fn failed(&self, k: usize) -> bool {
+        self.ptrs
+            .get(k)
+            .is_none_or(|p| p.load(Ordering::Relaxed) == FAILED)
     }
 
     /// The chunk `k`, allocating it if needed. `None` if `k` is out of range or the allocator
@@ -109,6 +121,9 @@ impl ChunkTable {
     #[inline]
     pub fn get_or_alloc(&self, k: usize) -> Option<*mut u8> {
         let p = self.ptrs.get(k)?.load(Ordering::Acquire);
+        if p == FAILED {
+            return None;
+        }
         if !p.is_null() {
             return Some(p);
         }
@@ -129,7 +144,16 @@ impl ChunkTable {
             None => (unsafe { alloc_zeroed(self.layout) }, false),
         };
         if fresh.is_null() {
-            return None;
+            // Marked for good, unless another thread got its chunk meanwhile.
+            return match slot.compare_exchange(
+                null_mut(),
+                FAILED,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => None,
+                Err(winner) => (winner != FAILED).then_some(winner),
+            };
         }
         if reused && self.zeroed {
             // SAFETY: the pooled chunk is HUGE_PAGE bytes, ours alone until published.
@@ -151,7 +175,7 @@ impl ChunkTable {
             Err(winner) => {
                 // SAFETY: `fresh` came from this table's allocation path and was never shared.
                 unsafe { self.free(fresh) };
-                Some(winner)
+                (winner != FAILED).then_some(winner)
             }
         }
     }
@@ -264,7 +288,7 @@ impl Drop for ChunkTable {
     fn drop(&mut self) {
         for slot in self.ptrs.iter() {
             let p = slot.load(Ordering::Acquire);
-            if !p.is_null() {
+            if !p.is_null() && p != FAILED {
                 // SAFETY: every non-null pointer was allocated by `alloc_slow`, and `&mut self`
                 // means nobody else can still use it.
                 unsafe { self.free(p) };

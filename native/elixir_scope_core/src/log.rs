@@ -449,18 +449,22 @@ impl CaptureLog {
         let lo = last.saturating_sub(PUBLISH_WINDOW).max(self.base + 1);
         let mut watermark = last;
         for seq in (lo..=last).rev() {
-            if let Some(slot) = self.slot_for_read(seq - self.base - 1) {
+            let idx = seq - self.base - 1;
+            let unfinished = match self.slot_for_read(idx) {
                 // Acquire: a ready slot's contents are visible, as in `get`.
-                if slot.ready.load(Ordering::Acquire) == 0 {
-                    watermark = seq - 1;
-                }
+                Some(slot) => slot.ready.load(Ordering::Acquire) == 0,
+                // Its chunk is not there yet (its writer is allocating it), unless it failed.
+                None => !self.slots.failed((idx >> self.slot_shift) as usize),
+            };
+            if unfinished {
+                watermark = seq - 1;
             }
         }
         watermark
     }
 
     /// Whether `seq` was handed out but can never be published: its writer got no memory for
-    /// its slot (the slot's chunk does not exist). Such a seq is missing for good.
+    /// its slot (the allocation of the slot's chunk failed). Such a seq is missing for good.
     pub fn is_hole(&self, seq: Seq) -> bool {
         if self.pager.is_some() || self.exclusive {
             // Nothing is in flight in a paged or loaded log: what is not there never comes.
@@ -468,7 +472,9 @@ impl CaptureLog {
         }
         seq > self.base
             && seq <= self.last_seq()
-            && self.slot_for_read(seq - self.base - 1).is_none()
+            && self
+                .slots
+                .failed(((seq - self.base - 1) >> self.slot_shift) as usize)
     }
 
     /// The highest seq that may be stored so far (some below it may still be in flight).
@@ -643,6 +649,33 @@ mod tests {
             .ready
             .store(1, Ordering::Release);
         assert_eq!(log.published_seq(), 7);
+    }
+
+    #[test]
+    fn a_slot_whose_chunk_is_being_allocated_is_waited_for_not_a_hole() {
+        let log = CaptureLog::with_ahead(
+            Limits {
+                max_events: (SMALL_SLOTS * 4) as u64,
+                max_bytes: 1024,
+            },
+            false,
+        );
+        for i in 0..SMALL_SLOTS as u64 {
+            log.append(&header(i, Kind::Send), b"");
+        }
+        // A writer that took the first slot of chunk 1 and is still allocating that chunk.
+        let idx = log.next_slot.fetch_add(1, Ordering::Relaxed);
+        assert!(log.slots.get((idx >> log.slot_shift) as usize).is_none());
+        let seq = idx + 1;
+        assert_eq!(log.published_seq(), seq - 1, "waited for");
+        assert!(!log.is_hole(seq), "not missing for good");
+        // Its allocation done and the event published, it is there.
+        log.slot_for_write(idx)
+            .unwrap()
+            .ready
+            .store(1, Ordering::Release);
+        assert_eq!(log.published_seq(), seq);
+        assert!(log.get(seq).is_some());
     }
 
     #[test]
