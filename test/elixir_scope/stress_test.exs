@@ -15,7 +15,7 @@ defmodule ElixirScope.StressTest do
     {out, status} = run_beam([], scenario("query_races"), [@seconds, dir])
     assert status == 0, "the racing BEAM died (status #{status}):\n" <> out
     [_, cycles, queries] = Regex.run(~r/cycles: (\d+), queries: (\d+), refused: 0/, out)
-    assert String.to_integer(cycles) > 10, out
-    assert String.to_integer(queries) > 1_000, out
+    assert String.to_integer(cycles) > 3, out
+    assert String.to_integer(queries) > 500, out
   end
 end

@@ -194,7 +194,9 @@ impl Index {
                         self.add_key_changes(log, &ev);
                     }
                 }
-                None if log.is_hole(seq) => {}
+                // A loaded store's holes never fill; anything else may still come (an event
+                // being written, or one a pager cannot read yet): a straggler.
+                None if log.is_loaded() && log.is_hole(seq) => {}
                 None if self.stragglers.len() < MAX_STRAGGLERS => self.stragglers.push(seq),
                 None => {}
             }

@@ -152,6 +152,11 @@ impl CaptureLog {
         true
     }
 
+    /// Whether one owner alone writes the log (a trace being loaded, see [`CaptureLog::skip_to`]).
+    pub fn is_loaded(&self) -> bool {
+        self.exclusive
+    }
+
     /// Makes the next append's seq `seq` (never less than it would be), leaving the seqs
     /// skipped as holes, for the log's one owner (a loader keeping a trace's seqs across events
     /// lost midway). Nothing is allocated for the holes. False when `seq` is beyond the log's
