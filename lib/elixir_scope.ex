@@ -184,6 +184,43 @@ defmodule ElixirScope do
   end
 
   @doc """
+  Like `save/2`, but returns the number of events and raises `ElixirScope.Error` (whose message
+  names the file and what was wrong with it) on failure.
+
+  ## Examples
+
+      iex> dir = Path.join(System.tmp_dir!(), "escope-doc-save-#{System.unique_integer([:positive])}")
+      iex> File.mkdir_p!(dir) && File.write!(Path.join(dir, "MANIFEST"), "x")
+      iex> try do
+      ...>   ElixirScope.save!(dir, store: ElixirScope.Store.new!())
+      ...> rescue
+      ...>   e in ElixirScope.Error -> e.reason == {:trace_exists, dir} and Exception.message(e) =~ "already holds a trace"
+      ...> end
+      true
+  """
+  @spec save!(Path.t(), keyword()) :: non_neg_integer()
+  def save!(path, opts \\ []), do: ok!(save(path, opts))
+
+  @doc """
+  Like `open/2`, but returns the store and raises `ElixirScope.Error` (whose message names the
+  file and what was wrong with it) on failure.
+
+  ## Examples
+
+      iex> try do
+      ...>   ElixirScope.open!("/nonexistent/escope-trace")
+      ...> rescue
+      ...>   e in ElixirScope.Error -> {e.reason, Exception.message(e)}
+      ...> end
+      {{:enoent, "/nonexistent/escope-trace"}, "/nonexistent/escope-trace: no such file or directory"}
+  """
+  @spec open!(Path.t(), keyword()) :: Store.t()
+  def open!(path, opts \\ []), do: ok!(open(path, opts))
+
+  defp ok!({:ok, value}), do: value
+  defp ok!({:error, reason}), do: raise(ElixirScope.Error, reason: reason)
+
+  @doc """
   Opens a saved or persisted trace (a directory, or one segment file) as a read-only store.
   Every query takes it as `store:` and answers as it did on the store the trace came from; a
   capture cut short by a crash opens with every event written before the crash.
