@@ -64,6 +64,7 @@ defmodule ElixirScope.Native do
   def load_finish(_loading), do: err()
   def foreign_nodes, do: err()
   def trace_clock(_path), do: err()
+  def persist_damage(_store), do: err()
   def history_follow(_dir), do: err()
   def history_refresh(_store), do: err()
   def summary_begin(_path, _footers?), do: err()

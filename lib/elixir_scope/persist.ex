@@ -81,6 +81,7 @@ defmodule ElixirScope.Persist do
           paged: non_neg_integer(),
           renumbered: boolean(),
           damaged: [String.t()],
+          unread: non_neg_integer(),
           manifest_rebuilt: boolean(),
           clock: {integer(), integer()} | nil
         }
@@ -470,8 +471,23 @@ defmodule ElixirScope.Persist do
   says (a copy of another segment) is skipped whole and named in `:damaged`; a damaged frame
   ends its segment (`:torn`); a damaged or lost `MANIFEST` is rebuilt from the segment files
   (`:manifest_rebuilt`). A trace none of whose segments can be read is an error.
+
+  A trace opened paged reads its events from disk as queries need them: `:events` is what its
+  footers count, and `:unread` the events found damaged since (their files join `:damaged`),
+  so `info/1` asked again after queries may say more.
   """
   @spec info(Store.t()) :: report() | nil
-  def info(%Store{source: source}), do: source
+  def info(%Store{source: nil}), do: nil
+
+  def info(%Store{source: source} = store) do
+    case Native.persist_damage(Store.ref(store)) do
+      {unread, files} ->
+        %{source | damaged: Enum.uniq(source.damaged ++ files)} |> Map.put(:unread, unread)
+
+      nil ->
+        Map.put(source, :unread, 0)
+    end
+  end
+
   def info(other), do: ElixirScope.Args.bad_store!(other, "store")
 end

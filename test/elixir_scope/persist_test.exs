@@ -218,6 +218,25 @@ defmodule ElixirScope.PersistTest do
     assert {:error, {:not_a_trace, _}} = ElixirScope.open(dir)
   end
 
+  test "a damaged block of a paged trace is counted and named once queries read it",
+       %{dir: dir} do
+    {all, [_, second | _]} = segmented_trace(dir, 100)
+    bytes = File.read!(second)
+    at = div(byte_size(bytes), 2)
+    <<head::binary-size(at), b, rest::binary>> = bytes
+    File.write!(second, <<head::binary, Bitwise.bxor(b, 0xFF), rest::binary>>)
+
+    {:ok, disk} = ElixirScope.open(dir)
+    assert Persist.info(disk).paged > 0
+    assert %{unread: 0, damaged: []} = Persist.info(disk)
+    got = events(disk)
+    info = Persist.info(disk)
+    # What could not be read back is said, in number and file: nothing is quietly missing.
+    assert info.unread > 0 and info.damaged == [Path.basename(second)]
+    assert length(got) + info.unread == length(all)
+    assert Enum.all?(got, &(&1 in all))
+  end
+
   test "terms foreign to the reading VM come back without creating atoms", %{dir: dir} do
     # A trace written by another VM, whose module and message atoms this VM never saw.
     script = """

@@ -58,6 +58,9 @@ struct Pages {
     /// Sealed segments read through (their footer not believed), by first seq: read once.
     read_through: std::collections::HashSet<u64>,
     buf: Vec<u8>,
+    /// Events of blocks read that could not be read back (damaged or gone), and their files.
+    unread: u64,
+    damaged: std::collections::BTreeSet<usize>,
 }
 
 /// The [`Pager`] of a paged store.
@@ -113,6 +116,8 @@ impl Pages {
             top: 0,
             tail: None,
             read_through: Default::default(),
+            unread: 0,
+            damaged: Default::default(),
             buf: Vec::new(),
         }
     }
@@ -148,12 +153,31 @@ impl Pages {
                 {
                     relocated.push(self.blocks[b].file);
                 }
-                // Read, or unreadable (a file gone or damaged): its events are missing.
-                _ => {
+                Ok(_) => {
+                    self.loaded[unit].iter_mut().for_each(|l| *l = true);
+                    want.pop();
+                }
+                // Unreadable (a file gone or damaged): its events are missing, and counted.
+                Err(_) => {
+                    for i in unit.clone() {
+                        let block = self.blocks[i];
+                        self.missed(block, 0);
+                    }
                     self.loaded[unit].iter_mut().for_each(|l| *l = true);
                     want.pop();
                 }
             }
+        }
+    }
+
+    /// Counts the events of `block` not read back (it held `got` of its seqs) as unread.
+    fn missed(&mut self, block: Block, got: u64) {
+        let missing = (block.last + 1)
+            .saturating_sub(block.first)
+            .saturating_sub(got);
+        if missing > 0 {
+            self.unread += missing;
+            self.damaged.insert(block.file);
         }
     }
 
@@ -218,7 +242,9 @@ impl Pages {
         };
         let mut events: Vec<Filled> = Vec::new();
         let mut needs = Vec::new();
+        let mut read_back = Vec::with_capacity(unit.len());
         for block in &self.blocks[unit.clone()] {
+            let before = events.len();
             let start = usize::try_from(block.from - base).map_err(io::Error::other)?;
             let end = usize::try_from(block.to - base).map_err(io::Error::other)?;
             let bytes = self.buf.get(..end).unwrap_or(&[]);
@@ -244,10 +270,14 @@ impl Pages {
                 }
                 events.push((seq, h, payload, shared));
             }
+            read_back.push((*block, (events.len() - before) as u64));
         }
         if needs.is_empty() {
             for (seq, h, payload, shared) in events {
                 log.fill(seq, &h, payload, shared);
+            }
+            for (block, got) in read_back {
+                self.missed(block, got);
             }
         }
         needs.dedup();
@@ -609,6 +639,19 @@ pub fn open(path: &Path, map: &mut dyn FnMut(&[u8], &Symbols) -> Mapped) -> Opti
         store: Store::paged(log, index, Some(symbols))?,
         report,
     })
+}
+
+/// What reading a paged store's events from disk found so far: how many events of the blocks
+/// read could not be read back (damaged frames, files gone), and the segment files they are
+/// in. `None` for a store that is not paged.
+pub fn damage(store: &Store) -> Option<(u64, Vec<String>)> {
+    let pages = SegmentPager::of(store.log())?.pages();
+    let files = pages
+        .damaged
+        .iter()
+        .filter_map(|&i| pages.files.get(i).map(|(_, m)| m.file.clone()))
+        .collect();
+    Some((pages.unread, files))
 }
 
 /// A store following the trace that a capture of this VM run writes into `dir`: empty until

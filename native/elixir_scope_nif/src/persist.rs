@@ -146,6 +146,18 @@ fn store_save<'a>(env: Env<'a>, store: Term<'a>, dir: String) -> NifResult<Term<
     )
 }
 
+/// `persist_damage(store)`: `{unread, files}`, the events of an opened trace that reading its
+/// segments (as queries asked for them) could not read back, and their files; `nil` for a store
+/// that reads nothing from disk. Dirty: it waits for a block being read to finish.
+#[rustler::nif(schedule = "DirtyIo")]
+fn persist_damage<'a>(env: Env<'a>, store: Term<'a>) -> NifResult<Term<'a>> {
+    let store = store_of(store)?;
+    Ok(match elixir_scope_core::paged::damage(store) {
+        Some((unread, files)) => (unread, files).encode(env),
+        None => atoms::nil().encode(env),
+    })
+}
+
 /// `history_follow(dir)`: a store following the trace this VM's capture writes into `dir`,
 /// empty until `history_refresh` brings it up to what is on disk.
 #[rustler::nif(schedule = "DirtyIo")]
