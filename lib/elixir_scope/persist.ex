@@ -414,6 +414,7 @@ defmodule ElixirScope.Persist do
           truncated: non_neg_integer(),
           torn: [String.t()],
           missing: non_neg_integer(),
+          damaged: [String.t()],
           from_footers: non_neg_integer()
         }
 

@@ -211,6 +211,10 @@ defmodule ElixirScope.PersistTest do
     # The others keep their seqs (the lost ones are holes).
     assert got == Enum.reject(all, &(&1.seq in gone))
     refute info.renumbered
+    # The summary counts what loading loads: the copy is not counted twice.
+    {:ok, summary} = Persist.summary(dir)
+    assert summary.events == length(got)
+    assert Enum.sort(summary.damaged) == Enum.map([second, third, fourth], &Path.basename/1)
     assert info.gaps == MapSet.size(gone)
 
     # Nothing readable at all: an error naming what was wrong.

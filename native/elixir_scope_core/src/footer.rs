@@ -337,7 +337,10 @@ impl Footer {
     /// believed when it is: its lists are bounded by its event count.
     pub fn plausible(&self, first_seq: u64, last_seq: u64) -> bool {
         let events = self.events;
-        let range_ok = first_seq == 0 || (self.first_seq, self.last_seq) == (first_seq, last_seq);
+        let range_ok = (first_seq == 0 || (self.first_seq, self.last_seq) == (first_seq, last_seq))
+            && self.first_seq <= self.last_seq
+            // A segment holds each seq of its range once at most.
+            && events <= (self.last_seq - self.first_seq).saturating_add(1);
         let changes = self
             .states
             .iter()

@@ -405,12 +405,15 @@ impl Pages {
         };
         let mut builder = crate::footer::FooterBuilder::default();
         let mut pos = start;
+        // Seqs only go up: a frame repeating one already taken (a damaged tail) is not counted.
+        let mut taken = self.top;
         while let Some((record, next)) = segment::frame_at(bytes, pos) {
             if let Some(ev) = record.as_event() {
                 let seq = ev.seq;
                 let known = Kind::from_u8(ev.header.kind).is_some();
-                if known && seq > self.top && log.can_hold(seq) {
+                if known && seq > taken && log.can_hold(seq) {
                     builder.event(&ev, from + pos as u64, true);
+                    taken = seq;
                 }
             }
             pos = next;
@@ -615,7 +618,7 @@ pub fn open(path: &Path, map: &mut dyn FnMut(&[u8], &Symbols) -> Mapped) -> Opti
         tail_events = scanned.events;
     }
     // Seqs the tail skipped, before its first event or between two.
-    let tail_gaps = (pages.top - sealed_top) - tail_events;
+    let tail_gaps = (pages.top - sealed_top).saturating_sub(tail_events);
     log.grow(pages.top);
     drop(pages);
     let mut report = loader.report;

@@ -697,11 +697,18 @@ impl Loading {
         let until = self.loader.window.until;
         if meta.first_seq != 0 && until.is_some_and(|t| meta.first_ts > t) {
             // Segments are in time order: the rest is after the window.
-            self.loader.report.skipped += self.files[self.next..]
+            // As the manifest says (the segments are not read), but never more events than a
+            // file of that size can hold: a damaged manifest says anything.
+            let skipped = self.files[self.next..]
                 .iter()
                 .filter(|(_, m)| m.first_seq != 0)
-                .map(|(_, m)| (m.last_seq + 1).saturating_sub(m.first_seq))
-                .sum::<u64>();
+                .map(|(dir, m)| {
+                    let claimed = m.last_seq.saturating_add(1).saturating_sub(m.first_seq);
+                    let size = std::fs::metadata(dir.join(&m.file)).map_or(0, |f| f.len());
+                    claimed.min(size / segment::MIN_EVENT_FRAME)
+                })
+                .fold(0u64, u64::saturating_add);
+            self.loader.report.skipped = self.loader.report.skipped.saturating_add(skipped);
             self.next = self.files.len();
             return Ok(false);
         }
@@ -846,13 +853,18 @@ impl Loading {
         let loader = &mut self.loader;
         loader.take_footer(&footer, map);
         let carried = states.len() as u64;
+        let before = (loader.last_seq, loader.since_gap);
         for (seq, h, payload) in states {
             loader.outside(seq, h, &payload, true);
         }
-        // `outside` counted the states; every other event of the segment is skipped too.
-        loader.report.skipped += footer.events - carried;
-        loader.report.from_footers += 1;
+        // The segment counts as read whole (its last states are known exactly): the run of
+        // seqs read goes on through it if it follows the last one.
+        (loader.last_seq, loader.since_gap) = before;
+        loader.follow_on(footer.first_seq);
         loader.last_seq = Some(footer.last_seq);
+        // `outside` counted the states; every other event of the segment is skipped too.
+        loader.report.skipped += footer.events.saturating_sub(carried);
+        loader.report.from_footers += 1;
         Ok(true)
     }
 
@@ -912,10 +924,14 @@ pub(crate) struct Loader {
     /// Capture words to keys of the reading VM.
     pub(crate) words: WordMap<u64, u64>,
     renumber: Renumber,
-    /// Each process's last state event in the loaded store.
-    last_state: WordMap<PidKey, Seq>,
+    /// Each process's last state event: its seq in the loaded store, and in the trace.
+    last_state: WordMap<PidKey, (Seq, Seq)>,
     /// The capture seq of the last event loaded.
     last_seq: Option<u64>,
+    /// Every seq from this one to `last_seq` was read, in order: an unchanged state (written
+    /// without its payload) may take the payload of its process's last state only if that
+    /// state is in this run (else the state in between may have been lost).
+    since_gap: Seq,
     /// The store's first seq is set (to the first event's seq in the trace).
     rebased: bool,
     pub(crate) report: LoadReport,
@@ -940,6 +956,7 @@ impl Loader {
             renumber: Renumber::default(),
             last_state: WordMap::default(),
             last_seq: None,
+            since_gap: 0,
             rebased: false,
             report: LoadReport::default(),
         })
@@ -1060,7 +1077,7 @@ impl Loader {
     /// state so far.
     fn outside(&mut self, seq: u64, mut h: Header, payload: &[u8], before: bool) {
         self.report.skipped += 1;
-        self.last_seq = Some(seq);
+        self.follow_on(seq);
         if !before || h.kind != Kind::State as u8 {
             return;
         }
@@ -1077,16 +1094,40 @@ impl Loader {
         .shares_payload();
         // The first state of its process in the loaded store: nothing to share with.
         h.flags &= !flags::STATE_UNCHANGED;
+        let since_gap = self.since_gap;
         let entry = self
             .carried
             .entry(h.pid)
-            .or_insert_with(|| (seq, h, Vec::new()));
+            .or_insert_with(|| (0, h, Vec::new()));
+        // Known when it has its bytes, or shares those of a state read in this run whose own
+        // payload is known.
+        let known = !shared
+            || (entry.0 != 0
+                && entry.0 >= since_gap
+                && entry.1.flags & flags::PAYLOAD_DROPPED == 0);
+        if !known {
+            // Unchanged from a state that was not read: its payload is unknown, and said so.
+            h.flags |= flags::PAYLOAD_DROPPED;
+            entry.2.clear();
+        }
         (entry.0, entry.1) = (seq, h);
         if !shared {
             // The buffer of the process's previous state is reused.
             entry.2.clear();
             entry.2.extend_from_slice(payload);
         }
+    }
+
+    /// Notes that the event at `seq` was read: a seq not following the last one starts a new
+    /// run (see `since_gap`).
+    fn follow_on(&mut self, seq: Seq) {
+        if self
+            .last_seq
+            .is_none_or(|prev| prev.checked_add(1) != Some(seq))
+        {
+            self.since_gap = seq;
+        }
+        self.last_seq = Some(seq);
     }
 
     /// Starts the window: the states carried from before it are loaded, oldest first.
@@ -1099,7 +1140,7 @@ impl Loader {
         carried.sort_unstable_by_key(|(seq, _, _)| *seq);
         for (seq, h, payload) in carried {
             if let Some(to) = self.store_event(seq, &h, &payload, None) {
-                self.last_state.insert(h.pid, to);
+                self.last_state.insert(h.pid, (to, seq));
                 self.report.events += 1;
                 self.report.carried += 1;
                 if self.report.first_seq == 0 {
@@ -1152,18 +1193,33 @@ impl Loader {
             }
             None => {}
         }
-        self.last_seq = Some(seq);
-        let shared = EventRef {
+        self.follow_on(seq);
+        let since_gap = self.since_gap;
+        let unchanged = EventRef {
             seq,
             header: h,
             payload,
         }
-        .shares_payload()
-        .then(|| self.last_state.get(&h.pid).copied())
-        .flatten();
+        .shares_payload();
+        let log = self.store.log();
+        let shared = unchanged
+            .then(|| self.last_state.get(&h.pid).copied())
+            .flatten()
+            .filter(|&(_, in_trace)| in_trace >= since_gap)
+            .map(|(stored, _)| stored)
+            .filter(|&stored| {
+                // A state whose own payload is unknown gives none.
+                log.get(stored)
+                    .is_some_and(|e| e.header.flags & flags::PAYLOAD_DROPPED == 0)
+            });
+        if unchanged && shared.is_none() {
+            // Unchanged from a state that was not read (lost, or out of order): its payload
+            // is unknown, and said so, never another state's.
+            h.flags |= flags::PAYLOAD_DROPPED;
+        }
         if let Some(to) = self.store_event(seq, &h, payload, shared) {
             if h.kind == Kind::State as u8 {
-                self.last_state.insert(h.pid, to);
+                self.last_state.insert(h.pid, (to, seq));
             }
             self.report.events += 1;
         }
@@ -1182,6 +1238,9 @@ pub struct Summary {
     pub torn: Vec<String>,
     /// Segments listed but gone when read (deleted by retention meanwhile).
     pub missing: usize,
+    /// Segments not counted: unreadable, or repeating seqs counted already (a copy of another
+    /// segment), as loading skips them.
+    pub damaged: Vec<String>,
     /// Segments summarized from their footer (the others were read through).
     pub from_footers: usize,
     /// Events.
@@ -1224,20 +1283,23 @@ impl Summary {
         }
         self.first.get_or_insert((f.first_seq, f.first_ts));
         self.last = Some((f.last_seq, f.last_ts));
-        self.events += f.events;
+        // Saturating: counts come from files, which may lie.
+        let add = |total: &mut u64, n: u64| *total = total.saturating_add(n);
+        add(&mut self.events, f.events);
         for (k, n) in f.kinds.iter().enumerate().take(Kind::ALL.len()) {
-            self.kinds[k] += n;
+            add(&mut self.kinds[k], *n);
         }
         for (w, n) in &f.pids {
-            *self.pids.entry(*w).or_default() += n;
+            add(self.pids.entry(*w).or_default(), *n);
         }
         for (m, fu, a, n) in &f.calls {
-            *self.calls.entry((*m, *fu, *a)).or_default() += n;
+            add(self.calls.entry((*m, *fu, *a)).or_default(), *n);
         }
         for (t, n) in &f.tags {
-            *self.tags.entry(t.clone()).or_default() += n;
+            add(self.tags.entry(t.clone()).or_default(), *n);
         }
-        self.state_changes += f.states.iter().map(|(_, s)| s.len() as u64).sum::<u64>();
+        let changes = f.states.iter().map(|(_, s)| s.len() as u64);
+        self.state_changes = changes.fold(self.state_changes, u64::saturating_add);
     }
 }
 
@@ -1294,20 +1356,42 @@ impl Summarizing {
                 .filter(|f| f.plausible(meta.first_seq, meta.last_seq)),
             _ => None,
         };
+        let counted = self.summary.last.map_or(0, |(seq, _)| seq);
         let footer = match footer {
             Some(f) => {
                 self.summary.from_footers += 1;
                 f
             }
             None => {
-                segments::read_segment_into(dir, meta, &mut self.buf)?;
+                let read = segments::read_segment_into(dir, meta, &mut self.buf)
+                    .and_then(|()| open_frames(meta, &self.buf));
+                let frames = match read {
+                    Ok(frames) => frames,
+                    // Damage costs this segment, as it does when the trace is loaded.
+                    Err(_) => {
+                        self.summary.damaged.push(meta.file.clone());
+                        return Ok(true);
+                    }
+                };
                 let mut b = FooterBuilder::default();
-                match open_frames(meta, &self.buf)? {
+                match frames {
                     Some(mut frames) => {
+                        // Seqs only go up: a frame repeating one counted is not counted again.
+                        let (mut taken, mut repeated) = (counted, false);
                         loop {
                             let offset = frames.valid_len();
                             let Some(record) = frames.next() else { break };
+                            if let Some(ev) = record.as_event() {
+                                if ev.seq <= taken {
+                                    repeated = true;
+                                    continue;
+                                }
+                                taken = ev.seq;
+                            }
                             b.record(&record, offset);
+                        }
+                        if repeated {
+                            self.summary.damaged.push(meta.file.clone());
                         }
                         if frames.torn() {
                             self.summary.torn.push(meta.file.clone());
@@ -1318,6 +1402,11 @@ impl Summarizing {
                 b.finish()
             }
         };
+        if footer.events > 0 && footer.first_seq <= counted {
+            // A copy of a segment counted already: loading skips it too.
+            self.summary.damaged.push(meta.file.clone());
+            return Ok(true);
+        }
         self.summary.add(&footer);
         self.summary.segments += 1;
         self.read += std::fs::metadata(&path).map_or(0, |m| m.len());

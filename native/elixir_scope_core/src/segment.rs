@@ -26,6 +26,9 @@ pub const HEADER_LEN: usize = 12;
 /// The largest record accepted (a payload over the store's cap never gets near it).
 pub const MAX_RECORD: usize = 64 << 20;
 const FRAME_HEAD: usize = 8;
+/// The smallest frame an event takes (all fields zero, no payload): a file of `n` bytes holds
+/// at most `n / MIN_EVENT_FRAME` events.
+pub const MIN_EVENT_FRAME: u64 = 27;
 
 /// One record of a segment. Byte fields borrow from the buffer the record was read from.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -549,5 +552,22 @@ mod tests {
                 prop_assert_eq!(&scan.records[..], &recs[..scan.records.len()]);
             }
         }
+    }
+
+    #[test]
+    fn min_event_frame_is_the_smallest_event_frame() {
+        let ev = Record::Event {
+            seq: 0,
+            ts: 0,
+            pid: 0,
+            peer: 0,
+            module: 0,
+            function: 0,
+            arity: 0,
+            kind: 0,
+            flags: 0,
+            payload: &[],
+        };
+        assert_eq!(frame(&ev).len() as u64, MIN_EVENT_FRAME);
     }
 }

@@ -437,6 +437,7 @@ fn summary_finish<'a>(env: Env<'a>, s: ResourceArc<SummarizingResource>) -> NifR
         (atoms::truncated().encode(env), sum.truncated.encode(env)),
         (atoms::torn().encode(env), sum.torn.encode(env)),
         (atoms::missing().encode(env), sum.missing.encode(env)),
+        (atoms::damaged().encode(env), sum.damaged.encode(env)),
         (
             atoms::from_footers().encode(env),
             sum.from_footers.encode(env),
