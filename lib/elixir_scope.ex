@@ -170,8 +170,8 @@ defmodule ElixirScope do
   @doc """
   Saves a trace: writes every event of the current (or last) capture, or of `store: store`,
   into the directory `path`, which must not exist yet or be empty (for a persisted capture:
-  every event its trace holds, across its stores). Returns the number of events written, or
-  for a persisted capture the last seq. `open/2` reads it back, here or on another machine.
+  every event its trace holds, across its stores). Returns the seq of the last event written:
+  the number of events for a capture whose seqs start at 1. `open/2` reads it back, here or on another machine.
 
   `path` is a non-empty UTF-8 string (or charlist); another path raises `ArgumentError`.
   """

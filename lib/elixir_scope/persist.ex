@@ -304,7 +304,9 @@ defmodule ElixirScope.Persist do
       the window; segments after it are not read. `info/1` counts what was `:skipped`.
     * `:progress` - a function called with `(bytes_read, bytes_total)` after each segment.
 
-  Returns `{:error, message}` when the path holds no trace this version can read.
+  Returns `{:error, reason}` (see `t:ElixirScope.Error.file_reason/0`) when the path holds no
+  trace this version can read, or the file system fails (`{:eacces, path}`, `{:emfile, path}`,
+  ...: not taken for damage).
   """
   @spec open(Path.t(), keyword()) :: {:ok, Store.t()} | {:error, ElixirScope.Error.file_reason()}
   def open(path, opts \\ []) do
@@ -474,8 +476,9 @@ defmodule ElixirScope.Persist do
   (`:manifest_rebuilt`). A trace none of whose segments can be read is an error.
 
   A trace opened paged reads its events from disk as queries need them: `:events` is what its
-  footers count, and `:unread` the events found damaged since (their files join `:damaged`),
-  so `info/1` asked again after queries may say more.
+  footers count, and `:unread` the seqs of the blocks read since that gave no event (damaged
+  frames, files gone, or seqs the capture never wrote; their files join `:damaged`), so
+  `info/1` asked again after queries may say more.
   """
   @spec info(Store.t()) :: report() | nil
   def info(%Store{source: nil}), do: nil

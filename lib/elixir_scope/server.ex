@@ -111,6 +111,14 @@ defmodule ElixirScope.Server do
     end
   end
 
+  # Patterns ElixirScope set that another tool cleared or replaced since (`:dbg.ctp`, `:dbg.tpl`
+  # on the same functions): those calls and states are no longer captured.
+  defp lost_patterns(s) do
+    calls = Enum.flat_map(s.modules, fn {mod, locals?} -> Tracer.lost_patterns(mod, locals?) end)
+    states = Enum.flat_map(s.state_modules, &Tracer.lost_state_patterns/1)
+    (calls ++ states) |> Enum.uniq() |> Enum.sort()
+  end
+
   # Until no process is left on `old` (a process not moved yet may spawn a child onto it).
   defp move_processes(_old, _new, 0), do: :ok
 
@@ -149,14 +157,6 @@ defmodule ElixirScope.Server do
   end
 
   def handle_call(:store, _from, s), do: {:reply, s.store, s}
-
-  # Patterns ElixirScope set that another tool cleared or replaced since (`:dbg.ctp`, `:dbg.tpl`
-  # on the same functions): those calls and states are no longer captured.
-  defp lost_patterns(s) do
-    calls = Enum.flat_map(s.modules, fn {mod, locals?} -> Tracer.lost_patterns(mod, locals?) end)
-    states = Enum.flat_map(s.state_modules, &Tracer.lost_state_patterns/1)
-    (calls ++ states) |> Enum.uniq() |> Enum.sort()
-  end
 
   def handle_call(:flush, _from, %{persist_dir: nil} = s),
     do: {:reply, {:error, :not_persisted}, s}
@@ -307,11 +307,17 @@ defmodule ElixirScope.Server do
         do: watch_states(pid, Keyword.get(opts, :override, false), s),
         else: {:ok, s}
 
-    with {:ok, s} <- watched,
-         :ok <- Tracer.trace_pid(pid, s.store, Tracer.flags() ++ extra) do
-      {:ok, %{s | pids: MapSet.put(s.pids, pid)}}
-    else
-      error -> {error, s}
+    # (A state module registered stays in `s` even if tracing the process fails: its patterns
+    # are set, and stop/0 must clear them.)
+    case watched do
+      {:ok, s} ->
+        case Tracer.trace_pid(pid, s.store, Tracer.flags() ++ extra) do
+          :ok -> {:ok, %{s | pids: MapSet.put(s.pids, pid)}}
+          error -> {error, s}
+        end
+
+      error ->
+        {error, s}
     end
   end
 

@@ -100,8 +100,16 @@ defmodule ElixirScope.Tracer do
   @spec pattern_owner(mfa()) :: :none | :ours | :other
   def pattern_owner(mfa) do
     case :erlang.trace_info(mfa, :all) do
-      {:all, false} -> :none
-      {:all, info} -> if info[:match_spec] in [@ms, @dynsup_ms], do: :ours, else: :other
+      {:all, false} ->
+        :none
+
+      {:all, info} ->
+        cond do
+          # call_count, call_time (cprof, eprof) or meta tracing alone: no call trace pattern.
+          info[:traced] == false -> :none
+          info[:match_spec] in [@ms, @dynsup_ms] -> :ours
+          true -> :other
+        end
     end
   end
 

@@ -138,6 +138,8 @@ defmodule ElixirScope.PersistTest do
     assert shape(kept) == shape(live)
     assert Enum.map(kept, & &1.seq) == Enum.map(live, & &1.seq)
     refute info.renumbered
+    # The store counts its events, not its last seq.
+    assert Store.stats(disk).events == info.events
     {:ok, summary} = Persist.summary(dir)
     assert elem(summary.first, 0) == info.first_seq and elem(summary.last, 0) == total
     assert {:ok, %{count: 20_100}} = Query.state_at(c, :now, store: disk)
@@ -510,10 +512,12 @@ defmodule ElixirScope.PersistTest do
     assert ElixirScope.open(dir) == {:error, {:not_a_trace, manifest}}
     bad = Path.join(dir, "x.seg")
     File.write!(bad, "ESCOPESG" <> <<3::little-32>>)
-    assert ElixirScope.open(bad) == {:error, {:newer_format, "x.seg", 3}}
+    assert ElixirScope.open(bad) == {:error, {:newer_format, bad, 3}}
     assert ElixirScope.Error.describe({:newer_format, "x.seg", 3}) =~ "upgrade ElixirScope"
     File.write!(bad, :crypto.strong_rand_bytes(1000))
-    assert ElixirScope.open(bad) == {:error, {:not_a_trace, "x.seg"}}
+    assert ElixirScope.open(bad) == {:error, {:not_a_trace, bad}}
+    # A summary of nothing readable is an error too, not an empty summary.
+    assert Persist.summary(bad) == {:error, {:not_a_trace, bad}}
     assert Persist.save(new_store(), dir) == {:error, {:trace_exists, dir}}
     assert ElixirScope.Error.describe({:trace_exists, dir}) =~ "already holds a trace"
 

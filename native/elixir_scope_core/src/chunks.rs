@@ -144,7 +144,12 @@ impl ChunkTable {
             None => (unsafe { alloc_zeroed(self.layout) }, false),
         };
         if fresh.is_null() {
-            // Marked for good, unless another thread got its chunk meanwhile.
+            if touch {
+                // The commit-ahead thread's failure is not final: the writer that needs the
+                // chunk tries again itself.
+                return None;
+            }
+            // A writer's: marked for good, unless another thread got its chunk meanwhile.
             return match slot.compare_exchange(
                 null_mut(),
                 FAILED,

@@ -103,6 +103,12 @@ impl Error {
                 return *inner;
             }
             unreachable_io(path)
+        } else if let Some(posix) = e.raw_os_error().and_then(posix_name) {
+            let path = path.display().to_string();
+            match posix {
+                "enoent" => Error::NotFound { path },
+                _ => Error::Io { path, posix },
+            }
         } else {
             Error::of_kind(e.kind(), path)
         }
@@ -137,6 +143,40 @@ impl Error {
         };
         Error::Io { path, posix }
     }
+}
+
+/// The POSIX name of an OS error number, for the common ones.
+#[cfg(target_os = "linux")]
+fn posix_name(errno: i32) -> Option<&'static str> {
+    Some(match errno {
+        libc::ENOENT => "enoent",
+        libc::EACCES => "eacces",
+        libc::EPERM => "eperm",
+        libc::EEXIST => "eexist",
+        libc::ENOSPC => "enospc",
+        libc::EDQUOT => "edquot",
+        libc::EROFS => "erofs",
+        libc::ENOTDIR => "enotdir",
+        libc::EISDIR => "eisdir",
+        libc::ENOTEMPTY => "enotempty",
+        libc::EMFILE => "emfile",
+        libc::ENFILE => "enfile",
+        libc::ENAMETOOLONG => "enametoolong",
+        libc::ELOOP => "eloop",
+        libc::EXDEV => "exdev",
+        libc::EBUSY => "ebusy",
+        libc::EFBIG => "efbig",
+        libc::ENOMEM => "enomem",
+        libc::EINTR => "eintr",
+        libc::EAGAIN => "eagain",
+        libc::EIO => "eio",
+        _ => return None,
+    })
+}
+
+#[cfg(not(target_os = "linux"))]
+fn posix_name(_errno: i32) -> Option<&'static str> {
+    None
 }
 
 #[cold]

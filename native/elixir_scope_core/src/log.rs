@@ -607,7 +607,8 @@ impl CaptureLog {
     /// Current counters.
     pub fn stats(&self) -> LogStats {
         LogStats {
-            events: self.last_seq(),
+            // The seqs handed out (a loaded log's start after its base; holes count).
+            events: self.last_seq() - self.base,
             dropped: self.dropped.load(Ordering::Relaxed),
             truncated: self.truncated.load(Ordering::Relaxed),
             bytes: self.slots.allocated_bytes() + self.bytes.allocated_bytes(),

@@ -582,7 +582,7 @@ pub fn open(path: &Path, map: &mut dyn FnMut(&[u8], &Symbols) -> Mapped) -> Opti
             Err(_) => return None,
         }
         if !tail_bytes.is_empty() {
-            match persist::open_frames(meta, &tail_bytes).ok()? {
+            match persist::open_frames(dir, meta, &tail_bytes).ok()? {
                 Some(mut frames) => {
                     for record in frames.by_ref().filter(|r| r.as_event().is_none()) {
                         loader.take(record, map);
@@ -642,6 +642,11 @@ pub fn open(path: &Path, map: &mut dyn FnMut(&[u8], &Symbols) -> Mapped) -> Opti
         store: Store::paged(log, index, Some(symbols))?,
         report,
     })
+}
+
+/// The directory a following store follows (see [`follow`]).
+pub fn followed_dir(store: &Store) -> Option<PathBuf> {
+    SegmentPager::of(store.log())?.dir.clone()
 }
 
 /// What reading a paged store's events from disk found so far: how many events of the blocks

@@ -494,6 +494,34 @@ pub fn load(
     Ok(loading.finish())
 }
 
+/// Where a segment gone from its listed name is now, by the manifest read again.
+enum Relisted {
+    /// Under another name (a running capture archived it).
+    As(segments::SegmentMeta),
+    /// No longer listed (retention deleted it).
+    Gone,
+    /// Still listed as it was: the file is lost.
+    Same,
+}
+
+fn relisted(dir: &Path, meta: &segments::SegmentMeta) -> Relisted {
+    let Ok(manifest) = segments::read_manifest(dir) else {
+        return Relisted::Same;
+    };
+    if let Some(now) = manifest
+        .segments
+        .iter()
+        .find(|m| meta.first_seq != 0 && m.first_seq == meta.first_seq && m.file != meta.file)
+    {
+        return Relisted::As(now.clone());
+    }
+    if manifest.segments.iter().any(|m| m.file == meta.file) {
+        Relisted::Same
+    } else {
+        Relisted::Gone
+    }
+}
+
 /// The widest run of missing seqs a loaded store leaves as holes (queries step over them once,
 /// when they index the store); a wider one is numbered on.
 const MAX_SKIP: u64 = 1 << 24;
@@ -544,6 +572,7 @@ pub(crate) fn files_bytes(files: &[(std::path::PathBuf, segments::SegmentMeta)])
 /// The frames of a segment's bytes. `None` for the unsealed segment of a directory whose header
 /// never reached the disk (a crash right after it was created): it holds nothing.
 pub(crate) fn open_frames<'b>(
+    dir: &Path,
     meta: &segments::SegmentMeta,
     bytes: &'b [u8],
 ) -> io::Result<Option<segment::Frames<'b>>> {
@@ -551,12 +580,12 @@ pub(crate) fn open_frames<'b>(
         Ok(f) => Ok(Some(f)),
         Err(segment::SegmentError::Truncated) if !meta.sealed => Ok(None),
         Err(segment::SegmentError::NewerVersion(version)) => Err(Error::NewerFormat {
-            path: meta.file.clone(),
+            path: dir.join(&meta.file).display().to_string(),
             version,
         }
         .into()),
         Err(_) => Err(Error::NotATrace {
-            path: meta.file.clone(),
+            path: dir.join(&meta.file).display().to_string(),
         }
         .into()),
     }
@@ -724,27 +753,45 @@ impl Loading {
             self.read += std::fs::metadata(dir.join(&meta.file)).map_or(0, |m| m.len());
             return Ok(true);
         }
-        let read = segments::read_segment_into(dir, meta, &mut self.buf)
-            .and_then(|()| open_frames(meta, &self.buf).map(|_| ()));
-        match read {
-            Err(e) if e.kind() == io::ErrorKind::NotFound && !meta.sealed && !self.rebuilt() => {
-                // The capture is running and rotated: the file is now archived, or retention
-                // deleted it.
-                self.loader.report.missing += 1;
-                return Ok(true);
+        let mut read = segments::read_segment_into(dir, meta, &mut self.buf)
+            .and_then(|()| open_frames(dir, meta, &self.buf).map(|_| ()));
+        let mut moved = None;
+        if read
+            .as_ref()
+            .is_err_and(|e| e.kind() == io::ErrorKind::NotFound)
+            && !self.rebuilt()
+        {
+            // A running capture archived it (under another name) or retention deleted it.
+            match relisted(dir, meta) {
+                Relisted::As(now) => {
+                    read = segments::read_segment_into(dir, &now, &mut self.buf)
+                        .and_then(|()| open_frames(dir, &now, &self.buf).map(|_| ()));
+                    moved = Some(now);
+                }
+                Relisted::Gone => {
+                    self.loader.report.missing += 1;
+                    return Ok(true);
+                }
+                Relisted::Same => {}
             }
-            // Damage costs this segment, not the trace.
-            Err(e) => return self.skip_damaged(meta, Error::at(e, &dir.join(&meta.file))),
-            Ok(()) => {}
+        }
+        let meta = moved.as_ref().unwrap_or(meta);
+        if let Err(e) = read {
+            return match Error::from_io(e, &dir.join(&meta.file)) {
+                // The file system failing (EACCES, EMFILE, EIO, ...) is not damage: said.
+                e @ Error::Io { .. } => Err(e.into()),
+                // Damage costs this segment, not the trace.
+                e => self.skip_damaged(meta, e.into()),
+            };
         }
         if !self.belongs(meta) {
             let e = Error::Corrupt {
-                path: meta.file.clone(),
+                path: dir.join(&meta.file).display().to_string(),
                 offset: 0,
             };
             return self.skip_damaged(meta, e.into());
         }
-        match open_frames(meta, &self.buf)? {
+        match open_frames(dir, meta, &self.buf)? {
             Some(mut frames) => {
                 for record in frames.by_ref() {
                     self.loader.take(record, map);
@@ -1313,6 +1360,10 @@ pub struct Summarizing {
     buf: Vec<u8>,
     /// Use footers (false: scan every segment, to check footers against their frames).
     footers: bool,
+    /// The trace summarized, and why its first damaged segment was skipped (the error when no
+    /// segment was readable).
+    path: std::path::PathBuf,
+    first_damage: Option<io::Error>,
 }
 
 impl Summarizing {
@@ -1332,7 +1383,14 @@ impl Summarizing {
             summary: Summary::default(),
             buf: Vec::new(),
             footers,
+            path: path.to_path_buf(),
+            first_damage: None,
         })
+    }
+
+    /// The trace being summarized.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// Summarizes the next segment; false when none is left.
@@ -1340,6 +1398,17 @@ impl Summarizing {
     /// # Errors
     /// The file system's, or `InvalidData` for a segment this version cannot read.
     pub fn step(&mut self) -> io::Result<bool> {
+        let more = self.step_segment()?;
+        if !more && self.summary.segments == 0 {
+            // Nothing was readable: that is an error, the first damage's.
+            if let Some(e) = self.first_damage.take() {
+                return Err(e);
+            }
+        }
+        Ok(more)
+    }
+
+    fn step_segment(&mut self) -> io::Result<bool> {
         let Some((dir, meta)) = self.files.get(self.next) else {
             return Ok(false);
         };
@@ -1364,13 +1433,20 @@ impl Summarizing {
             }
             None => {
                 let read = segments::read_segment_into(dir, meta, &mut self.buf)
-                    .and_then(|()| open_frames(meta, &self.buf));
+                    .and_then(|()| open_frames(dir, meta, &self.buf));
                 let frames = match read {
                     Ok(frames) => frames,
-                    // Damage costs this segment, as it does when the trace is loaded.
-                    Err(_) => {
-                        self.summary.damaged.push(meta.file.clone());
-                        return Ok(true);
+                    Err(e) => {
+                        return match Error::from_io(e, &path) {
+                            // The file system failing is not damage: said.
+                            e @ Error::Io { .. } => Err(e.into()),
+                            // Damage costs this segment, as it does when the trace is loaded.
+                            e => {
+                                self.summary.damaged.push(meta.file.clone());
+                                self.first_damage.get_or_insert(e.into());
+                                Ok(true)
+                            }
+                        };
                     }
                 };
                 let mut b = FooterBuilder::default();
@@ -1824,7 +1900,7 @@ pub(crate) mod tests {
         assert_eq!(
             typed(&nothing.join("x.seg")),
             Error::NotATrace {
-                path: "x.seg".into()
+                path: shown(&nothing.join("x.seg"))
             }
         );
         std::fs::remove_dir_all(&dir).unwrap();

@@ -363,7 +363,11 @@ impl Segments {
             self.archiving.push(Archiving { file, job });
         }
         self.current = new_segment(&self.dir, &mut self.manifest)?;
-        self.retain()?;
+        // With archives being made, retention waits for them to land: counted raw, they would
+        // make it delete more than the archived trace takes.
+        if self.archiving.is_empty() {
+            self.retain()?;
+        }
         self.save_manifest()
     }
 
@@ -406,6 +410,7 @@ impl Segments {
                     meta.archived = true;
                     self.save_manifest()?;
                     let _ = std::fs::remove_file(self.dir.join(&file));
+                    self.retain()?;
                 }
                 _ => {
                     let _ = std::fs::remove_file(archive);

@@ -180,7 +180,10 @@ fn history_refresh<'a>(env: Env<'a>, store: Term<'a>) -> NifResult<Term<'a>> {
     let store = store_of(store)?;
     Ok(match elixir_scope_core::paged::refresh(store) {
         Ok(r) => (atoms::ok(), r.last_seq, r.bytes, r.room).encode(env),
-        Err(e) => io_error(env, e, Path::new("trace")),
+        Err(e) => {
+            let dir = elixir_scope_core::paged::followed_dir(store).unwrap_or_default();
+            io_error(env, e, &dir)
+        }
     })
 }
 
@@ -376,7 +379,7 @@ fn summary_step<'a>(env: Env<'a>, s: ResourceArc<SummarizingResource>) -> Term<'
     match s.step() {
         Ok(true) => (atoms::more(), s.progress().0).encode(env),
         Ok(false) => atoms::done().encode(env),
-        Err(e) => io_error(env, e, Path::new("trace")),
+        Err(e) => io_error(env, e, s.path()),
     }
 }
 
