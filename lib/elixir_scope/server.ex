@@ -183,7 +183,8 @@ defmodule ElixirScope.Server do
       )
 
     new = %{Store.new!(opts) | history: old.history}
-    Enum.each(s.state_modules, &Tracer.watch_state_module(&1, new))
+    # The patterns are set (and may be partly another tool's now): only the store learns them.
+    Enum.each(s.state_modules, &Tracer.register_states(&1, new))
     # The janitor cleans up both until the switch is done.
     send(s.janitor, {:stores, [new, old]})
     ElixirScope.Track.Runtime.enable(Store.ref(new))

@@ -266,7 +266,7 @@ defmodule ElixirScope.Tracer do
 
     with :ok <- allowed_state_module(mod),
          :ok <- free_patterns(callbacks, override?),
-         :ok <- Native.store_watch_states(Store.ref(store), mod, kind) do
+         :ok <- register_states(mod, store) do
       for {_, f, a} <- callbacks do
         :erlang.trace_pattern({mod, f, a}, callback_ms(mod, f), [:global])
       end
@@ -274,6 +274,15 @@ defmodule ElixirScope.Tracer do
       :ok
     end
   end
+
+  @doc """
+  Registers `mod` with `store` as a module whose callback results are states, leaving the
+  trace patterns as they are: for a fresh store that goes on with a capture whose patterns
+  are set already.
+  """
+  @spec register_states(module(), Store.t()) :: :ok | {:error, term()}
+  def register_states(mod, %Store{} = store),
+    do: Native.store_watch_states(Store.ref(store), mod, kind(mod))
 
   defp kind(mod), do: if(statem_module?(mod), do: :gen_statem, else: :gen_server)
 

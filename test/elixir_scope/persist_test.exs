@@ -684,6 +684,35 @@ defmodule ElixirScope.PersistCaptureTest do
     end
   end
 
+  test "states keep being recorded across store switches while another tool holds a callback's pattern",
+       %{dir: dir} do
+    {:ok, _} = ElixirScope.start(max_events: 400, persist: [dir: dir, flush_interval: 5])
+    on_exit(fn -> ElixirScope.stop() end)
+    {:ok, c} = GenServer.start(ElixirScope.PersistTest.Counter, 0)
+    :ok = ElixirScope.trace(c)
+    # :dbg takes handle_cast's pattern; handle_call's stays ElixirScope's.
+    {:ok, _} = :dbg.tracer(:process, {fn _, n -> n end, 0})
+
+    on_exit(fn ->
+      :dbg.ctp()
+      :dbg.stop()
+    end)
+
+    {:ok, _} = :dbg.tpl(ElixirScope.PersistTest.Counter, :handle_cast, 2, [])
+
+    for _ <- 1..300 do
+      GenServer.call(c, {:add, 1})
+      Process.sleep(1)
+    end
+
+    assert ElixirScope.status().generation > 2
+
+    # Every call's state is there, from before and after the switches.
+    counts = Query.state_timeline(c) |> Enum.map(& &1.data.count)
+    assert List.last(counts) == 300
+    assert length(counts) >= 301 - 2 * ElixirScope.status().generation
+  end
+
   test "queries of a running persisted capture never go back, across switches and fresh readers",
        %{dir: dir} do
     # A tiny budget for reading the trace back: queries start over with a fresh reader often.
