@@ -185,22 +185,12 @@ impl Pages {
     /// listed under another name now (a running capture archived it); whether it is.
     fn relocate(&mut self, file: usize) -> bool {
         let (dir, meta) = &self.files[file];
-        if meta.first_seq == 0 {
-            return false;
-        }
-        let Ok(manifest) = segments::read_manifest(dir) else {
-            return false;
-        };
-        let now = manifest
-            .segments
-            .into_iter()
-            .find(|m| m.first_seq == meta.first_seq && m.file != meta.file);
-        match now {
-            Some(now) => {
+        match segments::relisted(dir, meta) {
+            segments::Relisted::As(now) => {
                 self.files[file].1 = now;
                 true
             }
-            None => false,
+            _ => false,
         }
     }
 

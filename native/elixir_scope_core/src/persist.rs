@@ -494,31 +494,23 @@ pub fn load(
     Ok(loading.finish())
 }
 
-/// Where a segment gone from its listed name is now, by the manifest read again.
-enum Relisted {
-    /// Under another name (a running capture archived it).
-    As(segments::SegmentMeta),
-    /// No longer listed (retention deleted it).
-    Gone,
-    /// Still listed as it was: the file is lost.
-    Same,
-}
-
-fn relisted(dir: &Path, meta: &segments::SegmentMeta) -> Relisted {
-    let Ok(manifest) = segments::read_manifest(dir) else {
-        return Relisted::Same;
-    };
-    if let Some(now) = manifest
-        .segments
-        .iter()
-        .find(|m| meta.first_seq != 0 && m.first_seq == meta.first_seq && m.file != meta.file)
-    {
-        return Relisted::As(now.clone());
-    }
-    if manifest.segments.iter().any(|m| m.file == meta.file) {
-        Relisted::Same
-    } else {
-        Relisted::Gone
+/// Takes a segment that could not be read (`e`, at `path`) for damage, which costs that
+/// segment alone: `file` joins `damaged` and the first reason is kept (the error when nothing
+/// was readable). The file system failing (EACCES, EMFILE, EIO, ...) is no damage: returned.
+fn damage(
+    e: io::Error,
+    path: &Path,
+    file: &str,
+    damaged: &mut Vec<String>,
+    first: &mut Option<io::Error>,
+) -> io::Result<()> {
+    match Error::from_io(e, path) {
+        e @ Error::Io { .. } => Err(e.into()),
+        e => {
+            damaged.push(file.to_string());
+            first.get_or_insert(e.into());
+            Ok(())
+        }
     }
 }
 
@@ -762,34 +754,47 @@ impl Loading {
             && !self.rebuilt()
         {
             // A running capture archived it (under another name) or retention deleted it.
-            match relisted(dir, meta) {
-                Relisted::As(now) => {
+            match segments::relisted(dir, meta) {
+                segments::Relisted::As(now) => {
                     read = segments::read_segment_into(dir, &now, &mut self.buf)
                         .and_then(|()| open_frames(dir, &now, &self.buf).map(|_| ()));
                     moved = Some(now);
                 }
-                Relisted::Gone => {
+                segments::Relisted::Gone => {
                     self.loader.report.missing += 1;
                     return Ok(true);
                 }
-                Relisted::Same => {}
+                segments::Relisted::Same => {}
             }
         }
         let meta = moved.as_ref().unwrap_or(meta);
         if let Err(e) = read {
-            return match Error::from_io(e, &dir.join(&meta.file)) {
-                // The file system failing (EACCES, EMFILE, EIO, ...) is not damage: said.
-                e @ Error::Io { .. } => Err(e.into()),
-                // Damage costs this segment, not the trace.
-                e => self.skip_damaged(meta, e.into()),
-            };
+            let path = dir.join(&meta.file);
+            let report = &mut self.loader.report;
+            damage(
+                e,
+                &path,
+                &meta.file,
+                &mut report.damaged,
+                &mut self.first_damage,
+            )?;
+            return Ok(true);
         }
         if !self.belongs(meta) {
             let e = Error::Corrupt {
                 path: dir.join(&meta.file).display().to_string(),
                 offset: 0,
             };
-            return self.skip_damaged(meta, e.into());
+            let path = dir.join(&meta.file);
+            let report = &mut self.loader.report;
+            damage(
+                e.into(),
+                &path,
+                &meta.file,
+                &mut report.damaged,
+                &mut self.first_damage,
+            )?;
+            return Ok(true);
         }
         match open_frames(dir, meta, &self.buf)? {
             Some(mut frames) => {
@@ -809,13 +814,6 @@ impl Loading {
 
     fn rebuilt(&self) -> bool {
         self.loader.report.manifest_rebuilt
-    }
-
-    /// Skips the segment `meta` (read into `buf`, or not readable) as damaged, keeping why.
-    fn skip_damaged(&mut self, meta: &segments::SegmentMeta, e: io::Error) -> io::Result<bool> {
-        self.loader.report.damaged.push(meta.file.clone());
-        self.first_damage.get_or_insert(e);
-        Ok(true)
     }
 
     /// Whether the segment read into `buf` holds the events its place says: its first event
@@ -1437,16 +1435,9 @@ impl Summarizing {
                 let frames = match read {
                     Ok(frames) => frames,
                     Err(e) => {
-                        return match Error::from_io(e, &path) {
-                            // The file system failing is not damage: said.
-                            e @ Error::Io { .. } => Err(e.into()),
-                            // Damage costs this segment, as it does when the trace is loaded.
-                            e => {
-                                self.summary.damaged.push(meta.file.clone());
-                                self.first_damage.get_or_insert(e.into());
-                                Ok(true)
-                            }
-                        };
+                        let damaged = &mut self.summary.damaged;
+                        damage(e, &path, &meta.file, damaged, &mut self.first_damage)?;
+                        return Ok(true);
                     }
                 };
                 let mut b = FooterBuilder::default();

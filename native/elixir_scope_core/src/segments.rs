@@ -202,6 +202,38 @@ pub fn rebuild_manifest(dir: &Path) -> Option<Manifest> {
     })
 }
 
+/// Where a segment gone from its listed name is now, by the manifest read again (see
+/// [`relisted`]).
+pub enum Relisted {
+    /// Under another name (a running capture archived it).
+    As(SegmentMeta),
+    /// No longer listed (retention deleted it).
+    Gone,
+    /// Still listed as it was: the file is lost.
+    Same,
+}
+
+/// Where the segment `meta` of `dir` is listed now, for a reader that found its file gone: a
+/// running capture archives sealed segments (a new name, the same first seq) and deletes old
+/// ones.
+pub fn relisted(dir: &Path, meta: &SegmentMeta) -> Relisted {
+    let Ok(manifest) = read_manifest(dir) else {
+        return Relisted::Same;
+    };
+    if let Some(now) = manifest
+        .segments
+        .iter()
+        .find(|m| meta.first_seq != 0 && m.first_seq == meta.first_seq && m.file != meta.file)
+    {
+        return Relisted::As(now.clone());
+    }
+    if manifest.segments.iter().any(|m| m.file == meta.file) {
+        Relisted::Same
+    } else {
+        Relisted::Gone
+    }
+}
+
 /// The bytes of one segment of a directory, decompressing an archived one (read them with
 /// [`segment::frames`]).
 ///
