@@ -157,6 +157,12 @@ defmodule ElixirScope.Store do
   def tracer_spec(%__MODULE__{ref: ref}), do: {:tracer, Native, ref}
 
   @doc false
+  # Whether `term` (a tracer's state, from :erlang.trace_info/2) is this store's handle. A
+  # comparison: no NIF call, unlike ref/1.
+  @spec handle?(t(), term()) :: boolean()
+  def handle?(%__MODULE__{ref: ref}, term), do: ref == term
+
+  @doc false
   # The handle to pass to a NIF: always a term on the caller's heap. A store read from
   # persistent_term (the default store) holds a literal, and a dirty NIF whose only reference to
   # a literal is its argument does not keep it alive when that key is replaced: the store could be

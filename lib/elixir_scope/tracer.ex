@@ -31,7 +31,7 @@ defmodule ElixirScope.Tracer do
   @doc false
   def ours?(pid, %Store{} = store) do
     case safe_trace_info(pid, :tracer) do
-      {:tracer, {Native, ref}} -> ref == Store.ref(store)
+      {:tracer, t} -> tracer_of?(t, store)
       _ -> false
     end
   end
@@ -44,16 +44,19 @@ defmodule ElixirScope.Tracer do
         {:error, {:remote_pid, pid}}
 
       true ->
-        ref = Store.ref(store)
-
         case safe_trace_info(pid, :tracer) do
           {:tracer, []} -> set(pid, store, flags)
-          {:tracer, {Native, ^ref}} -> set(pid, store, flags)
-          {:tracer, other} -> {:error, {:already_traced, pid, other}}
+          {:tracer, t} -> if tracer_of?(t, store), do: set(pid, store, flags), else: taken(pid, t)
           _ -> {:error, {:dead_process, pid}}
         end
     end
   end
+
+  defp taken(pid, tracer), do: {:error, {:already_traced, pid, tracer}}
+
+  # Whether a tracer (from :erlang.trace_info/2) is `store`'s.
+  defp tracer_of?({Native, ref}, store), do: Store.handle?(store, ref)
+  defp tracer_of?(_tracer, _store), do: false
 
   @doc "Traces every live process except `exclude`, and processes spawned from now on."
   @spec trace_all(Store.t(), [atom()], [pid()]) ::
@@ -77,15 +80,13 @@ defmodule ElixirScope.Tracer do
   @doc "Traces processes spawned from now on."
   @spec trace_new(Store.t(), [atom()]) :: result()
   def trace_new(%Store{} = store, flags) do
-    ref = Store.ref(store)
+    {:tracer, t} = :erlang.trace_info(:new_processes, :tracer)
 
-    case :erlang.trace_info(:new_processes, :tracer) do
-      {:tracer, t} when t == [] or t == {Native, ref} ->
-        :erlang.trace(:new_processes, true, flags ++ [Store.tracer_spec(store)])
-        :ok
-
-      {:tracer, other} ->
-        {:error, {:already_traced, :new, other}}
+    if t == [] or tracer_of?(t, store) do
+      :erlang.trace(:new_processes, true, flags ++ [Store.tracer_spec(store)])
+      :ok
+    else
+      {:error, {:already_traced, :new, t}}
     end
   end
 
@@ -360,7 +361,7 @@ defmodule ElixirScope.Tracer do
   def move_all(from, to) do
     case {:erlang.trace_info(:new_processes, :tracer), :erlang.trace_info(:new_processes, :flags)} do
       {{:tracer, {Native, ref}}, {:flags, flags}} ->
-        if ref == Store.ref(from) do
+        if Store.handle?(from, ref) do
           :erlang.trace(:new_processes, false, @all_flags)
           :erlang.trace(:new_processes, true, flags ++ [Store.tracer_spec(to)])
         end
@@ -385,7 +386,7 @@ defmodule ElixirScope.Tracer do
   def untrace_new(store) do
     case :erlang.trace_info(:new_processes, :tracer) do
       {:tracer, {Native, ref}} ->
-        if ref == Store.ref(store), do: :erlang.trace(:new_processes, false, @all_flags)
+        if Store.handle?(store, ref), do: :erlang.trace(:new_processes, false, @all_flags)
 
       _ ->
         :ok
