@@ -217,6 +217,10 @@ defmodule ElixirScope.PersistTest do
     {:ok, summary} = Persist.summary(dir)
     assert summary.events == length(got)
     assert Enum.sort(summary.damaged) == Enum.map([second, third, fourth], &Path.basename/1)
+
+    out = ExUnit.CaptureIO.capture_io(fn -> Mix.Tasks.ElixirScope.Inspect.run([dir]) end)
+    assert out =~ "segments not counted (unreadable, or repeating others): "
+    assert out =~ Path.basename(fourth)
     assert info.gaps == MapSet.size(gone)
 
     # Nothing readable at all: an error naming what was wrong.

@@ -108,8 +108,20 @@ defmodule Mix.Tasks.ElixirScope.Inspect do
     end
   end
 
-  defp damage(%{torn: []}), do: nil
-  defp damage(s), do: "damage     torn or corrupt tails in #{Enum.join(s.torn, ", ")}"
+  defp damage(%{torn: [], damaged: []}), do: nil
+
+  defp damage(s) do
+    torn = if s.torn != [], do: ["torn or corrupt tails in #{Enum.join(s.torn, ", ")}"], else: []
+
+    skipped =
+      if s.damaged != [],
+        do: [
+          "segments not counted (unreadable, or repeating others): #{Enum.join(s.damaged, ", ")}"
+        ],
+        else: []
+
+    "damage     " <> Enum.join(torn ++ skipped, "; ")
+  end
 
   defp mfa({m, f, a}) when is_atom(m) and is_atom(f), do: Exception.format_mfa(m, f, a)
   defp mfa({m, f, a}), do: "#{m}.#{f}/#{a}"
