@@ -518,23 +518,29 @@ fn damage(
 /// when they index the store); a wider one is numbered on.
 const MAX_SKIP: u64 = 1 << 24;
 
+/// The segment files of a trace, each with its directory.
+type TraceFiles = Vec<(std::path::PathBuf, segments::SegmentMeta)>;
+
 /// The segment files of a trace: a directory's, in manifest order, or one file.
-pub(crate) fn trace_files(
-    path: &Path,
-) -> io::Result<Vec<(std::path::PathBuf, segments::SegmentMeta)>> {
+pub(crate) fn trace_files(path: &Path) -> io::Result<TraceFiles> {
+    trace_files_rebuilt(path).map(|(files, _)| files)
+}
+
+/// [`trace_files`], and whether the manifest was rebuilt from the segment files (it was
+/// damaged or gone).
+fn trace_files_rebuilt(path: &Path) -> io::Result<(TraceFiles, bool)> {
     if path.is_dir() {
-        let manifest = match segments::read_manifest_strict(path) {
-            Ok(m) => m,
-            // A newer format is refused, not guessed at.
-            Err(e @ Error::NewerFormat { .. }) => return Err(e.into()),
-            // A manifest damaged or gone: what its segments say, if there are any.
-            Err(e) => segments::rebuild_manifest(path).ok_or(e)?,
+        let (manifest, rebuilt) = match segments::read_manifest_strict(path) {
+            Ok(m) => (m, false),
+            // A manifest damaged, gone, or not a file: what its segments say, if there are any.
+            Err(e @ (Error::NotATrace { .. } | Error::NotARegularFile { .. })) => {
+                (segments::rebuild_manifest(path).ok_or(e)?, true)
+            }
+            // A newer format is refused, not guessed at; the file system failing is said.
+            Err(e) => return Err(e.into()),
         };
-        return Ok(manifest
-            .segments
-            .into_iter()
-            .map(|m| (path.to_path_buf(), m))
-            .collect());
+        let files = manifest.segments.into_iter();
+        return Ok((files.map(|m| (path.to_path_buf(), m)).collect(), rebuilt));
     }
     // Refused here when it is not a regular file (a FIFO would block every read).
     drop(crate::fsio::open_regular(path)?);
@@ -550,7 +556,7 @@ pub(crate) fn trace_files(
         archived,
         ..segments::SegmentMeta::default()
     };
-    Ok(vec![(dir, meta)])
+    Ok((vec![(dir, meta)], false))
 }
 
 /// Bytes on disk of a trace's files (those gone count nothing).
@@ -668,11 +674,10 @@ impl Loading {
     /// # Errors
     /// As for [`Loading::new`].
     pub fn window(path: &Path, window: Window) -> io::Result<Loading> {
-        let files = trace_files(path)?;
+        let (files, rebuilt) = trace_files_rebuilt(path)?;
         let total = files_bytes(&files);
         let mut loader = Loader::new(window)?;
-        loader.report.manifest_rebuilt =
-            path.is_dir() && segments::read_manifest_strict(path).is_err();
+        loader.report.manifest_rebuilt = rebuilt;
         Ok(Loading {
             path: path.to_path_buf(),
             paged: window == Window::default(),
