@@ -378,9 +378,12 @@ defmodule ElixirScope do
       agents) after every callback, as `:state` events (default `true`): their callback module's
       `init/1`, `handle_call/3`, `handle_cast/2`, `handle_info/2`, `handle_continue/2` and
       `code_change/3` are return-traced, and a `:sys.get_state/2` snapshot is taken when a
-      running process starts being traced. For a module target, processes running it.
-      `:all` and `:new` record no states: trace the GenServer itself (or its module) for
-      those.
+      running process starts being traced, whichever way it came to be traced (a pid, a
+      name, `:all`, or afterwards as a child of a traced process or under `:new`). For a
+      module target, processes running it. A process started while traced, whose callback
+      module is not watched yet, is seen as it starts (before its `init/1`); its module is
+      watched from then on and its state snapshotted once, so its first callbacks (those
+      before the snapshot) are covered by that snapshot rather than recorded one by one.
     * `:override` - trace patterns are global to the VM: a function whose pattern another tool
       (`:dbg`, recon, a profiler) set is left alone, and the call answers
       `{:error, {:pattern_in_use, mfas}}`; `override: true` replaces those patterns

@@ -6,7 +6,7 @@ defmodule ElixirScope.Server do
 
   use GenServer
 
-  alias ElixirScope.{Persist, Store, Tracer}
+  alias ElixirScope.{Native, Persist, Store, Tracer}
 
   require Logger
 
@@ -22,6 +22,9 @@ defmodule ElixirScope.Server do
     modules: %{},
     all: false,
     new: false,
+    # Whether processes that start a GenServer-like process while traced get their states
+    # recorded (trace(:new), trace(:all), trace(pid) with children).
+    watch_new: false,
     skipped: []
   ]
 
@@ -51,6 +54,7 @@ defmodule ElixirScope.Server do
         Persist.forget_history()
         store = if persist, do: Persist.with_history(store, persist), else: store
         Store.put_default(store)
+        :ok = Native.store_set_watcher(Store.ref(store), self())
         # The janitor first: it waits for a previous capture's janitor, whose cleanup would
         # otherwise undo what this capture sets up.
         janitor = start_janitor(store)
@@ -132,8 +136,8 @@ defmodule ElixirScope.Server do
   end
 
   @impl true
-  def handle_call({:trace, target, opts}, _from, s) do
-    {reply, s} = trace(target, opts, s)
+  def handle_call({:trace, target, opts}, {caller, _}, s) do
+    {reply, s} = trace(target, Keyword.put(opts, :caller, caller), s)
     {:reply, reply, s}
   end
 
@@ -183,6 +187,7 @@ defmodule ElixirScope.Server do
       )
 
     new = %{Store.new!(opts) | history: old.history}
+    :ok = Native.store_set_watcher(Store.ref(new), self())
     # The patterns are set (and may be partly another tool's now): only the store learns them.
     Enum.each(s.state_modules, &Tracer.register_states(&1, new))
     # The janitor cleans up both until the switch is done.
@@ -224,6 +229,26 @@ defmodule ElixirScope.Server do
     {:noreply, %{s | store: store, persist_dir: nil}}
   end
 
+  # A traced process starts a GenServer-like process whose module the store does not watch yet
+  # (the tracer's hook on :gen.init_it, before init/1 runs): watch it, and snapshot the state
+  # once init is done, for what ran before the patterns were set. Only for processes traced for
+  # themselves (not the ones with just :call, for a traced module's calls).
+  def handle_info({:elixir_scope_state_server, pid, mod}, s) do
+    if s.watch_new and Tracer.traced_for_itself?(pid, s.store) and
+         (Tracer.callback_module?(mod) or Tracer.statem_module?(mod)) do
+      case watch_module_states(mod, false, s) do
+        {:ok, s} ->
+          snapshot_later(pid, s.store)
+          {:noreply, s}
+
+        _ ->
+          {:noreply, s}
+      end
+    else
+      {:noreply, s}
+    end
+  end
+
   def handle_info({:EXIT, pid, reason}, %{flusher: pid} = s) when reason != :normal do
     Logger.error("ElixirScope's trace writer stopped: #{inspect(reason)}")
     {:noreply, %{s | flusher: nil}}
@@ -241,6 +266,7 @@ defmodule ElixirScope.Server do
 
   defp cleanup(store, modules) do
     ElixirScope.Track.Runtime.disable()
+    Tracer.unhook_state_servers()
     Enum.each(modules, &Tracer.untrace_module/1)
     Tracer.untrace_all(store)
     Store.close(store)
@@ -301,12 +327,20 @@ defmodule ElixirScope.Server do
   defp trace(pid, opts, s) when is_pid(pid) do
     extra = if Keyword.get(opts, :children, true), do: [:set_on_spawn], else: []
 
-    # Only a free process (no tracer yet) gets state patterns and a snapshot: another tracer's
-    # process is left alone, and one traced already has its states recorded already.
+    states? = Keyword.get(opts, :states, true)
+
+    # A free process (no tracer yet), or one that is ours already (for a traced module's calls,
+    # say), gets state patterns and a snapshot; another tracer's process is left alone.
     watched =
-      if Keyword.get(opts, :states, true) and Tracer.free?(pid),
+      if states? and (Tracer.free?(pid) or Tracer.ours?(pid, s.store)),
         do: watch_states(pid, Keyword.get(opts, :override, false), s),
         else: {:ok, s}
+
+    watched =
+      case watched do
+        {:ok, s} when states? and extra != [] -> {:ok, watch_new(s)}
+        other -> other
+      end
 
     # (A state module registered stays in `s` even if tracing the process fails: its patterns
     # are set, and stop/0 must clear them.)
@@ -322,14 +356,23 @@ defmodule ElixirScope.Server do
     end
   end
 
-  defp trace(:all, _opts, s) do
+  defp trace(:all, opts, s) do
+    # States first, for the processes running now (snapshots before their flags are set, so
+    # that the snapshots' own messages are not traced), then the hook for those started later.
+    s =
+      if Keyword.get(opts, :states, true),
+        do: s |> watch_running(opts[:caller]) |> watch_new(),
+        else: s
+
     case Tracer.trace_all(s.store, Tracer.flags(), own_processes(s)) do
       {:ok, %{skipped: skipped}} -> {:ok, %{s | all: true, new: true, skipped: skipped}}
       error -> {error, s}
     end
   end
 
-  defp trace(:new, _opts, s) do
+  defp trace(:new, opts, s) do
+    s = if Keyword.get(opts, :states, true), do: watch_new(s), else: s
+
     case Tracer.trace_new(s.store, Tracer.flags()) do
       :ok -> {:ok, %{s | new: true}}
       error -> {error, s}
@@ -361,15 +404,94 @@ defmodule ElixirScope.Server do
   # Another tool's pattern on one of its callbacks is not overwritten unless `override?`: the
   # trace is refused instead, saying which (`states: false` traces the process without states).
   defp watch_states(pid, override?, s) do
-    with mod when mod != nil <- Tracer.state_module(pid),
-         :ok <- Tracer.watch_state_module(mod, s.store, override?) do
-      send(s.janitor, {:traced_module, mod})
-      Tracer.snapshot_state(pid, s.store)
-      {:ok, %{s | state_modules: MapSet.put(s.state_modules, mod)}}
-    else
-      {:error, {:pattern_in_use, _}} = e -> e
-      _ -> {:ok, s}
+    case Tracer.state_module(pid) do
+      nil ->
+        {:ok, s}
+
+      mod ->
+        case watch_module_states(mod, override?, s) do
+          {:ok, s} ->
+            Tracer.snapshot_state(pid, s.store)
+            {:ok, s}
+
+          {:error, {:pattern_in_use, _}} = e ->
+            e
+
+          _ ->
+            {:ok, s}
+        end
     end
+  end
+
+  # Records `mod`'s callback results as states (once per module).
+  defp watch_module_states(mod, override?, s) do
+    if mod in s.state_modules do
+      {:ok, s}
+    else
+      with :ok <- Tracer.watch_state_module(mod, s.store, override?) do
+        send(s.janitor, {:traced_module, mod})
+        {:ok, %{s | state_modules: MapSet.put(s.state_modules, mod)}}
+      end
+    end
+  end
+
+  # Processes that start a GenServer-like process while traced tell the server (see
+  # handle_info/2 for :elixir_scope_state_server).
+  defp watch_new(%{watch_new: true} = s), do: s
+  defp watch_new(s), do: %{s | watch_new: Tracer.hook_state_servers()}
+
+  # trace(:all): every GenServer-like process running now that ElixirScope may trace (not its
+  # own, not another tracer's) has its module watched and its state snapshotted, a few at a
+  # time, each given at most a second (a process busy in a long callback is skipped rather
+  # than waited for). `caller` is the process waiting for this trace call: asking it for its
+  # state would wait for the answer it waits for.
+  defp watch_running(s, caller) do
+    own = [caller | own_processes(s)]
+
+    servers =
+      for pid <- Process.list() -- own,
+          Tracer.free?(pid) or Tracer.ours?(pid, s.store),
+          mod = Tracer.state_module(pid),
+          mod != nil,
+          do: {pid, mod}
+
+    s =
+      servers
+      |> Enum.map(&elem(&1, 1))
+      |> Enum.uniq()
+      |> Enum.reduce(s, fn mod, s ->
+        case watch_module_states(mod, false, s) do
+          {:ok, s} -> s
+          _ -> s
+        end
+      end)
+
+    store = s.store
+    watched = for {pid, mod} <- servers, mod in s.state_modules, do: pid
+
+    watched
+    |> Task.async_stream(fn pid -> untraced(fn -> Tracer.snapshot_state(pid, store) end) end,
+      max_concurrency: 8,
+      timeout: 1_500,
+      on_timeout: :kill_task,
+      ordered: false
+    )
+    |> Stream.run()
+
+    s
+  end
+
+  # Snapshots `pid`'s state from a short-lived process, so that the server never waits for a
+  # process still in its init/1.
+  defp snapshot_later(pid, store) do
+    spawn(fn -> untraced(fn -> Tracer.snapshot_state(pid, store, 5_000) end) end)
+  end
+
+  # Runs `fun` in a process that is not traced itself (a helper spawned while new processes
+  # are traced would be).
+  defp untraced(fun) do
+    _ = :erlang.trace(self(), false, [:all])
+    fun.()
   end
 
   defp with_module({:ok, s}, mod, opts), do: trace_module(mod, opts, s)

@@ -36,6 +36,16 @@ defmodule ElixirScope.Tracer do
     end
   end
 
+  @doc "Whether `pid` is traced into `store` for itself, not only for a traced module's calls."
+  @spec traced_for_itself?(pid(), Store.t()) :: boolean()
+  def traced_for_itself?(pid, %Store{} = store) do
+    ours?(pid, store) and
+      match?(
+        {:flags, flags} when is_list(flags) and flags != [:call],
+        safe_trace_info(pid, :flags)
+      )
+  end
+
   @doc "Traces one local process."
   @spec trace_pid(pid(), Store.t(), [atom()]) :: result()
   def trace_pid(pid, %Store{} = store, flags) when is_pid(pid) do
@@ -93,6 +103,10 @@ defmodule ElixirScope.Tracer do
   # The match specs ElixirScope sets: a pattern with another one is another tool's.
   @ms [{:_, [], [{:return_trace}, {:exception_trace}]}]
   @dynsup_ms [{[{:_, :_, :_}], [], [{:return_trace}, {:exception_trace}]}]
+  # The hook on the first function of every new gen_server and gen_statem (see
+  # hook_state_servers/0); its message action marks the pattern as ElixirScope's.
+  @hook_ms [{:_, [], [{:message, :elixir_scope_state_server}]}]
+  @hooks [{:gen, :init_it, 6}, {:gen, :init_it, 7}]
 
   @doc """
   Who set the trace pattern of `mfa`: `:none`, `:ours` (one of ElixirScope's match specs) or
@@ -108,7 +122,7 @@ defmodule ElixirScope.Tracer do
         cond do
           # call_count, call_time (cprof, eprof) or meta tracing alone: no call trace pattern.
           info[:traced] == false -> :none
-          info[:match_spec] in [@ms, @dynsup_ms] -> :ours
+          info[:match_spec] in [@ms, @dynsup_ms, @hook_ms] -> :ours
           true -> :other
         end
     end
@@ -151,6 +165,33 @@ defmodule ElixirScope.Tracer do
 
   # module_info/0,1 and compiler-generated functions take no pattern.
   defp generated?(f), do: f == :module_info or String.starts_with?(Atom.to_string(f), "-")
+
+  @doc """
+  Makes every traced process that starts a `gen_server` or `gen_statem` (an agent, a supervisor)
+  tell the store's watcher (`Native.store_set_watcher/2`) its callback module, before its
+  `init/1` runs, when the store does not watch that module yet: a pattern on `:gen.init_it/6,7`,
+  left alone when another tool holds it. Returns whether the hook is ElixirScope's.
+  """
+  @spec hook_state_servers() :: boolean()
+  def hook_state_servers do
+    Enum.all?(@hooks, fn mfa ->
+      case pattern_owner(mfa) do
+        :ours -> true
+        :other -> false
+        :none -> :erlang.trace_pattern(mfa, @hook_ms, [:global]) == 1
+      end
+    end)
+  end
+
+  @doc "Removes the hook of `hook_state_servers/0`, where it is still ElixirScope's."
+  @spec unhook_state_servers() :: :ok
+  def unhook_state_servers do
+    for mfa <- @hooks,
+        pattern_owner(mfa) == :ours,
+        do: :erlang.trace_pattern(mfa, false, [:global])
+
+    :ok
+  end
 
   @doc """
   Removes a module's call tracing: the patterns that are still ElixirScope's (another tool's

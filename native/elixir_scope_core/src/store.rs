@@ -144,6 +144,9 @@ pub struct Store {
     persist: Mutex<Option<Writer>>,
     /// Events written to disk so far (read without taking the writer's lock).
     persisted: AtomicU64,
+    /// The raw term of the local process told about new state servers (see [`Store::watcher`]);
+    /// 0 when none.
+    watcher: AtomicU64,
 }
 
 impl Store {
@@ -167,6 +170,7 @@ impl Store {
             symbols: None,
             persist: Mutex::new(None),
             persisted: AtomicU64::new(0),
+            watcher: AtomicU64::new(0),
         })
     }
 
@@ -179,6 +183,19 @@ impl Store {
         store.symbols = symbols;
         store.close();
         Some(store)
+    }
+
+    /// Sets the process to tell when a traced process starts a state server (a `gen_server` or
+    /// `gen_statem`) whose callback module is not watched yet: `raw` is a local pid's term as the
+    /// VM represents it (an immediate, so stable), 0 for none. The core only keeps it.
+    pub fn set_watcher(&self, raw: u64) {
+        self.watcher.store(raw, Ordering::Relaxed);
+    }
+
+    /// See [`Store::set_watcher`].
+    #[inline]
+    pub fn watcher(&self) -> u64 {
+        self.watcher.load(Ordering::Relaxed)
     }
 
     /// Marks `module` as a callback module whose results carry states, of the given kind.

@@ -25,6 +25,11 @@ rustler::atoms! {
     register,
     unregister,
     extra,
+    match_spec_result,
+    // the state-server hook (`gen:init_it/6,7`) and its notice
+    gen,
+    init_it,
+    elixir_scope_state_server,
     // GenServer callbacks and their results
     init,
     handle_call,

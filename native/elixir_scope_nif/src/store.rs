@@ -72,6 +72,16 @@ fn store_close(store: Term) -> NifResult<Atom> {
     Ok(atoms::ok())
 }
 
+/// `store_set_watcher(store, pid)`: the local process the tracer tells, with a
+/// `{:elixir_scope_state_server, pid, module}` message, when a traced process starts a
+/// `gen_server` or `gen_statem` whose callback module the store does not watch yet.
+#[rustler::nif]
+fn store_set_watcher(store: Term, pid: Term) -> NifResult<Atom> {
+    let key = crate::terms::local_pid_key(pid).ok_or(rustler::Error::BadArg)?;
+    store_of(store)?.set_watcher(key);
+    Ok(atoms::ok())
+}
+
 /// Changes the tracing level while capture runs.
 #[rustler::nif]
 fn store_set_level<'a>(store: Term<'a>, level: Term<'a>) -> NifResult<Atom> {

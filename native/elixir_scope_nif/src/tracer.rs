@@ -158,6 +158,10 @@ fn trace<'a>(
         Kind::Call => {
             // {M, F, Args}: the payload is the argument list.
             set_mfa(&mut h, term);
+            if is_state_server_hook(&h) {
+                notify_state_server(env, store, tracee, term);
+                return atoms::ok();
+            }
             tuple3(term).map_or(Payload::None, |[_, _, args]| Payload::Term(args))
         }
         Kind::Return | Kind::Exception => {
@@ -199,6 +203,45 @@ fn trace<'a>(
         }
     }
     atoms::ok()
+}
+
+/// Whether a call is ElixirScope's hook on `gen:init_it/6,7` (the first function a new
+/// `gen_server` or `gen_statem` runs, before its `init/1`): not an event of its own.
+#[inline]
+fn is_state_server_hook(h: &Header) -> bool {
+    h.function == raw(atoms::init_it().as_c_arg())
+        && h.module == raw(atoms::gen().as_c_arg())
+        && (h.arity == 6 || h.arity == 7)
+}
+
+/// Tells the store's watcher that `tracee` starts a state server whose callback module (in the
+/// hook's arguments, third from the end) the store does not watch yet, so that it can watch it
+/// and take a first snapshot. A watched module, a missing watcher or a watcher that is gone:
+/// nothing to do.
+fn notify_state_server<'a>(env: Env<'a>, store: &Store, tracee: Term<'a>, call: Term<'a>) {
+    let Some([_, _, args]) = tuple3(call) else {
+        return;
+    };
+    let Ok(args) = args.decode::<Vec<Term>>() else {
+        return;
+    };
+    let Some(&module) = args.len().checked_sub(3).and_then(|i| args.get(i)) else {
+        return;
+    };
+    let Some(key) = atom_key(module) else {
+        return;
+    };
+    let watcher = store.watcher();
+    if watcher == 0 || store.state_module_kind(key).is_some() {
+        return;
+    }
+    let Ok(pid) = crate::terms::immediate_term(env, watcher).decode::<rustler::LocalPid>() else {
+        return;
+    };
+    let _ = env.send(
+        &pid,
+        (atoms::elixir_scope_state_server(), tracee, module),
+    );
 }
 
 /// The value of `{:throw, value}` (an `exception_from`'s class and reason).

@@ -1,0 +1,115 @@
+defmodule ElixirScope.SemanticsTest do
+  # Answers that used to be quietly wrong (issue 12), on the facade's one global capture: these
+  # tests run one at a time.
+  use ExUnit.Case, async: false
+
+  alias ElixirScope.Query
+  import ElixirScope.ScopeCase, only: [wait_until: 1]
+
+  setup do
+    ElixirScope.stop()
+    {:ok, _} = ElixirScope.start()
+    on_exit(&ElixirScope.stop/0)
+  end
+
+  defmodule Helper do
+    def twice(x), do: 2 * x
+  end
+
+  defmodule Counter do
+    use GenServer
+    def start_link(n), do: GenServer.start_link(__MODULE__, n)
+    def init(n), do: {:ok, n}
+    def handle_cast(:inc, n), do: {:noreply, n + 1}
+    def handle_call(:get, _from, n), do: {:reply, n, n}
+
+    def handle_call({:sleep, ms}, _from, n) do
+      Process.sleep(ms)
+      {:reply, :slept, n}
+    end
+
+    def handle_info(_msg, n), do: {:noreply, n}
+  end
+
+  defp states(pid), do: Enum.map(Query.state_timeline(pid), & &1.data)
+
+  describe "states whatever way a process came to be traced" do
+    test "a module traced first, then the process" do
+      {:ok, agent} = Agent.start_link(fn -> 1 end)
+      {:ok, sup} = Supervisor.start_link([], strategy: :one_for_one)
+      :ok = ElixirScope.trace(Helper)
+      :ok = ElixirScope.trace(agent)
+      :ok = ElixirScope.trace(sup)
+      Agent.update(agent, &(&1 + 1))
+      wait_until(fn -> Query.state_at(agent, :now) == {:ok, 2} end)
+      # The snapshot taken when it was traced, then the update.
+      assert states(agent) == [1, 2]
+      assert [%{pid: ^sup}] = Query.supervision_tree_at(:now)
+    end
+
+    test "processes started after trace(:new): GenServers, agents, supervisors" do
+      :ok = ElixirScope.trace(:new)
+      {:ok, counter} = Counter.start_link(10)
+      {:ok, agent} = Agent.start_link(fn -> :a end)
+      {:ok, sup} = Supervisor.start_link([{Agent, fn -> 0 end}], strategy: :one_for_one)
+      GenServer.cast(counter, :inc)
+      GenServer.cast(counter, :inc)
+      Agent.update(agent, fn _ -> :b end)
+      wait_until(fn -> Query.state_at(counter, :now) == {:ok, 12} end)
+      wait_until(fn -> Query.state_at(agent, :now) == {:ok, :b} end)
+      # The first process of a module not watched yet: states from a snapshot taken as soon as
+      # the module is watched (the callbacks before it are in that snapshot), then every one.
+      seen = states(counter)
+
+      assert List.last(seen) == 12 and seen == Enum.sort(seen) and
+               Enum.all?(seen, &(&1 in 10..12))
+
+      # The next process of the module has every state from its init/1 on.
+      {:ok, second} = Counter.start_link(20)
+      GenServer.cast(second, :inc)
+      wait_until(fn -> Query.state_at(second, :now) == {:ok, 21} end)
+      assert [20, 21] = second |> states() |> Enum.dedup()
+      wait_until(fn -> Query.supervision_tree_at(:now) |> Enum.any?(&(&1.pid == sup)) end)
+      GenServer.stop(counter)
+    end
+
+    test "children of a traced process that start GenServers" do
+      parent = self()
+
+      starter =
+        spawn(fn ->
+          receive do
+            :go ->
+              {:ok, c} = Counter.start_link(0)
+              send(parent, {:counter, c})
+              Process.sleep(:infinity)
+          end
+        end)
+
+      :ok = ElixirScope.trace(starter)
+      send(starter, :go)
+      assert_receive {:counter, counter}
+      GenServer.cast(counter, :inc)
+      wait_until(fn -> Query.state_at(counter, :now) == {:ok, 1} end)
+      Process.exit(starter, :kill)
+    end
+
+    test "processes running when trace(:all) is called" do
+      {:ok, agent} = Agent.start_link(fn -> %{n: 0} end)
+      :ok = ElixirScope.trace(:all)
+      # The snapshot taken when tracing started.
+      assert {:ok, %{n: 0}} = Query.state_at(agent, :now)
+      Agent.update(agent, &%{&1 | n: 1})
+      wait_until(fn -> Query.state_at(agent, :now) == {:ok, %{n: 1}} end)
+      :ok = ElixirScope.untrace(:all)
+    end
+
+    test "states: false still records none" do
+      :ok = ElixirScope.trace(:new, states: false)
+      {:ok, agent} = Agent.start_link(fn -> 0 end)
+      Agent.update(agent, &(&1 + 1))
+      Process.sleep(20)
+      assert Query.state_timeline(agent) == []
+    end
+  end
+end
