@@ -27,7 +27,7 @@ defmodule ElixirScope do
   ## Levels and sampling
 
   `:tracing_level` selects kinds: `:full` (all), `:messages_only` (`:send`, `:send_to_dead`,
-  `:receive`), `:states_only` (`:state`, `:supervisor`, `:exit`), `:minimal` (`:spawn`,
+  `:receive`, `:timeout`), `:states_only` (`:state`, `:supervisor`, `:exit`), `:minimal` (`:spawn`,
   `:exit`, `:register`, `:unregister`) and `:off`. `:sample_rate` keeps a fraction:
   with `sample_by: :process` (default) a process is kept or skipped as a whole, decided by a hash
   of its pid, so kept processes have complete stories; with `sample_by: :event`, exactly

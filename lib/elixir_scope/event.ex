@@ -33,7 +33,12 @@ defmodule ElixirScope.Event do
   @typedoc "Monotonic time in nanoseconds."
   @type timestamp :: integer()
 
-  @typedoc "What happened."
+  @typedoc """
+  What happened. `:timeout` is a `receive ... after` (`Process.sleep/1` too) that timed out:
+  the VM reports it as receiving the atom `:timeout` from no process. A timer that delivers the
+  bare atom `:timeout` (`Process.send_after(pid, :timeout, t)`) looks exactly the same to the
+  VM and is recorded as a `:timeout` too; a timer message of any other shape is a `:receive`.
+  """
   @type kind ::
           :spawn
           | :exit
@@ -50,6 +55,7 @@ defmodule ElixirScope.Event do
           | :state
           | :supervisor
           | :var
+          | :timeout
 
   @type t :: %__MODULE__{
           seq: seq(),
@@ -77,7 +83,8 @@ defmodule ElixirScope.Event do
     :exception,
     :state,
     :supervisor,
-    :var
+    :var,
+    :timeout
   ]
 
   @doc """
@@ -233,6 +240,9 @@ defmodule ElixirScope.Event do
 
         :receive ->
           "#{show.(e.pid)} <- #{show.(e.data)}"
+
+        :timeout ->
+          "#{show.(e.pid)} receive timed out"
 
         :call ->
           "#{show.(e.pid)} #{mfa(e.mfa)}(#{args(e.data, show)})"

@@ -55,6 +55,7 @@ defmodule ElixirScope.Server do
         store = if persist, do: Persist.with_history(store, persist), else: store
         Store.put_default(store)
         :ok = Native.store_set_watcher(Store.ref(store), self())
+        Tracer.mark_timeouts()
         # The janitor first: it waits for a previous capture's janitor, whose cleanup would
         # otherwise undo what this capture sets up.
         janitor = start_janitor(store)
@@ -267,6 +268,7 @@ defmodule ElixirScope.Server do
   defp cleanup(store, modules) do
     ElixirScope.Track.Runtime.disable()
     Tracer.unhook_state_servers()
+    Tracer.unmark_timeouts()
     Enum.each(modules, &Tracer.untrace_module/1)
     Tracer.untrace_all(store)
     Store.close(store)

@@ -183,6 +183,39 @@ defmodule ElixirScope.Tracer do
     end)
   end
 
+  # A receive ... after that times out is traced as a `receive` of the atom `timeout` from no
+  # process (the VM's clock service): the pattern marks exactly those, and keeps every receive.
+  @timeout_ms [
+    {[:_, :undefined, :timeout], [], [{:message, :elixir_scope_timeout}]},
+    {:_, [], [true]}
+  ]
+
+  @doc """
+  Sets the VM's receive trace pattern so that the tracer can tell a `receive ... after` timing
+  out from a message (see `Native`'s tracer: such events become `:timeout` events). The
+  pattern is global; one another tool set is left alone. Returns whether it is ElixirScope's.
+  """
+  @spec mark_timeouts() :: boolean()
+  def mark_timeouts do
+    case :erlang.trace_info(:receive, :match_spec) do
+      {:match_spec, ms} when ms in [true, @timeout_ms] ->
+        :erlang.trace_pattern(:receive, @timeout_ms, [])
+        true
+
+      _ ->
+        false
+    end
+  end
+
+  @doc "Clears the receive pattern of `mark_timeouts/0`, if it is still ElixirScope's."
+  @spec unmark_timeouts() :: :ok
+  def unmark_timeouts do
+    if :erlang.trace_info(:receive, :match_spec) == {:match_spec, @timeout_ms},
+      do: :erlang.trace_pattern(:receive, true, [])
+
+    :ok
+  end
+
   @doc "Removes the hook of `hook_state_servers/0`, where it is still ElixirScope's."
   @spec unhook_state_servers() :: :ok
   def unhook_state_servers do

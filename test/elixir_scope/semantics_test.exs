@@ -112,4 +112,58 @@ defmodule ElixirScope.SemanticsTest do
       assert Query.state_timeline(agent) == []
     end
   end
+
+  describe "receive ... after" do
+    test "a timeout is a :timeout event, never a received or pending message" do
+      parent = self()
+
+      pid =
+        spawn(fn ->
+          receive do
+            :go -> :ok
+          end
+
+          Process.sleep(5)
+
+          receive do
+            :never -> :ok
+          after
+            5 -> :ok
+          end
+
+          receive do
+            msg -> send(parent, {:got, msg})
+          end
+
+          Process.sleep(:infinity)
+        end)
+
+      :ok = ElixirScope.trace(pid)
+      send(pid, :go)
+      send(pid, :timeout)
+      assert_receive {:got, :timeout}
+      kinds = pid |> Query.timeline() |> Enum.map(& &1.kind)
+      # :go and the real :timeout message are received; the sleep and the after clause are
+      # timeouts.
+      assert Enum.count(kinds, &(&1 == :receive)) == 2
+      assert Enum.count(kinds, &(&1 == :timeout)) == 2
+      assert [:go, :timeout] = pid |> Query.messages_to() |> Enum.map(& &1.data)
+      # A plain process: consumption unknown, so every arrival is listed; no timeout among them.
+      assert {:unknown, arrived} = Query.pending_messages_at(pid, :now)
+      assert [:go, :timeout] = Enum.map(arrived, & &1.data)
+      Process.exit(pid, :kill)
+    end
+
+    test "the receive pattern is ElixirScope's only while it runs, and another tool's is kept" do
+      assert {:match_spec, [_, _]} = :erlang.trace_info(:receive, :match_spec)
+      ElixirScope.stop()
+      assert :erlang.trace_info(:receive, :match_spec) == {:match_spec, true}
+      :erlang.trace_pattern(:receive, [{:_, [], [true]}], [])
+      {:ok, _} = ElixirScope.start()
+      assert :erlang.trace_info(:receive, :match_spec) == {:match_spec, [{:_, [], [true]}]}
+      ElixirScope.stop()
+      assert :erlang.trace_info(:receive, :match_spec) == {:match_spec, [{:_, [], [true]}]}
+      :erlang.trace_pattern(:receive, true, [])
+    end
+  end
 end

@@ -55,11 +55,14 @@ pub enum Kind {
     /// A variable binding in a tracked function (`use ElixirScope.Track`): `peer` is the seq of
     /// the call's entry event (0 for the entry itself); payload: `{name, line, value}`.
     Var = 14,
+    /// A `receive ... after` in `pid` timed out (the VM reports it as a `receive` of the atom
+    /// `timeout` from no process; see `ElixirScope.Tracer`); no payload.
+    Timeout = 15,
 }
 
 impl Kind {
     /// Every kind, in discriminant order.
-    pub const ALL: [Kind; 15] = [
+    pub const ALL: [Kind; 16] = [
         Kind::Spawn,
         Kind::Exit,
         Kind::Link,
@@ -75,6 +78,7 @@ impl Kind {
         Kind::State,
         Kind::Supervisor,
         Kind::Var,
+        Kind::Timeout,
     ];
 
     /// The kind's name as the Elixir API spells it (`send_to_dead`, `receive`, ...).
@@ -95,6 +99,7 @@ impl Kind {
             Kind::State => "state",
             Kind::Supervisor => "supervisor",
             Kind::Var => "var",
+            Kind::Timeout => "timeout",
         }
     }
 

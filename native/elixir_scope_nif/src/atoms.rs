@@ -30,6 +30,8 @@ rustler::atoms! {
     gen,
     init_it,
     elixir_scope_state_server,
+    elixir_scope_timeout,
+    timeout,
     // GenServer callbacks and their results
     init,
     handle_call,

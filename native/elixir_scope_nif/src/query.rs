@@ -95,6 +95,7 @@ pub(crate) fn kind_atom(k: Kind) -> rustler::Atom {
         Kind::State => atoms::state(),
         Kind::Supervisor => atoms::supervisor(),
         Kind::Var => atoms::var(),
+        Kind::Timeout => atoms::timeout(),
     }
 }
 

@@ -129,6 +129,11 @@ fn trace<'a>(
     let (Some(store), Some(kind)) = (resource::get(state), kind_of(tag)) else {
         return atoms::ok();
     };
+    let kind = if kind == Kind::Receive && timed_out(opts) {
+        Kind::Timeout
+    } else {
+        kind
+    };
     if store.log().is_full() {
         store.log().count_dropped();
         return atoms::ok();
@@ -149,6 +154,7 @@ fn trace<'a>(
     let payload: Payload = match kind {
         Kind::Send | Kind::SendToDead => with_peer(&mut h, extra().unwrap_or(nil), Some(term)),
         Kind::Receive | Kind::Exit | Kind::Register | Kind::Unregister => Payload::Term(term),
+        Kind::Timeout => Payload::None,
         Kind::Link | Kind::Unlink => with_peer(&mut h, term, None),
         Kind::Spawn => {
             let mfa = extra().unwrap_or(nil);
@@ -203,6 +209,15 @@ fn trace<'a>(
         }
     }
     atoms::ok()
+}
+
+/// Whether a `receive` event is a `receive ... after` timing out: the VM reports it as the atom
+/// `timeout` received from no process, which ElixirScope's receive trace pattern marks (see
+/// `ElixirScope.Tracer.mark_timeouts/0`).
+#[inline]
+fn timed_out(opts: Term) -> bool {
+    opts.map_get(atoms::match_spec_result())
+        .is_ok_and(|r| r.as_c_arg() == atoms::elixir_scope_timeout().as_c_arg())
 }
 
 /// Whether a call is ElixirScope's hook on `gen:init_it/6,7` (the first function a new
