@@ -49,6 +49,8 @@ defmodule ElixirScope.Native do
   def query_pending(_store, _pid, _at), do: err()
   def query_key_changes(_store, _pid, _key), do: err()
   def query_call_stack(_store, _pid, _at), do: err()
+  def query_paired(_store, _seq), do: err()
+  def query_inbox_complete(_store), do: err()
   def query_active(_store, _at), do: err()
   def query_snapshot(_store, _at), do: err()
 

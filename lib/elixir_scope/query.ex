@@ -371,6 +371,10 @@ defmodule ElixirScope.Query do
   @doc "See `ElixirScope.Query.History.pending_messages_at/3`."
   @spec pending_messages_at(pid(), History.time(), keyword()) :: {:ok | :unknown, [Event.t()]}
   defdelegate pending_messages_at(pid, t, opts \\ []), to: History
+  @doc "See `ElixirScope.Query.History.paired/2`."
+  @spec paired(Event.t() | pos_integer(), keyword()) ::
+          {:ok, Event.t()} | {:error, :unpaired | :not_indexed}
+  defdelegate paired(event_or_seq, opts \\ []), to: History
   @doc "See `ElixirScope.Query.History.call_stack_at/3`."
   @spec call_stack_at(pid(), History.time(), keyword()) :: [Event.t()]
   defdelegate call_stack_at(pid, t, opts \\ []), to: History

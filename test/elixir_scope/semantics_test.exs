@@ -166,4 +166,50 @@ defmodule ElixirScope.SemanticsTest do
       :erlang.trace_pattern(:receive, true, [])
     end
   end
+
+  describe "mailboxes" do
+    test "messages sent during a long callback are pending from their send" do
+      {:ok, server} = Counter.start_link(0)
+      :ok = ElixirScope.trace(server)
+      :ok = ElixirScope.trace(self())
+      caller = Task.async(fn -> GenServer.call(server, {:sleep, 200}) end)
+      Process.sleep(30)
+      GenServer.cast(server, :inc)
+      send(server, :hello)
+      Process.sleep(30)
+      mid = System.monotonic_time(:nanosecond)
+      {:messages, in_mailbox} = Process.info(server, :messages)
+      assert {:"$gen_cast", :inc} in in_mailbox and :hello in in_mailbox
+      assert :slept = Task.await(caller)
+      wait_until(fn -> Query.state_at(server, :now) == {:ok, 1} end)
+
+      assert {:ok, pending} = Query.pending_messages_at(server, mid)
+      assert [{:"$gen_cast", :inc}, :hello] = Enum.map(pending, & &1.data)
+      assert Enum.all?(pending, &(&1.kind == :send and &1.pid == self()))
+      # Each send is paired with the receive in which the server took it, after the callback.
+      for send_event <- pending do
+        assert {:ok, %{kind: :receive, pid: ^server} = recv} = Query.paired(send_event)
+        assert recv.ts > mid and recv.data == send_event.data
+        assert {:ok, ^send_event} = Query.paired(recv)
+      end
+
+      # Once the casts' callbacks ran, nothing waits.
+      assert {:ok, []} = Query.pending_messages_at(server, :now)
+      GenServer.stop(server)
+    end
+
+    test "a receive from an untraced sender counts from the receive, and pairs with nothing" do
+      {:ok, server} = Counter.start_link(0)
+      :ok = ElixirScope.trace(server)
+      send(server, :from_untraced)
+      wait_until(fn -> Query.messages_to(server) != [] end)
+      [recv] = Query.messages_to(server)
+      assert {:error, :unpaired} = Query.paired(recv)
+      assert {:error, :unpaired} = Query.paired(recv.seq + 10_000)
+
+      assert_raise ArgumentError, ~r/an ElixirScope.Event or a positive seq/, fn ->
+        Query.paired(:nope)
+      end
+    end
+  end
 end

@@ -231,23 +231,30 @@ defmodule ElixirScope.Query.History do
   def compare_states(a, b), do: StateDiff.diff(a, b)
 
   @doc """
-  The messages in `pid`'s mailbox at `t`: arrived and not yet consumed, oldest first, as
-  `:receive` events.
+  The messages in `pid`'s mailbox at `t`: sent to it and not yet consumed, oldest first.
+
+  A message is in the mailbox from its send. When the sender is traced, the message is the
+  sender's `:send` event, counted from the moment it was sent, even while the receiver is busy
+  in a long callback (the VM's `:receive` trace event only marks when the process moves the
+  message out of its signal queue, which a busy process does late). When the sender is not
+  traced (or is a port, a timer, another node), the message is the receiver's `:receive`
+  event, counted from then: for a busy receiver that is later than it really arrived. Sends
+  and receives are paired exactly, see `paired/2`. (A paged trace, `ElixirScope.open/2` with
+  `paged: true`, does not index whom a message went to: there every message counts from its
+  `:receive`.)
 
   For a GenServer or a `:gen_statem` (its callbacks traced, as `ElixirScope.trace/2` does by
   default) consumption is known: a message leaves the mailbox when the callback whose argument
   it is starts (`handle_call/3`, `handle_cast/2`, `handle_info/2`, a state function or
-  `handle_event/4`, outermost only); a reply arriving while a callback runs is taken at once by
+  `handle_event/4`, outermost only); a reply received while a callback runs is taken at once by
   the call waiting for it; system messages are handled between callbacks. The answer is
   `{:ok, messages}`. One thing is learned late: a message a callback takes with its own
-  `receive` is only known to be gone once the server takes a message that arrived after it;
+  `receive` is only known to be gone once the server takes a message received after it;
   until then it is listed. A message over the payload cap is matched on the bytes kept.
 
   For other processes ElixirScope cannot see when a message is taken out of the mailbox, and
-  says so: `{:unknown, arrived}` lists the messages that arrived up to `t`.
-
-  Messages from untraced senders are included: arrivals are recorded in the receiver. Messages
-  sent but not yet arrived at `t` are not in the mailbox and are not listed.
+  says so: `{:unknown, arrived}` lists every message sent to it (or received) up to `t`.
+  `receive ... after` timeouts are not messages (they are `:timeout` events) and never listed.
   """
   @spec pending_messages_at(pid(), time(), keyword()) :: {:ok | :unknown, [Event.t()]}
   def pending_messages_at(pid, t, opts \\ []) do
@@ -255,6 +262,46 @@ defmodule ElixirScope.Query.History do
     {known, msgs} = s |> Store.ref() |> Native.query_pending(pid!(pid), At.native!(s, t))
     {if(known, do: :ok, else: :unknown), decode(msgs)}
   end
+
+  @doc """
+  The other half of a message: for a `:send` event to a local process, the `:receive` event in
+  which the receiver took that message from its signal queue; for a `:receive` event, the
+  `:send` event that sent it. `{:error, :unpaired}` when there is none: a message not received
+  (yet), one from an untraced sender, or an event that is neither. `{:error, :not_indexed}` on
+  a paged trace, whose index does not say whom messages went to.
+
+  Messages from one process to another arrive in the order they were sent, so the k-th
+  `:receive` of a message pairs with the k-th unpaired `:send` of an equal message before it.
+  Equal messages from different senders pair with the earliest send (the message is the same
+  either way).
+
+  ## Examples
+
+      iex> ElixirScope.Query.History.paired(1, store: ElixirScope.Store.new!())
+      {:error, :unpaired}
+  """
+  @spec paired(Event.t() | pos_integer(), keyword()) ::
+          {:ok, Event.t()} | {:error, :unpaired | :not_indexed}
+  def paired(event_or_seq, opts \\ [])
+  def paired(%Event{seq: seq}, opts), do: paired(seq, opts)
+
+  def paired(seq, opts) when is_integer(seq) and seq > 0 do
+    s = store(opts)
+    ref = Store.ref(s)
+
+    case Native.query_paired(ref, Args.u64(seq)) do
+      nil ->
+        if Native.query_inbox_complete(ref),
+          do: {:error, :unpaired},
+          else: {:error, :not_indexed}
+
+      tuple ->
+        {:ok, decode1(tuple)}
+    end
+  end
+
+  def paired(other, _opts),
+    do: Args.bad!(:event, other, "an ElixirScope.Event or a positive seq")
 
   @doc """
   The traced calls of `pid` open at `t`, outermost first (`:call` events).

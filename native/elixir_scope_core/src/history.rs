@@ -2,9 +2,10 @@
 //! window, the calls open at a point, the messages waiting in its mailbox, the processes alive.
 
 use crate::etf;
-use crate::event::{AtomKey, EventRef, Kind, PidKey};
+use crate::event::{AtomKey, EventRef, Kind, PidKey, Seq};
 use crate::index::{count_upto, At, Index};
 use crate::log::CaptureLog;
+use std::collections::{HashMap, VecDeque};
 
 /// The state of `pid` in force at `at`: its last `state` event at or before it.
 pub fn state_at<'a>(log: &'a CaptureLog, idx: &Index, pid: PidKey, at: At) -> Option<EventRef<'a>> {
@@ -297,12 +298,81 @@ fn same(queued: &Msg<'_>, taken: &Msg<'_>) -> bool {
     }
 }
 
-/// The messages in `pid`'s mailbox at `at`: arrived (`receive` event at or before `at`) and not
-/// yet consumed. A GenServer consumes a message when the callback whose argument it is starts
+/// What a message is paired by: its stored payload bytes (the same term encoded under the same
+/// cap gives the same bytes, truncated or not). `None` for an event whose payload was dropped
+/// (the byte budget spent): it pairs with nothing.
+fn pairing_key<'a>(ev: &EventRef<'a>) -> Option<&'a [u8]> {
+    (ev.header.flags & crate::event::flags::PAYLOAD_DROPPED == 0).then_some(ev.payload)
+}
+
+/// The messages to `pid` whose send was traced, paired with their `receive` events:
+/// `(send seq, receive seq)` in receive order. Messages from one sender to one receiver arrive
+/// in the order they were sent, so the k-th receive of a message pairs with the k-th unpaired
+/// send of an equal message before it. (Equal messages from different senders pair with the
+/// earliest send: either way the message is the same; only which sender is assumed differs.)
+/// A receive left unpaired came from a process not traced (or a port, or the VM).
+pub fn message_pairs(log: &CaptureLog, idx: &Index, pid: PidKey) -> Vec<(Seq, Seq)> {
+    let Some(p) = idx.pid(pid) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let mut unpaired: HashMap<&[u8], VecDeque<Seq>> = HashMap::new();
+    let mut sends = p.inbox.iter().peekable();
+    for ev in p.events.iter().filter_map(|&s| log.get(s)) {
+        if ev.header.kind() != Some(Kind::Receive) {
+            continue;
+        }
+        while let Some(&&s) = sends.peek().filter(|&&&s| s < ev.seq) {
+            sends.next();
+            if let Some(key) = log.get(s).as_ref().and_then(pairing_key) {
+                unpaired.entry(key).or_default().push_back(s);
+            }
+        }
+        let paired = pairing_key(&ev)
+            .and_then(|k| unpaired.get_mut(k))
+            .and_then(|q| q.pop_front());
+        if let Some(s) = paired {
+            out.push((s, ev.seq));
+        }
+    }
+    out
+}
+
+/// The event paired with `seq` (see [`message_pairs`]): a `send`'s `receive`, or a `receive`'s
+/// `send`. `None` when it has none (yet), or is neither.
+pub fn paired(log: &CaptureLog, idx: &Index, seq: Seq) -> Option<Seq> {
+    let ev = log.get(seq)?;
+    match ev.header.kind()? {
+        Kind::Send if ev.header.peer != 0 => message_pairs(log, idx, ev.header.peer)
+            .into_iter()
+            .find(|&(s, _)| s == seq)
+            .map(|(_, r)| r),
+        Kind::Receive => message_pairs(log, idx, ev.header.pid)
+            .into_iter()
+            .find(|&(_, r)| r == seq)
+            .map(|(s, _)| s),
+        _ => None,
+    }
+}
+
+/// A message in the mailbox: the event it arrived by (its `send` when the sender was traced,
+/// else its `receive`), what it is, and its `receive` once the process took it from its signal
+/// queue.
+struct Queued<'a> {
+    arrival: EventRef<'a>,
+    msg: Msg<'a>,
+    received: Option<Seq>,
+}
+
+/// The messages in `pid`'s mailbox at `at`: sent to it (a traced sender's `send` at or before
+/// `at`) or, from an untraced sender, received (its `receive` event, which the VM emits when
+/// the process moves the message from its signal queue, late for a busy process), and not yet
+/// consumed. A GenServer consumes a message when the callback whose argument it is starts
 /// (`handle_call/3`, `handle_cast/2`, `handle_info/2` call events, which need the callbacks
-/// traced); call replies are taken as they arrive and system messages by the behaviour. Since
-/// its loop always takes the oldest message, a message older than one a callback takes was
-/// consumed before by a selective receive inside a callback; that is known from that point on.
+/// traced); call replies are taken as they are received and system messages by the behaviour.
+/// Since its loop always takes the oldest message received, a message received before one a
+/// callback takes was consumed before by a selective receive inside a callback; that is known
+/// from that point on.
 pub fn pending_at<'a>(
     log: &'a CaptureLog,
     idx: &Index,
@@ -318,42 +388,72 @@ pub fn pending_at<'a>(
         return pending;
     };
     let n = count_upto(log, &p.events, at);
-    // Arrivals not yet consumed, with what they are; every arrival, for processes whose
-    // consumption is not known.
-    let mut queue: Vec<(EventRef<'a>, Msg<'a>)> = Vec::new();
+    let m = count_upto(log, &p.inbox, at);
+    let send_of: HashMap<Seq, Seq> = message_pairs(log, idx, pid)
+        .into_iter()
+        .map(|(s, r)| (r, s))
+        .collect();
+    // Messages not yet consumed; every arrival, for processes whose consumption is not known.
+    let mut queue: Vec<Queued<'a>> = Vec::new();
     let mut arrived: Vec<EventRef<'a>> = Vec::new();
     // Traced calls open: a callback starts a mailbox read only at depth 0 (not a callback that
-    // another callback calls), and a message arriving at depth > 0 arrives while the process is
-    // inside a callback.
+    // another callback calls), and a message received at depth > 0 is received while the
+    // process is inside a callback.
     let mut depth: usize = 0;
-    for ev in p.events[..n].iter().filter_map(|&s| log.get(s)) {
+    let own = p.events[..n].iter().copied();
+    let sent = p.inbox[..m].iter().copied();
+    for ev in merge(own, sent).filter_map(|s| log.get(s)) {
         match ev.header.kind() {
-            Some(Kind::Receive) => {
+            // A message sent to this process (by another, or by itself).
+            Some(Kind::Send) if ev.header.peer == pid => {
                 arrived.push(ev);
-                match classify(&ev) {
-                    // A reply the process waits for inside a callback is taken on arrival; at
-                    // rest it is an ordinary message (a Task's result, say) for handle_info.
-                    Some(Msg::Reply(_)) if depth > 0 => {}
-                    Some(Msg::Reply(all)) => queue.push((ev, Msg::Info(all))),
+                let msg = classify(&ev).unwrap_or(Msg::System);
+                queue.push(Queued {
+                    arrival: ev,
+                    msg,
+                    received: None,
+                });
+            }
+            Some(Kind::Receive) => {
+                let i = match send_of.get(&ev.seq) {
+                    Some(s) => match queue.iter().position(|q| q.arrival.seq == *s) {
+                        Some(i) => i,
+                        // Taken already (by a selective receive seen through a later message).
+                        None => continue,
+                    },
+                    None => {
+                        arrived.push(ev);
+                        let msg = classify(&ev).unwrap_or(Msg::System);
+                        queue.push(Queued {
+                            arrival: ev,
+                            msg,
+                            received: None,
+                        });
+                        queue.len() - 1
+                    }
+                };
+                queue[i].received = Some(ev.seq);
+                match queue[i].msg {
+                    // A reply the process waits for inside a callback is taken as it is
+                    // received; at rest it is an ordinary message (a Task's result, say) for
+                    // handle_info.
+                    Msg::Reply(_) if depth > 0 => {
+                        queue.remove(i);
+                    }
+                    Msg::Reply(all) => queue[i].msg = Msg::Info(all),
                     // The behaviour handles system messages between callbacks: at once when
                     // idle, after the callback in progress otherwise.
-                    Some(Msg::System) if depth == 0 => {}
-                    Some(m) => queue.push((ev, m)),
-                    // Unreadable payload: it can never be matched; it stays visible until a
-                    // later message is taken.
-                    None => queue.push((ev, Msg::System)),
+                    Msg::System if depth == 0 => {
+                        queue.remove(i);
+                    }
+                    _ => {}
                 }
             }
             Some(Kind::Call) => {
                 if depth == 0 {
                     if let Some(c) = consumed_by(&ev, cb) {
                         pending.consumption_known = true;
-                        if let Some(i) = queue.iter().position(|(_, m)| same(m, &c)) {
-                            // The loop takes the oldest message. Older ones still queued were
-                            // taken before, by a selective receive inside a callback (a reply,
-                            // a message it waited for), or were system messages.
-                            queue.drain(..=i);
-                        }
+                        take(&mut queue, &c);
                     }
                 }
                 depth += 1;
@@ -366,8 +466,47 @@ pub fn pending_at<'a>(
         pending.messages = arrived;
         return pending;
     }
-    pending.messages = queue.into_iter().map(|(e, _)| e).collect();
+    pending.messages = queue.into_iter().map(|q| q.arrival).collect();
     pending
+}
+
+/// Removes from `queue` the message a callback took (`taken`): the oldest received one that
+/// can be it, with every message received before it (the loop takes the oldest, so those were
+/// taken earlier by a selective receive, or were system messages). A message only sent, not
+/// received yet, was not before it in the mailbox and stays. When no received message can be
+/// it, the oldest one sent that can be is taken.
+fn take(queue: &mut Vec<Queued<'_>>, taken: &Msg<'_>) {
+    let received = queue
+        .iter()
+        .enumerate()
+        .filter(|(_, q)| q.received.is_some() && same(&q.msg, taken))
+        .min_by_key(|(_, q)| q.received)
+        .map(|(i, _)| i);
+    match received {
+        Some(i) => {
+            let upto = queue[i].received;
+            queue.retain(|q| q.received.is_none() || q.received > upto);
+        }
+        None => {
+            if let Some(i) = queue.iter().position(|q| same(&q.msg, taken)) {
+                queue.remove(i);
+            }
+        }
+    }
+}
+
+/// Two ascending seq lists as one ascending list (a seq in both once).
+fn merge(a: impl Iterator<Item = Seq>, b: impl Iterator<Item = Seq>) -> impl Iterator<Item = Seq> {
+    let (mut a, mut b) = (a.peekable(), b.peekable());
+    std::iter::from_fn(move || match (a.peek().copied(), b.peek().copied()) {
+        (Some(x), Some(y)) if x == y => {
+            b.next();
+            a.next()
+        }
+        (Some(x), Some(y)) if y < x => b.next(),
+        (Some(_), _) => a.next(),
+        (None, _) => b.next(),
+    })
 }
 
 /// The processes alive at `at`: seen (spawned, or with any event) at or before it, and not exited
@@ -511,6 +650,72 @@ mod tests {
         assert!(pending_at(&log, &idx, 9, At::Seq(7), &CB)
             .messages
             .is_empty());
+    }
+
+    /// Appends a `send` from `pid` to `peer`.
+    fn send(log: &CaptureLog, pid: u64, peer: u64, payload: &[u8]) {
+        log.append(
+            &Header {
+                ts: log.last_seq() as i64 * 10,
+                pid,
+                peer,
+                kind: Kind::Send as u8,
+                ..Header::default()
+            },
+            payload,
+        );
+    }
+
+    #[test]
+    fn messages_are_pending_from_their_send_and_paired_with_their_receive() {
+        let log = log();
+        let cast = |i| etf(tuple(&[atom("$gen_cast"), int(i)]));
+        let tick = etf(atom("tick"));
+        send(&log, 2, 1, &cast(1)); // 1
+        put(&log, 1, Kind::Receive, 0, 0, &cast(1)); // 2
+        put(
+            &log,
+            1,
+            Kind::Call,
+            102,
+            2,
+            &etf(list(&[int(1), atom("st")])),
+        ); // 3
+        send(&log, 2, 1, &cast(2)); // 4: sent while the callback runs
+        send(&log, 3, 1, &tick); // 5
+        send(&log, 2, 1, &tick); // 6: an equal message from another sender
+        put(&log, 1, Kind::Return, 102, 2, b""); // 7
+        put(&log, 1, Kind::Receive, 0, 0, &cast(2)); // 8: taken from the signal queue late
+        put(&log, 1, Kind::Receive, 0, 0, &tick); // 9
+        put(
+            &log,
+            1,
+            Kind::Call,
+            102,
+            2,
+            &etf(list(&[int(2), atom("st")])),
+        ); // 10
+        put(&log, 1, Kind::Receive, 0, 0, &etf(atom("untraced"))); // 11: from no traced sender
+        let mut idx = Index::new();
+        idx.catch_up(&log);
+        assert!(idx.inbox_complete());
+        assert_eq!(message_pairs(&log, &idx, 1), vec![(1, 2), (4, 8), (5, 9)]);
+        assert_eq!(paired(&log, &idx, 4), Some(8));
+        assert_eq!(paired(&log, &idx, 9), Some(5));
+        assert_eq!(paired(&log, &idx, 6), None);
+        assert_eq!(paired(&log, &idx, 11), None);
+        assert_eq!(paired(&log, &idx, 3), None);
+        let at = |s| {
+            let p = pending_at(&log, &idx, 1, At::Seq(s), &CB);
+            p.messages.iter().map(|e| e.seq).collect::<Vec<_>>()
+        };
+        assert_eq!(at(3), Vec::<Seq>::new());
+        // In the mailbox from their send, while the process is busy in its callback.
+        assert_eq!(at(6), vec![4, 5, 6]);
+        assert_eq!(at(9), vec![4, 5, 6]);
+        // handle_cast(2) took cast 2; the ticks wait (one received, one still in the signal
+        // queue), and a message from an untraced sender counts from its receive.
+        assert_eq!(at(11), vec![5, 6, 11]);
     }
 
     #[test]

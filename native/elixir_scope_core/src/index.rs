@@ -22,6 +22,10 @@ pub struct PidIndex {
     pub spawned: Option<Seq>,
     /// Its `exit` event.
     pub exit: Option<Seq>,
+    /// The `send` events (of other processes, or its own) whose peer is this process: the
+    /// messages traced senders sent it, in seq order. Built by catching up with a log, not
+    /// read from footers (see [`Index::inbox_complete`]).
+    pub inbox: Vec<Seq>,
 }
 
 /// Per-process indexes of a log, up to some seq.
@@ -42,6 +46,8 @@ pub struct Index {
     /// Processes whose `state_keys` are incomplete (a state indexed out of order, or one too
     /// large or truncated to diff): their key changes are computed from their states instead.
     keys_unknown: std::collections::HashSet<PidKey>,
+    /// Whether lists read from footers were appended: their events are in no inbox.
+    inbox_partial: bool,
 }
 
 /// The kinds the tag index covers.
@@ -162,7 +168,15 @@ impl Index {
         for (module, function, seqs) in lists.functions.into_iter().filter(|l| !l.2.is_empty()) {
             extend(self.functions.entry((module, function)).or_default(), seqs);
         }
+        self.inbox_partial = true;
         self.upto = self.upto.max(upto);
+    }
+
+    /// Whether every indexed `send` to a local process is in that process's inbox: false once
+    /// lists read from segment footers (a paged trace) were appended, which do not say whom a
+    /// message went to.
+    pub fn inbox_complete(&self) -> bool {
+        !self.inbox_partial
     }
 
     /// Takes the index up to `seq` with nothing to add: the seqs up to it are not in the
@@ -229,9 +243,15 @@ impl Index {
                 _ => {}
             }
         }
-        if h.kind() == Some(Kind::Spawn) && h.peer != 0 {
-            let p = self.pids.entry(h.peer).or_default();
-            p.spawned = Some(p.spawned.map_or(ev.seq, |s| s.max(ev.seq)));
+        match h.kind() {
+            Some(Kind::Spawn) if h.peer != 0 => {
+                let p = self.pids.entry(h.peer).or_default();
+                p.spawned = Some(p.spawned.map_or(ev.seq, |s| s.max(ev.seq)));
+            }
+            Some(Kind::Send) if h.peer != 0 => {
+                push(&mut self.pids.entry(h.peer).or_default().inbox, ev.seq);
+            }
+            _ => {}
         }
         self.add_content(ev, push);
     }
@@ -293,7 +313,7 @@ impl Index {
         let seqs = |l: &Vec<Seq>| l.capacity() * std::mem::size_of::<Seq>();
         self.pids
             .values()
-            .map(|p| seqs(&p.events) + seqs(&p.states))
+            .map(|p| seqs(&p.events) + seqs(&p.states) + seqs(&p.inbox))
             .sum::<usize>()
             + self
                 .tags

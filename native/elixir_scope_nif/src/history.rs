@@ -168,6 +168,24 @@ fn query_pending<'a>(
     Ok((p.consumption_known, encode_events(env, store, &p.messages)).encode(env))
 }
 
+/// The event paired with the `send` or `receive` at `seq` (see `history::paired`), or `nil`.
+#[rustler::nif(schedule = "DirtyCpu")]
+fn query_paired<'a>(env: Env<'a>, store: Term<'a>, seq: u64) -> NifResult<Term<'a>> {
+    let store = store_of(store)?;
+    let idx = store.index();
+    let log = store.log();
+    Ok(history::paired(log, &idx, seq)
+        .and_then(|s| log.get(s))
+        .map_or(atoms::nil().encode(env), |e| encode_event(env, store, &e)))
+}
+
+/// Whether the store's index knows every message's receiver (false for a paged trace, whose
+/// segment footers do not say).
+#[rustler::nif(schedule = "DirtyCpu")]
+fn query_inbox_complete(store: Term) -> NifResult<bool> {
+    Ok(store_of(store)?.index().inbox_complete())
+}
+
 /// The call events of `pid` open at `at`, outermost first.
 #[rustler::nif(schedule = "DirtyCpu")]
 fn query_call_stack<'a>(

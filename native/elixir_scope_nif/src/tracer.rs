@@ -253,10 +253,7 @@ fn notify_state_server<'a>(env: Env<'a>, store: &Store, tracee: Term<'a>, call: 
     let Ok(pid) = crate::terms::immediate_term(env, watcher).decode::<rustler::LocalPid>() else {
         return;
     };
-    let _ = env.send(
-        &pid,
-        (atoms::elixir_scope_state_server(), tracee, module),
-    );
+    let _ = env.send(&pid, (atoms::elixir_scope_state_server(), tracee, module));
 }
 
 /// The value of `{:throw, value}` (an `exception_from`'s class and reason).
