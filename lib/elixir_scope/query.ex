@@ -242,12 +242,25 @@ defmodule ElixirScope.Query do
   @doc """
   Messages `from` sent to `to` (`:send` events of `from` whose peer is `to`). Requires `from`
   to be traced.
+
+  A GenServer's reply goes to an alias of the caller (a reference made by the call), not to
+  its pid: a reply to a call that `to` made (its `$gen_call` traced) counts as sent to `to`,
+  and its event's `peer` is `to` here (`data` is the reply message, `{[:alias | ref], reply}`),
+  so flows are complete in both directions. The `:peer` and `:involving` filters of
+  `events/1` resolve replies the same way.
   """
   @spec message_flow(pid(), pid(), filters()) :: [Event.t()]
   def message_flow(from, to, filters \\ []) do
     from = Args.pid!(from, "from")
     to = Args.pid!(to, "to")
-    events([pid: from, peer: to, kind: :send] ++ Args.opts!(filters))
+
+    [pid: from, peer: to, kind: :send]
+    |> Kernel.++(Args.opts!(filters))
+    |> events()
+    |> Enum.map(fn
+      %Event{peer: peer} = e when is_reference(peer) -> %{e | peer: to}
+      e -> e
+    end)
   end
 
   @doc """

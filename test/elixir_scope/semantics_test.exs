@@ -212,4 +212,28 @@ defmodule ElixirScope.SemanticsTest do
       end
     end
   end
+
+  describe "replies" do
+    test "a GenServer's reply to a call alias is a message to the caller" do
+      {:ok, server} = Counter.start_link(7)
+      :ok = ElixirScope.trace(server)
+      :ok = ElixirScope.trace(self())
+      assert 7 = GenServer.call(server, :get)
+      me = self()
+
+      assert [%{kind: :send, data: {:"$gen_call", {^me, _}, :get}}] =
+               Query.message_flow(me, server)
+
+      assert [%{kind: :send, peer: ^me, data: {[:alias | ref], 7}} = reply] =
+               Query.message_flow(server, me)
+
+      assert is_reference(ref)
+      # The caller's receive of the reply is its other half; the :peer filter finds it too.
+      assert {:ok, %{kind: :receive, pid: ^me, data: {[:alias | ^ref], 7}}} = Query.paired(reply)
+      assert [%{seq: seq}] = Query.events(pid: server, peer: me, kind: :send)
+      assert seq == reply.seq
+      assert reply.seq in Enum.map(Query.events(involving: me, kind: :send), & &1.seq)
+      GenServer.stop(server)
+    end
+  end
 end

@@ -263,6 +263,19 @@ impl<'a> EventRef<'a> {
         }
     }
 
+    /// The ETF (no version byte) of a peer kept in the payload (a registered name, a remote
+    /// pid, a reference a reply went to), when the payload is whole; `None` otherwise.
+    pub fn peer_term(&self) -> Option<&'a [u8]> {
+        if self.header.flags & flags::PEER_IN_PAYLOAD == 0
+            || self.header.flags & (flags::TRUNCATED | flags::PAYLOAD_DROPPED) != 0
+        {
+            return None;
+        }
+        let body = self.payload.strip_prefix(&[crate::etf::VERSION])?;
+        (body.get(..2) == Some(&[104, 2])).then_some(())?;
+        body.get(2..crate::etf::skip(body, 2)?)
+    }
+
     /// For a truncated payload, what it keeps of the original; `None` otherwise.
     pub fn truncated(&self) -> Option<Truncated<'a>> {
         if self.header.flags & flags::TRUNCATED == 0 || self.payload.len() < 16 {

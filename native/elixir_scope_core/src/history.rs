@@ -298,11 +298,20 @@ fn same(queued: &Msg<'_>, taken: &Msg<'_>) -> bool {
     }
 }
 
-/// What a message is paired by: its stored payload bytes (the same term encoded under the same
-/// cap gives the same bytes, truncated or not). `None` for an event whose payload was dropped
-/// (the byte budget spent): it pairs with nothing.
-fn pairing_key<'a>(ev: &EventRef<'a>) -> Option<&'a [u8]> {
-    (ev.header.flags & crate::event::flags::PAYLOAD_DROPPED == 0).then_some(ev.payload)
+/// What a message is paired by: its message's ETF when whole (a send to a reference or a name
+/// keeps the peer beside it), else its stored truncated form (the same term truncated under
+/// the same cap gives the same bytes). `None` for an event whose payload was dropped (the byte
+/// budget spent) or a truncated one with its peer beside it: it pairs with nothing.
+fn pairing_key<'a>(ev: &EventRef<'a>) -> Option<(bool, &'a [u8])> {
+    use crate::event::flags;
+    let f = ev.header.flags;
+    if f & flags::PAYLOAD_DROPPED != 0 {
+        None
+    } else if f & flags::TRUNCATED != 0 {
+        (f & flags::PEER_IN_PAYLOAD == 0).then_some((false, ev.payload))
+    } else {
+        ev.data().map(|d| (true, d))
+    }
 }
 
 /// The messages to `pid` whose send was traced, paired with their `receive` events:
@@ -316,7 +325,7 @@ pub fn message_pairs(log: &CaptureLog, idx: &Index, pid: PidKey) -> Vec<(Seq, Se
         return Vec::new();
     };
     let mut out = Vec::new();
-    let mut unpaired: HashMap<&[u8], VecDeque<Seq>> = HashMap::new();
+    let mut unpaired: HashMap<(bool, &[u8]), VecDeque<Seq>> = HashMap::new();
     let mut sends = p.inbox.iter().peekable();
     for ev in p.events.iter().filter_map(|&s| log.get(s)) {
         if ev.header.kind() != Some(Kind::Receive) {
@@ -329,7 +338,7 @@ pub fn message_pairs(log: &CaptureLog, idx: &Index, pid: PidKey) -> Vec<(Seq, Se
             }
         }
         let paired = pairing_key(&ev)
-            .and_then(|k| unpaired.get_mut(k))
+            .and_then(|k| unpaired.get_mut(&k))
             .and_then(|q| q.pop_front());
         if let Some(s) = paired {
             out.push((s, ev.seq));
@@ -343,7 +352,7 @@ pub fn message_pairs(log: &CaptureLog, idx: &Index, pid: PidKey) -> Vec<(Seq, Se
 pub fn paired(log: &CaptureLog, idx: &Index, seq: Seq) -> Option<Seq> {
     let ev = log.get(seq)?;
     match ev.header.kind()? {
-        Kind::Send if ev.header.peer != 0 => message_pairs(log, idx, ev.header.peer)
+        Kind::Send => message_pairs(log, idx, idx.receiver(&ev)?)
             .into_iter()
             .find(|&(s, _)| s == seq)
             .map(|(_, r)| r),

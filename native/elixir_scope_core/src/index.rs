@@ -48,7 +48,17 @@ pub struct Index {
     keys_unknown: std::collections::HashSet<PidKey>,
     /// Whether lists read from footers were appended: their events are in no inbox.
     inbox_partial: bool,
+    /// Call aliases not replied to yet: the ETF of the reference a `$gen_call` names as its
+    /// reply tag (`{pid, [:alias | ref]}`), and the calling process.
+    aliases: HashMap<Box<[u8]>, PidKey>,
+    /// Per process, the `send` events to one of its call aliases (a GenServer's reply): sent
+    /// to a reference, they are this process's messages.
+    replies: HashMap<PidKey, Vec<Seq>>,
 }
+
+/// Call aliases remembered at most: a call never replied to (the caller timed out, the server
+/// died) leaves one behind.
+const MAX_ALIASES: usize = 1 << 16;
 
 /// The kinds the tag index covers.
 pub const TAGGED: KindMask = KindMask(
@@ -172,6 +182,38 @@ impl Index {
         self.upto = self.upto.max(upto);
     }
 
+    /// The local process a `send` went to: its peer, or the caller whose call alias it was
+    /// sent to (a reply).
+    pub fn receiver(&self, send: &EventRef<'_>) -> Option<PidKey> {
+        if send.header.peer != 0 {
+            return Some(send.header.peer);
+        }
+        self.replies
+            .iter()
+            .find(|(_, seqs)| seqs.binary_search(&send.seq).is_ok())
+            .map(|(pid, _)| *pid)
+    }
+
+    /// Completes `filter`'s `peers` and `involving` conditions with the replies sent to those
+    /// processes' call aliases (which name a reference, not the process, as their peer).
+    pub fn resolve_replies(&self, filter: &mut Filter) {
+        let seqs = |pids: &[PidKey]| {
+            let mut out: Vec<Seq> = pids
+                .iter()
+                .filter_map(|p| self.replies.get(p))
+                .flatten()
+                .copied()
+                .collect();
+            out.sort_unstable();
+            out
+        };
+        filter.peer_seqs = seqs(&filter.peers);
+        filter.involving_seqs = seqs(&filter.involving);
+        for f in filter.any.iter_mut().chain(filter.none.iter_mut()) {
+            self.resolve_replies(f);
+        }
+    }
+
     /// Whether every indexed `send` to a local process is in that process's inbox: false once
     /// lists read from segment footers (a paged trace) were appended, which do not say whom a
     /// message went to.
@@ -248,8 +290,19 @@ impl Index {
                 let p = self.pids.entry(h.peer).or_default();
                 p.spawned = Some(p.spawned.map_or(ev.seq, |s| s.max(ev.seq)));
             }
-            Some(Kind::Send) if h.peer != 0 => {
-                push(&mut self.pids.entry(h.peer).or_default().inbox, ev.seq);
+            Some(Kind::Send) => {
+                if h.peer != 0 {
+                    push(&mut self.pids.entry(h.peer).or_default().inbox, ev.seq);
+                } else if let Some(caller) = ev.peer_term().and_then(|r| self.aliases.remove(r)) {
+                    push(&mut self.pids.entry(caller).or_default().inbox, ev.seq);
+                    push(self.replies.entry(caller).or_default(), ev.seq);
+                }
+                if let Some(alias) = ev.data().and_then(call_alias) {
+                    if self.aliases.len() >= MAX_ALIASES {
+                        self.aliases.clear();
+                    }
+                    self.aliases.insert(alias.into(), h.pid);
+                }
             }
             _ => {}
         }
@@ -315,6 +368,8 @@ impl Index {
             .values()
             .map(|p| seqs(&p.events) + seqs(&p.states) + seqs(&p.inbox))
             .sum::<usize>()
+            + self.replies.values().map(seqs).sum::<usize>()
+            + self.aliases.keys().map(|k| k.len() + 16).sum::<usize>()
             + self
                 .tags
                 .iter()
@@ -358,6 +413,20 @@ impl Index {
     pub fn upto(&self) -> Seq {
         self.upto
     }
+}
+
+/// The reply alias a call message names: the ETF of `ref` in
+/// `{:"$gen_call", {pid, [:alias | ref]}, request}`.
+fn call_alias(msg: &[u8]) -> Option<&[u8]> {
+    let els = etf::tuple_elements(msg, 0)?;
+    if els.len() != 3 || etf::atom_name(els[0], 0) != Some("$gen_call") {
+        return None;
+    }
+    let from = etf::tuple_elements(els[1], 0)?;
+    let (tag, tail) = etf::list_elements(from.get(1)?, 0)?;
+    (from.len() == 2 && tag.len() == 1 && etf::atom_name(tag[0], 0) == Some("alias"))
+        .then_some(tail)
+        .filter(|t| matches!(t.first(), Some(90 | 114 | 101)))
 }
 
 /// The shortest index list holding every event `filter` can match (and, with `tag`, every

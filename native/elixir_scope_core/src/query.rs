@@ -12,6 +12,11 @@ pub struct Filter {
     pub peers: Vec<PidKey>,
     /// The event's pid or its peer is one of these processes (empty: any).
     pub involving: Vec<PidKey>,
+    /// Events that also count as having a peer in `peers`, sorted: replies sent to those
+    /// processes' call aliases (see [`crate::index::Index::resolve_replies`]).
+    pub peer_seqs: Vec<Seq>,
+    /// The same for `involving`.
+    pub involving_seqs: Vec<Seq>,
     /// The event's kind is in this set.
     pub kinds: KindMask,
     /// Module of a call/return/exception.
@@ -45,6 +50,8 @@ impl Default for Filter {
             pids: Vec::new(),
             peers: Vec::new(),
             involving: Vec::new(),
+            peer_seqs: Vec::new(),
+            involving_seqs: Vec::new(),
             kinds: KindMask::ALL,
             module: None,
             function: None,
@@ -69,10 +76,13 @@ impl Filter {
         let Some(kind) = h.kind() else { return false };
         self.kinds.contains(kind)
             && (self.pids.is_empty() || self.pids.contains(&h.pid))
-            && (self.peers.is_empty() || self.peers.contains(&h.peer_pid()))
+            && (self.peers.is_empty()
+                || self.peers.contains(&h.peer_pid())
+                || self.peer_seqs.binary_search(&ev.seq).is_ok())
             && (self.involving.is_empty()
                 || self.involving.contains(&h.pid)
-                || self.involving.contains(&h.peer_pid()))
+                || self.involving.contains(&h.peer_pid())
+                || self.involving_seqs.binary_search(&ev.seq).is_ok())
             && self.module.is_none_or(|m| m == h.module)
             && self.function.is_none_or(|f| f == h.function)
             && self.arity.is_none_or(|a| a == h.arity)

@@ -30,7 +30,19 @@ const MAX_FILTER_DEPTH: usize = 8;
 /// `{pids, peers, involving, kinds, module, function, arity, since, until, after_seq, before_seq,
 /// desc, limit, any, none}`, `any` and `none` being lists of such tuples.
 pub(crate) fn decode_filter(store: &Store, t: Term) -> NifResult<Filter> {
-    decode_filter_at(store, t, 0)
+    let mut filter = decode_filter_at(store, t, 0)?;
+    if names_processes(&filter) {
+        store.index().resolve_replies(&mut filter);
+    }
+    Ok(filter)
+}
+
+/// Whether a filter (or one inside it) has a `peers` or `involving` condition, which replies
+/// sent to call aliases complete.
+fn names_processes(f: &Filter) -> bool {
+    !f.peers.is_empty()
+        || !f.involving.is_empty()
+        || f.any.iter().chain(&f.none).any(names_processes)
 }
 
 fn decode_filter_at(store: &Store, t: Term, depth: usize) -> NifResult<Filter> {
@@ -62,6 +74,8 @@ fn decode_filter_at(store: &Store, t: Term, depth: usize) -> NifResult<Filter> {
         pids: pid_keys(store, f[0])?,
         peers: pid_keys(store, f[1])?,
         involving: pid_keys(store, f[2])?,
+        peer_seqs: Vec::new(),
+        involving_seqs: Vec::new(),
         kinds,
         module: opt_atom(f[4])?,
         function: opt_atom(f[5])?,
