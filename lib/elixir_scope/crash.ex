@@ -10,7 +10,12 @@ defmodule ElixirScope.Crash do
     (`:receive` events).
   * `state` - its last recorded state before exiting, or `:unknown`.
   * `linked` - processes linked to it (per the traced `:link` and `:unlink` events) and how they
-    exited afterwards, if they did: `%{pid: pid, exit: reason | :alive_or_unknown}`.
+    exited, before or after it, if they did: `%{pid: pid, exit: reason | :alive_or_unknown}`.
+  * `exit_signal_from` - when it was taken down by a linked process's exit signal (it died with
+    the reason that process had just exited with), that process; `nil` when it failed itself.
+    The reason's exception and stacktrace are then that process's, not split out here.
+  * `cause` - the report of `exit_signal_from`, following the chain back (at most 16 links) to
+    the process that failed itself; `nil` when there is none or it is not recorded.
 
   `format/1` renders it for reading in IEx; `inspect/1` shows a one-line summary.
   """
@@ -24,7 +29,9 @@ defmodule ElixirScope.Crash do
     raised: [],
     last_messages: [],
     state: :unknown,
-    linked: []
+    linked: [],
+    exit_signal_from: nil,
+    cause: nil
   ]
 
   @type t :: %__MODULE__{
@@ -36,7 +43,9 @@ defmodule ElixirScope.Crash do
           raised: [ElixirScope.Event.t()],
           last_messages: [ElixirScope.Event.t()],
           state: term(),
-          linked: [%{pid: pid(), exit: term()}]
+          linked: [%{pid: pid(), exit: term()}],
+          exit_signal_from: pid() | nil,
+          cause: t() | nil
         }
 
   @doc false
@@ -63,10 +72,11 @@ defmodule ElixirScope.Crash do
     show = &inspect(&1, pretty: true, limit: 20, printable_limit: 200)
 
     headline =
-      if c.exception,
+      if c.exit_signal_from,
         do:
-          "#{inspect(c.pid)} exited: ** (#{inspect(c.exception.__struct__)}) #{Exception.message(c.exception)}",
-        else: "#{inspect(c.pid)} exited with #{show.(c.reason)}"
+          "#{inspect(c.pid)} was killed by an exit signal from linked process " <>
+            "#{inspect(c.exit_signal_from)}: #{show.(c.reason)}",
+        else: own_headline(c, show)
 
     [
       headline <> exit_seq(c.exit),
@@ -89,7 +99,8 @@ defmodule ElixirScope.Crash do
           do: " none recorded",
           else:
             "\n" <> Enum.map_join(c.linked, "\n", &"    #{inspect(&1.pid)}: #{show.(&1.exit)}")
-        )
+        ),
+      cause_text(c)
     ]
     |> Enum.filter(&is_binary/1)
     |> Enum.join("\n")
@@ -101,6 +112,21 @@ defmodule ElixirScope.Crash do
       other,
       "an ElixirScope.Crash (from ElixirScope.Query.why_crashed/2)"
     )
+  end
+
+  defp cause_text(%{cause: %__MODULE__{} = cause}),
+    do: "because:\n" <> format(cause)
+
+  defp cause_text(%{exit_signal_from: pid}) when is_pid(pid),
+    do: "because: #{inspect(pid)} exited first (its own report is not followed further)"
+
+  defp cause_text(_), do: nil
+
+  defp own_headline(c, show) do
+    if c.exception,
+      do:
+        "#{inspect(c.pid)} exited: ** (#{inspect(c.exception.__struct__)}) #{Exception.message(c.exception)}",
+      else: "#{inspect(c.pid)} exited with #{show.(c.reason)}"
   end
 
   defp exit_seq(%ElixirScope.Event{seq: seq}), do: " (event ##{seq})"

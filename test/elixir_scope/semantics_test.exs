@@ -236,4 +236,57 @@ defmodule ElixirScope.SemanticsTest do
       GenServer.stop(server)
     end
   end
+
+  describe "why_crashed/1 and links" do
+    test "a process killed by a linked process's exit names it and follows the chain" do
+      parent = self()
+
+      top =
+        spawn(fn ->
+          receive do
+            :go ->
+              spawn_link(fn ->
+                send(parent, {:middle, self()})
+
+                spawn_link(fn ->
+                  send(parent, {:bottom, self()})
+
+                  receive do
+                    :fail -> raise "bottom failed"
+                  end
+                end)
+
+                Process.sleep(:infinity)
+              end)
+
+              Process.sleep(:infinity)
+          end
+        end)
+
+      :ok = ElixirScope.trace(top)
+      ref = Process.monitor(top)
+      send(top, :go)
+      assert_receive {:middle, middle}
+      assert_receive {:bottom, bottom}
+      send(bottom, :fail)
+      assert_receive {:DOWN, ^ref, :process, ^top, {%RuntimeError{}, _}}
+      wait_until(fn -> match?({:ok, _}, Query.why_crashed(top)) end)
+
+      assert {:ok, crash} = Query.why_crashed(top)
+      assert crash.exit_signal_from == middle
+      assert crash.exception == nil and crash.stacktrace == nil and crash.raised == []
+      assert [%{pid: ^middle, exit: {%RuntimeError{}, _}}] = crash.linked
+
+      assert %ElixirScope.Crash{pid: ^middle, exit_signal_from: ^bottom, cause: cause} =
+               crash.cause
+
+      assert %ElixirScope.Crash{pid: ^bottom, exit_signal_from: nil, cause: nil} = cause
+      assert %RuntimeError{message: "bottom failed"} = cause.exception
+      assert [_ | _] = cause.stacktrace
+
+      text = ElixirScope.Crash.format(crash)
+      assert text =~ "was killed by an exit signal from linked process #{inspect(middle)}"
+      assert text =~ "** (RuntimeError) bottom failed"
+    end
+  end
 end

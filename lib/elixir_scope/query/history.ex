@@ -518,9 +518,14 @@ defmodule ElixirScope.Query.History do
   @doc """
   Why `pid` died: `{:ok, %ElixirScope.Crash{}}` with the exit reason (exception and stacktrace
   split out), the exceptions it raised through traced calls, the last `:last` (default 5)
-  messages it received before failing, its state before the exit and its linked processes and how they exited;
-  `{:error, :no_exit}` when no exit of `pid` was recorded. `ElixirScope.Crash.format/1` renders
-  it.
+  messages it received before failing, its state before the exit and its linked processes and
+  how they exited; `{:error, :no_exit}` when no exit of `pid` was recorded.
+  `ElixirScope.Crash.format/1` renders it.
+
+  A process taken down by a linked process's exit signal (it exited abnormally with the reason a
+  linked process exited with just before) did not fail itself: `exit_signal_from` names that
+  process, `cause` is its own report (following the chain to the process that really failed),
+  and the exception and stacktrace of the reason are left to it, not reported as this one's.
   """
   @spec why_crashed(pid(), keyword()) :: {:ok, Crash.t()} | {:error, :no_exit}
   def why_crashed(pid, opts \\ []) do
@@ -528,22 +533,36 @@ defmodule ElixirScope.Query.History do
     n = Args.non_neg_integer!(n, :last)
     opts = Keyword.put(opts, :store, store(opts))
 
-    case Query.events(Keyword.merge(opts, pid: pid!(pid), kind: :exit, order: :desc, limit: 1)) do
-      [] -> {:error, :no_exit}
-      [exit] -> {:ok, crash(pid, exit, n, opts)}
+    case last_exit(pid!(pid), opts) do
+      nil -> {:error, :no_exit}
+      exit -> {:ok, crash(pid, exit, n, opts, [pid])}
+    end
+  end
+
+  # How many linked processes a report follows back, at most.
+  @max_chain 16
+
+  defp last_exit(pid, opts) do
+    case Query.events(Keyword.merge(opts, pid: pid, kind: :exit, order: :desc, limit: 1)) do
+      [] -> nil
+      [exit] -> exit
     end
   end
 
   defp normal_exit?(reason), do: reason in [:normal, :shutdown] or match?({:shutdown, _}, reason)
 
-  defp crash(pid, exit, n, opts) do
-    {exception, stacktrace} = Crash.split_reason(exit.data)
+  defp crash(pid, exit, n, opts, seen) do
+    linked = linked(pid, exit, opts)
+    signal = exit_signal(exit, linked)
+
+    {exception, stacktrace} = if signal, do: {nil, nil}, else: Crash.split_reason(exit.data)
 
     # The exceptions on its way out, innermost first: the last chain of exception events,
     # looking back past at most a few calls made while dying (terminate/2), and only for an
-    # abnormal exit (a normal one did not die of an exception, even one it caught long ago).
+    # abnormal exit of its own (a normal one did not die of an exception, even one it caught
+    # long ago; one killed by an exit signal did not raise).
     raised =
-      if normal_exit?(exit.data) do
+      if normal_exit?(exit.data) or signal != nil do
         []
       else
         Query.events(
@@ -576,6 +595,10 @@ defmodule ElixirScope.Query.History do
         _ -> :unknown
       end
 
+    cause =
+      if signal != nil and signal.pid not in seen and length(seen) < @max_chain,
+        do: crash(signal.pid, signal.exit, n, opts, [signal.pid | seen])
+
     %Crash{
       pid: pid,
       reason: exit.data,
@@ -585,11 +608,28 @@ defmodule ElixirScope.Query.History do
       raised: raised,
       last_messages: messages,
       state: state,
-      linked: linked(pid, exit, opts)
+      linked: Enum.map(linked, &Map.delete(&1, :event)),
+      exit_signal_from: signal && signal.pid,
+      cause: cause
     }
   end
 
-  # Links recorded up to the exit (from either side), minus unlinks, and each peer's exit after.
+  # The linked process whose exit signal took this one down: it exited (abnormally) before
+  # this one, with the reason this one exited with; the latest such, if several did.
+  defp exit_signal(%Event{data: reason} = exit, linked) do
+    if reason != :normal do
+      linked
+      |> Enum.filter(&(&1.event && &1.event.seq < exit.seq and &1.exit == reason))
+      |> Enum.max_by(& &1.event.seq, fn -> nil end)
+      |> case do
+        nil -> nil
+        l -> %{pid: l.pid, exit: l.event}
+      end
+    end
+  end
+
+  # Links recorded up to the exit (from either side), minus unlinks, and how each peer exited
+  # (before or after this process), or `:alive_or_unknown`.
   defp linked(pid, exit, opts) do
     Query.events(
       Keyword.merge(opts, involving: pid, kind: [:link, :unlink], before_seq: exit.seq)
@@ -601,11 +641,9 @@ defmodule ElixirScope.Query.History do
     |> Enum.filter(&is_pid/1)
     |> Enum.sort()
     |> Enum.map(fn other ->
-      case Query.events(
-             Keyword.merge(opts, pid: other, kind: :exit, after_seq: exit.seq, limit: 1)
-           ) do
-        [e] -> %{pid: other, exit: e.data}
-        [] -> %{pid: other, exit: :alive_or_unknown}
+      case last_exit(other, opts) do
+        %Event{} = e -> %{pid: other, exit: e.data, event: e}
+        nil -> %{pid: other, exit: :alive_or_unknown, event: nil}
       end
     end)
   end
