@@ -93,8 +93,8 @@ defmodule ElixirScopeTest do
       :ok = ElixirScope.trace(Traced)
       Agent.get(agent, & &1)
       before = ElixirScope.status().events
-      # snapshot, receive, handle_call call/return, state, reply
-      assert before == 6
+      # traced, snapshot, receive, handle_call call/return, state, reply
+      assert before == 7
       ref = Process.monitor(server)
       Process.exit(server, :kill)
       assert_receive {:DOWN, ^ref, _, _, :killed}
@@ -235,7 +235,7 @@ defmodule ElixirScopeTest do
       assert :ok = ElixirScope.trace(:scope_test_agent)
       Agent.get(:scope_test_agent, & &1)
       # The snapshot taken when tracing started, then the call: request, callback, state, reply.
-      assert [:state, :receive, :call, :return, :state, :send] =
+      assert [:traced, :state, :receive, :call, :return, :state, :send] =
                Enum.map(Query.timeline(pid), & &1.kind)
 
       assert ElixirScope.status().traced.pids == [pid]
@@ -433,13 +433,14 @@ defmodule ElixirScopeTest do
       :ok = ElixirScope.trace(agent, states: false)
       :ok = ElixirScope.set_level(:off)
       Agent.get(agent, & &1)
-      assert Query.events(pid: agent) == []
+      # Only the mark of when its tracing started, before the level changed.
+      assert [:traced] = Enum.map(Query.events(pid: agent), & &1.kind)
       :ok = ElixirScope.set_level(:messages_only)
       Agent.get(agent, & &1)
-      assert [:receive, :send] = Enum.map(Query.events(pid: agent), & &1.kind)
+      assert [:traced, :receive, :send] = Enum.map(Query.events(pid: agent), & &1.kind)
       :ok = ElixirScope.set_sampling(0.0)
       Agent.get(agent, & &1)
-      assert length(Query.events(pid: agent)) == 2
+      assert length(Query.events(pid: agent)) == 3
       assert ElixirScope.status().sample_rate == 0.0
       assert_raise ArgumentError, fn -> ElixirScope.set_level(:loud) end
       assert_raise ArgumentError, fn -> ElixirScope.set_sampling(2) end

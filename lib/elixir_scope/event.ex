@@ -56,6 +56,7 @@ defmodule ElixirScope.Event do
           | :supervisor
           | :var
           | :timeout
+          | :traced
 
   @type t :: %__MODULE__{
           seq: seq(),
@@ -84,7 +85,8 @@ defmodule ElixirScope.Event do
     :state,
     :supervisor,
     :var,
-    :timeout
+    :timeout,
+    :traced
   ]
 
   @doc """
@@ -243,6 +245,9 @@ defmodule ElixirScope.Event do
 
         :timeout ->
           "#{show.(e.pid)} receive timed out"
+
+        :traced ->
+          "#{show.(e.pid)} traced from here"
 
         :call ->
           "#{show.(e.pid)} #{mfa(e.mfa)}(#{args(e.data, show)})"

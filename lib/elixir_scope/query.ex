@@ -107,7 +107,7 @@ defmodule ElixirScope.Query do
   ## Examples
 
       iex> ElixirScope.Query.events(kind: :bogus, store: ElixirScope.Store.new!())
-      ** (ArgumentError) invalid :kind :bogus, expected one of: :spawn, :exit, :link, :unlink, :register, :unregister, :send, :send_to_dead, :receive, :call, :return, :exception, :state, :supervisor, :var, :timeout
+      ** (ArgumentError) invalid :kind :bogus, expected one of: :spawn, :exit, :link, :unlink, :register, :unregister, :send, :send_to_dead, :receive, :call, :return, :exception, :state, :supervisor, :var, :timeout, :traced
   """
   @spec events(filters()) :: [Event.t()]
   def events(filters \\ []) do
@@ -398,7 +398,7 @@ defmodule ElixirScope.Query do
   @spec states_at(History.time(), keyword()) :: %{pid() => term()}
   defdelegate states_at(t, opts \\ []), to: History
   @doc "See `ElixirScope.Query.History.system_snapshot_at/2`."
-  @spec system_snapshot_at(History.time(), keyword()) :: %{pid() => map()}
+  @spec system_snapshot_at(History.time(), keyword()) :: History.snapshot()
   defdelegate system_snapshot_at(t, opts \\ []), to: History
   @doc "See `ElixirScope.Query.History.supervision_tree_at/2`."
   @spec supervision_tree_at(History.time(), keyword()) :: [map()]

@@ -330,11 +330,14 @@ defmodule ElixirScope.Server do
     extra = if Keyword.get(opts, :children, true), do: [:set_on_spawn], else: []
 
     states? = Keyword.get(opts, :states, true)
+    ours? = Tracer.free?(pid) or Tracer.ours?(pid, s.store)
+    # Known from now on, before its snapshot and whatever it does next.
+    if ours?, do: Tracer.mark_traced(pid, s.store)
 
     # A free process (no tracer yet), or one that is ours already (for a traced module's calls,
     # say), gets state patterns and a snapshot; another tracer's process is left alone.
     watched =
-      if states? and (Tracer.free?(pid) or Tracer.ours?(pid, s.store)),
+      if states? and ours?,
         do: watch_states(pid, Keyword.get(opts, :override, false), s),
         else: {:ok, s}
 
@@ -349,8 +352,11 @@ defmodule ElixirScope.Server do
     case watched do
       {:ok, s} ->
         case Tracer.trace_pid(pid, s.store, Tracer.flags() ++ extra) do
-          :ok -> {:ok, %{s | pids: MapSet.put(s.pids, pid)}}
-          error -> {error, s}
+          :ok ->
+            {:ok, %{s | pids: MapSet.put(s.pids, pid)}}
+
+          error ->
+            {error, s}
         end
 
       error ->
@@ -367,8 +373,15 @@ defmodule ElixirScope.Server do
         else: s
 
     case Tracer.trace_all(s.store, Tracer.flags(), own_processes(s)) do
-      {:ok, %{skipped: skipped}} -> {:ok, %{s | all: true, new: true, skipped: skipped}}
-      error -> {error, s}
+      {:ok, %{skipped: skipped}} ->
+        for pid <- Process.list(),
+            Tracer.traced_for_itself?(pid, s.store),
+            do: Tracer.mark_traced(pid, s.store)
+
+        {:ok, %{s | all: true, new: true, skipped: skipped}}
+
+      error ->
+        {error, s}
     end
   end
 

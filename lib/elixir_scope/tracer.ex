@@ -394,6 +394,29 @@ defmodule ElixirScope.Tracer do
     :exit, _ -> :error
   end
 
+  @doc """
+  Records in `store` that `pid` is traced from now on (a `:traced` event, with its initial call
+  and registered name), so that a process is known before it does anything.
+  """
+  @spec mark_traced(pid(), Store.t()) :: :ok
+  def mark_traced(pid, %Store{} = store) do
+    name =
+      case safe_info(pid, :registered_name) do
+        {:registered_name, name} when is_atom(name) -> name
+        _ -> nil
+      end
+
+    initial =
+      try do
+        :proc_lib.translate_initial_call(pid)
+      catch
+        _, _ -> nil
+      end
+
+    Native.store_record(Store.ref(store), :traced, pid, nil, {initial, name})
+    :ok
+  end
+
   @doc "Stops tracing `pid` if it is traced into `store`."
   @spec untrace_pid(pid(), Store.t()) :: :ok
   def untrace_pid(pid, store) do

@@ -308,7 +308,7 @@ defmodule ElixirScope.ArgumentsTest do
       for t <- [-@big, @past] do
         assert Query.state_at(pid, t, opts) == {:error, :no_state}, inspect(t)
         assert Query.active_processes_at(t, opts) == []
-        assert Query.system_snapshot_at(t, opts) == %{}
+        assert %{active_processes: [], processes: %{}} = Query.system_snapshot_at(t, opts)
       end
 
       timeline = Query.state_timeline(pid, opts)

@@ -240,8 +240,10 @@ defmodule ElixirScope.CaptureTest do
     p = spawn_waiting(fn -> for i <- 1..3_999, do: send(sink, i) end)
     trace_into(p, store)
     go_and_wait(p)
-    # 1 receive + 3_999 sends + 1 exit = 4_001 events offered; floor(4_001 / 4) = 1_000 kept.
-    assert length(events(store)) == 1_000
+    # 1 receive + 3_999 sends = 4_000 events sampled; floor(4_000 / 4) = 1_000 kept. The exit
+    # is never sampled away.
+    assert length(events(store, not: [kind: :exit])) == 1_000
+    assert [%{pid: ^p}] = events(store, kind: :exit)
   end
 
   test "process sampling keeps whole processes, close to the rate" do
@@ -251,13 +253,13 @@ defmodule ElixirScope.CaptureTest do
     procs = for _ <- 1..n, do: spawn_waiting(fn -> send(sink, :a) end)
     Enum.each(procs, &trace_into(&1, store))
     Enum.each(procs, &go_and_wait/1)
-    by_pid = store |> events() |> Enum.group_by(& &1.pid)
+    by_pid = store |> events(not: [kind: :exit]) |> Enum.group_by(& &1.pid)
     # Binomial(1000, 0.5): standard deviation 15.8; allow 5 of them.
     assert map_size(by_pid) in 421..579
-    # A kept process is kept whole: receive :go, send :a, exit.
-    assert Enum.all?(by_pid, fn {_, evs} ->
-             Enum.map(evs, & &1.kind) == [:receive, :send, :exit]
-           end)
+    # A kept process is kept whole: receive :go, send :a.
+    assert Enum.all?(by_pid, fn {_, evs} -> Enum.map(evs, & &1.kind) == [:receive, :send] end)
+    # Every process's exit is kept, sampled or not.
+    assert store |> events(kind: :exit) |> Enum.map(& &1.pid) |> Enum.sort() == Enum.sort(procs)
   end
 
   test "payloads over the cap keep size, hash and prefix, and are counted" do

@@ -371,7 +371,12 @@ defmodule ElixirScope.HistoryTest do
     assert Query.active_processes_at(t_before, store: store) == [pid]
     assert Query.active_processes_at(t, store: store) == Enum.sort([pid, other])
     snap = Query.system_snapshot_at(t, store: store)
-    assert %{state: %{count: 3}, pending: {:unknown, []}, calls: []} = snap[pid]
+    assert %{state: %{count: 3}, pending: {:unknown, []}, calls: []} = snap.processes[pid]
+    assert snap.active_processes == Enum.sort([pid, other])
+    assert snap.process_states == %{pid => %{count: 3, log: []}}
+    assert snap.pending_messages == %{}
+    assert snap.supervision_tree == []
+    assert snap.timestamp == t
     assert Query.states_at(t, store: store) == %{pid => %{count: 3, log: []}, other => :unknown}
     assert Query.active_processes_at(:now, store: store) == [pid]
     assert [%{kind: :exit, pid: ^other}] = Query.process_exits(store: store)
@@ -433,7 +438,7 @@ defmodule ElixirScope.HistoryTest do
     assert Query.call_stack_at(ghost, DateTime.utc_now(), store: empty) == []
     assert Query.active_processes_at(:now, store: empty) == []
     assert Query.supervision_tree_at(:now, store: empty) == []
-    assert Query.system_snapshot_at(:now, store: empty) == %{}
+    assert %{active_processes: [], processes: %{}} = Query.system_snapshot_at(:now, store: empty)
     assert {:error, :no_exit} = Query.why_crashed(ghost, store: empty)
 
     store = new_store()

@@ -338,20 +338,65 @@ defmodule ElixirScope.Query.History do
     end)
   end
 
+  @typedoc "What `system_snapshot_at/2` answers."
+  @type snapshot :: %{
+          timestamp: integer() | nil,
+          active_processes: [pid()],
+          process_states: %{pid() => term()},
+          pending_messages: %{pid() => [Event.t()]},
+          supervision_tree: [map()],
+          processes: %{
+            pid() => %{
+              state: term() | :unknown,
+              pending: {:ok | :unknown, [Event.t()]},
+              calls: [Event.t()]
+            }
+          }
+        }
+
   @doc """
-  The system at `t`: for each process alive then, its state, its pending messages and its open
-  calls: `%{pid => %{state: term | :unknown, pending: {:ok | :unknown, [Event.t()]}, calls:
-  [Event.t()]}}`.
+  The system at `t`, under the seed's keys:
+
+    * `timestamp` - `t` as monotonic nanoseconds (for a seq, the time of that event; `nil`
+      before any);
+    * `active_processes` - the processes alive then (`active_processes_at/2`);
+    * `process_states` - `%{pid => state}` for those whose state is recorded;
+    * `pending_messages` - `%{pid => messages}` for those known to have messages waiting
+      (`pending_messages_at/3`; a process whose consumption is unknown is only in
+      `processes`, with `{:unknown, arrived}`);
+    * `supervision_tree` - `supervision_tree_at/2`;
+    * `processes` - for every process alive, `%{state: term | :unknown, pending: {:ok |
+      :unknown, [Event.t()]}, calls: [Event.t()]}` (its open calls, `call_stack_at/3`).
   """
-  @spec system_snapshot_at(time(), keyword()) :: %{pid() => map()}
+  @spec system_snapshot_at(time(), keyword()) :: snapshot()
   def system_snapshot_at(t, opts \\ []) do
     s = store(opts)
-    at = At.native!(s, t)
+    at = at_time(At.native!(s, t))
     opts = Keyword.put(opts, :store, s)
 
-    Map.new(states_at(at_time(at), opts), fn {pid, state} ->
-      {pid, process_at(pid, state, at_time(at), opts)}
-    end)
+    processes =
+      Map.new(states_at(at, opts), fn {pid, state} -> {pid, process_at(pid, state, at, opts)} end)
+
+    %{
+      timestamp: native_ts(s, at),
+      active_processes: processes |> Map.keys() |> Enum.sort(),
+      process_states:
+        for({pid, %{state: st}} <- processes, st != :unknown, into: %{}, do: {pid, st}),
+      pending_messages:
+        for({pid, %{pending: {:ok, [_ | _] = msgs}}} <- processes, into: %{}, do: {pid, msgs}),
+      supervision_tree: supervision_tree_at(at, opts),
+      processes: processes
+    }
+  end
+
+  # The time of a point: itself, or for a seq the time of the last event at or before it.
+  defp native_ts(_s, ts) when is_integer(ts), do: ts
+
+  defp native_ts(s, {:seq, n}) do
+    case Query.events(store: s, before_seq: Args.u64(n + 1), order: :desc, limit: 1) do
+      [e] -> e.ts
+      [] -> nil
+    end
   end
 
   @doc false

@@ -58,11 +58,14 @@ pub enum Kind {
     /// A `receive ... after` in `pid` timed out (the VM reports it as a `receive` of the atom
     /// `timeout` from no process; see `ElixirScope.Tracer`); no payload.
     Timeout = 15,
+    /// `pid` started being traced (recorded by the Elixir side): a process is known from then
+    /// on even before it does anything; payload: `{initial_call, registered_name | nil}`.
+    Traced = 16,
 }
 
 impl Kind {
     /// Every kind, in discriminant order.
-    pub const ALL: [Kind; 16] = [
+    pub const ALL: [Kind; 17] = [
         Kind::Spawn,
         Kind::Exit,
         Kind::Link,
@@ -79,6 +82,7 @@ impl Kind {
         Kind::Supervisor,
         Kind::Var,
         Kind::Timeout,
+        Kind::Traced,
     ];
 
     /// The kind's name as the Elixir API spells it (`send_to_dead`, `receive`, ...).
@@ -100,6 +104,7 @@ impl Kind {
             Kind::Supervisor => "supervisor",
             Kind::Var => "var",
             Kind::Timeout => "timeout",
+            Kind::Traced => "traced",
         }
     }
 
@@ -111,6 +116,12 @@ impl Kind {
     /// The kind with this discriminant, if any.
     pub fn from_u8(v: u8) -> Option<Kind> {
         Kind::ALL.get(v as usize).copied()
+    }
+
+    /// Whether events of this kind are kept whatever the sample rate (a process's birth and
+    /// death, and the start of its tracing, are never sampled away).
+    pub const fn is_critical(self) -> bool {
+        matches!(self, Kind::Spawn | Kind::Exit | Kind::Traced)
     }
 
     /// This kind's bit in a [`KindMask`].

@@ -33,11 +33,18 @@ impl Level {
     pub fn mask(self) -> KindMask {
         match self {
             Level::Full => KindMask::ALL,
-            Level::MessagesOnly => {
-                KindMask::of(&[Kind::Send, Kind::SendToDead, Kind::Receive, Kind::Timeout])
+            Level::MessagesOnly => KindMask::of(&[
+                Kind::Traced,
+                Kind::Send,
+                Kind::SendToDead,
+                Kind::Receive,
+                Kind::Timeout,
+            ]),
+            Level::StatesOnly => {
+                KindMask::of(&[Kind::Traced, Kind::Exit, Kind::State, Kind::Supervisor])
             }
-            Level::StatesOnly => KindMask::of(&[Kind::Exit, Kind::State, Kind::Supervisor]),
             Level::Minimal => KindMask::of(&[
+                Kind::Traced,
                 Kind::Spawn,
                 Kind::Exit,
                 Kind::Register,

@@ -31,6 +31,7 @@ rustler::atoms! {
     init_it,
     elixir_scope_state_server,
     elixir_scope_timeout,
+    traced,
     timeout,
     // GenServer callbacks and their results
     init,

@@ -85,8 +85,8 @@ fn store_watch_states<'a>(
     })
 }
 
-/// Records an event given from Elixir (a state snapshot, a supervisor action): `kind` is
-/// `:state` or `:supervisor`, `mfa` a `{m, f, a}` or `nil`. Encoding is bounded like capture's,
+/// Records an event given from Elixir (a state snapshot, a supervisor action, a process
+/// starting to be traced): `kind` is `:state`, `:supervisor` or `:traced`, `mfa` a `{m, f, a}` or `nil`. Encoding is bounded like capture's,
 /// but can take a while for big terms, so it runs on a dirty scheduler.
 #[rustler::nif(schedule = "DirtyCpu")]
 fn store_record<'a>(
@@ -101,6 +101,8 @@ fn store_record<'a>(
         Kind::State
     } else if kind == atoms::supervisor().to_term(kind.get_env()) {
         Kind::Supervisor
+    } else if kind == atoms::traced().to_term(kind.get_env()) {
+        Kind::Traced
     } else {
         return Err(rustler::Error::BadArg);
     };
@@ -118,7 +120,7 @@ fn store_record<'a>(
         h.function = atom_key(f).ok_or(rustler::Error::BadArg)?;
         h.arity = a;
     }
-    if admit(store, store.policy().wants(kind), h.pid) {
+    if admit(store, store.policy().wants(kind), kind.is_critical(), h.pid) {
         record(store, &h, Payload::Term(term));
     }
     Ok(atoms::ok())

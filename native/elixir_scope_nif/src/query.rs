@@ -110,6 +110,7 @@ pub(crate) fn kind_atom(k: Kind) -> rustler::Atom {
         Kind::Supervisor => atoms::supervisor(),
         Kind::Var => atoms::var(),
         Kind::Timeout => atoms::timeout(),
+        Kind::Traced => atoms::traced(),
     }
 }
 

@@ -92,7 +92,12 @@ fn enabled(tag: Term, state: Term, tracee: Term) -> Atom {
     // only for a call the tracer takes).
     let callback = matches!(kind, Kind::Call | Kind::Return | Kind::Exception);
     let wanted = store.policy().wants(kind) || (callback && store.policy().wants(Kind::State));
-    if admit(store, wanted, local_pid_key(tracee).unwrap_or(0)) {
+    if admit(
+        store,
+        wanted,
+        kind.is_critical(),
+        local_pid_key(tracee).unwrap_or(0),
+    ) {
         atoms::trace()
     } else {
         atoms::discard()
@@ -100,10 +105,15 @@ fn enabled(tag: Term, state: Term, tracee: Term) -> Atom {
 }
 
 /// Whether an event of process `pid` that the level wants (`wanted`) is taken: the store is
-/// open, sampling keeps it, and the store is not full (a full one counts it dropped). The gate
-/// of every event, traced or recorded from Elixir.
-pub(crate) fn admit(store: &Store, wanted: bool, pid: elixir_scope_core::event::PidKey) -> bool {
-    if store.is_closed() || !wanted || !store.policy().sample(pid) {
+/// open, sampling keeps it (a `critical` one bypasses sampling), and the store is not full (a
+/// full one counts it dropped). The gate of every event, traced or recorded from Elixir.
+pub(crate) fn admit(
+    store: &Store,
+    wanted: bool,
+    critical: bool,
+    pid: elixir_scope_core::event::PidKey,
+) -> bool {
+    if store.is_closed() || !wanted || !(critical || store.policy().sample(pid)) {
         return false;
     }
     if store.log().is_full() {
@@ -176,7 +186,7 @@ fn trace<'a>(
             result.map_or(Payload::None, Payload::Term)
         }
         // Not trace tags: recorded by `store_record` and `track_record` only.
-        Kind::State | Kind::Supervisor | Kind::Var => return atoms::ok(),
+        Kind::State | Kind::Supervisor | Kind::Var | Kind::Traced => return atoms::ok(),
     };
     if store.policy().wants(kind) {
         record(store, &h, payload);

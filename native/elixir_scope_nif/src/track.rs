@@ -25,7 +25,7 @@ fn track_record<'a>(
     let nil = atoms::nil().encode(env);
     let [m, f, a] = tuple3(mfa).ok_or(rustler::Error::BadArg)?;
     let pid = local_pid_key(env.pid().encode(env)).unwrap_or(0);
-    if !admit(store, store.policy().wants(Kind::Var), pid) {
+    if !admit(store, store.policy().wants(Kind::Var), false, pid) {
         return Ok(nil);
     }
     let h = Header {
