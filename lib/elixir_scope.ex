@@ -517,6 +517,18 @@ defmodule ElixirScope do
   @spec trace_all_processes() :: :ok | {:error, term()}
   def trace_all_processes, do: trace(:all)
 
+  @doc "Seed-compatible: `ElixirScope.Query.state_timeline/2`, the recorded states of `pid`."
+  @spec state_timeline(pid() | atom()) :: [ElixirScope.Event.t()]
+  def state_timeline(pid), do: ElixirScope.Query.state_timeline(pid)
+
+  @doc "Seed-compatible: `ElixirScope.Query.message_flow/3`, the messages `from` sent to `to`."
+  @spec message_flow(pid() | atom(), pid() | atom()) :: [ElixirScope.Event.t()]
+  def message_flow(from, to), do: ElixirScope.Query.message_flow(from, to)
+
+  @doc "Seed-compatible: `ElixirScope.Query.execution_path/2`, the traced calls of `pid`."
+  @spec execution_path(pid() | atom()) :: [ElixirScope.Event.t()]
+  def execution_path(pid), do: ElixirScope.Query.execution_path(pid)
+
   defp call_server(msg) do
     case Process.whereis(Server) do
       nil -> {:error, :not_running}

@@ -22,6 +22,7 @@ defmodule ElixirScope.Query do
   """
 
   alias ElixirScope.{Args, Event, Native, Store}
+  alias ElixirScope.Query.Names
 
   @typedoc "A point in time: monotonic nanoseconds (an event's `ts`) or a `DateTime`."
   @type time :: integer() | DateTime.t()
@@ -127,9 +128,9 @@ defmodule ElixirScope.Query do
     opts = ElixirScope.Options.validate!(filters, @filter_defaults)
     store = store!(opts[:store])
 
-    pids = pids!(opts[:pid], :pid)
-    peers = pids!(opts[:peer], :peer)
-    involving = pids!(opts[:involving], :involving)
+    pids = pids!(store, opts[:pid], :pid)
+    peers = pids!(store, opts[:peer], :peer)
+    involving = pids!(store, opts[:involving], :involving)
     kinds = kinds!(opts[:kind])
     {mod, fun, arity} = mfa!(opts[:mfa] || opts[:module])
 
@@ -164,9 +165,9 @@ defmodule ElixirScope.Query do
     opts = ElixirScope.Options.validate!(sub, @sub_filter_defaults)
     {mod, fun, arity} = mfa!(opts[:mfa] || opts[:module])
 
-    {pids!(opts[:pid], :pid), pids!(opts[:peer], :peer), pids!(opts[:involving], :involving),
-     kinds!(opts[:kind]), mod, fun, arity, time!(store, opts[:since], :since),
-     time!(store, opts[:until], :until), 0, nil, false, nil,
+    {pids!(store, opts[:pid], :pid), pids!(store, opts[:peer], :peer),
+     pids!(store, opts[:involving], :involving), kinds!(opts[:kind]), mod, fun, arity,
+     time!(store, opts[:since], :since), time!(store, opts[:until], :until), 0, nil, false, nil,
      sub_filters!(store, opts[:any], :any, depth + 1),
      sub_filters!(store, opts[:not], :not, depth + 1)}
   end
@@ -220,7 +221,7 @@ defmodule ElixirScope.Query do
   """
   @spec timeline(pid(), filters()) :: [Event.t()]
   def timeline(pid, filters \\ []) do
-    pid = Args.pid!(pid, "pid")
+    pid = process!(pid, filters, "pid")
     events(Keyword.put(Args.opts!(filters), :involving, pid))
   end
 
@@ -229,7 +230,10 @@ defmodule ElixirScope.Query do
   """
   @spec messages_from(pid(), filters()) :: [Event.t()]
   def messages_from(pid, filters \\ []),
-    do: events([pid: Args.pid!(pid, "pid"), kind: [:send, :send_to_dead]] ++ Args.opts!(filters))
+    do:
+      events(
+        [pid: process!(pid, filters, "pid"), kind: [:send, :send_to_dead]] ++ Args.opts!(filters)
+      )
 
   @doc """
   Messages that arrived in `pid`'s mailbox (`:receive` events of `pid`), from any sender, traced
@@ -237,7 +241,7 @@ defmodule ElixirScope.Query do
   """
   @spec messages_to(pid(), filters()) :: [Event.t()]
   def messages_to(pid, filters \\ []),
-    do: events([pid: Args.pid!(pid, "pid"), kind: :receive] ++ Args.opts!(filters))
+    do: events([pid: process!(pid, filters, "pid"), kind: :receive] ++ Args.opts!(filters))
 
   @doc """
   Messages `from` sent to `to` (`:send` events of `from` whose peer is `to`). Requires `from`
@@ -251,8 +255,8 @@ defmodule ElixirScope.Query do
   """
   @spec message_flow(pid(), pid(), filters()) :: [Event.t()]
   def message_flow(from, to, filters \\ []) do
-    from = Args.pid!(from, "from")
-    to = Args.pid!(to, "to")
+    from = process!(from, filters, "from")
+    to = process!(to, filters, "to")
 
     [pid: from, peer: to, kind: :send]
     |> Kernel.++(Args.opts!(filters))
@@ -288,16 +292,29 @@ defmodule ElixirScope.Query do
   @doc "Events of `pid`, oldest first (`events(pid: pid)` with more filters)."
   @spec process_events(pid(), filters()) :: [Event.t()]
   def process_events(pid, filters \\ []),
-    do: events([pid: Args.pid!(pid, "pid")] ++ Args.opts!(filters))
+    do: events([pid: process!(pid, filters, "pid")] ++ Args.opts!(filters))
 
   @doc """
   What a GenServer did: the messages it received, its callback calls and returns, its states and
   the messages it sent, oldest first.
+
+  As in the seed, the second argument may be a callback name instead of filters:
+  `genserver_events(pid, :handle_cast)` gives the calls, returns and exceptions of that
+  callback and the states it produced.
   """
-  @spec genserver_events(pid(), filters()) :: [Event.t()]
-  def genserver_events(pid, filters \\ []) do
+  @spec genserver_events(pid(), filters() | atom()) :: [Event.t()]
+  def genserver_events(pid, filters \\ [])
+
+  def genserver_events(pid, callback) when is_atom(callback) and callback not in [nil, []] do
+    pid = process!(pid, [], "pid")
+
+    events(pid: pid, kind: [:call, :return, :exception, :state])
+    |> Enum.filter(&match?(%Event{mfa: {_, ^callback, _}}, &1))
+  end
+
+  def genserver_events(pid, filters) do
     kinds = [:receive, :call, :return, :exception, :state, :send]
-    events([pid: Args.pid!(pid, "pid"), kind: kinds] ++ Args.opts!(filters))
+    events([pid: process!(pid, filters, "pid"), kind: kinds] ++ Args.opts!(filters))
   end
 
   @doc """
@@ -331,7 +348,7 @@ defmodule ElixirScope.Query do
   @spec execution_path(pid(), filters()) :: [Event.t()]
   def execution_path(pid, filters \\ []) do
     kinds = [:call, :return, :exception]
-    events([pid: Args.pid!(pid, "pid"), kind: kinds] ++ Args.opts!(filters))
+    events([pid: process!(pid, filters, "pid"), kind: kinds] ++ Args.opts!(filters))
   end
 
   @doc """
@@ -344,7 +361,13 @@ defmodule ElixirScope.Query do
           filters()
         ) ::
           [Event.t()]
-  def execution_timeline(from, to, filters \\ []) do
+  def execution_timeline(from, to, filters \\ [])
+
+  # The seed's third argument: a list of kinds.
+  def execution_timeline(from, to, [kind | _] = kinds) when is_atom(kind),
+    do: execution_timeline(from, to, kind: kinds)
+
+  def execution_timeline(from, to, filters) do
     filters = Args.opts!(filters)
     store = store!(Keyword.get(filters, :store))
 
@@ -360,9 +383,19 @@ defmodule ElixirScope.Query do
   @doc "See `ElixirScope.Query.History.state_at/3`."
   @spec state_at(pid(), History.time(), keyword()) :: {:ok, term()} | {:error, :no_state}
   defdelegate state_at(pid, t, opts \\ []), to: History
-  @doc "Seed-compatible name of `state_at/3`."
-  @spec get_state_at(pid(), History.time(), keyword()) :: {:ok, term()} | {:error, :no_state}
-  defdelegate get_state_at(pid, t, opts \\ []), to: History, as: :state_at
+
+  @doc """
+  Seed-compatible `state_at/3`: `{:ok, state}`, or the seed's `{:error, :not_found}` where
+  `state_at/3` says `{:error, :no_state}` (no state recorded at or before `t`).
+  """
+  @spec get_state_at(pid(), History.time(), keyword()) :: {:ok, term()} | {:error, :not_found}
+  def get_state_at(pid, t, opts \\ []) do
+    case History.state_at(pid, t, opts) do
+      {:error, :no_state} -> {:error, :not_found}
+      other -> other
+    end
+  end
+
   @doc "See `ElixirScope.Query.History.state_cause/2`."
   @spec state_cause(Event.t(), keyword()) :: Event.t() | nil
   defdelegate state_cause(state_event, opts \\ []), to: History
@@ -373,8 +406,12 @@ defmodule ElixirScope.Query do
   @spec state_evolution(pid(), History.time(), History.time(), keyword()) :: [Event.t()]
   defdelegate state_evolution(pid, from, to, opts \\ []), to: History
   @doc "See `ElixirScope.Query.History.state_changes_in_window/3`."
-  @spec state_changes_in_window(pid(), {History.time(), History.time()}, keyword()) :: [map()]
-  defdelegate state_changes_in_window(pid, window, opts \\ []), to: History
+  @spec state_changes_in_window(
+          pid() | History.time(),
+          {History.time(), History.time()} | History.time(),
+          keyword()
+        ) :: [map()]
+  defdelegate state_changes_in_window(pid_or_from, window_or_to, opts \\ []), to: History
   @doc "Where one key of a map state changed. See `ElixirScope.Query.History.key_changes/3`."
   @spec key_changes(pid(), atom(), keyword()) :: [map()]
   defdelegate key_changes(pid, key, opts \\ []), to: History
@@ -444,13 +481,18 @@ defmodule ElixirScope.Query do
 
   def store!(other), do: Args.bad_store!(other, :store)
 
-  defp pids!(pid, _key) when is_pid(pid), do: [pid]
+  defp pids!(_store, [], _key), do: []
 
-  defp pids!(list, key) when is_list(list) do
-    if Enum.all?(list, &is_pid/1), do: list, else: bad!(key, list, "a pid or a list of pids")
+  defp pids!(store, list, key) when is_list(list),
+    do: Enum.map(list, &Names.resolve!(&1, store, key))
+
+  defp pids!(store, one, key), do: [Names.resolve!(one, store, key)]
+
+  # A process argument (a pid or a name, see ElixirScope.Query.Names), resolved in the store
+  # the filters name.
+  defp process!(target, filters, label) do
+    Names.resolve!(target, fn -> store!(Keyword.get(Args.opts!(filters), :store)) end, label)
   end
-
-  defp pids!(other, key), do: bad!(key, other, "a pid or a list of pids")
 
   defp kinds!(kind) when is_atom(kind), do: kinds!([kind])
 

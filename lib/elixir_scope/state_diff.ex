@@ -16,24 +16,33 @@ defmodule ElixirScope.StateDiff do
       %ElixirScope.StateDiff{
         changed: [{[:count], 1, 2}],
         added: [{[:tags], []}],
-        removed: [{[:name], "a"}]
+        removed: [{[:name], "a"}],
+        equal: false
       }
 
       iex> ElixirScope.StateDiff.diff({:ok, [1, 2]}, {:ok, [1, 3, 4]})
-      %ElixirScope.StateDiff{changed: [{[1, 1], 2, 3}], added: [{[1, 2], 4}], removed: []}
+      %ElixirScope.StateDiff{changed: [{[1, 1], 2, 3}], added: [{[1, 2], 4}], removed: [], equal: false}
   """
 
-  defstruct changed: [], added: [], removed: []
+  defstruct changed: [], added: [], removed: [], equal: true, before: nil, after: nil
 
   @max_depth 64
 
   @typedoc "A path from the root: map keys, tuple and list indexes."
   @type path :: [term()]
 
+  @typedoc """
+  A diff. `equal` says whether the terms are the same (no change at all); `before` and `after`
+  are the terms compared when `ElixirScope.Query.compare_states/2` made it (`nil` from
+  `diff/2`, which does not keep them).
+  """
   @type t :: %__MODULE__{
           changed: [{path(), old :: term(), new :: term()}],
           added: [{path(), term()}],
-          removed: [{path(), term()}]
+          removed: [{path(), term()}],
+          equal: boolean(),
+          before: term(),
+          after: term()
         }
 
   @doc """
@@ -51,7 +60,8 @@ defmodule ElixirScope.StateDiff do
     %__MODULE__{
       changed: Enum.reverse(changed),
       added: Enum.reverse(added),
-      removed: Enum.reverse(removed)
+      removed: Enum.reverse(removed),
+      equal: changed == [] and added == [] and removed == []
     }
   end
 

@@ -451,8 +451,14 @@ defmodule ElixirScope.HistoryTest do
       Query.state_at(pid, "yesterday", store: store)
     end
 
-    assert_raise ArgumentError, ~r/expected a pid/, fn ->
-      Query.state_at(:me, :now, store: store)
+    assert_raise ArgumentError,
+                 ~r/invalid pid :me: no process is registered under that name/,
+                 fn ->
+                   Query.state_at(:me, :now, store: store)
+                 end
+
+    assert_raise ArgumentError, ~r/expected a pid, a registered name/, fn ->
+      Query.state_at("me", :now, store: store)
     end
   end
 

@@ -232,8 +232,9 @@ defmodule ElixirScope.QueryTest do
     for {filters, text} <- [
           {[kind: :bogus], "invalid :kind :bogus, expected one of:"},
           {[kind: "send"], "invalid :kind \"send\""},
-          {[pid: :self], "invalid :pid :self, expected a pid or a list of pids"},
-          {[peer: [1]], "invalid :peer [1]"},
+          {[pid: :self], "invalid :pid :self: no process is registered under that name"},
+          {[pid: "self"], "invalid :pid \"self\", expected a pid, a registered name"},
+          {[peer: [1]], "invalid :peer 1"},
           {[mfa: {:_, :f, 1}], "invalid :mfa"},
           {[mfa: "Calc"], "invalid :mfa"},
           {[mfa: {Calc, :add, 300}], "invalid :mfa"},

@@ -289,4 +289,38 @@ defmodule ElixirScope.SemanticsTest do
       assert text =~ "** (RuntimeError) bottom failed"
     end
   end
+
+  describe "names wherever a pid is taken" do
+    test "registered, global and via names resolve when the query runs; unknown ones say so" do
+      {:ok, _} = Registry.start_link(keys: :unique, name: SemanticsRegistry)
+      {:ok, a} = Agent.start(fn -> 1 end, name: :semantics_agent)
+      {:ok, g} = Agent.start(fn -> 2 end, name: {:global, :semantics_global})
+      {:ok, v} = Agent.start(fn -> 3 end, name: {:via, Registry, {SemanticsRegistry, :v}})
+      :ok = ElixirScope.trace(:semantics_agent)
+      :ok = ElixirScope.trace(g)
+      :ok = ElixirScope.trace(v)
+
+      assert {:ok, 1} = Query.state_at(:semantics_agent, :now)
+      assert {:ok, 2} = Query.state_at({:global, :semantics_global}, :now)
+      assert {:ok, 3} = Query.state_at({:via, Registry, {SemanticsRegistry, :v}}, :now)
+      assert [%{pid: ^a} | _] = Query.timeline(:semantics_agent)
+      assert [%{pid: ^a} | _] = Query.events(pid: :semantics_agent)
+      assert [%{data: 1}] = ElixirScope.state_timeline(:semantics_agent)
+
+      # Gone from the VM: the trace remembers who had the name.
+      Agent.stop(a, :boom)
+      assert {:ok, %{pid: ^a, reason: :boom}} = Query.why_crashed(:semantics_agent)
+
+      assert_raise ArgumentError, ~r/invalid pid :nobody_here: no process is registered/, fn ->
+        Query.state_at(:nobody_here, :now)
+      end
+
+      assert_raise ArgumentError, ~r/invalid pid \{:global, :nobody\}/, fn ->
+        Query.timeline({:global, :nobody})
+      end
+
+      Agent.stop(g)
+      Agent.stop(v)
+    end
+  end
 end

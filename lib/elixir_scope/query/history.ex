@@ -35,7 +35,8 @@ defmodule ElixirScope.Query.History do
   defp decode1(nil), do: nil
   defp decode1(tuple), do: Event.from_native(tuple, node())
 
-  defp pid!(pid, name \\ "pid"), do: Args.pid!(pid, name)
+  # A process argument: a pid or a name (see ElixirScope.Query.Names), resolved in `store`.
+  defp pid!(pid, store, name \\ "pid"), do: ElixirScope.Query.Names.resolve!(pid, store, name)
 
   @doc """
   The state `pid` had at `t`: `{:ok, state}`, or `{:error, :no_state}` when none was recorded
@@ -58,7 +59,7 @@ defmodule ElixirScope.Query.History do
   @spec state_event_at(pid(), time(), keyword()) :: Event.t() | nil
   def state_event_at(pid, t, opts \\ []) do
     s = store(opts)
-    s |> Store.ref() |> Native.query_state_at(pid!(pid), At.native!(s, t)) |> decode1()
+    s |> Store.ref() |> Native.query_state_at(pid!(pid, s), At.native!(s, t)) |> decode1()
   end
 
   @doc """
@@ -86,7 +87,7 @@ defmodule ElixirScope.Query.History do
         ]
   def key_changes(pid, key, opts \\ []) do
     s = store(opts)
-    pid = pid!(pid)
+    pid = pid!(pid, s)
 
     unless is_atom(key),
       do: Args.bad!("key", key, "an atom (only atom keys of map states are indexed)")
@@ -159,7 +160,7 @@ defmodule ElixirScope.Query.History do
 
     s
     |> Store.ref()
-    |> Native.query_states(pid!(pid), from, to, changes)
+    |> Native.query_states(pid!(pid, s), from, to, changes)
     |> decode()
   end
 
@@ -196,10 +197,37 @@ defmodule ElixirScope.Query.History do
   @doc """
   The state changes of `pid` after `from` and up to `to`, each with its structural diff from the
   state before: `[%{event: Event.t(), diff: StateDiff.t()}]`.
+
+  `state_changes_in_window(from, to)` (the seed's form, times instead of a pid and a window)
+  gives the state changes of every process from `from` to `to` (inclusive), oldest first, each
+  diffed against that process's state before it.
   """
-  @spec state_changes_in_window(pid(), {time(), time()}, keyword()) ::
+  @spec state_changes_in_window(pid() | time(), {time(), time()} | time(), keyword()) ::
           [%{event: Event.t(), diff: StateDiff.t()}]
-  def state_changes_in_window(pid, window, opts \\ [])
+  def state_changes_in_window(pid_or_from, window_or_to, opts \\ [])
+
+  def state_changes_in_window(from, to, opts)
+      when is_integer(from) or is_struct(from) or from == :now or
+             (is_tuple(from) and elem(from, 0) == :seq) do
+    s = store(opts)
+    opts = Keyword.put(Args.opts!(opts), :store, s)
+    bounds = At.bound(s, :from, from) ++ At.bound(s, :to, to)
+
+    {diffs, _} =
+      Query.events(Keyword.merge(opts, [kind: :state] ++ bounds))
+      |> Enum.reject(&(&1.pid == nil))
+      |> Enum.map_reduce(%{}, fn e, prev ->
+        before =
+          case Map.fetch(prev, e.pid) do
+            {:ok, data} -> data
+            :error -> before_data(e, opts)
+          end
+
+        {%{event: e, diff: StateDiff.diff(before, e.data)}, Map.put(prev, e.pid, e.data)}
+      end)
+
+    Enum.reject(diffs, &StateDiff.empty?(&1.diff))
+  end
 
   def state_changes_in_window(pid, {from, to}, opts) do
     before = state_event_at(pid, from, opts)
@@ -216,19 +244,29 @@ defmodule ElixirScope.Query.History do
   def state_changes_in_window(_pid, other, _opts),
     do: Args.bad!("window", other, "a {from, to} tuple of times")
 
+  # The state `e`'s process had just before `e`.
+  defp before_data(%Event{pid: pid, seq: seq}, opts) do
+    case state_event_at(pid, {:seq, seq - 1}, opts) do
+      %Event{data: data} -> data
+      nil -> nil
+    end
+  end
+
   @doc """
-  A structural diff of two states (or `:state` events): changed, added and removed paths. See
-  `ElixirScope.StateDiff`.
+  A structural diff of two states (or `:state` events): changed, added and removed paths (see
+  `ElixirScope.StateDiff`), with the seed's keys too: `equal` (whether the states are the
+  same) and the states compared, `before` and `after`.
 
   ## Examples
 
-      iex> ElixirScope.Query.History.compare_states(%{n: 1}, %{n: 2}).changed
-      [{[:n], 1, 2}]
+      iex> diff = ElixirScope.Query.History.compare_states(%{n: 1}, %{n: 2})
+      iex> {diff.changed, diff.equal, diff.before, diff.after}
+      {[{[:n], 1, 2}], false, %{n: 1}, %{n: 2}}
   """
   @spec compare_states(term(), term()) :: StateDiff.t()
   def compare_states(%Event{kind: :state, data: a}, b), do: compare_states(a, b)
   def compare_states(a, %Event{kind: :state, data: b}), do: compare_states(a, b)
-  def compare_states(a, b), do: StateDiff.diff(a, b)
+  def compare_states(a, b), do: %{StateDiff.diff(a, b) | before: a, after: b}
 
   @doc """
   The messages in `pid`'s mailbox at `t`: sent to it and not yet consumed, oldest first.
@@ -259,7 +297,7 @@ defmodule ElixirScope.Query.History do
   @spec pending_messages_at(pid(), time(), keyword()) :: {:ok | :unknown, [Event.t()]}
   def pending_messages_at(pid, t, opts \\ []) do
     s = store(opts)
-    {known, msgs} = s |> Store.ref() |> Native.query_pending(pid!(pid), At.native!(s, t))
+    {known, msgs} = s |> Store.ref() |> Native.query_pending(pid!(pid, s), At.native!(s, t))
     {if(known, do: :ok, else: :unknown), decode(msgs)}
   end
 
@@ -309,7 +347,7 @@ defmodule ElixirScope.Query.History do
   @spec call_stack_at(pid(), time(), keyword()) :: [Event.t()]
   def call_stack_at(pid, t, opts \\ []) do
     s = store(opts)
-    s |> Store.ref() |> Native.query_call_stack(pid!(pid), At.native!(s, t)) |> decode()
+    s |> Store.ref() |> Native.query_call_stack(pid!(pid, s), At.native!(s, t)) |> decode()
   end
 
   @doc """
@@ -463,7 +501,7 @@ defmodule ElixirScope.Query.History do
     opts = Keyword.put(opts, :store, store(opts))
 
     sup
-    |> pid!("sup")
+    |> pid!(store(opts), "sup")
     |> state_timeline(opts)
     |> Enum.flat_map(fn e ->
       case Supervision.children(e.data) do
@@ -578,7 +616,9 @@ defmodule ElixirScope.Query.History do
     n = Args.non_neg_integer!(n, :last)
     opts = Keyword.put(opts, :store, store(opts))
 
-    case last_exit(pid!(pid), opts) do
+    pid = pid!(pid, opts[:store])
+
+    case last_exit(pid, opts) do
       nil -> {:error, :no_exit}
       exit -> {:ok, crash(pid, exit, n, opts, [pid])}
     end
