@@ -120,7 +120,8 @@ defmodule ElixirScopeTest do
             {[sample_rate: 1.5], ":sample_rate 1.5, expected a number from 0.0 to 1.0"},
             {[sample_by: :pid], ":sample_by :pid, expected :process or :event"},
             {[max_payload_bytes: 10], ":max_payload_bytes 10, expected an integer from 64"},
-            {[colour: :red], "unknown keys [:colour]"},
+            {[colour: :red], "unknown option :colour (allowed options:"},
+            {[max_event: 10], "unknown option :max_event, did you mean :max_events? (allowed"},
             {[:oops], "expected a keyword list"}
           ] do
         error = assert_raise ArgumentError, fn -> ElixirScope.start(opts) end
@@ -386,7 +387,7 @@ defmodule ElixirScopeTest do
         ElixirScope.trace(self(), as: :thing)
       end
 
-      assert_raise ArgumentError, ~r/unknown keys \[:bogus\]/, fn ->
+      assert_raise ArgumentError, ~r/unknown option :bogus \(allowed/, fn ->
         ElixirScope.trace(self(), bogus: 1)
       end
 

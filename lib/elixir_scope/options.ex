@@ -32,11 +32,31 @@ defmodule ElixirScope.Options do
 
   @doc false
   def validate!(opts, allowed) do
-    opts |> ElixirScope.Args.opts!() |> Keyword.validate!(allowed)
-  rescue
-    e in ArgumentError ->
-      keys = allowed |> Enum.map(fn {k, _} -> k end) |> Enum.map_join(", ", &inspect/1)
-      reraise ArgumentError, "#{Exception.message(e)} (allowed options: #{keys})", __STACKTRACE__
+    opts = ElixirScope.Args.opts!(opts)
+    keys = Enum.map(allowed, fn {k, _} -> k end)
+
+    case Enum.find(Keyword.keys(opts), &(&1 not in keys)) do
+      nil ->
+        Keyword.validate!(opts, allowed)
+
+      unknown ->
+        raise ArgumentError,
+              "unknown option #{inspect(unknown)}#{suggestion(unknown, keys)} " <>
+                "(allowed options: #{Enum.map_join(keys, ", ", &inspect/1)})"
+    end
+  end
+
+  # ", did you mean :x?" for the allowed key nearest to `unknown`, when one is near enough.
+  defp suggestion(unknown, keys) do
+    name = Atom.to_string(unknown)
+
+    keys
+    |> Enum.map(&{String.jaro_distance(name, Atom.to_string(&1)), &1})
+    |> Enum.max(fn -> {0.0, nil} end)
+    |> case do
+      {d, key} when d >= 0.8 -> ", did you mean #{inspect(key)}?"
+      _ -> ""
+    end
   end
 
   @doc false

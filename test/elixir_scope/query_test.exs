@@ -172,7 +172,7 @@ defmodule ElixirScope.QueryTest do
       events(store, any: [kind: :send])
     end
 
-    assert_raise ArgumentError, ~r/unknown keys \[:limit\]/, fn ->
+    assert_raise ArgumentError, ~r/unknown option :limit \(allowed/, fn ->
       events(store, not: [limit: 1])
     end
 
@@ -243,7 +243,8 @@ defmodule ElixirScope.QueryTest do
           {[limit: -5], "invalid :limit -5"},
           {[order: :random], "invalid :order :random"},
           {[store: :default], "invalid :store :default"},
-          {[nope: 1], "unknown keys [:nope]"}
+          {[nope: 1], "unknown option :nope (allowed"},
+          {[kinds: :send], "unknown option :kinds, did you mean :kind?"}
         ] do
       filters = Keyword.put_new(filters, :store, new_store())
       error = assert_raise ArgumentError, fn -> Query.events(filters) end
