@@ -33,21 +33,31 @@ defmodule ElixirScope.Options do
   @doc false
   def validate!(opts, allowed) do
     opts = ElixirScope.Args.opts!(opts)
-    keys = Enum.map(allowed, fn {k, _} -> k end)
+
+    keys =
+      Enum.map(allowed, fn
+        {k, _} -> k
+        k -> k
+      end)
 
     case Enum.find(Keyword.keys(opts), &(&1 not in keys)) do
-      nil ->
-        Keyword.validate!(opts, allowed)
-
-      unknown ->
-        raise ArgumentError,
-              "unknown option #{inspect(unknown)}#{suggestion(unknown, keys)} " <>
-                "(allowed options: #{Enum.map_join(keys, ", ", &inspect/1)})"
+      nil -> Keyword.validate!(opts, allowed)
+      unknown -> unknown!(unknown, keys)
     end
   end
 
+  @doc false
+  # Raises the ArgumentError of an unknown option: the nearest allowed one, if one is near
+  # enough, and every allowed one.
+  @spec unknown!(term(), [atom()]) :: no_return()
+  def unknown!(unknown, keys) do
+    raise ArgumentError,
+          "unknown option #{inspect(unknown)}#{suggestion(unknown, keys)} " <>
+            "(allowed options: #{Enum.map_join(keys, ", ", &inspect/1)})"
+  end
+
   # ", did you mean :x?" for the allowed key nearest to `unknown`, when one is near enough.
-  defp suggestion(unknown, keys) do
+  defp suggestion(unknown, keys) when is_atom(unknown) do
     name = Atom.to_string(unknown)
 
     keys
@@ -58,6 +68,8 @@ defmodule ElixirScope.Options do
       _ -> ""
     end
   end
+
+  defp suggestion(_unknown, _keys), do: ""
 
   @doc false
   def level!(level) when level in @levels, do: level

@@ -115,7 +115,7 @@ defmodule ElixirScope.Replay do
   """
   @spec step_until(t(), keyword()) :: {:ok, t()} | {:error, :end}
   def step_until(%__MODULE__{event: %Event{} = e} = cursor, filters) do
-    filters = filters |> Args.opts!() |> Keyword.validate!([:kind, :pid, :peer, :mfa, :data])
+    filters = ElixirScope.Options.validate!(filters, [:kind, :pid, :peer, :mfa, :data])
     # `mfa:` is checked as Query.events/1 checks it (it is always matched here).
     if Keyword.has_key?(filters, :mfa),
       do: Query.native_filter(store: cursor.store, mfa: filters[:mfa])

@@ -473,7 +473,7 @@ defmodule ElixirScope.QueryDSLTest do
     deep = String.duplicate("{", 100) <> "x" <> String.duplicate("}", 100)
     assert_raise ArgumentError, ~r/deep/, fn -> Query.find(store: store, message: deep) end
 
-    assert_raise ArgumentError, ~r/unknown options \[mesage: "x"\], expected: :message/, fn ->
+    assert_raise ArgumentError, ~r/unknown option :mesage, did you mean :message\?/, fn ->
       Query.find(store: store, mesage: "x")
     end
 

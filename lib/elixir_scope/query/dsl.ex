@@ -163,10 +163,11 @@ defmodule ElixirScope.Query.DSL do
       [] ->
         :ok
 
-      bad ->
-        raise ArgumentError,
-              "unknown options #{inspect(bad)}, expected: " <>
-                Enum.map_join(allowed, ", ", &inspect/1)
+      [{key, _} | _] ->
+        ElixirScope.Options.unknown!(key, allowed)
+
+      [other | _] ->
+        ElixirScope.Options.unknown!(other, allowed)
     end
   end
 
