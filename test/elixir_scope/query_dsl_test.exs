@@ -477,7 +477,7 @@ defmodule ElixirScope.QueryDSLTest do
       Query.find(store: store, mesage: "x")
     end
 
-    assert_raise ArgumentError, ~r/unknown options \[bogus: 1\]/, fn ->
+    assert_raise ArgumentError, ~r/unknown option :bogus \(allowed/, fn ->
       Code.eval_quoted(
         quote do
           import ElixirScope.Query
