@@ -54,6 +54,14 @@ defmodule ElixirScope.Error do
   def describe(:store_closed), do: "the store is closed"
   def describe({:dead_process, pid}), do: "process #{inspect(pid)} is not alive"
 
+  def describe({:not_tracked, target, why}),
+    do: "#{inspect(target)} records no variables: " <> not_tracked(why)
+
+  def describe({:not_bound, var, target, recorded}),
+    do:
+      "#{inspect(target)} binds no variable #{inspect(var)}; it records " <>
+        if(recorded == [], do: "none", else: Enum.map_join(recorded, ", ", &inspect/1))
+
   def describe({:unknown_target, t}),
     do: "#{inspect(t)} is neither a registered name nor a module"
 
@@ -103,4 +111,16 @@ defmodule ElixirScope.Error do
     do: "#{path}: #{:file.format_error(posix)}"
 
   def describe(other), do: "ElixirScope error: #{inspect(other)}"
+
+  defp not_tracked(:not_loaded), do: "no such module is loaded"
+  defp not_tracked(:no_track), do: "its module does not `use ElixirScope.Track`"
+
+  defp not_tracked(:disabled),
+    do:
+      "tracking was off when it compiled (config :elixir_scope, track: false; the :prod default)"
+
+  defp not_tracked(:not_annotated),
+    do: "it has no @scope annotation (nor `use ElixirScope.Track, all: true`)"
+
+  defp not_tracked(other), do: inspect(other)
 end

@@ -61,6 +61,42 @@ defmodule ElixirScope.Track do
       Module.put_attribute(__MODULE__, :elixir_scope_track_all, unquote(all))
       Module.put_attribute(__MODULE__, :elixir_scope_tracked, %{})
       Module.put_attribute(__MODULE__, :elixir_scope_vars, nil)
+      Module.register_attribute(__MODULE__, :elixir_scope_funs, accumulate: true)
+      @before_compile ElixirScope.Track
+    end
+  end
+
+  @doc false
+  # Defines `__elixir_scope_tracked__/0`: whether the module's tracked functions were rewritten
+  # (`config :elixir_scope, track:`), and for each tracked `{name, arity}` the variables it
+  # records (`:disabled` when not rewritten). What `ElixirScope.Query.variables/2` and
+  # `var_history/3` check an empty answer against.
+  defmacro __before_compile__(env) do
+    funs =
+      env.module
+      |> Module.get_attribute(:elixir_scope_funs)
+      |> Enum.reverse()
+      |> Enum.reduce(%{}, fn {key, names}, acc ->
+        Map.update(acc, key, names, fn
+          :disabled -> :disabled
+          seen -> Enum.uniq(seen ++ List.wrap(names))
+        end)
+      end)
+
+    quote do
+      @doc false
+      Kernel.def __elixir_scope_tracked__ do
+        %{rewritten: unquote(enabled?()), functions: unquote(Macro.escape(funs))}
+      end
+    end
+  end
+
+  @doc false
+  # The variables a rewritten clause records, given its `vars:` filter.
+  def __names__(names, opts) do
+    case opts[:vars] do
+      nil -> names
+      only -> Enum.filter(names, &(&1 in only))
     end
   end
 
@@ -83,16 +119,34 @@ defmodule ElixirScope.Track do
 
     if enabled?() and is_list(expr) do
       tracked = Transform.clause(call, expr, {caller.module, name, arity})
+      names = Transform.recorded_names(tracked)
 
       quote do
         case ElixirScope.Track.__scope__(__MODULE__, unquote(name), unquote(arity)) do
-          nil -> Kernel.unquote(kind)(unquote(call), unquote(expr))
-          _ -> Kernel.unquote(kind)(unquote(call), unquote(tracked))
+          nil ->
+            Kernel.unquote(kind)(unquote(call), unquote(expr))
+
+          scope_opts ->
+            Module.put_attribute(
+              __MODULE__,
+              :elixir_scope_funs,
+              {{unquote(name), unquote(arity)},
+               ElixirScope.Track.__names__(unquote(names), scope_opts)}
+            )
+
+            Kernel.unquote(kind)(unquote(call), unquote(tracked))
         end
       end
     else
       quote do
-        ElixirScope.Track.__scope__(__MODULE__, unquote(name), unquote(arity))
+        if ElixirScope.Track.__scope__(__MODULE__, unquote(name), unquote(arity)),
+          do:
+            Module.put_attribute(
+              __MODULE__,
+              :elixir_scope_funs,
+              {{unquote(name), unquote(arity)}, :disabled}
+            )
+
         Kernel.unquote(kind)(unquote(call), unquote(expr))
       end
     end

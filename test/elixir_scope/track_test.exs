@@ -251,15 +251,61 @@ defmodule ElixirScope.TrackTest do
     [entry | _] = Query.tracked_calls({TrackCorpus.Tracked, :shadowing, 1})
     assert Enum.map(Query.variables(entry), & &1.value) == [1, 2, 4]
     assert Query.variables(spawn(fn -> :ok end)) == []
-    assert Query.variables({NoSuch, :fun, 0}) == []
+
+    assert {:error, {:not_tracked, {NoSuch, :fun, 0}, :not_loaded}} =
+             Query.variables({NoSuch, :fun, 0})
+
     assert {:error, _} = Query.source_view({NoSuch, :fun, 0})
+  end
+
+  test "empty answers that are mistakes say why" do
+    # A module that does not use ElixirScope.Track.
+    assert {:error, {:not_tracked, {Enum, :map, 2}, :no_track}} = Query.variables({Enum, :map, 2})
+
+    # A tracked function not called yet: nothing to say.
+    assert Query.variables({ScopeOpts, :only_b, 1}) == []
+    # A variable the tracked code does not bind (or does not record).
+    assert {:error, {:not_bound, :zzz, ScopeOpts, recorded}} = Query.var_history(ScopeOpts, :zzz)
+    assert :b in recorded and :c not in recorded
+
+    assert ElixirScope.Error.describe({:not_bound, :zzz, ScopeOpts, recorded}) =~
+             "binds no variable :zzz"
+
+    assert {:error, {:not_bound, :c, {ScopeOpts, :only_b, 1}, [:b]}} =
+             Query.var_history({ScopeOpts, :only_b, 1}, :c)
+
+    # Compiled with tracking off (config :elixir_scope, track: false, the :prod default).
+    Application.put_env(:elixir_scope, :track, false)
+
+    try do
+      Code.compile_string("""
+      defmodule TrackOffModule do
+        use ElixirScope.Track
+        @scope true
+        def f(x), do: x + 1
+      end
+      """)
+    after
+      Application.delete_env(:elixir_scope, :track)
+    end
+
+    assert apply(TrackOffModule, :f, [1]) == 2
+
+    assert {:error, {:not_tracked, {TrackOffModule, :f, 1}, :disabled}} =
+             Query.variables({TrackOffModule, :f, 1})
+
+    assert ElixirScope.Error.describe({:not_tracked, {TrackOffModule, :f, 1}, :disabled}) =~
+             "tracking was off"
   end
 
   test "@scope vars: limits the variables, @scope false excludes a function" do
     assert ScopeOpts.only_b(1) == 4
     assert [%{name: :b, value: 2}] = Query.variables({ScopeOpts, :only_b, 1})
     assert ScopeOpts.excluded(1) == 2
-    assert Query.variables({ScopeOpts, :excluded, 1}) == []
+
+    assert {:error, {:not_tracked, {ScopeOpts, :excluded, 1}, :not_annotated}} =
+             Query.variables({ScopeOpts, :excluded, 1})
+
     assert ScopeOpts.included(2) == 6
     assert [%{name: :a, value: 2}] = Query.variables({ScopeOpts, :included, 1})
 

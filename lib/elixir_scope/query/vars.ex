@@ -69,8 +69,15 @@ defmodule ElixirScope.Query.Vars do
   `target` is a call's entry event, or an `{m, f, a}`, a module or a pid, meaning its last
   tracked call (`call: :first` or `call: n` picks another: n counts from 0, oldest first;
   `call: :last` is the default). `[]` when no such call was recorded.
+
+  When no call was recorded because the function cannot record any, the answer says why:
+  `{:error, {:not_tracked, target, why}}`, where `why` is `:not_loaded` (no such module),
+  `:no_track` (the module does not `use ElixirScope.Track`), `:disabled` (compiled with
+  `config :elixir_scope, track: false`, the default in `:prod`) or `:not_annotated` (no
+  `@scope` for that function, nor `all: true`).
   """
-  @spec variables(target(), keyword()) :: [binding()]
+  @spec variables(target(), keyword()) ::
+          [binding()] | {:error, {:not_tracked, mfa() | module(), atom()}}
   def variables(target, opts \\ [])
 
   def variables(%Event{kind: :var, data: {:"$call", _, _}} = entry, opts) do
@@ -85,8 +92,44 @@ defmodule ElixirScope.Query.Vars do
 
   def variables(target, opts) do
     case entry(target, opts) do
-      nil -> []
-      entry -> variables(entry, Keyword.delete(opts, :call))
+      nil ->
+        case tracked(target) do
+          {:ok, _} -> []
+          error -> error
+        end
+
+      entry ->
+        variables(entry, Keyword.delete(opts, :call))
+    end
+  end
+
+  @doc false
+  # What the compiled code says of `target`: `{:ok, names}` (the variables its tracked
+  # functions record, `nil` when unknown: a pid), or why it records nothing.
+  @spec tracked(target()) :: {:ok, [atom()] | nil} | {:error, {:not_tracked, term(), atom()}}
+  def tracked(pid) when is_pid(pid), do: {:ok, nil}
+
+  def tracked(target) do
+    {mod, fun, arity} =
+      case target do
+        {m, f, a} -> {m, f, a}
+        {m, f} -> {m, f, :_}
+        m -> {m, :_, :_}
+      end
+
+    with {:module, ^mod} <- Code.ensure_loaded(mod),
+         true <- function_exported?(mod, :__elixir_scope_tracked__, 0) || :no_track,
+         %{rewritten: rewritten, functions: funs} <- mod.__elixir_scope_tracked__() do
+      matching = for {{f, a}, names} <- funs, fun in [:_, f], arity in [:_, a], do: names
+
+      cond do
+        matching == [] -> {:error, {:not_tracked, target, :not_annotated}}
+        not rewritten or :disabled in matching -> {:error, {:not_tracked, target, :disabled}}
+        true -> {:ok, matching |> Enum.concat() |> Enum.uniq()}
+      end
+    else
+      :no_track -> {:error, {:not_tracked, target, :no_track}}
+      _ -> {:error, {:not_tracked, target, :not_loaded}}
     end
   end
 
@@ -96,18 +139,39 @@ defmodule ElixirScope.Query.Vars do
   @doc """
   One variable across every tracked call of `module` (or `{m, f, a}`), oldest first:
   `[%{call: entry_seq, pid: pid, value: value, line: line, seq: seq}]`.
+
+  An empty answer that is a mistake says so: `{:error, {:not_tracked, target, why}}` as in
+  `variables/2`, or `{:error, {:not_bound, var, target, recorded}}` when the tracked code
+  records no variable `var` (`recorded` lists the ones it does).
   """
-  @spec var_history(module() | mfa(), atom(), keyword()) :: [map()]
+  @spec var_history(module() | mfa(), atom(), keyword()) ::
+          [map()]
+          | {:error, {:not_tracked, term(), atom()} | {:not_bound, atom(), term(), [atom()]}}
   def var_history(module, var, opts \\ []) do
     opts = store_opts(opts)
     filter = target_filter!(module, false)
     var = Args.atom!(var, "var")
 
-    Query.events(opts ++ filter ++ [kind: :var])
-    |> Enum.filter(&match?({^var, _, _}, &1.data))
-    |> Enum.map(fn %Event{data: {_, line, value}} = e ->
-      %{call: e.peer, pid: e.pid, value: value, line: line, seq: e.seq}
-    end)
+    history =
+      Query.events(opts ++ filter ++ [kind: :var])
+      |> Enum.filter(&match?({^var, _, _}, &1.data))
+      |> Enum.map(fn %Event{data: {_, line, value}} = e ->
+        %{call: e.peer, pid: e.pid, value: value, line: line, seq: e.seq}
+      end)
+
+    case {history, tracked(module)} do
+      {[_ | _], _} ->
+        history
+
+      {[], {:ok, names}} when is_list(names) ->
+        if var in names, do: [], else: {:error, {:not_bound, var, module, names}}
+
+      {[], {:ok, _}} ->
+        []
+
+      {[], error} ->
+        error
+    end
   end
 
   @doc """

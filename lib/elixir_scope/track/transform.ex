@@ -265,6 +265,21 @@ defmodule ElixirScope.Track.Transform do
 
   # Records: `ctx && Runtime.record(ctx, :name, line, name)` for each variable kept.
 
+  @doc false
+  # The names of the variables a rewritten clause records, in order, without duplicates.
+  def recorded_names(tracked) do
+    {_, names} =
+      Macro.prewalk(tracked, [], fn
+        {{:., _, [Runtime, :record]}, _, [_, name, _, _]} = node, acc when is_atom(name) ->
+          {node, [name | acc]}
+
+        node, acc ->
+          {node, acc}
+      end)
+
+    names |> Enum.reverse() |> Enum.uniq()
+  end
+
   defp records(vars, line) do
     for {name, _, ctx} <- vars do
       quote do
