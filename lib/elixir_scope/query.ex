@@ -22,7 +22,17 @@ defmodule ElixirScope.Query do
   """
 
   alias ElixirScope.{Args, Event, Native, Store}
-  alias ElixirScope.Query.Names
+  alias ElixirScope.Query.{Names, SourceDocs}
+
+  # The documentation of the functions delegated to, shown here as it is there.
+  for file <- ~w(history vars aggregate),
+      do: @external_resource(Path.join(__DIR__, "query/#{file}.ex"))
+
+  @docs Map.merge(
+          SourceDocs.read(Path.join(__DIR__, "query/history.ex")),
+          SourceDocs.read(Path.join(__DIR__, "query/vars.ex"))
+        )
+        |> Map.merge(SourceDocs.read(Path.join(__DIR__, "query/aggregate.ex")))
 
   @typedoc "A point in time: monotonic nanoseconds (an event's `ts`) or a `DateTime`."
   @type time :: integer() | DateTime.t()
@@ -195,23 +205,23 @@ defmodule ElixirScope.Query do
   defdelegate find(filters), to: ElixirScope.Query.DSL
 
   # Aggregations (see ElixirScope.Query.Aggregate).
-  @doc "How many events match. See `ElixirScope.Query.Aggregate.count/1`."
+  @doc Map.fetch!(@docs, {:count, 1})
   @spec count(keyword()) :: non_neg_integer()
   defdelegate count(filters \\ []), to: ElixirScope.Query.Aggregate
-  @doc "Matching events per key. See `ElixirScope.Query.Aggregate.group_by/2`."
+  @doc Map.fetch!(@docs, {:group_by, 2})
   @spec group_by(keyword(), ElixirScope.Query.Aggregate.key()) :: %{term() => pos_integer()}
   defdelegate group_by(filters, key), to: ElixirScope.Query.Aggregate
-  @doc "The keys with the most matching events. See `ElixirScope.Query.Aggregate.top/3`."
+  @doc Map.fetch!(@docs, {:top, 3})
   @spec top(keyword(), ElixirScope.Query.Aggregate.key(), pos_integer()) :: [
           {term(), pos_integer()}
         ]
   defdelegate top(filters, key, n \\ 10), to: ElixirScope.Query.Aggregate
-  @doc "Matching events per time bucket. See `ElixirScope.Query.Aggregate.rate/2`."
+  @doc Map.fetch!(@docs, {:rate, 2})
   @spec rate(keyword(), pos_integer() | {pos_integer(), atom()}) :: [
           {integer(), non_neg_integer()}
         ]
   defdelegate rate(filters, bucket), to: ElixirScope.Query.Aggregate
-  @doc "Call durations. See `ElixirScope.Query.Aggregate.durations/2`."
+  @doc Map.fetch!(@docs, {:durations, 2})
   @spec durations(keyword(), :all | ElixirScope.Query.Aggregate.key()) :: map() | nil
   defdelegate durations(filters, key \\ :all), to: ElixirScope.Query.Aggregate
 
@@ -380,7 +390,7 @@ defmodule ElixirScope.Query do
   # Time travel (see ElixirScope.Query.History for the details).
   alias ElixirScope.Query.History
 
-  @doc "See `ElixirScope.Query.History.state_at/3`."
+  @doc Map.fetch!(@docs, {:state_at, 3})
   @spec state_at(pid(), History.time(), keyword()) :: {:ok, term()} | {:error, :no_state}
   defdelegate state_at(pid, t, opts \\ []), to: History
 
@@ -396,70 +406,78 @@ defmodule ElixirScope.Query do
     end
   end
 
-  @doc "See `ElixirScope.Query.History.state_cause/2`."
+  @doc Map.fetch!(@docs, {:state_cause, 2})
   @spec state_cause(Event.t(), keyword()) :: Event.t() | nil
   defdelegate state_cause(state_event, opts \\ []), to: History
-  @doc "See `ElixirScope.Query.History.state_timeline/2`."
+  @doc Map.fetch!(@docs, {:state_timeline, 2})
   @spec state_timeline(pid(), keyword()) :: [Event.t()]
   defdelegate state_timeline(pid, opts \\ []), to: History
-  @doc "See `ElixirScope.Query.History.state_evolution/4`."
+  @doc Map.fetch!(@docs, {:state_evolution, 4})
   @spec state_evolution(pid(), History.time(), History.time(), keyword()) :: [Event.t()]
   defdelegate state_evolution(pid, from, to, opts \\ []), to: History
-  @doc "See `ElixirScope.Query.History.state_changes_in_window/3`."
+
+  @doc @docs[{:state_changes_in_window, 3}] ||
+         "See `ElixirScope.Query.History.state_changes_in_window/3`."
   @spec state_changes_in_window(
           pid() | History.time(),
           {History.time(), History.time()} | History.time(),
           keyword()
         ) :: [map()]
   defdelegate state_changes_in_window(pid_or_from, window_or_to, opts \\ []), to: History
-  @doc "Where one key of a map state changed. See `ElixirScope.Query.History.key_changes/3`."
+  @doc Map.fetch!(@docs, {:key_changes, 3})
   @spec key_changes(pid(), atom(), keyword()) :: [map()]
   defdelegate key_changes(pid, key, opts \\ []), to: History
-  @doc "See `ElixirScope.Query.History.compare_states/2`."
+  @doc Map.fetch!(@docs, {:compare_states, 2})
   @spec compare_states(term(), term()) :: ElixirScope.StateDiff.t()
   defdelegate compare_states(a, b), to: History
-  @doc "See `ElixirScope.Query.History.pending_messages_at/3`."
+
+  @doc @docs[{:pending_messages_at, 3}] ||
+         "See `ElixirScope.Query.History.pending_messages_at/3`."
   @spec pending_messages_at(pid(), History.time(), keyword()) :: {:ok | :unknown, [Event.t()]}
   defdelegate pending_messages_at(pid, t, opts \\ []), to: History
-  @doc "See `ElixirScope.Query.History.paired/2`."
+  @doc Map.fetch!(@docs, {:paired, 2})
   @spec paired(Event.t() | pos_integer(), keyword()) ::
           {:ok, Event.t()} | {:error, :unpaired | :not_indexed}
   defdelegate paired(event_or_seq, opts \\ []), to: History
-  @doc "See `ElixirScope.Query.History.call_stack_at/3`."
+  @doc Map.fetch!(@docs, {:call_stack_at, 3})
   @spec call_stack_at(pid(), History.time(), keyword()) :: [Event.t()]
   defdelegate call_stack_at(pid, t, opts \\ []), to: History
-  @doc "See `ElixirScope.Query.History.active_processes_at/2`."
+
+  @doc @docs[{:active_processes_at, 2}] ||
+         "See `ElixirScope.Query.History.active_processes_at/2`."
   @spec active_processes_at(History.time(), keyword()) :: [pid()]
   defdelegate active_processes_at(t, opts \\ []), to: History
-  @doc "See `ElixirScope.Query.History.states_at/2`."
+  @doc Map.fetch!(@docs, {:states_at, 2})
   @spec states_at(History.time(), keyword()) :: %{pid() => term()}
   defdelegate states_at(t, opts \\ []), to: History
-  @doc "See `ElixirScope.Query.History.system_snapshot_at/2`."
+  @doc Map.fetch!(@docs, {:system_snapshot_at, 2})
   @spec system_snapshot_at(History.time(), keyword()) :: History.snapshot()
   defdelegate system_snapshot_at(t, opts \\ []), to: History
-  @doc "See `ElixirScope.Query.History.supervision_tree_at/2`."
+
+  @doc @docs[{:supervision_tree_at, 2}] ||
+         "See `ElixirScope.Query.History.supervision_tree_at/2`."
   @spec supervision_tree_at(History.time(), keyword()) :: [map()]
   defdelegate supervision_tree_at(t, opts \\ []), to: History
-  @doc "See `ElixirScope.Query.History.supervisor_events/2`."
+  @doc Map.fetch!(@docs, {:supervisor_events, 2})
   @spec supervisor_events(pid(), keyword()) :: [Event.t()]
   defdelegate supervisor_events(sup, opts \\ []), to: History
-  @doc "See `ElixirScope.Query.History.why_crashed/2`."
+  @doc Map.fetch!(@docs, {:why_crashed, 2})
   @spec why_crashed(pid(), keyword()) :: {:ok, ElixirScope.Crash.t()} | {:error, :no_exit}
   defdelegate why_crashed(pid, opts \\ []), to: History
 
   # Variable tracking (see ElixirScope.Query.Vars and ElixirScope.Track).
   alias ElixirScope.Query.Vars
 
-  @doc "See `ElixirScope.Query.Vars.variables/2`."
+  @doc Map.fetch!(@docs, {:variables, 2})
   @spec variables(Vars.target(), keyword()) :: [Vars.binding()]
   defdelegate variables(target, opts \\ []), to: Vars
-  @doc "See `ElixirScope.Query.Vars.var_history/3`."
+  @doc Map.fetch!(@docs, {:var_history, 3})
   @spec var_history(module() | mfa(), atom(), keyword()) :: [map()]
   defdelegate var_history(module, var, opts \\ []), to: Vars
-  @doc "See `ElixirScope.Query.Vars.source_view/2`."
+  @doc Map.fetch!(@docs, {:source_view, 2})
   @spec source_view(Vars.target(), keyword()) :: String.t() | {:error, term()}
   defdelegate source_view(target, opts \\ []), to: Vars
-  @doc "See `ElixirScope.Query.Vars.calls/2`."
+  @doc Map.fetch!(@docs, {:calls, 2})
   @spec tracked_calls(mfa() | module() | pid(), keyword()) :: [Event.t()]
   defdelegate tracked_calls(target, opts \\ []), to: Vars, as: :calls
 

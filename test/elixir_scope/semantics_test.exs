@@ -323,4 +323,20 @@ defmodule ElixirScope.SemanticsTest do
       Agent.stop(v)
     end
   end
+
+  describe "documentation" do
+    doctest ElixirScope.Query.Names
+
+    test "the Query functions show the documentation of what they delegate to" do
+      {:docs_v1, _, _, _, _, _, docs} = Code.fetch_docs(ElixirScope.Query)
+
+      for {name, arity} <- [state_at: 3, pending_messages_at: 3, why_crashed: 2, variables: 2] do
+        assert [text] =
+                 for({{:function, ^name, ^arity}, _, _, %{"en" => text}, _} <- docs, do: text)
+
+        refute text =~ ~r/^See /
+        assert String.length(text) > 100
+      end
+    end
+  end
 end

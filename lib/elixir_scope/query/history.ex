@@ -12,6 +12,11 @@ defmodule ElixirScope.Query.History do
   `{:seq, n}` (just after the event with seq `n`), an `ElixirScope.Event` (just after it) or
   `:now`. An event is "at or before" a time when its `ts` is; a seq bound compares seqs.
 
+  ## Processes
+
+  Every `pid` argument may also be a registered name, `{:global, name}` or `{:via, module,
+  name}`, resolved when the query runs (see `ElixirScope.Query.Names`).
+
   ## Options
 
   Every function takes `store:` (default: the current or last capture's store).
