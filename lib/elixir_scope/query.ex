@@ -236,6 +236,18 @@ defmodule ElixirScope.Query do
   end
 
   @doc """
+  Prints the timeline of `target` (a process, as `timeline/2` takes it, or a list of events)
+  for reading: one line per event with the time since the first, cut to the terminal's width
+  (see `ElixirScope.Format.timeline/2`, which takes `format:` options given here).
+  """
+  @spec print_timeline(Names.process() | [Event.t()], keyword()) :: :ok
+  def print_timeline(target, filters \\ []) do
+    {format, filters} = Keyword.pop(Args.opts!(filters), :format, [])
+    events = if is_list(target), do: target, else: timeline(target, filters)
+    IO.puts(ElixirScope.Format.timeline(events, format))
+  end
+
+  @doc """
   Messages `pid` sent (`:send` and `:send_to_dead` events of `pid`).
   """
   @spec messages_from(pid(), filters()) :: [Event.t()]

@@ -339,4 +339,39 @@ defmodule ElixirScope.SemanticsTest do
       end
     end
   end
+
+  describe "readable output" do
+    doctest ElixirScope.Format
+    doctest ElixirScope.Query.Durations
+
+    test "a timeline, rates and durations read as text" do
+      {:ok, server} = GenServer.start(Counter, 0, name: :semantics_counter)
+      :ok = ElixirScope.trace(:semantics_counter)
+      :ok = ElixirScope.trace(Counter)
+      for _ <- 1..3, do: GenServer.cast(server, :inc)
+      3 = GenServer.call(server, :get)
+
+      text =
+        ExUnit.CaptureIO.capture_io(fn ->
+          Query.print_timeline(:semantics_counter, format: [width: 100])
+        end)
+
+      lines = String.split(text, "\n", trim: true)
+      assert length(lines) == length(Query.timeline(server))
+      assert Enum.all?(lines, &(String.length(&1) <= 100))
+      assert hd(lines) =~ ~r/^\s+\+0\.000 ms  #\d+ traced :semantics_counter traced from here/
+      assert Enum.any?(lines, &(&1 =~ "#Ref<…"))
+      refute text =~ "#Reference<"
+
+      rate = Query.rate([kind: :receive, pid: server], {1, :second})
+      assert ElixirScope.Format.rate(rate) =~ ~r/^\d\d:\d\d:\d\d\.\d{3}\s+4 (█)+$/u
+
+      stats = Query.durations(pid: server, mfa: {Counter, :handle_cast, 2})
+      assert %ElixirScope.Query.Durations{count: 3} = stats
+      assert inspect(stats) =~ ~r/#Durations<3 calls: min [\d.]+ (ns|µs|ms)/
+      by_mfa = Query.durations([pid: server], :mfa)
+      assert ElixirScope.Format.durations(by_mfa) =~ "Counter.handle_cast/2  3 calls"
+      GenServer.stop(server)
+    end
+  end
 end

@@ -28,12 +28,7 @@ defmodule ElixirScope.Query.Aggregate do
   @type key :: :pid | :peer | :kind | :module | :mfa | :tag
 
   @typedoc "Durations of completed calls, in nanoseconds."
-  @type durations :: %{
-          count: pos_integer(),
-          min: non_neg_integer(),
-          max: non_neg_integer(),
-          avg: float()
-        }
+  @type durations :: ElixirScope.Query.Durations.t()
 
   @doc """
   How many events match.
@@ -80,7 +75,8 @@ defmodule ElixirScope.Query.Aggregate do
   Matching events per time bucket: `[{bucket_start, count}]`, oldest first, with empty buckets
   between the first and the last included as zeros (up to 100 000 buckets). `bucket` is in
   milliseconds, or `{n, unit}` with a `System.time_unit()` or `:minute`; `bucket_start` is
-  monotonic nanoseconds, like events' `ts`.
+  monotonic nanoseconds, like events' `ts`. `ElixirScope.Format.rate/2` writes the buckets as
+  wall-clock times with their counts and bars.
   """
   @spec rate(keyword(), pos_integer() | {pos_integer(), System.time_unit() | :minute}) :: [
           {integer(), non_neg_integer()}
@@ -107,9 +103,10 @@ defmodule ElixirScope.Query.Aggregate do
 
   @doc """
   Durations of the matching calls (call events paired with their return or exception in the
-  same process; the filters select which functions and processes): `%{count, min, max, avg}` in
-  nanoseconds, or `nil` when no call completed. With a `key`, a map from key to those
-  statistics.
+  same process; the filters select which functions and processes): an
+  `ElixirScope.Query.Durations` (`count`, `min`, `max`, `avg`, in nanoseconds, shown with units),
+  or `nil` when no call completed. With a `key`, a map from key to those statistics.
+  `ElixirScope.Format.durations/1` writes either as text.
   """
   @spec durations(keyword(), :all | key()) :: durations() | nil | %{term() => durations()}
   def durations(filters, key \\ :all) do
@@ -121,7 +118,8 @@ defmodule ElixirScope.Query.Aggregate do
     stats =
       for {k, count, min, max, sum} <- Native.query_durations(Store.ref(store), filter, by),
           into: %{},
-          do: {k, %{count: count, min: min, max: max, avg: sum / count}}
+          do:
+            {k, %ElixirScope.Query.Durations{count: count, min: min, max: max, avg: sum / count}}
 
     if key == :all, do: stats[:all], else: stats
   end
