@@ -55,14 +55,7 @@ defmodule Demo.Report do
 
   def section(title), do: IO.puts("\n== #{title}")
 
-  def timeline(events) do
-    t0 = events |> List.first() |> Map.get(:ts)
-
-    Enum.each(events, fn e ->
-      ms = :erlang.float_to_binary((e.ts - t0) / 1_000_000, decimals: 3)
-      IO.puts(clip("  +#{String.pad_leading(ms, 8)} ms  " <> Event.describe(e, limit: 6)))
-    end)
-  end
+  def timeline(events), do: IO.puts(ElixirScope.Format.timeline(events, width: 140))
 
   defp clip(line) when byte_size(line) > 140, do: binary_part(line, 0, 137) <> "..."
   defp clip(line), do: line
