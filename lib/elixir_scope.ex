@@ -173,14 +173,19 @@ defmodule ElixirScope do
   every event its trace holds, across its stores). Returns the seq of the last event written:
   the number of events for a capture whose seqs start at 1. `open/2` reads it back, here or on another machine.
 
+  A capture that goes on while it saves is saved as it was when `save/2` began. `progress:`
+  takes a function called with `(events_written, events_total)` as the events are written
+  (about every 65 536 events, and once at the end).
+
   `path` is a non-empty UTF-8 string (or charlist); another path raises `ArgumentError`.
   """
   @spec save(Path.t(), keyword()) ::
           {:ok, non_neg_integer()} | {:error, ElixirScope.Error.file_reason() | :already_running}
   def save(path, opts \\ []) do
     path = Args.path!(path, "path")
-    opts = Options.validate!(opts, store: nil)
-    ElixirScope.Persist.save(ElixirScope.Query.store!(opts[:store]), path)
+    opts = Options.validate!(opts, store: nil, progress: nil)
+    store = ElixirScope.Query.store!(opts[:store])
+    ElixirScope.Persist.save(store, path, Keyword.take(opts, [:progress]))
   end
 
   @doc """

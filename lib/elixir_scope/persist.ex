@@ -275,16 +275,32 @@ defmodule ElixirScope.Persist do
   @doc """
   Writes every event of `store` into the directory `path`, which must not exist or be empty.
   Returns the number of events written. See `ElixirScope.save/2`.
+
+  ## Options
+
+    * `:progress` - a function called with `(events_written, events_total)` as the events are
+      written, about every 65 536 events.
   """
-  @spec save(Store.t(), Path.t()) ::
+  @spec save(Store.t(), Path.t(), keyword()) ::
           {:ok, non_neg_integer()} | {:error, ElixirScope.Error.file_reason()}
-  def save(%Store{} = store, path) do
+  def save(store, path, opts \\ [])
+
+  def save(%Store{} = store, path, opts) do
     path = ElixirScope.Args.path!(path, "path")
+    opts = ElixirScope.Options.validate!(opts, progress: nil)
+    progress = ElixirScope.Args.fun!(opts[:progress], :progress, 2) || fn _, _ -> :ok end
+    ref = Store.ref(store)
+
     # (An opened trace is saved with the clock it was captured with.)
-    Native.store_save(Store.ref(store), Path.expand(path))
+    with {:ok, saving, total} <- Native.save_begin(ref, Path.expand(path)),
+         :ok <- run_steps(fn -> Native.save_step(saving, ref) end, total, progress) do
+      result = Native.save_finish(saving)
+      if match?({:ok, _}, result), do: progress.(total, total)
+      result
+    end
   end
 
-  def save(other, _path), do: ElixirScope.Args.bad_store!(other, "store")
+  def save(other, _path, _opts), do: ElixirScope.Args.bad_store!(other, "store")
 
   @doc """
   Opens a trace (a directory, or one segment file) as a read-only store.
@@ -302,7 +318,9 @@ defmodule ElixirScope.Persist do
       nanoseconds of the capture, as events' `ts`, or `DateTime`s), plus each process's last
       state before it, so that states at the window's start are known. Memory and time go to
       the window; segments after it are not read. `info/1` counts what was `:skipped`.
-    * `:progress` - a function called with `(bytes_read, bytes_total)` after each segment.
+    * `:progress` - a function called with `(bytes_read, bytes_total)` after each segment
+      read (a paged open reads footers only, and reports their segments so), and once with
+      `(bytes_total, bytes_total)` when the store is open.
 
   Returns `{:error, reason}` (see `t:ElixirScope.Error.file_reason/0`) when the path holds no
   trace this version can read, or the file system fails (`{:eacces, path}`, `{:emfile, path}`,
@@ -319,6 +337,9 @@ defmodule ElixirScope.Persist do
          {:ok, loading, total} <- Native.load_begin(path, since, until),
          :ok <- run_steps(fn -> Native.load_step(loading) end, total, progress),
          {:ok, ref, report} <- Native.load_finish(loading) do
+      # The last call says it is done, whether the trace was read whole or only its footers.
+      progress.(total, total)
+
       offset =
         case report.clock do
           {mono, sys} -> sys - mono

@@ -4,6 +4,7 @@ defmodule ElixirScope.SemanticsTest do
   use ExUnit.Case, async: false
 
   alias ElixirScope.Query
+  import Bitwise
   import ElixirScope.ScopeCase, only: [wait_until: 1]
 
   setup do
@@ -372,6 +373,44 @@ defmodule ElixirScope.SemanticsTest do
       by_mfa = Query.durations([pid: server], :mfa)
       assert ElixirScope.Format.durations(by_mfa) =~ "Counter.handle_cast/2  3 calls"
       GenServer.stop(server)
+    end
+  end
+
+  describe "progress" do
+    test "save/2 and open/2, paged or whole, report progress to the end" do
+      import ElixirScope.ScopeCase, only: [temp_path: 1]
+      :ok = ElixirScope.trace(self())
+      for i <- 1..70_000, do: send(self(), {:t, i})
+      me = self()
+      report = fn a, b -> send(me, {:progress, a, b}) end
+      dir = temp_path("semantics-progress")
+      {:ok, n} = ElixirScope.save(dir, progress: report)
+
+      calls = fn ->
+        Stream.repeatedly(fn ->
+          receive do
+            {:progress, a, b} -> {a, b}
+          after
+            0 -> nil
+          end
+        end)
+        |> Enum.take_while(& &1)
+      end
+
+      saved = calls.()
+      assert length(saved) >= 2
+      assert List.last(saved) == {n, n}
+      assert Enum.map(saved, &elem(&1, 0)) == Enum.sort(Enum.map(saved, &elem(&1, 0)))
+
+      {:ok, paged} = ElixirScope.open(dir, progress: report)
+      assert ElixirScope.Persist.info(paged).paged >= 1
+      assert [_ | _] = opened = calls.()
+      {total, total} = List.last(opened)
+
+      {:ok, whole} = ElixirScope.open(dir, since: -(1 <<< 62), progress: report)
+      assert ElixirScope.Persist.info(whole).paged == 0
+      assert [_ | _] = loaded = calls.()
+      assert List.last(loaded) == {total, total}
     end
   end
 end

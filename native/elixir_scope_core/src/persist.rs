@@ -178,6 +178,11 @@ impl Writer {
         })
     }
 
+    /// The seq up to which every event is written (or was a hole).
+    pub fn written_seq(&self) -> Seq {
+        self.next.saturating_sub(1)
+    }
+
     /// Writes up to `max` events published since the last call, then hands the frames to the
     /// OS: from then on they survive a crash of the VM. `symbol` gives the ETF of a word (`None`
     /// when it has none); `clock` is written at the start of each segment. Segments rotate

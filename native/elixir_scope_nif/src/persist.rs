@@ -129,21 +129,72 @@ fn persist_move<'a>(env: Env<'a>, from: Term<'a>, to: Term<'a>) -> NifResult<Ter
     Ok((atoms::ok(), on_disk).encode(env))
 }
 
-/// `store_save(store, dir)`: writes every stored event into `dir` (which
-/// must not hold a trace). Answers `{:ok, events}`.
+/// A save under way: the writer of the new trace, the clock it was begun with, the last seq
+/// it writes (the last one published when it began), and where.
+pub struct SavingResource(Mutex<Option<(Writer, Clock, u64, String)>>);
+
+#[rustler::resource_impl]
+impl rustler::Resource for SavingResource {}
+
+/// Events a `save_step` writes at most: bounds each dirty call, and paces progress reports.
+const SAVE_STEP: u64 = 1 << 16;
+
+/// `save_begin(store, dir)`: `{:ok, saving, events}`, a new trace in `dir` (which must not hold
+/// one) to write the store's events into, a step at a time: those published now, up to seq
+/// `events` (a capture that goes on does not keep the save from ending).
 #[rustler::nif(schedule = "DirtyIo")]
-fn store_save<'a>(env: Env<'a>, store: Term<'a>, dir: String) -> NifResult<Term<'a>> {
+fn save_begin<'a>(env: Env<'a>, store: Term<'a>, dir: String) -> NifResult<Term<'a>> {
     let store = store_of(store)?;
     let clock = clock_of(store);
+    let total = store.log().published_seq();
+    Ok(match Writer::create(Path::new(&dir), Policy::default()) {
+        Ok(w) => {
+            let res = ResourceArc::new(SavingResource(Mutex::new(Some((w, clock, total, dir)))));
+            (atoms::ok(), res, total).encode(env)
+        }
+        Err(e) => io_error(env, e, Path::new(&dir)),
+    })
+}
+
+/// `save_step(saving, store)`: writes the next events; `{:more, written}` (events written so
+/// far, by seq) or `:done`.
+#[rustler::nif(schedule = "DirtyIo")]
+fn save_step<'a>(
+    env: Env<'a>,
+    saving: ResourceArc<SavingResource>,
+    store: Term<'a>,
+) -> NifResult<Term<'a>> {
+    let store = store_of(store)?;
+    let mut guard = saving.0.lock();
+    let Some((w, clock, upto, dir)) = guard.as_mut() else {
+        return Ok(error::term(env, &Error::AlreadyDone));
+    };
+    let max = SAVE_STEP.min(upto.saturating_sub(w.written_seq()));
+    if max == 0 {
+        return Ok(atoms::done().encode(env));
+    }
     Ok(
-        match persist::save(store, Path::new(&dir), clock, &mut symbols(env, store)) {
-            Ok(m) => {
-                let events = m.segments.iter().map(|s| s.last_seq).max().unwrap_or(0);
-                (atoms::ok(), events).encode(env)
-            }
-            Err(e) => io_error(env, e, Path::new(&dir)),
+        match w.flush(store, *clock, &mut symbols(env, store), max) {
+            Ok(_) if w.written_seq() >= *upto => atoms::done().encode(env),
+            Ok(_) => (atoms::more(), w.written_seq()).encode(env),
+            Err(e) => io_error(env, e, Path::new(dir.as_str())),
         },
     )
+}
+
+/// `save_finish(saving)`: seals the trace; `{:ok, events}`.
+#[rustler::nif(schedule = "DirtyIo")]
+fn save_finish(env: Env<'_>, saving: ResourceArc<SavingResource>) -> Term<'_> {
+    let Some((w, _, _, dir)) = saving.0.lock().take() else {
+        return error::term(env, &Error::AlreadyDone);
+    };
+    match w.finish() {
+        Ok(m) => {
+            let events = m.segments.iter().map(|s| s.last_seq).max().unwrap_or(0);
+            (atoms::ok(), events).encode(env)
+        }
+        Err(e) => io_error(env, e, Path::new(&dir)),
+    }
 }
 
 /// `persist_damage(store)`: `{unread, files}`, the events of an opened trace that reading its
