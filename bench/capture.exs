@@ -85,6 +85,7 @@ defmodule Bench.Capture do
        end},
       {"ElixirScope", fn -> elixir_scope(:warm) end},
       {"ElixirScope, cold memory", fn -> elixir_scope(:cold) end},
+      {"ElixirScope, no receive pattern", fn -> elixir_scope(:warm, false) end},
       {"ElixirScope, persisted", fn -> elixir_scope_persisted() end},
       {":dbg (process tracer)",
        fn ->
@@ -135,18 +136,22 @@ defmodule Bench.Capture do
 
   # ElixirScope into a fresh store. :warm reuses the memory earlier stores left in the pool (the
   # steady state of a long capture, or any capture after the first); :cold releases the pool
-  # first, so every byte is freshly committed, as in a VM's very first capture.
-  defp elixir_scope(memory) do
+  # first, so every byte is freshly committed, as in a VM's very first capture. With the receive
+  # trace pattern that tells timeouts from messages, as a running capture sets it (`timeouts?`
+  # false leaves it out, to show what it costs).
+  defp elixir_scope(memory, timeouts? \\ true) do
     if memory == :cold, do: Store.release_memory()
 
     run(
       fn s ->
         store = Store.new!(max_events: expected() * 2)
+        if timeouts?, do: true = Tracer.mark_timeouts()
         :ok = Tracer.trace_pid(s, store, @flags)
         store
       end,
       fn _ -> true end,
       fn store ->
+        Tracer.unmark_timeouts()
         st = Store.stats(store)
         %{stored: st.events, dropped: st.dropped, bytes: st.bytes}
       end
