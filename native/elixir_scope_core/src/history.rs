@@ -174,6 +174,10 @@ fn parts(b: &[u8], mut pos: usize, n: usize) -> Vec<Part<'_>> {
 /// The ETF bytes of an event's payload (the kept prefix of a truncated one) without the version
 /// byte, and whether they are complete.
 fn etf_of<'a>(ev: &EventRef<'a>) -> Option<(&'a [u8], bool)> {
+    // A send to a reference or a name keeps the peer beside the message: the message alone.
+    if ev.header.flags & crate::event::flags::PEER_IN_PAYLOAD != 0 {
+        return ev.data().map(|d| (d, true));
+    }
     let (bytes, whole) = match ev.truncated() {
         Some(t) => (t.prefix, false),
         None => (ev.payload, true),
@@ -411,17 +415,22 @@ pub fn pending_at<'a>(
     let mut depth: usize = 0;
     let own = p.events[..n].iter().copied();
     let sent = p.inbox[..m].iter().copied();
+    let mut arrive = |ev: EventRef<'a>, queue: &mut Vec<Queued<'a>>| {
+        arrived.push(ev);
+        let msg = classify(&ev).unwrap_or(Msg::System);
+        queue.push(Queued {
+            arrival: ev,
+            msg,
+            received: None,
+        });
+        queue.len() - 1
+    };
     for ev in merge(own, sent).filter_map(|s| log.get(s)) {
         match ev.header.kind() {
-            // A message sent to this process (by another, or by itself).
-            Some(Kind::Send) if ev.header.peer == pid => {
-                arrived.push(ev);
-                let msg = classify(&ev).unwrap_or(Msg::System);
-                queue.push(Queued {
-                    arrival: ev,
-                    msg,
-                    received: None,
-                });
+            // A message sent to this process: by another (to its pid, or to its call alias: a
+            // reply), or by itself.
+            Some(Kind::Send) if ev.header.pid != pid || ev.header.peer == pid => {
+                arrive(ev, &mut queue);
             }
             Some(Kind::Receive) => {
                 let i = match send_of.get(&ev.seq) {
@@ -430,16 +439,7 @@ pub fn pending_at<'a>(
                         // Taken already (by a selective receive seen through a later message).
                         None => continue,
                     },
-                    None => {
-                        arrived.push(ev);
-                        let msg = classify(&ev).unwrap_or(Msg::System);
-                        queue.push(Queued {
-                            arrival: ev,
-                            msg,
-                            received: None,
-                        });
-                        queue.len() - 1
-                    }
+                    None => arrive(ev, &mut queue),
                 };
                 queue[i].received = Some(ev.seq);
                 match queue[i].msg {
@@ -725,6 +725,52 @@ mod tests {
         // handle_cast(2) took cast 2; the ticks wait (one received, one still in the signal
         // queue), and a message from an untraced sender counts from its receive.
         assert_eq!(at(11), vec![5, 6, 11]);
+    }
+
+    #[test]
+    fn a_reply_to_a_call_alias_is_a_message_to_the_caller() {
+        let log = log();
+        let mut r = vec![90, 0, 1];
+        r.extend(atom("n@h"));
+        r.extend([0, 0, 0, 1, 0, 0, 0, 7]);
+        let mut alias = vec![108, 0, 0, 0, 1];
+        alias.extend(atom("alias"));
+        alias.extend(&r);
+        let from = tuple(&[
+            vec![
+                88, 119, 3, b'n', b'@', b'h', 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0,
+            ],
+            alias.clone(),
+        ]);
+        let call = etf(tuple(&[atom("$gen_call"), from, atom("get")]));
+        let reply = tuple(&[alias, int(5)]);
+        send(&log, 1, 2, &call); // 1: the caller's call, naming its alias
+        put(&log, 2, Kind::Receive, 0, 0, &call); // 2
+        log.append(
+            &Header {
+                ts: 30,
+                pid: 2,
+                kind: Kind::Send as u8,
+                flags: crate::event::flags::PEER_IN_PAYLOAD,
+                ..Header::default()
+            },
+            &etf(tuple(&[r.clone(), reply.clone()])),
+        ); // 3: the reply, sent to the alias (a reference)
+        put(&log, 1, Kind::Receive, 0, 0, &etf(reply)); // 4: taken at rest
+        let mut idx = Index::new();
+        idx.catch_up(&log);
+        assert_eq!(idx.pid(1).unwrap().inbox, vec![3]);
+        assert_eq!(idx.receiver(&log.get(3).unwrap()), Some(1));
+        assert_eq!(message_pairs(&log, &idx, 1), vec![(3, 4)]);
+        assert_eq!(paired(&log, &idx, 3), Some(4));
+        let at = |s| {
+            let p = pending_at(&log, &idx, 1, At::Seq(s), &CB);
+            p.messages.iter().map(|e| e.seq).collect::<Vec<_>>()
+        };
+        // In the caller's mailbox from the reply's send; not yet consumed by anything seen.
+        assert_eq!(at(2), Vec::<Seq>::new());
+        assert_eq!(at(3), vec![3]);
+        assert_eq!(at(4), vec![3]);
     }
 
     #[test]
