@@ -11,7 +11,7 @@ defmodule ElixirScope do
       iex> :ok = ElixirScope.trace(counter)
       iex> Agent.update(counter, &(&1 + 1))
       iex> ElixirScope.Query.timeline(counter) |> Enum.map(& &1.kind)
-      [:traced, :state, :receive, :call, :return, :state, :send]
+      [:state, :traced, :receive, :call, :return, :state, :send]
       iex> {:ok, state} = ElixirScope.Query.state_at(counter, :now)
       iex> state
       1

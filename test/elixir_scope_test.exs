@@ -236,7 +236,7 @@ defmodule ElixirScopeTest do
       assert :ok = ElixirScope.trace(:scope_test_agent)
       Agent.get(:scope_test_agent, & &1)
       # The snapshot taken when tracing started, then the call: request, callback, state, reply.
-      assert [:traced, :state, :receive, :call, :return, :state, :send] =
+      assert [:state, :traced, :receive, :call, :return, :state, :send] =
                Enum.map(Query.timeline(pid), & &1.kind)
 
       assert ElixirScope.status().traced.pids == [pid]

@@ -55,10 +55,10 @@ defmodule ElixirScope.Server do
         store = if persist, do: Persist.with_history(store, persist), else: store
         Store.put_default(store)
         :ok = Native.store_set_watcher(Store.ref(store), self())
-        Tracer.mark_timeouts()
         # The janitor first: it waits for a previous capture's janitor, whose cleanup would
-        # otherwise undo what this capture sets up.
+        # otherwise undo what this capture sets up (the receive pattern below, say).
         janitor = start_janitor(store)
+        Tracer.mark_timeouts()
         ElixirScope.Track.Runtime.enable(Store.ref(store))
         server = self()
 
@@ -331,8 +331,6 @@ defmodule ElixirScope.Server do
 
     states? = Keyword.get(opts, :states, true)
     ours? = Tracer.free?(pid) or Tracer.ours?(pid, s.store)
-    # Known from now on, before its snapshot and whatever it does next.
-    if ours?, do: Tracer.mark_traced(pid, s.store)
 
     # A free process (no tracer yet), or one that is ours already (for a traced module's calls,
     # say), gets state patterns and a snapshot; another tracer's process is left alone.
@@ -353,6 +351,8 @@ defmodule ElixirScope.Server do
       {:ok, s} ->
         case Tracer.trace_pid(pid, s.store, Tracer.flags() ++ extra) do
           :ok ->
+            # Known from now on, even before it does anything.
+            Tracer.mark_traced(pid, s.store)
             {:ok, %{s | pids: MapSet.put(s.pids, pid)}}
 
           error ->

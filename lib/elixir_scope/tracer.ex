@@ -381,14 +381,32 @@ defmodule ElixirScope.Tracer do
   defp allowed_state_module(mod), do: allowed(mod)
 
   @doc """
-  The state of `pid` right now, through `:sys.get_state/2` (`{:ok, state}`), recorded in `store`
-  as a `:state` event (mfa `{:sys, :get_state, 2}`); `:error` when the process does not answer
-  within `timeout`.
+  The state of `pid` right now (`{:ok, state}`), recorded in `store` as a `:state` event (mfa
+  `{:sys, :get_state, 2}`); `:error` when the process does not answer within `timeout`.
+
+  The event is recorded by the process itself, between two of its callbacks (a
+  `:sys.replace_state/3` that keeps the state), so it lands before any state a later callback
+  records: a snapshot never comes after a newer state.
   """
   @spec snapshot_state(pid(), Store.t(), timeout()) :: {:ok, term()} | :error
   def snapshot_state(pid, %Store{} = store, timeout \\ 1_000) do
-    state = :sys.get_state(pid, timeout)
-    :ok = Native.store_record(Store.ref(store), :state, pid, {:sys, :get_state, 2}, state)
+    ref = Store.ref(store)
+
+    state =
+      :sys.replace_state(
+        pid,
+        fn state ->
+          try do
+            Native.store_record(ref, :state, self(), {:sys, :get_state, 2}, state)
+          catch
+            _, _ -> :ok
+          end
+
+          state
+        end,
+        timeout
+      )
+
     {:ok, state}
   catch
     :exit, _ -> :error

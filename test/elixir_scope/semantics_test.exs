@@ -48,6 +48,22 @@ defmodule ElixirScope.SemanticsTest do
       assert [%{pid: ^sup}] = Query.supervision_tree_at(:now)
     end
 
+    test "a snapshot never lands after a newer state (a busy server, its callbacks traced)" do
+      :ok = ElixirScope.trace(Counter)
+
+      for _ <- 1..30 do
+        {:ok, server} = Counter.start_link(0)
+        spawn(fn -> for _ <- 1..2_000, do: GenServer.cast(server, :inc) end)
+        :ok = ElixirScope.trace(server)
+        wait_until(fn -> :sys.get_state(server) == 2_000 end)
+        seen = states(server)
+        # Recorded in the order the server had them: never a step back.
+        assert seen == Enum.sort(seen), inspect(Enum.take(seen, 20))
+        assert List.last(seen) == 2_000
+        GenServer.stop(server)
+      end
+    end
+
     test "processes started after trace(:new): GenServers, agents, supervisors" do
       :ok = ElixirScope.trace(:new)
       {:ok, counter} = Counter.start_link(10)
@@ -360,7 +376,11 @@ defmodule ElixirScope.SemanticsTest do
       lines = String.split(text, "\n", trim: true)
       assert length(lines) == length(Query.timeline(server))
       assert Enum.all?(lines, &(String.length(&1) <= 100))
-      assert hd(lines) =~ ~r/^\s+\+0\.000 ms  #\d+ traced :semantics_counter traced from here/
+
+      assert hd(lines) =~
+               ~r/^\s+\+0\.000 ms  #\d+ state :semantics_counter after :sys.get_state\/2: 0/
+
+      assert Enum.at(lines, 1) =~ ~r/#\d+ traced :semantics_counter traced from here/
       assert Enum.any?(lines, &(&1 =~ "#Ref<…"))
       refute text =~ "#Reference<"
 
