@@ -215,6 +215,43 @@ defmodule ElixirScope.SemanticsTest do
       GenServer.stop(server)
     end
 
+    test "casts to a registered name are that process's messages, pending from their send" do
+      {:ok, server} = Counter.start_link(0)
+      Process.register(server, :semantics_named)
+      :ok = ElixirScope.trace(:semantics_named, as: :process)
+      :ok = ElixirScope.trace(self())
+      caller = Task.async(fn -> GenServer.call(server, {:sleep, 150}) end)
+      Process.sleep(20)
+      GenServer.cast(:semantics_named, :inc)
+      Process.sleep(20)
+      mid = System.monotonic_time(:nanosecond)
+      Task.await(caller)
+      wait_until(fn -> Query.state_at(server, :now) == {:ok, 1} end)
+
+      assert {:ok, [%{kind: :send, data: {:"$gen_cast", :inc}} = cast]} =
+               Query.pending_messages_at(:semantics_named, mid)
+
+      assert {:ok, %{kind: :receive, pid: ^server}} = Query.paired(cast)
+      assert cast.seq in Enum.map(Query.message_flow(self(), :semantics_named), & &1.seq)
+      assert cast.seq in Enum.map(Query.events(peer: server), & &1.seq)
+      GenServer.stop(server)
+    end
+
+    test "a late reply to a call that gave up is never in the caller's mailbox" do
+      {:ok, server} = Counter.start_link(0)
+      :ok = ElixirScope.trace(server)
+      :ok = ElixirScope.trace(self())
+      me = self()
+      catch_exit(GenServer.call(server, {:sleep, 60}, 10))
+      # The reply was sent (to an alias no longer active) and dropped by the VM.
+      wait_until(fn -> Query.message_flow(server, me) != [] end)
+      [reply] = Query.message_flow(server, me)
+      assert {:error, :unpaired} = Query.paired(reply)
+      {_, arrived} = Query.pending_messages_at(me, :now)
+      refute Enum.any?(arrived, &(&1.seq == reply.seq))
+      GenServer.stop(server)
+    end
+
     test "a receive from an untraced sender counts from the receive, and pairs with nothing" do
       {:ok, server} = Counter.start_link(0)
       :ok = ElixirScope.trace(server)

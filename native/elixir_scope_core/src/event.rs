@@ -277,14 +277,39 @@ impl<'a> EventRef<'a> {
     /// The ETF (no version byte) of a peer kept in the payload (a registered name, a remote
     /// pid, a reference a reply went to), when the payload is whole; `None` otherwise.
     pub fn peer_term(&self) -> Option<&'a [u8]> {
-        if self.header.flags & flags::PEER_IN_PAYLOAD == 0
-            || self.header.flags & (flags::TRUNCATED | flags::PAYLOAD_DROPPED) != 0
-        {
+        if self.header.flags & flags::PEER_IN_PAYLOAD == 0 {
             return None;
         }
-        let body = self.payload.strip_prefix(&[crate::etf::VERSION])?;
+        let body = self.kept_body()?;
         (body.get(..2) == Some(&[104, 2])).then_some(())?;
         body.get(2..crate::etf::skip(body, 2)?)
+    }
+
+    /// The message (or other data) of the payload as far as it was kept: whole, or the first
+    /// bytes of a truncated one; without the version byte, and without the peer a send to a
+    /// name or a reference keeps beside it. `None` when nothing of it was kept.
+    pub fn data_prefix(&self) -> Option<&'a [u8]> {
+        let body = self.kept_body()?;
+        if self.header.flags & flags::PEER_IN_PAYLOAD != 0 {
+            (body.get(..2) == Some(&[104, 2])).then_some(())?;
+            body.get(crate::etf::skip(body, 2)?..)
+        } else {
+            Some(body)
+        }
+    }
+
+    /// The payload's encoding after its version byte: whole, or the kept prefix of a truncated
+    /// one (the same bytes up to where it was cut).
+    fn kept_body(&self) -> Option<&'a [u8]> {
+        if self.header.flags & flags::PAYLOAD_DROPPED != 0 {
+            return None;
+        }
+        let bytes = match self.truncated() {
+            Some(t) => t.prefix,
+            None if self.header.flags & flags::TRUNCATED != 0 => return None,
+            None => self.payload,
+        };
+        bytes.strip_prefix(&[crate::etf::VERSION])
     }
 
     /// For a truncated payload, what it keeps of the original; `None` otherwise.

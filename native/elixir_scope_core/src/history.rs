@@ -427,15 +427,19 @@ pub fn pending_at<'a>(
     };
     for ev in merge(own, sent).filter_map(|s| log.get(s)) {
         match ev.header.kind() {
-            // A message sent to this process: by another (to its pid, or to its call alias: a
-            // reply), or by itself.
-            Some(Kind::Send) if ev.header.pid != pid || ev.header.peer == pid => {
+            // A message sent to this process: by another (to its pid or its registered name),
+            // or by itself. A reply to a call alias arrives by its receive: once the call gave
+            // up waiting, the alias is gone and the VM drops a late reply.
+            Some(Kind::Send)
+                if (ev.header.pid != pid || ev.header.peer == pid) && !to_alias(&ev) =>
+            {
                 arrive(ev, &mut queue);
             }
             Some(Kind::Receive) => {
                 let i = match send_of.get(&ev.seq) {
                     Some(s) => match queue.iter().position(|q| q.arrival.seq == *s) {
                         Some(i) => i,
+                        None if log.get(*s).is_some_and(|e| to_alias(&e)) => arrive(ev, &mut queue),
                         // Taken already (by a selective receive seen through a later message).
                         None => continue,
                     },
@@ -477,6 +481,12 @@ pub fn pending_at<'a>(
     }
     pending.messages = queue.into_iter().map(|q| q.arrival).collect();
     pending
+}
+
+/// Whether a send went to a reference (a call alias: a reply).
+fn to_alias(ev: &EventRef<'_>) -> bool {
+    ev.peer_term()
+        .is_some_and(|p| matches!(p.first(), Some(90 | 114 | 101)))
 }
 
 /// Removes from `queue` the message a callback took (`taken`): the oldest received one that
@@ -767,10 +777,11 @@ mod tests {
             let p = pending_at(&log, &idx, 1, At::Seq(s), &CB);
             p.messages.iter().map(|e| e.seq).collect::<Vec<_>>()
         };
-        // In the caller's mailbox from the reply's send; not yet consumed by anything seen.
+        // A reply is in the caller's mailbox from its receive: sent to an alias the caller
+        // may have given up on (a call that timed out), it is dropped unless received.
         assert_eq!(at(2), Vec::<Seq>::new());
-        assert_eq!(at(3), vec![3]);
-        assert_eq!(at(4), vec![3]);
+        assert_eq!(at(3), Vec::<Seq>::new());
+        assert_eq!(at(4), vec![4]);
     }
 
     #[test]

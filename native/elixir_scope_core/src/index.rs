@@ -49,15 +49,18 @@ pub struct Index {
     /// Whether lists read from footers were appended: their events are in no inbox.
     inbox_partial: bool,
     /// Call aliases not replied to yet: the ETF of the reference a `$gen_call` names as its
-    /// reply tag (`{pid, [:alias | ref]}`), and the calling process.
-    aliases: HashMap<Box<[u8]>, PidKey>,
-    /// Per process, the `send` events to one of its call aliases (a GenServer's reply): sent
-    /// to a reference, they are this process's messages.
-    replies: HashMap<PidKey, Vec<Seq>>,
+    /// reply tag (`{pid, [:alias | ref]}`), the calling process and the call's seq.
+    aliases: HashMap<Box<[u8]>, (PidKey, Seq)>,
+    /// Registered names, as the trace saw them taken (`register` events, and `traced` events
+    /// of processes registered when their tracing started): the ETF of the name, and the pid.
+    names: HashMap<Box<[u8]>, PidKey>,
+    /// Per process, the `send` events that named something else than its pid: one of its call
+    /// aliases (a GenServer's reply) or its registered name. They are this process's messages.
+    resolved: HashMap<PidKey, Vec<Seq>>,
 }
 
 /// Call aliases remembered at most: a call never replied to (the caller timed out, the server
-/// died) leaves one behind.
+/// died, the server is not traced) leaves one behind; past this, the older half is forgotten.
 const MAX_ALIASES: usize = 1 << 16;
 
 /// The kinds the tag index covers.
@@ -182,25 +185,43 @@ impl Index {
         self.upto = self.upto.max(upto);
     }
 
-    /// The local process a `send` went to: its peer, or the caller whose call alias it was
-    /// sent to (a reply).
+    /// The process a send to `peer` (the ETF of a reference or a name) went to: the caller
+    /// whose call alias it is (used once: a reply), or the process registered under the name.
+    fn resolve(&mut self, peer: &[u8]) -> Option<PidKey> {
+        match self.aliases.remove(peer) {
+            Some((caller, _)) => Some(caller),
+            None => self.names.get(peer).copied(),
+        }
+    }
+
+    /// Keeps the newer half of the call aliases.
+    fn forget_older_aliases(&mut self) {
+        let mut seqs: Vec<Seq> = self.aliases.values().map(|&(_, s)| s).collect();
+        let half = seqs.len() / 2;
+        let (_, &mut median, _) = seqs.select_nth_unstable(half);
+        self.aliases.retain(|_, &mut (_, s)| s >= median);
+    }
+
+    /// The local process a `send` went to: its peer, or the process whose call alias or
+    /// registered name it was sent to.
     pub fn receiver(&self, send: &EventRef<'_>) -> Option<PidKey> {
         if send.header.peer != 0 {
             return Some(send.header.peer);
         }
-        self.replies
+        self.resolved
             .iter()
             .find(|(_, seqs)| seqs.binary_search(&send.seq).is_ok())
             .map(|(pid, _)| *pid)
     }
 
-    /// Completes `filter`'s `peers` and `involving` conditions with the replies sent to those
-    /// processes' call aliases (which name a reference, not the process, as their peer).
+    /// Completes `filter`'s `peers` and `involving` conditions with the sends to those
+    /// processes' call aliases and registered names (which name a reference or an atom, not
+    /// the process, as their peer).
     pub fn resolve_replies(&self, filter: &mut Filter) {
         let seqs = |pids: &[PidKey]| {
             let mut out: Vec<Seq> = pids
                 .iter()
-                .filter_map(|p| self.replies.get(p))
+                .filter_map(|p| self.resolved.get(p))
                 .flatten()
                 .copied()
                 .collect();
@@ -293,15 +314,35 @@ impl Index {
             Some(Kind::Send) => {
                 if h.peer != 0 {
                     push(&mut self.pids.entry(h.peer).or_default().inbox, ev.seq);
-                } else if let Some(caller) = ev.peer_term().and_then(|r| self.aliases.remove(r)) {
-                    push(&mut self.pids.entry(caller).or_default().inbox, ev.seq);
-                    push(self.replies.entry(caller).or_default(), ev.seq);
+                } else if let Some(to) = ev.peer_term().and_then(|p| self.resolve(p)) {
+                    push(&mut self.pids.entry(to).or_default().inbox, ev.seq);
+                    push(self.resolved.entry(to).or_default(), ev.seq);
                 }
-                if let Some(alias) = ev.data().and_then(call_alias) {
+                if let Some(alias) = ev.data_prefix().and_then(call_alias) {
                     if self.aliases.len() >= MAX_ALIASES {
-                        self.aliases.clear();
+                        self.forget_older_aliases();
                     }
-                    self.aliases.insert(alias.into(), h.pid);
+                    self.aliases.insert(alias.into(), (h.pid, ev.seq));
+                }
+            }
+            Some(Kind::Register) => {
+                if let Some(name) = ev.data().filter(|n| is_atom(n)) {
+                    self.names.insert(name.into(), h.pid);
+                }
+            }
+            Some(Kind::Unregister) => {
+                if let Some(name) = ev.data() {
+                    if self.names.get(name) == Some(&h.pid) {
+                        self.names.remove(name);
+                    }
+                }
+            }
+            Some(Kind::Traced) => {
+                let name = ev.data().and_then(|d| etf::tuple_elements(d, 0));
+                if let Some([_, name]) = name.as_deref() {
+                    if is_atom(name) && etf::atom_name(name, 0) != Some("nil") {
+                        self.names.insert((*name).into(), h.pid);
+                    }
                 }
             }
             _ => {}
@@ -368,8 +409,9 @@ impl Index {
             .values()
             .map(|p| seqs(&p.events) + seqs(&p.states) + seqs(&p.inbox))
             .sum::<usize>()
-            + self.replies.values().map(seqs).sum::<usize>()
-            + self.aliases.keys().map(|k| k.len() + 16).sum::<usize>()
+            + self.resolved.values().map(seqs).sum::<usize>()
+            + self.aliases.keys().map(|k| k.len() + 24).sum::<usize>()
+            + self.names.keys().map(|k| k.len() + 16).sum::<usize>()
             + self
                 .tags
                 .iter()
@@ -415,14 +457,23 @@ impl Index {
     }
 }
 
+/// Whether an encoding is an atom's.
+fn is_atom(t: &[u8]) -> bool {
+    matches!(t.first(), Some(100 | 115 | 118 | 119))
+}
+
 /// The reply alias a call message names: the ETF of `ref` in
-/// `{:"$gen_call", {pid, [:alias | ref]}, request}`.
+/// `{:"$gen_call", {pid, [:alias | ref]}, request}`. `msg` may be cut after the `from` (a
+/// payload over the cap keeps its first bytes).
 fn call_alias(msg: &[u8]) -> Option<&[u8]> {
-    let els = etf::tuple_elements(msg, 0)?;
-    if els.len() != 3 || etf::atom_name(els[0], 0) != Some("$gen_call") {
+    let (3, first) = etf::tuple_header(msg, 0)? else {
+        return None;
+    };
+    if etf::atom_name(msg, first) != Some("$gen_call") {
         return None;
     }
-    let from = etf::tuple_elements(els[1], 0)?;
+    let at = etf::skip(msg, first)?;
+    let from = etf::tuple_elements(msg.get(at..etf::skip(msg, at)?)?, 0)?;
     let (tag, tail) = etf::list_elements(from.get(1)?, 0)?;
     (from.len() == 2 && tag.len() == 1 && etf::atom_name(tag[0], 0) == Some("alias"))
         .then_some(tail)
