@@ -378,6 +378,32 @@ defmodule ElixirScope.SemanticsTest do
     end
   end
 
+  describe "a name over time" do
+    test "a server restarted under its name: past questions ask the incarnation of then" do
+      child = %{
+        id: :named,
+        start: {Agent, :start_link, [fn -> :first end, [name: :semantics_restarted]]}
+      }
+
+      {:ok, sup} = Supervisor.start_link([child], strategy: :one_for_one)
+      :ok = ElixirScope.trace(sup)
+      first = Process.whereis(:semantics_restarted)
+      :ok = ElixirScope.trace(:semantics_restarted)
+      before = System.monotonic_time(:nanosecond)
+      Process.exit(first, :boom)
+      wait_until(fn -> Process.whereis(:semantics_restarted) not in [nil, first] end)
+      second = Process.whereis(:semantics_restarted)
+      :ok = ElixirScope.trace(:semantics_restarted)
+      Agent.update(second, fn _ -> :second end)
+
+      assert {:ok, :first} = Query.state_at(:semantics_restarted, before)
+      assert {:ok, :second} = Query.state_at(:semantics_restarted, :now)
+      # The incarnation that crashed, though the name has a live holder again.
+      assert {:ok, %{pid: ^first, reason: :boom}} = Query.why_crashed(:semantics_restarted)
+      Supervisor.stop(sup)
+    end
+  end
+
   describe "documentation" do
     doctest ElixirScope.Query.Names
 

@@ -43,6 +43,9 @@ defmodule ElixirScope.Query.History do
   # A process argument: a pid or a name (see ElixirScope.Query.Names), resolved in `store`.
   defp pid!(pid, store, name \\ "pid"), do: ElixirScope.Query.Names.resolve!(pid, store, name)
 
+  # The same for a question about the point `at`: a name is whoever held it then.
+  defp pid_at!(pid, store, at), do: ElixirScope.Query.Names.resolve_at!(pid, store, "pid", at)
+
   @doc """
   The state `pid` had at `t`: `{:ok, state}`, or `{:error, :no_state}` when none was recorded
   at or before `t` (the process was not traced as a GenServer-like process then).
@@ -64,7 +67,8 @@ defmodule ElixirScope.Query.History do
   @spec state_event_at(pid(), time(), keyword()) :: Event.t() | nil
   def state_event_at(pid, t, opts \\ []) do
     s = store(opts)
-    s |> Store.ref() |> Native.query_state_at(pid!(pid, s), At.native!(s, t)) |> decode1()
+    at = At.native!(s, t)
+    s |> Store.ref() |> Native.query_state_at(pid_at!(pid, s, at), at) |> decode1()
   end
 
   @doc """
@@ -302,7 +306,8 @@ defmodule ElixirScope.Query.History do
   @spec pending_messages_at(pid(), time(), keyword()) :: {:ok | :unknown, [Event.t()]}
   def pending_messages_at(pid, t, opts \\ []) do
     s = store(opts)
-    {known, msgs} = s |> Store.ref() |> Native.query_pending(pid!(pid, s), At.native!(s, t))
+    at = At.native!(s, t)
+    {known, msgs} = s |> Store.ref() |> Native.query_pending(pid_at!(pid, s, at), at)
     {if(known, do: :ok, else: :unknown), decode(msgs)}
   end
 
@@ -352,7 +357,8 @@ defmodule ElixirScope.Query.History do
   @spec call_stack_at(pid(), time(), keyword()) :: [Event.t()]
   def call_stack_at(pid, t, opts \\ []) do
     s = store(opts)
-    s |> Store.ref() |> Native.query_call_stack(pid!(pid, s), At.native!(s, t)) |> decode()
+    at = At.native!(s, t)
+    s |> Store.ref() |> Native.query_call_stack(pid_at!(pid, s, at), at) |> decode()
   end
 
   @doc """
@@ -621,7 +627,13 @@ defmodule ElixirScope.Query.History do
     n = Args.non_neg_integer!(n, :last)
     opts = Keyword.put(opts, :store, store(opts))
 
-    pid = pid!(pid, opts[:store])
+    pid =
+      ElixirScope.Query.Names.resolve_exited!(
+        pid,
+        opts[:store],
+        "pid",
+        &(last_exit(&1, opts) != nil)
+      )
 
     case last_exit(pid, opts) do
       nil -> {:error, :no_exit}

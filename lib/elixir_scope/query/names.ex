@@ -5,7 +5,11 @@ defmodule ElixirScope.Query.Names do
 
     * a registered name (an atom): the process registered under it now; when none is (it
       exited, it is another VM's trace), the last process the trace saw take the name (a
-      `:register` event, or a `:traced` event of a process that had it when tracing started);
+      `:register` event, or a `:traced` event of a process that had it when tracing started).
+      A question about a past moment (`state_at/3`, `pending_messages_at/3`, `call_stack_at/3`)
+      takes the process the trace saw holding the name then, and `why_crashed/2` the last
+      holder that exited: a server restarted under the same name is asked about the right
+      incarnation;
     * `{:global, name}`: `:global.whereis_name/1`;
     * `{:via, module, name}`: `module.whereis_name/1`.
 
@@ -70,6 +74,37 @@ defmodule ElixirScope.Query.Names do
     )
   end
 
+  @doc false
+  # As resolve!/3, for a question about the point `at` (`{:seq, n}` or `{:ts, ns}`): a name is
+  # the process the trace saw holding it then, when it saw one take it by then.
+  @spec resolve_at!(process() | term(), Store.t(), String.t() | atom(), tuple()) :: pid()
+  def resolve_at!(name, %Store{} = store, label, at)
+      when is_atom(name) and name not in [nil, true, false] do
+    case Enum.find(holders(name, store), &at_or_before?(&1, at)) do
+      %Event{pid: pid} -> pid
+      nil -> resolve!(name, store, label)
+    end
+  end
+
+  def resolve_at!(target, store, label, _at), do: resolve!(target, store, label)
+
+  @doc false
+  # As resolve!/3, for `why_crashed/2`: of the processes that held a name (now, or as the trace
+  # saw), the most recent one `exited?` says exited.
+  @spec resolve_exited!(process() | term(), Store.t(), String.t() | atom(), (pid() -> boolean())) ::
+          pid()
+  def resolve_exited!(name, %Store{} = store, label, exited?)
+      when is_atom(name) and name not in [nil, true, false] do
+    live = if live?(store), do: List.wrap(Process.whereis(name)), else: []
+    candidates = Enum.uniq(live ++ Enum.map(holders(name, store), & &1.pid))
+    Enum.find(candidates, exited?) || resolve!(name, store, label)
+  end
+
+  def resolve_exited!(target, store, label, _exited?), do: resolve!(target, store, label)
+
+  defp at_or_before?(%Event{seq: seq}, {:seq, n}), do: seq <= n
+  defp at_or_before?(%Event{ts: ts}, {:ts, t}), do: ts <= t
+
   # A store captured in this VM (not opened from a trace on disk).
   defp live?(nil), do: true
   defp live?(%Store{source: source}), do: source == nil
@@ -78,11 +113,19 @@ defmodule ElixirScope.Query.Names do
   defp from_trace(_name, nil), do: nil
 
   defp from_trace(name, %Store{} = store) do
+    case holders(name, store) do
+      [%Event{pid: pid} | _] -> pid
+      [] -> nil
+    end
+  end
+
+  # The events in which the trace saw processes take `name`, newest first.
+  defp holders(name, store) do
     Query.events(store: store, kind: [:register, :traced], order: :desc)
-    |> Enum.find_value(fn
-      %Event{kind: :register, data: ^name, pid: pid} -> pid
-      %Event{kind: :traced, data: {_, ^name}, pid: pid} -> pid
-      _ -> nil
+    |> Enum.filter(fn
+      %Event{kind: :register, data: ^name} -> true
+      %Event{kind: :traced, data: {_, ^name}} -> true
+      _ -> false
     end)
   end
 
