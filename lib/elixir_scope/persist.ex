@@ -394,11 +394,12 @@ defmodule ElixirScope.Persist do
   end
 
   # Runs a stepwise NIF (loading, summarizing) to its end, reporting progress after each step.
-  defp run_steps(step, total, progress) do
+  defp run_steps(step, total, progress, last \\ nil) do
     case step.() do
       {:more, read} ->
-        progress.(read, total)
-        run_steps(step, total, progress)
+        # Nothing went forward (an event still being written): wait a moment, not spin.
+        if read == last, do: Process.sleep(1), else: progress.(read, total)
+        run_steps(step, total, progress, read)
 
       :done ->
         :ok

@@ -10,6 +10,21 @@ defmodule ElixirScope.Query.Durations do
   @enforce_keys [:count, :min, :max, :avg]
   defstruct [:count, :min, :max, :avg]
 
+  # Read like the map it used to be: `stats[:avg]` works as `stats.avg` does.
+  @behaviour Access
+
+  @impl Access
+  def fetch(%__MODULE__{} = d, key), do: Map.fetch(Map.from_struct(d), key)
+
+  @impl Access
+  def get_and_update(%__MODULE__{} = d, key, fun) do
+    {get, map} = Map.get_and_update(Map.from_struct(d), key, fun)
+    {get, struct!(__MODULE__, map)}
+  end
+
+  @impl Access
+  def pop(%__MODULE__{} = d, key), do: {Map.get(Map.from_struct(d), key), d}
+
   @type t :: %__MODULE__{
           count: pos_integer(),
           min: non_neg_integer(),

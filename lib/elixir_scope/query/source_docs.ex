@@ -20,6 +20,11 @@ defmodule ElixirScope.Query.SourceDocs do
       {:def, _, [head | _]}, {doc, acc} when is_binary(doc) ->
         {nil, Map.put_new(acc, name_arity(head), doc)}
 
+      # A @doc belongs to the next definition of any kind: never carried past one.
+      {kind, _, _}, {_, acc}
+      when kind in [:def, :defp, :defmacro, :defmacrop, :defdelegate, :defguard] ->
+        {nil, acc}
+
       _, state ->
         state
     end)

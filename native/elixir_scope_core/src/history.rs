@@ -325,13 +325,20 @@ fn pairing_key<'a>(ev: &EventRef<'a>) -> Option<(bool, &'a [u8])> {
 /// earliest send: either way the message is the same; only which sender is assumed differs.)
 /// A receive left unpaired came from a process not traced (or a port, or the VM).
 pub fn message_pairs(log: &CaptureLog, idx: &Index, pid: PidKey) -> Vec<(Seq, Seq)> {
+    pairs_upto(log, idx, pid, Seq::MAX)
+}
+
+/// [`message_pairs`] of the receives up to seq `upto` (pairing is in order: what comes after
+/// changes nothing before).
+fn pairs_upto(log: &CaptureLog, idx: &Index, pid: PidKey, upto: Seq) -> Vec<(Seq, Seq)> {
     let Some(p) = idx.pid(pid) else {
         return Vec::new();
     };
     let mut out = Vec::new();
     let mut unpaired: HashMap<(bool, &[u8]), VecDeque<Seq>> = HashMap::new();
     let mut sends = p.inbox.iter().peekable();
-    for ev in p.events.iter().filter_map(|&s| log.get(s)) {
+    let upto = p.events.partition_point(|&s| s <= upto);
+    for ev in p.events[..upto].iter().filter_map(|&s| log.get(s)) {
         if ev.header.kind() != Some(Kind::Receive) {
             continue;
         }
@@ -360,7 +367,7 @@ pub fn paired(log: &CaptureLog, idx: &Index, seq: Seq) -> Option<Seq> {
             .into_iter()
             .find(|&(s, _)| s == seq)
             .map(|(_, r)| r),
-        Kind::Receive => message_pairs(log, idx, ev.header.pid)
+        Kind::Receive => pairs_upto(log, idx, ev.header.pid, seq)
             .into_iter()
             .find(|&(_, r)| r == seq)
             .map(|(s, _)| s),
@@ -401,8 +408,19 @@ pub fn pending_at<'a>(
         return pending;
     };
     let n = count_upto(log, &p.events, at);
-    let m = count_upto(log, &p.inbox, at);
-    let send_of: HashMap<Seq, Seq> = message_pairs(log, idx, pid)
+    // Sends from several processes: their times need not rise with their seqs, so a time
+    // bound is checked on each (a seq bound is a cut).
+    let sent: Vec<Seq> = match at {
+        At::Seq(_) => p.inbox[..count_upto(log, &p.inbox, at)].to_vec(),
+        At::Ts(_) => p
+            .inbox
+            .iter()
+            .copied()
+            .filter(|&s| log.get(s).is_some_and(|e| at.includes(&e)))
+            .collect(),
+    };
+    let last = p.events[..n].last().copied().unwrap_or(0);
+    let send_of: HashMap<Seq, Seq> = pairs_upto(log, idx, pid, last)
         .into_iter()
         .map(|(s, r)| (r, s))
         .collect();
@@ -414,7 +432,6 @@ pub fn pending_at<'a>(
     // process is inside a callback.
     let mut depth: usize = 0;
     let own = p.events[..n].iter().copied();
-    let sent = p.inbox[..m].iter().copied();
     let mut arrive = |ev: EventRef<'a>, queue: &mut Vec<Queued<'a>>| {
         arrived.push(ev);
         let msg = classify(&ev).unwrap_or(Msg::System);
@@ -425,7 +442,7 @@ pub fn pending_at<'a>(
         });
         queue.len() - 1
     };
-    for ev in merge(own, sent).filter_map(|s| log.get(s)) {
+    for ev in merge(own, sent.into_iter()).filter_map(|s| log.get(s)) {
         match ev.header.kind() {
             // A message sent to this process: by another (to its pid or its registered name),
             // or by itself. A reply to a call alias arrives by its receive: once the call gave
