@@ -14,6 +14,9 @@ defmodule ElixirScope.Crash do
   * `exit_signal_from` - when it was taken down by a linked process's exit signal (it died with
     the reason that process had just exited with), that process; `nil` when it failed itself.
     The reason's exception and stacktrace are then that process's, not split out here.
+    `exit_signal_inferred` is true when no link between them was traced (it was made before
+    tracing started) and the signal is inferred: that process exited just before with the very
+    same reason, stacktrace included, and this one raised nothing traced.
   * `cause` - the report of `exit_signal_from`, following the chain back (at most 16 links) to
     the process that failed itself; `nil` when there is none or it is not recorded.
 
@@ -31,6 +34,7 @@ defmodule ElixirScope.Crash do
     state: :unknown,
     linked: [],
     exit_signal_from: nil,
+    exit_signal_inferred: false,
     cause: nil
   ]
 
@@ -45,6 +49,7 @@ defmodule ElixirScope.Crash do
           state: term(),
           linked: [%{pid: pid(), exit: term()}],
           exit_signal_from: pid() | nil,
+          exit_signal_inferred: boolean(),
           cause: t() | nil
         }
 
@@ -75,7 +80,11 @@ defmodule ElixirScope.Crash do
       if c.exit_signal_from,
         do:
           "#{inspect(c.pid)} was killed by an exit signal from linked process " <>
-            "#{inspect(c.exit_signal_from)}: #{show.(c.reason)}",
+            "#{inspect(c.exit_signal_from)}" <>
+            if(c.exit_signal_inferred,
+              do: " (inferred: no link was traced, but it exited just before with this reason)",
+              else: ""
+            ) <> ": #{show.(c.reason)}",
         else: own_headline(c, show)
 
     [

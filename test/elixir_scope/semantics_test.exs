@@ -378,6 +378,43 @@ defmodule ElixirScope.SemanticsTest do
     end
   end
 
+  describe "why_crashed/1 without a traced link" do
+    test "a link made before tracing: inferred from the identical reason, and said so" do
+      parent = self()
+
+      holder =
+        spawn(fn ->
+          worker =
+            spawn_link(fn ->
+              receive do
+                :fail -> raise "worker failed"
+              end
+            end)
+
+          send(parent, {:worker, worker})
+          Process.sleep(:infinity)
+        end)
+
+      assert_receive {:worker, worker}
+      # Traced only now: the link between them is older than the trace.
+      :ok = ElixirScope.trace(holder, children: false)
+      :ok = ElixirScope.trace(worker, children: false)
+      ref = Process.monitor(holder)
+      send(worker, :fail)
+      assert_receive {:DOWN, ^ref, :process, ^holder, {%RuntimeError{}, _}}
+      wait_until(fn -> match?({:ok, _}, Query.why_crashed(holder)) end)
+
+      assert {:ok, crash} = Query.why_crashed(holder)
+      assert crash.linked == []
+      assert crash.exit_signal_from == worker and crash.exit_signal_inferred
+      assert %RuntimeError{message: "worker failed"} = crash.cause.exception
+      assert ElixirScope.Crash.format(crash) =~ "inferred: no link was traced"
+      # The one that raised is not said to be killed by anyone.
+      assert {:ok, %{exit_signal_from: nil, exception: %RuntimeError{}}} =
+               Query.why_crashed(worker)
+    end
+  end
+
   describe "a name over time" do
     test "a server restarted under its name: past questions ask the incarnation of then" do
       child = %{

@@ -655,7 +655,7 @@ defmodule ElixirScope.Query.History do
 
   defp crash(pid, exit, n, opts, seen) do
     linked = linked(pid, exit, opts)
-    signal = exit_signal(exit, linked)
+    signal = exit_signal(exit, linked) || inferred_exit_signal(pid, exit, opts)
 
     {exception, stacktrace} = if signal, do: {nil, nil}, else: Crash.split_reason(exit.data)
 
@@ -712,6 +712,7 @@ defmodule ElixirScope.Query.History do
       state: state,
       linked: Enum.map(linked, &Map.delete(&1, :event)),
       exit_signal_from: signal && signal.pid,
+      exit_signal_inferred: signal != nil and Map.get(signal, :inferred, false),
       cause: cause
     }
   end
@@ -726,6 +727,26 @@ defmodule ElixirScope.Query.History do
       |> case do
         nil -> nil
         l -> %{pid: l.pid, exit: l.event}
+      end
+    end
+  end
+
+  # Without a traced link (one made before tracing): a process that exited just before with
+  # this very reason, when the reason carries a stacktrace (an exception's, identical down to
+  # its frames, is not a coincidence; bare reasons like :shutdown or :killed could be).
+  defp inferred_exit_signal(pid, %Event{data: reason} = exit, opts) do
+    if Crash.split_reason(reason) != {nil, nil} and
+         Query.events(
+           Keyword.merge(opts, pid: pid, kind: :exception, before_seq: exit.seq, limit: 1)
+         ) ==
+           [] do
+      Query.events(
+        Keyword.merge(opts, kind: :exit, before_seq: exit.seq, order: :desc, limit: 64)
+      )
+      |> Enum.find(&(&1.pid != pid and &1.data == reason))
+      |> case do
+        nil -> nil
+        e -> %{pid: e.pid, exit: e, inferred: true}
       end
     end
   end
