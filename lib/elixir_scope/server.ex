@@ -456,19 +456,24 @@ defmodule ElixirScope.Server do
   defp watch_new(s), do: %{s | watch_new: Tracer.hook_state_servers()}
 
   # trace(:all): every GenServer-like process running now that ElixirScope may trace (not its
-  # own, not another tracer's) has its module watched and its state snapshotted, a few at a
-  # time, each given at most a second (a process busy in a long callback is skipped rather
-  # than waited for). `caller` is the process waiting for this trace call: asking it for its
-  # state would wait for the answer it waits for.
+  # own, not another tracer's) has its module watched and its state snapshotted. Both passes
+  # run a few processes at a time, off the server, each process given at most a second and a
+  # half (one busy in a long callback is skipped rather than waited for) and each pass at most
+  # @all_deadline ms in all, so that a node of many busy processes answers trace(:all) in
+  # time. `caller` is the process waiting for this trace call: asking it for its state would
+  # wait for the answer it waits for.
+  @all_deadline 10_000
+
   defp watch_running(s, caller) do
     own = [caller | own_processes(s)]
+    store = s.store
 
     servers =
-      for pid <- Process.list() -- own,
-          Tracer.free?(pid) or Tracer.ours?(pid, s.store),
-          mod = Tracer.state_module(pid),
-          mod != nil,
-          do: {pid, mod}
+      for pid <- Process.list() -- own, Tracer.free?(pid) or Tracer.ours?(pid, store) do
+        pid
+      end
+      |> bounded(fn pid -> {pid, Tracer.state_module(pid)} end)
+      |> Enum.filter(&match?({_, mod} when mod != nil, &1))
 
     s =
       servers
@@ -481,19 +486,29 @@ defmodule ElixirScope.Server do
         end
       end)
 
-    store = s.store
-    watched = for {pid, mod} <- servers, mod in s.state_modules, do: pid
+    for({pid, mod} <- servers, mod in s.state_modules, do: pid)
+    |> bounded(&Tracer.snapshot_state(&1, store))
 
-    watched
-    |> Task.async_stream(fn pid -> untraced(fn -> Tracer.snapshot_state(pid, store) end) end,
+    s
+  end
+
+  # `fun` of each of `items`, 8 at a time in untraced helper processes, each at most 1.5 s and
+  # all within @all_deadline ms: the results that came in time.
+  defp bounded(items, fun) do
+    deadline = System.monotonic_time(:millisecond) + @all_deadline
+
+    items
+    |> Task.async_stream(fn x -> untraced(fn -> fun.(x) end) end,
       max_concurrency: 8,
       timeout: 1_500,
       on_timeout: :kill_task,
       ordered: false
     )
-    |> Stream.run()
-
-    s
+    |> Stream.take_while(fn _ -> System.monotonic_time(:millisecond) < deadline end)
+    |> Enum.flat_map(fn
+      {:ok, result} -> [result]
+      {:exit, _} -> []
+    end)
   end
 
   # Snapshots `pid`'s state from a short-lived process, so that the server never waits for a
