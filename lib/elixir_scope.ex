@@ -388,7 +388,9 @@ defmodule ElixirScope do
       module target, processes running it. A process started while traced, whose callback
       module is not watched yet, is seen as it starts (before its `init/1`); its module is
       watched from then on and its state snapshotted once, so its first callbacks (those
-      before the snapshot) are covered by that snapshot rather than recorded one by one.
+      before the snapshot) are covered by that snapshot rather than recorded one by one. (A
+      process that becomes a server by `:gen_server.enter_loop/3` or `:gen_statem.enter_loop/4`
+      starts no `init/1` and is not seen starting: trace it, or its module, once it runs.)
     * `:override` - trace patterns are global to the VM: a function whose pattern another tool
       (`:dbg`, recon, a profiler) set is left alone, and the call answers
       `{:error, {:pattern_in_use, mfas}}`; `override: true` replaces those patterns

@@ -272,8 +272,10 @@ defmodule ElixirScope.Query do
   A GenServer's reply goes to an alias of the caller (a reference made by the call), not to
   its pid: a reply to a call that `to` made (its `$gen_call` traced) counts as sent to `to`,
   and its event's `peer` is `to` here (`data` is the reply message, `{[:alias | ref], reply}`),
-  so flows are complete in both directions. The `:peer` and `:involving` filters of
-  `events/1` resolve replies the same way.
+  so flows are complete in both directions; so does a message sent to `to`'s registered name.
+  The `:peer` and `:involving` filters of `events/1` resolve replies and names the same way.
+  (A paged trace, `ElixirScope.open/2` of a large directory, does not index whom such messages
+  went to: there only sends to the pid itself are found.)
   """
   @spec message_flow(pid(), pid(), filters()) :: [Event.t()]
   def message_flow(from, to, filters \\ []) do
