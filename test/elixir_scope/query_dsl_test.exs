@@ -147,7 +147,8 @@ defmodule ElixirScope.QueryDSLTest do
       10_000_000_000_000_000_000,
       {[:a], %{j: :a}},
       %{k: [], x: 1},
-      1.0
+      1.0,
+      nil
     ]
 
     terms = Enum.shuffle(witnesses ++ for(_ <- 1..400, do: term(3)))
