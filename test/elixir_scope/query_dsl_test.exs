@@ -148,7 +148,20 @@ defmodule ElixirScope.QueryDSLTest do
       {[:a], %{j: :a}},
       %{k: [], x: 1},
       1.0,
-      nil
+      nil,
+      {3, 3},
+      [1, 2, 3],
+      [:x],
+      %ElixirScope.QueryDSLTest.Point{x: :a},
+      "GET /a",
+      {:a, :b, 1},
+      3.5,
+      :zebra,
+      "bin",
+      {},
+      [],
+      true,
+      -3
     ]
 
     terms = Enum.shuffle(witnesses ++ for(_ <- 1..400, do: term(3)))
