@@ -57,7 +57,7 @@ defmodule ElixirScope do
   @type tracing_level :: :full | :messages_only | :states_only | :minimal | :off
 
   @typedoc "What `trace/2` and `untrace/1` accept."
-  @type target :: pid() | atom() | :all | :new
+  @type target :: pid() | atom() | {:global, term()} | {:via, module(), term()} | :all | :new
 
   @typedoc "The map `status/0` returns."
   @type status :: %{
@@ -365,7 +365,8 @@ defmodule ElixirScope do
 
   * a pid - its lifecycle, messages, and calls of traced modules; processes it spawns from now on
     are traced too unless `children: false`.
-  * a registered name - the process registered under it. If the name is also a module (a
+  * a registered name - the process registered under it; `{:global, name}` and `{:via,
+    module, name}` name the process they resolve to now. If the name is also a module (a
     GenServer registered as `__MODULE__`), its functions are call-traced as well; `as: :process`
     or `as: :module` picks one.
   * `:all` - every process (except ElixirScope's own and those with another tracer), and every
@@ -411,8 +412,12 @@ defmodule ElixirScope do
   def trace(target, opts \\ [])
 
   def trace(target, opts) do
-    target = target!(target, "trace/2")
+    trace_resolved(target!(target, "trace/2"), opts)
+  catch
+    {:unknown_target, name} -> {:error, {:unknown_target, name}}
+  end
 
+  defp trace_resolved(target, opts) do
     opts =
       Options.validate!(opts,
         children: true,
@@ -434,9 +439,20 @@ defmodule ElixirScope do
 
   defp target!(target, _who) when is_pid(target) or is_atom(target), do: target
 
+  # A global or via name: the process it names now.
+  defp target!({:global, _} = name, who), do: via!(name, who)
+  defp target!({:via, mod, _} = name, who) when is_atom(mod), do: via!(name, who)
+
   defp target!(target, who) do
     raise ArgumentError,
-          "#{who} expects a pid, a registered name, a module, :all or :new, got: #{inspect(target)}"
+          "#{who} expects a pid, a registered name, {:global, name}, {:via, module, name}, " <>
+            "a module, :all or :new, got: #{inspect(target)}"
+  end
+
+  defp via!(name, who) do
+    ElixirScope.Query.Names.resolve!(name, nil, "#{who} target")
+  rescue
+    ArgumentError -> throw({:unknown_target, name})
   end
 
   @doc "Like `trace/2`, but raises `ElixirScope.Error` on failure."
@@ -451,8 +467,12 @@ defmodule ElixirScope do
   @doc """
   Stops tracing `target` (same shapes as `trace/2`). Events already captured stay.
   """
-  @spec untrace(target()) :: :ok | {:error, :not_running}
-  def untrace(target), do: call_server({:untrace, target!(target, "untrace/1")})
+  @spec untrace(target()) :: :ok | {:error, :not_running | {:unknown_target, term()}}
+  def untrace(target) do
+    call_server({:untrace, target!(target, "untrace/1")})
+  catch
+    {:unknown_target, name} -> {:error, {:unknown_target, name}}
+  end
 
   @doc "Changes the tracing level of the running capture; takes effect at once."
   @spec set_level(tracing_level()) :: :ok | {:error, :not_running}

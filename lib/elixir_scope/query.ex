@@ -270,21 +270,46 @@ defmodule ElixirScope.Query do
   to be traced.
 
   A GenServer's reply goes to an alias of the caller (a reference made by the call), not to
-  its pid: a reply to a call that `to` made (its `$gen_call` traced) counts as sent to `to`,
-  and its event's `peer` is `to` here (`data` is the reply message, `{[:alias | ref], reply}`),
-  so flows are complete in both directions; so does a message sent to `to`'s registered name.
-  The `:peer` and `:involving` filters of `events/1` resolve replies and names the same way.
-  (A paged trace, `ElixirScope.open/2` of a large directory, does not index whom such messages
-  went to: there only sends to the pid itself are found.)
+  its pid: a reply to a call that `to` made counts as sent to `to` (the alias is known from
+  `to`'s `$gen_call`, traced as `to` sent it or as `from` received it), and its event's `peer`
+  is `to` here (`data` is the reply message, `{[:alias | ref], reply}`), so flows are complete
+  in both directions; so does a message sent to `to`'s registered name. The `:peer` and
+  `:involving` filters of `events/1` resolve replies and names the same way when the caller is
+  traced. (A paged trace, `ElixirScope.open/2` of a large directory, does not index whom such
+  messages went to: there only sends to the pid itself are found.)
   """
-  @spec message_flow(pid(), pid(), filters()) :: [Event.t()]
+  @spec message_flow(Names.process(), Names.process(), filters()) :: [Event.t()]
   def message_flow(from, to, filters \\ []) do
     from = process!(from, filters, "from")
     to = process!(to, filters, "to")
+    {limit, filters} = Keyword.pop(Args.opts!(filters), :limit, :infinity)
+    {order, filters} = Keyword.pop(filters, :order, :asc)
+    limit = limit!(limit)
+    order!(order)
 
-    [pid: from, peer: to, kind: :send]
-    |> Kernel.++(Args.opts!(filters))
-    |> events()
+    direct = events([pid: from, peer: to, kind: :send] ++ filters)
+
+    # Replies to aliases of `to` whose calls the index could not see `to` make (`to` is not
+    # traced): the aliases named by the calls `from` received from `to`.
+    aliases =
+      for %Event{data: {:"$gen_call", {^to, [:alias | ref]}, _}} <-
+            events([pid: from, kind: :receive] ++ Keyword.take(filters, [:store])),
+          into: MapSet.new(),
+          do: ref
+
+    replies =
+      if MapSet.size(aliases) == 0,
+        do: [],
+        else:
+          Enum.filter(
+            events([pid: from, kind: :send] ++ filters),
+            &(is_reference(&1.peer) and MapSet.member?(aliases, &1.peer))
+          )
+
+    (direct ++ replies)
+    |> Enum.uniq_by(& &1.seq)
+    |> Enum.sort_by(& &1.seq, if(order == :desc, do: :desc, else: :asc))
+    |> then(fn evs -> if limit == nil, do: evs, else: Enum.take(evs, limit) end)
     |> Enum.map(fn
       %Event{peer: peer} = e when is_reference(peer) -> %{e | peer: to}
       e -> e
@@ -450,8 +475,8 @@ defmodule ElixirScope.Query do
   @spec pending_messages_at(pid(), History.time(), keyword()) :: {:ok | :unknown, [Event.t()]}
   defdelegate pending_messages_at(pid, t, opts \\ []), to: History
   @doc Map.fetch!(@docs, {:paired, 2})
-  @spec paired(Event.t() | pos_integer(), keyword()) ::
-          {:ok, Event.t()} | {:error, :unpaired | :not_indexed}
+  @spec paired(Event.t() | pos_integer() | {:seq, pos_integer()}, keyword()) ::
+          {:ok, Event.t()} | {:error, :unpaired | :not_found | :not_indexed}
   defdelegate paired(event_or_seq, opts \\ []), to: History
   @doc Map.fetch!(@docs, {:call_stack_at, 3})
   @spec call_stack_at(pid(), History.time(), keyword()) :: [Event.t()]

@@ -259,9 +259,10 @@ defmodule ElixirScope.SemanticsTest do
       wait_until(fn -> Query.messages_to(server) != [] end)
       [recv] = Query.messages_to(server)
       assert {:error, :unpaired} = Query.paired(recv)
-      assert {:error, :unpaired} = Query.paired(recv.seq + 10_000)
+      assert {:error, :not_found} = Query.paired(recv.seq + 10_000)
+      assert {:error, :unpaired} = Query.paired({:seq, recv.seq})
 
-      assert_raise ArgumentError, ~r/an ElixirScope.Event or a positive seq/, fn ->
+      assert_raise ArgumentError, ~r/an ElixirScope.Event, a positive seq or \{:seq, n\}/, fn ->
         Query.paired(:nope)
       end
     end
@@ -412,6 +413,41 @@ defmodule ElixirScope.SemanticsTest do
       # The one that raised is not said to be killed by anyone.
       assert {:ok, %{exit_signal_from: nil, exception: %RuntimeError{}}} =
                Query.why_crashed(worker)
+    end
+  end
+
+  describe "new-user findings" do
+    test "a reply to an untraced caller is in message_flow, known from the server's receive" do
+      {:ok, server} = Counter.start_link(4)
+      :ok = ElixirScope.trace(server)
+      task = Task.async(fn -> GenServer.call(server, :get) end)
+      assert 4 = Task.await(task)
+      caller = task.pid
+
+      assert [%{kind: :send, pid: ^server, peer: ^caller, data: {[:alias | _], 4}}] =
+               Query.message_flow(server, caller)
+
+      GenServer.stop(server)
+    end
+
+    test "trace/2 takes global and via names; history queries check their options" do
+      {:ok, g} = Agent.start(fn -> 1 end, name: {:global, :semantics_trace_global})
+      assert :ok = ElixirScope.trace({:global, :semantics_trace_global})
+      assert g in ElixirScope.status().traced.pids
+
+      assert {:error, {:unknown_target, {:global, :nobody}}} =
+               ElixirScope.trace({:global, :nobody})
+
+      assert_raise ArgumentError, ~r/unknown option :stor, did you mean :store\?/, fn ->
+        Query.state_at(g, :now, stor: nil)
+      end
+
+      assert_raise ArgumentError, ~r/unknown option :lmit/, fn ->
+        Query.state_timeline(g, lmit: 1)
+      end
+
+      assert [_] = Query.state_timeline(g, since: 0 - (1 <<< 62), changes_only: true)
+      Agent.stop(g)
     end
   end
 

@@ -35,7 +35,13 @@ defmodule ElixirScope.Query.History do
   @typedoc "A point in time, see the module docs."
   @type time :: integer() | DateTime.t() | {:seq, non_neg_integer()} | Event.t() | :now
 
-  defp store(opts), do: Query.store!(Keyword.get(Args.opts!(opts), :store))
+  # The store of `opts`, which may hold `store:` and the options in `allowed` (any other key
+  # raises ArgumentError naming the nearest allowed one).
+  defp store(opts, allowed) do
+    opts = ElixirScope.Options.validate!(opts, [store: nil] ++ Enum.map(allowed, &{&1, nil}))
+    Query.store!(opts[:store])
+  end
+
   defp decode(tuples), do: Enum.map(tuples, &Event.from_native(&1, node()))
   defp decode1(nil), do: nil
   defp decode1(tuple), do: Event.from_native(tuple, node())
@@ -66,7 +72,7 @@ defmodule ElixirScope.Query.History do
   @doc "The `:state` event of `pid` in force at `t`, or `nil`."
   @spec state_event_at(pid(), time(), keyword()) :: Event.t() | nil
   def state_event_at(pid, t, opts \\ []) do
-    s = store(opts)
+    s = store(opts, [])
     at = At.native!(s, t)
     s |> Store.ref() |> Native.query_state_at(pid_at!(pid, s, at), at) |> decode1()
   end
@@ -95,7 +101,7 @@ defmodule ElixirScope.Query.History do
           %{event: Event.t(), from: term() | :absent, to: term() | :absent}
         ]
   def key_changes(pid, key, opts \\ []) do
-    s = store(opts)
+    s = store(opts, [:since, :until])
     pid = pid!(pid, s)
 
     unless is_atom(key),
@@ -162,7 +168,7 @@ defmodule ElixirScope.Query.History do
   """
   @spec state_timeline(pid(), keyword()) :: [Event.t()]
   def state_timeline(pid, opts \\ []) do
-    s = store(opts)
+    s = store(opts, [:since, :until, :changes_only])
     from = At.opt_native!(s, opts[:since])
     to = At.opt_native!(s, opts[:until])
     changes = Args.boolean!(Keyword.get(opts, :changes_only, true), :changes_only)
@@ -182,7 +188,7 @@ defmodule ElixirScope.Query.History do
 
   def state_cause(%Event{kind: :state, pid: pid, mfa: mfa, seq: seq}, opts) when mfa != nil do
     opts
-    |> Keyword.put(:store, store(opts))
+    |> Keyword.put(:store, store(opts, []))
     |> Keyword.merge(pid: pid, kind: :call, mfa: mfa, before_seq: seq, order: :desc, limit: 1)
     |> Query.events()
     |> List.first()
@@ -218,7 +224,7 @@ defmodule ElixirScope.Query.History do
   def state_changes_in_window(from, to, opts)
       when is_integer(from) or is_struct(from) or from == :now or
              (is_tuple(from) and elem(from, 0) == :seq) do
-    s = store(opts)
+    s = store(opts, [])
     opts = Keyword.put(Args.opts!(opts), :store, s)
     bounds = At.bound(s, :from, from) ++ At.bound(s, :to, to)
 
@@ -232,7 +238,7 @@ defmodule ElixirScope.Query.History do
             :error -> before_data(e, opts)
           end
 
-        {%{event: e, diff: StateDiff.diff(before, e.data)}, Map.put(prev, e.pid, e.data)}
+        {%{event: e, diff: compare_states(before, e.data)}, Map.put(prev, e.pid, e.data)}
       end)
 
     Enum.reject(diffs, &StateDiff.empty?(&1.diff))
@@ -244,7 +250,7 @@ defmodule ElixirScope.Query.History do
 
     {diffs, _} =
       Enum.map_reduce(changes, before && before.data, fn e, prev ->
-        {%{event: e, diff: StateDiff.diff(prev, e.data)}, e.data}
+        {%{event: e, diff: compare_states(prev, e.data)}, e.data}
       end)
 
     diffs
@@ -286,9 +292,12 @@ defmodule ElixirScope.Query.History do
   message out of its signal queue, which a busy process does late). When the sender is not
   traced (or is a port, a timer, another node), the message is the receiver's `:receive`
   event, counted from then: for a busy receiver that is later than it really arrived. Sends
-  and receives are paired exactly, see `paired/2`. (A paged trace, `ElixirScope.open/2` with
-  `paged: true`, does not index whom a message went to: there every message counts from its
-  `:receive`.)
+  and receives are paired exactly, see `paired/2`. (A trace opened paged, which
+  `ElixirScope.open/2` does for a large trace directory, does not index whom a message went
+  to: there every message counts from its `:receive`.) `:ok` says that consumption is known,
+  not that every sender was traced: with untraced senders, trace them too (or `:all`) for
+  arrivals as they happen. (Asking the VM for a process's messages, `Process.info(pid,
+  :messages)`, moves them out of its signal queue: their `:receive` events are emitted then.)
 
   For a GenServer or a `:gen_statem` (its callbacks traced, as `ElixirScope.trace/2` does by
   default) consumption is known: a message leaves the mailbox when the callback whose argument
@@ -305,7 +314,7 @@ defmodule ElixirScope.Query.History do
   """
   @spec pending_messages_at(pid(), time(), keyword()) :: {:ok | :unknown, [Event.t()]}
   def pending_messages_at(pid, t, opts \\ []) do
-    s = store(opts)
+    s = store(opts, [])
     at = At.native!(s, t)
     {known, msgs} = s |> Store.ref() |> Native.query_pending(pid_at!(pid, s, at), at)
     {if(known, do: :ok, else: :unknown), decode(msgs)}
@@ -315,8 +324,9 @@ defmodule ElixirScope.Query.History do
   The other half of a message: for a `:send` event to a local process, the `:receive` event in
   which the receiver took that message from its signal queue; for a `:receive` event, the
   `:send` event that sent it. `{:error, :unpaired}` when there is none: a message not received
-  (yet), one from an untraced sender, or an event that is neither. `{:error, :not_indexed}` on
-  a paged trace, whose index does not say whom messages went to.
+  (yet), one from an untraced sender, or an event that is neither; `{:error, :not_found}` for
+  a seq the store holds no event at. `{:error, :not_indexed}` on a paged trace, whose index
+  does not say whom messages went to.
 
   Messages from one process to another arrive in the order they were sent, so the k-th
   `:receive` of a message pairs with the k-th unpaired `:send` of an equal message before it.
@@ -326,22 +336,30 @@ defmodule ElixirScope.Query.History do
   ## Examples
 
       iex> ElixirScope.Query.History.paired(1, store: ElixirScope.Store.new!())
-      {:error, :unpaired}
+      {:error, :not_found}
   """
-  @spec paired(Event.t() | pos_integer(), keyword()) ::
-          {:ok, Event.t()} | {:error, :unpaired | :not_indexed}
+  @spec paired(Event.t() | pos_integer() | {:seq, pos_integer()}, keyword()) ::
+          {:ok, Event.t()} | {:error, :unpaired | :not_found | :not_indexed}
   def paired(event_or_seq, opts \\ [])
   def paired(%Event{seq: seq}, opts), do: paired(seq, opts)
+  def paired({:seq, seq}, opts), do: paired(seq, opts)
 
   def paired(seq, opts) when is_integer(seq) and seq > 0 do
-    s = store(opts)
+    s = store(opts, [])
     ref = Store.ref(s)
 
     case Native.query_paired(ref, Args.u64(seq)) do
       nil ->
-        if Native.query_inbox_complete(ref),
-          do: {:error, :unpaired},
-          else: {:error, :not_indexed}
+        cond do
+          Query.events(store: s, after_seq: seq - 1, before_seq: Args.u64(seq + 1)) == [] ->
+            {:error, :not_found}
+
+          Native.query_inbox_complete(ref) ->
+            {:error, :unpaired}
+
+          true ->
+            {:error, :not_indexed}
+        end
 
       tuple ->
         {:ok, decode1(tuple)}
@@ -349,14 +367,14 @@ defmodule ElixirScope.Query.History do
   end
 
   def paired(other, _opts),
-    do: Args.bad!(:event, other, "an ElixirScope.Event or a positive seq")
+    do: Args.bad!(:event, other, "an ElixirScope.Event, a positive seq or {:seq, n}")
 
   @doc """
   The traced calls of `pid` open at `t`, outermost first (`:call` events).
   """
   @spec call_stack_at(pid(), time(), keyword()) :: [Event.t()]
   def call_stack_at(pid, t, opts \\ []) do
-    s = store(opts)
+    s = store(opts, [])
     at = At.native!(s, t)
     s |> Store.ref() |> Native.query_call_stack(pid_at!(pid, s, at), at) |> decode()
   end
@@ -367,7 +385,7 @@ defmodule ElixirScope.Query.History do
   """
   @spec active_processes_at(time(), keyword()) :: [pid()]
   def active_processes_at(t, opts \\ []) do
-    s = store(opts)
+    s = store(opts, [])
     s |> Store.ref() |> Native.query_active(At.native!(s, t))
   end
 
@@ -376,7 +394,7 @@ defmodule ElixirScope.Query.History do
   """
   @spec states_at(time(), keyword()) :: %{pid() => term()}
   def states_at(t, opts \\ []) do
-    s = store(opts)
+    s = store(opts, [])
 
     s
     |> Store.ref()
@@ -419,7 +437,7 @@ defmodule ElixirScope.Query.History do
   """
   @spec system_snapshot_at(time(), keyword()) :: snapshot()
   def system_snapshot_at(t, opts \\ []) do
-    s = store(opts)
+    s = store(opts, [])
     at = at_time(At.native!(s, t))
     opts = Keyword.put(opts, :store, s)
 
@@ -471,7 +489,7 @@ defmodule ElixirScope.Query.History do
   """
   @spec supervision_tree_at(time(), keyword()) :: [map()]
   def supervision_tree_at(t, opts \\ []) do
-    s = store(opts)
+    s = store(opts, [])
     at = at_time(At.native!(s, t))
     opts = Keyword.put(opts, :store, s)
     alive = MapSet.new(active_processes_at(at, opts))
@@ -509,10 +527,10 @@ defmodule ElixirScope.Query.History do
   """
   @spec supervisor_events(pid(), keyword()) :: [Event.t()]
   def supervisor_events(sup, opts \\ []) do
-    opts = Keyword.put(opts, :store, store(opts))
+    opts = Keyword.put(opts, :store, store(opts, [:since, :until, :changes_only]))
 
     sup
-    |> pid!(store(opts), "sup")
+    |> pid!(store(opts, [:since, :until, :changes_only]), "sup")
     |> state_timeline(opts)
     |> Enum.flat_map(fn e ->
       case Supervision.children(e.data) do
@@ -625,7 +643,7 @@ defmodule ElixirScope.Query.History do
   def why_crashed(pid, opts \\ []) do
     {n, opts} = Keyword.pop(Args.opts!(opts), :last, 5)
     n = Args.non_neg_integer!(n, :last)
-    opts = Keyword.put(opts, :store, store(opts))
+    opts = Keyword.put(opts, :store, store(opts, []))
 
     pid =
       ElixirScope.Query.Names.resolve_exited!(
