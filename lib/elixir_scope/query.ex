@@ -229,7 +229,7 @@ defmodule ElixirScope.Query do
   Everything that involves `pid`: events in it and events naming it as peer (its spawn, messages
   sent to it by traced processes, links).
   """
-  @spec timeline(pid(), filters()) :: [Event.t()]
+  @spec timeline(ElixirScope.Query.Names.process(), filters()) :: [Event.t()]
   def timeline(pid, filters \\ []) do
     pid = process!(pid, filters, "pid")
     events(Keyword.put(Args.opts!(filters), :involving, pid))
@@ -250,7 +250,7 @@ defmodule ElixirScope.Query do
   @doc """
   Messages `pid` sent (`:send` and `:send_to_dead` events of `pid`).
   """
-  @spec messages_from(pid(), filters()) :: [Event.t()]
+  @spec messages_from(ElixirScope.Query.Names.process(), filters()) :: [Event.t()]
   def messages_from(pid, filters \\ []),
     do:
       events(
@@ -261,7 +261,7 @@ defmodule ElixirScope.Query do
   Messages that arrived in `pid`'s mailbox (`:receive` events of `pid`), from any sender, traced
   or not. The sender is not part of a receive event; `message_flow/3` pairs senders and receivers.
   """
-  @spec messages_to(pid(), filters()) :: [Event.t()]
+  @spec messages_to(ElixirScope.Query.Names.process(), filters()) :: [Event.t()]
   def messages_to(pid, filters \\ []),
     do: events([pid: process!(pid, filters, "pid"), kind: :receive] ++ Args.opts!(filters))
 
@@ -339,7 +339,7 @@ defmodule ElixirScope.Query do
     do: events([mfa: Args.module!(module, "module"), kind: :call] ++ Args.opts!(filters))
 
   @doc "Events of `pid`, oldest first (`events(pid: pid)` with more filters)."
-  @spec process_events(pid(), filters()) :: [Event.t()]
+  @spec process_events(ElixirScope.Query.Names.process(), filters()) :: [Event.t()]
   def process_events(pid, filters \\ []),
     do: events([pid: process!(pid, filters, "pid")] ++ Args.opts!(filters))
 
@@ -351,7 +351,7 @@ defmodule ElixirScope.Query do
   `genserver_events(pid, :handle_cast)` gives the calls, returns and exceptions of that
   callback and the states it produced.
   """
-  @spec genserver_events(pid(), filters() | atom()) :: [Event.t()]
+  @spec genserver_events(ElixirScope.Query.Names.process(), filters() | atom()) :: [Event.t()]
   def genserver_events(pid, filters \\ [])
 
   def genserver_events(pid, callback) when is_atom(callback) and callback not in [nil, []] do
@@ -394,7 +394,7 @@ defmodule ElixirScope.Query do
   def process_exits(filters \\ []), do: events([kind: :exit] ++ Args.opts!(filters))
 
   @doc "The traced calls of `pid` with their returns and exceptions, in order."
-  @spec execution_path(pid(), filters()) :: [Event.t()]
+  @spec execution_path(ElixirScope.Query.Names.process(), filters()) :: [Event.t()]
   def execution_path(pid, filters \\ []) do
     kinds = [:call, :return, :exception]
     events([pid: process!(pid, filters, "pid"), kind: kinds] ++ Args.opts!(filters))
@@ -430,14 +430,16 @@ defmodule ElixirScope.Query do
   alias ElixirScope.Query.History
 
   @doc Map.fetch!(@docs, {:state_at, 3})
-  @spec state_at(pid(), History.time(), keyword()) :: {:ok, term()} | {:error, :no_state}
+  @spec state_at(ElixirScope.Query.Names.process(), History.time(), keyword()) ::
+          {:ok, term()} | {:error, :no_state}
   defdelegate state_at(pid, t, opts \\ []), to: History
 
   @doc """
   Seed-compatible `state_at/3`: `{:ok, state}`, or the seed's `{:error, :not_found}` where
   `state_at/3` says `{:error, :no_state}` (no state recorded at or before `t`).
   """
-  @spec get_state_at(pid(), History.time(), keyword()) :: {:ok, term()} | {:error, :not_found}
+  @spec get_state_at(ElixirScope.Query.Names.process(), History.time(), keyword()) ::
+          {:ok, term()} | {:error, :not_found}
   def get_state_at(pid, t, opts \\ []) do
     case History.state_at(pid, t, opts) do
       {:error, :no_state} -> {:error, :not_found}
@@ -449,10 +451,15 @@ defmodule ElixirScope.Query do
   @spec state_cause(Event.t(), keyword()) :: Event.t() | nil
   defdelegate state_cause(state_event, opts \\ []), to: History
   @doc Map.fetch!(@docs, {:state_timeline, 2})
-  @spec state_timeline(pid(), keyword()) :: [Event.t()]
+  @spec state_timeline(ElixirScope.Query.Names.process(), keyword()) :: [Event.t()]
   defdelegate state_timeline(pid, opts \\ []), to: History
   @doc Map.fetch!(@docs, {:state_evolution, 4})
-  @spec state_evolution(pid(), History.time(), History.time(), keyword()) :: [Event.t()]
+  @spec state_evolution(
+          ElixirScope.Query.Names.process(),
+          History.time(),
+          History.time(),
+          keyword()
+        ) :: [Event.t()]
   defdelegate state_evolution(pid, from, to, opts \\ []), to: History
 
   @doc @docs[{:state_changes_in_window, 3}] ||
@@ -464,7 +471,7 @@ defmodule ElixirScope.Query do
         ) :: [map()]
   defdelegate state_changes_in_window(pid_or_from, window_or_to, opts \\ []), to: History
   @doc Map.fetch!(@docs, {:key_changes, 3})
-  @spec key_changes(pid(), atom(), keyword()) :: [map()]
+  @spec key_changes(ElixirScope.Query.Names.process(), atom(), keyword()) :: [map()]
   defdelegate key_changes(pid, key, opts \\ []), to: History
   @doc Map.fetch!(@docs, {:compare_states, 2})
   @spec compare_states(term(), term()) :: ElixirScope.StateDiff.t()
@@ -472,14 +479,15 @@ defmodule ElixirScope.Query do
 
   @doc @docs[{:pending_messages_at, 3}] ||
          "See `ElixirScope.Query.History.pending_messages_at/3`."
-  @spec pending_messages_at(pid(), History.time(), keyword()) :: {:ok | :unknown, [Event.t()]}
+  @spec pending_messages_at(ElixirScope.Query.Names.process(), History.time(), keyword()) ::
+          {:ok | :unknown, [Event.t()]}
   defdelegate pending_messages_at(pid, t, opts \\ []), to: History
   @doc Map.fetch!(@docs, {:paired, 2})
   @spec paired(Event.t() | pos_integer() | {:seq, pos_integer()}, keyword()) ::
           {:ok, Event.t()} | {:error, :unpaired | :not_found | :not_indexed}
   defdelegate paired(event_or_seq, opts \\ []), to: History
   @doc Map.fetch!(@docs, {:call_stack_at, 3})
-  @spec call_stack_at(pid(), History.time(), keyword()) :: [Event.t()]
+  @spec call_stack_at(ElixirScope.Query.Names.process(), History.time(), keyword()) :: [Event.t()]
   defdelegate call_stack_at(pid, t, opts \\ []), to: History
 
   @doc @docs[{:active_processes_at, 2}] ||
@@ -498,10 +506,11 @@ defmodule ElixirScope.Query do
   @spec supervision_tree_at(History.time(), keyword()) :: [map()]
   defdelegate supervision_tree_at(t, opts \\ []), to: History
   @doc Map.fetch!(@docs, {:supervisor_events, 2})
-  @spec supervisor_events(pid(), keyword()) :: [Event.t()]
+  @spec supervisor_events(ElixirScope.Query.Names.process(), keyword()) :: [Event.t()]
   defdelegate supervisor_events(sup, opts \\ []), to: History
   @doc Map.fetch!(@docs, {:why_crashed, 2})
-  @spec why_crashed(pid(), keyword()) :: {:ok, ElixirScope.Crash.t()} | {:error, :no_exit}
+  @spec why_crashed(ElixirScope.Query.Names.process(), keyword()) ::
+          {:ok, ElixirScope.Crash.t()} | {:error, :no_exit}
   defdelegate why_crashed(pid, opts \\ []), to: History
 
   # Variable tracking (see ElixirScope.Query.Vars and ElixirScope.Track).

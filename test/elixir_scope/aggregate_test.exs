@@ -170,16 +170,22 @@ defmodule ElixirScope.AggregateTest do
       Query.count(store: store, message: "{:x, n} when m > 1")
     end
 
-    assert_raise ArgumentError, ~r/durations\/2 times every call: :message do not apply/, fn ->
-      Query.durations(store: store, message: "x")
-    end
+    assert_raise ArgumentError,
+                 ~r/option :message does not apply: durations\/2 times every call/,
+                 fn ->
+                   Query.durations(store: store, message: "x")
+                 end
 
-    assert_raise ArgumentError, ~r/durations\/2 times every call: :kind do not apply/, fn ->
-      Query.durations(store: store, kind: :send)
-    end
+    assert_raise ArgumentError,
+                 ~r/option :kind does not apply: durations\/2 times every call/,
+                 fn ->
+                   Query.durations(store: store, kind: :send)
+                 end
 
-    assert_raise ArgumentError, ~r/aggregations count every match: :limit, :order/, fn ->
-      Query.count(store: store, limit: 3, order: :desc)
-    end
+    assert_raise ArgumentError,
+                 ~r/options :limit, :order do not apply: aggregations count every match/,
+                 fn ->
+                   Query.count(store: store, limit: 3, order: :desc)
+                 end
   end
 end

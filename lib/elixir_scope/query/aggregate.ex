@@ -136,8 +136,15 @@ defmodule ElixirScope.Query.Aggregate do
 
   defp refuse!(filters, keys, why) do
     case Enum.filter(keys, &Keyword.has_key?(filters, &1)) do
-      [] -> :ok
-      bad -> raise ArgumentError, "#{why}: #{Enum.map_join(bad, ", ", &inspect/1)} do not apply"
+      [] ->
+        :ok
+
+      [one] ->
+        raise ArgumentError, "option #{inspect(one)} does not apply: #{why}"
+
+      bad ->
+        raise ArgumentError,
+              "options #{Enum.map_join(bad, ", ", &inspect/1)} do not apply: #{why}"
     end
   end
 

@@ -61,7 +61,8 @@ defmodule ElixirScope.Query.History do
       iex> ElixirScope.Query.History.state_at(self(), :now, store: ElixirScope.Store.new!())
       {:error, :no_state}
   """
-  @spec state_at(pid(), time(), keyword()) :: {:ok, term()} | {:error, :no_state}
+  @spec state_at(ElixirScope.Query.Names.process(), time(), keyword()) ::
+          {:ok, term()} | {:error, :no_state}
   def state_at(pid, t, opts \\ []) do
     case state_event_at(pid, t, opts) do
       nil -> {:error, :no_state}
@@ -70,7 +71,7 @@ defmodule ElixirScope.Query.History do
   end
 
   @doc "The `:state` event of `pid` in force at `t`, or `nil`."
-  @spec state_event_at(pid(), time(), keyword()) :: Event.t() | nil
+  @spec state_event_at(ElixirScope.Query.Names.process(), time(), keyword()) :: Event.t() | nil
   def state_event_at(pid, t, opts \\ []) do
     s = store(opts, [])
     at = At.native!(s, t)
@@ -97,7 +98,7 @@ defmodule ElixirScope.Query.History do
       iex> ElixirScope.Query.key_changes(self(), :count, store: ElixirScope.Store.new!())
       []
   """
-  @spec key_changes(pid(), atom(), keyword()) :: [
+  @spec key_changes(ElixirScope.Query.Names.process(), atom(), keyword()) :: [
           %{event: Event.t(), from: term() | :absent, to: term() | :absent}
         ]
   def key_changes(pid, key, opts \\ []) do
@@ -166,7 +167,7 @@ defmodule ElixirScope.Query.History do
     * `:changes_only` - leave out states equal to the previous one (default `true`).
     * `:since` / `:until` - bounds (`since` exclusive, `until` inclusive).
   """
-  @spec state_timeline(pid(), keyword()) :: [Event.t()]
+  @spec state_timeline(ElixirScope.Query.Names.process(), keyword()) :: [Event.t()]
   def state_timeline(pid, opts \\ []) do
     s = store(opts, [:since, :until, :changes_only])
     from = At.opt_native!(s, opts[:since])
@@ -203,7 +204,9 @@ defmodule ElixirScope.Query.History do
   How `pid`'s state evolved from `from` to `to`: the state in force at `from` (if any) followed
   by every change after it up to `to`, as `:state` events.
   """
-  @spec state_evolution(pid(), time(), time(), keyword()) :: [Event.t()]
+  @spec state_evolution(ElixirScope.Query.Names.process(), time(), time(), keyword()) :: [
+          Event.t()
+        ]
   def state_evolution(pid, from, to, opts \\ []) do
     first = state_event_at(pid, from, opts)
     List.wrap(first) ++ state_timeline(pid, Keyword.merge(opts, since: from, until: to))
@@ -217,7 +220,11 @@ defmodule ElixirScope.Query.History do
   gives the state changes of every process from `from` to `to` (inclusive), oldest first, each
   diffed against that process's state before it.
   """
-  @spec state_changes_in_window(pid() | time(), {time(), time()} | time(), keyword()) ::
+  @spec state_changes_in_window(
+          ElixirScope.Query.Names.process() | time(),
+          {time(), time()} | time(),
+          keyword()
+        ) ::
           [%{event: Event.t(), diff: StateDiff.t()}]
   def state_changes_in_window(pid_or_from, window_or_to, opts \\ [])
 
@@ -312,7 +319,8 @@ defmodule ElixirScope.Query.History do
   says so: `{:unknown, arrived}` lists every message sent to it (or received) up to `t`.
   `receive ... after` timeouts are not messages (they are `:timeout` events) and never listed.
   """
-  @spec pending_messages_at(pid(), time(), keyword()) :: {:ok | :unknown, [Event.t()]}
+  @spec pending_messages_at(ElixirScope.Query.Names.process(), time(), keyword()) ::
+          {:ok | :unknown, [Event.t()]}
   def pending_messages_at(pid, t, opts \\ []) do
     s = store(opts, [])
     at = At.native!(s, t)
@@ -372,7 +380,7 @@ defmodule ElixirScope.Query.History do
   @doc """
   The traced calls of `pid` open at `t`, outermost first (`:call` events).
   """
-  @spec call_stack_at(pid(), time(), keyword()) :: [Event.t()]
+  @spec call_stack_at(ElixirScope.Query.Names.process(), time(), keyword()) :: [Event.t()]
   def call_stack_at(pid, t, opts \\ []) do
     s = store(opts, [])
     at = At.native!(s, t)
@@ -525,7 +533,7 @@ defmodule ElixirScope.Query.History do
   pid: pid | :undefined, old_pid: pid | nil, reason: term | nil}` (`reason`: the old child's exit
   reason, when its exit was recorded).
   """
-  @spec supervisor_events(pid(), keyword()) :: [Event.t()]
+  @spec supervisor_events(ElixirScope.Query.Names.process(), keyword()) :: [Event.t()]
   def supervisor_events(sup, opts \\ []) do
     opts = Keyword.put(opts, :store, store(opts, [:since, :until, :changes_only]))
 
@@ -639,7 +647,8 @@ defmodule ElixirScope.Query.History do
   process, `cause` is its own report (following the chain to the process that really failed),
   and the exception and stacktrace of the reason are left to it, not reported as this one's.
   """
-  @spec why_crashed(pid(), keyword()) :: {:ok, Crash.t()} | {:error, :no_exit}
+  @spec why_crashed(ElixirScope.Query.Names.process(), keyword()) ::
+          {:ok, Crash.t()} | {:error, :no_exit}
   def why_crashed(pid, opts \\ []) do
     {n, opts} = Keyword.pop(Args.opts!(opts), :last, 5)
     n = Args.non_neg_integer!(n, :last)
