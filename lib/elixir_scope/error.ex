@@ -51,7 +51,6 @@ defmodule ElixirScope.Error do
   @spec describe(term()) :: String.t()
   def describe(:not_running), do: "ElixirScope is not running; start it with ElixirScope.start/1"
   def describe(:already_running), do: "ElixirScope is already running; stop it first"
-  def describe(:store_closed), do: "the store is closed"
   def describe({:dead_process, pid}), do: "process #{inspect(pid)} is not alive"
 
   def describe({:not_tracked, target, why}),

@@ -31,7 +31,6 @@ defmodule ElixirScope.Native do
   def store_set_level(_store, _level), do: err()
   def store_set_sampling(_store, _rate, _by), do: err()
   def store_stats(_store), do: err()
-  def store_last_seq(_store), do: err()
   def store_release_pool, do: err()
 
   # Query
@@ -54,27 +53,27 @@ defmodule ElixirScope.Native do
   def query_active(_store, _at), do: err()
   def query_snapshot(_store, _at), do: err()
 
-  # Persistence
+  # Persistence: writing a capture's trace (persist_*), and trace files on disk (disk_*)
   def persist_start(_store, _dir, _seg_bytes, _seg_ns, _max_bytes, _max_age_ns, _archive),
     do: err()
 
   def persist_flush(_store, _max), do: err()
   def persist_finish(_store), do: err()
   def persist_move(_from, _to), do: err()
-  def save_begin(_store, _dir), do: err()
-  def save_step(_saving, _store), do: err()
-  def save_finish(_saving), do: err()
-  def load_begin(_path, _since, _until), do: err()
-  def load_step(_loading), do: err()
-  def load_finish(_loading), do: err()
-  def foreign_nodes, do: err()
-  def trace_clock(_path), do: err()
-  def persist_damage(_store), do: err()
-  def history_follow(_dir), do: err()
-  def history_refresh(_store), do: err()
-  def summary_begin(_path, _footers?), do: err()
-  def summary_step(_summarizing), do: err()
-  def summary_finish(_summarizing), do: err()
+  def disk_save_begin(_store, _dir), do: err()
+  def disk_save_step(_saving, _store), do: err()
+  def disk_save_finish(_saving), do: err()
+  def disk_load_begin(_path, _since, _until), do: err()
+  def disk_load_step(_loading), do: err()
+  def disk_load_finish(_loading), do: err()
+  def disk_foreign_nodes, do: err()
+  def disk_clock(_path), do: err()
+  def disk_damage(_store), do: err()
+  def disk_follow(_dir), do: err()
+  def disk_follow_refresh(_store), do: err()
+  def disk_summary_begin(_path, _footers?), do: err()
+  def disk_summary_step(_summarizing), do: err()
+  def disk_summary_finish(_summarizing), do: err()
 
   # Variable tracking
   def track_record(_store, _call, _mfa, _payload), do: err()

@@ -209,8 +209,8 @@ defmodule ElixirScope.Persist do
   end
 
   defp follow(dir, budget) do
-    with {:ok, ref} <- Native.history_follow(dir),
-         {:ok, _last, bytes, _room} <- Native.history_refresh(ref) do
+    with {:ok, ref} <- Native.disk_follow(dir),
+         {:ok, _last, bytes, _room} <- Native.disk_follow_refresh(ref) do
       :persistent_term.put(@history_key, {dir, ref, bytes, budget})
       {:ok, ref}
     end
@@ -233,7 +233,7 @@ defmodule ElixirScope.Persist do
     # (:none: the writer is done, every event is on disk; or being moved to a fresh store.)
     with written when written == :none or elem(written, 0) == :ok <- flush(store),
          {^dir, ref, fresh, budget} <- :persistent_term.get(@history_key, nil),
-         {:ok, _last, bytes, room} <- Native.history_refresh(Native.store_handle(ref)) do
+         {:ok, _last, bytes, room} <- Native.disk_follow_refresh(Native.store_handle(ref)) do
       budget = budget || store_budget(store)
 
       ref =
@@ -292,9 +292,9 @@ defmodule ElixirScope.Persist do
     ref = Store.ref(store)
 
     # (An opened trace is saved with the clock it was captured with.)
-    with {:ok, saving, total} <- Native.save_begin(ref, Path.expand(path)),
-         :ok <- run_steps(fn -> Native.save_step(saving, ref) end, total, progress) do
-      result = Native.save_finish(saving)
+    with {:ok, saving, total} <- Native.disk_save_begin(ref, Path.expand(path)),
+         :ok <- run_steps(fn -> Native.disk_save_step(saving, ref) end, total, progress) do
+      result = Native.disk_save_finish(saving)
       if match?({:ok, _}, result), do: progress.(total, total)
       result
     end
@@ -334,9 +334,9 @@ defmodule ElixirScope.Persist do
     path = Path.expand(path)
 
     with {:ok, since, until} <- window(path, opts[:since], opts[:until]),
-         {:ok, loading, total} <- Native.load_begin(path, since, until),
-         :ok <- run_steps(fn -> Native.load_step(loading) end, total, progress),
-         {:ok, ref, report} <- Native.load_finish(loading) do
+         {:ok, loading, total} <- Native.disk_load_begin(path, since, until),
+         :ok <- run_steps(fn -> Native.disk_load_step(loading) end, total, progress),
+         {:ok, ref, report} <- Native.disk_load_finish(loading) do
       # The last call says it is done, whether the trace was read whole or only its footers.
       progress.(total, total)
 
@@ -354,7 +354,7 @@ defmodule ElixirScope.Persist do
   # (the first record of its first segment).
   defp window(path, since, until) do
     if Enum.any?([since, until], &match?(%DateTime{}, &1)) do
-      case Native.trace_clock(path) do
+      case Native.disk_clock(path) do
         {:ok, {mono, sys}} ->
           to_mono = fn
             %DateTime{} = dt -> DateTime.to_unix(dt, :nanosecond) - sys + mono
@@ -419,7 +419,7 @@ defmodule ElixirScope.Persist do
       true
   """
   @spec nodes() :: %{atom() => String.t()}
-  def nodes, do: Map.new(Native.foreign_nodes())
+  def nodes, do: Map.new(Native.disk_foreign_nodes())
 
   @typedoc "What `summary/2` returns."
   @type summary :: %{
@@ -461,9 +461,9 @@ defmodule ElixirScope.Persist do
     progress = ElixirScope.Args.fun!(opts[:progress], :progress, 2) || fn _, _ -> :ok end
     ElixirScope.Args.boolean!(opts[:footers], :footers)
 
-    with {:ok, s, total} <- Native.summary_begin(Path.expand(path), opts[:footers] == true),
-         :ok <- run_steps(fn -> Native.summary_step(s) end, total, progress),
-         {:ok, map} <- Native.summary_finish(s) do
+    with {:ok, s, total} <- Native.disk_summary_begin(Path.expand(path), opts[:footers] == true),
+         :ok <- run_steps(fn -> Native.disk_summary_step(s) end, total, progress),
+         {:ok, map} <- Native.disk_summary_finish(s) do
       {:ok,
        %{
          map
@@ -506,7 +506,7 @@ defmodule ElixirScope.Persist do
   def info(%Store{source: nil}), do: nil
 
   def info(%Store{source: source} = store) do
-    case Native.persist_damage(Store.ref(store)) do
+    case Native.disk_damage(Store.ref(store)) do
       {unread, files} ->
         %{source | damaged: Enum.uniq(source.damaged ++ files)} |> Map.put(:unread, unread)
 

@@ -12,9 +12,6 @@ use std::path::Path;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// The store was closed; it accepts no events and answers no queries.
-    #[error("the store is closed")]
-    StoreClosed,
     /// An option is outside its allowed range.
     #[error("invalid option {name}: {reason}")]
     InvalidOption {

@@ -68,7 +68,6 @@ rustler::atoms! {
     var,
     // errors and options
     invalid_option,
-    store_closed,
     // error reasons (see error.rs)
     enoent,
     eio,

@@ -9,7 +9,6 @@ use std::path::Path;
 /// The `reason` of `{:error, reason}` for `e`.
 pub fn reason<'a>(env: Env<'a>, e: &Error) -> Term<'a> {
     match e {
-        Error::StoreClosed => atoms::store_closed().encode(env),
         Error::InvalidOption { name, reason } => {
             (atoms::invalid_option(), *name, *reason).encode(env)
         }

@@ -139,11 +139,11 @@ impl rustler::Resource for SavingResource {}
 /// Events a `save_step` writes at most: bounds each dirty call, and paces progress reports.
 const SAVE_STEP: u64 = 1 << 16;
 
-/// `save_begin(store, dir)`: `{:ok, saving, events}`, a new trace in `dir` (which must not hold
+/// `disk_save_begin(store, dir)`: `{:ok, saving, events}`, a new trace in `dir` (which must not hold
 /// one) to write the store's events into, a step at a time: those published now, up to seq
 /// `events` (a capture that goes on does not keep the save from ending).
 #[rustler::nif(schedule = "DirtyIo")]
-fn save_begin<'a>(env: Env<'a>, store: Term<'a>, dir: String) -> NifResult<Term<'a>> {
+fn disk_save_begin<'a>(env: Env<'a>, store: Term<'a>, dir: String) -> NifResult<Term<'a>> {
     let store = store_of(store)?;
     let clock = clock_of(store);
     let total = store.log().published_seq();
@@ -156,10 +156,10 @@ fn save_begin<'a>(env: Env<'a>, store: Term<'a>, dir: String) -> NifResult<Term<
     })
 }
 
-/// `save_step(saving, store)`: writes the next events; `{:more, written}` (events written so
+/// `disk_save_step(saving, store)`: writes the next events; `{:more, written}` (events written so
 /// far, by seq) or `:done`.
 #[rustler::nif(schedule = "DirtyIo")]
-fn save_step<'a>(
+fn disk_save_step<'a>(
     env: Env<'a>,
     saving: ResourceArc<SavingResource>,
     store: Term<'a>,
@@ -182,9 +182,9 @@ fn save_step<'a>(
     )
 }
 
-/// `save_finish(saving)`: seals the trace; `{:ok, events}`.
+/// `disk_save_finish(saving)`: seals the trace; `{:ok, events}`.
 #[rustler::nif(schedule = "DirtyIo")]
-fn save_finish(env: Env<'_>, saving: ResourceArc<SavingResource>) -> Term<'_> {
+fn disk_save_finish(env: Env<'_>, saving: ResourceArc<SavingResource>) -> Term<'_> {
     let Some((w, _, _, dir)) = saving.0.lock().take() else {
         return error::term(env, &Error::AlreadyDone);
     };
@@ -197,11 +197,11 @@ fn save_finish(env: Env<'_>, saving: ResourceArc<SavingResource>) -> Term<'_> {
     }
 }
 
-/// `persist_damage(store)`: `{unread, files}`, the events of an opened trace that reading its
+/// `disk_damage(store)`: `{unread, files}`, the events of an opened trace that reading its
 /// segments (as queries asked for them) could not read back, and their files; `nil` for a store
 /// that reads nothing from disk. Dirty: it waits for a block being read to finish.
 #[rustler::nif(schedule = "DirtyIo")]
-fn persist_damage<'a>(env: Env<'a>, store: Term<'a>) -> NifResult<Term<'a>> {
+fn disk_damage<'a>(env: Env<'a>, store: Term<'a>) -> NifResult<Term<'a>> {
     let store = store_of(store)?;
     Ok(match elixir_scope_core::paged::damage(store) {
         Some((unread, files)) => (unread, files).encode(env),
@@ -209,10 +209,10 @@ fn persist_damage<'a>(env: Env<'a>, store: Term<'a>) -> NifResult<Term<'a>> {
     })
 }
 
-/// `history_follow(dir)`: a store following the trace this VM's capture writes into `dir`,
-/// empty until `history_refresh` brings it up to what is on disk.
+/// `disk_follow(dir)`: a store following the trace this VM's capture writes into `dir`,
+/// empty until `disk_follow_refresh` brings it up to what is on disk.
 #[rustler::nif(schedule = "DirtyIo")]
-fn history_follow<'a>(env: Env<'a>, dir: String) -> Term<'a> {
+fn disk_follow<'a>(env: Env<'a>, dir: String) -> Term<'a> {
     match elixir_scope_core::paged::follow(Path::new(&dir)) {
         Some(store) => (atoms::ok(), resource::new_term(env, store)).encode(env),
         None => error::term(
@@ -224,10 +224,10 @@ fn history_follow<'a>(env: Env<'a>, dir: String) -> Term<'a> {
     }
 }
 
-/// `history_refresh(store)`: `{:ok, last_seq, bytes, room}`, the following store up to what
+/// `disk_follow_refresh(store)`: `{:ok, last_seq, bytes, room}`, the following store up to what
 /// is on disk, the memory it holds and the events it has room for.
 #[rustler::nif(schedule = "DirtyIo")]
-fn history_refresh<'a>(env: Env<'a>, store: Term<'a>) -> NifResult<Term<'a>> {
+fn disk_follow_refresh<'a>(env: Env<'a>, store: Term<'a>) -> NifResult<Term<'a>> {
     let store = store_of(store)?;
     Ok(match elixir_scope_core::paged::refresh(store) {
         Ok(r) => (atoms::ok(), r.last_seq, r.bytes, r.room).encode(env),
@@ -244,10 +244,10 @@ pub struct LoadingResource(Mutex<Option<Loading>>);
 #[rustler::resource_impl]
 impl rustler::Resource for LoadingResource {}
 
-/// `load_begin(path, since, until)`: `{:ok, loading, bytes}`. `since` and `until`
+/// `disk_load_begin(path, since, until)`: `{:ok, loading, bytes}`. `since` and `until`
 /// (monotonic nanoseconds of the capture, or `nil`) bound the events loaded.
 #[rustler::nif(schedule = "DirtyIo")]
-fn load_begin<'a>(
+fn disk_load_begin<'a>(
     env: Env<'a>,
     path: String,
     since: Term<'a>,
@@ -319,9 +319,9 @@ fn clock_of(store: &Store) -> Clock {
     }
 }
 
-/// `load_step(loading)`: loads the next segment. `{:more, bytes_read}` or `:done`.
+/// `disk_load_step(loading)`: loads the next segment. `{:more, bytes_read}` or `:done`.
 #[rustler::nif(schedule = "DirtyIo")]
-fn load_step<'a>(env: Env<'a>, loading: ResourceArc<LoadingResource>) -> Term<'a> {
+fn disk_load_step<'a>(env: Env<'a>, loading: ResourceArc<LoadingResource>) -> Term<'a> {
     let mut guard = loading.0.lock();
     let Some(l) = guard.as_mut() else {
         return error::term(env, &Error::AlreadyDone);
@@ -333,9 +333,12 @@ fn load_step<'a>(env: Env<'a>, loading: ResourceArc<LoadingResource>) -> Term<'a
     }
 }
 
-/// `load_finish(loading)`: `{:ok, store, report}`, the store read-only.
+/// `disk_load_finish(loading)`: `{:ok, store, report}`, the store read-only.
 #[rustler::nif(schedule = "DirtyIo")]
-fn load_finish<'a>(env: Env<'a>, loading: ResourceArc<LoadingResource>) -> NifResult<Term<'a>> {
+fn disk_load_finish<'a>(
+    env: Env<'a>,
+    loading: ResourceArc<LoadingResource>,
+) -> NifResult<Term<'a>> {
     let Some(l) = loading.0.lock().take() else {
         return Ok(error::term(env, &Error::AlreadyDone));
     };
@@ -377,10 +380,10 @@ fn load_finish<'a>(env: Env<'a>, loading: ResourceArc<LoadingResource>) -> NifRe
     Ok((atoms::ok(), resource::new_term(env, loaded.store), report).encode(env))
 }
 
-/// `foreign_nodes()`: `[{stand_in_atom, node_name}]`, the nodes of opened traces that this VM
+/// `disk_foreign_nodes()`: `[{stand_in_atom, node_name}]`, the nodes of opened traces that this VM
 /// has no atom for (or of another run), and the atoms standing in for them.
 #[rustler::nif]
-fn foreign_nodes(env: Env<'_>) -> Term<'_> {
+fn disk_foreign_nodes(env: Env<'_>) -> Term<'_> {
     let pairs: Vec<Term> = crate::foreign::foreign_nodes()
         .iter()
         .filter_map(|(i, name)| {
@@ -391,9 +394,9 @@ fn foreign_nodes(env: Env<'_>) -> Term<'_> {
     pairs.encode(env)
 }
 
-/// `trace_clock(path)`: `{monotonic, system}` of the capture's clock, `nil` when it has none.
+/// `disk_clock(path)`: `{monotonic, system}` of the capture's clock, `nil` when it has none.
 #[rustler::nif(schedule = "DirtyIo")]
-fn trace_clock(env: Env<'_>, path: String) -> Term<'_> {
+fn disk_clock(env: Env<'_>, path: String) -> Term<'_> {
     match persist::trace_clock(Path::new(&path)) {
         Ok(Some(c)) => (atoms::ok(), (c.monotonic, c.system)).encode(env),
         Ok(None) => (atoms::ok(), atoms::nil()).encode(env),
@@ -407,9 +410,9 @@ pub struct SummarizingResource(Mutex<Option<Summarizing>>);
 #[rustler::resource_impl]
 impl rustler::Resource for SummarizingResource {}
 
-/// `summary_begin(path, use_footers)`: `{:ok, summarizing, segments, bytes}`.
+/// `disk_summary_begin(path, use_footers)`: `{:ok, summarizing, segments, bytes}`.
 #[rustler::nif(schedule = "DirtyIo")]
-fn summary_begin(env: Env<'_>, path: String, footers: bool) -> Term<'_> {
+fn disk_summary_begin(env: Env<'_>, path: String, footers: bool) -> Term<'_> {
     match Summarizing::new(Path::new(&path), footers) {
         Ok(s) => {
             let (_, total) = s.progress();
@@ -420,9 +423,9 @@ fn summary_begin(env: Env<'_>, path: String, footers: bool) -> Term<'_> {
     }
 }
 
-/// `summary_step(summarizing)`: `{:more, bytes_read}` or `:done`.
+/// `disk_summary_step(summarizing)`: `{:more, bytes_read}` or `:done`.
 #[rustler::nif(schedule = "DirtyIo")]
-fn summary_step<'a>(env: Env<'a>, s: ResourceArc<SummarizingResource>) -> Term<'a> {
+fn disk_summary_step<'a>(env: Env<'a>, s: ResourceArc<SummarizingResource>) -> Term<'a> {
     let mut guard = s.0.lock();
     let Some(s) = guard.as_mut() else {
         return error::term(env, &Error::AlreadyDone);
@@ -434,9 +437,12 @@ fn summary_step<'a>(env: Env<'a>, s: ResourceArc<SummarizingResource>) -> Term<'
     }
 }
 
-/// `summary_finish(summarizing)`: `{:ok, map}`, see `ElixirScope.Persist.summary/2`.
+/// `disk_summary_finish(summarizing)`: `{:ok, map}`, see `ElixirScope.Persist.summary/2`.
 #[rustler::nif(schedule = "DirtyIo")]
-fn summary_finish<'a>(env: Env<'a>, s: ResourceArc<SummarizingResource>) -> NifResult<Term<'a>> {
+fn disk_summary_finish<'a>(
+    env: Env<'a>,
+    s: ResourceArc<SummarizingResource>,
+) -> NifResult<Term<'a>> {
     let Some(s) = s.0.lock().take() else {
         return Ok(error::term(env, &Error::AlreadyDone));
     };

@@ -203,9 +203,3 @@ fn query_events<'a>(env: Env<'a>, store: Term<'a>, filter: Term<'a>) -> NifResul
     });
     Ok(encode_events(env, store, &page.events))
 }
-
-/// The highest seq stored so far (cheap: one atomic load).
-#[rustler::nif]
-fn store_last_seq(store: Term) -> NifResult<u64> {
-    Ok(store_of(store)?.log().last_seq())
-}
