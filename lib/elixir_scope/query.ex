@@ -132,25 +132,37 @@ defmodule ElixirScope.Query do
   def filter_keys, do: Keyword.keys(@filter_defaults)
 
   @doc false
-  # Validates `filters` (as for events/1) into the store and the filter tuple the NIFs decode.
-  @spec native_filter(filters()) :: {Store.t(), tuple()}
+  # Validates `filters` (as for events/1) into the store and the filter map the NIFs decode
+  # (`ElixirScope.Native`'s `FilterMap`: every key present, by name).
+  @spec native_filter(filters()) :: {Store.t(), map()}
   def native_filter(filters) do
     opts = ElixirScope.Options.validate!(filters, @filter_defaults)
     store = store!(opts[:store])
+    {store, filter_map(store, opts, 0)}
+  end
 
-    pids = pids!(store, opts[:pid], :pid)
-    peers = pids!(store, opts[:peer], :peer)
-    involving = pids!(store, opts[:involving], :involving)
-    kinds = kinds!(opts[:kind])
+  # The one builder of a native filter: `opts` are validated options of events/1 (or of a
+  # filter inside `any:`/`not:`, at `depth`, which has no paging).
+  defp filter_map(store, opts, depth) do
     {mod, fun, arity} = mfa!(opts[:mfa] || opts[:module])
 
-    filter =
-      {pids, peers, involving, kinds, mod, fun, arity, time!(store, opts[:since], :since),
-       time!(store, opts[:until], :until), seq!(opts[:after_seq], :after_seq),
-       opt_seq!(opts[:before_seq]), order!(opts[:order]) == :desc, limit!(opts[:limit]),
-       sub_filters!(store, opts[:any], :any, 1), sub_filters!(store, opts[:not], :not, 1)}
-
-    {store, filter}
+    %{
+      pids: pids!(store, opts[:pid], :pid),
+      peers: pids!(store, opts[:peer], :peer),
+      involving: pids!(store, opts[:involving], :involving),
+      kinds: kinds!(opts[:kind]),
+      module: mod,
+      function: fun,
+      arity: arity,
+      since: time!(store, opts[:since], :since),
+      until: time!(store, opts[:until], :until),
+      after_seq: seq!(Keyword.get(opts, :after_seq, 0), :after_seq),
+      before_seq: opt_seq!(opts[:before_seq]),
+      descending: order!(Keyword.get(opts, :order, :asc)) == :desc,
+      limit: limit!(Keyword.get(opts, :limit, :infinity)),
+      any: sub_filters!(store, opts[:any], :any, depth + 1),
+      none: sub_filters!(store, opts[:not], :not, depth + 1)
+    }
   end
 
   # `any:` takes a list of filters; `not:` a filter or a list of filters.
@@ -163,24 +175,16 @@ defmodule ElixirScope.Query do
     subs = if key == :not and Keyword.keyword?(subs), do: [subs], else: subs
 
     Enum.map(subs, fn
-      sub when is_list(sub) -> sub_filter!(store, sub, depth)
-      other -> bad!(key, other, "a list of filters (keyword lists)")
+      sub when is_list(sub) ->
+        filter_map(store, ElixirScope.Options.validate!(sub, @sub_filter_defaults), depth)
+
+      other ->
+        bad!(key, other, "a list of filters (keyword lists)")
     end)
   end
 
   defp sub_filters!(_store, other, key, _depth),
     do: bad!(key, other, "a list of filters (keyword lists)")
-
-  defp sub_filter!(store, sub, depth) do
-    opts = ElixirScope.Options.validate!(sub, @sub_filter_defaults)
-    {mod, fun, arity} = mfa!(opts[:mfa] || opts[:module])
-
-    {pids!(store, opts[:pid], :pid), pids!(store, opts[:peer], :peer),
-     pids!(store, opts[:involving], :involving), kinds!(opts[:kind]), mod, fun, arity,
-     time!(store, opts[:since], :since), time!(store, opts[:until], :until), 0, nil, false, nil,
-     sub_filters!(store, opts[:any], :any, depth + 1),
-     sub_filters!(store, opts[:not], :not, depth + 1)}
-  end
 
   @doc """
   Events whose contents match an Elixir pattern, with the values it binds. The pattern (and its

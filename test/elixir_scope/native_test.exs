@@ -65,18 +65,26 @@ defmodule ElixirScope.NativeTest do
     assert_raise ArgumentError, fn -> Native.query_events(ref, {}) end
     assert_raise ArgumentError, fn -> Native.query_events(make_ref(), {}) end
 
-    bad_kind = {[], [], [], [:nope], nil, nil, nil, nil, nil, 0, nil, false, nil, [], []}
-    assert_raise ArgumentError, fn -> Native.query_events(ref, bad_kind) end
-    ok = {[], [], [], [], nil, nil, nil, nil, nil, 0, nil, false, nil, [], []}
+    {_, ok} = ElixirScope.Query.native_filter(store: new_store())
     assert Native.query_events(ref, ok) == []
-    # The 13-element form of an older version, and sub-filters that are not filters.
-    assert_raise ArgumentError, fn -> Native.query_events(ref, Tuple.delete_at(ok, 14)) end
-    bad_sub = put_elem(ok, 13, [:nope])
-    assert_raise ArgumentError, fn -> Native.query_events(ref, bad_sub) end
+    # Decoded by name: a missing key, a wrong value or the positional tuple of older versions.
+    assert_raise ArgumentError, fn -> Native.query_events(ref, %{ok | kinds: [:nope]}) end
+    assert_raise ArgumentError, fn -> Native.query_events(ref, Map.delete(ok, :none)) end
+    assert_raise ArgumentError, fn -> Native.query_events(ref, %{ok | after_seq: -1}) end
+
+    assert_raise ArgumentError, fn ->
+      Native.query_events(
+        ref,
+        {[], [], [], [], nil, nil, nil, nil, nil, 0, nil, false, nil, [], []}
+      )
+    end
+
+    # Sub-filters that are not filters.
+    assert_raise ArgumentError, fn -> Native.query_events(ref, %{ok | any: [:nope]}) end
     # Nesting deeper than the NIF decodes is refused, not recursed into.
-    deep = Enum.reduce(1..20, ok, fn _, acc -> put_elem(ok, 13, [acc]) end)
+    deep = Enum.reduce(1..20, ok, fn _, acc -> %{ok | any: [acc]} end)
     assert_raise ArgumentError, fn -> Native.query_events(ref, deep) end
-    assert Native.query_events(ref, put_elem(ok, 13, [ok])) == []
+    assert Native.query_events(ref, %{ok | any: [ok]}) == []
   end
 
   test "a closed store still answers queries and stats" do

@@ -178,7 +178,7 @@ defmodule ElixirScope.Query.DSL do
   @doc false
   # The store and native filter for `filters` and a pattern on `key` (whose kinds are the
   # default `kind:`).
-  @spec native_args(keyword(), atom() | nil) :: {ElixirScope.Store.t(), tuple()}
+  @spec native_args(keyword(), atom() | nil) :: {ElixirScope.Store.t(), map()}
   def native_args(filters, key), do: filters |> kinds_for(key) |> Query.native_filter()
 
   defp kinds_for(filters, key) do

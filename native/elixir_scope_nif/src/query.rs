@@ -27,8 +27,27 @@ fn opt_atom(t: Term) -> NifResult<Option<u64>> {
 const MAX_FILTER_DEPTH: usize = 8;
 
 /// Decodes the filter tuple built by `ElixirScope.Query.native_filter/1`:
-/// `{pids, peers, involving, kinds, module, function, arity, since, until, after_seq, before_seq,
-/// desc, limit, any, none}`, `any` and `none` being lists of such tuples.
+/// A filter as `ElixirScope.Query.native_filter/1` builds it: a map with these keys (atoms), each
+/// always present; `any` and `none` are lists of such maps.
+#[derive(rustler::NifMap)]
+struct FilterMap<'a> {
+    pids: Term<'a>,
+    peers: Term<'a>,
+    involving: Term<'a>,
+    kinds: Vec<Term<'a>>,
+    module: Term<'a>,
+    function: Term<'a>,
+    arity: Term<'a>,
+    since: Term<'a>,
+    until: Term<'a>,
+    after_seq: u64,
+    before_seq: Term<'a>,
+    descending: bool,
+    limit: Term<'a>,
+    any: Vec<Term<'a>>,
+    none: Vec<Term<'a>>,
+}
+
 pub(crate) fn decode_filter(store: &Store, t: Term) -> NifResult<Filter> {
     let mut filter = decode_filter_at(store, t, 0)?;
     if names_processes(&filter) {
@@ -46,22 +65,21 @@ fn names_processes(f: &Filter) -> bool {
 }
 
 fn decode_filter_at(store: &Store, t: Term, depth: usize) -> NifResult<Filter> {
-    let f = rustler::types::tuple::get_tuple(t)?;
-    if f.len() != 15 || depth > MAX_FILTER_DEPTH {
+    if depth > MAX_FILTER_DEPTH {
         return Err(rustler::Error::BadArg);
     }
-    let subs = |list: Term| -> NifResult<Vec<Filter>> {
-        list.decode::<Vec<Term>>()?
-            .into_iter()
+    // Any shape error is a bad argument (the derive would raise its own message).
+    let f: FilterMap = t.decode().map_err(|_| rustler::Error::BadArg)?;
+    let subs = |list: Vec<Term>| -> NifResult<Vec<Filter>> {
+        list.into_iter()
             .map(|s| decode_filter_at(store, s, depth + 1))
             .collect()
     };
-    let kinds: Vec<Term> = f[3].decode()?;
-    let kinds = if kinds.is_empty() {
+    let kinds = if f.kinds.is_empty() {
         KindMask::ALL
     } else {
-        let mut ks = Vec::with_capacity(kinds.len());
-        for k in kinds {
+        let mut ks = Vec::with_capacity(f.kinds.len());
+        for k in f.kinds {
             let name = rustler::Atom::from_term(k)?
                 .to_term(k.get_env())
                 .atom_to_string()?;
@@ -69,25 +87,25 @@ fn decode_filter_at(store: &Store, t: Term, depth: usize) -> NifResult<Filter> {
         }
         KindMask::of(&ks)
     };
-    let limit: Option<u64> = opt(f[12])?;
+    let limit: Option<u64> = opt(f.limit)?;
     Ok(Filter {
-        pids: pid_keys(store, f[0])?,
-        peers: pid_keys(store, f[1])?,
-        involving: pid_keys(store, f[2])?,
+        pids: pid_keys(store, f.pids)?,
+        peers: pid_keys(store, f.peers)?,
+        involving: pid_keys(store, f.involving)?,
         peer_seqs: Vec::new(),
         involving_seqs: Vec::new(),
         kinds,
-        module: opt_atom(f[4])?,
-        function: opt_atom(f[5])?,
-        arity: opt(f[6])?,
-        since: opt(f[7])?,
-        until: opt(f[8])?,
-        after_seq: f[9].decode()?,
-        before_seq: opt(f[10])?,
-        descending: f[11].decode()?,
+        module: opt_atom(f.module)?,
+        function: opt_atom(f.function)?,
+        arity: opt(f.arity)?,
+        since: opt(f.since)?,
+        until: opt(f.until)?,
+        after_seq: f.after_seq,
+        before_seq: opt(f.before_seq)?,
+        descending: f.descending,
         limit: limit.map_or(usize::MAX, |l| l.min(usize::MAX as u64) as usize),
-        any: subs(f[13])?,
-        none: subs(f[14])?,
+        any: subs(f.any)?,
+        none: subs(f.none)?,
     })
 }
 
