@@ -112,14 +112,16 @@ defmodule ElixirScopeTest do
 
     test "invalid options raise ArgumentError naming the option and the allowed values" do
       for {opts, text} <- [
-            {[max_events: 0], ":max_events 0, expected a positive integer"},
+            {[max_events: 0], ":max_events 0, expected an integer from 1 to 1000000000"},
             {[max_events: 2_000_000_000],
-             ":max_events 2000000000, expected a positive integer up to"},
+             ":max_events 2000000000, expected an integer from 1 to 1000000000"},
+            {[max_bytes: 1.5], ":max_bytes 1.5, expected an integer from 1 to 1099511627776"},
             {[max_events: :lots], ":max_events :lots"},
             {[tracing_level: :verbose], ":tracing_level :verbose, expected one of: :full"},
             {[sample_rate: 1.5], ":sample_rate 1.5, expected a number from 0.0 to 1.0"},
             {[sample_by: :pid], ":sample_by :pid, expected :process or :event"},
-            {[max_payload_bytes: 10], ":max_payload_bytes 10, expected an integer from 64"},
+            {[max_payload_bytes: 10],
+             ":max_payload_bytes 10, expected an integer from 64 to 1048576"},
             {[colour: :red], "unknown option :colour (allowed options:"},
             {[max_event: 10], "unknown option :max_event, did you mean :max_events? (allowed"},
             {[:oops], "expected a keyword list"}

@@ -4,30 +4,53 @@ defmodule ElixirScope.Options do
   # allowed, so a typo in IEx explains itself.
 
   @levels [:full, :messages_only, :states_only, :minimal, :off]
-  @store_defaults [
-    max_events: 1_000_000,
-    max_bytes: 256 * 1024 * 1024,
-    max_payload_bytes: 4096,
-    tracing_level: :full,
-    sample_rate: 1.0,
-    sample_by: :process
-  ]
 
   def levels, do: @levels
-  def store_defaults, do: @store_defaults
 
   @doc false
-  def store!(opts) do
-    opts = validate!(opts, @store_defaults)
+  # A store's settings when not given, as the core defines them.
+  def store_defaults do
+    {defaults, _ranges} = ElixirScope.Native.store_limits()
+    defaults
+  end
 
-    %{
-      max_events: pos_integer!(opts, :max_events, 1_000_000_000),
-      max_bytes: pos_integer!(opts, :max_bytes, 1_099_511_627_776),
-      max_payload_bytes: range!(opts, :max_payload_bytes, 64, 1_048_576),
+  @doc false
+  # Validates a store's settings: the keys and types here (for messages naming the option), the
+  # ranges in the core (ElixirScope.Native.store_check/6, the check store_new/6 makes), defined
+  # there once.
+  def store!(opts) do
+    {defaults, ranges} = ElixirScope.Native.store_limits()
+    opts = validate!(opts, defaults)
+
+    for key <- Map.keys(ranges), not is_integer(opts[key]) do
+      {min, max} = ranges[key]
+      ElixirScope.Args.bad!(key, opts[key], "an integer from #{min} to #{max}")
+    end
+
+    o = %{
+      max_events: opts[:max_events],
+      max_bytes: opts[:max_bytes],
+      max_payload_bytes: opts[:max_payload_bytes],
       tracing_level: level!(opts[:tracing_level]),
       sample_rate: sample_rate!(opts[:sample_rate]),
       sample_by: sample_by!(opts[:sample_by])
     }
+
+    case ElixirScope.Native.store_check(
+           o.max_events,
+           o.max_bytes,
+           o.max_payload_bytes,
+           o.tracing_level,
+           o.sample_rate / 1,
+           o.sample_by
+         ) do
+      :ok ->
+        o
+
+      {:error, {:invalid_option, name, allowed}} ->
+        key = Enum.find(Map.keys(o), &(Atom.to_string(&1) == name))
+        ElixirScope.Args.bad!(key, opts[key], allowed)
+    end
   end
 
   @doc false
@@ -93,27 +116,5 @@ defmodule ElixirScope.Options do
 
   def sample_by!(other) do
     raise ArgumentError, "invalid :sample_by #{inspect(other)}, expected :process or :event"
-  end
-
-  defp pos_integer!(opts, key, max) do
-    case opts[key] do
-      n when is_integer(n) and n > 0 and n <= max ->
-        n
-
-      other ->
-        raise ArgumentError,
-              "invalid #{inspect(key)} #{inspect(other)}, expected a positive integer up to #{max}"
-    end
-  end
-
-  defp range!(opts, key, min, max) do
-    case opts[key] do
-      n when is_integer(n) and n >= min and n <= max ->
-        n
-
-      other ->
-        raise ArgumentError,
-              "invalid #{inspect(key)} #{inspect(other)}, expected an integer from #{min} to #{max}"
-    end
   end
 end

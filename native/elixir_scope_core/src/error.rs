@@ -18,7 +18,7 @@ pub enum Error {
         /// The option's name.
         name: &'static str,
         /// What is allowed.
-        reason: &'static str,
+        reason: String,
     },
     /// A file or directory that is not there.
     #[error("{path}: no such file or directory")]

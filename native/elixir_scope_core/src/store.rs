@@ -70,34 +70,46 @@ pub const MIN_PAYLOAD_CAP: usize = 64;
 /// Largest allowed payload cap (one payload chunk).
 pub const MAX_PAYLOAD_CAP: usize = 1 << 20;
 
+/// The integer settings of a [`Config`] and their allowed ranges, `(name, min, max)`: the one
+/// definition the Elixir side reads (through the NIF) and [`Config::validate`] checks.
+pub const LIMITS: [(&str, u64, u64); 3] = [
+    ("max_events", 1, MAX_EVENTS),
+    ("max_bytes", 1, MAX_BYTES),
+    (
+        "max_payload_bytes",
+        MIN_PAYLOAD_CAP as u64,
+        MAX_PAYLOAD_CAP as u64,
+    ),
+];
+
 impl Config {
     /// Checks every setting.
     ///
     /// # Errors
     /// [`Error::InvalidOption`] naming the first setting out of range.
     pub fn validate(&self) -> Result<(), Error> {
-        if !(1..=MAX_EVENTS).contains(&self.max_events) {
-            return Err(Error::InvalidOption {
-                name: "max_events",
-                reason: "must be an integer from 1 to 1000000000",
-            });
-        }
-        if !(1..=MAX_BYTES).contains(&self.max_bytes) {
-            return Err(Error::InvalidOption {
-                name: "max_bytes",
-                reason: "must be an integer from 1 to 1099511627776",
-            });
-        }
-        if !(MIN_PAYLOAD_CAP..=MAX_PAYLOAD_CAP).contains(&self.max_payload_bytes) {
-            return Err(Error::InvalidOption {
-                name: "max_payload_bytes",
-                reason: "must be between 64 and 1048576",
-            });
-        }
+        let range = |name: &'static str, v: u64| -> Result<(), Error> {
+            let (_, min, max) = LIMITS
+                .iter()
+                .find(|(n, _, _)| *n == name)
+                .copied()
+                .unwrap_or((name, 0, u64::MAX));
+            if (min..=max).contains(&v) {
+                Ok(())
+            } else {
+                Err(Error::InvalidOption {
+                    name,
+                    reason: format!("an integer from {min} to {max}"),
+                })
+            }
+        };
+        range("max_events", self.max_events)?;
+        range("max_bytes", self.max_bytes)?;
+        range("max_payload_bytes", self.max_payload_bytes as u64)?;
         if !(0.0..=1.0).contains(&self.sample_rate) {
             return Err(Error::InvalidOption {
                 name: "sample_rate",
-                reason: "must be a float between 0.0 and 1.0",
+                reason: "a number from 0.0 to 1.0".to_string(),
             });
         }
         Ok(())

@@ -10,7 +10,7 @@ use std::path::Path;
 pub fn reason<'a>(env: Env<'a>, e: &Error) -> Term<'a> {
     match e {
         Error::InvalidOption { name, reason } => {
-            (atoms::invalid_option(), *name, *reason).encode(env)
+            (atoms::invalid_option(), *name, reason.as_str()).encode(env)
         }
         Error::NotFound { path } => (atoms::enoent(), path).encode(env),
         Error::NotARegularFile { path } => (atoms::not_a_regular_file(), path).encode(env),

@@ -29,7 +29,27 @@ fn sample_by_of(term: Term) -> NifResult<SampleBy> {
     }
 }
 
-/// `store_new(max_events, max_bytes, max_payload_bytes, level, sample_rate, sample_by)`.
+/// A store's settings from `store_new`'s arguments (their types: badarg otherwise).
+fn config_of(
+    max_events: u64,
+    max_bytes: u64,
+    max_payload_bytes: usize,
+    level: Term,
+    sample_rate: f64,
+    sample_by: Term,
+) -> NifResult<Config> {
+    Ok(Config {
+        max_events,
+        max_bytes,
+        max_payload_bytes,
+        level: level_of(level)?,
+        sample_rate,
+        sample_by: sample_by_of(sample_by)?,
+    })
+}
+
+/// `store_new(max_events, max_bytes, max_payload_bytes, level, sample_rate, sample_by)`:
+/// `{:ok, store}`, or `{:error, {:invalid_option, name, allowed}}`.
 #[rustler::nif]
 fn store_new<'a>(
     env: Env<'a>,
@@ -40,14 +60,14 @@ fn store_new<'a>(
     sample_rate: f64,
     sample_by: Term<'a>,
 ) -> NifResult<Term<'a>> {
-    let config = Config {
+    let config = config_of(
         max_events,
         max_bytes,
         max_payload_bytes,
-        level: level_of(level)?,
+        level,
         sample_rate,
-        sample_by: sample_by_of(sample_by)?,
-    };
+        sample_by,
+    )?;
     Ok(match Store::new(config) {
         Ok(store) => {
             crate::etf::invalidate_caches();
@@ -55,6 +75,63 @@ fn store_new<'a>(
         }
         Err(e) => crate::error::term(env, &e),
     })
+}
+
+/// `store_check(...)`, with `store_new`'s arguments: `:ok` when they make a store, else
+/// `store_new`'s error, without making one.
+#[rustler::nif]
+fn store_check<'a>(
+    env: Env<'a>,
+    max_events: u64,
+    max_bytes: u64,
+    max_payload_bytes: usize,
+    level: Term<'a>,
+    sample_rate: f64,
+    sample_by: Term<'a>,
+) -> NifResult<Term<'a>> {
+    let config = config_of(
+        max_events,
+        max_bytes,
+        max_payload_bytes,
+        level,
+        sample_rate,
+        sample_by,
+    )?;
+    Ok(match config.validate() {
+        Ok(()) => atoms::ok().encode(env),
+        Err(e) => crate::error::term(env, &e),
+    })
+}
+
+/// `store_limits()`: `{defaults, ranges}`, the settings a store gets when not given (a keyword
+/// list) and the allowed range of each integer one (`%{name => {min, max}}`): defined once, in
+/// the core.
+#[rustler::nif]
+fn store_limits(env: Env<'_>) -> NifResult<Term<'_>> {
+    let d = Config::default();
+    let by = match d.sample_by {
+        SampleBy::Process => atoms::process(),
+        SampleBy::Event => atoms::event(),
+    };
+    let defaults: Vec<(Atom, Term)> = vec![
+        (Atom::from_str(env, "max_events")?, d.max_events.encode(env)),
+        (atoms::max_bytes(), d.max_bytes.encode(env)),
+        (atoms::max_payload_bytes(), d.max_payload_bytes.encode(env)),
+        (
+            atoms::tracing_level(),
+            Atom::from_str(env, d.level.name())?.encode(env),
+        ),
+        (atoms::sample_rate(), d.sample_rate.encode(env)),
+        (atoms::sample_by(), by.encode(env)),
+    ];
+    let mut ranges = Vec::new();
+    for (name, min, max) in elixir_scope_core::store::LIMITS {
+        ranges.push((
+            Atom::from_str(env, name)?.encode(env),
+            (min, max).encode(env),
+        ));
+    }
+    Ok((defaults, Term::map_from_pairs(env, &ranges)?).encode(env))
 }
 
 /// `store_handle(store)`: a handle to the same store on the caller's heap (see
