@@ -80,6 +80,9 @@ defmodule ElixirScope.Native do
   # Variable tracking
   def track_record(_store, _call, _mfa, _payload), do: err()
 
+  # Tracing
+  def trace_state_callbacks(_kind, _functions), do: err()
+
   # erl_tracer callbacks
   def enabled(_tag, _state, _tracee), do: err()
   def trace(_tag, _state, _tracee, _term, _opts), do: err()

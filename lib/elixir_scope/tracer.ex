@@ -265,15 +265,6 @@ defmodule ElixirScope.Tracer do
     end
   end
 
-  @callbacks [
-    init: 1,
-    handle_call: 3,
-    handle_cast: 2,
-    handle_info: 2,
-    handle_continue: 2,
-    code_change: 3
-  ]
-
   @doc """
   The module whose callbacks hold `pid`'s state: the callback module of a GenServer or a
   `:gen_statem`, `:supervisor` for supervisors, `DynamicSupervisor` for dynamic ones,
@@ -366,15 +357,10 @@ defmodule ElixirScope.Tracer do
   defp callback_ms(DynamicSupervisor, :init), do: @dynsup_ms
   defp callback_ms(_mod, _f), do: @ms
 
-  defp state_callbacks(mod, :gen_server),
-    do: Enum.filter(@callbacks, fn {f, a} -> function_exported?(mod, f, a) end)
-
-  # A state machine's state functions are its exported functions of arity 3 (terminate/3 aside).
-  defp state_callbacks(mod, :gen_statem) do
-    for {f, a} <- mod.module_info(:exports),
-        {f, a} in [init: 1, handle_event: 4, code_change: 4] or (a == 3 and f != :terminate),
-        do: {f, a}
-  end
+  # The exported functions whose results carry the state, by the core's rules of each behaviour
+  # (a state machine's state functions, say, are its functions of arity 3 but terminate/3).
+  defp state_callbacks(mod, kind),
+    do: Native.trace_state_callbacks(kind, mod.module_info(:exports))
 
   # :supervisor's own callbacks are fine to trace (they run in supervisor processes only).
   defp allowed_state_module(:supervisor), do: :ok

@@ -6,6 +6,7 @@
 //! queries ([`query::run`]) read what is published, without ever slowing writers.
 
 pub mod aggregate;
+pub mod behaviours;
 pub mod chunks;
 pub mod error;
 pub mod etf;

@@ -7,6 +7,7 @@ use crate::atoms;
 use crate::etf;
 use crate::resource;
 use crate::terms::{atom_key, local_pid_key, raw, tuple3};
+use elixir_scope_core::behaviours::{self, Statem, TermView, Word};
 use elixir_scope_core::event::{flags, Header, Kind};
 use elixir_scope_core::log::Appended;
 use elixir_scope_core::store::{StateKind, Store};
@@ -206,12 +207,12 @@ fn trace<'a>(
         // take `throw(result)` as the result).
         let result = match kind {
             Kind::Return => result,
-            _ => result.and_then(thrown),
+            _ => result.and_then(|r| behaviours::thrown(Live(r)).map(|t| t.0)),
         };
         match (state_kind, result) {
             (StateKind::GenServer, Some(v)) => {
-                if let Some(st) = callback_state(h.function, h.arity, v) {
-                    record(store, &sh, Payload::Term(st));
+                if let Some(st) = behaviours::gen_server_state(function_is(&h), h.arity, Live(v)) {
+                    record(store, &sh, Payload::Term(st.0));
                 }
             }
             (StateKind::GenStatem, Some(v)) => record_statem(env, store, &sh, v),
@@ -266,65 +267,88 @@ fn notify_state_server<'a>(env: Env<'a>, store: &Store, tracee: Term<'a>, call: 
     let _ = env.send(&pid, (atoms::elixir_scope_state_server(), tracee, module));
 }
 
-/// The value of `{:throw, value}` (an `exception_from`'s class and reason).
-fn thrown(class_reason: Term) -> Option<Term> {
-    let els = rustler::types::tuple::get_tuple(class_reason).ok()?;
-    (els.len() == 2 && els[0].as_c_arg() == atoms::throw().as_c_arg()).then(|| els[1])
+/// A live term as the core's behaviour rules read it: atoms compared by their word with the
+/// atoms made at load, tuples read in place.
+#[derive(Clone, Copy)]
+struct Live<'a>(Term<'a>);
+
+impl<'a> TermView for Live<'a> {
+    #[inline]
+    fn is(self, w: Word) -> bool {
+        raw(self.0.as_c_arg()) == word(w)
+    }
+
+    fn tuple(self) -> Option<Vec<Self>> {
+        let els = rustler::types::tuple::get_tuple(self.0).ok()?;
+        Some(els.into_iter().map(Live).collect())
+    }
 }
 
-/// What a `gen_statem` callback result says about the state.
-enum Statem<'a> {
-    /// `{:next_state, Name, Data, ...}`, init's `{:ok, Name, Data, ...}`, code_change's
-    /// `{:ok, Name, Data}`.
-    New(Term<'a>, Term<'a>),
-    /// Same state name, new data: `{:keep_state, Data, ...}`, `{:repeat_state, Data, ...}`,
-    /// `{:stop, _, Data}`, `{:stop_and_reply, _, _, Data}`.
-    Keep(Term<'a>),
-    /// `:keep_state_and_data`, `:repeat_state_and_data` (with or without actions).
-    Same,
+/// The word of a behaviour atom, from the atoms made at load.
+#[inline]
+fn word(w: Word) -> u64 {
+    let a = match w {
+        Word::Ok => atoms::ok(),
+        Word::Noreply => atoms::noreply(),
+        Word::Reply => atoms::reply(),
+        Word::Stop => atoms::stop(),
+        Word::NextState => atoms::next_state(),
+        Word::KeepState => atoms::keep_state(),
+        Word::RepeatState => atoms::repeat_state(),
+        Word::KeepStateAndData => atoms::keep_state_and_data(),
+        Word::RepeatStateAndData => atoms::repeat_state_and_data(),
+        Word::StopAndReply => atoms::stop_and_reply(),
+        Word::Throw => atoms::throw(),
+        Word::Init => atoms::init(),
+        Word::HandleCall => atoms::handle_call(),
+        Word::HandleCast => atoms::handle_cast(),
+        Word::HandleInfo => atoms::handle_info(),
+        Word::HandleContinue => atoms::handle_continue(),
+        Word::HandleEvent => atoms::handle_event(),
+        Word::CodeChange => atoms::code_change(),
+        Word::Terminate => atoms::terminate(),
+    };
+    raw(a.as_c_arg())
 }
 
-fn statem_result<'a>(h: &Header, value: Term<'a>) -> Option<Statem<'a>> {
-    let f = |a: Atom| raw(a.as_c_arg()) == h.function;
-    // init/1, code_change/4, handle_event/4 and state functions (arity 3; not terminate/3).
-    let callback = (f(atoms::init()) && h.arity == 1)
-        || (f(atoms::code_change()) && h.arity == 4)
-        || (f(atoms::handle_event()) && h.arity == 4)
-        || (h.arity == 3 && !f(atoms::terminate()));
-    if !callback {
-        return None;
-    }
-    let is = |t: Term, a: Atom| t.as_c_arg() == a.as_c_arg();
-    if is(value, atoms::keep_state_and_data()) || is(value, atoms::repeat_state_and_data()) {
-        return Some(Statem::Same);
-    }
-    let els = rustler::types::tuple::get_tuple(value).ok()?;
-    let tag = *els.first()?;
-    let n = els.len();
-    if (is(tag, atoms::next_state()) && (3..=4).contains(&n))
-        || (is(tag, atoms::ok()) && (3..=4).contains(&n))
-    {
-        Some(Statem::New(els[1], els[2]))
-    } else if (is(tag, atoms::keep_state()) || is(tag, atoms::repeat_state()))
-        && (2..=3).contains(&n)
-    {
-        Some(Statem::Keep(els[1]))
-    } else if is(tag, atoms::keep_state_and_data()) || is(tag, atoms::repeat_state_and_data()) {
-        Some(Statem::Same)
-    } else if (is(tag, atoms::stop()) && n == 3) || (is(tag, atoms::stop_and_reply()) && n == 4) {
-        Some(Statem::Keep(els[n - 1]))
+/// `trace_state_callbacks(kind, functions)`: those of a module's `[{name, arity}]` whose results
+/// carry the process's state, for a `:gen_server` or `:gen_statem` callback module (the core's
+/// rules, `behaviours::is_state_callback`): the functions to return-trace.
+#[rustler::nif]
+fn trace_state_callbacks<'a>(
+    env: Env<'a>,
+    kind: Term<'a>,
+    functions: Vec<(Term<'a>, u8)>,
+) -> rustler::NifResult<Term<'a>> {
+    let statem = if kind == atoms::gen_statem().to_term(env) {
+        true
+    } else if kind == atoms::gen_server().to_term(env) {
+        false
     } else {
-        None
-    }
+        return Err(rustler::Error::BadArg);
+    };
+    let kept: Vec<(Term, u8)> = functions
+        .into_iter()
+        .filter(|&(f, arity)| {
+            let name = raw(f.as_c_arg());
+            f.is_atom() && behaviours::is_state_callback(statem, |w| name == word(w), arity)
+        })
+        .collect();
+    Ok(rustler::Encoder::encode(&kept, env))
+}
+
+/// Whether a header's function is the atom `w`.
+fn function_is(h: &Header) -> impl Fn(Word) -> bool + '_ {
+    move |w| h.function == word(w)
 }
 
 /// Records a `gen_statem`'s state, `{Name, Data}`, after a callback. When the result keeps the
 /// state name, the name is taken from the process's previous state event (if the store still
 /// knows it; otherwise nothing is recorded for this callback).
 fn record_statem<'a>(env: Env<'a>, store: &Store, h: &Header, value: Term<'a>) {
-    match statem_result(h, value) {
+    match behaviours::statem_result(function_is(h), h.arity, Live(value)) {
         Some(Statem::New(name, data)) => {
-            record(store, h, Payload::Pair(name, data));
+            record(store, h, Payload::Pair(name.0, data.0));
         }
         Some(Statem::Keep(data)) => {
             // The name comes from the previous state event; with event sampling that event may
@@ -340,7 +364,7 @@ fn record_statem<'a>(env: Env<'a>, store: &Store, h: &Header, value: Term<'a>) {
             else {
                 return;
             };
-            record(store, h, Payload::Pair(name, data));
+            record(store, h, Payload::Pair(name, data.0));
         }
         Some(Statem::Same) => {
             store.append_same_state(h);
@@ -360,31 +384,6 @@ fn statem_name<'a>(env: Env<'a>, payload: &[u8]) -> Option<Term<'a>> {
     let mut name = vec![etf::VERSION];
     name.extend_from_slice(body.get(first..etf::skip(body, first)?)?);
     crate::terms::binary_to_term(env, &name)
-}
-
-/// The new state in a GenServer-style callback's result: `{:ok, S}` / `{:ok, S, _}` (init,
-/// code_change), `{:reply, _, S}` / `{:reply, _, S, _}`, `{:noreply, S}` / `{:noreply, S, _}`,
-/// `{:stop, _, S}` / `{:stop, _, _, S}`. `None` for other functions and results.
-fn callback_state<'a>(function: u64, arity: u8, value: Term<'a>) -> Option<Term<'a>> {
-    let f = |a: Atom, n: u8| raw(a.as_c_arg()) == function && arity == n;
-    if !(f(atoms::init(), 1)
-        || f(atoms::handle_call(), 3)
-        || f(atoms::handle_cast(), 2)
-        || f(atoms::handle_info(), 2)
-        || f(atoms::handle_continue(), 2)
-        || f(atoms::code_change(), 3))
-    {
-        return None;
-    }
-    let els = rustler::types::tuple::get_tuple(value).ok()?;
-    let tag = raw(els.first()?.as_c_arg());
-    let is = |a: Atom| raw(a.as_c_arg()) == tag;
-    match els.len() {
-        2 | 3 if is(atoms::ok()) || is(atoms::noreply()) => els.get(1).copied(),
-        3 | 4 if is(atoms::reply()) => els.get(2).copied(),
-        3 | 4 if is(atoms::stop()) => els.last().copied(),
-        _ => None,
-    }
 }
 
 /// Encodes `payload` into this scheduler's buffers and appends the event; `state` events go
