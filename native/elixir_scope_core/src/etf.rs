@@ -7,6 +7,54 @@
 /// The version byte that starts a complete encoding.
 pub const VERSION: u8 = 131;
 
+/// The External Term Format's tags (the first byte of each term), named once for both crates.
+pub mod tag {
+    pub const NEW_FLOAT: u8 = 70;
+    pub const BIT_BINARY: u8 = 77;
+    pub const NEW_PID: u8 = 88;
+    pub const NEW_PORT: u8 = 89;
+    pub const NEWER_REFERENCE: u8 = 90;
+    pub const SMALL_INTEGER: u8 = 97;
+    pub const INTEGER: u8 = 98;
+    pub const FLOAT: u8 = 99;
+    pub const ATOM: u8 = 100;
+    pub const REFERENCE: u8 = 101;
+    pub const PORT: u8 = 102;
+    pub const PID: u8 = 103;
+    pub const SMALL_TUPLE: u8 = 104;
+    pub const LARGE_TUPLE: u8 = 105;
+    pub const NIL: u8 = 106;
+    pub const STRING: u8 = 107;
+    pub const LIST: u8 = 108;
+    pub const BINARY: u8 = 109;
+    pub const SMALL_BIG: u8 = 110;
+    pub const LARGE_BIG: u8 = 111;
+    pub const NEW_FUN: u8 = 112;
+    pub const EXPORT: u8 = 113;
+    pub const NEW_REFERENCE: u8 = 114;
+    pub const SMALL_ATOM: u8 = 115;
+    pub const MAP: u8 = 116;
+    pub const ATOM_UTF8: u8 = 118;
+    pub const SMALL_ATOM_UTF8: u8 = 119;
+    pub const V4_PORT: u8 = 120;
+}
+
+/// Whether `t` is a tag of an atom.
+pub const fn is_atom_tag(t: u8) -> bool {
+    matches!(
+        t,
+        tag::ATOM | tag::SMALL_ATOM | tag::ATOM_UTF8 | tag::SMALL_ATOM_UTF8
+    )
+}
+
+/// Whether `t` is a tag of a reference.
+pub const fn is_reference_tag(t: u8) -> bool {
+    matches!(
+        t,
+        tag::NEWER_REFERENCE | tag::NEW_REFERENCE | tag::REFERENCE
+    )
+}
+
 fn byte(b: &[u8], i: usize) -> Option<u8> {
     b.get(i).copied()
 }
@@ -22,8 +70,8 @@ pub fn u32_at(b: &[u8], i: usize) -> Option<usize> {
 /// The position just after the atom (a node name) at `pos`; anything else is malformed.
 fn skip_atom(b: &[u8], pos: usize) -> Option<usize> {
     let end = match byte(b, pos)? {
-        100 | 118 => pos + 3 + u16_at(b, pos + 1)?,
-        115 | 119 => pos + 2 + byte(b, pos + 1)? as usize,
+        tag::ATOM | tag::ATOM_UTF8 => pos + 3 + u16_at(b, pos + 1)?,
+        tag::SMALL_ATOM | tag::SMALL_ATOM_UTF8 => pos + 2 + byte(b, pos + 1)? as usize,
         _ => return None,
     };
     (end <= b.len()).then_some(end)
@@ -56,36 +104,36 @@ fn walk(b: &[u8], pos: usize, mut visit: impl FnMut(u8)) -> Option<usize> {
         visit(tag);
         pos += 1;
         let (len, more): (usize, usize) = match tag {
-            97 => (1, 0),                                 // SMALL_INTEGER
-            98 => (4, 0),                                 // INTEGER
-            70 => (8, 0),                                 // NEW_FLOAT
-            99 => (31, 0),                                // FLOAT (old)
-            100 | 118 => (2 + u16_at(b, pos)?, 0),        // ATOM, ATOM_UTF8
-            115 | 119 => (1 + byte(b, pos)? as usize, 0), // SMALL_ATOM(_UTF8)
-            106 => (0, 0),                                // NIL
-            107 => (2 + u16_at(b, pos)?, 0),              // STRING
-            109 => (4 + u32_at(b, pos)?, 0),              // BINARY
-            77 => (5 + u32_at(b, pos)?, 0),               // BIT_BINARY
-            110 => (2 + byte(b, pos)? as usize, 0),       // SMALL_BIG
-            111 => (5 + u32_at(b, pos)?, 0),              // LARGE_BIG
-            104 => (1, byte(b, pos)? as usize),           // SMALL_TUPLE
-            105 => (4, u32_at(b, pos)?),                  // LARGE_TUPLE
-            108 => (4, u32_at(b, pos)?.checked_add(1)?),  // LIST: elements + tail
-            116 => (4, u32_at(b, pos)?.checked_mul(2)?),  // MAP
-            112 => (u32_at(b, pos)?, 0),                  // NEW_FUN: size counts itself
-            113 => (0, 3),                                // EXPORT: M, F, A
+            tag::SMALL_INTEGER => (1, 0),
+            tag::INTEGER => (4, 0),
+            tag::NEW_FLOAT => (8, 0),
+            tag::FLOAT => (31, 0), // FLOAT (old)
+            tag::ATOM | tag::ATOM_UTF8 => (2 + u16_at(b, pos)?, 0),
+            tag::SMALL_ATOM | tag::SMALL_ATOM_UTF8 => (1 + byte(b, pos)? as usize, 0),
+            tag::NIL => (0, 0),
+            tag::STRING => (2 + u16_at(b, pos)?, 0),
+            tag::BINARY => (4 + u32_at(b, pos)?, 0),
+            tag::BIT_BINARY => (5 + u32_at(b, pos)?, 0),
+            tag::SMALL_BIG => (2 + byte(b, pos)? as usize, 0),
+            tag::LARGE_BIG => (5 + u32_at(b, pos)?, 0),
+            tag::SMALL_TUPLE => (1, byte(b, pos)? as usize),
+            tag::LARGE_TUPLE => (4, u32_at(b, pos)?),
+            tag::LIST => (4, u32_at(b, pos)?.checked_add(1)?), // LIST: elements + tail
+            tag::MAP => (4, u32_at(b, pos)?.checked_mul(2)?),
+            tag::NEW_FUN => (u32_at(b, pos)?, 0), // NEW_FUN: size counts itself
+            tag::EXPORT => (0, 3),                // EXPORT: M, F, A
             // Node-carrying terms: the node atom, then fixed fields.
-            88 => (skip_atom(b, pos)? - pos + 12, 0), // NEW_PID
-            103 => (skip_atom(b, pos)? - pos + 9, 0), // PID
-            89 => (skip_atom(b, pos)? - pos + 8, 0),  // NEW_PORT
-            102 => (skip_atom(b, pos)? - pos + 5, 0), // PORT
-            120 => (skip_atom(b, pos)? - pos + 12, 0), // V4_PORT
-            101 => (skip_atom(b, pos)? - pos + 5, 0), // REFERENCE
-            90 | 114 => {
+            tag::NEW_PID => (skip_atom(b, pos)? - pos + 12, 0),
+            tag::PID => (skip_atom(b, pos)? - pos + 9, 0),
+            tag::NEW_PORT => (skip_atom(b, pos)? - pos + 8, 0),
+            tag::PORT => (skip_atom(b, pos)? - pos + 5, 0),
+            tag::V4_PORT => (skip_atom(b, pos)? - pos + 12, 0),
+            tag::REFERENCE => (skip_atom(b, pos)? - pos + 5, 0),
+            tag::NEWER_REFERENCE | tag::NEW_REFERENCE => {
                 // NEWER_REFERENCE / NEW_REFERENCE: u16 count, node, creation, count words.
                 let n = u16_at(b, pos)?;
                 let node_end = skip_atom(b, pos + 2)?;
-                let creation = if tag == 90 { 4 } else { 1 };
+                let creation = if tag == tag::NEWER_REFERENCE { 4 } else { 1 };
                 (node_end - pos + creation + 4 * n, 0)
             }
             _ => return None,
@@ -103,8 +151,8 @@ fn walk(b: &[u8], pos: usize, mut visit: impl FnMut(u8)) -> Option<usize> {
 /// starts there.
 pub fn tuple_header(b: &[u8], pos: usize) -> Option<(usize, usize)> {
     match byte(b, pos)? {
-        104 => Some((byte(b, pos + 1)? as usize, pos + 2)),
-        105 => Some((u32_at(b, pos + 1)?, pos + 5)),
+        tag::SMALL_TUPLE => Some((byte(b, pos + 1)? as usize, pos + 2)),
+        tag::LARGE_TUPLE => Some((u32_at(b, pos + 1)?, pos + 5)),
         _ => None,
     }
 }
@@ -125,13 +173,13 @@ pub fn tuple_elements(b: &[u8], pos: usize) -> Option<Vec<&[u8]>> {
 /// (`[]` has no elements and the tail `NIL`).
 pub fn list_elements(b: &[u8], pos: usize) -> Option<(Vec<&[u8]>, &[u8])> {
     match byte(b, pos)? {
-        106 => Some((Vec::new(), &b[pos..pos + 1])),
-        107 => {
+        tag::NIL => Some((Vec::new(), &b[pos..pos + 1])),
+        tag::STRING => {
             // A string of bytes: each element is one SMALL_INTEGER, not addressable as bytes of
             // the encoding, so callers comparing elements see no match.
             None
         }
-        108 => {
+        tag::LIST => {
             let n = u32_at(b, pos + 1)?;
             let mut p = pos + 5;
             let mut out = Vec::with_capacity(n.min(16));
@@ -151,12 +199,12 @@ pub fn list_elements(b: &[u8], pos: usize) -> Option<(Vec<&[u8]>, &[u8])> {
 /// back only when ASCII).
 pub fn atom_name(b: &[u8], pos: usize) -> Option<&str> {
     let (len, start) = match byte(b, pos)? {
-        100 | 118 => (u16_at(b, pos + 1)?, pos + 3),
-        115 | 119 => (byte(b, pos + 1)? as usize, pos + 2),
+        tag::ATOM | tag::ATOM_UTF8 => (u16_at(b, pos + 1)?, pos + 3),
+        tag::SMALL_ATOM | tag::SMALL_ATOM_UTF8 => (byte(b, pos + 1)? as usize, pos + 2),
         _ => return None,
     };
     let name = std::str::from_utf8(b.get(start..start + len)?).ok()?;
-    let latin1 = matches!(byte(b, pos)?, 100 | 115);
+    let latin1 = matches!(byte(b, pos)?, tag::ATOM | tag::SMALL_ATOM);
     (!latin1 || name.is_ascii()).then_some(name)
 }
 
@@ -165,10 +213,10 @@ pub fn atom_name(b: &[u8], pos: usize) -> Option<&str> {
 #[inline]
 pub fn atom_is(b: &[u8], pos: usize, name: &str) -> bool {
     let (len, start, latin1) = match byte(b, pos) {
-        Some(118) => (u16_at(b, pos + 1), pos + 3, false),
-        Some(119) => (byte(b, pos + 1).map(usize::from), pos + 2, false),
-        Some(100) => (u16_at(b, pos + 1), pos + 3, true),
-        Some(115) => (byte(b, pos + 1).map(usize::from), pos + 2, true),
+        Some(tag::ATOM_UTF8) => (u16_at(b, pos + 1), pos + 3, false),
+        Some(tag::SMALL_ATOM_UTF8) => (byte(b, pos + 1).map(usize::from), pos + 2, false),
+        Some(tag::ATOM) => (u16_at(b, pos + 1), pos + 3, true),
+        Some(tag::SMALL_ATOM) => (byte(b, pos + 1).map(usize::from), pos + 2, true),
         _ => return false,
     };
     len == Some(name.len())

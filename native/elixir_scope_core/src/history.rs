@@ -229,11 +229,11 @@ fn classify<'a>(ev: &EventRef<'a>) -> Option<Msg<'a>> {
 /// A call reply's tag: a reference (90, 114, 101) or `[:alias | Ref]`.
 fn is_reply_tag(tag: &[u8]) -> bool {
     match tag.first() {
-        Some(90 | 114 | 101) => true,
-        Some(108) => etf::list_elements(tag, 0).is_some_and(|(els, tail)| {
+        Some(&t) if etf::is_reference_tag(t) => true,
+        Some(&etf::tag::LIST) => etf::list_elements(tag, 0).is_some_and(|(els, tail)| {
             els.len() == 1
                 && etf::atom_name(els[0], 0) == Some("alias")
-                && matches!(tail.first(), Some(90 | 114 | 101))
+                && tail.first().is_some_and(|&t| etf::is_reference_tag(t))
         }),
         _ => false,
     }
@@ -503,7 +503,7 @@ pub fn pending_at<'a>(
 /// Whether a send went to a reference (a call alias: a reply).
 fn to_alias(ev: &EventRef<'_>) -> bool {
     ev.peer_term()
-        .is_some_and(|p| matches!(p.first(), Some(90 | 114 | 101)))
+        .is_some_and(|p| p.first().is_some_and(|&t| etf::is_reference_tag(t)))
 }
 
 /// Removes from `queue` the message a callback took (`taken`): the oldest received one that

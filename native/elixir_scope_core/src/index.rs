@@ -459,7 +459,7 @@ impl Index {
 
 /// Whether an encoding is an atom's.
 fn is_atom(t: &[u8]) -> bool {
-    matches!(t.first(), Some(100 | 115 | 118 | 119))
+    t.first().is_some_and(|&t| etf::is_atom_tag(t))
 }
 
 /// The reply alias a call message names: the ETF of `ref` in
@@ -477,7 +477,7 @@ fn call_alias(msg: &[u8]) -> Option<&[u8]> {
     let (tag, tail) = etf::list_elements(from.get(1)?, 0)?;
     (from.len() == 2 && tag.len() == 1 && etf::atom_name(tag[0], 0) == Some("alias"))
         .then_some(tail)
-        .filter(|t| matches!(t.first(), Some(90 | 114 | 101)))
+        .filter(|t| t.first().is_some_and(|&t| etf::is_reference_tag(t)))
 }
 
 /// The shortest index list holding every event `filter` can match (and, with `tag`, every

@@ -39,19 +39,14 @@ const SPILL_FLUSH: usize = 1 << 16;
 /// log2 of the slots per thread-local cache.
 const CACHE_BITS: u32 = 12;
 
-const VERSION: u8 = 131;
-const SMALL_INTEGER_EXT: u8 = 97;
-const INTEGER_EXT: u8 = 98;
-const NEW_FLOAT_EXT: u8 = 70;
-const SMALL_TUPLE_EXT: u8 = 104;
-const LARGE_TUPLE_EXT: u8 = 105;
-const NIL_EXT: u8 = 106;
-const LIST_EXT: u8 = 108;
-const BINARY_EXT: u8 = 109;
-const SMALL_BIG_EXT: u8 = 110;
-const MAP_EXT: u8 = 116;
-const ATOM_UTF8_EXT: u8 = 118;
-const SMALL_ATOM_UTF8_EXT: u8 = 119;
+// The format's tags, named once in the core.
+use elixir_scope_core::etf::tag::{
+    ATOM_UTF8 as ATOM_UTF8_EXT, BINARY as BINARY_EXT, INTEGER as INTEGER_EXT,
+    LARGE_TUPLE as LARGE_TUPLE_EXT, LIST as LIST_EXT, MAP as MAP_EXT, NEW_FLOAT as NEW_FLOAT_EXT,
+    NIL as NIL_EXT, SMALL_ATOM_UTF8 as SMALL_ATOM_UTF8_EXT, SMALL_BIG as SMALL_BIG_EXT,
+    SMALL_INTEGER as SMALL_INTEGER_EXT, SMALL_TUPLE as SMALL_TUPLE_EXT,
+};
+use elixir_scope_core::etf::VERSION;
 
 /// A direct-mapped cache from an immediate term's word (an atom or a local pid: stable for the
 /// VM's lifetime) to its ETF bytes. One slot per bucket; a colliding entry replaces the old one,
