@@ -5,6 +5,9 @@
 //! Data flows one way: tracer callbacks [`store::Store::append`] into the [`log::CaptureLog`];
 //! queries ([`query::run`]) read what is published, without ever slowing writers.
 
+// Every unsafe block says why it is sound.
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 pub mod aggregate;
 pub mod behaviours;
 pub mod chunks;

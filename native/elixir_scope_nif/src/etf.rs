@@ -315,6 +315,7 @@ fn walk(c: &mut Encoder, env: *mut ErlNifEnv, roots: &[ErlNifTerm], out: &mut Ve
                 in_out,
             } => {
                 let (mut head, mut tail) = (ErlNifTerm::default(), ErlNifTerm::default());
+                // SAFETY: `env` is the running NIF call's; `cell` is a list cell of a term valid in it.
                 if unsafe { enif_get_list_cell(env, cell, &mut head, &mut tail) } != 0 {
                     stack.push(Work::List {
                         cell: tail,
@@ -336,12 +337,15 @@ fn walk(c: &mut Encoder, env: *mut ErlNifEnv, roots: &[ErlNifTerm], out: &mut Ve
             }
             Work::Map(mut iter) => {
                 let (mut k, mut v) = (ErlNifTerm::default(), ErlNifTerm::default());
+                // SAFETY: `iter` was created by enif_map_iterator_create in `env` and not destroyed yet.
                 if unsafe { enif_map_iterator_get_pair(env, &mut *iter, &mut k, &mut v) } != 0 {
+                    // SAFETY: as above: a live iterator of `env`.
                     unsafe { enif_map_iterator_next(env, &mut *iter) };
                     stack.push(Work::Map(iter));
                     stack.push(Work::Term(v));
                     stack.push(Work::Term(k));
                 } else {
+                    // SAFETY: a live iterator of `env`, destroyed once (it leaves the stack here).
                     unsafe { enif_map_iterator_destroy(env, &mut *iter) };
                 }
             }
@@ -350,6 +354,7 @@ fn walk(c: &mut Encoder, env: *mut ErlNifEnv, roots: &[ErlNifTerm], out: &mut Ve
     // Walk cut short: release the map iterators still open.
     for work in stack.drain(..) {
         if let Work::Map(mut iter) = work {
+            // SAFETY: each iterator still on the stack is live and destroyed once, here.
             unsafe { enif_map_iterator_destroy(env, &mut *iter) };
         }
     }
@@ -405,12 +410,12 @@ fn step(
             vm_encode(env, t, buf);
         }
     };
-    // SAFETY (all enif_* calls below): `env` is the running NIF call's environment and `t` is
-    // valid in it.
+    // SAFETY: `env` is the running NIF call's environment and `t` is valid in it.
     match unsafe { enif_term_type(env, t) } {
         ErlNifTermType::ERL_NIF_TERM_TYPE_ATOM => encode_atom(env, t, buf, c),
         ErlNifTermType::ERL_NIF_TERM_TYPE_INTEGER => {
             let mut v: i64 = 0;
+            // SAFETY: `t` is an integer term of `env`; `v` is a valid out-pointer.
             if unsafe { enif_get_int64(env, t, &mut v) } == 0 {
                 return opaque(c, buf, false); // bignum
             }
@@ -418,15 +423,18 @@ fn step(
         }
         ErlNifTermType::ERL_NIF_TERM_TYPE_FLOAT => {
             let mut f: f64 = 0.0;
+            // SAFETY: `t` is a float term of `env`; `f` is a valid out-pointer.
             unsafe { enif_get_double(env, t, &mut f) };
             buf.push(NEW_FLOAT_EXT);
             buf.extend_from_slice(&f.to_bits().to_be_bytes());
         }
         ErlNifTermType::ERL_NIF_TERM_TYPE_BITSTRING => {
             let mut bin = MaybeUninit::<ErlNifBinary>::uninit();
+            // SAFETY: `t` is a bitstring term of `env`; `bin` is valid for writes.
             if unsafe { enif_inspect_binary(env, t, bin.as_mut_ptr()) } == 0 {
                 return opaque(c, buf, false); // not byte-aligned
             }
+            // SAFETY: enif_inspect_binary succeeded, so it initialized `bin`.
             let bin = unsafe { bin.assume_init() };
             let Ok(len) = u32::try_from(bin.size) else {
                 return opaque(c, buf, false);
@@ -446,6 +454,7 @@ fn step(
         ErlNifTermType::ERL_NIF_TERM_TYPE_TUPLE => {
             let mut arity: i32 = 0;
             let mut elems: *const ErlNifTerm = std::ptr::null();
+            // SAFETY: `t` is a tuple term of `env`; the out-pointers are valid.
             unsafe { enif_get_tuple(env, t, &mut arity, &mut elems) };
             let len = arity.max(0) as usize;
             if counting && len > c.count_left as usize {
@@ -475,6 +484,7 @@ fn step(
         }
         ErlNifTermType::ERL_NIF_TERM_TYPE_LIST => {
             let (mut head, mut tail) = (ErlNifTerm::default(), ErlNifTerm::default());
+            // SAFETY: `t` is a list term of `env`; the out-pointers are valid.
             if unsafe { enif_get_list_cell(env, t, &mut head, &mut tail) } == 0 {
                 buf.push(NIL_EXT);
                 return;
@@ -494,6 +504,7 @@ fn step(
         ErlNifTermType::ERL_NIF_TERM_TYPE_MAP => {
             let mut size = 0;
             let mut iter = MaybeUninit::<ErlNifMapIterator>::uninit();
+            // SAFETY: `t` is a map term of `env`; `size` is a valid out-pointer.
             if unsafe { enif_get_map_size(env, t, &mut size) } == 0 {
                 return opaque(c, buf, false);
             }
@@ -503,11 +514,13 @@ fn step(
                 return;
             }
             let first = ErlNifMapIteratorEntry::ERL_NIF_MAP_ITERATOR_HEAD;
+            // SAFETY: `t` is a map term of `env`; `iter` is valid for writes.
             if unsafe { enif_map_iterator_create(env, t, iter.as_mut_ptr(), first) } == 0 {
                 return opaque(c, buf, false);
             }
             buf.push(MAP_EXT);
             buf.extend_from_slice(&(size as u32).to_be_bytes());
+            // SAFETY: enif_map_iterator_create succeeded, so it initialized `iter`.
             stack.push(Work::Map(Box::new(unsafe { iter.assume_init() })));
         }
         ErlNifTermType::ERL_NIF_TERM_TYPE_PID if w & 0xF == 0x3 => {

@@ -5,6 +5,9 @@
 //! No logic lives here that could live in the core; no NIF panics on bad input (bad argument
 //! types are `badarg`, everything else is `{:error, reason}`).
 
+// Every unsafe block says why it is sound.
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 mod aggregate;
 mod atoms;
 mod error;
