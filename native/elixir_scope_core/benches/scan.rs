@@ -5,7 +5,7 @@
 
 use elixir_scope_core::aggregate::{self, GroupBy};
 use elixir_scope_core::event::{Header, Kind, KindMask};
-use elixir_scope_core::index::{self, Index};
+use elixir_scope_core::index::Index;
 use elixir_scope_core::matcher::{CmpOp, Guard, Matcher, Operand, Pat};
 use elixir_scope_core::query::{self, Filter};
 use elixir_scope_core::store::{Config, Store};
@@ -134,7 +134,8 @@ fn main() {
         vars: 0,
     };
     let (indexed, pings) = best(20, || {
-        let seqs = index::candidates(&idx, &receives, ping.tag()).expect("tag index applies");
+        let seqs = elixir_scope_core::query::candidates(&idx, &receives, ping.tag())
+            .expect("tag index applies");
         let mut n = 0u64;
         let mut binds = Vec::new();
         query::scan_on(log, seqs, &receives, &mut |ev| {

@@ -8,7 +8,6 @@
 use crate::etf;
 use crate::event::{EventRef, Kind, KindMask, PidKey, Seq, Timestamp};
 use crate::log::CaptureLog;
-use crate::query::Filter;
 use std::collections::HashMap;
 
 /// What the index knows about one process.
@@ -214,25 +213,18 @@ impl Index {
             .map(|(pid, _)| *pid)
     }
 
-    /// Completes `filter`'s `peers` and `involving` conditions with the sends to those
-    /// processes' call aliases and registered names (which name a reference or an atom, not
-    /// the process, as their peer).
-    pub fn resolve_replies(&self, filter: &mut Filter) {
-        let seqs = |pids: &[PidKey]| {
-            let mut out: Vec<Seq> = pids
-                .iter()
-                .filter_map(|p| self.resolved.get(p))
-                .flatten()
-                .copied()
-                .collect();
-            out.sort_unstable();
-            out
-        };
-        filter.peer_seqs = seqs(&filter.peers);
-        filter.involving_seqs = seqs(&filter.involving);
-        for f in filter.any.iter_mut().chain(filter.none.iter_mut()) {
-            self.resolve_replies(f);
-        }
+    /// The `send` events that named something else than these processes' pids but went to
+    /// them (to a call alias: a reply; to a registered name), sorted: what a `peer` condition
+    /// on them also takes.
+    pub fn resolved_sends(&self, pids: &[PidKey]) -> Vec<Seq> {
+        let mut out: Vec<Seq> = pids
+            .iter()
+            .filter_map(|p| self.resolved.get(p))
+            .flatten()
+            .copied()
+            .collect();
+        out.sort_unstable();
+        out
     }
 
     /// Whether every indexed `send` to a local process is in that process's inbox: false once
@@ -480,30 +472,6 @@ fn call_alias(msg: &[u8]) -> Option<&[u8]> {
         .filter(|t| t.first().is_some_and(|&t| etf::is_reference_tag(t)))
 }
 
-/// The shortest index list holding every event `filter` can match (and, with `tag`, every
-/// message event with that tag), or `None` when no index applies and the log must be scanned:
-/// the one process's events, the tag's message events (when only message kinds are wanted),
-/// or the function's call events (when only call kinds are wanted).
-pub fn candidates<'i>(idx: &'i Index, filter: &Filter, tag: Option<&str>) -> Option<&'i [Seq]> {
-    let only = |mask: KindMask| filter.kinds.0 & !mask.0 == 0;
-    let mut best: Option<&[Seq]> = None;
-    let mut consider = |list: &'i [Seq]| {
-        if best.is_none_or(|b| list.len() < b.len()) {
-            best = Some(list);
-        }
-    };
-    if let [pid] = filter.pids[..] {
-        consider(idx.pid(pid).map_or(&[], |p| p.events.as_slice()));
-    }
-    if let Some(tag) = tag.filter(|_| only(TAGGED)) {
-        consider(idx.tag(tag));
-    }
-    if let Some(m) = filter.module.filter(|_| only(CALLS)) {
-        consider(idx.calls(m, filter.function));
-    }
-    best
-}
-
 /// Most keys a map state may have for its changes to be indexed.
 const MAX_INDEXED_KEYS: usize = 64;
 
@@ -644,7 +612,7 @@ mod tests {
     }
 
     #[test]
-    fn tags_and_functions_index_and_choose_the_shortest_list() {
+    fn tags_and_functions_are_indexed() {
         let log = CaptureLog::new(Limits {
             max_events: 100,
             max_bytes: 4096,
@@ -679,31 +647,6 @@ mod tests {
         assert!(idx.heap_bytes() >= (6 + 3 + 2 + 2) * 8);
         assert_eq!(idx.calls(7, Some(8)), &[4, 5]);
         assert!(idx.calls(7, Some(9)).is_empty());
-
-        let receives = Filter {
-            kinds: KindMask::of(&[Kind::Receive]),
-            ..Filter::default()
-        };
-        assert_eq!(candidates(&idx, &receives, Some("stop")), Some(&[3][..]));
-        // Pid 2's four events against the tag's two: the tag wins.
-        let pid2 = Filter {
-            pids: vec![2],
-            ..receives.clone()
-        };
-        assert_eq!(candidates(&idx, &pid2, Some("inc")), Some(&[1, 2][..]));
-        // Any kind: the tag index does not cover every event, so only the pid's list applies.
-        let any = Filter {
-            pids: vec![2],
-            ..Filter::default()
-        };
-        assert_eq!(candidates(&idx, &any, Some("inc")), Some(&[2, 3, 4, 5][..]));
-        assert_eq!(candidates(&idx, &Filter::default(), None), None);
-        let calls = Filter {
-            kinds: CALLS,
-            module: Some(9),
-            ..Filter::default()
-        };
-        assert_eq!(candidates(&idx, &calls, None), Some(&[6][..]));
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! Event filters evaluated over the capture log, so only matching events leave the core.
 
 use crate::event::{AtomKey, EventRef, KindMask, PidKey, Seq, Timestamp};
+use crate::index::{Index, CALLS, TAGGED};
 use crate::log::CaptureLog;
+use crate::store::Store;
 
 /// Which events a query wants. Every field left at its default matches everything.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -97,6 +99,60 @@ impl Filter {
         (self.any.is_empty() || self.any.iter().any(|f| f.matches(ev)))
             && !self.none.iter().any(|f| f.matches(ev))
     }
+}
+
+/// Runs `f` with the shortest index list covering `filter` (see [`candidates`]), or `None` when
+/// the log must be scanned, the store's index caught up and held meanwhile; `filter`'s process
+/// conditions are first completed with the sends that named those processes otherwise (see
+/// [`resolve_peers`]). The planning every query of a store goes through.
+pub fn plan<R>(
+    store: &Store,
+    filter: &mut Filter,
+    tag: Option<&str>,
+    f: impl FnOnce(&Filter, Option<&[Seq]>) -> R,
+) -> R {
+    let idx = store.index();
+    resolve_peers(&idx, filter);
+    f(filter, candidates(&idx, filter, tag))
+}
+
+/// Completes `filter`'s `peers` and `involving` conditions (and those of the filters inside it)
+/// with the sends to those processes' call aliases and registered names, which name a
+/// reference or an atom, not the process, as their peer.
+pub fn resolve_peers(idx: &Index, filter: &mut Filter) {
+    if !filter.peers.is_empty() {
+        filter.peer_seqs = idx.resolved_sends(&filter.peers);
+    }
+    if !filter.involving.is_empty() {
+        filter.involving_seqs = idx.resolved_sends(&filter.involving);
+    }
+    for f in filter.any.iter_mut().chain(filter.none.iter_mut()) {
+        resolve_peers(idx, f);
+    }
+}
+
+/// The shortest index list holding every event `filter` can match (and, with `tag`, every
+/// message event with that tag), or `None` when no index applies and the log must be scanned:
+/// the one process's events, the tag's message events (when only message kinds are wanted),
+/// or the function's call events (when only call kinds are wanted).
+pub fn candidates<'i>(idx: &'i Index, filter: &Filter, tag: Option<&str>) -> Option<&'i [Seq]> {
+    let only = |mask: KindMask| filter.kinds.0 & !mask.0 == 0;
+    let mut best: Option<&[Seq]> = None;
+    let mut consider = |list: &'i [Seq]| {
+        if best.is_none_or(|b| list.len() < b.len()) {
+            best = Some(list);
+        }
+    };
+    if let [pid] = filter.pids[..] {
+        consider(idx.pid(pid).map_or(&[], |p| p.events.as_slice()));
+    }
+    if let Some(tag) = tag.filter(|_| only(TAGGED)) {
+        consider(idx.tag(tag));
+    }
+    if let Some(m) = filter.module.filter(|_| only(CALLS)) {
+        consider(idx.calls(m, filter.function));
+    }
+    best
 }
 
 /// The result of [`run`]: matching events, and where a follow-up page starts.
@@ -252,6 +308,60 @@ mod tests {
     use crate::event::{Header, Kind};
     use crate::log::Limits;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_query_walks_the_shortest_index_list_that_covers_it() {
+        let log = CaptureLog::new(Limits {
+            max_events: 100,
+            max_bytes: 4096,
+        });
+        let add = |pid, kind: Kind, module, payload: &[u8]| {
+            log.append(
+                &Header {
+                    pid,
+                    kind: kind as u8,
+                    module,
+                    function: module + 1,
+                    ..Header::default()
+                },
+                payload,
+            );
+        };
+        let inc = [131, 104, 2, 119, 3, b'i', b'n', b'c', 97, 1];
+        let stop = [131, 119, 4, b's', b't', b'o', b'p'];
+        add(1, Kind::Receive, 0, &inc); // 1
+        add(2, Kind::Receive, 0, &inc); // 2
+        add(2, Kind::Send, 0, &stop); // 3
+        add(2, Kind::Call, 7, b""); // 4
+        add(2, Kind::Return, 7, b""); // 5
+        add(1, Kind::Call, 9, b""); // 6
+        let mut idx = Index::new();
+        idx.catch_up(&log);
+        let receives = Filter {
+            kinds: KindMask::of(&[Kind::Receive]),
+            ..Filter::default()
+        };
+        assert_eq!(candidates(&idx, &receives, Some("stop")), Some(&[3][..]));
+        // Pid 2's four events against the tag's two: the tag wins.
+        let pid2 = Filter {
+            pids: vec![2],
+            ..receives.clone()
+        };
+        assert_eq!(candidates(&idx, &pid2, Some("inc")), Some(&[1, 2][..]));
+        // Any kind: the tag index does not cover every event, so only the pid's list applies.
+        let any = Filter {
+            pids: vec![2],
+            ..Filter::default()
+        };
+        assert_eq!(candidates(&idx, &any, Some("inc")), Some(&[2, 3, 4, 5][..]));
+        assert_eq!(candidates(&idx, &Filter::default(), None), None);
+        let calls = Filter {
+            kinds: CALLS,
+            module: Some(9),
+            ..Filter::default()
+        };
+        assert_eq!(candidates(&idx, &calls, None), Some(&[6][..]));
+    }
 
     fn log_of(evs: &[(u64, u64, Kind, i64)]) -> CaptureLog {
         let log = CaptureLog::new(Limits {

@@ -1,7 +1,7 @@
 //! Aggregation NIFs: counts per group and call durations, computed in the core in one pass.
 
 use crate::atoms;
-use crate::matcher::{decode_matcher, with_seqs};
+use crate::matcher::decode_matcher;
 use crate::query::{decode_filter, kind_atom};
 use crate::store::store_of;
 use elixir_scope_core::aggregate::{self, GroupBy, Key};
@@ -67,7 +67,7 @@ fn query_count<'a>(
     vars: usize,
 ) -> NifResult<Term<'a>> {
     let store = store_of(store)?;
-    let filter = decode_filter(store, filter)?;
+    let mut filter = decode_filter(store, filter)?;
     let by = group_by(by)?;
     let matcher = if crate::terms::is_nil(pattern) {
         None
@@ -83,8 +83,8 @@ fn query_count<'a>(
         Some(m) => ev.data().is_some_and(|d| m.matches(d, &mut binds)),
     };
     let tag = matcher.as_ref().and_then(|m| m.tag());
-    let groups = with_seqs(store, &filter, tag, |seqs| {
-        aggregate::count(store.log(), seqs, &filter, by, &mut keep)
+    let groups = elixir_scope_core::query::plan(store, &mut filter, tag, |filter, seqs| {
+        aggregate::count(store.log(), seqs, filter, by, &mut keep)
     });
     let out: Vec<Term> = groups
         .iter()
@@ -105,8 +105,8 @@ fn query_durations<'a>(
     let mut filter = decode_filter(store, filter)?;
     filter.kinds = elixir_scope_core::index::CALLS;
     let by = group_by(by)?;
-    let groups = with_seqs(store, &filter, None, |seqs| {
-        aggregate::call_durations(store.log(), seqs, &filter, by)
+    let groups = elixir_scope_core::query::plan(store, &mut filter, None, |filter, seqs| {
+        aggregate::call_durations(store.log(), seqs, filter, by)
     });
     let out: Vec<Term> = groups
         .iter()

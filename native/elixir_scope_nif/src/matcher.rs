@@ -5,13 +5,13 @@
 use crate::atoms;
 use crate::query::{decode_filter, encode_event};
 use crate::store::store_of;
-use elixir_scope_core::event::{EventRef, Seq};
+use elixir_scope_core::event::EventRef;
 use elixir_scope_core::matcher::{
     Bound, CmpOp, Guard, Matcher, Operand, Pat, TypeTest, MAX_PATTERN_DEPTH,
 };
 use elixir_scope_core::query::Filter;
 use elixir_scope_core::store::Store;
-use elixir_scope_core::{etf, index, query};
+use elixir_scope_core::{etf, query};
 use rustler::{Atom, Binary, Encoder, Env, NifResult, Term};
 
 fn bad() -> rustler::Error {
@@ -192,7 +192,7 @@ fn query_match<'a>(
     with_events: bool,
 ) -> NifResult<Term<'a>> {
     let store = store_of(store)?;
-    let filter = decode_filter(store, filter)?;
+    let mut filter = decode_filter(store, filter)?;
     let matcher = match decode_matcher(pattern, guard_term, vars)? {
         Ok(m) => m,
         Err(e) => return Ok((atoms::error(), e).encode(env)),
@@ -227,7 +227,7 @@ fn query_match<'a>(
         }
         out.len() < limit
     };
-    scan_store(store, &filter, matcher.tag(), &mut visit);
+    scan_store(store, &mut filter, matcher.tag(), &mut visit);
     Ok((atoms::ok(), out).encode(env))
 }
 
@@ -252,23 +252,11 @@ pub(crate) fn decode_matcher(
 /// one applies (`tag`: the message tag every wanted event has, if known).
 pub(crate) fn scan_store<'a>(
     store: &'a Store,
-    filter: &Filter,
+    filter: &mut Filter,
     tag: Option<&str>,
     visit: &mut dyn FnMut(&EventRef<'a>) -> bool,
 ) {
-    with_seqs(store, filter, tag, |seqs| {
+    query::plan(store, filter, tag, |filter, seqs| {
         query::scan_in(store.log(), seqs, filter, visit)
     });
-}
-
-/// Runs `f` with the shortest index list covering `filter` (see `index::candidates`), or `None`
-/// when the log must be scanned.
-pub(crate) fn with_seqs<R>(
-    store: &Store,
-    filter: &Filter,
-    tag: Option<&str>,
-    f: impl FnOnce(Option<&[Seq]>) -> R,
-) -> R {
-    let idx = store.index();
-    f(index::candidates(&idx, filter, tag))
 }

@@ -49,19 +49,7 @@ struct FilterMap<'a> {
 }
 
 pub(crate) fn decode_filter(store: &Store, t: Term) -> NifResult<Filter> {
-    let mut filter = decode_filter_at(store, t, 0)?;
-    if names_processes(&filter) {
-        store.index().resolve_replies(&mut filter);
-    }
-    Ok(filter)
-}
-
-/// Whether a filter (or one inside it) has a `peers` or `involving` condition, which replies
-/// sent to call aliases complete.
-fn names_processes(f: &Filter) -> bool {
-    !f.peers.is_empty()
-        || !f.involving.is_empty()
-        || f.any.iter().chain(&f.none).any(names_processes)
+    decode_filter_at(store, t, 0)
 }
 
 fn decode_filter_at(store: &Store, t: Term, depth: usize) -> NifResult<Filter> {
@@ -214,10 +202,10 @@ pub(crate) fn encode_events<'a, 'e>(
 #[rustler::nif(schedule = "DirtyCpu")]
 fn query_events<'a>(env: Env<'a>, store: Term<'a>, filter: Term<'a>) -> NifResult<Term<'a>> {
     let store = store_of(store)?;
-    let filter = decode_filter(store, filter)?;
+    let mut filter = decode_filter(store, filter)?;
     // One process, one function: walk its index entry instead of the whole log.
-    let page = crate::matcher::with_seqs(store, &filter, None, |seqs| {
-        query::run_in(store.log(), seqs, &filter)
+    let page = query::plan(store, &mut filter, None, |filter, seqs| {
+        query::run_in(store.log(), seqs, filter)
     });
     Ok(encode_events(env, store, &page.events))
 }
