@@ -1986,7 +1986,7 @@ fn check_loaded(how: &str, loaded: &Loaded, trace: &Trace, log: &Log, window: Op
             since: Some(mid),
             ..Filter::default()
         };
-        let list = index::candidates(&idx, &one, None);
+        let list = elixir_scope_core::query::candidates(&idx, &one, None);
         let got = query::run_in(lg, list, &one);
         ensure!(
             got.events.iter().all(|e| one.matches(e)),
