@@ -243,26 +243,6 @@ impl FooterBuilder {
         }
     }
 
-    /// Takes a record read from a segment (at frame `offset`) into account.
-    pub fn record(&mut self, record: &crate::segment::Record, offset: u64) {
-        use crate::segment::Record;
-        if let Some(ev) = record.as_event() {
-            // As read: an unchanged state's payload is elsewhere when its frame has none.
-            self.event(&ev, offset, !ev.shares_payload());
-            return;
-        }
-        match record {
-            Record::Symbol { word, etf } => self.symbol(*word, etf),
-            Record::Clock {
-                monotonic,
-                system,
-                run,
-            } => self.clock(*monotonic, *system, *run),
-            Record::Stats { dropped, truncated } => self.stats(*dropped, *truncated),
-            Record::Event { .. } | Record::Footer(_) => {}
-        }
-    }
-
     /// Records what a word stands for.
     pub fn symbol(&mut self, word: u64, etf: &[u8]) {
         self.symbols

@@ -94,7 +94,7 @@ impl At {
 }
 
 /// Index lists read rather than built (a segment footer's, see
-/// [`crate::footer::SegmentIndex`]), in the seqs and keys of the store they index.
+/// the persistence layer's `SegmentIndex`), in the seqs and keys of the store they index.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Lists {
     /// `(pid, its events, its state events)`.

@@ -28,5 +28,6 @@ pub mod query;
 pub mod segment;
 pub mod segments;
 pub mod store;
+pub mod symbols;
 
 pub use error::Error;

@@ -25,6 +25,11 @@ use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
+/// Most events a log (a store) may hold (64 GB of slots).
+pub const MAX_EVENTS: u64 = 1_000_000_000;
+/// Most payload bytes a log (a store) may hold (1 TiB).
+pub const MAX_BYTES: u64 = 1 << 40;
+
 /// Slots per chunk for small logs (256 KiB) and for logs of at least `BIG_SLOTS` events (2 MiB,
 /// a huge page).
 const SMALL_SLOTS: usize = 4096;
@@ -132,7 +137,7 @@ impl CaptureLog {
         let mut log = CaptureLog::with_ahead(
             Limits {
                 max_events: PAGED_EVENTS,
-                max_bytes: crate::store::MAX_BYTES,
+                max_bytes: MAX_BYTES,
             },
             // Pages are read anywhere: committing the next chunk ahead would be a guess.
             false,

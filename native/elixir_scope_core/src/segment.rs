@@ -89,6 +89,26 @@ pub enum Record<'a> {
 }
 
 impl<'a> Record<'a> {
+    /// Takes this record, read from a segment at frame `offset`, into account in a footer
+    /// being rebuilt.
+    pub fn note_in(&self, footer: &mut crate::footer::FooterBuilder, offset: u64) {
+        if let Some(ev) = self.as_event() {
+            // As read: an unchanged state's payload is elsewhere when its frame has none.
+            footer.event(&ev, offset, !ev.shares_payload());
+            return;
+        }
+        match self {
+            Record::Symbol { word, etf } => footer.symbol(*word, etf),
+            Record::Clock {
+                monotonic,
+                system,
+                run,
+            } => footer.clock(*monotonic, *system, *run),
+            Record::Stats { dropped, truncated } => footer.stats(*dropped, *truncated),
+            Record::Event { .. } | Record::Footer(_) => {}
+        }
+    }
+
     /// The event record of a stored event, with `payload` as the bytes to write.
     pub fn event(ev: &EventRef, payload: &'a [u8]) -> Record<'a> {
         let h = &ev.header;

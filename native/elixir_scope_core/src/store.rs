@@ -4,8 +4,8 @@ use crate::error::Error;
 use crate::event::{flags, truncate_payload, AtomKey, Header, Kind, PidKey, Seq};
 use crate::index::Index;
 use crate::log::{Appended, CaptureLog, Limits, LogStats};
-use crate::persist::{Symbols, Writer};
 use crate::policy::{mix64, Level, Policy, SampleBy};
+use crate::symbols::Symbols;
 use parking_lot::{Mutex, MutexGuard};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -56,10 +56,7 @@ impl Default for Config {
     }
 }
 
-/// Most events a store may hold (64 GB of slots).
-pub const MAX_EVENTS: u64 = 1_000_000_000;
-/// Most payload bytes a store may hold (1 TiB).
-pub const MAX_BYTES: u64 = 1 << 40;
+pub use crate::log::{MAX_BYTES, MAX_EVENTS};
 
 /// States are kept whole up to this size even when `max_payload_bytes` is smaller: the history
 /// queries read them (and a state is stored once while it does not change).
@@ -153,7 +150,9 @@ pub struct Store {
     /// For a store loaded from disk: what its synthetic keys stand for.
     symbols: Option<Symbols>,
     /// Where the capture is being persisted, if it is.
-    persist: Mutex<Option<Writer>>,
+    /// (What persists it belongs to a higher layer: this layer only holds it, see
+    /// `persist::Writer::of`.)
+    persist: Mutex<Option<Box<dyn std::any::Any + Send>>>,
     /// Events written to disk so far (read without taking the writer's lock).
     persisted: AtomicU64,
     /// The raw term of the local process told about new state servers (see [`Store::watcher`]);
@@ -372,8 +371,9 @@ impl Store {
         self.symbols = Some(symbols);
     }
 
-    /// The writer persisting this store, if any (taken by the flushing NIF, never by capture).
-    pub fn persist(&self) -> MutexGuard<'_, Option<Writer>> {
+    /// The slot of whatever persists this store, locked (taken by the flushing NIF, never by
+    /// capture). `persist::Writer` reads and fills it.
+    pub fn persist_slot(&self) -> MutexGuard<'_, Option<Box<dyn std::any::Any + Send>>> {
         self.persist.lock()
     }
 

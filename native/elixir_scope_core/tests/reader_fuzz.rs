@@ -1209,7 +1209,7 @@ fn look_into(record: &Record, at: usize, builder: &mut FooterBuilder, prev_state
         }
         check_footer(f);
     }
-    builder.record(record, at as u64);
+    record.note_in(builder, at as u64);
 }
 
 /// A footer read from bytes: its checks and seq lists never panic, and a list that decodes is

@@ -46,15 +46,14 @@ fn persist_start<'a>(
         max_age_ns,
         archive,
     };
-    let mut slot = store.persist();
-    if slot.is_some() {
+    if Writer::with(store, |w| w.is_some()) {
         return Ok(error::term(env, &Error::AlreadyPersisted));
     }
     Ok(match Writer::create(Path::new(&dir), policy) {
-        Ok(w) => {
-            *slot = Some(w);
-            atoms::ok().encode(env)
-        }
+        Ok(w) => match w.attach(store) {
+            Ok(()) => atoms::ok().encode(env),
+            Err(_) => error::term(env, &Error::AlreadyPersisted),
+        },
         Err(e) => io_error(env, e, Path::new(&dir)),
     })
 }
@@ -64,20 +63,19 @@ fn persist_start<'a>(
 #[rustler::nif(schedule = "DirtyIo")]
 fn persist_flush<'a>(env: Env<'a>, store: Term<'a>, max: u64) -> NifResult<Term<'a>> {
     let store = store_of(store)?;
-    let mut slot = store.persist();
-    let Some(writer) = slot.as_mut() else {
-        return Ok(atoms::none().encode(env));
-    };
     let clock = clock_of(store);
-    Ok(
+    Ok(Writer::with(store, |writer| {
+        let Some(writer) = writer else {
+            return atoms::none().encode(env);
+        };
         match writer.flush(store, clock, &mut symbols(env, store), max) {
             Ok(n) => {
                 store.set_persisted(writer.on_disk());
                 (atoms::ok(), n, writer.on_disk()).encode(env)
             }
             Err(e) => io_error(env, e, writer.dir()),
-        },
-    )
+        }
+    }))
 }
 
 /// `persist_finish(store)`: writes what is left and seals the last segment.
@@ -85,7 +83,7 @@ fn persist_flush<'a>(env: Env<'a>, store: Term<'a>, max: u64) -> NifResult<Term<
 #[rustler::nif(schedule = "DirtyIo")]
 fn persist_finish<'a>(env: Env<'a>, store: Term<'a>) -> NifResult<Term<'a>> {
     let store = store_of(store)?;
-    let Some(mut writer) = store.persist().take() else {
+    let Some(mut writer) = Writer::take(store) else {
         return Ok(atoms::none().encode(env));
     };
     let clock = clock_of(store);
@@ -108,7 +106,7 @@ fn persist_move<'a>(env: Env<'a>, from: Term<'a>, to: Term<'a>) -> NifResult<Ter
     if std::ptr::eq(from, to) {
         return Err(rustler::Error::BadArg);
     }
-    let Some(mut writer) = from.persist().take() else {
+    let Some(mut writer) = Writer::take(from) else {
         return Ok(atoms::none().encode(env));
     };
     // `from` is closed: callbacks already in it finish within microseconds.
@@ -125,7 +123,9 @@ fn persist_move<'a>(env: Env<'a>, from: Term<'a>, to: Term<'a>) -> NifResult<Ter
     writer.continue_with(from);
     let on_disk = writer.on_disk();
     to.set_persisted(on_disk);
-    *to.persist() = Some(writer);
+    if writer.attach(to).is_err() {
+        return Ok(error::term(env, &Error::AlreadyPersisted));
+    }
     Ok((atoms::ok(), on_disk).encode(env))
 }
 
