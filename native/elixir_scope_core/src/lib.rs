@@ -21,6 +21,7 @@ pub mod history;
 pub mod index;
 pub mod log;
 pub mod matcher;
+pub mod open;
 pub mod paged;
 pub mod persist;
 pub mod policy;

@@ -776,8 +776,9 @@ pub struct Refreshed {
 mod tests {
     use super::*;
     use crate::event::flags;
+    use crate::open::Loading;
     use crate::persist::tests::{map, symbol, writer_in, CLOCK};
-    use crate::persist::{Loading, Writer};
+    use crate::persist::Writer;
     use crate::segments::Policy;
     use crate::store::{Config, StateKind, Store};
 

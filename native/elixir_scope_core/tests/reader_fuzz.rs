@@ -32,8 +32,9 @@ use elixir_scope_core::event::{flags, Header, Kind, KindMask};
 use elixir_scope_core::footer::{Footer, FooterBuilder, SegmentIndex, SeqList};
 use elixir_scope_core::history::{self, Callbacks};
 use elixir_scope_core::index::{self, At};
+use elixir_scope_core::open::Loading;
 use elixir_scope_core::persist::{
-    self, Clock, Loaded, Loading, Mapped, Summarizing, Symbols, Window, Writer,
+    self, Clock, Loaded, Mapped, Summarizing, Symbols, Window, Writer,
 };
 use elixir_scope_core::query::{self, Filter};
 use elixir_scope_core::segment::{self, Record, SegmentError, HEADER_LEN, MAGIC, MAX_RECORD};

@@ -6,9 +6,8 @@ use crate::store::store_of;
 use crate::terms::{key_etf, local_pid_key, raw};
 use crate::{atoms, resource};
 use elixir_scope_core::event::Kind;
-use elixir_scope_core::persist::{
-    self, Clock, Loading, Mapped, Summarizing, Symbols, Window, Writer,
-};
+use elixir_scope_core::open::Loading;
+use elixir_scope_core::persist::{self, Clock, Mapped, Summarizing, Symbols, Window, Writer};
 use elixir_scope_core::segments::Policy;
 use elixir_scope_core::store::Store;
 use parking_lot::Mutex;
