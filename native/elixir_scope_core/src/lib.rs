@@ -5,30 +5,54 @@
 //! Data flows one way: tracer callbacks [`store::Store::append`] into the [`log::CaptureLog`];
 //! queries ([`query::run`]) read what is published, without ever slowing writers.
 
+//! ## Layers, lowest first
+//!
+//! A module uses modules of its own layer or of lower ones only, and no two modules use each
+//! other, even through others (`tests/layers.rs` reads this list and the sources, and fails on
+//! an edge against it or on a cycle):
+//!
+//! 1. formats: `error`, `fsio`, `etf`, `event`, `symbols`, `behaviours`
+//! 2. capture: `chunks`, `policy`, `hash`, `log`
+//! 3. index: `index`
+//! 4. store: `store`
+//! 5. query: `query`, `matcher`, `history`, `aggregate`
+//! 6. persist: `segment`, `segments`, `footer`, `persist`, `paged`, `open`
+
 // Every unsafe block says why it is sound.
 #![deny(clippy::undocumented_unsafe_blocks)]
 
-pub mod aggregate;
+// 1. formats
 pub mod behaviours;
-pub mod chunks;
 pub mod error;
 pub mod etf;
 pub mod event;
-pub mod footer;
 pub mod fsio;
+pub mod symbols;
+
+// 2. capture
+pub mod chunks;
 pub mod hash;
-pub mod history;
-pub mod index;
 pub mod log;
+pub mod policy;
+
+// 3. index
+pub mod index;
+
+// 4. store
+pub mod store;
+
+// 5. query
+pub mod aggregate;
+pub mod history;
 pub mod matcher;
+pub mod query;
+
+// 6. persist
+pub mod footer;
 pub mod open;
 pub mod paged;
 pub mod persist;
-pub mod policy;
-pub mod query;
 pub mod segment;
 pub mod segments;
-pub mod store;
-pub mod symbols;
 
 pub use error::Error;

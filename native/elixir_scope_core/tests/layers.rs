@@ -1,0 +1,117 @@
+//! The core's modules keep the layering `lib.rs` states: each uses modules of its own layer or
+//! lower ones only (a `crate::module` path outside comments and test modules), and the uses have
+//! no cycle. A new dependency against the order, or a new cycle, fails here.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+/// `(module, layer number)` from the list in `lib.rs`'s docs: lines `//! N. name: `a`, `b``.
+fn declared_layers(lib: &str) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for line in lib.lines() {
+        let Some(rest) = line.strip_prefix("//! ") else {
+            continue;
+        };
+        let Some((n, modules)) = rest.split_once(". ") else {
+            continue;
+        };
+        let Ok(layer) = n.parse::<usize>() else {
+            continue;
+        };
+        let Some((_, modules)) = modules.split_once(": ") else {
+            continue;
+        };
+        for m in modules.split(", ") {
+            out.insert(m.trim_matches('`').to_string(), layer);
+        }
+    }
+    out
+}
+
+/// The modules `source` uses: `crate::name` outside comments and its test module.
+fn uses(source: &str, modules: &BTreeMap<String, usize>) -> BTreeSet<String> {
+    // The code before the test module (`#[cfg(test)]` then a `mod tests` line).
+    let test_module = source.match_indices("#[cfg(test)]\n").find(|(i, m)| {
+        source[i + m.len()..]
+            .lines()
+            .next()
+            .is_some_and(|l| l.contains("mod tests"))
+    });
+    let code = match test_module {
+        Some((i, _)) => &source[..i],
+        None => source,
+    };
+    let mut out = BTreeSet::new();
+    for line in code.lines().filter(|l| !l.trim_start().starts_with("//")) {
+        let mut rest = line;
+        while let Some(i) = rest.find("crate::") {
+            rest = &rest[i + "crate::".len()..];
+            let name: String = rest
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect();
+            if modules.contains_key(&name) {
+                out.insert(name);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn modules_use_only_their_layer_or_lower_ones_and_never_in_a_cycle() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let lib = std::fs::read_to_string(src.join("lib.rs")).unwrap();
+    let layers = declared_layers(&lib);
+    assert!(layers.len() > 10, "lib.rs lists the layers: {layers:?}");
+
+    // Every source file is in the list, and every listed module has a file.
+    let files: BTreeSet<String> = std::fs::read_dir(&src)
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.unwrap().file_name().into_string().unwrap();
+            name.strip_suffix(".rs")
+                .filter(|n| *n != "lib")
+                .map(str::to_string)
+        })
+        .collect();
+    let listed: BTreeSet<String> = layers.keys().cloned().collect();
+    assert_eq!(files, listed, "src/*.rs and the layers listed in lib.rs");
+
+    let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut wrong = Vec::new();
+    for (module, &layer) in &layers {
+        let source = std::fs::read_to_string(src.join(format!("{module}.rs"))).unwrap();
+        let mut used = uses(&source, &layers);
+        used.remove(module);
+        for u in &used {
+            if layers[u] > layer {
+                wrong.push(format!(
+                    "{module} (layer {layer}) uses {u} (layer {})",
+                    layers[u]
+                ));
+            }
+        }
+        graph.insert(module.clone(), used);
+    }
+    assert!(
+        wrong.is_empty(),
+        "uses against the layers:\n{}",
+        wrong.join("\n")
+    );
+
+    // No cycle: remove modules that use nothing left, until none remains.
+    let mut left = graph.clone();
+    while let Some(free) = left
+        .iter()
+        .find(|(_, used)| used.iter().all(|u| !left.contains_key(u)))
+        .map(|(m, _)| m.clone())
+    {
+        left.remove(&free);
+    }
+    assert!(
+        left.is_empty(),
+        "modules in a cycle: {:?}",
+        left.keys().collect::<Vec<_>>()
+    );
+}
