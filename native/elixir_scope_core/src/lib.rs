@@ -16,7 +16,8 @@
 //! 3. index: `index`
 //! 4. store: `store`
 //! 5. query: `query`, `matcher`, `history`, `aggregate`
-//! 6. persist: `segment`, `segments`, `footer`, `persist`, `paged`, `open`
+//! 6. persist: `segment`, `segments`, `footer`, `writer`, `load`, `summary`, `persist`, `paged`,
+//!    `open`
 
 // Every unsafe block says why it is sound.
 #![deny(clippy::undocumented_unsafe_blocks)]
@@ -49,10 +50,13 @@ pub mod query;
 
 // 6. persist
 pub mod footer;
+pub mod load;
 pub mod open;
 pub mod paged;
 pub mod persist;
 pub mod segment;
 pub mod segments;
+pub mod summary;
+pub mod writer;
 
 pub use error::Error;

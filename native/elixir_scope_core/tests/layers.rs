@@ -5,24 +5,32 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-/// `(module, layer number)` from the list in `lib.rs`'s docs: lines `//! N. name: `a`, `b``.
+/// `(module, layer number)` from the list in `lib.rs`'s docs: lines `//! N. name: `a`, `b``, a
+/// list going on over indented lines.
 fn declared_layers(lib: &str) -> BTreeMap<String, usize> {
     let mut out = BTreeMap::new();
+    let mut current = None;
     for line in lib.lines() {
         let Some(rest) = line.strip_prefix("//! ") else {
+            current = None;
             continue;
         };
-        let Some((n, modules)) = rest.split_once(". ") else {
-            continue;
+        let modules = match rest.split_once(". ") {
+            Some((n, tail)) if n.parse::<usize>().is_ok() => {
+                current = n.parse::<usize>().ok();
+                tail.split_once(": ").map_or("", |(_, m)| m)
+            }
+            _ if current.is_some() && rest.starts_with("   ") => rest.trim(),
+            _ => {
+                current = None;
+                continue;
+            }
         };
-        let Ok(layer) = n.parse::<usize>() else {
-            continue;
-        };
-        let Some((_, modules)) = modules.split_once(": ") else {
-            continue;
-        };
-        for m in modules.split(", ") {
-            out.insert(m.trim_matches('`').to_string(), layer);
+        let Some(layer) = current else { continue };
+        for m in modules.split(',').map(|m| m.trim().trim_matches('`')) {
+            if !m.is_empty() {
+                out.insert(m.to_string(), layer);
+            }
         }
     }
     out
