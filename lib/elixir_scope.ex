@@ -101,19 +101,20 @@ defmodule ElixirScope do
       * `:archive` - compress each segment (lz4) once it is full (default `false`);
       * `:flush_interval` - milliseconds between writes (default `100`): what a crash of
         the VM can lose. `stop/0` writes the rest and seals the trace;
-      * `:history_bytes` - memory that the events queries read back from the trace may hold,
-        past which they start over with a fresh reader (default: the store's own
+      * `:follow_bytes` - memory that the events `store: :trace` queries read back from the
+        trace may hold, past which they start over with a fresh reader (default: the store's own
         `max_events × 64 + max_bytes`). The index of the trace on disk comes on top (8 to
         24 bytes per event on disk).
 
       A persisted capture is not limited by `:max_events`/`:max_bytes`: once its store is
       half full (and all of it on disk), it goes on in a fresh store, which becomes the
-      default one, and the full one is let go. Queries of the capture (without `:store`)
-      still see every event it wrote: each writes what is pending, then reads the trace on
-      disk as far as it needs, the index from segment footers and the events a block at a
+      default one, and the full one is let go. Queries (without `:store`) read the current
+      store, in memory; `store: :trace` reads every event the capture wrote, from its trace
+      on disk as far as it needs, the index from segment footers and the events a block at a
       time (seqs are the trace's, continuing across stores; `status/0` counts the current
-      store). Each store must hold a few flush intervals of events, or it fills before the
-      switch and drops (and counts) the rest.
+      store). A query never writes: what the flusher has not written yet is in memory only,
+      and `flush/0` writes it. Each store must hold a few flush intervals of events, or it
+      fills before the switch and drops (and counts) the rest.
 
   Invalid options raise `ArgumentError` naming the option and the allowed values.
 
@@ -184,7 +185,19 @@ defmodule ElixirScope do
   def save(path, opts \\ []) do
     path = Args.path!(path, "path")
     opts = Options.validate!(opts, store: nil, progress: nil)
-    store = ElixirScope.Query.store!(opts[:store])
+
+    # A running persisted capture is saved whole: what is pending is written first (by the
+    # server, which owns writing), then its trace is read.
+    store =
+      case {opts[:store], Store.default()} do
+        {nil, %Store{trace_dir: dir}} when dir != nil ->
+          _ = flush()
+          ElixirScope.Query.store!(:trace)
+
+        {store, _} ->
+          ElixirScope.Query.store!(store)
+      end
+
     ElixirScope.Persist.save(store, path, Keyword.take(opts, [:progress]))
   end
 
@@ -262,6 +275,20 @@ defmodule ElixirScope do
         if opts[:default], do: Store.put_default(store)
         {:ok, store}
       end
+    end
+  end
+
+  @doc """
+  Writes what a persisted capture has not written to its trace yet (the flusher does every
+  `flush_interval` ms): `{:ok, dir}`. `{:error, :not_persisted}` for a capture without
+  `persist:`, `{:error, :not_running}` with no capture. Queries never write: after this,
+  `store: :trace` queries see every event captured so far.
+  """
+  @spec flush() :: {:ok, Path.t()} | {:error, :not_persisted | :not_running | term()}
+  def flush do
+    case call_server(:flush) do
+      :none -> {:error, :not_persisted}
+      other -> other
     end
   end
 

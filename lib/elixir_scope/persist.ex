@@ -46,7 +46,7 @@ defmodule ElixirScope.Persist do
     max_age: nil,
     archive: false,
     flush_interval: 100,
-    history_bytes: nil
+    follow_bytes: nil
   ]
 
   @typedoc "Options of `ElixirScope.start(persist: ...)`, see `ElixirScope.start/1`."
@@ -58,7 +58,7 @@ defmodule ElixirScope.Persist do
           max_age: pos_integer() | nil,
           archive: boolean(),
           flush_interval: pos_integer(),
-          history_bytes: pos_integer() | nil
+          follow_bytes: pos_integer() | nil
         ]
 
   @typedoc "What `open/2` found, see `info/1`."
@@ -120,7 +120,7 @@ defmodule ElixirScope.Persist do
       max_age_ns: seconds_ns!(opts, :max_age),
       archive: bool!(opts, :archive),
       flush_interval: pos!(opts, :flush_interval) || @defaults[:flush_interval],
-      history_bytes: pos!(opts, :history_bytes)
+      follow_bytes: pos!(opts, :follow_bytes)
     }
   end
 
@@ -186,67 +186,65 @@ defmodule ElixirScope.Persist do
   # The store following the running capture's trace: {dir, store ref, bytes after its first
   # refresh, bytes it may hold or nil}. One per VM, replaced when a capture starts or when it
   # has read in too much.
-  @history_key {__MODULE__, :history}
+  @follower_key {__MODULE__, :follower}
   # Events a following store must still have room for (of 2^34), else a fresh one replaces it.
-  @history_room 1_073_741_824
+  @follower_room 1_073_741_824
 
   @doc false
   # `store` (persisted as `o` says, see options!/1) with a store following its trace on disk.
-  @spec with_history(Store.t(), map()) :: Store.t()
-  def with_history(%Store{} = store, o) do
-    case follow(o.dir, o.history_bytes) do
-      {:ok, _} -> %{store | history: o.dir}
+  @spec with_follower(Store.t(), map()) :: Store.t()
+  def with_follower(%Store{} = store, o) do
+    case follow(o.dir, o.follow_bytes) do
+      {:ok, _} -> %{store | trace_dir: o.dir}
       {:error, _} -> store
     end
   end
 
   @doc false
   # Lets go of the store following a capture's trace (a new capture starts).
-  @spec forget_history() :: :ok
-  def forget_history do
-    _ = :persistent_term.get(@history_key, nil) && :persistent_term.erase(@history_key)
+  @spec forget_follower() :: :ok
+  def forget_follower do
+    _ = :persistent_term.get(@follower_key, nil) && :persistent_term.erase(@follower_key)
     :ok
   end
 
   defp follow(dir, budget) do
     with {:ok, ref} <- Native.disk_follow(dir),
          {:ok, _last, bytes, _room} <- Native.disk_follow_refresh(ref) do
-      :persistent_term.put(@history_key, {dir, ref, bytes, budget})
+      :persistent_term.put(@follower_key, {dir, ref, bytes, budget})
       {:ok, ref}
     end
   end
 
   @doc false
-  # What queries of a capture's store read: for a persisted capture, every event it wrote,
-  # whichever store of the capture held it (older ones are gone from memory): what is stored is
-  # written first, then the trace on disk is read from where the last query left it. The
+  # What `store: :trace` reads: for a persisted capture's `store`, every event its trace holds
+  # on disk, whichever store of the capture held it (older ones are gone from memory), read by
+  # a store that follows the trace from where the last such query left it. It reads only: what
+  # the flusher has not written yet is not there (`ElixirScope.flush/0` writes it first). The
   # following store only grows (with the events queries read in): once those hold more than
   # its budget (and it has read half a budget since it was fresh: one that starts over big does
   # not start over at every query), or it nears the events it can hold, a fresh one replaces it
   # (starting at the oldest segment left). Its index (of the trace on disk) is not counted:
-  # starting over would not make it smaller. When the trace cannot be read
-  # or written, queries read the capture's memory.
-  @spec history(Store.t()) :: Store.t()
-  def history(%Store{history: nil} = store), do: store
+  # starting over would not make it smaller.
+  @spec trace_store(Store.t()) :: {:ok, Store.t()} | {:error, :not_persisted}
+  def trace_store(%Store{trace_dir: nil}), do: {:error, :not_persisted}
 
-  def history(%Store{history: dir} = store) do
-    # (:none: the writer is done, every event is on disk; or being moved to a fresh store.)
-    with written when written == :none or elem(written, 0) == :ok <- flush(store),
-         {^dir, ref, fresh, budget} <- :persistent_term.get(@history_key, nil),
+  def trace_store(%Store{trace_dir: dir} = store) do
+    with {^dir, ref, fresh, budget} <- :persistent_term.get(@follower_key, nil),
          {:ok, _last, bytes, room} <- Native.disk_follow_refresh(Native.store_handle(ref)) do
       budget = budget || store_budget(store)
 
       ref =
-        with true <- (bytes > budget and bytes > fresh + div(budget, 2)) or room < @history_room,
+        with true <- (bytes > budget and bytes > fresh + div(budget, 2)) or room < @follower_room,
              {:ok, renewed} <- follow(dir, budget) do
           renewed
         else
           _ -> ref
         end
 
-      %Store{ref: ref, time_offset: store.time_offset}
+      {:ok, %Store{ref: ref, time_offset: store.time_offset}}
     else
-      _ -> store
+      _ -> {:error, :not_persisted}
     end
   end
 

@@ -13,8 +13,10 @@ defmodule ElixirScope.Query do
 
   Every function takes the filters of `events/1` as its last argument, among them:
 
-    * `:store` - the store to read (default: the current or last capture's, see
-      `ElixirScope.Store.default/0`).
+    * `:store` - the store to read (default: the current or last capture's, in memory, see
+      `ElixirScope.Store.default/0`), or `:trace`: every event a running persisted capture
+      wrote to its trace on disk, across its stores. A query only reads: what the capture
+      has not written yet is in memory only (`ElixirScope.flush/0` writes it).
     * `:limit` - at most this many events (default `:infinity`).
     * `:order` - `:asc` (default, oldest first) or `:desc`.
 
@@ -45,7 +47,7 @@ defmodule ElixirScope.Query do
 
   @typedoc "Options of `events/1`."
   @type filters :: [
-          store: Store.t(),
+          store: Store.t() | :trace,
           pid: pid() | [pid()],
           peer: pid() | [pid()],
           involving: pid() | [pid()],
@@ -538,14 +540,27 @@ defmodule ElixirScope.Query do
   @doc false
   def store!(%Store{} = s), do: s
 
-  # The default store; for a persisted capture, everything it wrote (see Persist.history/1).
+  # The default store: the current (or last) capture's, in memory. Reading never writes.
   def store!(nil) do
     case Store.default() do
       nil ->
         raise ArgumentError, "no store: start a capture with ElixirScope.start/1 or pass :store"
 
       store ->
-        ElixirScope.Persist.history(store)
+        store
+    end
+  end
+
+  # A persisted capture's trace on disk: every event it wrote, across its stores.
+  def store!(:trace) do
+    with %Store{} = store <- Store.default(),
+         {:ok, trace} <- ElixirScope.Persist.trace_store(store) do
+      trace
+    else
+      _ ->
+        raise ArgumentError,
+              "store: :trace reads the trace a running capture persists (start it with " <>
+                "persist: [dir: ...]), and there is none"
     end
   end
 

@@ -51,8 +51,8 @@ defmodule ElixirScope.Server do
         {:stop, {:persist, reason}}
 
       _ ->
-        Persist.forget_history()
-        store = if persist, do: Persist.with_history(store, persist), else: store
+        Persist.forget_follower()
+        store = if persist, do: Persist.with_follower(store, persist), else: store
         Store.put_default(store)
         :ok = Native.store_set_watcher(Store.ref(store), self())
         # The janitor first: it waits for a previous capture's janitor, whose cleanup would
@@ -107,7 +107,7 @@ defmodule ElixirScope.Server do
         )
 
         # What is on disk no longer keeps up: queries go back to the capture's memory.
-        Persist.forget_history()
+        Persist.forget_follower()
         Persist.finish(store)
         send(server, {:persist_failed, store})
 
@@ -187,7 +187,7 @@ defmodule ElixirScope.Server do
         sample_by: st.sample_by
       )
 
-    new = %{Store.new!(opts) | history: old.history}
+    new = %{Store.new!(opts) | trace_dir: old.trace_dir}
     :ok = Native.store_set_watcher(Store.ref(new), self())
     # The patterns are set (and may be partly another tool's now): only the store learns them.
     Enum.each(s.state_modules, &Tracer.register_states(&1, new))
@@ -207,8 +207,8 @@ defmodule ElixirScope.Server do
         other ->
           Logger.error("ElixirScope stopped writing its trace: #{inspect(other)}")
           # Nothing more reaches the disk: queries read the capture's memory.
-          Persist.forget_history()
-          new = %{new | history: nil}
+          Persist.forget_follower()
+          new = %{new | trace_dir: nil}
           Store.put_default(new)
           %{s | store: new, persist_dir: nil}
       end
@@ -225,7 +225,7 @@ defmodule ElixirScope.Server do
   end
 
   def handle_info({:persist_failed, store}, %{store: store} = s) do
-    store = %{store | history: nil}
+    store = %{store | trace_dir: nil}
     Store.put_default(store)
     {:noreply, %{s | store: store, persist_dir: nil}}
   end

@@ -25,15 +25,16 @@ defmodule ElixirScope.Store do
   alias ElixirScope.{Args, Native, Options}
 
   @enforce_keys [:ref, :time_offset]
-  defstruct [:ref, :time_offset, source: nil, history: nil]
+  defstruct [:ref, :time_offset, source: nil, trace_dir: nil]
 
   # `source`: what opening the trace found, for a store opened from disk. `history`: for a
-  # persisted capture's store, its trace directory, which queries read (see Persist.history/1).
+  # persisted capture's store, its trace directory (`store: :trace` reads it, see
+  # Persist.trace_store/1).
   @opaque t :: %__MODULE__{
             ref: reference(),
             time_offset: integer(),
             source: map() | nil,
-            history: String.t() | nil
+            trace_dir: String.t() | nil
           }
 
   @typedoc "Counters and settings of a store, see `stats/1`."

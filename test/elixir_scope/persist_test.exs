@@ -621,11 +621,14 @@ defmodule ElixirScope.PersistCaptureTest do
     assert ElixirScope.status().generation > 1
     assert ElixirScope.status().tracing_level == :full
     assert Store.default() != first_store
-    # The current store holds the last stretch only, but the capture's queries read every
-    # event it wrote, from disk where its memory no longer has them.
-    current = Query.state_timeline(c, store: Store.default())
+    # The current store holds the last stretch only (what queries read by default), and
+    # `store: :trace` reads every event the capture wrote, from disk where its memory no longer
+    # has them: all of them once what is pending is written.
+    current = Query.state_timeline(c)
+    assert current == Query.state_timeline(c, store: Store.default())
     assert length(current) < 2_000
-    live = Query.state_timeline(c)
+    {:ok, ^dir} = ElixirScope.flush()
+    live = Query.state_timeline(c, store: :trace)
     assert List.last(live).data.count == 2400
 
     assert Enum.take(live, -length(current)) |> Enum.map(& &1.data) ==
@@ -640,7 +643,10 @@ defmodule ElixirScope.PersistCaptureTest do
     {:ok, _} = ElixirScope.save(copy)
     {:ok, saved} = ElixirScope.open(copy)
     assert Query.state_timeline(c, store: saved) == live
-    assert Query.state_at(c, hd(tl(whole)).ts) == Query.state_at(c, hd(tl(whole)).ts, store: all)
+
+    assert Query.state_at(c, hd(tl(whole)).ts, store: :trace) ==
+             Query.state_at(c, hd(tl(whole)).ts, store: all)
+
     # Only the recent past: the state at its start, then the last call's, whatever store they
     # were in.
     last_call = List.last(whole).ts
@@ -673,7 +679,7 @@ defmodule ElixirScope.PersistCaptureTest do
       :stop -> send(parent, {:read, self(), reads, last})
     after
       0 ->
-        timeline = Query.state_timeline(c)
+        timeline = Query.state_timeline(c, store: :trace)
         counts = Enum.map(timeline, & &1.data.count)
         # From the first state on (count 0, long gone from memory), in order, none twice.
         true = counts == Enum.sort(Enum.uniq(counts))
@@ -681,7 +687,7 @@ defmodule ElixirScope.PersistCaptureTest do
         true = now >= last
 
         with [first | _] <- timeline do
-          {0, {:ok, %{count: 0}}} = {first.data.count, Query.state_at(c, first.ts)}
+          {0, {:ok, %{count: 0}}} = {first.data.count, Query.state_at(c, first.ts, store: :trace)}
         end
 
         read_loop(c, parent, reads + 1, now)
@@ -712,7 +718,8 @@ defmodule ElixirScope.PersistCaptureTest do
     assert ElixirScope.status().generation > 2
 
     # Every call's state is there, from before and after the switches.
-    counts = Query.state_timeline(c) |> Enum.map(& &1.data.count)
+    {:ok, _} = ElixirScope.flush()
+    counts = Query.state_timeline(c, store: :trace) |> Enum.map(& &1.data.count)
     assert List.last(counts) == 300
     assert length(counts) >= 301 - 2 * ElixirScope.status().generation
   end
@@ -723,13 +730,14 @@ defmodule ElixirScope.PersistCaptureTest do
     {:ok, _} =
       ElixirScope.start(
         max_events: 2_000,
-        persist: [dir: dir, flush_interval: 5, segment_bytes: 32 * 1024, history_bytes: 1]
+        persist: [dir: dir, flush_interval: 5, segment_bytes: 32 * 1024, follow_bytes: 1]
       )
 
     on_exit(fn -> ElixirScope.stop() end)
     {:ok, c} = GenServer.start(ElixirScope.PersistTest.Counter, 0)
     :ok = ElixirScope.trace(c)
-    {_, first_reader, _, _} = :persistent_term.get({Persist, :history})
+    Query.state_timeline(c, store: :trace)
+    {_, first_reader, _, _} = :persistent_term.get({Persist, :follower})
     me = self()
     readers = for _ <- 1..2, do: spawn_link(fn -> read_loop(c, me, 0, 0) end)
 
@@ -747,11 +755,12 @@ defmodule ElixirScope.PersistCaptureTest do
 
     assert Enum.all?(results, fn {reads, _} -> reads > 3 end)
     assert ElixirScope.status().generation > 2
-    {_, reader, _, _} = :persistent_term.get({Persist, :history})
+    {_, reader, _, _} = :persistent_term.get({Persist, :follower})
     assert reader != first_reader, "the reader started over"
     # Every call's state, from the trace: moving processes between stores may miss an event
     # or two per switch, nothing else.
-    counts = Query.state_timeline(c) |> Enum.map(& &1.data.count)
+    {:ok, _} = ElixirScope.flush()
+    counts = Query.state_timeline(c, store: :trace) |> Enum.map(& &1.data.count)
     assert hd(counts) == 0 and List.last(counts) == 1500
     assert counts == Enum.sort(Enum.uniq(counts))
     assert length(counts) >= 1501 - 2 * ElixirScope.status().generation
@@ -788,10 +797,32 @@ defmodule ElixirScope.PersistCaptureTest do
     assert Enum.map(Query.state_timeline(c), & &1.data.count) == Enum.to_list(0..21)
   end
 
-  test "open_persisted/0 needs a persisted capture" do
+  test "open_persisted/0, flush/0 and store: :trace need a persisted capture" do
     {:ok, _} = ElixirScope.start()
     on_exit(fn -> ElixirScope.stop() end)
     assert {:error, :not_persisted} = ElixirScope.open_persisted()
+    assert {:error, :not_persisted} = ElixirScope.flush()
+
+    assert_raise ArgumentError,
+                 ~r/store: :trace reads the trace a running capture persists/,
+                 fn ->
+                   Query.events(store: :trace)
+                 end
+  end
+
+  test "a query only reads: the server writes, every flush_interval or on flush/0", %{dir: dir} do
+    {:ok, _} = ElixirScope.start(persist: [dir: dir, flush_interval: 60_000])
+    on_exit(fn -> ElixirScope.stop() end)
+    {:ok, c} = GenServer.start(ElixirScope.PersistTest.Counter, 0)
+    :ok = ElixirScope.trace(c)
+    for _ <- 1..5, do: GenServer.call(c, {:add, 1})
+    # (The flusher's first write comes a whole interval after the start.)
+    assert [_ | _] = Query.state_timeline(c)
+    assert [] = Query.state_timeline(c, store: :trace)
+    assert ElixirScope.status().persisted == 0
+    {:ok, ^dir} = ElixirScope.flush()
+    assert ElixirScope.status().persisted > 0
+    assert Query.state_timeline(c, store: :trace) == Query.state_timeline(c)
   end
 
   test "tracked variables survive a save and open", %{dir: dir} do
