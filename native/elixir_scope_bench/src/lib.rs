@@ -1,0 +1,1 @@
+//! Benchmarks of `elixir_scope_core` live in `benches/`; this crate holds nothing else.
