@@ -12,7 +12,13 @@ defmodule Mix.Tasks.Compile.ElixirScopeNative do
   ## Requirements
 
   `cargo` on the `PATH` (or in `~/.cargo/bin`). Without it the task fails with a message saying
-  how to install Rust.
+  how to install Rust, except where the native library is not needed:
+
+    * with `ELIXIR_SCOPE_BUILD=false`, it is never built;
+    * in the `:prod` environment without cargo, it is not built, and it says so once: an
+      application that uses `ElixirScope.Track` compiles and runs in production with tracking
+      off (`config :elixir_scope, track: false`, the `:prod` default), which needs no native
+      code. Capture functions then raise the load error, which says how to build.
 
   ## Options
 
@@ -33,12 +39,37 @@ defmodule Mix.Tasks.Compile.ElixirScopeNative do
     dest = Path.join([Mix.Project.app_path(), "priv", "native"])
     lib = Path.join(dest, "#{@crate}.so")
 
-    if opts[:force] || stale?(root, lib) do
-      build!(root, dest, lib)
-      reload_native()
-      {:ok, []}
-    else
-      {:noop, []}
+    cond do
+      skip?() ->
+        {:noop, []}
+
+      opts[:force] || stale?(root, lib) ->
+        build!(root, dest, lib)
+        reload_native()
+        {:ok, []}
+
+      true ->
+        {:noop, []}
+    end
+  end
+
+  # Whether the native library is not to be built (see the moduledoc).
+  defp skip? do
+    cond do
+      System.get_env("ELIXIR_SCOPE_BUILD") == "false" ->
+        true
+
+      Mix.env() == :prod and find_cargo() == nil ->
+        Mix.shell().info(
+          "ElixirScope: no cargo found, the native library is not built (:prod). Tracked " <>
+            "functions compile with tracking off; capture needs the library (install Rust and " <>
+            "recompile)."
+        )
+
+        true
+
+      true ->
+        false
     end
   end
 
