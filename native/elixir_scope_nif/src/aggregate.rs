@@ -1,8 +1,8 @@
 //! Aggregation NIFs: counts per group and call durations, computed in the core in one pass.
 
 use crate::atoms;
-use crate::matcher::decode_matcher;
-use crate::query::{decode_filter, kind_atom};
+use crate::codec::decode_matcher;
+use crate::codec::{decode_filter, kind_atom};
 use crate::store::store_of;
 use elixir_scope_core::aggregate::{self, GroupBy, Key};
 use elixir_scope_core::event::{EventRef, Kind};

@@ -2,7 +2,7 @@
 //! queries of `elixir_scope_core::history`.
 
 use crate::atoms;
-use crate::query::{encode_event, encode_events};
+use crate::codec::{encode_event, encode_events};
 use crate::store::store_of;
 use crate::terms::{atom_key, is_nil, key_term, local_pid_key, opt_with, pid_arg, raw};
 use crate::tracer::{admit, record, Payload};

@@ -10,6 +10,7 @@
 
 mod aggregate;
 mod atoms;
+mod codec;
 mod error;
 mod etf;
 mod foreign;

@@ -253,8 +253,8 @@ fn disk_load_begin<'a>(
     until: Term<'a>,
 ) -> NifResult<Term<'a>> {
     let window = Window {
-        since: crate::query::opt(since)?,
-        until: crate::query::opt(until)?,
+        since: crate::codec::opt(since)?,
+        until: crate::codec::opt(until)?,
     };
     Ok(match Loading::window(Path::new(&path), window) {
         Ok(l) => {
@@ -458,7 +458,7 @@ fn disk_summary_finish<'a>(
         .iter()
         .zip(sum.kinds.iter())
         .filter(|(_, n)| **n > 0)
-        .map(|(k, n)| (crate::query::kind_atom(*k).encode(env), *n))
+        .map(|(k, n)| (crate::codec::kind_atom(*k).encode(env), *n))
         .collect();
     let pids: Vec<(Term, u64)> = sum.pids.iter().map(|(w, n)| (term_of(*w), *n)).collect();
     let calls: Vec<((Term, Term, u8), u64)> = sum
