@@ -19,7 +19,9 @@ defmodule ElixirScope.MixProject do
       package: package(),
       source_url: @source_url,
       docs: [main: "readme", extras: ["README.md"]],
-      test_coverage: [summary: [threshold: 0]]
+      test_coverage: [summary: [threshold: 0]],
+      # The native compiler (a Mix task, at build time only) fetches precompiled libraries.
+      xref: [exclude: [:crypto, :httpc, :erl_tar]]
     ]
   end
 
@@ -44,7 +46,7 @@ defmodule ElixirScope.MixProject do
       licenses: ["Apache-2.0"],
       links: %{"GitHub" => @source_url},
       files: ~w(
-        lib mix.exs README.md LICENSE Cargo.toml Cargo.lock
+        lib mix.exs README.md LICENSE Cargo.toml Cargo.lock checksum-elixir_scope_nif.exs
         native/elixir_scope_core/Cargo.toml native/elixir_scope_core/src
         native/elixir_scope_nif/Cargo.toml native/elixir_scope_nif/src
       )

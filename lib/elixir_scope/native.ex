@@ -7,7 +7,13 @@ defmodule ElixirScope.Native do
 
   @doc false
   def load_nif do
-    path = :filename.join(:code.priv_dir(:elixir_scope), ~c"native/elixir_scope_nif")
+    # (No priv directory, e.g. the code loaded from a directory not named after the app: the
+    # stubs then say the library could not be found.)
+    path =
+      case :code.priv_dir(:elixir_scope) do
+        {:error, _} -> ~c"elixir_scope/priv/native/elixir_scope_nif"
+        priv -> :filename.join(priv, ~c"native/elixir_scope_nif")
+      end
 
     case :erlang.load_nif(path, 0) do
       :ok ->

@@ -20,6 +20,18 @@ defmodule Mix.Tasks.Compile.ElixirScopeNative do
       off (`config :elixir_scope, track: false`, the `:prod` default), which needs no native
       code. Capture functions then raise the load error, which says how to build.
 
+  ## Precompiled libraries
+
+  Like `rustler_precompiled`, it can take a library built beforehand instead of building one:
+  when a base URL is given (`ELIXIR_SCOPE_PRECOMPILED_URL`, or `config :elixir_scope,
+  precompiled_url: ...`) and the package holds the checksum file (`checksum-elixir_scope_nif.exs`,
+  written with the artifacts by `scripts/precompile`), it downloads
+  `<url>/<artifact>`, where the artifact is named by the package version, the VM's NIF version
+  and the target triple (see `artifact_name/0`), checks its SHA-256 against the checksum file
+  and installs it. A checksum that does not match is refused with a message; an artifact that
+  cannot be downloaded falls back to building from source (when cargo exists, else the message
+  says what to do). `ELIXIR_SCOPE_BUILD=true` always builds from source.
+
   ## Options
 
     * `--force` - build even when nothing changed.
@@ -44,7 +56,11 @@ defmodule Mix.Tasks.Compile.ElixirScopeNative do
         {:noop, []}
 
       opts[:force] || stale?(root, lib) ->
-        build!(root, dest, lib)
+        case precompiled(root, dest, lib) do
+          :ok -> :ok
+          :build -> build!(root, dest, lib)
+        end
+
         reload_native()
         {:ok, []}
 
@@ -70,6 +86,115 @@ defmodule Mix.Tasks.Compile.ElixirScopeNative do
 
       true ->
         false
+    end
+  end
+
+  @checksums "checksum-elixir_scope_nif.exs"
+
+  @doc false
+  # The artifact of this package version for this VM: `elixir_scope_nif-v<version>-nif-<nif
+  # version>-<target>.so.tar.gz`.
+  def artifact_name do
+    version = Mix.Project.config()[:version] || "0.0.0"
+    nif = :erlang.system_info(:nif_version)
+    "elixir_scope_nif-v#{version}-nif-#{nif}-#{target()}.so.tar.gz"
+  end
+
+  # The target triple of this VM, as the artifacts are named.
+  defp target do
+    case :erlang.system_info(:system_architecture) |> List.to_string() |> String.split("-") do
+      [arch, _vendor, os | rest] -> Enum.join([arch, "unknown", os | Enum.take(rest, 1)], "-")
+      other -> Enum.join(other, "-")
+    end
+  end
+
+  @doc false
+  # :ok when a precompiled library was installed at `lib`, :build when it is to be built from
+  # the sources at `root` (whose checksum file it reads).
+  def precompiled(root, dest, lib) do
+    url =
+      System.get_env("ELIXIR_SCOPE_PRECOMPILED_URL") ||
+        Application.get_env(:elixir_scope, :precompiled_url)
+
+    sums = Path.join(root, @checksums)
+
+    cond do
+      System.get_env("ELIXIR_SCOPE_BUILD") == "true" or url == nil or not File.exists?(sums) ->
+        :build
+
+      true ->
+        case fetch_precompiled(url, sums, dest, lib) do
+          :ok ->
+            :ok
+
+          {:error, :checksum, name} ->
+            Mix.raise(
+              "ElixirScope's precompiled library #{name} does not match its checksum in " <>
+                "#{@checksums}: refused. Remove it from the server, or set " <>
+                "ELIXIR_SCOPE_BUILD=true to build from source (needs Rust's cargo)."
+            )
+
+          {:error, why, name} ->
+            if find_cargo() do
+              Mix.shell().info(
+                "ElixirScope: no precompiled #{name} (#{inspect(why)}): building from source"
+              )
+
+              :build
+            else
+              Mix.raise(
+                "ElixirScope found no precompiled library #{name} at #{url} (#{inspect(why)}), and no " <>
+                  "cargo to build one: install Rust with rustup (https://rustup.rs), or point " <>
+                  "ELIXIR_SCOPE_PRECOMPILED_URL at a server that has it."
+              )
+            end
+        end
+    end
+  end
+
+  @doc false
+  # Downloads this VM's artifact from `url`, checks it against the checksum file `sums` and
+  # installs its library at `lib`: `:ok`, `{:error, :checksum, name}`, or `{:error, why, name}`
+  # when it cannot be had.
+  def fetch_precompiled(url, sums, dest, lib) do
+    name = artifact_name()
+    {checksums, _} = Code.eval_file(sums)
+
+    with {:ok, expected} <- Map.fetch(checksums, name) |> or_error(:not_listed),
+         {:ok, body} <- download(String.trim_trailing(url, "/") <> "/" <> name),
+         :ok <- check(body, expected),
+         {:ok, [{_, so}]} <- :erl_tar.extract({:binary, body}, [:memory, :compressed]) do
+      File.mkdir_p!(dest)
+      tmp = lib <> ".tmp"
+      File.write!(tmp, so)
+      File.rename!(tmp, lib)
+      :ok
+    else
+      {:error, :checksum} -> {:error, :checksum, name}
+      {:error, why} -> {:error, why, name}
+      other -> {:error, other, name}
+    end
+  end
+
+  defp or_error(:error, why), do: {:error, why}
+  defp or_error(ok, _why), do: ok
+
+  defp check(body, expected) do
+    actual = :crypto.hash(:sha256, body) |> Base.encode16(case: :lower)
+    if actual == String.downcase(expected), do: :ok, else: {:error, :checksum}
+  end
+
+  defp download(url) do
+    {:ok, _} = Application.ensure_all_started(:inets)
+    {:ok, _} = Application.ensure_all_started(:ssl)
+    request = {String.to_charlist(url), []}
+
+    case :httpc.request(:get, request, [timeout: 60_000, connect_timeout: 10_000],
+           body_format: :binary
+         ) do
+      {:ok, {{_, 200, _}, _, body}} -> {:ok, body}
+      {:ok, {{_, status, _}, _, _}} -> {:error, {:http, status}}
+      {:error, reason} -> {:error, reason}
     end
   end
 
