@@ -787,8 +787,9 @@ defmodule ElixirScope.PersistCaptureTest do
     for _ <- 1..10, do: GenServer.call(c, {:add, 1})
     assert List.last(Query.state_timeline(c)).data.count == 10
     assert ElixirScope.status().persist_dir == dir
-    # The directory goes away under the writer: its next manifest cannot be saved.
-    File.rm_rf!(dir)
+    # The directory goes away under the writer: its next manifest cannot be saved. (The writer
+    # may add a file while it is being removed: removed again then.)
+    wait_until(fn -> match?({:ok, _}, File.rm_rf(dir)) end)
     for _ <- 1..10, do: GenServer.call(c, {:add, 1})
     wait_until(fn -> ElixirScope.status().persist_dir == nil end)
     assert ElixirScope.running?()
