@@ -21,7 +21,7 @@ defmodule ElixirScope.MixProject do
       docs: [main: "readme", extras: ["README.md"]],
       test_coverage: [summary: [threshold: 0]],
       # The native compiler (a Mix task, at build time only) fetches precompiled libraries.
-      xref: [exclude: [:crypto, :httpc, :erl_tar]]
+      xref: [exclude: [:crypto, :httpc, :erl_tar, :public_key]]
     ]
   end
 

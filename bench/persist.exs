@@ -100,14 +100,16 @@ ar_path = next_path.("archive")
 {:ok, ^n} = Persist.finish(store)
 archived = du.(ar_path) - File.stat!(Path.join(ar_path, "MANIFEST")).size
 
-# A running persisted capture: queries without :store read its trace on disk (after writing
-# what is pending), so that events of stores it let go still answer.
+# A running persisted capture: `store: :trace` queries read its trace on disk, so that events
+# of stores it let go still answer (the store following the trace, as Persist.trace_store/1
+# gives it).
 live_dir = next_path.("live")
 live_opts = Persist.options!(dir: live_dir)
 :ok = Persist.start(store, live_opts)
 {:ok, ^n} = Persist.flush(store)
-followed = Persist.with_history(store, live_opts)
-{:ok, ^st} = Query.state_at(pid, mid, store: Persist.history(followed))
+followed = Persist.with_follower(store, live_opts)
+{:ok, trace} = Persist.trace_store(followed)
+{:ok, ^st} = Query.state_at(pid, mid, store: trace)
 
 Harness.header("Persistence: #{n} events of #{procs} GenServers, #{rounds} rounds (median)")
 
@@ -137,7 +139,10 @@ variants = [
   {"state_at: running capture, its trace",
    fn ->
      :timer.tc(fn ->
-       for p <- picks, do: Query.state_at(p, mid, store: Persist.history(followed))
+       for p <- picks do
+         {:ok, trace} = Persist.trace_store(followed)
+         Query.state_at(p, mid, store: trace)
+       end
      end)
    end},
   {"state_at: running capture, its memory",

@@ -191,6 +191,7 @@ defmodule ElixirScope do
     store =
       case {opts[:store], Store.default()} do
         {nil, %Store{trace_dir: dir}} when dir != nil ->
+          # (A flush that fails leaves the trace as it is: what it holds is saved.)
           _ = flush()
           ElixirScope.Query.store!(:trace)
 
@@ -294,8 +295,9 @@ defmodule ElixirScope do
 
   @doc """
   Opens what a running persisted capture has written so far, as a read-only store of its own:
-  every event since it started, across every store it has used (what queries of the running
-  capture read too). Writes what is pending first. Opens as `open/2` of the directory does.
+  every event since it started, across every store it has used (what `store: :trace` queries
+  read too). Has the server write what is pending first. Opens as `open/2` of the directory
+  does.
 
   Takes the options of `open/2` but `:default`: `since:` loads only the recent past into memory.
 

@@ -3,6 +3,7 @@ defmodule ElixirScopeTest do
   use ExUnit.Case, async: false
 
   alias ElixirScope.{Query, Tracer}
+  import Bitwise
   import ElixirScope.ScopeCase, only: [wait_until: 1]
 
   setup do
@@ -116,6 +117,9 @@ defmodule ElixirScopeTest do
             {[max_events: 2_000_000_000],
              ":max_events 2000000000, expected an integer from 1 to 1000000000"},
             {[max_bytes: 1.5], ":max_bytes 1.5, expected an integer from 1 to 1099511627776"},
+            {[max_events: -1], ":max_events -1, expected an integer from 1 to 1000000000"},
+            {[max_bytes: 1 <<< 70],
+             ":max_bytes 1180591620717411303424, expected an integer from"},
             {[max_events: :lots], ":max_events :lots"},
             {[tracing_level: :verbose], ":tracing_level :verbose, expected one of: :full"},
             {[sample_rate: 1.5], ":sample_rate 1.5, expected a number from 0.0 to 1.0"},

@@ -7,14 +7,19 @@ defmodule ElixirScope.Native do
 
   @doc false
   def load_nif do
-    # (No priv directory, e.g. the code loaded from a directory not named after the app: the
-    # stubs then say the library could not be found.)
-    path =
-      case :code.priv_dir(:elixir_scope) do
-        {:error, _} -> ~c"elixir_scope/priv/native/elixir_scope_nif"
-        priv -> :filename.join(priv, ~c"native/elixir_scope_nif")
-      end
+    case :code.priv_dir(:elixir_scope) do
+      # No priv directory (the code loaded from a directory not named after the app): nothing
+      # is loaded, and the stubs say so.
+      {:error, reason} ->
+        :persistent_term.put({__MODULE__, :load_error}, {:no_priv_dir, inspect(reason)})
+        :ok
 
+      priv ->
+        load_nif(:filename.join(priv, ~c"native/elixir_scope_nif"))
+    end
+  end
+
+  defp load_nif(path) do
     case :erlang.load_nif(path, 0) do
       :ok ->
         :ok

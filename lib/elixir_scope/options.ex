@@ -12,6 +12,13 @@ defmodule ElixirScope.Options do
   def store_defaults do
     {defaults, _ranges} = ElixirScope.Native.store_limits()
     defaults
+  rescue
+    # No native library (a production build without Rust): the keys, without values.
+    ErlangError ->
+      Enum.map(
+        [:max_events, :max_bytes, :max_payload_bytes, :tracing_level, :sample_rate, :sample_by],
+        &{&1, nil}
+      )
   end
 
   @doc false
@@ -22,8 +29,7 @@ defmodule ElixirScope.Options do
     {defaults, ranges} = ElixirScope.Native.store_limits()
     opts = validate!(opts, defaults)
 
-    for key <- Map.keys(ranges), not is_integer(opts[key]) do
-      {min, max} = ranges[key]
+    for {key, {min, max}} <- ranges, not (is_integer(opts[key]) and opts[key] in min..max) do
       ElixirScope.Args.bad!(key, opts[key], "an integer from #{min} to #{max}")
     end
 

@@ -97,6 +97,13 @@ defmodule ElixirScope.Persist do
   # The validated `persist:` options.
   @spec options!(keyword()) :: map()
   def options!(opts) do
+    # `history_bytes`, the option's earlier name, is still taken.
+    opts =
+      case ElixirScope.Args.opts!(opts) |> Keyword.pop(:history_bytes) do
+        {nil, opts} -> opts
+        {bytes, opts} -> Keyword.put_new(opts, :follow_bytes, bytes)
+      end
+
     opts = ElixirScope.Options.validate!(opts, @defaults)
 
     dir =

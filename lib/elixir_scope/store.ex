@@ -27,7 +27,7 @@ defmodule ElixirScope.Store do
   @enforce_keys [:ref, :time_offset]
   defstruct [:ref, :time_offset, source: nil, trace_dir: nil]
 
-  # `source`: what opening the trace found, for a store opened from disk. `history`: for a
+  # `source`: what opening the trace found, for a store opened from disk. `trace_dir`: for a
   # persisted capture's store, its trace directory (`store: :trace` reads it, see
   # Persist.trace_store/1).
   @opaque t :: %__MODULE__{

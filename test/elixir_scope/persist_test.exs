@@ -727,10 +727,11 @@ defmodule ElixirScope.PersistCaptureTest do
   test "queries of a running persisted capture never go back, across switches and fresh readers",
        %{dir: dir} do
     # A tiny budget for reading the trace back: queries start over with a fresh reader often.
+    # (Given by the option's earlier name, `history_bytes`, still taken for `follow_bytes`.)
     {:ok, _} =
       ElixirScope.start(
         max_events: 2_000,
-        persist: [dir: dir, flush_interval: 5, segment_bytes: 32 * 1024, follow_bytes: 1]
+        persist: [dir: dir, flush_interval: 5, segment_bytes: 32 * 1024, history_bytes: 1]
       )
 
     on_exit(fn -> ElixirScope.stop() end)

@@ -67,6 +67,15 @@ defmodule ElixirScope.PrecompiledTest do
     assert out =~ "max_events"
   end
 
+  test "plain HTTP is for this machine only", c do
+    lib = Path.join(c.dest, "elixir_scope_nif.so")
+
+    assert {:error, :not_https, _} =
+             ElixirScopeNative.fetch_precompiled("http://example.com/x", c.sums, c.dest, lib)
+
+    refute File.exists?(lib)
+  end
+
   test "a tampered artifact is refused with a message", c do
     bytes = File.read!(c.artifact)
     File.write!(c.artifact, bytes <> "x")

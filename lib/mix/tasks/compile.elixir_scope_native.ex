@@ -25,7 +25,8 @@ defmodule Mix.Tasks.Compile.ElixirScopeNative do
   Like `rustler_precompiled`, it can take a library built beforehand instead of building one:
   when a base URL is given (`ELIXIR_SCOPE_PRECOMPILED_URL`, or `config :elixir_scope,
   precompiled_url: ...`) and the package holds the checksum file (`checksum-elixir_scope_nif.exs`,
-  written with the artifacts by `scripts/precompile`), it downloads
+  written with the artifacts by `mix elixir_scope.precompile`), it downloads over HTTPS (the
+  server's certificate checked; plain HTTP from this machine only)
   `<url>/<artifact>`, where the artifact is named by the package version, the VM's NIF version
   and the target triple (see `artifact_name/0`), checks its SHA-256 against the checksum file
   and installs it. A checksum that does not match is refused with a message; an artifact that
@@ -75,7 +76,10 @@ defmodule Mix.Tasks.Compile.ElixirScopeNative do
       System.get_env("ELIXIR_SCOPE_BUILD") == "false" ->
         true
 
-      Mix.env() == :prod and find_cargo() == nil ->
+      # (A dependency is compiled with Mix.env() :prod whatever the build: the user's own
+      # environment says whether this is a production build.)
+      System.get_env("MIX_ENV", "dev") == "prod" and find_cargo() == nil and
+          precompiled_url() == nil ->
         Mix.shell().info(
           "ElixirScope: no cargo found, the native library is not built (:prod). Tracked " <>
             "functions compile with tracking off; capture needs the library (install Rust and " <>
@@ -100,11 +104,22 @@ defmodule Mix.Tasks.Compile.ElixirScopeNative do
     "elixir_scope_nif-v#{version}-nif-#{nif}-#{target()}.so.tar.gz"
   end
 
-  # The target triple of this VM, as the artifacts are named.
+  defp precompiled_url do
+    System.get_env("ELIXIR_SCOPE_PRECOMPILED_URL") ||
+      Application.get_env(:elixir_scope, :precompiled_url)
+  end
+
+  # The target triple of this VM, as the artifacts are named (Rust's names: the OS version a
+  # system architecture string carries is left out).
   defp target do
-    case :erlang.system_info(:system_architecture) |> List.to_string() |> String.split("-") do
-      [arch, _vendor, os | rest] -> Enum.join([arch, "unknown", os | Enum.take(rest, 1)], "-")
-      other -> Enum.join(other, "-")
+    arch_string = :erlang.system_info(:system_architecture) |> List.to_string()
+
+    case String.split(arch_string, "-") do
+      [arch, _vendor, "linux", abi | _] -> "#{arch}-unknown-linux-#{abi}"
+      [arch, _vendor, "linux"] -> "#{arch}-unknown-linux-gnu"
+      [arch, _vendor, "darwin" <> _ | _] -> "#{arch}-apple-darwin"
+      [arch, _vendor, "freebsd" <> _ | _] -> "#{arch}-unknown-freebsd"
+      _ -> arch_string
     end
   end
 
@@ -112,9 +127,7 @@ defmodule Mix.Tasks.Compile.ElixirScopeNative do
   # :ok when a precompiled library was installed at `lib`, :build when it is to be built from
   # the sources at `root` (whose checksum file it reads).
   def precompiled(root, dest, lib) do
-    url =
-      System.get_env("ELIXIR_SCOPE_PRECOMPILED_URL") ||
-        Application.get_env(:elixir_scope, :precompiled_url)
+    url = precompiled_url()
 
     sums = Path.join(root, @checksums)
 
@@ -184,14 +197,40 @@ defmodule Mix.Tasks.Compile.ElixirScopeNative do
     if actual == String.downcase(expected), do: :ok, else: {:error, :checksum}
   end
 
+  # HTTPS with the peer's certificate checked against the system's CAs; plain HTTP only from
+  # this machine (a local mirror, the tests). The checksum is checked either way.
   defp download(url) do
     {:ok, _} = Application.ensure_all_started(:inets)
     {:ok, _} = Application.ensure_all_started(:ssl)
-    request = {String.to_charlist(url), []}
 
-    case :httpc.request(:get, request, [timeout: 60_000, connect_timeout: 10_000],
-           body_format: :binary
-         ) do
+    with {:ok, tls} <- tls_options(URI.parse(url)) do
+      request = {String.to_charlist(url), []}
+      opts = [timeout: 60_000, connect_timeout: 10_000, autoredirect: false] ++ tls
+      get(request, opts)
+    end
+  end
+
+  defp tls_options(%URI{scheme: "https", host: host}) do
+    {:ok,
+     [
+       ssl: [
+         verify: :verify_peer,
+         cacerts: :public_key.cacerts_get(),
+         server_name_indication: String.to_charlist(host),
+         customize_hostname_check: [
+           match_fun: :public_key.pkix_verify_hostname_match_fun(:https)
+         ]
+       ]
+     ]}
+  end
+
+  defp tls_options(%URI{scheme: "http", host: host}) when host in ["127.0.0.1", "localhost"],
+    do: {:ok, []}
+
+  defp tls_options(_uri), do: {:error, :not_https}
+
+  defp get(request, opts) do
+    case :httpc.request(:get, request, opts, body_format: :binary) do
       {:ok, {{_, 200, _}, _, body}} -> {:ok, body}
       {:ok, {{_, status, _}, _, _}} -> {:error, {:http, status}}
       {:error, reason} -> {:error, reason}

@@ -27,6 +27,9 @@ defmodule Mix.Tasks.ElixirScope.Precompile do
 
     System.put_env("ELIXIR_SCOPE_BUILD", "true")
     Mix.Task.run("compile", [])
+    # Built from source now, in release: never an older build or a downloaded library.
+    System.put_env("ELIXIR_SCOPE_CARGO_PROFILE", "release")
+    Mix.Task.rerun("compile.elixir_scope_native", ["--force"])
     so = Path.join([Mix.Project.app_path(), "priv", "native", "elixir_scope_nif.so"])
 
     name = ElixirScopeNative.artifact_name()

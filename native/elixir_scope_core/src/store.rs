@@ -151,7 +151,7 @@ pub struct Store {
     symbols: Option<Symbols>,
     /// Where the capture is being persisted, if it is.
     /// (What persists it belongs to a higher layer: this layer only holds it, see
-    /// `persist::Writer::of`.)
+    /// `persist::Writer::with`, `take` and `attach`, the only users of the slot.)
     persist: Mutex<Option<Box<dyn std::any::Any + Send>>>,
     /// Events written to disk so far (read without taking the writer's lock).
     persisted: AtomicU64,
@@ -373,7 +373,7 @@ impl Store {
 
     /// The slot of whatever persists this store, locked (taken by the flushing NIF, never by
     /// capture). `persist::Writer` reads and fills it.
-    pub fn persist_slot(&self) -> MutexGuard<'_, Option<Box<dyn std::any::Any + Send>>> {
+    pub(crate) fn persist_slot(&self) -> MutexGuard<'_, Option<Box<dyn std::any::Any + Send>>> {
         self.persist.lock()
     }
 

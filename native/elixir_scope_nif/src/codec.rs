@@ -31,7 +31,6 @@ fn opt_atom(t: Term) -> NifResult<Option<u64>> {
 /// Deepest nesting of `any`/`none` filters decoded.
 const MAX_FILTER_DEPTH: usize = 8;
 
-/// Decodes the filter tuple built by `ElixirScope.Query.native_filter/1`:
 /// A filter as `ElixirScope.Query.native_filter/1` builds it: a map with these keys (atoms), each
 /// always present; `any` and `none` are lists of such maps.
 #[derive(rustler::NifMap)]
