@@ -206,9 +206,9 @@ Harness.table(
 
 IO.puts("""
 
-A running persisted capture answers queries from its trace on disk (each query writes what is
-pending and reads on from where the last one stopped), so that the events of the stores it has
-let go still answer; the same query on the store in memory, for the cost of that:
+A running persisted capture answers `store: :trace` queries from its trace on disk (each reads
+on from where the last one stopped), so that the events of the stores it has let go still
+answer; the same query on the store in memory, for the cost of that:
 """)
 
 Harness.table(
