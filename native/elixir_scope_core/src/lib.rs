@@ -22,19 +22,16 @@
 // Every unsafe block says why it is sound.
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+// The layers are folders (a layer of one module is a file); every module is also named at
+// the crate root, so that `crate::log` is `crate::capture::log`.
+
 // 1. formats
-pub mod behaviours;
-pub mod error;
-pub mod etf;
-pub mod event;
-pub mod fsio;
-pub mod symbols;
+pub mod formats;
+pub use formats::{behaviours, error, etf, event, fsio, symbols};
 
 // 2. capture
-pub mod chunks;
-pub mod hash;
-pub mod log;
-pub mod policy;
+pub mod capture;
+pub use capture::{chunks, hash, log, policy};
 
 // 3. index
 pub mod index;
@@ -43,20 +40,11 @@ pub mod index;
 pub mod store;
 
 // 5. query
-pub mod aggregate;
-pub mod history;
-pub mod matcher;
 pub mod query;
+pub use query::{aggregate, history, matcher};
 
 // 6. persist
-pub mod footer;
-pub mod load;
-pub mod open;
-pub mod paged;
 pub mod persist;
-pub mod segment;
-pub mod segments;
-pub mod summary;
-pub mod writer;
+pub use persist::{footer, load, open, paged, segment, segments, summary, writer};
 
 pub use error::Error;

@@ -1,4 +1,11 @@
 //! Event filters evaluated over the capture log, so only matching events leave the core.
+//!
+//! Layer 5, query, also holds the content matcher, the time-travel queries and the
+//! aggregations, in modules of their own.
+
+pub mod aggregate;
+pub mod history;
+pub mod matcher;
 
 use crate::event::{AtomKey, EventRef, KindMask, PidKey, Seq, Timestamp};
 use crate::index::{Index, CALLS, TAGGED};

@@ -9,10 +9,19 @@
 //! [`Symbols`], which the NIF layer turns back into a term from the ETF. Each segment is
 //! self-contained (its own symbols, clock and state payloads), so retention can delete any prefix
 //! of segments.
-
 //!
-//! The parts: [`crate::writer`], [`crate::load`], [`crate::summary`], [`crate::symbols`]; this
-//! module names them together.
+//! Layer 6, persistence, in the modules below: segment files and their directory, footers, the
+//! writer, the loader, summaries, the paged reader and opening; this module names their main
+//! types together.
+
+pub mod footer;
+pub mod load;
+pub mod open;
+pub mod paged;
+pub mod segment;
+pub mod segments;
+pub mod summary;
+pub mod writer;
 
 pub(crate) use crate::load::{
     damage, files_bytes, frame_bytes, open_frames, read_footer, trace_files, trace_files_rebuilt,

@@ -1,0 +1,7 @@
+//! Layer 2, capture: where the tracer's events land. Memory chunks, the capture policy (levels
+//! and sampling), hashing, and the bounded lock-free log.
+
+pub mod chunks;
+pub mod hash;
+pub mod log;
+pub mod policy;
