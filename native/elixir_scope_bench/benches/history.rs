@@ -4,9 +4,9 @@
 //! `cargo bench -p elixir_scope_core --bench history` (EVENTS and PIDS override the sizes).
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
-use elixir_scope_core::event::{Header, Kind};
-use elixir_scope_core::history;
+use elixir_scope_core::formats::event::{Header, Kind};
 use elixir_scope_core::index::{At, Index};
+use elixir_scope_core::query::history;
 use elixir_scope_core::query::{self, Filter};
 use elixir_scope_core::store::{Config, Store};
 use std::time::{Duration, Instant};

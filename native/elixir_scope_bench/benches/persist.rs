@@ -5,11 +5,11 @@
 //!
 //! `cargo bench -p elixir_scope_core --bench persist` (EVENTS and PIDS override the sizes).
 
-use elixir_scope_core::event::{Header, Kind};
-use elixir_scope_core::history;
+use elixir_scope_core::formats::event::{Header, Kind};
 use elixir_scope_core::index::At;
-use elixir_scope_core::open::Loading;
+use elixir_scope_core::persist::open::Loading;
 use elixir_scope_core::persist::{self, Clock, Mapped, Window};
+use elixir_scope_core::query::history;
 use elixir_scope_core::store::{Config, Store};
 use std::hint::black_box;
 use std::io::Write;
@@ -109,7 +109,8 @@ fn main() {
         |etf: &[u8], _: &_| Mapped::Key(u64::from_le_bytes(etf.try_into().unwrap_or([0; 8])));
     // Paged: the footers give the index; events are read when a query needs them.
     let t = Instant::now();
-    let paged = elixir_scope_core::open::load(&dir, &mut map, &mut |_, _| {}).expect("load");
+    let paged =
+        elixir_scope_core::persist::open::load(&dir, &mut map, &mut |_, _| {}).expect("load");
     let open = t.elapsed();
     assert_eq!(paged.report.events, events);
     assert_eq!(paged.report.paged, manifest.segments.len());

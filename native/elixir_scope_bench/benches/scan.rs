@@ -3,10 +3,10 @@
 //!
 //! `cargo bench -p elixir_scope_core --bench scan` (EVENTS overrides the size).
 
-use elixir_scope_core::aggregate::{self, GroupBy};
-use elixir_scope_core::event::{Header, Kind, KindMask};
+use elixir_scope_core::formats::event::{Header, Kind, KindMask};
 use elixir_scope_core::index::Index;
-use elixir_scope_core::matcher::{CmpOp, Guard, Matcher, Operand, Pat};
+use elixir_scope_core::query::aggregate::{self, GroupBy};
+use elixir_scope_core::query::matcher::{CmpOp, Guard, Matcher, Operand, Pat};
 use elixir_scope_core::query::{self, Filter};
 use elixir_scope_core::store::{Config, Store};
 use std::hint::black_box;

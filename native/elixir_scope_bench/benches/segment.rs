@@ -3,7 +3,7 @@
 //!
 //! `cargo bench -p elixir_scope_core --bench segment` (EVENTS overrides the count).
 
-use elixir_scope_core::segment::{self, Record, SegmentWriter};
+use elixir_scope_core::persist::segment::{self, Record, SegmentWriter};
 use std::hint::black_box;
 use std::io::Write;
 use std::time::Instant;

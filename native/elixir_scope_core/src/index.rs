@@ -5,9 +5,9 @@
 //! published since the last one (`Index::catch_up`), under the store's query lock. Capture never
 //! waits for it.
 
-use crate::etf;
-use crate::event::{EventRef, Kind, KindMask, PidKey, Seq, Timestamp};
-use crate::log::CaptureLog;
+use crate::capture::log::CaptureLog;
+use crate::formats::etf;
+use crate::formats::event::{EventRef, Kind, KindMask, PidKey, Seq, Timestamp};
 use std::collections::HashMap;
 
 /// What the index knows about one process.
@@ -562,12 +562,12 @@ pub fn count_upto(log: &CaptureLog, list: &[Seq], at: At) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::Header;
-    use crate::log::Limits;
+    use crate::capture::log::Limits;
+    use crate::formats::event::Header;
 
     #[test]
     fn key_changes_of_map_states_from_the_index_and_from_a_scan() {
-        use crate::etf::build::{atom, int};
+        use crate::formats::etf::build::{atom, int};
         let log = CaptureLog::new(Limits {
             max_events: 100,
             max_bytes: 4096,

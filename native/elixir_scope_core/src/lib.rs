@@ -22,16 +22,14 @@
 // Every unsafe block says why it is sound.
 #![deny(clippy::undocumented_unsafe_blocks)]
 
-// The layers are folders (a layer of one module is a file); every module is also named at
-// the crate root, so that `crate::log` is `crate::capture::log`.
+// The layers are folders (a layer of one module is a file): `crate::capture::log`,
+// `crate::persist::segment`.
 
 // 1. formats
 pub mod formats;
-pub use formats::{behaviours, error, etf, event, fsio, symbols};
 
 // 2. capture
 pub mod capture;
-pub use capture::{chunks, hash, log, policy};
 
 // 3. index
 pub mod index;
@@ -41,10 +39,8 @@ pub mod store;
 
 // 5. query
 pub mod query;
-pub use query::{aggregate, history, matcher};
 
 // 6. persist
 pub mod persist;
-pub use persist::{footer, load, open, paged, segment, segments, summary, writer};
 
-pub use error::Error;
+pub use formats::error::Error;

@@ -1,11 +1,11 @@
 //! A capture store: the log, the live policy, and the settings the capture path needs.
 
-use crate::error::Error;
-use crate::event::{flags, truncate_payload, AtomKey, Header, Kind, PidKey, Seq};
+use crate::capture::log::{Appended, CaptureLog, Limits, LogStats};
+use crate::capture::policy::{mix64, Level, Policy, SampleBy};
+use crate::formats::error::Error;
+use crate::formats::event::{flags, truncate_payload, AtomKey, Header, Kind, PidKey, Seq};
+use crate::formats::symbols::Symbols;
 use crate::index::Index;
-use crate::log::{Appended, CaptureLog, Limits, LogStats};
-use crate::policy::{mix64, Level, Policy, SampleBy};
-use crate::symbols::Symbols;
 use parking_lot::{Mutex, MutexGuard};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -56,7 +56,7 @@ impl Default for Config {
     }
 }
 
-pub use crate::log::{MAX_BYTES, MAX_EVENTS};
+pub use crate::capture::log::{MAX_BYTES, MAX_EVENTS};
 
 /// States are kept whole up to this size even when `max_payload_bytes` is smaller: the history
 /// queries read them (and a state is stored once while it does not change).
@@ -185,7 +185,7 @@ impl Store {
         })
     }
 
-    /// A closed store over a paged `log` (see [`crate::paged`]), with the index its footers
+    /// A closed store over a paged `log` (see [`crate::persist::paged`]), with the index its footers
     /// gave and the trace's symbols (`None`: its words are this VM's own).
     pub(crate) fn paged(log: CaptureLog, index: Index, symbols: Option<Symbols>) -> Option<Store> {
         let mut store = Store::new(Config::default()).ok()?;
@@ -270,7 +270,7 @@ impl Store {
     }
 
     /// `pid`'s last state event with its complete payload, if the lossy table still knows it.
-    fn last_state_event(&self, pid: PidKey) -> Option<crate::event::EventRef<'_>> {
+    fn last_state_event(&self, pid: PidKey) -> Option<crate::formats::event::EventRef<'_>> {
         let seq = self.last_state_slot(pid).load(Ordering::Relaxed);
         self.log.get(seq).filter(|e| {
             e.header.pid == pid
@@ -468,7 +468,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{flags, Kind};
+    use crate::formats::event::{flags, Kind};
 
     #[test]
     fn over_cap_payloads_are_truncated_and_counted() {

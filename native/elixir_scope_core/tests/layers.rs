@@ -36,7 +36,7 @@ fn declared_layers(lib: &str) -> BTreeMap<String, usize> {
     out
 }
 
-/// The modules `source` uses: `crate::name` outside comments and its test module.
+/// The modules `source` uses: `crate::…::name` paths outside comments and its test module.
 fn uses(source: &str, modules: &BTreeMap<String, usize>) -> BTreeSet<String> {
     // The code before the test module (`#[cfg(test)]` then a `mod tests` line).
     let test_module = source.match_indices("#[cfg(test)]\n").find(|(i, m)| {
@@ -54,11 +54,22 @@ fn uses(source: &str, modules: &BTreeMap<String, usize>) -> BTreeSet<String> {
         let mut rest = line;
         while let Some(i) = rest.find("crate::") {
             rest = &rest[i + "crate::".len()..];
-            let name: String = rest
-                .chars()
-                .take_while(|c| c.is_alphanumeric() || *c == '_')
-                .collect();
-            if modules.contains_key(&name) {
+            // The deepest listed module of the path: `crate::capture::log::X` uses `log`,
+            // `crate::query::Filter` uses `query`.
+            let mut used = None;
+            for segment in rest.split("::") {
+                let name: String = segment
+                    .chars()
+                    .take_while(|c| c.is_alphanumeric() || *c == '_')
+                    .collect();
+                if modules.contains_key(&name) {
+                    used = Some(name.clone());
+                }
+                if name.len() != segment.len() || name.is_empty() {
+                    break;
+                }
+            }
+            if let Some(name) = used {
                 out.insert(name);
             }
         }

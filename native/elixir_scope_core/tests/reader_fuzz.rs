@@ -28,17 +28,19 @@
 //!
 //! The bugs the fuzz found are fixed; the tests at the end reproduce each of them, small.
 
-use elixir_scope_core::event::{flags, Header, Kind, KindMask};
-use elixir_scope_core::footer::{Footer, FooterBuilder, SegmentIndex, SeqList};
-use elixir_scope_core::history::{self, Callbacks};
+use elixir_scope_core::formats::event::{flags, Header, Kind, KindMask};
 use elixir_scope_core::index::{self, At};
-use elixir_scope_core::open::Loading;
+use elixir_scope_core::persist::footer::{Footer, FooterBuilder, SegmentIndex, SeqList};
+use elixir_scope_core::persist::open::Loading;
+use elixir_scope_core::persist::segment::{
+    self, Record, SegmentError, HEADER_LEN, MAGIC, MAX_RECORD,
+};
+use elixir_scope_core::persist::segments::{self, Manifest, Policy};
 use elixir_scope_core::persist::{
     self, Clock, Loaded, Mapped, Summarizing, Symbols, Window, Writer,
 };
+use elixir_scope_core::query::history::{self, Callbacks};
 use elixir_scope_core::query::{self, Filter};
-use elixir_scope_core::segment::{self, Record, SegmentError, HEADER_LEN, MAGIC, MAX_RECORD};
-use elixir_scope_core::segments::{self, Manifest, Policy};
 use elixir_scope_core::store::{Config, StateKind, Store};
 use std::collections::HashSet;
 use std::fmt::Write as _;
@@ -361,7 +363,7 @@ fn capture(store: &Store, from: u64, n: u64) {
         store.append_state(&st, &state, state.len() as u64, true, &mut scratch);
         if i % 5 == 0 {
             let entry = hdr(Kind::Var, pid, 0, 0, 0, ts + 5);
-            if let elixir_scope_core::log::Appended::Stored(entry) =
+            if let elixir_scope_core::capture::log::Appended::Stored(entry) =
                 store.append(&entry, b"e", &mut scratch)
             {
                 let var = hdr(Kind::Var, pid, entry, 0, 0, ts + 6);
@@ -583,7 +585,7 @@ fn read_trace(name: &'static str, dir: &Path) -> Trace {
     let plog = paged.store.log();
     assert_eq!(plog.last_seq(), log.last_seq(), "{name}");
     // (Synthetic keys are numbered as symbols come: in another order when paged.)
-    let plain = |e: elixir_scope_core::event::EventRef| {
+    let plain = |e: elixir_scope_core::formats::event::EventRef| {
         let mut h = e.header;
         for w in [&mut h.pid, &mut h.peer, &mut h.module, &mut h.function] {
             if persist::is_synthetic(*w) {
@@ -1198,7 +1200,7 @@ fn look_into(record: &Record, at: usize, builder: &mut FooterBuilder, prev_state
         let _ = (ev.data(), ev.tag(), ev.truncated(), ev.shares_payload());
         let _ = Kind::from_u8(ev.header.kind).map(Kind::name);
         if ev.header.kind == Kind::State as u8 {
-            let before = elixir_scope_core::etf::body(prev_state);
+            let before = elixir_scope_core::formats::etf::body(prev_state);
             let _ = index::changed_keys(before, ev.data());
             prev_state.clear();
             prev_state.extend_from_slice(ev.payload);

@@ -4,8 +4,8 @@ use crate::atoms;
 use crate::codec::decode_matcher;
 use crate::codec::{decode_filter, kind_atom};
 use crate::store::store_of;
-use elixir_scope_core::aggregate::{self, GroupBy, Key};
-use elixir_scope_core::event::{EventRef, Kind};
+use elixir_scope_core::formats::event::{EventRef, Kind};
+use elixir_scope_core::query::aggregate::{self, GroupBy, Key};
 use elixir_scope_core::store::Store;
 use rustler::{Atom, Encoder, Env, NifResult, Term};
 

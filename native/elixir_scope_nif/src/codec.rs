@@ -4,9 +4,9 @@
 
 use crate::atoms;
 use crate::terms::{atom_key, key_or_nil, key_term, opt_with, pid_arg};
-use elixir_scope_core::etf;
-use elixir_scope_core::event::{EventRef, Kind, KindMask};
-use elixir_scope_core::matcher::{
+use elixir_scope_core::formats::etf;
+use elixir_scope_core::formats::event::{EventRef, Kind, KindMask};
+use elixir_scope_core::query::matcher::{
     Bound, CmpOp, Guard, Matcher, Operand, Pat, TypeTest, MAX_PATTERN_DEPTH,
 };
 use elixir_scope_core::query::Filter;
@@ -131,7 +131,7 @@ const DECODED: u32 = 0x100;
 /// binary for Elixir to decode. No atom is created: every atom of a live capture exists, and a
 /// trace read from disk gets stand-ins for the atoms this VM lacks (see [`crate::foreign`]).
 fn decode_payload<'a>(env: Env<'a>, store: &Store, ev: &EventRef) -> Option<Term<'a>> {
-    use elixir_scope_core::event::flags;
+    use elixir_scope_core::formats::event::flags;
     if ev.header.flags & (flags::TRUNCATED | flags::PAYLOAD_DROPPED) != 0 {
         return None;
     }

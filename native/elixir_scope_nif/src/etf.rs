@@ -40,13 +40,13 @@ const SPILL_FLUSH: usize = 1 << 16;
 const CACHE_BITS: u32 = 12;
 
 // The format's tags, named once in the core.
-use elixir_scope_core::etf::tag::{
+use elixir_scope_core::formats::etf::tag::{
     ATOM_UTF8 as ATOM_UTF8_EXT, BINARY as BINARY_EXT, INTEGER as INTEGER_EXT,
     LARGE_TUPLE as LARGE_TUPLE_EXT, LIST as LIST_EXT, MAP as MAP_EXT, NEW_FLOAT as NEW_FLOAT_EXT,
     NIL as NIL_EXT, SMALL_ATOM_UTF8 as SMALL_ATOM_UTF8_EXT, SMALL_BIG as SMALL_BIG_EXT,
     SMALL_INTEGER as SMALL_INTEGER_EXT, SMALL_TUPLE as SMALL_TUPLE_EXT,
 };
-use elixir_scope_core::etf::VERSION;
+use elixir_scope_core::formats::etf::VERSION;
 
 /// A direct-mapped cache from an immediate term's word (an atom or a local pid: stable for the
 /// VM's lifetime) to its ETF bytes. One slot per bucket; a colliding entry replaces the old one,

@@ -18,7 +18,7 @@
 //! `<0.85.0>` (see [`run_token`]).
 
 use crate::terms::{binary_term, binary_to_term};
-use elixir_scope_core::etf::{self, atom_name, skip};
+use elixir_scope_core::formats::etf::{self, atom_name, skip};
 use elixir_scope_core::persist::Symbols;
 use parking_lot::Mutex;
 use rustler::{Atom, Encoder, Env, Term};

@@ -1,15 +1,15 @@
 //! History NIFs: state capture registration, recording events from Elixir, and the time-travel
-//! queries of `elixir_scope_core::history`.
+//! queries of `elixir_scope_core::query::history`.
 
 use crate::atoms;
 use crate::codec::{encode_event, encode_events};
 use crate::store::store_of;
 use crate::terms::{atom_key, is_nil, key_term, local_pid_key, opt_with, pid_arg, raw};
 use crate::tracer::{admit, record, Payload};
-use elixir_scope_core::event::PidKey;
-use elixir_scope_core::event::{Header, Kind};
-use elixir_scope_core::history::{self, Callbacks};
+use elixir_scope_core::formats::event::PidKey;
+use elixir_scope_core::formats::event::{Header, Kind};
 use elixir_scope_core::index::At;
+use elixir_scope_core::query::history::{self, Callbacks};
 use elixir_scope_core::store::{StateKind, Store};
 use rustler::sys::{enif_monotonic_time, ErlNifTimeUnit};
 use rustler::{Atom, Encoder, Env, NifResult, Term};

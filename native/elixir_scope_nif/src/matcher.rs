@@ -5,7 +5,7 @@
 use crate::atoms;
 use crate::codec::{bound_term, decode_filter, decode_matcher, encode_event};
 use crate::store::store_of;
-use elixir_scope_core::event::EventRef;
+use elixir_scope_core::formats::event::EventRef;
 use elixir_scope_core::query;
 use elixir_scope_core::query::Filter;
 use elixir_scope_core::store::Store;

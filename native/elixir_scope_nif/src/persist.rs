@@ -5,10 +5,10 @@
 use crate::store::store_of;
 use crate::terms::{key_etf, local_pid_key, raw};
 use crate::{atoms, resource};
-use elixir_scope_core::event::Kind;
-use elixir_scope_core::open::Loading;
+use elixir_scope_core::formats::event::Kind;
+use elixir_scope_core::persist::open::Loading;
+use elixir_scope_core::persist::segments::Policy;
 use elixir_scope_core::persist::{self, Clock, Mapped, Summarizing, Symbols, Window, Writer};
-use elixir_scope_core::segments::Policy;
 use elixir_scope_core::store::Store;
 use parking_lot::Mutex;
 use rustler::sys::{enif_monotonic_time, enif_time_offset, ErlNifTimeUnit};
@@ -202,7 +202,7 @@ fn disk_save_finish(env: Env<'_>, saving: ResourceArc<SavingResource>) -> Term<'
 #[rustler::nif(schedule = "DirtyIo")]
 fn disk_damage<'a>(env: Env<'a>, store: Term<'a>) -> NifResult<Term<'a>> {
     let store = store_of(store)?;
-    Ok(match elixir_scope_core::paged::damage(store) {
+    Ok(match elixir_scope_core::persist::paged::damage(store) {
         Some((unread, files)) => (unread, files).encode(env),
         None => atoms::nil().encode(env),
     })
@@ -212,7 +212,7 @@ fn disk_damage<'a>(env: Env<'a>, store: Term<'a>) -> NifResult<Term<'a>> {
 /// empty until `disk_follow_refresh` brings it up to what is on disk.
 #[rustler::nif(schedule = "DirtyIo")]
 fn disk_follow<'a>(env: Env<'a>, dir: String) -> Term<'a> {
-    match elixir_scope_core::paged::follow(Path::new(&dir)) {
+    match elixir_scope_core::persist::paged::follow(Path::new(&dir)) {
         Some(store) => (atoms::ok(), resource::new_term(env, store)).encode(env),
         None => error::term(
             env,
@@ -228,10 +228,10 @@ fn disk_follow<'a>(env: Env<'a>, dir: String) -> Term<'a> {
 #[rustler::nif(schedule = "DirtyIo")]
 fn disk_follow_refresh<'a>(env: Env<'a>, store: Term<'a>) -> NifResult<Term<'a>> {
     let store = store_of(store)?;
-    Ok(match elixir_scope_core::paged::refresh(store) {
+    Ok(match elixir_scope_core::persist::paged::refresh(store) {
         Ok(r) => (atoms::ok(), r.last_seq, r.bytes, r.room).encode(env),
         Err(e) => {
-            let dir = elixir_scope_core::paged::followed_dir(store).unwrap_or_default();
+            let dir = elixir_scope_core::persist::paged::followed_dir(store).unwrap_or_default();
             io_error(env, e, &dir)
         }
     })

@@ -1,7 +1,7 @@
 //! The store resource and the NIFs that create, configure and describe it.
 
 use crate::{atoms, resource};
-use elixir_scope_core::policy::{Level, SampleBy};
+use elixir_scope_core::capture::policy::{Level, SampleBy};
 use elixir_scope_core::store::{Config, Store};
 use rustler::{Atom, Encoder, Env, NifResult, Term};
 
@@ -221,5 +221,5 @@ fn store_stats<'a>(env: Env<'a>, store: Term<'a>) -> NifResult<Term<'a>> {
 /// Returns the memory kept for reuse by dropped stores to the OS; answers the bytes released.
 #[rustler::nif]
 fn store_release_pool() -> u64 {
-    elixir_scope_core::chunks::release_pool() as u64
+    elixir_scope_core::capture::chunks::release_pool() as u64
 }

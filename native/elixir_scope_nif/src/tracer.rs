@@ -7,9 +7,9 @@ use crate::atoms;
 use crate::etf;
 use crate::resource;
 use crate::terms::{atom_key, local_pid_key, raw, tuple3};
-use elixir_scope_core::behaviours::{self, Statem, TermView, Word};
-use elixir_scope_core::event::{flags, Header, Kind};
-use elixir_scope_core::log::Appended;
+use elixir_scope_core::capture::log::Appended;
+use elixir_scope_core::formats::behaviours::{self, Statem, TermView, Word};
+use elixir_scope_core::formats::event::{flags, Header, Kind};
 use elixir_scope_core::store::{StateKind, Store};
 use rustler::sys::{enif_monotonic_time, ErlNifTimeUnit};
 use rustler::{Atom, Env, Term};
@@ -112,7 +112,7 @@ pub(crate) fn admit(
     store: &Store,
     wanted: bool,
     critical: bool,
-    pid: elixir_scope_core::event::PidKey,
+    pid: elixir_scope_core::formats::event::PidKey,
 ) -> bool {
     if store.is_closed() || !wanted || !(critical || store.policy().sample(pid)) {
         return false;
@@ -353,7 +353,7 @@ fn record_statem<'a>(env: Env<'a>, store: &Store, h: &Header, value: Term<'a>) {
         Some(Statem::Keep(data)) => {
             // The name comes from the previous state event; with event sampling that event may
             // have been skipped, so the name could be stale: record nothing rather than guess.
-            if store.policy().sample_by() == elixir_scope_core::policy::SampleBy::Event
+            if store.policy().sample_by() == elixir_scope_core::capture::policy::SampleBy::Event
                 && store.policy().rate() < 1.0
             {
                 return;
@@ -376,7 +376,7 @@ fn record_statem<'a>(env: Env<'a>, store: &Store, h: &Header, value: Term<'a>) {
 /// The state name in a recorded `gen_statem` state `{name, data}` (stored ETF), as a term of
 /// `env`.
 fn statem_name<'a>(env: Env<'a>, payload: &[u8]) -> Option<Term<'a>> {
-    use elixir_scope_core::etf;
+    use elixir_scope_core::formats::etf;
     let body = etf::body(payload)?;
     let (2, first) = etf::tuple_header(body, 0)? else {
         return None;

@@ -5,7 +5,7 @@ use crate::atoms;
 use crate::store::store_of;
 use crate::terms::{atom_key, local_pid_key, tuple3};
 use crate::tracer::{admit, record, Payload};
-use elixir_scope_core::event::{Header, Kind};
+use elixir_scope_core::formats::event::{Header, Kind};
 use rustler::sys::{enif_monotonic_time, ErlNifTimeUnit};
 use rustler::{Encoder, Env, NifResult, Term};
 

@@ -2,7 +2,7 @@
 
 #![allow(dead_code)]
 
-use elixir_scope_core::event::Kind;
+use elixir_scope_core::formats::event::Kind;
 
 /// The variable `name` as a number, or `default`.
 pub fn env(name: &str, default: u64) -> u64 {

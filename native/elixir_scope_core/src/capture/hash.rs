@@ -2,7 +2,7 @@
 //! word instead of SipHash. Keys come from the VM or from a trace being loaded; a crafted trace
 //! can at worst make its own loading slower, never wrong.
 
-use crate::policy::mix64;
+use crate::capture::policy::mix64;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 

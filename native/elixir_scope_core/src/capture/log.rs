@@ -19,8 +19,8 @@
 //! is reserved but not yet ready (its writer is mid-copy) is skipped by readers and appears on the
 //! next read.
 
-use crate::chunks::{ChunkOptions, ChunkTable, HUGE_PAGE};
-use crate::event::{flags, EventRef, Header, Seq};
+use crate::capture::chunks::{ChunkOptions, ChunkTable, HUGE_PAGE};
+use crate::formats::event::{flags, EventRef, Header, Seq};
 use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -628,7 +628,7 @@ impl CaptureLog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::Kind;
+    use crate::formats::event::Kind;
     use std::sync::Arc;
 
     fn header(pid: u64, kind: Kind) -> Header {
@@ -697,7 +697,7 @@ mod tests {
 
     #[test]
     fn big_logs_use_huge_chunks_across_chunk_boundaries() {
-        let _lock = crate::chunks::tests::HUGE_TEST_LOCK
+        let _lock = crate::capture::chunks::tests::HUGE_TEST_LOCK
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         let log = CaptureLog::new(Limits {
@@ -779,7 +779,7 @@ mod tests {
 
     #[test]
     fn payloads_never_straddle_chunks() {
-        let _lock = crate::chunks::tests::HUGE_TEST_LOCK
+        let _lock = crate::capture::chunks::tests::HUGE_TEST_LOCK
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         let log = CaptureLog::new(Limits {

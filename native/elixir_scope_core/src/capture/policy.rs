@@ -1,7 +1,7 @@
 //! What capture keeps: the tracing level (a set of kinds) and sampling, both changeable while
 //! tracing runs and read with one relaxed load each on the capture path.
 
-use crate::event::{Kind, KindMask, PidKey};
+use crate::formats::event::{Kind, KindMask, PidKey};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 /// A tracing level: a named set of kinds.

@@ -249,13 +249,13 @@ impl<'a> EventRef<'a> {
         if self.header.flags & (flags::TRUNCATED | flags::PAYLOAD_DROPPED) != 0 {
             return None;
         }
-        let body = self.payload.strip_prefix(&[crate::etf::VERSION])?;
+        let body = self.payload.strip_prefix(&[crate::formats::etf::VERSION])?;
         if self.header.flags & flags::PEER_IN_PAYLOAD != 0 {
             // `{peer, data}`: what follows the peer.
             if body.get(..2) != Some(&[104, 2]) {
                 return None;
             }
-            body.get(crate::etf::skip(body, 2)?..)
+            body.get(crate::formats::etf::skip(body, 2)?..)
         } else {
             Some(body)
         }
@@ -266,11 +266,11 @@ impl<'a> EventRef<'a> {
     pub fn tag(&self) -> Option<&'a str> {
         let data = self.data()?;
         match *data.first()? {
-            104 if data.get(1).is_some_and(|&n| n > 0) => crate::etf::atom_name(data, 2),
+            104 if data.get(1).is_some_and(|&n| n > 0) => crate::formats::etf::atom_name(data, 2),
             105 if data.get(1..5).is_some_and(|n| n != [0, 0, 0, 0]) => {
-                crate::etf::atom_name(data, 5)
+                crate::formats::etf::atom_name(data, 5)
             }
-            _ => crate::etf::atom_name(data, 0),
+            _ => crate::formats::etf::atom_name(data, 0),
         }
     }
 
@@ -282,7 +282,7 @@ impl<'a> EventRef<'a> {
         }
         let body = self.kept_body()?;
         (body.get(..2) == Some(&[104, 2])).then_some(())?;
-        body.get(2..crate::etf::skip(body, 2)?)
+        body.get(2..crate::formats::etf::skip(body, 2)?)
     }
 
     /// The message (or other data) of the payload as far as it was kept: whole, or the first
@@ -292,7 +292,7 @@ impl<'a> EventRef<'a> {
         let body = self.kept_body()?;
         if self.header.flags & flags::PEER_IN_PAYLOAD != 0 {
             (body.get(..2) == Some(&[104, 2])).then_some(())?;
-            body.get(crate::etf::skip(body, 2)?..)
+            body.get(crate::formats::etf::skip(body, 2)?..)
         } else {
             Some(body)
         }
@@ -309,7 +309,7 @@ impl<'a> EventRef<'a> {
             None if self.header.flags & flags::TRUNCATED != 0 => return None,
             None => self.payload,
         };
-        bytes.strip_prefix(&[crate::etf::VERSION])
+        bytes.strip_prefix(&[crate::formats::etf::VERSION])
     }
 
     /// For a truncated payload, what it keeps of the original; `None` otherwise.

@@ -6,7 +6,7 @@
 //! opened without blocking (`O_NONBLOCK`, which changes nothing for a regular file), checked on
 //! the open handle (no race with a rename), and refused unless it is a regular file.
 
-use crate::error::Error;
+use crate::formats::error::Error;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
 use std::path::Path;

@@ -2,8 +2,8 @@
 //! message tag and time, with every process's state change points, so a trace can be
 //! summarized, and a time or seq located, without reading its events.
 
-use crate::event::{flags, EventRef, Kind};
-use crate::hash::WordMap;
+use crate::capture::hash::WordMap;
+use crate::formats::event::{flags, EventRef, Kind};
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 

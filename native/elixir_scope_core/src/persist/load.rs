@@ -2,14 +2,14 @@
 //! store's events ([`Loaded`], under a [`Window`]), the trace's files and clock, and the
 //! frames of a segment.
 
-use crate::error::Error;
-use crate::event::{flags, EventRef, Header, Kind, PidKey, Seq};
-use crate::footer::Footer;
-use crate::hash::WordMap;
-use crate::segment::{self, Record};
-use crate::segments::{self};
+use crate::capture::hash::WordMap;
+use crate::formats::error::Error;
+use crate::formats::event::{flags, EventRef, Header, Kind, PidKey, Seq};
+use crate::formats::symbols::{Clock, Symbols};
+use crate::persist::footer::Footer;
+use crate::persist::segment::{self, Record};
+use crate::persist::segments::{self};
 use crate::store::{Config, Store};
-use crate::symbols::{Clock, Symbols};
 use std::io;
 use std::path::Path;
 
@@ -158,7 +158,7 @@ pub(crate) fn trace_files_rebuilt(path: &Path) -> io::Result<(TraceFiles, bool)>
         return Ok((files.map(|m| (path.to_path_buf(), m)).collect(), rebuilt));
     }
     // Refused here when it is not a regular file (a FIFO would block every read).
-    drop(crate::fsio::open_regular(path)?);
+    drop(crate::formats::fsio::open_regular(path)?);
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -209,7 +209,7 @@ pub(crate) fn open_frames<'b>(
 /// trace has no clock (written without one, or damaged there).
 ///
 /// # Errors
-/// As for [`crate::open::Loading::new`].
+/// As for [`crate::persist::open::Loading::new`].
 pub fn trace_clock(path: &Path) -> io::Result<Option<Clock>> {
     let files = trace_files(path)?;
     let Some((dir, meta)) = files.first() else {
@@ -217,7 +217,7 @@ pub fn trace_clock(path: &Path) -> io::Result<Option<Clock>> {
     };
     // A clock record is written before anything else; its frame is tiny.
     let limit = 4096;
-    let file = crate::fsio::open_regular(&dir.join(&meta.file))?;
+    let file = crate::formats::fsio::open_regular(&dir.join(&meta.file))?;
     let mut head = Vec::new();
     if meta.archived {
         let dec = lz4_flex::frame::FrameDecoder::new(io::BufReader::new(file));
@@ -281,8 +281,8 @@ impl Loader {
     /// A loader of the events inside `window`.
     pub(crate) fn new(window: Window) -> io::Result<Loader> {
         let store = Store::new(Config {
-            max_events: crate::log::MAX_EVENTS,
-            max_bytes: crate::log::MAX_BYTES,
+            max_events: crate::capture::log::MAX_EVENTS,
+            max_bytes: crate::capture::log::MAX_BYTES,
             ..Config::default()
         })
         .map_err(io::Error::from)?;
@@ -328,12 +328,13 @@ impl Loader {
             None => log.append(h, payload),
         };
         match appended {
-            crate::log::Appended::Stored(to) | crate::log::Appended::StoredWithoutPayload(to) => {
+            crate::capture::log::Appended::Stored(to)
+            | crate::capture::log::Appended::StoredWithoutPayload(to) => {
                 self.renumber.push(seq, to);
                 self.report.renumbered |= to != seq;
                 Some(to)
             }
-            crate::log::Appended::Dropped => None,
+            crate::capture::log::Appended::Dropped => None,
         }
     }
 
@@ -607,7 +608,7 @@ pub(crate) fn read_footer(
         buf.get(usize::try_from(at).ok()?..)?
     } else {
         use std::io::{Read, Seek};
-        let mut f = crate::fsio::open_regular(&dir.join(&meta.file)).ok()?;
+        let mut f = crate::formats::fsio::open_regular(&dir.join(&meta.file)).ok()?;
         f.seek(io::SeekFrom::Start(at)).ok()?;
         buf.clear();
         f.take(segment::MAX_RECORD as u64 + 8)

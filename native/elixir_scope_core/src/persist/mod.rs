@@ -1,6 +1,6 @@
 //! Persistence of a capture: writing a store's events to a segment directory as they are stored
 //! ([`Writer`]), and loading a directory (or one segment file) back into a read-only store
-//! ([`crate::open`]).
+//! ([`crate::persist::open`]).
 //!
 //! Events name processes and atoms by words that only mean something in the VM that captured
 //! them. Each segment therefore carries a [`Record::Symbol`] (the word's ETF) before the first
@@ -23,25 +23,25 @@ pub mod segments;
 pub mod summary;
 pub mod writer;
 
-pub(crate) use crate::load::{
+pub use crate::formats::symbols::{is_synthetic, Clock, Symbols};
+pub(crate) use crate::persist::load::{
     damage, files_bytes, frame_bytes, open_frames, read_footer, trace_files, trace_files_rebuilt,
     Loader,
 };
-pub use crate::load::{trace_clock, LoadReport, Loaded, Mapped, Window};
-pub use crate::summary::{Summarizing, Summary};
-pub use crate::symbols::{is_synthetic, Clock, Symbols};
-pub use crate::writer::{save, Writer};
+pub use crate::persist::load::{trace_clock, LoadReport, Loaded, Mapped, Window};
+pub use crate::persist::summary::{Summarizing, Summary};
+pub use crate::persist::writer::{save, Writer};
 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::error::Error;
-    use crate::event::{flags, Header, Kind};
-    use crate::footer::Footer;
-    use crate::load::Renumber;
-    use crate::open::{load, Loading};
-    use crate::segment::{self, Record};
-    use crate::segments::{self, Policy};
+    use crate::formats::error::Error;
+    use crate::formats::event::{flags, Header, Kind};
+    use crate::persist::footer::Footer;
+    use crate::persist::load::Renumber;
+    use crate::persist::open::{load, Loading};
+    use crate::persist::segment::{self, Record};
+    use crate::persist::segments::{self, Policy};
     use crate::store::StateKind;
     use crate::store::{Config, Store};
     use proptest::prelude::*;
@@ -128,7 +128,7 @@ pub(crate) mod tests {
             );
             if i % 5 == 0 {
                 let entry = store.append(&header(Kind::Var, pid, 0, ts + 2), b"e", &mut scratch);
-                let crate::log::Appended::Stored(entry) = entry else {
+                let crate::capture::log::Appended::Stored(entry) = entry else {
                     panic!()
                 };
                 store.append(&header(Kind::Var, pid, entry, ts + 3), b"v", &mut scratch);

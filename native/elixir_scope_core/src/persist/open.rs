@@ -1,15 +1,15 @@
 //! Opening a trace: a directory (or one segment file) becomes a read-only store, paged when its
-//! sealed segments have footers (see [`crate::paged`]), else loaded whole (see
+//! sealed segments have footers (see [`crate::persist::paged`]), else loaded whole (see
 //! [`crate::persist`]'s loader), a segment per step so that a caller can report progress.
 
-use crate::error::Error;
-use crate::event::{EventRef, Kind};
+use crate::formats::error::Error;
+use crate::formats::event::{EventRef, Kind};
+use crate::persist::segment::{self, Record};
+use crate::persist::segments;
 use crate::persist::{
     damage, files_bytes, frame_bytes, open_frames, read_footer, trace_files_rebuilt, Loaded,
     Loader, Mapped, Symbols, Window,
 };
-use crate::segment::{self, Record};
-use crate::segments;
 use std::io;
 use std::path::Path;
 
@@ -37,7 +37,7 @@ pub fn load(
 /// nothing here panics on any input.
 pub struct Loading {
     path: std::path::PathBuf,
-    /// Whether the trace may be opened paged (see [`crate::paged`]).
+    /// Whether the trace may be opened paged (see [`crate::persist::paged`]).
     paged: bool,
     /// The trace opened paged, at the first step.
     opened: Option<Loaded>,
@@ -113,7 +113,7 @@ impl Loading {
 
     fn step_segment(&mut self, map: &mut dyn FnMut(&[u8], &Symbols) -> Mapped) -> io::Result<bool> {
         if std::mem::take(&mut self.paged) {
-            if let Some(loaded) = crate::paged::open(&self.path, map) {
+            if let Some(loaded) = crate::persist::paged::open(&self.path, map) {
                 self.opened = Some(loaded);
                 self.next = self.files.len();
                 self.read = self.total;
@@ -265,7 +265,7 @@ impl Loading {
         }
         // `read_footer` left an archived segment's decompressed bytes in `buf`.
         let mut file = (!meta.archived)
-            .then(|| crate::fsio::open_regular(&dir.join(&meta.file)))
+            .then(|| crate::formats::fsio::open_regular(&dir.join(&meta.file)))
             .transpose()?;
         let size = std::fs::metadata(dir.join(&meta.file))?.len();
         let range = footer.first_seq..=footer.last_seq;

@@ -1,6 +1,6 @@
 //! Traces read from disk as queries need them. The footers of sealed segments give a store its
 //! whole index and say where each block of events starts (a seek point every
-//! [`SEEK_EVERY`](crate::footer::SEEK_EVERY) events); a block is read from its file the first
+//! [`SEEK_EVERY`](crate::persist::footer::SEEK_EVERY) events); a block is read from its file the first
 //! time a query asks for one of its events. Memory grows with what queries touch, and a query
 //! that touches little reads little.
 //!
@@ -13,14 +13,14 @@
 //! is scanned for its index instead), and a block that cannot be read or is damaged leaves its events missing,
 //! as holes in the log, never a panic.
 
-use crate::event::{EventRef, Header, Kind, PidKey, Seq};
-use crate::footer::{Footer, SeqList};
-use crate::hash::WordMap;
+use crate::capture::hash::WordMap;
+use crate::capture::log::{CaptureLog, Pager};
+use crate::formats::event::{EventRef, Header, Kind, PidKey, Seq};
 use crate::index::{Index, Lists};
-use crate::log::{CaptureLog, Pager};
+use crate::persist::footer::{Footer, SeqList};
+use crate::persist::segment::{self, Record};
+use crate::persist::segments::{self, SegmentMeta};
 use crate::persist::{self, Loaded, Loader, Mapped, Symbols, Window};
-use crate::segment::{self, Record};
-use crate::segments::{self, SegmentMeta};
 use crate::store::Store;
 use parking_lot::{Mutex, MutexGuard};
 use std::io;
@@ -225,7 +225,7 @@ impl Pages {
             use std::io::{Read, Seek};
             let len = usize::try_from(last.to - first.from).map_err(io::Error::other)?;
             self.buf.resize(len, 0);
-            let mut file = crate::fsio::open_regular(&dir.join(&meta.file))?;
+            let mut file = crate::formats::fsio::open_regular(&dir.join(&meta.file))?;
             file.seek(io::SeekFrom::Start(first.from))?;
             file.read_exact(&mut self.buf)?;
             first.from
@@ -393,7 +393,7 @@ impl Pages {
             0 => segment::HEADER_LEN,
             _ => 0,
         };
-        let mut builder = crate::footer::FooterBuilder::default();
+        let mut builder = crate::persist::footer::FooterBuilder::default();
         let mut pos = start;
         // Seqs only go up: a frame repeating one already taken (a damaged tail) is not counted.
         let mut taken = self.top;
@@ -444,7 +444,7 @@ fn read_from(dir: &Path, meta: &SegmentMeta, from: u64, buf: &mut Vec<u8>) -> io
     }
     use std::io::{Read, Seek};
     buf.clear();
-    let mut file = crate::fsio::open_regular(&dir.join(&meta.file))?;
+    let mut file = crate::formats::fsio::open_regular(&dir.join(&meta.file))?;
     file.seek(io::SeekFrom::Start(from))?;
     file.take(segments::MAX_SEGMENT).read_to_end(buf)?;
     Ok(())
@@ -655,7 +655,7 @@ pub fn damage(store: &Store) -> Option<(u64, Vec<String>)> {
 /// A store following the trace that a capture of this VM run writes into `dir`: empty until
 /// [`refresh`]ed, then holding every event on disk, its seqs those of the trace (continuing
 /// across the capture's stores), from the oldest one on disk now. Its words are this VM's own,
-/// as the capture's are. It holds up to [`crate::log::PAGED_EVENTS`] events from there: its
+/// as the capture's are. It holds up to [`crate::capture::log::PAGED_EVENTS`] events from there: its
 /// owner starts over with a new one before (see [`refresh`]).
 pub fn follow(dir: &Path) -> Option<Store> {
     let base = segments::read_manifest(dir)
@@ -775,11 +775,11 @@ pub struct Refreshed {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::flags;
-    use crate::open::Loading;
+    use crate::formats::event::flags;
+    use crate::persist::open::Loading;
+    use crate::persist::segments::Policy;
     use crate::persist::tests::{map, symbol, writer_in, CLOCK};
     use crate::persist::Writer;
-    use crate::segments::Policy;
     use crate::store::{Config, StateKind, Store};
 
     fn temp(name: &str) -> PathBuf {
@@ -837,7 +837,7 @@ mod tests {
             );
             if i % 5 == 0 {
                 let entry = store.append(&header(Kind::Var, pid, 0, 0, ts + 4), b"e", &mut scratch);
-                if let crate::log::Appended::Stored(entry) = entry {
+                if let crate::capture::log::Appended::Stored(entry) = entry {
                     store.append(
                         &header(Kind::Var, pid, entry, 0, ts + 5),
                         b"v",

@@ -10,7 +10,7 @@
 //! and the first frame that is incomplete or corrupt ends the readable part ([`Scan::valid_len`]),
 //! which is what a crash mid-write leaves behind. Nothing here panics on any input.
 
-use crate::event::{EventRef, Header};
+use crate::formats::event::{EventRef, Header};
 use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
@@ -85,13 +85,13 @@ pub enum Record<'a> {
         truncated: u64,
     },
     /// The index footer that ends a sealed segment.
-    Footer(Box<crate::footer::Footer>),
+    Footer(Box<crate::persist::footer::Footer>),
 }
 
 impl<'a> Record<'a> {
     /// Takes this record, read from a segment at frame `offset`, into account in a footer
     /// being rebuilt.
-    pub fn note_in(&self, footer: &mut crate::footer::FooterBuilder, offset: u64) {
+    pub fn note_in(&self, footer: &mut crate::persist::footer::FooterBuilder, offset: u64) {
         if let Some(ev) = self.as_event() {
             // As read: an unchanged state's payload is elsewhere when its frame has none.
             footer.event(&ev, offset, !ev.shares_payload());
@@ -354,7 +354,7 @@ impl SegmentWriter {
     /// # Errors
     /// The file system's, or [`SegmentError`] (as `InvalidData`) when it is not a segment.
     pub fn recover(path: &Path) -> io::Result<(SegmentWriter, Extent)> {
-        let bytes = crate::fsio::read_regular(path, u64::from(u32::MAX))?;
+        let bytes = crate::formats::fsio::read_regular(path, u64::from(u32::MAX))?;
         let mut frames =
             frames(&bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
         let mut extent = Extent::default();

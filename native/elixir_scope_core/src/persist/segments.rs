@@ -6,8 +6,8 @@
 //! the old or the new one; on open, the last segment's torn tail is cut away and its range
 //! rebuilt from its frames.
 
-use crate::error::Error;
-use crate::segment::{self, Extent, Record, SegmentWriter};
+use crate::formats::error::Error;
+use crate::persist::segment::{self, Extent, Record, SegmentWriter};
 use serde::{Deserialize, Serialize};
 use std::io;
 use std::path::{Path, PathBuf};
@@ -101,7 +101,7 @@ struct Archiving {
 
 /// Compresses the raw segment `file` of `dir` into `<file>.lz4`, synced; its size.
 fn compress(dir: &Path, file: &str) -> io::Result<u64> {
-    let raw = crate::fsio::read_regular(&dir.join(file), MAX_SEGMENT)?;
+    let raw = crate::formats::fsio::read_regular(&dir.join(file), MAX_SEGMENT)?;
     let mut enc =
         lz4_flex::frame::FrameEncoder::new(std::fs::File::create(dir.join(format!("{file}.lz4")))?);
     io::Write::write_all(&mut enc, &raw)?;
@@ -123,7 +123,7 @@ const MAX_MANIFEST: u64 = 64 << 20;
 /// The file system's, or `InvalidData` for an unreadable manifest.
 pub fn read_manifest(dir: &Path) -> io::Result<Manifest> {
     let path = dir.join(MANIFEST);
-    match crate::fsio::read_regular(&path, MAX_MANIFEST) {
+    match crate::formats::fsio::read_regular(&path, MAX_MANIFEST) {
         Ok(bytes) => {
             let m: Manifest = rmp_serde::from_slice(&bytes).map_err(|_| Error::NotATrace {
                 path: path.display().to_string(),
@@ -257,7 +257,7 @@ pub const MAX_SEGMENT: u64 = 4 << 30;
 pub fn read_segment_into(dir: &Path, meta: &SegmentMeta, out: &mut Vec<u8>) -> io::Result<()> {
     out.clear();
     let path = dir.join(&meta.file);
-    let file = crate::fsio::open_regular(&path)?;
+    let file = crate::formats::fsio::open_regular(&path)?;
     let read = if meta.archived {
         let dec = lz4_flex::frame::FrameDecoder::new(io::BufReader::new(file));
         io::Read::read_to_end(&mut io::Read::take(dec, MAX_SEGMENT + 1), out).map_err(invalid)?

@@ -1,15 +1,15 @@
 //! What a trace holds, told from its segments' footers (or frames) without loading its
 //! events: [`Summary`], a segment per [`Summarizing::step`].
 
-use crate::event::Kind;
-use crate::footer::{Footer, FooterBuilder};
-use crate::hash::WordMap;
-use crate::segments::{self};
+use crate::capture::hash::WordMap;
+use crate::formats::event::Kind;
+use crate::persist::footer::{Footer, FooterBuilder};
+use crate::persist::segments::{self};
 use std::collections::HashMap;
 use std::io;
 use std::path::Path;
 
-use crate::load::{damage, files_bytes, open_frames, read_footer, trace_files};
+use crate::persist::load::{damage, files_bytes, open_frames, read_footer, trace_files};
 
 /// What a trace holds, from its segments' footers (read alone, without the events) or, for a
 /// segment without one (the last of a capture still running or cut short), from its frames.
@@ -109,7 +109,7 @@ impl Summarizing {
     /// false, every segment is scanned.
     ///
     /// # Errors
-    /// As for [`crate::open::Loading::new`].
+    /// As for [`crate::persist::open::Loading::new`].
     pub fn new(path: &Path, footers: bool) -> io::Result<Summarizing> {
         let files = trace_files(path)?;
         let total = files_bytes(&files);

@@ -1,14 +1,14 @@
 //! Writing a capture to a segment directory: [`Writer`] follows a store's events as they are
 //! published, and [`save`] writes a whole store at once.
 
-use crate::error::Error;
-use crate::event::{flags, Kind, PidKey, Seq};
-use crate::footer::FooterBuilder;
-use crate::hash::WordHasher;
-use crate::segment::Record;
-use crate::segments::{self, Manifest, Policy, Segments};
+use crate::capture::hash::WordHasher;
+use crate::formats::error::Error;
+use crate::formats::event::{flags, Kind, PidKey, Seq};
+use crate::formats::symbols::Clock;
+use crate::persist::footer::FooterBuilder;
+use crate::persist::segment::Record;
+use crate::persist::segments::{self, Manifest, Policy, Segments};
 use crate::store::Store;
-use crate::symbols::Clock;
 use std::collections::HashSet;
 use std::hash::BuildHasherDefault;
 use std::io;

@@ -2,9 +2,9 @@
 //! function, message tag, time bucket) and call durations, computed in one pass without
 //! building a term per event.
 
-use crate::event::{EventRef, Kind, Seq, Timestamp};
-use crate::history::{close_call, mfa_of};
-use crate::log::CaptureLog;
+use crate::capture::log::CaptureLog;
+use crate::formats::event::{EventRef, Kind, Seq, Timestamp};
+use crate::query::history::{close_call, mfa_of};
 use crate::query::{self, Filter};
 use std::collections::HashMap;
 
@@ -167,10 +167,10 @@ pub fn call_durations(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{Header, KindMask};
-    use crate::log::Limits;
+    use crate::capture::log::Limits;
+    use crate::formats::event::{Header, KindMask};
 
-    use crate::etf::build::atom;
+    use crate::formats::etf::build::atom;
 
     fn log() -> CaptureLog {
         CaptureLog::new(Limits {

@@ -1,10 +1,10 @@
 //! Time-travel queries over the indexed log: a process's state at a point, its states over a
 //! window, the calls open at a point, the messages waiting in its mailbox, the processes alive.
 
-use crate::etf;
-use crate::event::{AtomKey, EventRef, Kind, PidKey, Seq};
+use crate::capture::log::CaptureLog;
+use crate::formats::etf;
+use crate::formats::event::{AtomKey, EventRef, Kind, PidKey, Seq};
 use crate::index::{count_upto, At, Index};
-use crate::log::CaptureLog;
 use std::collections::{HashMap, VecDeque};
 
 /// The state of `pid` in force at `at`: its last `state` event at or before it.
@@ -46,7 +46,7 @@ pub fn states<'a>(
 }
 
 /// A header's `(module, function, arity)`.
-pub(crate) fn mfa_of(h: &crate::event::Header) -> (u64, u64, u8) {
+pub(crate) fn mfa_of(h: &crate::formats::event::Header) -> (u64, u64, u8) {
     (h.module, h.function, h.arity)
 }
 
@@ -175,7 +175,7 @@ fn parts(b: &[u8], mut pos: usize, n: usize) -> Vec<Part<'_>> {
 /// byte, and whether they are complete.
 fn etf_of<'a>(ev: &EventRef<'a>) -> Option<(&'a [u8], bool)> {
     // A send to a reference or a name keeps the peer beside the message: the message alone.
-    if ev.header.flags & crate::event::flags::PEER_IN_PAYLOAD != 0 {
+    if ev.header.flags & crate::formats::event::flags::PEER_IN_PAYLOAD != 0 {
         return ev.data().map(|d| (d, true));
     }
     let (bytes, whole) = match ev.truncated() {
@@ -204,7 +204,7 @@ enum Msg<'a> {
 fn classify<'a>(ev: &EventRef<'a>) -> Option<Msg<'a>> {
     let (body, whole) = etf_of(ev)?;
     let all = Part { bytes: body, whole };
-    let Some((n, header)) = crate::etf::tuple_header(body, 0) else {
+    let Some((n, header)) = crate::formats::etf::tuple_header(body, 0) else {
         return Some(Msg::Info(all));
     };
     let els = parts(body, header, n.min(3));
@@ -307,7 +307,7 @@ fn same(queued: &Msg<'_>, taken: &Msg<'_>) -> bool {
 /// the same cap gives the same bytes). `None` for an event whose payload was dropped (the byte
 /// budget spent) or a truncated one with its peer beside it: it pairs with nothing.
 fn pairing_key<'a>(ev: &EventRef<'a>) -> Option<(bool, &'a [u8])> {
-    use crate::event::flags;
+    use crate::formats::event::flags;
     let f = ev.header.flags;
     if f & flags::PAYLOAD_DROPPED != 0 {
         None
@@ -584,8 +584,8 @@ pub fn snapshot_at<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::Header;
-    use crate::log::Limits;
+    use crate::capture::log::Limits;
+    use crate::formats::event::Header;
     use proptest::prelude::*;
 
     fn no_statem(_: AtomKey) -> bool {
@@ -623,7 +623,7 @@ mod tests {
         );
     }
 
-    use crate::etf::build::{atom, int, list, tuple};
+    use crate::formats::etf::build::{atom, int, list, tuple};
     fn etf(body: Vec<u8>) -> Vec<u8> {
         let mut v = vec![131];
         v.extend(body);
@@ -778,7 +778,7 @@ mod tests {
                 ts: 30,
                 pid: 2,
                 kind: Kind::Send as u8,
-                flags: crate::event::flags::PEER_IN_PAYLOAD,
+                flags: crate::formats::event::flags::PEER_IN_PAYLOAD,
                 ..Header::default()
             },
             &etf(tuple(&[r.clone(), reply.clone()])),

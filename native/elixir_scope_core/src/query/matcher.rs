@@ -8,7 +8,7 @@
 //! Every read is bounds-checked; a malformed payload simply does not match. Recursion follows the
 //! pattern (whose depth is limited by [`MAX_PATTERN_DEPTH`]), never the data.
 
-use crate::etf::{self, u16_at, u32_at};
+use crate::formats::etf::{self, u16_at, u32_at};
 use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::ops::Range;
@@ -964,7 +964,7 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    use crate::etf::build::{atom, int, tuple};
+    use crate::formats::etf::build::{atom, int, tuple};
 
     fn m(pattern: Pat, guard: Guard, vars: usize) -> Matcher {
         let m = Matcher {

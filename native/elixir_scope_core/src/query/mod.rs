@@ -7,9 +7,9 @@ pub mod aggregate;
 pub mod history;
 pub mod matcher;
 
-use crate::event::{AtomKey, EventRef, KindMask, PidKey, Seq, Timestamp};
+use crate::capture::log::CaptureLog;
+use crate::formats::event::{AtomKey, EventRef, KindMask, PidKey, Seq, Timestamp};
 use crate::index::{Index, CALLS, TAGGED};
-use crate::log::CaptureLog;
 use crate::store::Store;
 
 /// Which events a query wants. Every field left at its default matches everything.
@@ -312,8 +312,8 @@ pub fn scan_on<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{Header, Kind};
-    use crate::log::Limits;
+    use crate::capture::log::Limits;
+    use crate::formats::event::{Header, Kind};
     use proptest::prelude::*;
 
     #[test]
@@ -416,18 +416,18 @@ mod tests {
             }),
             vec![1]
         );
-        let by_peer = crate::aggregate::count(
+        let by_peer = crate::query::aggregate::count(
             &log,
             None,
             &Filter::default(),
-            crate::aggregate::GroupBy::Peer,
+            crate::query::aggregate::GroupBy::Peer,
             &mut |_| true,
         );
         assert_eq!(
             by_peer,
             vec![
-                (crate::aggregate::Key::Word(0), 1),
-                (crate::aggregate::Key::Word(3), 1)
+                (crate::query::aggregate::Key::Word(0), 1),
+                (crate::query::aggregate::Key::Word(3), 1)
             ]
         );
     }
