@@ -560,7 +560,7 @@ pub fn count_upto(log: &CaptureLog, list: &[Seq], at: At) -> usize {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::capture::log::Limits;
     use crate::formats::event::Header;
@@ -611,8 +611,9 @@ mod tests {
         assert_eq!(key_changes(&log, &idx, 1, "b"), vec![1]);
     }
 
-    #[test]
-    fn tags_and_functions_are_indexed() {
+    /// Six events of two processes, indexed: receives of `{:inc, 1}` (1, 2), a send of `:stop`
+    /// (3), calls of modules 7 (4, 5) and 9 (6), a function being its module's word plus one.
+    pub(crate) fn tagged_log() -> (CaptureLog, Index) {
         let log = CaptureLog::new(Limits {
             max_events: 100,
             max_bytes: 4096,
@@ -639,6 +640,12 @@ mod tests {
         add(1, Kind::Call, 9, b""); // 6
         let mut idx = Index::new();
         idx.catch_up(&log);
+        (log, idx)
+    }
+
+    #[test]
+    fn tags_and_functions_are_indexed() {
+        let (_log, idx) = tagged_log();
         assert_eq!(idx.tag("inc"), &[1, 2]);
         assert_eq!(idx.tag("stop"), &[3]);
         assert!(idx.tag("nope").is_empty());

@@ -318,32 +318,7 @@ mod tests {
 
     #[test]
     fn a_query_walks_the_shortest_index_list_that_covers_it() {
-        let log = CaptureLog::new(Limits {
-            max_events: 100,
-            max_bytes: 4096,
-        });
-        let add = |pid, kind: Kind, module, payload: &[u8]| {
-            log.append(
-                &Header {
-                    pid,
-                    kind: kind as u8,
-                    module,
-                    function: module + 1,
-                    ..Header::default()
-                },
-                payload,
-            );
-        };
-        let inc = [131, 104, 2, 119, 3, b'i', b'n', b'c', 97, 1];
-        let stop = [131, 119, 4, b's', b't', b'o', b'p'];
-        add(1, Kind::Receive, 0, &inc); // 1
-        add(2, Kind::Receive, 0, &inc); // 2
-        add(2, Kind::Send, 0, &stop); // 3
-        add(2, Kind::Call, 7, b""); // 4
-        add(2, Kind::Return, 7, b""); // 5
-        add(1, Kind::Call, 9, b""); // 6
-        let mut idx = Index::new();
-        idx.catch_up(&log);
+        let (_log, idx) = crate::index::tests::tagged_log();
         let receives = Filter {
             kinds: KindMask::of(&[Kind::Receive]),
             ..Filter::default()
