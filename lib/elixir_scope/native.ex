@@ -36,8 +36,8 @@ defmodule ElixirScope.Native do
   end
 
   # Store
-  def store_new(_max_events, _max_bytes, _max_payload, _level, _rate, _sample_by), do: err()
-  def store_check(_max_events, _max_bytes, _max_payload, _level, _rate, _sample_by), do: err()
+  def store_new(_config), do: err()
+  def store_check(_config), do: err()
   def store_limits, do: err()
   def store_handle(_store), do: err()
   def store_close(_store), do: err()

@@ -38,18 +38,11 @@ defmodule ElixirScope.Options do
       max_bytes: opts[:max_bytes],
       max_payload_bytes: opts[:max_payload_bytes],
       tracing_level: level!(opts[:tracing_level]),
-      sample_rate: sample_rate!(opts[:sample_rate]),
+      sample_rate: sample_rate!(opts[:sample_rate]) / 1,
       sample_by: sample_by!(opts[:sample_by])
     }
 
-    case ElixirScope.Native.store_check(
-           o.max_events,
-           o.max_bytes,
-           o.max_payload_bytes,
-           o.tracing_level,
-           o.sample_rate / 1,
-           o.sample_by
-         ) do
+    case ElixirScope.Native.store_check(o) do
       :ok ->
         o
 

@@ -79,16 +79,8 @@ defmodule ElixirScope.Store do
   """
   @spec new!(keyword()) :: t()
   def new!(opts \\ []) do
-    o = Options.store!(opts)
-
-    case Native.store_new(
-           o.max_events,
-           o.max_bytes,
-           o.max_payload_bytes,
-           o.tracing_level,
-           o.sample_rate / 1,
-           o.sample_by
-         ) do
+    # (Options.store!/1 checked the settings as store_new/1 does, and raised for bad ones.)
+    case Native.store_new(Options.store!(opts)) do
       {:ok, ref} -> %__MODULE__{ref: ref, time_offset: :erlang.time_offset(:nanosecond)}
       {:error, {:invalid_option, name, why}} -> raise ArgumentError, "invalid #{name}: #{why}"
     end

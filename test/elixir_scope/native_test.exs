@@ -7,19 +7,36 @@ defmodule ElixirScope.NativeTest do
   alias ElixirScope.{Native, Store}
 
   test "store_new rejects bad types and out-of-range settings" do
-    assert_raise ArgumentError, fn -> Native.store_new(-1, 10, 100, :full, 1.0, :process) end
-    assert_raise ArgumentError, fn -> Native.store_new(10, 10, 100, :loud, 1.0, :process) end
-    assert_raise ArgumentError, fn -> Native.store_new(10, 10, 100, "full", 1.0, :process) end
-    assert_raise ArgumentError, fn -> Native.store_new(10, 10, 100, :full, 1.0, :pid) end
+    ok = %{
+      max_events: 10,
+      max_bytes: 10,
+      max_payload_bytes: 100,
+      tracing_level: :full,
+      sample_rate: 1.0,
+      sample_by: :process
+    }
+
+    assert {:ok, _} = Native.store_new(ok)
+    assert_raise ArgumentError, fn -> Native.store_new(%{ok | max_events: -1}) end
+    assert_raise ArgumentError, fn -> Native.store_new(%{ok | tracing_level: :loud}) end
+    assert_raise ArgumentError, fn -> Native.store_new(%{ok | tracing_level: "full"}) end
+    assert_raise ArgumentError, fn -> Native.store_new(%{ok | sample_by: :pid}) end
+    assert_raise ArgumentError, fn -> Native.store_new(Map.delete(ok, :sample_by)) end
+    assert_raise ArgumentError, fn -> Native.store_new({10, 10, 100, :full, 1.0, :process}) end
 
     assert {:error, {:invalid_option, "max_payload_bytes", _}} =
-             Native.store_new(10, 10, 1, :full, 1.0, :process)
+             Native.store_new(%{ok | max_payload_bytes: 1})
 
-    assert {:error, {:invalid_option, "max_events", _}} =
-             Native.store_new(0, 10, 100, :full, 1.0, :process)
+    assert {:error, {:invalid_option, "max_events", _}} = Native.store_new(%{ok | max_events: 0})
 
     assert {:error, {:invalid_option, "sample_rate", _}} =
-             Native.store_new(10, 10, 100, :full, 2.0, :process)
+             Native.store_new(%{ok | sample_rate: 2.0})
+
+    # store_check says the same without making a store.
+    assert :ok = Native.store_check(ok)
+
+    assert {:error, {:invalid_option, "max_events", _}} =
+             Native.store_check(%{ok | max_events: 0})
   end
 
   test "the tracer callbacks survive any state and arguments" do

@@ -29,46 +29,34 @@ fn sample_by_of(term: Term) -> NifResult<SampleBy> {
     }
 }
 
-/// A store's settings from `store_new`'s arguments (their types: badarg otherwise).
-fn config_of(
+/// A store's settings as `ElixirScope.Options.store!/1` gives them: a map with these keys.
+#[derive(rustler::NifMap)]
+struct ConfigMap<'a> {
     max_events: u64,
     max_bytes: u64,
     max_payload_bytes: usize,
-    level: Term,
+    tracing_level: Term<'a>,
     sample_rate: f64,
-    sample_by: Term,
-) -> NifResult<Config> {
+    sample_by: Term<'a>,
+}
+
+/// The settings in `config` (a `ConfigMap`); badarg for another shape or type.
+fn config_of(config: Term) -> NifResult<Config> {
+    let c: ConfigMap = config.decode().map_err(|_| rustler::Error::BadArg)?;
     Ok(Config {
-        max_events,
-        max_bytes,
-        max_payload_bytes,
-        level: level_of(level)?,
-        sample_rate,
-        sample_by: sample_by_of(sample_by)?,
+        max_events: c.max_events,
+        max_bytes: c.max_bytes,
+        max_payload_bytes: c.max_payload_bytes,
+        level: level_of(c.tracing_level)?,
+        sample_rate: c.sample_rate,
+        sample_by: sample_by_of(c.sample_by)?,
     })
 }
 
-/// `store_new(max_events, max_bytes, max_payload_bytes, level, sample_rate, sample_by)`:
-/// `{:ok, store}`, or `{:error, {:invalid_option, name, allowed}}`.
+/// `store_new(config)`: `{:ok, store}`, or `{:error, {:invalid_option, name, allowed}}`.
 #[rustler::nif]
-fn store_new<'a>(
-    env: Env<'a>,
-    max_events: u64,
-    max_bytes: u64,
-    max_payload_bytes: usize,
-    level: Term<'a>,
-    sample_rate: f64,
-    sample_by: Term<'a>,
-) -> NifResult<Term<'a>> {
-    let config = config_of(
-        max_events,
-        max_bytes,
-        max_payload_bytes,
-        level,
-        sample_rate,
-        sample_by,
-    )?;
-    Ok(match Store::new(config) {
+fn store_new<'a>(env: Env<'a>, config: Term<'a>) -> NifResult<Term<'a>> {
+    Ok(match Store::new(config_of(config)?) {
         Ok(store) => {
             crate::etf::invalidate_caches();
             (atoms::ok(), resource::new_term(env, store)).encode(env)
@@ -77,27 +65,11 @@ fn store_new<'a>(
     })
 }
 
-/// `store_check(...)`, with `store_new`'s arguments: `:ok` when they make a store, else
-/// `store_new`'s error, without making one.
+/// `store_check(config)`: `:ok` when `config` makes a store, else `store_new`'s error, without
+/// making one.
 #[rustler::nif]
-fn store_check<'a>(
-    env: Env<'a>,
-    max_events: u64,
-    max_bytes: u64,
-    max_payload_bytes: usize,
-    level: Term<'a>,
-    sample_rate: f64,
-    sample_by: Term<'a>,
-) -> NifResult<Term<'a>> {
-    let config = config_of(
-        max_events,
-        max_bytes,
-        max_payload_bytes,
-        level,
-        sample_rate,
-        sample_by,
-    )?;
-    Ok(match config.validate() {
+fn store_check<'a>(env: Env<'a>, config: Term<'a>) -> NifResult<Term<'a>> {
+    Ok(match config_of(config)?.validate() {
         Ok(()) => atoms::ok().encode(env),
         Err(e) => crate::error::term(env, &e),
     })

@@ -22,7 +22,7 @@ pub struct Filter {
     /// The event's pid or its peer is one of these processes (empty: any).
     pub involving: Vec<PidKey>,
     /// Events that also count as having a peer in `peers`, sorted: replies sent to those
-    /// processes' call aliases (see [`crate::index::Index::resolve_replies`]).
+    /// processes' call aliases or registered names (see [`resolve_peers`]).
     pub peer_seqs: Vec<Seq>,
     /// The same for `involving`.
     pub involving_seqs: Vec<Seq>,
