@@ -174,33 +174,40 @@ defmodule ElixirScope do
   every event its trace holds, across its stores). Returns the seq of the last event written:
   the number of events for a capture whose seqs start at 1. `open/2` reads it back, here or on another machine.
 
-  A capture that goes on while it saves is saved as it was when `save/2` began. `progress:`
+  A capture that goes on while it saves is saved as it was when `save/2` began; a running
+  persisted capture first writes what is pending to its trace, and an error doing so is the
+  answer. `progress:`
   takes a function called with `(events_written, events_total)` as the events are written
   (about every 65 536 events, and once at the end).
 
   `path` is a non-empty UTF-8 string (or charlist); another path raises `ArgumentError`.
   """
   @spec save(Path.t(), keyword()) ::
-          {:ok, non_neg_integer()} | {:error, ElixirScope.Error.file_reason() | :already_running}
+          {:ok, non_neg_integer()}
+          | {:error, ElixirScope.Error.file_reason() | :already_running | :not_running}
   def save(path, opts \\ []) do
     path = Args.path!(path, "path")
     opts = Options.validate!(opts, store: nil, progress: nil)
 
     # A running persisted capture is saved whole: what is pending is written first (by the
-    # server, which owns writing), then its trace is read.
-    store =
-      case {opts[:store], Store.default()} do
-        {nil, %Store{trace_dir: dir}} when dir != nil ->
-          # (A flush that fails leaves the trace as it is: what it holds is saved.)
-          _ = flush()
-          ElixirScope.Query.store!(:trace)
-
-        {store, _} ->
-          ElixirScope.Query.store!(store)
-      end
-
-    ElixirScope.Persist.save(store, path, Keyword.take(opts, [:progress]))
+    # server, which owns writing), then its trace is read. A write that fails is the answer:
+    # saving without it would leave the last events out, unsaid.
+    with {:ok, store} <- store_to_save(opts[:store]) do
+      ElixirScope.Persist.save(store, path, Keyword.take(opts, [:progress]))
+    end
   end
+
+  defp store_to_save(nil) do
+    case Store.default() do
+      %Store{trace_dir: dir} when dir != nil ->
+        with {:ok, _} <- flush(), do: {:ok, ElixirScope.Query.store!(:trace)}
+
+      _ ->
+        {:ok, ElixirScope.Query.store!(nil)}
+    end
+  end
+
+  defp store_to_save(store), do: {:ok, ElixirScope.Query.store!(store)}
 
   @doc """
   Like `save/2`, but returns the number of events and raises `ElixirScope.Error` (whose message
