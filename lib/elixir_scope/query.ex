@@ -297,9 +297,15 @@ defmodule ElixirScope.Query do
 
     # Replies to aliases of `to` whose calls the index could not see `to` make (`to` is not
     # traced): the aliases named by the calls `from` received from `to`.
+    # (Through the message tag index: only `from`'s received calls are read.)
+    calls =
+      find(
+        [pid: from, kind: :receive, message: ~s({:"$gen_call", _, _})] ++
+          Keyword.take(filters, [:store])
+      )
+
     aliases =
-      for %Event{data: {:"$gen_call", {^to, [:alias | ref]}, _}} <-
-            events([pid: from, kind: :receive] ++ Keyword.take(filters, [:store])),
+      for %{event: %Event{data: {:"$gen_call", {^to, [:alias | ref]}, _}}} <- calls,
           into: MapSet.new(),
           do: ref
 
