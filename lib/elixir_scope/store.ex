@@ -106,20 +106,44 @@ defmodule ElixirScope.Store do
   def close(%__MODULE__{ref: ref}), do: Native.store_close(ref)
   def close(other), do: bad_store!(other)
 
-  @doc "Changes the tracing level of a store while capture runs."
+  @doc """
+  Changes the tracing level of a store while capture runs.
+
+  A trace read from disk (`ElixirScope.open/2`) captures nothing: setting its level raises
+  `ArgumentError`.
+  """
   @spec set_level(t(), ElixirScope.tracing_level()) :: :ok
-  def set_level(%__MODULE__{ref: ref}, level) do
-    Native.store_set_level(ref, Options.level!(level))
+  def set_level(%__MODULE__{ref: ref} = store, level) do
+    level = Options.level!(level)
+    capture!(store, fn -> Native.store_set_level(ref, level) end)
   end
 
   def set_level(other, _level), do: bad_store!(other)
 
-  @doc "Changes sampling of a store while capture runs."
+  @doc """
+  Changes sampling of a store while capture runs.
+
+  A trace read from disk captures nothing: setting its sampling raises `ArgumentError`.
+  """
   @spec set_sampling(t(), float(), :process | :event) :: :ok
   def set_sampling(store, rate, by \\ :process)
 
-  def set_sampling(%__MODULE__{ref: ref}, rate, by) do
-    Native.store_set_sampling(ref, Options.sample_rate!(rate) / 1, Options.sample_by!(by))
+  def set_sampling(%__MODULE__{ref: ref} = store, rate, by) do
+    {rate, by} = {Options.sample_rate!(rate) / 1, Options.sample_by!(by)}
+    capture!(store, fn -> Native.store_set_sampling(ref, rate, by) end)
+  end
+
+  # Runs a NIF that changes a capture's settings (its arguments already checked): a store that
+  # is not a capture's is the only argument left for it to refuse.
+  defp capture!(store, nif) do
+    nif.()
+  rescue
+    ArgumentError ->
+      reraise ArgumentError,
+              "#{inspect(store)} is a trace read from disk: it captures nothing, so it has " <>
+                "no level or sampling to change (only a capture's store, from " <>
+                "ElixirScope.start/1 or Store.new!/1, has)",
+              __STACKTRACE__
   end
 
   def set_sampling(other, _rate, _by), do: bad_store!(other)

@@ -51,6 +51,27 @@ defmodule ElixirScope.PersistTest do
     {sup, counter}
   end
 
+  test "an opened trace is read-only: no capture settings, nothing to set", %{dir: dir} do
+    live = new_store()
+    workload(live)
+    {:ok, saved} = Persist.save(live, dir)
+    {:ok, disk} = ElixirScope.open(dir)
+
+    assert %{events: ^saved, tracing_level: :off, sample_rate: 1.0, persisted: 0} =
+             Store.stats(disk)
+
+    assert_raise ArgumentError, ~r/trace read from disk: it captures nothing/, fn ->
+      Store.set_level(disk, :full)
+    end
+
+    assert_raise ArgumentError, ~r/trace read from disk/, fn -> Store.set_sampling(disk, 0.5) end
+    assert Store.close(disk) == :ok
+    assert length(Query.events(store: disk)) == saved
+    # A capture's store still takes them.
+    assert Store.set_level(live, :messages_only) == :ok
+    assert Store.stats(live).tracing_level == :messages_only
+  end
+
   test "a saved store opens with the same answers to every query", %{dir: dir} do
     live = new_store()
     {sup, counter} = workload(live)

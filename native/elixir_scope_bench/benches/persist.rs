@@ -10,6 +10,7 @@ use elixir_scope_core::index::At;
 use elixir_scope_core::persist::open::Loading;
 use elixir_scope_core::persist::{self, Clock, Mapped, Window};
 use elixir_scope_core::query::history;
+use elixir_scope_core::reader::Reader;
 use elixir_scope_core::store::{Config, Store};
 use std::hint::black_box;
 use std::io::Write;
@@ -69,7 +70,7 @@ fn main() {
     let mut symbol = |w: u64| Some(w.to_le_bytes().to_vec());
 
     let t = Instant::now();
-    let manifest = persist::save(&store, &dir, clock, &mut symbol).expect("save");
+    let manifest = persist::save(store.reader(), &dir, clock, &mut symbol).expect("save");
     let write = t.elapsed();
     let raw_bytes: u64 = manifest.segments.iter().map(|s| s.bytes).sum();
 
@@ -114,7 +115,7 @@ fn main() {
     let open = t.elapsed();
     assert_eq!(paged.report.events, events);
     assert_eq!(paged.report.paged, manifest.segments.len());
-    let queries = |store: &Store, n: u64, seed: u64| {
+    let queries = |store: &Reader, n: u64, seed: u64| {
         let idx = store.index();
         let log = store.log();
         let mut k = seed;
@@ -133,10 +134,10 @@ fn main() {
         }
         t.elapsed() / n as u32
     };
-    let first = queries(&paged.store, 1, 1);
-    let cold = queries(&paged.store, 1_000, 2);
-    let touched = paged.store.stats().bytes;
-    let warm = queries(&paged.store, 100_000, 3);
+    let first = queries(&paged.reader, 1, 1);
+    let cold = queries(&paged.reader, 1_000, 2);
+    let touched = paged.reader.stats().bytes;
+    let warm = queries(&paged.reader, 100_000, 3);
     drop(paged);
 
     // Loaded whole, as a window or a trace without footers is.
@@ -146,10 +147,10 @@ fn main() {
     let eager = loading.finish();
     let open_eager = t.elapsed();
     let t = Instant::now();
-    drop(eager.store.index());
+    drop(eager.reader.index());
     let indexed = t.elapsed();
-    let eager_bytes = eager.store.stats().bytes;
-    let eager_state_at = queries(&eager.store, 100_000, 3);
+    let eager_bytes = eager.reader.stats().bytes;
+    let eager_state_at = queries(&eager.reader, 100_000, 3);
     drop(eager);
 
     // The last tenth of the trace, with each process's state at its start.

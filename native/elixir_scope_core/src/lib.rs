@@ -2,8 +2,9 @@
 //! the query engine. Pure Rust with no BEAM types, so it builds and tests without Erlang; the NIF
 //! crate only converts terms to and from these types.
 //!
-//! Data flows one way: tracer callbacks [`store::Store::append`] into the [`log::CaptureLog`];
-//! queries ([`query::run`]) read what is published, without ever slowing writers.
+//! Data flows one way: tracer callbacks [`store::Store::append`] into the
+//! [`capture::log::CaptureLog`]; queries ([`query::run`]) read what is published through a
+//! [`reader::Reader`] (a capture's, or a trace's opened from disk), without ever slowing writers.
 
 //! ## Layers, lowest first
 //!
@@ -14,9 +15,10 @@
 //! 1. formats: `error`, `fsio`, `etf`, `event`, `symbols`, `behaviours`
 //! 2. capture: `chunks`, `policy`, `hash`, `log`
 //! 3. index: `index`
-//! 4. store: `store`
-//! 5. query: `query`, `matcher`, `history`, `aggregate`
-//! 6. persist: `segment`, `segments`, `footer`, `writer`, `load`, `summary`, `persist`, `paged`,
+//! 4. reader: `reader`
+//! 5. store: `store`
+//! 6. query: `query`, `matcher`, `history`, `aggregate`
+//! 7. persist: `segment`, `segments`, `footer`, `writer`, `load`, `summary`, `persist`, `paged`,
 //!    `open`
 
 // Every unsafe block says why it is sound.
@@ -34,13 +36,16 @@ pub mod capture;
 // 3. index
 pub mod index;
 
-// 4. store
+// 4. reader
+pub mod reader;
+
+// 5. store
 pub mod store;
 
-// 5. query
+// 6. query
 pub mod query;
 
-// 6. persist
+// 7. persist
 pub mod persist;
 
 pub use formats::error::Error;

@@ -1,11 +1,11 @@
-//! A capture store: the log, the live policy, and the settings the capture path needs.
+//! A capture store: what it captured (a [`Reader`]), the live policy, and the settings the capture
+//! path needs.
 
 use crate::capture::log::{Appended, CaptureLog, Limits, LogStats};
 use crate::capture::policy::{mix64, Level, Policy, SampleBy};
 use crate::formats::error::Error;
-use crate::formats::event::{flags, truncate_payload, AtomKey, Header, Kind, PidKey, Seq};
-use crate::formats::symbols::Symbols;
-use crate::index::Index;
+use crate::formats::event::{flags, truncate_payload, AtomKey, Header, Kind, PidKey};
+use crate::reader::Reader;
 use parking_lot::{Mutex, MutexGuard};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -134,7 +134,8 @@ fn stored_form<'a>(
 
 /// A live capture store.
 pub struct Store {
-    log: CaptureLog,
+    /// The log captured into, and its index.
+    reader: Reader,
     policy: Policy,
     max_payload: usize,
     closed: AtomicBool,
@@ -144,11 +145,6 @@ pub struct Store {
     /// For each process (by pid hash; collisions just lose deduplication), the seq of its last
     /// state event, to store an unchanged state without copying it again.
     last_state: Box<[AtomicU64]>,
-    /// The per-process index, maintained by queries. The lock is only taken by queries (a
-    /// dirty-scheduler NIF at a time), never on the capture path.
-    index: Mutex<Index>,
-    /// For a store loaded from disk: what its synthetic keys stand for.
-    symbols: Option<Symbols>,
     /// Where the capture is being persisted, if it is.
     /// (What persists it belongs to a higher layer: this layer only holds it, see
     /// `persist::Writer::with`, `take` and `attach`, the only users of the slot.)
@@ -168,32 +164,19 @@ impl Store {
     pub fn new(config: Config) -> Result<Store, Error> {
         config.validate()?;
         Ok(Store {
-            log: CaptureLog::new(Limits {
+            reader: Reader::new(CaptureLog::new(Limits {
                 max_events: config.max_events,
                 max_bytes: config.max_bytes,
-            }),
+            })),
             policy: Policy::new(config.level, config.sample_rate, config.sample_by),
             max_payload: config.max_payload_bytes,
             closed: AtomicBool::new(false),
             state_modules: (0..MAX_STATE_MODULES).map(|_| AtomicU64::new(0)).collect(),
             last_state: (0..LAST_STATE_SLOTS).map(|_| AtomicU64::new(0)).collect(),
-            index: Mutex::new(Index::new()),
-            symbols: None,
             persist: Mutex::new(None),
             persisted: AtomicU64::new(0),
             watcher: AtomicU64::new(0),
         })
-    }
-
-    /// A closed store over a paged `log` (see [`crate::persist::paged`]), with the index its footers
-    /// gave and the trace's symbols (`None`: its words are this VM's own).
-    pub(crate) fn paged(log: CaptureLog, index: Index, symbols: Option<Symbols>) -> Option<Store> {
-        let mut store = Store::new(Config::default()).ok()?;
-        store.log = log;
-        store.index = Mutex::new(index);
-        store.symbols = symbols;
-        store.close();
-        Some(store)
     }
 
     /// Sets the process to tell when a traced process starts a state server (a `gen_server` or
@@ -272,7 +255,7 @@ impl Store {
     /// `pid`'s last state event with its complete payload, if the lossy table still knows it.
     fn last_state_event(&self, pid: PidKey) -> Option<crate::formats::event::EventRef<'_>> {
         let seq = self.last_state_slot(pid).load(Ordering::Relaxed);
-        self.log.get(seq).filter(|e| {
+        self.log().get(seq).filter(|e| {
             e.header.pid == pid
                 && e.header.kind == Kind::State as u8
                 && e.header.flags & (flags::TRUNCATED | flags::PAYLOAD_DROPPED) == 0
@@ -297,7 +280,7 @@ impl Store {
             flags: flags::STATE_UNCHANGED,
             ..*header
         };
-        let appended = self.log.append_sharing(&h, previous);
+        let appended = self.log().append_sharing(&h, previous);
         if let Appended::Stored(seq) = appended {
             self.last_state_slot(h.pid).store(seq, Ordering::Relaxed);
         }
@@ -323,14 +306,14 @@ impl Store {
         let stored = stored_form(seen, full_len, exact, self.state_cap(), &mut h, scratch);
         let slot = self.last_state_slot(h.pid);
         let previous = slot.load(Ordering::Relaxed);
-        let same = self.log.get(previous).is_some_and(|p| {
+        let same = self.log().get(previous).is_some_and(|p| {
             p.header.pid == h.pid && p.header.kind == Kind::State as u8 && p.payload == stored
         });
         let appended = if same {
             h.flags |= flags::STATE_UNCHANGED;
-            self.log.append_sharing(&h, previous)
+            self.log().append_sharing(&h, previous)
         } else {
-            self.log.append(&h, stored)
+            self.log().append(&h, stored)
         };
         if let Appended::Stored(seq) | Appended::StoredWithoutPayload(seq) = appended {
             slot.store(seq, Ordering::Relaxed);
@@ -338,37 +321,15 @@ impl Store {
         appended
     }
 
-    /// The per-process index, caught up with everything published.
-    pub fn index(&self) -> MutexGuard<'_, Index> {
-        let mut idx = self.index.lock();
-        idx.catch_up(&self.log);
-        idx
-    }
-
-    /// The index as it is, not caught up (for a paged store's owner, who extends it).
-    pub(crate) fn index_as_is(&self) -> MutexGuard<'_, Index> {
-        self.index.lock()
-    }
-
     /// The last state event of `pid` recorded so far, as the lossy table remembers it (what
     /// tests check the table with).
     #[cfg(test)]
     fn last_state_of(&self, pid: PidKey) -> Option<u64> {
         let seq = self.last_state_slot(pid).load(Ordering::Relaxed);
-        self.log
+        self.log()
             .get(seq)
             .filter(|e| e.header.pid == pid)
             .map(|e| e.seq)
-    }
-
-    /// The synthetic keys of a store loaded from disk (`None` for a live capture's store).
-    pub fn symbols(&self) -> Option<&Symbols> {
-        self.symbols.as_ref()
-    }
-
-    /// Gives a loaded store its synthetic keys.
-    pub(crate) fn set_symbols(&mut self, symbols: Symbols) {
-        self.symbols = Some(symbols);
     }
 
     /// The slot of whatever persists this store, locked (taken by the flushing NIF, never by
@@ -387,25 +348,15 @@ impl Store {
         self.persisted.store(events, Ordering::Relaxed);
     }
 
-    /// Makes an empty store's first seq `base + 1`, for its owner before anything is stored
-    /// (a store loaded from a trace keeps the trace's seqs). False when it is not empty.
-    pub(crate) fn rebase(&mut self, base: Seq) -> bool {
-        let done = self.log.rebase(base);
-        if done {
-            self.index.get_mut().skip_to(base);
-        }
-        done
-    }
-
-    /// Makes the next event stored take seq `seq`, the seqs before it holes (see
-    /// [`CaptureLog::skip_to`]), for the store's one owner. False when it cannot.
-    pub(crate) fn skip_to(&mut self, seq: Seq) -> bool {
-        self.log.skip_to(seq)
+    /// What the store captured, for queries.
+    pub fn reader(&self) -> &Reader {
+        &self.reader
     }
 
     /// The capture log.
+    #[inline]
     pub fn log(&self) -> &CaptureLog {
-        &self.log
+        self.reader.log()
     }
 
     /// The live policy.
@@ -456,12 +407,12 @@ impl Store {
         }
         let mut h = *header;
         let stored = stored_form(seen, full_len, exact, self.max_payload, &mut h, scratch);
-        self.log.append(&h, stored)
+        self.log().append(&h, stored)
     }
 
     /// Counters.
     pub fn stats(&self) -> LogStats {
-        self.log.stats()
+        self.log().stats()
     }
 }
 

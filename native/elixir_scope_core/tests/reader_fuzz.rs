@@ -474,7 +474,7 @@ fn build_fixture() -> Fixture {
     let mut w = writer(&dir, 9_000, u64::MAX, false);
     for round in 0..3 {
         capture(&store, round * 150, 150);
-        w.flush_all(&store, CLOCK, &mut symbol).unwrap();
+        w.flush_all(store.reader(), CLOCK, &mut symbol).unwrap();
     }
     w.finish().unwrap();
     traces.push(read_trace("raw", &dir));
@@ -485,7 +485,7 @@ fn build_fixture() -> Fixture {
     let mut w = writer(&dir, 9_000, u64::MAX, true);
     for round in 0..3 {
         capture(&store, 1_000 + round * 150, 150);
-        w.flush_all(&store, CLOCK, &mut symbol).unwrap();
+        w.flush_all(store.reader(), CLOCK, &mut symbol).unwrap();
     }
     w.finish().unwrap();
     traces.push(read_trace("archived", &dir));
@@ -496,10 +496,10 @@ fn build_fixture() -> Fixture {
     let (a, b) = (new_store(), new_store());
     let mut w = writer(&dir, 7_000, 40_000, false);
     capture(&a, 2_000, 300);
-    w.flush_all(&a, CLOCK, &mut symbol).unwrap();
-    w.continue_with(&a);
+    w.flush_all(a.reader(), CLOCK, &mut symbol).unwrap();
+    w.continue_with(a.reader());
     capture(&b, 2_300, 120);
-    w.flush_all(&b, CLOCK, &mut symbol).unwrap();
+    w.flush_all(b.reader(), CLOCK, &mut symbol).unwrap();
     drop(w);
     traces.push(read_trace("running", &dir));
 
@@ -507,7 +507,7 @@ fn build_fixture() -> Fixture {
     let dir = root.join("saved");
     let store = new_store();
     capture(&store, 5_000, 500);
-    persist::save(&store, &dir, CLOCK, &mut symbol).unwrap();
+    persist::save(store.reader(), &dir, CLOCK, &mut symbol).unwrap();
     traces.push(read_trace("saved", &dir));
 
     drop(scratch);
@@ -561,7 +561,7 @@ fn read_trace(name: &'static str, dir: &Path) -> Trace {
         r.damaged.is_empty() && r.torn.is_empty() && r.gaps == 0,
         "{name}: {r:?}"
     );
-    let log = loaded.store.log();
+    let log = loaded.reader.log();
     let first = log.first_seq();
     let events: Vec<Option<Ev>> = (first..=log.last_seq())
         .map(|s| {
@@ -582,7 +582,7 @@ fn read_trace(name: &'static str, dir: &Path) -> Trace {
         });
     // The intact trace opens paged too (where it can), and reads the same.
     let paged = load_to_end(Loading::new(dir)).unwrap();
-    let plog = paged.store.log();
+    let plog = paged.reader.log();
     assert_eq!(plog.last_seq(), log.last_seq(), "{name}");
     // (Synthetic keys are numbered as symbols come: in another order when paged.)
     let plain = |e: elixir_scope_core::formats::event::EventRef| {
@@ -1790,7 +1790,7 @@ fn load_to_end(loading: std::io::Result<Loading>) -> std::io::Result<Loaded> {
 /// than the intact trace had (and forged ones), each one the trace's where nothing was forged,
 /// and an index and queries over it that agree with its events.
 fn check_loaded(how: &str, loaded: &Loaded, trace: &Trace, log: &Log, window: Option<Window>) {
-    let store = &loaded.store;
+    let store = &loaded.reader;
     let r = &loaded.report;
     count(match (r.paged > 0, window.is_some()) {
         (true, _) => "file: stores opened paged",
@@ -2217,7 +2217,7 @@ fn a_state_whose_predecessor_was_lost_gets_its_own_payload_or_none() {
     }
     // seq 1: X; seq 2: Y; seq 3: Y again, unchanged (on disk without its payload).
     let dir = root.join("trace");
-    let m = persist::save(&store, &dir, CLOCK, &mut symbol).unwrap();
+    let m = persist::save(store.reader(), &dir, CLOCK, &mut symbol).unwrap();
     let bytes = segments::read_segment(&dir, &m.segments[0]).unwrap();
     let frames = frames_of(&bytes);
     let frame = |seq: u64| *frames.iter().find(|f| f.2 == Some(seq)).unwrap();
@@ -2239,7 +2239,7 @@ fn a_state_whose_predecessor_was_lost_gets_its_own_payload_or_none() {
         };
         for (how, w) in [("whole", whole), ("window", window)] {
             let loaded = load_file(&path, w);
-            let log = loaded.store.log();
+            let log = loaded.reader.log();
             if let Some(ev) = log.get(3) {
                 let ok = ev.payload == y || ev.header.flags & flags::PAYLOAD_DROPPED != 0;
                 if !ok {
@@ -2268,7 +2268,7 @@ fn summaries_count_repeated_events_once() {
     let store = new_store();
     let mut w = writer(&dir, 4_000, u64::MAX, false);
     capture(&store, 0, 100);
-    w.flush_all(&store, CLOCK, &mut symbol).unwrap();
+    w.flush_all(store.reader(), CLOCK, &mut symbol).unwrap();
     let m = w.finish().unwrap();
     assert!(m.segments.len() > 2);
     let events = store.log().last_seq();
@@ -2303,7 +2303,7 @@ fn small_trace(dir: &Path, seal: bool) -> (Store, Manifest) {
     let store = new_store();
     let mut w = writer(dir, 4_000, u64::MAX, false);
     capture(&store, 0, 100);
-    w.flush_all(&store, CLOCK, &mut symbol).unwrap();
+    w.flush_all(store.reader(), CLOCK, &mut symbol).unwrap();
     let m = if seal {
         w.finish().unwrap()
     } else {

@@ -3,10 +3,10 @@
 use crate::atoms;
 use crate::codec::decode_matcher;
 use crate::codec::{decode_filter, kind_atom};
-use crate::store::store_of;
+use crate::store::reader_of;
 use elixir_scope_core::formats::event::{EventRef, Kind};
 use elixir_scope_core::query::aggregate::{self, GroupBy, Key};
-use elixir_scope_core::store::Store;
+use elixir_scope_core::reader::Reader;
 use rustler::{Atom, Encoder, Env, NifResult, Term};
 
 fn group_by(t: Term) -> NifResult<GroupBy> {
@@ -30,7 +30,7 @@ fn group_by(t: Term) -> NifResult<GroupBy> {
 
 /// A key as a term: pids and modules as themselves (`nil` for none), kinds as atoms, tags as
 /// existing atoms (a tag whose atom does not exist comes back as its name, a binary).
-fn group_term<'a>(env: Env<'a>, store: &Store, key: &Key) -> Term<'a> {
+fn group_term<'a>(env: Env<'a>, store: &Reader, key: &Key) -> Term<'a> {
     let word = |w: u64| crate::terms::key_or_nil(env, store, w);
     match key {
         Key::All => atoms::all().encode(env),
@@ -66,7 +66,7 @@ fn query_count<'a>(
     guard: Term<'a>,
     vars: usize,
 ) -> NifResult<Term<'a>> {
-    let store = store_of(store)?;
+    let store = reader_of(store)?;
     let mut filter = decode_filter(store, filter)?;
     let by = group_by(by)?;
     let matcher = if crate::terms::is_nil(pattern) {
@@ -101,7 +101,7 @@ fn query_durations<'a>(
     filter: Term<'a>,
     by: Term<'a>,
 ) -> NifResult<Term<'a>> {
-    let store = store_of(store)?;
+    let store = reader_of(store)?;
     let mut filter = decode_filter(store, filter)?;
     filter.kinds = elixir_scope_core::index::CALLS;
     let by = group_by(by)?;

@@ -10,10 +10,10 @@ use elixir_scope_core::query::matcher::{
     Bound, CmpOp, Guard, Matcher, Operand, Pat, TypeTest, MAX_PATTERN_DEPTH,
 };
 use elixir_scope_core::query::Filter;
-use elixir_scope_core::store::Store;
+use elixir_scope_core::reader::Reader;
 use rustler::{Atom, Binary, Encoder, Env, NifResult, Term};
 
-fn pid_keys(store: &Store, list: Term) -> NifResult<Vec<u64>> {
+fn pid_keys(store: &Reader, list: Term) -> NifResult<Vec<u64>> {
     list.decode::<Vec<Term>>()?
         .into_iter()
         .map(|p| pid_arg(store, p))
@@ -52,11 +52,11 @@ struct FilterMap<'a> {
     none: Vec<Term<'a>>,
 }
 
-pub(crate) fn decode_filter(store: &Store, t: Term) -> NifResult<Filter> {
+pub(crate) fn decode_filter(store: &Reader, t: Term) -> NifResult<Filter> {
     decode_filter_at(store, t, 0)
 }
 
-fn decode_filter_at(store: &Store, t: Term, depth: usize) -> NifResult<Filter> {
+fn decode_filter_at(store: &Reader, t: Term, depth: usize) -> NifResult<Filter> {
     if depth > MAX_FILTER_DEPTH {
         return Err(rustler::Error::BadArg);
     }
@@ -130,7 +130,7 @@ const DECODED: u32 = 0x100;
 /// A complete (not truncated) payload decoded into a term here, in C, rather than copied into a
 /// binary for Elixir to decode. No atom is created: every atom of a live capture exists, and a
 /// trace read from disk gets stand-ins for the atoms this VM lacks (see [`crate::foreign`]).
-fn decode_payload<'a>(env: Env<'a>, store: &Store, ev: &EventRef) -> Option<Term<'a>> {
+fn decode_payload<'a>(env: Env<'a>, store: &Reader, ev: &EventRef) -> Option<Term<'a>> {
     use elixir_scope_core::formats::event::flags;
     if ev.header.flags & (flags::TRUNCATED | flags::PAYLOAD_DROPPED) != 0 {
         return None;
@@ -139,7 +139,7 @@ fn decode_payload<'a>(env: Env<'a>, store: &Store, ev: &EventRef) -> Option<Term
 }
 
 /// Encodes one event of `store` as `{seq, ts, kind, pid, peer, mfa, payload, flags}`.
-pub(crate) fn encode_event<'a>(env: Env<'a>, store: &Store, ev: &EventRef) -> Term<'a> {
+pub(crate) fn encode_event<'a>(env: Env<'a>, store: &Reader, ev: &EventRef) -> Term<'a> {
     let h = &ev.header;
     let nil = atoms::nil().encode(env);
     let pid_or_nil = |k: u64| key_or_nil(env, store, k);
@@ -191,7 +191,7 @@ pub(crate) fn encode_event<'a>(env: Env<'a>, store: &Store, ev: &EventRef) -> Te
 /// A list of event tuples.
 pub(crate) fn encode_events<'a, 'e>(
     env: Env<'a>,
-    store: &Store,
+    store: &Reader,
     events: impl IntoIterator<Item = &'e EventRef<'e>>,
 ) -> Term<'a> {
     let list: Vec<Term> = events
@@ -337,7 +337,7 @@ fn guard_at<'a>(t: Term<'a>, depth: usize) -> NifResult<Guard> {
 /// A bound value as a term.
 pub(crate) fn bound_term<'a>(
     env: Env<'a>,
-    store: &Store,
+    store: &Reader,
     data: &[u8],
     b: &Bound,
     with_version: &mut Vec<u8>,

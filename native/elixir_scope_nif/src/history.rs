@@ -3,14 +3,15 @@
 
 use crate::atoms;
 use crate::codec::{encode_event, encode_events};
-use crate::store::store_of;
+use crate::store::{held_of, reader_of, store_of};
 use crate::terms::{atom_key, is_nil, key_term, local_pid_key, opt_with, pid_arg, raw};
 use crate::tracer::{admit, record, Payload};
 use elixir_scope_core::formats::event::PidKey;
 use elixir_scope_core::formats::event::{Header, Kind};
 use elixir_scope_core::index::At;
 use elixir_scope_core::query::history::{self, Callbacks};
-use elixir_scope_core::store::{StateKind, Store};
+use elixir_scope_core::reader::Reader;
+use elixir_scope_core::store::StateKind;
 use rustler::sys::{enif_monotonic_time, ErlNifTimeUnit};
 use rustler::{Atom, Encoder, Env, NifResult, Term};
 
@@ -26,9 +27,9 @@ fn at_of(t: Term) -> NifResult<At> {
     }
 }
 
-/// The store, its index (caught up), and a time: what the history NIFs start from.
-fn store_at<'a>(store: Term<'a>, at: Term<'a>) -> NifResult<(&'a Store, Indexed<'a>, At)> {
-    let store = store_of(store)?;
+/// The reader, its index (caught up), and a time: what the history NIFs start from.
+fn store_at<'a>(store: Term<'a>, at: Term<'a>) -> NifResult<(&'a Reader, Indexed<'a>, At)> {
+    let store = reader_of(store)?;
     let at = at_of(at)?;
     Ok((store, store.index(), at))
 }
@@ -38,7 +39,7 @@ fn store_pid_at<'a>(
     store: Term<'a>,
     pid: Term<'a>,
     at: Term<'a>,
-) -> NifResult<(&'a Store, Indexed<'a>, PidKey, At)> {
+) -> NifResult<(&'a Reader, Indexed<'a>, PidKey, At)> {
     let (store, idx, at) = store_at(store, at)?;
     Ok((store, idx, pid_arg(store, pid)?, at))
 }
@@ -149,7 +150,7 @@ fn query_states<'a>(
     to: Term<'a>,
     changes_only: bool,
 ) -> NifResult<Term<'a>> {
-    let store = store_of(store)?;
+    let store = reader_of(store)?;
     let (pid, from, to) = (pid_arg(store, pid)?, opt_at(from)?, opt_at(to)?);
     let idx = store.index();
     let evs = history::states(store.log(), &idx, pid, from, to, changes_only);
@@ -164,8 +165,10 @@ fn query_pending<'a>(
     pid: Term<'a>,
     at: Term<'a>,
 ) -> NifResult<Term<'a>> {
+    // A trace read from disk knows no state modules: its callbacks read as `gen_server`'s.
+    let capture = held_of(store)?.capture();
     let (store, idx, pid, at) = store_pid_at(store, pid, at)?;
-    let is_statem = |m| store.state_module_kind(m) == Some(StateKind::GenStatem);
+    let is_statem = |m| capture.and_then(|c| c.state_module_kind(m)) == Some(StateKind::GenStatem);
     let p = history::pending_at(store.log(), &idx, pid, at, &callbacks(&is_statem));
     Ok((p.consumption_known, encode_events(env, store, &p.messages)).encode(env))
 }
@@ -173,7 +176,7 @@ fn query_pending<'a>(
 /// The event paired with the `send` or `receive` at `seq` (see `history::paired`), or `nil`.
 #[rustler::nif(schedule = "DirtyCpu")]
 fn query_paired<'a>(env: Env<'a>, store: Term<'a>, seq: u64) -> NifResult<Term<'a>> {
-    let store = store_of(store)?;
+    let store = reader_of(store)?;
     let idx = store.index();
     let log = store.log();
     Ok(history::paired(log, &idx, seq)
@@ -185,7 +188,7 @@ fn query_paired<'a>(env: Env<'a>, store: Term<'a>, seq: u64) -> NifResult<Term<'
 /// segment footers do not say).
 #[rustler::nif(schedule = "DirtyCpu")]
 fn query_inbox_complete(store: Term) -> NifResult<bool> {
-    Ok(store_of(store)?.index().inbox_complete())
+    Ok(reader_of(store)?.index().inbox_complete())
 }
 
 /// The call events of `pid` open at `at`, outermost first.
@@ -235,7 +238,7 @@ fn query_key_changes<'a>(
     pid: Term<'a>,
     key: rustler::Binary<'a>,
 ) -> NifResult<Term<'a>> {
-    let store = store_of(store)?;
+    let store = reader_of(store)?;
     let pid = pid_arg(store, pid)?;
     let Ok(key) = std::str::from_utf8(key.as_slice()) else {
         return Ok(Vec::<Term>::new().encode(env));

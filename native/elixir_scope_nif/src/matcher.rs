@@ -4,11 +4,11 @@
 
 use crate::atoms;
 use crate::codec::{bound_term, decode_filter, decode_matcher, encode_event};
-use crate::store::store_of;
+use crate::store::reader_of;
 use elixir_scope_core::formats::event::EventRef;
 use elixir_scope_core::query;
 use elixir_scope_core::query::Filter;
-use elixir_scope_core::store::Store;
+use elixir_scope_core::reader::Reader;
 use rustler::{Encoder, Env, NifResult, Term};
 
 /// Events matching the filter whose data matches the pattern: `[{event, [bound value | nil]}]`,
@@ -23,7 +23,7 @@ fn query_match<'a>(
     vars: usize,
     with_events: bool,
 ) -> NifResult<Term<'a>> {
-    let store = store_of(store)?;
+    let store = reader_of(store)?;
     let mut filter = decode_filter(store, filter)?;
     let matcher = match decode_matcher(pattern, guard_term, vars)? {
         Ok(m) => m,
@@ -66,7 +66,7 @@ fn query_match<'a>(
 /// Visits the events of `store` matching `filter` (its limit aside), through an index when
 /// one applies (`tag`: the message tag every wanted event has, if known).
 pub(crate) fn scan_store<'a>(
-    store: &'a Store,
+    store: &'a Reader,
     filter: &mut Filter,
     tag: Option<&str>,
     visit: &mut dyn FnMut(&EventRef<'a>) -> bool,

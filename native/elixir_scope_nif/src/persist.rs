@@ -1,15 +1,16 @@
 //! Persistence NIFs: writing a capture to segment files while it runs, saving a store, and
-//! loading a trace back into a read-only store. All of them do file I/O and run on dirty I/O
+//! loading a trace back as a read-only store resource (a reader). All of them do file I/O and run on dirty I/O
 //! schedulers.
 
-use crate::store::store_of;
+use crate::resource::Held;
+use crate::store::{reader_of, store_of};
 use crate::terms::{key_etf, local_pid_key, raw};
 use crate::{atoms, resource};
 use elixir_scope_core::formats::event::Kind;
 use elixir_scope_core::persist::open::Loading;
 use elixir_scope_core::persist::segments::Policy;
 use elixir_scope_core::persist::{self, Clock, Mapped, Summarizing, Symbols, Window, Writer};
-use elixir_scope_core::store::Store;
+use elixir_scope_core::reader::Reader;
 use parking_lot::Mutex;
 use rustler::sys::{enif_monotonic_time, enif_time_offset, ErlNifTimeUnit};
 use rustler::{Encoder, Env, NifResult, ResourceArc, Term};
@@ -19,7 +20,7 @@ use crate::error::{self, io as io_error};
 use elixir_scope_core::Error;
 
 /// The ETF of each word a segment names, from this VM (or the loaded store's symbols).
-fn symbols<'a>(env: Env<'a>, store: &'a Store) -> impl FnMut(u64) -> Option<Vec<u8>> + 'a {
+fn symbols<'a>(env: Env<'a>, store: &'a Reader) -> impl FnMut(u64) -> Option<Vec<u8>> + 'a {
     move |word| key_etf(env, store, word)
 }
 
@@ -62,12 +63,17 @@ fn persist_start<'a>(
 #[rustler::nif(schedule = "DirtyIo")]
 fn persist_flush<'a>(env: Env<'a>, store: Term<'a>, max: u64) -> NifResult<Term<'a>> {
     let store = store_of(store)?;
-    let clock = clock_of(store);
+    let clock = clock_of(store.reader());
     Ok(Writer::with(store, |writer| {
         let Some(writer) = writer else {
             return atoms::none().encode(env);
         };
-        match writer.flush(store, clock, &mut symbols(env, store), max) {
+        match writer.flush(
+            store.reader(),
+            clock,
+            &mut symbols(env, store.reader()),
+            max,
+        ) {
             Ok(n) => {
                 store.set_persisted(writer.on_disk());
                 (atoms::ok(), n, writer.on_disk()).encode(env)
@@ -85,8 +91,9 @@ fn persist_finish<'a>(env: Env<'a>, store: Term<'a>) -> NifResult<Term<'a>> {
     let Some(mut writer) = Writer::take(store) else {
         return Ok(atoms::none().encode(env));
     };
-    let clock = clock_of(store);
-    let result = writer.flush_all(store, clock, &mut symbols(env, store));
+    let reader = store.reader();
+    let clock = clock_of(reader);
+    let result = writer.flush_all(reader, clock, &mut symbols(env, reader));
     let written = writer.on_disk();
     store.set_persisted(written);
     let dir = writer.dir().to_path_buf();
@@ -115,11 +122,12 @@ fn persist_move<'a>(env: Env<'a>, from: Term<'a>, to: Term<'a>) -> NifResult<Ter
         }
         std::thread::sleep(std::time::Duration::from_millis(1));
     }
-    let clock = clock_of(from);
-    if let Err(e) = writer.flush_all(from, clock, &mut symbols(env, from)) {
+    let old = from.reader();
+    let clock = clock_of(old);
+    if let Err(e) = writer.flush_all(old, clock, &mut symbols(env, old)) {
         return Ok(io_error(env, e, writer.dir()));
     }
-    writer.continue_with(from);
+    writer.continue_with(old);
     let on_disk = writer.on_disk();
     to.set_persisted(on_disk);
     if writer.attach(to).is_err() {
@@ -143,7 +151,7 @@ const SAVE_STEP: u64 = 1 << 16;
 /// `events` (a capture that goes on does not keep the save from ending).
 #[rustler::nif(schedule = "DirtyIo")]
 fn disk_save_begin<'a>(env: Env<'a>, store: Term<'a>, dir: String) -> NifResult<Term<'a>> {
-    let store = store_of(store)?;
+    let store = reader_of(store)?;
     let clock = clock_of(store);
     let total = store.log().published_seq();
     Ok(match Writer::create(Path::new(&dir), Policy::default()) {
@@ -163,7 +171,7 @@ fn disk_save_step<'a>(
     saving: ResourceArc<SavingResource>,
     store: Term<'a>,
 ) -> NifResult<Term<'a>> {
-    let store = store_of(store)?;
+    let store = reader_of(store)?;
     let mut guard = saving.0.lock();
     let Some((w, clock, upto, dir)) = guard.as_mut() else {
         return Ok(error::term(env, &Error::AlreadyDone));
@@ -201,7 +209,7 @@ fn disk_save_finish(env: Env<'_>, saving: ResourceArc<SavingResource>) -> Term<'
 /// that reads nothing from disk. Dirty: it waits for a block being read to finish.
 #[rustler::nif(schedule = "DirtyIo")]
 fn disk_damage<'a>(env: Env<'a>, store: Term<'a>) -> NifResult<Term<'a>> {
-    let store = store_of(store)?;
+    let store = reader_of(store)?;
     Ok(match elixir_scope_core::persist::paged::damage(store) {
         Some((unread, files)) => (unread, files).encode(env),
         None => atoms::nil().encode(env),
@@ -213,7 +221,7 @@ fn disk_damage<'a>(env: Env<'a>, store: Term<'a>) -> NifResult<Term<'a>> {
 #[rustler::nif(schedule = "DirtyIo")]
 fn disk_follow<'a>(env: Env<'a>, dir: String) -> Term<'a> {
     match elixir_scope_core::persist::paged::follow(Path::new(&dir)) {
-        Some(store) => (atoms::ok(), resource::new_term(env, store)).encode(env),
+        Some(reader) => (atoms::ok(), resource::new_term(env, Held::Trace(reader))).encode(env),
         None => error::term(
             env,
             &Error::NotATrace {
@@ -227,7 +235,7 @@ fn disk_follow<'a>(env: Env<'a>, dir: String) -> Term<'a> {
 /// is on disk, the memory it holds and the events it has room for.
 #[rustler::nif(schedule = "DirtyIo")]
 fn disk_follow_refresh<'a>(env: Env<'a>, store: Term<'a>) -> NifResult<Term<'a>> {
-    let store = store_of(store)?;
+    let store = reader_of(store)?;
     Ok(match elixir_scope_core::persist::paged::refresh(store) {
         Ok(r) => (atoms::ok(), r.last_seq, r.bytes, r.room).encode(env),
         Err(e) => {
@@ -288,7 +296,7 @@ fn map_symbol(env: Env<'_>, etf: &[u8], symbols: &Symbols) -> Mapped {
 
 /// The clock written into segments: now, of this run; for a store loaded from disk, the clock
 /// of the trace it came from (now, of no run at all, when that trace had none).
-fn clock_of(store: &Store) -> Clock {
+fn clock_of(store: &Reader) -> Clock {
     // SAFETY: neither call has preconditions.
     let (monotonic, offset) = unsafe {
         (
@@ -346,7 +354,7 @@ fn disk_load_finish<'a>(
     let clock = r.clock.map_or(atoms::nil().encode(env), |c| {
         (c.monotonic, c.system).encode(env)
     });
-    let symbols = loaded.store.symbols().map_or(0, |s| s.len());
+    let symbols = loaded.reader.symbols().map_or(0, |s| s.len());
 
     let pairs: Vec<(Term, Term)> = vec![
         (atoms::events().encode(env), r.events.encode(env)),
@@ -376,7 +384,12 @@ fn disk_load_finish<'a>(
         ),
     ];
     let report = Term::map_from_pairs(env, &pairs)?;
-    Ok((atoms::ok(), resource::new_term(env, loaded.store), report).encode(env))
+    Ok((
+        atoms::ok(),
+        resource::new_term(env, Held::Trace(loaded.reader)),
+        report,
+    )
+        .encode(env))
 }
 
 /// `disk_foreign_nodes()`: `[{stand_in_atom, node_name}]`, the nodes of opened traces that this VM

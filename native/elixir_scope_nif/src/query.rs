@@ -1,7 +1,7 @@
 //! Query NIFs: decode a filter, run it in the core, encode only the matches.
 
 use crate::codec::{decode_filter, encode_events};
-use crate::store::store_of;
+use crate::store::reader_of;
 use elixir_scope_core::query;
 use rustler::{Env, NifResult, Term};
 
@@ -9,7 +9,7 @@ use rustler::{Env, NifResult, Term};
 /// dirty CPU scheduler.
 #[rustler::nif(schedule = "DirtyCpu")]
 fn query_events<'a>(env: Env<'a>, store: Term<'a>, filter: Term<'a>) -> NifResult<Term<'a>> {
-    let store = store_of(store)?;
+    let store = reader_of(store)?;
     let mut filter = decode_filter(store, filter)?;
     // One process, one function: walk its index entry instead of the whole log.
     let page = query::plan(store, &mut filter, None, |filter, seqs| {

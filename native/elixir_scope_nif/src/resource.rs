@@ -1,10 +1,13 @@
-//! The store resource, registered by hand.
+//! The store resource, registered by hand: a live capture's [`Store`], or a trace read from disk
+//! (a [`Reader`] on its own). `ElixirScope.Store` wraps either; queries read both, capture and
+//! its settings need the first.
 //!
 //! rustler's `ResourceArc` decoding looks the resource type up in a `HashMap` keyed by `TypeId`
 //! on every call; the tracer callbacks decode their state twice per event, and that lookup was a
 //! measurable share of capture cost. Here the type handle is opened once at load and kept in a
 //! static, so decoding is one `enif_get_resource` call.
 
+use elixir_scope_core::reader::Reader;
 use elixir_scope_core::store::Store;
 use rustler::sys::{
     c_void, enif_alloc_resource, enif_get_resource, enif_make_resource, enif_open_resource_type,
@@ -14,16 +17,43 @@ use rustler::{Env, Term};
 use std::ptr::null_mut;
 use std::sync::atomic::{AtomicPtr, Ordering};
 
-// The VM aligns resource memory to 8 bytes; `Store` must not need more.
-const _: () = assert!(std::mem::align_of::<Store>() <= 8);
+/// What a store resource holds.
+pub enum Held {
+    /// A live capture's store (what the tracer captures into).
+    Capture(Store),
+    /// A trace read from disk: its events, for queries only.
+    Trace(Reader),
+}
+
+impl Held {
+    /// What queries read.
+    pub fn reader(&self) -> &Reader {
+        match self {
+            Held::Capture(store) => store.reader(),
+            Held::Trace(reader) => reader,
+        }
+    }
+
+    /// The live capture's store, if this is one.
+    #[inline]
+    pub fn capture(&self) -> Option<&Store> {
+        match self {
+            Held::Capture(store) => Some(store),
+            Held::Trace(_) => None,
+        }
+    }
+}
+
+// The VM aligns resource memory to 8 bytes; `Held` must not need more.
+const _: () = assert!(std::mem::align_of::<Held>() <= 8);
 
 /// Opened once in `load`; read-only afterwards.
 static STORE_TYPE: AtomicPtr<ErlNifResourceType> = AtomicPtr::new(null_mut());
 
 unsafe extern "C" fn destruct(_env: *mut ErlNifEnv, obj: *mut c_void) {
-    // SAFETY: the VM calls this once, when the last reference is gone; `obj` holds the `Store`
+    // SAFETY: the VM calls this once, when the last reference is gone; `obj` holds the `Held`
     // written by `new_term`.
-    unsafe { std::ptr::drop_in_place(obj.cast::<Store>()) };
+    unsafe { std::ptr::drop_in_place(obj.cast::<Held>()) };
 }
 
 /// Registers the resource type. Called from the NIF library's `load`.
@@ -47,15 +77,15 @@ pub fn open(env: Env) -> bool {
     true
 }
 
-/// Moves `store` into a new resource and returns its term.
-pub fn new_term(env: Env<'_>, store: Store) -> Term<'_> {
+/// Moves `held` into a new resource and returns its term.
+pub fn new_term(env: Env<'_>, held: Held) -> Term<'_> {
     let ty = STORE_TYPE.load(Ordering::Acquire);
     // SAFETY: `ty` was opened at load (NIFs cannot run before load succeeded). The allocation is
-    // sized and (by the VM's allocator) aligned for `Store`; it is initialized before the term is
+    // sized and (by the VM's allocator) aligned for `Held`; it is initialized before the term is
     // made, and our reference is released once the term holds its own.
     unsafe {
-        let obj = enif_alloc_resource(ty, std::mem::size_of::<Store>());
-        std::ptr::write(obj.cast::<Store>(), store);
+        let obj = enif_alloc_resource(ty, std::mem::size_of::<Held>());
+        std::ptr::write(obj.cast::<Held>(), held);
         let term = enif_make_resource(env.as_c_arg(), obj);
         enif_release_resource(obj);
         Term::new(env, term)
@@ -87,10 +117,16 @@ pub fn fresh_term<'a>(env: Env<'a>, term: Term<'_>) -> Option<Term<'a>> {
     Some(unsafe { Term::new(env, enif_make_resource(env.as_c_arg(), obj)) })
 }
 
-/// The store behind `term`, if it is one of our store resources. The reference lives as long as
-/// the term: the term keeps the resource alive for the duration of the NIF call.
+/// What `term` holds, if it is one of our store resources. The reference lives as long as the
+/// term: the term keeps the resource alive for the duration of the NIF call.
+#[inline]
+pub fn held<'a>(term: Term<'a>) -> Option<&'a Held> {
+    // SAFETY: `object` found the `Held` written by `new_term`, alive while `term` is.
+    object(term).map(|obj| unsafe { &*obj.cast::<Held>() })
+}
+
+/// The live capture's store behind `term`, if it is one (what tracer callbacks capture into).
 #[inline]
 pub fn get<'a>(term: Term<'a>) -> Option<&'a Store> {
-    // SAFETY: `object` found the `Store` written by `new_term`, alive while `term` is.
-    object(term).map(|obj| unsafe { &*obj.cast::<Store>() })
+    held(term)?.capture()
 }

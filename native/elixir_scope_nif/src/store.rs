@@ -1,14 +1,27 @@
 //! The store resource and the NIFs that create, configure and describe it.
 
+use crate::resource::Held;
 use crate::{atoms, resource};
 use elixir_scope_core::capture::policy::{Level, SampleBy};
+use elixir_scope_core::reader::Reader;
 use elixir_scope_core::store::{Config, Store};
 use rustler::{Atom, Encoder, Env, NifResult, Term};
 
-/// The store behind a resource term (`ElixirScope.Store`'s opaque reference, which is also the
-/// tracer state handed to `erl_tracer`), or `badarg`.
+/// The live capture's store behind a resource term (`ElixirScope.Store`'s opaque reference, which
+/// is also the tracer state handed to `erl_tracer`), or `badarg` (for a trace read from disk
+/// too).
 pub fn store_of<'a>(term: Term<'a>) -> NifResult<&'a Store> {
     resource::get(term).ok_or(rustler::Error::BadArg)
+}
+
+/// What a resource term holds (a capture or a trace read from disk), or `badarg`.
+pub fn held_of<'a>(term: Term<'a>) -> NifResult<&'a Held> {
+    resource::held(term).ok_or(rustler::Error::BadArg)
+}
+
+/// What queries read of a resource term (a capture's events or a trace's), or `badarg`.
+pub fn reader_of<'a>(term: Term<'a>) -> NifResult<&'a Reader> {
+    held_of(term).map(Held::reader)
 }
 
 fn atom_name(term: Term) -> NifResult<String> {
@@ -59,7 +72,7 @@ fn store_new<'a>(env: Env<'a>, config: Term<'a>) -> NifResult<Term<'a>> {
     Ok(match Store::new(config_of(config)?) {
         Ok(store) => {
             crate::etf::invalidate_caches();
-            (atoms::ok(), resource::new_term(env, store)).encode(env)
+            (atoms::ok(), resource::new_term(env, Held::Capture(store))).encode(env)
         }
         Err(e) => crate::error::term(env, &e),
     })
@@ -113,11 +126,14 @@ fn store_handle<'a>(env: Env<'a>, store: Term<'a>) -> NifResult<Term<'a>> {
     resource::fresh_term(env, store).ok_or(rustler::Error::BadArg)
 }
 
-/// Closes the store: tracer callbacks answer `remove`, so the VM drops the tracer from every
-/// process still pointing at it. Stored events stay readable.
+/// Closes a capture's store: tracer callbacks answer `remove`, so the VM drops the tracer from
+/// every process still pointing at it. Stored events stay readable. A trace read from disk
+/// captures nothing: `:ok`.
 #[rustler::nif]
 fn store_close(store: Term) -> NifResult<Atom> {
-    store_of(store)?.close();
+    if let Some(store) = held_of(store)?.capture() {
+        store.close();
+    }
     Ok(atoms::ok())
 }
 
@@ -149,14 +165,26 @@ fn store_set_sampling<'a>(store: Term<'a>, rate: f64, by: Term<'a>) -> NifResult
     Ok(atoms::ok())
 }
 
-/// Counters and settings, as a map.
+/// Counters and settings, as a map. A trace read from disk has no capture settings: it reports
+/// the level `:off`, no sampling, and the default payload cap.
 #[rustler::nif]
 fn store_stats<'a>(env: Env<'a>, store: Term<'a>) -> NifResult<Term<'a>> {
-    let s = store_of(store)?;
-    let st = s.stats();
-    let limits = s.log().limits();
-    let policy = s.policy();
-    let by = match policy.sample_by() {
+    let held = held_of(store)?;
+    let reader = held.reader();
+    let st = reader.stats();
+    let limits = reader.log().limits();
+    let (level, rate, by, max_payload, persisted) = match held.capture() {
+        Some(s) => {
+            let p = s.policy();
+            let c = (p.level(), p.rate(), p.sample_by());
+            (c.0, c.1, c.2, s.max_payload(), s.persisted())
+        }
+        None => {
+            let d = Config::default();
+            (Level::Off, 1.0, SampleBy::Process, d.max_payload_bytes, 0)
+        }
+    };
+    let by = match by {
         SampleBy::Process => atoms::process(),
         SampleBy::Event => atoms::event(),
     };
@@ -173,19 +201,19 @@ fn store_stats<'a>(env: Env<'a>, store: Term<'a>) -> NifResult<Term<'a>> {
         (atoms::max_bytes().encode(env), limits.max_bytes.encode(env)),
         (
             atoms::max_payload_bytes().encode(env),
-            s.max_payload().encode(env),
+            max_payload.encode(env),
         ),
         (
             atoms::tracing_level().encode(env),
-            Atom::from_str(env, policy.level().name())?.encode(env),
+            Atom::from_str(env, level.name())?.encode(env),
         ),
-        (atoms::sample_rate().encode(env), policy.rate().encode(env)),
+        (atoms::sample_rate().encode(env), rate.encode(env)),
         (atoms::sample_by().encode(env), by.encode(env)),
         (
             atoms::last_seq().encode(env),
-            s.log().last_seq().encode(env),
+            reader.log().last_seq().encode(env),
         ),
-        (atoms::persisted().encode(env), s.persisted().encode(env)),
+        (atoms::persisted().encode(env), persisted.encode(env)),
     ];
     Term::map_from_pairs(env, &pairs)
 }

@@ -1,7 +1,7 @@
 //! Term helpers shared by the tracer and the queries.
 
 use elixir_scope_core::persist::is_synthetic;
-use elixir_scope_core::store::Store;
+use elixir_scope_core::reader::Reader;
 use rustler::sys::ErlNifTerm;
 use rustler::{Encoder, Env, Term};
 
@@ -89,7 +89,7 @@ pub fn opt_with<'a, T>(
 }
 
 /// `nil` for the empty key 0, else the term the key stands for (see [`key_term`]).
-pub fn key_or_nil<'a>(env: Env<'a>, store: &Store, key: u64) -> Term<'a> {
+pub fn key_or_nil<'a>(env: Env<'a>, store: &Reader, key: u64) -> Term<'a> {
     if key == 0 {
         crate::atoms::nil().encode(env)
     } else {
@@ -104,7 +104,7 @@ pub const NO_PID: u64 = u64::MAX;
 /// A pid argument as a key of `store`: a local pid's own word; for a store loaded from disk, the
 /// synthetic key of a pid of another node or run; else [`NO_PID`]. `BadArg` for anything that is
 /// not a pid.
-pub fn pid_arg(store: &Store, t: Term) -> rustler::NifResult<u64> {
+pub fn pid_arg(store: &Reader, t: Term) -> rustler::NifResult<u64> {
     if !t.is_pid() {
         return Err(rustler::Error::BadArg);
     }
@@ -114,14 +114,14 @@ pub fn pid_arg(store: &Store, t: Term) -> rustler::NifResult<u64> {
 }
 
 /// The synthetic key a loaded store gave `t`, if any.
-pub fn foreign_key(store: &Store, t: Term) -> Option<u64> {
+pub fn foreign_key(store: &Reader, t: Term) -> Option<u64> {
     let symbols = store.symbols()?;
     symbols.key_of(t.to_binary().as_slice())
 }
 
 /// The term a stored key stands for: an immediate of this VM, or (in a store loaded from disk) a
 /// term rebuilt from the ETF a synthetic key stands for.
-pub fn key_term<'a>(env: Env<'a>, store: &Store, key: u64) -> Term<'a> {
+pub fn key_term<'a>(env: Env<'a>, store: &Reader, key: u64) -> Term<'a> {
     if !is_synthetic(key) {
         return immediate_term(env, key);
     }
@@ -134,7 +134,7 @@ pub fn key_term<'a>(env: Env<'a>, store: &Store, key: u64) -> Term<'a> {
 
 /// The ETF of a key, for a segment's symbol record: what a loaded store's synthetic key stands
 /// for, or `term_to_binary` of a local pid or atom. `None` for anything else.
-pub fn key_etf(env: Env<'_>, store: &Store, key: u64) -> Option<Vec<u8>> {
+pub fn key_etf(env: Env<'_>, store: &Reader, key: u64) -> Option<Vec<u8>> {
     if let Some(etf) = store.symbols().and_then(|s| s.etf(key)) {
         return Some(etf.to_vec());
     }

@@ -3,13 +3,14 @@
 //! frames of a segment.
 
 use crate::capture::hash::WordMap;
+use crate::capture::log::{CaptureLog, Limits};
 use crate::formats::error::Error;
 use crate::formats::event::{flags, EventRef, Header, Kind, PidKey, Seq};
 use crate::formats::symbols::{Clock, Symbols};
 use crate::persist::footer::Footer;
 use crate::persist::segment::{self, Record};
 use crate::persist::segments::{self};
-use crate::store::{Config, Store};
+use crate::reader::Reader;
 use std::io;
 use std::path::Path;
 
@@ -75,10 +76,10 @@ pub struct LoadReport {
     pub renumbered: bool,
 }
 
-/// A loaded trace: a closed (read-only) store holding its events, with its symbols.
+/// A loaded trace: a reader of its events, with its symbols.
 pub struct Loaded {
-    /// The store.
-    pub store: Store,
+    /// The trace's events.
+    pub reader: Reader,
     /// What loading found.
     pub report: LoadReport,
 }
@@ -253,7 +254,7 @@ pub struct Window {
 }
 
 pub(crate) struct Loader {
-    pub(crate) store: Store,
+    pub(crate) reader: Reader,
     pub(crate) symbols: Symbols,
     pub(crate) window: Window,
     /// Before the window: each process's latest state `(seq, header, payload)`, loaded first
@@ -280,14 +281,12 @@ pub(crate) struct Loader {
 impl Loader {
     /// A loader of the events inside `window`.
     pub(crate) fn new(window: Window) -> io::Result<Loader> {
-        let store = Store::new(Config {
+        let reader = Reader::new(CaptureLog::new(Limits {
             max_events: crate::capture::log::MAX_EVENTS,
             max_bytes: crate::capture::log::MAX_BYTES,
-            ..Config::default()
-        })
-        .map_err(io::Error::from)?;
+        }));
         Ok(Loader {
-            store,
+            reader,
             symbols: Symbols::default(),
             window,
             carried: WordMap::default(),
@@ -313,16 +312,16 @@ impl Loader {
         shared: Option<Seq>,
     ) -> Option<Seq> {
         if !self.rebased {
-            self.rebased = self.store.rebase(seq.saturating_sub(1));
+            self.rebased = self.reader.rebase(seq.saturating_sub(1));
         }
         // Seqs lost midway, or skipped between the states carried into a window and the
         // window: left as holes, so later events keep their seqs (a gap too wide to scan is
         // numbered on instead).
-        let next = self.store.log().last_seq() + 1;
+        let next = self.reader.log().last_seq() + 1;
         if seq > next && seq - next <= MAX_SKIP {
-            self.store.skip_to(seq);
+            self.reader.skip_to(seq);
         }
-        let log = self.store.log();
+        let log = self.reader.log();
         let appended = match shared {
             Some(prev) => log.append_sharing(h, prev),
             None => log.append(h, payload),
@@ -542,7 +541,7 @@ impl Loader {
             payload,
         }
         .shares_payload();
-        let log = self.store.log();
+        let log = self.reader.log();
         let shared = unchanged
             .then(|| self.last_state.get(&h.pid).copied())
             .flatten()

@@ -1,5 +1,5 @@
 //! Persistence of a capture: writing a store's events to a segment directory as they are stored
-//! ([`Writer`]), and loading a directory (or one segment file) back into a read-only store
+//! ([`Writer`]), and loading a directory (or one segment file) back into a [`crate::reader::Reader`]
 //! ([`crate::persist::open`]).
 //!
 //! Events name processes and atoms by words that only mean something in the VM that captured
@@ -156,20 +156,20 @@ pub(crate) mod tests {
         let dir = temp("save");
         let store = sample(200);
         store.log().count_dropped();
-        let manifest = save(&store, &dir, CLOCK, &mut symbol).unwrap();
+        let manifest = save(store.reader(), &dir, CLOCK, &mut symbol).unwrap();
         assert!(manifest.segments.iter().all(|s| s.sealed));
         let loaded = load_ok(&dir);
-        let (a, b) = (store.log(), loaded.store.log());
+        let (a, b) = (store.log(), loaded.reader.log());
         assert_eq!(a.last_seq(), b.last_seq());
         assert_eq!(loaded.report.events, a.last_seq());
         assert_eq!(loaded.report.first_seq, 1);
         assert_eq!(loaded.report.clock, Some(CLOCK));
         assert_eq!(
-            (loaded.report.dropped, loaded.store.stats().dropped),
+            (loaded.report.dropped, loaded.reader.stats().dropped),
             (1, 1)
         );
         assert_eq!((loaded.report.gaps, loaded.report.unknown_words), (0, 0));
-        let symbols = loaded.store.symbols().unwrap();
+        let symbols = loaded.reader.symbols().unwrap();
         assert_eq!(symbols.len(), 3, "the three even peer words");
         for seq in 1..=a.last_seq() {
             let (x, y) = (a.get(seq).unwrap(), b.get(seq).unwrap());
@@ -186,12 +186,11 @@ pub(crate) mod tests {
             assert_eq!(y.header, want, "seq {seq}");
             assert_eq!(y.payload, x.payload, "seq {seq}");
         }
-        assert!(loaded.store.is_closed());
         assert!(symbols
             .etf(symbols.key_of(&symbol(20).unwrap()).unwrap())
             .is_some());
         assert!(
-            save(&store, &dir, CLOCK, &mut symbol).is_err(),
+            save(store.reader(), &dir, CLOCK, &mut symbol).is_err(),
             "never over a trace"
         );
         std::fs::remove_dir_all(&dir).unwrap();
@@ -201,7 +200,7 @@ pub(crate) mod tests {
     fn unchanged_states_take_no_bytes_on_disk_within_a_segment() {
         let (dir, dir2) = (temp("states"), temp("states2"));
         let store = sample(400);
-        let m = save(&store, &dir, CLOCK, &mut symbol).unwrap();
+        let m = save(store.reader(), &dir, CLOCK, &mut symbol).unwrap();
         assert_eq!(m.segments.len(), 1);
         // On disk, only each process's first state carries bytes; the unchanged ones none.
         let bytes = segments::read_segment(&dir, &m.segments[0]).unwrap();
@@ -228,22 +227,22 @@ pub(crate) mod tests {
         let eager = eager.finish();
         assert_eq!(eager.report.paged, 0);
         assert_eq!(
-            eager.store.stats().payload_bytes,
+            eager.reader.stats().payload_bytes,
             store.stats().payload_bytes
         );
         let loaded = load_ok(&dir);
         assert_eq!(loaded.report.paged, 1);
-        assert_eq!(loaded.store.stats().payload_bytes, 0);
-        let all = loaded.store.log().range(1, u64::MAX).count() as u64;
+        assert_eq!(loaded.reader.stats().payload_bytes, 0);
+        let all = loaded.reader.log().range(1, u64::MAX).count() as u64;
         assert_eq!(all, store.stats().events);
         assert_eq!(
-            loaded.store.stats().payload_bytes,
+            loaded.reader.stats().payload_bytes,
             store.stats().payload_bytes
         );
         // Saving the loaded store writes the same events again.
-        save(&loaded.store, &dir2, CLOCK, &mut |k| {
+        save(&loaded.reader, &dir2, CLOCK, &mut |k| {
             loaded
-                .store
+                .reader
                 .symbols()
                 .and_then(|s| s.etf(k))
                 .map(<[u8]>::to_vec)
@@ -293,7 +292,9 @@ pub(crate) mod tests {
                     &mut scratch,
                 );
             }
-            total += w.flush(&store, CLOCK, &mut symbol, u64::MAX).unwrap();
+            total += w
+                .flush(store.reader(), CLOCK, &mut symbol, u64::MAX)
+                .unwrap();
             assert_eq!(w.next_seq(), store.log().last_seq() + 1);
         }
         assert_eq!(total, 2_000);
@@ -307,7 +308,7 @@ pub(crate) mod tests {
         assert!(r.first_seq > 1);
         assert_eq!(r.first_seq + r.events - 1, 2_000);
         assert_eq!((r.gaps, r.unknown_words), (0, 0));
-        let log = loaded.store.log();
+        let log = loaded.reader.log();
         // Seqs are the trace's, from the first one left.
         assert_eq!(log.first_seq(), r.first_seq);
         assert!(!r.renumbered);
@@ -325,7 +326,7 @@ pub(crate) mod tests {
         for seg in &w.manifest().segments {
             let one = load_ok(&dir.join(&seg.file));
             assert_eq!(one.report.unknown_words, 0, "{}", seg.file);
-            let log = one.store.log();
+            let log = one.reader.log();
             assert_eq!(log.first_seq(), one.report.first_seq);
             for seq in log.first_seq()..=log.last_seq() {
                 let e = log.get(seq).unwrap();
@@ -342,7 +343,7 @@ pub(crate) mod tests {
     #[test]
     fn a_single_segment_file_and_bad_paths() {
         let dir = temp("single");
-        save(&sample(10), &dir, CLOCK, &mut symbol).unwrap();
+        save(sample(10).reader(), &dir, CLOCK, &mut symbol).unwrap();
         let m = segments::read_manifest(&dir).unwrap();
         let one = load_ok(&dir.join(&m.segments[0].file));
         assert_eq!(one.report.events, load_ok(&dir).report.events);
@@ -408,10 +409,12 @@ pub(crate) mod tests {
                 let h = header(Kind::State, pid, 0, i as i64);
                 store.append_state(&h, &state, 3, true, &mut scratch);
                 if i % 50 == 0 {
-                    w.flush(&store, CLOCK, &mut symbol, u64::MAX).unwrap();
+                    w.flush(store.reader(), CLOCK, &mut symbol, u64::MAX)
+                        .unwrap();
                 }
             }
-            w.flush(&store, CLOCK, &mut symbol, u64::MAX).unwrap();
+            w.flush(store.reader(), CLOCK, &mut symbol, u64::MAX)
+                .unwrap();
             // Archives are made off the writer's path: until then the raw segments are listed.
             w.wait_archives().unwrap();
             // Unsealed: the last segment has no footer yet.
@@ -480,17 +483,17 @@ pub(crate) mod tests {
         a.log().count_dropped();
         b.log().count_dropped();
         let mut w = writer_in(&dir, 2_000, false);
-        w.flush(&a, CLOCK, &mut symbol, u64::MAX).unwrap();
-        w.continue_with(&a);
+        w.flush(a.reader(), CLOCK, &mut symbol, u64::MAX).unwrap();
+        w.continue_with(a.reader());
         assert_eq!((w.on_disk(), w.next_seq()), (a.log().last_seq(), 1));
-        w.flush(&b, CLOCK, &mut symbol, u64::MAX).unwrap();
+        w.flush(b.reader(), CLOCK, &mut symbol, u64::MAX).unwrap();
         w.finish().unwrap();
         let loaded = load_ok(&dir);
         let (na, nb) = (a.log().last_seq(), b.log().last_seq());
         assert_eq!(loaded.report.events, na + nb);
         assert_eq!((loaded.report.gaps, loaded.report.discarded), (0, 0));
         assert_eq!(loaded.report.dropped, 2, "both stores' drops");
-        let log = loaded.store.log();
+        let log = loaded.reader.log();
         for (seq, original) in (1..=na)
             .map(|s| a.log().get(s).unwrap())
             .chain((1..=nb).map(|s| b.log().get(s).unwrap()))
@@ -525,7 +528,7 @@ pub(crate) mod tests {
         while loading.step(&mut map).unwrap() {}
         let loaded = loading.finish();
         let r = loaded.report.clone();
-        let got = loaded.store.log();
+        let got = loaded.reader.log();
         let pids = [3u64, 5, 7, 9];
         assert_eq!(r.carried, 4);
         // Every event keeps its seq in the trace: the carried states, then (after the seqs
@@ -593,7 +596,7 @@ pub(crate) mod tests {
         let store = sample(200);
         // One segment, read through.
         let dir = temp("window");
-        save(&store, &dir, CLOCK, &mut symbol).unwrap();
+        save(store.reader(), &dir, CLOCK, &mut symbol).unwrap();
         let r = check_window(&dir, &store, 600, 1_400);
         assert_eq!(
             r.skipped + r.events - r.carried + r.discarded,
@@ -605,7 +608,7 @@ pub(crate) mod tests {
         for archive in [false, true] {
             let dir = temp(&format!("window-{archive}"));
             let mut w = writer_in(&dir, 1_500, archive);
-            w.flush_all(&store, CLOCK, &mut symbol).unwrap();
+            w.flush_all(store.reader(), CLOCK, &mut symbol).unwrap();
             w.finish().unwrap();
             let r = check_window(&dir, &store, 1_000, 1_200);
             assert!(r.from_footers > 3, "{r:?}");
@@ -619,7 +622,8 @@ pub(crate) mod tests {
         for archive in [false, true] {
             let dir = temp(&format!("clock-{archive}"));
             let mut w = writer_in(&dir, 1_500, archive);
-            w.flush_all(&sample(50), CLOCK, &mut symbol).unwrap();
+            w.flush_all(sample(50).reader(), CLOCK, &mut symbol)
+                .unwrap();
             w.finish().unwrap();
             assert_eq!(trace_clock(&dir).unwrap(), Some(CLOCK));
             std::fs::remove_dir_all(&dir).unwrap();
@@ -667,7 +671,8 @@ pub(crate) mod tests {
         let dir = temp("short");
         let store = sample(30);
         let mut w = writer_in(&dir, 1_000, false);
-        w.flush(&store, CLOCK, &mut symbol, u64::MAX).unwrap();
+        w.flush(store.reader(), CLOCK, &mut symbol, u64::MAX)
+            .unwrap();
         let m = w.manifest().clone();
         let last = m.segments.last().unwrap();
         let written_before = last.first_seq.saturating_sub(1);
@@ -706,7 +711,7 @@ pub(crate) mod tests {
         ) {
             let dir = temp(&format!("prop-{at}-{byte}-{cut}"));
             let store = sample(n);
-            save(&store, &dir, CLOCK, &mut symbol).unwrap();
+            save(store.reader(), &dir, CLOCK, &mut symbol).unwrap();
             let m = segments::read_manifest(&dir).unwrap();
             let file = dir.join(&m.segments[0].file);
             let mut bytes = std::fs::read(&file).unwrap();
@@ -720,7 +725,7 @@ pub(crate) mod tests {
                 .unwrap()
                 .map(|_| loading.finish());
             if let Ok(loaded) = loaded {
-                let log = loaded.store.log();
+                let log = loaded.reader.log();
                 prop_assert!(log.last_seq() <= store.log().last_seq());
                 for seq in 1..=log.last_seq() {
                     let e = log.get(seq).unwrap();

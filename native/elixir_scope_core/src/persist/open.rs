@@ -1,4 +1,4 @@
-//! Opening a trace: a directory (or one segment file) becomes a read-only store, paged when its
+//! Opening a trace: a directory (or one segment file) becomes a [`crate::reader::Reader`], paged when its
 //! sealed segments have footers (see [`crate::persist::paged`]), else loaded whole (see
 //! [`crate::persist`]'s loader), a segment per step so that a caller can report progress.
 
@@ -337,7 +337,7 @@ impl Loading {
         self.total
     }
 
-    /// The read-only store of what was loaded.
+    /// The reader of what was loaded.
     pub fn finish(self) -> Loaded {
         if let Some(loaded) = self.opened {
             return loaded;
@@ -345,13 +345,12 @@ impl Loading {
         let mut loader = self.loader;
         loader.start_window();
         loader.report.bytes = self.total;
-        loader.report.truncated = loader.report.truncated.max(loader.store.stats().truncated);
-        loader.store.log().add_dropped(loader.report.dropped);
-        loader.store.close();
-        let mut store = loader.store;
-        store.set_symbols(loader.symbols);
+        loader.report.truncated = loader.report.truncated.max(loader.reader.stats().truncated);
+        loader.reader.log().add_dropped(loader.report.dropped);
+        let mut reader = loader.reader;
+        reader.set_symbols(loader.symbols);
         Loaded {
-            store,
+            reader,
             report: loader.report,
         }
     }

@@ -1,10 +1,10 @@
-//! Traces read from disk as queries need them. The footers of sealed segments give a store its
+//! Traces read from disk as queries need them. The footers of sealed segments give a reader its
 //! whole index and say where each block of events starts (a seek point every
 //! [`SEEK_EVERY`](crate::persist::footer::SEEK_EVERY) events); a block is read from its file the first
 //! time a query asks for one of its events. Memory grows with what queries touch, and a query
 //! that touches little reads little.
 //!
-//! Two uses: [`open`] a trace (a closed store, offline), and [`follow`] the trace a capture of
+//! Two uses: [`open`] a trace (a reader, offline), and [`follow`] the trace a capture of
 //! this VM is writing, which [`refresh`] brings up to what is on disk, so that queries see
 //! every event the capture wrote, whatever its memory still holds.
 //!
@@ -21,7 +21,7 @@ use crate::persist::footer::{Footer, SeqList};
 use crate::persist::segment::{self, Record};
 use crate::persist::segments::{self, SegmentMeta};
 use crate::persist::{self, Loaded, Loader, Mapped, Symbols, Window};
-use crate::store::Store;
+use crate::reader::Reader;
 use parking_lot::{Mutex, MutexGuard};
 use std::io;
 use std::path::{Path, PathBuf};
@@ -39,7 +39,7 @@ struct Block {
     last: Seq,
 }
 
-/// The segments of a paged store, and what reading their blocks needs.
+/// The segments of a paged reader, and what reading their blocks needs.
 struct Pages {
     files: Vec<(PathBuf, SegmentMeta)>,
     /// In seq order, not overlapping.
@@ -63,7 +63,7 @@ struct Pages {
     damaged: std::collections::BTreeSet<usize>,
 }
 
-/// The [`Pager`] of a paged store.
+/// The [`Pager`] of a paged reader.
 pub struct SegmentPager {
     pages: Mutex<Pages>,
     /// Held through a [`refresh`], so that refreshes of one store take turns.
@@ -532,7 +532,7 @@ fn lists(footer: &Footer, words: Option<&WordMap<u64, u64>>) -> Option<Lists> {
     Some(lists)
 }
 
-/// Opens the segment directory `path` paged: a closed store whose index comes from the
+/// Opens the segment directory `path` paged: a reader whose index comes from the
 /// footers of its sealed segments, whose events are read when first asked for. The last
 /// segment, when it is not sealed (a capture still running, or cut short), is scanned for its
 /// index at once; its events too are read when asked for.
@@ -629,21 +629,21 @@ pub fn open(path: &Path, map: &mut dyn FnMut(&[u8], &Symbols) -> Mapped) -> Opti
     log.add_dropped(report.dropped);
     let symbols = std::mem::take(&mut loader.symbols);
     Some(Loaded {
-        store: Store::paged(log, index, Some(symbols))?,
+        reader: Reader::indexed(log, index, Some(symbols)),
         report,
     })
 }
 
 /// The directory a following store follows (see [`follow`]).
-pub fn followed_dir(store: &Store) -> Option<PathBuf> {
-    SegmentPager::of(store.log())?.dir.clone()
+pub fn followed_dir(reader: &Reader) -> Option<PathBuf> {
+    SegmentPager::of(reader.log())?.dir.clone()
 }
 
-/// What reading a paged store's events from disk found so far: how many events of the blocks
+/// What reading a paged reader's events from disk found so far: how many events of the blocks
 /// read could not be read back (damaged frames, files gone), and the segment files they are
-/// in. `None` for a store that is not paged.
-pub fn damage(store: &Store) -> Option<(u64, Vec<String>)> {
-    let pages = SegmentPager::of(store.log())?.pages();
+/// in. `None` for a reader that is not paged.
+pub fn damage(reader: &Reader) -> Option<(u64, Vec<String>)> {
+    let pages = SegmentPager::of(reader.log())?.pages();
     let files = pages
         .damaged
         .iter()
@@ -652,12 +652,12 @@ pub fn damage(store: &Store) -> Option<(u64, Vec<String>)> {
     Some((pages.unread, files))
 }
 
-/// A store following the trace that a capture of this VM run writes into `dir`: empty until
+/// A reader following the trace that a capture of this VM run writes into `dir`: empty until
 /// [`refresh`]ed, then holding every event on disk, its seqs those of the trace (continuing
 /// across the capture's stores), from the oldest one on disk now. Its words are this VM's own,
 /// as the capture's are. It holds up to [`crate::capture::log::PAGED_EVENTS`] events from there: its
 /// owner starts over with a new one before (see [`refresh`]).
-pub fn follow(dir: &Path) -> Option<Store> {
+pub fn follow(dir: &Path) -> Option<Reader> {
     let base = segments::read_manifest(dir)
         .ok()
         .and_then(|m| {
@@ -672,25 +672,29 @@ pub fn follow(dir: &Path) -> Option<Store> {
     let pager = SegmentPager::new(pages, Some(dir.to_path_buf()));
     let mut index = Index::new();
     index.skip_to(base);
-    Store::paged(CaptureLog::paged(base, Box::new(pager)), index, None)
+    Some(Reader::indexed(
+        CaptureLog::paged(base, Box::new(pager)),
+        index,
+        None,
+    ))
 }
 
-/// Brings a [`follow`]ing store up to what its directory holds now: new sealed segments are
+/// Brings a [`follow`]ing reader up to what its directory holds now: new sealed segments are
 /// indexed from their footers and read as queries need them; the segment being written is
 /// read from where the last refresh stopped. Segments the capture has archived since are
-/// read from their archives; those retention deleted are missing. Returns what the store
+/// read from their archives; those retention deleted are missing. Returns what the reader
 /// holds: its last seq, the memory it holds (this only grows), and how many more events it has
 /// room for: its owner starts over with a new one when there is too much of the one or too
 /// little of the other.
 ///
 /// # Errors
-/// The file system's; `InvalidInput` for a store that follows nothing.
-pub fn refresh(store: &Store) -> io::Result<Refreshed> {
-    let log = store.log();
+/// The file system's; `InvalidInput` for a reader that follows nothing.
+pub fn refresh(reader: &Reader) -> io::Result<Refreshed> {
+    let log = reader.log();
     let Some((pager, dir)) = SegmentPager::of(log).and_then(|p| Some((p, p.dir.as_ref()?))) else {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
-            "the store follows no trace",
+            "the reader follows no trace",
         ));
     };
     let _turn = pager.refreshing.lock();
@@ -745,7 +749,7 @@ pub fn refresh(store: &Store) -> io::Result<Refreshed> {
         }
         pages.top
     };
-    let mut index = store.index_as_is();
+    let mut index = reader.index_as_is();
     log.grow(top);
     for (lists, last) in steps {
         let upto = index.upto();
@@ -759,7 +763,7 @@ pub fn refresh(store: &Store) -> io::Result<Refreshed> {
     })
 }
 
-/// What a [`refresh`] left a following store holding.
+/// What a [`refresh`] left a following reader holding.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Refreshed {
     /// The last seq of the trace it holds.
@@ -862,7 +866,7 @@ mod tests {
 
     /// Events in `order`, then the index, read from `paged` equal what `eager` holds (with
     /// module and function words as `key` makes them keys).
-    fn same(paged: &Store, eager: &Store, order: &[Seq], key: fn(u64) -> u64) {
+    fn same(paged: &Reader, eager: &Reader, order: &[Seq], key: fn(u64) -> u64) {
         let (p, e) = (paged.log(), eager.log());
         assert_eq!(p.last_seq(), e.last_seq());
         for &seq in order {
@@ -917,7 +921,7 @@ mod tests {
         let mut w = writer_in(dir, 150_000, archive);
         for round in 0..4 {
             capture(&store, round * 1500, 1500);
-            w.flush_all(&store, CLOCK, &mut symbol).unwrap();
+            w.flush_all(store.reader(), CLOCK, &mut symbol).unwrap();
         }
         if seal {
             w.finish().unwrap();
@@ -938,14 +942,14 @@ mod tests {
             assert_eq!(paged.report.clock, Some(CLOCK));
             // Nothing is read until asked for; backwards, each unchanged state needs an
             // earlier block first.
-            assert_eq!(paged.store.stats().payload_bytes, 0);
+            assert_eq!(paged.reader.stats().payload_bytes, 0);
             let eager = eager(&dir);
             let last = live.log().last_seq();
             let backwards: Vec<Seq> = (1..=last).rev().collect();
-            same(&paged.store, &eager.store, &backwards, |w| w + 1_000_000);
+            same(&paged.reader, &eager.reader, &backwards, |w| w + 1_000_000);
             assert_eq!(
-                paged.store.stats().payload_bytes,
-                eager.store.stats().payload_bytes
+                paged.reader.stats().payload_bytes,
+                eager.reader.stats().payload_bytes
             );
             std::fs::remove_dir_all(&dir).unwrap();
         }
@@ -956,14 +960,14 @@ mod tests {
         let dir = temp("touch");
         write(&dir, false, true);
         let paged = open(&dir, &mut map).unwrap();
-        let log = paged.store.log();
+        let log = paged.reader.log();
         let ev = log.get(log.last_seq() / 2).unwrap();
         assert_eq!(ev.seq, log.last_seq() / 2);
         // One block of about 1024 events, and a block before it for a shared state at most.
-        let bytes = paged.store.stats().bytes;
+        let bytes = paged.reader.stats().bytes;
         assert!(bytes < 3 * (2 << 20) + (64 << 10) * 2, "{bytes}");
         let eager = eager(&dir);
-        assert_eq!(log.get(ev.seq), eager.store.log().get(ev.seq));
+        assert_eq!(log.get(ev.seq), eager.reader.log().get(ev.seq));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -979,7 +983,7 @@ mod tests {
         assert_eq!(paged.report.gaps, 0);
         let eager = eager(&dir);
         let forwards: Vec<Seq> = (1..=live.log().last_seq()).collect();
-        same(&paged.store, &eager.store, &forwards, |w| w + 1_000_000);
+        same(&paged.reader, &eager.reader, &forwards, |w| w + 1_000_000);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -993,21 +997,23 @@ mod tests {
             assert_eq!(refresh(&follower).unwrap().last_seq, 0);
             for round in 0..5 {
                 capture(&live, round * 700, 700);
-                w.flush(&live, CLOCK, &mut symbol, u64::MAX).unwrap();
+                w.flush(live.reader(), CLOCK, &mut symbol, u64::MAX)
+                    .unwrap();
                 assert_eq!(refresh(&follower).unwrap().last_seq, live.log().last_seq());
                 if round == 0 {
                     // Indexed, not read in: the segment being written too.
                     assert_eq!(follower.stats().payload_bytes, 0);
                 }
                 let backwards: Vec<Seq> = (1..=live.log().last_seq()).rev().collect();
-                same(&follower, &live, &backwards, |w| w);
+                same(&follower, live.reader(), &backwards, |w| w);
             }
             // The capture goes on in a fresh store; on disk (and in the follower) seqs go on.
             let next = store();
-            w.continue_with(&next);
+            w.continue_with(next.reader());
             let base = live.log().last_seq();
             capture(&next, 3500, 1500);
-            w.flush(&next, CLOCK, &mut symbol, u64::MAX).unwrap();
+            w.flush(next.reader(), CLOCK, &mut symbol, u64::MAX)
+                .unwrap();
             w.finish().unwrap();
             assert_eq!(
                 refresh(&follower).unwrap().last_seq,
@@ -1023,8 +1029,8 @@ mod tests {
             }
             let idx = follower.index();
             let p = idx.pid(3).unwrap();
-            let of_3 = |s: &Store| s.index().pid(3).unwrap().events.len();
-            assert_eq!(p.events.len(), of_3(&live) + of_3(&next));
+            let of_3 = |s: &Reader| s.index().pid(3).unwrap().events.len();
+            assert_eq!(p.events.len(), of_3(live.reader()) + of_3(next.reader()));
             assert!(p.events.windows(2).all(|w| w[0] < w[1]));
             drop(idx);
             std::fs::remove_dir_all(&dir).unwrap();
@@ -1038,7 +1044,8 @@ mod tests {
         let mut w = writer_in(&dir, 100_000, true);
         let follower = follow(&dir).unwrap();
         capture(&live, 0, 100);
-        w.flush(&live, CLOCK, &mut symbol, u64::MAX).unwrap();
+        w.flush(live.reader(), CLOCK, &mut symbol, u64::MAX)
+            .unwrap();
         let written = refresh(&follower).unwrap().last_seq;
         let m = segments::read_manifest(&dir).unwrap();
         assert!(m.segments.len() == 1 && !m.segments[0].sealed);
@@ -1046,7 +1053,8 @@ mod tests {
         assert!(raw.exists());
         // Indexed while written, then sealed and archived before a query reads it.
         capture(&live, 100, 2000);
-        w.flush(&live, CLOCK, &mut symbol, u64::MAX).unwrap();
+        w.flush(live.reader(), CLOCK, &mut symbol, u64::MAX)
+            .unwrap();
         let m = segments::read_manifest(&dir).unwrap();
         assert!(m.segments[0].archived && !raw.exists());
         for seq in 1..=written {
@@ -1058,7 +1066,7 @@ mod tests {
         }
         assert_eq!(refresh(&follower).unwrap().last_seq, live.log().last_seq());
         let all: Vec<Seq> = (1..=live.log().last_seq()).collect();
-        same(&follower, &live, &all, |w| w);
+        same(&follower, live.reader(), &all, |w| w);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -1073,7 +1081,8 @@ mod tests {
         let live = store();
         let mut w = Writer::create(&dir, policy).unwrap();
         capture(&live, 0, 3000);
-        w.flush(&live, CLOCK, &mut symbol, u64::MAX).unwrap();
+        w.flush(live.reader(), CLOCK, &mut symbol, u64::MAX)
+            .unwrap();
         let m = segments::read_manifest(&dir).unwrap();
         let first = m.segments[0].first_seq;
         assert!(first > 1, "retention deleted the oldest segments");
@@ -1101,7 +1110,7 @@ mod tests {
             assert_eq!((got.header, got.payload), (want.header, want.payload));
         }
         // Indexed in seq order, the segment read through included.
-        let (fi, li) = (follower.index(), live.index());
+        let (fi, li) = (follower.index(), live.reader().index());
         for (pid, p) in li.pids() {
             let kept: Vec<Seq> = p.events.iter().copied().filter(|&s| s >= first).collect();
             assert_eq!(
@@ -1135,7 +1144,7 @@ mod tests {
         seg.file = format!("{}.lz4", seg.file);
         seg.archived = true;
         std::fs::write(dir.join(segments::MANIFEST), rmp_serde::to_vec(&m).unwrap()).unwrap();
-        let log = paged.store.log();
+        let log = paged.reader.log();
         for seq in m.segments[1].first_seq..=m.segments[1].last_seq {
             let (got, want) = (log.get(seq).unwrap(), live.log().get(seq).unwrap());
             assert_eq!((got.header.ts, got.payload), (want.header.ts, want.payload));
@@ -1148,7 +1157,7 @@ mod tests {
         let dir = temp(name);
         let live = store();
         capture(&live, 0, 700);
-        crate::persist::save(&live, &dir, CLOCK, &mut symbol).unwrap();
+        crate::persist::save(live.reader(), &dir, CLOCK, &mut symbol).unwrap();
         let meta = segments::read_manifest(&dir).unwrap().segments[0].clone();
         let footer = believed(&dir, &meta, &mut Vec::new()).unwrap();
         assert!(footer.seeks.len() >= 3);
@@ -1158,7 +1167,7 @@ mod tests {
     /// Every event `loaded` holds is the one captured at its seq (a state whose shared payload
     /// was lost says so), read in `order`.
     fn held_as_captured(loaded: &Loaded, live: &Store, order: impl Iterator<Item = Seq>) -> u64 {
-        let log = loaded.store.log();
+        let log = loaded.reader.log();
         let mut held = 0;
         for seq in order {
             let Some(a) = log.get(seq) else { continue };
@@ -1225,7 +1234,7 @@ mod tests {
             std::fs::write(&path, &bytes).unwrap();
             if let Some(loaded) = open(&dir, &mut map) {
                 held_as_captured(&loaded, &live, (1..=live.log().last_seq()).rev());
-                let idx = loaded.store.index();
+                let idx = loaded.reader.index();
                 for (_, p) in idx.pids() {
                     proptest::prop_assert!(p.events.windows(2).all(|w| w[0] < w[1]));
                     proptest::prop_assert!(p.events.iter().all(|&s| s <= live.log().last_seq()));
@@ -1248,7 +1257,7 @@ mod tests {
         bytes[mid..mid + 64].iter_mut().for_each(|b| *b ^= 0x5a);
         std::fs::write(&path, &bytes).unwrap();
         let paged = open(&dir, &mut map).expect("the footers are intact");
-        let log = paged.store.log();
+        let log = paged.reader.log();
         let last = live.log().last_seq();
         let held: Vec<Seq> = (1..=last).filter(|&s| log.get(s).is_some()).collect();
         assert!(held.len() < last as usize);

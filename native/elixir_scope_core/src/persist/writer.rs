@@ -1,5 +1,5 @@
-//! Writing a capture to a segment directory: [`Writer`] follows a store's events as they are
-//! published, and [`save`] writes a whole store at once.
+//! Writing a capture to a segment directory: [`Writer`] follows a capture store's events as
+//! they are published, and [`save`] writes a whole log (a capture's or an opened trace's) at once.
 
 use crate::capture::hash::WordHasher;
 use crate::formats::error::Error;
@@ -8,6 +8,7 @@ use crate::formats::symbols::Clock;
 use crate::persist::footer::FooterBuilder;
 use crate::persist::segment::Record;
 use crate::persist::segments::{self, Manifest, Policy, Segments};
+use crate::reader::Reader;
 use crate::store::Store;
 use std::collections::HashSet;
 use std::hash::BuildHasherDefault;
@@ -114,7 +115,7 @@ impl Writer {
     /// The file system's.
     pub fn flush(
         &mut self,
-        store: &Store,
+        reader: &Reader,
         clock: Clock,
         symbol: &mut dyn FnMut(u64) -> Option<Vec<u8>>,
         max: u64,
@@ -122,19 +123,19 @@ impl Writer {
         if let Some(e) = &self.failed {
             return Err(io::Error::new(e.kind(), e.to_string()));
         }
-        self.flush_events(store, clock, symbol, max)
+        self.flush_events(reader, clock, symbol, max)
             .inspect_err(|e| self.failed = Some(io::Error::new(e.kind(), e.to_string())))
     }
 
     fn flush_events(
         &mut self,
-        store: &Store,
+        reader: &Reader,
         clock: Clock,
         symbol: &mut dyn FnMut(u64) -> Option<Vec<u8>>,
         max: u64,
     ) -> io::Result<u64> {
-        let log = store.log();
-        // A paged store (a followed trace) starts where the trace it follows does.
+        let log = reader.log();
+        // A paged reader (a followed trace) starts where the trace it follows does.
         self.next = self.next.max(log.first_seq());
         let published = log.published_seq();
         let last = published.min(self.next.saturating_add(max) - 1);
@@ -183,7 +184,7 @@ impl Writer {
             self.next += 1;
             written += 1;
             if self.segments.should_rotate() {
-                self.write_stats(store, clock)?;
+                self.write_stats(reader, clock)?;
                 let footer = self.take_footer();
                 self.segments.rotate(Some(&footer))?;
                 self.known.clear();
@@ -192,7 +193,7 @@ impl Writer {
                 self.stats = None;
             }
         }
-        let changed = self.write_stats(store, clock)?;
+        let changed = self.write_stats(reader, clock)?;
         if written > 0 || changed {
             self.segments.flush()?;
         }
@@ -205,17 +206,17 @@ impl Writer {
     /// The file system's.
     pub fn flush_all(
         &mut self,
-        store: &Store,
+        reader: &Reader,
         clock: Clock,
         symbol: &mut dyn FnMut(u64) -> Option<Vec<u8>>,
     ) -> io::Result<()> {
-        while self.flush(store, clock, symbol, 1 << 20)? > 0 {}
+        while self.flush(reader, clock, symbol, 1 << 20)? > 0 {}
         Ok(())
     }
 
     /// Writes the capture's counters if they changed since last written; whether it did.
-    fn write_stats(&mut self, store: &Store, clock: Clock) -> io::Result<bool> {
-        let s = store.stats();
+    fn write_stats(&mut self, reader: &Reader, clock: Clock) -> io::Result<bool> {
+        let s = reader.stats();
         let (dropped, truncated) = (
             s.dropped + self.stats_base.0,
             s.truncated + self.stats_base.1,
@@ -230,12 +231,12 @@ impl Writer {
         Ok(true)
     }
 
-    /// Goes on with the events of `next_store` (a fresh store that replaces `store`, whose
-    /// events are all written): its seq 1 follows the last seq written on disk. Events of
-    /// `store` not written (still unpublished) are counted as dropped; holes already were.
-    pub fn continue_with(&mut self, store: &Store) {
-        let s = store.stats();
-        let log = store.log();
+    /// Goes on with the events of a fresh store that replaces the one `reader` reads, whose
+    /// events are all written: its seq 1 follows the last seq written on disk. Events of the
+    /// old one not written (still unpublished) are counted as dropped; holes already were.
+    pub fn continue_with(&mut self, reader: &Reader) {
+        let s = reader.stats();
+        let log = reader.log();
         let lost = (self.next..=log.last_seq())
             .filter(|&seq| !log.is_hole(seq))
             .count() as u64;
@@ -306,17 +307,17 @@ impl Writer {
     }
 }
 
-/// Writes every event `store` holds into `dir` (which must not hold a trace yet) and seals it.
+/// Writes every event `reader` holds into `dir` (which must not hold a trace yet) and seals it.
 ///
 /// # Errors
 /// The file system's, or `AlreadyExists` when `dir` holds a trace.
 pub fn save(
-    store: &Store,
+    reader: &Reader,
     dir: &Path,
     clock: Clock,
     symbol: &mut dyn FnMut(u64) -> Option<Vec<u8>>,
 ) -> io::Result<Manifest> {
     let mut writer = Writer::create(dir, Policy::default())?;
-    writer.flush_all(store, clock, symbol)?;
+    writer.flush_all(reader, clock, symbol)?;
     writer.finish()
 }

@@ -10,7 +10,7 @@ pub mod matcher;
 use crate::capture::log::CaptureLog;
 use crate::formats::event::{AtomKey, EventRef, KindMask, PidKey, Seq, Timestamp};
 use crate::index::{Index, CALLS, TAGGED};
-use crate::store::Store;
+use crate::reader::Reader;
 
 /// Which events a query wants. Every field left at its default matches everything.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -109,16 +109,16 @@ impl Filter {
 }
 
 /// Runs `f` with the shortest index list covering `filter` (see [`candidates`]), or `None` when
-/// the log must be scanned, the store's index caught up and held meanwhile; `filter`'s process
+/// the log must be scanned, the reader's index caught up and held meanwhile; `filter`'s process
 /// conditions are first completed with the sends that named those processes otherwise (see
-/// [`resolve_peers`]). The planning every query of a store goes through.
+/// [`resolve_peers`]). The planning every query goes through.
 pub fn plan<R>(
-    store: &Store,
+    reader: &Reader,
     filter: &mut Filter,
     tag: Option<&str>,
     f: impl FnOnce(&Filter, Option<&[Seq]>) -> R,
 ) -> R {
-    let idx = store.index();
+    let idx = reader.index();
     resolve_peers(&idx, filter);
     f(filter, candidates(&idx, filter, tag))
 }
