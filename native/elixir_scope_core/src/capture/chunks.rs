@@ -29,6 +29,17 @@ use std::sync::{Arc, Weak};
 /// be" stay apart: a reader waits for the first, and counts the second's slots as holes.
 const FAILED: *mut u8 = std::ptr::dangling_mut::<u8>();
 
+/// The memory orderings of publishing a chunk, named once: the table uses these, and so does
+/// the capture log's loom model (`capture::log`), which checks that they are enough.
+pub(crate) mod order {
+    use std::sync::atomic::Ordering;
+
+    /// Reading a chunk's pointer before its memory.
+    pub(crate) const OBSERVE: Ordering = Ordering::Acquire;
+    /// Installing a chunk (success: publish its zeroed memory; failure: see the winner's).
+    pub(crate) const INSTALL: (Ordering, Ordering) = (Ordering::AcqRel, Ordering::Acquire);
+}
+
 /// The huge page size this module aligns large chunks to.
 pub const HUGE_PAGE: usize = 2 << 20;
 
@@ -105,7 +116,7 @@ impl ChunkTable {
     #[inline]
     pub fn get(&self, k: usize) -> Option<*mut u8> {
         // Acquire pairs with the Release of the publishing CAS, so the zeroed chunk is visible.
-        let p = self.ptrs.get(k)?.load(Ordering::Acquire);
+        let p = self.ptrs.get(k)?.load(order::OBSERVE);
         (!p.is_null() && p != FAILED).then_some(p)
     }
 
@@ -120,7 +131,7 @@ impl ChunkTable {
     /// failed (the caller drops the event; capture never aborts the VM).
     #[inline]
     pub fn get_or_alloc(&self, k: usize) -> Option<*mut u8> {
-        let p = self.ptrs.get(k)?.load(Ordering::Acquire);
+        let p = self.ptrs.get(k)?.load(order::OBSERVE);
         if p == FAILED {
             return None;
         }
@@ -153,8 +164,8 @@ impl ChunkTable {
             return match slot.compare_exchange(
                 null_mut(),
                 FAILED,
-                Ordering::AcqRel,
-                Ordering::Acquire,
+                order::INSTALL.0,
+                order::INSTALL.1,
             ) {
                 Ok(_) => None,
                 Err(winner) => (winner != FAILED).then_some(winner),
@@ -171,7 +182,7 @@ impl ChunkTable {
             }
         }
         // Release publishes the zeroed memory; Acquire on failure sees the winner's memory.
-        match slot.compare_exchange(null_mut(), fresh, Ordering::AcqRel, Ordering::Acquire) {
+        match slot.compare_exchange(null_mut(), fresh, order::INSTALL.0, order::INSTALL.1) {
             Ok(_) => {
                 self.allocated
                     .fetch_add(self.layout.size() as u64, Ordering::Relaxed);

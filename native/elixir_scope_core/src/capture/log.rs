@@ -42,6 +42,19 @@ pub const PAGED_EVENTS: u64 = 1 << 34;
 /// How far back from the newest slot [`CaptureLog::published_seq`] looks for unfinished events.
 const PUBLISH_WINDOW: u64 = 4096;
 
+/// The memory orderings of the log's protocol, named once: the log uses these, and so does its
+/// loom model (`loom_model` below), which checks that they are enough.
+pub(crate) mod order {
+    use std::sync::atomic::Ordering;
+
+    /// Taking a slot (`next_slot`) or payload bytes (`next_byte`): ownership only, no data.
+    pub(crate) const RESERVE: Ordering = Ordering::Relaxed;
+    /// Setting a slot's `ready` once its fields and payload bytes are written.
+    pub(crate) const PUBLISH: Ordering = Ordering::Release;
+    /// Reading a slot's `ready` before its fields and payload bytes.
+    pub(crate) const OBSERVE: Ordering = Ordering::Acquire;
+}
+
 /// One event's storage: 64 bytes, zero-filled when its chunk is allocated.
 #[repr(C)]
 struct Slot {
@@ -328,7 +341,7 @@ impl CaptureLog {
             self.dropped.fetch_add(1, Ordering::Relaxed);
             return None;
         }
-        let idx = self.next_slot.fetch_add(1, Ordering::Relaxed);
+        let idx = self.next_slot.fetch_add(1, order::RESERVE);
         let slot = (idx < self.limits.max_events)
             .then(|| self.slot_for_write(idx))
             .flatten();
@@ -349,7 +362,7 @@ impl CaptureLog {
             *slot.header.get() = *header;
         }
         // Release publishes the fields and the payload bytes to readers that Acquire `ready`.
-        slot.ready.store(1, Ordering::Release);
+        slot.ready.store(1, order::PUBLISH);
         idx + 1
     }
 
@@ -367,7 +380,7 @@ impl CaptureLog {
         let slot = self.slot_for_write(idx).expect("slot");
         // SAFETY: the slot was reserved by this test and is not published yet.
         unsafe { *slot.header.get() = *header };
-        slot.ready.store(1, Ordering::Release);
+        slot.ready.store(1, order::PUBLISH);
     }
 
     fn slot_for_write(&self, idx: u64) -> Option<&Slot> {
@@ -396,7 +409,7 @@ impl CaptureLog {
     fn published(&self, seq: Seq) -> Option<&Slot> {
         let slot = self.slot_for_read(seq.checked_sub(self.base + 1)?)?;
         // Acquire pairs with the writer's Release: the fields and payload bytes are complete.
-        (slot.ready.load(Ordering::Acquire) != 0).then_some(slot)
+        (slot.ready.load(order::OBSERVE) != 0).then_some(slot)
     }
 
     /// Reserves room for `payload` and copies it; `None` when the byte budget cannot hold it.
@@ -408,7 +421,7 @@ impl CaptureLog {
         if len > self.byte_chunk {
             return None;
         }
-        let mut cur = self.next_byte.load(Ordering::Relaxed);
+        let mut cur = self.next_byte.load(order::RESERVE);
         let start = loop {
             // A payload never straddles chunks: skip to the next chunk when it would.
             let mut start = cur;
@@ -421,8 +434,8 @@ impl CaptureLog {
             match self.next_byte.compare_exchange_weak(
                 cur,
                 start + len,
-                Ordering::Relaxed,
-                Ordering::Relaxed,
+                order::RESERVE,
+                order::RESERVE,
             ) {
                 Ok(_) => break start,
                 Err(now) => cur = now,
@@ -462,7 +475,7 @@ impl CaptureLog {
             let idx = seq - self.base - 1;
             let unfinished = match self.slot_for_read(idx) {
                 // Acquire: a ready slot's contents are visible, as in `get`.
-                Some(slot) => slot.ready.load(Ordering::Acquire) == 0,
+                Some(slot) => slot.ready.load(order::OBSERVE) == 0,
                 // Its chunk is not there yet (its writer is allocating it), unless it failed.
                 None => !self.slots.failed((idx >> self.slot_shift) as usize),
             };
@@ -534,7 +547,7 @@ impl CaptureLog {
             return false;
         };
         let slot = self.slot_in(chunk, idx);
-        if slot.ready.load(Ordering::Acquire) != 0 {
+        if slot.ready.load(order::OBSERVE) != 0 {
             return false;
         }
         let mut header = *header;
@@ -838,5 +851,320 @@ mod tests {
                 .collect();
             assert_eq!(mine, (0..25_000).collect::<Vec<_>>());
         }
+    }
+}
+
+/// A model of the log's protocol for `loom`, which runs it under every interleaving (and every
+/// weak-memory outcome it models) of a few writers and a reader. It is the log's algorithm at
+/// toy sizes (one slot per slot chunk, four-byte payload chunks, no pager), taking its atomics
+/// from loom and its memory orderings from the real code ([`order`] here and in `chunks`), so a
+/// weaker ordering there fails here: loom reports a read of a slot's fields or payload bytes that
+/// is not ordered after their write. Run with
+/// `RUSTFLAGS="--cfg loom" cargo test --release -p elixir_scope_core --lib loom_model`
+/// (`scripts/test` does).
+#[cfg(all(test, loom))]
+mod loom_model {
+    use super::order;
+    use crate::capture::chunks::order as chunk_order;
+    use loom::cell::UnsafeCell;
+    use loom::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64};
+    use loom::sync::Arc;
+    use loom::thread;
+    use std::ptr::null_mut;
+
+    /// Payload bytes per payload chunk: a payload never straddles two.
+    const BYTE_CHUNK: u64 = 4;
+
+    /// Writes a cell the protocol gives this thread alone (a slot it reserved, bytes it won).
+    fn put<T>(cell: &UnsafeCell<T>, v: T) {
+        // SAFETY: what the model checks: loom fails the run if another thread's access to this
+        // cell is not ordered with this one.
+        cell.with_mut(|p| unsafe { *p = v });
+    }
+
+    /// Reads a cell the protocol says is published.
+    fn get<T: Copy>(cell: &UnsafeCell<T>) -> T {
+        // SAFETY: as for `put`: loom fails the run if the write is not ordered before this read.
+        cell.with(|p| unsafe { *p })
+    }
+
+    struct Slot {
+        ready: AtomicU32,
+        off: UnsafeCell<u64>,
+        len: UnsafeCell<u32>,
+        /// Stands for the header.
+        tag: UnsafeCell<u64>,
+    }
+
+    /// A chunk table: chunks allocated by the first thread that needs them and installed with
+    /// one compare-and-swap (the loser frees its own), as `ChunkTable::install` does.
+    struct Table<T> {
+        ptrs: Vec<AtomicPtr<T>>,
+        make: fn() -> T,
+    }
+
+    impl<T> Table<T> {
+        fn new(n: usize, make: fn() -> T) -> Table<T> {
+            Table {
+                ptrs: (0..n).map(|_| AtomicPtr::new(null_mut())).collect(),
+                make,
+            }
+        }
+
+        fn get(&self, k: usize) -> Option<&T> {
+            let p = self.ptrs.get(k)?.load(chunk_order::OBSERVE);
+            // SAFETY: a non-null pointer was installed by `get_or_alloc` and lives as long as the
+            // table.
+            (!p.is_null()).then(|| unsafe { &*p })
+        }
+
+        fn get_or_alloc(&self, k: usize) -> &T {
+            if let Some(chunk) = self.get(k) {
+                return chunk;
+            }
+            let fresh = Box::into_raw(Box::new((self.make)()));
+            let (ok, fail) = chunk_order::INSTALL;
+            match self.ptrs[k].compare_exchange(null_mut(), fresh, ok, fail) {
+                // SAFETY: just installed; it lives as long as the table.
+                Ok(_) => unsafe { &*fresh },
+                Err(winner) => {
+                    // SAFETY: `fresh` was never shared; `winner` was installed and lives as long
+                    // as the table.
+                    unsafe {
+                        drop(Box::from_raw(fresh));
+                        &*winner
+                    }
+                }
+            }
+        }
+    }
+
+    impl<T> Drop for Table<T> {
+        fn drop(&mut self) {
+            for p in &self.ptrs {
+                let p = p.load(chunk_order::OBSERVE);
+                if !p.is_null() {
+                    // SAFETY: installed by `get_or_alloc`, freed once, here.
+                    drop(unsafe { Box::from_raw(p) });
+                }
+            }
+        }
+    }
+
+    struct Log {
+        slots: Table<Slot>,
+        bytes: Table<[UnsafeCell<u8>; BYTE_CHUNK as usize]>,
+        next_slot: AtomicU64,
+        next_byte: AtomicU64,
+        max_events: u64,
+        max_bytes: u64,
+    }
+
+    impl Log {
+        fn new(max_events: u64, max_bytes: u64) -> Log {
+            Log {
+                slots: Table::new(max_events as usize, || Slot {
+                    ready: AtomicU32::new(0),
+                    off: UnsafeCell::new(0),
+                    len: UnsafeCell::new(0),
+                    tag: UnsafeCell::new(0),
+                }),
+                bytes: Table::new((max_bytes / BYTE_CHUNK) as usize, || {
+                    std::array::from_fn(|_| UnsafeCell::new(0))
+                }),
+                next_slot: AtomicU64::new(0),
+                next_byte: AtomicU64::new(0),
+                max_events,
+                max_bytes,
+            }
+        }
+
+        /// `CaptureLog::append`: a slot, the payload's bytes, then `ready`. The seq, or `None`
+        /// when the log is full; `Some((seq, false))` when stored without its payload.
+        fn append(&self, tag: u64, payload: &[u8]) -> Option<(u64, bool)> {
+            let idx = self.next_slot.fetch_add(1, order::RESERVE);
+            if idx >= self.max_events {
+                return None;
+            }
+            let slot = self.slots.get_or_alloc(idx as usize);
+            let (off, len) = match self.copy_payload(payload) {
+                Some(off) => (off, payload.len() as u32),
+                None => (0, 0),
+            };
+            put(&slot.off, off);
+            put(&slot.len, len);
+            put(&slot.tag, tag);
+            slot.ready.store(1, order::PUBLISH);
+            Some((idx + 1, len as usize == payload.len()))
+        }
+
+        /// `CaptureLog::copy_payload`: a CAS loop that never lets a payload straddle chunks or
+        /// pass the budget, then a copy into bytes this thread alone owns.
+        fn copy_payload(&self, payload: &[u8]) -> Option<u64> {
+            let len = payload.len() as u64;
+            if len == 0 {
+                return Some(0);
+            }
+            let mut cur = self.next_byte.load(order::RESERVE);
+            let start = loop {
+                let mut start = cur;
+                if start % BYTE_CHUNK + len > BYTE_CHUNK {
+                    start = (start / BYTE_CHUNK + 1) * BYTE_CHUNK;
+                }
+                if start + len > self.max_bytes {
+                    return None;
+                }
+                match self.next_byte.compare_exchange_weak(
+                    cur,
+                    start + len,
+                    order::RESERVE,
+                    order::RESERVE,
+                ) {
+                    Ok(_) => break start,
+                    Err(now) => cur = now,
+                }
+            };
+            let chunk = self.bytes.get_or_alloc((start / BYTE_CHUNK) as usize);
+            for (i, b) in payload.iter().enumerate() {
+                let at = (start % BYTE_CHUNK) as usize + i;
+                put(&chunk[at], *b);
+            }
+            Some(start)
+        }
+
+        fn last_seq(&self) -> u64 {
+            self.next_slot.load(order::RESERVE).min(self.max_events)
+        }
+
+        /// `CaptureLog::read`: the event at `seq` once published, with its payload.
+        fn read(&self, seq: u64) -> Option<(u64, Vec<u8>)> {
+            if seq == 0 || seq > self.last_seq() {
+                return None;
+            }
+            let slot = self.slots.get((seq - 1) as usize)?;
+            if slot.ready.load(order::OBSERVE) == 0 {
+                return None;
+            }
+            let (off, len, tag) = (get(&slot.off), get(&slot.len), get(&slot.tag));
+            let mut payload = Vec::new();
+            if len > 0 {
+                let chunk = self.bytes.get((off / BYTE_CHUNK) as usize)?;
+                for i in 0..len as usize {
+                    let at = (off % BYTE_CHUNK) as usize + i;
+                    payload.push(get(&chunk[at]));
+                }
+            }
+            Some((tag, payload))
+        }
+
+        /// `CaptureLog::published_seq`: below the lowest slot still being written (a slot whose
+        /// chunk is not there yet counts as one; nothing fails to allocate here).
+        fn published_seq(&self) -> u64 {
+            let last = self.last_seq();
+            let mut watermark = last;
+            for seq in (1..=last).rev() {
+                let unfinished = match self.slots.get((seq - 1) as usize) {
+                    Some(slot) => slot.ready.load(order::OBSERVE) == 0,
+                    None => true,
+                };
+                if unfinished {
+                    watermark = seq - 1;
+                }
+            }
+            watermark
+        }
+    }
+
+    /// What writer `w` stores as its `i`-th event: a tag naming both, and a payload made of it.
+    fn event(w: u64, i: u64) -> (u64, Vec<u8>) {
+        let tag = w * 10 + i;
+        (tag, vec![tag as u8; 1 + (w + i) as usize % 3])
+    }
+
+    fn model(f: impl Fn() + Sync + Send + 'static) {
+        let mut b = loom::model::Builder::new();
+        b.preemption_bound = Some(2);
+        b.check(f);
+    }
+
+    /// Two writers and a reader: what the reader sees of an event is all of it (loom checks
+    /// that its reads are ordered after the writes), and up to `published_seq` nothing is
+    /// missing; at the end every event is there once, in its own slot, with its own payload.
+    #[test]
+    fn readers_see_whole_events_and_the_watermark_never_passes_an_unfinished_one() {
+        model(|| {
+            let log = Arc::new(Log::new(4, 16));
+            let writers: Vec<_> = (1..=2)
+                .map(|w| {
+                    let log = log.clone();
+                    thread::spawn(move || {
+                        (0..2)
+                            .map(|i| {
+                                let (tag, payload) = event(w, i);
+                                log.append(tag, &payload).expect("room for every event")
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            let watermark = log.published_seq();
+            for seq in 1..=log.last_seq() {
+                match log.read(seq) {
+                    Some((tag, payload)) => assert_eq!(event(tag / 10, tag % 10).1, payload),
+                    None => assert!(seq > watermark, "seq {seq} under the watermark {watermark}"),
+                }
+            }
+            let mut seqs: Vec<u64> = Vec::new();
+            for (w, h) in (1..=2).zip(writers) {
+                for (i, (seq, whole)) in h.join().unwrap().into_iter().enumerate() {
+                    assert!(whole);
+                    assert_eq!(log.read(seq), Some(event(w, i as u64)));
+                    seqs.push(seq);
+                }
+            }
+            seqs.sort_unstable();
+            assert_eq!(seqs, vec![1, 2, 3, 4]);
+            assert_eq!(log.published_seq(), 4);
+        });
+    }
+
+    /// Writers racing for a byte budget too small for all: no payload passes the budget or
+    /// straddles a chunk, and the events left without one are stored anyway (or dropped past
+    /// the slot budget), never torn.
+    #[test]
+    fn racing_payloads_stay_inside_the_budget_and_their_chunks() {
+        model(|| {
+            let log = Arc::new(Log::new(3, 8));
+            let writers: Vec<_> = (0..2)
+                .map(|w| {
+                    let log = log.clone();
+                    thread::spawn(move || {
+                        let mut out = Vec::new();
+                        for i in 0..2u64 {
+                            out.push(log.append(w * 10 + i, &[w as u8 + 1; 3]));
+                        }
+                        out
+                    })
+                })
+                .collect();
+            let results: Vec<_> = writers
+                .into_iter()
+                .flat_map(|h| h.join().unwrap())
+                .collect();
+            let stored: Vec<_> = results.iter().flatten().collect();
+            assert_eq!(stored.len(), 3, "the slot budget: {results:?}");
+            // Two 3-byte payloads fit in 8 bytes of 4-byte chunks; a third does not.
+            assert_eq!(stored.iter().filter(|(_, whole)| *whole).count(), 2);
+            assert!(log.next_byte.load(order::RESERVE) <= 8);
+            for (seq, whole) in stored {
+                let (tag, payload) = log.read(*seq).unwrap();
+                let want = if *whole {
+                    vec![(tag / 10) as u8 + 1; 3]
+                } else {
+                    vec![]
+                };
+                assert_eq!(payload, want);
+            }
+        });
     }
 }
