@@ -49,32 +49,74 @@ fn uses(source: &str, modules: &BTreeMap<String, usize>) -> BTreeSet<String> {
         Some((i, _)) => &source[..i],
         None => source,
     };
+    // Comments out, lines joined: a `use crate::{…}` group may span lines.
+    let code: String = code
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("//"))
+        .collect::<Vec<_>>()
+        .join(" ");
     let mut out = BTreeSet::new();
-    for line in code.lines().filter(|l| !l.trim_start().starts_with("//")) {
-        let mut rest = line;
-        while let Some(i) = rest.find("crate::") {
-            rest = &rest[i + "crate::".len()..];
+    let mut rest = code.as_str();
+    while let Some(i) = rest.find("crate::") {
+        rest = &rest[i + "crate::".len()..];
+        let (paths, _) = use_tree(rest);
+        for path in paths {
             // The deepest listed module of the path: `crate::capture::log::X` uses `log`,
             // `crate::query::Filter` uses `query`.
-            let mut used = None;
-            for segment in rest.split("::") {
-                let name: String = segment
-                    .chars()
-                    .take_while(|c| c.is_alphanumeric() || *c == '_')
-                    .collect();
-                if modules.contains_key(&name) {
-                    used = Some(name.clone());
-                }
-                if name.len() != segment.len() || name.is_empty() {
-                    break;
-                }
-            }
-            if let Some(name) = used {
-                out.insert(name);
+            if let Some(name) = path.iter().rev().find(|s| modules.contains_key(*s)) {
+                out.insert(name.clone());
             }
         }
     }
     out
+}
+
+/// The paths a use tree at the start of `s` names (`a::b::{c, d::{e}}` names `a::b::c` and
+/// `a::b::d::e`; an expression's path ends at its first other character), and its length.
+fn use_tree(s: &str) -> (Vec<Vec<String>>, usize) {
+    let skip_space = |at: usize| at + s[at..].len() - s[at..].trim_start().len();
+    let mut prefix = Vec::new();
+    let mut at = 0;
+    loop {
+        if s[at..].starts_with('{') {
+            at += 1;
+            let mut paths = Vec::new();
+            loop {
+                at = skip_space(at);
+                if at >= s.len() || s[at..].starts_with('}') {
+                    return (paths, (at + 1).min(s.len()));
+                }
+                let (inner, n) = use_tree(&s[at..]);
+                at = skip_space(at + n);
+                paths.extend(inner.into_iter().map(|p| [prefix.clone(), p].concat()));
+                if s[at..].starts_with(',') {
+                    at += 1;
+                } else if !s[at..].starts_with('}') {
+                    return (paths, at);
+                }
+            }
+        }
+        let name: String = s[at..]
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect();
+        at += name.len();
+        if !name.is_empty() {
+            prefix.push(name);
+        }
+        if s[at..].starts_with("::") {
+            at += 2;
+            continue;
+        }
+        // Anything else (` as alias`, `;`, `(`) ends the path.
+        let end = s[at..].find([',', '}']).map_or(s.len(), |i| at + i);
+        let end = if s[at..].trim_start().starts_with("as ") {
+            end
+        } else {
+            at
+        };
+        return (vec![prefix], end);
+    }
 }
 
 #[test]
@@ -153,4 +195,17 @@ fn modules_use_only_their_layer_or_lower_ones_and_never_in_a_cycle() {
         "modules in a cycle: {:?}",
         left.keys().collect::<Vec<_>>()
     );
+}
+
+#[test]
+fn grouped_uses_are_seen() {
+    let modules: BTreeMap<String, usize> = ["log", "index", "query", "event"]
+        .iter()
+        .map(|m| (m.to_string(), 1))
+        .collect();
+    let source =
+        "use crate::{\n    capture::log::{CaptureLog, Limits},\n    index::Index as I,\n};\n\
+                  fn f() { crate::query::plan(x); }\n// crate::event::Kind\n";
+    let got: Vec<String> = uses(source, &modules).into_iter().collect();
+    assert_eq!(got, ["index", "log", "query"]);
 }
