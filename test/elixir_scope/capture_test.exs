@@ -11,6 +11,12 @@ defmodule ElixirScope.CaptureTest do
     def boom(_x), do: raise(ArgumentError, "bad input")
   end
 
+  defmodule Counter do
+    use GenServer
+    def init(n), do: {:ok, n}
+    def handle_call(:inc, _from, n), do: {:reply, n + 1, n + 1}
+  end
+
   setup_all do
     {:ok, _} = Tracer.trace_module(Scenario, false)
     on_exit(fn -> Tracer.untrace_module(Scenario) end)
@@ -166,6 +172,38 @@ defmodule ElixirScope.CaptureTest do
     send(p, :stop)
     assert_receive {:DOWN, ^ref, _, _, :normal}
     Process.unregister(:capture_overload_test)
+  end
+
+  test "overload with calls: a call dropped for a full store has its return counted dropped too" do
+    # The VM traces a return only for a call the tracer took: a call refused for a full store
+    # must still be taken (and dropped) so that its return is offered, and counted, as well.
+    store = new_store(max_events: 100)
+    n = 1_000
+    p = spawn_waiting(fn -> for i <- 1..n, do: Scenario.work(i) end)
+    trace_into(p, store)
+    go_and_wait(p)
+    stats = Store.stats(store)
+    # :go received, n calls, n returns, the exit.
+    total = 1 + 2 * n + 1
+    assert stats.events == 100
+    assert stats.events + stats.dropped == total
+  end
+
+  test "overload with states: a full store counts the state a callback's return would record" do
+    store = new_store(max_events: 50)
+    {:ok, server} = GenServer.start(Counter, 0)
+    :ok = Tracer.watch_state_module(Counter, store)
+    trace_into(server, store)
+    n = 200
+    for _ <- 1..n, do: GenServer.call(server, :inc)
+    # Let the last reply's send land in the store.
+    :sys.get_state(server)
+    stats = Store.stats(store)
+    GenServer.stop(server)
+    # Each call: the request received, handle_call's call, its return, the state, the reply.
+    # Then :sys.get_state's request received and its reply sent.
+    assert stats.events == 50
+    assert stats.events + stats.dropped == 5 * n + 2
   end
 
   test "levels keep exactly their kinds" do

@@ -93,12 +93,17 @@ fn enabled(tag: Term, state: Term, tracee: Term) -> Atom {
     // only for a call the tracer takes).
     let callback = matches!(kind, Kind::Call | Kind::Return | Kind::Exception);
     let wanted = store.policy().wants(kind) || (callback && store.policy().wants(Kind::State));
-    if admit(
-        store,
-        wanted,
-        kind.is_critical(),
-        local_pid_key(tracee).unwrap_or(0),
-    ) {
+    let pid = local_pid_key(tracee).unwrap_or(0);
+    if kind == Kind::Call && wanted && store.log().is_full() {
+        // Taken only to be dropped (`trace/5` counts it): the VM traces a call's return (or
+        // exception) only when the tracer takes the call, and that event is a drop to count too.
+        return if store.policy().sample(pid) {
+            atoms::trace()
+        } else {
+            atoms::discard()
+        };
+    }
+    if admit(store, wanted, kind.is_critical(), pid) {
         atoms::trace()
     } else {
         atoms::discard()
@@ -147,6 +152,11 @@ fn trace<'a>(
     };
     if store.log().is_full() {
         store.log().count_dropped();
+        if matches!(kind, Kind::Return | Kind::Exception) && carries_state(store, kind, term, opts)
+        {
+            // The state event it would have recorded is dropped too.
+            store.log().count_dropped();
+        }
         return atoms::ok();
     }
     let mut h = Header {
@@ -220,6 +230,36 @@ fn trace<'a>(
         }
     }
     atoms::ok()
+}
+
+/// Whether the `kind` event (a return or exception) of `mfa` (`{M, F, Arity}`, its result in
+/// `opts`) would record a state event: its module is watched, states are wanted, and the result carries one.
+fn carries_state(store: &Store, kind: Kind, mfa: Term, opts: Term) -> bool {
+    let mut h = Header::default();
+    set_mfa(&mut h, mfa);
+    let Some(state_kind) = store.state_module_kind(h.module) else {
+        return false;
+    };
+    let Ok(result) = opts.map_get(atoms::extra()) else {
+        return false;
+    };
+    // An exception's result is the value thrown, if any, as in `trace/5`.
+    let result = match kind {
+        Kind::Exception => match behaviours::thrown(Live(result)) {
+            Some(thrown) => thrown,
+            None => return false,
+        },
+        _ => Live(result),
+    };
+    store.policy().wants(Kind::State)
+        && match state_kind {
+            StateKind::GenServer => {
+                behaviours::gen_server_state(function_is(&h), h.arity, result).is_some()
+            }
+            StateKind::GenStatem => {
+                behaviours::statem_result(function_is(&h), h.arity, result).is_some()
+            }
+        }
 }
 
 /// Whether a `receive` event is a `receive ... after` timing out: the VM reports it as the atom
