@@ -9,9 +9,17 @@
 #
 # Variants: untraced; a no-op NIF tracer (the VM's own floor: every event offered to a NIF that
 # stores nothing); ElixirScope; :dbg with a process tracer; a tracer process writing each event
-# into ETS (the seed's original design).
+# into ETS (the seed's original design). Beside the latency, the CPU the whole VM used (every
+# thread, so work moved off the traced process still counts); and the same loop run by two
+# client/server pairs at once, both cores busy, where any extra thread competes with the
+# workload.
+#
+# Then W2 (large states, bench/support/states.exs) and P3 (overload, bench/support/overload.exs).
+# BENCH_PARTS=W1,W2,P3 picks the parts (all by default).
 
 Code.require_file("support/harness.exs", __DIR__)
+Code.require_file("support/states.exs", __DIR__)
+Code.require_file("support/overload.exs", __DIR__)
 alias Bench.Harness
 alias ElixirScope.{Persist, Store, Tracer}
 
@@ -30,24 +38,30 @@ defmodule Bench.Capture do
   def n, do: @n
   def events_per_call, do: @events_per_call
 
-  # Runs the call loop against a fresh server traced by `setup`; `drained?` says when the tracer
-  # has every event. Returns {microseconds, info}.
-  def run(setup, drained?, info) do
-    {:ok, server} = GenServer.start(Bench.Server, 0)
-    state = setup.(server)
+  # Runs the call loop against a fresh server traced by `setup` (with `pairs` client/server
+  # pairs at once, each making N calls); `drained?` says when the tracer has every event.
+  # Returns {microseconds, info}, info with the CPU the VM used meanwhile (`cpu_us`).
+  def run(setup, drained?, info, pairs \\ 1) do
+    servers = for _ <- 1..pairs, do: elem(GenServer.start(Bench.Server, 0), 1)
+    state = setup.(servers)
     :erlang.trace_pattern({Bench.Server, :handle_call, 3}, @ms, [:local])
+    cpu0 = Harness.cpu_us()
 
     {us, _} =
       :timer.tc(fn ->
-        loop(server, @n)
+        servers
+        |> Enum.map(fn s -> Task.async(fn -> loop(s, @n) end) end)
+        |> Enum.each(&Task.await(&1, :infinity))
+
         wait(fn -> drained?.(state) end)
       end)
 
+    cpu = Harness.cpu_us() - cpu0
     :erlang.trace_pattern({Bench.Server, :_, :_}, false, [:local])
-    :erlang.trace(server, false, [:all])
+    for s <- servers, do: :erlang.trace(s, false, [:all])
     result = info.(state)
-    GenServer.stop(server)
-    {us, result}
+    for s <- servers, do: GenServer.stop(s)
+    {us, Map.put(result, :cpu_us, cpu)}
   end
 
   defp loop(_server, 0), do: :ok
@@ -66,31 +80,44 @@ defmodule Bench.Capture do
 
   def expected, do: @n * @events_per_call
 
-  def variants do
+  # The variants of one mode: `pairs` client/server pairs at once.
+  def variants(pairs \\ 1) do
+    suffix = if pairs == 1, do: "", else: ", both cores busy"
+
     [
-      {"untraced", fn -> run(fn _ -> nil end, fn _ -> true end, fn _ -> %{} end) end},
-      {"no-op NIF tracer (floor)",
-       fn ->
-         run(
-           fn s ->
-             :erlang.trace(
-               s,
-               true,
-               @flags ++ [{:tracer, ElixirScope.Native, :elixir_scope_null_tracer}]
-             )
-           end,
-           fn _ -> true end,
-           fn _ -> %{} end
-         )
-       end},
-      {"ElixirScope", fn -> elixir_scope(:warm) end},
+      {"untraced" <> suffix,
+       fn -> run(fn _ -> nil end, fn _ -> true end, fn _ -> %{} end, pairs) end},
+      {"no-op NIF tracer (floor)" <> suffix, fn -> null_tracer(pairs) end},
+      {"ElixirScope" <> suffix, fn -> elixir_scope(:warm, true, pairs) end}
+    ] ++ if(pairs == 1, do: more_variants(), else: [])
+  end
+
+  defp null_tracer(pairs) do
+    run(
+      fn servers ->
+        for s <- servers do
+          :erlang.trace(
+            s,
+            true,
+            @flags ++ [{:tracer, ElixirScope.Native, :elixir_scope_null_tracer}]
+          )
+        end
+      end,
+      fn _ -> true end,
+      fn _ -> %{} end,
+      pairs
+    )
+  end
+
+  defp more_variants do
+    [
       {"ElixirScope, cold memory", fn -> elixir_scope(:cold) end},
       {"ElixirScope, no receive pattern", fn -> elixir_scope(:warm, false) end},
       {"ElixirScope, persisted", fn -> elixir_scope_persisted() end},
       {":dbg (process tracer)",
        fn ->
          run(
-           fn s ->
+           fn [s] ->
              counter = :counters.new(1, [])
 
              {:ok, _} =
@@ -110,7 +137,7 @@ defmodule Bench.Capture do
       {"tracer process + ETS (seed design)",
        fn ->
          run(
-           fn s ->
+           fn [s] ->
              tab = :ets.new(:bench_events, [:ordered_set, :public])
              tracer = spawn(fn -> ets_tracer(tab, 0) end)
              :erlang.trace(s, true, @flags ++ [{:tracer, tracer}])
@@ -139,14 +166,14 @@ defmodule Bench.Capture do
   # first, so every byte is freshly committed, as in a VM's very first capture. With the receive
   # trace pattern that tells timeouts from messages, as a running capture sets it (`timeouts?`
   # false leaves it out, to show what it costs).
-  defp elixir_scope(memory, timeouts? \\ true) do
+  defp elixir_scope(memory, timeouts? \\ true, pairs \\ 1) do
     if memory == :cold, do: Store.release_memory()
 
     run(
-      fn s ->
-        store = Store.new!(max_events: expected() * 2)
+      fn servers ->
+        store = Store.new!(max_events: expected() * 2 * pairs)
         if timeouts?, do: true = Tracer.mark_timeouts()
-        :ok = Tracer.trace_pid(s, store, @flags)
+        for s <- servers, do: :ok = Tracer.trace_pid(s, store, @flags)
         store
       end,
       fn _ -> true end,
@@ -154,7 +181,8 @@ defmodule Bench.Capture do
         Tracer.unmark_timeouts()
         st = Store.stats(store)
         %{stored: st.events, dropped: st.dropped, bytes: st.bytes}
-      end
+      end,
+      pairs
     )
   end
 
@@ -165,7 +193,7 @@ defmodule Bench.Capture do
 
     result =
       run(
-        fn s ->
+        fn [s] ->
           store = Store.new!(max_events: expected() * 2)
           :ok = Persist.start(store, Persist.options!(dir: dir))
           flusher = spawn(fn -> flush_every(store, 100) end)
@@ -204,69 +232,84 @@ defmodule Bench.Capture do
 end
 
 rounds = String.to_integer(System.get_env("BENCH_ROUNDS", "5"))
-# BENCH_ONLY=ElixirScope runs just that variant (plus the two baselines, unless BENCH_SOLO=1),
+parts = String.split(System.get_env("BENCH_PARTS", "W1,W2,P3"), ",")
+# BENCH_ONLY=ElixirScope runs just that variant (plus the baselines, unless BENCH_SOLO=1),
 # e.g. under a profiler.
 only = System.get_env("BENCH_ONLY")
 
-variants =
-  Enum.filter(Bench.Capture.variants(), fn {name, _} ->
+pick = fn variants ->
+  Enum.filter(variants, fn {name, _} ->
     only == nil or String.contains?(name, only) or
-      (name in ["untraced", "no-op NIF tracer (floor)"] and System.get_env("BENCH_SOLO") == nil)
+      (String.starts_with?(name, ["untraced", "no-op NIF tracer (floor)"]) and
+         System.get_env("BENCH_SOLO") == nil)
   end)
-
-Harness.header(
-  "Capture cost: GenServer call loop, N=#{Bench.Capture.n()}, #{Bench.Capture.events_per_call()} events per call, #{rounds} rounds (median)"
-)
-
-results = Harness.run(variants, rounds)
+end
 
 n = Bench.Capture.n()
-per_call = fn name -> results[name].median / n end
-base = if results["untraced"], do: per_call.("untraced"), else: 0.0
 
-floor_extra =
-  if results["no-op NIF tracer (floor)"],
-    do: per_call.("no-op NIF tracer (floor)") - base,
-    else: 1.0
+if "W1" in parts do
+  Harness.header(
+    "W1, the call loop: GenServer calls, N=#{n}, #{Bench.Capture.events_per_call()} events per call, #{rounds} rounds (median)"
+  )
 
-rows =
-  for {name, _} <- variants do
-    r = results[name]
-    pc = per_call.(name)
-    extra = pc - base
-    e = r.extra
+  for pairs <- [1, 2] do
+    variants = pick.(Bench.Capture.variants(pairs))
+    results = Harness.run(variants, rounds)
+    calls = n * pairs
+    events = calls * Bench.Capture.events_per_call()
+    [{untraced, _}, {floor, _} | _] = Bench.Capture.variants(pairs)
+    per_call = fn name -> results[name].median / n end
+    base = if results[untraced], do: per_call.(untraced), else: 0.0
+    floor_extra = if results[floor], do: per_call.(floor) - base, else: 1.0
+    base_cpu = if results[untraced], do: results[untraced].cpu, else: 0
 
-    [
-      name,
-      Harness.f(pc),
-      "#{Harness.f(r.min / n)}..#{Harness.f(r.max / n)}",
-      if(name == "untraced", do: "-", else: Harness.f(extra)),
-      if(name == "untraced",
-        do: "-",
-        else: Harness.f(extra * 1000 / Bench.Capture.events_per_call(), 0)
-      ),
-      if(name in ["untraced", "no-op NIF tracer (floor)"],
-        do: "-",
-        else: "#{e[:stored]}/#{e[:dropped]}"
-      ),
-      case e[:bytes] do
-        nil -> "-"
-        b -> "#{Harness.f(b / 1_048_576, 1)} MiB"
-      end,
-      if(name == "untraced", do: "-", else: Harness.f(extra / floor_extra) <> "x")
-    ]
+    rows =
+      for {name, _} <- variants do
+        r = results[name]
+        pc = per_call.(name)
+        extra = pc - base
+        e = r.extra
+        untraced? = name == untraced
+
+        [
+          name,
+          Harness.f(pc),
+          "#{Harness.f(r.min / n)}..#{Harness.f(r.max / n)}",
+          if(untraced?, do: "-", else: Harness.f(extra)),
+          if(untraced?,
+            do: "-",
+            else: Harness.f(extra * 1000 / Bench.Capture.events_per_call(), 0)
+          ),
+          Harness.f(r.cpu / calls),
+          if(untraced?, do: "-", else: Harness.f((r.cpu - base_cpu) * 1000 / events, 0)),
+          if(name in [untraced, floor], do: "-", else: "#{e[:stored]}/#{e[:dropped]}"),
+          case e[:bytes] do
+            nil -> "-"
+            b -> "#{Harness.f(b / 1_048_576, 1)} MiB"
+          end,
+          if(untraced?, do: "-", else: Harness.f(extra / floor_extra) <> "x")
+        ]
+      end
+
+    Harness.table(
+      [
+        "variant",
+        "µs/call",
+        "spread",
+        "extra µs/call",
+        "extra ns/event",
+        "CPU µs/call",
+        "extra CPU ns/event",
+        "stored/dropped",
+        "memory",
+        "extra vs floor"
+      ],
+      rows
+    )
+
+    IO.puts("")
   end
+end
 
-Harness.table(
-  [
-    "variant",
-    "µs/call",
-    "spread",
-    "extra µs/call",
-    "extra ns/event",
-    "stored/dropped",
-    "memory",
-    "extra vs floor"
-  ],
-  rows
-)
+if "W2" in parts, do: Bench.States.run(min(rounds, 3))
+if "P3" in parts, do: Bench.Overload.run(min(rounds, 3))

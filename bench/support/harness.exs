@@ -46,7 +46,9 @@ defmodule Bench.Harness do
   @doc """
   Runs `variants` (a list of `{name, fun}`; `fun.()` returns `{microseconds, extra_map}`)
   `rounds` times after one warm-up round, rotating their order each round. Returns
-  `%{name => %{median: us, min: us, max: us, extra: last_extra}}`.
+  `%{name => %{median: us, min: us, max: us, extra: last_extra, cpu: median_cpu}}`, where
+  `median_cpu` is the median of the rounds' `extra_map[:cpu_us]` (nil when a variant does not
+  report it).
   """
   def run(variants, rounds) do
     Enum.each(variants, fn {_, f} -> f.() end)
@@ -59,13 +61,24 @@ defmodule Bench.Harness do
           |> Enum.reduce(acc, fn {name, f}, acc ->
             :erlang.garbage_collect()
             {us, extra} = f.()
-            Map.update(acc, name, {[us], extra}, fn {l, _} -> {[us | l], extra} end)
+
+            Map.update(acc, name, {[us], [extra]}, fn {l, extras} ->
+              {[us | l], [extra | extras]}
+            end)
           end)
       end
 
-    Map.new(results, fn {name, {times, extra}} ->
+    Map.new(results, fn {name, {times, [extra | _] = extras}} ->
       sorted = Enum.sort(times)
-      {name, %{median: median(sorted), min: hd(sorted), max: List.last(sorted), extra: extra}}
+
+      cpu =
+        case for(e <- extras, e[:cpu_us] != nil, do: e[:cpu_us]) do
+          [] -> nil
+          cpus -> median(Enum.sort(cpus))
+        end
+
+      {name,
+       %{median: median(sorted), min: hd(sorted), max: List.last(sorted), extra: extra, cpu: cpu}}
     end)
   end
 
@@ -102,6 +115,28 @@ defmodule Bench.Harness do
     IO.puts(line.(headers))
     IO.puts("|" <> Enum.map_join(widths, "|", &String.duplicate("-", &1 + 2)) <> "|")
     Enum.each(rows, &IO.puts(line.(&1)))
+  end
+
+  @doc """
+  CPU time the whole VM has used so far, in microseconds (every thread: schedulers, dirty
+  schedulers and native threads such as an ingest thread). Run with `+sbwt none` (as
+  `scripts/bench` does) so that schedulers spinning while idle do not count.
+  """
+  def cpu_us do
+    {ms, _} = :erlang.statistics(:runtime)
+    ms * 1000
+  end
+
+  @doc "The resident memory of this OS process, in bytes (Linux; 0 elsewhere)."
+  def rss do
+    case File.read("/proc/self/statm") do
+      {:ok, text} ->
+        [_, resident | _] = String.split(text)
+        String.to_integer(resident) * 4096
+
+      _ ->
+        0
+    end
   end
 
   @doc "A float with `d` decimals."
