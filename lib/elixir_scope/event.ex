@@ -106,7 +106,9 @@ defmodule ElixirScope.Event do
     a hash, and its first bytes (a prefix of the External Term Format encoding).
 
     * `size` - bytes of the whole encoding. `exact: false` means the tracer stopped counting
-      (a term of more than 50,000 subterms past the first 64 KiB) and `size` is a lower bound.
+      and `size` is a lower bound: past the cap it counts a payload over at most a sixteenth
+      as many subterms as the cap has bytes (a state: as many, up to 50,000), so a big term
+      costs about its cap to capture (a binary's bytes are counted by its size, never read).
     * `hash` - xxh3, seeded with `size`, of the first 64 KiB of the encoding (of all of it when
       smaller): equal payloads have equal hashes.
     * `size: :unknown` means the store's byte budget was spent and nothing was kept.

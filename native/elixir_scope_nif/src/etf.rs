@@ -13,8 +13,8 @@
 //!
 //! Cost is bounded for big terms too: past the caller's byte `limit` nothing more is copied. The
 //! walk goes on only to count the encoding's size (a binary's bytes are counted, never read), for
-//! at most [`COUNT_BUDGET`] more terms, and no more terms than the limit has bytes; if that runs
-//! out, the size is reported as a lower bound.
+//! at most the caller's `count` more terms (at most [`COUNT_BUDGET`]); if that runs out, the size
+//! is reported as a lower bound.
 //! Sending a 100 MB binary costs the VM O(1) (binaries are reference counted); tracing it costs
 //! us the limit, not 100 MB. (Funs, bignums and odd-sized bitstrings under the limit are encoded
 //! by the VM whole; past it they are not encoded and make the size a lower bound.)
@@ -199,7 +199,7 @@ impl Encoder {
         self.now = now;
     }
 
-    fn begin(&mut self, limit: usize) {
+    fn begin(&mut self, limit: usize, count: u32) {
         let epoch = EPOCH.load(Ordering::Relaxed);
         if epoch != self.epoch {
             self.epoch = epoch;
@@ -210,9 +210,7 @@ impl Encoder {
         self.limit = limit;
         self.counting = false;
         self.overflow = 0;
-        // Counting the size past the limit visits at most as many terms as the limit has bytes
-        // (each term takes at least one): the work stays proportional to the budget.
-        self.count_left = COUNT_BUDGET.min(u32::try_from(limit).unwrap_or(u32::MAX));
+        self.count_left = count.min(COUNT_BUDGET);
         self.exact = true;
     }
 
@@ -227,9 +225,16 @@ impl Encoder {
     }
 
     /// Appends the ETF encoding of `term` (version byte included) to `out`, copying at most about
-    /// `limit` bytes; see the module docs.
-    pub fn encode(&mut self, term: Term<'_>, out: &mut Vec<u8>, limit: usize) -> Encoded {
-        self.begin(limit);
+    /// `limit` bytes and counting the size of the rest over at most `count` more terms; see the
+    /// module docs.
+    pub fn encode(
+        &mut self,
+        term: Term<'_>,
+        out: &mut Vec<u8>,
+        limit: usize,
+        count: u32,
+    ) -> Encoded {
+        self.begin(limit, count);
         out.push(VERSION);
         walk(self, term.get_env().as_c_arg(), &[term.as_c_arg()], out);
         self.finish(out)
@@ -242,8 +247,9 @@ impl Encoder {
         b: Term<'_>,
         out: &mut Vec<u8>,
         limit: usize,
+        count: u32,
     ) -> Encoded {
-        self.begin(limit);
+        self.begin(limit, count);
         out.push(VERSION);
         out.extend_from_slice(&[SMALL_TUPLE_EXT, 2]);
         walk(

@@ -23,6 +23,9 @@ struct Scratch {
     encoder: etf::Encoder,
 }
 
+/// Terms a payload other than a state is counted over past its cap, at least (see `record`).
+const MIN_COUNT: u32 = 64;
+
 /// Buffers larger than this after an event are given back, so one huge message does not pin its
 /// size in every scheduler forever.
 const KEEP_BUFFER: usize = 1 << 17;
@@ -440,12 +443,20 @@ pub(crate) fn record(store: &Store, h: &Header, payload: Payload) -> Option<u64>
         } = &mut *s;
         buf.clear();
         // Copy up to what the store keeps of this kind, no more: the work on a payload over the
-        // cap is bounded by the cap. A state's cap is at least 64 KiB, so that the hash which
-        // tells an unchanged truncated state from a changed one covers that much.
-        let limit = if h.kind == Kind::State as u8 {
-            store.state_cap()
+        // cap is bounded by the cap. A state's cap is at least 64 KiB, and its size is counted
+        // over as many more terms as the cap has bytes, so that the hash (seeded with the size)
+        // which tells an unchanged truncated state from a changed one covers that much. Any other
+        // payload's size is counted over a sixteenth of that: a big argument list or message
+        // costs about its cap, not a walk of the whole term (its size is then a lower bound).
+        let (limit, count) = if h.kind == Kind::State as u8 {
+            let cap = store.state_cap();
+            (cap, u32::try_from(cap).unwrap_or(u32::MAX))
         } else {
-            store.max_payload()
+            let cap = store.max_payload();
+            (
+                cap,
+                u32::try_from(cap / 16).unwrap_or(u32::MAX).max(MIN_COUNT),
+            )
         };
         encoder.set_clock(h.ts);
         let done = match payload {
@@ -453,8 +464,8 @@ pub(crate) fn record(store: &Store, h: &Header, payload: Payload) -> Option<u64>
                 total: 0,
                 exact: true,
             },
-            Payload::Term(t) => encoder.encode(t, buf, limit),
-            Payload::Pair(a, b) => encoder.encode_pair(a, b, buf, limit),
+            Payload::Term(t) => encoder.encode(t, buf, limit, count),
+            Payload::Pair(a, b) => encoder.encode_pair(a, b, buf, limit, count),
         };
         let appended = if h.kind == Kind::State as u8 {
             store.append_state(h, buf, done.total, done.exact, truncated)
