@@ -1,0 +1,157 @@
+defmodule ElixirScope.CaptureStressTest do
+  # Capture and queries at once, for a bounded time: 8 processes capture (messages, and calls
+  # of a traced GenServer whose states are recorded) while 4 processes query as they go. What
+  # the README promises must hold throughout and at the end: seqs strictly increasing and
+  # gapless, each process's messages in the order it sent them, a pager that follows the
+  # capture with `after_seq` never stepping over an event that appears later, states only
+  # moving forward, every event stored or counted dropped.
+  use ExUnit.Case, async: false
+  import ElixirScope.ScopeCase
+
+  alias ElixirScope.{Query, Store}
+
+  @moduletag timeout: 60_000
+
+  # How long the capturing processes run (ELIXIR_SCOPE_STRESS_SECONDS for a longer run by hand).
+  @millis String.to_integer(System.get_env("ELIXIR_SCOPE_STRESS_SECONDS", "3")) * 1000
+
+  defmodule Counter do
+    use GenServer
+    def init(n), do: {:ok, n}
+    def handle_call({:add, k}, _from, n), do: {:reply, n + k, n + k}
+  end
+
+  test "8 processes capturing and 4 querying: ordered, gapless, nothing missed or lost" do
+    store = new_store(max_events: 4_000_000)
+    {:ok, counter} = GenServer.start(Counter, 0)
+    trace_states_into(counter, store)
+    parent = self()
+    sink = spawn(fn -> sink() end)
+    trace_into(sink, store)
+    deadline = System.monotonic_time(:millisecond) + @millis
+
+    producers =
+      for w <- 1..8 do
+        pid =
+          spawn_waiting(fn ->
+            send(parent, {:made, self(), produce(sink, counter, w, 1, deadline)})
+          end)
+
+        trace_into(pid, store)
+        pid
+      end
+
+    queriers = [
+      Task.async(fn -> page(store, 0, 0, producers) end),
+      Task.async(fn -> states(store, counter, 0, 0, producers) end),
+      Task.async(fn -> counts(store, 0, 0, producers) end),
+      Task.async(fn -> timelines(store, producers, 0, producers) end)
+    ]
+
+    Enum.each(producers, &send(&1, :go))
+    made = for p <- producers, into: %{}, do: {p, receive(do: ({:made, ^p, n} -> n))}
+
+    [paged, state_reads, count_reads, timeline_reads] =
+      Enum.map(queriers, &Task.await(&1, 30_000))
+
+    all = Query.events(store: store)
+    n = length(all)
+    stats = Store.stats(store)
+    assert stats.dropped == 0
+    assert stats.events == n
+    assert Enum.map(all, & &1.seq) == Enum.to_list(1..n)
+
+    # Each producer's messages to the sink, all of them, in the order it sent them.
+    for {p, made} <- made do
+      ticks = for %{kind: :send, pid: ^p, data: {:tick, _, i}} <- all, do: i
+
+      assert ticks == Enum.to_list(1..made), "#{inspect(p)} sent 1..#{made}"
+    end
+
+    # The pager saw every event once, in order, never one past a gap that later filled.
+    assert paged == n
+    assert state_reads > 10 and count_reads > 10 and timeline_reads > 10
+    GenServer.stop(counter)
+    send(sink, :stop)
+  end
+
+  defp sink do
+    receive do
+      :stop -> :ok
+      _ -> sink()
+    end
+  end
+
+  # Sends ticks, and every fourth tick a call to the counter, until the deadline (or 30,000
+  # ticks, to keep the store's size reasonable); the number of ticks sent.
+  defp produce(sink, counter, w, i, deadline) do
+    send(sink, {:tick, w, i})
+    if rem(i, 4) == 0, do: GenServer.call(counter, {:add, 1})
+
+    if i < 30_000 and System.monotonic_time(:millisecond) < deadline,
+      do: produce(sink, counter, w, i + 1, deadline),
+      else: i
+  end
+
+  defp running?(producers), do: Enum.any?(producers, &Process.alive?/1)
+
+  # Follows the capture a page at a time: each page starts right after the last seq seen,
+  # with no gap. Returns how many events it saw, after the producers are done and it caught up.
+  defp page(store, last, seen, producers) do
+    page = Query.events(store: store, after_seq: last, limit: 500)
+    seqs = Enum.map(page, & &1.seq)
+    assert seqs == Enum.to_list((last + 1)..(last + length(page))//1)
+
+    cond do
+      page != [] -> page(store, List.last(seqs), seen + length(page), producers)
+      running?(producers) -> page(store, last, seen, producers)
+      true -> finish_paging(store, last, seen)
+    end
+  end
+
+  # After the producers: what is left, once no event is in flight.
+  defp finish_paging(store, last, seen) do
+    Process.sleep(50)
+    rest = Query.events(store: store, after_seq: last)
+    assert Enum.map(rest, & &1.seq) == Enum.to_list((last + 1)..(last + length(rest))//1)
+    seen + length(rest)
+  end
+
+  # The counter's state now, as recorded: never going back.
+  defp states(store, counter, prev, reads, producers) do
+    if running?(producers) do
+      n =
+        case Query.state_at(counter, :now, store: store) do
+          {:ok, n} -> n
+          {:error, :no_state} -> 0
+        end
+
+      assert n >= prev
+      states(store, counter, n, reads + 1, producers)
+    else
+      reads
+    end
+  end
+
+  # Counts of sends: never going back.
+  defp counts(store, prev, reads, producers) do
+    if running?(producers) do
+      n = Query.count(store: store, kind: :send)
+      assert n >= prev
+      counts(store, n, reads + 1, producers)
+    else
+      reads
+    end
+  end
+
+  # A producer's timeline: its ticks in order.
+  defp timelines(store, [p | rest], reads, producers) do
+    if running?(producers) do
+      ticks = for %{kind: :send, data: {:tick, _, i}} <- Query.timeline(p, store: store), do: i
+      assert ticks == Enum.to_list(1..length(ticks)//1)
+      timelines(store, rest ++ [p], reads + 1, producers)
+    else
+      reads
+    end
+  end
+end
