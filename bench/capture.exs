@@ -18,8 +18,6 @@
 # BENCH_PARTS=W1,W2,P3 picks the parts (all by default).
 
 Code.require_file("support/harness.exs", __DIR__)
-Code.require_file("support/states.exs", __DIR__)
-Code.require_file("support/overload.exs", __DIR__)
 alias Bench.Harness
 alias ElixirScope.{Persist, Store, Tracer}
 
@@ -230,6 +228,10 @@ defmodule Bench.Capture do
     end
   end
 end
+
+# W2 and P3 (P3 runs W1's loop, so after Bench.Capture is defined).
+Code.require_file("support/states.exs", __DIR__)
+Code.require_file("support/overload.exs", __DIR__)
 
 rounds = String.to_integer(System.get_env("BENCH_ROUNDS", "5"))
 parts = String.split(System.get_env("BENCH_PARTS", "W1,W2,P3"), ",")
