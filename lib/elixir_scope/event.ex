@@ -102,19 +102,21 @@ defmodule ElixirScope.Event do
 
   defmodule Truncated do
     @moduledoc """
-    What is kept of a payload over the store's `max_payload_bytes`: the size of its encoding,
-    a hash, and its first bytes (a prefix of the External Term Format encoding).
+    What is kept of a payload over its cap: the size of its encoding, a hash, and its first
+    bytes (a prefix of the External Term Format encoding). The cap is the store's
+    `max_payload_bytes`, and 1 MiB for a state (states are kept whole up to there, however
+    small `max_payload_bytes` is).
 
     * `size` - bytes of the whole encoding. `exact: false` means the tracer stopped counting
       and `size` is a lower bound: past the cap it counts a payload over at most a sixteenth
       as many subterms as the cap has bytes (a state: as many, up to 50,000), so a big term
       costs about its cap to capture (a binary's bytes are counted by its size, never read).
-    * `hash` - xxh3, seeded with `size`, of the first 64 KiB of the encoding (of all of it when
-      smaller): equal payloads have equal hashes.
+    * `hash` - xxh3, seeded with `size`, of the bytes encoded up to the cap: equal payloads
+      have equal hashes.
     * `size: :unknown` means the store's byte budget was spent and nothing was kept.
 
-    Capturing a big payload costs the traced process at most the first 64 KiB (or
-    `max_payload_bytes` when larger): the rest is counted, never copied.
+    Capturing a big payload costs the traced process about its cap: the rest is counted,
+    never copied.
     """
     defstruct [:size, :hash, :prefix, exact: true]
 

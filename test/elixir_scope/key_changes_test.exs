@@ -72,7 +72,7 @@ defmodule ElixirScope.KeyChangesTest do
   end
 
   test "a state over the payload cap hides its keys, but is no change from absent to absent" do
-    # States are kept whole up to 64 KiB (however small max_payload_bytes); past that only a
+    # States are kept whole up to 1 MiB (however small max_payload_bytes); past that only a
     # size, a hash and a prefix: which keys changed is unknown.
     store = new_store(max_payload_bytes: 64)
     {:ok, blob} = GenServer.start_link(Blob, nil)
@@ -80,7 +80,13 @@ defmodule ElixirScope.KeyChangesTest do
     big = &String.duplicate("x", &1)
 
     # Small, then three different truncated states, then small again.
-    calls = [{:count, 1}, {:blob, big.(70_000)}, {:blob, big.(80_000)}, {:blob, big.(90_000)}]
+    calls = [
+      {:count, 1},
+      {:blob, big.(1_100_000)},
+      {:blob, big.(1_200_000)},
+      {:blob, big.(1_300_000)}
+    ]
+
     for c <- calls ++ [{:blob, ""}, {:count, 4}], do: :ok = GenServer.call(blob, c)
 
     states = fn pid ->
@@ -106,9 +112,9 @@ defmodule ElixirScope.KeyChangesTest do
 
     # A process whose every state is truncated has no known key changes at all.
     {:ok, all_big} = GenServer.start_link(Blob, nil)
-    :ok = GenServer.call(all_big, {:blob, big.(70_000)})
+    :ok = GenServer.call(all_big, {:blob, big.(1_100_000)})
     trace_states_into(all_big, store)
-    for n <- 1..3, do: :ok = GenServer.call(all_big, {:blob, big.(70_000 + n)})
+    for n <- 1..3, do: :ok = GenServer.call(all_big, {:blob, big.(1_100_000 + n)})
     wait_until(fn -> length(states.(all_big)) == 4 end)
     assert Enum.all?(states.(all_big), &truncated?/1)
     assert Query.key_changes(all_big, :count, store: store) == []

@@ -5,6 +5,7 @@
 //! published since the last one (`Index::catch_up`), under the store's query lock. Capture never
 //! waits for it.
 
+use crate::capture::delta;
 use crate::capture::log::CaptureLog;
 use crate::formats::etf;
 use crate::formats::event::{EventRef, Kind, KindMask, PidKey, Seq, Timestamp};
@@ -371,12 +372,11 @@ impl Index {
             return;
         }
         let states = &self.pids[&pid].states;
-        let before = states
-            .len()
-            .checked_sub(2)
-            .and_then(|i| log.get(states[i]))
-            .and_then(|p| p.data());
-        match changed_keys(before, ev.data()) {
+        let before = states.len().checked_sub(2).and_then(|i| log.get(states[i]));
+        // States stored as deltas, resolved (see `capture::delta`).
+        let (mut b, mut a) = (Vec::new(), Vec::new());
+        let before = before.as_ref().and_then(|p| delta::data(log, p, &mut b));
+        match changed_keys(before, delta::data(log, ev, &mut a)) {
             Some(keys) => {
                 let of_pid = self.state_keys.entry(pid).or_default();
                 for key in keys {
@@ -517,6 +517,22 @@ pub fn changed_keys<'a>(before: Option<&'a [u8]>, after: Option<&'a [u8]>) -> Op
     Some(out)
 }
 
+/// `ev` as readers see it, given its bytes resolved when it is a delta (`own`).
+fn whole_view<'b>(ev: &EventRef<'b>, own: &'b Option<Vec<u8>>) -> EventRef<'b> {
+    match own {
+        Some(bytes) => {
+            let mut w = EventRef {
+                payload: bytes,
+                ..*ev
+            };
+            w.header.flags &= !(crate::formats::event::flags::STATE_DELTA
+                | crate::formats::event::flags::PAYLOAD_DROPPED);
+            w
+        }
+        None => *ev,
+    }
+}
+
 /// The state events of `pid` at which map key `key` changed (was added, changed or removed),
 /// in order: from the key index, or, for a process it could not index, from its states.
 pub fn key_changes(log: &CaptureLog, idx: &Index, pid: PidKey, key: &str) -> Vec<Seq> {
@@ -532,19 +548,29 @@ pub fn key_changes(log: &CaptureLog, idx: &Index, pid: PidKey, key: &str) -> Vec
         return Vec::new();
     };
     let mut out = Vec::new();
-    let mut before: Option<EventRef> = None;
+    // The previous state, with its bytes when stored as a delta (see `capture::delta`).
+    let mut before: Option<(EventRef, Option<Vec<u8>>)> = None;
     for &seq in &p.states {
         let Some(ev) = log.get(seq) else { continue };
-        let prev = before.as_ref().and_then(|b| b.data());
-        let changed = match changed_keys(prev, ev.data()) {
-            Some(keys) => keys.contains(&key),
-            // Not diffable (not a map, too large, truncated): a change if the bytes differ.
-            None => before.as_ref().is_none_or(|b| b.payload != ev.payload),
+        let own = delta::is_delta(&ev)
+            .then(|| {
+                let mut b = Vec::new();
+                delta::resolve(log, &ev, &mut b).then_some(b)
+            })
+            .flatten();
+        let changed = {
+            let cur = whole_view(&ev, &own);
+            let prev = before.as_ref().map(|(e, o)| whole_view(e, o));
+            match changed_keys(prev.as_ref().and_then(|p| p.data()), cur.data()) {
+                Some(keys) => keys.contains(&key),
+                // Not diffable (not a map, too large, truncated): a change if the bytes differ.
+                None => prev.is_none_or(|b| b.payload != cur.payload),
+            }
         };
         if changed {
             out.push(seq);
         }
-        before = Some(ev);
+        before = Some((ev, own));
     }
     out
 }

@@ -1,6 +1,7 @@
 //! A capture store: what it captured (a [`Reader`]), the live policy, and the settings the capture
 //! path needs.
 
+use crate::capture::delta;
 use crate::capture::log::{Appended, CaptureLog, Limits, LogStats};
 use crate::capture::policy::{mix64, Level, Policy, SampleBy};
 use crate::formats::error::Error;
@@ -58,9 +59,10 @@ impl Default for Config {
 
 pub use crate::capture::log::{MAX_BYTES, MAX_EVENTS};
 
-/// States are kept whole up to this size even when `max_payload_bytes` is smaller: the history
-/// queries read them (and a state is stored once while it does not change).
-pub const MIN_STATE_CAP: usize = 1 << 16;
+/// States are kept whole up to this size (the largest payload), whatever `max_payload_bytes`
+/// is: the history queries read them, and a state that changes little is stored as a change to
+/// the previous one (see `capture::delta`), one that does not change not stored again.
+pub const STATE_CAP: usize = MAX_PAYLOAD_CAP;
 
 /// Smallest allowed payload cap: room for the truncation record (16 bytes) plus a useful prefix.
 pub const MIN_PAYLOAD_CAP: usize = 64;
@@ -130,6 +132,28 @@ fn stored_form<'a>(
         h.flags |= flags::TRUNCATED;
         scratch
     }
+}
+
+/// The flags a state sharing `previous`'s payload takes from it: a delta's (the same record,
+/// against the same base, resolves to the same state).
+fn delta_flags(previous: &crate::formats::event::EventRef<'_>) -> u8 {
+    if delta::is_delta(previous) {
+        flags::STATE_DELTA | flags::PAYLOAD_DROPPED
+    } else {
+        0
+    }
+}
+
+/// Whether the concatenation of `parts` is `bytes`.
+fn same_bytes(parts: &[&[u8]], bytes: &[u8]) -> bool {
+    let mut at = 0;
+    for p in parts {
+        if bytes.get(at..at + p.len()) != Some(*p) {
+            return false;
+        }
+        at += p.len();
+    }
+    at == bytes.len()
 }
 
 /// A live capture store.
@@ -248,17 +272,24 @@ impl Store {
     /// The complete (not truncated) payload of `pid`'s last state event, when the lossy
     /// last-state table still knows it (a `gen_statem`'s `keep_state` result needs the state name
     /// from it).
-    pub fn last_state_payload(&self, pid: PidKey) -> Option<&[u8]> {
-        self.last_state_event(pid).map(|e| e.payload)
+    pub fn last_state_payload(&self, pid: PidKey) -> Option<std::borrow::Cow<'_, [u8]>> {
+        let ev = self.last_state_event(pid)?;
+        if !delta::is_delta(&ev) {
+            return Some(std::borrow::Cow::Borrowed(ev.payload));
+        }
+        let mut out = Vec::new();
+        delta::resolve(self.log(), &ev, &mut out).then_some(std::borrow::Cow::Owned(out))
     }
 
-    /// `pid`'s last state event with its complete payload, if the lossy table still knows it.
+    /// `pid`'s last state event, whole or as a delta (not truncated, not without its payload),
+    /// if the lossy table still knows it.
     fn last_state_event(&self, pid: PidKey) -> Option<crate::formats::event::EventRef<'_>> {
         let seq = self.last_state_slot(pid).load(Ordering::Relaxed);
         self.log().get(seq).filter(|e| {
             e.header.pid == pid
                 && e.header.kind == Kind::State as u8
-                && e.header.flags & (flags::TRUNCATED | flags::PAYLOAD_DROPPED) == 0
+                && (delta::is_delta(e)
+                    || e.header.flags & (flags::TRUNCATED | flags::PAYLOAD_DROPPED) == 0)
         })
     }
 
@@ -274,12 +305,13 @@ impl Store {
         if self.is_closed() {
             return None;
         }
-        let previous = self.last_state_event(header.pid)?.seq;
+        let previous = self.last_state_event(header.pid)?;
         let h = Header {
             kind: Kind::State as u8,
-            flags: flags::STATE_UNCHANGED,
+            flags: flags::STATE_UNCHANGED | delta_flags(&previous),
             ..*header
         };
+        let previous = previous.seq;
         let appended = self.log().append_sharing(&h, previous);
         if let Appended::Stored(seq) = appended {
             self.last_state_slot(h.pid).store(seq, Ordering::Relaxed);
@@ -306,14 +338,35 @@ impl Store {
         let stored = stored_form(seen, full_len, exact, self.state_cap(), &mut h, scratch);
         let slot = self.last_state_slot(h.pid);
         let previous = slot.load(Ordering::Relaxed);
-        let same = self.log().get(previous).is_some_and(|p| {
-            p.header.pid == h.pid && p.header.kind == Kind::State as u8 && p.payload == stored
-        });
-        let appended = if same {
-            h.flags |= flags::STATE_UNCHANGED;
-            self.log().append_sharing(&h, previous)
-        } else {
-            self.log().append(&h, stored)
+        let log = self.log();
+        let prev = log
+            .get(previous)
+            .filter(|p| p.header.pid == h.pid && p.header.kind == Kind::State as u8);
+        let mut record = Vec::new();
+        let appended = match prev {
+            // A whole state: compared with the previous one as it resolves (whole or a delta),
+            // and stored as a change to it when that is worth it (see `capture::delta`).
+            Some(p) if h.flags & flags::TRUNCATED == 0 => {
+                let mut parts = Vec::new();
+                let resolves = delta::pieces(log, &p, &mut parts);
+                if resolves && same_bytes(&parts, stored) {
+                    h.flags |= flags::STATE_UNCHANGED | delta_flags(&p);
+                    log.append_sharing(&h, previous)
+                } else if resolves
+                    && delta::encode(p.seq, delta::depth(&p), &parts, stored, &mut record)
+                {
+                    h.flags |= flags::STATE_DELTA | flags::PAYLOAD_DROPPED;
+                    log.append(&h, &record)
+                } else {
+                    log.append(&h, stored)
+                }
+            }
+            // A truncated state: unchanged when its stored form is the previous one's.
+            Some(p) if p.payload == stored && !delta::is_delta(&p) => {
+                h.flags |= flags::STATE_UNCHANGED;
+                log.append_sharing(&h, previous)
+            }
+            _ => log.append(&h, stored),
         };
         if let Appended::Stored(seq) | Appended::StoredWithoutPayload(seq) = appended {
             slot.store(seq, Ordering::Relaxed);
@@ -369,9 +422,10 @@ impl Store {
         self.max_payload
     }
 
-    /// The cap of state payloads: `max_payload`, but at least [`MIN_STATE_CAP`].
+    /// The cap of state payloads: [`STATE_CAP`], whatever `max_payload` is (a state is kept
+    /// whole up to there; stored as a change to the previous state when it changes little).
     pub fn state_cap(&self) -> usize {
-        self.max_payload.clamp(MIN_STATE_CAP, MAX_PAYLOAD_CAP)
+        STATE_CAP
     }
 
     /// Stops accepting events for good. Relaxed: a few late events after closing are harmless.
@@ -467,7 +521,7 @@ mod tests {
         // Only the three distinct payloads took bytes.
         assert_eq!(store.stats().payload_bytes, 6);
         assert_eq!(store.last_state_of(1), Some(4));
-        assert_eq!(store.last_state_payload(1), Some(&b"bb"[..]));
+        assert_eq!(store.last_state_payload(1).as_deref(), Some(&b"bb"[..]));
         assert_eq!(store.last_state_payload(3), None);
         // A callback that kept its state: the last one again, no bytes; none for a process
         // without one.

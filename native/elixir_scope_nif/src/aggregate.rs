@@ -4,6 +4,7 @@ use crate::atoms;
 use crate::codec::decode_matcher;
 use crate::codec::{decode_filter, kind_atom};
 use crate::store::reader_of;
+use elixir_scope_core::capture::delta;
 use elixir_scope_core::formats::event::{EventRef, Kind};
 use elixir_scope_core::query::aggregate::{self, GroupBy, Key};
 use elixir_scope_core::reader::Reader;
@@ -78,9 +79,14 @@ fn query_count<'a>(
         }
     };
     let mut binds = Vec::new();
+    let mut whole = Vec::new();
+    let log = store.log();
     let mut keep = |ev: &EventRef| match &matcher {
         None => true,
-        Some(m) => ev.data().is_some_and(|d| m.matches(d, &mut binds)),
+        // A state stored as a delta is matched as the state it resolves to.
+        Some(m) => delta::with_whole(log, ev, &mut whole, |w| {
+            w.data().is_some_and(|d| m.matches(d, &mut binds))
+        }),
     };
     let tag = matcher.as_ref().and_then(|m| m.tag());
     let groups = elixir_scope_core::query::plan(store, &mut filter, tag, |filter, seqs| {

@@ -4,6 +4,7 @@
 
 use crate::atoms;
 use crate::terms::{atom_key, key_or_nil, key_term, opt_with, pid_arg};
+use elixir_scope_core::capture::delta;
 use elixir_scope_core::formats::etf;
 use elixir_scope_core::formats::event::{EventRef, Kind, KindMask};
 use elixir_scope_core::query::matcher::{
@@ -138,8 +139,18 @@ fn decode_payload<'a>(env: Env<'a>, store: &Reader, ev: &EventRef) -> Option<Ter
     crate::foreign::decode(env, store.symbols(), ev.payload)
 }
 
-/// Encodes one event of `store` as `{seq, ts, kind, pid, peer, mfa, payload, flags}`.
-pub(crate) fn encode_event<'a>(env: Env<'a>, store: &Reader, ev: &EventRef) -> Term<'a> {
+/// Encodes one event of `store` as `{seq, ts, kind, pid, peer, mfa, payload, flags}`; a state
+/// stored as a delta as the state it resolves to (see `capture::delta`).
+pub(crate) fn encode_event<'a, 'r>(env: Env<'a>, store: &'r Reader, ev: &EventRef<'r>) -> Term<'a> {
+    if delta::is_delta(ev) {
+        let mut buf = Vec::new();
+        return delta::with_whole(store.log(), ev, &mut buf, |w| encode_whole(env, store, w));
+    }
+    encode_whole(env, store, ev)
+}
+
+/// [`encode_event`] of an event stored whole.
+fn encode_whole<'a>(env: Env<'a>, store: &Reader, ev: &EventRef) -> Term<'a> {
     let h = &ev.header;
     let nil = atoms::nil().encode(env);
     let pid_or_nil = |k: u64| key_or_nil(env, store, k);

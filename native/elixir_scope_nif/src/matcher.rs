@@ -5,6 +5,7 @@
 use crate::atoms;
 use crate::codec::{bound_term, decode_filter, decode_matcher, encode_event};
 use crate::store::reader_of;
+use elixir_scope_core::capture::delta;
 use elixir_scope_core::formats::event::EventRef;
 use elixir_scope_core::query;
 use elixir_scope_core::query::Filter;
@@ -38,25 +39,29 @@ fn query_match<'a>(
     let mut out: Vec<Term> = Vec::new();
     let mut binds = Vec::new();
     let mut scratch = Vec::new();
+    let mut whole = Vec::new();
     let mut visit = |ev: &EventRef| -> bool {
-        if let Some(data) = ev.data() {
-            if matcher.matches(data, &mut binds) {
-                let values: Vec<Term> = binds
-                    .iter()
-                    .map(|b| {
-                        b.as_ref()
-                            .and_then(|b| bound_term(env, store, data, b, &mut scratch))
-                            .unwrap_or(nil)
-                    })
-                    .collect();
-                let head = if with_events {
-                    encode_event(env, store, ev)
-                } else {
-                    ev.seq.encode(env)
-                };
-                out.push((head, values).encode(env));
+        // A state stored as a delta is matched as the state it resolves to.
+        delta::with_whole(store.log(), ev, &mut whole, |ev| {
+            if let Some(data) = ev.data() {
+                if matcher.matches(data, &mut binds) {
+                    let values: Vec<Term> = binds
+                        .iter()
+                        .map(|b| {
+                            b.as_ref()
+                                .and_then(|b| bound_term(env, store, data, b, &mut scratch))
+                                .unwrap_or(nil)
+                        })
+                        .collect();
+                    let head = if with_events {
+                        encode_event(env, store, ev)
+                    } else {
+                        ev.seq.encode(env)
+                    };
+                    out.push((head, values).encode(env));
+                }
             }
-        }
+        });
         out.len() < limit
     };
     scan_store(store, &mut filter, matcher.tag(), &mut visit);

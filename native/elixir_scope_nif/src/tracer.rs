@@ -403,7 +403,7 @@ fn record_statem<'a>(env: Env<'a>, store: &Store, h: &Header, value: Term<'a>) {
             }
             let Some(name) = store
                 .last_state_payload(h.pid)
-                .and_then(|p| statem_name(env, p))
+                .and_then(|p| statem_name(env, &p))
             else {
                 return;
             };

@@ -302,15 +302,19 @@ impl CaptureLog {
         let (off, len) = match self.copy_payload(payload) {
             Some(off) => (off, payload.len() as u32),
             None => {
-                header.flags |= flags::PAYLOAD_DROPPED;
+                header.flags = (header.flags | flags::PAYLOAD_DROPPED) & !flags::STATE_DELTA;
                 (0, 0)
             }
         };
-        if header.flags & (flags::TRUNCATED | flags::PAYLOAD_DROPPED) != 0 {
+        // A state stored as a delta is flagged as without a payload for readers that do not
+        // resolve it (see `capture::delta`): it is whole, not truncated.
+        let lost = header.flags & flags::STATE_DELTA == 0
+            && header.flags & (flags::TRUNCATED | flags::PAYLOAD_DROPPED) != 0;
+        if lost {
             self.truncated.fetch_add(1, Ordering::Relaxed);
         }
         let seq = self.base + Self::publish(slot, idx, &header, off, len);
-        if header.flags & flags::PAYLOAD_DROPPED != 0 {
+        if header.flags & flags::STATE_DELTA == 0 && header.flags & flags::PAYLOAD_DROPPED != 0 {
             Appended::StoredWithoutPayload(seq)
         } else {
             Appended::Stored(seq)

@@ -2,6 +2,7 @@
 //! and sampling), hashing, and the bounded lock-free log.
 
 pub mod chunks;
+pub mod delta;
 pub mod hash;
 pub mod log;
 pub mod policy;

@@ -165,6 +165,10 @@ pub mod flags {
     /// A state event equal to the process's previous state: its payload is shared with that
     /// event, not stored again.
     pub const STATE_UNCHANGED: u8 = 8;
+    /// A state stored as a change to an earlier state of its process, in a live capture's log
+    /// only (see `capture::delta`); [`PAYLOAD_DROPPED`] is set with it, so that a reader that
+    /// does not resolve it never takes the record for the state.
+    pub const STATE_DELTA: u8 = 16;
 }
 
 /// The fixed-size part of an event. `Copy`, 48 bytes, written once by the capturing thread.

@@ -150,7 +150,9 @@ impl<'a> Record<'a> {
                     function,
                     arity,
                     kind,
-                    flags,
+                    // Deltas live only in a capture's memory (segments hold states whole): a
+                    // file that says otherwise is not believed.
+                    flags: flags & !crate::formats::event::flags::STATE_DELTA,
                 },
                 payload,
             }),
@@ -464,6 +466,22 @@ mod tests {
                 truncated: 1,
             },
         ]
+    }
+
+    #[test]
+    fn a_file_never_makes_a_state_a_delta() {
+        // Only a capture's memory holds deltas; a record claiming one is read as a state
+        // without its payload, as it also says.
+        let mut r = event(3, b"anything");
+        if let Record::Event { flags: f, .. } = &mut r {
+            *f = crate::formats::event::flags::STATE_DELTA
+                | crate::formats::event::flags::PAYLOAD_DROPPED;
+        }
+        let ev = r.as_event().unwrap();
+        assert_eq!(
+            ev.header.flags,
+            crate::formats::event::flags::PAYLOAD_DROPPED
+        );
     }
 
     #[test]

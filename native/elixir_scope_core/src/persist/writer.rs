@@ -1,6 +1,7 @@
 //! Writing a capture to a segment directory: [`Writer`] follows a capture store's events as
 //! they are published, and [`save`] writes a whole log (a capture's or an opened trace's) at once.
 
+use crate::capture::delta;
 use crate::capture::hash::WordHasher;
 use crate::formats::error::Error;
 use crate::formats::event::{flags, Kind, PidKey, Seq};
@@ -140,6 +141,7 @@ impl Writer {
         let published = log.published_seq();
         let last = published.min(self.next.saturating_add(max) - 1);
         let mut written = 0;
+        let mut whole = Vec::new();
         while self.next <= last {
             let Some(ev) = log.get(self.next) else {
                 // A seq whose writer got no memory never appears (the log counted it dropped).
@@ -158,7 +160,7 @@ impl Writer {
             if disk.header.kind == Kind::Var as u8 && disk.header.peer != 0 {
                 disk.header.peer += self.base;
             }
-            let h = &disk.header;
+            let h = disk.header;
             for word in [h.pid, h.peer_pid(), h.module, h.function] {
                 if word != 0 && !self.known.contains(&word) {
                     if let Some(etf) = symbol(word) {
@@ -169,15 +171,31 @@ impl Writer {
                 }
             }
             let is_state = h.kind == Kind::State as u8;
-            let mut payload = ev.payload;
             // An unchanged state shares the payload this segment already holds.
-            if is_state && self.states.contains(&h.pid) && h.flags & flags::STATE_UNCHANGED != 0 {
-                payload = &[];
+            let elided =
+                is_state && self.states.contains(&h.pid) && h.flags & flags::STATE_UNCHANGED != 0;
+            // A state stored as a delta is written whole (see `capture::delta`): segments hold
+            // no deltas. One that cannot be resolved is written without its payload.
+            if delta::is_delta(&ev) {
+                disk.header.flags &= !flags::STATE_DELTA;
+                if elided {
+                    // Not written: the process's state before it, in this segment, is.
+                    disk.header.flags &= !flags::PAYLOAD_DROPPED;
+                } else if delta::resolve(log, &ev, &mut whole) {
+                    disk.header.flags &= !flags::PAYLOAD_DROPPED;
+                    disk.payload = &whole;
+                } else {
+                    disk.payload = &[];
+                }
             }
+            let payload = if elided { &[][..] } else { disk.payload };
             let offset = self.segments.current_len();
             self.segments.push(&Record::event(&disk, payload))?;
-            self.footer
-                .event(&disk, offset, !payload.is_empty() || ev.payload.is_empty());
+            self.footer.event(
+                &disk,
+                offset,
+                !payload.is_empty() || disk.payload.is_empty(),
+            );
             if is_state {
                 self.states.insert(h.pid);
             }

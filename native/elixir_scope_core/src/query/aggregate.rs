@@ -2,6 +2,7 @@
 //! function, message tag, time bucket) and call durations, computed in one pass without
 //! building a term per event.
 
+use crate::capture::delta;
 use crate::capture::log::CaptureLog;
 use crate::formats::event::{EventRef, Kind, Seq, Timestamp};
 use crate::query::history::{close_call, mfa_of};
@@ -82,6 +83,12 @@ pub fn count<'a>(
         if keep(ev) {
             match by {
                 GroupBy::All => total += 1,
+                // A state stored as a delta: its tag from the state resolved.
+                GroupBy::Tag if delta::is_delta(ev) => {
+                    let mut buf = Vec::new();
+                    let key = delta::with_whole(log, ev, &mut buf, |w| key_of(w, by));
+                    *groups.entry(key).or_default() += 1;
+                }
                 GroupBy::Tag => *tags.entry(ev.tag()).or_default() += 1,
                 _ => *groups.entry(key_of(ev, by)).or_default() += 1,
             }
@@ -91,10 +98,11 @@ pub fn count<'a>(
     if by == GroupBy::All && total > 0 {
         groups.insert(Key::All, total);
     }
-    groups.extend(
-        tags.into_iter()
-            .map(|(t, n)| (t.map_or(Key::NoTag, |t| Key::Tag(t.to_owned())), n)),
-    );
+    for (t, n) in tags {
+        *groups
+            .entry(t.map_or(Key::NoTag, |t| Key::Tag(t.to_owned())))
+            .or_default() += n;
+    }
     let mut out: Vec<(Key, u64)> = groups.into_iter().collect();
     out.sort_unstable();
     out

@@ -1,6 +1,7 @@
 //! Time-travel queries over the indexed log: a process's state at a point, its states over a
 //! window, the calls open at a point, the messages waiting in its mailbox, the processes alive.
 
+use crate::capture::delta;
 use crate::capture::log::CaptureLog;
 use crate::formats::etf;
 use crate::formats::event::{AtomKey, EventRef, Kind, PidKey, Seq};
@@ -29,18 +30,31 @@ pub fn states<'a>(
     };
     let lo = from.map_or(0, |f| count_upto(log, &p.states, f));
     let hi = to.map_or(p.states.len(), |t| count_upto(log, &p.states, t));
-    // A change is a state whose stored bytes differ from the previous state's (compared here:
-    // the capture's STATE_UNCHANGED flag may miss some, its table being lossy).
-    let mut prev: Option<&[u8]> = lo
-        .checked_sub(1)
-        .and_then(|i| log.get(p.states[i]))
-        .map(|e| e.payload);
+    // A change is a state whose bytes differ from the previous state's (compared here: the
+    // capture's STATE_UNCHANGED flag may miss some, its table being lossy), states stored as
+    // deltas resolved (see `capture::delta`).
+    let bytes = |e: &EventRef<'a>| -> Vec<u8> {
+        let mut b = Vec::new();
+        delta::with_whole(log, e, &mut b, |w| w.payload.to_vec())
+    };
+    let mut prev: Option<Vec<u8>> = None;
+    if changes_only {
+        prev = lo
+            .checked_sub(1)
+            .and_then(|i| log.get(p.states[i]))
+            .map(|e| bytes(&e));
+    }
     let mut out = Vec::new();
     for e in p.states[lo..hi.max(lo)].iter().filter_map(|&s| log.get(s)) {
-        if !changes_only || prev != Some(e.payload) {
+        if !changes_only {
+            out.push(e);
+            continue;
+        }
+        let now = bytes(&e);
+        if prev.as_ref() != Some(&now) {
             out.push(e);
         }
-        prev = Some(e.payload);
+        prev = Some(now);
     }
     out
 }
