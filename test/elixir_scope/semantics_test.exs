@@ -403,7 +403,12 @@ defmodule ElixirScope.SemanticsTest do
       ref = Process.monitor(holder)
       send(worker, :fail)
       assert_receive {:DOWN, ^ref, :process, ^holder, {%RuntimeError{}, _}}
-      wait_until(fn -> match?({:ok, _}, Query.why_crashed(holder)) end)
+      # Both exits recorded (each process records its own, the worker's maybe after the
+      # holder's): only then can the signal be inferred.
+      wait_until(fn ->
+        match?({:ok, _}, Query.why_crashed(holder)) and
+          match?({:ok, _}, Query.why_crashed(worker))
+      end)
 
       assert {:ok, crash} = Query.why_crashed(holder)
       assert crash.linked == []
