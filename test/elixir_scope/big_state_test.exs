@@ -94,9 +94,29 @@ defmodule ElixirScope.BigStateTest do
     :ok = GenServer.call(server, {:apply, &Map.put(&1, :blob, "small")})
     :ok = GenServer.call(server, {:apply, &Map.put(&1, :n, 1)})
 
-    assert [%{blob: ""}, %ElixirScope.Event.Truncated{}, %{blob: "small"}, %{blob: "small", n: 1}] =
+    assert [
+             %{blob: ""},
+             %ElixirScope.Event.Truncated{} = cut,
+             %{blob: "small"},
+             %{blob: "small", n: 1}
+           ] = states(server, store)
+
+    # Its size and hash, and no more of it than 64 KiB (or max_payload_bytes when larger).
+    assert cut.size > 1_100_000 and byte_size(cut.prefix) <= 65_536
+    GenServer.stop(server)
+  end
+
+  test "a store whose byte budget is smaller than a state keeps it truncated, not lost" do
+    store = new_store(max_bytes: 250_000)
+    {:ok, server} = GenServer.start(Server, %{blob: ""})
+    trace_states_into(server, store)
+    :ok = GenServer.call(server, {:apply, &Map.put(&1, :blob, :binary.copy("y", 300_000))})
+    :ok = GenServer.call(server, {:apply, &Map.put(&1, :blob, :binary.copy("y", 100_000))})
+
+    assert [%{blob: ""}, %ElixirScope.Event.Truncated{size: size, hash: hash}, %{blob: whole}] =
              states(server, store)
 
+    assert size > 300_000 and is_integer(hash) and byte_size(whole) == 100_000
     GenServer.stop(server)
   end
 

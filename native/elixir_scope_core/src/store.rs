@@ -5,7 +5,7 @@ use crate::capture::delta;
 use crate::capture::log::{Appended, CaptureLog, Limits, LogStats};
 use crate::capture::policy::{mix64, Level, Policy, SampleBy};
 use crate::formats::error::Error;
-use crate::formats::event::{flags, truncate_payload, AtomKey, Header, Kind, PidKey};
+use crate::formats::event::{flags, truncate_payload, AtomKey, Header, Kind, PidKey, Seq};
 use crate::reader::Reader;
 use parking_lot::{Mutex, MutexGuard};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -64,6 +64,10 @@ pub use crate::capture::log::{MAX_BYTES, MAX_EVENTS};
 /// the previous one (see `capture::delta`), one that does not change not stored again.
 pub const STATE_CAP: usize = MAX_PAYLOAD_CAP;
 
+/// What the truncated form of a state over [`STATE_CAP`] keeps at least (its hash, which tells
+/// an unchanged truncated state from a changed one, covers every byte encoded).
+pub const MIN_STATE_KEEP: usize = 1 << 16;
+
 /// Smallest allowed payload cap: room for the truncation record (16 bytes) plus a useful prefix.
 pub const MIN_PAYLOAD_CAP: usize = 64;
 /// Largest allowed payload cap (one payload chunk).
@@ -116,19 +120,19 @@ impl Config {
 }
 
 /// What is stored of an encoding: `seen` itself when it is the whole encoding and fits `cap`,
-/// else its truncated form built in `scratch` (and `h` flagged).
+/// else its truncated form, of at most `keep` bytes, built in `scratch` (and `h` flagged).
 fn stored_form<'a>(
     seen: &'a [u8],
     full_len: u64,
     exact: bool,
-    cap: usize,
+    (cap, keep): (usize, usize),
     h: &mut Header,
     scratch: &'a mut Vec<u8>,
 ) -> &'a [u8] {
     if exact && full_len == seen.len() as u64 && seen.len() <= cap {
         seen
     } else {
-        truncate_payload(seen, full_len, exact, cap, scratch);
+        truncate_payload(seen, full_len, exact, keep, scratch);
         h.flags |= flags::TRUNCATED;
         scratch
     }
@@ -178,7 +182,12 @@ pub struct Store {
     /// The raw term of the local process told about new state servers (see [`Store::watcher`]);
     /// 0 when none.
     watcher: AtomicU64,
+    /// Unique among the stores of this OS process (see [`Store::id`]).
+    id: u64,
 }
+
+/// The next [`Store::id`].
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 impl Store {
     /// A new, empty store.
@@ -200,7 +209,14 @@ impl Store {
             persist: Mutex::new(None),
             persisted: AtomicU64::new(0),
             watcher: AtomicU64::new(0),
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
         })
+    }
+
+    /// A number no other store of this OS process has, ever: what a capture thread's memory of
+    /// a store's events is keyed by (seqs start at 1 in every store).
+    pub fn id(&self) -> u64 {
+        self.id
     }
 
     /// Sets the process to tell when a traced process starts a state server (a `gen_server` or
@@ -269,16 +285,18 @@ impl Store {
         self.state_module_kind(module).is_some()
     }
 
-    /// The complete (not truncated) payload of `pid`'s last state event, when the lossy
-    /// last-state table still knows it (a `gen_statem`'s `keep_state` result needs the state name
-    /// from it).
-    pub fn last_state_payload(&self, pid: PidKey) -> Option<std::borrow::Cow<'_, [u8]>> {
+    /// The first `n` bytes (or all there are) of `pid`'s last state event's complete (not
+    /// truncated) payload, when the lossy last-state table still knows it (a `gen_statem`'s
+    /// `keep_state` result needs the state name, at its start).
+    pub fn last_state_front(&self, pid: PidKey, n: usize) -> Option<std::borrow::Cow<'_, [u8]>> {
         let ev = self.last_state_event(pid)?;
         if !delta::is_delta(&ev) {
-            return Some(std::borrow::Cow::Borrowed(ev.payload));
+            return Some(std::borrow::Cow::Borrowed(
+                &ev.payload[..n.min(ev.payload.len())],
+            ));
         }
         let mut out = Vec::new();
-        delta::resolve(self.log(), &ev, &mut out).then_some(std::borrow::Cow::Owned(out))
+        delta::front(self.log(), &ev, n, &mut out).then_some(std::borrow::Cow::Owned(out))
     }
 
     /// `pid`'s last state event, whole or as a delta (not truncated, not without its payload),
@@ -321,7 +339,8 @@ impl Store {
 
     /// Appends a state event, sharing the payload of the process's previous state event when the
     /// stored bytes are identical (flagged [`flags::STATE_UNCHANGED`]), so an unchanged state
-    /// costs a slot and no payload. Arguments as for [`Store::append_partial`].
+    /// costs a slot and no payload, and storing it as a change to that state when it changed
+    /// little (see [`crate::capture::delta`]). Arguments as for [`Store::append_partial`].
     pub fn append_state(
         &self,
         header: &Header,
@@ -330,12 +349,27 @@ impl Store {
         exact: bool,
         scratch: &mut Vec<u8>,
     ) -> Appended {
+        self.append_state_after(header, seen, full_len, exact, scratch, None)
+    }
+
+    /// [`Store::append_state`], given what the caller knows of the process's previous state:
+    /// `known` is `(seq, bytes)`, the state event `seq` resolved (a capture thread keeps the
+    /// last state it stored), so that telling a change needs no resolving of a chain of deltas.
+    pub fn append_state_after(
+        &self,
+        header: &Header,
+        seen: &[u8],
+        full_len: u64,
+        exact: bool,
+        scratch: &mut Vec<u8>,
+        known: Option<(Seq, &[u8])>,
+    ) -> Appended {
         if self.is_closed() {
             return Appended::Dropped;
         }
         let mut h = *header;
         h.kind = Kind::State as u8;
-        let stored = stored_form(seen, full_len, exact, self.state_cap(), &mut h, scratch);
+        let stored = stored_form(seen, full_len, exact, self.state_caps(), &mut h, scratch);
         let slot = self.last_state_slot(h.pid);
         let previous = slot.load(Ordering::Relaxed);
         let log = self.log();
@@ -348,12 +382,18 @@ impl Store {
             // and stored as a change to it when that is worth it (see `capture::delta`).
             Some(p) if h.flags & flags::TRUNCATED == 0 => {
                 let mut parts = Vec::new();
-                let resolves = delta::pieces(log, &p, &mut parts);
+                let resolves = match known {
+                    Some((seq, bytes)) if seq == p.seq => {
+                        parts.push(bytes);
+                        true
+                    }
+                    _ => delta::pieces(log, &p, &mut parts),
+                };
                 if resolves && same_bytes(&parts, stored) {
                     h.flags |= flags::STATE_UNCHANGED | delta_flags(&p);
                     log.append_sharing(&h, previous)
                 } else if resolves
-                    && delta::encode(p.seq, delta::depth(&p), &parts, stored, &mut record)
+                    && delta::encode(p.seq, delta::chain(&p), &parts, stored, &mut record)
                 {
                     h.flags |= flags::STATE_DELTA | flags::PAYLOAD_DROPPED;
                     log.append(&h, &record)
@@ -423,9 +463,17 @@ impl Store {
     }
 
     /// The cap of state payloads: [`STATE_CAP`], whatever `max_payload` is (a state is kept
-    /// whole up to there; stored as a change to the previous state when it changes little).
+    /// whole up to there; stored as a change to the previous state when it changes little), or
+    /// the largest payload the log can hold when smaller.
     pub fn state_cap(&self) -> usize {
-        STATE_CAP
+        STATE_CAP.min(self.log().largest_payload())
+    }
+
+    /// A state's cap (see [`Store::state_cap`]) and what its truncated form keeps past it: as
+    /// much as other payloads, and at least [`MIN_STATE_KEEP`].
+    fn state_caps(&self) -> (usize, usize) {
+        let cap = self.state_cap();
+        (cap, self.max_payload.max(MIN_STATE_KEEP).min(cap))
     }
 
     /// Stops accepting events for good. Relaxed: a few late events after closing are harmless.
@@ -460,7 +508,8 @@ impl Store {
             return Appended::Dropped;
         }
         let mut h = *header;
-        let stored = stored_form(seen, full_len, exact, self.max_payload, &mut h, scratch);
+        let cap = self.max_payload;
+        let stored = stored_form(seen, full_len, exact, (cap, cap), &mut h, scratch);
         self.log().append(&h, stored)
     }
 
@@ -521,8 +570,8 @@ mod tests {
         // Only the three distinct payloads took bytes.
         assert_eq!(store.stats().payload_bytes, 6);
         assert_eq!(store.last_state_of(1), Some(4));
-        assert_eq!(store.last_state_payload(1).as_deref(), Some(&b"bb"[..]));
-        assert_eq!(store.last_state_payload(3), None);
+        assert_eq!(store.last_state_front(1, 64).as_deref(), Some(&b"bb"[..]));
+        assert_eq!(store.last_state_front(3, 64), None);
         // A callback that kept its state: the last one again, no bytes; none for a process
         // without one.
         let Some(Appended::Stored(5)) = store.append_same_state(&h(1)) else {

@@ -21,18 +21,38 @@ struct Scratch {
     payload: Vec<u8>,
     truncated: Vec<u8>,
     encoder: etf::Encoder,
+    /// The last states this scheduler stored whole (or as deltas), by process: what the next
+    /// state of the same process is compared with (see `Store::append_state_after`).
+    states: [LastState; LAST_STATES],
 }
+
+/// A state this scheduler stored: its store, process, seq and encoding.
+struct LastState {
+    store: u64,
+    pid: u64,
+    seq: u64,
+    bytes: Vec<u8>,
+}
+
+/// States remembered per scheduler (a process's callbacks run where it is scheduled: mostly
+/// on one scheduler at a time). Each is at most a state's cap.
+const LAST_STATES: usize = 4;
 
 /// Terms a payload other than a state is counted over past its cap, at least (see `record`).
 const MIN_COUNT: u32 = 64;
 
 /// Buffers larger than this after an event are given back, so one huge message does not pin its
-/// size in every scheduler forever.
+/// size in every scheduler forever (a state, up to its cap, may be kept).
 const KEEP_BUFFER: usize = 1 << 17;
 
 thread_local! {
     static SCRATCH: RefCell<Scratch> = const {
-        RefCell::new(Scratch { payload: Vec::new(), truncated: Vec::new(), encoder: etf::Encoder::new() })
+        RefCell::new(Scratch {
+            payload: Vec::new(),
+            truncated: Vec::new(),
+            encoder: etf::Encoder::new(),
+            states: [const { LastState { store: 0, pid: 0, seq: 0, bytes: Vec::new() } }; LAST_STATES],
+        })
     };
 }
 
@@ -401,8 +421,9 @@ fn record_statem<'a>(env: Env<'a>, store: &Store, h: &Header, value: Term<'a>) {
             {
                 return;
             }
+            // The name is at the state's start: its first 64 KiB are enough for any name.
             let Some(name) = store
-                .last_state_payload(h.pid)
+                .last_state_front(h.pid, 1 << 16)
                 .and_then(|p| statem_name(env, &p))
             else {
                 return;
@@ -440,14 +461,15 @@ pub(crate) fn record(store: &Store, h: &Header, payload: Payload) -> Option<u64>
             payload: buf,
             truncated,
             encoder,
+            states,
         } = &mut *s;
         buf.clear();
         // Copy up to what the store keeps of this kind, no more: the work on a payload over the
-        // cap is bounded by the cap. A state's cap is at least 64 KiB, and its size is counted
-        // over as many more terms as the cap has bytes, so that the hash (seeded with the size)
-        // which tells an unchanged truncated state from a changed one covers that much. Any other
-        // payload's size is counted over a sixteenth of that: a big argument list or message
-        // costs about its cap, not a walk of the whole term (its size is then a lower bound).
+        // cap is bounded by the cap. A state's size is counted over as many more terms as its
+        // cap has bytes, so that the hash (seeded with the size) which tells an unchanged
+        // truncated state from a changed one covers that much. Any other payload's size is
+        // counted over a sixteenth of that: a big argument list or message costs about its cap,
+        // not a walk of the whole term (its size is then a lower bound).
         let (limit, count) = if h.kind == Kind::State as u8 {
             let cap = store.state_cap();
             (cap, u32::try_from(cap).unwrap_or(u32::MAX))
@@ -468,7 +490,24 @@ pub(crate) fn record(store: &Store, h: &Header, payload: Payload) -> Option<u64>
             Payload::Pair(a, b) => encoder.encode_pair(a, b, buf, limit, count),
         };
         let appended = if h.kind == Kind::State as u8 {
-            store.append_state(h, buf, done.total, done.exact, truncated)
+            let slot = (h.pid as usize >> 3) % LAST_STATES;
+            let last = &mut states[slot];
+            let mine = last.store == store.id() && last.pid == h.pid;
+            let known = mine.then_some((last.seq, &last.bytes[..]));
+            let appended =
+                store.append_state_after(h, buf, done.total, done.exact, truncated, known);
+            let whole = done.exact && done.total == buf.len() as u64 && buf.len() <= limit;
+            match appended {
+                // Remembered: this encoding is the state event `seq` resolves to. The buffers
+                // swap, so remembering copies nothing.
+                Appended::Stored(seq) if whole => {
+                    std::mem::swap(buf, &mut last.bytes);
+                    (last.store, last.pid, last.seq) = (store.id(), h.pid, seq);
+                }
+                _ if mine => last.pid = 0,
+                _ => {}
+            }
+            appended
         } else {
             store.append_partial(h, buf, done.total, done.exact, truncated)
         };

@@ -6,11 +6,13 @@
 //! store only what lies between, as a record naming its base (the previous state event of its
 //! process, in the same log):
 //!
-//! `[base seq u64 LE][depth u16 LE][prefix u32 LE][suffix u32 LE][middle]`
+//! `[base seq u64 LE][depth u16 LE][since u32 LE][prefix u32 LE][suffix u32 LE][middle]`
 //!
 //! The state's bytes are the base's first `prefix` bytes, then `middle`, then the base's last
-//! `suffix` bytes. `depth` counts the deltas down to a state stored whole: at most [`MAX_DEPTH`],
-//! so resolving one is bounded.
+//! `suffix` bytes. `depth` counts the deltas down to a state stored whole, and `since` the bytes
+//! they stored: a state is stored whole again when the chain reaches [`MAX_DEPTH`] or has stored
+//! a quarter of the state's size, so resolving one is bounded and a chain never costs much more
+//! than the state itself.
 //!
 //! Such an event is flagged [`flags::STATE_DELTA`] and also [`flags::PAYLOAD_DROPPED`]: a reader
 //! that does not resolve it sees a payload it does not know, never the record's bytes taken for
@@ -21,13 +23,12 @@
 use crate::capture::log::CaptureLog;
 use crate::formats::event::{flags, EventRef, Kind, Seq};
 
-/// Most deltas between a state and the state stored whole it is resolved from: a state stored
-/// whole every this many changes bounds both resolving and the bytes per change.
-pub const MAX_DEPTH: u16 = 48;
+/// Most deltas between a state and the state stored whole it is resolved from: bounds resolving.
+pub const MAX_DEPTH: u16 = 200;
 /// States smaller than this are stored whole (a delta would save too little to pay for itself).
 pub const MIN_SIZE: usize = 1024;
 /// The record's fixed part.
-const HEAD: usize = 8 + 2 + 4 + 4;
+const HEAD: usize = 8 + 2 + 4 + 4 + 4;
 
 /// Whether `ev` is a state stored as a delta.
 #[inline]
@@ -39,6 +40,7 @@ pub fn is_delta(ev: &EventRef<'_>) -> bool {
 struct Record<'a> {
     base: Seq,
     depth: u16,
+    since: u32,
     prefix: usize,
     suffix: usize,
     middle: &'a [u8],
@@ -50,8 +52,9 @@ fn record<'a>(payload: &'a [u8]) -> Option<Record<'a>> {
     Some(Record {
         base: u64::from_le_bytes(head[..8].try_into().ok()?),
         depth: u16::from_le_bytes(head[8..10].try_into().ok()?),
-        prefix: u32_at(10)? as usize,
-        suffix: u32_at(14)? as usize,
+        since: u32_at(10)?,
+        prefix: u32_at(14)? as usize,
+        suffix: u32_at(18)? as usize,
         middle: &payload[HEAD..],
     })
 }
@@ -165,6 +168,22 @@ pub fn with_whole<'a, R>(
     }
 }
 
+/// Writes the first `n` bytes (or fewer, all there are) of the state `ev` stores into `out`
+/// (cleared first); false when it cannot be resolved.
+pub fn front(log: &CaptureLog, ev: &EventRef<'_>, n: usize, out: &mut Vec<u8>) -> bool {
+    out.clear();
+    let mut parts = Vec::new();
+    if !pieces(log, ev, &mut parts) {
+        return false;
+    }
+    let mut kept = Vec::new();
+    take_front(&parts, n, &mut kept);
+    for p in kept {
+        out.extend_from_slice(p);
+    }
+    true
+}
+
 /// `ev`'s data (see [`EventRef::data`]), a state stored as a delta resolved into `buf` first.
 pub fn data<'a>(log: &'a CaptureLog, ev: &EventRef<'a>, buf: &'a mut Vec<u8>) -> Option<&'a [u8]> {
     if !is_delta(ev) {
@@ -176,12 +195,13 @@ pub fn data<'a>(log: &'a CaptureLog, ev: &EventRef<'a>, buf: &'a mut Vec<u8>) ->
     buf.strip_prefix(&[crate::formats::etf::VERSION])
 }
 
-/// The depth of the state `ev` stores: 0 when stored whole.
-pub fn depth(ev: &EventRef<'_>) -> u16 {
+/// Where the state `ev` stores stands in its chain: the deltas down to a state stored whole and
+/// the bytes they stored (`(0, 0)` when stored whole).
+pub fn chain(ev: &EventRef<'_>) -> (u16, u32) {
     if is_delta(ev) {
-        record(ev.payload).map_or(MAX_DEPTH, |r| r.depth)
+        record(ev.payload).map_or((MAX_DEPTH, u32::MAX), |r| (r.depth, r.since))
     } else {
-        0
+        (0, 0)
     }
 }
 
@@ -244,27 +264,32 @@ fn same_back(a: &[u8], b: &[u8]) -> usize {
         .count()
 }
 
-/// The delta record storing `state` as a change to the state `base` (seq `base_seq`, of depth
-/// `base_depth`, whose pieces are `pieces`), written into `out`; false when a delta is not worth
-/// it (a small state, a chain as deep as allowed, or a change of more than half the state).
+/// The delta record storing `state` as a change to the state `base` (seq `base_seq`, at
+/// `base_chain` in its chain, see [`chain`], whose pieces are `pieces`), written into `out`;
+/// false when a delta is not worth it (a small state, a change of more than half the state) or
+/// the chain is long enough to store the state whole again.
 pub fn encode(
     base_seq: Seq,
-    base_depth: u16,
+    base_chain: (u16, u32),
     pieces: &[&[u8]],
     state: &[u8],
     out: &mut Vec<u8>,
 ) -> bool {
-    if state.len() < MIN_SIZE || base_depth >= MAX_DEPTH || state.len() > u32::MAX as usize {
+    let (depth, since) = base_chain;
+    if state.len() < MIN_SIZE || depth >= MAX_DEPTH || state.len() > u32::MAX as usize {
         return false;
     }
     let (prefix, suffix) = common(pieces, state);
     let middle = &state[prefix..state.len() - suffix];
-    if HEAD + middle.len() > state.len() / 2 {
+    let size = HEAD + middle.len();
+    let since = (since as usize).saturating_add(size);
+    if size > state.len() / 2 || since > state.len() / 4 {
         return false;
     }
     out.clear();
     out.extend_from_slice(&base_seq.to_le_bytes());
-    out.extend_from_slice(&(base_depth + 1).to_le_bytes());
+    out.extend_from_slice(&(depth + 1).to_le_bytes());
+    out.extend_from_slice(&(since as u32).to_le_bytes());
     out.extend_from_slice(&(prefix as u32).to_le_bytes());
     out.extend_from_slice(&(suffix as u32).to_le_bytes());
     out.extend_from_slice(middle);
@@ -299,7 +324,7 @@ mod tests {
         if let Some(p) = prev.and_then(|p| log.get(p)) {
             let mut parts = Vec::new();
             assert!(pieces(log, &p, &mut parts));
-            if encode(p.seq, depth(&p), &parts, s, &mut rec) {
+            if encode(p.seq, chain(&p), &parts, s, &mut rec) {
                 let h = state(pid, flags::STATE_DELTA | flags::PAYLOAD_DROPPED);
                 return match log.append(&h, &rec) {
                     crate::capture::log::Appended::Stored(seq) => seq,
@@ -340,17 +365,47 @@ mod tests {
         for (seq, want) in &states {
             assert_eq!(&resolved(&log, *seq), want);
         }
-        // Whole states every MAX_DEPTH + 1, small records between.
+        // Whole states when a chain stored a quarter of a state, small records between.
         let whole = states
             .iter()
             .filter(|(seq, _)| !is_delta(&log.get(*seq).unwrap()))
             .count();
-        assert_eq!(whole, 200usize.div_ceil(MAX_DEPTH as usize + 1));
+        assert!((2..=30).contains(&whole), "{whole} whole states");
         let bytes = log.stats().payload_bytes;
         assert!(
             bytes < 200 * 2600 / 10,
             "stored {bytes} bytes for 200 states"
         );
+    }
+
+    #[test]
+    fn a_chain_ends_at_its_depth_or_a_quarter_of_the_state() {
+        let log = log();
+        // One byte changed per step: tiny records, so the depth ends each chain.
+        let mut s = vec![0u8; 100_000];
+        let mut prev = None;
+        let mut depths = Vec::new();
+        for step in 0..450usize {
+            s[step * 7 % 100_000] ^= 1;
+            let seq = store(&log, 1, prev, &s);
+            depths.push(chain(&log.get(seq).unwrap()).0);
+            prev = Some(seq);
+        }
+        assert_eq!(depths.iter().filter(|&&d| d == 0).count(), 3);
+        assert_eq!(*depths.iter().max().unwrap(), MAX_DEPTH);
+        // Big changes (a fifth of the state each): a chain stores a quarter, then a whole one.
+        let log = self::log();
+        let mut s = vec![0u8; 10_000];
+        let mut prev = None;
+        let mut whole = 0;
+        for step in 0..20u8 {
+            s[..2000].fill(step + 1);
+            let seq = store(&log, 1, prev, &s);
+            whole += usize::from(!is_delta(&log.get(seq).unwrap()));
+            prev = Some(seq);
+            assert_eq!(resolved(&log, seq), s);
+        }
+        assert_eq!(whole, 10, "whole, delta, whole, ...");
     }
 
     #[test]
@@ -379,6 +434,7 @@ mod tests {
             rec.clear();
             rec.extend_from_slice(&base.to_le_bytes());
             rec.extend_from_slice(&1u16.to_le_bytes());
+            rec.extend_from_slice(&0u32.to_le_bytes());
             rec.extend_from_slice(&prefix.to_le_bytes());
             rec.extend_from_slice(&10u32.to_le_bytes());
             let h = state(pid, flags::STATE_DELTA | flags::PAYLOAD_DROPPED);

@@ -275,6 +275,11 @@ impl CaptureLog {
         self.limits
     }
 
+    /// The largest payload the log can store (payloads never straddle its byte chunks).
+    pub fn largest_payload(&self) -> usize {
+        self.byte_chunk as usize
+    }
+
     /// Whether new events would be dropped. A cheap check for callers that want to skip encoding.
     #[inline]
     pub fn is_full(&self) -> bool {
@@ -325,7 +330,12 @@ impl CaptureLog {
     /// published). Used for a state equal to the previous one: no bytes are copied.
     pub fn append_sharing(&self, header: &Header, shared: Seq) -> Appended {
         let Some(from) = self.published(shared) else {
-            return self.append(header, &[]);
+            // Nothing to share: stored without a payload (a delta without its record is none).
+            let h = Header {
+                flags: header.flags & !flags::STATE_DELTA,
+                ..*header
+            };
+            return self.append(&h, &[]);
         };
         // SAFETY: `from` is published (ready, Acquire above): its fields no longer change.
         let (off, len) = unsafe { (*from.payload_off.get(), *from.payload_len.get()) };

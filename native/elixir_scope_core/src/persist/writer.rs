@@ -185,7 +185,9 @@ impl Writer {
                     disk.header.flags &= !flags::PAYLOAD_DROPPED;
                     disk.payload = &whole;
                 } else {
+                    // Without its payload, and not sharing another's either.
                     disk.payload = &[];
+                    disk.header.flags &= !flags::STATE_UNCHANGED;
                 }
             }
             let payload = if elided { &[][..] } else { disk.payload };

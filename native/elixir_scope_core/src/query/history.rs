@@ -33,11 +33,14 @@ pub fn states<'a>(
     // A change is a state whose bytes differ from the previous state's (compared here: the
     // capture's STATE_UNCHANGED flag may miss some, its table being lossy), states stored as
     // deltas resolved (see `capture::delta`).
-    let bytes = |e: &EventRef<'a>| -> Vec<u8> {
+    let bytes = |e: &EventRef<'a>| -> std::borrow::Cow<'a, [u8]> {
+        if !delta::is_delta(e) {
+            return std::borrow::Cow::Borrowed(e.payload);
+        }
         let mut b = Vec::new();
-        delta::with_whole(log, e, &mut b, |w| w.payload.to_vec())
+        delta::with_whole(log, e, &mut b, |w| w.payload.to_vec()).into()
     };
-    let mut prev: Option<Vec<u8>> = None;
+    let mut prev: Option<std::borrow::Cow<'a, [u8]>> = None;
     if changes_only {
         prev = lo
             .checked_sub(1)
