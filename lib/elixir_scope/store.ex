@@ -135,6 +135,8 @@ defmodule ElixirScope.Store do
     capture!(store, fn -> Native.store_set_sampling(ref, rate, by) end)
   end
 
+  def set_sampling(other, _rate, _by), do: bad_store!(other)
+
   # Runs a NIF that changes a capture's settings (its arguments already checked): a store that
   # is not a capture's is the only argument left for it to refuse.
   defp capture!(store, nif) do
@@ -147,8 +149,6 @@ defmodule ElixirScope.Store do
                 "ElixirScope.start/1 or Store.new!/1, has)",
               __STACKTRACE__
   end
-
-  def set_sampling(other, _rate, _by), do: bad_store!(other)
 
   @doc """
   Returns to the operating system the memory that dropped stores left for reuse.
