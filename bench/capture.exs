@@ -51,7 +51,7 @@ defmodule Bench.Capture do
         |> Enum.map(fn s -> Task.async(fn -> loop(s, @n) end) end)
         |> Enum.each(&Task.await(&1, :infinity))
 
-        wait(fn -> drained?.(state) end)
+        Harness.wait_until(fn -> drained?.(state) end)
       end)
 
     cpu = Harness.cpu_us() - cpu0
@@ -62,18 +62,12 @@ defmodule Bench.Capture do
     {us, Map.put(result, :cpu_us, cpu)}
   end
 
-  defp loop(_server, 0), do: :ok
+  @doc "Makes `k` calls to `server` (W1's loop)."
+  def loop(_server, 0), do: :ok
 
-  defp loop(server, k) do
+  def loop(server, k) do
     GenServer.call(server, {:inc, 1})
     loop(server, k - 1)
-  end
-
-  defp wait(done?) do
-    unless done?.() do
-      Process.sleep(1)
-      wait(done?)
-    end
   end
 
   def expected, do: @n * @events_per_call

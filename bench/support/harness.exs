@@ -139,6 +139,14 @@ defmodule Bench.Harness do
     end
   end
 
+  @doc "Returns once `done?.()` is true, checking every millisecond."
+  def wait_until(done?) do
+    unless done?.() do
+      Process.sleep(1)
+      wait_until(done?)
+    end
+  end
+
   @doc "A float with `d` decimals."
   def f(x, d \\ 2), do: :erlang.float_to_binary(x / 1, decimals: d)
 end

@@ -88,8 +88,8 @@ defmodule Bench.Overload do
 
     {us, _} =
       :timer.tc(fn ->
-        loop(server, Bench.Capture.n())
-        wait(fn -> drained?.(state) end)
+        Bench.Capture.loop(server, Bench.Capture.n())
+        Harness.wait_until(fn -> drained?.(state) end)
       end)
 
     send(sampler, {:done, self()})
@@ -122,20 +122,6 @@ defmodule Bench.Overload do
         send(parent, {:sampled, max_rss - rss0, if(tracer, do: max_mailbox)})
     after
       5 -> sample(parent, tracer, rss0, max_rss, max_mailbox)
-    end
-  end
-
-  defp loop(_server, 0), do: :ok
-
-  defp loop(server, k) do
-    GenServer.call(server, {:inc, 1})
-    loop(server, k - 1)
-  end
-
-  defp wait(done?) do
-    unless done?.() do
-      Process.sleep(1)
-      wait(done?)
     end
   end
 

@@ -106,7 +106,7 @@ defmodule Bench.States do
     {us, _} =
       :timer.tc(fn ->
         for k <- 1..@n, do: GenServer.call(server, {:put, k})
-        wait(fn -> drained?.(state) end)
+        Harness.wait_until(fn -> drained?.(state) end)
       end)
 
     result = info.(state, server)
@@ -115,13 +115,6 @@ defmodule Bench.States do
     :erlang.trace(server, false, [:all])
     GenServer.stop(server)
     {us, result}
-  end
-
-  defp wait(done?) do
-    unless done?.() do
-      Process.sleep(1)
-      wait(done?)
-    end
   end
 
   defp null_tracer(shape) do
