@@ -118,13 +118,29 @@ defmodule Bench.Harness do
   end
 
   @doc """
-  CPU time the whole VM has used so far, in microseconds (every thread: schedulers, dirty
-  schedulers and native threads such as an ingest thread). Run with `+sbwt none` (as
-  `scripts/bench` does) so that schedulers spinning while idle do not count.
+  CPU time the whole VM has used so far, in microseconds: every thread's time on a CPU, user
+  and system (schedulers, dirty schedulers and native threads such as an ingest thread), from
+  Linux's `/proc/self/task/*/schedstat` (`:erlang.statistics(:runtime)` elsewhere, user time
+  only). Run with `+sbwt none` (as `scripts/bench` does) so that schedulers spinning while idle
+  do not count.
   """
   def cpu_us do
-    {ms, _} = :erlang.statistics(:runtime)
-    ms * 1000
+    case File.ls("/proc/self/task") do
+      {:ok, tasks} ->
+        Enum.sum(for t <- tasks, do: task_ns(t)) |> div(1000)
+
+      _ ->
+        {ms, _} = :erlang.statistics(:runtime)
+        ms * 1000
+    end
+  end
+
+  # A thread's time on a CPU, in nanoseconds (0 once it is gone).
+  defp task_ns(t) do
+    case File.read("/proc/self/task/#{t}/schedstat") do
+      {:ok, text} -> text |> String.split() |> hd() |> String.to_integer()
+      _ -> 0
+    end
   end
 
   @doc "The resident memory of this OS process, in bytes (Linux; 0 elsewhere)."

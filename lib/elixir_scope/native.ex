@@ -41,6 +41,7 @@ defmodule ElixirScope.Native do
   def store_limits, do: err()
   def store_handle(_store), do: err()
   def store_close(_store), do: err()
+  def store_captures(_store), do: err()
   def store_set_level(_store, _level), do: err()
   def store_set_sampling(_store, _rate, _by), do: err()
   def store_stats(_store), do: err()

@@ -18,8 +18,9 @@ defmodule ElixirScope.Store do
   chunk of each that a background thread commits ahead of the writers. Memory is committed as
   events arrive. When the store is full, new events are dropped and counted; a traced process
   never waits for the store. A garbage-collected store leaves up to 64 MiB for the next capture
-  to reuse (`release_memory/0` gives it back). Each scheduler also keeps small encoding caches
-  and a buffer (the size of the largest recent payload, at most 128 KiB kept).
+  to reuse (`release_memory/0` gives it back). Each scheduler also keeps small encoding caches,
+  two buffers (the size of the largest recent payload, at most 512 KiB each kept) and the last
+  states it stored (4, of up to 256 KiB each), to tell how the next one changed.
   """
 
   alias ElixirScope.{Args, Native, Options}
@@ -137,17 +138,17 @@ defmodule ElixirScope.Store do
 
   def set_sampling(other, _rate, _by), do: bad_store!(other)
 
-  # Runs a NIF that changes a capture's settings (its arguments already checked): a store that
-  # is not a capture's is the only argument left for it to refuse.
-  defp capture!(store, nif) do
-    nif.()
-  rescue
-    ArgumentError ->
-      reraise ArgumentError,
-              "#{inspect(store)} is a trace read from disk: it captures nothing, so it has " <>
-                "no level or sampling to change (only a capture's store, from " <>
-                "ElixirScope.start/1 or Store.new!/1, has)",
-              __STACKTRACE__
+  # Runs a NIF that changes a capture's settings, for a capture's store; a store read from disk
+  # (opened, or following a capture's trace) has none to change.
+  defp capture!(%__MODULE__{ref: ref} = store, nif) do
+    if Native.store_captures(ref) do
+      nif.()
+    else
+      raise ArgumentError,
+            "#{inspect(store)} is a trace read from disk: it captures nothing, so it has " <>
+              "no level or sampling to change (only a capture's store, from " <>
+              "ElixirScope.start/1 or Store.new!/1, has)"
+    end
   end
 
   @doc """

@@ -41,8 +41,10 @@ defmodule ElixirScope.CaptureStressTest do
         pid
       end
 
+    pager = Task.async(fn -> page(store, 0, 0) end)
+
     queriers = [
-      Task.async(fn -> page(store, 0, 0, producers) end),
+      pager,
       Task.async(fn -> states(store, counter, 0, 0, producers) end),
       Task.async(fn -> counts(store, 0, 0, producers) end),
       Task.async(fn -> timelines(store, producers, 0, producers) end)
@@ -50,13 +52,18 @@ defmodule ElixirScope.CaptureStressTest do
 
     Enum.each(producers, &send(&1, :go))
     made = for p <- producers, into: %{}, do: {p, receive(do: ({:made, ^p, n} -> n))}
+    # The sink has taken every message (its receives are events): from now on nothing is
+    # captured, and the pager can read the rest.
+    send(sink, {:sync, self()})
+    assert_receive :synced, 30_000
+    send(pager.pid, :finish)
 
     [paged, state_reads, count_reads, timeline_reads] =
       Enum.map(queriers, &Task.await(&1, 30_000))
 
+    stats = Store.stats(store)
     all = Query.events(store: store)
     n = length(all)
-    stats = Store.stats(store)
     assert stats.dropped == 0
     assert stats.events == n
     assert Enum.map(all, & &1.seq) == Enum.to_list(1..n)
@@ -78,6 +85,7 @@ defmodule ElixirScope.CaptureStressTest do
   defp sink do
     receive do
       :stop -> :ok
+      {:sync, from} -> send(from, :synced) && sink()
       _ -> sink()
     end
   end
@@ -96,25 +104,35 @@ defmodule ElixirScope.CaptureStressTest do
   defp running?(producers), do: Enum.any?(producers, &Process.alive?/1)
 
   # Follows the capture a page at a time: each page starts right after the last seq seen,
-  # with no gap. Returns how many events it saw, after the producers are done and it caught up.
-  defp page(store, last, seen, producers) do
+  # with no gap. Once told that nothing more is captured (`:finish`), reads the rest; returns
+  # how many events it saw.
+  defp page(store, last, seen) do
     page = Query.events(store: store, after_seq: last, limit: 500)
-    seqs = Enum.map(page, & &1.seq)
-    assert seqs == Enum.to_list((last + 1)..(last + length(page))//1)
+    check_follows(page, last)
 
     cond do
-      page != [] -> page(store, List.last(seqs), seen + length(page), producers)
-      running?(producers) -> page(store, last, seen, producers)
-      true -> finish_paging(store, last, seen)
+      page != [] ->
+        page(store, List.last(page).seq, seen + length(page))
+
+      finished?() ->
+        rest = Query.events(store: store, after_seq: last)
+        check_follows(rest, last)
+        seen + length(rest)
+
+      true ->
+        page(store, last, seen)
     end
   end
 
-  # After the producers: what is left, once no event is in flight.
-  defp finish_paging(store, last, seen) do
-    Process.sleep(50)
-    rest = Query.events(store: store, after_seq: last)
-    assert Enum.map(rest, & &1.seq) == Enum.to_list((last + 1)..(last + length(rest))//1)
-    seen + length(rest)
+  defp check_follows(page, last),
+    do: assert(Enum.map(page, & &1.seq) == Enum.to_list((last + 1)..(last + length(page))//1))
+
+  defp finished? do
+    receive do
+      :finish -> true
+    after
+      0 -> false
+    end
   end
 
   # The counter's state now, as recorded: never going back.

@@ -206,6 +206,28 @@ defmodule ElixirScope.CaptureTest do
     assert stats.events + stats.dropped == 5 * n + 2
   end
 
+  test "at every level, a full store counts as dropped exactly the events a big one keeps" do
+    run = fn store ->
+      {:ok, server} = GenServer.start(Counter, 0)
+      :ok = Tracer.watch_state_module(Counter, store)
+      trace_into(server, store)
+      for _ <- 1..100, do: GenServer.call(server, :inc)
+      :sys.get_state(server)
+      GenServer.stop(server)
+      Store.stats(store)
+    end
+
+    for level <- [:full, :states_only, :messages_only] do
+      kept = run.(new_store(tracing_level: level))
+      assert kept.dropped == 0 and kept.events >= 100
+      full = run.(new_store(tracing_level: level, max_events: 5))
+      assert full.events == 5
+
+      assert full.events + full.dropped == kept.events,
+             "#{level}: #{inspect(full)} vs #{kept.events}"
+    end
+  end
+
   test "levels keep exactly their kinds" do
     for {level, kinds} <- [
           full: [:receive, :spawn, :send, :call, :return, :exit],

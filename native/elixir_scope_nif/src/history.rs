@@ -3,7 +3,7 @@
 
 use crate::atoms;
 use crate::codec::{encode_event, encode_events};
-use crate::store::{held_of, reader_of, store_of};
+use crate::store::{held_of, reader_of};
 use crate::terms::{atom_key, is_nil, key_term, local_pid_key, opt_with, pid_arg, raw};
 use crate::tracer::{admit, record, Payload};
 use elixir_scope_core::formats::event::PidKey;
@@ -79,7 +79,11 @@ fn store_watch_states<'a>(
     } else {
         return Err(rustler::Error::BadArg);
     };
-    Ok(if store_of(store)?.watch_state_module(key, kind) {
+    // A trace read from disk captures nothing: there is nothing to watch.
+    let Some(store) = held_of(store)?.capture() else {
+        return Ok(atoms::ok().encode(env));
+    };
+    Ok(if store.watch_state_module(key, kind) {
         atoms::ok().encode(env)
     } else {
         (atoms::error(), "too many state modules").encode(env)
@@ -97,7 +101,10 @@ fn store_record<'a>(
     mfa: Term<'a>,
     term: Term<'a>,
 ) -> NifResult<Atom> {
-    let store = store_of(store)?;
+    // A trace read from disk captures nothing (an opened trace made the default store).
+    let Some(store) = held_of(store)?.capture() else {
+        return Ok(atoms::ok());
+    };
     let kind = if kind == atoms::state().to_term(kind.get_env()) {
         Kind::State
     } else if kind == atoms::supervisor().to_term(kind.get_env()) {

@@ -137,13 +137,23 @@ fn store_close(store: Term) -> NifResult<Atom> {
     Ok(atoms::ok())
 }
 
+/// `store_captures(store)`: whether the store is a capture's (true) or a trace read from disk
+/// (false), which has no capture settings.
+#[rustler::nif]
+fn store_captures(store: Term) -> NifResult<bool> {
+    Ok(held_of(store)?.capture().is_some())
+}
+
 /// `store_set_watcher(store, pid)`: the local process the tracer tells, with a
 /// `{:elixir_scope_state_server, pid, module}` message, when a traced process starts a
 /// `gen_server` or `gen_statem` whose callback module the store does not watch yet.
 #[rustler::nif]
 fn store_set_watcher(store: Term, pid: Term) -> NifResult<Atom> {
     let key = crate::terms::local_pid_key(pid).ok_or(rustler::Error::BadArg)?;
-    store_of(store)?.set_watcher(key);
+    // A trace read from disk starts no state servers: nothing to tell.
+    if let Some(store) = held_of(store)?.capture() {
+        store.set_watcher(key);
+    }
     Ok(atoms::ok())
 }
 

@@ -1,13 +1,15 @@
 //! The `erl_tracer` callbacks. The VM calls them in the traced process, on its scheduler, for every
 //! trace event: `enabled/3` first (the cheap gate: store open, level, capacity, sampling), then
-//! `trace/5` (copy the event into the store). Both are O(1) apart from the payload copy, never
-//! block and never allocate per event beyond the thread's reusable buffers.
+//! `trace/5` (copy the event into the store). Both are O(1) apart from the payload copy and never
+//! block; an event allocates nothing beyond the thread's reusable buffers, but a state stored as
+//! a change to the previous one (see `capture::delta`) may.
 
 use crate::atoms;
 use crate::etf;
 use crate::resource;
 use crate::terms::{atom_key, local_pid_key, raw, tuple3};
 use elixir_scope_core::capture::log::Appended;
+use elixir_scope_core::capture::policy::mix64;
 use elixir_scope_core::formats::behaviours::{self, Statem, TermView, Word};
 use elixir_scope_core::formats::event::{flags, Header, Kind};
 use elixir_scope_core::store::{StateKind, Store};
@@ -35,15 +37,19 @@ struct LastState {
 }
 
 /// States remembered per scheduler (a process's callbacks run where it is scheduled: mostly
-/// on one scheduler at a time). Each is at most a state's cap.
+/// on one scheduler at a time).
 const LAST_STATES: usize = 4;
+
+/// The largest state remembered: a scheduler keeps at most `LAST_STATES` times this (a bigger
+/// state's next change resolves its chain of deltas instead).
+const LAST_STATE_BYTES: usize = 256 << 10;
 
 /// Terms a payload other than a state is counted over past its cap, at least (see `record`).
 const MIN_COUNT: u32 = 64;
 
 /// Buffers larger than this after an event are given back, so one huge message does not pin its
 /// size in every scheduler forever (a state, up to its cap, may be kept).
-const KEEP_BUFFER: usize = 1 << 17;
+const KEEP_BUFFER: usize = 2 * LAST_STATE_BYTES;
 
 thread_local! {
     static SCRATCH: RefCell<Scratch> = const {
@@ -174,10 +180,19 @@ fn trace<'a>(
         kind
     };
     if store.log().is_full() {
-        store.log().count_dropped();
+        // What it would have recorded is dropped: the event, if the level wants it (a call may
+        // be taken only for its return's state; ElixirScope's own hook is no event), and the
+        // state a callback's return carries.
+        let mut d = Header::default();
+        if matches!(kind, Kind::Call | Kind::Return | Kind::Exception) {
+            set_mfa(&mut d, term);
+        }
+        let hook = kind == Kind::Call && is_state_server_hook(&d);
+        if !hook && store.policy().wants(kind) {
+            store.log().count_dropped();
+        }
         if matches!(kind, Kind::Return | Kind::Exception) && carries_state(store, kind, term, opts)
         {
-            // The state event it would have recorded is dropped too.
             store.log().count_dropped();
         }
         return atoms::ok();
@@ -490,13 +505,17 @@ pub(crate) fn record(store: &Store, h: &Header, payload: Payload) -> Option<u64>
             Payload::Pair(a, b) => encoder.encode_pair(a, b, buf, limit, count),
         };
         let appended = if h.kind == Kind::State as u8 {
-            let slot = (h.pid as usize >> 3) % LAST_STATES;
+            let slot = (mix64(h.pid) as usize) % LAST_STATES;
             let last = &mut states[slot];
             let mine = last.store == store.id() && last.pid == h.pid;
             let known = mine.then_some((last.seq, &last.bytes[..]));
             let appended =
                 store.append_state_after(h, buf, done.total, done.exact, truncated, known);
-            let whole = done.exact && done.total == buf.len() as u64 && buf.len() <= limit;
+            // Only states up to LAST_STATE_BYTES are remembered, so that what a scheduler keeps
+            // stays small.
+            let whole = done.exact
+                && done.total == buf.len() as u64
+                && buf.len() <= limit.min(LAST_STATE_BYTES);
             match appended {
                 // Remembered: this encoding is the state event `seq` resolves to. The buffers
                 // swap, so remembering copies nothing.

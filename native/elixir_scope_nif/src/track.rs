@@ -2,7 +2,7 @@
 //! variable binding, written into the store like any event.
 
 use crate::atoms;
-use crate::store::store_of;
+use crate::store::held_of;
 use crate::terms::{atom_key, local_pid_key, tuple3};
 use crate::tracer::{admit, record, Payload};
 use elixir_scope_core::formats::event::{Header, Kind};
@@ -21,8 +21,11 @@ fn track_record<'a>(
     mfa: Term<'a>,
     payload: Term<'a>,
 ) -> NifResult<Term<'a>> {
-    let store = store_of(store)?;
     let nil = atoms::nil().encode(env);
+    // A trace read from disk captures nothing (an opened trace made the default store).
+    let Some(store) = held_of(store)?.capture() else {
+        return Ok(nil);
+    };
     let [m, f, a] = tuple3(mfa).ok_or(rustler::Error::BadArg)?;
     let pid = local_pid_key(env.pid().encode(env)).unwrap_or(0);
     if !admit(store, store.policy().wants(Kind::Var), false, pid) {

@@ -868,8 +868,8 @@ mod tests {
     }
 }
 
-/// A model of the log's protocol for `loom`, which runs it under every interleaving (and every
-/// weak-memory outcome it models) of a few writers and a reader. It is the log's algorithm at
+/// A model of the log's protocol for `loom`, which runs it under the interleavings of a few
+/// writers and a reader (up to two preemptions) and the weak-memory outcomes it models. It is the log's algorithm at
 /// toy sizes (one slot per slot chunk, four-byte payload chunks, no pager), taking its atomics
 /// from loom and its memory orderings from the real code ([`order`] here and in `chunks`), so a
 /// weaker ordering there fails here: loom reports a read of a slot's fields or payload bytes that
