@@ -15,10 +15,14 @@ defmodule ElixirScope.CaptureStressTest do
   # How long the capturing processes run (ELIXIR_SCOPE_STRESS_SECONDS for a longer run by hand).
   @millis String.to_integer(System.get_env("ELIXIR_SCOPE_STRESS_SECONDS", "3")) * 1000
 
+  # A state big enough to be stored as changes (see `capture::delta`): read back whole while
+  # changes are appended.
   defmodule Counter do
     use GenServer
-    def init(n), do: {:ok, n}
-    def handle_call({:add, k}, _from, n), do: {:reply, n + k, n + k}
+    def init(n), do: {:ok, %{n: n, seen: Map.new(1..100, &{&1, "tick #{&1}"})}}
+
+    def handle_call({:add, k}, _from, %{n: n} = s),
+      do: {:reply, n + k, %{s | n: n + k, seen: Map.put(s.seen, rem(n, 100) + 1, n)}}
   end
 
   test "8 processes capturing and 4 querying: ordered, gapless, nothing missed or lost" do
@@ -64,7 +68,7 @@ defmodule ElixirScope.CaptureStressTest do
     stats = Store.stats(store)
     all = Query.events(store: store)
     n = length(all)
-    assert stats.dropped == 0
+    assert stats.dropped == 0 and stats.truncated == 0
     assert stats.events == n
     assert Enum.map(all, & &1.seq) == Enum.to_list(1..n)
 
@@ -90,11 +94,12 @@ defmodule ElixirScope.CaptureStressTest do
     end
   end
 
-  # Sends ticks, and every fourth tick a call to the counter, until the deadline (or 30,000
-  # ticks, to keep the store's size reasonable); the number of ticks sent.
+  # Sends ticks, and every sixteenth tick a call to the counter, until the deadline (or 30,000
+  # ticks, to keep the store's size reasonable: each call's events hold the counter's state);
+  # the number of ticks sent.
   defp produce(sink, counter, w, i, deadline) do
     send(sink, {:tick, w, i})
-    if rem(i, 4) == 0, do: GenServer.call(counter, {:add, 1})
+    if rem(i, 16) == 0, do: GenServer.call(counter, {:add, 1})
 
     if i < 30_000 and System.monotonic_time(:millisecond) < deadline,
       do: produce(sink, counter, w, i + 1, deadline),
@@ -140,8 +145,13 @@ defmodule ElixirScope.CaptureStressTest do
     if running?(producers) do
       n =
         case Query.state_at(counter, :now, store: store) do
-          {:ok, n} -> n
-          {:error, :no_state} -> 0
+          {:ok, %{n: n, seen: seen}} ->
+            # Whole and consistent: the last key it changed holds the count before.
+            assert n == 0 or Map.fetch!(seen, rem(n - 1, 100) + 1) == n - 1
+            n
+
+          {:error, :no_state} ->
+            0
         end
 
       assert n >= prev
