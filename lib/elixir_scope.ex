@@ -87,7 +87,7 @@ defmodule ElixirScope do
       counted.
     * `:max_bytes` - payload bytes kept at most (default 256 MiB).
     * `:max_payload_bytes` - per-event payload cap (default `4096`). States are kept whole up
-      to 1 MiB whatever it is (stored as changes to the process's previous state).
+      to 256 KiB whatever it is (stored as changes to the process's previous state).
     * `:trace` - a list of targets to trace right away, as with `trace/2` (default `[]`).
     * `:persist` - also write the capture to disk, as it is stored, into a trace directory
       that `open/2` reads back (default: off). A keyword list:

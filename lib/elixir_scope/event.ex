@@ -104,13 +104,13 @@ defmodule ElixirScope.Event do
     @moduledoc """
     What is kept of a payload over its cap: the size of its encoding, a hash, and its first
     bytes (a prefix of the External Term Format encoding). The cap is the store's
-    `max_payload_bytes`, and 1 MiB for a state (states are kept whole up to there, however
+    `max_payload_bytes`, and 256 KiB for a state (states are kept whole up to there, however
     small `max_payload_bytes` is).
 
     * `size` - bytes of the whole encoding. `exact: false` means the tracer stopped counting
       and `size` is a lower bound: past the cap it counts a payload over at most a sixteenth
-      as many subterms as the cap has bytes (a state: as many, up to 50,000), so a big term
-      costs about its cap to capture (a binary's bytes are counted by its size, never read).
+      as many subterms as the cap has bytes, so a big term costs about its cap to capture (a
+      binary's bytes are counted by its size, never read).
     * `hash` - xxh3, seeded with `size`, of the bytes encoded up to the cap: equal payloads
       have equal hashes.
     * `size: :unknown` means the store's byte budget was spent and nothing was kept.

@@ -65,7 +65,7 @@ defmodule ElixirScope.Store do
     * `:max_events` - events kept at most (default `1_000_000`).
     * `:max_bytes` - payload bytes kept at most (default `268_435_456`, 256 MiB).
     * `:max_payload_bytes` - a payload over this size keeps only its size, hash and a prefix
-      (default `4096`, from 64 to 1 MiB). A state is kept whole up to 1 MiB (or the largest
+      (default `4096`, from 64 to 1 MiB). A state is kept whole up to 256 KiB (or the largest
       payload `max_bytes` allows) whatever this is, and stored as a change to the process's
       previous state when it changes little.
     * `:tracing_level` - `:full` (default), `:messages_only`, `:states_only`, `:minimal`, `:off`.

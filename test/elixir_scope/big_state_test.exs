@@ -85,7 +85,7 @@ defmodule ElixirScope.BigStateTest do
     end
   end
 
-  test "a state over 1 MiB is truncated, and the next one that fits is whole again" do
+  test "a state over 256 KiB is truncated, and the next one that fits is whole again" do
     store = new_store()
     {:ok, server} = GenServer.start(Server, %{blob: ""})
     trace_states_into(server, store)

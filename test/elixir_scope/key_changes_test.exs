@@ -72,7 +72,7 @@ defmodule ElixirScope.KeyChangesTest do
   end
 
   test "a state over the payload cap hides its keys, but is no change from absent to absent" do
-    # States are kept whole up to 1 MiB (however small max_payload_bytes); past that only a
+    # States are kept whole up to 256 KiB (however small max_payload_bytes); past that only a
     # size, a hash and a prefix: which keys changed is unknown.
     store = new_store(max_payload_bytes: 64)
     {:ok, blob} = GenServer.start_link(Blob, nil)

@@ -59,10 +59,14 @@ impl Default for Config {
 
 pub use crate::capture::log::{MAX_BYTES, MAX_EVENTS};
 
-/// States are kept whole up to this size (the largest payload), whatever `max_payload_bytes`
+/// States are kept whole up to this size, whatever `max_payload_bytes`
 /// is: the history queries read them, and a state that changes little is stored as a change to
 /// the previous one (see `capture::delta`), one that does not change not stored again.
-pub const STATE_CAP: usize = MAX_PAYLOAD_CAP;
+///
+/// 256 KiB: encoding a state runs in the traced process, inside a tracer callback that cannot
+/// yield, at about 2.5 µs per KiB (a 1 MiB map took 4.5 ms), so this keeps a callback near the
+/// millisecond a NIF may hold a scheduler.
+pub const STATE_CAP: usize = 256 << 10;
 
 /// What the truncated form of a state over [`STATE_CAP`] keeps at least (its hash, which tells
 /// an unchanged truncated state from a changed one, covers every byte encoded).

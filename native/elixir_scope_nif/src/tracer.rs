@@ -40,11 +40,11 @@ struct LastState {
 /// on one scheduler at a time).
 const LAST_STATES: usize = 4;
 
-/// The largest state remembered: a scheduler keeps at most `LAST_STATES` times this (a bigger
-/// state's next change resolves its chain of deltas instead).
-const LAST_STATE_BYTES: usize = 256 << 10;
+/// The largest state remembered (every state kept whole): a scheduler keeps at most
+/// `LAST_STATES` times this.
+const LAST_STATE_BYTES: usize = elixir_scope_core::store::STATE_CAP;
 
-/// Terms a payload other than a state is counted over past its cap, at least (see `record`).
+/// Terms a payload is counted over past its cap, at least (see `record`).
 const MIN_COUNT: u32 = 64;
 
 /// Buffers larger than this after an event are given back, so one huge message does not pin its
@@ -479,22 +479,16 @@ pub(crate) fn record(store: &Store, h: &Header, payload: Payload) -> Option<u64>
             states,
         } = &mut *s;
         buf.clear();
-        // Copy up to what the store keeps of this kind, no more: the work on a payload over the
-        // cap is bounded by the cap. A state's size is counted over as many more terms as its
-        // cap has bytes, so that the hash (seeded with the size) which tells an unchanged
-        // truncated state from a changed one covers that much. Any other payload's size is
-        // counted over a sixteenth of that: a big argument list or message costs about its cap,
-        // not a walk of the whole term (its size is then a lower bound).
-        let (limit, count) = if h.kind == Kind::State as u8 {
-            let cap = store.state_cap();
-            (cap, u32::try_from(cap).unwrap_or(u32::MAX))
+        // Copy up to what the store keeps of this kind, no more, and count the size of the rest
+        // over a sixteenth as many terms as the cap has bytes: a big state, argument list or
+        // message costs about its cap, not a walk of the whole term (its size is then a lower
+        // bound; two truncated states are told apart by their kept bytes and hash).
+        let limit = if h.kind == Kind::State as u8 {
+            store.state_cap()
         } else {
-            let cap = store.max_payload();
-            (
-                cap,
-                u32::try_from(cap / 16).unwrap_or(u32::MAX).max(MIN_COUNT),
-            )
+            store.max_payload()
         };
+        let count = u32::try_from(limit / 16).unwrap_or(u32::MAX).max(MIN_COUNT);
         encoder.set_clock(h.ts);
         let done = match payload {
             Payload::None => etf::Encoded {
@@ -511,11 +505,7 @@ pub(crate) fn record(store: &Store, h: &Header, payload: Payload) -> Option<u64>
             let known = mine.then_some((last.seq, &last.bytes[..]));
             let appended =
                 store.append_state_after(h, buf, done.total, done.exact, truncated, known);
-            // Only states up to LAST_STATE_BYTES are remembered, so that what a scheduler keeps
-            // stays small.
-            let whole = done.exact
-                && done.total == buf.len() as u64
-                && buf.len() <= limit.min(LAST_STATE_BYTES);
+            let whole = done.exact && done.total == buf.len() as u64 && buf.len() <= limit;
             match appended {
                 // Remembered: this encoding is the state event `seq` resolves to. The buffers
                 // swap, so remembering copies nothing.
