@@ -415,4 +415,86 @@ defmodule ElixirScope.CaptureTest do
     # Strict equality: 1 and 1.0, 0.0 and -0.0 must not pass for each other.
     assert got === terms
   end
+
+  test "random nested terms round-trip, and their truncations at any cap agree with each other" do
+    # Lists and maps whose elements mix leaves (integers, atoms, binaries, floats, pids) with
+    # compounds, improper tails, maps with compound keys: every way the encoder's walk can go
+    # from a container's leaves to its nested contents and back.
+    seed = :erlang.phash2(make_ref())
+    :rand.seed(:exsss, {seed, 7, 11})
+    terms = for _ <- 1..60, do: random_term(4)
+
+    got = capture_sends(terms, 1_048_576)
+    assert got === terms, "seed #{seed}"
+
+    # The same terms cut at small caps: the size is the same whatever the cap, and a smaller
+    # cap's prefix starts the larger cap's.
+    cuts = for cap <- [64, 97, 300], do: capture_sends(terms, cap)
+
+    for i <- 0..(length(terms) - 1) do
+      [a, b, c] = Enum.map(cuts, &Enum.at(&1, i))
+
+      case {a, b, c} do
+        {%ElixirScope.Event.Truncated{} = a, %ElixirScope.Event.Truncated{} = b,
+         %ElixirScope.Event.Truncated{} = c} ->
+          # Sizes counted to the end agree; one whose count ran out is a lower bound.
+          exact = for t <- [a, b, c], t.exact, uniq: true, do: t.size
+          assert length(exact) <= 1, "seed #{seed}, term #{i}"
+          assert Enum.all?([a, b, c], &(&1.exact or exact == [] or &1.size <= hd(exact)))
+          # A list whose end the count did not reach has no length in the prefix yet: the
+          # prefixes agree when their sizes were counted to the end.
+          for {x, y} <- [{a, b}, {b, c}], x.exact and y.exact do
+            assert String.starts_with?(y.prefix, x.prefix), "seed #{seed}, term #{i}"
+          end
+
+        _ ->
+          # Small enough to be kept whole at some cap: whole at every larger one.
+          whole = Enum.drop_while([a, b, c], &match?(%ElixirScope.Event.Truncated{}, &1))
+          assert Enum.all?(whole, &(&1 === {:t, Enum.at(terms, i)})), "seed #{seed}, term #{i}"
+      end
+    end
+  end
+
+  defp capture_sends(terms, cap) do
+    store = new_store(max_payload_bytes: cap)
+    p = spawn_waiting(fn -> Enum.each(terms, &send(self(), {:t, &1})) end)
+    trace_into(p, store)
+    go_and_wait(p)
+
+    for %{data: data} <- events(store, kind: :send) do
+      case data do
+        {:t, t} when cap > 100_000 -> t
+        other -> other
+      end
+    end
+  end
+
+  defp random_term(0), do: random_leaf()
+
+  defp random_term(depth) do
+    case :rand.uniform(7) do
+      1 -> random_leaf()
+      2 -> List.to_tuple(random_items(depth))
+      3 -> random_items(depth)
+      4 -> random_items(depth) ++ random_leaf()
+      5 -> Map.new(random_items(depth), &{&1, random_term(depth - 1)})
+      6 -> Map.new(1..:rand.uniform(40), &{&1, random_term(depth - 1)})
+      7 -> Enum.to_list(1..:rand.uniform(300))
+    end
+  end
+
+  defp random_items(depth), do: for(_ <- 0..:rand.uniform(12), do: random_term(depth - 1))
+
+  defp random_leaf do
+    Enum.random([
+      :rand.uniform(1000) - 500,
+      :rand.uniform(1_099_511_627_776),
+      Enum.random([:a, :ok, nil, true, :"with space"]),
+      :binary.copy("b", :rand.uniform(20)),
+      :rand.uniform() * 100,
+      self(),
+      [],
+      {}
+    ])
+  end
 end

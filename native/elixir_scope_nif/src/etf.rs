@@ -315,44 +315,86 @@ fn walk(c: &mut Encoder, env: *mut ErlNifEnv, roots: &[ErlNifTerm], out: &mut Ve
                 }
             }
             Work::List {
-                cell,
+                mut cell,
                 len_at,
-                len,
+                mut len,
                 in_out,
             } => {
                 let (mut head, mut tail) = (ErlNifTerm::default(), ErlNifTerm::default());
-                // SAFETY: `env` is the running NIF call's; `cell` is a list cell of a term valid in it.
-                if unsafe { enif_get_list_cell(env, cell, &mut head, &mut tail) } != 0 {
-                    stack.push(Work::List {
-                        cell: tail,
-                        len_at,
-                        len: len.wrapping_add(1),
-                        in_out,
-                    });
-                    stack.push(Work::Term(head));
-                } else {
-                    // (A throwaway buffer may have been emptied meanwhile; its bytes do not
-                    // matter.)
-                    let buf = if in_out { &mut *out } else { &mut spill };
-                    if let Some(slot) = buf.get_mut(len_at..len_at + 4) {
-                        slot.copy_from_slice(&len.to_be_bytes());
+                // Within the limit, the elements are written here, a cell at a time: only one
+                // with contents of its own (a tuple, list or map) leaves the rest of the list
+                // on the stack, beneath its contents, so a list of immediates or binaries takes
+                // no trip through the stack per cell.
+                loop {
+                    // SAFETY: `env` is the running NIF call's; `cell` is a list cell (or the
+                    // tail) of a term valid in it.
+                    if unsafe { enif_get_list_cell(env, cell, &mut head, &mut tail) } == 0 {
+                        // (A throwaway buffer may have been emptied meanwhile; its bytes do not
+                        // matter.)
+                        let buf = if in_out { &mut *out } else { &mut spill };
+                        if let Some(slot) = buf.get_mut(len_at..len_at + 4) {
+                            slot.copy_from_slice(&len.to_be_bytes());
+                        }
+                        // The tail: `[]` for a proper list, anything else for an improper one.
+                        stack.push(Work::Term(cell));
+                        break;
                     }
-                    // The tail: `[]` for a proper list, anything else for an improper one.
-                    stack.push(Work::Term(cell));
+                    cell = tail;
+                    len = len.wrapping_add(1);
+                    let rest = Work::List {
+                        cell,
+                        len_at,
+                        len,
+                        in_out,
+                    };
+                    if !in_out || c.counting {
+                        // Counting: the loop above checks the budget before every term.
+                        stack.push(rest);
+                        stack.push(Work::Term(head));
+                        break;
+                    }
+                    if out.len() < c.limit && immediate(c, head, out) {
+                        continue;
+                    }
+                    let before = stack.len();
+                    step(c, env, head, out, &mut spill, &mut stack);
+                    if stack.len() != before || c.counting {
+                        stack.insert(before, rest);
+                        break;
+                    }
                 }
             }
             Work::Map(mut iter) => {
                 let (mut k, mut v) = (ErlNifTerm::default(), ErlNifTerm::default());
-                // SAFETY: `iter` was created by enif_map_iterator_create in `env` and not destroyed yet.
-                if unsafe { enif_map_iterator_get_pair(env, &mut *iter, &mut k, &mut v) } != 0 {
+                // As for a list: the pairs are written here while they are leaves.
+                loop {
+                    // SAFETY: `iter` was created by enif_map_iterator_create in `env` and not
+                    // destroyed yet.
+                    if unsafe { enif_map_iterator_get_pair(env, &mut *iter, &mut k, &mut v) } == 0 {
+                        // SAFETY: a live iterator of `env`, destroyed once (it leaves the stack
+                        // here).
+                        unsafe { enif_map_iterator_destroy(env, &mut *iter) };
+                        break;
+                    }
                     // SAFETY: as above: a live iterator of `env`.
                     unsafe { enif_map_iterator_next(env, &mut *iter) };
-                    stack.push(Work::Map(iter));
-                    stack.push(Work::Term(v));
-                    stack.push(Work::Term(k));
-                } else {
-                    // SAFETY: a live iterator of `env`, destroyed once (it leaves the stack here).
-                    unsafe { enif_map_iterator_destroy(env, &mut *iter) };
+                    if c.counting {
+                        stack.push(Work::Map(iter));
+                        stack.push(Work::Term(v));
+                        stack.push(Work::Term(k));
+                        break;
+                    }
+                    let before = stack.len();
+                    step(c, env, k, out, &mut spill, &mut stack);
+                    if stack.len() != before || c.counting {
+                        stack.splice(before..before, [Work::Map(iter), Work::Term(v)]);
+                        break;
+                    }
+                    step(c, env, v, out, &mut spill, &mut stack);
+                    if stack.len() != before || c.counting {
+                        stack.insert(before, Work::Map(iter));
+                        break;
+                    }
                 }
             }
         }
@@ -370,6 +412,28 @@ fn walk(c: &mut Encoder, env: *mut ErlNifEnv, roots: &[ErlNifTerm], out: &mut Ve
     }
     c.stack = stack;
     c.spill = spill;
+}
+
+/// Writes `t` when it is an immediate written without the NIF API (a small integer, an atom
+/// already encoded); false otherwise, writing nothing. The caller checks the limit.
+#[inline]
+fn immediate(c: &Encoder, t: ErlNifTerm, out: &mut Vec<u8>) -> bool {
+    if !FAST_IMMEDIATES.load(Ordering::Relaxed) {
+        return false;
+    }
+    let w = raw(t);
+    if w & 0xF == 0xF {
+        // A small integer: the value is the word shifted right (arithmetically) by 4.
+        encode_int((w as i64) >> 4, out);
+        return true;
+    }
+    match c.atoms.get(w) {
+        Some(bytes) if w & 0x3F == 0x0B => {
+            out.extend_from_slice(bytes);
+            true
+        }
+        _ => false,
+    }
 }
 
 /// Writes one term (an immediate whole, a compound's header) and queues a compound's contents.
