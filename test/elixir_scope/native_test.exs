@@ -104,6 +104,26 @@ defmodule ElixirScope.NativeTest do
     assert Native.query_events(ref, %{ok | any: [ok]}) == []
   end
 
+  test "improper lists anywhere a NIF takes a list are badarg, not a panic" do
+    ref = Store.ref(new_store())
+    {_, ok} = ElixirScope.Query.native_filter(store: new_store())
+
+    for filter <- [
+          %{ok | kinds: [:send | :receive]},
+          %{ok | any: [ok | ok]},
+          %{ok | none: [ok | :x]},
+          %{ok | pids: [self() | self()]},
+          %{ok | peers: [self() | :x]}
+        ] do
+      assert_raise ArgumentError, fn -> Native.query_events(ref, filter) end
+    end
+
+    assert_raise ArgumentError, fn ->
+      Native.trace_state_callbacks(:gen_server, [{:init, 1} | :x])
+    end
+
+  end
+
   test "a closed store still answers queries and stats" do
     store = new_store()
     Native.trace(:exit, Store.ref(store), self(), :bye, %{})

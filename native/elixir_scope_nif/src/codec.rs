@@ -3,7 +3,7 @@
 //! bound values encoded back as terms. The NIF files around it are lists of thin functions.
 
 use crate::atoms;
-use crate::terms::{atom_key, key_or_nil, key_term, opt_with, pid_arg};
+use crate::terms::{atom_key, key_or_nil, key_term, opt_with, pid_arg, proper_list};
 use elixir_scope_core::capture::delta;
 use elixir_scope_core::formats::etf;
 use elixir_scope_core::formats::event::{EventRef, Kind, KindMask};
@@ -15,7 +15,7 @@ use elixir_scope_core::reader::Reader;
 use rustler::{Atom, Binary, Encoder, Env, NifResult, Term};
 
 fn pid_keys(store: &Reader, list: Term) -> NifResult<Vec<u64>> {
-    list.decode::<Vec<Term>>()?
+    proper_list(list)?
         .into_iter()
         .map(|p| pid_arg(store, p))
         .collect()
@@ -39,7 +39,7 @@ struct FilterMap<'a> {
     pids: Term<'a>,
     peers: Term<'a>,
     involving: Term<'a>,
-    kinds: Vec<Term<'a>>,
+    kinds: Term<'a>,
     module: Term<'a>,
     function: Term<'a>,
     arity: Term<'a>,
@@ -49,8 +49,8 @@ struct FilterMap<'a> {
     before_seq: Term<'a>,
     descending: bool,
     limit: Term<'a>,
-    any: Vec<Term<'a>>,
-    none: Vec<Term<'a>>,
+    any: Term<'a>,
+    none: Term<'a>,
 }
 
 pub(crate) fn decode_filter(store: &Reader, t: Term) -> NifResult<Filter> {
@@ -63,16 +63,18 @@ fn decode_filter_at(store: &Reader, t: Term, depth: usize) -> NifResult<Filter> 
     }
     // Any shape error is a bad argument (the derive would raise its own message).
     let f: FilterMap = t.decode().map_err(|_| rustler::Error::BadArg)?;
-    let subs = |list: Vec<Term>| -> NifResult<Vec<Filter>> {
-        list.into_iter()
+    let subs = |list: Term| -> NifResult<Vec<Filter>> {
+        proper_list(list)?
+            .into_iter()
             .map(|s| decode_filter_at(store, s, depth + 1))
             .collect()
     };
-    let kinds = if f.kinds.is_empty() {
+    let f_kinds = proper_list(f.kinds)?;
+    let kinds = if f_kinds.is_empty() {
         KindMask::ALL
     } else {
-        let mut ks = Vec::with_capacity(f.kinds.len());
-        for k in f.kinds {
+        let mut ks = Vec::with_capacity(f_kinds.len());
+        for k in f_kinds {
             let name = rustler::Atom::from_term(k)?
                 .to_term(k.get_env())
                 .atom_to_string()?;
@@ -282,7 +284,7 @@ fn pat_at<'a>(t: Term<'a>, depth: usize) -> NifResult<Pat> {
 }
 
 fn list<'a, T>(t: Term<'a>, f: impl Fn(Term<'a>) -> NifResult<T>) -> NifResult<Vec<T>> {
-    t.decode::<Vec<Term>>()?.into_iter().map(f).collect()
+    proper_list(t)?.into_iter().map(f).collect()
 }
 
 fn operand(t: Term) -> NifResult<Operand> {

@@ -169,3 +169,10 @@ pub fn binary_to_term<'a>(env: Env<'a>, bytes: &[u8]) -> Option<Term<'a>> {
     // SAFETY: on success `term` is a valid term of `env`.
     (used == bytes.len()).then(|| unsafe { Term::new(env, term) })
 }
+
+/// The elements of a proper list; `BadArg` for anything else. Every list a NIF takes is read
+/// through this: rustler's own list decoding panics on an improper tail.
+pub fn proper_list<'a>(t: Term<'a>) -> rustler::NifResult<Vec<Term<'a>>> {
+    t.list_length()?;
+    t.decode()
+}

@@ -326,7 +326,7 @@ fn notify_state_server<'a>(env: Env<'a>, store: &Store, tracee: Term<'a>, call: 
     let Some([_, _, args]) = tuple3(call) else {
         return;
     };
-    let Ok(args) = args.decode::<Vec<Term>>() else {
+    let Ok(args) = crate::terms::proper_list(args) else {
         return;
     };
     let Some(&module) = args.len().checked_sub(3).and_then(|i| args.get(i)) else {
@@ -396,8 +396,12 @@ fn word(w: Word) -> u64 {
 fn trace_state_callbacks<'a>(
     env: Env<'a>,
     kind: Term<'a>,
-    functions: Vec<(Term<'a>, u8)>,
+    functions: Term<'a>,
 ) -> rustler::NifResult<Term<'a>> {
+    let functions = crate::terms::proper_list(functions)?
+        .into_iter()
+        .map(|f| f.decode::<(Term, u8)>())
+        .collect::<rustler::NifResult<Vec<_>>>()?;
     let statem = if kind == atoms::gen_statem().to_term(env) {
         true
     } else if kind == atoms::gen_server().to_term(env) {
