@@ -27,7 +27,7 @@ defmodule ElixirScope.MixProject do
 
   def application do
     [
-      extra_applications: [:logger, :runtime_tools],
+      extra_applications: [:logger, :runtime_tools, :inets, :crypto],
       mod: {ElixirScope.Application, []}
     ]
   end

@@ -89,6 +89,10 @@ defmodule ElixirScope do
     * `:max_payload_bytes` - per-event payload cap (default `4096`). States are kept whole up
       to 256 KiB whatever it is (stored as changes to the process's previous state).
     * `:trace` - a list of targets to trace right away, as with `trace/2` (default `[]`).
+    * `:ui` - also serve the web UI: `true`, or the options of `ElixirScope.UI.start/1`
+      (`ui: [port: 4040]`); its URL is printed. A UI that cannot start (its port is taken)
+      stops the capture and returns `{:error, {:ui, reason}}`. `stop/0` leaves the UI up, on
+      the stopped capture; `ElixirScope.UI.stop/0` stops it.
     * `:persist` - also write the capture to disk, as it is stored, into a trace directory
       that `open/2` reads back (default: off). A keyword list:
       * `:dir` - the directory (required; it must not hold a trace yet);
@@ -123,7 +127,9 @@ defmodule ElixirScope do
   """
   @spec start(keyword()) :: {:ok, pid()} | {:error, term()}
   def start(opts \\ []) do
-    opts = Options.validate!(opts, Options.store_defaults() ++ [trace: [], persist: nil])
+    opts = Options.validate!(opts, Options.store_defaults() ++ [trace: [], persist: nil, ui: nil])
+    {ui, opts} = Keyword.pop(opts, :ui)
+    ui = ui && ElixirScope.UI.options!(if(ui == true, do: [], else: ui))
     {targets, opts} = Keyword.pop(opts, :trace)
     # Checked before anything starts: a bad target must not leave a capture running.
     targets = targets |> List.wrap() |> Enum.map(&target!(&1, "start/1's :trace"))
@@ -135,7 +141,7 @@ defmodule ElixirScope do
 
     case DynamicSupervisor.start_child(ElixirScope.Supervisor, {Server, server_opts}) do
       {:ok, pid} ->
-        trace_each(targets, pid)
+        with {:ok, pid} <- trace_each(targets, pid), do: start_ui(ui, pid)
 
       {:error, {:already_started, _}} ->
         {:error, :already_running}
@@ -145,6 +151,20 @@ defmodule ElixirScope do
 
       {:error, _} = error ->
         error
+    end
+  end
+
+  defp start_ui(nil, pid), do: {:ok, pid}
+
+  defp start_ui(opts, pid) do
+    case ElixirScope.UI.start(opts) do
+      {:ok, %{url: url}} ->
+        IO.puts("ElixirScope UI at #{url}")
+        {:ok, pid}
+
+      {:error, reason} ->
+        stop()
+        {:error, {:ui, reason}}
     end
   end
 
@@ -334,7 +354,8 @@ defmodule ElixirScope do
 
   Keys: `:running`, `:events`, `:dropped`, `:truncated`, `:bytes` (memory committed),
   `:payload_bytes`, `:capacity` (max events), `:max_bytes`, `:max_payload_bytes`,
-  `:tracing_level`, `:sample_rate`, `:sample_by`, `:last_seq`, `:traced` (`%{pids: [...], all:
+  `:tracing_level`, `:sample_rate`, `:sample_by`, `:last_seq` (the newest seq handed out),
+  `:published_seq` (the newest below which every event is readable: what a query sees), `:traced` (`%{pids: [...], all:
   boolean, new: boolean, modules: [...], state_modules: [...], lost_patterns: [mfa]}`, where
   `lost_patterns` are functions whose trace pattern ElixirScope set and another tool such as
   `:dbg` cleared or replaced since: their calls and states are no longer captured), `:skipped`
@@ -368,6 +389,7 @@ defmodule ElixirScope do
             bytes: 0,
             payload_bytes: 0,
             last_seq: 0,
+            published_seq: 0,
             persisted: 0,
             capacity: d[:max_events],
             max_bytes: d[:max_bytes],

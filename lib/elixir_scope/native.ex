@@ -47,6 +47,10 @@ defmodule ElixirScope.Native do
   def store_stats(_store), do: err()
   def store_release_pool, do: err()
 
+  # JSON (the HTTP front door's)
+  def json_encode(_term), do: err()
+  def json_decode(_binary), do: err()
+
   # Query
   def query_events(_store, _filter), do: err()
   def query_match(_store, _filter, _pattern, _guard, _vars, _events?), do: err()

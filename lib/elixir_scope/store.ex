@@ -52,6 +52,7 @@ defmodule ElixirScope.Store do
           sample_rate: float(),
           sample_by: :process | :event,
           last_seq: non_neg_integer(),
+          published_seq: non_neg_integer(),
           persisted: non_neg_integer()
         }
 

@@ -121,7 +121,6 @@ defmodule ElixirScope.NativeTest do
     assert_raise ArgumentError, fn ->
       Native.trace_state_callbacks(:gen_server, [{:init, 1} | :x])
     end
-
   end
 
   test "a closed store still answers queries and stats" do

@@ -69,6 +69,8 @@ rustler::atoms! {
     // errors and options
     invalid_option,
     // error reasons (see error.rs)
+    not_json,
+    invalid_json,
     enoent,
     eio,
     not_a_regular_file,
@@ -97,6 +99,7 @@ rustler::atoms! {
     sample_rate,
     sample_by,
     last_seq,
+    published_seq,
     persisted,
     // persistence
     none,

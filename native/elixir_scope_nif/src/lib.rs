@@ -15,6 +15,7 @@ mod error;
 mod etf;
 mod foreign;
 mod history;
+mod json;
 mod matcher;
 mod persist;
 mod query;

@@ -223,6 +223,10 @@ fn store_stats<'a>(env: Env<'a>, store: Term<'a>) -> NifResult<Term<'a>> {
             atoms::last_seq().encode(env),
             reader.log().last_seq().encode(env),
         ),
+        (
+            atoms::published_seq().encode(env),
+            reader.log().published_seq().encode(env),
+        ),
         (atoms::persisted().encode(env), persisted.encode(env)),
     ];
     Term::map_from_pairs(env, &pairs)

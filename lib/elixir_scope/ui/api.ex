@@ -1,0 +1,456 @@
+defmodule ElixirScope.UI.API do
+  @moduledoc """
+  The UI's JSON API: each route a thin call of the public query API that IEx uses, so the page
+  and IEx always give the same answer. `handle/4` takes the request and gives
+  `{status, body}`, `body` a map ready for `ElixirScope.UI.JSON.encode!/1`; errors are
+  `{4xx, %{error: message}}` with the message the API raised (a bad pattern shows the parser's
+  message), never a crash.
+
+  Routes (all `GET` but `control`):
+
+    * `status` - the capture's counters, level, sampling and targets (`ElixirScope.status/0`,
+      or the trace's `ElixirScope.Store.stats/1`);
+    * `events` - a page of events (`ElixirScope.Query.events/1`, or `ElixirScope.Query.find/1`
+      with `pattern_key` and `pattern`): `after_seq`, `before_seq`, `limit` (1..1000, default
+      100), `order`, `kind` (comma-separated), `pid`. `scanned_to` says how far the page
+      looked: a tail polls from there (`after_seq`), so a filter that matches nothing does not
+      rescan the store;
+    * `processes` - every process with events, its registered name and event count, and for a
+      live local one whether it is alive and its mailbox length;
+    * `process` - one process (`pid`): its counts by kind and its received messages by tag;
+    * `timeline` - a page of the events involving a process (`pid`, paging as `events`);
+    * `states` - a page of a process's states (`pid`, paging as `events`), each with its diff
+      from the state before it and its numeric fields;
+    * `POST control` - `{"action": "stop"}`, `{"action": "level", "level": "messages_only"}`,
+      `{"action": "sampling", "rate": 0.5}`: a running capture only.
+
+  ## Examples
+
+      iex> store = ElixirScope.Store.new!()
+      iex> {200, %{events: []}} = ElixirScope.UI.API.handle(:get, "events", %{}, %{store: store})
+      iex> ElixirScope.UI.API.handle(:get, "events", %{"limit" => "0"}, %{store: store})
+      {400, %{error: "invalid limit \\"0\\": expected an integer from 1 to 1000"}}
+  """
+
+  alias ElixirScope.{Event, Query, StateDiff, Store}
+  alias ElixirScope.Query.Aggregate
+  alias ElixirScope.UI.View
+
+  @max_limit 1000
+  @kinds Map.new(Event.kinds(), &{Atom.to_string(&1), &1})
+  @levels Map.new(~w(full messages_only states_only minimal off)a, &{Atom.to_string(&1), &1})
+  @pattern_keys Map.new(~w(message args result state data)a, &{Atom.to_string(&1), &1})
+
+  @typedoc """
+  Where the API reads: `store` is a store, or `:default` for the running capture's current one;
+  `live` says whether control actions apply.
+  """
+  @type context :: %{required(:store) => Store.t() | :default, optional(:live) => boolean()}
+
+  @doc """
+  Answers one request: `method` (`:get` or `:post`), the route (the path after `/api/`), the
+  query's parameters (or the decoded JSON body of a POST) and the context.
+  """
+  @spec handle(:get | :post, String.t(), map(), context()) :: {pos_integer(), map()}
+  def handle(method, route, params, ctx) do
+    case {method, route} do
+      {:get, "status"} ->
+        with_store(ctx, &status(&1, ctx))
+
+      {:get, "events"} ->
+        with_store(ctx, &events(&1, params, ctx))
+
+      {:get, "processes"} ->
+        with_store(ctx, &processes(&1, ctx))
+
+      {:get, "process"} ->
+        with_store(ctx, &process(&1, params, ctx))
+
+      {:get, "timeline"} ->
+        with_store(ctx, &timeline(&1, params, ctx))
+
+      {:get, "states"} ->
+        with_store(ctx, &states(&1, params))
+
+      {:post, "control"} ->
+        control(params, ctx)
+
+      {_, r} when r in ~w(status events processes process timeline states control) ->
+        {405, err("method not allowed")}
+
+      _ ->
+        {404, err("no such route: /api/#{route}")}
+    end
+  rescue
+    e in ArgumentError -> {400, err(Exception.message(e))}
+  end
+
+  defp with_store(ctx, fun) do
+    case store(ctx) do
+      nil -> {503, err("no capture yet: start one with ElixirScope.start/1")}
+      store -> {200, fun.(store)}
+    end
+  end
+
+  defp store(%{store: :default}), do: Store.default()
+  defp store(%{store: %Store{} = store}), do: store
+
+  defp live?(ctx), do: Map.get(ctx, :live, false)
+
+  # status
+
+  defp status(store, ctx) do
+    stats = if live?(ctx), do: ElixirScope.status(), else: Store.stats(store)
+    traced = Map.get(stats, :traced, %{})
+
+    %{
+      mode: if(live?(ctx), do: "live", else: "trace"),
+      running: Map.get(stats, :running, false),
+      events: stats.events,
+      last_seq: stats.last_seq,
+      published_seq: stats.published_seq,
+      dropped: stats.dropped,
+      truncated: stats.truncated,
+      bytes: stats.bytes,
+      capacity: stats.capacity,
+      tracing_level: stats.tracing_level,
+      sample_rate: stats.sample_rate,
+      sample_by: stats.sample_by,
+      persist_dir: Map.get(stats, :persist_dir),
+      traced: %{
+        pids: Enum.map(Map.get(traced, :pids, []), &View.pid/1),
+        all: Map.get(traced, :all, false),
+        new: Map.get(traced, :new, false),
+        modules: Enum.map(Map.get(traced, :modules, []), &inspect/1)
+      },
+      skipped: length(Map.get(stats, :skipped, []))
+    }
+  end
+
+  # events
+
+  defp events(store, params, ctx) do
+    filters = [store: store] ++ page!(params) ++ kinds!(params) ++ pid_filter!(params, :pid)
+    # Read before the query, which sees at least every event up to it.
+    published = Store.stats(store).published_seq
+
+    events =
+      case pattern!(params) do
+        nil -> Query.events(filters)
+        {key, text} -> Query.find([{key, text} | filters]) |> Enum.map(& &1.event)
+      end
+
+    # How far a tail has looked: with a short ascending page, every matching event up to
+    # `published` is in it, so the next poll starts there even when nothing matched.
+    whole = length(events) < filters[:limit] and filters[:order] == :asc and !filters[:before_seq]
+    last = events |> List.last() |> seq()
+    scanned = if whole, do: max(published, last || 0), else: last
+
+    Map.put(page(events, store, ctx), :scanned_to, scanned)
+  end
+
+  defp page(events, store, ctx) do
+    pids = events |> Enum.flat_map(&[&1.pid, &1.peer]) |> Enum.filter(&is_pid/1) |> Enum.uniq()
+
+    %{
+      events: View.events(events, store, names(store, ctx, pids)),
+      first_seq: events |> List.first() |> seq(),
+      last_seq: events |> List.last() |> seq()
+    }
+  end
+
+  defp seq(nil), do: nil
+  defp seq(%Event{seq: seq}), do: seq
+
+  # processes
+
+  defp processes(store, ctx) do
+    counts = Aggregate.group_by([store: store], :pid)
+    names = names(store, ctx, Map.keys(counts))
+
+    list =
+      for {pid, count} <- counts, is_pid(pid) do
+        alive = live?(ctx) and node(pid) == node() and Process.alive?(pid)
+
+        %{
+          pid: View.pid(pid),
+          name: if(n = Map.get(names, pid), do: inspect(n)),
+          events: count,
+          alive: alive,
+          mailbox: if(alive, do: mailbox(pid))
+        }
+      end
+
+    %{processes: Enum.sort_by(list, &(-&1.events))}
+  end
+
+  # Registered names: those the trace saw taken (`:register`, `:traced`, the last one wins), and
+  # for a live capture the name a local process holds now (a saved trace's pids are another
+  # VM's: never looked up here).
+  defp names(store, ctx, pids) do
+    seen =
+      for %Event{kind: kind, pid: pid, data: data} <-
+            Query.events(store: store, kind: [:register, :traced]),
+          name = name_in(kind, data),
+          into: %{},
+          do: {pid, name}
+
+    if live?(ctx) do
+      Enum.reduce(pids, seen, fn pid, acc ->
+        case node(pid) == node() && Process.info(pid, :registered_name) do
+          {:registered_name, name} when is_atom(name) -> Map.put(acc, pid, name)
+          _ -> acc
+        end
+      end)
+    else
+      seen
+    end
+  end
+
+  defp name_in(:register, name) when is_atom(name), do: name
+  defp name_in(:traced, {_, name}) when is_atom(name) and name != nil, do: name
+  defp name_in(_, _), do: nil
+
+  defp mailbox(pid) do
+    case Process.info(pid, :message_queue_len) do
+      {:message_queue_len, n} -> n
+      nil -> nil
+    end
+  end
+
+  defp process(store, params, ctx) do
+    pid = pid!(params, "pid")
+    by_kind = Aggregate.group_by([store: store, pid: pid], :kind)
+    tags = Aggregate.group_by([store: store, pid: pid, kind: :receive], :tag)
+    alive = live?(ctx) and node(pid) == node() and Process.alive?(pid)
+
+    %{
+      pid: View.pid(pid),
+      name: if(n = Map.get(names(store, ctx, [pid]), pid), do: inspect(n)),
+      alive: alive,
+      mailbox: if(alive, do: mailbox(pid)),
+      by_kind: Map.new(by_kind, fn {k, n} -> {Atom.to_string(k), n} end),
+      received_by_tag:
+        tags
+        |> Enum.sort_by(fn {_, n} -> -n end)
+        |> Enum.map(fn {tag, n} -> %{tag: inspect(tag), count: n} end)
+    }
+  end
+
+  # a process's timeline and states
+
+  defp timeline(store, params, ctx) do
+    pid = pid!(params, "pid")
+    filters = [store: store] ++ page!(params) ++ kinds!(params)
+    page(Query.timeline(pid, filters), store, ctx)
+  end
+
+  defp states(store, params) do
+    pid = pid!(params, "pid")
+    states = Query.events([store: store, pid: pid, kind: :state] ++ page!(params))
+
+    previous =
+      case states do
+        [first | _] ->
+          Query.events(
+            store: store,
+            pid: pid,
+            kind: :state,
+            before_seq: first.seq,
+            order: :desc,
+            limit: 1
+          )
+
+        [] ->
+          []
+      end
+
+    {entries, _} =
+      Enum.map_reduce(states, List.first(previous), fn e, before ->
+        {state_entry(e, before, store), e}
+      end)
+
+    %{states: entries, last_seq: states |> List.last() |> seq()}
+  end
+
+  defp state_entry(%Event{} = e, before, store) do
+    diff = if before, do: StateDiff.diff(before.data, e.data)
+
+    %{
+      seq: e.seq,
+      ts: e.ts,
+      time: View.time(store, e.ts),
+      callback: View.mfa(e.mfa),
+      state: View.term(e.data),
+      numbers: numbers(e.data),
+      diff: diff && diff_json(diff)
+    }
+  end
+
+  defp diff_json(%StateDiff{} = d) do
+    %{
+      equal: d.equal,
+      changed:
+        for(
+          {path, old, new} <- d.changed,
+          do: %{path: path_text(path), before: View.term(old), after: View.term(new)}
+        ),
+      added: for({path, v} <- d.added, do: %{path: path_text(path), value: View.term(v)}),
+      removed: for({path, v} <- d.removed, do: %{path: path_text(path), value: View.term(v)})
+    }
+  end
+
+  defp path_text(path), do: Enum.map_join(path, "", &"[#{inspect(&1)}]")
+
+  # The numeric fields a chart can draw: the state itself, or a map's (a struct's) top-level
+  # numeric values, by their key as text.
+  defp numbers(n) when is_number(n), do: %{"state" => n}
+
+  defp numbers(%{} = map) do
+    for {k, v} <- Map.delete(map, :__struct__), is_number(v), into: %{}, do: {inspect(k), v}
+  end
+
+  defp numbers(_), do: %{}
+
+  # control
+
+  defp control(params, ctx) do
+    cond do
+      not live?(ctx) ->
+        {409, err("this UI reads a saved trace: there is no capture to control")}
+
+      not is_map(params) ->
+        {400, err("expected a JSON object with an \"action\"")}
+
+      true ->
+        case params["action"] do
+          "stop" ->
+            :ok = ElixirScope.stop()
+            {200, %{ok: true}}
+
+          "level" ->
+            level =
+              Map.get(@levels, params["level"]) ||
+                bad!("level", params["level"], Map.keys(@levels))
+
+            :ok = ElixirScope.set_level(level)
+            {200, %{ok: true}}
+
+          "sampling" ->
+            rate = params["rate"]
+
+            unless is_number(rate) and rate >= 0 and rate <= 1,
+              do:
+                raise(
+                  ArgumentError,
+                  "invalid rate #{inspect(rate)}: expected a number from 0.0 to 1.0"
+                )
+
+            :ok = ElixirScope.set_sampling(rate / 1)
+            {200, %{ok: true}}
+
+          other ->
+            bad!("action", other, ["stop", "level", "sampling"])
+        end
+    end
+  end
+
+  # parameters
+
+  defp page!(params) do
+    [
+      after_seq: int!(params, "after_seq", 0, 0, nil),
+      limit: int!(params, "limit", 100, 1, @max_limit),
+      order: order!(params)
+    ] ++
+      case params["before_seq"] do
+        nil -> []
+        _ -> [before_seq: int!(params, "before_seq", nil, 1, nil)]
+      end
+  end
+
+  defp order!(params) do
+    case params["order"] do
+      nil -> :asc
+      "asc" -> :asc
+      "desc" -> :desc
+      other -> bad!("order", other, ["asc", "desc"])
+    end
+  end
+
+  defp kinds!(params) do
+    case params["kind"] do
+      nil ->
+        []
+
+      "" ->
+        []
+
+      text ->
+        kinds =
+          for k <- String.split(text, ",", trim: true),
+              do: Map.get(@kinds, String.trim(k)) || bad!("kind", k, Map.keys(@kinds))
+
+        [kind: kinds]
+    end
+  end
+
+  defp pid_filter!(params, key) do
+    case params[Atom.to_string(key)] do
+      nil -> []
+      "" -> []
+      _ -> [{key, pid!(params, Atom.to_string(key))}]
+    end
+  end
+
+  defp pid!(params, key) do
+    text = params[key]
+
+    case is_binary(text) && View.parse_pid(text) do
+      {:ok, pid} ->
+        pid
+
+      _ ->
+        raise ArgumentError,
+              "invalid #{key} #{inspect(text)}: expected a local pid like #PID<0.123.0>"
+    end
+  end
+
+  defp pattern!(params) do
+    case {params["pattern_key"], params["pattern"]} do
+      {_, nil} ->
+        nil
+
+      {_, ""} ->
+        nil
+
+      {key, text} ->
+        {Map.get(@pattern_keys, key || "message") ||
+           bad!("pattern_key", key, Map.keys(@pattern_keys)), text}
+    end
+  end
+
+  defp int!(params, key, default, min, max) do
+    case params[key] do
+      nil ->
+        default
+
+      text ->
+        case Integer.parse(to_string(text)) do
+          {n, ""} when n >= min and (max == nil or n <= max) ->
+            n
+
+          _ ->
+            range = if max, do: "from #{min} to #{max}", else: "of at least #{min}"
+            raise ArgumentError, "invalid #{key} #{inspect(text)}: expected an integer #{range}"
+        end
+    end
+  end
+
+  defp bad!(what, value, allowed) do
+    raise ArgumentError,
+          "invalid #{what} #{inspect(value)}: expected one of #{Enum.map_join(Enum.sort(allowed), ", ", &inspect/1)}"
+  end
+
+  defp err(message), do: %{error: message}
+end
