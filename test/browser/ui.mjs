@@ -1,0 +1,109 @@
+// Drives the web UI in Debian's Chromium (playwright-core) and checks that every view shows what
+// the Elixir API answered: node test/browser/ui.mjs <url> <expected.json> <screenshot dir>.
+// Run by test/elixir_scope/ui_browser_test.exs, which starts the traced app and the UI and
+// writes the expected answers. Exits 1 with the failed checks listed.
+import { createRequire } from "node:module";
+import { readFileSync, mkdirSync } from "node:fs";
+
+const require = createRequire(new URL("../../assets/package.json", import.meta.url));
+const { chromium } = require("playwright-core");
+
+const [url, expectedPath, shots] = process.argv.slice(2);
+const expected = JSON.parse(readFileSync(expectedPath, "utf8"));
+mkdirSync(shots, { recursive: true });
+
+const failures = [];
+const check = (name, ok, detail = "") => {
+  console.log(`${ok ? "ok  " : "FAIL"} ${name}${ok ? "" : ": " + detail}`);
+  if (!ok) failures.push(name);
+};
+const same = (name, got, want) => check(name, JSON.stringify(got) === JSON.stringify(want), `got ${JSON.stringify(got)}, want ${JSON.stringify(want)}`);
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+  args: ["--no-sandbox", "--disable-dev-shm-usage"],
+});
+const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
+const errors = [];
+page.on("console", (m) => m.type() === "error" && errors.push(m.text()));
+page.on("pageerror", (e) => errors.push(e.message));
+page.setDefaultTimeout(10_000);
+
+const seqs = (selector) => page.$$eval(`${selector} tbody tr`, (rows) => rows.map((r) => Number(r.dataset.seq)));
+const shot = (name) => page.screenshot({ path: `${shots}/${name}.png` });
+
+try {
+  // Live: the counters, the tail of the newest events, a filter, a bad filter, pause.
+  await page.goto(url + "#/live");
+  await page.waitForSelector('#status [data-card="events"]');
+  await page.waitForFunction((n) => document.querySelectorAll("#tail tbody tr").length >= n, expected.tail.length);
+  const events = await page.textContent('#status [data-card="events"] .value');
+  same("live: the events card is status().events", Number(events.replace(/,/g, "")), expected.status.events);
+  same("live: the tail is the newest events, oldest first", await seqs("#tail"), expected.tail);
+  same("live: the level card", (await page.textContent('#status [data-card="level"] .value')).trim(), expected.status.tracing_level);
+  check("live: the traced targets are listed", (await page.textContent("#targets")).includes(expected.counter));
+  await shot("live");
+
+  await page.selectOption("#filter-key", "message");
+  await page.fill("#filter-pattern", expected.pattern);
+  await page.click('#filter button[type="submit"]');
+  await page.waitForFunction((n) => document.querySelectorAll("#tail tbody tr").length === n, expected.matches.length);
+  same("live: a pattern shows exactly Query.find/1's matches", await seqs("#tail"), expected.matches);
+  await shot("live-filtered");
+
+  await page.fill("#filter-pattern", expected.bad_pattern);
+  await page.click('#filter button[type="submit"]');
+  await page.waitForSelector("#filter-error:not([hidden])");
+  same("live: a bad pattern shows the parser's message", await page.textContent("#filter-error"), expected.bad_pattern_error);
+  await shot("live-bad-pattern");
+
+  await page.click("#pause");
+  same("live: pause turns into resume", await page.textContent("#pause"), "Resume");
+  await page.click("#pause");
+
+  // Processes: one row per process with events, with its count.
+  await page.goto(url + "#/processes");
+  await page.waitForSelector("#processes tbody tr");
+  const rows = await page.$$eval("#processes tbody tr", (rs) => rs.map((r) => [r.dataset.pid, Number(r.cells[2].textContent.replace(/,/g, ""))]));
+  same("processes: pids and event counts are group_by(:pid)'s", Object.fromEntries(rows), expected.processes);
+  await shot("processes");
+
+  // A process: its timeline, paged; its states with diffs and the chart; messages by tag.
+  await page.click(`#processes a[title="${expected.counter}"]`);
+  await page.waitForSelector("#timeline tbody tr");
+  same("process: the first timeline page is Query.timeline's", await seqs("#timeline"), expected.timeline[0]);
+  await shot("process-timeline");
+  await page.click("#next");
+  await page.waitForFunction((first) => Number(document.querySelector("#timeline tbody tr")?.dataset.seq) === first, expected.timeline[1][0]);
+  same("process: the next page follows it", await seqs("#timeline"), expected.timeline[1]);
+  await page.click("#prev");
+  await page.waitForFunction((first) => Number(document.querySelector("#timeline tbody tr")?.dataset.seq) === first, expected.timeline[0][0]);
+
+  await page.click("#tab-states");
+  await page.waitForSelector("#states li.state");
+  const states = await page.$$eval("#states li.state", (ls) => ls.map((l) => Number(l.dataset.seq)));
+  same("process: the states are the state events", states, expected.states.map((s) => s.seq));
+  const texts = await page.$$eval("#states li.state", (ls) => ls.map((l) => (l.querySelector("pre") ?? l.querySelector("code.term")).textContent));
+  same("process: each state as inspect prints it", texts, expected.states.map((s) => s.text));
+  const changed = await page.$$eval("#states li.state:nth-child(3) ul.diff li.changed code:first-child", (cs) => cs.map((c) => c.textContent));
+  same("process: the third state's diff names the changed keys", changed.sort(), expected.third_changed.sort());
+  const series = await page.$$eval("#state-chart path.series", (ps) => ps.map((p) => p.dataset.series));
+  same("process: the chart draws the numeric fields", series.sort(), expected.numeric_fields.sort());
+  await shot("process-states");
+
+  await page.click("#tab-messages");
+  await page.waitForSelector("#tags tr");
+  const tags = await page.$$eval("#tags tr", (rs) => rs.map((r) => [r.cells[0].textContent, Number(r.cells[1].textContent)]));
+  same("process: received messages by tag", tags.sort(), Object.entries(expected.tags).sort());
+  await shot("process-messages");
+
+  // The bad pattern's 400 is logged by the browser as a failed load: the one error expected.
+  const unexpected = errors.filter((e) => !e.includes("status of 400"));
+  check("no console errors", unexpected.length === 0, unexpected.join(" | "));
+} catch (e) {
+  check("the page answered", false, e.stack);
+  await shot("failure").catch(() => {});
+} finally {
+  await browser.close();
+}
+process.exit(failures.length ? 1 : 0);
