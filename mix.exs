@@ -49,6 +49,7 @@ defmodule ElixirScope.MixProject do
         lib mix.exs README.md LICENSE Cargo.toml Cargo.lock checksum-elixir_scope_nif.exs
         native/elixir_scope_core/Cargo.toml native/elixir_scope_core/src
         native/elixir_scope_nif/Cargo.toml native/elixir_scope_nif/src
+        priv/static assets/src assets/index.html assets/package.json assets/package-lock.json
       )
     ]
   end

@@ -17,11 +17,15 @@ defmodule ElixirScope.PackageTest do
       assert File.exists?(Path.join(@root, f)), "#{f} is listed but missing"
 
       refute Enum.any?(
-               ~w(target _build deps priv test bench examples),
+               ~w(target _build deps priv/native test bench examples assets/node_modules),
                &String.starts_with?(f, &1)
              ),
              "#{f} is not for the package"
     end
+
+    # The web UI's built page ships (a user has no npm); its sources too, to rebuild it.
+    assert "priv/static" in package_files()
+    assert "assets/src" in package_files()
   end
 
   @tag timeout: 300_000
