@@ -291,6 +291,16 @@ defmodule ElixirScope.HistoryTest do
     assert data == %{action: :restarted, id: :counter, old_pid: old, pid: new, reason: nil}
     assert inspect(event) =~ "restarted :counter"
 
+    # A window holds the changes its states show, against the state before it; any time form.
+    for since <- [{:seq, 0}, {:seq, 1}, {:seq, event.seq}, t1],
+        until <- [nil, {:seq, event.seq}, t2, :now] do
+      assert [^event] = Query.supervisor_events(sup, store: store, since: since, until: until),
+             inspect({since, until})
+    end
+
+    assert [] = Query.supervisor_events(sup, store: store, until: {:seq, event.seq - 1})
+    assert [] = Query.supervisor_events(sup, store: store, since: {:seq, event.seq + 1})
+
     Supervisor.stop(sup)
   end
 

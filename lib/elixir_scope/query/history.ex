@@ -532,13 +532,22 @@ defmodule ElixirScope.Query.History do
   that shows the change, and `data` is `%{action: :started | :restarted | :terminated, id: id,
   pid: pid | :undefined, old_pid: pid | nil, reason: term | nil}` (`reason`: the old child's exit
   reason, when its exit was recorded).
+
+  `:since` and `:until` (times as above, `{:seq, n}` included; both inclusive) select the changes
+  whose state falls in the window; each is still found against the state before it, even when
+  that state is older than the window.
   """
   @spec supervisor_events(ElixirScope.Query.Names.process(), keyword()) :: [Event.t()]
   def supervisor_events(sup, opts \\ []) do
-    opts = Keyword.put(opts, :store, store(opts, [:since, :until, :changes_only]))
+    s = store(opts, [:since, :until, :changes_only])
+    # The window selects changes, not states: a change is found against the state before it,
+    # which may precede the window, and an old child's exit may too.
+    from = At.opt_native!(s, opts[:since])
+    to = At.opt_native!(s, opts[:until])
+    opts = opts |> Keyword.drop([:since, :until]) |> Keyword.put(:store, s)
 
     sup
-    |> pid!(store(opts, [:since, :until, :changes_only]), "sup")
+    |> pid!(s, "sup")
     |> state_timeline(opts)
     |> Enum.flat_map(fn e ->
       case Supervision.children(e.data) do
@@ -547,6 +556,7 @@ defmodule ElixirScope.Query.History do
       end
     end)
     |> Enum.chunk_every(2, 1, :discard)
+    |> Enum.filter(fn [_, {e, _}] -> within?(e, from, :since) and within?(e, to, :until) end)
     |> Enum.flat_map(fn [{_, old}, {e, new}] -> child_changes(old, new, e, opts) end)
     |> Enum.map(fn %{seq: seq, ts: ts} = change ->
       data = Map.drop(change, [:seq, :ts])
