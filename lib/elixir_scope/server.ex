@@ -617,7 +617,7 @@ defmodule ElixirScope.Server do
           Enum.flat_map(
             [ElixirScope.Supervisor, ElixirScope.AppSupervisor],
             &List.wrap(Process.whereis(&1))
-          )
+          ) ++ ElixirScope.UI.own_processes()
     ]
   end
 end

@@ -86,6 +86,7 @@ defmodule ElixirScope.UI do
 
         :persistent_term.put({__MODULE__, actual}, ui)
         :persistent_term.put({__MODULE__, :servers}, [{actual, pid} | servers()])
+        release(pid)
         url = "http://#{shown}:#{actual}/" <> if(loopback, do: "", else: "?token=#{token}")
         {:ok, %{url: url, port: actual, token: token, pid: pid}}
 
@@ -150,6 +151,53 @@ defmodule ElixirScope.UI do
   end
 
   defp servers, do: :persistent_term.get({__MODULE__, :servers}, [])
+
+  @doc false
+  # The processes of every running UI's HTTP server (its supervisors, acceptor and manager):
+  # ElixirScope never traces them, or each page load would add events to what the page shows
+  # (a connection supervisor runs a `:supervisor` callback per connection, recorded whenever
+  # supervisors' states are).
+  @spec own_processes() :: [pid()]
+  def own_processes do
+    servers() |> Enum.flat_map(fn {_, pid} -> tree(pid) end)
+  end
+
+  # Stops any tracing of the server's processes by ElixirScope (they may have been traced for a
+  # traced module's calls, or as new processes).
+  defp release(pid) do
+    case ElixirScope.Store.default() do
+      nil -> :ok
+      store -> Enum.each(tree(pid), &ElixirScope.Tracer.untrace_pid(&1, store))
+    end
+  end
+
+  @doc false
+  # Called by each request's process: a connection's process was spawned after the UI
+  # started, so it has whatever flags a capture gives new processes; it drops them.
+  def release_self do
+    case ElixirScope.Store.default() do
+      nil -> :ok
+      store -> ElixirScope.Tracer.untrace_pid(self(), store)
+    end
+  end
+
+  defp tree(pid) do
+    children =
+      try do
+        for {_, child, :supervisor, _} <- Supervisor.which_children(pid), is_pid(child), do: child
+      catch
+        :exit, _ -> []
+      end
+
+    workers =
+      try do
+        for {_, child, :worker, _} <- Supervisor.which_children(pid), is_pid(child), do: child
+      catch
+        :exit, _ -> []
+      end
+
+    [pid | workers] ++ Enum.flat_map(children, &tree/1)
+  end
 
   defp ip!({_, _, _, _} = ip), do: ip
   defp ip!({_, _, _, _, _, _, _, _} = ip), do: ip

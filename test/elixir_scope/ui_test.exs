@@ -380,11 +380,48 @@ defmodule ElixirScope.UITest do
     assert_raise Mix.Error, ~r/cannot open/, fn -> Mix.Tasks.ElixirScope.Ui.run([dir]) end
   end
 
+  defp read_all(socket, acc) do
+    case :gen_tcp.recv(socket, 0, 5_000) do
+      {:ok, data} -> read_all(socket, acc <> data)
+      {:error, :closed} -> {:ok, acc}
+    end
+  end
+
   defp wait_for_new_server(before, tries) do
     case :persistent_term.get({UI, :servers}, []) -- before do
       [{port, _} | _] -> port
       [] when tries > 0 -> Process.sleep(50) && wait_for_new_server(before, tries - 1)
     end
+  end
+
+  test "the UI's own processes are not captured: serving pages adds no events", %{box: box} do
+    # Supervisors' states recorded (a traced supervisor) and calls traced everywhere (a traced
+    # module): what made every connection's supervisor callback an event.
+    {:ok, sup} = Supervisor.start_link([], strategy: :one_for_one)
+    :ok = ElixirScope.trace(sup)
+    :ok = ElixirScope.trace(Box, as: :module)
+    UI.stop()
+    {:ok, ui} = UI.start(port: 0)
+    GenServer.call(box, {:put, :sync})
+    before = ElixirScope.status().published_seq
+
+    # A raw socket client: :httpc would add its own supervisor's events.
+    for path <- List.duplicate(["/api/status", "/", "/static/app.js"], 4) |> List.flatten() do
+      {:ok, socket} = :gen_tcp.connect({127, 0, 0, 1}, ui.port, [:binary, active: false])
+
+      :ok =
+        :gen_tcp.send(
+          socket,
+          "GET #{path} HTTP/1.1\r\nHost: 127.0.0.1:#{ui.port}\r\nConnection: close\r\n\r\n"
+        )
+
+      assert {:ok, "HTTP/1.1 200" <> _} = read_all(socket, "")
+    end
+
+    GenServer.call(box, {:put, :sync})
+    grown = Query.events(after_seq: before) |> Enum.reject(&(&1.pid == box))
+    assert grown == []
+    Supervisor.stop(sup)
   end
 
   test "JSON: what it cannot write is an ArgumentError naming it" do

@@ -33,6 +33,7 @@ defmodule ElixirScope.UI.HTTP do
   @doc false
   # httpd's module callback.
   def unquote(:do)(mod_data) do
+    ElixirScope.UI.release_self()
     request = mod(mod_data)
     port = :httpd_util.lookup(request[:config_db], :port)
 
