@@ -210,6 +210,14 @@ defmodule ElixirScope.Query do
   @spec find(keyword()) :: [ElixirScope.Query.DSL.match()]
   defdelegate find(filters), to: ElixirScope.Query.DSL
 
+  @doc """
+  The messages exchanged among `pids`, oldest first, as a sequence diagram draws them: sender,
+  receiver, kind (`:call`, `:reply`, `:cast`, `:info`), the event and the seq of its receipt.
+  See `ElixirScope.Query.Sequence.messages/2`.
+  """
+  @spec sequence([Names.process()], keyword()) :: [ElixirScope.Query.Sequence.message()]
+  defdelegate sequence(pids, filters \\ []), to: ElixirScope.Query.Sequence, as: :messages
+
   # Aggregations (see ElixirScope.Query.Aggregate).
   @doc Map.fetch!(@docs, {:count, 1})
   @spec count(keyword()) :: non_neg_integer()
@@ -537,6 +545,10 @@ defmodule ElixirScope.Query do
   @doc Map.fetch!(@docs, {:source_view, 2})
   @spec source_view(Vars.target(), keyword()) :: String.t() | {:error, term()}
   defdelegate source_view(target, opts \\ []), to: Vars
+
+  @doc Map.fetch!(@docs, {:source_lines, 2})
+  @spec source_lines(Vars.target(), keyword()) :: {:ok, [map()]} | {:error, term()}
+  defdelegate source_lines(target, opts \\ []), to: Vars
   @doc Map.fetch!(@docs, {:calls, 2})
   @spec tracked_calls(mfa() | module() | pid(), keyword()) :: [Event.t()]
   defdelegate tracked_calls(target, opts \\ []), to: Vars, as: :calls

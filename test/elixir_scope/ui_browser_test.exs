@@ -8,8 +8,10 @@ defmodule ElixirScope.UIBrowserTest do
   alias ElixirScope.Query
   alias ElixirScope.Query.Aggregate
   alias ElixirScope.UI.{API, View}
+  import ElixirScope.ScopeCase, only: [wait_until: 1]
 
   @moduletag timeout: 120_000
+  @moduletag :capture_log
 
   defmodule Counter do
     use GenServer
@@ -20,6 +22,25 @@ defmodule ElixirScope.UIBrowserTest do
 
     def handle_cast(:reset, s), do: {:noreply, %{s | count: 0}}
     def handle_info({:ping, _}, s), do: {:noreply, s}
+  end
+
+  defmodule Worker do
+    use GenServer
+    def start_link(_), do: GenServer.start_link(__MODULE__, 0, name: :ui_worker)
+    def init(n), do: {:ok, n}
+    def handle_call(:poison, _from, _n), do: raise(ArgumentError, "poison job")
+    def handle_call(job, _from, n), do: {:reply, {:done, job}, n + 1}
+  end
+
+  defmodule Pricing do
+    use ElixirScope.Track
+
+    @scope true
+    def total(items, discount) do
+      subtotal = Enum.reduce(items, 0, fn {price, qty}, acc -> acc + price * qty end)
+      discounted = subtotal * (1 - discount)
+      Float.round(discounted, 2)
+    end
   end
 
   setup_all do
@@ -39,24 +60,52 @@ defmodule ElixirScope.UIBrowserTest do
     ElixirScope.stop()
     ElixirScope.UI.stop()
     {:ok, _} = ElixirScope.start()
-    {:ok, counter} = GenServer.start(Counter, :ok, name: :ui_counter)
+
+    children = [
+      %{id: :counter, start: {GenServer, :start_link, [Counter, :ok, [name: :ui_counter]]}},
+      Worker
+    ]
+
+    {:ok, sup} = Supervisor.start_link(children, strategy: :one_for_one, name: :ui_sup)
+    Process.unlink(sup)
+    counter = Process.whereis(:ui_counter)
+    :ok = ElixirScope.trace(sup)
     :ok = ElixirScope.trace(counter)
+    :ok = ElixirScope.trace(Process.whereis(:ui_worker))
+    :ok = ElixirScope.trace(self(), children: false)
+    for mod <- [Counter, Worker], do: :ok = ElixirScope.trace(mod, as: :module)
 
     on_exit(fn ->
       ElixirScope.UI.stop()
       ElixirScope.stop()
-      Process.exit(counter, :kill)
+      Process.exit(sup, :kill)
     end)
 
-    %{counter: counter}
+    %{counter: counter, sup: sup}
   end
 
-  test "every view shows what the query API answers", %{counter: counter} do
+  test "every view shows what the query API answers", %{counter: counter, sup: sup} do
     for i <- 1..60, do: GenServer.call(counter, {:add, i})
     GenServer.cast(counter, :reset)
     for i <- 1..3, do: send(counter, {:ping, i})
     :sys.get_state(counter)
 
+    # The worker crashes on a poison job and is restarted; a tracked function runs.
+    old_worker = Process.whereis(:ui_worker)
+    ref = Process.monitor(old_worker)
+    {:done, :first} = GenServer.call(:ui_worker, :first)
+    catch_exit(GenServer.call(:ui_worker, :poison))
+    assert_receive {:DOWN, ^ref, _, _, _}
+
+    wait_until(fn ->
+      is_pid(Process.whereis(:ui_worker)) and Process.whereis(:ui_worker) != old_worker
+    end)
+
+    {:done, :after} = GenServer.call(:ui_worker, :after)
+    27.0 = Pricing.total([{10.0, 2}, {2.5, 4}], 0.1)
+
+    # This process runs the browser from here on: what it receives then is not the app's.
+    :ok = ElixirScope.untrace(self())
     {:ok, ui} = ElixirScope.UI.start(port: 0)
     store = ElixirScope.Store.default()
     pattern = "{:\"$gen_call\", _, {:add, n}} when n > 55"
@@ -83,7 +132,7 @@ defmodule ElixirScope.UIBrowserTest do
       processes:
         for(
           {pid, n} <- Aggregate.group_by([], :pid),
-          is_pid(pid),
+          is_pid(pid) and pid not in ElixirScope.UI.own_processes(),
           into: %{},
           do: {inspect(pid), n}
         ),
@@ -103,7 +152,65 @@ defmodule ElixirScope.UIBrowserTest do
         )
     }
 
-    assert length(expected.matches) == 5
+    # Message flow between this process and the counter; the tree now and its changes.
+    me = self()
+    flow = Query.sequence([me, counter], limit: 100)
+    root = Enum.find(Query.supervision_tree_at(:now), &(&1.pid == sup))
+    [restart] = Query.supervisor_events(sup)
+    {:ok, crash} = Query.why_crashed(old_worker)
+
+    # Replay from the poison call's receipt, three steps forward.
+    [poison] =
+      Query.find(pid: old_worker, kind: :receive, message: ~s({:"$gen_call", _, :poison}))
+
+    {:ok, cursor} = ElixirScope.Replay.open(poison.event)
+
+    steps =
+      Enum.scan(1..3, cursor, fn _, c ->
+        {:ok, n} = ElixirScope.Replay.next(c)
+        n
+      end)
+
+    state_after = fn c ->
+      e = c.event
+
+      state =
+        case Query.state_at(e.pid, {:seq, e.seq}) do
+          {:ok, st} -> View.term(st)
+          {:error, :no_state} -> nil
+        end
+
+      %{seq: e.seq, pid: inspect(e.pid), state: state}
+    end
+
+    [exception] = Query.events(pid: old_worker, kind: :exception)
+    [call] = Query.tracked_calls({Pricing, :total, 2})
+    {:ok, lines} = Query.source_lines(call)
+
+    expected =
+      Map.merge(expected, %{
+        flow_pids: "#{inspect(me)},#{inspect(counter)}",
+        flow:
+          Enum.map(flow, &[&1.seq, inspect(&1.from), inspect(&1.to), Atom.to_string(&1.kind)]),
+        sup: inspect(sup),
+        tree_children: Enum.map(root.children, &inspect(&1.pid)),
+        restart: %{
+          seq: restart.seq,
+          pid: inspect(restart.data.pid),
+          old_pid: inspect(restart.data.old_pid)
+        },
+        replay: [state_after.(cursor) | Enum.map(steps, state_after)],
+        until: exception.seq,
+        crash: %{pid: inspect(old_worker), report: ElixirScope.Crash.format(crash)},
+        call: call.seq,
+        source:
+          for l <- lines, l.bindings != [] do
+            [l.line, Enum.map(l.bindings, &"#{&1.name} = #{View.term(&1.value)}")]
+          end
+      })
+
+    # Each call of the five seen twice: sent by this process, received by the counter.
+    assert length(expected.matches) == 10
     dir = Path.join(Mix.Project.build_path(), "ui-screenshots")
 
     path =

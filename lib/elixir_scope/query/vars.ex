@@ -181,24 +181,13 @@ defmodule ElixirScope.Query.Vars do
   """
   @spec source_view(target(), keyword()) :: String.t() | {:error, term()}
   def source_view(target, opts \\ []) do
-    entry = entry(target, opts)
+    with {:ok, lines} <- source_lines(target, opts) do
+      width = lines |> List.last() |> Map.fetch!(:line) |> Integer.to_string() |> String.length()
 
-    with %Event{mfa: {mod, _, _}, data: {:"$call", first, _}} <- entry || {:error, :no_call},
-         {:ok, path} <- source(mod),
-         {:ok, text} <- File.read(path) do
-      bindings = variables(entry, opts)
-      lines = String.split(text, "\n")
-      last_binding = bindings |> Enum.map(& &1.line) |> Enum.max(fn -> first end)
-      last = max(function_end(lines, first), last_binding)
-      by_line = Enum.group_by(bindings, & &1.line)
-      width = last |> Integer.to_string() |> String.length()
-
-      Enum.map_join(first..max(last, first), "\n", fn n ->
-        code = Enum.at(lines, n - 1, "")
-
+      Enum.map_join(lines, "\n", fn %{line: n, code: code, bindings: bs} ->
         values =
-          case by_line[n] do
-            nil ->
+          case bs do
+            [] ->
               ""
 
             bs ->
@@ -212,6 +201,34 @@ defmodule ElixirScope.Query.Vars do
 
         String.pad_leading(Integer.to_string(n), width) <> " | " <> code <> values
       end)
+    end
+  end
+
+  @doc """
+  The lines of a tracked call's function, from its `def` to its `end`, each with the bindings
+  the call recorded on it: `{:ok, [%{line: n, code: text, bindings: [binding]}]}`. `target` as in
+  `variables/2`. `{:error, reason}` when there is no such call or the source file cannot be
+  read.
+  """
+  @spec source_lines(target(), keyword()) ::
+          {:ok, [%{line: pos_integer(), code: String.t(), bindings: [binding()]}]}
+          | {:error, term()}
+  def source_lines(target, opts \\ []) do
+    entry = entry(target, opts)
+
+    with %Event{mfa: {mod, _, _}, data: {:"$call", first, _}} <- entry || {:error, :no_call},
+         {:ok, path} <- source(mod),
+         {:ok, text} <- File.read(path) do
+      bindings = variables(entry, opts)
+      lines = String.split(text, "\n")
+      last_binding = bindings |> Enum.map(& &1.line) |> Enum.max(fn -> first end)
+      last = max(function_end(lines, first), last_binding)
+      by_line = Enum.group_by(bindings, & &1.line)
+
+      {:ok,
+       for n <- first..max(last, first) do
+         %{line: n, code: Enum.at(lines, n - 1, ""), bindings: Map.get(by_line, n, [])}
+       end}
     else
       {:error, _} = e -> e
       _ -> {:error, :no_call}

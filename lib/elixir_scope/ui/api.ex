@@ -37,6 +37,7 @@ defmodule ElixirScope.UI.API do
   alias ElixirScope.UI.View
 
   @max_limit 1000
+  @routes ~w(status events processes process timeline states flow tree replay crashes calls call control)
   @kinds Map.new(Event.kinds(), &{Atom.to_string(&1), &1})
   @levels Map.new(~w(full messages_only states_only minimal off)a, &{Atom.to_string(&1), &1})
   @pattern_keys Map.new(~w(message args result state data)a, &{Atom.to_string(&1), &1})
@@ -72,10 +73,28 @@ defmodule ElixirScope.UI.API do
       {:get, "states"} ->
         with_store(ctx, &states(&1, params))
 
+      {:get, "flow"} ->
+        with_store(ctx, &flow(&1, params, ctx))
+
+      {:get, "tree"} ->
+        with_store(ctx, &tree(&1, params, ctx))
+
+      {:get, "replay"} ->
+        with_store(ctx, &replay(&1, params, ctx))
+
+      {:get, "crashes"} ->
+        with_store(ctx, &crashes(&1, params, ctx))
+
+      {:get, "calls"} ->
+        with_store(ctx, &calls(&1, params))
+
+      {:get, "call"} ->
+        with_store(ctx, &call(&1, params))
+
       {:post, "control"} ->
         control(params, ctx)
 
-      {_, r} when r in ~w(status events processes process timeline states control) ->
+      {_, r} when r in @routes ->
         {405, err("method not allowed")}
 
       _ ->
@@ -165,7 +184,7 @@ defmodule ElixirScope.UI.API do
   # processes
 
   defp processes(store, ctx) do
-    counts = Aggregate.group_by([store: store], :pid)
+    counts = Aggregate.group_by([store: store], :pid) |> Map.drop(own(ctx))
     names = names(store, ctx, Map.keys(counts))
 
     list =
@@ -311,6 +330,332 @@ defmodule ElixirScope.UI.API do
   end
 
   defp numbers(_), do: %{}
+
+  # message flow
+
+  defp flow(store, params, ctx) do
+    pids =
+      case params["pids"] do
+        blank when blank in [nil, ""] ->
+          Aggregate.top([store: store], :pid, 12)
+          |> Enum.map(&elem(&1, 0))
+          |> Enum.filter(&(is_pid(&1) and &1 not in own(ctx)))
+          |> Enum.take(6)
+
+        text ->
+          text
+          |> String.split(",", trim: true)
+          |> Enum.map(&pid!(%{"pids" => String.trim(&1)}, "pids"))
+      end
+
+    page = page!(Map.put_new(params, "limit", "200"))
+
+    window =
+      [store: store, after_seq: page[:after_seq], limit: page[:limit]] ++
+        Keyword.take(page, [:before_seq])
+
+    messages = if pids == [], do: [], else: Query.sequence(pids, window)
+    names = names(store, ctx, pids)
+
+    %{
+      lifelines: Enum.map(pids, &%{pid: View.pid(&1), name: name(names, &1)}),
+      messages:
+        Enum.map(messages, fn m ->
+          %{
+            seq: m.seq,
+            time: View.time(store, m.ts),
+            from: View.pid(m.from),
+            to: View.pid(m.to),
+            kind: m.kind,
+            received_seq: m.received_seq,
+            label: message_label(m.kind, m.event.data),
+            data: View.term(m.event.data)
+          }
+        end),
+      last_seq: messages |> List.last() |> then(&(&1 && &1.seq))
+    }
+  end
+
+  defp name(names, pid), do: if(n = Map.get(names, pid), do: inspect(n))
+
+  # What an arrow says: a call's request, a reply's value, a cast's message, a message.
+  defp message_label(:call, {:"$gen_call", _, request}), do: short(request)
+  defp message_label(:cast, {:"$gen_cast", message}), do: short(message)
+  defp message_label(:reply, {_, value}), do: short(value)
+  defp message_label(_, data), do: short(data)
+
+  defp short(term), do: inspect(term, limit: 6, printable_limit: 60)
+
+  # supervision tree
+
+  defp tree(store, params, ctx) do
+    stats = Store.stats(store)
+    at = int!(params, "at", stats.published_seq, 1, nil)
+    from = int!(params, "from", nil, 1, nil)
+    roots = Query.supervision_tree_at({:seq, at}, store: store) |> without(own(ctx))
+    sups = supervisors(roots)
+    names = names(store, ctx, sups ++ child_pids(roots))
+
+    changes =
+      if from do
+        {lo, hi} = {min(from, at), max(from, at)}
+
+        for sup <- sups,
+            e <- Query.supervisor_events(sup, store: store, since: {:seq, lo}, until: {:seq, hi}) do
+          %{
+            seq: e.seq,
+            supervisor: View.pid(sup),
+            action: e.data.action,
+            id: inspect(e.data.id),
+            pid: if(is_pid(e.data.pid), do: View.pid(e.data.pid)),
+            old_pid: View.pid(e.data.old_pid),
+            reason: if(e.data.reason, do: View.term(e.data.reason))
+          }
+        end
+        |> Enum.sort_by(& &1.seq)
+      else
+        []
+      end
+
+    %{
+      at: at,
+      from: from,
+      first_seq: max(stats.last_seq - stats.events + 1, 1),
+      last_seq: stats.published_seq,
+      roots: Enum.map(roots, &node_json(&1, names)),
+      changes: changes
+    }
+  end
+
+  # The tree without the UI's own server processes.
+  defp without(nodes, []), do: nodes
+
+  defp without(nodes, own) do
+    for n <- nodes, n.pid not in own do
+      if Map.has_key?(n, :children), do: %{n | children: without(n.children, own)}, else: n
+    end
+  end
+
+  # A live UI leaves its own server's processes out of its lists (they are not the app's; see
+  # `ElixirScope.UI.own_processes/0`).
+  defp own(ctx), do: if(live?(ctx), do: ElixirScope.UI.own_processes(), else: [])
+
+  defp supervisors(nodes) do
+    Enum.flat_map(nodes, fn n ->
+      if Map.has_key?(n, :children), do: [n.pid | supervisors(n.children)], else: []
+    end)
+  end
+
+  defp child_pids(nodes) do
+    Enum.flat_map(nodes, fn n ->
+      [n.pid | child_pids(Map.get(n, :children, []))] |> Enum.filter(&is_pid/1)
+    end)
+  end
+
+  defp node_json(n, names) do
+    %{
+      pid: if(is_pid(n.pid), do: View.pid(n.pid), else: inspect(n.pid)),
+      name: if(is_pid(n.pid), do: name(names, n.pid)),
+      id: if(n.id, do: inspect(n.id)),
+      type: Map.get(n, :type, :supervisor),
+      modules: n |> Map.get(:modules, []) |> List.wrap() |> Enum.map(&inspect/1),
+      children: if(Map.has_key?(n, :children), do: Enum.map(n.children, &node_json(&1, names)))
+    }
+  end
+
+  # replay
+
+  defp replay(store, params, ctx) do
+    filters = [store: store] ++ kinds!(params) ++ pid_filter!(params, :pid)
+    seq = int!(params, "seq", nil, 1, nil)
+    at = if seq, do: {:seq, seq}, else: :start
+
+    {:ok, cursor} =
+      case ElixirScope.Replay.open(at, filters) do
+        {:ok, c} -> {:ok, c}
+        {:error, :no_events} -> raise ArgumentError, "no events to replay with these filters"
+      end
+
+    {cursor, moved} =
+      case params["step"] || "here" do
+        "here" -> {cursor, true}
+        "start" -> {elem(ElixirScope.Replay.open(:start, filters), 1), true}
+        "end" -> {elem(ElixirScope.Replay.open(:now, filters), 1), true}
+        "next" -> step(cursor, ElixirScope.Replay.next(cursor))
+        "prev" -> step(cursor, ElixirScope.Replay.prev(cursor))
+        "until" -> until(cursor, filters, params)
+        other -> bad!("step", other, ~w(here start end next prev until))
+      end
+
+    view = ElixirScope.Replay.view(cursor)
+    e = view.event
+    pids = Map.keys(view.processes)
+    names = names(store, ctx, pids)
+
+    processes =
+      for pid <- Enum.sort(pids) do
+        p = view.processes[pid]
+        {known, pending} = p.pending
+
+        before =
+          case Query.state_at(pid, {:seq, e.seq - 1}, store: store) do
+            {:ok, s} -> s
+            _ -> :unknown
+          end
+
+        %{
+          pid: View.pid(pid),
+          name: name(names, pid),
+          state: if(p.state == :unknown, do: nil, else: View.term(p.state)),
+          diff:
+            if(p.state != :unknown and before != :unknown and e.kind == :state,
+              do: diff_json(StateDiff.diff(before, p.state))
+            ),
+          pending_known: known == :ok,
+          pending: Enum.map(pending, &%{seq: &1.seq, data: View.term(&1.data)}),
+          calls: Enum.map(p.calls, &View.mfa(&1.mfa))
+        }
+      end
+
+    %{
+      event: View.event(e, store, names),
+      moved: moved,
+      processes: processes,
+      around: Enum.map(around(e, store), &View.pid/1)
+    }
+  end
+
+  # The processes a step's message diagram shows: the event's, its peer, and for a received
+  # message its sender (from its traced send, or the caller a call names).
+  defp around(%Event{} = e, store) do
+    sender =
+      case e do
+        %Event{kind: :receive, data: {:"$gen_call", {caller, _}, _}} when is_pid(caller) ->
+          caller
+
+        %Event{kind: :receive} ->
+          case Query.paired(e.seq, store: store) do
+            {:ok, %Event{pid: pid}} -> pid
+            _ -> nil
+          end
+
+        _ ->
+          nil
+      end
+
+    Enum.uniq(Enum.filter([e.pid, e.peer, sender], &is_pid/1))
+  end
+
+  defp step(cursor, {:ok, next}), do: {next, next.event.seq != cursor.event.seq}
+  defp step(cursor, {:error, _}), do: {cursor, false}
+
+  defp until(cursor, filters, params) do
+    case pattern!(params) do
+      nil ->
+        raise ArgumentError, "step=until needs a pattern"
+
+      {key, text} ->
+        after_seq = cursor.event.seq
+
+        case Query.find([{key, text}, after_seq: after_seq, limit: 1] ++ filters) do
+          [%{event: hit}] -> {elem(ElixirScope.Replay.open({:seq, hit.seq}, filters), 1), true}
+          [] -> {cursor, false}
+        end
+    end
+  end
+
+  # crashes
+
+  defp crashes(store, params, ctx) do
+    limit = int!(params, "limit", 50, 1, 200)
+
+    exits =
+      Query.events(store: store, kind: :exit, order: :desc, limit: 10_000)
+      |> Enum.reject(&(&1.data in [:normal, :shutdown] or match?({:shutdown, _}, &1.data)))
+      |> Enum.take(limit)
+
+    names = names(store, ctx, Enum.map(exits, & &1.pid))
+
+    %{
+      crashes:
+        for e <- exits do
+          report =
+            case Query.why_crashed(e.pid, store: store) do
+              {:ok, c} -> ElixirScope.Crash.format(c)
+              {:error, _} -> nil
+            end
+
+          %{
+            seq: e.seq,
+            time: View.time(store, e.ts),
+            pid: View.pid(e.pid),
+            name: name(names, e.pid),
+            reason: inspect(e.data, limit: 8, printable_limit: 200),
+            report: report
+          }
+        end
+    }
+  end
+
+  # tracked calls and their variables
+
+  defp calls(store, params) do
+    limit = int!(params, "limit", 100, 1, @max_limit)
+
+    # Entry events are `{:"$call", line, _}`: matched natively, only they are decoded.
+    entries =
+      Query.find(store: store, kind: :var, data: ~s({:"$call", _, _}), order: :desc, limit: limit)
+      |> Enum.map(& &1.event)
+
+    %{
+      calls:
+        Enum.map(entries, fn e ->
+          %{seq: e.seq, time: View.time(store, e.ts), pid: View.pid(e.pid), mfa: View.mfa(e.mfa)}
+        end)
+    }
+  end
+
+  defp call(store, params) do
+    seq =
+      int!(params, "seq", nil, 1, nil) ||
+        raise ArgumentError, "invalid seq nil: expected a tracked call's seq"
+
+    entry =
+      case Query.events(store: store, kind: :var, after_seq: seq - 1, limit: 1) do
+        [%Event{seq: ^seq, data: {:"$call", _, _}} = e] -> e
+        _ -> raise ArgumentError, "no tracked call at seq #{seq}"
+      end
+
+    lines =
+      case Query.source_lines(entry, store: store) do
+        {:ok, lines} ->
+          for l <- lines do
+            %{
+              line: l.line,
+              code: l.code,
+              bindings:
+                Enum.map(
+                  l.bindings,
+                  &%{name: Atom.to_string(&1.name), value: View.term(&1.value)}
+                )
+            }
+          end
+
+        {:error, _} ->
+          nil
+      end
+
+    %{
+      seq: seq,
+      pid: View.pid(entry.pid),
+      mfa: View.mfa(entry.mfa),
+      lines: lines,
+      bindings:
+        Enum.map(Query.variables(entry, store: store), fn b ->
+          %{name: Atom.to_string(b.name), line: b.line, value: View.term(b.value)}
+        end)
+    }
+  end
 
   # control
 
