@@ -122,6 +122,82 @@ defmodule ElixirScope.UITest do
     assert %{"path" => "[:n]", "before" => "1", "after" => "2"} in third["diff"]["changed"]
   end
 
+  test "flow, tree, replay, crashes and variables answer as the query API", %{ui: ui, box: box} do
+    pid = URI.encode_www_form(inspect(box))
+
+    {200, flow} = get_json(ui, "api/flow")
+    assert flow["lifelines"] == [%{"pid" => inspect(box), "name" => nil}]
+    assert flow["messages"] == []
+
+    {200, flow} = get_json(ui, "api/flow?pids=#{pid},#{URI.encode_www_form(inspect(self()))}")
+    assert length(flow["lifelines"]) == 2
+    # The test process is not traced: its calls are drawn from their receipt, the replies
+    # from their send; an arrow says the request or the reply.
+    label = fn
+      %{kind: :call, event: %{data: {_, _, request}}} -> inspect(request)
+      %{kind: :reply, event: %{data: {_, value}}} -> inspect(value)
+    end
+
+    expected = Query.sequence([box, self()])
+    assert length(expected) == 10
+
+    assert Enum.map(flow["messages"], &{&1["seq"], &1["kind"], &1["label"]}) ==
+             Enum.map(expected, &{&1.seq, Atom.to_string(&1.kind), label.(&1)})
+
+    {200, tree} = get_json(ui, "api/tree")
+
+    assert tree["roots"] == [] and tree["changes"] == [] and
+             tree["at"] == ElixirScope.status().published_seq
+
+    [first | _] = Query.events()
+    {200, r} = get_json(ui, "api/replay?step=start")
+    assert r["event"]["seq"] == first.seq and r["moved"]
+    {200, r2} = get_json(ui, "api/replay?seq=#{first.seq}&step=next")
+    {:ok, cursor} = ElixirScope.Replay.open({:seq, first.seq})
+    {:ok, next} = ElixirScope.Replay.next(cursor)
+    assert r2["event"]["seq"] == next.event.seq
+    {200, r3} = get_json(ui, "api/replay?seq=#{next.event.seq}&step=prev")
+    assert r3["event"]["seq"] == first.seq
+    {200, last} = get_json(ui, "api/replay?step=end")
+    {200, same} = get_json(ui, "api/replay?seq=#{last["event"]["seq"]}&step=next")
+    assert same["event"]["seq"] == last["event"]["seq"] and same["moved"] == false
+
+    [%{event: put3}] = Query.find(kind: :receive, message: ~s({:"$gen_call", _, {:put, 3}}))
+
+    {200, r4} =
+      get_json(
+        ui,
+        "api/replay?step=until&pattern=" <> URI.encode_www_form(~s({:"$gen_call", _, {:put, 3}}))
+      )
+
+    assert r4["event"]["seq"] == put3.seq
+    [%{"pid" => p, "state" => state, "pending" => pending}] = r4["processes"]
+    assert p == inspect(box)
+    {:ok, st} = Query.state_at(box, {:seq, put3.seq})
+    assert state == ElixirScope.UI.View.term(st)
+    assert [%{"data" => _}] = pending
+
+    {200, %{"crashes" => []}} = get_json(ui, "api/crashes")
+    {200, %{"calls" => []}} = get_json(ui, "api/calls")
+
+    for {path, message} <- [
+          {"api/flow?pids=nope", "invalid pids"},
+          {"api/flow?limit=5000", "invalid limit"},
+          {"api/tree?at=0", "invalid at"},
+          {"api/tree?from=x", "invalid from"},
+          {"api/replay?step=sideways", "invalid step"},
+          {"api/replay?step=until", "needs a pattern"},
+          {"api/replay?kind=spawn", "no events to replay"},
+          {"api/call", "invalid seq nil"},
+          {"api/call?seq=1", "no tracked call at seq 1"},
+          {"api/crashes?limit=0", "invalid limit"}
+        ] do
+      {status, %{"error" => error}} = get_json(ui, path)
+      assert status == 400, path
+      assert error =~ message, "#{path}: #{error}"
+    end
+  end
+
   test "a tail that matches nothing moves on: scanned_to", %{ui: ui} do
     published = ElixirScope.status().published_seq
     {200, page} = get_json(ui, "api/events?pattern=" <> URI.encode_www_form("{:never, _}"))
