@@ -120,7 +120,42 @@ pub fn plan<R>(
 ) -> R {
     let idx = reader.index();
     resolve_peers(&idx, filter);
-    f(filter, candidates(&idx, filter, tag))
+    let best = candidates(&idx, filter, tag);
+    let events = reader.log().last_seq() - reader.log().first_seq().saturating_sub(1);
+    match pids_union(&idx, filter, best.map_or(events / 2, |b| b.len() as u64)) {
+        Some(union) => f(filter, Some(&union)),
+        None => f(filter, best),
+    }
+}
+
+/// Processes a filter's `pids` may list for their index lists to be merged (past this, the
+/// merge would cost about what it saves).
+const MAX_UNION_PIDS: usize = 256;
+
+/// The events of `filter`'s processes, merged from their index lists, when it names from 2 to
+/// [`MAX_UNION_PIDS`] of them and they have fewer than `shorter_than` events together: what a
+/// query of a few processes walks instead of the whole log (an event has one process, so the
+/// lists are disjoint).
+pub fn pids_union(idx: &Index, filter: &Filter, shorter_than: u64) -> Option<Vec<Seq>> {
+    if !(2..=MAX_UNION_PIDS).contains(&filter.pids.len()) {
+        return None;
+    }
+    let lists: Vec<&[Seq]> = filter
+        .pids
+        .iter()
+        .map(|&p| idx.pid(p).map_or(&[][..], |p| p.events.as_slice()))
+        .collect();
+    let total: usize = lists.iter().map(|l| l.len()).sum();
+    if total as u64 >= shorter_than {
+        return None;
+    }
+    let mut union = Vec::with_capacity(total);
+    for l in lists {
+        union.extend_from_slice(l);
+    }
+    union.sort_unstable();
+    union.dedup();
+    Some(union)
 }
 
 /// Completes `filter`'s `peers` and `involving` conditions (and those of the filters inside it)
@@ -343,6 +378,29 @@ mod tests {
             ..Filter::default()
         };
         assert_eq!(candidates(&idx, &calls, None), Some(&[6][..]));
+    }
+
+    #[test]
+    fn a_query_of_a_few_processes_walks_their_merged_index_lists() {
+        let (_log, idx) = crate::index::tests::tagged_log();
+        let both = Filter {
+            pids: vec![1, 2, 3],
+            ..Filter::default()
+        };
+        // Pid 1's events (1, 6) and pid 2's (2..5); pid 3 has none.
+        assert_eq!(pids_union(&idx, &both, 100), Some(vec![1, 2, 3, 4, 5, 6]));
+        // Not shorter than what the query would walk anyway: no merge.
+        assert_eq!(pids_union(&idx, &both, 6), None);
+        let one = Filter {
+            pids: vec![2],
+            ..Filter::default()
+        };
+        assert_eq!(pids_union(&idx, &one, 100), None);
+        let many = Filter {
+            pids: (0..=MAX_UNION_PIDS as u64).collect(),
+            ..Filter::default()
+        };
+        assert_eq!(pids_union(&idx, &many, 100), None);
     }
 
     fn log_of(evs: &[(u64, u64, Kind, i64)]) -> CaptureLog {
