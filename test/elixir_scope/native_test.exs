@@ -121,6 +121,10 @@ defmodule ElixirScope.NativeTest do
     assert_raise ArgumentError, fn ->
       Native.trace_state_callbacks(:gen_server, [{:init, 1} | :x])
     end
+
+    assert {:error, {:not_json, "an improper list"}} = Native.json_encode([1 | 2])
+    assert_raise ArgumentError, fn -> Native.query_message_pairs(ref, :not_a_pid) end
+    assert Native.query_message_pairs(ref, self()) == []
   end
 
   test "a closed store still answers queries and stats" do

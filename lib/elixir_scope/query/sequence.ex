@@ -60,9 +60,8 @@ defmodule ElixirScope.Query.Sequence do
 
     set = MapSet.new(pids)
 
-    events =
-      Query.events([involving: pids, kind: [:send, :receive]] ++ window)
-      |> Enum.filter(&(&1.pid in set))
+    # Every message shows in an event of one of the processes: their own sends and receives.
+    events = Query.events([pid: pids, kind: [:send, :receive]] ++ window)
 
     # Who each call alias belongs to: the caller named in every `$gen_call` seen.
     aliases =
@@ -71,12 +70,23 @@ defmodule ElixirScope.Query.Sequence do
           into: %{},
           do: {ref, caller}
 
+    # Each message's two halves, paired once per receiver (pairing one message at a time
+    # would walk its receiver's events each time).
+    ref = ElixirScope.Store.ref(store.())
+
+    pairs =
+      for pid <- pids,
+          {sent, received} <- ElixirScope.Native.query_message_pairs(ref, pid),
+          reduce: %{} do
+        acc -> acc |> Map.put({:send, sent}, received) |> Map.put({:receive, received}, sent)
+      end
+
     events
-    |> Enum.flat_map(&message(&1, set, aliases, window))
+    |> Enum.flat_map(&message(&1, set, aliases, pairs))
     |> then(fn ms -> if limit == :infinity, do: ms, else: Enum.take(ms, limit) end)
   end
 
-  defp message(%Event{kind: :send} = e, set, aliases, window) do
+  defp message(%Event{kind: :send} = e, set, aliases, pairs) do
     to =
       case e.peer do
         pid when is_pid(pid) -> pid
@@ -85,29 +95,23 @@ defmodule ElixirScope.Query.Sequence do
       end
 
     if to in set do
-      received =
-        case Query.paired(e.seq, Keyword.take(window, [:store])) do
-          {:ok, %Event{seq: seq}} -> seq
-          _ -> nil
-        end
-
-      [entry(e, e.pid, to, received)]
+      [entry(e, e.pid, to, pairs[{:send, e.seq}])]
     else
       []
     end
   end
 
   # A receive shows a message whose send was not traced; only a call says who sent it.
-  defp message(%Event{kind: :receive, data: {:"$gen_call", {caller, _}, _}} = e, set, _, window)
+  defp message(%Event{kind: :receive, data: {:"$gen_call", {caller, _}, _}} = e, set, _, pairs)
        when is_pid(caller) do
-    traced_send? = match?({:ok, _}, Query.paired(e.seq, Keyword.take(window, [:store])))
+    traced_send? = Map.has_key?(pairs, {:receive, e.seq})
 
     if caller in set and caller != e.pid and not traced_send?,
       do: [entry(e, caller, e.pid, e.seq)],
       else: []
   end
 
-  defp message(_event, _set, _aliases, _window), do: []
+  defp message(_event, _set, _aliases, _pairs), do: []
 
   defp entry(e, from, to, received) do
     %{

@@ -191,6 +191,17 @@ fn query_paired<'a>(env: Env<'a>, store: Term<'a>, seq: u64) -> NifResult<Term<'
         .map_or(atoms::nil().encode(env), |e| encode_event(env, store, &e)))
 }
 
+/// `[{send_seq, receive_seq}]`: the messages `pid` received paired with their traced sends (see
+/// `history::message_pairs`), oldest first: what pairing many messages of one process costs
+/// once, where `query_paired/2` would cost it per message.
+#[rustler::nif(schedule = "DirtyCpu")]
+fn query_message_pairs<'a>(env: Env<'a>, store: Term<'a>, pid: Term<'a>) -> NifResult<Term<'a>> {
+    let store = reader_of(store)?;
+    let pid = crate::terms::pid_arg(store, pid)?;
+    let idx = store.index();
+    Ok(history::message_pairs(store.log(), &idx, pid).encode(env))
+}
+
 /// Whether the store's index knows every message's receiver (false for a paged trace, whose
 /// segment footers do not say).
 #[rustler::nif(schedule = "DirtyCpu")]
