@@ -43,14 +43,15 @@ export async function flow(root, query = new URLSearchParams()) {
     fill(diagram, sequenceDiagram(page.lifelines, page.messages, { onSelect: select }));
   }
 
-  function select(m) {
+  async function select(m) {
     for (const g of diagram.querySelectorAll("g.msg")) g.classList.toggle("current", Number(g.dataset.seq) === m.seq);
+    const { events } = await get("events", { after_seq: m.seq - 1, limit: 1 });
     fill(
       detail,
       h("h2", {}, `#${m.seq} ${m.kind}`),
       h("p", {}, clock(m.time), " · ", m.from, " → ", m.to),
       m.received_seq && m.received_seq !== m.seq ? h("p.muted", {}, `received as #${m.received_seq}`) : null,
-      term(m.data, { fold: 4000 }),
+      events.length ? term(events[0].data, { fold: 4000 }) : null,
       h("p", {}, h("a", { href: `#/replay/${m.seq}` }, "replay from here")),
     );
   }

@@ -60,7 +60,7 @@ export function sequenceDiagram(lifelines, messages, { current = null, onSelect 
     const lx = x1 === x2 ? x1 + 42 : (x1 + x2) / 2;
     g.append(
       s("text", { x: lx, y: y - 5, "text-anchor": x1 === x2 ? "start" : "middle", class: "label" }, `#${m.seq} ${short(m.label, Math.max(18, Math.abs(x2 - x1) / 6.5))}`),
-      s("title", {}, `#${m.seq} ${m.kind} ${m.from} → ${m.to}\n${m.data}`),
+      s("title", {}, `#${m.seq} ${m.kind} ${m.from} → ${m.to}\n${m.label}`),
     );
     // A wide, invisible line makes the arrow easy to hover and click.
     g.append(s("line", { x1: Math.min(x1, x2) - 4, y1: y, x2: Math.max(x1, x2) + 40 * (x1 === x2), y2: y, class: "hit" }));

@@ -63,9 +63,28 @@ defmodule ElixirScope.UI do
       max_header_size: 16_384,
       max_clients: 32,
       keep_alive_timeout: 30,
+      # Without it a keep-alive connection's responses waited on delayed ACKs: 44 ms each.
+      socket_type: {:ip_comm, [nodelay: true]},
       ipfamily: if(tuple_size(ip) == 8, do: :inet6, else: :inet)
     ]
 
+    # httpd reports a port in use by crashing in its listen code when given socket options:
+    # asked here first (a free port is released at once, for httpd to take).
+    with :ok <- port_free(ip, port) do
+      start_httpd(config, ip, token, store, opts)
+    end
+  end
+
+  defp port_free(_ip, 0), do: :ok
+
+  defp port_free(ip, port) do
+    case :gen_tcp.listen(port, ip: ip, reuseaddr: true) do
+      {:ok, socket} -> :gen_tcp.close(socket)
+      {:error, reason} -> {:error, reason}
+    end
+  end
+
+  defp start_httpd(config, ip, token, store, opts) do
     case :inets.start(:httpd, config) do
       {:ok, pid} ->
         actual = :proplists.get_value(:port, :httpd.info(pid))

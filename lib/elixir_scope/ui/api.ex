@@ -19,6 +19,16 @@ defmodule ElixirScope.UI.API do
       live local one whether it is alive and its mailbox length;
     * `process` - one process (`pid`): its counts by kind and its received messages by tag;
     * `timeline` - a page of the events involving a process (`pid`, paging as `events`);
+    * `flow` - the messages among processes (`pids`, comma-separated; default the busiest),
+      paged by seq (`after_seq`, `limit` up to 1000, default 200): lifelines and arrows as
+      `ElixirScope.Query.sequence/2` gives them, each with a short label (the message itself
+      is one `events` page away, `after_seq=seq-1&limit=1`);
+    * `tree` - the supervision tree at a seq (`at`, default now) and the changes since `from`;
+    * `replay` - one step of an `ElixirScope.Replay` cursor (`seq`, `step`: `here`, `next`,
+      `prev`, `start`, `end` or `until` a pattern), with the involved processes' states,
+      mailboxes and call stacks;
+    * `crashes` - abnormal exits with `ElixirScope.Query.why_crashed/2`'s report;
+    * `calls`, `call` - tracked calls, and one call's source with its recorded values;
     * `states` - a page of a process's states (`pid`, paging as `events`), each with its diff
       from the state before it and its numeric fields;
     * `POST control` - `{"action": "stop"}`, `{"action": "level", "level": "messages_only"}`,
@@ -207,9 +217,12 @@ defmodule ElixirScope.UI.API do
   # for a live capture the name a local process holds now (a saved trace's pids are another
   # VM's: never looked up here).
   defp names(store, ctx, pids) do
+    # A page's few processes: through their index lists; many: one pass over the capture.
+    by_pid = if length(pids) in 1..256, do: [pid: pids], else: []
+
     seen =
       for %Event{kind: kind, pid: pid, data: data} <-
-            Query.events(store: store, kind: [:register, :traced]),
+            Query.events([store: store, kind: [:register, :traced]] ++ by_pid),
           name = name_in(kind, data),
           into: %{},
           do: {pid, name}
@@ -368,8 +381,7 @@ defmodule ElixirScope.UI.API do
             to: View.pid(m.to),
             kind: m.kind,
             received_seq: m.received_seq,
-            label: message_label(m.kind, m.event.data),
-            data: View.term(m.event.data)
+            label: message_label(m.kind, m.event.data)
           }
         end),
       last_seq: messages |> List.last() |> then(&(&1 && &1.seq))
