@@ -13,7 +13,7 @@ export async function flow(root, query = new URLSearchParams()) {
     "div.picker",
     { id: "flow-pids" },
     processes.map((p) =>
-      h("label", {}, h("input", { type: "checkbox", value: p.pid, checked: chosen.has(p.pid) }), " ", p.name ?? p.pid.replace("#PID", "")),
+      h("label", { title: p.pid }, h("input", { type: "checkbox", value: p.pid, checked: chosen.has(p.pid) }), " ", p.name ? `${p.name} ${p.pid.replace("#PID", "")}` : p.pid.replace("#PID", "")),
     ),
   );
   const diagram = h("div.scroll.diagram", {});

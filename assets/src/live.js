@@ -66,14 +66,16 @@ export function live(root) {
     const rate = previous && now > previous.at ? ((s.events - previous.events) * 1000) / (now - previous.at) : null;
     previous = { events: s.events, at: now };
     document.getElementById("mode").textContent = s.mode === "live" ? (s.running ? "● capturing" : "○ stopped") : "saved trace";
+    const capture = s.mode === "live";
+    document.querySelector("#view h1").textContent = capture ? "Live" : "Saved trace";
     fill(
       cards,
-      card("events", num(s.events), `last seq ${num(s.last_seq)} of ${num(s.capacity)}`),
+      card("events", num(s.events), capture ? `last seq ${num(s.last_seq)} of ${num(s.capacity)}` : `seqs up to ${num(s.last_seq)}`),
       card("rate", rate === null ? "–" : `${num(Math.max(0, Math.round(rate)))}/s`, "events per second"),
       card("dropped", num(s.dropped), "store full or sampled out", s.dropped > 0 ? "warn" : ""),
       card("truncated", num(s.truncated), "payloads cut to their cap", s.truncated > 0 ? "warn" : ""),
       card("memory", bytes(s.bytes), "store memory"),
-      card("level", s.tracing_level, `sampling ${s.sample_rate} by ${s.sample_by}`),
+      capture ? card("level", s.tracing_level, `sampling ${s.sample_rate} by ${s.sample_by}`) : card("level", "trace", "read from disk: captures nothing"),
     );
     fill(controls, s.mode === "live" ? controlsFor(s) : h("p.muted", {}, "A saved trace: nothing to control."));
   }
@@ -98,7 +100,9 @@ export function live(root) {
     return [
       h("label", {}, "level ", level, h("button", { type: "button", id: "set-level", onclick: act(() => ({ action: "level", level: level.value })) }, "Set")),
       h("label", {}, "sample rate ", rate, h("button", { type: "button", id: "set-rate", onclick: act(() => ({ action: "sampling", rate: Number(rate.value) })) }, "Set")),
-      s.running ? h("button.danger", { type: "button", id: "stop", onclick: act(() => ({ action: "stop" })) }, "Stop capture") : null,
+      s.running
+        ? h("button.danger", { type: "button", id: "stop", onclick: act(() => ({ action: "stop" })) }, "Stop capture")
+        : h("button", { type: "button", id: "start", onclick: act(() => ({ action: "start" })) }, "Start a new capture"),
       h("span.targets", { id: "targets" }, "traced: ", targets.length ? targets.join(", ") : "nothing"),
     ];
   }

@@ -7,11 +7,11 @@ import { lineChart } from "./chart.js";
 
 export async function processes(root) {
   fill(root, h("h1", {}, "Processes"), h("p.muted", {}, "Loading…"));
-  const { processes } = await get("processes");
+  const { processes, total } = await get("processes");
   fill(
     root,
     h("h1", {}, "Processes"),
-    h("p.muted", {}, `${processes.length} processes with events`),
+    h("p.muted", { id: "processes-count" }, processes.length < total ? `the ${processes.length} busiest of ${total} processes with events` : `${total} processes with events`),
     h(
       "table.list",
       { id: "processes" },

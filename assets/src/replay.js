@@ -12,7 +12,7 @@ export function replay(root, seq) {
   const procs = h("section.procs", { id: "replay-processes" });
   const diagram = h("div.scroll.diagram", { id: "replay-diagram" });
   const error = h("div.error", { id: "replay-error", hidden: true });
-  const jump = h("input", { id: "replay-seq", size: 8, placeholder: "seq" });
+  const jump = h("input", { id: "replay-seq", size: 16, placeholder: "seq or HH:MM:SS.ffffff" });
   const pattern = h("input", { id: "replay-pattern", size: 30, placeholder: "{:work, :poison}" });
   const key = h("select", { id: "replay-key" }, ["message", "args", "result", "state", "data"].map((k) => h("option", { value: k }, k + ":")));
   const button = (id, label, title, fn) => h("button", { type: "button", id, title, onclick: fn }, label);
@@ -35,9 +35,18 @@ export function replay(root, seq) {
     h("div.split", {}, procs, diagram),
   );
 
+  // `at`: a seq, or a time of day (UTC, the current event's date) or a whole ISO 8601 time.
+  function where(at) {
+    const text = String(at ?? "").trim();
+    if (!text.includes(":")) return { seq: text };
+    if (text.includes("T")) return { time: text };
+    const day = current?.event.time?.slice(0, 10) ?? new Date().toISOString().slice(0, 10);
+    return { time: `${day}T${text}Z` };
+  }
+
   async function go(step, at = current?.event.seq) {
     try {
-      const r = await get("replay", { seq: at, step, pattern_key: key.value, pattern: step === "until" ? pattern.value : "" });
+      const r = await get("replay", { ...where(at), step, pattern_key: key.value, pattern: step === "until" ? pattern.value : "" });
       showError(r.moved ? null : step === "until" ? "No later event matches." : null);
       current = r;
       if (location.hash !== `#/replay/${r.event.seq}`) history.replaceState(null, "", `#/replay/${r.event.seq}`);

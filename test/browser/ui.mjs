@@ -14,7 +14,7 @@ mkdirSync(shots, { recursive: true });
 
 const failures = [];
 const check = (name, ok, detail = "") => {
-  console.log(`${ok ? "ok  " : "FAIL"} ${name}${ok ? "" : ": " + detail}`);
+  console.log(`${ok ? "ok  " : "FAIL"} [${expected.mode}] ${name}${ok ? "" : ": " + detail}`);
   if (!ok) failures.push(name);
 };
 const same = (name, got, want) => check(name, JSON.stringify(got) === JSON.stringify(want), `got ${JSON.stringify(got)}, want ${JSON.stringify(want)}`);
@@ -30,7 +30,8 @@ page.on("pageerror", (e) => errors.push(e.message));
 page.setDefaultTimeout(10_000);
 
 const seqs = (selector) => page.$$eval(`${selector} tbody tr`, (rows) => rows.map((r) => Number(r.dataset.seq)));
-const shot = (name) => page.screenshot({ path: `${shots}/${name}.png` });
+const live = expected.mode === "live";
+const shot = (name) => page.screenshot({ path: `${shots}/${live ? "" : "trace-"}${name}.png` });
 
 try {
   // Live: the counters, the tail of the newest events, a filter, a bad filter, pause.
@@ -40,8 +41,9 @@ try {
   const events = await page.textContent('#status [data-card="events"] .value');
   same("live: the events card is status().events", Number(events.replace(/,/g, "")), expected.status.events);
   same("live: the tail is the newest events, oldest first", await seqs("#tail"), expected.tail);
-  same("live: the level card", (await page.textContent('#status [data-card="level"] .value')).trim(), expected.status.tracing_level);
-  check("live: the traced targets are listed", (await page.textContent("#targets")).includes(expected.counter));
+  same("live: the level card", (await page.textContent('#status [data-card="level"] .value')).trim(), live ? expected.status.tracing_level : "trace");
+  if (live) check("live: the traced targets are listed", (await page.textContent("#targets")).includes(expected.counter));
+  else check("trace: no controls", (await page.textContent("#controls")).includes("nothing to control"));
   await shot("live");
 
   await page.selectOption("#filter-key", "message");
@@ -112,7 +114,8 @@ try {
   const kids = await page.$$eval(`#tree .node[data-pid="${expected.sup}"] + ul > li > .node`, (ns) => ns.map((n) => n.dataset.pid));
   same("tree: the children are supervision_tree_at(:now)'s", kids, expected.tree_children);
   const change = await page.$$eval("#changes tr", (rs) => rs.map((r) => Number(r.dataset.seq)));
-  same("tree: the window lists the restart", change, [expected.restart.seq]);
+  same("tree: the window lists every supervisor's changes", change, expected.changes);
+  check("tree: the restart is among them", change.includes(expected.restart.seq));
   check("tree: the restarted child is marked", await page.$eval(`#tree .node[data-pid="${expected.restart.pid}"]`, (n) => n.classList.contains("changed")));
   await shot("tree");
   // Back before the restart: the old worker is the child.
@@ -140,6 +143,11 @@ try {
   }
   await page.keyboard.press("ArrowLeft");
   await replayAt(expected.replay[2]);
+  // A time of day: the last event at or before it.
+  await page.fill("#replay-seq", expected.jump.clock);
+  await page.click("#replay-jump");
+  await page.waitForFunction((seq) => document.querySelector("#replay-event .num")?.textContent === `#${seq}`, expected.jump.seq);
+  check("replay: a jump to a time lands where Replay.open(time) does", true);
   await page.selectOption("#replay-key", "data");
   await page.fill("#replay-seq", String(expected.replay[0].seq));
   await page.click("#replay-jump");

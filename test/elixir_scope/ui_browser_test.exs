@@ -106,33 +106,138 @@ defmodule ElixirScope.UIBrowserTest do
 
     # This process runs the browser from here on: what it receives then is not the app's.
     :ok = ElixirScope.untrace(self())
+    me = self()
+    app = %{counter: counter, sup: sup, old_worker: old_worker, me: me}
+
+    # The live capture, then the same capture saved and served offline.
     {:ok, ui} = ElixirScope.UI.start(port: 0)
-    store = ElixirScope.Store.default()
+    browse(ui, expected(ElixirScope.Store.default(), true, app), "live")
+    ElixirScope.UI.stop()
+
+    dir =
+      Path.join(System.tmp_dir!(), "elixir_scope_ui_trace_#{System.unique_integer([:positive])}")
+
+    {:ok, _} = ElixirScope.save(dir)
+    {:ok, trace} = ElixirScope.open(dir)
+    {:ok, ui} = ElixirScope.UI.start(port: 0, store: trace)
+    browse(ui, expected(trace, false, app), "trace")
+    File.rm_rf!(dir)
+  end
+
+  # Runs test/browser/ui.mjs against `ui` with the API's answers; screenshots go under
+  # _build/test/ui-screenshots (the saved trace's with a "trace-" prefix).
+  defp browse(ui, expected, mode) do
+    dir = Path.join(Mix.Project.build_path(), "ui-screenshots")
+
+    path =
+      Path.join(
+        System.tmp_dir!(),
+        "elixir_scope_ui_expected_#{System.unique_integer([:positive])}.json"
+      )
+
+    File.write!(path, ElixirScope.UI.JSON.encode!(Map.put(expected, :mode, mode)))
+
+    {out, status} =
+      System.cmd("node", ["test/browser/ui.mjs", ui.url, path, dir], stderr_to_stdout: true)
+
+    File.rm(path)
+    assert status == 0, mode <> ":\n" <> out
+    refute out =~ "FAIL"
+  end
+
+  # What every view must show, as the query API answers it for `store`.
+  defp expected(store, live?, %{counter: counter, sup: sup, old_worker: old_worker, me: me}) do
+    o = [store: store]
+    own = if live?, do: ElixirScope.UI.own_processes(), else: []
+    stats = if live?, do: ElixirScope.status(), else: ElixirScope.Store.stats(store)
     pattern = "{:\"$gen_call\", _, {:add, n}} when n > 55"
     bad = "{:add, "
-
     {400, %{error: bad_error}} = API.handle(:get, "events", %{"pattern" => bad}, %{store: store})
 
-    states = Query.events(pid: counter, kind: :state)
+    states = Query.events(o ++ [pid: counter, kind: :state])
     [_, s2, s3 | _] = states
-    page1 = Query.timeline(counter, limit: 50)
-    page2 = Query.timeline(counter, limit: 50, after_seq: List.last(page1).seq)
+    page1 = Query.timeline(counter, o ++ [limit: 50])
+    page2 = Query.timeline(counter, o ++ [limit: 50, after_seq: List.last(page1).seq])
+    matches = Query.find(o ++ [message: pattern]) |> Enum.map(& &1.event.seq)
+    # Each call of the five seen twice: sent by the test process, received by the counter.
+    assert length(matches) == 10
 
-    expected = %{
-      status: %{
-        events: ElixirScope.status().events,
-        tracing_level: Atom.to_string(ElixirScope.status().tracing_level)
-      },
+    flow = Query.sequence([me, counter], o ++ [limit: 100])
+    tree = Query.supervision_tree_at(:now, o)
+    root = Enum.find(tree, &(&1.pid == sup))
+    # Every traced supervisor's changes, as the tree page lists them (from the first event).
+    changes =
+      for sup <- supervisors(tree),
+          sup not in own,
+          e <- Query.supervisor_events(sup, o ++ [since: {:seq, 1}, until: :now]),
+          do: e.seq
+
+    [restart] = Query.supervisor_events(sup, o)
+    {:ok, crash} = Query.why_crashed(old_worker, o)
+
+    # Replay from the poison call's receipt, three steps forward; a jump to a time of day.
+    [poison] =
+      Query.find(o ++ [pid: old_worker, kind: :receive, message: ~s({:"$gen_call", _, :poison})])
+
+    {:ok, cursor} = ElixirScope.Replay.open(poison.event, o)
+
+    steps =
+      Enum.scan(1..3, cursor, fn _, c ->
+        {:ok, n} = ElixirScope.Replay.next(c)
+        n
+      end)
+
+    state_after = fn c ->
+      e = c.event
+
+      state =
+        case Query.state_at(e.pid, {:seq, e.seq}, o) do
+          {:ok, st} -> View.term(st)
+          {:error, :no_state} -> nil
+        end
+
+      %{seq: e.seq, pid: inspect(e.pid), state: state}
+    end
+
+    [timed | _] =
+      Query.events(
+        o ++
+          [
+            pid: counter,
+            kind: :state,
+            after_seq: page1 |> Enum.at(20) |> Map.fetch!(:seq),
+            limit: 1
+          ]
+      )
+
+    clock =
+      store
+      |> ElixirScope.Store.to_datetime(timed.ts)
+      |> DateTime.to_iso8601()
+      |> binary_part(11, 15)
+
+    {:ok, jumped} =
+      ElixirScope.Replay.open(
+        store |> ElixirScope.Store.to_datetime(timed.ts) |> DateTime.truncate(:microsecond),
+        o
+      )
+
+    [exception] = Query.events(o ++ [pid: old_worker, kind: :exception])
+    [call] = Query.tracked_calls({Pricing, :total, 2}, o)
+    {:ok, lines} = Query.source_lines(call, o)
+
+    %{
+      status: %{events: stats.events, tracing_level: Atom.to_string(stats.tracing_level)},
       counter: inspect(counter),
-      tail: Query.events(order: :desc, limit: 100) |> Enum.map(& &1.seq) |> Enum.reverse(),
+      tail: Query.events(o ++ [order: :desc, limit: 100]) |> Enum.map(& &1.seq) |> Enum.reverse(),
       pattern: pattern,
-      matches: Query.find(message: pattern) |> Enum.map(& &1.event.seq),
+      matches: matches,
       bad_pattern: bad,
       bad_pattern_error: bad_error,
       processes:
         for(
-          {pid, n} <- Aggregate.group_by([], :pid),
-          is_pid(pid) and pid not in ElixirScope.UI.own_processes(),
+          {pid, n} <- Aggregate.group_by(o, :pid),
+          is_pid(pid) and pid not in own,
           into: %{},
           do: {inspect(pid), n}
         ),
@@ -146,86 +251,35 @@ defmodule ElixirScope.UIBrowserTest do
       numeric_fields: [":count", ":total"],
       tags:
         for(
-          {tag, n} <- Aggregate.group_by([pid: counter, kind: :receive], :tag),
+          {tag, n} <- Aggregate.group_by(o ++ [pid: counter, kind: :receive], :tag),
           into: %{},
           do: {inspect(tag), n}
-        )
-    }
-
-    # Message flow between this process and the counter; the tree now and its changes.
-    me = self()
-    flow = Query.sequence([me, counter], limit: 100)
-    root = Enum.find(Query.supervision_tree_at(:now), &(&1.pid == sup))
-    [restart] = Query.supervisor_events(sup)
-    {:ok, crash} = Query.why_crashed(old_worker)
-
-    # Replay from the poison call's receipt, three steps forward.
-    [poison] =
-      Query.find(pid: old_worker, kind: :receive, message: ~s({:"$gen_call", _, :poison}))
-
-    {:ok, cursor} = ElixirScope.Replay.open(poison.event)
-
-    steps =
-      Enum.scan(1..3, cursor, fn _, c ->
-        {:ok, n} = ElixirScope.Replay.next(c)
-        n
-      end)
-
-    state_after = fn c ->
-      e = c.event
-
-      state =
-        case Query.state_at(e.pid, {:seq, e.seq}) do
-          {:ok, st} -> View.term(st)
-          {:error, :no_state} -> nil
+        ),
+      flow_pids: "#{inspect(me)},#{inspect(counter)}",
+      flow: Enum.map(flow, &[&1.seq, inspect(&1.from), inspect(&1.to), Atom.to_string(&1.kind)]),
+      sup: inspect(sup),
+      tree_children: Enum.map(root.children, &inspect(&1.pid)),
+      changes: Enum.sort(changes),
+      restart: %{
+        seq: restart.seq,
+        pid: inspect(restart.data.pid),
+        old_pid: inspect(restart.data.old_pid)
+      },
+      replay: [state_after.(cursor) | Enum.map(steps, state_after)],
+      jump: %{clock: clock, seq: jumped.event.seq},
+      until: exception.seq,
+      crash: %{pid: inspect(old_worker), report: ElixirScope.Crash.format(crash)},
+      call: call.seq,
+      source:
+        for l <- lines, l.bindings != [] do
+          [l.line, Enum.map(l.bindings, &"#{&1.name} = #{View.term(&1.value)}")]
         end
+    }
+  end
 
-      %{seq: e.seq, pid: inspect(e.pid), state: state}
-    end
-
-    [exception] = Query.events(pid: old_worker, kind: :exception)
-    [call] = Query.tracked_calls({Pricing, :total, 2})
-    {:ok, lines} = Query.source_lines(call)
-
-    expected =
-      Map.merge(expected, %{
-        flow_pids: "#{inspect(me)},#{inspect(counter)}",
-        flow:
-          Enum.map(flow, &[&1.seq, inspect(&1.from), inspect(&1.to), Atom.to_string(&1.kind)]),
-        sup: inspect(sup),
-        tree_children: Enum.map(root.children, &inspect(&1.pid)),
-        restart: %{
-          seq: restart.seq,
-          pid: inspect(restart.data.pid),
-          old_pid: inspect(restart.data.old_pid)
-        },
-        replay: [state_after.(cursor) | Enum.map(steps, state_after)],
-        until: exception.seq,
-        crash: %{pid: inspect(old_worker), report: ElixirScope.Crash.format(crash)},
-        call: call.seq,
-        source:
-          for l <- lines, l.bindings != [] do
-            [l.line, Enum.map(l.bindings, &"#{&1.name} = #{View.term(&1.value)}")]
-          end
-      })
-
-    # Each call of the five seen twice: sent by this process, received by the counter.
-    assert length(expected.matches) == 10
-    dir = Path.join(Mix.Project.build_path(), "ui-screenshots")
-
-    path =
-      Path.join(
-        System.tmp_dir!(),
-        "elixir_scope_ui_expected_#{System.unique_integer([:positive])}.json"
-      )
-
-    File.write!(path, ElixirScope.UI.JSON.encode!(expected))
-
-    {out, status} =
-      System.cmd("node", ["test/browser/ui.mjs", ui.url, path, dir], stderr_to_stdout: true)
-
-    File.rm(path)
-    assert status == 0, out
-    refute out =~ "FAIL"
+  defp supervisors(nodes) do
+    Enum.flat_map(nodes, fn n ->
+      if Map.has_key?(n, :children), do: [n.pid | supervisors(n.children)], else: []
+    end)
   end
 end

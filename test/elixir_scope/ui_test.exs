@@ -177,6 +177,18 @@ defmodule ElixirScope.UITest do
     assert state == ElixirScope.UI.View.term(st)
     assert [%{"data" => _}] = pending
 
+    # A time: the last event at or before it.
+    iso =
+      ElixirScope.Store.default()
+      |> ElixirScope.Store.to_datetime(put3.ts)
+      |> DateTime.to_iso8601()
+
+    {200, r5} = get_json(ui, "api/replay?time=" <> URI.encode_www_form(iso))
+    {:ok, dt, _} = DateTime.from_iso8601(iso)
+    {:ok, at_time} = ElixirScope.Replay.open(dt)
+    assert r5["event"]["seq"] == at_time.event.seq
+
+    {200, %{"processes" => [_], "total" => 1}} = get_json(ui, "api/processes?limit=1")
     {200, %{"crashes" => []}} = get_json(ui, "api/crashes")
     {200, %{"calls" => []}} = get_json(ui, "api/calls")
 
@@ -187,6 +199,8 @@ defmodule ElixirScope.UITest do
           {"api/tree?from=x", "invalid from"},
           {"api/replay?step=sideways", "invalid step"},
           {"api/replay?step=until", "needs a pattern"},
+          {"api/replay?time=yesterday", "invalid time \"yesterday\""},
+          {"api/processes?limit=0", "invalid limit"},
           {"api/replay?kind=spawn", "no events to replay"},
           {"api/call", "invalid seq nil"},
           {"api/call?seq=1", "no tracked call at seq 1"},
@@ -263,7 +277,12 @@ defmodule ElixirScope.UITest do
 
     assert {400, %{"error" => "invalid JSON body: " <> _}} = post.("{nope")
     assert {400, %{"error" => "expected a JSON object" <> _}} = post.("[1]")
-    assert {400, %{"error" => "invalid action \"fly\"" <> _}} = post.(~s({"action": "fly"}))
+
+    assert {400,
+            %{
+              "error" =>
+                "invalid action \"fly\": expected one of \"level\", \"sampling\", \"start\", \"stop\""
+            }} = post.(~s({"action": "fly"}))
 
     assert {400, %{"error" => "invalid level \"max\"" <> _}} =
              post.(~s({"action": "level", "level": "max"}))
@@ -325,6 +344,27 @@ defmodule ElixirScope.UITest do
 
     refute ElixirScope.status().running
     {200, %{"running" => false}} = get_json(ui, "api/status")
+
+    control = fn body ->
+      {status, _, resp} =
+        request(:post, ui.url <> "api/control",
+          headers: [{"x-elixir-scope-token", ui.token}],
+          body: body
+        )
+
+      {status, elem(JSON.decode(resp), 1)}
+    end
+
+    # Stopped: nothing to set; a new capture can start, once.
+    assert {409, %{"error" => "no capture is running"}} =
+             control.(~s({"action": "level", "level": "minimal"}))
+
+    assert {409, %{"error" => "no capture is running"}} =
+             control.(~s({"action": "sampling", "rate": 0.1}))
+
+    assert {200, _} = control.(~s({"action": "start"}))
+    assert ElixirScope.status().running and ElixirScope.status().events == 0
+    assert {409, %{"error" => "a capture is already running"}} = control.(~s({"action": "start"}))
   end
 
   test "requests naming another Host or Origin are refused", %{ui: ui} do

@@ -15,7 +15,8 @@ defmodule ElixirScope.UI.API do
       100), `order`, `kind` (comma-separated), `pid`. `scanned_to` says how far the page
       looked: a tail polls from there (`after_seq`), so a filter that matches nothing does not
       rescan the store;
-    * `processes` - every process with events, its registered name and event count, and for a
+    * `processes` - the processes with the most events (`limit`, default 500, up to 5000; `total`
+      says how many have events), each with its registered name and event count, and for a
       live local one whether it is alive and its mailbox length;
     * `process` - one process (`pid`): its counts by kind and its received messages by tag;
     * `timeline` - a page of the events involving a process (`pid`, paging as `events`);
@@ -24,15 +25,16 @@ defmodule ElixirScope.UI.API do
       `ElixirScope.Query.sequence/2` gives them, each with a short label (the message itself
       is one `events` page away, `after_seq=seq-1&limit=1`);
     * `tree` - the supervision tree at a seq (`at`, default now) and the changes since `from`;
-    * `replay` - one step of an `ElixirScope.Replay` cursor (`seq`, `step`: `here`, `next`,
+    * `replay` - one step of an `ElixirScope.Replay` cursor (`seq`, or `time` in ISO 8601; `step`: `here`, `next`,
       `prev`, `start`, `end` or `until` a pattern), with the involved processes' states,
       mailboxes and call stacks;
     * `crashes` - abnormal exits with `ElixirScope.Query.why_crashed/2`'s report;
     * `calls`, `call` - tracked calls, and one call's source with its recorded values;
     * `states` - a page of a process's states (`pid`, paging as `events`), each with its diff
       from the state before it and its numeric fields;
-    * `POST control` - `{"action": "stop"}`, `{"action": "level", "level": "messages_only"}`,
-      `{"action": "sampling", "rate": 0.5}`: a running capture only.
+    * `POST control` - `{"action": "start"}` (a new capture, default options), `{"action":
+      "stop"}`, `{"action": "level", "level": "messages_only"}`, `{"action": "sampling",
+      "rate": 0.5}`: a live UI only.
 
   ## Examples
 
@@ -72,7 +74,7 @@ defmodule ElixirScope.UI.API do
         with_store(ctx, &events(&1, params, ctx))
 
       {:get, "processes"} ->
-        with_store(ctx, &processes(&1, ctx))
+        with_store(ctx, &processes(&1, params, ctx))
 
       {:get, "process"} ->
         with_store(ctx, &process(&1, params, ctx))
@@ -193,12 +195,20 @@ defmodule ElixirScope.UI.API do
 
   # processes
 
-  defp processes(store, ctx) do
-    counts = Aggregate.group_by([store: store], :pid) |> Map.drop(own(ctx))
-    names = names(store, ctx, Map.keys(counts))
+  defp processes(store, params, ctx) do
+    limit = int!(params, "limit", 500, 1, 5000)
+    all = Aggregate.group_by([store: store], :pid) |> Map.drop(own(ctx))
+    # The busiest first, at most `limit` of them: a node of a million processes is one page.
+    counts =
+      all
+      |> Enum.filter(fn {pid, _} -> is_pid(pid) end)
+      |> Enum.sort_by(fn {_, n} -> -n end)
+      |> Enum.take(limit)
+
+    names = names(store, ctx, Enum.map(counts, &elem(&1, 0)))
 
     list =
-      for {pid, count} <- counts, is_pid(pid) do
+      for {pid, count} <- counts do
         alive = live?(ctx) and node(pid) == node() and Process.alive?(pid)
 
         %{
@@ -210,7 +220,7 @@ defmodule ElixirScope.UI.API do
         }
       end
 
-    %{processes: Enum.sort_by(list, &(-&1.events))}
+    %{processes: list, total: Enum.count(all, fn {pid, _} -> is_pid(pid) end)}
   end
 
   # Registered names: those the trace saw taken (`:register`, `:traced`, the last one wins), and
@@ -480,7 +490,13 @@ defmodule ElixirScope.UI.API do
   defp replay(store, params, ctx) do
     filters = [store: store] ++ kinds!(params) ++ pid_filter!(params, :pid)
     seq = int!(params, "seq", nil, 1, nil)
-    at = if seq, do: {:seq, seq}, else: :start
+
+    at =
+      case {seq, params["time"]} do
+        {seq, _} when is_integer(seq) -> {:seq, seq}
+        {nil, blank} when blank in [nil, ""] -> :start
+        {nil, text} -> time!(text)
+      end
 
     {:ok, cursor} =
       case ElixirScope.Replay.open(at, filters) do
@@ -556,6 +572,17 @@ defmodule ElixirScope.UI.API do
       end
 
     Enum.uniq(Enum.filter([e.pid, e.peer, sender], &is_pid/1))
+  end
+
+  defp time!(text) do
+    case is_binary(text) && DateTime.from_iso8601(text) do
+      {:ok, dt, _offset} ->
+        dt
+
+      _ ->
+        raise ArgumentError,
+              "invalid time #{inspect(text)}: expected ISO 8601, e.g. 2026-12-05T10:02:01.123456Z"
+    end
   end
 
   defp step(cursor, {:ok, next}), do: {next, next.event.seq != cursor.event.seq}
@@ -685,13 +712,20 @@ defmodule ElixirScope.UI.API do
             :ok = ElixirScope.stop()
             {200, %{ok: true}}
 
+          # A fresh capture with the default options (what was traced is not traced again).
+          "start" ->
+            case ElixirScope.start() do
+              {:ok, _} -> {200, %{ok: true}}
+              {:error, :already_running} -> {409, err("a capture is already running")}
+              {:error, reason} -> {500, err("the capture did not start: #{inspect(reason)}")}
+            end
+
           "level" ->
             level =
               Map.get(@levels, params["level"]) ||
                 bad!("level", params["level"], Map.keys(@levels))
 
-            :ok = ElixirScope.set_level(level)
-            {200, %{ok: true}}
+            applied(ElixirScope.set_level(level))
 
           "sampling" ->
             rate = params["rate"]
@@ -703,14 +737,17 @@ defmodule ElixirScope.UI.API do
                   "invalid rate #{inspect(rate)}: expected a number from 0.0 to 1.0"
                 )
 
-            :ok = ElixirScope.set_sampling(rate / 1)
-            {200, %{ok: true}}
+            applied(ElixirScope.set_sampling(rate / 1))
 
           other ->
-            bad!("action", other, ["stop", "level", "sampling"])
+            bad!("action", other, ["start", "stop", "level", "sampling"])
         end
     end
   end
+
+  defp applied(:ok), do: {200, %{ok: true}}
+  defp applied({:error, :not_running}), do: {409, err("no capture is running")}
+  defp applied({:error, reason}), do: {500, err("not applied: #{inspect(reason)}")}
 
   # parameters
 
