@@ -63,6 +63,23 @@ defmodule ElixirScope.SequenceTest do
     assert Query.sequence([echo]) == []
   end
 
+  test "messages to a registered name are drawn to the process that held it" do
+    me = self()
+    {:ok, echo} = GenServer.start(Echo, me, name: :sequence_named)
+    :ok = ElixirScope.trace(echo)
+    :ok = ElixirScope.trace(me, children: false)
+    send(:sequence_named, :by_name)
+    GenServer.cast(:sequence_named, :cast_by_name)
+    assert_receive {:cast_seen, :cast_by_name}
+    :ok = ElixirScope.untrace(me)
+
+    assert [
+             %{from: ^me, to: ^echo, kind: :info, event: %{peer: :sequence_named}},
+             %{from: ^me, to: ^echo, kind: :cast},
+             %{from: ^echo, to: ^me, kind: :info}
+           ] = Query.sequence([me, echo])
+  end
+
   test "a call from an untraced caller is drawn from the call's receipt" do
     me = self()
     {:ok, echo} = GenServer.start(Echo, me)

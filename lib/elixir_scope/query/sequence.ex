@@ -60,42 +60,66 @@ defmodule ElixirScope.Query.Sequence do
 
     set = MapSet.new(pids)
 
-    # Every message shows in an event of one of the processes: their own sends and receives.
-    events = Query.events([pid: pids, kind: [:send, :receive]] ++ window)
-
-    # Who each call alias belongs to: the caller named in every `$gen_call` seen.
-    aliases =
-      for %Event{data: {:"$gen_call", {caller, [:alias | ref]}, _}} <- events,
-          is_pid(caller),
-          into: %{},
-          do: {ref, caller}
-
     # Each message's two halves, paired once per receiver (pairing one message at a time
-    # would walk its receiver's events each time).
+    # would walk its receiver's events each time); a send's receiver is known from it even
+    # when it named an alias or a registered name.
     ref = ElixirScope.Store.ref(store.())
 
     pairs =
       for pid <- pids,
           {sent, received} <- ElixirScope.Native.query_message_pairs(ref, pid),
           reduce: %{} do
-        acc -> acc |> Map.put({:send, sent}, received) |> Map.put({:receive, received}, sent)
+        acc ->
+          acc |> Map.put({:send, sent}, {pid, received}) |> Map.put({:receive, received}, sent)
       end
 
-    events
-    |> Enum.flat_map(&message(&1, set, aliases, pairs))
-    |> then(fn ms -> if limit == :infinity, do: ms, else: Enum.take(ms, limit) end)
+    # Every message shows in an event of one of the processes: their own sends and receives,
+    # read a page at a time until `limit` messages are found.
+    collect(pids, set, pairs, window, limit, %{}, [])
+  end
+
+  @page 2_000
+
+  defp collect(pids, set, pairs, window, limit, aliases, acc) do
+    events = Query.events([pid: pids, kind: [:send, :receive], limit: @page] ++ window)
+
+    # Who each call alias belongs to: the caller named in every `$gen_call` seen so far.
+    aliases =
+      for %Event{data: {:"$gen_call", {caller, [:alias | ref]}, _}} <- events,
+          is_pid(caller),
+          into: aliases,
+          do: {ref, caller}
+
+    acc = Enum.reverse(Enum.flat_map(events, &message(&1, set, aliases, pairs)), acc)
+    found = length(acc)
+
+    cond do
+      limit != :infinity and found >= limit ->
+        acc |> Enum.reverse() |> Enum.take(limit)
+
+      length(events) < @page ->
+        Enum.reverse(acc)
+
+      true ->
+        next = Keyword.put(window, :after_seq, List.last(events).seq)
+        collect(pids, set, pairs, next, limit, aliases, acc)
+    end
   end
 
   defp message(%Event{kind: :send} = e, set, aliases, pairs) do
+    {receiver, received} = Map.get(pairs, {:send, e.seq}, {nil, nil})
+
     to =
       case e.peer do
         pid when is_pid(pid) -> pid
-        ref when is_reference(ref) -> aliases[ref]
-        _ -> nil
+        # A reply to an alias, a message to a name: its receipt says who got it, else the
+        # call that made the alias.
+        ref when is_reference(ref) -> receiver || aliases[ref]
+        _ -> receiver
       end
 
     if to in set do
-      [entry(e, e.pid, to, pairs[{:send, e.seq}])]
+      [entry(e, e.pid, to, received)]
     else
       []
     end
