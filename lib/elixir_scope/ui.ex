@@ -89,22 +89,29 @@ defmodule ElixirScope.UI do
       {:ok, pid} ->
         actual = :proplists.get_value(:port, :httpd.info(pid))
         loopback = loopback?(ip)
-        shown = if loopback, do: "127.0.0.1", else: :inet.ntoa(ip) |> to_string()
+        shown = host_text(ip)
+
+        # The names a request's Host may give: loopback's, the bound address (every local
+        # address for a wildcard bind), and those the user named.
+        addresses = if wildcard?(ip), do: local_addresses(), else: [ip]
 
         hosts =
-          (["127.0.0.1:#{actual}", "localhost:#{actual}", "[::1]:#{actual}", "#{shown}:#{actual}"] ++
-             Enum.map(opts[:hosts], &String.downcase/1))
-          |> Enum.uniq()
+          (["127.0.0.1", "localhost", "[::1]" | Enum.map(addresses, &host_text/1)]
+           |> Enum.map(&"#{&1}:#{actual}")) ++ Enum.map(opts[:hosts], &String.downcase/1)
+
+        hosts = Enum.uniq(hosts)
 
         ui = %{
+          port: actual,
           token: token,
           loopback: loopback,
           hosts: hosts,
           context: %{store: store, live: store == :default}
         }
 
-        :persistent_term.put({__MODULE__, actual}, ui)
-        :persistent_term.put({__MODULE__, :servers}, [{actual, pid} | servers()])
+        # Keyed by address and port: two UIs may share a port on different addresses.
+        :persistent_term.put({__MODULE__, {ip, actual}}, ui)
+        :persistent_term.put({__MODULE__, :servers}, [{actual, pid, ip} | servers()])
         release(pid)
         url = "http://#{shown}:#{actual}/" <> if(loopback, do: "", else: "?token=#{token}")
         {:ok, %{url: url, port: actual, token: token, pid: pid}}
@@ -114,8 +121,10 @@ defmodule ElixirScope.UI do
         {:error, :eaddrinuse}
 
       # httpd nests the socket's error in its supervisors' reports: `{:listen, :eaddrinuse}`.
+      # (Its listen code can crash instead of reporting, given socket options: then all that is
+      # known is that it could not listen.)
       {:error, reason} ->
-        {:error, listen_error(reason) || reason}
+        {:error, listen_error(reason) || {:cannot_listen, ip, Keyword.fetch!(config, :port)}}
     end
   end
 
@@ -143,8 +152,8 @@ defmodule ElixirScope.UI do
     unless port <= 65_535, do: Args.bad!("port", port, "an integer from 0 to 65535")
     token = opts[:token]
 
-    unless token == nil or (is_binary(token) and byte_size(token) >= 16),
-      do: Args.bad!("token", token, "a binary of at least 16 bytes")
+    unless token == nil or (is_binary(token) and token =~ ~r/\A[A-Za-z0-9_-]{16,256}\z/),
+      do: Args.bad!("token", token, "16 to 256 characters of A-Z, a-z, 0-9, _ and -")
 
     unless is_list(opts[:hosts]) and Enum.all?(opts[:hosts], &is_binary/1),
       do: Args.bad!("hosts", opts[:hosts], "a list of host:port strings")
@@ -158,11 +167,11 @@ defmodule ElixirScope.UI do
   @doc "Stops the UI on `port` (every UI when `:all`, the default)."
   @spec stop(:inet.port_number() | :all) :: :ok
   def stop(port \\ :all) do
-    {stopping, kept} = Enum.split_with(servers(), fn {p, _} -> port == :all or p == port end)
+    {stopping, kept} = Enum.split_with(servers(), fn {p, _, _} -> port == :all or p == port end)
 
-    for {p, pid} <- stopping do
+    for {p, pid, ip} <- stopping do
       :inets.stop(:httpd, pid)
-      :persistent_term.erase({__MODULE__, p})
+      :persistent_term.erase({__MODULE__, {ip, p}})
     end
 
     :persistent_term.put({__MODULE__, :servers}, kept)
@@ -178,7 +187,7 @@ defmodule ElixirScope.UI do
   # supervisors' states are).
   @spec own_processes() :: [pid()]
   def own_processes do
-    servers() |> Enum.flat_map(fn {_, pid} -> tree(pid) end)
+    servers() |> Enum.flat_map(fn {_, pid, _} -> tree(pid) end)
   end
 
   # Stops any tracing of the server's processes by ElixirScope (they may have been traced for a
@@ -229,6 +238,19 @@ defmodule ElixirScope.UI do
   end
 
   defp ip!(other), do: Args.bad!("ip", other, "an IP address, as a tuple or text")
+
+  # An address as a Host header names it: IPv6 in brackets.
+  defp host_text({_, _, _, _} = ip), do: ip |> :inet.ntoa() |> to_string()
+  defp host_text(ip), do: "[#{:inet.ntoa(ip)}]"
+
+  defp wildcard?(ip), do: ip in [{0, 0, 0, 0}, {0, 0, 0, 0, 0, 0, 0, 0}]
+
+  defp local_addresses do
+    case :inet.getifaddrs() do
+      {:ok, ifs} -> for {_, opts} <- ifs, {:addr, a} <- opts, do: a
+      _ -> []
+    end
+  end
 
   defp loopback?({127, _, _, _}), do: true
   defp loopback?({0, 0, 0, 0, 0, 0, 0, 1}), do: true

@@ -49,7 +49,7 @@ defmodule ElixirScope.UITest do
       end
 
     {:ok, {{_, status, _}, resp_headers, body}} =
-      :httpc.request(method, req, [timeout: 10_000], body_format: :binary)
+      :httpc.request(method, req, [timeout: 10_000, autoredirect: false], body_format: :binary)
 
     {status, Map.new(resp_headers, fn {k, v} -> {to_string(k), to_string(v)} end), body}
   end
@@ -210,6 +210,19 @@ defmodule ElixirScope.UITest do
       assert status == 400, path
       assert error =~ message, "#{path}: #{error}"
     end
+  end
+
+  test "a state holding an integer JSON numbers cannot carry is shown, and left out of the chart",
+       %{ui: ui} do
+    {:ok, big} = GenServer.start(Box, 2 ** 70)
+    :ok = ElixirScope.trace(big)
+    GenServer.call(big, {:put, 1})
+
+    {200, %{"states" => states}} =
+      get_json(ui, "api/states?pid=" <> URI.encode_www_form(inspect(big)))
+
+    assert [%{"numbers" => %{}, "state" => first}, %{"numbers" => %{}} | _] = states
+    assert first =~ Integer.to_string(2 ** 70)
   end
 
   test "a tail that matches nothing moves on: scanned_to", %{ui: ui} do
@@ -406,13 +419,37 @@ defmodule ElixirScope.UITest do
     {403, _, _} = request(:get, base)
     {403, _, _} = request(:get, base <> "api/status")
     {403, _, _} = request(:get, base <> "?token=wrong")
-    {200, headers, _} = request(:get, ui.url)
+    # The token's URL sets a cookie of this UI's and sends the browser to /, token-free.
+    {303, headers, _} = request(:get, ui.url)
+    assert headers["location"] == "/"
     [cookie | _] = String.split(headers["set-cookie"], ";")
-    assert cookie == "elixir_scope_token=#{ui.token}"
+    assert cookie == "elixir_scope_token_#{ui.port}=#{ui.token}"
+    {200, _, html} = request(:get, base, headers: [{"cookie", cookie}])
+    assert html =~ ui.token
     {200, _, _} = request(:get, base <> "api/status", headers: [{"cookie", cookie}])
+    # Another UI's cookie does not open this one.
+    {403, _, _} =
+      request(:get, base <> "api/status", headers: [{"cookie", "elixir_scope_token=#{ui.token}"}])
 
     {200, _, _} =
       request(:get, base <> "api/status", headers: [{"x-elixir-scope-token", ui.token}])
+
+    # A loopback UI on the same port (another address), if the OS lets it listen, does not
+    # lift this one's token.
+    if ip != {0, 0, 0, 0} do
+      case UI.start(port: ui.port, ip: {127, 0, 0, 1}) do
+        {:ok, _} ->
+          {200, _, _} = request(:get, "http://127.0.0.1:#{ui.port}/api/status")
+
+          {403, _, _} =
+            request(:get, base <> "api/status", headers: [{"host", "127.0.0.1:#{ui.port}"}])
+
+          {403, _, _} = request(:get, base <> "api/status")
+
+        {:error, reason} ->
+          assert reason in [:eaddrinuse, {:cannot_listen, {127, 0, 0, 1}, ui.port}]
+      end
+    end
   end
 
   test "a saved trace: same answers, no controls" do
@@ -453,7 +490,7 @@ defmodule ElixirScope.UITest do
     {200, _, body} = request(:get, url <> "api/status")
     assert {:ok, %{"mode" => "live", "running" => true}} = JSON.decode(body)
     ElixirScope.stop()
-    [{port, _} | _] = :persistent_term.get({UI, :servers})
+    [{port, _, _} | _] = :persistent_term.get({UI, :servers})
 
     assert {:error, {:ui, :eaddrinuse}} = ElixirScope.start(ui: [port: port])
     refute ElixirScope.status().running
@@ -466,6 +503,11 @@ defmodule ElixirScope.UITest do
     # Bad UI options raise before anything starts.
     assert_raise ArgumentError, ~r/port/, fn -> ElixirScope.start(ui: [port: 70_000]) end
     assert_raise ArgumentError, ~r/token/, fn -> ElixirScope.start(ui: [token: "short"]) end
+
+    assert_raise ArgumentError, ~r/token/, fn ->
+      ElixirScope.start(ui: [token: ~s(0123456789abcdef"><script>)])
+    end
+
     assert_raise ArgumentError, ~r/ip/, fn -> ElixirScope.start(ui: [ip: "not an ip"]) end
     refute ElixirScope.status().running
   end
@@ -505,7 +547,7 @@ defmodule ElixirScope.UITest do
 
   defp wait_for_new_server(before, tries) do
     case :persistent_term.get({UI, :servers}, []) -- before do
-      [{port, _} | _] -> port
+      [{port, _, _} | _] -> port
       [] when tries > 0 -> Process.sleep(50) && wait_for_new_server(before, tries - 1)
     end
   end

@@ -49,6 +49,8 @@ defmodule ElixirScope.UI.API do
   alias ElixirScope.UI.View
 
   @max_limit 1000
+  @max_lifelines 32
+  @max_pending 50
   @routes ~w(status events processes process timeline states flow tree replay crashes calls call control)
   @kinds Map.new(Event.kinds(), &{Atom.to_string(&1), &1})
   @levels Map.new(~w(full messages_only states_only minimal off)a, &{Atom.to_string(&1), &1})
@@ -230,12 +232,19 @@ defmodule ElixirScope.UI.API do
     # A page's few processes: through their index lists; many: one pass over the capture.
     by_pid = if length(pids) in 1..256, do: [pid: pids], else: []
 
+    # In order: a name taken, then given up (`:unregister`), is no longer shown.
     seen =
-      for %Event{kind: kind, pid: pid, data: data} <-
-            Query.events([store: store, kind: [:register, :traced]] ++ by_pid),
-          name = name_in(kind, data),
-          into: %{},
-          do: {pid, name}
+      Query.events([store: store, kind: [:register, :unregister, :traced]] ++ by_pid)
+      |> Enum.reduce(%{}, fn
+        %Event{kind: :unregister, pid: pid}, acc ->
+          Map.delete(acc, pid)
+
+        %Event{kind: kind, pid: pid, data: data}, acc ->
+          case name_in(kind, data) do
+            nil -> acc
+            name -> Map.put(acc, pid, name)
+          end
+      end)
 
     if live?(ctx) do
       Enum.reduce(pids, seen, fn pid, acc ->
@@ -346,13 +355,18 @@ defmodule ElixirScope.UI.API do
 
   # The numeric fields a chart can draw: the state itself, or a map's (a struct's) top-level
   # numeric values, by their key as text.
-  defp numbers(n) when is_number(n), do: %{"state" => n}
+  defp numbers(n) when is_number(n), do: if(chartable?(n), do: %{"state" => n}, else: %{})
 
   defp numbers(%{} = map) do
-    for {k, v} <- Map.delete(map, :__struct__), is_number(v), into: %{}, do: {inspect(k), v}
+    for {k, v} <- Map.delete(map, :__struct__), chartable?(v), into: %{}, do: {inspect(k), v}
   end
 
   defp numbers(_), do: %{}
+
+  # A number a page can draw exactly: a float, or an integer JavaScript holds without loss.
+  defp chartable?(v) when is_float(v), do: true
+  defp chartable?(v) when is_integer(v), do: abs(v) <= 9_007_199_254_740_991
+  defp chartable?(_), do: false
 
   # message flow
 
@@ -366,9 +380,16 @@ defmodule ElixirScope.UI.API do
           |> Enum.take(6)
 
         text ->
-          text
-          |> String.split(",", trim: true)
-          |> Enum.map(&pid!(%{"pids" => String.trim(&1)}, "pids"))
+          pids =
+            text
+            |> String.split(",", trim: true)
+            |> Enum.map(&pid!(%{"pids" => String.trim(&1)}, "pids"))
+            |> Enum.uniq()
+
+          if length(pids) > @max_lifelines,
+            do: raise(ArgumentError, "invalid pids: at most #{@max_lifelines} processes")
+
+          pids
       end
 
     page = page!(Map.put_new(params, "limit", "200"))
@@ -540,7 +561,11 @@ defmodule ElixirScope.UI.API do
               do: diff_json(StateDiff.diff(before, p.state))
             ),
           pending_known: known == :ok,
-          pending: Enum.map(pending, &%{seq: &1.seq, data: View.term(&1.data)}),
+          pending_count: length(pending),
+          pending:
+            pending
+            |> Enum.take(@max_pending)
+            |> Enum.map(&%{seq: &1.seq, data: View.term(&1.data)}),
           calls: Enum.map(p.calls, &View.mfa(&1.mfa))
         }
       end
@@ -606,10 +631,10 @@ defmodule ElixirScope.UI.API do
   # crashes
 
   defp crashes(store, params, ctx) do
-    limit = int!(params, "limit", 50, 1, 200)
+    limit = int!(params, "limit", 20, 1, 50)
 
     exits =
-      Query.events(store: store, kind: :exit, order: :desc, limit: 10_000)
+      Query.events(store: store, kind: :exit, order: :desc, limit: 1_000)
       |> Enum.reject(&(&1.data in [:normal, :shutdown] or match?({:shutdown, _}, &1.data)))
       |> Enum.take(limit)
 
@@ -671,7 +696,8 @@ defmodule ElixirScope.UI.API do
           for l <- lines do
             %{
               line: l.line,
-              code: l.code,
+              # A source file that is not UTF-8 is shown escaped.
+              code: if(String.valid?(l.code), do: l.code, else: inspect(l.code)),
               bindings:
                 Enum.map(
                   l.bindings,

@@ -35,17 +35,26 @@ defmodule ElixirScope.UI.HTTP do
   def unquote(:do)(mod_data) do
     ElixirScope.UI.release_self()
     request = mod(mod_data)
-    port = :httpd_util.lookup(request[:config_db], :port)
+    config = request[:config_db]
+    key = {:httpd_util.lookup(config, :bind_address), :httpd_util.lookup(config, :port)}
 
     response =
-      case :persistent_term.get({ElixirScope.UI, port}, nil) do
+      case :persistent_term.get({ElixirScope.UI, key}, nil) do
         nil -> json(503, %{error: "the UI is stopping"})
         ui -> answer(request, ui)
       end
 
     {:proceed, [response: response]}
-  rescue
-    e -> {:proceed, [response: json(500, %{error: "internal error: " <> Exception.message(e)})]}
+  catch
+    # Nothing escapes into httpd; the details go to the log, not to the client.
+    kind, reason ->
+      require Logger
+
+      Logger.error(
+        "ElixirScope UI request failed: " <> Exception.format(kind, reason, __STACKTRACE__)
+      )
+
+      {:proceed, [response: json(500, %{error: "internal error (logged)"})]}
   end
 
   defp answer(request, ui) do
@@ -94,7 +103,7 @@ defmodule ElixirScope.UI.HTTP do
   # a server bound beyond loopback also wants it, or its cookie, on every request.
   defp check_token(method, path, query, headers, ui) do
     header = headers["x-elixir-scope-token"]
-    cookie = cookie_token(headers["cookie"])
+    cookie = cookie_token(headers["cookie"], cookie_name(ui))
 
     cond do
       method == ~c"POST" and not same?(header, ui.token) ->
@@ -116,14 +125,17 @@ defmodule ElixirScope.UI.HTTP do
 
   defp same?(_, _), do: false
 
-  defp cookie_token(nil), do: nil
+  # One cookie per UI, so that two on one host do not overwrite each other's.
+  defp cookie_name(ui), do: "elixir_scope_token_#{ui.port}"
 
-  defp cookie_token(cookie) do
+  defp cookie_token(nil, _name), do: nil
+
+  defp cookie_token(cookie, name) do
     cookie
     |> String.split(";")
     |> Enum.find_value(fn part ->
       case String.split(String.trim(part), "=", parts: 2) do
-        ["elixir_scope_token", value] -> value
+        [^name, value] -> value
         _ -> nil
       end
     end)
@@ -173,7 +185,7 @@ defmodule ElixirScope.UI.HTTP do
   defp static(name) do
     ext = Path.extname(name)
 
-    with true <- name =~ ~r/^[a-z0-9_-]+(\.[a-z0-9]+)+$/,
+    with true <- name =~ ~r/\A[a-z0-9_-]+(\.[a-z0-9]+)+\z/,
          type when type != nil <- @static_types[ext],
          {:ok, bytes} <- File.read(Path.join(static_dir(), name)) do
       respond(200, type, bytes, [{~c"cache-control", ~c"no-cache"}])
@@ -203,9 +215,18 @@ defmodule ElixirScope.UI.HTTP do
      ] ++ extra, body}
   end
 
-  defp with_cookie({:response, head, body}, :set, ui) do
-    cookie = "elixir_scope_token=#{ui.token}; Path=/; HttpOnly; SameSite=Strict"
-    {:response, head ++ [{~c"set-cookie", String.to_charlist(cookie)}], body}
+  # The token's URL sets the cookie and sends the browser to `/`, so the token does not stay
+  # in the address bar and the history.
+  defp with_cookie({:response, _head, _body}, :set, ui) do
+    cookie = "#{cookie_name(ui)}=#{ui.token}; Path=/; HttpOnly; SameSite=Strict"
+
+    {:response,
+     [
+       code: 303,
+       location: ~c"/",
+       content_length: ~c"0",
+       "set-cookie": String.to_charlist(cookie)
+     ], ""}
   end
 
   defp with_cookie(response, _, _ui), do: response

@@ -39,7 +39,7 @@ defmodule ElixirScope.UI.View do
     text = String.replace_prefix(text, "#PID", "")
 
     with true <- byte_size(text) <= 64,
-         [_, "0", _, _] <- Regex.run(~r/^<(\d+)\.(\d+)\.(\d+)>$/, text) do
+         [_, "0", _, _] <- Regex.run(~r/\A<(\d+)\.(\d+)\.(\d+)>\z/, text) do
       try do
         {:ok, :erlang.list_to_pid(String.to_charlist(text))}
       rescue
