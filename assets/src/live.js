@@ -9,13 +9,14 @@ const LEVELS = ["full", "messages_only", "states_only", "minimal", "off"];
 const KINDS = ["", "send", "receive", "call", "return", "exception", "state", "spawn", "exit", "link", "register", "supervisor", "var", "timeout"];
 
 export function live(root) {
-  let lastSeq = null; // the newest seq shown; null until the first page
+  let lastSeq = null; // the newest seq the tail has looked at; null until the first page
+  let generation = 0; // bumped when the filter changes: answers to older requests are dropped
+  let busy = false; // one poll at a time
   let paused = false;
   let previous = null; // the last status and when it came, for the rate
-  let timer = null;
 
+  const title = h("h1", {}, "Live");
   const cards = h("section.cards", { id: "status" });
-  const controls = h("section.controls", { id: "controls" });
   const error = h("div.error", { id: "filter-error", hidden: true });
   const kind = h("select", { id: "filter-kind", title: "kind" }, KINDS.map((k) => h("option", { value: k }, k || "any kind")));
   const pid = h("input", { id: "filter-pid", placeholder: "pid, e.g. #PID<0.123.0>", size: 18 });
@@ -25,6 +26,37 @@ export function live(root) {
   const count = h("span.muted", { id: "tail-count" });
   const table = eventTable([], { id: "tail" });
   const tbody = table.querySelector("tbody");
+
+  // The controls are built once and updated in place, so a choice being made is not reset by
+  // the next poll.
+  const level = h("select", { id: "level" }, LEVELS.map((l) => h("option", { value: l }, l)));
+  const rate = h("input", { id: "rate", type: "number", min: 0, max: 1, step: 0.05, size: 4 });
+  for (const input of [level, rate]) input.addEventListener("input", () => (input.dataset.edited = "1"));
+  const act = (body) => async () => {
+    try {
+      const b = body();
+      delete level.dataset.edited;
+      delete rate.dataset.edited;
+      await post("control", b);
+      await status();
+    } catch (e) {
+      showError(e.message);
+    }
+  };
+  const stop = h("button.danger", { type: "button", id: "stop", onclick: act(() => ({ action: "stop" })) }, "Stop capture");
+  const start = h("button", { type: "button", id: "start", onclick: act(() => ({ action: "start" })) }, "Start a new capture");
+  const targets = h("span.targets", { id: "targets" });
+  const settings = h(
+    "div.controls",
+    {},
+    h("label", {}, "level ", level, h("button", { type: "button", id: "set-level", onclick: act(() => ({ action: "level", level: level.value })) }, "Set")),
+    h("label", {}, "sample rate ", rate, h("button", { type: "button", id: "set-rate", onclick: act(() => ({ action: "sampling", rate: Number(rate.value) })) }, "Set")),
+    stop,
+    start,
+    targets,
+  );
+  const traceNote = h("p.muted", {}, "A saved trace: nothing to control.");
+  const controls = h("section.controls", { id: "controls" });
 
   const filter = h(
     "form.filter",
@@ -39,80 +71,77 @@ export function live(root) {
     pause.classList.toggle("on", paused);
   });
 
-  fill(root, h("h1", {}, "Live"), cards, controls, h("h2", {}, "Events"), filter, error, h("div.scroll", {}, table));
+  fill(root, title, cards, controls, h("h2", {}, "Events"), filter, error, h("div.scroll", {}, table));
 
   function params() {
     return { kind: kind.value, pid: pid.value.trim(), pattern_key: patternKey.value, pattern: pattern.value.trim() };
   }
 
   function restart() {
+    generation += 1;
     lastSeq = null;
     tbody.replaceChildren();
     count.textContent = "";
+    busy = false;
     tick();
   }
 
   async function tick() {
+    if (busy) return;
+    busy = true;
+    const mine = generation;
     try {
-      await Promise.all([status(), paused ? null : tail()]);
+      const s = await status();
+      if (!paused && mine === generation) await tail(s, mine);
     } catch (e) {
       console.warn(e);
+    } finally {
+      if (mine === generation) busy = false;
     }
   }
 
   async function status() {
     const s = await get("status");
     const now = performance.now();
-    const rate = previous && now > previous.at ? ((s.events - previous.events) * 1000) / (now - previous.at) : null;
+    const r = previous && now > previous.at ? ((s.events - previous.events) * 1000) / (now - previous.at) : null;
     previous = { events: s.events, at: now };
-    document.getElementById("mode").textContent = s.mode === "live" ? (s.running ? "● capturing" : "○ stopped") : "saved trace";
     const capture = s.mode === "live";
-    document.querySelector("#view h1").textContent = capture ? "Live" : "Saved trace";
+    document.getElementById("mode").textContent = capture ? (s.running ? "● capturing" : "○ stopped") : "saved trace";
+    title.textContent = capture ? "Live" : "Saved trace";
     fill(
       cards,
       card("events", num(s.events), capture ? `last seq ${num(s.last_seq)} of ${num(s.capacity)}` : `seqs up to ${num(s.last_seq)}`),
-      card("rate", rate === null ? "–" : `${num(Math.max(0, Math.round(rate)))}/s`, "events per second"),
+      card("rate", r === null ? "–" : `${num(Math.max(0, Math.round(r)))}/s`, "events per second"),
       card("dropped", num(s.dropped), "store full or sampled out", s.dropped > 0 ? "warn" : ""),
       card("truncated", num(s.truncated), "payloads cut to their cap", s.truncated > 0 ? "warn" : ""),
       card("memory", bytes(s.bytes), "store memory"),
       capture ? card("level", s.tracing_level, `sampling ${s.sample_rate} by ${s.sample_by}`) : card("level", "trace", "read from disk: captures nothing"),
     );
-    fill(controls, s.mode === "live" ? controlsFor(s) : h("p.muted", {}, "A saved trace: nothing to control."));
+    if (!capture) {
+      if (controls.firstChild !== traceNote) fill(controls, traceNote);
+      return s;
+    }
+    if (controls.firstChild !== settings) fill(controls, settings);
+    // A value the user changed and has not set yet is theirs, not the poll's.
+    if (!level.dataset.edited) level.value = s.tracing_level;
+    if (!rate.dataset.edited) rate.value = s.sample_rate;
+    stop.hidden = !s.running;
+    start.hidden = s.running;
+    const t = [...s.traced.pids, ...s.traced.modules, s.traced.all ? ":all" : null, s.traced.new ? ":new" : null].filter(Boolean);
+    targets.textContent = "traced: " + (t.length ? t.join(", ") : "nothing");
+    // A new capture numbers its events from 1 again: the tail starts over.
+    if (lastSeq !== null && s.last_seq < lastSeq) restartSoon();
+    return s;
   }
 
-  function controlsFor(s) {
-    const level = h("select", { id: "level" }, LEVELS.map((l) => h("option", { value: l, selected: l === s.tracing_level }, l)));
-    const rate = h("input", { id: "rate", type: "number", min: 0, max: 1, step: 0.05, value: s.sample_rate, size: 4 });
-    const act = (body) => async () => {
-      try {
-        await post("control", body());
-        await status();
-      } catch (e) {
-        showError(e.message);
-      }
-    };
-    const targets = [
-      ...s.traced.pids,
-      ...s.traced.modules,
-      s.traced.all ? ":all" : null,
-      s.traced.new ? ":new" : null,
-    ].filter(Boolean);
-    return [
-      h("label", {}, "level ", level, h("button", { type: "button", id: "set-level", onclick: act(() => ({ action: "level", level: level.value })) }, "Set")),
-      h("label", {}, "sample rate ", rate, h("button", { type: "button", id: "set-rate", onclick: act(() => ({ action: "sampling", rate: Number(rate.value) })) }, "Set")),
-      s.running
-        ? h("button.danger", { type: "button", id: "stop", onclick: act(() => ({ action: "stop" })) }, "Stop capture")
-        : h("button", { type: "button", id: "start", onclick: act(() => ({ action: "start" })) }, "Start a new capture"),
-      h("span.targets", { id: "targets" }, "traced: ", targets.length ? targets.join(", ") : "nothing"),
-    ];
+  function restartSoon() {
+    setTimeout(restart, 0);
   }
 
-  async function tail() {
+  async function tail(s, mine) {
     const p = params();
-    let page, before;
+    let page;
     try {
-      // The newest page first, and how far the store had published before it was asked for.
-      if (lastSeq === null) before = await get("status");
       page = lastSeq === null
         ? await get("events", { ...p, order: "desc", limit: 100 })
         : await get("events", { ...p, after_seq: lastSeq, limit: 200 });
@@ -121,14 +150,16 @@ export function live(root) {
       showError(e.message);
       return;
     }
-    const first = lastSeq === null;
-    const events = first ? page.events.reverse() : page.events;
-    if (first) {
-      lastSeq = Math.max(events.length ? events[events.length - 1].seq : 0, before.published_seq);
+    if (mine !== generation) return;
+    if (lastSeq === null) {
+      // The newest page; the tail goes on after what the store had published before it.
+      const events = page.events.reverse();
+      for (const e of events) tbody.append(eventRow(e));
+      lastSeq = Math.max(events.length ? events[events.length - 1].seq : 0, s.published_seq);
     } else {
+      for (const e of page.events) tbody.append(eventRow(e));
       lastSeq = Math.max(lastSeq, page.scanned_to ?? 0);
     }
-    for (const e of events) tbody.append(eventRow(e));
     while (tbody.rows.length > KEEP) tbody.deleteRow(0);
     count.textContent = `${tbody.rows.length} shown`;
   }
@@ -139,7 +170,7 @@ export function live(root) {
   }
 
   tick();
-  timer = setInterval(tick, 1000);
+  const timer = setInterval(tick, 1000);
   return () => clearInterval(timer);
 }
 

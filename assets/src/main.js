@@ -18,11 +18,11 @@ async function route() {
   stop = null;
   const hash = location.hash || "#/live";
   const [, view, rest = ""] = hash.match(/^#\/([a-z]+)\/?([^?]*)(?:\?.*)?$/) ?? [];
-  const arg = decodeURIComponent(rest);
-  const query = new URLSearchParams(hash.split("?")[1] ?? "");
   const tab = view === "process" ? "processes" : view;
   for (const a of document.querySelectorAll("#nav a")) a.classList.toggle("on", a.dataset.view === tab);
   try {
+    const arg = decodeURIComponent(rest);
+    const query = new URLSearchParams(hash.split("?")[1] ?? "");
     if (view === "processes") await processes(root);
     else if (view === "process") await process(root, arg);
     else if (view === "flow") await flow(root, query);

@@ -44,9 +44,13 @@ export function replay(root, seq) {
     return { time: `${day}T${text}Z` };
   }
 
+  let asked = 0; // the latest request: an older answer arriving later is dropped
+
   async function go(step, at = current?.event.seq) {
+    const mine = ++asked;
     try {
       const r = await get("replay", { ...where(at), step, pattern_key: key.value, pattern: step === "until" ? pattern.value : "" });
+      if (mine !== asked) return;
       showError(r.moved ? null : step === "until" ? "No later event matches." : null);
       current = r;
       if (location.hash !== `#/replay/${r.event.seq}`) history.replaceState(null, "", `#/replay/${r.event.seq}`);
@@ -71,7 +75,13 @@ export function replay(root, seq) {
     const e = r.event;
     const pids = r.around;
     if (!pids.length) return fill(diagram);
-    const page = await get("flow", { pids: pids.join(","), after_seq: Math.max(0, e.seq - 40), limit: 40 });
+    let page;
+    try {
+      page = await get("flow", { pids: pids.join(","), after_seq: Math.max(0, e.seq - 40), before_seq: e.seq + 40, limit: 60 });
+    } catch (err) {
+      return fill(diagram, h("div.error", {}, err.message));
+    }
+    if (current !== r) return;
     const at = page.messages.find((m) => m.seq === e.seq || m.received_seq === e.seq);
     fill(diagram, h("h2", {}, "Messages around this step"), sequenceDiagram(page.lifelines, page.messages, { current: at?.seq ?? null, id: "replay-sequence" }));
   }
@@ -114,8 +124,9 @@ function processPanel(p) {
           d.removed.map((c) => h("li.removed", {}, "− ", h("code", {}, c.path), " ", h("code.before", {}, c.value))),
         )
       : null,
-    h("div.label", {}, `mailbox (${p.pending.length}${p.pending_known ? "" : ", consumption unknown"})`),
+    h("div.label", {}, `mailbox (${p.pending_count}${p.pending_known ? "" : ", consumption unknown"})`),
     p.pending.length ? h("ol.pending", {}, p.pending.map((m) => h("li", { dataset: { seq: m.seq } }, h("span.num", {}, `#${m.seq} `), term(m.data, { fold: 120 })))) : h("p.muted", {}, "empty"),
+    p.pending_count > p.pending.length ? h("p.muted", {}, `and ${p.pending_count - p.pending.length} more`) : null,
     h("div.label", {}, "call stack"),
     p.calls.length ? h("ol.calls", {}, p.calls.map((c) => h("li", {}, h("code", {}, c)))) : h("p.muted", {}, "no open calls"),
   );

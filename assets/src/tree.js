@@ -22,13 +22,21 @@ export async function tree(root, query = new URLSearchParams()) {
   );
 
   let pending = null;
+  let asked = 0;
   const reload = () => {
     clearTimeout(pending);
     atLabel.textContent = at.value;
     fromLabel.textContent = from.value;
+    const mine = ++asked;
     pending = setTimeout(async () => {
-      data = await get("tree", { at: at.value, from: from.value });
-      render();
+      try {
+        const answer = await get("tree", { at: at.value, from: from.value });
+        if (mine !== asked) return; // a later move of a slider is on its way
+        data = answer;
+        render();
+      } catch (e) {
+        fill(body, h("div.error", {}, e.message));
+      }
     }, 120);
   };
   at.addEventListener("input", reload);

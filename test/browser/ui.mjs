@@ -175,6 +175,25 @@ try {
   same("vars: the values beside each line", values, expected.source);
   await shot("vars");
 
+  // The live controls: a level chosen stays chosen across polls and is applied; stop, then a
+  // new capture, whose tail starts over.
+  if (live) {
+    await page.goto(url + "#/live");
+    await page.waitForSelector("#level");
+    await page.selectOption("#level", "messages_only");
+    await page.waitForTimeout(1500);
+    same("controls: a level being chosen is not reset by the polls", await page.$eval("#level", (s) => s.value), "messages_only");
+    await page.click("#set-level");
+    await page.waitForFunction(() => document.querySelector('#status [data-card="level"] .value')?.textContent === "messages_only");
+    await page.click("#stop");
+    await page.waitForSelector("#start:not([hidden])");
+    await page.click("#start");
+    await page.waitForSelector("#stop:not([hidden])");
+    await page.waitForFunction(() => document.querySelector("#tail tbody").rows.length === 0);
+    check("controls: stop, then a new capture: the tail starts over", true);
+    await shot("live-restarted");
+  }
+
   // The bad pattern's 400 is logged by the browser as a failed load: the one error expected.
   const unexpected = errors.filter((e) => !e.includes("status of 400"));
   check("no console errors", unexpected.length === 0, unexpected.join(" | "));

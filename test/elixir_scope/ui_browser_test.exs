@@ -109,15 +109,15 @@ defmodule ElixirScope.UIBrowserTest do
     me = self()
     app = %{counter: counter, sup: sup, old_worker: old_worker, me: me}
 
-    # The live capture, then the same capture saved and served offline.
-    {:ok, ui} = ElixirScope.UI.start(port: 0)
-    browse(ui, expected(ElixirScope.Store.default(), true, app), "live")
-    ElixirScope.UI.stop()
-
+    # The live capture (whose controls the last checks use: saved first), then the same
+    # capture served offline.
     dir =
       Path.join(System.tmp_dir!(), "elixir_scope_ui_trace_#{System.unique_integer([:positive])}")
 
     {:ok, _} = ElixirScope.save(dir)
+    {:ok, ui} = ElixirScope.UI.start(port: 0)
+    browse(ui, expected(ElixirScope.Store.default(), true, app), "live")
+    ElixirScope.UI.stop()
     {:ok, trace} = ElixirScope.open(dir)
     {:ok, ui} = ElixirScope.UI.start(port: 0, store: trace)
     browse(ui, expected(trace, false, app), "trace")
