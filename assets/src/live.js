@@ -38,6 +38,7 @@ export function live(root) {
       delete level.dataset.edited;
       delete rate.dataset.edited;
       await post("control", b);
+      showError(null);
       await status();
     } catch (e) {
       showError(e.message);
@@ -46,6 +47,14 @@ export function live(root) {
   const stop = h("button.danger", { type: "button", id: "stop", onclick: act(() => ({ action: "stop" })) }, "Stop capture");
   const start = h("button", { type: "button", id: "start", onclick: act(() => ({ action: "start" })) }, "Start a new capture");
   const targets = h("span.targets", { id: "targets" });
+  const target = h("input", { id: "trace-target", size: 22, placeholder: "pid, name or module" });
+  const tracing = h(
+    "form.inline",
+    { id: "trace-form", onsubmit: (ev) => (ev.preventDefault(), act(() => ({ action: "trace", target: target.value }))()) },
+    target,
+    h("button", { type: "submit", id: "trace" }, "Trace"),
+    h("button", { type: "button", id: "untrace", onclick: act(() => ({ action: "untrace", target: target.value })) }, "Untrace"),
+  );
   const settings = h(
     "div.controls",
     {},
@@ -53,6 +62,7 @@ export function live(root) {
     h("label", {}, "sample rate ", rate, h("button", { type: "button", id: "set-rate", onclick: act(() => ({ action: "sampling", rate: Number(rate.value) })) }, "Set")),
     stop,
     start,
+    tracing,
     targets,
   );
   const traceNote = h("p.muted", {}, "A saved trace: nothing to control.");

@@ -185,6 +185,12 @@ try {
     same("controls: a level being chosen is not reset by the polls", await page.$eval("#level", (s) => s.value), "messages_only");
     await page.click("#set-level");
     await page.waitForFunction(() => document.querySelector('#status [data-card="level"] .value')?.textContent === "messages_only");
+    await page.fill("#trace-target", expected.counter);
+    await page.click("#untrace");
+    await page.waitForFunction((pid) => !document.querySelector("#targets").textContent.includes(pid), expected.counter);
+    await page.click("#trace");
+    await page.waitForFunction((pid) => document.querySelector("#targets").textContent.includes(pid), expected.counter);
+    check("controls: untrace and trace a process from the page", true);
     await page.click("#stop");
     await page.waitForSelector("#start:not([hidden])");
     await page.click("#start");

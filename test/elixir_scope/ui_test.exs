@@ -294,7 +294,7 @@ defmodule ElixirScope.UITest do
     assert {400,
             %{
               "error" =>
-                "invalid action \"fly\": expected one of \"level\", \"sampling\", \"start\", \"stop\""
+                "invalid action \"fly\": expected one of \"level\", \"sampling\", \"start\", \"stop\", \"trace\", \"untrace\""
             }} = post.(~s({"action": "fly"}))
 
     assert {400, %{"error" => "invalid level \"max\"" <> _}} =
@@ -378,6 +378,34 @@ defmodule ElixirScope.UITest do
     assert {200, _} = control.(~s({"action": "start"}))
     assert ElixirScope.status().running and ElixirScope.status().events == 0
     assert {409, %{"error" => "a capture is already running"}} = control.(~s({"action": "start"}))
+
+    # Trace and untrace by pid, registered name or module; no atom is made from a target.
+    {:ok, named} = GenServer.start(Box, 0, name: :ui_control_named)
+    target = fn action, t -> control.(JSON.encode!(%{action: action, target: t})) end
+    assert {200, _} = target.("trace", "ui_control_named")
+    assert named in ElixirScope.status().traced.pids
+    assert {200, _} = target.("untrace", inspect(named))
+    refute named in ElixirScope.status().traced.pids
+    assert {200, _} = target.("trace", "ElixirScope.UITest.Box")
+    assert ElixirScope.UITest.Box in ElixirScope.status().traced.modules
+    # (A first refusal loads the code that answers it: its atoms come first.)
+    {400, _} = target.("trace", "ui_warm_up_#{System.unique_integer([:positive])}")
+    {400, _} = target.("trace", "Warm.Up#{System.unique_integer([:positive])}")
+    atoms = :erlang.system_info(:atom_count)
+    fresh = "ui_no_such_name_#{System.unique_integer([:positive])}"
+    assert {400, %{"error" => "invalid target " <> _}} = target.("trace", fresh)
+    assert {400, %{"error" => "invalid target " <> _}} = target.("trace", "Nope.#{fresh}")
+    assert :erlang.system_info(:atom_count) == atoms
+
+    assert {400, %{"error" => "invalid target 7" <> _}} =
+             control.(~s({"action": "trace", "target": 7}))
+
+    dead = spawn(fn -> :ok end)
+    ref = Process.monitor(dead)
+    assert_receive {:DOWN, ^ref, _, _, _}
+    assert {400, %{"error" => error}} = target.("trace", inspect(dead))
+    assert error =~ "not alive"
+    GenServer.stop(named)
   end
 
   test "requests naming another Host or Origin are refused", %{ui: ui} do

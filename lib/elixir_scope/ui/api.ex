@@ -33,8 +33,10 @@ defmodule ElixirScope.UI.API do
     * `states` - a page of a process's states (`pid`, paging as `events`), each with its diff
       from the state before it and its numeric fields;
     * `POST control` - `{"action": "start"}` (a new capture, default options), `{"action":
-      "stop"}`, `{"action": "level", "level": "messages_only"}`, `{"action": "sampling",
-      "rate": 0.5}`: a live UI only.
+      "stop"}`, `{"action": "trace" | "untrace", "target": "#PID<0.1.0>" | "MyApp.Server" |
+      "all"}` (a pid, or the name of an existing process or module: no atom is made),
+      `{"action": "level", "level": "messages_only"}`, `{"action": "sampling", "rate": 0.5}`:
+      a live UI only.
 
   ## Examples
 
@@ -746,6 +748,21 @@ defmodule ElixirScope.UI.API do
               {:error, reason} -> {500, err("the capture did not start: #{inspect(reason)}")}
             end
 
+          # What to trace: a pid, a registered name or a module that exist, :all or :new.
+          action when action in ["trace", "untrace"] ->
+            target = target!(params["target"])
+
+            result =
+              if action == "trace",
+                do: ElixirScope.trace(target),
+                else: ElixirScope.untrace(target)
+
+            case result do
+              :ok -> {200, %{ok: true}}
+              {:error, :not_running} -> {409, err("no capture is running")}
+              {:error, reason} -> {400, err(ElixirScope.Error.describe(reason))}
+            end
+
           "level" ->
             level =
               Map.get(@levels, params["level"]) ||
@@ -766,10 +783,46 @@ defmodule ElixirScope.UI.API do
             applied(ElixirScope.set_sampling(rate / 1))
 
           other ->
-            bad!("action", other, ["start", "stop", "level", "sampling"])
+            bad!("action", other, ["start", "stop", "trace", "untrace", "level", "sampling"])
         end
     end
   end
+
+  # A trace target from text, without making atoms: a pid, `:all`/`all`, `:new`/`new`, or the
+  # name of an existing atom (a registered name, `:name`, or a module, `MyApp.Server`).
+  defp target!(text) when is_binary(text) do
+    text = String.trim(text)
+
+    cond do
+      text in ["all", ":all"] ->
+        :all
+
+      text in ["new", ":new"] ->
+        :new
+
+      match?({:ok, _}, View.parse_pid(text)) ->
+        elem(View.parse_pid(text), 1)
+
+      true ->
+        name = String.trim_leading(text, ":")
+
+        candidates = if name =~ ~r/\A[A-Z]/, do: ["Elixir." <> name, name], else: [name]
+
+        Enum.find_value(candidates, fn n ->
+          try do
+            String.to_existing_atom(n)
+          rescue
+            ArgumentError -> nil
+          end
+        end) ||
+          raise ArgumentError,
+                "invalid target #{inspect(text)}: expected a pid (#PID<0.1.0>), a registered " <>
+                  "name or module that exists, all or new"
+    end
+  end
+
+  defp target!(other),
+    do: raise(ArgumentError, "invalid target #{inspect(other)}: expected a string")
 
   defp applied(:ok), do: {200, %{ok: true}}
   defp applied({:error, :not_running}), do: {409, err("no capture is running")}
