@@ -56,7 +56,7 @@ endpoints = [
   {"events matching a pattern (100)",
    "api/events?pattern_key=state&pattern=" <>
      URI.encode_www_form("%{n: n} when n > 150") <> "&limit=100"},
-  {"processes (1,000)", "api/processes"},
+  {"processes (busiest 500 of 1,000)", "api/processes"},
   {"process page", "api/process?pid=#{pid.(mid)}"},
   {"timeline page (100, mid-capture)",
    "api/timeline?pid=#{pid.(mid)}&after_seq=#{mid_seq}&limit=100"},

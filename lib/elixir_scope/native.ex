@@ -56,6 +56,7 @@ defmodule ElixirScope.Native do
   def query_match(_store, _filter, _pattern, _guard, _vars, _events?), do: err()
   def query_count(_store, _filter, _by, _pattern, _guard, _vars), do: err()
   def query_durations(_store, _filter, _by), do: err()
+  def query_pid_counts(_store), do: err()
 
   # History
   def store_watch_states(_store, _module, _kind), do: err()

@@ -48,6 +48,25 @@ defmodule ElixirScope.AggregateTest do
   defp tag(t) when is_atom(t), do: t
   defp tag(_), do: nil
 
+  test "per_process counts each process's events as group_by does, live and from disk",
+       %{store: store, pids: pids} do
+    expected = Enum.frequencies_by(events(store), & &1.pid) |> Map.delete(nil)
+    assert map_size(expected) == 3 and Enum.sort(Map.keys(expected)) == Enum.sort(pids)
+    assert Aggregate.per_process(store: store) == expected
+
+    assert Aggregate.per_process(store: store) ==
+             Map.delete(Query.group_by([store: store], :pid), nil)
+
+    dir = Path.join(System.tmp_dir!(), "es_per_process_#{System.unique_integer([:positive])}")
+    {:ok, _} = ElixirScope.save(dir, store: store)
+
+    {:ok, trace} = ElixirScope.open(dir)
+    assert Aggregate.per_process(store: trace) == expected
+
+    File.rm_rf!(dir)
+    assert_raise ArgumentError, ~r/store/, fn -> Aggregate.per_process(store: :nope) end
+  end
+
   test "count, group_by and top agree with Enum over the events", %{store: store, pids: pids} do
     receives = events(store, kind: :receive)
     assert Query.count(store: store, kind: :receive) == length(receives)

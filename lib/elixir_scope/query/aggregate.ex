@@ -58,6 +58,29 @@ defmodule ElixirScope.Query.Aggregate do
   def group_by(filters, key), do: filters |> counts(key!(key)) |> Map.new()
 
   @doc """
+  How many events each process has: `%{pid => count}`, as `group_by([store: store], :pid)`
+  counts them but without its `nil` group (events of no process), read off the index's
+  per-process lists instead of a pass over the store, so its cost grows with the number of
+  processes, not of events. Takes `:store` only.
+
+  ## Examples
+
+      iex> ElixirScope.Query.Aggregate.per_process(store: ElixirScope.Store.new!())
+      %{}
+  """
+  @spec per_process(keyword()) :: %{pid() => pos_integer()}
+  def per_process(opts \\ []) do
+    opts = ElixirScope.Options.validate!(opts, store: nil)
+    store = ElixirScope.Query.store!(opts[:store])
+
+    store
+    |> Store.ref()
+    |> Native.query_pid_counts()
+    |> Enum.filter(fn {pid, _} -> is_pid(pid) end)
+    |> Map.new()
+  end
+
+  @doc """
   The `n` keys with the most matching events, most first (ties in key order): `[{key, count}]`.
   `n` is a positive integer.
   """

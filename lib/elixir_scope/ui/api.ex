@@ -201,7 +201,7 @@ defmodule ElixirScope.UI.API do
 
   defp processes(store, params, ctx) do
     limit = int!(params, "limit", 500, 1, 5000)
-    all = Aggregate.group_by([store: store], :pid) |> Map.drop(own(ctx))
+    all = Aggregate.per_process(store: store) |> Map.drop(own(ctx))
     # The busiest first, at most `limit` of them: a node of a million processes is one page.
     counts =
       all

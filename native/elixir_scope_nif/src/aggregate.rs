@@ -123,3 +123,23 @@ fn query_durations<'a>(
         .collect();
     Ok(out.encode(env))
 }
+
+/// `[{pid, count}]`: how many events each process has, read off the index's per-process lists
+/// (no scan of the log), for every process with events. Runs on a dirty scheduler.
+#[rustler::nif(schedule = "DirtyCpu")]
+fn query_pid_counts<'a>(env: Env<'a>, store: Term<'a>) -> NifResult<Term<'a>> {
+    let store = reader_of(store)?;
+    let idx = store.index();
+    let out: Vec<Term> = idx
+        .pids()
+        .filter(|(_, p)| !p.events.is_empty())
+        .map(|(&pid, p)| {
+            (
+                crate::terms::key_term(env, store, pid),
+                p.events.len() as u64,
+            )
+                .encode(env)
+        })
+        .collect();
+    Ok(out.encode(env))
+}
