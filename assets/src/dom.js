@@ -57,5 +57,7 @@ export function pidLink(pid, name) {
   if (!pid) return h("span.muted", {}, "–");
   // Only a local pid has a page; a reference, port, name or remote pid is shown as it is.
   if (!/^#PID<0\.\d+\.\d+>$/.test(pid)) return h("code.peer", { title: pid }, name ?? pid);
-  return h("a.pid", { href: `#/process/${encodeURIComponent(pid)}`, title: pid }, name ?? pid.replace("#PID", ""));
+  const short = pid.replace("#PID", "");
+  // A name with its pid beside it: two processes may have held the same name.
+  return h("a.pid", { href: `#/process/${encodeURIComponent(pid)}`, title: pid }, name ? [name, h("span.pid-of", {}, " " + short)] : short);
 }

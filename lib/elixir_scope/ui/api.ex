@@ -234,19 +234,14 @@ defmodule ElixirScope.UI.API do
     # A page's few processes: through their index lists; many: one pass over the capture.
     by_pid = if length(pids) in 1..256, do: [pid: pids], else: []
 
-    # In order: a name taken, then given up (`:unregister`), is no longer shown.
+    # The name each process last took (kept after it gave it up or exited: the events shown
+    # are from when it held it; the page shows the pid beside it).
     seen =
-      Query.events([store: store, kind: [:register, :unregister, :traced]] ++ by_pid)
-      |> Enum.reduce(%{}, fn
-        %Event{kind: :unregister, pid: pid}, acc ->
-          Map.delete(acc, pid)
-
-        %Event{kind: kind, pid: pid, data: data}, acc ->
-          case name_in(kind, data) do
-            nil -> acc
-            name -> Map.put(acc, pid, name)
-          end
-      end)
+      for %Event{kind: kind, pid: pid, data: data} <-
+            Query.events([store: store, kind: [:register, :traced]] ++ by_pid),
+          name = name_in(kind, data),
+          into: %{},
+          do: {pid, name}
 
     if live?(ctx) do
       Enum.reduce(pids, seen, fn pid, acc ->
