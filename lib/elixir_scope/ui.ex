@@ -212,19 +212,17 @@ defmodule ElixirScope.UI do
   defp tree(pid) do
     children =
       try do
-        for {_, child, :supervisor, _} <- Supervisor.which_children(pid), is_pid(child), do: child
+        for {_, child, type, _} <- Supervisor.which_children(pid),
+            is_pid(child),
+            do: {child, type}
       catch
         :exit, _ -> []
       end
 
-    workers =
-      try do
-        for {_, child, :worker, _} <- Supervisor.which_children(pid), is_pid(child), do: child
-      catch
-        :exit, _ -> []
-      end
-
-    [pid | workers] ++ Enum.flat_map(children, &tree/1)
+    [
+      pid
+      | Enum.flat_map(children, fn {c, type} -> if type == :supervisor, do: tree(c), else: [c] end)
+    ]
   end
 
   defp ip!({_, _, _, _} = ip), do: ip

@@ -54,6 +54,17 @@ defmodule ElixirScope.UITest do
     {status, Map.new(resp_headers, fn {k, v} -> {to_string(k), to_string(v)} end), body}
   end
 
+  # POSTs `body` to the control route with the page's token: `{status, decoded answer}`.
+  defp control(ui, body) do
+    {status, _, resp} =
+      request(:post, ui.url <> "api/control",
+        headers: [{"x-elixir-scope-token", ui.token}],
+        body: body
+      )
+
+    {status, elem(JSON.decode(resp), 1)}
+  end
+
   defp get_json(ui, path, opts \\ []) do
     {status, _, body} = request(:get, ui.url <> path, opts)
     {:ok, json} = JSON.decode(body)
@@ -278,15 +289,7 @@ defmodule ElixirScope.UITest do
     assert {404, _} = get_json(ui, "static/..%2fmix.exs")
     assert {404, _} = get_json(ui, "static/missing.js")
 
-    post = fn body ->
-      {status, _, resp} =
-        request(:post, ui.url <> "api/control",
-          headers: [{"x-elixir-scope-token", ui.token}],
-          body: body
-        )
-
-      {status, elem(JSON.decode(resp), 1)}
-    end
+    post = &control(ui, &1)
 
     assert {400, %{"error" => "invalid JSON body: " <> _}} = post.("{nope")
     assert {400, %{"error" => "expected a JSON object" <> _}} = post.("[1]")
@@ -358,15 +361,7 @@ defmodule ElixirScope.UITest do
     refute ElixirScope.status().running
     {200, %{"running" => false}} = get_json(ui, "api/status")
 
-    control = fn body ->
-      {status, _, resp} =
-        request(:post, ui.url <> "api/control",
-          headers: [{"x-elixir-scope-token", ui.token}],
-          body: body
-        )
-
-      {status, elem(JSON.decode(resp), 1)}
-    end
+    control = &control(ui, &1)
 
     # Stopped: nothing to set; a new capture can start, once.
     assert {409, %{"error" => "no capture is running"}} =
