@@ -90,7 +90,7 @@ defmodule ElixirScope.Crash do
     [
       headline <> exit_seq(c.exit),
       c.stacktrace &&
-        "  stacktrace:\n" <> String.trim_trailing(Exception.format_stacktrace(c.stacktrace)),
+        "  stacktrace:\n" <> String.trim_trailing(format_stacktrace(c.stacktrace)),
       c.raised != [] &&
         "  raised through:\n" <>
           Enum.map_join(c.raised, "\n", &("    " <> ElixirScope.Event.describe(&1))),
@@ -123,6 +123,38 @@ defmodule ElixirScope.Crash do
     )
   end
 
+  # A trace read in another VM names the modules and functions this VM has no atom for as
+  # binaries: Elixir's formatters take atoms only, so such a stacktrace is written here.
+  defp format_stacktrace(stack) do
+    if Enum.all?(stack, &match?({m, f, _, _} when is_atom(m) and is_atom(f), &1)) do
+      Exception.format_stacktrace(stack)
+    else
+      Enum.map_join(stack, "", fn
+        {m, f, a, loc} ->
+          arity = if is_list(a), do: length(a), else: a
+          where = if is_list(loc) and loc[:file], do: "#{loc[:file]}:#{loc[:line]}: ", else: ""
+          "    #{where}#{module_name(m)}.#{fun_name(f)}/#{arity}\n"
+
+        other ->
+          "    #{inspect(other)}\n"
+      end)
+    end
+  end
+
+  defp module_name("Elixir." <> m), do: m
+  defp module_name(m) when is_binary(m), do: ":" <> m
+  defp module_name(m), do: inspect(m)
+
+  defp fun_name(f) when is_binary(f), do: f
+  defp fun_name(f), do: to_string(f)
+
+  # An exception's message, also for one whose module this VM does not have.
+  defp message(e) do
+    Exception.message(e)
+  rescue
+    _ -> inspect(Map.drop(e, [:__struct__, :__exception__]))
+  end
+
   defp cause_text(%{cause: %__MODULE__{} = cause}),
     do: "because:\n" <> format(cause)
 
@@ -134,7 +166,7 @@ defmodule ElixirScope.Crash do
   defp own_headline(c, show) do
     if c.exception,
       do:
-        "#{inspect(c.pid)} exited: ** (#{inspect(c.exception.__struct__)}) #{Exception.message(c.exception)}",
+        "#{inspect(c.pid)} exited: ** (#{inspect(c.exception.__struct__)}) #{message(c.exception)}",
       else: "#{inspect(c.pid)} exited with #{show.(c.reason)}"
   end
 
