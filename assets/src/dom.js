@@ -55,8 +55,8 @@ export const clock = (iso) => (iso ? iso.slice(11, 26) : "–");
 /** The link to a process's page. */
 export function pidLink(pid, name) {
   if (!pid) return h("span.muted", {}, "–");
-  // Only a local pid has a page; a reference, port, name or remote pid is shown as it is.
-  if (!/^#PID<0\.\d+\.\d+>$/.test(pid)) return h("code.peer", { title: pid }, name ?? pid);
+  // Only a pid has a page; a reference, port or name is shown as it is.
+  if (!/^#PID<\d+\.\d+\.\d+>$/.test(pid)) return h("code.peer", { title: pid }, name ?? pid);
   const short = pid.replace("#PID", "");
   // A name with its pid beside it: two processes may have held the same name.
   return h("a.pid", { href: `#/process/${encodeURIComponent(pid)}`, title: pid }, name ? [name, h("span.pid-of", {}, " " + short)] : short);

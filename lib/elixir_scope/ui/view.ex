@@ -31,15 +31,17 @@ defmodule ElixirScope.UI.View do
   def pid(other), do: inspect(other)
 
   @doc """
-  The local pid `text` names (`#PID<0.12.0>` or `<0.12.0>`), without making atoms; `:error` for
-  anything else.
+  The pid `text` names (`#PID<0.12.0>` or `<0.12.0>`; a pid of another node, as a saved trace's
+  pids print, when this node knows it), without making atoms; `:error` for anything else.
   """
   @spec parse_pid(String.t()) :: {:ok, pid()} | :error
   def parse_pid(text) when is_binary(text) do
     text = String.replace_prefix(text, "#PID", "")
 
+    # (A pid of another node, a saved trace's, is read too: its first number is that node's
+    # index on this one, and a number no node has is refused.)
     with true <- byte_size(text) <= 64,
-         [_, "0", _, _] <- Regex.run(~r/\A<(\d+)\.(\d+)\.(\d+)>\z/, text) do
+         [_, _, _, _] <- Regex.run(~r/\A<(\d{1,10})\.(\d{1,10})\.(\d{1,10})>\z/, text) do
       try do
         {:ok, :erlang.list_to_pid(String.to_charlist(text))}
       rescue
