@@ -23,6 +23,8 @@ defmodule ElixirScope.UI do
       requests naming any other host are refused (DNS rebinding).
     * `:store` - a store to show instead of the running capture (a saved trace opened with
       `ElixirScope.open/2`); its page has no controls.
+    * `:mcp` - the MCP endpoint's settings (`POST /mcp`, see `ElixirScope.MCP`):
+      `allow_tracing: true` lets an assistant start tracing (default `false`).
 
   ## What it costs the traced system
 
@@ -106,7 +108,8 @@ defmodule ElixirScope.UI do
           token: token,
           loopback: loopback,
           hosts: hosts,
-          context: %{store: store, live: store == :default}
+          context: %{store: store, live: store == :default},
+          mcp: %{store: store, allow_tracing: opts[:mcp][:allow_tracing] == true}
         }
 
         # Keyed by address and port: two UIs may share a port on different addresses.
@@ -145,7 +148,8 @@ defmodule ElixirScope.UI do
         ip: {127, 0, 0, 1},
         token: nil,
         hosts: [],
-        store: nil
+        store: nil,
+        mcp: []
       )
 
     port = Args.non_neg_integer!(opts[:port], "port")
@@ -157,6 +161,11 @@ defmodule ElixirScope.UI do
 
     unless is_list(opts[:hosts]) and Enum.all?(opts[:hosts], &is_binary/1),
       do: Args.bad!("hosts", opts[:hosts], "a list of host:port strings")
+
+    mcp = ElixirScope.Options.validate!(opts[:mcp], allow_tracing: false)
+
+    unless is_boolean(mcp[:allow_tracing]),
+      do: Args.bad!("mcp: allow_tracing", mcp[:allow_tracing], "a boolean")
 
     unless opts[:store] == nil or is_struct(opts[:store], Store),
       do: Args.bad!("store", opts[:store], "an ElixirScope.Store")

@@ -105,7 +105,21 @@ defmodule ElixirScope.UI.HTTP do
     header = headers["x-elixir-scope-token"]
     cookie = cookie_token(headers["cookie"], cookie_name(ui))
 
+    bearer =
+      case headers["authorization"] do
+        "Bearer " <> token -> String.trim(token)
+        _ -> nil
+      end
+
     cond do
+      # MCP clients: on loopback nothing more than the Host and Origin checks (a browser page
+      # of another origin is refused by those), elsewhere the token as a bearer.
+      path == "/mcp" and (ui.loopback or same?(bearer, ui.token)) ->
+        {:ok, nil}
+
+      path == "/mcp" ->
+        {:refuse, "this MCP endpoint needs its token: Authorization: Bearer TOKEN"}
+
       method == ~c"POST" and not same?(header, ui.token) ->
         {:refuse, "missing or wrong x-elixir-scope-token"}
 
@@ -140,6 +154,36 @@ defmodule ElixirScope.UI.HTTP do
       end
     end)
   end
+
+  defp route(~c"POST", "/mcp", _query, request, ui) do
+    headers = Map.new(request[:parsed_header], fn {k, v} -> {to_string(k), to_string(v)} end)
+    version = headers["mcp-protocol-version"]
+
+    cond do
+      version != nil and version not in ElixirScope.MCP.versions() ->
+        json(400, %{error: "unsupported MCP-Protocol-Version #{inspect(version)}"})
+
+      true ->
+        case JSON.decode(IO.iodata_to_binary(request[:entity_body])) do
+          {:ok, message} ->
+            case ElixirScope.MCP.handle(message, ui.mcp) do
+              nil -> respond(202, ~c"application/json", "", [])
+              answer -> json(200, answer)
+            end
+
+          {:error, {:invalid_json, why}} ->
+            json(400, %{
+              jsonrpc: "2.0",
+              id: nil,
+              error: %{code: -32700, message: "parse error: " <> why}
+            })
+        end
+    end
+  end
+
+  # No stream of server-initiated messages: the server sends none.
+  defp route(_method, "/mcp", _query, _request, _ui),
+    do: json(405, %{error: "POST JSON-RPC messages to /mcp; no event stream is offered"})
 
   defp route(~c"GET", "/", _query, _request, ui), do: index(ui)
   defp route(~c"GET", "/static/" <> name, _query, _request, _ui), do: static(name)
