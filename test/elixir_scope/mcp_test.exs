@@ -272,6 +272,29 @@ defmodule ElixirScope.MCPTest do
     {200, _} = mcp_post(url, ping, [{"authorization", "Bearer " <> ui.token}])
   end
 
+  test "the MCP inspector's CLI lists the tools and calls one" do
+    inspector = Path.expand("../mcp/node_modules/.bin/mcp-inspector", __DIR__)
+
+    unless File.exists?(inspector),
+      do: flunk("the MCP inspector is missing: run scripts/browser-setup")
+
+    {:ok, ui} = ElixirScope.UI.start(port: 0)
+
+    cli = fn args ->
+      System.cmd(inspector, ["--cli", ui.url <> "mcp", "--transport", "http" | args],
+        stderr_to_stdout: true
+      )
+    end
+
+    {out, 0} = cli.(["--method", "tools/list"])
+    {:ok, %{"tools" => tools}} = JSON.decode(out)
+    assert Enum.map(tools, & &1["name"]) == Enum.map(ElixirScope.MCP.Tools.list(%{}), & &1.name)
+
+    {out, 0} = cli.(["--method", "tools/call", "--tool-name", "status"])
+    {:ok, %{"content" => [%{"text" => text}], "isError" => false}} = JSON.decode(out)
+    assert text =~ "events: #{ElixirScope.status().events}"
+  end
+
   @tag timeout: 120_000
   test "the official TypeScript SDK client, over Streamable HTTP and stdio", %{account: account} do
     # By name: the stdio server reads the trace in another VM, where this VM's pids are not
