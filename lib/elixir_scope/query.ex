@@ -218,6 +218,15 @@ defmodule ElixirScope.Query do
   @spec sequence([Names.process()], keyword()) :: [ElixirScope.Query.Sequence.message()]
   defdelegate sequence(pids, filters \\ []), to: ElixirScope.Query.Sequence, as: :messages
 
+  @doc """
+  What happened to `target` (a pid, a name, or `:all`) over `window` (`:all` or `{from, to}`),
+  in a few sentences whose numbers all come from this module's queries. See
+  `ElixirScope.Query.Summary.summarize/3`.
+  """
+  @spec summarize(Names.process() | :all, ElixirScope.Query.Summary.window(), keyword()) ::
+          String.t()
+  defdelegate summarize(target, window \\ :all, opts \\ []), to: ElixirScope.Query.Summary
+
   # Aggregations (see ElixirScope.Query.Aggregate).
   @doc Map.fetch!(@docs, {:count, 1})
   @spec count(keyword()) :: non_neg_integer()
