@@ -9,6 +9,7 @@ defmodule ElixirScope.MCPTest do
   alias ElixirScope.UI.JSON
 
   doctest ElixirScope.MCP
+  doctest ElixirScope.AIIntegration
 
   defmodule Account do
     use GenServer
@@ -193,6 +194,20 @@ defmodule ElixirScope.MCPTest do
     {false, _tree} = tool("supervision_tree", %{}, ctx)
     {false, flow} = tool("message_flow", %{"from" => pid, "to" => inspect(self())}, ctx)
     assert flow =~ "send"
+
+    {false, summary} = tool("summarize", %{"target" => pid}, ctx)
+    assert summary == Query.summarize(account)
+    {false, all} = tool("summarize", %{"target" => "all"}, ctx)
+    assert all == Query.summarize(:all)
+
+    # The seed's Tidewave functions: the same tools.
+    assert {:ok, ^timeline} =
+             ElixirScope.AIIntegration.tidewave_get_state_timeline(%{"pid" => pid})
+
+    assert {:error, "invalid arguments for state_timeline: missing pid"} =
+             ElixirScope.AIIntegration.tidewave_get_state_timeline(%{})
+
+    assert length(ElixirScope.AIIntegration.setup()) == 9
 
     # Tracing: refused unless allowed.
     {:ok, other} = Agent.start(fn -> 0 end)

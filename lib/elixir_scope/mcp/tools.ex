@@ -291,6 +291,14 @@ defmodule ElixirScope.MCP.Tools do
         &replay_step/2
       ),
       tool(
+        "summarize",
+        "Summarize",
+        "What happened to a process (or the whole capture: target \"all\"), in a few sentences whose numbers come from the queries: state changes, numeric fields, messages by tag, calls and their durations, crashes.",
+        %{target: %{type: "string", description: "a process, or all"}},
+        ["target"],
+        &summarize/2
+      ),
+      tool(
         "trace_process",
         "Trace a process",
         "Start tracing a process (needs allow_tracing).",
@@ -584,6 +592,9 @@ defmodule ElixirScope.MCP.Tools do
 
     ElixirScope.Replay.format(cursor)
   end
+
+  defp summarize(%{"target" => "all"}, store), do: Query.summarize(:all, :all, store: store)
+  defp summarize(%{"target" => t}, store), do: Query.summarize(pid!(t, store), :all, store: store)
 
   defp trace_target(args, store), do: traced(ElixirScope.trace(pid!(args["pid"], store)))
 
