@@ -200,6 +200,10 @@ defmodule ElixirScope.MCPTest do
     {false, all} = tool("summarize", %{"target" => "all"}, ctx)
     assert all == Query.summarize(:all)
 
+    {false, source} = tool("generate_test", %{"pid" => pid}, ctx)
+    assert {:ok, source} == ElixirScope.TestGen.generate(account)
+    assert source =~ "assert_raise ArgumentError"
+
     # The seed's Tidewave functions: the same tools.
     assert {:ok, ^timeline} =
              ElixirScope.AIIntegration.tidewave_get_state_timeline(%{"pid" => pid})

@@ -299,6 +299,14 @@ defmodule ElixirScope.MCP.Tools do
         &summarize/2
       ),
       tool(
+        "generate_test",
+        "Generate a test",
+        "An ExUnit test module replaying a GenServer's (or gen_statem's) recorded callbacks and asserting the recorded replies and states, ending at its crash if it crashed: the source, to save under test/.",
+        %{pid: @pid},
+        ["pid"],
+        &generate_test/2
+      ),
+      tool(
         "trace_process",
         "Trace a process",
         "Start tracing a process (needs allow_tracing).",
@@ -595,6 +603,19 @@ defmodule ElixirScope.MCP.Tools do
 
   defp summarize(%{"target" => "all"}, store), do: Query.summarize(:all, :all, store: store)
   defp summarize(%{"target" => t}, store), do: Query.summarize(pid!(t, store), :all, store: store)
+
+  defp generate_test(args, store) do
+    case ElixirScope.TestGen.generate(pid!(args["pid"], store), :all, store: store) do
+      {:ok, source} ->
+        source
+
+      {:error, :no_callbacks} ->
+        {:error, "no recorded callbacks of #{args["pid"]}: trace it as a GenServer first"}
+
+      {:error, {:truncated, seq}} ->
+        {:error, "event ##{seq} was cut by max_payload_bytes: it cannot be replayed"}
+    end
+  end
 
   defp trace_target(args, store), do: traced(ElixirScope.trace(pid!(args["pid"], store)))
 
