@@ -382,4 +382,72 @@ defmodule ElixirScope.MCPTest do
     File.rm_rf!(dir)
     File.rm(input)
   end
+
+  @tag timeout: 120_000
+  test "stdio attached to a running node (--node): the node's capture answers" do
+    paths = Enum.flat_map(:code.get_path(), fn p -> [~c"-pa", p] end)
+    cookie = ~c"mcp_cookie_#{System.unique_integer([:positive])}"
+
+    {:ok, peer, node} =
+      :peer.start(%{
+        name: :"mcp_peer_#{System.unique_integer([:positive])}",
+        host: ~c"127.0.0.1",
+        longnames: true,
+        connection: :standard_io,
+        args: [~c"-setcookie", cookie | paths]
+      })
+
+    try do
+      {:ok, _} = :peer.call(peer, Application, :ensure_all_started, [:elixir_scope])
+      {:ok, _} = :peer.call(peer, ElixirScope, :start, [[]])
+
+      code = ~S"""
+      defmodule PeerAccount do
+        use GenServer
+        def init(b), do: {:ok, %{balance: b}}
+        def handle_call({:withdraw, n}, _, %{balance: b}) when n > b, do: raise(ArgumentError, "overdraft")
+        def handle_call({:withdraw, n}, _, s), do: {:reply, :ok, %{s | balance: s.balance - n}}
+      end
+
+      Logger.configure(level: :critical)
+      {:ok, a} = GenServer.start(PeerAccount, 100, name: :peer_account)
+      :ok = ElixirScope.trace(a)
+      :ok = GenServer.call(a, {:withdraw, 10})
+      try do
+        GenServer.call(a, {:withdraw, 500})
+      catch
+        :exit, _ -> :ok
+      end
+
+      Process.sleep(50)
+      {:ok, crash} = ElixirScope.Query.why_crashed(:peer_account)
+      ElixirScope.Crash.format(crash)
+      """
+
+      {expected, _} = :peer.call(peer, Code, :eval_string, [code], 30_000)
+
+      input =
+        Path.join(System.tmp_dir!(), "mcp_peer_calls_#{System.unique_integer([:positive])}.json")
+
+      File.write!(input, ~s([{"name": "why_crashed", "arguments": {"pid": ":peer_account"}}]))
+      mix = System.find_executable("mix")
+
+      {out, 0} =
+        System.cmd(
+          "sh",
+          [
+            "-c",
+            "node test/mcp/client.mjs stdio #{mix} elixir_scope.mcp --node #{node} --cookie #{cookie} < #{input}"
+          ],
+          env: [{"MIX_ENV", "test"}]
+        )
+
+      File.rm(input)
+      {:ok, %{"results" => [%{"content" => [%{"text" => text}]}]}} = JSON.decode(out)
+      assert text == expected
+      assert text =~ "overdraft"
+    after
+      :peer.stop(peer)
+    end
+  end
 end
