@@ -50,7 +50,14 @@ defmodule ElixirScope.MCP do
   """
   @spec handle(term(), context()) :: map() | [map()] | nil
   def handle(batch, ctx) when is_list(batch) and batch != [] do
-    case batch |> Enum.map(&handle(&1, ctx)) |> Enum.reject(&is_nil/1) do
+    # (Batches belong to revisions up to 2025-03-26; a batch holds messages, not batches.)
+    answers =
+      Enum.map(batch, fn
+        m when is_map(m) -> handle(m, ctx)
+        other -> handle({:not_a_message, other}, ctx)
+      end)
+
+    case Enum.reject(answers, &is_nil/1) do
       [] -> nil
       answers -> answers
     end

@@ -18,7 +18,8 @@ defmodule ElixirScope.TestGen do
   caller of a call is a fresh `{self(), make_ref()}` (and stands in wherever the recorded
   caller appeared in a result), and a result holding other such terms is checked by shape
   only, said in a comment. A state or result cut by `max_payload_bytes` cannot be replayed:
-  `{:error, {:truncated, seq}}`.
+  `{:error, {:truncated, seq}}`; one whose arguments hold a pid, a reference or a function
+  (other than the caller) cannot be written as a test: `{:error, {:not_data, seq}}`.
 
   ## Examples
 
@@ -36,7 +37,8 @@ defmodule ElixirScope.TestGen do
   module's name, default `<Callback>ReplayTest`).
   """
   @spec generate(ElixirScope.Query.Names.process(), :all | {term(), term()}, keyword()) ::
-          {:ok, String.t()} | {:error, :no_callbacks | {:truncated, pos_integer()}}
+          {:ok, String.t()}
+          | {:error, :no_callbacks | {:truncated, pos_integer()} | {:not_data, pos_integer()}}
   def generate(target, window \\ :all, opts \\ []) do
     opts = ElixirScope.Options.validate!(opts, store: nil, module: nil)
     store = Query.store!(opts[:store])
@@ -55,12 +57,22 @@ defmodule ElixirScope.TestGen do
     steps = Enum.filter(pairs, fn {call, _} -> callback?(call.mfa, module) end)
 
     with [{%Event{mfa: {module, _, _}}, _} | _] <- steps,
-         :ok <- whole(steps) do
+         :ok <- whole(steps),
+         :ok <- writable(steps) do
       {:ok, source(module, pid, steps, opts[:module])}
     else
       [] -> {:error, :no_callbacks}
       {:truncated, _} = t -> {:error, t}
+      {:not_data, _} = n -> {:error, n}
     end
+  end
+
+  # Every argument a step passes (but its caller) can be written as code.
+  defp writable(steps) do
+    Enum.find_value(steps, :ok, fn {%Event{mfa: {_, f, _}, data: args} = call, _} ->
+      {from, args} = caller(f, args)
+      if Enum.all?(args, &data?(&1, from)), do: nil, else: {:not_data, call.seq}
+    end)
   end
 
   # Each call with the return or exception that ended it (the next one of the same function at
@@ -88,7 +100,10 @@ defmodule ElixirScope.TestGen do
 
   defp callback?(_, _), do: false
 
-  defp statem?(module), do: function_exported?(module, :callback_mode, 0)
+  defp statem?(module),
+    do:
+      is_atom(module) and Code.ensure_loaded?(module) and
+        function_exported?(module, :callback_mode, 0)
 
   defp whole(steps) do
     Enum.find_value(steps, :ok, fn {c, r} ->
@@ -109,7 +124,28 @@ defmodule ElixirScope.TestGen do
 
     initial = List.last(first.data)
 
-    body = Enum.map_join(steps, "\n\n", fn step -> step_code(module, step, genserver?) end)
+    # A state changed between two callbacks (`:sys.replace_state/2`, a code change) is set
+    # as recorded before the next step: threading cannot know it.
+    {codes, _} =
+      Enum.map_reduce(steps, initial, fn {%Event{data: args} = call, ended} = step, expected ->
+        given = List.last(args)
+
+        resync =
+          if genserver? and given !== expected,
+            do:
+              "# the state changed outside a callback before ##{call.seq}\nstate = #{literal(given)}\n",
+            else: ""
+
+        next =
+          case ended do
+            %Event{kind: :return, data: result} -> recorded_state(result, given)
+            _ -> given
+          end
+
+        {resync <> step_code(module, step, genserver?), next}
+      end)
+
+    body = Enum.join(codes, "\n\n")
 
     code = """
     defmodule #{inspect(test_module)} do
@@ -158,10 +194,10 @@ defmodule ElixirScope.TestGen do
         if data?(result, from) do
           next = if genserver?, do: "\nstate = #{new_state(result)}", else: ""
 
-          "# ##{call.seq}\n#{fresh}result = #{invoke}\nassert result == #{literal(result, from)}#{next}"
+          "# ##{call.seq}\n#{fresh}result = #{invoke}\nassert result === #{literal(result, from)}#{next}"
         else
           "# ##{call.seq}: its result holds a pid, a reference or a function: checked by shape\n#{fresh}result = #{invoke}\nassert elem(result, 0) == #{inspect(elem(result, 0))}" <>
-            if(genserver?, do: "\nstate = elem(result, tuple_size(result) - 1)", else: "")
+            if(genserver?, do: "\nstate = #{new_state(result)}", else: "")
         end
     end
   end
@@ -169,7 +205,11 @@ defmodule ElixirScope.TestGen do
   # The caller of a call (the `from` of handle_call/3, in `{:call, from}` of a gen_statem
   # event): replaced by a fresh one.
   defp caller(:handle_call, [req, from, state]), do: {from, [req, :__caller__, state]}
-  defp caller(_f, [{:call, from} | rest]), do: {from, [{:call, :__caller__} | rest]}
+
+  defp caller(f, [{:call, from} | rest])
+       when f not in [:handle_info, :handle_cast, :handle_continue],
+       do: {from, [{:call, :__caller__} | rest]}
+
   defp caller(_f, args), do: {nil, args}
 
   # The new state in a recorded GenServer result (its last element but a timeout or action).
@@ -185,10 +225,24 @@ defmodule ElixirScope.TestGen do
     end
   end
 
+  # The new state a recorded GenServer result carries (`given` when it carries none).
+  defp recorded_state(result, given) do
+    case result do
+      {:reply, _, s, _} -> s
+      {:reply, _, s} -> s
+      {:noreply, s, _} -> s
+      {:noreply, s} -> s
+      {:stop, _, _, s} -> s
+      {:stop, _, s} -> s
+      _ -> given
+    end
+  end
+
   # Whether `term` can be written as code (the caller stands for itself).
   defp data?(term, from) when term == from and from != nil, do: true
   defp data?(t, _) when is_pid(t) or is_reference(t) or is_port(t) or is_function(t), do: false
-  defp data?(t, from) when is_list(t), do: Enum.all?(t, &data?(&1, from)) and proper?(t)
+  defp data?(t, from) when is_list(t), do: proper?(t) and Enum.all?(t, &data?(&1, from))
+  defp data?(%{__struct__: _} = s, from), do: data?(Map.from_struct(s), from)
   defp data?(t, from) when is_tuple(t), do: t |> Tuple.to_list() |> Enum.all?(&data?(&1, from))
   defp data?(%{} = m, from), do: Enum.all?(m, fn {k, v} -> data?(k, from) and data?(v, from) end)
   defp data?(_, _), do: true

@@ -80,18 +80,14 @@ defmodule ElixirScope.MCPTest do
     assert %{error: %{code: -32602, message: "unknown tool: nope"}} =
              rpc("tools/call", %{"name" => "nope"}, ctx)
 
-    assert %{error: %{code: -32602, message: "invalid arguments for why_crashed: missing pid"}} =
-             rpc("tools/call", %{"name" => "why_crashed", "arguments" => %{}}, ctx)
+    # Arguments that do not fit a tool's schema: the tool's error (isError), as 2025-11-25 asks.
+    assert {true, "invalid arguments for why_crashed: missing pid"} =
+             tool("why_crashed", %{}, ctx)
 
-    assert %{
-             error: %{
-               code: -32602,
-               message: "invalid arguments for processes: limit is an integer from 1 to 200"
-             }
-           } = rpc("tools/call", %{"name" => "processes", "arguments" => %{"limit" => 0}}, ctx)
+    assert {true, "invalid arguments for processes: limit is an integer from 1 to 200"} =
+             tool("processes", %{"limit" => 0}, ctx)
 
-    assert %{error: %{code: -32602, message: "invalid arguments for status: unknown x"}} =
-             rpc("tools/call", %{"name" => "status", "arguments" => %{"x" => 1}}, ctx)
+    assert {true, "invalid arguments for status: unknown x"} = tool("status", %{"x" => 1}, ctx)
 
     assert %{error: %{code: -32602}} =
              rpc("tools/call", %{"name" => "status", "arguments" => [1]}, ctx)
@@ -103,6 +99,10 @@ defmodule ElixirScope.MCPTest do
              MCP.handle(%{"jsonrpc" => "2.0", "id" => [1], "method" => "ping"}, ctx)
 
     assert nil == MCP.handle(%{"jsonrpc" => "2.0", "method" => "notifications/initialized"}, ctx)
+
+    # A batch holds messages, not batches.
+    assert [%{id: nil, error: %{code: -32600}}] =
+             MCP.handle([[%{"jsonrpc" => "2.0", "id" => 3, "method" => "ping"}]], ctx)
 
     assert [%{id: 1, result: %{}}, %{id: 2, result: %{}}] =
              MCP.handle(
@@ -279,6 +279,29 @@ defmodule ElixirScope.MCPTest do
       ])
 
     {:ok, {{_, 405, _}, _, _}} = :httpc.request(:get, {String.to_charlist(url), []}, [], [])
+
+    # Reading needs no token on loopback; tracing does, even when allowed.
+    ElixirScope.UI.stop()
+    {:ok, ui} = ElixirScope.UI.start(port: 0, mcp: [allow_tracing: true])
+    url = ui.url <> "mcp"
+    {:ok, other} = Agent.start(fn -> 0 end)
+
+    call =
+      ~s({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"trace_process","arguments":{"pid":"#{inspect(other)}"}}})
+
+    {200, body} = mcp_post(url, call)
+
+    assert {:ok,
+            %{
+              "result" => %{
+                "isError" => true,
+                "content" => [%{"text" => "refused: tracing over HTTP needs the UI's token" <> _}]
+              }
+            }} = JSON.decode(body)
+
+    {200, body} = mcp_post(url, call, [{"authorization", "Bearer " <> ui.token}])
+    assert {:ok, %{"result" => %{"isError" => false}}} = JSON.decode(body)
+    assert other in ElixirScope.status().traced.pids
   end
 
   test "bound beyond loopback, /mcp wants the token as a bearer" do
@@ -320,7 +343,9 @@ defmodule ElixirScope.MCPTest do
     calls = [
       %{name: "why_crashed", arguments: %{pid: ":mcp_account"}},
       %{name: "state_at", arguments: %{pid: ":mcp_account"}},
-      %{name: "nope", arguments: %{}}
+      %{name: "nope", arguments: %{}},
+      # Non-ASCII in an answer (its "…" line) must arrive as the same text.
+      %{name: "execution_path", arguments: %{pid: ":mcp_account", limit: 1}}
     ]
 
     input = Path.join(System.tmp_dir!(), "mcp_calls_#{System.unique_integer([:positive])}.json")
@@ -331,8 +356,11 @@ defmodule ElixirScope.MCPTest do
     # Exactly the API's answers here; read in another VM (stdio over the saved trace), its
     # pids and the names it has no atoms for print differently, so the facts are compared.
     check = fn out, exact? ->
-      {:ok, %{"server" => server, "tools" => tools, "results" => [why, st, nope]}} =
+      {:ok, %{"server" => server, "tools" => tools, "results" => [why, st, nope, path]}} =
         JSON.decode(out)
+
+      assert [%{"text" => path_text}] = path["content"]
+      assert path_text =~ "\n… more: call again with after_seq: "
 
       assert server["name"] == "elixir_scope"
       assert "why_crashed" in Enum.map(tools, & &1["name"])

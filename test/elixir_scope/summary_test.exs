@@ -79,6 +79,13 @@ defmodule ElixirScope.SummaryTest do
     assert text =~ "It crashed once: ArgumentError in handle_call/3, restarted by :summary_sup."
   end
 
+  test "a struct state's numeric fields" do
+    {:ok, agent} = Agent.start(fn -> %URI{port: 1} end)
+    :ok = ElixirScope.trace(agent)
+    Agent.update(agent, &%{&1 | port: 2})
+    assert Query.summarize(agent) =~ ":port increased from 1 to 2."
+  end
+
   test "a window, and the whole capture", %{counter: counter} do
     [_, _, third | _] = Query.events(pid: counter, kind: :state)
     text = Query.summarize(counter, {third.ts, third.ts})

@@ -60,7 +60,7 @@ defmodule ElixirScope.TestGenTest do
     5 = GenServer.call(pid, :get)
 
     {:ok, test} = TestGen.generate(pid)
-    assert test =~ "assert result == {:reply, 11, %{count: 11, history: [1]}}"
+    assert test =~ "assert result === {:reply, 11, %{count: 11, history: [1]}}"
     source = scenario("counter.ex")
     assert passes?(dir, source, test)
     # Adding twice the amount: every later step fails.
@@ -118,7 +118,34 @@ defmodule ElixirScope.TestGenTest do
            )
   end
 
-  test "nothing to replay is an error" do
+  test "a struct in a state is written as data; a state changed between callbacks is set", %{
+    dir: dir
+  } do
+    {:ok, pid} = GenServer.start(TestGenScenario.Counter, 0)
+    :ok = ElixirScope.trace(pid)
+    send(pid, {:tick, 1})
+    :sys.replace_state(pid, &Map.put(&1, :at, ~D[2026-12-05]))
+    send(pid, {:tick, 2})
+    3 = GenServer.call(pid, :get)
+    {:ok, test} = TestGen.generate(pid)
+    assert test =~ "the state changed outside a callback"
+    assert test =~ "__struct__: Date"
+    assert passes?(dir, scenario("counter.ex"), test)
+  end
+
+  test "nothing to replay is an error; a step passing a pid cannot be written" do
     assert TestGen.generate(self()) == {:error, :no_callbacks}
+
+    {:ok, pid} = GenServer.start(TestGenScenario.Counter, 0)
+    :ok = ElixirScope.trace(pid)
+    send(pid, {:tick, 1})
+    :sys.get_state(pid)
+    send(pid, {:tick, self()})
+    assert {:error, {:not_data, seq}} = TestGen.generate(pid)
+
+    assert [%{data: [{:tick, pid_arg}, _]}] =
+             ElixirScope.Query.events(after_seq: seq - 1, before_seq: seq + 1)
+
+    assert is_pid(pid_arg)
   end
 end

@@ -56,32 +56,53 @@ defmodule ElixirScope.MCP.Tools do
       nil ->
         {:error, -32602, "unknown tool: #{name}"}
 
+      # Arguments that do not fit the schema are the tool's error to report (the assistant can
+      # read it and retry), as revision 2025-11-25 asks.
       tool ->
-        with :ok <- check(tool, args) do
-          {:ok, run(tool, args, ctx)}
-        else
-          {:bad, message} -> {:error, -32602, "invalid arguments for #{name}: #{message}"}
+        case check(tool, args) do
+          :ok -> {:ok, run(tool, args, ctx)}
+          {:bad, message} -> {:ok, text_result("invalid arguments for #{name}: #{message}", true)}
         end
     end
   end
 
   defp run(tool, args, ctx) do
-    if tool.name in tracing() and not allowed?(ctx) do
-      text_result(
-        "refused: tracing from MCP is off; start the server with mcp: [allow_tracing: true]",
-        true
-      )
-    else
-      case tool.run.(args, store!(ctx)) do
-        {:error, message} -> text_result(message, true)
-        text when is_binary(text) -> text_result(text, false)
-      end
+    cond do
+      tool.name in tracing() and not allowed?(ctx) ->
+        text_result(
+          "refused: tracing from MCP is off; start the server with mcp: [allow_tracing: true]",
+          true
+        )
+
+      # Over HTTP on loopback no token is asked for reading; changing what is traced wants it.
+      tool.name in tracing() and not Map.get(ctx, :authenticated, true) ->
+        text_result(
+          "refused: tracing over HTTP needs the UI's token (Authorization: Bearer)",
+          true
+        )
+
+      true ->
+        answer(tool, args, ctx)
+    end
+  end
+
+  defp answer(tool, args, ctx) do
+    case tool.run.(args, store!(ctx)) do
+      {:error, message} -> text_result(message, true)
+      text when is_binary(text) -> text_result(text, false)
     end
   rescue
-    e in ArgumentError -> text_result(Exception.message(e), true)
+    e in ArgumentError ->
+      text_result(Exception.message(e), true)
+
+    # Anything else is a defect here, not the caller's: said, not crashed on.
+    e ->
+      text_result("could not answer: " <> Exception.format(:error, e, __STACKTRACE__), true)
   end
 
   defp text_result(text, error?) do
+    text = valid_utf8(text)
+
     text =
       if String.length(text) > @max_text,
         do:
@@ -91,6 +112,19 @@ defmodule ElixirScope.MCP.Tools do
 
     %{content: [%{type: "text", text: text}], isError: error?}
   end
+
+  # Text whose bytes are not UTF-8 (a recorded message of raw bytes) with those bytes escaped.
+  defp valid_utf8(text) do
+    if String.valid?(text), do: text, else: escape_invalid(text, [])
+  end
+
+  defp escape_invalid(<<c::utf8, rest::binary>>, acc),
+    do: escape_invalid(rest, [acc, <<c::utf8>>])
+
+  defp escape_invalid(<<b, rest::binary>>, acc),
+    do: escape_invalid(rest, [acc, "\\x" <> Base.encode16(<<b>>)])
+
+  defp escape_invalid(<<>>, acc), do: IO.iodata_to_binary(acc)
 
   defp allowed?(ctx), do: Map.get(ctx, :allow_tracing, false) == true
   defp tracing, do: ["trace_process", "trace_named_process", "trace_module"]
@@ -614,6 +648,9 @@ defmodule ElixirScope.MCP.Tools do
 
       {:error, {:truncated, seq}} ->
         {:error, "event ##{seq} was cut by max_payload_bytes: it cannot be replayed"}
+
+      {:error, {:not_data, seq}} ->
+        {:error, "event ##{seq} passes a pid, a reference or a function: it cannot be a test"}
     end
   end
 

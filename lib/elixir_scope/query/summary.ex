@@ -103,8 +103,10 @@ defmodule ElixirScope.Query.Summary do
     last = List.last(states)
 
     with %{} = a <- first.data, %{} = b <- last.data do
-      for {k, v0} <- Map.delete(a, :__struct__), is_number(v0), is_number(b[k]), v0 != b[k] do
-        "#{inspect(k)} #{if b[k] > v0, do: "increased", else: "decreased"} from #{v0} to #{b[k]}."
+      for {k, v0} <- Map.delete(a, :__struct__),
+          v1 = Map.get(b, k),
+          is_number(v0) and is_number(v1) and v0 != v1 do
+        "#{inspect(k)} #{if v1 > v0, do: "increased", else: "decreased"} from #{v0} to #{v1}."
       end
       |> Enum.join(" ")
     else
@@ -140,7 +142,7 @@ defmodule ElixirScope.Query.Summary do
         "It called " <>
           and_list(
             Enum.map(top, fn {{m, f, a}, d} ->
-              "#{Exception.format_mfa(m, f, a)} #{times(d.count)} (max #{Format.duration(d.max)})"
+              "#{ElixirScope.UI.View.mfa({m, f, a}) || inspect({m, f, a})} #{times(d.count)} (max #{Format.duration(d.max)})"
             end)
           ) <> "."
     end

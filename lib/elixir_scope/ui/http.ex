@@ -166,7 +166,15 @@ defmodule ElixirScope.UI.HTTP do
       true ->
         case JSON.decode(IO.iodata_to_binary(request[:entity_body])) do
           {:ok, message} ->
-            case ElixirScope.MCP.handle(message, ui.mcp) do
+            bearer =
+              case headers["authorization"] do
+                "Bearer " <> token -> String.trim(token)
+                _ -> nil
+              end
+
+            ctx = Map.put(ui.mcp, :authenticated, same?(bearer, ui.token))
+
+            case ElixirScope.MCP.handle(message, ctx) do
               nil -> respond(202, ~c"application/json", "", [])
               answer -> json(200, answer)
             end

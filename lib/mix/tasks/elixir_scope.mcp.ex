@@ -24,6 +24,7 @@ defmodule Mix.Tasks.ElixirScope.Mcp do
   """
 
   use Mix.Task
+  require Logger
 
   @impl true
   def run(args) do
@@ -38,9 +39,12 @@ defmodule Mix.Tasks.ElixirScope.Mcp do
       )
     end
 
+    # Standard output is the protocol's: logs go to standard error.
+    Logger.configure_backend(:console, device: :standard_error)
     {:ok, _} = Application.ensure_all_started(:elixir_scope)
     answer = answerer(opts)
-    :io.setopts(:standard_io, binary: true, encoding: :unicode)
+    # Raw bytes both ways: the messages are UTF-8 JSON, read and written as they are.
+    :io.setopts(:standard_io, binary: true, encoding: :latin1)
     loop(answer)
   end
 
@@ -93,6 +97,21 @@ defmodule Mix.Tasks.ElixirScope.Mcp do
       }
   end
 
+  # An answer JSON cannot carry (it should not happen: tool texts are made valid) is an error
+  # answer, not the end of the server.
+  defp encode(reply) do
+    ElixirScope.UI.JSON.encode!(reply)
+  rescue
+    e in ArgumentError ->
+      id = if is_map(reply), do: Map.get(reply, :id)
+
+      ElixirScope.UI.JSON.encode!(%{
+        jsonrpc: "2.0",
+        id: id,
+        error: %{code: -32603, message: Exception.message(e)}
+      })
+  end
+
   defp loop(answer) do
     case IO.binread(:stdio, :line) do
       :eof ->
@@ -120,7 +139,7 @@ defmodule Mix.Tasks.ElixirScope.Mcp do
                   }
               end
 
-            if reply != nil, do: IO.binwrite(:stdio, ElixirScope.UI.JSON.encode!(reply) <> "\n")
+            if reply != nil, do: IO.binwrite(:stdio, encode(reply) <> "\n")
         end
 
         loop(answer)
