@@ -12,9 +12,11 @@ const { StdioClientTransport } = require("@modelcontextprotocol/sdk/client/stdio
 
 const [mode, target, ...rest] = process.argv.slice(2);
 const calls = JSON.parse(readFileSync(0, "utf8"));
+// MCP_TOKEN, when set, is sent as a bearer token (a server bound beyond loopback wants it).
+const headers = process.env.MCP_TOKEN ? { Authorization: `Bearer ${process.env.MCP_TOKEN}` } : {};
 const transport =
   mode === "http"
-    ? new StreamableHTTPClientTransport(new URL(target))
+    ? new StreamableHTTPClientTransport(new URL(target), { requestInit: { headers } })
     : new StdioClientTransport({ command: target, args: rest, stderr: "inherit" });
 const client = new Client({ name: "elixir-scope-test", version: "1.0.0" });
 
