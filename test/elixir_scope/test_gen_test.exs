@@ -140,7 +140,10 @@ defmodule ElixirScope.TestGenTest do
     :ok = ElixirScope.trace(pid)
     send(pid, {:tick, 1})
     :sys.get_state(pid)
+    ref = Process.monitor(pid)
+    # (It crashes on it: the events are all in once it is down.)
     send(pid, {:tick, self()})
+    assert_receive {:DOWN, ^ref, _, _, _}
     assert {:error, {:not_data, seq}} = TestGen.generate(pid)
 
     assert [%{data: [{:tick, pid_arg}, _]}] =

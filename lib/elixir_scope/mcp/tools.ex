@@ -752,17 +752,7 @@ defmodule ElixirScope.MCP.Tools do
   defp name!(text),
     do: name_atom(text) || raise(ArgumentError, "no process named #{inspect(text)} exists")
 
-  defp name_atom(text) do
-    candidates = if text =~ ~r/\A[A-Z]/, do: ["Elixir." <> text, text], else: [text]
-
-    Enum.find_value(candidates, fn c ->
-      try do
-        String.to_existing_atom(c)
-      rescue
-        ArgumentError -> nil
-      end
-    end)
-  end
+  defp name_atom(text), do: View.existing_atom(text)
 
   defp module!(text),
     do: existing!(if(text =~ ~r/\A[A-Z]/, do: "Elixir." <> text, else: text), "module")

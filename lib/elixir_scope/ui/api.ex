@@ -799,17 +799,7 @@ defmodule ElixirScope.UI.API do
         elem(View.parse_pid(text), 1)
 
       true ->
-        name = String.trim_leading(text, ":")
-
-        candidates = if name =~ ~r/\A[A-Z]/, do: ["Elixir." <> name, name], else: [name]
-
-        Enum.find_value(candidates, fn n ->
-          try do
-            String.to_existing_atom(n)
-          rescue
-            ArgumentError -> nil
-          end
-        end) ||
+        View.existing_atom(String.trim_leading(text, ":")) ||
           raise ArgumentError,
                 "invalid target #{inspect(text)}: expected a pid (#PID<0.1.0>), a registered " <>
                   "name or module that exists, all or new"

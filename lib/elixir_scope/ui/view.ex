@@ -55,6 +55,31 @@ defmodule ElixirScope.UI.View do
   def parse_pid(_), do: :error
 
   @doc """
+  The existing atom `text` names, without making one: a registered name or a module, an
+  Elixir-style name (`MyApp.Cache`) tried as the module first; `nil` when none exists.
+
+  ## Examples
+
+      iex> ElixirScope.UI.View.existing_atom("Enum")
+      Enum
+
+      iex> ElixirScope.UI.View.existing_atom("surely_no_such_atom_here_0")
+      nil
+  """
+  @spec existing_atom(String.t()) :: atom() | nil
+  def existing_atom(text) when is_binary(text) do
+    candidates = if text =~ ~r/\A[A-Z]/, do: ["Elixir." <> text, text], else: [text]
+
+    Enum.find_value(candidates, fn c ->
+      try do
+        String.to_existing_atom(c)
+      rescue
+        ArgumentError -> nil
+      end
+    end)
+  end
+
+  @doc """
   An event as the UI shows it: its fields, a one-line `summary` (as `ElixirScope.Event.describe/2`
   says it) and its `data` printed whole (within limits); `names` maps pids to registered names.
   """
