@@ -153,6 +153,15 @@ defmodule ElixirScope.MCPTest do
     {false, crashes} = tool("crashes", %{}, ctx)
     assert crashes =~ inspect(account) and crashes =~ "overdraft"
 
+    # Behind 1,500 normal exits, the crash is still found.
+    for _ <- 1..1_500 do
+      {:ok, p} = Agent.start(fn -> 0 end)
+      :ok = ElixirScope.trace(p)
+      Agent.stop(p)
+    end
+
+    {false, ^crashes} = tool("crashes", %{}, ctx)
+
     {false, found} =
       tool("find_events", %{"pattern" => "{:\"$gen_call\", _, {:withdraw, n}} when n > 20"}, ctx)
 

@@ -415,9 +415,8 @@ defmodule ElixirScope.MCP.Tools do
   defp crashes(args, store) do
     limit = Map.get(args, "limit", 20)
 
-    Query.events(store: store, kind: :exit, order: :desc, limit: 1000)
-    |> Enum.reject(&(&1.data in [:normal, :shutdown] or match?({:shutdown, _}, &1.data)))
-    |> Enum.take(limit)
+    store
+    |> abnormal_exits(nil, limit, 50, [])
     |> Enum.map_join(
       "\n",
       &"##{&1.seq} #{inspect(&1.pid)} exited: #{inspect(&1.data, limit: 10, printable_limit: 200)}"
@@ -425,6 +424,28 @@ defmodule ElixirScope.MCP.Tools do
     |> case do
       "" -> "no abnormal exit recorded"
       text -> text
+    end
+  end
+
+  # The newest `limit` abnormal exits, read back a page of exits at a time (at most `pages`
+  # pages of 1,000: a node whose processes mostly exit normally is still searched far back).
+  defp abnormal_exits(_store, _before, limit, _pages, acc) when length(acc) >= limit,
+    do: Enum.take(acc, limit)
+
+  defp abnormal_exits(_store, _before, _limit, 0, acc), do: acc
+
+  defp abnormal_exits(store, before, limit, pages, acc) do
+    bound = if before, do: [before_seq: before], else: []
+
+    case Query.events([store: store, kind: :exit, order: :desc, limit: 1000] ++ bound) do
+      [] ->
+        acc
+
+      page ->
+        found =
+          Enum.reject(page, &(&1.data in [:normal, :shutdown] or match?({:shutdown, _}, &1.data)))
+
+        abnormal_exits(store, List.last(page).seq, limit, pages - 1, acc ++ found)
     end
   end
 

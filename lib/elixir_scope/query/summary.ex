@@ -166,7 +166,7 @@ defmodule ElixirScope.Query.Summary do
           end
 
         restarted =
-          case restarted_by(pid, store) do
+          case restarted_by(pid, e, store) do
             nil -> ""
             sup -> ", restarted by #{inspect(name_of(sup, store) || sup)}"
           end
@@ -175,16 +175,19 @@ defmodule ElixirScope.Query.Summary do
     end
   end
 
-  defp restarted_by(pid, store) do
-    Query.events(store: store, kind: :state)
+  # The supervisor that restarted `pid` after `exit`: a traced process that received the exit
+  # signal as a message (supervisors trap exits) soon after it, and whose states show the
+  # restart. Bounded: the 2,000 events that follow the exit.
+  defp restarted_by(pid, exit, store) do
+    Query.events(store: store, kind: :receive, after_seq: exit.seq - 1, limit: 2_000)
+    |> Enum.filter(&match?({:EXIT, ^pid, _}, &1.data))
     |> Enum.map(& &1.pid)
     |> Enum.uniq()
     |> Enum.find(fn sup ->
-      sup != pid and
-        Enum.any?(
-          safe_supervisor_events(sup, store),
-          &(&1.data.action == :restarted and &1.data.old_pid == pid)
-        )
+      Enum.any?(
+        safe_supervisor_events(sup, store),
+        &(&1.data.action == :restarted and &1.data.old_pid == pid)
+      )
     end)
   end
 
