@@ -139,10 +139,22 @@ defmodule ElixirScope.Store do
 
   def set_sampling(other, _rate, _by), do: bad_store!(other)
 
+  @doc """
+  Whether `store` is a capture's (it can be traced into), not a trace read from disk.
+
+  ## Examples
+
+      iex> ElixirScope.Store.captures?(ElixirScope.Store.new!())
+      true
+  """
+  @spec captures?(t()) :: boolean()
+  def captures?(%__MODULE__{ref: ref}), do: Native.store_captures(ref)
+  def captures?(other), do: bad_store!(other)
+
   # Runs a NIF that changes a capture's settings, for a capture's store; a store read from disk
   # (opened, or following a capture's trace) has none to change.
-  defp capture!(%__MODULE__{ref: ref} = store, nif) do
-    if Native.store_captures(ref) do
+  defp capture!(%__MODULE__{} = store, nif) do
+    if captures?(store) do
       nif.()
     else
       raise ArgumentError,

@@ -233,6 +233,17 @@ defmodule ElixirScope.MCPTest do
     assert other in ElixirScope.status().traced.pids
   end
 
+  test "status of a saved trace speaks of the trace, not of this VM's capture" do
+    dir = Path.join(System.tmp_dir!(), "mcp_status_#{System.os_time()}")
+    {:ok, _} = ElixirScope.save(dir)
+    {:ok, trace} = ElixirScope.open(dir)
+    {false, text} = tool("status", %{}, %{store: trace})
+    File.rm_rf!(dir)
+    assert text =~ "events: #{ElixirScope.Store.stats(trace).events}"
+    assert text =~ "a saved trace, read from disk"
+    refute text =~ "capture running"
+  end
+
   test "long answers are cut with a line saying so", %{ctx: ctx} do
     # 150 states of ~400 characters each: a state timeline of 200 is far over 16,000.
     {:ok, big} = Agent.start(fn -> Map.new(1..20, &{&1, String.duplicate("x", 15)}) end)

@@ -379,16 +379,25 @@ defmodule ElixirScope.MCP.Tools do
 
   defp status(_args, store) do
     s = Store.stats(store)
-    running = ElixirScope.status()
 
-    [
-      "events: #{s.events} (last seq #{s.last_seq}), dropped: #{s.dropped}, truncated: #{s.truncated}",
-      "level: #{s.tracing_level}, sampling: #{s.sample_rate} by #{s.sample_by}",
-      "capture running: #{running.running}",
-      "traced processes: #{Enum.map_join(running.traced.pids, ", ", &inspect/1)}",
-      "traced modules: #{Enum.map_join(running.traced.modules, ", ", &inspect/1)}"
-    ]
-    |> Enum.join("\n")
+    counts =
+      "events: #{s.events} (last seq #{s.last_seq}), dropped: #{s.dropped}, truncated: #{s.truncated}"
+
+    # The running capture's settings and targets only when this is its store.
+    if store == Store.default() and Store.captures?(store) do
+      running = ElixirScope.status()
+
+      [
+        counts,
+        "level: #{s.tracing_level}, sampling: #{s.sample_rate} by #{s.sample_by}",
+        "capture running: #{running.running}",
+        "traced processes: #{Enum.map_join(running.traced.pids, ", ", &inspect/1)}",
+        "traced modules: #{Enum.map_join(running.traced.modules, ", ", &inspect/1)}"
+      ]
+      |> Enum.join("\n")
+    else
+      counts <> "\na saved trace, read from disk: it captures nothing"
+    end
   end
 
   defp processes(args, store) do

@@ -14,6 +14,9 @@ defmodule ElixirScope.UI.View do
 
       iex> ElixirScope.UI.View.parse_pid("<0.1>")
       :error
+
+      iex> ElixirScope.UI.View.parse_pid("#PID<777.1.2>")   # a node this VM does not know
+      :error
   """
 
   alias ElixirScope.{Event, Store}
