@@ -121,13 +121,26 @@ defmodule ElixirScope do
       and `flush/0` writes it. Each store must hold a few flush intervals of events, or it
       fills before the switch and drops (and counts) the rest.
 
+  * `:max_time`, `:max_rate`, `:on_limit` - hard caps: how long the capture may run, how
+    many events it may store per window (`{n, ms}`, enforced by the tracer itself), and
+    whether reaching one stops it (`:stop`, default) or lowers its level (`{:level,
+    :minimal}`). See `ElixirScope.Limits`.
+
   Invalid options raise `ArgumentError` naming the option and the allowed values.
 
   Returns `{:error, :already_running}` when a capture is running.
   """
   @spec start(keyword()) :: {:ok, pid()} | {:error, term()}
   def start(opts \\ []) do
-    opts = Options.validate!(opts, Options.store_defaults() ++ [trace: [], persist: nil, ui: nil])
+    opts =
+      Options.validate!(
+        opts,
+        Options.store_defaults() ++
+          [trace: [], persist: nil, ui: nil, max_time: nil, max_rate: nil, on_limit: :stop]
+      )
+
+    limits = ElixirScope.Limits.options!(opts)
+    opts = Keyword.drop(opts, [:max_time, :max_rate, :on_limit])
     {ui, opts} = Keyword.pop(opts, :ui)
     ui = ui && ElixirScope.UI.options!(if(ui == true, do: [], else: ui))
     {targets, opts} = Keyword.pop(opts, :trace)
@@ -137,7 +150,7 @@ defmodule ElixirScope do
     _ = Options.store!(store_opts)
     persist = persist && ElixirScope.Persist.options!(persist)
     {:ok, _} = Application.ensure_all_started(:elixir_scope)
-    server_opts = [persist: persist] ++ store_opts
+    server_opts = [persist: persist, limits: limits] ++ store_opts
 
     case DynamicSupervisor.start_child(ElixirScope.Supervisor, {Server, server_opts}) do
       {:ok, pid} ->
@@ -361,15 +374,19 @@ defmodule ElixirScope do
   `:dbg` cleared or replaced since: their calls and states are no longer captured), `:skipped`
   (processes left to another tracer),
   `:persist_dir` (where `persist:` writes the capture, or `nil`), `:persisted` (events written
-  there so far) and `:generation` (how many stores the capture has used: a persisted capture
-  goes on in a fresh store each time its store is half full).
+  there so far), `:generation` (how many stores the capture has used: a persisted capture
+  goes on in a fresh store each time its store is half full), `:profile` (the profile it was
+  started with, or `nil`), `:limits` (its `ElixirScope.Limits` as a map, with the limits
+  reached so far under `:tripped`), `:rate_cap` and `:rate_tripped` (the native rate cap and
+  whether it tripped), and, once stopped, `:stopped_by` (`{limit, value}` when a limit stopped
+  it).
   """
   @spec status() :: status()
   def status do
     with pid when pid != nil <- Process.whereis(Server),
          {store, traced, skipped, more} <- safe_call(pid, :status) do
       Store.stats(store)
-      |> Map.merge(%{running: true, traced: traced, skipped: skipped})
+      |> Map.merge(%{running: true, traced: traced, skipped: skipped, stopped_by: nil})
       |> Map.merge(more)
     else
       _ -> idle_status()
@@ -391,6 +408,8 @@ defmodule ElixirScope do
             last_seq: 0,
             published_seq: 0,
             persisted: 0,
+            rate_cap: nil,
+            rate_tripped: false,
             capacity: d[:max_events],
             max_bytes: d[:max_bytes],
             max_payload_bytes: d[:max_payload_bytes],
@@ -407,6 +426,9 @@ defmodule ElixirScope do
       running: false,
       persist_dir: nil,
       generation: 1,
+      profile: nil,
+      limits: nil,
+      stopped_by: Application.get_env(:elixir_scope, :stopped_by),
       traced: %{
         pids: [],
         all: false,

@@ -38,6 +38,11 @@ defmodule ElixirScope.Event do
   the VM reports it as receiving the atom `:timeout` from no process. A timer that delivers the
   bare atom `:timeout` (`Process.send_after(pid, :timeout, t)`) looks exactly the same to the
   VM and is recorded as a `:timeout` too; a timer message of any other shape is a `:receive`.
+
+  `:metrics` is a sample of a process's load (`data` is `{message_queue_len, reductions,
+  memory}`, taken by the capture's `metrics:` option). `:control` is ElixirScope changing what it
+  captures, with `data` a map saying what and why (`%{event: :limit, ...}`, `%{event:
+  :watch_stopped, ...}`, ...): a trace says why its detail changed.
   """
   @type kind ::
           :spawn
@@ -57,6 +62,8 @@ defmodule ElixirScope.Event do
           | :var
           | :timeout
           | :traced
+          | :metrics
+          | :control
 
   @type t :: %__MODULE__{
           seq: seq(),
@@ -86,7 +93,9 @@ defmodule ElixirScope.Event do
     :supervisor,
     :var,
     :timeout,
-    :traced
+    :traced,
+    :metrics,
+    :control
   ]
 
   @doc """
@@ -283,6 +292,18 @@ defmodule ElixirScope.Event do
             {name, line, value} -> "#{show.(e.pid)} #{name} = #{show.(value)} (line #{line})"
             other -> "#{show.(e.pid)} #{show.(other)}"
           end
+
+        :metrics ->
+          case e.data do
+            {queue, reductions, memory} ->
+              "#{show.(e.pid)} mailbox #{queue}, reductions #{reductions}, memory #{memory} B"
+
+            other ->
+              "#{show.(e.pid)} #{show.(other)}"
+          end
+
+        :control ->
+          "#{show.(e.data)}"
 
         :supervisor ->
           case e.data do

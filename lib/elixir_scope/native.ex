@@ -62,6 +62,7 @@ defmodule ElixirScope.Native do
   def store_watch_states(_store, _module, _kind), do: err()
   def store_set_watcher(_store, _pid), do: err()
   def store_record(_store, _kind, _pid, _mfa, _term), do: err()
+  def store_set_rate_cap(_store, _limit, _window_ms), do: err()
   def query_state_at(_store, _pid, _at), do: err()
   def query_states(_store, _pid, _from, _to, _changes_only), do: err()
   def query_pending(_store, _pid, _at), do: err()

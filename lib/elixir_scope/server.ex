@@ -6,7 +6,7 @@ defmodule ElixirScope.Server do
 
   use GenServer
 
-  alias ElixirScope.{Native, Persist, Store, Tracer}
+  alias ElixirScope.{Limits, Native, Persist, Store, Tracer}
 
   require Logger
 
@@ -16,6 +16,8 @@ defmodule ElixirScope.Server do
     :flusher,
     :persist_dir,
     :store_opts,
+    :profile,
+    limits: %Limits{},
     generation: 1,
     state_modules: MapSet.new(),
     pids: MapSet.new(),
@@ -43,7 +45,9 @@ defmodule ElixirScope.Server do
   @impl true
   def init(opts) do
     Process.flag(:trap_exit, true)
-    {persist, store_opts} = Keyword.pop(opts, :persist)
+    {persist, opts} = Keyword.pop(opts, :persist)
+    {limits, opts} = Keyword.pop(opts, :limits, %Limits{})
+    {profile, store_opts} = Keyword.pop(opts, :profile)
     store = Store.new!(store_opts)
 
     case persist && Persist.start(store, persist) do
@@ -65,13 +69,17 @@ defmodule ElixirScope.Server do
         flusher =
           persist && spawn_link(fn -> flush_loop(server, store, persist.flush_interval, 0) end)
 
+        Application.delete_env(:elixir_scope, :stopped_by)
+
         {:ok,
          %__MODULE__{
            store: store,
            janitor: janitor,
            flusher: flusher,
            persist_dir: persist && persist.dir,
-           store_opts: store_opts
+           store_opts: store_opts,
+           profile: profile,
+           limits: Limits.arm(limits, store)
          }}
     end
   end
@@ -157,8 +165,14 @@ defmodule ElixirScope.Server do
       lost_patterns: lost_patterns(s)
     }
 
-    {:reply,
-     {s.store, traced, s.skipped, %{persist_dir: s.persist_dir, generation: s.generation}}, s}
+    more = %{
+      persist_dir: s.persist_dir,
+      generation: s.generation,
+      profile: s.profile,
+      limits: Limits.to_map(s.limits)
+    }
+
+    {:reply, {s.store, traced, s.skipped, more}, s}
   end
 
   def handle_call(:store, _from, s), do: {:reply, s.store, s}
@@ -189,6 +203,7 @@ defmodule ElixirScope.Server do
 
     new = %{Store.new!(opts) | trace_dir: old.trace_dir}
     :ok = Native.store_set_watcher(Store.ref(new), self())
+    Limits.rearm(s.limits, new)
     # The patterns are set (and may be partly another tool's now): only the store learns them.
     Enum.each(s.state_modules, &Tracer.register_states(&1, new))
     # The janitor cleans up both until the switch is done.
@@ -247,6 +262,30 @@ defmodule ElixirScope.Server do
       end
     else
       {:noreply, s}
+    end
+  end
+
+  # A limit is reached (the rate cap already turned the level off, natively): record it, then
+  # stop or go on at the lighter level.
+  def handle_info({:elixir_scope_limit, which}, s) do
+    value = Map.fetch!(s.limits, which)
+    action = Limits.action(s.limits, which)
+    Store.record_control(s.store, %{event: :limit, limit: which, value: value, action: action})
+    limits = %{s.limits | tripped: s.limits.tripped ++ [{which, action}]}
+    s = %{s | limits: limits}
+    why = Limits.describe(which, value)
+
+    case action do
+      :stop ->
+        Logger.warning("ElixirScope stopped its capture: #{why}")
+        Application.put_env(:elixir_scope, :stopped_by, {which, value})
+        {:stop, :normal, s}
+
+      {:level, level} ->
+        Logger.warning("ElixirScope lowered its tracing level to #{inspect(level)}: #{why}")
+        :ok = Store.set_level(s.store, level)
+        Limits.rearm(limits, s.store)
+        {:noreply, s}
     end
   end
 

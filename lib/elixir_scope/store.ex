@@ -182,6 +182,13 @@ defmodule ElixirScope.Store do
   def default, do: :persistent_term.get(@default_key, nil)
 
   @doc false
+  # Records what ElixirScope changed in its own capture (a limit, a trigger, a watch), as a
+  # `:control` event of the calling process, whatever the level.
+  @spec record_control(t(), map()) :: :ok
+  def record_control(%__MODULE__{} = store, %{} = data),
+    do: Native.store_record(ref(store), :control, self(), nil, data)
+
+  @doc false
   @spec put_default(t()) :: :ok
   def put_default(%__MODULE__{} = store), do: :persistent_term.put(@default_key, store)
 

@@ -32,6 +32,12 @@ rustler::atoms! {
     elixir_scope_state_server,
     elixir_scope_timeout,
     traced,
+    metrics,
+    control,
+    elixir_scope_limit,
+    max_rate,
+    rate_cap,
+    rate_tripped,
     timeout,
     // GenServer callbacks and their results
     init,

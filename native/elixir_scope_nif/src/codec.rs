@@ -124,6 +124,8 @@ pub(crate) fn kind_atom(k: Kind) -> rustler::Atom {
         Kind::Var => atoms::var(),
         Kind::Timeout => atoms::timeout(),
         Kind::Traced => atoms::traced(),
+        Kind::Metrics => atoms::metrics(),
+        Kind::Control => atoms::control(),
     }
 }
 

@@ -111,6 +111,10 @@ fn store_record<'a>(
         Kind::Supervisor
     } else if kind == atoms::traced().to_term(kind.get_env()) {
         Kind::Traced
+    } else if kind == atoms::metrics().to_term(kind.get_env()) {
+        Kind::Metrics
+    } else if kind == atoms::control().to_term(kind.get_env()) {
+        Kind::Control
     } else {
         return Err(rustler::Error::BadArg);
     };
@@ -128,8 +132,11 @@ fn store_record<'a>(
         h.function = atom_key(f).ok_or(rustler::Error::BadArg)?;
         h.arity = a;
     }
-    if admit(store, store.policy().wants(kind), kind.is_critical(), h.pid) {
-        record(store, &h, Payload::Term(term));
+    // What ElixirScope changed in its own capture is recorded whatever the level (it may be
+    // the change that turned it off).
+    let wanted = kind == Kind::Control || store.policy().wants(kind);
+    if admit(store, wanted, kind.is_critical(), h.pid) {
+        record(term.get_env(), store, &h, Payload::Term(term));
     }
     Ok(atoms::ok())
 }

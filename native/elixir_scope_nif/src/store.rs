@@ -175,6 +175,20 @@ fn store_set_sampling<'a>(store: Term<'a>, rate: f64, by: Term<'a>) -> NifResult
     Ok(atoms::ok())
 }
 
+/// `store_set_rate_cap(store, limit, window_ms)`: at most `limit` events stored per window of
+/// `window_ms` milliseconds (`limit` 0: no cap); re-arms a tripped cap. See
+/// `elixir_scope_core::capture::policy::Policy::count`.
+#[rustler::nif]
+fn store_set_rate_cap(store: Term, limit: u64, window_ms: u64) -> NifResult<Atom> {
+    if window_ms == 0 || window_ms > 86_400_000 {
+        return Err(rustler::Error::BadArg);
+    }
+    store_of(store)?
+        .policy()
+        .set_rate_cap(limit, window_ms * 1_000_000);
+    Ok(atoms::ok())
+}
+
 /// Counters and settings, as a map. A trace read from disk has no capture settings: it reports
 /// the level `:off`, no sampling, and the default payload cap.
 #[rustler::nif]
@@ -193,6 +207,15 @@ fn store_stats<'a>(env: Env<'a>, store: Term<'a>) -> NifResult<Term<'a>> {
             let d = Config::default();
             (Level::Off, 1.0, SampleBy::Process, d.max_payload_bytes, 0)
         }
+    };
+    let nil = atoms::nil().encode(env);
+    let (cap, tripped) = match held.capture().map(|s| s.policy()) {
+        Some(p) => (
+            p.rate_cap()
+                .map_or(nil, |(n, ns)| (n, ns / 1_000_000).encode(env)),
+            p.rate_tripped(),
+        ),
+        None => (nil, false),
     };
     let by = match by {
         SampleBy::Process => atoms::process(),
@@ -228,6 +251,8 @@ fn store_stats<'a>(env: Env<'a>, store: Term<'a>) -> NifResult<Term<'a>> {
             reader.log().published_seq().encode(env),
         ),
         (atoms::persisted().encode(env), persisted.encode(env)),
+        (atoms::rate_cap().encode(env), cap),
+        (atoms::rate_tripped().encode(env), tripped.encode(env)),
     ];
     Term::map_from_pairs(env, &pairs)
 }

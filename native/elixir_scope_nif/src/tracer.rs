@@ -235,10 +235,15 @@ fn trace<'a>(
             result.map_or(Payload::None, Payload::Term)
         }
         // Not trace tags: recorded by `store_record` and `track_record` only.
-        Kind::State | Kind::Supervisor | Kind::Var | Kind::Traced => return atoms::ok(),
+        Kind::State
+        | Kind::Supervisor
+        | Kind::Var
+        | Kind::Traced
+        | Kind::Metrics
+        | Kind::Control => return atoms::ok(),
     };
     if store.policy().wants(kind) {
-        record(store, &h, payload);
+        record(env, store, &h, payload);
     }
     // Only returns of watched callback modules carry states (checked first: one table probe).
     let state_kind = match kind {
@@ -260,7 +265,7 @@ fn trace<'a>(
         match (state_kind, result) {
             (StateKind::GenServer, Some(v)) => {
                 if let Some(st) = behaviours::gen_server_state(function_is(&h), h.arity, Live(v)) {
-                    record(store, &sh, Payload::Term(st.0));
+                    record(env, store, &sh, Payload::Term(st.0));
                 }
             }
             (StateKind::GenStatem, Some(v)) => record_statem(env, store, &sh, v),
@@ -430,7 +435,7 @@ fn function_is(h: &Header) -> impl Fn(Word) -> bool + '_ {
 fn record_statem<'a>(env: Env<'a>, store: &Store, h: &Header, value: Term<'a>) {
     match behaviours::statem_result(function_is(h), h.arity, Live(value)) {
         Some(Statem::New(name, data)) => {
-            record(store, h, Payload::Pair(name.0, data.0));
+            record(env, store, h, Payload::Pair(name.0, data.0));
         }
         Some(Statem::Keep(data)) => {
             // The name comes from the previous state event; with event sampling that event may
@@ -447,7 +452,7 @@ fn record_statem<'a>(env: Env<'a>, store: &Store, h: &Header, value: Term<'a>) {
             else {
                 return;
             };
-            record(store, h, Payload::Pair(name, data.0));
+            record(env, store, h, Payload::Pair(name, data.0));
         }
         Some(Statem::Same) => {
             store.append_same_state(h);
@@ -470,8 +475,29 @@ fn statem_name<'a>(env: Env<'a>, payload: &[u8]) -> Option<Term<'a>> {
 }
 
 /// Encodes `payload` into this scheduler's buffers and appends the event; `state` events go
-/// through the store's deduplication of unchanged states.
-pub(crate) fn record(store: &Store, h: &Header, payload: Payload) -> Option<u64> {
+/// through the store's deduplication of unchanged states. A stored event counts against the
+/// store's rate cap; the one that trips it tells the store's watcher (see [`tripped`]).
+pub(crate) fn record(env: Env, store: &Store, h: &Header, payload: Payload) -> Option<u64> {
+    let seq = encode_and_append(store, h, payload);
+    if seq.is_some() && h.kind != Kind::Control as u8 && store.policy().count(h.ts) {
+        tripped(env, store);
+    }
+    seq
+}
+
+/// Tells the store's watcher (the capture's server) that the rate cap tripped: the level is
+/// already off; the server stops the capture or resumes it at a lighter level.
+fn tripped(env: Env, store: &Store) {
+    let watcher = store.watcher();
+    if watcher == 0 {
+        return;
+    }
+    if let Ok(pid) = crate::terms::immediate_term(env, watcher).decode::<rustler::LocalPid>() {
+        let _ = env.send(&pid, (atoms::elixir_scope_limit(), atoms::max_rate()));
+    }
+}
+
+fn encode_and_append(store: &Store, h: &Header, payload: Payload) -> Option<u64> {
     SCRATCH.with(|s| {
         let Ok(mut s) = s.try_borrow_mut() else {
             return None;

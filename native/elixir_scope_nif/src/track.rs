@@ -42,5 +42,5 @@ fn track_record<'a>(
         kind: Kind::Var as u8,
         flags: 0,
     };
-    Ok(record(store, &h, Payload::Term(payload)).map_or(nil, |seq| seq.encode(env)))
+    Ok(record(env, store, &h, Payload::Term(payload)).map_or(nil, |seq| seq.encode(env)))
 }

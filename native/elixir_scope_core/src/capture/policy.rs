@@ -9,9 +9,12 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 pub enum Level {
     /// Every kind.
     Full,
-    /// Messages only: `send`, `send_to_dead`, `receive`.
+    /// Messages only: `send`, `send_to_dead`, `receive`, `timeout`.
     MessagesOnly,
     /// Process state: `state`, `supervisor` and `exit` events.
+    ///
+    /// Every level but `Off` also keeps `traced`, `metrics` (sampled only when asked for)
+    /// and `control` events.
     StatesOnly,
     /// Process lifecycle: `spawn`, `exit`, `register`, `unregister`, `supervisor`.
     Minimal,
@@ -39,10 +42,17 @@ impl Level {
                 Kind::SendToDead,
                 Kind::Receive,
                 Kind::Timeout,
+                Kind::Metrics,
+                Kind::Control,
             ]),
-            Level::StatesOnly => {
-                KindMask::of(&[Kind::Traced, Kind::Exit, Kind::State, Kind::Supervisor])
-            }
+            Level::StatesOnly => KindMask::of(&[
+                Kind::Traced,
+                Kind::Exit,
+                Kind::State,
+                Kind::Supervisor,
+                Kind::Metrics,
+                Kind::Control,
+            ]),
             Level::Minimal => KindMask::of(&[
                 Kind::Traced,
                 Kind::Spawn,
@@ -50,7 +60,10 @@ impl Level {
                 Kind::Register,
                 Kind::Unregister,
                 Kind::Supervisor,
+                Kind::Metrics,
+                Kind::Control,
             ]),
+            // (`Control` events are recorded even then: see `Kind::Control`.)
             Level::Off => KindMask::NONE,
         }
     }
@@ -91,6 +104,27 @@ pub struct Policy {
     rate: AtomicU64,
     by_event: AtomicBool,
     counter: AtomicU64,
+    cap: RateCap,
+}
+
+/// A hard cap on the capture rate: the first event stored beyond `limit` in one window of
+/// `window_ns` (windows are fixed, aligned on the monotonic clock) trips it, and tripping
+/// turns the level to [`Level::Off`] at once, on the capture path itself, so a flood stops
+/// costing the traced processes before anybody reacts. It trips once until set again; its
+/// owner is told by the caller of [`Policy::count`] and decides what comes next.
+///
+/// Counting is one relaxed `fetch_add` per stored event while a cap is set (one relaxed load
+/// otherwise). Two writers starting a new window at once may lose a count or two: the cap is
+/// exact to within the number of schedulers.
+#[derive(Default)]
+struct RateCap {
+    /// Events a window may store; 0 when no cap is set.
+    limit: AtomicU64,
+    window_ns: AtomicU64,
+    /// The window being counted (monotonic time / `window_ns`).
+    window: AtomicU64,
+    count: AtomicU64,
+    tripped: AtomicBool,
 }
 
 const ONE: u64 = 1 << 32;
@@ -104,6 +138,7 @@ impl Policy {
             rate: AtomicU64::new(ONE),
             by_event: AtomicBool::new(false),
             counter: AtomicU64::new(0),
+            cap: RateCap::default(),
         };
         p.set_level(level);
         p.set_sampling(rate, by);
@@ -149,6 +184,60 @@ impl Policy {
         } else {
             SampleBy::Process
         }
+    }
+
+    /// Sets the rate cap: at most `limit` events per `window_ns` nanoseconds (`limit` 0: no
+    /// cap). Re-arms a tripped cap and starts counting afresh.
+    pub fn set_rate_cap(&self, limit: u64, window_ns: u64) {
+        let cap = &self.cap;
+        cap.limit.store(0, Ordering::Relaxed);
+        cap.window_ns.store(window_ns.max(1), Ordering::Relaxed);
+        cap.window.store(0, Ordering::Relaxed);
+        cap.count.store(0, Ordering::Relaxed);
+        cap.tripped.store(false, Ordering::Relaxed);
+        cap.limit.store(limit, Ordering::Relaxed);
+    }
+
+    /// The rate cap as `(limit, window_ns)`, `None` when there is none.
+    pub fn rate_cap(&self) -> Option<(u64, u64)> {
+        let limit = self.cap.limit.load(Ordering::Relaxed);
+        (limit > 0).then(|| (limit, self.cap.window_ns.load(Ordering::Relaxed)))
+    }
+
+    /// Whether the rate cap has tripped since it was set.
+    pub fn rate_tripped(&self) -> bool {
+        self.cap.tripped.load(Ordering::Relaxed)
+    }
+
+    /// Counts an event stored at monotonic time `ts` (ns) against the rate cap. True for the
+    /// one event that trips it: the level is [`Level::Off`] from then on, and the caller tells
+    /// the owner.
+    #[inline]
+    pub fn count(&self, ts: i64) -> bool {
+        let cap = &self.cap;
+        let limit = cap.limit.load(Ordering::Relaxed);
+        if limit == 0 {
+            return false;
+        }
+        let window = ts.max(0) as u64 / cap.window_ns.load(Ordering::Relaxed).max(1);
+        let current = cap.window.load(Ordering::Relaxed);
+        if window > current
+            && cap
+                .window
+                .compare_exchange(current, window, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            cap.count.store(0, Ordering::Relaxed);
+        }
+        let n = cap.count.fetch_add(1, Ordering::Relaxed) + 1;
+        if n <= limit
+            || cap.tripped.load(Ordering::Relaxed)
+            || cap.tripped.swap(true, Ordering::Relaxed)
+        {
+            return false;
+        }
+        self.set_level(Level::Off);
+        true
     }
 
     /// Whether the level keeps `kind` at all.
@@ -219,6 +308,29 @@ mod tests {
         let kept = (0..20_000u64).filter(|n| p.sample((n << 4) | 3)).count();
         assert!((5_700..6_300).contains(&kept), "kept {kept}");
         assert!((0..100u64).all(|n| p.sample(n) == p.sample(n)));
+    }
+
+    #[test]
+    fn the_rate_cap_trips_once_on_the_first_event_over_the_limit_in_a_window() {
+        let p = Policy::new(Level::Full, 1.0, SampleBy::Process);
+        assert!(!(0..1_000).any(|i| p.count(i)), "no cap, no trip");
+        p.set_rate_cap(10, 1_000);
+        assert_eq!(p.rate_cap(), Some((10, 1_000)));
+        // Ten per window, window after window: never trips.
+        for w in 1..5i64 {
+            assert!(!(0..10).any(|i| p.count(w * 1_000 + i)));
+        }
+        assert_eq!(p.level(), Level::Full);
+        assert!(!(0..10).any(|i| p.count(9_000 + i)));
+        assert!(p.count(9_500), "the eleventh in one window trips it");
+        assert!(p.rate_tripped() && p.level() == Level::Off);
+        assert!(!(0..100).any(|i| p.count(9_600 + i)), "once");
+        p.set_level(Level::Minimal);
+        p.set_rate_cap(10, 1_000);
+        assert!(!p.rate_tripped());
+        assert!(!(0..10).any(|i| p.count(20_000 + i)));
+        assert!(p.count(20_010));
+        assert_eq!(p.level(), Level::Off);
     }
 
     #[test]

@@ -61,11 +61,18 @@ pub enum Kind {
     /// `pid` started being traced (recorded by the Elixir side): a process is known from then
     /// on even before it does anything; payload: `{initial_call, registered_name | nil}`.
     Traced = 16,
+    /// A sample of `pid`'s load, recorded by the Elixir side at an interval; payload:
+    /// `{message_queue_len, reductions, memory}`.
+    Metrics = 17,
+    /// ElixirScope changed what it captures (a limit tripped, a trigger fired, load thinned
+    /// the capture, a watch started or stopped), recorded by the Elixir side whatever the level;
+    /// `pid` is ElixirScope's own process; payload: a map saying what and why.
+    Control = 18,
 }
 
 impl Kind {
     /// Every kind, in discriminant order.
-    pub const ALL: [Kind; 17] = [
+    pub const ALL: [Kind; 19] = [
         Kind::Spawn,
         Kind::Exit,
         Kind::Link,
@@ -83,6 +90,8 @@ impl Kind {
         Kind::Var,
         Kind::Timeout,
         Kind::Traced,
+        Kind::Metrics,
+        Kind::Control,
     ];
 
     /// The kind's name as the Elixir API spells it (`send_to_dead`, `receive`, ...).
@@ -105,6 +114,8 @@ impl Kind {
             Kind::Var => "var",
             Kind::Timeout => "timeout",
             Kind::Traced => "traced",
+            Kind::Metrics => "metrics",
+            Kind::Control => "control",
         }
     }
 
@@ -119,9 +130,13 @@ impl Kind {
     }
 
     /// Whether events of this kind are kept whatever the sample rate (a process's birth and
-    /// death, and the start of its tracing, are never sampled away).
+    /// death, the start of its tracing, and ElixirScope's own changes of what it captures, are
+    /// never sampled away).
     pub const fn is_critical(self) -> bool {
-        matches!(self, Kind::Spawn | Kind::Exit | Kind::Traced)
+        matches!(
+            self,
+            Kind::Spawn | Kind::Exit | Kind::Traced | Kind::Control
+        )
     }
 
     /// This kind's bit in a [`KindMask`].
