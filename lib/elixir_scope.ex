@@ -570,6 +570,53 @@ defmodule ElixirScope do
     with_store(&Store.set_sampling(&1, rate, by))
   end
 
+  @doc """
+  Prints matching calls as they happen, in one line, and stops by itself: after a count (10 by
+  default), past a rate (`limit: {10, 1_000}`), or after a time (`time: 60_000` by default),
+  whichever comes first, saying which. Returns `{:ok, watch}`; `unwatch/1` stops it early.
+
+      ElixirScope.watch("MyApp.Repo.get(_, id) when id > 10", limit: 10, return: true)
+      ElixirScope.watch("MyApp.Repo.get/2")
+      ElixirScope.watch(":ets.lookup(MyApp.Cache, _)", limit: {20, 1_000})
+
+  The pattern is Elixir syntax with a guard, validated and never evaluated; patterns that
+  would endanger the node are refused. What is printed also lands in the store, so it can be
+  queried afterwards; without a running capture the watch starts one, with a hard rate cap,
+  and stops it when done. See `ElixirScope.Watch` for the options and the output.
+
+  `watch(process, message_pattern, opts)` prints the messages a process (a pid or a
+  registered name) sends and receives that match:
+
+      ElixirScope.watch(MyApp.Bank, "{:deposit, n} when n > 100", limit: 5)
+
+  ## Errors
+
+  A bad pattern or option raises `ArgumentError` saying what is wrong and what is allowed.
+  `{:error, reason}` otherwise: `{:pattern_in_use, mfas}` (another tool traces those
+  functions), `{:unknown_target, name}`, `{:dead_process, pid}`, `{:already_traced, pid,
+  tracer}`.
+  """
+  @spec watch(String.t() | pid() | atom(), keyword() | String.t()) ::
+          {:ok, pid()} | {:error, term()}
+  def watch(pattern, opts \\ [])
+
+  def watch(pattern, opts) when is_binary(pattern), do: ElixirScope.Watch.calls(pattern, opts)
+  def watch(process, pattern) when is_binary(pattern), do: watch(process, pattern, [])
+
+  def watch(other, _opts) do
+    raise ArgumentError,
+          "ElixirScope.watch/2 expects a call pattern string, or a process and a message " <>
+            "pattern string, got: #{inspect(other)}"
+  end
+
+  @doc "Prints the messages of `process` that match `pattern`; see `watch/2`."
+  @spec watch(pid() | atom(), String.t(), keyword()) :: {:ok, pid()} | {:error, term()}
+  def watch(process, pattern, opts), do: ElixirScope.Watch.messages(process, pattern, opts)
+
+  @doc "Stops a watch (the pid `watch/2` returned), or every watch with `:all` (default)."
+  @spec unwatch(pid() | :all) :: :ok
+  def unwatch(watch \\ :all), do: ElixirScope.Watch.unwatch(watch)
+
   # Seed-compatible entry points.
 
   @doc "Seed-compatible alias of `start/1` that answers `:ok`."

@@ -27,7 +27,10 @@ defmodule ElixirScope.Server do
     # Whether processes that start a GenServer-like process while traced get their states
     # recorded (trace(:new), trace(:all), trace(pid) with children).
     watch_new: false,
-    skipped: []
+    skipped: [],
+    # Running watches (ElixirScope.watch/2,3): pid => what the server set up for it, undone
+    # when it ends.
+    watches: %{}
   ]
 
   def start_link(opts), do: GenServer.start_link(__MODULE__, opts, name: __MODULE__)
@@ -177,6 +180,24 @@ defmodule ElixirScope.Server do
 
   def handle_call(:store, _from, s), do: {:reply, s.store, s}
 
+  # A watch starts: its process is never traced, and what it watches is captured.
+  def handle_call({:watch, pid, what}, _from, s) do
+    Tracer.untrace_pid(pid, s.store)
+    # Listed first, so that tracing every process for calls leaves it out.
+    s = %{s | watches: Map.put(s.watches, pid, {:pending, nil})}
+
+    case watch(what, s) do
+      {:ok, undo, s} ->
+        Process.monitor(pid)
+        {:reply, :ok, %{s | watches: Map.put(s.watches, pid, undo)}}
+
+      {error, s} ->
+        {:reply, error, %{s | watches: Map.delete(s.watches, pid)}}
+    end
+  end
+
+  def handle_call({:unwatch, pid}, _from, s), do: {:reply, :ok, unwatch(pid, s)}
+
   def handle_call(:flush, _from, %{persist_dir: nil} = s),
     do: {:reply, {:error, :not_persisted}, s}
 
@@ -289,6 +310,9 @@ defmodule ElixirScope.Server do
     end
   end
 
+  def handle_info({:DOWN, _, :process, pid, _}, %{watches: w} = s) when is_map_key(w, pid),
+    do: {:noreply, unwatch(pid, s)}
+
   def handle_info({:EXIT, pid, reason}, %{flusher: pid} = s) when reason != :normal do
     Logger.error("ElixirScope's trace writer stopped: #{inspect(reason)}")
     {:noreply, %{s | flusher: nil}}
@@ -299,7 +323,8 @@ defmodule ElixirScope.Server do
   @impl true
   def terminate(_reason, s) do
     if s.flusher, do: Process.exit(s.flusher, :kill)
-    cleanup(s.store, Map.keys(s.modules) ++ MapSet.to_list(s.state_modules))
+    watched = for {_, {:calls, set}} <- s.watches, {mod, _, _} <- set, do: mod
+    cleanup(s.store, Map.keys(s.modules) ++ MapSet.to_list(s.state_modules) ++ watched)
     # Cleaned up here: the janitor can go. (It gets this before the server's :DOWN.)
     send(s.janitor, :done)
   end
@@ -648,11 +673,70 @@ defmodule ElixirScope.Server do
     end
   end
 
+  # What a watch needs captured, and how to undo it: calls of functions (patterns set unless
+  # the module is traced already), or the messages of a process (traced unless it is already).
+  defp watch({:calls, {mod, _, _} = spec}, s) do
+    if Map.has_key?(s.modules, mod) do
+      with_calls({:ok, {:calls, []}, s})
+    else
+      case Tracer.trace_functions(Tracer.functions_of(spec)) do
+        {:ok, set} ->
+          send(s.janitor, {:traced_module, mod})
+          with_calls({:ok, {:calls, set}, s})
+
+        error ->
+          {error, s}
+      end
+    end
+  end
+
+  defp watch({:messages, pid}, s) do
+    if s.all or pid in s.pids do
+      {:ok, {:messages, nil}, s}
+    else
+      case trace(pid, [children: false], s) do
+        {:ok, s} -> {:ok, {:messages, pid}, s}
+        {error, s} -> {error, s}
+      end
+    end
+  end
+
+  defp with_calls({:ok, undo, s}) do
+    case call_everywhere(s) do
+      {:ok, s} -> {:ok, undo, s}
+      {error, s} -> {error, s}
+    end
+  end
+
+  defp unwatch(pid, s) do
+    {undo, watches} = Map.pop(s.watches, pid)
+    s = %{s | watches: watches}
+
+    case undo do
+      {:calls, set} ->
+        others = watches |> Map.values() |> Enum.flat_map(fn {_, set} -> List.wrap(set) end)
+        Tracer.untrace_functions(set -- others)
+
+        if map_size(s.modules) == 0 and not s.all and
+             not Enum.any?(Map.values(watches), &match?({:calls, _}, &1)),
+           do: Tracer.untrace_call_only(s.store)
+
+        s
+
+      {:messages, target} when is_pid(target) ->
+        elem(untrace(target, s), 1)
+
+      _ ->
+        s
+    end
+  end
+
   defp own_processes(s) do
     [
       self(),
       s.janitor
-      | List.wrap(s.flusher) ++
+      | Map.keys(s.watches) ++
+          List.wrap(s.flusher) ++
           Enum.flat_map(
             [ElixirScope.Supervisor, ElixirScope.AppSupervisor],
             &List.wrap(Process.whereis(&1))

@@ -147,6 +147,46 @@ defmodule ElixirScope.Tracer do
     end
   end
 
+  @doc """
+  Call-traces the functions `mfas` (local calls too), for `ElixirScope.watch/2`. Functions whose
+  pattern another tool set make it `{:error, {:pattern_in_use, mfas}}`; those with ElixirScope's
+  pattern already are left as they are. Answers the functions it set a pattern on.
+  """
+  @spec trace_functions([mfa()]) :: {:ok, [mfa()]} | {:error, term()}
+  def trace_functions(mfas) do
+    owners = Enum.map(mfas, &{&1, pattern_owner(&1)})
+
+    case for({mfa, :other} <- owners, do: mfa) do
+      [] ->
+        set = for {mfa, :none} <- owners, do: mfa
+        Enum.each(set, &:erlang.trace_pattern(&1, @ms, [:local]))
+        {:ok, set}
+
+      taken ->
+        {:error, {:pattern_in_use, taken}}
+    end
+  end
+
+  @doc "Clears the patterns of `mfas` that are still ElixirScope's."
+  @spec untrace_functions([mfa()]) :: :ok
+  def untrace_functions(mfas) do
+    for mfa <- mfas, pattern_owner(mfa) == :ours do
+      :erlang.trace_pattern(mfa, false, [:local])
+      :erlang.trace_pattern(mfa, false, [:global])
+    end
+
+    :ok
+  end
+
+  @doc "The functions of `mod` a watch pattern `{mod, f, a}` (with `:_` wildcards) covers."
+  @spec functions_of({module(), atom(), non_neg_integer() | :_}) :: [mfa()]
+  def functions_of({mod, f, a}) do
+    for {_, ff, aa} = mfa <- module_functions(mod, true),
+        f == :_ or ff == f,
+        a == :_ or aa == a,
+        do: mfa
+  end
+
   defp free_patterns(_mfas, true), do: :ok
 
   defp free_patterns(mfas, false) do

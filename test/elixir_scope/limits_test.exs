@@ -6,6 +6,8 @@ defmodule ElixirScope.LimitsTest do
 
   alias ElixirScope.Query
 
+  doctest ElixirScope.Limits
+
   setup do
     ElixirScope.stop()
     on_exit(&ElixirScope.stop/0)

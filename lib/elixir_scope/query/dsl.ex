@@ -188,6 +188,17 @@ defmodule ElixirScope.Query.DSL do
     end
   end
 
+  @doc false
+  # Compiles an AST that parse_string!/1 produced (or a part of one) into `{pattern, guard,
+  # bind names}` for run/4.
+  def compile_parsed!(ast) do
+    {ir, guard, names} = compile!(ast, nil)
+    {ir, guard, Enum.map(names, &name_string/1)}
+  end
+
+  @doc false
+  def parse_string!(source), do: parse!(source)
+
   # Parses a pattern string without creating atoms: names that are not atoms already stay
   # strings, wrapped as `%{__name__: "name"}` (a raw map, which no source text produces).
   defp parse!(source) do

@@ -1,0 +1,571 @@
+defmodule ElixirScope.Watch do
+  @moduledoc """
+  Live, bounded tracing in one line, for users of `:dbg`, `recon_trace` and rexbug: matching
+  calls or messages are printed as they happen, and the watch stops by itself.
+
+      iex> ElixirScope.watch("MyApp.Repo.get(_, id) when id > 10", limit: 10, return: true)
+      iex> ElixirScope.watch(MyApp.Bank, "{:deposit, n} when n > 100", limit: {5, 1_000})
+
+  Each line gives the time since the watch started, the process (with its registered name),
+  and the call or message, printed with limits:
+
+      +0.412s #PID<0.187.0> MyApp.Repo.get(User, 42)
+      +0.413s #PID<0.187.0> MyApp.Repo.get/2 -> %User{id: 42, ...}
+      +0.500s #PID<0.190.0> (MyApp.Bank) <- {:deposit, 500}
+
+  ## Limits
+
+  Whichever comes first stops the watch, and its last line says which:
+
+    * `:limit` - a count (`10`: ten matches printed) or a rate (`{10, 1_000}`: more than ten
+      matches within a second stops it, as recon's); `:count` and `:rate` set both at once.
+      Default: 10 matches.
+    * `:time` - milliseconds (default `60_000`).
+
+  It also stops on `ElixirScope.unwatch/1`, when the capture stops (one of its own limits,
+  or `ElixirScope.stop/0`), or when the device it prints to is gone.
+
+  ## Capture
+
+  What a watch prints lands in the store like any capture, so it can be queried afterwards
+  with `ElixirScope.Query`. Without a running capture, a watch starts one (with a hard rate
+  cap of 50,000 events per second) and stops it when it ends; the events stay queryable. The
+  VM traces every call of the watched functions (patterns on local calls too), and the watch
+  prints those whose arguments match: a pattern's guard is evaluated natively on the stored
+  arguments, never by running code. Calls that match after a limit is reached but before the
+  watch has stopped (at most a polling interval, 50 ms) are in the store, unprinted.
+
+  ## Options
+
+    * `:return` - also print each printed call's return value or exception (default `false`).
+    * `:io` - the device to print to (default: the caller's group leader, the IEx shell).
+  """
+
+  use GenServer
+
+  alias ElixirScope.{Args, Options, Query, Server, Store}
+  alias ElixirScope.Query.DSL
+  alias ElixirScope.Watch.Pattern
+
+  @poll 50
+  @page 1_000
+  @default_count 10
+  @default_time 60_000
+  # The hard cap of a capture a watch starts itself.
+  @own_capture [max_rate: {50_000, 1_000}]
+  @inspect [limit: 20, printable_limit: 200, width: :infinity]
+  @max_line 1_000
+
+  @typedoc "Why a watch stopped: the exit reason of its process is `{:shutdown, why}`."
+  @type why ::
+          {:count, pos_integer()}
+          | {:rate, {pos_integer(), pos_integer()}}
+          | {:time, pos_integer()}
+          | :unwatch
+          | {:capture_stopped, term()}
+          | :io_closed
+
+  defstruct [
+    :pattern,
+    :target,
+    :store,
+    :io,
+    :count,
+    :rate,
+    :time,
+    :return?,
+    :started,
+    :owns_capture?,
+    :server,
+    # Once the count is reached with `return: true`: {why, deadline} while the returns of the
+    # printed calls are still awaited (nothing new is printed meanwhile).
+    :closing,
+    after_seq: 0,
+    printed: 0,
+    recent: [],
+    stacks: %{},
+    names: %{}
+  ]
+
+  @doc false
+  # ElixirScope.watch/2: calls.
+  @spec calls(String.t(), keyword()) :: {:ok, pid()} | {:error, term()}
+  def calls(source, opts) do
+    opts = options!(opts)
+    start_watch(Pattern.calls!(source), nil, opts)
+  end
+
+  @doc false
+  # ElixirScope.watch/3: messages of a process.
+  @spec messages(pid() | atom(), String.t(), keyword()) :: {:ok, pid()} | {:error, term()}
+  def messages(process, source, opts) do
+    opts = options!(opts)
+    pattern = Pattern.messages!(source)
+
+    case process(process) do
+      {:ok, pid} -> start_watch(pattern, pid, opts)
+      error -> error
+    end
+  end
+
+  defp process(pid) when is_pid(pid) do
+    cond do
+      node(pid) != node() -> {:error, {:remote_pid, pid}}
+      Process.alive?(pid) -> {:ok, pid}
+      true -> {:error, {:dead_process, pid}}
+    end
+  end
+
+  defp process(name) when is_atom(name) and name not in [nil, true, false] do
+    case Process.whereis(name) do
+      nil -> {:error, {:unknown_target, name}}
+      pid -> {:ok, pid}
+    end
+  end
+
+  defp process(other) do
+    raise ArgumentError,
+          "ElixirScope.watch/3 expects a pid or a registered name, got: #{inspect(other)}"
+  end
+
+  @doc false
+  # ElixirScope.unwatch/1: stops one watch, or every one.
+  @spec unwatch(pid() | :all) :: :ok
+  def unwatch(:all) do
+    for {_, pid, _, [__MODULE__]} <- children(), do: unwatch(pid)
+    :ok
+  end
+
+  def unwatch(pid) when is_pid(pid) do
+    GenServer.call(pid, :unwatch, 10_000)
+  catch
+    :exit, _ -> :ok
+  end
+
+  def unwatch(other), do: Args.bad!("watch", other, "a watch's pid or :all")
+
+  @doc false
+  # The running watches.
+  @spec running() :: [pid()]
+  def running, do: for({_, pid, _, [__MODULE__]} when is_pid(pid) <- children(), do: pid)
+
+  defp children do
+    DynamicSupervisor.which_children(ElixirScope.Supervisor)
+  catch
+    :exit, _ -> []
+  end
+
+  defp options!(opts) do
+    opts =
+      Options.validate!(opts,
+        limit: nil,
+        count: nil,
+        rate: nil,
+        time: @default_time,
+        return: false,
+        io: nil
+      )
+
+    {count, rate} =
+      case {opts[:limit], opts[:count], opts[:rate]} do
+        {nil, nil, nil} -> {@default_count, nil}
+        {nil, count, rate} -> {count && pos!(:count, count), ElixirScope.Limits.max_rate!(rate)}
+        {n, nil, nil} when is_integer(n) -> {pos!(:limit, n), nil}
+        {{_, _} = rate, nil, nil} -> {nil, rate!(rate)}
+        {other, nil, nil} -> Args.bad!(:limit, other, "a count or a rate {n, ms}")
+        _ -> raise ArgumentError, "give :limit, or :count and :rate, not both"
+      end
+
+    Args.boolean!(opts[:return], :return)
+
+    %{
+      count: count,
+      rate: rate,
+      time: pos!(:time, opts[:time]),
+      return?: opts[:return],
+      io: opts[:io] || Process.group_leader()
+    }
+  end
+
+  defp pos!(_key, n) when is_integer(n) and n > 0, do: n
+  defp pos!(key, other), do: Args.bad!(key, other, "a positive integer")
+
+  defp rate!(rate) do
+    ElixirScope.Limits.max_rate!(rate)
+  rescue
+    ArgumentError -> Args.bad!(:limit, rate, "a count or a rate {n, ms} of positive integers")
+  end
+
+  defp start_watch(pattern, target, opts) do
+    owns? = own_capture()
+
+    spec = %{
+      id: __MODULE__,
+      start: {GenServer, :start_link, [__MODULE__, {pattern, target, opts, owns?}]},
+      restart: :temporary,
+      shutdown: 5_000,
+      modules: [__MODULE__]
+    }
+
+    case DynamicSupervisor.start_child(ElixirScope.Supervisor, spec) do
+      {:ok, pid} ->
+        {:ok, pid}
+
+      {:error, reason} ->
+        if owns?, do: ElixirScope.stop()
+        {:error, reason}
+    end
+  end
+
+  # Starts a capture when none runs; true when this watch started it (and so stops it).
+  defp own_capture do
+    case ElixirScope.start(@own_capture) do
+      {:ok, _} -> true
+      {:error, :already_running} -> false
+    end
+  end
+
+  @impl true
+  def init({pattern, target, opts, owns?}) do
+    server = Process.whereis(Server)
+
+    with true <- is_pid(server) || {:error, :not_running},
+         %Store{} = store <- GenServer.call(server, :store),
+         # Only what happens from now on is printed.
+         after_seq = Store.stats(store).last_seq,
+         :ok <- GenServer.call(server, {:watch, self(), what(pattern, target)}, 60_000) do
+      Process.monitor(server)
+      if is_pid(opts.io), do: Process.monitor(opts.io)
+      Process.send_after(self(), :time_up, opts.time)
+      send(self(), :poll)
+
+      s =
+        struct!(
+          __MODULE__,
+          Map.merge(opts, %{
+            pattern: pattern,
+            target: target,
+            store: store,
+            owns_capture?: owns?,
+            server: server,
+            after_seq: after_seq,
+            started: System.monotonic_time(:nanosecond)
+          })
+        )
+
+      Store.record_control(store, %{
+        event: :watch_started,
+        pattern: pattern.source,
+        target: target,
+        count: s.count,
+        rate: s.rate,
+        time: s.time
+      })
+
+      say(s, "watching #{Pattern.describe(pattern)}#{of(target)}; #{limits(s)}")
+      {:ok, s}
+    else
+      {:error, reason} -> {:stop, reason}
+      other -> {:stop, other}
+    end
+  end
+
+  defp what(%Pattern{kind: :calls} = p, nil), do: {:calls, Pattern.mfa(p)}
+  defp what(%Pattern{kind: :messages}, pid), do: {:messages, pid}
+
+  defp of(nil), do: ""
+  defp of(pid), do: " of #{inspect(pid)}#{registered(pid)}"
+
+  defp limits(s) do
+    [
+      s.count && "stops after #{s.count} #{noun(s)}",
+      s.rate && "over #{elem(s.rate, 0)} #{noun(s)} in #{elem(s.rate, 1)} ms",
+      "after #{s.time} ms"
+    ]
+    |> Enum.reject(&(&1 in [nil, false]))
+    |> Enum.join(", or ")
+  end
+
+  defp noun(%{pattern: %Pattern{kind: :calls}}), do: "calls"
+  defp noun(_), do: "messages"
+
+  @impl true
+  def handle_call(:unwatch, _from, s) do
+    s = poll(s)
+    {:stop, {:shutdown, :unwatch}, :ok, s}
+  end
+
+  @impl true
+  def handle_info(:poll, s) do
+    case poll(s) do
+      {:stop, why, s} ->
+        {:stop, {:shutdown, why}, s}
+
+      %__MODULE__{} = s ->
+        Process.send_after(self(), :poll, @poll)
+        {:noreply, s}
+    end
+  end
+
+  def handle_info(:time_up, s) do
+    case poll(s) do
+      {:stop, why, s} -> {:stop, {:shutdown, why}, s}
+      s -> {:stop, {:shutdown, {:time, s.time}}, s}
+    end
+  end
+
+  def handle_info({:DOWN, _, :process, pid, _}, %{server: pid} = s) do
+    why = Application.get_env(:elixir_scope, :stopped_by)
+    {:stop, {:shutdown, {:capture_stopped, why}}, %{s | owns_capture?: false}}
+  end
+
+  def handle_info({:DOWN, _, :process, pid, _}, %{io: pid} = s),
+    do: {:stop, {:shutdown, :io_closed}, %{s | io: nil}}
+
+  def handle_info(_msg, s), do: {:noreply, s}
+
+  @impl true
+  def terminate(reason, s) do
+    try do
+      GenServer.call(s.server, {:unwatch, self()}, 10_000)
+    catch
+      :exit, _ -> :ok
+    end
+
+    why =
+      case reason do
+        {:shutdown, why} -> why
+        other -> other
+      end
+
+    say(s, "stopped after #{s.printed} #{noun(s)}: #{describe_stop(why, s)}")
+
+    try do
+      Store.record_control(s.store, %{event: :watch_stopped, why: why, printed: s.printed})
+    rescue
+      _ -> :ok
+    end
+
+    if s.owns_capture? and ElixirScope.Watch.running() -- [self()] == [], do: ElixirScope.stop()
+    :ok
+  end
+
+  defp describe_stop({:count, n}, _s), do: "the limit of #{n}"
+  defp describe_stop({:rate, {n, ms}}, s), do: "more than #{n} #{noun(s)} in #{ms} ms"
+  defp describe_stop({:time, ms}, _s), do: "#{ms} ms passed"
+  defp describe_stop(:unwatch, _s), do: "unwatched"
+  defp describe_stop(:io_closed, _s), do: "its output device is gone"
+
+  defp describe_stop({:capture_stopped, {limit, value}}, _s),
+    do: "the capture stopped: #{ElixirScope.Limits.describe(limit, value)}"
+
+  defp describe_stop({:capture_stopped, _}, _s), do: "the capture stopped"
+  defp describe_stop(other, _s), do: inspect(other)
+
+  # One pass over what was captured since the last: prints matches, keeps the limits. A full
+  # page is followed by the next one at once.
+  defp poll(s) do
+    upto = Store.stats(s.store).published_seq
+
+    {items, next} =
+      case s.pattern.kind do
+        :calls -> call_items(s, upto)
+        :messages -> message_items(s, upto)
+      end
+
+    s = %{s | after_seq: next}
+
+    case print(items, s) do
+      {:stop, why, s} -> {:stop, why, s}
+      s when next < upto -> poll(s)
+      s -> closed(s)
+    end
+  end
+
+  # A closing watch stops once the returns of its printed calls are printed, or at its deadline.
+  defp closed(%{closing: {why, deadline}} = s) do
+    awaited? = s.stacks |> Map.values() |> Enum.any?(&Enum.member?(&1, true))
+    if awaited? and System.monotonic_time(:millisecond) < deadline, do: s, else: {:stop, why, s}
+  end
+
+  defp closed(s), do: s
+
+  # Calls, returns and exceptions of the watched functions, in order; calls tagged with
+  # whether their arguments match.
+  defp call_items(s, upto) do
+    filters = [
+      store: s.store,
+      mfa: Pattern.mfa(s.pattern),
+      after_seq: s.after_seq,
+      before_seq: upto + 1
+    ]
+
+    events = Query.events(filters ++ [kind: [:call, :return, :exception], limit: @page])
+    last = if length(events) == @page, do: List.last(events).seq, else: upto
+
+    matched =
+      case s.pattern.pattern do
+        nil ->
+          :all
+
+        {ir, guard, names} ->
+          filters = Keyword.put(filters, :before_seq, last + 1)
+
+          DSL.run(filters ++ [kind: :call, select: :binds], :args, {ir, guard}, names)
+          |> MapSet.new(& &1.seq)
+      end
+
+    {Enum.map(events, &{&1, matched == :all or &1.seq in matched}), last}
+  end
+
+  # Messages sent or received that match, as they are or as a GenServer request: three
+  # queries merged, up to where each of them is complete.
+  defp message_items(s, upto) do
+    filters = [
+      store: s.store,
+      pid: s.target,
+      kind: [:send, :receive, :send_to_dead],
+      after_seq: s.after_seq,
+      before_seq: upto + 1,
+      limit: @page
+    ]
+
+    pages =
+      for {ir, guard, names} <- s.pattern.pattern,
+          do: DSL.run(filters, :message, {ir, guard}, names)
+
+    last =
+      pages
+      |> Enum.filter(&(length(&1) == @page))
+      |> Enum.map(&List.last(&1).event.seq)
+      |> Enum.min(fn -> upto end)
+
+    items =
+      pages
+      |> Enum.concat()
+      |> Enum.map(& &1.event)
+      |> Enum.filter(&(&1.seq <= last))
+      |> Enum.uniq_by(& &1.seq)
+      |> Enum.sort_by(& &1.seq)
+      |> Enum.map(&{&1, true})
+
+    {items, last}
+  end
+
+  defp print([], s), do: s
+
+  defp print([{event, matched?} | rest], s) do
+    case step(event, matched?, s) do
+      {:stop, _, _} = stop -> stop
+      s -> print(rest, s)
+    end
+  end
+
+  defp step(%{kind: :call} = e, matched?, s) do
+    # A closing watch prints no new call (nor, so, its return).
+    matched? = matched? and s.closing == nil
+    s = %{s | stacks: Map.update(s.stacks, e.pid, [matched?], &[matched? | &1])}
+    if matched?, do: match(e, s), else: s
+  end
+
+  defp step(%{kind: kind} = e, _, s) when kind in [:return, :exception] do
+    case Map.get(s.stacks, e.pid, []) do
+      [matched? | rest] ->
+        s = %{s | stacks: Map.put(s.stacks, e.pid, rest)}
+        if matched? and s.return?, do: line(e, s), else: s
+
+      [] ->
+        # Its call came before the watch did.
+        s
+    end
+  end
+
+  defp step(_e, true, %{closing: {_, _}} = s), do: s
+  defp step(e, true, s), do: match(e, s)
+
+  # A match: printed unless it breaks the rate; the count limit stops right after it.
+  defp match(e, s) do
+    cond do
+      s.rate && over_rate?(e.ts, s) ->
+        {:stop, {:rate, s.rate}, s}
+
+      true ->
+        s = line(e, %{s | printed: s.printed + 1, recent: recent(e.ts, s)})
+
+        cond do
+          s.count == nil or s.printed < s.count -> s
+          # Its return is printed before the watch stops (within a second).
+          s.return? and e.kind == :call -> %{s | closing: {{:count, s.count}, deadline()}}
+          true -> {:stop, {:count, s.count}, s}
+        end
+    end
+  end
+
+  defp deadline, do: System.monotonic_time(:millisecond) + 1_000
+
+  # The timestamps of the last `n` printed matches, newest first.
+  defp recent(_ts, %{rate: nil}), do: []
+  defp recent(ts, %{rate: {n, _}, recent: r}), do: Enum.take([ts | r], n)
+
+  # A match at `ts` makes n + 1 within the window.
+  defp over_rate?(ts, %{rate: {n, ms}, recent: r}),
+    do: length(r) == n and ts - List.last(r) < ms * 1_000_000
+
+  defp line(e, s) do
+    {name, s} = name_of(e.pid, s)
+    time = :erlang.float_to_binary((e.ts - s.started) / 1.0e9, decimals: 3)
+    text = "+#{time}s #{inspect(e.pid)}#{name} #{body(e)}"
+    say(s, text)
+    s
+  end
+
+  defp body(%{kind: :call, mfa: {m, f, _}, data: args}) when is_list(args),
+    do:
+      "#{Exception.format_mfa(m, f, 0) |> String.replace_suffix("/0", "")}(#{Enum.map_join(args, ", ", &show/1)})"
+
+  defp body(%{kind: :return, mfa: {m, f, a}, data: value}),
+    do: "#{Exception.format_mfa(m, f, a)} -> #{show(value)}"
+
+  defp body(%{kind: :exception, mfa: {m, f, a}, data: {class, reason}}),
+    do: "#{Exception.format_mfa(m, f, a)} raised #{Exception.format_banner(class, reason)}"
+
+  defp body(%{kind: :receive, data: msg}), do: "<- #{show(msg)}"
+
+  defp body(%{kind: kind, peer: to, data: msg}) when kind in [:send, :send_to_dead],
+    do: "-> #{inspect(to)}#{if kind == :send_to_dead, do: " (dead)", else: ""} #{show(msg)}"
+
+  defp body(e), do: show(e.data)
+
+  defp show(term), do: inspect(term, @inspect)
+
+  defp name_of(pid, s) do
+    case s.names do
+      %{^pid => name} -> {name, s}
+      names -> remember(names, pid, registered(pid), s)
+    end
+  end
+
+  defp remember(names, pid, name, s), do: {name, %{s | names: Map.put(names, pid, name)}}
+
+  defp registered(pid) do
+    case Process.info(pid, :registered_name) do
+      {:registered_name, name} when is_atom(name) and name != [] -> " (#{inspect(name)})"
+      _ -> ""
+    end
+  end
+
+  defp say(%{io: nil}, _text), do: :ok
+
+  defp say(s, text) do
+    text =
+      if byte_size(text) > @max_line and String.length(text) > @max_line,
+        do: String.slice(text, 0, @max_line) <> "…",
+        else: text
+
+    IO.puts(s.io, "[ElixirScope.watch] " <> text)
+  rescue
+    _ -> :ok
+  catch
+    _, _ -> :ok
+  end
+end
