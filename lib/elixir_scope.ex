@@ -57,7 +57,15 @@ defmodule ElixirScope do
   @type tracing_level :: :full | :messages_only | :states_only | :minimal | :off
 
   @typedoc "What `trace/2` and `untrace/1` accept."
-  @type target :: pid() | atom() | {:global, term()} | {:via, module(), term()} | :all | :new
+  @type target ::
+          pid()
+          | atom()
+          | {:global, term()}
+          | {:via, module(), term()}
+          | :all
+          | :new
+          | {:processes_running, [module()]}
+          | {:modules_exporting, keyword(non_neg_integer())}
 
   @typedoc "The map `status/0` returns."
   @type status :: %{
@@ -121,6 +129,12 @@ defmodule ElixirScope do
       and `flush/0` writes it. Each store must hold a few flush intervals of events, or it
       fills before the switch and drops (and counts) the rest.
 
+  * `:profile` - start from a named set of these options (`:lightweight_production`,
+    `:deep_dive_dev`, `:phoenix_focus`, or one of the config's), the other options given
+    taking precedence. See `ElixirScope.Profile`.
+  * `:metrics`, `:load`, `:triggers` - sample process metrics into the store, thin the
+    capture under load, raise its detail for a window when something happens. See
+    `ElixirScope.Governor`.
   * `:max_time`, `:max_rate`, `:on_limit` - hard caps: how long the capture may run, how
     many events it may store per window (`{n, ms}`, enforced by the tracer itself), and
     whether reaching one stops it (`:stop`, default) or lowers its level (`{:level,
@@ -132,15 +146,29 @@ defmodule ElixirScope do
   """
   @spec start(keyword()) :: {:ok, pid()} | {:error, term()}
   def start(opts \\ []) do
+    {profile, opts} = Keyword.pop(Args.opts!(opts), :profile)
+    opts = if profile, do: ElixirScope.Profile.options!(profile, opts), else: opts
+
     opts =
       Options.validate!(
         opts,
         Options.store_defaults() ++
-          [trace: [], persist: nil, ui: nil, max_time: nil, max_rate: nil, on_limit: :stop]
+          [
+            trace: [],
+            persist: nil,
+            ui: nil,
+            max_time: nil,
+            max_rate: nil,
+            on_limit: :stop,
+            metrics: nil,
+            load: nil,
+            triggers: []
+          ]
       )
 
     limits = ElixirScope.Limits.options!(opts)
-    opts = Keyword.drop(opts, [:max_time, :max_rate, :on_limit])
+    governor = ElixirScope.Governor.options!(opts)
+    opts = Keyword.drop(opts, [:max_time, :max_rate, :on_limit, :metrics, :load, :triggers])
     {ui, opts} = Keyword.pop(opts, :ui)
     ui = ui && ElixirScope.UI.options!(if(ui == true, do: [], else: ui))
     {targets, opts} = Keyword.pop(opts, :trace)
@@ -150,7 +178,9 @@ defmodule ElixirScope do
     _ = Options.store!(store_opts)
     persist = persist && ElixirScope.Persist.options!(persist)
     {:ok, _} = Application.ensure_all_started(:elixir_scope)
-    server_opts = [persist: persist, limits: limits] ++ store_opts
+
+    server_opts =
+      [persist: persist, limits: limits, profile: profile, governor: governor] ++ store_opts
 
     case DynamicSupervisor.start_child(ElixirScope.Supervisor, {Server, server_opts}) do
       {:ok, pid} ->
@@ -386,7 +416,13 @@ defmodule ElixirScope do
     with pid when pid != nil <- Process.whereis(Server),
          {store, traced, skipped, more} <- safe_call(pid, :status) do
       Store.stats(store)
-      |> Map.merge(%{running: true, traced: traced, skipped: skipped, stopped_by: nil})
+      |> Map.merge(%{
+        running: true,
+        traced: traced,
+        skipped: skipped,
+        stopped_by: nil,
+        governor: ElixirScope.Governor.info()
+      })
       |> Map.merge(more)
     else
       _ -> idle_status()
@@ -428,6 +464,7 @@ defmodule ElixirScope do
       generation: 1,
       profile: nil,
       limits: nil,
+      governor: nil,
       stopped_by: Application.get_env(:elixir_scope, :stopped_by),
       traced: %{
         pids: [],
@@ -453,6 +490,11 @@ defmodule ElixirScope do
   * `:all` - every process (except ElixirScope's own and those with another tracer), and every
     process spawned later.
   * `:new` - processes spawned from now on.
+  * `{:processes_running, modules}` - every process whose GenServer-like callback module (or
+    initial call) is one of `modules`, now and as they appear (checked every second).
+  * `{:modules_exporting, [fun: arity]}` - every loaded module exporting one of these
+    functions (`[__live__: 0]`: Phoenix LiveViews), traced as modules, now and as they load
+    (checked every second).
   * a module - calls of its exported functions (all functions with `locals: true`), with
     arguments, return values and exceptions, in every process.
 
@@ -519,6 +561,19 @@ defmodule ElixirScope do
   end
 
   defp target!(target, _who) when is_pid(target) or is_atom(target), do: target
+
+  defp target!({:processes_running, mods} = t, who) do
+    if is_list(mods) and mods != [] and Enum.all?(mods, &is_atom/1),
+      do: t,
+      else: Args.bad!("#{who} target", t, "{:processes_running, [module]}")
+  end
+
+  defp target!({:modules_exporting, funs} = t, who) do
+    if is_list(funs) and funs != [] and
+         Enum.all?(funs, &match?({f, a} when is_atom(f) and is_integer(a) and a >= 0, &1)),
+       do: t,
+       else: Args.bad!("#{who} target", t, "{:modules_exporting, [fun: arity]}")
+  end
 
   # A global or via name: the process it names now.
   defp target!({:global, _} = name, who), do: via!(name, who)

@@ -231,6 +231,15 @@ defmodule ElixirScope.Query do
   @doc Map.fetch!(@docs, {:count, 1})
   @spec count(keyword()) :: non_neg_integer()
   defdelegate count(filters \\ []), to: ElixirScope.Query.Aggregate
+
+  @doc "A process's sampled metrics; see `ElixirScope.Query.Metrics.samples/2`."
+  defdelegate metrics(target, filters \\ []), to: ElixirScope.Query.Metrics, as: :samples
+
+  @doc "A process's mailbox length at `t`; see `ElixirScope.Query.Metrics.mailbox_at/3`."
+  defdelegate mailbox_at(target, t, opts \\ []), to: ElixirScope.Query.Metrics
+
+  @doc "Processes by mailbox growth; see `ElixirScope.Query.Metrics.top_mailbox_growth/1`."
+  defdelegate top_mailbox_growth(opts \\ []), to: ElixirScope.Query.Metrics
   @doc Map.fetch!(@docs, {:group_by, 2})
   @spec group_by(keyword(), ElixirScope.Query.Aggregate.key()) :: %{term() => pos_integer()}
   defdelegate group_by(filters, key), to: ElixirScope.Query.Aggregate

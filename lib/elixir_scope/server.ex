@@ -17,7 +17,11 @@ defmodule ElixirScope.Server do
     :persist_dir,
     :store_opts,
     :profile,
+    :governor,
     limits: %Limits{},
+    # Targets resolved again every second ({:processes_running, mods}, {:modules_exporting,
+    # funs}): what they cover appears after the trace call too.
+    selectors: [],
     generation: 1,
     state_modules: MapSet.new(),
     pids: MapSet.new(),
@@ -50,7 +54,8 @@ defmodule ElixirScope.Server do
     Process.flag(:trap_exit, true)
     {persist, opts} = Keyword.pop(opts, :persist)
     {limits, opts} = Keyword.pop(opts, :limits, %Limits{})
-    {profile, store_opts} = Keyword.pop(opts, :profile)
+    {profile, opts} = Keyword.pop(opts, :profile)
+    {governor, store_opts} = Keyword.pop(opts, :governor)
     store = Store.new!(store_opts)
 
     case persist && Persist.start(store, persist) do
@@ -74,6 +79,12 @@ defmodule ElixirScope.Server do
 
         Application.delete_env(:elixir_scope, :stopped_by)
 
+        governor =
+          if governor do
+            {:ok, pid} = ElixirScope.Governor.start_link({governor, store, self()})
+            pid
+          end
+
         {:ok,
          %__MODULE__{
            store: store,
@@ -82,6 +93,7 @@ defmodule ElixirScope.Server do
            persist_dir: persist && persist.dir,
            store_opts: store_opts,
            profile: profile,
+           governor: governor,
            limits: Limits.arm(limits, store)
          }}
     end
@@ -180,6 +192,13 @@ defmodule ElixirScope.Server do
 
   def handle_call(:store, _from, s), do: {:reply, s.store, s}
 
+  # The processes whose metrics the governor samples.
+  def handle_call(:traced_pids, _from, %{all: true} = s),
+    do: {:reply, {:all, own_processes(s)}, s}
+
+  def handle_call(:traced_pids, _from, s),
+    do: {:reply, {:pids, Enum.filter(s.pids, &Process.alive?/1)}, s}
+
   # A watch starts: its process is never traced, and what it watches is captured.
   def handle_call({:watch, pid, what}, _from, s) do
     Tracer.untrace_pid(pid, s.store)
@@ -251,6 +270,7 @@ defmodule ElixirScope.Server do
 
     send(s.janitor, {:stores, [s.store]})
     send(s.flusher, {:store, s.store})
+    if s.governor, do: send(s.governor, {:store, s.store})
     {:noreply, %{s | generation: s.generation + 1}}
   end
 
@@ -305,9 +325,24 @@ defmodule ElixirScope.Server do
       {:level, level} ->
         Logger.warning("ElixirScope lowered its tracing level to #{inspect(level)}: #{why}")
         :ok = Store.set_level(s.store, level)
+        ElixirScope.Governor.set_base(level)
         Limits.rearm(limits, s.store)
         {:noreply, s}
     end
+  end
+
+  def handle_info(:reselect, %{selectors: []} = s), do: {:noreply, s}
+
+  def handle_info(:reselect, s) do
+    Process.send_after(self(), :reselect, 1_000)
+
+    s =
+      Enum.reduce(s.selectors, s, fn {sel, opts}, s ->
+        {_, s} = trace(sel, opts, s)
+        s
+      end)
+
+    {:noreply, s}
   end
 
   def handle_info({:DOWN, _, :process, pid, _}, %{watches: w} = s) when is_map_key(w, pid),
@@ -455,6 +490,27 @@ defmodule ElixirScope.Server do
     case Tracer.trace_new(s.store, Tracer.flags()) do
       :ok -> {:ok, %{s | new: true}}
       error -> {error, s}
+    end
+  end
+
+  defp trace({:processes_running, mods} = sel, opts, s) do
+    s = select(sel, opts, s)
+
+    Enum.reduce(Process.list() -- own_processes(s), {:ok, s}, fn pid, {reply, s} ->
+      if running?(pid, mods) and not Tracer.traced_for_itself?(pid, s.store),
+        do: keep_first(reply, trace(pid, Keyword.put(opts, :children, false), s)),
+        else: {reply, s}
+    end)
+  end
+
+  defp trace({:modules_exporting, funs} = sel, opts, s) do
+    s = select(sel, opts, s)
+
+    for {mod, _} <- :code.all_loaded(),
+        not Map.has_key?(s.modules, mod),
+        Enum.any?(funs, fn {f, a} -> function_exported?(mod, f, a) end),
+        reduce: {:ok, s} do
+      {reply, s} -> keep_first(reply, trace_module(mod, opts, s))
     end
   end
 
@@ -655,6 +711,30 @@ defmodule ElixirScope.Server do
     {:ok, %{s | new: false}}
   end
 
+  defp untrace({:processes_running, mods} = sel, s) do
+    s = %{s | selectors: List.keydelete(s.selectors, sel, 0)}
+
+    s =
+      Enum.reduce(s.pids, s, fn pid, s ->
+        if running?(pid, mods), do: elem(untrace(pid, s), 1), else: s
+      end)
+
+    {:ok, s}
+  end
+
+  defp untrace({:modules_exporting, funs} = sel, s) do
+    s = %{s | selectors: List.keydelete(s.selectors, sel, 0)}
+
+    s =
+      Enum.reduce(Map.keys(s.modules), s, fn mod, s ->
+        if Enum.any?(funs, fn {f, a} -> function_exported?(mod, f, a) end),
+          do: elem(untrace(mod, s), 1),
+          else: s
+      end)
+
+    {:ok, s}
+  end
+
   defp untrace(name, s) when is_atom(name) do
     s =
       case Process.whereis(name) do
@@ -672,6 +752,32 @@ defmodule ElixirScope.Server do
       {:ok, s}
     end
   end
+
+  # A selector is resolved again every second (the first time arms the timer).
+  defp select(sel, opts, s) do
+    if s.selectors == [], do: Process.send_after(self(), :reselect, 1_000)
+
+    if List.keymember?(s.selectors, sel, 0),
+      do: s,
+      else: %{s | selectors: [{sel, opts} | s.selectors]}
+  end
+
+  # Whether `pid` runs one of `mods`: its GenServer-like callback module, or its initial call.
+  defp running?(pid, mods) do
+    Tracer.state_module(pid) in mods or
+      case Process.info(pid, :dictionary) do
+        {:dictionary, d} -> initial_module(d[:"$initial_call"]) in mods
+        nil -> false
+      end
+  end
+
+  defp initial_module({m, _, _}), do: m
+  defp initial_module(_), do: nil
+
+  # The first error of a selector's many traces (a process that exited meanwhile is none).
+  defp keep_first(:ok, {{:error, {:dead_process, _}}, s}), do: {:ok, s}
+  defp keep_first(:ok, {reply, s}), do: {reply, s}
+  defp keep_first(error, {_, s}), do: {error, s}
 
   # What a watch needs captured, and how to undo it: calls of functions (patterns set unless
   # the module is traced already), or the messages of a process (traced unless it is already).

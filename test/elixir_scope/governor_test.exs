@@ -1,0 +1,343 @@
+defmodule ElixirScope.GovernorTest do
+  # The governor on real processes: metrics sampled into the store and queried, each trigger
+  # raising detail for its window (recorded), load-aware thinning under real load with
+  # hysteresis, and profiles.
+  use ExUnit.Case, async: false
+  import ElixirScope.ScopeCase
+
+  alias ElixirScope.Query
+
+  doctest ElixirScope.Profile
+  doctest ElixirScope.Query.Metrics
+
+  defmodule Crashy do
+    def run(x), do: raise(ArgumentError, "bad #{x}")
+  end
+
+  setup do
+    ElixirScope.stop()
+
+    on_exit(fn ->
+      ElixirScope.stop()
+      Application.delete_env(:elixir_scope, :profiles)
+    end)
+  end
+
+  defp controls(event),
+    do: for(%{data: %{event: ^event} = d} <- Query.events(kind: :control), do: d)
+
+  defp sleeper, do: spawn(fn -> Process.sleep(:infinity) end)
+
+  # A process that takes every message (a sleeping one leaves them in its signal queue, where
+  # no receive event is emitted until something looks at its mailbox).
+  defp receiver, do: spawn(fn -> receive_all() end)
+
+  defp receive_all do
+    receive do
+      _ -> receive_all()
+    end
+  end
+
+  defp level, do: ElixirScope.status().tracing_level
+
+  describe "metrics" do
+    test "samples land in the store; mailbox at T and top growth are queries over them" do
+      {:ok, _} = ElixirScope.start(metrics: 30)
+      grower = sleeper()
+      quiet = sleeper()
+      :ok = ElixirScope.trace(grower)
+      :ok = ElixirScope.trace(quiet)
+
+      for _ <- 1..6 do
+        Enum.each(1..10, &send(grower, {:msg, &1}))
+        Process.sleep(40)
+      end
+
+      # Two intervals after the last send, a sample sees every message.
+      Process.sleep(100)
+      samples = Query.metrics(grower)
+      assert length(samples) >= 5
+      mailboxes = Enum.map(samples, & &1.mailbox)
+      assert mailboxes == Enum.sort(mailboxes)
+      assert List.last(mailboxes) == 60
+      assert {:message_queue_len, 60} = Process.info(grower, :message_queue_len)
+      assert Enum.all?(samples, &(&1.reductions > 0 and &1.memory > 0))
+
+      middle = Enum.at(samples, 2)
+      assert {:ok, ^middle} = Query.mailbox_at(grower, middle.ts)
+      assert {:ok, %{mailbox: 60}} = Query.mailbox_at(grower, :now)
+      assert Query.mailbox_at(grower, hd(samples).ts - 1) == {:error, :no_sample}
+
+      assert [%{pid: ^grower, growth: growth, from: from, to: to}, %{pid: ^quiet, growth: 0} | _] =
+               Query.top_mailbox_growth()
+
+      assert growth == to.mailbox - from.mailbox and growth > 0
+      assert [%{pid: ^grower}] = Query.top_mailbox_growth(limit: 1)
+    end
+  end
+
+  describe "triggers" do
+    test "an exception in a module raises the level for a window, recorded, then falls back" do
+      {:ok, _} =
+        ElixirScope.start(
+          tracing_level: :minimal,
+          triggers: [{{:exception, Crashy}, tracing_level: :full, for: 400}]
+        )
+
+      :ok = ElixirScope.trace(:new)
+      {pid, ref} = spawn_monitor(fn -> Crashy.run(1) end)
+      assert_receive {:DOWN, ^ref, _, _, _}
+      wait_until(fn -> level() == :full end)
+
+      assert [%{trigger: {:exception, Crashy}, cause: %{seq: seq, pid: ^pid}, for: 400}] =
+               controls(:trigger)
+
+      assert [%{kind: :exit, pid: ^pid}] = Query.events(after_seq: seq - 1, before_seq: seq + 1)
+      assert [%{fired: 1, active: true}] = ElixirScope.status().governor.triggers
+      wait_until(fn -> level() == :minimal end)
+      assert [%{trigger: {:exception, Crashy}}] = controls(:trigger_ended)
+    end
+
+    test "an exit of a named process fires, traced or not" do
+      name = :governor_test_victim
+      victim = spawn(fn -> receive(do: (:stop -> :ok)) end)
+      Process.register(victim, name)
+
+      {:ok, _} =
+        ElixirScope.start(
+          tracing_level: :states_only,
+          triggers: [{{:exit, name}, tracing_level: :full, sample_rate: 1.0, for: 60_000}]
+        )
+
+      Process.sleep(250)
+      assert level() == :states_only
+      send(victim, :stop)
+      wait_until(fn -> level() == :full end)
+
+      assert [%{trigger: {:exit, ^name}, cause: %{pid: ^victim, reason: :normal}}] =
+               controls(:trigger)
+    end
+
+    test "a DSL pattern, a mailbox over n and a custom function each fire" do
+      me = self()
+
+      {:ok, _} =
+        ElixirScope.start(
+          tracing_level: :messages_only,
+          metrics: 30,
+          triggers: [
+            {{:match, [kind: :receive, message: "{:alarm, level} when level > 2"]},
+             tracing_level: :full, for: 60_000},
+            {{:mailbox, 5}, sample_by: :event, for: 60_000},
+            {{:fn,
+              fn events ->
+                send(me, {:checked, length(events)}) && Enum.any?(events, &(&1.data == :ping))
+              end}, sample_rate: 0.9, for: 60_000}
+          ]
+        )
+
+      p = sleeper()
+      :ok = ElixirScope.trace(p)
+      send(p, {:alarm, 1})
+      Process.sleep(300)
+      assert controls(:trigger) == []
+      send(p, {:alarm, 3})
+      wait_until(fn -> level() == :full end)
+      assert [%{trigger: {:match, _}, cause: %{pid: ^p}}] = controls(:trigger)
+
+      Enum.each(1..6, &send(p, {:fill, &1}))
+      wait_until(fn -> ElixirScope.status().sample_by == :event end)
+
+      assert %{cause: %{pid: ^p, mailbox: n}} =
+               Enum.find(controls(:trigger), &match?(%{trigger: {:mailbox, 5}}, &1))
+
+      assert n > 5
+
+      assert_receive {:checked, _}
+      assert ElixirScope.status().sample_rate == 1.0
+      send(p, :ping)
+      wait_until(fn -> ElixirScope.status().sample_rate < 0.95 end)
+      assert length(controls(:trigger)) == 3
+    end
+
+    test "save: writes the trace so far, which open/1 reads back" do
+      dir = Path.join(System.tmp_dir!(), "es_trigger_#{System.unique_integer([:positive])}")
+      on_exit(fn -> File.rm_rf!(dir) end)
+
+      {:ok, _} =
+        ElixirScope.start(
+          triggers: [{{:match, [kind: :receive, message: ":save_now"]}, save: dir, for: 100}]
+        )
+
+      p = receiver()
+      :ok = ElixirScope.trace(p)
+      send(p, :save_now)
+      wait_until(fn -> controls(:trigger) != [] end)
+      [%{saved: path}] = controls(:trigger)
+      assert String.starts_with?(path, dir)
+      {:ok, trace} = ElixirScope.open(path)
+      assert Enum.any?(Query.events(store: trace, kind: :receive), &(&1.data == :save_now))
+    end
+
+    test "bad triggers are refused at start" do
+      assert_raise ArgumentError, ~r/invalid trigger condition \{:nope, 1\}/, fn ->
+        ElixirScope.start(triggers: [{{:nope, 1}, for: 10}])
+      end
+
+      assert_raise ArgumentError, ~r/invalid query pattern/, fn ->
+        ElixirScope.start(triggers: [{{:match, [message: "{:x, "]}, for: 10}])
+      end
+
+      assert_raise ArgumentError, ~r/invalid :tracing_level :loud/, fn ->
+        ElixirScope.start(triggers: [{{:mailbox, 3}, tracing_level: :loud}])
+      end
+
+      refute ElixirScope.running?()
+    end
+  end
+
+  describe "load-aware capture" do
+    test "busy schedulers thin the capture; it is restored once load stays low" do
+      {:ok, _} =
+        ElixirScope.start(
+          load: [
+            scheduler: 0.6,
+            interval: 100,
+            calm: 3,
+            restore_below: 0.5,
+            thin_to: [tracing_level: :minimal, sample_rate: 0.5]
+          ]
+        )
+
+      Process.sleep(350)
+      assert ElixirScope.status().governor.load.state == :normal
+      spinners = for _ <- 1..System.schedulers_online(), do: spawn(fn -> spin() end)
+      wait_until(fn -> ElixirScope.status().governor.load.state == :thinned end, 600)
+      st = ElixirScope.status()
+      assert {st.tracing_level, st.sample_rate} == {:minimal, 0.5}
+      assert [%{state: :thinned, why: [scheduler: u]}] = controls(:load)
+      assert u > 0.6
+
+      Enum.each(spinners, &Process.exit(&1, :kill))
+      wait_until(fn -> ElixirScope.status().governor.load.state == :normal end, 600)
+      st = ElixirScope.status()
+      assert {st.tracing_level, st.sample_rate} == {:full, 1.0}
+      assert [%{state: :thinned}, %{state: :normal}] = controls(:load)
+    end
+
+    test "a traced mailbox over its threshold thins, with hysteresis until it drains" do
+      {:ok, _} = ElixirScope.start(load: [scheduler: 1.0, mailbox: 100, interval: 50, calm: 2])
+      parent = self()
+
+      p =
+        spawn(fn ->
+          receive(do: (:drain -> :ok))
+          drain()
+          send(parent, :drained)
+          Process.sleep(:infinity)
+        end)
+
+      :ok = ElixirScope.trace(p)
+      Enum.each(1..150, &send(p, {:work, &1}))
+      wait_until(fn -> level() == :minimal end)
+      assert [%{state: :thinned, why: [mailbox: 150]}] = controls(:load)
+      # Still 80 waiting (over 70% of the threshold): stays thin.
+      send(p, :drain)
+      assert_receive :drained
+      wait_until(fn -> level() == :full end)
+      assert [%{state: :thinned}, %{state: :normal}] = controls(:load)
+    end
+  end
+
+  describe "profiles" do
+    test "a built-in profile with overrides; status names it" do
+      {:ok, _} = ElixirScope.start(profile: :deep_dive_dev, max_events: 5_000)
+      st = ElixirScope.status()
+
+      assert {st.profile, st.capacity, st.tracing_level, st.traced.all} ==
+               {:deep_dive_dev, 5_000, :full, true}
+
+      assert st.governor.metrics.interval == 1_000
+    end
+
+    test "lightweight_production is capped, sampled and load-aware" do
+      {:ok, _} = ElixirScope.start(profile: :lightweight_production)
+      st = ElixirScope.status()
+
+      assert {st.tracing_level, st.rate_cap} == {:states_only, {20_000, 1_000}}
+      assert_in_delta st.sample_rate, 0.1, 1.0e-6
+
+      assert st.governor.load.state == :normal
+    end
+
+    test "user-defined profiles from the config, and unknown names refused" do
+      Application.put_env(:elixir_scope, :profiles,
+        mine: [tracing_level: :messages_only, max_events: 1_234]
+      )
+
+      {:ok, _} = ElixirScope.start(profile: :mine, sample_rate: 0.5)
+      st = ElixirScope.status()
+
+      assert {st.profile, st.tracing_level, st.capacity, st.sample_rate} ==
+               {:mine, :messages_only, 1_234, 0.5}
+
+      ElixirScope.stop()
+
+      assert_raise ArgumentError, ~r/unknown profile :theirs \(profiles: .*:mine/, fn ->
+        ElixirScope.start(profile: :theirs)
+      end
+    end
+
+    test "phoenix_focus traces LiveView and channel processes by their modules, also those started later" do
+      {:ok, early} = GenServer.start(Phoenix.LiveView.Channel, MyAppWeb.TestLive)
+      bystander = sleeper()
+      {:ok, _} = ElixirScope.start(profile: :phoenix_focus)
+      {:ok, late} = GenServer.start(Phoenix.LiveView.Channel, MyAppWeb.TestLive)
+      wait_until(fn -> late in ElixirScope.status().traced.pids end, 600)
+      assert early in ElixirScope.status().traced.pids
+      refute bystander in ElixirScope.status().traced.pids
+      assert MyAppWeb.TestLive in ElixirScope.status().traced.modules
+
+      for p <- [early, late] do
+        assert GenServer.call(p, {:event, "inc"}) == 1
+
+        assert Enum.any?(
+                 Query.events(pid: p, kind: :receive),
+                 &match?({:"$gen_call", _, {:event, "inc"}}, &1.data)
+               )
+
+        assert [%{data: ["inc", %{count: 0}]}] =
+                 Query.events(pid: p, kind: :call, mfa: {MyAppWeb.TestLive, :handle_event, 2})
+
+        assert {:ok, %{assigns: %{count: 1}}} = Query.state_at(p, :now)
+      end
+    end
+  end
+
+  defp spin, do: spin()
+
+  defp drain do
+    receive do
+      {:work, _} -> drain()
+    after
+      0 -> :ok
+    end
+  end
+end
+
+defmodule Phoenix.LiveView.Channel do
+  # A stand-in for Phoenix's LiveView process: a GenServer running a LiveView module's callbacks.
+  use GenServer
+  def init(view), do: {:ok, %{view: view, assigns: %{count: 0}}}
+
+  def handle_call({:event, name}, _from, %{view: view, assigns: a} = s) do
+    {:noreply, a} = view.handle_event(name, a)
+    {:reply, a.count, %{s | assigns: a}}
+  end
+end
+
+defmodule MyAppWeb.TestLive do
+  # A stand-in for a LiveView module (it exports __live__/0, as `use Phoenix.LiveView` does).
+  def __live__, do: %{kind: :view}
+  def handle_event("inc", %{count: n} = a), do: {:noreply, %{a | count: n + 1}}
+end
