@@ -28,6 +28,7 @@ defmodule Bench.Server do
 end
 
 defmodule Bench.Capture do
+  import Bitwise
   @n String.to_integer(System.get_env("BENCH_N", "100000"))
   @events_per_call 4
   @flags [:send, :receive, :procs, :call]
@@ -106,6 +107,8 @@ defmodule Bench.Capture do
       {"ElixirScope, cold memory", fn -> elixir_scope(:cold) end},
       {"ElixirScope, no receive pattern", fn -> elixir_scope(:warm, false) end},
       {"ElixirScope, persisted", fn -> elixir_scope_persisted() end},
+      {"ElixirScope, rate cap armed", fn -> elixir_scope(:warm, true, 1, :rate_cap) end},
+      {"ElixirScope.watch, printing to a null device", fn -> elixir_scope_watch() end},
       {":dbg (process tracer)",
        fn ->
          run(
@@ -158,12 +161,14 @@ defmodule Bench.Capture do
   # first, so every byte is freshly committed, as in a VM's very first capture. With the receive
   # trace pattern that tells timeouts from messages, as a running capture sets it (`timeouts?`
   # false leaves it out, to show what it costs).
-  defp elixir_scope(memory, timeouts? \\ true, pairs \\ 1) do
+  defp elixir_scope(memory, timeouts? \\ true, pairs \\ 1, cap \\ nil) do
     if memory == :cold, do: Store.release_memory()
 
     run(
       fn servers ->
         store = Store.new!(max_events: expected() * 2 * pairs)
+        # A cap it never reaches: what counting every event against it costs.
+        if cap, do: :ok = ElixirScope.Native.store_set_rate_cap(Store.ref(store), 1 <<< 40, 1_000)
         if timeouts?, do: true = Tracer.mark_timeouts()
         for s <- servers, do: :ok = Tracer.trace_pid(s, store, @flags)
         store
@@ -176,6 +181,61 @@ defmodule Bench.Capture do
       end,
       pairs
     )
+  end
+
+  # ElixirScope.watch on the server's handle_call/3 with a guard every call passes, printing
+  # every call (N lines) to a device that discards them; done when the last line is printed.
+  # The watch joins a running capture (one it started itself would have its 50,000 events a
+  # second cap, which this loop exceeds).
+  defp elixir_scope_watch do
+    run(
+      fn [s] ->
+        {:ok, _} = ElixirScope.start(max_events: expected() * 2)
+        device = spawn(fn -> null_device(0, nil) end)
+
+        {:ok, watch} =
+          ElixirScope.watch("Bench.Server.handle_call({:inc, by}, _, n) when by > 0",
+            limit: n(),
+            time: 600_000,
+            io: device
+          )
+
+        # Into the watch's capture, as ElixirScope.trace/2 would (without state recording).
+        :ok = Tracer.trace_pid(s, Store.default(), @flags)
+        {device, watch}
+      end,
+      # The watch's first line, then one per call (or the watch stopped: no waiting forever).
+      fn {device, watch} -> null_device_count(device) >= n() + 1 or not Process.alive?(watch) end,
+      fn {device, watch} ->
+        ref = Process.monitor(watch)
+        ElixirScope.unwatch(watch)
+        receive do: ({:DOWN, ^ref, _, _, _} -> :ok)
+        st = Store.stats(Store.default())
+        # (less its first and last lines)
+        printed = null_device_count(device) - 2
+        ElixirScope.stop()
+        Process.exit(device, :kill)
+        %{stored: st.events, dropped: st.dropped, bytes: st.bytes, printed: printed}
+      end
+    )
+  end
+
+  # An io device that takes every request and answers :ok, counting them.
+  defp null_device(count, _) do
+    receive do
+      {:io_request, from, ref, _req} ->
+        send(from, {:io_reply, ref, :ok})
+        null_device(count + 1, nil)
+
+      {:count, from} ->
+        send(from, {:count, count})
+        null_device(count, nil)
+    end
+  end
+
+  defp null_device_count(device) do
+    send(device, {:count, self()})
+    receive do: ({:count, c} -> c)
   end
 
   # ElixirScope writing the capture to disk as it runs (a flusher every 100 ms, as
@@ -278,7 +338,12 @@ if "W1" in parts do
           ),
           Harness.f(r.cpu / calls),
           if(untraced?, do: "-", else: Harness.f((r.cpu - base_cpu) * 1000 / events, 0)),
-          if(name in [untraced, floor], do: "-", else: "#{e[:stored]}/#{e[:dropped]}"),
+          if(name in [untraced, floor],
+            do: "-",
+            else:
+              "#{e[:stored]}/#{e[:dropped]}" <>
+                if(e[:printed], do: " (#{e[:printed]} printed)", else: "")
+          ),
           case e[:bytes] do
             nil -> "-"
             b -> "#{Harness.f(b / 1_048_576, 1)} MiB"

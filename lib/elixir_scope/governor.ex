@@ -68,13 +68,13 @@ defmodule ElixirScope.Governor do
   end
 
   defp metrics!(nil), do: nil
-  defp metrics!(ms) when is_integer(ms) and ms >= 10, do: %{interval: ms, max_processes: 100}
+  defp metrics!(ms) when is_integer(ms) and ms >= 100, do: %{interval: ms, max_processes: 100}
 
   defp metrics!(opts) when is_list(opts) do
     opts = Options.validate!(opts, interval: @scan_default, max_processes: 100)
 
     %{
-      interval: int!(:interval, opts[:interval], 10),
+      interval: int!(:interval, opts[:interval], 100),
       max_processes: int!(:max_processes, opts[:max_processes], 1)
     }
   end
@@ -84,7 +84,7 @@ defmodule ElixirScope.Governor do
       Args.bad!(
         :metrics,
         other,
-        "an interval in ms (at least 10) or [interval: ms, max_processes: n]"
+        "an interval in ms (at least 100) or [interval: ms, max_processes: n]"
       )
 
   defp load!(nil), do: nil
@@ -142,7 +142,8 @@ defmodule ElixirScope.Governor do
       save: action[:save] && Args.path!(action[:save], :save),
       fired: 0,
       until: nil,
-      monitored: nil
+      monitored: nil,
+      exited: nil
     }
   end
 
@@ -230,7 +231,7 @@ defmodule ElixirScope.Governor do
     # Load is first measured over a whole interval (the start itself is busy).
     if s.load, do: Process.send_after(self(), :load, s.load.interval)
     if s.triggers != [], do: send(self(), :triggers)
-    {:ok, %{s | applied: s.base, wall: s.load && wall_time()}}
+    {:ok, %{s | applied: current(store), base: current(store), wall: s.load && wall_time()}}
   end
 
   @impl true
@@ -304,14 +305,21 @@ defmodule ElixirScope.Governor do
 
   def handle_info(:triggers, s) do
     Process.send_after(self(), :triggers, @trigger_tick)
-    upto = Store.stats(s.store).published_seq
+    published = Store.stats(s.store).published_seq
     now = System.monotonic_time(:millisecond)
+    # The events since the last tick, ElixirScope's own left out, a page at most: the rest is
+    # the next tick's (nothing is skipped under load; detection just lags).
+    events =
+      Query.events(
+        store: s.store,
+        after_seq: s.after_seq,
+        before_seq: published + 1,
+        limit: @page,
+        not: [kind: [:control, :metrics]]
+      )
 
-    fresh = fn ->
-      Query.events(store: s.store, after_seq: s.after_seq, before_seq: upto + 1, limit: @page)
-    end
-
-    {triggers, s} = Enum.map_reduce(s.triggers, s, &check(&1, &2, upto, fresh))
+    upto = if length(events) == @page, do: List.last(events).seq, else: published
+    {triggers, s} = Enum.map_reduce(s.triggers, s, &check(&1, &2, upto, events))
     s = %{s | triggers: triggers, after_seq: upto}
     # Windows that ended.
     {triggers, ended} =
@@ -322,7 +330,14 @@ defmodule ElixirScope.Governor do
       end)
 
     s = %{s | triggers: triggers}
-    Enum.each(ended, &control(s, %{event: :trigger_ended, trigger: &1.condition}))
+
+    # A trigger that saves writes the trace again as its window ends: the raised detail is on
+    # disk too.
+    Enum.each(ended, fn t ->
+      saved = t.save && save(s.store, t.save)
+      control(s, %{event: :trigger_ended, trigger: t.condition, saved: saved})
+    end)
+
     {:noreply, if(ended != [], do: apply_settings(s), else: s)}
   end
 
@@ -337,7 +352,8 @@ defmodule ElixirScope.Governor do
     {triggers, s} =
       Enum.map_reduce(s.triggers, s, fn
         %{condition: {:exit, _}, monitored: ^pid} = t, s ->
-          fire(%{t | monitored: nil}, s, %{pid: pid, reason: reason})
+          # Fired once for this process: a name is watched again once it names another.
+          fire(%{t | monitored: nil, exited: pid}, s, %{pid: pid, reason: reason})
 
         t, s ->
           {t, s}
@@ -349,9 +365,9 @@ defmodule ElixirScope.Governor do
   def handle_info(_msg, s), do: {:noreply, s}
 
   # One trigger's condition, checked on the events since the last tick.
-  defp check(%{condition: {:exception, mod}} = t, s, _upto, fresh) do
+  defp check(%{condition: {:exception, mod}} = t, s, _upto, events) do
     hit =
-      Enum.find(fresh.(), fn
+      Enum.find(events, fn
         %{kind: :exception, mfa: {^mod, _, _}} -> true
         %{kind: :exit, data: {_, [{^mod, _, _, _} | _]}} -> true
         _ -> false
@@ -360,7 +376,7 @@ defmodule ElixirScope.Governor do
     if hit, do: fire(t, s, %{seq: hit.seq, pid: hit.pid}), else: {t, s}
   end
 
-  defp check(%{condition: {:match, filters}} = t, s, upto, _fresh) do
+  defp check(%{condition: {:match, filters}} = t, s, upto, _events) do
     case Query.find(
            filters ++ [store: s.store, after_seq: s.after_seq, before_seq: upto + 1, limit: 1]
          ) do
@@ -369,8 +385,8 @@ defmodule ElixirScope.Governor do
     end
   end
 
-  defp check(%{condition: {:fn, fun}} = t, s, _upto, fresh) do
-    case fresh.() do
+  defp check(%{condition: {:fn, fun}} = t, s, _upto, events) do
+    case events do
       [] ->
         {t, s}
 
@@ -379,7 +395,7 @@ defmodule ElixirScope.Governor do
     end
   end
 
-  defp check(%{condition: {:exit, target}} = t, s, _upto, _fresh) do
+  defp check(%{condition: {:exit, target}} = t, s, _upto, _events) do
     # Monitored directly: an exit is seen whether the process is traced or not.
     case Map.get(t, :monitored) do
       pid when is_pid(pid) ->
@@ -387,17 +403,17 @@ defmodule ElixirScope.Governor do
 
       _ ->
         case if(is_pid(target), do: target, else: Process.whereis(target)) do
-          pid when is_pid(pid) ->
+          pid when is_pid(pid) and pid != t.exited ->
             Process.monitor(pid)
-            {Map.put(t, :monitored, pid), s}
+            {%{t | monitored: pid}, s}
 
-          nil ->
+          _ ->
             {t, s}
         end
     end
   end
 
-  defp check(t, s, _upto, _fresh), do: {t, s}
+  defp check(t, s, _upto, _events), do: {t, s}
 
   defp safe_fun(fun, events) do
     fun.(events) == true
@@ -460,20 +476,38 @@ defmodule ElixirScope.Governor do
   # The settings in force: thinned under load, else the active triggers' (the last fired wins
   # where they differ), else the base.
   defp apply_settings(s) do
+    # Settings changed by somebody else since (ElixirScope.set_level/1, set_sampling/2, a
+    # limit's fallback) become the base to come back to.
+    s =
+      case current(s.store) do
+        now when s.applied != nil -> if same?(now, s.applied), do: s, else: %{s | base: now}
+        _ -> s
+      end
+
     active = s.triggers |> Enum.filter(& &1.until) |> Enum.sort_by(& &1.until)
     raised = Enum.reduce(active, s.base, &Keyword.merge(&2, &1.settings))
     wanted = if s.thinned, do: Keyword.merge(raised, s.load.thin_to), else: raised
 
-    if wanted != s.applied do
-      level = wanted[:tracing_level]
-      :ok = Store.set_level(s.store, level)
+    if s.applied == nil or not same?(wanted, s.applied) do
+      :ok = Store.set_level(s.store, wanted[:tracing_level])
       :ok = Store.set_sampling(s.store, wanted[:sample_rate], wanted[:sample_by])
     end
 
-    %{s | applied: wanted}
+    # As the store reads them back (its sample rate is a fixed-point fraction).
+    %{s | applied: current(s.store)}
   end
 
   defp control(s, data), do: Store.record_control(s.store, data)
+
+  defp same?(a, b) do
+    a[:tracing_level] == b[:tracing_level] and a[:sample_by] == b[:sample_by] and
+      abs(a[:sample_rate] - b[:sample_rate]) < 1.0e-6
+  end
+
+  defp current(store) do
+    st = Store.stats(store)
+    [tracing_level: st.tracing_level, sample_rate: st.sample_rate, sample_by: st.sample_by]
+  end
 
   # Which thresholds the measures cross, scaled by `factor`.
   defp over(m, load, factor) do

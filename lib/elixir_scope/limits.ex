@@ -44,7 +44,7 @@ defmodule ElixirScope.Limits do
       iex> ElixirScope.Limits.options!(max_rate: {100, 1_000}).max_rate
       {100, 1000}
       iex> ElixirScope.Limits.options!(max_rate: 100)
-      ** (ArgumentError) invalid :max_rate 100, expected {n, ms}: at most n events per ms milliseconds (positive integers, ms at most 86400000)
+      ** (ArgumentError) invalid :max_rate 100, expected {n, ms}: at most n events per ms milliseconds (positive integers, n at most 8388608, ms at most 86400000)
   """
   @spec options!(keyword()) :: t()
   def options!(opts) do
@@ -63,14 +63,15 @@ defmodule ElixirScope.Limits do
   def max_rate!(nil), do: nil
 
   def max_rate!({n, ms} = rate)
-      when is_integer(n) and n > 0 and is_integer(ms) and ms > 0 and ms <= 86_400_000,
+      when is_integer(n) and n > 0 and n <= 8_388_608 and is_integer(ms) and ms > 0 and
+             ms <= 86_400_000,
       do: rate
 
   def max_rate!(other) do
     Args.bad!(
       :max_rate,
       other,
-      "{n, ms}: at most n events per ms milliseconds (positive integers, ms at most 86400000)"
+      "{n, ms}: at most n events per ms milliseconds (positive integers, n at most 8388608, ms at most 86400000)"
     )
   end
 

@@ -32,9 +32,17 @@ defmodule ElixirScope.Server do
     # recorded (trace(:new), trace(:all), trace(pid) with children).
     watch_new: false,
     skipped: [],
-    # Running watches (ElixirScope.watch/2,3): pid => what the server set up for it, undone
-    # when it ends.
-    watches: %{}
+    # Running watches (ElixirScope.watch/2,3): pid => %{what:, io:}. The patterns the watches
+    # set and the processes they traced are undone when no watch needs them any more.
+    watches: %{},
+    watch_patterns: MapSet.new(),
+    watch_traced: MapSet.new(),
+    # Started by a watch: stops once the last watch is gone.
+    by_watch: false,
+    # Per {:processes_running, _} selector, the pids it looked at already (only new
+    # processes are examined); the timer of the next look, while there are selectors.
+    selected: %{},
+    reselect: nil
   ]
 
   def start_link(opts), do: GenServer.start_link(__MODULE__, opts, name: __MODULE__)
@@ -161,6 +169,8 @@ defmodule ElixirScope.Server do
 
   @impl true
   def handle_call({:trace, target, opts}, {caller, _}, s) do
+    # Traced by the user now: no watch's end untraces it.
+    s = %{s | watch_traced: MapSet.delete(s.watch_traced, target)}
     {reply, s} = trace(target, Keyword.put(opts, :caller, caller), s)
     {:reply, reply, s}
   end
@@ -199,23 +209,31 @@ defmodule ElixirScope.Server do
   def handle_call(:traced_pids, _from, s),
     do: {:reply, {:pids, Enum.filter(s.pids, &Process.alive?/1)}, s}
 
-  # A watch starts: its process is never traced, and what it watches is captured.
-  def handle_call({:watch, pid, what}, _from, s) do
-    Tracer.untrace_pid(pid, s.store)
-    # Listed first, so that tracing every process for calls leaves it out.
-    s = %{s | watches: Map.put(s.watches, pid, {:pending, nil})}
+  # A watch starts: its process and its output device are never traced, and what it watches
+  # is captured.
+  def handle_call({:watch, pid, what, io}, _from, s) do
+    quiet = [pid | io_chain(io)]
+    Enum.each(quiet, &quiet(&1, s.store))
+    # Listed first, so that tracing every process for calls leaves them out.
+    s = %{s | watches: Map.put(s.watches, pid, %{what: :pending, io: io})}
 
     case watch(what, s) do
-      {:ok, undo, s} ->
+      {:ok, s} ->
         Process.monitor(pid)
-        {:reply, :ok, %{s | watches: Map.put(s.watches, pid, undo)}}
+        {:reply, :ok, %{s | watches: Map.put(s.watches, pid, %{what: what, io: io})}}
 
       {error, s} ->
         {:reply, error, %{s | watches: Map.delete(s.watches, pid)}}
     end
   end
 
-  def handle_call({:unwatch, pid}, _from, s), do: {:reply, :ok, unwatch(pid, s)}
+  # A watch ends; the answer tells it to stop the capture when it started it and is the last.
+  def handle_call({:unwatch, pid}, _from, s) do
+    s = unwatch(pid, s)
+    {:reply, if(s.by_watch and s.watches == %{}, do: :stop_capture, else: :ok), s}
+  end
+
+  def handle_call(:by_watch, _from, s), do: {:reply, :ok, %{s | by_watch: true}}
 
   def handle_call(:flush, _from, %{persist_dir: nil} = s),
     do: {:reply, {:error, :not_persisted}, s}
@@ -271,6 +289,7 @@ defmodule ElixirScope.Server do
     send(s.janitor, {:stores, [s.store]})
     send(s.flusher, {:store, s.store})
     if s.governor, do: send(s.governor, {:store, s.store})
+    for pid <- Map.keys(s.watches), do: send(pid, {:store, s.store})
     {:noreply, %{s | generation: s.generation + 1}}
   end
 
@@ -331,10 +350,11 @@ defmodule ElixirScope.Server do
     end
   end
 
-  def handle_info(:reselect, %{selectors: []} = s), do: {:noreply, s}
+  # The timer ends with the last selector (and is armed again by the next one).
+  def handle_info(:reselect, %{selectors: []} = s), do: {:noreply, %{s | reselect: nil}}
 
   def handle_info(:reselect, s) do
-    Process.send_after(self(), :reselect, 1_000)
+    s = %{s | reselect: Process.send_after(self(), :reselect, 1_000)}
 
     s =
       Enum.reduce(s.selectors, s, fn {sel, opts}, s ->
@@ -345,8 +365,11 @@ defmodule ElixirScope.Server do
     {:noreply, s}
   end
 
-  def handle_info({:DOWN, _, :process, pid, _}, %{watches: w} = s) when is_map_key(w, pid),
-    do: {:noreply, unwatch(pid, s)}
+  # A watch gone without saying so (killed): undone; the last one takes a capture it started.
+  def handle_info({:DOWN, _, :process, pid, _}, %{watches: w} = s) when is_map_key(w, pid) do
+    s = unwatch(pid, s)
+    if s.by_watch and s.watches == %{}, do: {:stop, :normal, s}, else: {:noreply, s}
+  end
 
   def handle_info({:EXIT, pid, reason}, %{flusher: pid} = s) when reason != :normal do
     Logger.error("ElixirScope's trace writer stopped: #{inspect(reason)}")
@@ -358,7 +381,9 @@ defmodule ElixirScope.Server do
   @impl true
   def terminate(_reason, s) do
     if s.flusher, do: Process.exit(s.flusher, :kill)
-    watched = for {_, {:calls, set}} <- s.watches, {mod, _, _} <- set, do: mod
+    # Linked, but a :normal stop does not take it along.
+    if s.governor, do: Process.exit(s.governor, :kill)
+    watched = for {mod, _, _} <- s.watch_patterns, do: mod
     cleanup(s.store, Map.keys(s.modules) ++ MapSet.to_list(s.state_modules) ++ watched)
     # Cleaned up here: the janitor can go. (It gets this before the server's :DOWN.)
     send(s.janitor, :done)
@@ -495,8 +520,14 @@ defmodule ElixirScope.Server do
 
   defp trace({:processes_running, mods} = sel, opts, s) do
     s = select(sel, opts, s)
+    # Each process is looked at once (its dictionary is copied to find its initial call).
+    all = Process.list()
+    seen = Map.get(s.selected, sel, MapSet.new())
+    fresh = Enum.reject(all -- own_processes(s), &(&1 in seen))
+    seen = MapSet.intersection(MapSet.new(all), MapSet.union(seen, MapSet.new(fresh)))
+    s = %{s | selected: Map.put(s.selected, sel, seen)}
 
-    Enum.reduce(Process.list() -- own_processes(s), {:ok, s}, fn pid, {reply, s} ->
+    Enum.reduce(fresh, {:ok, s}, fn pid, {reply, s} ->
       if running?(pid, mods) and not Tracer.traced_for_itself?(pid, s.store),
         do: keep_first(reply, trace(pid, Keyword.put(opts, :children, false), s)),
         else: {reply, s}
@@ -701,7 +732,9 @@ defmodule ElixirScope.Server do
 
   defp untrace(:all, s) do
     Tracer.untrace_all(s.store)
-    s = %{s | pids: MapSet.new(), all: false, new: false}
+    # Process selectors go too: they would trace processes again.
+    selectors = Enum.reject(s.selectors, &match?({{:processes_running, _}, _}, &1))
+    s = %{s | pids: MapSet.new(), all: false, new: false, selectors: selectors, selected: %{}}
     # Traced modules stay traced (status says so): their calls need :call everywhere again.
     if map_size(s.modules) > 0, do: call_everywhere(s), else: {:ok, s}
   end
@@ -712,7 +745,11 @@ defmodule ElixirScope.Server do
   end
 
   defp untrace({:processes_running, mods} = sel, s) do
-    s = %{s | selectors: List.keydelete(s.selectors, sel, 0)}
+    s = %{
+      s
+      | selectors: List.keydelete(s.selectors, sel, 0),
+        selected: Map.delete(s.selected, sel)
+    }
 
     s =
       Enum.reduce(s.pids, s, fn pid, s ->
@@ -779,62 +816,104 @@ defmodule ElixirScope.Server do
   defp keep_first(:ok, {reply, s}), do: {reply, s}
   defp keep_first(error, {_, s}), do: {error, s}
 
-  # What a watch needs captured, and how to undo it: calls of functions (patterns set unless
-  # the module is traced already), or the messages of a process (traced unless it is already).
-  defp watch({:calls, {mod, _, _} = spec}, s) do
-    if Map.has_key?(s.modules, mod) do
-      with_calls({:ok, {:calls, []}, s})
-    else
-      case Tracer.trace_functions(Tracer.functions_of(spec)) do
-        {:ok, set} ->
-          send(s.janitor, {:traced_module, mod})
-          with_calls({:ok, {:calls, set}, s})
+  # What a watch needs captured: calls of functions (patterns set unless the module is traced
+  # already), or the messages of a process (traced unless it is already).
+  defp watch({:calls, {mod, _, _} = spec, returns?}, s) do
+    cond do
+      Map.has_key?(s.modules, mod) ->
+        call_everywhere(s)
 
-        error ->
-          {error, s}
-      end
+      true ->
+        case Tracer.trace_functions(Tracer.functions_of(spec), returns?) do
+          {:ok, set} ->
+            send(s.janitor, {:traced_module, mod})
+            s = %{s | watch_patterns: MapSet.union(s.watch_patterns, MapSet.new(set))}
+
+            case call_everywhere(s) do
+              {:ok, s} -> {:ok, s}
+              {error, s} -> {error, release_patterns(set, s)}
+            end
+
+          error ->
+            {error, s}
+        end
     end
   end
 
   defp watch({:messages, pid}, s) do
-    if s.all or pid in s.pids do
-      {:ok, {:messages, nil}, s}
-    else
-      case trace(pid, [children: false], s) do
-        {:ok, s} -> {:ok, {:messages, pid}, s}
-        {error, s} -> {error, s}
-      end
-    end
-  end
+    cond do
+      pid in own_processes(s) ->
+        {{:error,
+          {:refused, pid, "ElixirScope's own process: watching it would trace the tracer"}}, s}
 
-  defp with_calls({:ok, undo, s}) do
-    case call_everywhere(s) do
-      {:ok, s} -> {:ok, undo, s}
-      {error, s} -> {error, s}
+      s.all or pid in s.pids ->
+        {:ok, s}
+
+      true ->
+        case trace(pid, [children: false], s) do
+          {:ok, s} -> {:ok, %{s | watch_traced: MapSet.put(s.watch_traced, pid)}}
+          {error, s} -> {error, s}
+        end
     end
   end
 
   defp unwatch(pid, s) do
-    {undo, watches} = Map.pop(s.watches, pid)
+    {entry, watches} = Map.pop(s.watches, pid)
     s = %{s | watches: watches}
 
-    case undo do
-      {:calls, set} ->
-        others = watches |> Map.values() |> Enum.flat_map(fn {_, set} -> List.wrap(set) end)
-        Tracer.untrace_functions(set -- others)
+    case entry do
+      %{what: {:calls, spec, _}} ->
+        s = release_patterns(Tracer.functions_of(spec), s)
 
         if map_size(s.modules) == 0 and not s.all and
-             not Enum.any?(Map.values(watches), &match?({:calls, _}, &1)),
+             not Enum.any?(Map.values(watches), &match?(%{what: {:calls, _, _}}, &1)),
            do: Tracer.untrace_call_only(s.store)
 
         s
 
-      {:messages, target} when is_pid(target) ->
-        elem(untrace(target, s), 1)
+      %{what: {:messages, target}} ->
+        needed? = Enum.any?(Map.values(watches), &(&1.what == {:messages, target}))
+
+        if target in s.watch_traced and not needed?,
+          do:
+            elem(untrace(target, %{s | watch_traced: MapSet.delete(s.watch_traced, target)}), 1),
+          else: s
 
       _ ->
         s
     end
+  end
+
+  # Clears the watch patterns among `mfas` that no other watch needs (nor a module trace).
+  defp release_patterns(mfas, s) do
+    needed =
+      for %{what: {:calls, spec, _}} <- Map.values(s.watches),
+          mfa <- Tracer.functions_of(spec),
+          into: MapSet.new(),
+          do: mfa
+
+    clear =
+      for {mod, _, _} = mfa <- mfas,
+          mfa in s.watch_patterns,
+          mfa not in needed,
+          not Map.has_key?(s.modules, mod),
+          do: mfa
+
+    Tracer.untrace_functions(clear)
+    %{s | watch_patterns: MapSet.difference(s.watch_patterns, MapSet.new(clear))}
+  end
+
+  # The device a watch prints to, and the processes its output goes through.
+  defp io_chain(io) do
+    Enum.filter(
+      [io | Enum.map([:user, :user_drv, :standard_error], &Process.whereis/1)],
+      &is_pid/1
+    )
+  end
+
+  # No call tracing for a process that prints (unless it was traced for itself).
+  defp quiet(pid, store) do
+    if not Tracer.traced_for_itself?(pid, store), do: Tracer.untrace_pid(pid, store)
   end
 
   defp own_processes(s) do
@@ -842,6 +921,8 @@ defmodule ElixirScope.Server do
       self(),
       s.janitor
       | Map.keys(s.watches) ++
+          Enum.flat_map(Map.values(s.watches), &io_chain(&1.io)) ++
+          List.wrap(s.governor) ++
           List.wrap(s.flusher) ++
           Enum.flat_map(
             [ElixirScope.Supervisor, ElixirScope.AppSupervisor],

@@ -106,6 +106,10 @@ defmodule ElixirScope.Tracer do
   # The hook on the first function of every new gen_server and gen_statem (see
   # hook_state_servers/0); its message action marks the pattern as ElixirScope's.
   @hook_ms [{:_, [], [{:message, :elixir_scope_state_server}]}]
+  # A watch's pattern when it prints no returns: no return trace (which would cost every call
+  # and keep a tail-recursive loop's frames); `{:message, true}` (the default message) marks
+  # it as ElixirScope's.
+  @watch_ms [{:_, [], [{:message, true}]}]
   @hooks [{:gen, :init_it, 6}, {:gen, :init_it, 7}]
 
   @doc """
@@ -122,7 +126,7 @@ defmodule ElixirScope.Tracer do
         cond do
           # call_count, call_time (cprof, eprof) or meta tracing alone: no call trace pattern.
           info[:traced] == false -> :none
-          info[:match_spec] in [@ms, @dynsup_ms, @hook_ms] -> :ours
+          info[:match_spec] in [@ms, @dynsup_ms, @hook_ms, @watch_ms] -> :ours
           true -> :other
         end
     end
@@ -148,18 +152,28 @@ defmodule ElixirScope.Tracer do
   end
 
   @doc """
-  Call-traces the functions `mfas` (local calls too), for `ElixirScope.watch/2`. Functions whose
-  pattern another tool set make it `{:error, {:pattern_in_use, mfas}}`; those with ElixirScope's
-  pattern already are left as they are. Answers the functions it set a pattern on.
+  Call-traces the functions `mfas` (local calls too), for `ElixirScope.watch/2`: with return
+  and exception trace when `returns?`, else without. Functions whose pattern another tool set
+  make it `{:error, {:pattern_in_use, mfas}}`; those with ElixirScope's pattern already keep
+  it (a watch's pattern without returns gains them when `returns?`). Answers the functions it
+  set a pattern on.
   """
-  @spec trace_functions([mfa()]) :: {:ok, [mfa()]} | {:error, term()}
-  def trace_functions(mfas) do
+  @spec trace_functions([mfa()], boolean()) :: {:ok, [mfa()]} | {:error, term()}
+  def trace_functions(mfas, returns?) do
     owners = Enum.map(mfas, &{&1, pattern_owner(&1)})
 
     case for({mfa, :other} <- owners, do: mfa) do
       [] ->
+        ms = if returns?, do: @ms, else: @watch_ms
         set = for {mfa, :none} <- owners, do: mfa
-        Enum.each(set, &:erlang.trace_pattern(&1, @ms, [:local]))
+        Enum.each(set, &:erlang.trace_pattern(&1, ms, [:local]))
+
+        if returns? do
+          for {mfa, :ours} <- owners,
+              :erlang.trace_info(mfa, :match_spec) == {:match_spec, @watch_ms},
+              do: :erlang.trace_pattern(mfa, @ms, [:local])
+        end
+
         {:ok, set}
 
       taken ->

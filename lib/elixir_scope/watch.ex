@@ -53,6 +53,10 @@ defmodule ElixirScope.Watch do
   @default_time 60_000
   # The hard cap of a capture a watch starts itself.
   @own_capture [max_rate: {50_000, 1_000}]
+  # Pages of events one poll reads at most, before other messages (unwatch, time) are seen.
+  @pages_per_poll 20
+  # Pids a watch remembers names and pending calls of, at most.
+  @max_pids 10_000
   @inspect [limit: 20, printable_limit: 200, width: :infinity]
   @max_line 1_000
 
@@ -75,7 +79,6 @@ defmodule ElixirScope.Watch do
     :time,
     :return?,
     :started,
-    :owns_capture?,
     :server,
     # Once the count is reached with `return: true`: {why, deadline} while the returns of the
     # printed calls are still awaited (nothing new is printed meanwhile).
@@ -137,7 +140,9 @@ defmodule ElixirScope.Watch do
   end
 
   def unwatch(pid) when is_pid(pid) do
-    GenServer.call(pid, :unwatch, 10_000)
+    # Only a watch is asked: any other process would get a call it does not expect.
+    if pid in running(), do: GenServer.call(pid, :unwatch, 30_000)
+    :ok
   catch
     :exit, _ -> :ok
   end
@@ -197,11 +202,11 @@ defmodule ElixirScope.Watch do
   end
 
   defp start_watch(pattern, target, opts) do
-    owns? = own_capture()
+    owns? = own_capture(opts)
 
     spec = %{
       id: __MODULE__,
-      start: {GenServer, :start_link, [__MODULE__, {pattern, target, opts, owns?}]},
+      start: {GenServer, :start_link, [__MODULE__, {pattern, target, opts}]},
       restart: :temporary,
       shutdown: 5_000,
       modules: [__MODULE__]
@@ -217,23 +222,25 @@ defmodule ElixirScope.Watch do
     end
   end
 
-  # Starts a capture when none runs; true when this watch started it (and so stops it).
-  defp own_capture do
-    case ElixirScope.start(@own_capture) do
-      {:ok, _} -> true
+  # Starts a capture when none runs (capped in rate, and in time at a minute past the
+  # watch's); true when this watch started it. The server stops it when its last watch ends.
+  defp own_capture(opts) do
+    case ElixirScope.start(@own_capture ++ [max_time: opts.time + 60_000]) do
+      {:ok, server} -> GenServer.call(server, :by_watch) == :ok
       {:error, :already_running} -> false
     end
   end
 
   @impl true
-  def init({pattern, target, opts, owns?}) do
+  def init({pattern, target, opts}) do
     server = Process.whereis(Server)
 
     with true <- is_pid(server) || {:error, :not_running},
          %Store{} = store <- GenServer.call(server, :store),
          # Only what happens from now on is printed.
          after_seq = Store.stats(store).last_seq,
-         :ok <- GenServer.call(server, {:watch, self(), what(pattern, target)}, 60_000) do
+         :ok <-
+           GenServer.call(server, {:watch, self(), what(pattern, target, opts), opts.io}, 60_000) do
       Process.monitor(server)
       if is_pid(opts.io), do: Process.monitor(opts.io)
       Process.send_after(self(), :time_up, opts.time)
@@ -246,7 +253,6 @@ defmodule ElixirScope.Watch do
             pattern: pattern,
             target: target,
             store: store,
-            owns_capture?: owns?,
             server: server,
             after_seq: after_seq,
             started: System.monotonic_time(:nanosecond)
@@ -270,8 +276,8 @@ defmodule ElixirScope.Watch do
     end
   end
 
-  defp what(%Pattern{kind: :calls} = p, nil), do: {:calls, Pattern.mfa(p)}
-  defp what(%Pattern{kind: :messages}, pid), do: {:messages, pid}
+  defp what(%Pattern{kind: :calls} = p, nil, opts), do: {:calls, Pattern.mfa(p), opts.return?}
+  defp what(%Pattern{kind: :messages}, pid, _opts), do: {:messages, pid}
 
   defp of(nil), do: ""
   defp of(pid), do: " of #{inspect(pid)}#{registered(pid)}"
@@ -291,8 +297,11 @@ defmodule ElixirScope.Watch do
 
   @impl true
   def handle_call(:unwatch, _from, s) do
-    s = poll(s)
-    {:stop, {:shutdown, :unwatch}, :ok, s}
+    # What came before is printed first (a page budget's worth), unless a limit stops it.
+    case poll(s) do
+      {:stop, why, s} -> {:stop, {:shutdown, why}, :ok, s}
+      {_more?, s} -> {:stop, {:shutdown, :unwatch}, :ok, s}
+    end
   end
 
   @impl true
@@ -301,7 +310,12 @@ defmodule ElixirScope.Watch do
       {:stop, why, s} ->
         {:stop, {:shutdown, why}, s}
 
-      %__MODULE__{} = s ->
+      # More is waiting: polled again at once, after the messages already here.
+      {true, s} ->
+        send(self(), :poll)
+        {:noreply, s}
+
+      {false, s} ->
         Process.send_after(self(), :poll, @poll)
         {:noreply, s}
     end
@@ -310,13 +324,16 @@ defmodule ElixirScope.Watch do
   def handle_info(:time_up, s) do
     case poll(s) do
       {:stop, why, s} -> {:stop, {:shutdown, why}, s}
-      s -> {:stop, {:shutdown, {:time, s.time}}, s}
+      {_more?, s} -> {:stop, {:shutdown, {:time, s.time}}, s}
     end
   end
 
+  # A persisted capture went on in a fresh store (its seqs continue).
+  def handle_info({:store, store}, s), do: {:noreply, %{s | store: store}}
+
   def handle_info({:DOWN, _, :process, pid, _}, %{server: pid} = s) do
     why = Application.get_env(:elixir_scope, :stopped_by)
-    {:stop, {:shutdown, {:capture_stopped, why}}, %{s | owns_capture?: false}}
+    {:stop, {:shutdown, {:capture_stopped, why}}, %{s | server: nil}}
   end
 
   def handle_info({:DOWN, _, :process, pid, _}, %{io: pid} = s),
@@ -326,11 +343,12 @@ defmodule ElixirScope.Watch do
 
   @impl true
   def terminate(reason, s) do
-    try do
-      GenServer.call(s.server, {:unwatch, self()}, 10_000)
-    catch
-      :exit, _ -> :ok
-    end
+    last? =
+      try do
+        s.server && GenServer.call(s.server, {:unwatch, self()}, 10_000) == :stop_capture
+      catch
+        :exit, _ -> false
+      end
 
     why =
       case reason do
@@ -346,7 +364,8 @@ defmodule ElixirScope.Watch do
       _ -> :ok
     end
 
-    if s.owns_capture? and ElixirScope.Watch.running() -- [self()] == [], do: ElixirScope.stop()
+    # The last watch of a capture a watch started stops it (its events stay queryable).
+    if last?, do: ElixirScope.stop()
     :ok
   end
 
@@ -363,8 +382,8 @@ defmodule ElixirScope.Watch do
   defp describe_stop(other, _s), do: inspect(other)
 
   # One pass over what was captured since the last: prints matches, keeps the limits. A full
-  # page is followed by the next one at once.
-  defp poll(s) do
+  # page is followed by the next one, up to a budget of pages; `{more?, s}`, or a stop.
+  defp poll(s, pages \\ @pages_per_poll) do
     upto = Store.stats(s.store).published_seq
 
     {items, next} =
@@ -377,18 +396,36 @@ defmodule ElixirScope.Watch do
 
     case print(items, s) do
       {:stop, why, s} -> {:stop, why, s}
-      s when next < upto -> poll(s)
-      s -> closed(s)
+      s when next < upto and pages > 1 -> poll(s, pages - 1)
+      s when next < upto -> {true, tidy(s)}
+      s -> closed(tidy(s))
     end
+  end
+
+  # Forgets what a long watch no longer needs: processes without pending calls, and names and
+  # pending calls of dead processes once there are many.
+  defp tidy(s) do
+    stacks = for {_pid, [_ | _]} = kv <- s.stacks, into: %{}, do: kv
+
+    stacks =
+      if map_size(stacks) > @max_pids,
+        do: Map.filter(stacks, fn {pid, _} -> Process.alive?(pid) end),
+        else: stacks
+
+    names = if map_size(s.names) > @max_pids, do: %{}, else: s.names
+    %{s | stacks: stacks, names: names}
   end
 
   # A closing watch stops once the returns of its printed calls are printed, or at its deadline.
   defp closed(%{closing: {why, deadline}} = s) do
     awaited? = s.stacks |> Map.values() |> Enum.any?(&Enum.member?(&1, true))
-    if awaited? and System.monotonic_time(:millisecond) < deadline, do: s, else: {:stop, why, s}
+
+    if awaited? and System.monotonic_time(:millisecond) < deadline,
+      do: {false, s},
+      else: {:stop, why, s}
   end
 
-  defp closed(s), do: s
+  defp closed(s), do: {false, s}
 
   # Calls, returns and exceptions of the watched functions, in order; calls tagged with
   # whether their arguments match.
@@ -400,7 +437,9 @@ defmodule ElixirScope.Watch do
       before_seq: upto + 1
     ]
 
-    events = Query.events(filters ++ [kind: [:call, :return, :exception], limit: @page])
+    # Returns only when they are printed: without them, calls are not paired at all.
+    kinds = if s.return?, do: [:call, :return, :exception], else: [:call]
+    events = Query.events(filters ++ [kind: kinds, limit: @page])
     last = if length(events) == @page, do: List.last(events).seq, else: upto
 
     matched =
@@ -464,7 +503,12 @@ defmodule ElixirScope.Watch do
   defp step(%{kind: :call} = e, matched?, s) do
     # A closing watch prints no new call (nor, so, its return).
     matched? = matched? and s.closing == nil
-    s = %{s | stacks: Map.update(s.stacks, e.pid, [matched?], &[matched? | &1])}
+
+    s =
+      if s.return?,
+        do: %{s | stacks: Map.update(s.stacks, e.pid, [matched?], &[matched? | &1])},
+        else: s
+
     if matched?, do: match(e, s), else: s
   end
 

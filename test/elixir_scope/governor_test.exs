@@ -42,7 +42,7 @@ defmodule ElixirScope.GovernorTest do
 
   describe "metrics" do
     test "samples land in the store; mailbox at T and top growth are queries over them" do
-      {:ok, _} = ElixirScope.start(metrics: 30)
+      {:ok, _} = ElixirScope.start(metrics: 100)
       grower = sleeper()
       quiet = sleeper()
       :ok = ElixirScope.trace(grower)
@@ -50,11 +50,11 @@ defmodule ElixirScope.GovernorTest do
 
       for _ <- 1..6 do
         Enum.each(1..10, &send(grower, {:msg, &1}))
-        Process.sleep(40)
+        Process.sleep(120)
       end
 
-      # Two intervals after the last send, a sample sees every message.
-      Process.sleep(100)
+      # A sample after the last send sees every message.
+      wait_until(fn -> match?({:ok, %{mailbox: 60}}, Query.mailbox_at(grower, :now)) end)
       samples = Query.metrics(grower)
       assert length(samples) >= 5
       mailboxes = Enum.map(samples, & &1.mailbox)
@@ -81,7 +81,7 @@ defmodule ElixirScope.GovernorTest do
       {:ok, _} =
         ElixirScope.start(
           tracing_level: :minimal,
-          triggers: [{{:exception, Crashy}, tracing_level: :full, for: 400}]
+          triggers: [{{:exception, Crashy}, tracing_level: :full, for: 1_500}]
         )
 
       :ok = ElixirScope.trace(:new)
@@ -89,7 +89,7 @@ defmodule ElixirScope.GovernorTest do
       assert_receive {:DOWN, ^ref, _, _, _}
       wait_until(fn -> level() == :full end)
 
-      assert [%{trigger: {:exception, Crashy}, cause: %{seq: seq, pid: ^pid}, for: 400}] =
+      assert [%{trigger: {:exception, Crashy}, cause: %{seq: seq, pid: ^pid}, for: 1_500}] =
                controls(:trigger)
 
       assert [%{kind: :exit, pid: ^pid}] = Query.events(after_seq: seq - 1, before_seq: seq + 1)
@@ -118,13 +118,46 @@ defmodule ElixirScope.GovernorTest do
                controls(:trigger)
     end
 
+    test "an exit trigger on a pid fires once, however long the capture goes on" do
+      victim = spawn(fn -> :ok end)
+      ref = Process.monitor(victim)
+      assert_receive {:DOWN, ^ref, _, _, _}
+
+      {:ok, _} =
+        ElixirScope.start(
+          tracing_level: :minimal,
+          triggers: [{{:exit, victim}, tracing_level: :full, for: 100}]
+        )
+
+      wait_until(fn -> controls(:trigger_ended) != [] end)
+      Process.sleep(400)
+      assert [%{cause: %{pid: ^victim, reason: :noproc}}] = controls(:trigger)
+      assert [%{fired: 1, active: false}] = ElixirScope.status().governor.triggers
+    end
+
+    test "a level set by the user meanwhile is what a trigger's window falls back to" do
+      {:ok, _} =
+        ElixirScope.start(
+          tracing_level: :minimal,
+          triggers: [{{:match, [kind: :exit, data: ":go"]}, tracing_level: :full, for: 300}]
+        )
+
+      :ok = ElixirScope.set_level(:states_only)
+      :ok = ElixirScope.trace(:new)
+      {_, ref} = spawn_monitor(fn -> exit(:go) end)
+      assert_receive {:DOWN, ^ref, _, _, :go}
+      wait_until(fn -> level() == :full end)
+      wait_until(fn -> controls(:trigger_ended) != [] end)
+      assert level() == :states_only
+    end
+
     test "a DSL pattern, a mailbox over n and a custom function each fire" do
       me = self()
 
       {:ok, _} =
         ElixirScope.start(
           tracing_level: :messages_only,
-          metrics: 30,
+          metrics: 100,
           triggers: [
             {{:match, [kind: :receive, message: "{:alarm, level} when level > 2"]},
              tracing_level: :full, for: 60_000},
@@ -231,19 +264,31 @@ defmodule ElixirScope.GovernorTest do
 
       p =
         spawn(fn ->
-          receive(do: (:drain -> :ok))
-          drain()
-          send(parent, :drained)
-          Process.sleep(:infinity)
+          take = fn take ->
+            receive do
+              {:leave, n} ->
+                drain_to(n)
+                send(parent, {:left, n})
+                take.(take)
+            end
+          end
+
+          take.(take)
         end)
 
       :ok = ElixirScope.trace(p)
       Enum.each(1..150, &send(p, {:work, &1}))
       wait_until(fn -> level() == :minimal end)
-      assert [%{state: :thinned, why: [mailbox: 150]}] = controls(:load)
-      # Still 80 waiting (over 70% of the threshold): stays thin.
-      send(p, :drain)
-      assert_receive :drained
+      assert [%{state: :thinned, why: [mailbox: n]}] = controls(:load)
+      assert n > 100
+      # 80 left: under the threshold, but over 70% of it: stays thin.
+      send(p, {:leave, 80})
+      assert_receive {:left, 80}
+      Process.sleep(400)
+      assert level() == :minimal
+      assert ElixirScope.status().governor.load.measures.mailbox == 80
+      send(p, {:leave, 0})
+      assert_receive {:left, 0}
       wait_until(fn -> level() == :full end)
       assert [%{state: :thinned}, %{state: :normal}] = controls(:load)
     end
@@ -316,11 +361,14 @@ defmodule ElixirScope.GovernorTest do
 
   defp spin, do: spin()
 
-  defp drain do
-    receive do
-      {:work, _} -> drain()
-    after
-      0 -> :ok
+  # Takes {:work, _} messages until `n` are left.
+  defp drain_to(n) do
+    if elem(Process.info(self(), :message_queue_len), 1) > n do
+      receive do
+        {:work, _} -> drain_to(n)
+      end
+    else
+      :ok
     end
   end
 end

@@ -56,6 +56,26 @@ defmodule ElixirScope.LimitsTest do
              control_events()
   end
 
+  test "max_rate counts per window: bursts under it, window after window, never trip it" do
+    ref = start!(max_rate: {50, 100})
+    sink = spawn(fn -> Process.sleep(:infinity) end)
+
+    p =
+      spawn_waiting(fn ->
+        for _ <- 1..6 do
+          Enum.each(1..30, &send(sink, &1))
+          Process.sleep(150)
+        end
+      end)
+
+    :ok = ElixirScope.trace(p)
+    go_and_wait(p)
+    refute_received {:DOWN, ^ref, _, _, _}
+    st = ElixirScope.status()
+    assert st.running and not st.rate_tripped
+    assert length(Query.events(kind: :send, pid: p)) == 180
+  end
+
   test "max_rate with on_limit: {:level, l} goes on at the lighter level, and stops on a second trip" do
     ref = start!(max_rate: {300, 60_000}, on_limit: {:level, :minimal})
     :ok = ElixirScope.trace(:new)

@@ -258,12 +258,51 @@ defmodule ElixirScope.WatchTest do
       ElixirScope.watch("Zzq.Wxq.fresh_fun_zz(aaa_qq, bbb_qq) when aaa_qq > bbb_qq", io: io)
     end
 
-    assert_raise ArgumentError, fn ->
-      ElixirScope.watch(self(), "{:zz_fresh_tag_q, v} when v > 1", io: io, limit: :many)
-    end
+    dead = spawn(fn -> :ok end)
+    ref = Process.monitor(dead)
+    assert_receive {:DOWN, ^ref, _, _, _}
+
+    assert ElixirScope.watch(dead, "{:zz_fresh_tag_q, v} when v > 1", io: io) ==
+             {:error, {:dead_process, dead}}
 
     assert :erlang.system_info(:atom_count) == n
     refute ElixirScope.running?()
+  end
+
+  test "watches of the same function share its pattern; a watch's end leaves the others watching",
+       %{io: io} do
+    {:ok, io2} = StringIO.open("")
+    a = watch!(["#{inspect(Repo)}.get/2", [limit: 100, io: io]])
+    b = watch!(["#{inspect(Repo)}.get(_, 2)", [limit: 100, io: io2]])
+    # Without return: true, no return trace (it would cost every call, and keep the frames of
+    # a tail-recursive loop).
+    assert :erlang.trace_info({Repo, :get, 2}, :match_spec) ==
+             {:match_spec, [{:_, [], [{:message, true}]}]}
+
+    ElixirScope.unwatch(elem(a, 0))
+    assert await(a) == {:shutdown, :unwatch}
+    # The capture the first watch started goes on while the second one runs.
+    assert ElixirScope.running?()
+    run(fn -> Enum.each(1..3, &Repo.get(:t, &1)) end)
+    ElixirScope.unwatch(elem(b, 0))
+    assert await(b) == {:shutdown, :unwatch}
+    assert Enum.any?(lines(io2), &String.ends_with?(&1, ".get(:t, 2)"))
+    # The last one gone, so is the capture, and the pattern.
+    refute ElixirScope.running?()
+    assert :erlang.trace_info({Repo, :get, 2}, :traced) == {:traced, false}
+  end
+
+  test "ElixirScope's own processes cannot be watched, and unwatch/1 only stops watches", %{
+    io: io
+  } do
+    {:ok, server} = ElixirScope.start()
+
+    assert ElixirScope.watch(server, "_", io: io) ==
+             {:error,
+              {:refused, server, "ElixirScope's own process: watching it would trace the tracer"}}
+
+    assert ElixirScope.unwatch(server) == :ok
+    assert ElixirScope.running?()
   end
 
   test "bad options are refused with what is allowed", %{io: io} do

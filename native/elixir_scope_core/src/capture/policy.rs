@@ -113,18 +113,44 @@ pub struct Policy {
 /// costing the traced processes before anybody reacts. It trips once until set again; its
 /// owner is told by the caller of [`Policy::count`] and decides what comes next.
 ///
-/// Counting is one relaxed `fetch_add` per stored event while a cap is set (one relaxed load
-/// otherwise). Two writers starting a new window at once may lose a count or two: the cap is
-/// exact to within the number of schedulers.
-#[derive(Default)]
+/// The window and its count share one word (`window << COUNT_BITS | count`), so a new window
+/// starts with one compare-and-swap that no other writer's count can slip between. Counting is
+/// one relaxed `fetch_add` per stored event while a cap is set (one relaxed load otherwise). An
+/// event stamped just before a window turned, counted just after, counts in the new window.
 struct RateCap {
     /// Events a window may store; 0 when no cap is set.
     limit: AtomicU64,
     window_ns: AtomicU64,
-    /// The window being counted (monotonic time / `window_ns`).
-    window: AtomicU64,
-    count: AtomicU64,
+    /// `window << COUNT_BITS | count`, [`NO_WINDOW`] before the first event.
+    state: AtomicU64,
     tripped: AtomicBool,
+}
+
+/// Bits of [`RateCap::state`] holding the count; the rest hold the window number (wrapping).
+const COUNT_BITS: u32 = 24;
+const COUNT_MASK: u64 = (1 << COUNT_BITS) - 1;
+/// The window numbers' range (they wrap, compared within half of it).
+const WINDOW_MASK: u64 = u64::MAX >> COUNT_BITS;
+const NO_WINDOW: u64 = u64::MAX;
+/// The largest rate cap: a window's count must never carry into its window number (the count
+/// stops growing at the trip, but for a few events in flight on other schedulers).
+pub const MAX_RATE_LIMIT: u64 = 1 << 23;
+
+impl Default for RateCap {
+    fn default() -> Self {
+        RateCap {
+            limit: AtomicU64::new(0),
+            window_ns: AtomicU64::new(1),
+            state: AtomicU64::new(NO_WINDOW),
+            tripped: AtomicBool::new(false),
+        }
+    }
+}
+
+/// Whether window `w` comes after window `current` (both wrapping numbers).
+fn newer(w: u64, current: u64) -> bool {
+    let ahead = w.wrapping_sub(current) & WINDOW_MASK;
+    ahead != 0 && ahead < WINDOW_MASK / 2
 }
 
 const ONE: u64 = 1 << 32;
@@ -192,10 +218,10 @@ impl Policy {
         let cap = &self.cap;
         cap.limit.store(0, Ordering::Relaxed);
         cap.window_ns.store(window_ns.max(1), Ordering::Relaxed);
-        cap.window.store(0, Ordering::Relaxed);
-        cap.count.store(0, Ordering::Relaxed);
+        cap.state.store(NO_WINDOW, Ordering::Relaxed);
         cap.tripped.store(false, Ordering::Relaxed);
-        cap.limit.store(limit, Ordering::Relaxed);
+        cap.limit
+            .store(limit.min(MAX_RATE_LIMIT), Ordering::Relaxed);
     }
 
     /// The rate cap as `(limit, window_ns)`, `None` when there is none.
@@ -219,17 +245,23 @@ impl Policy {
         if limit == 0 {
             return false;
         }
-        let window = ts.max(0) as u64 / cap.window_ns.load(Ordering::Relaxed).max(1);
-        let current = cap.window.load(Ordering::Relaxed);
-        if window > current
-            && cap
-                .window
-                .compare_exchange(current, window, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
-            cap.count.store(0, Ordering::Relaxed);
-        }
-        let n = cap.count.fetch_add(1, Ordering::Relaxed) + 1;
+        // Monotonic time is often negative: windows are numbered by floor division.
+        let window_ns = cap.window_ns.load(Ordering::Relaxed).max(1) as i64;
+        let window = ts.div_euclid(window_ns) as u64 & WINDOW_MASK;
+        let current = cap.state.load(Ordering::Relaxed);
+        let first = current == NO_WINDOW || newer(window, current >> COUNT_BITS);
+        let n = match first.then(|| {
+            cap.state.compare_exchange(
+                current,
+                window << COUNT_BITS | 1,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            )
+        }) {
+            Some(Ok(_)) => 1,
+            // Another writer started the window (or counted) first: count in what is there.
+            _ => (cap.state.fetch_add(1, Ordering::Relaxed) & COUNT_MASK) + 1,
+        };
         if n <= limit
             || cap.tripped.load(Ordering::Relaxed)
             || cap.tripped.swap(true, Ordering::Relaxed)
@@ -331,6 +363,53 @@ mod tests {
         assert!(!(0..10).any(|i| p.count(20_000 + i)));
         assert!(p.count(20_010));
         assert_eq!(p.level(), Level::Off);
+    }
+
+    #[test]
+    fn the_rate_cap_counts_per_window_on_negative_clocks_too() {
+        let p = Policy::new(Level::Full, 1.0, SampleBy::Process);
+        p.set_rate_cap(10, 1_000);
+        // Ten per window across the zero of the clock, as monotonic time often is negative.
+        for w in -5..5i64 {
+            assert!(!(0..10).any(|i| p.count(w * 1_000 + i * 10)), "window {w}");
+        }
+        assert!(!p.rate_tripped());
+        assert!(!(0..10).any(|i| p.count(100_000 + i)));
+        assert!(p.count(100_500));
+        // A late event of an older window counts in the newer one, never restarting it.
+        p.set_level(Level::Full);
+        p.set_rate_cap(10, 1_000);
+        assert!(!(0..6).any(|i| p.count(5_000 + i)));
+        assert!(!(0..4).any(|i| p.count(4_900 + i)));
+        assert!(p.count(5_100), "6 + 4 late ones + this one: 11 in window 5");
+    }
+
+    #[test]
+    fn concurrent_writers_never_trip_a_cap_they_stay_under() {
+        let p = std::sync::Arc::new(Policy::new(Level::Full, 1.0, SampleBy::Process));
+        p.set_rate_cap(4_000, 1_000_000);
+        // Four threads, 1,000 events each in every window, windows rolling.
+        for w in 0..50i64 {
+            let handles: Vec<_> = (0..4)
+                .map(|_| {
+                    let p = p.clone();
+                    std::thread::spawn(move || (0..1_000).any(|i| p.count(w * 1_000_000 + i)))
+                })
+                .collect();
+            assert!(
+                handles.into_iter().all(|h| !h.join().unwrap()),
+                "window {w}"
+            );
+        }
+        assert!(!p.rate_tripped());
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                let p = p.clone();
+                std::thread::spawn(move || (0..1_001).filter(|i| p.count(90_000_000 + i)).count())
+            })
+            .collect();
+        let trips: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
+        assert_eq!(trips, 1, "4,004 events in one window trip it exactly once");
     }
 
     #[test]

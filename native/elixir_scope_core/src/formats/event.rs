@@ -130,8 +130,8 @@ impl Kind {
     }
 
     /// Whether events of this kind are kept whatever the sample rate (a process's birth and
-    /// death, the start of its tracing, and ElixirScope's own changes of what it captures, are
-    /// never sampled away).
+    /// death, the start of its tracing, its metrics samples (so that every sampled process has
+    /// them), and ElixirScope's own changes of what it captures, are never sampled away).
     pub const fn is_critical(self) -> bool {
         matches!(
             self,
