@@ -129,6 +129,38 @@ defmodule Bench.Capture do
            end
          )
        end},
+      {":dbg printing to a null device",
+       fn ->
+         run(
+           fn [s] ->
+             device = spawn(fn -> null_device(0, nil) end)
+
+             # Like :dbg's own printing handler, for the calls: one formatted line each.
+             {:ok, _} =
+               :dbg.tracer(
+                 :process,
+                 {fn
+                    {:trace, _, :call, _} = msg, d ->
+                      :io.format(d, "~p~n", [msg])
+                      d
+
+                    _, d ->
+                      d
+                  end, device}
+               )
+
+             {:ok, _} = :dbg.p(s, [:c])
+             device
+           end,
+           fn device -> null_device_count(device) >= n() end,
+           fn device ->
+             printed = null_device_count(device)
+             :dbg.stop()
+             Process.exit(device, :kill)
+             %{stored: printed, dropped: 0, bytes: nil}
+           end
+         )
+       end},
       {"tracer process + ETS (seed design)",
        fn ->
          run(
@@ -185,6 +217,8 @@ defmodule Bench.Capture do
 
   # ElixirScope.watch on the server's handle_call/3 with a guard every call passes, printing
   # every call (N lines) to a device that discards them; done when the last line is printed.
+  # Its peer is :dbg tracing the same calls, printing each (the loop's return trace is on for
+  # both).
   # The watch joins a running capture (one it started itself would have its 50,000 events a
   # second cap, which this loop exceeds).
   defp elixir_scope_watch do
@@ -200,8 +234,8 @@ defmodule Bench.Capture do
             io: device
           )
 
-        # Into the watch's capture, as ElixirScope.trace/2 would (without state recording).
-        :ok = Tracer.trace_pid(s, Store.default(), @flags)
+        # The watch's capture traces calls in every process, the server's included.
+        _ = s
         {device, watch}
       end,
       # The watch's first line, then one per call (or the watch stopped: no waiting forever).
@@ -220,18 +254,23 @@ defmodule Bench.Capture do
     )
   end
 
-  # An io device that takes every request and answers :ok, counting them.
+  # An io device that takes every request and answers :ok, counting the lines written.
   defp null_device(count, _) do
     receive do
-      {:io_request, from, ref, _req} ->
+      {:io_request, from, ref, req} ->
         send(from, {:io_reply, ref, :ok})
-        null_device(count + 1, nil)
+        null_device(count + lines(req), nil)
 
       {:count, from} ->
         send(from, {:count, count})
         null_device(count, nil)
     end
   end
+
+  defp lines({:put_chars, _enc, chars}),
+    do: chars |> IO.iodata_to_binary() |> :binary.matches("\n") |> length()
+
+  defp lines(_format_request), do: 1
 
   defp null_device_count(device) do
     send(device, {:count, self()})

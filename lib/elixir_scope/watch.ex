@@ -83,6 +83,8 @@ defmodule ElixirScope.Watch do
     # Once the count is reached with `return: true`: {why, deadline} while the returns of the
     # printed calls are still awaited (nothing new is printed meanwhile).
     :closing,
+    # Lines of this poll not printed yet (newest first): one write per poll.
+    out: [],
     after_seq: 0,
     printed: 0,
     recent: [],
@@ -356,6 +358,7 @@ defmodule ElixirScope.Watch do
         other -> other
       end
 
+    s = flush(s)
     say(s, "stopped after #{s.printed} #{noun(s)}: #{describe_stop(why, s)}")
 
     try do
@@ -395,10 +398,10 @@ defmodule ElixirScope.Watch do
     s = %{s | after_seq: next}
 
     case print(items, s) do
-      {:stop, why, s} -> {:stop, why, s}
-      s when next < upto and pages > 1 -> poll(s, pages - 1)
-      s when next < upto -> {true, tidy(s)}
-      s -> closed(tidy(s))
+      {:stop, why, s} -> {:stop, why, flush(s)}
+      s when next < upto and pages > 1 -> poll(flush(s), pages - 1)
+      s when next < upto -> {true, tidy(flush(s))}
+      s -> closed(tidy(flush(s)))
     end
   end
 
@@ -437,24 +440,33 @@ defmodule ElixirScope.Watch do
       before_seq: upto + 1
     ]
 
-    # Returns only when they are printed: without them, calls are not paired at all.
-    kinds = if s.return?, do: [:call, :return, :exception], else: [:call]
-    events = Query.events(filters ++ [kind: kinds, limit: @page])
-    last = if length(events) == @page, do: List.last(events).seq, else: upto
+    case {s.return?, s.pattern.pattern} do
+      # Matching calls alone: one native query gives them.
+      {false, {ir, guard, names}} ->
+        matches = DSL.run(filters ++ [kind: :call, limit: @page], :args, {ir, guard}, names)
+        last = if length(matches) == @page, do: List.last(matches).event.seq, else: upto
+        {Enum.map(matches, &{&1.event, true}), last}
 
-    matched =
-      case s.pattern.pattern do
-        nil ->
-          :all
+      # With returns: every call is needed, to pair each return with its call.
+      {return?, pattern} ->
+        kinds = if return?, do: [:call, :return, :exception], else: [:call]
+        events = Query.events(filters ++ [kind: kinds, limit: @page])
+        last = if length(events) == @page, do: List.last(events).seq, else: upto
 
-        {ir, guard, names} ->
-          filters = Keyword.put(filters, :before_seq, last + 1)
+        matched =
+          case pattern do
+            nil ->
+              :all
 
-          DSL.run(filters ++ [kind: :call, select: :binds], :args, {ir, guard}, names)
-          |> MapSet.new(& &1.seq)
-      end
+            {ir, guard, names} ->
+              filters = Keyword.put(filters, :before_seq, last + 1)
 
-    {Enum.map(events, &{&1, matched == :all or &1.seq in matched}), last}
+              DSL.run(filters ++ [kind: :call, select: :binds], :args, {ir, guard}, names)
+              |> MapSet.new(& &1.seq)
+          end
+
+        {Enum.map(events, &{&1, matched == :all or &1.seq in matched}), last}
+    end
   end
 
   # Messages sent or received that match, as they are or as a GenServer request: three
@@ -558,9 +570,15 @@ defmodule ElixirScope.Watch do
   defp line(e, s) do
     {name, s} = name_of(e.pid, s)
     time = :erlang.float_to_binary((e.ts - s.started) / 1.0e9, decimals: 3)
-    text = "+#{time}s #{inspect(e.pid)}#{name} #{body(e)}"
-    say(s, text)
-    s
+    %{s | out: [line_text("+#{time}s #{inspect(e.pid)}#{name} #{body(e)}") | s.out]}
+  end
+
+  # Writes the lines of this poll, in one request to the device.
+  defp flush(%{out: []} = s), do: s
+
+  defp flush(s) do
+    write(s, Enum.reverse(s.out))
+    %{s | out: []}
   end
 
   defp body(%{kind: :call, mfa: {m, f, _}, data: args}) when is_list(args),
@@ -598,15 +616,21 @@ defmodule ElixirScope.Watch do
     end
   end
 
-  defp say(%{io: nil}, _text), do: :ok
+  defp say(s, text), do: write(s, [line_text(text)])
 
-  defp say(s, text) do
+  defp line_text(text) do
     text =
       if byte_size(text) > @max_line and String.length(text) > @max_line,
         do: String.slice(text, 0, @max_line) <> "…",
         else: text
 
-    IO.puts(s.io, "[ElixirScope.watch] " <> text)
+    ["[ElixirScope.watch] ", text, ?\n]
+  end
+
+  defp write(%{io: nil}, _lines), do: :ok
+
+  defp write(s, lines) do
+    IO.write(s.io, lines)
   rescue
     _ -> :ok
   catch

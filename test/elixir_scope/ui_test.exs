@@ -48,8 +48,17 @@ defmodule ElixirScope.UITest do
         :post -> {String.to_charlist(url), headers, ~c"application/json", opts[:body] || ""}
       end
 
-    {:ok, {{_, status, _}, resp_headers, body}} =
+    http = fn ->
       :httpc.request(method, req, [timeout: 10_000, autoredirect: false], body_format: :binary)
+    end
+
+    # A keep-alive connection the server closed (as it does after refusing a huge body) can be
+    # handed out by httpc's pool once more: that request is sent again, on a new connection.
+    {:ok, {{_, status, _}, resp_headers, body}} =
+      case http.() do
+        {:error, :socket_closed_remotely} -> http.()
+        other -> other
+      end
 
     {status, Map.new(resp_headers, fn {k, v} -> {to_string(k), to_string(v)} end), body}
   end
