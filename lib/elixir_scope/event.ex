@@ -40,7 +40,9 @@ defmodule ElixirScope.Event do
   VM and is recorded as a `:timeout` too; a timer message of any other shape is a `:receive`.
 
   `:metrics` is a sample of a process's load (`data` is `{message_queue_len, reductions,
-  memory}`, taken by the capture's `metrics:` option). `:control` is ElixirScope changing what it
+  memory}`, taken by the capture's `metrics:` option). `:stack` is the callers of a call a
+  watch asked for them (`stack: true`): `{call_seq, frames}`, innermost first, each frame as the
+  VM prints it. `:control` is ElixirScope changing what it
   captures, with `data` a map saying what and why (`%{event: :limit, ...}`, `%{event:
   :watch_stopped, ...}`, ...): a trace says why its detail changed.
   """
@@ -64,6 +66,7 @@ defmodule ElixirScope.Event do
           | :traced
           | :metrics
           | :control
+          | :stack
 
   @type t :: %__MODULE__{
           seq: seq(),
@@ -95,7 +98,8 @@ defmodule ElixirScope.Event do
     :timeout,
     :traced,
     :metrics,
-    :control
+    :control,
+    :stack
   ]
 
   @doc """
@@ -304,6 +308,15 @@ defmodule ElixirScope.Event do
 
         :control ->
           "#{show.(e.data)}"
+
+        :stack ->
+          case e.data do
+            {call, frames} when is_list(frames) ->
+              "#{show.(e.pid)} callers of ##{call}: #{Enum.join(frames, " < ")}"
+
+            other ->
+              "#{show.(e.pid)} #{show.(other)}"
+          end
 
         :supervisor ->
           case e.data do

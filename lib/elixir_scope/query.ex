@@ -120,7 +120,7 @@ defmodule ElixirScope.Query do
   ## Examples
 
       iex> ElixirScope.Query.events(kind: :bogus, store: ElixirScope.Store.new!())
-      ** (ArgumentError) invalid :kind :bogus, expected one of: :spawn, :exit, :link, :unlink, :register, :unregister, :send, :send_to_dead, :receive, :call, :return, :exception, :state, :supervisor, :var, :timeout, :traced, :metrics, :control
+      ** (ArgumentError) invalid :kind :bogus, expected one of: :spawn, :exit, :link, :unlink, :register, :unregister, :send, :send_to_dead, :receive, :call, :return, :exception, :state, :supervisor, :var, :timeout, :traced, :metrics, :control, :stack
   """
   @spec events(filters()) :: [Event.t()]
   def events(filters \\ []) do

@@ -818,13 +818,15 @@ defmodule ElixirScope.Server do
 
   # What a watch needs captured: calls of functions (patterns set unless the module is traced
   # already), or the messages of a process (traced unless it is already).
-  defp watch({:calls, {mod, _, _} = spec, returns?}, s) do
+  defp watch({:calls, {mod, _, _} = spec, returns?, stack?}, s) do
     cond do
       Map.has_key?(s.modules, mod) ->
+        # Its patterns are the module trace's (with returns); the callers are added if asked.
+        if stack?, do: Tracer.trace_functions(Tracer.functions_of(spec), true, true)
         call_everywhere(s)
 
       true ->
-        case Tracer.trace_functions(Tracer.functions_of(spec), returns?) do
+        case Tracer.trace_functions(Tracer.functions_of(spec), returns?, stack?) do
           {:ok, set} ->
             send(s.janitor, {:traced_module, mod})
             s = %{s | watch_patterns: MapSet.union(s.watch_patterns, MapSet.new(set))}
@@ -862,11 +864,11 @@ defmodule ElixirScope.Server do
     s = %{s | watches: watches}
 
     case entry do
-      %{what: {:calls, spec, _}} ->
+      %{what: {:calls, spec, _, _}} ->
         s = release_patterns(Tracer.functions_of(spec), s)
 
         if map_size(s.modules) == 0 and not s.all and
-             not Enum.any?(Map.values(watches), &match?(%{what: {:calls, _, _}}, &1)),
+             not Enum.any?(Map.values(watches), &match?(%{what: {:calls, _, _, _}}, &1)),
            do: Tracer.untrace_call_only(s.store)
 
         s
@@ -887,7 +889,7 @@ defmodule ElixirScope.Server do
   # Clears the watch patterns among `mfas` that no other watch needs (nor a module trace).
   defp release_patterns(mfas, s) do
     needed =
-      for %{what: {:calls, spec, _}} <- Map.values(s.watches),
+      for %{what: {:calls, spec, _, _}} <- Map.values(s.watches),
           mfa <- Tracer.functions_of(spec),
           into: MapSet.new(),
           do: mfa

@@ -110,6 +110,9 @@ defmodule ElixirScope.Tracer do
   # and keep a tail-recursive loop's frames); `{:message, true}` (the default message) marks
   # it as ElixirScope's.
   @watch_ms [{:_, [], [{:message, true}]}]
+  # With the callers (`stack: true`): the process dump the tracer reads the stack from.
+  @stack_ms [{:_, [], [{:message, {:process_dump}}]}]
+  @stack_return_ms [{:_, [], [{:return_trace}, {:exception_trace}, {:message, {:process_dump}}]}]
   @hooks [{:gen, :init_it, 6}, {:gen, :init_it, 7}]
 
   @doc """
@@ -125,9 +128,14 @@ defmodule ElixirScope.Tracer do
       {:all, info} ->
         cond do
           # call_count, call_time (cprof, eprof) or meta tracing alone: no call trace pattern.
-          info[:traced] == false -> :none
-          info[:match_spec] in [@ms, @dynsup_ms, @hook_ms, @watch_ms] -> :ours
-          true -> :other
+          info[:traced] == false ->
+            :none
+
+          info[:match_spec] in [@ms, @dynsup_ms, @hook_ms, @watch_ms, @stack_ms, @stack_return_ms] ->
+            :ours
+
+          true ->
+            :other
         end
     end
   end
@@ -158,26 +166,47 @@ defmodule ElixirScope.Tracer do
   it (a watch's pattern without returns gains them when `returns?`). Answers the functions it
   set a pattern on.
   """
-  @spec trace_functions([mfa()], boolean()) :: {:ok, [mfa()]} | {:error, term()}
-  def trace_functions(mfas, returns?) do
+  @spec trace_functions([mfa()], boolean(), boolean()) :: {:ok, [mfa()]} | {:error, term()}
+  def trace_functions(mfas, returns?, stack? \\ false) do
     owners = Enum.map(mfas, &{&1, pattern_owner(&1)})
 
     case for({mfa, :other} <- owners, do: mfa) do
       [] ->
-        ms = if returns?, do: @ms, else: @watch_ms
+        ms =
+          case {returns?, stack?} do
+            {true, true} -> @stack_return_ms
+            {true, false} -> @ms
+            {false, true} -> @stack_ms
+            {false, false} -> @watch_ms
+          end
+
         set = for {mfa, :none} <- owners, do: mfa
         Enum.each(set, &:erlang.trace_pattern(&1, ms, [:local]))
 
-        if returns? do
-          for {mfa, :ours} <- owners,
-              :erlang.trace_info(mfa, :match_spec) == {:match_spec, @watch_ms},
-              do: :erlang.trace_pattern(mfa, @ms, [:local])
-        end
+        # A pattern of ours gains what this watch asks for, never loses what it has.
+        for {mfa, :ours} <- owners,
+            {:match_spec, now} = :erlang.trace_info(mfa, :match_spec),
+            wanted = upgrade(now, returns?, stack?),
+            wanted != now,
+            do: :erlang.trace_pattern(mfa, wanted, [:local])
 
         {:ok, set}
 
       taken ->
         {:error, {:pattern_in_use, taken}}
+    end
+  end
+
+  defp upgrade(now, returns?, stack?) do
+    returns? = returns? or now in [@ms, @stack_return_ms]
+    stack? = stack? or now in [@stack_ms, @stack_return_ms]
+
+    cond do
+      now not in [@ms, @watch_ms, @stack_ms, @stack_return_ms] -> now
+      returns? and stack? -> @stack_return_ms
+      returns? -> @ms
+      stack? -> @stack_ms
+      true -> @watch_ms
     end
   end
 

@@ -38,6 +38,10 @@ defmodule ElixirScope.Watch do
   ## Options
 
     * `:return` - also print each printed call's return value or exception (default `false`).
+    * `:stack` - also print each printed call's callers, innermost first (default `false`):
+      the VM takes a dump of the calling process at each call of the watched functions,
+      matching or not, which costs microseconds per call; a `:stack` event keeps them in the
+      store.
     * `:io` - the device to print to (default: the caller's group leader, the IEx shell).
   """
 
@@ -78,11 +82,15 @@ defmodule ElixirScope.Watch do
     :rate,
     :time,
     :return?,
+    :stack?,
     :started,
     :server,
     # Once the count is reached with `return: true`: {why, deadline} while the returns of the
     # printed calls are still awaited (nothing new is printed meanwhile).
     :closing,
+    # Seqs of the last calls printed, for their callers (`stack: true`).
+    shown: [],
+    stacks_seen: [],
     # Lines of this poll not printed yet (newest first): one write per poll.
     out: [],
     after_seq: 0,
@@ -170,6 +178,7 @@ defmodule ElixirScope.Watch do
         rate: nil,
         time: @default_time,
         return: false,
+        stack: false,
         io: nil
       )
 
@@ -184,12 +193,14 @@ defmodule ElixirScope.Watch do
       end
 
     Args.boolean!(opts[:return], :return)
+    Args.boolean!(opts[:stack], :stack)
 
     %{
       count: count,
       rate: rate,
       time: pos!(:time, opts[:time]),
       return?: opts[:return],
+      stack?: opts[:stack],
       io: opts[:io] || Process.group_leader()
     }
   end
@@ -278,7 +289,9 @@ defmodule ElixirScope.Watch do
     end
   end
 
-  defp what(%Pattern{kind: :calls} = p, nil, opts), do: {:calls, Pattern.mfa(p), opts.return?}
+  defp what(%Pattern{kind: :calls} = p, nil, opts),
+    do: {:calls, Pattern.mfa(p), opts.return?, opts.stack?}
+
   defp what(%Pattern{kind: :messages}, pid, _opts), do: {:messages, pid}
 
   defp of(nil), do: ""
@@ -421,7 +434,10 @@ defmodule ElixirScope.Watch do
 
   # A closing watch stops once the returns of its printed calls are printed, or at its deadline.
   defp closed(%{closing: {why, deadline}} = s) do
-    awaited? = s.stacks |> Map.values() |> Enum.any?(&Enum.member?(&1, true))
+    # The returns of printed calls, and the callers of the last one.
+    awaited? =
+      Enum.any?(Map.values(s.stacks), &Enum.member?(&1, true)) or
+        (s.stack? and match?([_ | _], s.shown) and hd(s.shown) not in s.stacks_seen)
 
     if awaited? and System.monotonic_time(:millisecond) < deadline,
       do: {false, s},
@@ -440,7 +456,7 @@ defmodule ElixirScope.Watch do
       before_seq: upto + 1
     ]
 
-    case {s.return?, s.pattern.pattern} do
+    case {s.return? or s.stack?, s.pattern.pattern} do
       # Matching calls alone: one native query gives them.
       {false, {ir, guard, names}} ->
         matches = DSL.run(filters ++ [kind: :call, limit: @page], :args, {ir, guard}, names)
@@ -448,8 +464,12 @@ defmodule ElixirScope.Watch do
         {Enum.map(matches, &{&1.event, true}), last}
 
       # With returns: every call is needed, to pair each return with its call.
-      {return?, pattern} ->
-        kinds = if return?, do: [:call, :return, :exception], else: [:call]
+      {_, pattern} ->
+        kinds =
+          [:call] ++
+            if(s.return?, do: [:return, :exception], else: []) ++
+            if(s.stack?, do: [:stack], else: [])
+
         events = Query.events(filters ++ [kind: kinds, limit: @page])
         last = if length(events) == @page, do: List.last(events).seq, else: upto
 
@@ -536,6 +556,19 @@ defmodule ElixirScope.Watch do
     end
   end
 
+  # The callers of a printed call (recorded right after it).
+  defp step(%{kind: :stack, data: {call, frames}}, _, s) when is_list(frames) do
+    if call in s.shown,
+      do: %{
+        s
+        | out: Enum.reduce(frames, s.out, &[line_text("    < #{frame(&1)}") | &2]),
+          stacks_seen: Enum.take([call | s.stacks_seen], 64)
+      },
+      else: s
+  end
+
+  defp step(%{kind: :stack}, _, s), do: s
+
   defp step(_e, true, %{closing: {_, _}} = s), do: s
   defp step(e, true, s), do: match(e, s)
 
@@ -547,12 +580,18 @@ defmodule ElixirScope.Watch do
 
       true ->
         s = line(e, %{s | printed: s.printed + 1, recent: recent(e.ts, s)})
+        s = if s.stack?, do: %{s | shown: Enum.take([e.seq | s.shown], 64)}, else: s
 
         cond do
-          s.count == nil or s.printed < s.count -> s
+          s.count == nil or s.printed < s.count ->
+            s
+
           # Its return is printed before the watch stops (within a second).
-          s.return? and e.kind == :call -> %{s | closing: {{:count, s.count}, deadline()}}
-          true -> {:stop, {:count, s.count}, s}
+          (s.return? or s.stack?) and e.kind == :call ->
+            %{s | closing: {{:count, s.count}, deadline()}}
+
+          true ->
+            {:stop, {:count, s.count}, s}
         end
     end
   end
@@ -599,6 +638,26 @@ defmodule ElixirScope.Watch do
   defp body(e), do: show(e.data)
 
   defp show(term), do: inspect(term, @inspect)
+
+  # "'Elixir.MyApp.Web':show/2" -> "MyApp.Web.show/2", as Elixir writes a frame (an
+  # anonymous function as "anonymous fn/3 in Enum.each/2"); no atom is made.
+  defp frame(text) when is_binary(text) do
+    with [_, mod, fun, arity] <- Regex.run(~r/^'?([^':]+)'?:'?(.+?)'?\/(\d+)$/, text),
+         {:ok, mod} <- existing(mod),
+         {:ok, fun} <- existing(fun) do
+      Exception.format_mfa(mod, fun, String.to_integer(arity))
+    else
+      _ -> text
+    end
+  end
+
+  defp frame(other), do: inspect(other)
+
+  defp existing(name) do
+    {:ok, String.to_existing_atom(name)}
+  rescue
+    ArgumentError -> :error
+  end
 
   defp name_of(pid, s) do
     case s.names do

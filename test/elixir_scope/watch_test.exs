@@ -15,6 +15,12 @@ defmodule ElixirScope.WatchTest do
     defp lookup(id), do: {:found, id}
   end
 
+  defmodule Caller do
+    # Non-tail calls: each frame stays on the stack.
+    def outer(id), do: {:outer, inner(id)}
+    def inner(id), do: {:inner, Repo.get(:t, id)}
+  end
+
   defmodule Bank do
     use GenServer
     def init(n), do: {:ok, n}
@@ -107,6 +113,28 @@ defmodule ElixirScope.WatchTest do
              "#{repo}.get/2 -> {:ok, 12}",
              "stopped after 2 calls: the limit of 2"
            ]
+  end
+
+  test "stack: true prints each printed call's callers, innermost first, and keeps them", %{
+    io: io
+  } do
+    w = watch!(["#{inspect(Repo)}.get(_, id) when id == 2", [stack: true, limit: 1, io: io]])
+    run(fn -> Enum.each(1..3, &Caller.outer/1) end)
+    assert await(w) == {:shutdown, {:count, 1}}
+    caller = inspect(Caller)
+    [_, call, inner, outer | _] = lines(io)
+    assert String.ends_with?(call, ".get(:t, 2)")
+    assert inner == "    < #{caller}.inner/1"
+    assert outer == "    < #{caller}.outer/1"
+    # In the store: the callers of every call of the function, each naming its call.
+    [two] = Query.find(kind: :call, mfa: {Repo, :get, 2}, args: "[_, 2]") |> Enum.map(& &1.event)
+    stacks = Query.events(kind: :stack)
+    assert length(stacks) == 3
+
+    assert {_, [_ | _] = frames} =
+             Enum.find_value(stacks, &(elem(&1.data, 0) == two.seq && &1.data))
+
+    assert Enum.take(frames, 2) == ["'Elixir.#{caller}':inner/1", "'Elixir.#{caller}':outer/1"]
   end
 
   test "a rate limit stops at the first match over it, having printed n", %{io: io} do

@@ -33,6 +33,7 @@ rustler::atoms! {
     elixir_scope_timeout,
     traced,
     metrics,
+    stack,
     control,
     elixir_scope_limit,
     max_rate,

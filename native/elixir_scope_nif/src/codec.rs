@@ -126,6 +126,7 @@ pub(crate) fn kind_atom(k: Kind) -> rustler::Atom {
         Kind::Traced => atoms::traced(),
         Kind::Metrics => atoms::metrics(),
         Kind::Control => atoms::control(),
+        Kind::Stack => atoms::stack(),
     }
 }
 

@@ -240,10 +240,19 @@ fn trace<'a>(
         | Kind::Var
         | Kind::Traced
         | Kind::Metrics
-        | Kind::Control => return atoms::ok(),
+        | Kind::Control
+        | Kind::Stack => return atoms::ok(),
     };
     if store.policy().wants(kind) {
-        record(env, store, &h, payload);
+        let seq = record(env, store, &h, payload);
+        // A watch asking for the callers set `{message, {process_dump}}`: the dump is the
+        // match spec's result.
+        if let (Kind::Call, Some(seq)) = (kind, seq) {
+            let dump = opts.map_get(atoms::match_spec_result()).ok();
+            if let Some(dump) = dump.and_then(|d| d.decode::<rustler::Binary>().ok()) {
+                record_stack(env, store, &h, seq, dump.as_slice());
+            }
+        }
     }
     // Only returns of watched callback modules carry states (checked first: one table probe).
     let state_kind = match kind {
@@ -485,6 +494,30 @@ pub(crate) fn record(env: Env, store: &Store, h: &Header, payload: Payload) -> O
         tripped(env, store);
     }
     seq
+}
+
+/// Frames of a call's stack kept at most.
+const MAX_FRAMES: usize = 32;
+
+/// Records the callers of the call event `call` (from its process dump) as a `stack` event.
+fn record_stack(env: Env, store: &Store, call: &Header, seq: u64, dump: &[u8]) {
+    if !store.policy().wants(Kind::Stack) {
+        return;
+    }
+    let frames: Vec<Term> = elixir_scope_core::formats::dump::stack_frames(dump, MAX_FRAMES)
+        .into_iter()
+        .map(|f| rustler::NewBinary::from_slice(env, f).into())
+        .collect();
+    let h = Header {
+        kind: Kind::Stack as u8,
+        flags: 0,
+        ..*call
+    };
+    let pair = (
+        rustler::Encoder::encode(&seq, env),
+        rustler::Encoder::encode(&frames, env),
+    );
+    record(env, store, &h, Payload::Pair(pair.0, pair.1));
 }
 
 /// Tells the store's watcher (the capture's server) that the rate cap tripped: the level is

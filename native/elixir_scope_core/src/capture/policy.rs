@@ -2,7 +2,7 @@
 //! tracing runs and read with one relaxed load each on the capture path.
 
 use crate::formats::event::{Kind, KindMask, PidKey};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
 
 /// A tracing level: a named set of kinds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -123,6 +123,9 @@ struct RateCap {
     window_ns: AtomicU64,
     /// `window << COUNT_BITS | count`, [`NO_WINDOW`] before the first event.
     state: AtomicU64,
+    /// Where the counted window ends (monotonic ns): an event before it counts without a
+    /// division. Set after the window starts, so briefly behind it (those take the slow path).
+    window_end: AtomicI64,
     tripped: AtomicBool,
 }
 
@@ -142,6 +145,7 @@ impl Default for RateCap {
             limit: AtomicU64::new(0),
             window_ns: AtomicU64::new(1),
             state: AtomicU64::new(NO_WINDOW),
+            window_end: AtomicI64::new(i64::MIN),
             tripped: AtomicBool::new(false),
         }
     }
@@ -219,6 +223,7 @@ impl Policy {
         cap.limit.store(0, Ordering::Relaxed);
         cap.window_ns.store(window_ns.max(1), Ordering::Relaxed);
         cap.state.store(NO_WINDOW, Ordering::Relaxed);
+        cap.window_end.store(i64::MIN, Ordering::Relaxed);
         cap.tripped.store(false, Ordering::Relaxed);
         cap.limit
             .store(limit.min(MAX_RATE_LIMIT), Ordering::Relaxed);
@@ -245,22 +250,11 @@ impl Policy {
         if limit == 0 {
             return false;
         }
-        // Monotonic time is often negative: windows are numbered by floor division.
-        let window_ns = cap.window_ns.load(Ordering::Relaxed).max(1) as i64;
-        let window = ts.div_euclid(window_ns) as u64 & WINDOW_MASK;
-        let current = cap.state.load(Ordering::Relaxed);
-        let first = current == NO_WINDOW || newer(window, current >> COUNT_BITS);
-        let n = match first.then(|| {
-            cap.state.compare_exchange(
-                current,
-                window << COUNT_BITS | 1,
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            )
-        }) {
-            Some(Ok(_)) => 1,
-            // Another writer started the window (or counted) first: count in what is there.
-            _ => (cap.state.fetch_add(1, Ordering::Relaxed) & COUNT_MASK) + 1,
+        let n = if ts < cap.window_end.load(Ordering::Relaxed) {
+            // The window being counted (or, for a writer stamped just before it, the next).
+            (cap.state.fetch_add(1, Ordering::Relaxed) & COUNT_MASK) + 1
+        } else {
+            self.count_slow(ts)
         };
         if n <= limit
             || cap.tripped.load(Ordering::Relaxed)
@@ -270,6 +264,36 @@ impl Policy {
         }
         self.set_level(Level::Off);
         true
+    }
+
+    /// Counts an event at or past the end of the window being counted: it may start the next.
+    #[cold]
+    fn count_slow(&self, ts: i64) -> u64 {
+        let cap = &self.cap;
+        // Monotonic time is often negative: windows are numbered by floor division.
+        let window_ns = cap.window_ns.load(Ordering::Relaxed).max(1) as i64;
+        let number = ts.div_euclid(window_ns);
+        let window = number as u64 & WINDOW_MASK;
+        let current = cap.state.load(Ordering::Relaxed);
+        let first = current == NO_WINDOW || newer(window, current >> COUNT_BITS);
+        let started = first
+            && cap
+                .state
+                .compare_exchange(
+                    current,
+                    window << COUNT_BITS | 1,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_ok();
+        if started {
+            let end = number.saturating_add(1).saturating_mul(window_ns);
+            cap.window_end.store(end, Ordering::Relaxed);
+            1
+        } else {
+            // Another writer started the window (or counted) first: count in what is there.
+            (cap.state.fetch_add(1, Ordering::Relaxed) & COUNT_MASK) + 1
+        }
     }
 
     /// Whether the level keeps `kind` at all.

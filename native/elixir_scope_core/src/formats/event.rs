@@ -68,11 +68,15 @@ pub enum Kind {
     /// the capture, a watch started or stopped), recorded by the Elixir side whatever the level;
     /// `pid` is ElixirScope's own process; payload: a map saying what and why.
     Control = 18,
+    /// The callers of a traced call, when its watch asked for them (`stack: true`), recorded
+    /// right after the call event; payload: `{call_seq, [frame]}`, each frame the VM's text
+    /// (`"'Elixir.MyApp.Web':show/2"`), innermost first.
+    Stack = 19,
 }
 
 impl Kind {
     /// Every kind, in discriminant order.
-    pub const ALL: [Kind; 19] = [
+    pub const ALL: [Kind; 20] = [
         Kind::Spawn,
         Kind::Exit,
         Kind::Link,
@@ -92,6 +96,7 @@ impl Kind {
         Kind::Traced,
         Kind::Metrics,
         Kind::Control,
+        Kind::Stack,
     ];
 
     /// The kind's name as the Elixir API spells it (`send_to_dead`, `receive`, ...).
@@ -116,6 +121,7 @@ impl Kind {
             Kind::Traced => "traced",
             Kind::Metrics => "metrics",
             Kind::Control => "control",
+            Kind::Stack => "stack",
         }
     }
 

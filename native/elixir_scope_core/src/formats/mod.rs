@@ -3,6 +3,7 @@
 //! behaviours.
 
 pub mod behaviours;
+pub mod dump;
 pub mod error;
 pub mod etf;
 pub mod event;
