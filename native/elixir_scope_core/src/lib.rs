@@ -12,7 +12,7 @@
 //! other, even through others (`tests/layers.rs` reads this list and the sources, and fails on
 //! an edge against it or on a cycle):
 //!
-//! 1. formats: `error`, `fsio`, `etf`, `event`, `symbols`, `behaviours`
+//! 1. formats: `error`, `fsio`, `etf`, `event`, `symbols`, `behaviours`, `dump`
 //! 2. capture: `chunks`, `policy`, `hash`, `log`, `delta`
 //! 3. index: `index`
 //! 4. reader: `reader`
