@@ -820,12 +820,10 @@ defmodule ElixirScope.Server do
   # already), or the messages of a process (traced unless it is already).
   defp watch({:calls, {mod, _, _} = spec, returns?, stack?}, s) do
     cond do
-      Map.has_key?(s.modules, mod) ->
-        # Its patterns are the module trace's (with returns); the callers are added if asked.
-        if stack?, do: Tracer.trace_functions(Tracer.functions_of(spec), true, true)
-        call_everywhere(s)
-
       true ->
+        # A traced module's patterns have returns already; they gain callers if asked.
+        returns? = returns? or Map.has_key?(s.modules, mod)
+
         case Tracer.trace_functions(Tracer.functions_of(spec), returns?, stack?) do
           {:ok, set} ->
             send(s.janitor, {:traced_module, mod})
@@ -898,11 +896,39 @@ defmodule ElixirScope.Server do
       for {mod, _, _} = mfa <- mfas,
           mfa in s.watch_patterns,
           mfa not in needed,
-          not Map.has_key?(s.modules, mod),
+          not module_covers?(s, mfa),
           do: mfa
 
     Tracer.untrace_functions(clear)
-    %{s | watch_patterns: MapSet.difference(s.watch_patterns, MapSet.new(clear))}
+    s = %{s | watch_patterns: MapSet.difference(s.watch_patterns, MapSet.new(clear))}
+
+    # What stays gets exactly what is still asked of it: a watch's callers or returns gone
+    # with it (a process dump at every call costs), a module trace's returns kept.
+    for mfa <- mfas, mfa not in clear, do: repattern(mfa, s)
+    s
+  end
+
+  defp repattern({mod, _, _} = mfa, s) do
+    wants =
+      for %{what: {:calls, spec, returns?, stack?}} <- Map.values(s.watches),
+          mfa in Tracer.functions_of(spec),
+          do: {returns?, stack?}
+
+    module? = module_covers?(s, mfa)
+    returns? = module? or Enum.any?(wants, &elem(&1, 0))
+    stack? = Enum.any?(wants, &elem(&1, 1))
+    # A module trace of exported functions only sets global patterns.
+    local? = wants != [] or Map.get(s.modules, mod) == true
+    Tracer.set_pattern(mfa, returns?, stack?, local?)
+  end
+
+  # Whether a module trace covers the function (all of them with locals: true).
+  defp module_covers?(s, {mod, f, a}) do
+    case Map.fetch(s.modules, mod) do
+      {:ok, true} -> true
+      {:ok, false} -> function_exported?(mod, f, a)
+      :error -> false
+    end
   end
 
   # The device a watch prints to, and the processes its output goes through.

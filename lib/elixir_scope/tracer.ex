@@ -197,6 +197,30 @@ defmodule ElixirScope.Tracer do
     end
   end
 
+  @doc """
+  Sets the pattern of `mfa` to exactly the one of these wants (returns, callers), local or
+  global, when it is ElixirScope's: a watch's wants gone with it are taken away.
+  """
+  @spec set_pattern(mfa(), boolean(), boolean(), boolean()) :: :ok
+  def set_pattern(mfa, returns?, stack?, local?) do
+    if pattern_owner(mfa) == :ours do
+      ms =
+        case {returns?, stack?} do
+          {true, true} -> @stack_return_ms
+          {true, false} -> @ms
+          {false, true} -> @stack_ms
+          {false, false} -> @watch_ms
+        end
+
+      # Local or global: whichever it was is cleared first.
+      :erlang.trace_pattern(mfa, false, [:local])
+      :erlang.trace_pattern(mfa, false, [:global])
+      :erlang.trace_pattern(mfa, ms, [if(local?, do: :local, else: :global)])
+    end
+
+    :ok
+  end
+
   defp upgrade(now, returns?, stack?) do
     returns? = returns? or now in [@ms, @stack_return_ms]
     stack? = stack? or now in [@stack_ms, @stack_return_ms]

@@ -88,9 +88,10 @@ defmodule ElixirScope.Watch do
     # Once the count is reached with `return: true`: {why, deadline} while the returns of the
     # printed calls are still awaited (nothing new is printed meanwhile).
     :closing,
-    # Seqs of the last calls printed, for their callers (`stack: true`).
-    shown: [],
-    stacks_seen: [],
+    # Printed calls whose callers are awaited (`stack: true`): call seq => pid; where the
+    # next look for them starts.
+    shown: %{},
+    stacks_after: 0,
     # Lines of this poll not printed yet (newest first): one write per poll.
     out: [],
     after_seq: 0,
@@ -268,6 +269,7 @@ defmodule ElixirScope.Watch do
             store: store,
             server: server,
             after_seq: after_seq,
+            stacks_after: after_seq,
             started: System.monotonic_time(:nanosecond)
           })
         )
@@ -411,11 +413,39 @@ defmodule ElixirScope.Watch do
     s = %{s | after_seq: next}
 
     case print(items, s) do
-      {:stop, why, s} -> {:stop, why, flush(s)}
-      s when next < upto and pages > 1 -> poll(flush(s), pages - 1)
-      s when next < upto -> {true, tidy(flush(s))}
-      s -> closed(tidy(flush(s)))
+      {:stop, why, s} ->
+        {:stop, why, flush(s)}
+
+      s ->
+        s = s |> callers(upto) |> flush()
+
+        cond do
+          s.closing != nil -> closed(tidy(s), next < upto)
+          next < upto and pages > 1 -> poll(s, pages - 1)
+          true -> {next < upto, tidy(s)}
+        end
     end
+  end
+
+  # The callers of printed calls (`stack: true`), one line each, found by their processes.
+  defp callers(%{shown: shown} = s, _upto) when shown == %{}, do: s
+
+  defp callers(s, upto) do
+    Query.events(
+      store: s.store,
+      kind: :stack,
+      pid: s.shown |> Map.values() |> Enum.uniq(),
+      after_seq: s.stacks_after,
+      before_seq: upto + 1
+    )
+    |> Enum.reduce(%{s | stacks_after: upto}, fn
+      %{data: {call, frames}, pid: pid}, s when is_map_key(s.shown, call) and is_list(frames) ->
+        text = "    callers of #{inspect(pid)}: " <> Enum.map_join(frames, " < ", &frame/1)
+        %{s | out: [line_text(text) | s.out], shown: Map.delete(s.shown, call)}
+
+      _, s ->
+        s
+    end)
   end
 
   # Forgets what a long watch no longer needs: processes without pending calls, and names and
@@ -433,18 +463,14 @@ defmodule ElixirScope.Watch do
   end
 
   # A closing watch stops once the returns of its printed calls are printed, or at its deadline.
-  defp closed(%{closing: {why, deadline}} = s) do
-    # The returns of printed calls, and the callers of the last one.
-    awaited? =
-      Enum.any?(Map.values(s.stacks), &Enum.member?(&1, true)) or
-        (s.stack? and match?([_ | _], s.shown) and hd(s.shown) not in s.stacks_seen)
+  defp closed(%{closing: {why, deadline}} = s, more?) do
+    # The returns and the callers of printed calls.
+    awaited? = Enum.any?(Map.values(s.stacks), &Enum.member?(&1, true)) or s.shown != %{}
 
     if awaited? and System.monotonic_time(:millisecond) < deadline,
-      do: {false, s},
+      do: {more?, s},
       else: {:stop, why, s}
   end
-
-  defp closed(s), do: {false, s}
 
   # Calls, returns and exceptions of the watched functions, in order; calls tagged with
   # whether their arguments match.
@@ -456,7 +482,7 @@ defmodule ElixirScope.Watch do
       before_seq: upto + 1
     ]
 
-    case {s.return? or s.stack?, s.pattern.pattern} do
+    case {s.return?, s.pattern.pattern} do
       # Matching calls alone: one native query gives them.
       {false, {ir, guard, names}} ->
         matches = DSL.run(filters ++ [kind: :call, limit: @page], :args, {ir, guard}, names)
@@ -465,10 +491,7 @@ defmodule ElixirScope.Watch do
 
       # With returns: every call is needed, to pair each return with its call.
       {_, pattern} ->
-        kinds =
-          [:call] ++
-            if(s.return?, do: [:return, :exception], else: []) ++
-            if(s.stack?, do: [:stack], else: [])
+        kinds = if s.return?, do: [:call, :return, :exception], else: [:call]
 
         events = Query.events(filters ++ [kind: kinds, limit: @page])
         last = if length(events) == @page, do: List.last(events).seq, else: upto
@@ -556,19 +579,6 @@ defmodule ElixirScope.Watch do
     end
   end
 
-  # The callers of a printed call (recorded right after it).
-  defp step(%{kind: :stack, data: {call, frames}}, _, s) when is_list(frames) do
-    if call in s.shown,
-      do: %{
-        s
-        | out: Enum.reduce(frames, s.out, &[line_text("    < #{frame(&1)}") | &2]),
-          stacks_seen: Enum.take([call | s.stacks_seen], 64)
-      },
-      else: s
-  end
-
-  defp step(%{kind: :stack}, _, s), do: s
-
   defp step(_e, true, %{closing: {_, _}} = s), do: s
   defp step(e, true, s), do: match(e, s)
 
@@ -580,7 +590,7 @@ defmodule ElixirScope.Watch do
 
       true ->
         s = line(e, %{s | printed: s.printed + 1, recent: recent(e.ts, s)})
-        s = if s.stack?, do: %{s | shown: Enum.take([e.seq | s.shown], 64)}, else: s
+        s = if s.stack?, do: await_callers(s, e), else: s
 
         cond do
           s.count == nil or s.printed < s.count ->
@@ -594,6 +604,16 @@ defmodule ElixirScope.Watch do
             {:stop, {:count, s.count}, s}
         end
     end
+  end
+
+  # At most 64 calls await their callers: an older one is given up on.
+  defp await_callers(s, e) do
+    shown =
+      if map_size(s.shown) >= 64,
+        do: Map.delete(s.shown, Enum.min(Map.keys(s.shown))),
+        else: s.shown
+
+    %{s | shown: Map.put(shown, e.seq, e.pid)}
   end
 
   defp deadline, do: System.monotonic_time(:millisecond) + 1_000
@@ -642,11 +662,13 @@ defmodule ElixirScope.Watch do
   # "'Elixir.MyApp.Web':show/2" -> "MyApp.Web.show/2", as Elixir writes a frame (an
   # anonymous function as "anonymous fn/3 in Enum.each/2"); no atom is made.
   defp frame(text) when is_binary(text) do
-    with [_, mod, fun, arity] <- Regex.run(~r/^'?([^':]+)'?:'?(.+?)'?\/(\d+)$/, text),
+    with true <- String.valid?(text) || :invalid,
+         [_, mod, fun, arity] <- Regex.run(~r/^'?([^':]+)'?:'?(.+?)'?\/(\d+)$/, text),
          {:ok, mod} <- existing(mod),
          {:ok, fun} <- existing(fun) do
       Exception.format_mfa(mod, fun, String.to_integer(arity))
     else
+      :invalid -> inspect(text)
       _ -> text
     end
   end
@@ -691,7 +713,8 @@ defmodule ElixirScope.Watch do
   defp write(s, lines) do
     IO.write(s.io, lines)
   rescue
-    _ -> :ok
+    # One bad line does not cost the others: written one by one.
+    _ -> if length(lines) > 1, do: Enum.each(lines, &write(s, [&1]))
   catch
     _, _ -> :ok
   end

@@ -56,7 +56,8 @@ defmodule ElixirScope.UITest do
     # handed out by httpc's pool once more: that request is sent again, on a new connection.
     {:ok, {{_, status, _}, resp_headers, body}} =
       case http.() do
-        {:error, :socket_closed_remotely} -> http.()
+        # (A GET only: it is safe to send twice.)
+        {:error, :socket_closed_remotely} when method == :get -> http.()
         other -> other
       end
 

@@ -488,8 +488,12 @@ fn statem_name<'a>(env: Env<'a>, payload: &[u8]) -> Option<Term<'a>> {
 /// store's rate cap; the one that trips it tells the store's watcher (see [`tripped`]).
 pub(crate) fn record(env: Env, store: &Store, h: &Header, payload: Payload) -> Option<u64> {
     let seq = encode_and_append(store, h, payload);
-    // ElixirScope's own events (its changes, its metrics samples) do not count.
-    let own = h.kind == Kind::Control as u8 || h.kind == Kind::Metrics as u8;
+    // ElixirScope's own events (its changes, its metrics samples) do not count, nor the
+    // callers a watch asked for beside each call (the call counts).
+    let own = matches!(
+        Kind::from_u8(h.kind),
+        Some(Kind::Control | Kind::Metrics | Kind::Stack)
+    );
     if seq.is_some() && !own && store.policy().count(h.ts) {
         tripped(env, store);
     }

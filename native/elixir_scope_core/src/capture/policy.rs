@@ -129,12 +129,14 @@ struct RateCap {
     tripped: AtomicBool,
 }
 
-/// Bits of [`RateCap::state`] holding the count; the rest hold the window number (wrapping).
+/// Bits of [`RateCap::state`] holding the count; above them the window number (wrapping), and
+/// the top bit says there is no window yet: a count added to that (by a writer that read a
+/// window's end just before the cap was set again) leaves it so.
 const COUNT_BITS: u32 = 24;
 const COUNT_MASK: u64 = (1 << COUNT_BITS) - 1;
 /// The window numbers' range (they wrap, compared within half of it).
-const WINDOW_MASK: u64 = u64::MAX >> COUNT_BITS;
-const NO_WINDOW: u64 = u64::MAX;
+const WINDOW_MASK: u64 = (1 << (63 - COUNT_BITS)) - 1;
+const NO_WINDOW: u64 = 1 << 63;
 /// The largest rate cap: a window's count must never carry into its window number (the count
 /// stops growing at the trip, but for a few events in flight on other schedulers).
 pub const MAX_RATE_LIMIT: u64 = 1 << 23;
@@ -252,7 +254,11 @@ impl Policy {
         }
         let n = if ts < cap.window_end.load(Ordering::Relaxed) {
             // The window being counted (or, for a writer stamped just before it, the next).
-            (cap.state.fetch_add(1, Ordering::Relaxed) & COUNT_MASK) + 1
+            match cap.state.fetch_add(1, Ordering::Relaxed) {
+                // The cap was set again meanwhile: this event starts its first window.
+                before if before & NO_WINDOW != 0 => self.count_slow(ts),
+                before => (before & COUNT_MASK) + 1,
+            }
         } else {
             self.count_slow(ts)
         };
@@ -275,7 +281,7 @@ impl Policy {
         let number = ts.div_euclid(window_ns);
         let window = number as u64 & WINDOW_MASK;
         let current = cap.state.load(Ordering::Relaxed);
-        let first = current == NO_WINDOW || newer(window, current >> COUNT_BITS);
+        let first = current & NO_WINDOW != 0 || newer(window, current >> COUNT_BITS);
         let started = first
             && cap
                 .state
@@ -289,10 +295,18 @@ impl Policy {
         if started {
             let end = number.saturating_add(1).saturating_mul(window_ns);
             cap.window_end.store(end, Ordering::Relaxed);
+            // Set again (or moved on) meanwhile: that end is not the counted window's.
+            if cap.state.load(Ordering::Relaxed) >> COUNT_BITS != window {
+                cap.window_end.store(i64::MIN, Ordering::Relaxed);
+            }
             1
         } else {
-            // Another writer started the window (or counted) first: count in what is there.
-            (cap.state.fetch_add(1, Ordering::Relaxed) & COUNT_MASK) + 1
+            // Another writer started the window (or counted) first: count in what is there,
+            // unless that is no window (the cap was set again): then nothing trips.
+            match cap.state.fetch_add(1, Ordering::Relaxed) {
+                before if before & NO_WINDOW != 0 => 1,
+                before => (before & COUNT_MASK) + 1,
+            }
         }
     }
 
@@ -406,6 +420,39 @@ mod tests {
         assert!(!(0..6).any(|i| p.count(5_000 + i)));
         assert!(!(0..4).any(|i| p.count(4_900 + i)));
         assert!(p.count(5_100), "6 + 4 late ones + this one: 11 in window 5");
+    }
+
+    #[test]
+    fn setting_the_cap_again_while_writers_count_never_trips_it_falsely() {
+        let p = std::sync::Arc::new(Policy::new(Level::Full, 1.0, SampleBy::Process));
+        // Three writers of at most 2,000,000 events each stay under the cap in any case.
+        p.set_rate_cap(MAX_RATE_LIMIT, 1_000_000_000);
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let writers: Vec<_> = (0..3)
+            .map(|t| {
+                let (p, stop) = (p.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    let mut trips = 0;
+                    let mut i = 0i64;
+                    while !stop.load(Ordering::Relaxed) && i < 2_000_000 {
+                        // Far under the cap: a few thousand events a second-long window.
+                        trips += p.count(t * 1_000 + (i % 1_000)) as u32;
+                        i += 1;
+                        if i % 1_000 == 0 {
+                            std::thread::yield_now();
+                        }
+                    }
+                    trips
+                })
+            })
+            .collect();
+        for _ in 0..20_000 {
+            p.set_rate_cap(MAX_RATE_LIMIT, 1_000_000_000);
+        }
+        stop.store(true, Ordering::Relaxed);
+        let trips: u32 = writers.into_iter().map(|w| w.join().unwrap()).sum();
+        assert_eq!(trips, 0);
+        assert!(!p.rate_tripped());
     }
 
     #[test]
