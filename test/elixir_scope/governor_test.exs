@@ -315,6 +315,17 @@ defmodule ElixirScope.GovernorTest do
       assert st.governor.load.state == :normal
     end
 
+    test "the MCP status tool tells an assistant the profile, the caps and the load" do
+      {:ok, _} = ElixirScope.start(profile: :lightweight_production)
+
+      {:ok, %{content: [%{text: text}], isError: false}} =
+        ElixirScope.MCP.Tools.call("status", %{}, %{store: :default})
+
+      assert text =~ "profile: lightweight_production"
+      assert text =~ "rate cap: {20000, 1000} (tripped: false)"
+      assert text =~ "load: normal"
+    end
+
     test "user-defined profiles from the config, and unknown names refused" do
       Application.put_env(:elixir_scope, :profiles,
         mine: [tracing_level: :messages_only, max_events: 1_234]

@@ -394,10 +394,31 @@ defmodule ElixirScope.MCP.Tools do
         "traced processes: #{Enum.map_join(running.traced.pids, ", ", &inspect/1)}",
         "traced modules: #{Enum.map_join(running.traced.modules, ", ", &inspect/1)}"
       ]
+      |> Kernel.++(live_lines(running))
       |> Enum.join("\n")
     else
       counts <> "\na saved trace, read from disk: it captures nothing"
     end
+  end
+
+  # What keeps the capture safe and why its detail changed: profile, limits, load, triggers.
+  defp live_lines(st) do
+    limits = st[:limits] || %{}
+    governor = st[:governor] || %{}
+
+    [
+      st[:profile] && "profile: #{st.profile}",
+      limits[:max_rate] &&
+        "rate cap: #{inspect(limits.max_rate)} (tripped: #{st[:rate_tripped]})",
+      limits[:max_time] && "time cap: #{limits.max_time} ms",
+      limits[:tripped] not in [nil, []] && "limits reached: #{inspect(limits.tripped)}",
+      governor[:load] && "load: #{governor.load.state} #{inspect(governor.load.measures)}",
+      governor[:triggers] not in [nil, []] &&
+        "triggers: " <>
+          Enum.map_join(governor.triggers, "; ", &"#{inspect(&1.condition)} fired #{&1.fired}x"),
+      st[:stopped_by] && "stopped by: #{inspect(st.stopped_by)}"
+    ]
+    |> Enum.filter(&is_binary/1)
   end
 
   defp processes(args, store) do
