@@ -664,6 +664,40 @@ defmodule ElixirScope do
             "pattern string, got: #{inspect(other)}"
   end
 
+  @doc """
+  Starts a flight recorder: a capture of every process (the `:flight_recorder` profile)
+  written to disk under `dir` as it runs, with retention, that saves the trace whenever a
+  process crashes: `dir/crashes/trigger-<time>-<n>`, a trace `open/2` reads and
+  `ElixirScope.Query.why_crashed/2` explains. Memory stays within the store (a persisted
+  capture goes on in a fresh store when half full), disk within `:keep_bytes` of trace plus
+  `:dumps` saves. Leave it on; after a crash:
+
+      {:ok, _} = ElixirScope.flight_recorder("/var/tmp/escope")
+      # ... a crash later
+      {:ok, trace} = ElixirScope.open("/var/tmp/escope/crashes/trigger-...")
+      ElixirScope.Query.why_crashed(pid, store: trace)
+
+  Options: `:keep_bytes` (trace kept on disk, default 256 MiB), `:dumps` (crash saves kept,
+  default 20), `:cooldown` (ms after a save before the next crash saves again, default
+  5,000), and any `start/1` option, which takes precedence over the profile's.
+  """
+  @spec flight_recorder(Path.t(), keyword()) :: {:ok, pid()} | {:error, term()}
+  def flight_recorder(dir, opts \\ []) do
+    dir = Args.path!(dir, "dir")
+    {keep_bytes, opts} = Keyword.pop(Args.opts!(opts), :keep_bytes, 256 * 1024 * 1024)
+    {dumps, opts} = Keyword.pop(opts, :dumps, 20)
+    {cooldown, opts} = Keyword.pop(opts, :cooldown, 5_000)
+    live = Path.join(dir, "live-#{System.os_time(:millisecond)}")
+
+    start(
+      [
+        profile: :flight_recorder,
+        persist: [dir: live, max_bytes: keep_bytes],
+        triggers: [{:crash, save: Path.join(dir, "crashes"), for: cooldown, keep: dumps}]
+      ] ++ opts
+    )
+  end
+
   @doc "Prints the messages of `process` that match `pattern`; see `watch/2`."
   @spec watch(pid() | atom(), String.t(), keyword()) :: {:ok, pid()} | {:error, term()}
   def watch(process, pattern, opts), do: ElixirScope.Watch.messages(process, pattern, opts)

@@ -14,13 +14,17 @@ defmodule ElixirScope.Governor do
       0.7) of its threshold for `calm` checks in a row (default 3), it is restored. Checked
       every `interval` ms (default 1,000).
     * `triggers: [{condition, action}]` - raise the detail for a window when something
-      happens. Conditions: `{:exception, module}` (an exception raised through a traced
-      function of the module, or a process exiting with a stack trace in it), `{:exit, pid
-      | name}` (that process exits, for any reason), `{:match, filters}` (an event matching
-      `ElixirScope.Query.find/1` filters, e.g. `[kind: :receive, message: "{:error, _}"]`),
-      `{:mailbox, n}` (a traced mailbox over `n`), `{:fn, fun}` (`fun.(new_events)` returns
-      true). Actions: `tracing_level:`, `sample_rate:` (and `sample_by:`), `for:` ms (default
-      10,000), and `save: dir` (save the trace so far to a new directory under `dir`).
+      happens; a trigger fires once per window (not again while its window is open).
+      Conditions: `:crash` (any traced process exiting abnormally), `{:exception, module}`
+      (an exception raised through a traced function of the module, or a process exiting
+      with a stack trace in it), `{:exit, pid | name}` (that process exits, for any reason),
+      `{:match, filters}` (an event matching `ElixirScope.Query.find/1` filters, e.g.
+      `[kind: :receive, message: "{:error, _}"]`), `{:mailbox, n}` (a traced mailbox over
+      `n`), `{:fn, fun}` (`fun.(new_events)` returns true). Actions: `tracing_level:`,
+      `sample_rate:` (and `sample_by:`), `for:` ms (default 10,000), and `save: dir`: the
+      trace so far is saved into a new directory under `dir`, and again as the window closes;
+      the `keep:` newest saves (default 20) stay there; a persisted capture is saved whole,
+      as far as its retention kept it. `ElixirScope.flight_recorder/2` is built on these.
 
   Every change it makes is recorded in the store as a `:control` event saying why (`%{event:
   :trigger, ...}`, `%{event: :load, state: :thinned, why: [...]}`, ...), and `status/0`
@@ -132,7 +136,8 @@ defmodule ElixirScope.Governor do
         sample_rate: nil,
         sample_by: nil,
         for: 10_000,
-        save: nil
+        save: nil,
+        keep: 20
       )
 
     %{
@@ -140,6 +145,7 @@ defmodule ElixirScope.Governor do
       settings: settings!(Keyword.take(action, [:tracing_level, :sample_rate, :sample_by])),
       for: int!(:for, action[:for], 1),
       save: action[:save] && Args.path!(action[:save], :save),
+      keep: int!(:keep, action[:keep], 1),
       fired: 0,
       until: nil,
       monitored: nil,
@@ -149,6 +155,7 @@ defmodule ElixirScope.Governor do
 
   defp trigger!(other), do: Args.bad!("trigger", other, "{condition, action keyword list}")
 
+  defp condition!(:crash), do: :crash
   defp condition!({:exception, mod} = c) when is_atom(mod), do: c
 
   defp condition!({:exit, p} = c) when is_pid(p) or (is_atom(p) and p not in [nil, true, false]),
@@ -167,7 +174,7 @@ defmodule ElixirScope.Governor do
     Args.bad!(
       "trigger condition",
       other,
-      "{:exception, module}, {:exit, pid | name}, {:match, filters}, {:mailbox, n} or {:fn, fun/1}"
+      ":crash, {:exception, module}, {:exit, pid | name}, {:match, filters}, {:mailbox, n} or {:fn, fun/1}"
     )
   end
 
@@ -334,7 +341,7 @@ defmodule ElixirScope.Governor do
     # A trigger that saves writes the trace again as its window ends: the raised detail is on
     # disk too.
     Enum.each(ended, fn t ->
-      saved = t.save && save(s.store, t.save)
+      saved = t.save && save(s.store, t)
       control(s, %{event: :trigger_ended, trigger: t.condition, saved: saved})
     end)
 
@@ -374,6 +381,14 @@ defmodule ElixirScope.Governor do
       end)
 
     if hit, do: fire(t, s, %{seq: hit.seq, pid: hit.pid}), else: {t, s}
+  end
+
+  # Any traced process exiting abnormally.
+  defp check(%{condition: :crash} = t, s, _upto, events) do
+    case Enum.find(events, &(&1.kind == :exit and abnormal?(&1.data))) do
+      nil -> {t, s}
+      e -> fire(t, s, %{seq: e.seq, pid: e.pid, reason: e.data})
+    end
   end
 
   defp check(%{condition: {:match, filters}} = t, s, upto, _events) do
@@ -445,7 +460,7 @@ defmodule ElixirScope.Governor do
 
   defp fire(t, s, cause) do
     t = %{t | fired: t.fired + 1, until: System.monotonic_time(:millisecond) + t.for}
-    saved = t.save && save(s.store, t.save)
+    saved = t.save && save(s.store, t)
 
     control(s, %{
       event: :trigger,
@@ -460,16 +475,38 @@ defmodule ElixirScope.Governor do
     {t, apply_settings(s)}
   end
 
-  defp save(store, dir) do
-    path =
-      Path.join(
-        dir,
-        "trigger-#{System.os_time(:millisecond)}-#{System.unique_integer([:positive])}"
-      )
+  defp abnormal?(reason),
+    do: reason not in [:normal, :shutdown] and not match?({:shutdown, _}, reason)
 
-    case ElixirScope.save(path, store: store) do
-      {:ok, _} -> path
-      {:error, reason} -> {:error, reason}
+  # Saves the trace so far into a new directory under the trigger's `dir`, keeping its `keep`
+  # newest saves there. A persisted capture is saved whole (what it wrote, across its stores,
+  # as retention left it); any other, its store.
+  defp save(store, t) do
+    name = "trigger-#{System.os_time(:millisecond)}-#{System.unique_integer([:positive])}"
+    path = Path.join(t.save, name)
+    opts = if store.trace_dir && store == Store.default(), do: [], else: [store: store]
+
+    case ElixirScope.save(path, opts) do
+      {:ok, _} ->
+        prune(t.save, t.keep)
+        path
+
+      {:error, reason} ->
+        {:error, reason}
+    end
+  end
+
+  defp prune(dir, keep) do
+    case File.ls(dir) do
+      {:ok, names} ->
+        names
+        |> Enum.filter(&String.starts_with?(&1, "trigger-"))
+        |> Enum.sort_by(&(&1 |> String.split("-") |> Enum.at(1) |> Integer.parse() |> elem(0)))
+        |> Enum.drop(-keep)
+        |> Enum.each(&File.rm_rf(Path.join(dir, &1)))
+
+      _ ->
+        :ok
     end
   end
 

@@ -19,6 +19,11 @@ defmodule ElixirScope.Profile do
       `__intercepts__/0`), at the `:full` level, with a hard cap of 50,000 events a second
       falling back to `:messages_only`.
 
+    * `:flight_recorder` - every process at the `:full` level, capped at 50,000 events a
+      second (falling back to `:states_only`) and load-aware: what
+      `ElixirScope.flight_recorder/2` starts, with a trace on disk under retention and a dump
+      on every crash.
+
   User-defined profiles live in the application's config, as keyword lists of start options:
 
       config :elixir_scope, profiles: [
@@ -48,6 +53,14 @@ defmodule ElixirScope.Profile do
       trace: [:all],
       metrics: 1_000
     ],
+    flight_recorder: [
+      tracing_level: :full,
+      trace: [:all],
+      max_events: 200_000,
+      max_rate: {50_000, 1_000},
+      on_limit: {:level, :states_only},
+      load: []
+    ],
     phoenix_focus: [
       tracing_level: :full,
       trace: [
@@ -64,7 +77,7 @@ defmodule ElixirScope.Profile do
 
   ## Examples
 
-      iex> Keyword.keys(ElixirScope.Profile.all()) -- [:lightweight_production, :deep_dive_dev, :phoenix_focus]
+      iex> Keyword.keys(ElixirScope.Profile.all()) -- [:lightweight_production, :deep_dive_dev, :flight_recorder, :phoenix_focus]
       []
   """
   @spec all() :: keyword(keyword())
@@ -88,7 +101,7 @@ defmodule ElixirScope.Profile do
       iex> {opts[:tracing_level], opts[:sample_rate]}
       {:full, 0.5}
       iex> ElixirScope.Profile.options!(:nope, [])
-      ** (ArgumentError) unknown profile :nope (profiles: :lightweight_production, :deep_dive_dev, :phoenix_focus)
+      ** (ArgumentError) unknown profile :nope (profiles: :lightweight_production, :deep_dive_dev, :flight_recorder, :phoenix_focus)
   """
   @spec options!(atom(), keyword()) :: keyword()
   def options!(name, overrides) do

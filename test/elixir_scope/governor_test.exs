@@ -229,6 +229,65 @@ defmodule ElixirScope.GovernorTest do
     end
   end
 
+  describe "flight recorder" do
+    defmodule Fragile do
+      use GenServer
+      def init(n), do: {:ok, n}
+      def handle_cast(:bump, n), do: {:noreply, n + 1}
+      def handle_cast(:break, n), do: {:noreply, div(n, 0)}
+    end
+
+    test "a crash saves the trace, which open/1 reads and why_crashed explains; a normal exit does not" do
+      dir = Path.join(System.tmp_dir!(), "es_flight_#{System.unique_integer([:positive])}")
+      on_exit(fn -> File.rm_rf!(dir) end)
+      {:ok, _} = ElixirScope.flight_recorder(dir, cooldown: 200, dumps: 2)
+      st = ElixirScope.status()
+      assert {st.profile, st.traced.all} == {:flight_recorder, true}
+      assert String.starts_with?(st.persist_dir, Path.join(dir, "live-"))
+
+      {_, ref} = spawn_monitor(fn -> :ok end)
+      assert_receive {:DOWN, ^ref, _, _, :normal}
+      {:ok, pid} = GenServer.start(Fragile, 1)
+      # Seen starting, its module watched: its states are recorded from then on.
+      wait_until(fn -> Fragile in ElixirScope.status().traced.state_modules end)
+      ref = Process.monitor(pid)
+      GenServer.cast(pid, :bump)
+      GenServer.cast(pid, :break)
+      assert_receive {:DOWN, ^ref, _, _, {:badarith, _}}, 5_000
+
+      wait_until(fn -> controls(:trigger) != [] end)
+
+      assert [
+               %{
+                 trigger: :crash,
+                 cause: %{pid: ^pid, reason: {:badarith, _}},
+                 saved: path
+               }
+             ] = controls(:trigger)
+
+      assert [_] = File.ls!(Path.join(dir, "crashes"))
+      {:ok, trace} = ElixirScope.open(path)
+      report = Query.why_crashed(pid, store: trace)
+      text = if is_binary(report), do: report, else: inspect(report)
+      assert text =~ "ArithmeticError" or text =~ "badarith"
+      assert {:ok, 2} = Query.state_at(pid, :now, store: trace)
+
+      # More crashes after the cooldown: only the newest `dumps` saves stay.
+      for _ <- 1..3 do
+        Process.sleep(250)
+        {:ok, p} = GenServer.start(Fragile, 1)
+        ref = Process.monitor(p)
+        GenServer.cast(p, :break)
+        assert_receive {:DOWN, ^ref, _, _, _}, 5_000
+        wait_until(fn -> Enum.any?(controls(:trigger), &(&1.cause.pid == p)) end)
+      end
+
+      saves = File.ls!(Path.join(dir, "crashes"))
+      assert length(saves) == 2
+      assert Path.basename(List.last(controls(:trigger)).saved) in saves
+    end
+  end
+
   describe "load-aware capture" do
     test "busy schedulers thin the capture; it is restored once load stays low" do
       {:ok, _} =
