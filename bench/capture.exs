@@ -107,6 +107,7 @@ defmodule Bench.Capture do
       {"ElixirScope, cold memory", fn -> elixir_scope(:cold) end},
       {"ElixirScope, no receive pattern", fn -> elixir_scope(:warm, false) end},
       {"ElixirScope, persisted", fn -> elixir_scope_persisted() end},
+      {"ElixirScope, flight recorder", fn -> elixir_scope_flight_recorder() end},
       {"ElixirScope, rate cap armed", fn -> elixir_scope(:warm, true, 1, :rate_cap) end},
       {"ElixirScope.watch, printing to a null device", fn -> elixir_scope_watch() end},
       {":dbg (process tracer)",
@@ -275,6 +276,39 @@ defmodule Bench.Capture do
   defp null_device_count(device) do
     send(device, {:count, self()})
     receive do: ({:count, c} -> c)
+  end
+
+  # ElixirScope.flight_recorder/2 as it runs all day: its profile (load-aware), its trace
+  # written to disk under retention, its crash trigger armed (no crash happens), its
+  # governor ticking; only the server traced, as in the other rows (the profile's `trace:
+  # [:all]` and rate cap left out, its store big enough not to go on in a fresh one while the
+  # loop runs); done when every event is on disk.
+  defp elixir_scope_flight_recorder do
+    dir = Path.join(System.tmp_dir!(), "escope-bench-fr-#{System.unique_integer([:positive])}")
+
+    result =
+      run(
+        fn [s] ->
+          {:ok, _} =
+            ElixirScope.flight_recorder(dir, trace: [], max_rate: nil, max_events: expected() * 4)
+
+          :ok = Tracer.trace_pid(s, Store.default(), @flags)
+          Store.default()
+        end,
+        # Written now, as the persisted row's check does (not at the flusher's next tick).
+        fn store ->
+          {:ok, _} = ElixirScope.flush()
+          Store.stats(store).persisted >= expected()
+        end,
+        fn store ->
+          st = Store.stats(store)
+          ElixirScope.stop()
+          %{stored: st.events, dropped: st.dropped, bytes: st.bytes}
+        end
+      )
+
+    File.rm_rf!(dir)
+    result
   end
 
   # ElixirScope writing the capture to disk as it runs (a flusher every 100 ms, as

@@ -236,9 +236,9 @@ defmodule ElixirScope.Governor do
     if s.metrics, do: send(self(), :metrics)
 
     # Load is first measured over a whole interval (the start itself is busy).
-    if s.load, do: Process.send_after(self(), :load, s.load.interval)
+    if s.load, do: Process.send_after(self(), :load_sample, s.load.interval)
     if s.triggers != [], do: send(self(), :triggers)
-    {:ok, %{s | applied: current(store), base: current(store), wall: s.load && wall_time()}}
+    {:ok, %{s | applied: current(store), base: current(store)}}
   end
 
   @impl true
@@ -274,10 +274,19 @@ defmodule ElixirScope.Governor do
     {:noreply, mailbox_triggers(s)}
   end
 
+  # Scheduler utilization is sampled over the last tenth of each interval (at most 100 ms):
+  # the VM's wall-time accounting it needs costs every scheduler switch while it is on.
+  def handle_info(:load_sample, s) do
+    sample = min(div(s.load.interval, 10), 100)
+    Process.send_after(self(), :load, max(sample, 1))
+    {:noreply, %{s | wall: wall_time()}}
+  end
+
   def handle_info(:load, s) do
-    Process.send_after(self(), :load, s.load.interval)
+    Process.send_after(self(), :load_sample, s.load.interval - min(div(s.load.interval, 10), 100))
     s = if s.metrics, do: s, else: rescan(s)
     {util, wall} = utilization(s.wall)
+    _ = :erlang.system_flag(:scheduler_wall_time, false)
     mailbox = s.scan |> Map.values() |> Enum.map(&elem(&1, 0)) |> Enum.max(fn -> 0 end)
 
     measures = %{
@@ -286,7 +295,8 @@ defmodule ElixirScope.Governor do
       mailbox: mailbox
     }
 
-    s = %{s | wall: wall, measures: measures}
+    s = %{s | wall: nil, measures: measures}
+    _ = wall
     over = over(measures, s.load, 1.0)
     calm? = over(measures, s.load, s.load.restore_below) == []
 
@@ -314,16 +324,23 @@ defmodule ElixirScope.Governor do
     Process.send_after(self(), :triggers, @trigger_tick)
     published = Store.stats(s.store).published_seq
     now = System.monotonic_time(:millisecond)
-    # The events since the last tick, ElixirScope's own left out, a page at most: the rest is
-    # the next tick's (nothing is skipped under load; detection just lags).
+    # The events since the last tick that the triggers look at (only the kinds they need,
+    # filtered natively), a page at most: the rest is the next tick's (nothing is skipped
+    # under load; detection just lags).
     events =
-      Query.events(
-        store: s.store,
-        after_seq: s.after_seq,
-        before_seq: published + 1,
-        limit: @page,
-        not: [kind: [:control, :metrics]]
-      )
+      case kinds_needed(s.triggers) do
+        [] ->
+          []
+
+        kinds ->
+          Query.events(
+            store: s.store,
+            kind: kinds,
+            after_seq: s.after_seq,
+            before_seq: published + 1,
+            limit: @page
+          )
+      end
 
     upto = if length(events) == @page, do: List.last(events).seq, else: published
     {triggers, s} = Enum.map_reduce(s.triggers, s, &check(&1, &2, upto, events))
@@ -429,6 +446,20 @@ defmodule ElixirScope.Governor do
   end
 
   defp check(t, s, _upto, _events), do: {t, s}
+
+  # The kinds of event the triggers read from the store (a custom function: all but
+  # ElixirScope's own); a DSL pattern queries on its own, exits are monitored, mailboxes
+  # scanned.
+  defp kinds_needed(triggers) do
+    triggers
+    |> Enum.flat_map(fn
+      %{condition: :crash} -> [:exit]
+      %{condition: {:exception, _}} -> [:exception, :exit]
+      %{condition: {:fn, _}} -> ElixirScope.Event.kinds() -- [:control, :metrics]
+      _ -> []
+    end)
+    |> Enum.uniq()
+  end
 
   defp safe_fun(fun, events) do
     fun.(events) == true
