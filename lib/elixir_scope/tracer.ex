@@ -172,14 +172,7 @@ defmodule ElixirScope.Tracer do
 
     case for({mfa, :other} <- owners, do: mfa) do
       [] ->
-        ms =
-          case {returns?, stack?} do
-            {true, true} -> @stack_return_ms
-            {true, false} -> @ms
-            {false, true} -> @stack_ms
-            {false, false} -> @watch_ms
-          end
-
+        ms = watch_ms(returns?, stack?)
         set = for {mfa, :none} <- owners, do: mfa
         Enum.each(set, &:erlang.trace_pattern(&1, ms, [:local]))
 
@@ -204,13 +197,7 @@ defmodule ElixirScope.Tracer do
   @spec set_pattern(mfa(), boolean(), boolean(), boolean()) :: :ok
   def set_pattern(mfa, returns?, stack?, local?) do
     if pattern_owner(mfa) == :ours do
-      ms =
-        case {returns?, stack?} do
-          {true, true} -> @stack_return_ms
-          {true, false} -> @ms
-          {false, true} -> @stack_ms
-          {false, false} -> @watch_ms
-        end
+      ms = watch_ms(returns?, stack?)
 
       # Local or global: whichever it was is cleared first.
       :erlang.trace_pattern(mfa, false, [:local])
@@ -221,17 +208,20 @@ defmodule ElixirScope.Tracer do
     :ok
   end
 
+  # A watch's pattern: with return and exception trace, with the callers' process dump, both,
+  # or neither.
+  defp watch_ms(true, true), do: @stack_return_ms
+  defp watch_ms(true, false), do: @ms
+  defp watch_ms(false, true), do: @stack_ms
+  defp watch_ms(false, false), do: @watch_ms
+
   defp upgrade(now, returns?, stack?) do
     returns? = returns? or now in [@ms, @stack_return_ms]
     stack? = stack? or now in [@stack_ms, @stack_return_ms]
 
-    cond do
-      now not in [@ms, @watch_ms, @stack_ms, @stack_return_ms] -> now
-      returns? and stack? -> @stack_return_ms
-      returns? -> @ms
-      stack? -> @stack_ms
-      true -> @watch_ms
-    end
+    if now in [@ms, @watch_ms, @stack_ms, @stack_return_ms],
+      do: watch_ms(returns?, stack?),
+      else: now
   end
 
   @doc "Clears the patterns of `mfas` that are still ElixirScope's."
