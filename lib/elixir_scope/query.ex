@@ -233,12 +233,16 @@ defmodule ElixirScope.Query do
   defdelegate count(filters \\ []), to: ElixirScope.Query.Aggregate
 
   @doc "A process's sampled metrics; see `ElixirScope.Query.Metrics.samples/2`."
+  @spec metrics(pid() | atom(), keyword()) :: [ElixirScope.Query.Metrics.sample()]
   defdelegate metrics(target, filters \\ []), to: ElixirScope.Query.Metrics, as: :samples
 
   @doc "A process's mailbox length at `t`; see `ElixirScope.Query.Metrics.mailbox_at/3`."
+  @spec mailbox_at(pid() | atom(), integer() | DateTime.t() | :now, keyword()) ::
+          {:ok, ElixirScope.Query.Metrics.sample()} | {:error, :no_sample}
   defdelegate mailbox_at(target, t, opts \\ []), to: ElixirScope.Query.Metrics
 
   @doc "Processes by mailbox growth; see `ElixirScope.Query.Metrics.top_mailbox_growth/1`."
+  @spec top_mailbox_growth(keyword()) :: [map()]
   defdelegate top_mailbox_growth(opts \\ []), to: ElixirScope.Query.Metrics
   @doc Map.fetch!(@docs, {:group_by, 2})
   @spec group_by(keyword(), ElixirScope.Query.Aggregate.key()) :: %{term() => pos_integer()}
