@@ -523,6 +523,11 @@ defmodule ElixirScope.Governor do
         path
 
       {:error, reason} ->
+        # Said as well as recorded: a trigger that should have saved did not.
+        Logger.error(
+          "ElixirScope could not save the trace: #{ElixirScope.Error.describe(reason)}"
+        )
+
         {:error, reason}
     end
   end

@@ -18,6 +18,8 @@ defmodule ElixirScope.Server do
     :store_opts,
     :profile,
     :governor,
+    # The governor's options, to start it again should it die.
+    :governor_opts,
     limits: %Limits{},
     # Targets resolved again every second ({:processes_running, mods}, {:modules_exporting,
     # funs}): what they cover appears after the trace call too.
@@ -87,11 +89,8 @@ defmodule ElixirScope.Server do
 
         Application.delete_env(:elixir_scope, :stopped_by)
 
-        governor =
-          if governor do
-            {:ok, pid} = ElixirScope.Governor.start_link({governor, store, self()})
-            pid
-          end
+        governor_opts = governor
+        governor = governor && start_governor(governor_opts, store)
 
         {:ok,
          %__MODULE__{
@@ -102,6 +101,7 @@ defmodule ElixirScope.Server do
            store_opts: store_opts,
            profile: profile,
            governor: governor,
+           governor_opts: governor_opts,
            limits: Limits.arm(limits, store)
          }}
     end
@@ -369,6 +369,15 @@ defmodule ElixirScope.Server do
   def handle_info({:DOWN, _, :process, pid, _}, %{watches: w} = s) when is_map_key(w, pid) do
     s = unwatch(pid, s)
     if s.by_watch and s.watches == %{}, do: {:stop, :normal, s}, else: {:noreply, s}
+  end
+
+  # The governor died (a bug, or killed): said and recorded, and started again (its triggers'
+  # windows and load state begin afresh), so that triggers and load-aware capture do not stop
+  # silently.
+  def handle_info({:EXIT, pid, reason}, %{governor: pid} = s) do
+    Logger.error("ElixirScope's governor stopped (#{inspect(reason)}); starting it again")
+    Store.record_control(s.store, %{event: :governor_restarted, reason: reason})
+    {:noreply, %{s | governor: start_governor(s.governor_opts, s.store)}}
   end
 
   def handle_info({:EXIT, pid, reason}, %{flusher: pid} = s) when reason != :normal do
@@ -790,6 +799,11 @@ defmodule ElixirScope.Server do
     end
   end
 
+  defp start_governor(opts, store) do
+    {:ok, pid} = ElixirScope.Governor.start_link({opts, store, self()})
+    pid
+  end
+
   # A selector is resolved again every second (the first time arms the timer).
   defp select(sel, opts, s) do
     if s.selectors == [], do: Process.send_after(self(), :reselect, 1_000)
@@ -893,7 +907,7 @@ defmodule ElixirScope.Server do
           do: mfa
 
     clear =
-      for {mod, _, _} = mfa <- mfas,
+      for mfa <- mfas,
           mfa in s.watch_patterns,
           mfa not in needed,
           not module_covers?(s, mfa),

@@ -185,12 +185,23 @@ defmodule ElixirScope.Watch do
 
     {count, rate} =
       case {opts[:limit], opts[:count], opts[:rate]} do
-        {nil, nil, nil} -> {@default_count, nil}
-        {nil, count, rate} -> {count && pos!(:count, count), ElixirScope.Limits.max_rate!(rate)}
-        {n, nil, nil} when is_integer(n) -> {pos!(:limit, n), nil}
-        {{_, _} = rate, nil, nil} -> {nil, rate!(rate)}
-        {other, nil, nil} -> Args.bad!(:limit, other, "a count or a rate {n, ms}")
-        _ -> raise ArgumentError, "give :limit, or :count and :rate, not both"
+        {nil, nil, nil} ->
+          {@default_count, nil}
+
+        {nil, count, rate} ->
+          {count && Args.pos_integer!(count, :count), ElixirScope.Limits.max_rate!(rate)}
+
+        {n, nil, nil} when is_integer(n) ->
+          {Args.pos_integer!(n, :limit), nil}
+
+        {{_, _} = rate, nil, nil} ->
+          {nil, rate!(rate)}
+
+        {other, nil, nil} ->
+          Args.bad!(:limit, other, "a count or a rate {n, ms}")
+
+        _ ->
+          raise ArgumentError, "give :limit, or :count and :rate, not both"
       end
 
     Args.boolean!(opts[:return], :return)
@@ -199,15 +210,12 @@ defmodule ElixirScope.Watch do
     %{
       count: count,
       rate: rate,
-      time: pos!(:time, opts[:time]),
+      time: Args.pos_integer!(opts[:time], :time),
       return?: opts[:return],
       stack?: opts[:stack],
       io: opts[:io] || Process.group_leader()
     }
   end
-
-  defp pos!(_key, n) when is_integer(n) and n > 0, do: n
-  defp pos!(key, other), do: Args.bad!(key, other, "a positive integer")
 
   defp rate!(rate) do
     ElixirScope.Limits.max_rate!(rate)
@@ -664,8 +672,8 @@ defmodule ElixirScope.Watch do
   defp frame(text) when is_binary(text) do
     with true <- String.valid?(text) || :invalid,
          [_, mod, fun, arity] <- Regex.run(~r/^'?([^':]+)'?:'?(.+?)'?\/(\d+)$/, text),
-         {:ok, mod} <- existing(mod),
-         {:ok, fun} <- existing(fun) do
+         mod when mod != nil <- ElixirScope.UI.View.existing_atom(mod),
+         fun when fun != nil <- ElixirScope.UI.View.existing_atom(fun) do
       Exception.format_mfa(mod, fun, String.to_integer(arity))
     else
       :invalid -> inspect(text)
@@ -674,12 +682,6 @@ defmodule ElixirScope.Watch do
   end
 
   defp frame(other), do: inspect(other)
-
-  defp existing(name) do
-    {:ok, String.to_existing_atom(name)}
-  rescue
-    ArgumentError -> :error
-  end
 
   defp name_of(pid, s) do
     case s.names do

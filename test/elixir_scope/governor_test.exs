@@ -118,6 +118,17 @@ defmodule ElixirScope.GovernorTest do
                controls(:trigger)
     end
 
+    test "a governor that dies is started again, and that is recorded" do
+      {:ok, _} = ElixirScope.start(triggers: [{{:mailbox, 5}, sample_by: :event}])
+      old = Process.whereis(ElixirScope.Governor)
+      ref = Process.monitor(old)
+      Process.exit(old, :kill)
+      assert_receive {:DOWN, ^ref, _, _, :killed}
+      wait_until(fn -> Process.whereis(ElixirScope.Governor) not in [nil, old] end)
+      assert [%{condition: {:mailbox, 5}, fired: 0}] = ElixirScope.status().governor.triggers
+      assert [%{event: :governor_restarted, reason: :killed}] = controls(:governor_restarted)
+    end
+
     test "an exit trigger on a pid fires once, however long the capture goes on" do
       victim = spawn(fn -> :ok end)
       ref = Process.monitor(victim)

@@ -49,6 +49,15 @@ defmodule ElixirScope.MCPTest do
   defp rpc(method, params, ctx, id \\ 1),
     do: MCP.handle(%{"jsonrpc" => "2.0", "id" => id, "method" => method, "params" => params}, ctx)
 
+  # What the SDK client prints after calling, over stdio, the tools the file `input` lists of
+  # `mix elixir_scope.mcp` with `args`; it must exit 0.
+  defp stdio_client(args, input) do
+    mix = System.find_executable("mix")
+    cmd = "node test/mcp/client.mjs stdio #{mix} elixir_scope.mcp #{args} < #{input}"
+    {out, 0} = System.cmd("sh", ["-c", cmd], env: [{"MIX_ENV", "test"}])
+    out
+  end
+
   defp tool(name, args, ctx) do
     %{result: %{content: [%{type: "text", text: text}], isError: error?}} =
       rpc("tools/call", %{"name" => name, "arguments" => args}, ctx)
@@ -478,17 +487,7 @@ defmodule ElixirScope.MCPTest do
       )
 
     {:ok, _} = ElixirScope.save(dir)
-    mix = System.find_executable("mix")
-
-    {out, 0} =
-      System.cmd(
-        "sh",
-        [
-          "-c",
-          "node test/mcp/client.mjs stdio #{mix} elixir_scope.mcp --trace #{dir} < #{input}"
-        ],
-        env: [{"MIX_ENV", "test"}]
-      )
+    out = stdio_client("--trace #{dir}", input)
 
     check.(out, false)
     File.rm_rf!(dir)
@@ -542,17 +541,7 @@ defmodule ElixirScope.MCPTest do
         Path.join(System.tmp_dir!(), "mcp_peer_calls_#{System.unique_integer([:positive])}.json")
 
       File.write!(input, ~s([{"name": "why_crashed", "arguments": {"pid": ":peer_account"}}]))
-      mix = System.find_executable("mix")
-
-      {out, 0} =
-        System.cmd(
-          "sh",
-          [
-            "-c",
-            "node test/mcp/client.mjs stdio #{mix} elixir_scope.mcp --node #{node} --cookie #{cookie} < #{input}"
-          ],
-          env: [{"MIX_ENV", "test"}]
-        )
+      out = stdio_client("--node #{node} --cookie #{cookie}", input)
 
       File.rm(input)
       {:ok, %{"results" => [%{"content" => [%{"text" => text}]}]}} = JSON.decode(out)

@@ -51,6 +51,19 @@ defmodule ElixirScope.TestGenTest do
 
   defp scenario(name), do: File.read!(Path.join(@support, name))
 
+  # The test generated from `pid`'s capture: it says `expected`, it passes against the scenario
+  # module `file`, and it fails against each mutation `{from, to}` of it.
+  defp assert_generated(pid, dir, file, expected, mutations) do
+    {:ok, test} = TestGen.generate(pid)
+    assert test =~ expected
+    source = scenario(file)
+    assert passes?(dir, source, test)
+
+    for {from, to} <- mutations do
+      refute passes?(dir, String.replace(source, from, to), test), "#{from} -> #{to} went unseen"
+    end
+  end
+
   test "a counter: calls, a cast and messages", %{dir: dir} do
     {:ok, pid} = GenServer.start(TestGenScenario.Counter, 10)
     :ok = ElixirScope.trace(pid)
@@ -59,20 +72,14 @@ defmodule ElixirScope.TestGenTest do
     send(pid, {:tick, 5})
     5 = GenServer.call(pid, :get)
 
-    {:ok, test} = TestGen.generate(pid)
-    assert test =~ "assert result === {:reply, 11, %{count: 11, history: [1]}}"
-    source = scenario("counter.ex")
-    assert passes?(dir, source, test)
     # Adding twice the amount: every later step fails.
-    refute passes?(
-             dir,
-             String.replace(
-               source,
-               "s.count + k, %{s | count: s.count + k",
-               "s.count + 2 * k, %{s | count: s.count + 2 * k"
-             ),
-             test
-           )
+    assert_generated(
+      pid,
+      dir,
+      "counter.ex",
+      "assert result === {:reply, 11, %{count: 11, history: [1]}}",
+      [{"s.count + k, %{s | count: s.count + k", "s.count + 2 * k, %{s | count: s.count + 2 * k"}]
+    )
   end
 
   test "a bank account that crashes on an overdraft", %{dir: dir} do
@@ -84,18 +91,12 @@ defmodule ElixirScope.TestGenTest do
     catch_exit(GenServer.call(pid, {:withdraw, 500}))
     assert_receive {:DOWN, ^ref, _, _, _}
 
-    {:ok, test} = TestGen.generate(pid)
-    assert test =~ "assert_raise ArgumentError"
-    source = scenario("bank.ex")
-    assert passes?(dir, source, test)
-    # An overdraft allowed: the recorded crash no longer happens.
-    refute passes?(dir, String.replace(source, "when n > b", "when n > b + 1000"), test)
-    # A wrong balance after a deposit.
-    refute passes?(
-             dir,
-             String.replace(source, "s.balance + n, entries", "s.balance + n + 1, entries"),
-             test
-           )
+    # An overdraft allowed: the recorded crash no longer happens. A wrong balance after a
+    # deposit.
+    assert_generated(pid, dir, "bank.ex", "assert_raise ArgumentError", [
+      {"when n > b", "when n > b + 1000"},
+      {"s.balance + n, entries", "s.balance + n + 1, entries"}
+    ])
   end
 
   test "a state machine (gen_statem)", %{dir: dir} do
@@ -106,16 +107,13 @@ defmodule ElixirScope.TestGenTest do
     :gen_statem.cast(pid, :knock)
     :locked = :gen_statem.call(pid, :lock)
 
-    {:ok, test} = TestGen.generate(pid)
-    assert test =~ "{:keep_state, %{code: 1234, tries: 1}, [{:reply, from, :wrong}]}"
-    source = scenario("door.ex")
-    assert passes?(dir, source, test)
-
-    refute passes?(
-             dir,
-             String.replace(source, "{:reply, from, :opened}", "{:reply, from, :open}"),
-             test
-           )
+    assert_generated(
+      pid,
+      dir,
+      "door.ex",
+      "{:keep_state, %{code: 1234, tries: 1}, [{:reply, from, :wrong}]}",
+      [{"{:reply, from, :opened}", "{:reply, from, :open}"}]
+    )
   end
 
   test "a struct in a state is written as data; a state changed between callbacks is set", %{
