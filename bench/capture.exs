@@ -284,9 +284,7 @@ defmodule Bench.Capture do
   # [:all]` and rate cap left out, its store big enough not to go on in a fresh one while the
   # loop runs); done when every event is on disk.
   defp elixir_scope_flight_recorder do
-    dir = Path.join(System.tmp_dir!(), "escope-bench-fr-#{System.unique_integer([:positive])}")
-
-    result =
+    in_tmp_dir(fn dir ->
       run(
         fn [s] ->
           {:ok, _} =
@@ -306,17 +304,24 @@ defmodule Bench.Capture do
           %{stored: st.events, dropped: st.dropped, bytes: st.bytes}
         end
       )
+    end)
+  end
 
-    File.rm_rf!(dir)
-    result
+  # Runs `fun` with a fresh directory, removed afterwards.
+  defp in_tmp_dir(fun) do
+    dir = Path.join(System.tmp_dir!(), "escope-bench-#{System.unique_integer([:positive])}")
+
+    try do
+      fun.(dir)
+    after
+      File.rm_rf!(dir)
+    end
   end
 
   # ElixirScope writing the capture to disk as it runs (a flusher every 100 ms, as
   # `persist:` does); done when every event is on disk.
   defp elixir_scope_persisted do
-    dir = Path.join(System.tmp_dir!(), "escope-bench-#{System.unique_integer([:positive])}")
-
-    result =
+    in_tmp_dir(fn dir ->
       run(
         fn [s] ->
           store = Store.new!(max_events: expected() * 2)
@@ -336,9 +341,7 @@ defmodule Bench.Capture do
           %{stored: st.events, dropped: st.dropped, bytes: st.bytes}
         end
       )
-
-    File.rm_rf!(dir)
-    result
+    end)
   end
 
   defp flush_every(store, ms) do
