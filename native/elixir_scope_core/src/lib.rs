@@ -13,7 +13,7 @@
 //! an edge against it or on a cycle):
 //!
 //! 1. formats: `error`, `fsio`, `etf`, `event`, `symbols`, `behaviours`, `dump`
-//! 2. capture: `chunks`, `policy`, `hash`, `log`, `delta`
+//! 2. capture: `chunks`, `policy`, `hash`, `ring`, `log`, `delta`
 //! 3. index: `index`
 //! 4. reader: `reader`
 //! 5. store: `store`

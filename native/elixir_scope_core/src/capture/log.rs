@@ -20,6 +20,7 @@
 //! next read.
 
 use crate::capture::chunks::{ChunkOptions, ChunkTable, HUGE_PAGE};
+use crate::capture::ring::{Generation, Pinned, Ring, GENERATIONS};
 use crate::formats::event::{flags, EventRef, Header, Seq};
 use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -41,6 +42,14 @@ const MAX_BYTE_CHUNK: usize = HUGE_PAGE;
 pub const PAGED_EVENTS: u64 = 1 << 34;
 /// How far back from the newest slot [`CaptureLog::published_seq`] looks for unfinished events.
 const PUBLISH_WINDOW: u64 = 4096;
+/// Smallest budget of a ring-mode log's generation: events and payload bytes.
+const MIN_GENERATION_EVENTS: u64 = 64;
+/// What a ring-mode generation's slot counter is set to when it is closed for lack of payload
+/// bytes: past any count, so no more slots are handed out.
+const SEALED: u64 = 1 << 62;
+/// How many times a writer looks for the next generation, after the newest closed, before it
+/// drops its event (the writer installing it was preempted midway).
+const NEXT_GENERATION_TRIES: u32 = 1 << 12;
 
 /// The memory orderings of the log's protocol, named once: the log uses these, and so does its
 /// loom model (`loom_model` below), which checks that they are enough.
@@ -100,6 +109,14 @@ pub enum Appended {
     Dropped,
 }
 
+/// The outcome of appending to one generation of a ring-mode log.
+enum GenAppended {
+    Done(Appended),
+    /// The generation is full, with this many events when known yet: the writers that know it
+    /// race to install the next generation (one wins).
+    Closed(Option<u64>),
+}
+
 /// A bounded lock-free event log. See the module docs for the algorithm.
 pub struct CaptureLog {
     slots: Arc<ChunkTable>,
@@ -122,6 +139,18 @@ pub struct CaptureLog {
     exclusive: bool,
     /// The seq before a paged log's first slot: its seqs are a trace's, starting anywhere.
     base: Seq,
+    /// A ring-mode log's generations (see `capture::ring`): its own slots and bytes are unused.
+    ring: Option<Box<Ring<CaptureLog>>>,
+    /// A generation's number (0 for any other log).
+    generation: u64,
+    /// A closed generation's event count plus one (0 while open).
+    sealed: AtomicU64,
+}
+
+impl Generation for CaptureLog {
+    fn generation(&self) -> u64 {
+        self.generation
+    }
 }
 
 /// Reads events a log does not hold yet from where they are kept (the segment files of a
@@ -194,7 +223,10 @@ impl CaptureLog {
 
     /// The first seq a paged log can hold (1 for any other log).
     pub fn first_seq(&self) -> Seq {
-        self.base + 1
+        match &self.ring {
+            Some(ring) => self.ring_bounds(ring).0,
+            None => self.base + 1,
+        }
     }
 
     /// The pager of a paged log.
@@ -267,7 +299,201 @@ impl CaptureLog {
             pager: None,
             exclusive: false,
             base: 0,
+            ring: None,
+            generation: 0,
+            sealed: AtomicU64::new(0),
         }
+    }
+
+    /// A ring-mode log: it holds at most `limits` too, but when full it evicts its oldest
+    /// events, an eighth of the budget at a time (see `capture::ring`), instead of dropping new
+    /// ones. Its events are read with [`CaptureLog::get`] and [`CaptureLog::range`] while
+    /// pinned ([`CaptureLog::pin`]).
+    pub fn ring(limits: Limits) -> CaptureLog {
+        let limits = Limits {
+            max_events: limits
+                .max_events
+                .max(MIN_GENERATION_EVENTS * GENERATIONS as u64),
+            max_bytes: limits.max_bytes,
+        };
+        let mut log = CaptureLog::with_ahead(
+            Limits {
+                max_events: 1,
+                max_bytes: 0,
+            },
+            false,
+        );
+        log.limits = limits;
+        log.ring = Some(Box::new(Ring::new(Box::new(log.next_generation(0, 0)))));
+        log
+    }
+
+    /// Generation `n` of this ring-mode log, its seqs after `base`.
+    fn next_generation(&self, n: u64, base: Seq) -> CaptureLog {
+        let mut g = CaptureLog::with_ahead(
+            Limits {
+                max_events: self.limits.max_events / GENERATIONS as u64,
+                max_bytes: self.limits.max_bytes / GENERATIONS as u64,
+            },
+            true,
+        );
+        g.generation = n;
+        g.base = base;
+        g
+    }
+
+    /// Whether the log evicts its oldest events when full.
+    pub fn is_ring(&self) -> bool {
+        self.ring.is_some()
+    }
+
+    /// Pins the calling reader of a ring-mode log (`None` for any other): the events it reads
+    /// stay whole until the pin is dropped. A ring-mode log's events may only be read while
+    /// pinned; `crate::reader::Reader::log` pins.
+    pub fn pin(&self) -> Option<Pinned<'_, CaptureLog>> {
+        self.ring.as_ref().map(|r| r.pin())
+    }
+
+    /// The last seq a ring-mode log evicted (0 when none, and for any other log): the events up
+    /// to it are gone.
+    pub fn evicted_upto(&self) -> Seq {
+        self.first_seq() - 1
+    }
+
+    /// The generation of a ring-mode log holding `seq` (the newest whose seqs start before
+    /// it), unless `seq` is evicted or not stored yet.
+    ///
+    /// # Safety
+    /// The caller is pinned, and uses it only while it is.
+    unsafe fn generation_of<'a>(
+        &'a self,
+        ring: &'a Ring<CaptureLog>,
+        seq: Seq,
+    ) -> Option<&'a CaptureLog> {
+        // SAFETY: the caller's.
+        let gen = unsafe { ring.each() }
+            .filter(|g| g.base < seq)
+            .max_by_key(|g| g.base)?;
+        // Before the oldest generation there is: evicted (a generation evicted meanwhile is
+        // simply not there).
+        (gen.base + gen.count() >= seq || gen.generation == ring.current()).then_some(gen)
+    }
+
+    /// How many events this full ring-mode generation holds, seen by a writer whose slot
+    /// counter was at `seen` when it found it full; `None` when not known yet. The writer that
+    /// sealed it for lack of bytes (the one that saw fewer slots than the budget) knows, and
+    /// says it first thing; past the budget, it is the budget unless that writer sealed it.
+    fn closed_at(&self, seen: u64) -> Option<u64> {
+        let n = match seen {
+            n if n < self.limits.max_events => n,
+            n if n < SEALED => self.limits.max_events,
+            _ => return self.sealed.load(Ordering::SeqCst).checked_sub(1),
+        };
+        self.sealed.store(n + 1, Ordering::SeqCst);
+        Some(n)
+    }
+
+    /// A ring-mode generation's events (a plain log's slots handed out, up to its budget).
+    fn count(&self) -> u64 {
+        match self.sealed.load(Ordering::SeqCst) {
+            0 => self
+                .next_slot
+                .load(Ordering::Relaxed)
+                .min(self.limits.max_events),
+            n => n - 1,
+        }
+    }
+
+    /// `first_seq`, `last_seq` and `published_seq` of a ring-mode log.
+    fn ring_bounds(&self, ring: &Ring<CaptureLog>) -> (Seq, Seq, Seq) {
+        let _pin = ring.pin();
+        let gens = ring.generations(&_pin);
+        let first = gens.first().map_or(1, |g| g.base + 1);
+        let last = gens.last().map_or(0, |g| g.last_seq());
+        // The first unfinished event, in the generations that hold the last `PUBLISH_WINDOW`.
+        let lo = last.saturating_sub(PUBLISH_WINDOW);
+        let published = gens
+            .iter()
+            .filter(|g| g.last_seq() >= lo)
+            .map(|g| (g.published_seq(), g.last_seq()))
+            .find(|&(p, l)| p < l)
+            .map_or(last, |(p, _)| p);
+        (first, last, published)
+    }
+
+    /// Appends to a ring-mode log: to its newest generation, which the writer that finds it
+    /// full replaces by a new one, evicting the oldest.
+    fn append_ring(&self, ring: &Ring<CaptureLog>, header: &Header, payload: &[u8]) -> Appended {
+        for attempt in 0..NEXT_GENERATION_TRIES {
+            let w = ring.enter();
+            let gen = w.log();
+            match gen.append_generation(header, payload) {
+                GenAppended::Done(a) => {
+                    if let Appended::Stored(seq) | Appended::StoredWithoutPayload(seq) = a {
+                        let lost = header.flags & flags::TRUNCATED != 0
+                            || matches!(a, Appended::StoredWithoutPayload(_));
+                        if lost {
+                            self.truncated.fetch_add(1, Ordering::Relaxed);
+                        }
+                        let _ = seq;
+                    }
+                    return a;
+                }
+                GenAppended::Closed(Some(n)) if ring.current() == gen.generation => {
+                    let next = self.next_generation(gen.generation + 1, gen.base + n);
+                    drop(w);
+                    ring.install(Box::new(next));
+                }
+                // The writer that closed it is about to say how many events it holds, or
+                // another writer is installing the next one.
+                GenAppended::Closed(_) if attempt < 64 => std::hint::spin_loop(),
+                GenAppended::Closed(_) => std::thread::yield_now(),
+            }
+        }
+        self.dropped.fetch_add(1, Ordering::Relaxed);
+        Appended::Dropped
+    }
+
+    /// Appends to this generation of a ring-mode log: payload bytes first, then a slot, so that
+    /// a generation closes when either runs out (and a slot handed out always has its bytes).
+    fn append_generation(&self, header: &Header, payload: &[u8]) -> GenAppended {
+        let mut header = *header;
+        let payload = if payload.len() as u64 > self.byte_chunk {
+            header.flags |= flags::PAYLOAD_DROPPED;
+            &[][..]
+        } else {
+            payload
+        };
+        let (off, len) = {
+            match self.reserve_bytes(payload.len() as u64) {
+                Some(off) => (off, payload.len()),
+                None => {
+                    let prev = self.next_slot.fetch_max(SEALED, Ordering::SeqCst);
+                    return GenAppended::Closed(self.closed_at(prev));
+                }
+            }
+        };
+        let idx = self.next_slot.fetch_add(1, order::RESERVE);
+        if idx >= self.limits.max_events {
+            return GenAppended::Closed(self.closed_at(idx));
+        }
+        let Some(slot) = self.slot_for_write(idx) else {
+            // No memory for its slot: a hole, like a plain log's.
+            return GenAppended::Done(Appended::Dropped);
+        };
+        let len = match self.write_bytes(off, payload) {
+            true => len as u32,
+            false => {
+                header.flags |= flags::PAYLOAD_DROPPED;
+                0
+            }
+        };
+        let seq = self.base + Self::publish(slot, idx, &header, off, len);
+        GenAppended::Done(if header.flags & flags::PAYLOAD_DROPPED != 0 {
+            Appended::StoredWithoutPayload(seq)
+        } else {
+            Appended::Stored(seq)
+        })
     }
 
     /// The log's budget.
@@ -277,13 +503,19 @@ impl CaptureLog {
 
     /// The largest payload the log can store (payloads never straddle its byte chunks).
     pub fn largest_payload(&self) -> usize {
-        self.byte_chunk as usize
+        match &self.ring {
+            Some(ring) => {
+                let pin = ring.pin();
+                ring.newest(&pin).byte_chunk as usize
+            }
+            None => self.byte_chunk as usize,
+        }
     }
 
     /// Whether new events would be dropped. A cheap check for callers that want to skip encoding.
     #[inline]
     pub fn is_full(&self) -> bool {
-        self.next_slot.load(Ordering::Relaxed) >= self.limits.max_events
+        self.next_slot.load(Ordering::Relaxed) >= self.limits.max_events && self.ring.is_none()
     }
 
     /// Counts an event the caller chose not to append because the log is full.
@@ -300,6 +532,9 @@ impl CaptureLog {
     /// payload ([`flags::TRUNCATED`], cut by the caller) or without one (the byte budget spent)
     /// is counted in [`LogStats::truncated`].
     pub fn append(&self, header: &Header, payload: &[u8]) -> Appended {
+        if let Some(ring) = &self.ring {
+            return self.append_ring(ring, header, payload);
+        }
         let Some((idx, slot)) = self.reserve() else {
             return Appended::Dropped;
         };
@@ -329,7 +564,13 @@ impl CaptureLog {
     /// Appends an event whose payload is the payload of the stored event `shared` (which must be
     /// published). Used for a state equal to the previous one: no bytes are copied.
     pub fn append_sharing(&self, header: &Header, shared: Seq) -> Appended {
-        let Some(from) = self.published(shared) else {
+        // A ring-mode log's writers never read its events (they may be evicted): not shared.
+        let from = if self.ring.is_some() {
+            None
+        } else {
+            self.published(shared)
+        };
+        let Some(from) = from else {
             // Nothing to share: stored without a payload (a delta without its record is none).
             let h = Header {
                 flags: header.flags & !flags::STATE_DELTA,
@@ -435,8 +676,18 @@ impl CaptureLog {
         if len > self.byte_chunk {
             return None;
         }
+        let start = self.reserve_bytes(len)?;
+        self.write_bytes(start, payload).then_some(start)
+    }
+
+    /// Reserves `len` payload bytes (at most a chunk) inside one chunk; `None` when the byte
+    /// budget cannot hold them.
+    fn reserve_bytes(&self, len: u64) -> Option<u64> {
+        if len == 0 {
+            return Some(0);
+        }
         let mut cur = self.next_byte.load(order::RESERVE);
-        let start = loop {
+        loop {
             // A payload never straddles chunks: skip to the next chunk when it would.
             let mut start = cur;
             if start % self.byte_chunk + len > self.byte_chunk {
@@ -451,15 +702,24 @@ impl CaptureLog {
                 order::RESERVE,
                 order::RESERVE,
             ) {
-                Ok(_) => break start,
+                Ok(_) => return Some(start),
                 Err(now) => cur = now,
             }
-        };
+        }
+    }
+
+    /// Copies `payload` into the bytes reserved at `start`; false when their chunk got no memory.
+    fn write_bytes(&self, start: u64, payload: &[u8]) -> bool {
+        if payload.is_empty() {
+            return true;
+        }
         let k = (start / self.byte_chunk) as usize;
         if start % self.byte_chunk == 0 {
             self.bytes.commit_ahead(k + 1);
         }
-        let chunk = self.bytes.get_or_alloc(k)?;
+        let Some(chunk) = self.bytes.get_or_alloc(k) else {
+            return false;
+        };
         // SAFETY: [start, start+len) lies inside one chunk (ensured above) and was reserved by this
         // thread alone through the CAS; it is published by the slot's Release store.
         unsafe {
@@ -469,7 +729,7 @@ impl CaptureLog {
                 payload.len(),
             );
         }
-        Some(start)
+        true
     }
 
     /// The highest seq below which no event is still being written, judged over the last
@@ -477,6 +737,9 @@ impl CaptureLog {
     /// always near the end). Queries stop here, so that paging with `after_seq` never steps over
     /// an event that appears later. Slots whose memory could not be allocated are not waited for.
     pub fn published_seq(&self) -> Seq {
+        if let Some(ring) = &self.ring {
+            return self.ring_bounds(ring).2;
+        }
         let last = self.last_seq();
         if self.pager.is_some() || self.exclusive {
             // Nobody writes a paged log but its pager, nor a loaded one but its loader: every
@@ -503,6 +766,11 @@ impl CaptureLog {
     /// Whether `seq` was handed out but can never be published: its writer got no memory for
     /// its slot (the allocation of the slot's chunk failed). Such a seq is missing for good.
     pub fn is_hole(&self, seq: Seq) -> bool {
+        if let Some(ring) = &self.ring {
+            let _pin = ring.pin();
+            // SAFETY: pinned above, and only used here.
+            return unsafe { self.generation_of(ring, seq) }.is_some_and(|g| g.is_hole(seq));
+        }
         if self.pager.is_some() || self.exclusive {
             // Nothing is in flight in a paged or loaded log: what is not there never comes.
             return seq != 0 && seq <= self.last_seq() && self.get(seq).is_none();
@@ -516,11 +784,10 @@ impl CaptureLog {
 
     /// The highest seq that may be stored so far (some below it may still be in flight).
     pub fn last_seq(&self) -> Seq {
-        self.base
-            + self
-                .next_slot
-                .load(Ordering::Relaxed)
-                .min(self.limits.max_events)
+        match &self.ring {
+            Some(ring) => self.ring_bounds(ring).1,
+            None => self.base + self.count(),
+        }
     }
 
     /// The event at `seq`, if it is stored and published (for a paged log: once its pager has
@@ -593,6 +860,12 @@ impl CaptureLog {
 
     /// The event at `seq` if it is readable now (never asking a pager).
     fn read(&self, seq: Seq) -> Option<EventRef<'_>> {
+        if let Some(ring) = &self.ring {
+            debug_assert!(ring.pinned(), "a ring-mode log read without a pin");
+            // SAFETY: ring-mode events are read while pinned (see `CaptureLog::pin`), and the
+            // event borrows `self` no longer than its reader is.
+            return unsafe { self.generation_of(ring, seq) }?.read(seq);
+        }
         if seq > self.last_seq() {
             return None;
         }
@@ -638,6 +911,18 @@ impl CaptureLog {
 
     /// Current counters.
     pub fn stats(&self) -> LogStats {
+        if let Some(ring) = &self.ring {
+            let pin = ring.pin();
+            let gens = ring.generations(&pin);
+            let (first, last) = (gens[0].base + 1, gens[gens.len() - 1].last_seq());
+            return LogStats {
+                events: last + 1 - first,
+                dropped: self.dropped.load(Ordering::Relaxed),
+                truncated: self.truncated.load(Ordering::Relaxed),
+                bytes: gens.iter().map(|g| g.stats().bytes).sum(),
+                payload_bytes: gens.iter().map(|g| g.stats().payload_bytes).sum(),
+            };
+        }
         LogStats {
             // The seqs handed out (a loaded log's start after its base; holes count).
             events: self.last_seq() - self.base,
@@ -829,6 +1114,152 @@ mod tests {
         assert_eq!(
             log.append(&header(9, Kind::Send), &big[..1000]),
             Appended::Stored(5)
+        );
+    }
+
+    fn ring_log(max_events: u64, max_bytes: u64) -> CaptureLog {
+        CaptureLog::ring(Limits {
+            max_events,
+            max_bytes,
+        })
+    }
+
+    #[test]
+    fn a_ring_log_evicts_its_oldest_generation_and_keeps_seqs_gapless() {
+        let log = ring_log(8 * 100, 8 * 1000);
+        for i in 0..2_000u64 {
+            assert_eq!(
+                log.append(&header(i, Kind::Send), &i.to_le_bytes()),
+                Appended::Stored(i + 1)
+            );
+        }
+        let pin = log.pin();
+        assert!(pin.is_some() && !log.is_full());
+        // 20 generations of 100 were filled: the newest eight are kept, the newest one full.
+        assert_eq!(log.first_seq(), 1_201);
+        assert_eq!(
+            (log.evicted_upto(), log.last_seq(), log.published_seq()),
+            (1_200, 2_000, 2_000)
+        );
+        assert_eq!(log.get(1_200), None, "evicted");
+        assert!(!log.is_hole(1_200));
+        let evs: Vec<_> = log.range(1, u64::MAX).collect();
+        assert_eq!(evs.len(), 800);
+        assert!(evs.iter().zip(1_201u64..).all(|(e, s)| e.seq == s
+            && e.header.pid == s - 1
+            && e.payload == (s - 1).to_le_bytes()));
+        let st = log.stats();
+        assert_eq!((st.events, st.dropped, st.truncated), (800, 0, 0));
+        // Bytes taken by a writer that then found its generation full are not used.
+        assert!((800 * 8..=800 * 8 + 8 * 8).contains(&st.payload_bytes));
+        drop(pin);
+    }
+
+    #[test]
+    fn a_ring_generation_closes_when_its_bytes_run_out() {
+        // 1,000 bytes a generation: 10 events of 100 bytes, not the 100 slots.
+        let log = ring_log(8 * 100, 8 * 1000);
+        for i in 0..200u64 {
+            log.append(&header(i, Kind::Send), &[i as u8; 100]);
+        }
+        let _pin = log.pin();
+        let evs: Vec<_> = log.range(1, u64::MAX).collect();
+        assert_eq!((log.first_seq(), log.last_seq()), (121, 200));
+        assert!(evs
+            .iter()
+            .zip(121u64..)
+            .all(|(e, s)| e.seq == s && e.payload == [(s - 1) as u8; 100]));
+        // A payload over a generation's chunk is kept without its bytes, and counted.
+        assert_eq!(
+            log.append(&header(9, Kind::Send), &[0; 2_000]),
+            Appended::StoredWithoutPayload(201)
+        );
+        assert_eq!(log.stats().truncated, 1);
+        assert_eq!(log.largest_payload(), 1000);
+    }
+
+    /// Writers race readers across many evictions: a reader sees each event whole (its payload
+    /// is its pid's bytes), once, in seq order, or not at all once evicted; memory stays within
+    /// the budget plus what readers hold.
+    #[test]
+    fn ring_readers_racing_evictions_see_whole_events_in_order() {
+        let log = Arc::new(ring_log(8 * 4096, 8 * 64 * 1024));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writers: Vec<_> = (0..2u64)
+            .map(|t| {
+                let (log, stop) = (log.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    let mut i = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        let p = (t << 40) | i;
+                        let len = 8 + (i % 9) as usize * 8;
+                        let payload: Vec<u8> = p.to_le_bytes().repeat(len / 8);
+                        assert!(!matches!(
+                            log.append(&header(p, Kind::Send), &payload),
+                            Appended::Dropped
+                        ));
+                        i += 1;
+                    }
+                    i
+                })
+            })
+            .collect();
+        let readers: Vec<_> = (0..2)
+            .map(|_| {
+                let (log, stop) = (log.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    let mut reads = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        let _pin = log.pin();
+                        let top = log.published_seq();
+                        let mut last = 0;
+                        let mut seen = std::collections::HashMap::new();
+                        for e in log.range(1, top) {
+                            assert!(e.seq > last, "in seq order, once");
+                            last = e.seq;
+                            let p = e.header.pid;
+                            assert!(e.payload.chunks(8).all(|c| c == p.to_le_bytes()), "whole");
+                            // Each writer's events come in its program order.
+                            if let Some(prev) = seen.insert(p >> 40, p) {
+                                assert!(p > prev);
+                            }
+                            reads += 1;
+                        }
+                        // What is gone is said to be gone.
+                        let first = log.first_seq();
+                        assert!(first == 1 || log.get(first - 1).is_none());
+                    }
+                    reads
+                })
+            })
+            .collect();
+        std::thread::sleep(std::time::Duration::from_millis(800));
+        stop.store(true, Ordering::Relaxed);
+        let written: u64 = writers.into_iter().map(|h| h.join().unwrap()).sum();
+        let read: u64 = readers.into_iter().map(|h| h.join().unwrap()).sum();
+        assert!(
+            written > 200_000,
+            "{written} written: several laps of the ring"
+        );
+        assert!(read > 0);
+        let st = log.stats();
+        assert_eq!(st.dropped, 0);
+        assert!(log.evicted_upto() > 0);
+        assert_eq!(log.last_seq(), written);
+        // Within the budget, and at least the seven newest generations' worth of it (each
+        // closed by its slots or its bytes, whichever ran out first).
+        assert!(
+            st.events <= 8 * 4096 && st.payload_bytes <= 8 * 64 * 1024,
+            "{st:?}"
+        );
+        assert!(
+            st.events >= 7 * 4096 || st.payload_bytes >= 7 * 64 * 1024,
+            "{st:?}"
+        );
+        assert_eq!(
+            log.ring.as_ref().unwrap().retired(),
+            0,
+            "all evicted ones freed"
         );
     }
 

@@ -6,3 +6,4 @@ pub mod delta;
 pub mod hash;
 pub mod log;
 pub mod policy;
+pub mod ring;
