@@ -94,6 +94,10 @@ defmodule ElixirScope do
     * `:max_events` - events kept at most (default `1_000_000`); later events are dropped and
       counted.
     * `:max_bytes` - payload bytes kept at most (default 256 MiB).
+    * `:overflow` - what a full store does: `:drop_newest` (default) drops new events and
+      counts them; `:evict_oldest` keeps the newest events, evicting the oldest an eighth of
+      the budget at a time (a ring: memory stays bounded without `:persist`, which it cannot
+      be combined with). See `ElixirScope.Store.new!/1`.
     * `:max_payload_bytes` - per-event payload cap (default `4096`). States are kept whole up
       to 256 KiB whatever it is (stored as changes to the process's previous state).
     * `:trace` - a list of targets to trace right away, as with `trace/2` (default `[]`).
@@ -177,6 +181,13 @@ defmodule ElixirScope do
     {persist, store_opts} = Keyword.pop(opts, :persist)
     _ = Options.store!(store_opts)
     persist = persist && ElixirScope.Persist.options!(persist)
+
+    if persist && store_opts[:overflow] == :evict_oldest do
+      raise ArgumentError,
+            "overflow: :evict_oldest keeps the newest events in memory, and persist: keeps " <>
+              "every event on disk (its store never fills): give one or the other"
+    end
+
     {:ok, _} = Application.ensure_all_started(:elixir_scope)
 
     server_opts =

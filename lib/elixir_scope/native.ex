@@ -71,6 +71,7 @@ defmodule ElixirScope.Native do
   def query_paired(_store, _seq), do: err()
   def query_message_pairs(_store, _pid), do: err()
   def query_inbox_complete(_store), do: err()
+  def query_evicted(_store, _pid), do: err()
   def query_active(_store, _at), do: err()
   def query_snapshot(_store, _at), do: err()
 

@@ -16,7 +16,15 @@ defmodule ElixirScope.Options do
     # No native library (a production build without Rust): the keys, without values.
     ErlangError ->
       Enum.map(
-        [:max_events, :max_bytes, :max_payload_bytes, :tracing_level, :sample_rate, :sample_by],
+        [
+          :max_events,
+          :max_bytes,
+          :max_payload_bytes,
+          :tracing_level,
+          :sample_rate,
+          :sample_by,
+          :overflow
+        ],
         &{&1, nil}
       )
   end
@@ -39,7 +47,8 @@ defmodule ElixirScope.Options do
       max_payload_bytes: opts[:max_payload_bytes],
       tracing_level: level!(opts[:tracing_level]),
       sample_rate: sample_rate!(opts[:sample_rate]) / 1,
-      sample_by: sample_by!(opts[:sample_by])
+      sample_by: sample_by!(opts[:sample_by]),
+      overflow: overflow!(opts[:overflow])
     }
 
     case ElixirScope.Native.store_check(o) do
@@ -115,5 +124,13 @@ defmodule ElixirScope.Options do
 
   def sample_by!(other) do
     raise ArgumentError, "invalid :sample_by #{inspect(other)}, expected :process or :event"
+  end
+
+  @doc false
+  def overflow!(o) when o in [:drop_newest, :evict_oldest], do: o
+
+  def overflow!(other) do
+    raise ArgumentError,
+          "invalid :overflow #{inspect(other)}, expected :drop_newest or :evict_oldest"
   end
 end

@@ -473,15 +473,16 @@ defmodule ElixirScope.Query do
 
   @doc Map.fetch!(@docs, {:state_at, 3})
   @spec state_at(ElixirScope.Query.Names.process(), History.time(), keyword()) ::
-          {:ok, term()} | {:error, :no_state}
+          {:ok, term()} | {:error, :no_state | :evicted}
   defdelegate state_at(pid, t, opts \\ []), to: History
 
   @doc """
   Seed-compatible `state_at/3`: `{:ok, state}`, or the seed's `{:error, :not_found}` where
-  `state_at/3` says `{:error, :no_state}` (no state recorded at or before `t`).
+  `state_at/3` says `{:error, :no_state}` (no state recorded at or before `t`), and
+  `{:error, :evicted}` as `state_at/3` does.
   """
   @spec get_state_at(ElixirScope.Query.Names.process(), History.time(), keyword()) ::
-          {:ok, term()} | {:error, :not_found}
+          {:ok, term()} | {:error, :not_found | :evicted}
   def get_state_at(pid, t, opts \\ []) do
     case History.state_at(pid, t, opts) do
       {:error, :no_state} -> {:error, :not_found}

@@ -186,7 +186,8 @@ defmodule ElixirScope.Replay do
         state =
           case History.state_at(pid, at, opts) do
             {:ok, s} -> s
-            {:error, :no_state} -> :unknown
+            # No state recorded, or (a ring-mode store) evicted.
+            {:error, _} -> :unknown
           end
 
         {pid, History.process_at(pid, state, at, opts)}

@@ -53,7 +53,9 @@ defmodule ElixirScope.Store do
           sample_by: :process | :event,
           last_seq: non_neg_integer(),
           published_seq: non_neg_integer(),
-          persisted: non_neg_integer()
+          persisted: non_neg_integer(),
+          overflow: :drop_newest | :evict_oldest,
+          evicted: non_neg_integer()
         }
 
   @default_key {__MODULE__, :default}
@@ -72,8 +74,29 @@ defmodule ElixirScope.Store do
     * `:tracing_level` - `:full` (default), `:messages_only`, `:states_only`, `:minimal`, `:off`.
     * `:sample_rate` - fraction kept, `0.0..1.0` (default `1.0`).
     * `:sample_by` - `:process` (default) or `:event`, see `ElixirScope.start/1`.
+    * `:overflow` - what the store does when full: `:drop_newest` (default) drops new events
+      and counts them in `:dropped`; `:evict_oldest` makes it a ring that keeps the newest
+      events. See "Ring mode" below.
 
   Invalid options raise `ArgumentError`.
+
+  ## Ring mode
+
+  With `overflow: :evict_oldest` the budget is split in eight generations of an eighth of
+  `max_events` and `max_bytes` each. Events go to the newest; when it is full (its events or
+  its bytes), the oldest generation is evicted whole and a fresh one takes its place, so the
+  store holds between seven and eight eighths of its budget, the newest events. `stats/1`
+  says how far it evicted (`:evicted`, the last seq gone; seqs go on counting).
+
+  Nothing is overwritten in place: a query that holds an event when its generation is evicted
+  keeps reading it whole, and the memory is freed once no query uses it (so memory can pass
+  the budget by what running queries hold). A query asked about what is gone says so:
+  `ElixirScope.Query.state_at/3` answers `{:error, :evicted}` when the process's state before
+  the events kept may have been evicted, and a seq at or below `:evicted` is not found.
+
+  A ring-mode store keeps every state whole: states are not stored as changes to the one
+  before, which may be evicted. It cannot be persisted (`persist:` keeps everything on disk
+  anyway); `ElixirScope.save/2` writes what it holds.
 
   ## Examples
 

@@ -23,6 +23,12 @@ defmodule ElixirScope.NativeTest do
     assert_raise ArgumentError, fn -> Native.store_new(%{ok | sample_by: :pid}) end
     assert_raise ArgumentError, fn -> Native.store_new(Map.delete(ok, :sample_by)) end
     assert_raise ArgumentError, fn -> Native.store_new({10, 10, 100, :full, 1.0, :process}) end
+    # `overflow` is optional: a ring when asked, nothing else taken.
+    assert {:ok, ring} = Native.store_new(Map.put(ok, :overflow, :evict_oldest))
+    assert Native.store_stats(ring).overflow == :evict_oldest
+    assert Native.store_stats(elem(Native.store_new(ok), 1)).overflow == :drop_newest
+    assert_raise ArgumentError, fn -> Native.store_new(Map.put(ok, :overflow, :oldest)) end
+    assert_raise ArgumentError, fn -> Native.store_new(Map.put(ok, :overflow, "evict_oldest")) end
 
     assert {:error, {:invalid_option, "max_payload_bytes", _}} =
              Native.store_new(%{ok | max_payload_bytes: 1})

@@ -489,6 +489,11 @@ defmodule ElixirScope.MCP.Tools do
 
       {:error, :no_state} ->
         {:error, "no state of #{args["pid"]} recorded at or before that point"}
+
+      {:error, :evicted} ->
+        {:error,
+         "the state of #{args["pid"]} at that point was evicted: the store keeps only its " <>
+           "newest events (overflow: :evict_oldest)"}
     end
   end
 

@@ -54,7 +54,10 @@ defmodule ElixirScope.Query.History do
 
   @doc """
   The state `pid` had at `t`: `{:ok, state}`, or `{:error, :no_state}` when none was recorded
-  at or before `t` (the process was not traced as a GenServer-like process then).
+  at or before `t` (the process was not traced as a GenServer-like process then), or
+  `{:error, :evicted}` when the store is a ring (`overflow: :evict_oldest`) that evicted events
+  of `pid` (or all of them) and keeps no state of it at or before `t`: the state there was may
+  be gone.
 
   ## Examples
 
@@ -62,11 +65,20 @@ defmodule ElixirScope.Query.History do
       {:error, :no_state}
   """
   @spec state_at(ElixirScope.Query.Names.process(), time(), keyword()) ::
-          {:ok, term()} | {:error, :no_state}
+          {:ok, term()} | {:error, :no_state | :evicted}
   def state_at(pid, t, opts \\ []) do
-    case state_event_at(pid, t, opts) do
-      nil -> {:error, :no_state}
-      %Event{data: data} -> {:ok, data}
+    s = store(opts, [])
+    at = At.native!(s, t)
+    pid = pid_at!(pid, s, at)
+
+    case s |> Store.ref() |> Native.query_state_at(pid, at) |> decode1() do
+      %Event{data: data} ->
+        {:ok, data}
+
+      nil ->
+        if Native.query_evicted(Store.ref(s), pid),
+          do: {:error, :evicted},
+          else: {:error, :no_state}
     end
   end
 

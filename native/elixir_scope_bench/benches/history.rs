@@ -46,7 +46,7 @@ fn build(events: u64, pids: u64) -> (Store, Index) {
     let built = t.elapsed();
     let t = Instant::now();
     let mut idx = Index::new();
-    idx.catch_up(store.log());
+    idx.catch_up(&store.log());
     let indexed = t.elapsed();
     let st = store.stats();
     let index_bytes = idx.heap_bytes() as u64;
@@ -65,7 +65,7 @@ fn benches(c: &mut Criterion) {
     let events = env("EVENTS", 10_000_000);
     let pids = env("PIDS", 10_000);
     let (store, idx) = build(events, pids);
-    let log = store.log();
+    let log = &store.log();
     let mut g = c.benchmark_group("history");
     g.sample_size(20).measurement_time(Duration::from_secs(3));
 

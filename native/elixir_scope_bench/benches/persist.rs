@@ -117,7 +117,7 @@ fn main() {
     assert_eq!(paged.report.paged, manifest.segments.len());
     let queries = |store: &Reader, n: u64, seed: u64| {
         let idx = store.index();
-        let log = store.log();
+        let log = &store.log();
         let mut k = seed;
         let t = Instant::now();
         for _ in 0..n {

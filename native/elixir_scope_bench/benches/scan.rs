@@ -82,7 +82,7 @@ fn main() {
         };
         store.append(&h, &m, &mut scratch);
     }
-    let log = store.log();
+    let log = &store.log();
     let receives = Filter {
         kinds: KindMask::of(&[Kind::Receive]),
         ..Filter::default()

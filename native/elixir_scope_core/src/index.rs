@@ -22,6 +22,9 @@ pub struct PidIndex {
     pub spawned: Option<Seq>,
     /// Its `exit` event.
     pub exit: Option<Seq>,
+    /// Whether events of it were evicted (a ring-mode log's): what came before its first
+    /// event here is gone, not absent.
+    pub evicted: bool,
     /// The `send` events (of other processes, or its own) whose peer is this process: the
     /// messages traced senders sent it, in seq order. Built by catching up with a log, not
     /// read from footers (see [`Index::inbox_complete`]).
@@ -57,6 +60,8 @@ pub struct Index {
     /// Per process, the `send` events that named something else than its pid: one of its call
     /// aliases (a GenServer's reply) or its registered name. They are this process's messages.
     resolved: HashMap<PidKey, Vec<Seq>>,
+    /// The last seq evicted from a ring-mode log, as the lists were last trimmed to.
+    evicted: Seq,
 }
 
 /// Call aliases remembered at most: a call never replied to (the caller timed out, the server
@@ -243,6 +248,9 @@ impl Index {
 
     /// Adds the events published since the last call. O(new events + stragglers).
     pub fn catch_up(&mut self, log: &CaptureLog) {
+        if log.is_ring() {
+            self.trim(log.evicted_upto());
+        }
         let waiting = std::mem::take(&mut self.stragglers);
         for seq in waiting {
             match log.get(seq) {
@@ -274,6 +282,71 @@ impl Index {
         self.upto = self.upto.max(top);
     }
 
+    /// Forgets the events up to `evicted` (gone from a ring-mode log), each eighth of the log's
+    /// budget at once: O(index), once per eviction. Processes left with no event are forgotten;
+    /// the others are marked as having lost events.
+    fn trim(&mut self, evicted: Seq) {
+        if evicted <= self.evicted {
+            return;
+        }
+        self.evicted = evicted;
+        self.upto = self.upto.max(evicted);
+        let keep = |l: &mut Vec<Seq>| {
+            let from = l.partition_point(|&s| s <= evicted);
+            l.drain(..from);
+            from > 0
+        };
+        self.stragglers.retain(|&s| s > evicted);
+        self.pids.retain(|_, p| {
+            let lost = keep(&mut p.events) | keep(&mut p.states) | keep(&mut p.inbox);
+            p.evicted |= lost;
+            p.spawned = p.spawned.filter(|&s| s > evicted);
+            p.exit = p.exit.filter(|&s| s > evicted);
+            !(p.events.is_empty() && p.states.is_empty() && p.inbox.is_empty())
+                || p.spawned.is_some()
+                || p.exit.is_some()
+        });
+        fn keep_lists<K>(map: &mut HashMap<K, Vec<Seq>>, evicted: Seq) {
+            map.retain(|_, l| {
+                let from = l.partition_point(|&s| s <= evicted);
+                l.drain(..from);
+                !l.is_empty()
+            });
+        }
+        keep_lists(&mut self.tags, evicted);
+        keep_lists(&mut self.modules, evicted);
+        keep_lists(&mut self.functions, evicted);
+        keep_lists(&mut self.resolved, evicted);
+        self.state_keys.retain(|_, keys| {
+            keep_lists(keys, evicted);
+            !keys.is_empty()
+        });
+        self.aliases.retain(|_, &mut (_, s)| s > evicted);
+        let pids = &self.pids;
+        self.keys_unknown.retain(|p| pids.contains_key(p));
+    }
+
+    /// Whether `pid`'s events before its first one here may have been evicted: the log evicted
+    /// some events and the process lost some, or is not known (all of its were).
+    pub fn evicted(&self, pid: PidKey) -> bool {
+        self.evicted > 0 && self.pids.get(&pid).is_none_or(|p| p.evicted)
+    }
+
+    /// The last seq evicted (from a ring-mode log) as far as the index knows.
+    pub fn evicted_upto(&self) -> Seq {
+        self.evicted
+    }
+
+    /// The index of `pid`, made when new: one first seen after an eviction may have lost
+    /// events to it.
+    fn entry(&mut self, pid: PidKey) -> &mut PidIndex {
+        let evicted = self.evicted > 0;
+        self.pids.entry(pid).or_insert_with(|| PidIndex {
+            evicted,
+            ..PidIndex::default()
+        })
+    }
+
     /// Adds an event older than some already indexed: inserted in seq order.
     fn add_late(&mut self, ev: &EventRef<'_>) {
         self.add_with(ev, |list, seq| {
@@ -291,7 +364,7 @@ impl Index {
     fn add_with(&mut self, ev: &EventRef<'_>, push: impl Fn(&mut Vec<Seq>, Seq)) {
         let h = &ev.header;
         if h.pid != 0 {
-            let p = self.pids.entry(h.pid).or_default();
+            let p = self.entry(h.pid);
             push(&mut p.events, ev.seq);
             match h.kind() {
                 Some(Kind::State) => push(&mut p.states, ev.seq),
@@ -301,14 +374,15 @@ impl Index {
         }
         match h.kind() {
             Some(Kind::Spawn) if h.peer != 0 => {
+                // Its first event: nothing of it came before, evicted or not.
                 let p = self.pids.entry(h.peer).or_default();
                 p.spawned = Some(p.spawned.map_or(ev.seq, |s| s.max(ev.seq)));
             }
             Some(Kind::Send) => {
                 if h.peer != 0 {
-                    push(&mut self.pids.entry(h.peer).or_default().inbox, ev.seq);
+                    push(&mut self.entry(h.peer).inbox, ev.seq);
                 } else if let Some(to) = ev.peer_term().and_then(|p| self.resolve(p)) {
-                    push(&mut self.pids.entry(to).or_default().inbox, ev.seq);
+                    push(&mut self.entry(to).inbox, ev.seq);
                     push(self.resolved.entry(to).or_default(), ev.seq);
                 }
                 if let Some(alias) = ev.data_prefix().and_then(call_alias) {

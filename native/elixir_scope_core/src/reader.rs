@@ -5,10 +5,25 @@
 //! from disk is one on its own, with no capture settings, policy or writer.
 
 use crate::capture::log::{CaptureLog, LogStats};
+use crate::capture::ring::Pinned;
 use crate::formats::event::Seq;
 use crate::formats::symbols::Symbols;
 use crate::index::Index;
 use parking_lot::{Mutex, MutexGuard};
+
+/// A log being read: what [`Reader::log`] answers. It dereferences to the log.
+pub struct LogRef<'a> {
+    log: &'a CaptureLog,
+    _pin: Option<Pinned<'a, CaptureLog>>,
+}
+
+impl std::ops::Deref for LogRef<'_> {
+    type Target = CaptureLog;
+
+    fn deref(&self) -> &CaptureLog {
+        self.log
+    }
+}
 
 /// A log, its index and its symbols.
 pub struct Reader {
@@ -37,15 +52,25 @@ impl Reader {
         }
     }
 
-    /// The log.
-    pub fn log(&self) -> &CaptureLog {
+    /// The log, for reading: a ring-mode log's events stay whole while the answer is held
+    /// (its reader is pinned, see `capture::ring`), and every event read borrows it.
+    pub fn log(&self) -> LogRef<'_> {
+        LogRef {
+            log: &self.log,
+            _pin: self.log.pin(),
+        }
+    }
+
+    /// The log without a pin: for appending, and for reading a log that is not ring-mode (a
+    /// trace's read from disk). Never read a ring-mode log's events through it.
+    pub fn log_unpinned(&self) -> &CaptureLog {
         &self.log
     }
 
     /// The per-process index, caught up with everything published.
     pub fn index(&self) -> MutexGuard<'_, Index> {
         let mut idx = self.index.lock();
-        idx.catch_up(&self.log);
+        idx.catch_up(&self.log());
         idx
     }
 

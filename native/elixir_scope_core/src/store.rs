@@ -6,7 +6,7 @@ use crate::capture::log::{Appended, CaptureLog, Limits, LogStats};
 use crate::capture::policy::{mix64, Level, Policy, SampleBy};
 use crate::formats::error::Error;
 use crate::formats::event::{flags, truncate_payload, AtomKey, Header, Kind, PidKey, Seq};
-use crate::reader::Reader;
+use crate::reader::{LogRef, Reader};
 use parking_lot::{Mutex, MutexGuard};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -42,6 +42,9 @@ pub struct Config {
     pub sample_rate: f64,
     /// Initial sampling mode.
     pub sample_by: SampleBy,
+    /// When full, evict the oldest events (an eighth of the budget at a time) instead of
+    /// dropping new ones: a ring-mode log (see `capture::ring`). Its states are stored whole.
+    pub evict_oldest: bool,
 }
 
 impl Default for Config {
@@ -53,6 +56,7 @@ impl Default for Config {
             level: Level::Full,
             sample_rate: 1.0,
             sample_by: SampleBy::Process,
+            evict_oldest: false,
         }
     }
 }
@@ -200,11 +204,15 @@ impl Store {
     /// [`Error::InvalidOption`] when `config` is out of range.
     pub fn new(config: Config) -> Result<Store, Error> {
         config.validate()?;
+        let limits = Limits {
+            max_events: config.max_events,
+            max_bytes: config.max_bytes,
+        };
         Ok(Store {
-            reader: Reader::new(CaptureLog::new(Limits {
-                max_events: config.max_events,
-                max_bytes: config.max_bytes,
-            })),
+            reader: Reader::new(match config.evict_oldest {
+                true => CaptureLog::ring(limits),
+                false => CaptureLog::new(limits),
+            }),
             policy: Policy::new(config.level, config.sample_rate, config.sample_by),
             max_payload: config.max_payload_bytes,
             closed: AtomicBool::new(false),
@@ -300,14 +308,18 @@ impl Store {
             ));
         }
         let mut out = Vec::new();
-        delta::front(self.log(), &ev, n, &mut out).then_some(std::borrow::Cow::Owned(out))
+        delta::front(self.capture_log(), &ev, n, &mut out).then_some(std::borrow::Cow::Owned(out))
     }
 
     /// `pid`'s last state event, whole or as a delta (not truncated, not without its payload),
     /// if the lossy table still knows it.
     fn last_state_event(&self, pid: PidKey) -> Option<crate::formats::event::EventRef<'_>> {
+        if self.capture_log().is_ring() {
+            // Its writers never read its events (they may be evicted).
+            return None;
+        }
         let seq = self.last_state_slot(pid).load(Ordering::Relaxed);
-        self.log().get(seq).filter(|e| {
+        self.capture_log().get(seq).filter(|e| {
             e.header.pid == pid
                 && e.header.kind == Kind::State as u8
                 && (delta::is_delta(e)
@@ -334,7 +346,7 @@ impl Store {
             ..*header
         };
         let previous = previous.seq;
-        let appended = self.log().append_sharing(&h, previous);
+        let appended = self.capture_log().append_sharing(&h, previous);
         if let Appended::Stored(seq) = appended {
             self.last_state_slot(h.pid).store(seq, Ordering::Relaxed);
         }
@@ -376,9 +388,12 @@ impl Store {
         let stored = stored_form(seen, full_len, exact, self.state_caps(), &mut h, scratch);
         let slot = self.last_state_slot(h.pid);
         let previous = slot.load(Ordering::Relaxed);
-        let log = self.log();
-        let prev = log
-            .get(previous)
+        let log = self.reader.log_unpinned();
+        // A ring-mode log's writers never read its events (they may be evicted): its states
+        // are stored whole.
+        let prev = (!log.is_ring())
+            .then(|| log.get(previous))
+            .flatten()
             .filter(|p| p.header.pid == h.pid && p.header.kind == Kind::State as u8);
         let mut record = Vec::new();
         let appended = match prev {
@@ -423,7 +438,7 @@ impl Store {
     #[cfg(test)]
     fn last_state_of(&self, pid: PidKey) -> Option<u64> {
         let seq = self.last_state_slot(pid).load(Ordering::Relaxed);
-        self.log()
+        self.capture_log()
             .get(seq)
             .filter(|e| e.header.pid == pid)
             .map(|e| e.seq)
@@ -452,7 +467,7 @@ impl Store {
 
     /// The capture log.
     #[inline]
-    pub fn log(&self) -> &CaptureLog {
+    pub fn log(&self) -> LogRef<'_> {
         self.reader.log()
     }
 
@@ -470,7 +485,7 @@ impl Store {
     /// whole up to there; stored as a change to the previous state when it changes little), or
     /// the largest payload the log can hold when smaller.
     pub fn state_cap(&self) -> usize {
-        STATE_CAP.min(self.log().largest_payload())
+        STATE_CAP.min(self.reader.log_unpinned().largest_payload())
     }
 
     /// A state's cap (see [`Store::state_cap`]) and what its truncated form keeps past it: as
@@ -514,12 +529,18 @@ impl Store {
         let mut h = *header;
         let cap = self.max_payload;
         let stored = stored_form(seen, full_len, exact, (cap, cap), &mut h, scratch);
-        self.log().append(&h, stored)
+        self.reader.log_unpinned().append(&h, stored)
     }
 
     /// Counters.
     pub fn stats(&self) -> LogStats {
-        self.log().stats()
+        self.reader.log_unpinned().stats()
+    }
+
+    /// The log, for the capture path: appending, and reading the last states it keeps track
+    /// of (never when ring-mode: see [`Store::capture_log`]'s callers).
+    fn capture_log(&self) -> &CaptureLog {
+        self.reader.log_unpinned()
     }
 }
 
@@ -542,7 +563,8 @@ mod tests {
         };
         store.append(&h, &[1; 10], &mut scratch);
         store.append(&h, &[2; 1000], &mut scratch);
-        let ev = store.log().get(2).unwrap();
+        let log = store.log();
+        let ev = log.get(2).unwrap();
         assert_eq!(ev.header.flags & flags::TRUNCATED, flags::TRUNCATED);
         assert_eq!(ev.payload.len(), 64);
         assert_eq!(ev.truncated().unwrap().full_len, 1000);
@@ -562,7 +584,8 @@ mod tests {
         store.append_state(&h(2), b"aa", 2, true, &mut scratch);
         store.append_state(&h(1), b"aa", 2, true, &mut scratch);
         store.append_state(&h(1), b"bb", 2, true, &mut scratch);
-        let ev = |s| store.log().get(s).unwrap();
+        let log = store.log();
+        let ev = |s| log.get(s).unwrap();
         assert_eq!(
             ev(2).header.flags & flags::STATE_UNCHANGED,
             0,

@@ -561,7 +561,7 @@ fn read_trace(name: &'static str, dir: &Path) -> Trace {
         r.damaged.is_empty() && r.torn.is_empty() && r.gaps == 0,
         "{name}: {r:?}"
     );
-    let log = loaded.reader.log();
+    let log = &loaded.reader.log();
     let first = log.first_seq();
     let events: Vec<Option<Ev>> = (first..=log.last_seq())
         .map(|s| {
@@ -1812,7 +1812,7 @@ fn check_loaded(how: &str, loaded: &Loaded, trace: &Trace, log: &Log, window: Op
     if r.renumbered {
         count("file: loads renumbered");
     }
-    let lg = store.log();
+    let lg = &store.log();
     let (first, last) = (lg.first_seq(), lg.last_seq());
     ensure!(
         last + 1 >= first,
@@ -2239,7 +2239,7 @@ fn a_state_whose_predecessor_was_lost_gets_its_own_payload_or_none() {
         };
         for (how, w) in [("whole", whole), ("window", window)] {
             let loaded = load_file(&path, w);
-            let log = loaded.reader.log();
+            let log = &loaded.reader.log();
             if let Some(ev) = log.get(3) {
                 let ok = ev.payload == y || ev.header.flags & flags::PAYLOAD_DROPPED != 0;
                 if !ok {

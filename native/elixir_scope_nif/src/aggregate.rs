@@ -80,7 +80,7 @@ fn query_count<'a>(
     };
     let mut binds = Vec::new();
     let mut whole = Vec::new();
-    let log = store.log();
+    let log = &store.log();
     let mut keep = |ev: &EventRef| match &matcher {
         None => true,
         // A state stored as a delta is matched as the state it resolves to.
@@ -90,7 +90,7 @@ fn query_count<'a>(
     };
     let tag = matcher.as_ref().and_then(|m| m.tag());
     let groups = elixir_scope_core::query::plan(store, &mut filter, tag, |filter, seqs| {
-        aggregate::count(store.log(), seqs, filter, by, &mut keep)
+        aggregate::count(&store.log(), seqs, filter, by, &mut keep)
     });
     let out: Vec<Term> = groups
         .iter()
@@ -112,7 +112,7 @@ fn query_durations<'a>(
     filter.kinds = elixir_scope_core::index::CALLS;
     let by = group_by(by)?;
     let groups = elixir_scope_core::query::plan(store, &mut filter, None, |filter, seqs| {
-        aggregate::call_durations(store.log(), seqs, filter, by)
+        aggregate::call_durations(&store.log(), seqs, filter, by)
     });
     let out: Vec<Term> = groups
         .iter()

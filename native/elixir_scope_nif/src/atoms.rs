@@ -39,6 +39,10 @@ rustler::atoms! {
     max_rate,
     rate_cap,
     rate_tripped,
+    overflow,
+    drop_newest,
+    evict_oldest,
+    evicted,
     timeout,
     // GenServer callbacks and their results
     init,

@@ -149,7 +149,7 @@ fn decode_payload<'a>(env: Env<'a>, store: &Reader, ev: &EventRef) -> Option<Ter
 pub(crate) fn encode_event<'a, 'r>(env: Env<'a>, store: &'r Reader, ev: &EventRef<'r>) -> Term<'a> {
     if delta::is_delta(ev) {
         let mut buf = Vec::new();
-        return delta::with_whole(store.log(), ev, &mut buf, |w| {
+        return delta::with_whole(&store.log(), ev, &mut buf, |w| {
             if delta::is_delta(w) {
                 // Not resolvable: a state without its payload, as its flags say.
                 encode_whole(env, store, &EventRef { payload: &[], ..*w })

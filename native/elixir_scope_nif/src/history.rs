@@ -150,7 +150,7 @@ fn query_state_at<'a>(
     at: Term<'a>,
 ) -> NifResult<Term<'a>> {
     let (store, idx, pid, at) = store_pid_at(store, pid, at)?;
-    Ok(history::state_at(store.log(), &idx, pid, at)
+    Ok(history::state_at(&store.log(), &idx, pid, at)
         .map_or(atoms::nil().encode(env), |e| encode_event(env, store, &e)))
 }
 
@@ -167,7 +167,8 @@ fn query_states<'a>(
     let store = reader_of(store)?;
     let (pid, from, to) = (pid_arg(store, pid)?, opt_at(from)?, opt_at(to)?);
     let idx = store.index();
-    let evs = history::states(store.log(), &idx, pid, from, to, changes_only);
+    let log = store.log();
+    let evs = history::states(&log, &idx, pid, from, to, changes_only);
     Ok(encode_events(env, store, &evs))
 }
 
@@ -183,7 +184,8 @@ fn query_pending<'a>(
     let capture = held_of(store)?.capture();
     let (store, idx, pid, at) = store_pid_at(store, pid, at)?;
     let is_statem = |m| capture.and_then(|c| c.state_module_kind(m)) == Some(StateKind::GenStatem);
-    let p = history::pending_at(store.log(), &idx, pid, at, &callbacks(&is_statem));
+    let log = store.log();
+    let p = history::pending_at(&log, &idx, pid, at, &callbacks(&is_statem));
     Ok((p.consumption_known, encode_events(env, store, &p.messages)).encode(env))
 }
 
@@ -192,7 +194,7 @@ fn query_pending<'a>(
 fn query_paired<'a>(env: Env<'a>, store: Term<'a>, seq: u64) -> NifResult<Term<'a>> {
     let store = reader_of(store)?;
     let idx = store.index();
-    let log = store.log();
+    let log = &store.log();
     Ok(history::paired(log, &idx, seq)
         .and_then(|s| log.get(s))
         .map_or(atoms::nil().encode(env), |e| encode_event(env, store, &e)))
@@ -206,7 +208,16 @@ fn query_message_pairs<'a>(env: Env<'a>, store: Term<'a>, pid: Term<'a>) -> NifR
     let store = reader_of(store)?;
     let pid = crate::terms::pid_arg(store, pid)?;
     let idx = store.index();
-    Ok(history::message_pairs(store.log(), &idx, pid).encode(env))
+    Ok(history::message_pairs(&store.log(), &idx, pid).encode(env))
+}
+
+/// Whether events of `pid` before its first one in the store may have been evicted (a
+/// ring-mode store's): what a query finds nothing of there is gone, not absent.
+#[rustler::nif(schedule = "DirtyCpu")]
+fn query_evicted(store: Term, pid: Term) -> NifResult<bool> {
+    let store = reader_of(store)?;
+    let pid = crate::terms::pid_arg(store, pid)?;
+    Ok(store.index().evicted(pid))
 }
 
 /// Whether the store's index knows every message's receiver (false for a paged trace, whose
@@ -225,7 +236,8 @@ fn query_call_stack<'a>(
     at: Term<'a>,
 ) -> NifResult<Term<'a>> {
     let (store, idx, pid, at) = store_pid_at(store, pid, at)?;
-    let evs = history::call_stack_at(store.log(), &idx, pid, at);
+    let log = store.log();
+    let evs = history::call_stack_at(&log, &idx, pid, at);
     Ok(encode_events(env, store, &evs))
 }
 
@@ -233,7 +245,7 @@ fn query_call_stack<'a>(
 #[rustler::nif(schedule = "DirtyCpu")]
 fn query_active<'a>(env: Env<'a>, store: Term<'a>, at: Term<'a>) -> NifResult<Term<'a>> {
     let (store, idx, at) = store_at(store, at)?;
-    let pids: Vec<Term> = history::active_at(store.log(), &idx, at)
+    let pids: Vec<Term> = history::active_at(&store.log(), &idx, at)
         .into_iter()
         .map(|k| key_term(env, store, k))
         .collect();
@@ -245,7 +257,7 @@ fn query_active<'a>(env: Env<'a>, store: Term<'a>, at: Term<'a>) -> NifResult<Te
 fn query_snapshot<'a>(env: Env<'a>, store: Term<'a>, at: Term<'a>) -> NifResult<Term<'a>> {
     let (store, idx, at) = store_at(store, at)?;
     let nil = atoms::nil().encode(env);
-    let list: Vec<Term> = history::snapshot_at(store.log(), &idx, at)
+    let list: Vec<Term> = history::snapshot_at(&store.log(), &idx, at)
         .into_iter()
         .map(|(pid, st)| {
             let state = st.map_or(nil, |e| encode_event(env, store, &e));
@@ -269,7 +281,7 @@ fn query_key_changes<'a>(
         return Ok(Vec::<Term>::new().encode(env));
     };
     let idx = store.index();
-    let log = store.log();
+    let log = &store.log();
     let evs: Vec<_> = elixir_scope_core::index::key_changes(log, &idx, pid, key)
         .into_iter()
         .filter_map(|seq| log.get(seq))

@@ -6,6 +6,7 @@ use crate::atoms;
 use crate::codec::{bound_term, decode_filter, decode_matcher, encode_event};
 use crate::store::reader_of;
 use elixir_scope_core::capture::delta;
+use elixir_scope_core::capture::log::CaptureLog;
 use elixir_scope_core::formats::event::EventRef;
 use elixir_scope_core::query;
 use elixir_scope_core::query::Filter;
@@ -40,9 +41,10 @@ fn query_match<'a>(
     let mut binds = Vec::new();
     let mut scratch = Vec::new();
     let mut whole = Vec::new();
+    let log = store.log();
     let mut visit = |ev: &EventRef| -> bool {
         // A state stored as a delta is matched as the state it resolves to.
-        delta::with_whole(store.log(), ev, &mut whole, |ev| {
+        delta::with_whole(&log, ev, &mut whole, |ev| {
             if let Some(data) = ev.data() {
                 if matcher.matches(data, &mut binds) {
                     let values: Vec<Term> = binds
@@ -64,19 +66,20 @@ fn query_match<'a>(
         });
         out.len() < limit
     };
-    scan_store(store, &mut filter, matcher.tag(), &mut visit);
+    scan_store(store, &log, &mut filter, matcher.tag(), &mut visit);
     Ok((atoms::ok(), out).encode(env))
 }
 
 /// Visits the events of `store` matching `filter` (its limit aside), through an index when
 /// one applies (`tag`: the message tag every wanted event has, if known).
 pub(crate) fn scan_store<'a>(
-    store: &'a Reader,
+    store: &Reader,
+    log: &'a CaptureLog,
     filter: &mut Filter,
     tag: Option<&str>,
     visit: &mut dyn FnMut(&EventRef<'a>) -> bool,
 ) {
     query::plan(store, filter, tag, |filter, seqs| {
-        query::scan_in(store.log(), seqs, filter, visit)
+        query::scan_in(log, seqs, filter, visit)
     });
 }

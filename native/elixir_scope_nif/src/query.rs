@@ -12,8 +12,9 @@ fn query_events<'a>(env: Env<'a>, store: Term<'a>, filter: Term<'a>) -> NifResul
     let store = reader_of(store)?;
     let mut filter = decode_filter(store, filter)?;
     // One process, one function: walk its index entry instead of the whole log.
+    let log = store.log();
     let page = query::plan(store, &mut filter, None, |filter, seqs| {
-        query::run_in(store.log(), seqs, filter)
+        query::run_in(&log, seqs, filter)
     });
     Ok(encode_events(env, store, &page.events))
 }

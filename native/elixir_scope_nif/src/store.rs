@@ -63,7 +63,24 @@ fn config_of(config: Term) -> NifResult<Config> {
         level: level_of(c.tracing_level)?,
         sample_rate: c.sample_rate,
         sample_by: sample_by_of(c.sample_by)?,
+        // Optional: `:drop_newest` when absent.
+        evict_oldest: match config.map_get(atoms::overflow()) {
+            Err(_) => false,
+            Ok(o) => match atom_name(o)?.as_str() {
+                "drop_newest" => false,
+                "evict_oldest" => true,
+                _ => return Err(rustler::Error::BadArg),
+            },
+        },
     })
+}
+
+/// What a store does when full: the `:overflow` setting.
+fn overflow(evict_oldest: bool) -> Atom {
+    match evict_oldest {
+        true => atoms::evict_oldest(),
+        false => atoms::drop_newest(),
+    }
 }
 
 /// `store_new(config)`: `{:ok, store}`, or `{:error, {:invalid_option, name, allowed}}`.
@@ -108,6 +125,7 @@ fn store_limits(env: Env<'_>) -> NifResult<Term<'_>> {
         ),
         (atoms::sample_rate(), d.sample_rate.encode(env)),
         (atoms::sample_by(), by.encode(env)),
+        (atoms::overflow(), overflow(d.evict_oldest).encode(env)),
     ];
     let mut ranges = Vec::new();
     for (name, min, max) in elixir_scope_core::store::LIMITS {
@@ -253,6 +271,14 @@ fn store_stats<'a>(env: Env<'a>, store: Term<'a>) -> NifResult<Term<'a>> {
         (atoms::persisted().encode(env), persisted.encode(env)),
         (atoms::rate_cap().encode(env), cap),
         (atoms::rate_tripped().encode(env), tripped.encode(env)),
+        (
+            atoms::overflow().encode(env),
+            overflow(reader.log_unpinned().is_ring()).encode(env),
+        ),
+        (
+            atoms::evicted().encode(env),
+            reader.log().evicted_upto().encode(env),
+        ),
     ];
     Term::map_from_pairs(env, &pairs)
 }

@@ -357,7 +357,10 @@ impl CaptureLog {
     /// The last seq a ring-mode log evicted (0 when none, and for any other log): the events up
     /// to it are gone.
     pub fn evicted_upto(&self) -> Seq {
-        self.first_seq() - 1
+        match &self.ring {
+            Some(ring) => self.ring_bounds(ring).0 - 1,
+            None => 0,
+        }
     }
 
     /// The generation of a ring-mode log holding `seq` (the newest whose seqs start before
@@ -504,10 +507,9 @@ impl CaptureLog {
     /// The largest payload the log can store (payloads never straddle its byte chunks).
     pub fn largest_payload(&self) -> usize {
         match &self.ring {
-            Some(ring) => {
-                let pin = ring.pin();
-                ring.newest(&pin).byte_chunk as usize
-            }
+            // A generation's (see `next_generation`), known without reading one.
+            Some(_) => (self.limits.max_bytes / GENERATIONS as u64).clamp(1, MAX_BYTE_CHUNK as u64)
+                as usize,
             None => self.byte_chunk as usize,
         }
     }
@@ -714,7 +716,7 @@ impl CaptureLog {
             return true;
         }
         let k = (start / self.byte_chunk) as usize;
-        if start % self.byte_chunk == 0 {
+        if start.is_multiple_of(self.byte_chunk) {
             self.bytes.commit_ahead(k + 1);
         }
         let Some(chunk) = self.bytes.get_or_alloc(k) else {

@@ -205,14 +205,6 @@ impl<L: Generation> Ring<L> {
             .filter_map(|s| unsafe { s.log.load(SeqCst).as_ref() })
     }
 
-    /// The newest generation, for a reader.
-    pub fn newest<'p>(&'p self, _pin: &'p Pinned<'p, L>) -> &'p L {
-        let g = self.current.load(SeqCst);
-        let log = self.slots[g as usize % GENERATIONS].log.load(SeqCst);
-        // SAFETY: as in `generations`; a slot once filled is never empty again.
-        unsafe { &*log }
-    }
-
     /// Whether a reader is pinned (for checks).
     pub fn pinned(&self) -> bool {
         self.readers.load(SeqCst) > 0
@@ -385,6 +377,6 @@ mod tests {
         assert_eq!(ring.retired(), 0);
         drop(ring);
         // Each installed generation, plus the first, plus every refused one, is freed.
-        assert!(drops.load(SeqCst) as u64 >= installed + 1);
+        assert!(drops.load(SeqCst) as u64 > installed);
     }
 }

@@ -541,7 +541,7 @@ impl Loader {
             payload,
         }
         .shares_payload();
-        let log = self.reader.log();
+        let log = self.reader.log_unpinned();
         let shared = unchanged
             .then(|| self.last_state.get(&h.pid).copied())
             .flatten()

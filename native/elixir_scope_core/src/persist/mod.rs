@@ -314,7 +314,7 @@ pub(crate) mod tests {
         assert!(!r.renumbered);
         for seq in log.first_seq()..=log.last_seq() {
             let e = log.get(seq).unwrap();
-            let original = store.log().get(seq).unwrap();
+            let original = store.reader().log_unpinned().get(seq).unwrap();
             assert_eq!(
                 e.header.pid,
                 original.header.pid + 1_000_000,
@@ -330,7 +330,7 @@ pub(crate) mod tests {
             assert_eq!(log.first_seq(), one.report.first_seq);
             for seq in log.first_seq()..=log.last_seq() {
                 let e = log.get(seq).unwrap();
-                let original = store.log().get(seq).unwrap();
+                let original = store.reader().log_unpinned().get(seq).unwrap();
                 assert_eq!(e.payload, original.payload, "{} seq {seq}", seg.file);
             }
         }
@@ -495,8 +495,8 @@ pub(crate) mod tests {
         assert_eq!(loaded.report.dropped, 2, "both stores' drops");
         let log = loaded.reader.log();
         for (seq, original) in (1..=na)
-            .map(|s| a.log().get(s).unwrap())
-            .chain((1..=nb).map(|s| b.log().get(s).unwrap()))
+            .map(|s| a.reader().log_unpinned().get(s).unwrap())
+            .chain((1..=nb).map(|s| b.reader().log_unpinned().get(s).unwrap()))
             .enumerate()
         {
             let e = log.get(seq as u64 + 1).unwrap();
@@ -729,7 +729,7 @@ pub(crate) mod tests {
                 prop_assert!(log.last_seq() <= store.log().last_seq());
                 for seq in 1..=log.last_seq() {
                     let e = log.get(seq).unwrap();
-                    prop_assert_eq!(e.payload, store.log().get(seq).unwrap().payload);
+                    prop_assert_eq!(e.payload, store.reader().log_unpinned().get(seq).unwrap().payload);
                 }
             }
             std::fs::remove_dir_all(&dir).unwrap();

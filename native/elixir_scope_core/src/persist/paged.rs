@@ -636,14 +636,14 @@ pub fn open(path: &Path, map: &mut dyn FnMut(&[u8], &Symbols) -> Mapped) -> Opti
 
 /// The directory a following store follows (see [`follow`]).
 pub fn followed_dir(reader: &Reader) -> Option<PathBuf> {
-    SegmentPager::of(reader.log())?.dir.clone()
+    SegmentPager::of(reader.log_unpinned())?.dir.clone()
 }
 
 /// What reading a paged reader's events from disk found so far: how many events of the blocks
 /// read could not be read back (damaged frames, files gone), and the segment files they are
 /// in. `None` for a reader that is not paged.
 pub fn damage(reader: &Reader) -> Option<(u64, Vec<String>)> {
-    let pages = SegmentPager::of(reader.log())?.pages();
+    let pages = SegmentPager::of(reader.log_unpinned())?.pages();
     let files = pages
         .damaged
         .iter()
@@ -690,7 +690,7 @@ pub fn follow(dir: &Path) -> Option<Reader> {
 /// # Errors
 /// The file system's; `InvalidInput` for a reader that follows nothing.
 pub fn refresh(reader: &Reader) -> io::Result<Refreshed> {
-    let log = reader.log();
+    let log = reader.log_unpinned();
     let Some((pager, dir)) = SegmentPager::of(log).and_then(|p| Some((p, p.dir.as_ref()?))) else {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -910,8 +910,8 @@ mod tests {
         // Key changes are computed from the states rather than indexed: the same answers.
         for (pid, _) in &want {
             assert_eq!(
-                crate::index::key_changes(p, &pi, *pid, "k"),
-                crate::index::key_changes(e, &ei, *pid, "k")
+                crate::index::key_changes(&p, &pi, *pid, "k"),
+                crate::index::key_changes(&e, &ei, *pid, "k")
             );
         }
     }
@@ -1021,7 +1021,10 @@ mod tests {
             );
             let log = follower.log();
             for seq in 1..=next.log().last_seq() {
-                let (mut want, got) = (next.log().get(seq).unwrap(), log.get(base + seq).unwrap());
+                let (mut want, got) = (
+                    next.reader().log_unpinned().get(seq).unwrap(),
+                    log.get(base + seq).unwrap(),
+                );
                 if want.header.kind == Kind::Var as u8 && want.header.peer != 0 {
                     want.header.peer += base;
                 }
@@ -1055,12 +1058,14 @@ mod tests {
         capture(&live, 100, 2000);
         w.flush(live.reader(), CLOCK, &mut symbol, u64::MAX)
             .unwrap();
+        // Archives are made by a thread of their own: waited for.
+        w.wait_archives().unwrap();
         let m = segments::read_manifest(&dir).unwrap();
         assert!(m.segments[0].archived && !raw.exists());
         for seq in 1..=written {
             let (got, want) = (
-                follower.log().get(seq).unwrap(),
-                live.log().get(seq).unwrap(),
+                follower.log_unpinned().get(seq).unwrap(),
+                live.reader().log_unpinned().get(seq).unwrap(),
             );
             assert_eq!((got.header, got.payload), (want.header, want.payload));
         }
@@ -1106,7 +1111,10 @@ mod tests {
         let log = follower.log();
         assert!(log.get(first - 1).is_none() && log.is_hole(first - 1));
         for seq in first..=r.last_seq {
-            let (got, want) = (log.get(seq).unwrap(), live.log().get(seq).unwrap());
+            let (got, want) = (
+                log.get(seq).unwrap(),
+                live.reader().log_unpinned().get(seq).unwrap(),
+            );
             assert_eq!((got.header, got.payload), (want.header, want.payload));
         }
         // Indexed in seq order, the segment read through included.
@@ -1146,7 +1154,10 @@ mod tests {
         std::fs::write(dir.join(segments::MANIFEST), rmp_serde::to_vec(&m).unwrap()).unwrap();
         let log = paged.reader.log();
         for seq in m.segments[1].first_seq..=m.segments[1].last_seq {
-            let (got, want) = (log.get(seq).unwrap(), live.log().get(seq).unwrap());
+            let (got, want) = (
+                log.get(seq).unwrap(),
+                live.reader().log_unpinned().get(seq).unwrap(),
+            );
             assert_eq!((got.header.ts, got.payload), (want.header.ts, want.payload));
         }
         std::fs::remove_dir_all(&dir).unwrap();
@@ -1171,7 +1182,7 @@ mod tests {
         let mut held = 0;
         for seq in order {
             let Some(a) = log.get(seq) else { continue };
-            let b = live.log().get(seq).unwrap();
+            let b = live.reader().log_unpinned().get(seq).unwrap();
             assert_eq!((a.header.ts, a.header.kind), (b.header.ts, b.header.kind));
             if a.header.flags & flags::PAYLOAD_DROPPED == 0 {
                 assert_eq!(a.payload, b.payload);
@@ -1264,7 +1275,10 @@ mod tests {
         // Every event held is the one captured, and at most a block or two is missing.
         assert!(held.len() as u64 >= last - 2048, "{} of {last}", held.len());
         for &s in &held {
-            let (a, b) = (log.get(s).unwrap(), live.log().get(s).unwrap());
+            let (a, b) = (
+                log.get(s).unwrap(),
+                live.reader().log_unpinned().get(s).unwrap(),
+            );
             assert_eq!((a.header.ts, a.header.kind), (b.header.ts, b.header.kind));
             // A state sharing a lost payload says so rather than being empty.
             if a.header.flags & flags::PAYLOAD_DROPPED != 0 {

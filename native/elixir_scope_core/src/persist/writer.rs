@@ -181,7 +181,7 @@ impl Writer {
                 if elided {
                     // Not written: the process's state before it, in this segment, is.
                     disk.header.flags &= !flags::PAYLOAD_DROPPED;
-                } else if delta::resolve(log, &ev, &mut whole) {
+                } else if delta::resolve(&log, &ev, &mut whole) {
                     disk.header.flags &= !flags::PAYLOAD_DROPPED;
                     disk.payload = &whole;
                 } else {
