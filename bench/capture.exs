@@ -109,6 +109,7 @@ defmodule Bench.Capture do
       {"ElixirScope, persisted", fn -> elixir_scope_persisted() end},
       {"ElixirScope, flight recorder", fn -> elixir_scope_flight_recorder() end},
       {"ElixirScope, rate cap armed", fn -> elixir_scope(:warm, true, 1, :rate_cap) end},
+      {"ElixirScope, ring mode evicting", fn -> elixir_scope(:warm, true, 1, :ring) end},
       {"ElixirScope.watch, printing to a null device", fn -> elixir_scope_watch() end},
       {":dbg (process tracer)",
        fn ->
@@ -194,14 +195,24 @@ defmodule Bench.Capture do
   # first, so every byte is freshly committed, as in a VM's very first capture. With the receive
   # trace pattern that tells timeouts from messages, as a running capture sets it (`timeouts?`
   # false leaves it out, to show what it costs).
-  defp elixir_scope(memory, timeouts? \\ true, pairs \\ 1, cap \\ nil) do
+  # `extra`: `:rate_cap`, or `:ring`, a ring-mode store of eight generations of 32,768 events
+  # (a huge page of slots each, as a store of a million events has), which the loop's 400,000
+  # events fill and go on evicting.
+  defp elixir_scope(memory, timeouts? \\ true, pairs \\ 1, extra \\ nil) do
     if memory == :cold, do: Store.release_memory()
 
     run(
       fn servers ->
-        store = Store.new!(max_events: expected() * 2 * pairs)
+        store =
+          case extra do
+            :ring -> Store.new!(max_events: 8 * 32_768, overflow: :evict_oldest)
+            _ -> Store.new!(max_events: expected() * 2 * pairs)
+          end
+
         # A cap it never reaches: what counting every event against it costs.
-        if cap, do: :ok = ElixirScope.Native.store_set_rate_cap(Store.ref(store), 1 <<< 40, 1_000)
+        if extra == :rate_cap,
+          do: :ok = ElixirScope.Native.store_set_rate_cap(Store.ref(store), 1 <<< 40, 1_000)
+
         if timeouts?, do: true = Tracer.mark_timeouts()
         for s <- servers, do: :ok = Tracer.trace_pid(s, store, @flags)
         store
@@ -210,7 +221,8 @@ defmodule Bench.Capture do
       fn store ->
         Tracer.unmark_timeouts()
         st = Store.stats(store)
-        %{stored: st.events, dropped: st.dropped, bytes: st.bytes}
+        # A ring's events kept plus those it evicted: every one stored.
+        %{stored: st.events + st.evicted, dropped: st.dropped, bytes: st.bytes}
       end,
       pairs
     )

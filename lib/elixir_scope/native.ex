@@ -72,6 +72,7 @@ defmodule ElixirScope.Native do
   def query_message_pairs(_store, _pid), do: err()
   def query_inbox_complete(_store), do: err()
   def query_evicted(_store, _pid), do: err()
+  def store_carry_states(_store), do: err()
   def query_active(_store, _at), do: err()
   def query_snapshot(_store, _at), do: err()
 

@@ -14,6 +14,8 @@ defmodule ElixirScope.Server do
     :store,
     :janitor,
     :flusher,
+    # A ring-mode store's: carries the last states of live processes past evictions.
+    :keeper,
     :persist_dir,
     :store_opts,
     :profile,
@@ -87,6 +89,8 @@ defmodule ElixirScope.Server do
         flusher =
           persist && spawn_link(fn -> flush_loop(server, store, persist.flush_interval, 0) end)
 
+        keeper = store_opts[:overflow] == :evict_oldest && spawn_link(fn -> carry_loop(store) end)
+
         Application.delete_env(:elixir_scope, :stopped_by)
 
         governor_opts = governor
@@ -97,6 +101,7 @@ defmodule ElixirScope.Server do
            store: store,
            janitor: janitor,
            flusher: flusher,
+           keeper: keeper || nil,
            persist_dir: persist && persist.dir,
            store_opts: store_opts,
            profile: profile,
@@ -105,6 +110,17 @@ defmodule ElixirScope.Server do
            limits: Limits.arm(limits, store)
          }}
     end
+  end
+
+  # A ring-mode store evicts its oldest events an eighth of its budget at a time: every
+  # @carry_interval ms, the last state of each live process about to be evicted is stored again
+  # (unchanged, now), so `state_at` still answers for quiet processes (see
+  # `ElixirScope.Store.new!/1`).
+  @carry_interval 250
+  defp carry_loop(store) do
+    Process.sleep(@carry_interval)
+    Native.store_carry_states(Store.ref(store))
+    carry_loop(store)
   end
 
   # Writes new events to the trace directory every `interval` ms: a flush starts `interval` ms
@@ -390,6 +406,7 @@ defmodule ElixirScope.Server do
   @impl true
   def terminate(_reason, s) do
     if s.flusher, do: Process.exit(s.flusher, :kill)
+    if s.keeper, do: Process.exit(s.keeper, :kill)
     # Linked, but a :normal stop does not take it along.
     if s.governor, do: Process.exit(s.governor, :kill)
     watched = for {mod, _, _} <- s.watch_patterns, do: mod
@@ -966,6 +983,7 @@ defmodule ElixirScope.Server do
           Enum.flat_map(Map.values(s.watches), &io_chain(&1.io)) ++
           List.wrap(s.governor) ++
           List.wrap(s.flusher) ++
+          List.wrap(s.keeper) ++
           Enum.flat_map(
             [ElixirScope.Supervisor, ElixirScope.AppSupervisor],
             &List.wrap(Process.whereis(&1))

@@ -64,6 +64,38 @@ defmodule ElixirScope.RingTest do
     assert Query.state_at(young, :now) == {:ok, 101}
   end
 
+  test "the last state of a quiet live process outlives the events around it" do
+    {:ok, _} = ElixirScope.start(max_events: 8 * 8_000, overflow: :evict_oldest)
+    {:ok, quiet} = GenServer.start_link(Counter, 0)
+    {:ok, gone} = GenServer.start(Counter, 10)
+    :ok = ElixirScope.trace(quiet)
+    :ok = ElixirScope.trace(gone)
+    1 = GenServer.call(quiet, :inc)
+    11 = GenServer.call(gone, :inc)
+    GenServer.stop(gone)
+    sink = spawn(fn -> Process.sleep(:infinity) end)
+    chatty = spawn_waiting(fn -> chat(sink, 80_000) end)
+    :ok = ElixirScope.trace(chatty)
+    :normal = go_and_wait(chatty, 30_000)
+
+    # The first generations (with both states) were evicted; the live one's state was
+    # carried forward, unchanged; the dead one's was not.
+    assert ElixirScope.status().evicted > 8_000
+    assert Query.state_at(quiet, :now) == {:ok, 1}
+    assert Query.state_at(gone, :now) == {:error, :evicted}
+    [carried | _] = Query.events(kind: :state, pid: quiet, order: :desc, limit: 1)
+    assert carried.seq > ElixirScope.status().evicted
+  end
+
+  # Sends `n` messages at about 25 a millisecond: the ring's keeper, every 250 ms, sees each
+  # generation before it is evicted.
+  defp chat(sink, n) do
+    Enum.each(1..n, fn i ->
+      send(sink, i)
+      if rem(i, 200) == 0, do: Process.sleep(8)
+    end)
+  end
+
   test "memory stays within the budget across many laps, and the store is saved and opened" do
     {:ok, _} =
       ElixirScope.start(max_events: 8 * 1_000, max_bytes: 8 * 64 * 1024, overflow: :evict_oldest)

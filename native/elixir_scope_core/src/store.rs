@@ -532,6 +532,57 @@ impl Store {
         self.reader.log_unpinned().append(&h, stored)
     }
 
+    /// Carries forward the last state of each live process that a ring-mode log (see
+    /// `capture::ring`) is about to evict with its next two generations: the same state again,
+    /// at `now`, flagged [`flags::STATE_UNCHANGED`], so that the state of a quiet process
+    /// outlives the events around it. `state_at` answers what it would have without the
+    /// eviction, from `now` on. A call carries at most a quarter of a generation (events and
+    /// bytes), so that states never crowd out the events around them; the others are evicted.
+    /// Returns how many were carried (0 for any other log, or a closed store).
+    pub fn carry_states(&self, now: crate::formats::event::Timestamp) -> u64 {
+        let log = self.reader.log();
+        let horizon = log.evicted_within(2);
+        if horizon == 0 || self.is_closed() {
+            return 0;
+        }
+        let last_states: Vec<Seq> = self
+            .reader
+            .index()
+            .pids()
+            .filter(|(_, p)| p.exit.is_none())
+            .filter_map(|(_, p)| p.states.last().copied())
+            .filter(|&s| s <= horizon)
+            .collect();
+        let generation = crate::capture::ring::GENERATIONS as u64 * 4;
+        let (mut events, mut bytes) = (
+            log.limits().max_events / generation,
+            log.limits().max_bytes / generation,
+        );
+        let mut carried = 0;
+        for seq in last_states {
+            let Some(ev) = log.get(seq) else { continue };
+            if ev.header.flags & flags::PAYLOAD_DROPPED != 0 {
+                continue;
+            }
+            let Some(left) = bytes.checked_sub(ev.payload.len() as u64) else {
+                continue;
+            };
+            if events == 0 {
+                break;
+            }
+            (events, bytes) = (events - 1, left);
+            let h = Header {
+                ts: now,
+                flags: ev.header.flags | flags::STATE_UNCHANGED,
+                ..ev.header
+            };
+            if !matches!(log.append(&h, ev.payload), Appended::Dropped) {
+                carried += 1;
+            }
+        }
+        carried
+    }
+
     /// Counters.
     pub fn stats(&self) -> LogStats {
         self.reader.log_unpinned().stats()
@@ -570,6 +621,48 @@ mod tests {
         assert_eq!(ev.truncated().unwrap().full_len, 1000);
         assert_eq!(store.stats().truncated, 1);
         assert_eq!(store.log().get(1).unwrap().payload, &[1; 10]);
+    }
+
+    #[test]
+    fn a_ring_carries_the_last_state_of_quiet_live_processes_forward() {
+        let store = Store::new(Config {
+            max_events: 8 * 100,
+            evict_oldest: true,
+            ..Config::default()
+        })
+        .unwrap();
+        let mut scratch = Vec::new();
+        let h = |pid, kind: Kind, ts| Header {
+            pid,
+            kind: kind as u8,
+            ts,
+            ..Header::default()
+        };
+        // Process 1 keeps a state and goes quiet; process 2 keeps one and exits.
+        store.append_state(&h(1, Kind::State, 1), b"quiet", 5, true, &mut scratch);
+        store.append_state(&h(2, Kind::State, 2), b"gone", 4, true, &mut scratch);
+        store.append(&h(2, Kind::Exit, 3), b"", &mut scratch);
+        assert_eq!(store.carry_states(4), 0, "nothing about to be evicted");
+        // A busy process laps the ring ten times; a governor carries states now and then.
+        let mut carried = 0;
+        for i in 0..8_000i64 {
+            store.append(&h(3, Kind::Send, 10 + i), b"x", &mut scratch);
+            if i % 50 == 0 {
+                carried += store.carry_states(10 + i);
+            }
+        }
+        assert!(store.reader().log().evicted_upto() > 7_000);
+        assert!((1..=20).contains(&carried), "{carried}");
+        let log = store.log();
+        let idx = store.reader().index();
+        let last = |pid| idx.pid(pid).and_then(|p| p.states.last().copied());
+        // The quiet live process's state is still there, unchanged, at a recent time; the
+        // dead one's is gone with its exit.
+        let kept = log.get(last(1).expect("carried")).unwrap();
+        assert_eq!(kept.payload, b"quiet");
+        assert!(kept.header.ts > 7_000 && kept.header.flags & flags::STATE_UNCHANGED != 0);
+        assert_eq!(last(2), None);
+        assert!(idx.evicted(2) && idx.evicted(1));
     }
 
     #[test]

@@ -155,6 +155,16 @@ fn store_close(store: Term) -> NifResult<Atom> {
     Ok(atoms::ok())
 }
 
+/// `store_carry_states(store)`: carries forward the last states of live processes that a
+/// ring-mode store is about to evict (see `Store::carry_states`); how many. 0 for any other.
+#[rustler::nif(schedule = "DirtyCpu")]
+fn store_carry_states(store: Term) -> NifResult<u64> {
+    // SAFETY: enif_monotonic_time has no preconditions.
+    let now =
+        unsafe { rustler::sys::enif_monotonic_time(rustler::sys::ErlNifTimeUnit::ERL_NIF_NSEC) };
+    Ok(held_of(store)?.capture().map_or(0, |s| s.carry_states(now)))
+}
+
 /// `store_captures(store)`: whether the store is a capture's (true) or a trace read from disk
 /// (false), which has no capture settings.
 #[rustler::nif]

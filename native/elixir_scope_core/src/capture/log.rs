@@ -396,6 +396,23 @@ impl CaptureLog {
         Some(n)
     }
 
+    /// The last seq the next `installs` generations of a ring-mode log will evict (0 when
+    /// they evict nothing, and for any other log): what to carry forward before it is gone.
+    pub fn evicted_within(&self, installs: u64) -> Seq {
+        let Some(ring) = &self.ring else { return 0 };
+        let pin = ring.pin();
+        let gens = ring.generations(&pin);
+        let newest = gens.last().map_or(0, |g| g.generation);
+        let Some(upto) = (newest + installs).checked_sub(GENERATIONS as u64) else {
+            return 0;
+        };
+        gens.iter()
+            .filter(|g| g.generation <= upto)
+            .map(|g| g.last_seq())
+            .max()
+            .unwrap_or(0)
+    }
+
     /// A ring-mode generation's events (a plain log's slots handed out, up to its budget).
     fn count(&self) -> u64 {
         match self.sealed.load(Ordering::SeqCst) {
