@@ -107,7 +107,8 @@ defmodule Bench.Capture do
       {"ElixirScope, cold memory", fn -> elixir_scope(:cold) end},
       {"ElixirScope, no receive pattern", fn -> elixir_scope(:warm, false) end},
       {"ElixirScope, persisted", fn -> elixir_scope_persisted() end},
-      {"ElixirScope, flight recorder", fn -> elixir_scope_flight_recorder() end},
+      {"ElixirScope, flight recorder", fn -> elixir_scope_flight_recorder(:memory) end},
+      {"ElixirScope, flight recorder on disk", fn -> elixir_scope_flight_recorder(:disk) end},
       {"ElixirScope, rate cap armed", fn -> elixir_scope(:warm, true, 1, :rate_cap) end},
       {"ElixirScope, ring mode evicting", fn -> elixir_scope(:warm, true, 1, :ring) end},
       {"ElixirScope.watch, printing to a null device", fn -> elixir_scope_watch() end},
@@ -290,30 +291,32 @@ defmodule Bench.Capture do
     receive do: ({:count, c} -> c)
   end
 
-  # ElixirScope.flight_recorder/2 as it runs all day: its profile (load-aware), its trace
-  # written to disk under retention, its crash trigger armed (no crash happens), its
-  # governor ticking; only the server traced, as in the other rows (the profile's `trace:
-  # [:all]` and rate cap left out, its store big enough not to go on in a fresh one while the
-  # loop runs); done when every event is on disk.
-  defp elixir_scope_flight_recorder do
+  # ElixirScope.flight_recorder/2 as it runs all day: its profile (load-aware), its crash
+  # trigger armed (no crash happens), its governor ticking; only the server traced, as in the
+  # other rows (the profile's `trace: [:all]` and rate cap left out). In memory (`:memory`):
+  # its ring of 200,000 events, which the loop's 400,000 fill and go on evicting, its keeper
+  # carrying states. On disk (`:disk`): its trace written under retention, its store big
+  # enough not to go on in a fresh one while the loop runs; done when every event is on disk.
+  defp elixir_scope_flight_recorder(mode) do
     in_tmp_dir(fn dir ->
       run(
         fn [s] ->
-          {:ok, _} =
-            ElixirScope.flight_recorder(dir, trace: [], max_rate: nil, max_events: expected() * 4)
-
+          opts = [trace: [], max_rate: nil, mode: mode]
+          opts = if mode == :disk, do: [max_events: expected() * 4] ++ opts, else: opts
+          {:ok, _} = ElixirScope.flight_recorder(dir, opts)
           :ok = Tracer.trace_pid(s, Store.default(), @flags)
           Store.default()
         end,
-        # Written now, as the persisted row's check does (not at the flusher's next tick).
         fn store ->
-          {:ok, _} = ElixirScope.flush()
-          Store.stats(store).persisted >= expected()
+          # Written now, as the persisted row's check does (not at the flusher's next tick).
+          mode == :memory or
+            (match?({:ok, _}, ElixirScope.flush()) and
+               Store.stats(store).persisted >= expected())
         end,
         fn store ->
           st = Store.stats(store)
           ElixirScope.stop()
-          %{stored: st.events, dropped: st.dropped, bytes: st.bytes}
+          %{stored: st.events + st.evicted, dropped: st.dropped, bytes: st.bytes}
         end
       )
     end)
@@ -377,13 +380,18 @@ Code.require_file("support/overload.exs", __DIR__)
 
 rounds = String.to_integer(System.get_env("BENCH_ROUNDS", "5"))
 parts = String.split(System.get_env("BENCH_PARTS", "W1,W2,P3"), ",")
-# BENCH_ONLY=ElixirScope runs just that variant (plus the baselines, unless BENCH_SOLO=1),
-# e.g. under a profiler.
+# BENCH_ONLY=ElixirScope runs just that variant, or the variants whose name has that in it
+# when none is named so (several, comma separated: "ElixirScope,ring"; plus the baselines,
+# unless BENCH_SOLO=1), e.g. under a profiler.
 only = System.get_env("BENCH_ONLY")
 
 pick = fn variants ->
+  names = Enum.map(variants, &elem(&1, 0))
+  wanted = if only, do: String.split(only, ","), else: []
+  exact = Enum.filter(wanted, &(&1 in names))
+
   Enum.filter(variants, fn {name, _} ->
-    only == nil or String.contains?(name, only) or
+    only == nil or name in exact or String.contains?(name, wanted -- exact) or
       (String.starts_with?(name, ["untraced", "no-op NIF tracer (floor)"]) and
          System.get_env("BENCH_SOLO") == nil)
   end)

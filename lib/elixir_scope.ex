@@ -39,7 +39,8 @@ defmodule ElixirScope do
 
   * Capture never blocks a traced process: the tracer is a NIF that runs in the traced process and
     writes into a lock-free log. When the log is full, new events are dropped and counted
-    (`status().dropped`); memory stays within `max_events` × 64 bytes + `max_bytes`, rounded
+    (`status().dropped`), or, with `overflow: :evict_oldest`, the oldest are evicted
+    (`status().evicted`); memory stays within `max_events` × 64 bytes + `max_bytes`, rounded
     up to whole chunks (256 KiB or 2 MiB) plus one chunk of each committed ahead of the writers
     (see `ElixirScope.Store`).
   * Payloads over `max_payload_bytes` keep their size, a hash and a prefix (`status().truncated`).
@@ -676,37 +677,56 @@ defmodule ElixirScope do
   end
 
   @doc """
-  Starts a flight recorder: a capture of every process (the `:flight_recorder` profile)
-  written to disk under `dir` as it runs, with retention, that saves the trace whenever a
-  process crashes: `dir/crashes/trigger-<time>-<n>`, a trace `open/2` reads and
-  `ElixirScope.Query.why_crashed/2` explains. Memory stays within the store (a persisted
-  capture goes on in a fresh store when half full), disk within `:keep_bytes` of trace plus
-  `:dumps` saves. Leave it on; after a crash:
+  Starts a flight recorder: a capture of every process (the `:flight_recorder` profile) kept
+  in memory as a ring of its newest events (`overflow: :evict_oldest`, with the last state of
+  every live process carried along), that saves what it holds whenever a process crashes:
+  `dir/crashes/trigger-<time>-<n>`, a trace `open/2` reads and
+  `ElixirScope.Query.why_crashed/2` explains: the crashed process's last events, its last
+  state and its exit. Nothing is written until a crash; memory stays within the store's
+  budget. Leave it on; after a crash:
 
       {:ok, _} = ElixirScope.flight_recorder("/var/tmp/escope")
       # ... a crash later
       {:ok, trace} = ElixirScope.open("/var/tmp/escope/crashes/trigger-...")
       ElixirScope.Query.why_crashed(pid, store: trace)
 
-  Options: `:keep_bytes` (trace kept on disk, default 256 MiB), `:dumps` (crash saves kept,
-  default 20), `:cooldown` (ms after a save before the next crash saves again, default
-  5,000), and any `start/1` option, which takes precedence over the profile's.
+  Options:
+
+    * `:mode` - `:memory` (default), or `:disk`: the capture is written to disk under
+      `dir/live-*` as it runs, with retention (`:keep_bytes` of trace, default 256 MiB), and a
+      crash saves what is on disk; it keeps more history, at the cost of writing all the time;
+    * `:dumps` - crash saves kept (default 20);
+    * `:cooldown` - ms after a save before the next crash saves again (default 5,000);
+    * any `start/1` option, which takes precedence over the profile's (`max_events:`,
+      `max_bytes:`: how much the ring keeps).
   """
   @spec flight_recorder(Path.t(), keyword()) :: {:ok, pid()} | {:error, term()}
   def flight_recorder(dir, opts \\ []) do
     dir = Args.path!(dir, "dir")
-    {keep_bytes, opts} = Keyword.pop(Args.opts!(opts), :keep_bytes, 256 * 1024 * 1024)
+    {mode, opts} = Keyword.pop(Args.opts!(opts), :mode, :memory)
+    {keep_bytes, opts} = Keyword.pop(opts, :keep_bytes)
     {dumps, opts} = Keyword.pop(opts, :dumps, 20)
     {cooldown, opts} = Keyword.pop(opts, :cooldown, 5_000)
-    live = Path.join(dir, "live-#{System.os_time(:millisecond)}")
+    crash = {:crash, save: Path.join(dir, "crashes"), for: cooldown, keep: dumps}
 
-    start(
-      [
-        profile: :flight_recorder,
-        persist: [dir: live, max_bytes: keep_bytes],
-        triggers: [{:crash, save: Path.join(dir, "crashes"), for: cooldown, keep: dumps}]
-      ] ++ opts
-    )
+    keep =
+      case mode do
+        :memory when keep_bytes == nil ->
+          [overflow: :evict_oldest]
+
+        :memory ->
+          raise ArgumentError, "flight_recorder/2's :keep_bytes is for mode: :disk"
+
+        :disk ->
+          live = Path.join(dir, "live-#{System.os_time(:millisecond)}")
+          [persist: [dir: live, max_bytes: keep_bytes || 256 * 1024 * 1024]]
+
+        other ->
+          Args.bad!(:mode, other, ":memory or :disk")
+      end
+
+    # The caller's options take precedence over the recorder's.
+    start(Keyword.merge([profile: :flight_recorder, triggers: [crash]] ++ keep, opts))
   end
 
   @doc "Prints the messages of `process` that match `pattern`; see `watch/2`."

@@ -322,11 +322,13 @@ defmodule ElixirScope.Governor do
 
   def handle_info(:triggers, s) do
     Process.send_after(self(), :triggers, @trigger_tick)
-    published = Store.stats(s.store).published_seq
+    stats = Store.stats(s.store)
+    published = stats.published_seq
     now = System.monotonic_time(:millisecond)
+    s = note_evicted(s, stats[:evicted] || 0)
     # The events since the last tick that the triggers look at (only the kinds they need,
     # filtered natively), a page at most: the rest is the next tick's (nothing is skipped
-    # under load; detection just lags).
+    # under load; detection just lags), unless a ring evicts them first (said, above).
     events =
       case kinds_needed(s.triggers) do
         [] ->
@@ -595,6 +597,16 @@ defmodule ElixirScope.Governor do
 
   # Per normal scheduler: {id, active, total}. The VM keeps these only while the
   # scheduler_wall_time flag is on.
+  # A ring-mode store evicted events the triggers had not looked at yet (they lagged more than
+  # the ring holds): said in the log and recorded, never skipped silently.
+  defp note_evicted(s, evicted) when s.triggers != [] and evicted > s.after_seq do
+    Logger.warning("ElixirScope's triggers missed #{evicted - s.after_seq} evicted events")
+    control(s, %{event: :triggers_missed, events: evicted - s.after_seq})
+    %{s | after_seq: evicted}
+  end
+
+  defp note_evicted(s, _evicted), do: s
+
   defp wall_time do
     _ = :erlang.system_flag(:scheduler_wall_time, true)
 

@@ -20,9 +20,9 @@ defmodule ElixirScope.Profile do
       falling back to `:messages_only`.
 
     * `:flight_recorder` - every process at the `:full` level, capped at 50,000 events a
-      second (falling back to `:states_only`) and load-aware: what
-      `ElixirScope.flight_recorder/2` starts, with a trace on disk under retention and a dump
-      on every crash.
+      second (falling back to `:states_only`) and load-aware, in a store of 200,000 events
+      and 64 MiB of payloads: what `ElixirScope.flight_recorder/2` starts, as a ring in
+      memory (or a trace on disk under retention), with a dump on every crash.
 
   User-defined profiles live in the application's config, as keyword lists of start options:
 
@@ -57,6 +57,7 @@ defmodule ElixirScope.Profile do
       tracing_level: :full,
       trace: [:all],
       max_events: 200_000,
+      max_bytes: 64 * 1024 * 1024,
       max_rate: {50_000, 1_000},
       on_limit: {:level, :states_only},
       load: []

@@ -396,6 +396,13 @@ defmodule ElixirScope.Server do
     {:noreply, %{s | governor: start_governor(s.governor_opts, s.store)}}
   end
 
+  # The ring's keeper died (it never should): said, and started again.
+  def handle_info({:EXIT, pid, reason}, %{keeper: pid} = s) do
+    Logger.error("ElixirScope's state keeper stopped (#{inspect(reason)}); starting it again")
+    store = s.store
+    {:noreply, %{s | keeper: spawn_link(fn -> carry_loop(store) end)}}
+  end
+
   def handle_info({:EXIT, pid, reason}, %{flusher: pid} = s) when reason != :normal do
     Logger.error("ElixirScope's trace writer stopped: #{inspect(reason)}")
     {:noreply, %{s | flusher: nil}}

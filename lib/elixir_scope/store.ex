@@ -16,8 +16,8 @@ defmodule ElixirScope.Store do
   The store's memory is bounded by `max_events` (64 bytes per event) plus `max_bytes` (payloads),
   each rounded up to whole chunks (256 KiB for small stores, else 2 MiB), plus at most one more
   chunk of each that a background thread commits ahead of the writers. Memory is committed as
-  events arrive. When the store is full, new events are dropped and counted; a traced process
-  never waits for the store. A garbage-collected store leaves up to 64 MiB for the next capture
+  events arrive. When the store is full, new events are dropped and counted (or the oldest
+  evicted: see "Ring mode" below); a traced process never waits for the store. A garbage-collected store leaves up to 64 MiB for the next capture
   to reuse (`release_memory/0` gives it back). Each scheduler also keeps small encoding caches,
   two buffers (the size of the largest recent payload, at most 512 KiB each kept) and the last
   states it stored (4, of up to 256 KiB each), to tell how the next one changed.
@@ -93,6 +93,13 @@ defmodule ElixirScope.Store do
   the budget by what running queries hold). A query asked about what is gone says so:
   `ElixirScope.Query.state_at/3` answers `{:error, :evicted}` when the process's state before
   the events kept may have been evicted, and a seq at or below `:evicted` is not found.
+
+  In a capture (`ElixirScope.start(overflow: :evict_oldest)`), the last state of each live
+  process is stored again (unchanged, at that time) before its generation is evicted, four
+  times a second, at most a quarter of a generation at a time: the state of a quiet process
+  outlives the events around it. The processes are tracked in a table of 16,384 entries by
+  pid hash: of processes whose pids collide, only the last to change state is carried (the
+  others' states are evicted, and said to be).
 
   A ring-mode store keeps every state whole: states are not stored as changes to the one
   before, which may be evicted. It cannot be persisted (`persist:` keeps everything on disk

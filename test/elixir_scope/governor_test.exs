@@ -248,13 +248,45 @@ defmodule ElixirScope.GovernorTest do
       def handle_cast(:break, n), do: {:noreply, div(n, 0)}
     end
 
-    test "a crash saves the trace, which open/1 reads and why_crashed explains; a normal exit does not" do
+    for mode <- [:memory, :disk] do
+      @tag mode: mode
+      test "#{mode}: a crash saves the trace, which open/1 reads and why_crashed explains; a normal exit does not",
+           %{mode: mode} do
+        flight_recorder_saves_crashes(mode)
+      end
+    end
+
+    test "bad modes and options are refused" do
+      assert_raise ArgumentError, ~r/invalid :mode :tape, expected :memory or :disk/, fn ->
+        ElixirScope.flight_recorder(temp_path("es_flight"), mode: :tape)
+      end
+
+      assert_raise ArgumentError, ~r/:keep_bytes is for mode: :disk/, fn ->
+        ElixirScope.flight_recorder(temp_path("es_flight"), keep_bytes: 1_000_000)
+      end
+
+      refute ElixirScope.status().running
+      # The caller's start options win over the recorder's.
+      {:ok, _} = ElixirScope.flight_recorder(temp_path("es_flight"), overflow: :drop_newest)
+      assert ElixirScope.status().overflow == :drop_newest
+    end
+
+    defp flight_recorder_saves_crashes(mode) do
       dir = Path.join(System.tmp_dir!(), "es_flight_#{System.unique_integer([:positive])}")
       on_exit(fn -> File.rm_rf!(dir) end)
-      {:ok, _} = ElixirScope.flight_recorder(dir, cooldown: 200, dumps: 2)
+      {:ok, _} = ElixirScope.flight_recorder(dir, cooldown: 200, dumps: 2, mode: mode)
       st = ElixirScope.status()
       assert {st.profile, st.traced.all} == {:flight_recorder, true}
-      assert String.starts_with?(st.persist_dir, Path.join(dir, "live-"))
+
+      case mode do
+        # In memory, nothing is written until a crash.
+        :memory ->
+          assert {st.overflow, st.persist_dir} == {:evict_oldest, nil}
+          refute File.exists?(dir)
+
+        :disk ->
+          assert String.starts_with?(st.persist_dir, Path.join(dir, "live-"))
+      end
 
       {_, ref} = spawn_monitor(fn -> :ok end)
       assert_receive {:DOWN, ^ref, _, _, :normal}

@@ -18,6 +18,20 @@ defmodule ElixirScope.RingTest do
     def handle_call(:inc, _from, n), do: {:reply, n + 1, n + 1}
   end
 
+  defmodule Door do
+    @behaviour :gen_statem
+    def callback_mode, do: :state_functions
+    def init(code), do: {:ok, :locked, %{code: code, tries: 0}}
+
+    def locked({:call, from}, {:unlock, c}, %{code: c} = d),
+      do: {:next_state, :open, %{d | tries: 0}, [{:reply, from, :ok}]}
+
+    def locked({:call, from}, {:unlock, _}, d),
+      do: {:keep_state, %{d | tries: d.tries + 1}, [{:reply, from, :error}]}
+
+    def open({:call, from}, :peek, _d), do: {:keep_state_and_data, [{:reply, from, :open}]}
+  end
+
   # A message that says whether it arrived whole: its number, bytes made from it, their hash.
   defp blob(i) do
     bytes = :binary.copy(<<i::32>>, 1 + rem(i, 40))
@@ -47,6 +61,11 @@ defmodule ElixirScope.RingTest do
     assert seqs == Enum.to_list((st.evicted + 1)..st.last_seq)
     assert Query.events(before_seq: st.evicted + 1) == []
 
+    {:ok, %{content: [%{text: text}], isError: false}} =
+      ElixirScope.MCP.Tools.call("status", %{}, %{store: :default})
+
+    assert text =~ "a ring keeping the newest events: seqs up to #{st.evicted} were evicted"
+
     # The state now is there; the state before the events kept is gone, and said to be.
     assert Query.state_at(pid, :now) == {:ok, 5_000}
     assert Query.state_at(pid, {:seq, 10}) == {:error, :evicted}
@@ -62,6 +81,22 @@ defmodule ElixirScope.RingTest do
     GenServer.call(young, :inc)
     assert Query.state_at(young, {:seq, before}) in [{:error, :no_state}, {:ok, 100}]
     assert Query.state_at(young, :now) == {:ok, 101}
+  end
+
+  test "a ring records a gen_statem's kept states as a plain store does" do
+    store = new_store(overflow: :evict_oldest)
+    {:ok, pid} = :gen_statem.start(Door, 42, [])
+    trace_states_into(pid, store)
+    :error = :gen_statem.call(pid, {:unlock, 1})
+    :ok = :gen_statem.call(pid, {:unlock, 42})
+    :open = :gen_statem.call(pid, :peek)
+
+    assert Enum.map(Query.state_timeline(pid, store: store, changes_only: false), & &1.data) == [
+             {:locked, %{code: 42, tries: 0}},
+             {:locked, %{code: 42, tries: 1}},
+             {:open, %{code: 42, tries: 0}},
+             {:open, %{code: 42, tries: 0}}
+           ]
   end
 
   test "the last state of a quiet live process outlives the events around it" do
@@ -85,6 +120,11 @@ defmodule ElixirScope.RingTest do
     assert Query.state_at(gone, :now) == {:error, :evicted}
     [carried | _] = Query.events(kind: :state, pid: quiet, order: :desc, limit: 1)
     assert carried.seq > ElixirScope.status().evicted
+
+    # The keeper is started again should it die.
+    %{keeper: keeper} = :sys.get_state(ElixirScope.Server)
+    Process.exit(keeper, :kill)
+    wait_until(fn -> :sys.get_state(ElixirScope.Server).keeper not in [nil, keeper] end)
   end
 
   # Sends `n` messages at about 25 a millisecond: the ring's keeper, every 250 ms, sees each

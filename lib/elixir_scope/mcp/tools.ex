@@ -381,7 +381,10 @@ defmodule ElixirScope.MCP.Tools do
     s = Store.stats(store)
 
     counts =
-      "events: #{s.events} (last seq #{s.last_seq}), dropped: #{s.dropped}, truncated: #{s.truncated}"
+      "events: #{s.events} (last seq #{s.last_seq}), dropped: #{s.dropped}, truncated: #{s.truncated}" <>
+        if s[:overflow] == :evict_oldest,
+          do: "\na ring keeping the newest events: seqs up to #{s.evicted} were evicted",
+          else: ""
 
     # The running capture's settings and targets only when this is its store.
     if store == Store.default() and Store.captures?(store) do

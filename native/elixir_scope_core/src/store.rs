@@ -181,6 +181,9 @@ pub struct Store {
     /// For each process (by pid hash; collisions just lose deduplication), the seq of its last
     /// state event, to store an unchanged state without copying it again.
     last_state: Box<[AtomicU64]>,
+    /// The pid whose state each `last_state` entry holds, as last written (a ring-mode log's
+    /// keeper forgets a process's entry when it exits).
+    last_state_pid: Box<[AtomicU64]>,
     /// Where the capture is being persisted, if it is.
     /// (What persists it belongs to a higher layer: this layer only holds it, see
     /// `persist::Writer::with`, `take` and `attach`, the only users of the slot.)
@@ -218,6 +221,7 @@ impl Store {
             closed: AtomicBool::new(false),
             state_modules: (0..MAX_STATE_MODULES).map(|_| AtomicU64::new(0)).collect(),
             last_state: (0..LAST_STATE_SLOTS).map(|_| AtomicU64::new(0)).collect(),
+            last_state_pid: (0..LAST_STATE_SLOTS).map(|_| AtomicU64::new(0)).collect(),
             persist: Mutex::new(None),
             persisted: AtomicU64::new(0),
             watcher: AtomicU64::new(0),
@@ -301,7 +305,15 @@ impl Store {
     /// truncated) payload, when the lossy last-state table still knows it (a `gen_statem`'s
     /// `keep_state` result needs the state name, at its start).
     pub fn last_state_front(&self, pid: PidKey, n: usize) -> Option<std::borrow::Cow<'_, [u8]>> {
-        let ev = self.last_state_event(pid)?;
+        if self.capture_log().is_ring() {
+            // Read pinned (it may be evicted meanwhile), so copied out.
+            let log = self.reader.log();
+            let ev = self.last_state_event_in(&log, pid)?;
+            return Some(std::borrow::Cow::Owned(
+                ev.payload[..n.min(ev.payload.len())].to_vec(),
+            ));
+        }
+        let ev = self.last_state_event_in(self.capture_log(), pid)?;
         if !delta::is_delta(&ev) {
             return Some(std::borrow::Cow::Borrowed(
                 &ev.payload[..n.min(ev.payload.len())],
@@ -311,15 +323,15 @@ impl Store {
         delta::front(self.capture_log(), &ev, n, &mut out).then_some(std::borrow::Cow::Owned(out))
     }
 
-    /// `pid`'s last state event, whole or as a delta (not truncated, not without its payload),
-    /// if the lossy table still knows it.
-    fn last_state_event(&self, pid: PidKey) -> Option<crate::formats::event::EventRef<'_>> {
-        if self.capture_log().is_ring() {
-            // Its writers never read its events (they may be evicted).
-            return None;
-        }
+    /// `pid`'s last state event in `log` (the store's: a ring-mode one pinned), whole or as a
+    /// delta (not truncated, not without its payload), if the lossy table still knows it.
+    fn last_state_event_in<'a>(
+        &self,
+        log: &'a CaptureLog,
+        pid: PidKey,
+    ) -> Option<crate::formats::event::EventRef<'a>> {
         let seq = self.last_state_slot(pid).load(Ordering::Relaxed);
-        self.capture_log().get(seq).filter(|e| {
+        log.get(seq).filter(|e| {
             e.header.pid == pid
                 && e.header.kind == Kind::State as u8
                 && (delta::is_delta(e)
@@ -332,6 +344,22 @@ impl Store {
         &self.last_state[(mix64(pid) as usize) % LAST_STATE_SLOTS]
     }
 
+    /// Makes `seq` the last state of `pid` in the last-state table.
+    fn remember_state(&self, pid: PidKey, seq: Seq) {
+        let i = (mix64(pid) as usize) % LAST_STATE_SLOTS;
+        self.last_state[i].store(seq, Ordering::Relaxed);
+        self.last_state_pid[i].store(pid, Ordering::Relaxed);
+    }
+
+    /// Forgets the last state of `pid`, which exited (a racing state of another process in
+    /// the same entry may be forgotten too: it is then not carried, and said to be evicted).
+    fn forget_state(&self, pid: PidKey) {
+        let i = (mix64(pid) as usize) % LAST_STATE_SLOTS;
+        if self.last_state_pid[i].load(Ordering::Relaxed) == pid {
+            self.last_state[i].store(0, Ordering::Relaxed);
+        }
+    }
+
     /// Appends a state event equal to the process's last one (a callback that kept its state
     /// and data), sharing its payload. Nothing is appended when the table no longer knows that
     /// state (or it was truncated): `None`.
@@ -339,7 +367,23 @@ impl Store {
         if self.is_closed() {
             return None;
         }
-        let previous = self.last_state_event(header.pid)?;
+        if self.capture_log().is_ring() {
+            // Read pinned (it may be evicted meanwhile), and copied: a ring-mode log's events
+            // share no payload.
+            let log = self.reader.log();
+            let previous = self.last_state_event_in(&log, header.pid)?;
+            let h = Header {
+                kind: Kind::State as u8,
+                flags: flags::STATE_UNCHANGED,
+                ..*header
+            };
+            let appended = log.append(&h, previous.payload);
+            if let Appended::Stored(seq) | Appended::StoredWithoutPayload(seq) = appended {
+                self.remember_state(h.pid, seq);
+            }
+            return Some(appended);
+        }
+        let previous = self.last_state_event_in(self.capture_log(), header.pid)?;
         let h = Header {
             kind: Kind::State as u8,
             flags: flags::STATE_UNCHANGED | delta_flags(&previous),
@@ -348,7 +392,7 @@ impl Store {
         let previous = previous.seq;
         let appended = self.capture_log().append_sharing(&h, previous);
         if let Appended::Stored(seq) = appended {
-            self.last_state_slot(h.pid).store(seq, Ordering::Relaxed);
+            self.remember_state(h.pid, seq);
         }
         Some(appended)
     }
@@ -428,7 +472,7 @@ impl Store {
             _ => log.append(&h, stored),
         };
         if let Appended::Stored(seq) | Appended::StoredWithoutPayload(seq) = appended {
-            slot.store(seq, Ordering::Relaxed);
+            self.remember_state(h.pid, seq);
         }
         appended
     }
@@ -527,6 +571,10 @@ impl Store {
             return Appended::Dropped;
         }
         let mut h = *header;
+        if h.kind == Kind::Exit as u8 {
+            // Its last state is not carried past evictions any more.
+            self.forget_state(h.pid);
+        }
         let cap = self.max_payload;
         let stored = stored_form(seen, full_len, exact, (cap, cap), &mut h, scratch);
         self.reader.log_unpinned().append(&h, stored)
@@ -536,32 +584,34 @@ impl Store {
     /// `capture::ring`) is about to evict with its next two generations: the same state again,
     /// at `now`, flagged [`flags::STATE_UNCHANGED`], so that the state of a quiet process
     /// outlives the events around it. `state_at` answers what it would have without the
-    /// eviction, from `now` on. A call carries at most a quarter of a generation (events and
-    /// bytes), so that states never crowd out the events around them; the others are evicted.
-    /// Returns how many were carried (0 for any other log, or a closed store).
+    /// eviction, from `now` on. The processes are those of the last-state table (one per
+    /// entry: of processes whose pids collide, the last to store a state), less those whose
+    /// exit was captured. A call carries at most a quarter of a generation (events and bytes),
+    /// so that states never crowd out the events around them; the others are evicted. O(the
+    /// table), without the index. Returns how many were carried (0 for any other log, or a
+    /// closed store).
     pub fn carry_states(&self, now: crate::formats::event::Timestamp) -> u64 {
         let log = self.reader.log();
         let horizon = log.evicted_within(2);
         if horizon == 0 || self.is_closed() {
             return 0;
         }
-        let last_states: Vec<Seq> = self
-            .reader
-            .index()
-            .pids()
-            .filter(|(_, p)| p.exit.is_none())
-            .filter_map(|(_, p)| p.states.last().copied())
-            .filter(|&s| s <= horizon)
-            .collect();
+        let evicted = log.evicted_upto();
         let generation = crate::capture::ring::GENERATIONS as u64 * 4;
         let (mut events, mut bytes) = (
             log.limits().max_events / generation,
             log.limits().max_bytes / generation,
         );
         let mut carried = 0;
-        for seq in last_states {
+        for slot in self.last_state.iter() {
+            let seq = slot.load(Ordering::Relaxed);
+            if seq <= evicted || seq > horizon {
+                continue;
+            }
             let Some(ev) = log.get(seq) else { continue };
-            if ev.header.flags & flags::PAYLOAD_DROPPED != 0 {
+            if ev.header.kind() != Some(Kind::State)
+                || ev.header.flags & flags::PAYLOAD_DROPPED != 0
+            {
                 continue;
             }
             let Some(left) = bytes.checked_sub(ev.payload.len() as u64) else {
@@ -576,7 +626,11 @@ impl Store {
                 flags: ev.header.flags | flags::STATE_UNCHANGED,
                 ..ev.header
             };
-            if !matches!(log.append(&h, ev.payload), Appended::Dropped) {
+            if let Appended::Stored(to) | Appended::StoredWithoutPayload(to) =
+                log.append(&h, ev.payload)
+            {
+                // Unless a newer state took the entry meanwhile.
+                let _ = slot.compare_exchange(seq, to, Ordering::Relaxed, Ordering::Relaxed);
                 carried += 1;
             }
         }

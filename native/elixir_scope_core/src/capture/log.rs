@@ -42,8 +42,9 @@ const MAX_BYTE_CHUNK: usize = HUGE_PAGE;
 pub const PAGED_EVENTS: u64 = 1 << 34;
 /// How far back from the newest slot [`CaptureLog::published_seq`] looks for unfinished events.
 const PUBLISH_WINDOW: u64 = 4096;
-/// Smallest budget of a ring-mode log's generation: events and payload bytes.
+/// Smallest budget of a ring-mode log's generation: events, and payload bytes.
 const MIN_GENERATION_EVENTS: u64 = 64;
+const MIN_GENERATION_BYTES: u64 = 1024;
 /// What a ring-mode generation's slot counter is set to when it is closed for lack of payload
 /// bytes: past any count, so no more slots are handed out.
 const SEALED: u64 = 1 << 62;
@@ -254,8 +255,13 @@ impl CaptureLog {
     }
 
     fn with_ahead(limits: Limits, ahead: bool) -> CaptureLog {
+        CaptureLog::with_chunks(limits, ahead, BIG_SLOTS)
+    }
+
+    /// [`CaptureLog::with_ahead`], its slots in huge chunks from `big` events on.
+    fn with_chunks(limits: Limits, ahead: bool, big: usize) -> CaptureLog {
         let max_events = limits.max_events.max(1);
-        let per_chunk = if max_events as usize >= BIG_SLOTS {
+        let per_chunk = if max_events as usize >= big {
             BIG_SLOTS
         } else {
             SMALL_SLOTS
@@ -314,7 +320,9 @@ impl CaptureLog {
             max_events: limits
                 .max_events
                 .max(MIN_GENERATION_EVENTS * GENERATIONS as u64),
-            max_bytes: limits.max_bytes,
+            max_bytes: limits
+                .max_bytes
+                .max(MIN_GENERATION_BYTES * GENERATIONS as u64),
         };
         let mut log = CaptureLog::with_ahead(
             Limits {
@@ -330,12 +338,16 @@ impl CaptureLog {
 
     /// Generation `n` of this ring-mode log, its seqs after `base`.
     fn next_generation(&self, n: u64, base: Seq) -> CaptureLog {
-        let mut g = CaptureLog::with_ahead(
+        // A generation is made and freed once per eighth of the budget: from half a huge
+        // chunk of slots on, its slots take one (or more), which come committed from the pool
+        // that freed generations fill, rather than fresh memory each time.
+        let mut g = CaptureLog::with_chunks(
             Limits {
                 max_events: self.limits.max_events / GENERATIONS as u64,
                 max_bytes: self.limits.max_bytes / GENERATIONS as u64,
             },
             true,
+            BIG_SLOTS / 2,
         );
         g.generation = n;
         g.base = base;
@@ -374,9 +386,10 @@ impl CaptureLog {
         seq: Seq,
     ) -> Option<&'a CaptureLog> {
         // SAFETY: the caller's.
+        // A generation closed empty has its successor's base: the later one holds the seqs.
         let gen = unsafe { ring.each() }
             .filter(|g| g.base < seq)
-            .max_by_key(|g| g.base)?;
+            .max_by_key(|g| (g.base, g.generation))?;
         // Before the oldest generation there is: evicted (a generation evicted meanwhile is
         // simply not there).
         (gen.base + gen.count() >= seq || gen.generation == ring.current()).then_some(gen)
@@ -416,6 +429,9 @@ impl CaptureLog {
     /// A ring-mode generation's events (a plain log's slots handed out, up to its budget).
     fn count(&self) -> u64 {
         match self.sealed.load(Ordering::SeqCst) {
+            // Sealed for lack of bytes, by a writer about to say how many it holds: none known
+            // yet (readers wait rather than take seqs of the next generation for its own).
+            0 if self.next_slot.load(Ordering::SeqCst) >= SEALED => 0,
             0 => self
                 .next_slot
                 .load(Ordering::Relaxed)
@@ -449,13 +465,17 @@ impl CaptureLog {
             let gen = w.log();
             match gen.append_generation(header, payload) {
                 GenAppended::Done(a) => {
-                    if let Appended::Stored(seq) | Appended::StoredWithoutPayload(seq) = a {
-                        let lost = header.flags & flags::TRUNCATED != 0
-                            || matches!(a, Appended::StoredWithoutPayload(_));
-                        if lost {
-                            self.truncated.fetch_add(1, Ordering::Relaxed);
+                    let lost = match a {
+                        Appended::Stored(_) => header.flags & flags::TRUNCATED != 0,
+                        Appended::StoredWithoutPayload(_) => true,
+                        // No memory for its slot.
+                        Appended::Dropped => {
+                            self.dropped.fetch_add(1, Ordering::Relaxed);
+                            false
                         }
-                        let _ = seq;
+                    };
+                    if lost {
+                        self.truncated.fetch_add(1, Ordering::Relaxed);
                     }
                     return a;
                 }
@@ -1176,8 +1196,8 @@ mod tests {
 
     #[test]
     fn a_ring_generation_closes_when_its_bytes_run_out() {
-        // 1,000 bytes a generation: 10 events of 100 bytes, not the 100 slots.
-        let log = ring_log(8 * 100, 8 * 1000);
+        // 1 KiB a generation: 10 events of 100 bytes, not the 100 slots.
+        let log = ring_log(8 * 100, 8 * 1024);
         for i in 0..200u64 {
             log.append(&header(i, Kind::Send), &[i as u8; 100]);
         }
@@ -1194,7 +1214,35 @@ mod tests {
             Appended::StoredWithoutPayload(201)
         );
         assert_eq!(log.stats().truncated, 1);
-        assert_eq!(log.largest_payload(), 1000);
+        assert_eq!(log.largest_payload(), 1024);
+    }
+
+    #[test]
+    fn a_generation_closed_empty_does_not_hide_the_next() {
+        // Generation 7 (in the last slot) is closed with no event: another writer took its
+        // bytes and had not taken a slot yet. Generation 8, in the first slot, starts at the
+        // same seq, and holds it.
+        let log = ring_log(8 * 100, 8 * 1024);
+        for i in 0..700u64 {
+            log.append(&header(i, Kind::Send), b"x");
+        }
+        let ring = log.ring.as_ref().unwrap();
+        // Generation 6 is full: the next is installed (as its closer would).
+        assert!(ring.install(Box::new(log.next_generation(7, 700))));
+        {
+            let w = ring.enter();
+            assert_eq!(w.log().generation, 7);
+            assert_eq!(w.log().reserve_bytes(1024), Some(0));
+        }
+        assert_eq!(
+            log.append(&header(700, Kind::Send), b"y"),
+            Appended::Stored(701)
+        );
+        let _pin = log.pin();
+        assert_eq!(log.get(701).map(|e| e.payload), Some(&b"y"[..]));
+        assert_eq!((log.last_seq(), log.published_seq()), (701, 701));
+        // Installing generation 8 evicted generation 0.
+        assert_eq!((log.first_seq(), log.range(1, 701).count()), (101, 601));
     }
 
     /// Writers race readers across many evictions: a reader sees each event whole (its payload

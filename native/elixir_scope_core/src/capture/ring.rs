@@ -9,7 +9,9 @@
 //! Who may be using a generation:
 //!
 //! * a writer that took it as the newest and is still appending: each slot counts the writers
-//!   inside it (`inflight`), incremented before the generation is read from the slot;
+//!   inside it (`inflight`, one count per parity of the lap round the ring, so that the writers
+//!   of the generation that replaced it do not hold it up), incremented before the generation
+//!   is read from the slot;
 //! * a reader (a query) that read it from a slot while pinned ([`Ring::pin`]): the ring counts
 //!   pinned readers.
 //!
@@ -33,17 +35,25 @@ pub trait Generation: Send + Sync {
     fn generation(&self) -> u64;
 }
 
-/// One slot: the generation in it and the writers inside it.
+/// One slot: the generation in it and the writers inside it, counted by the parity of the
+/// generation's lap (its number / `GENERATIONS`), so that the writers of the generation that
+/// replaced an evicted one are not counted with those that may still use the evicted one.
 #[repr(align(64))]
 struct Slot<L> {
     log: AtomicPtr<L>,
-    inflight: AtomicU64,
+    inflight: [AtomicU64; 2],
+}
+
+/// The parity of generation `g`'s lap: which of its slot's counters its writers take.
+fn lap(g: u64) -> usize {
+    (g / GENERATIONS as u64 % 2) as usize
 }
 
 /// An evicted generation waiting until nobody uses it.
 struct Retired<L> {
     log: *mut L,
     slot: usize,
+    lap: usize,
     writers_gone: bool,
     readers_gone: bool,
 }
@@ -68,7 +78,7 @@ unsafe impl<L: Generation> Sync for Ring<L> {}
 /// A writer inside the newest generation (as it was when entered). Leaving it (drop) lets the
 /// generation be freed once evicted.
 pub struct Writing<'a, L: Generation> {
-    slot: &'a Slot<L>,
+    inflight: &'a AtomicU64,
     log: &'a L,
 }
 
@@ -81,7 +91,7 @@ impl<L: Generation> Writing<'_, L> {
 
 impl<L: Generation> Drop for Writing<'_, L> {
     fn drop(&mut self) {
-        self.slot.inflight.fetch_sub(1, SeqCst);
+        self.inflight.fetch_sub(1, SeqCst);
     }
 }
 
@@ -105,7 +115,7 @@ impl<L: Generation> Ring<L> {
         let slots: Box<[Slot<L>]> = (0..GENERATIONS)
             .map(|_| Slot {
                 log: AtomicPtr::new(std::ptr::null_mut()),
-                inflight: AtomicU64::new(0),
+                inflight: [AtomicU64::new(0), AtomicU64::new(0)],
             })
             .collect();
         slots[current as usize % GENERATIONS]
@@ -127,16 +137,19 @@ impl<L: Generation> Ring<L> {
         loop {
             let g = self.current.load(SeqCst);
             let slot = &self.slots[g as usize % GENERATIONS];
+            let inflight = &slot.inflight[lap(g)];
             // Counted before the generation is read from the slot (see the module docs).
-            slot.inflight.fetch_add(1, SeqCst);
+            inflight.fetch_add(1, SeqCst);
             let log = slot.log.load(SeqCst);
             // SAFETY: a non-null slot pointer is a live generation (from `Box::into_raw`), and
-            // it is not freed while this writer is counted in the slot.
+            // it is not freed while this writer is counted in the slot: a writer that reads the
+            // generation it expects (`g`) is counted by `g`'s lap, the one `reclaim` waits on.
             match unsafe { log.as_ref() } {
-                Some(log) if log.generation() == g => return Writing { slot, log },
-                // A generation was installed since `current` was read: read it again.
+                Some(log) if log.generation() == g => return Writing { inflight, log },
+                // A generation was installed since `current` was read: read it again (never
+                // using the one it read).
                 _ => {
-                    slot.inflight.fetch_sub(1, SeqCst);
+                    inflight.fetch_sub(1, SeqCst);
                     std::hint::spin_loop();
                 }
             }
@@ -169,6 +182,8 @@ impl<L: Generation> Ring<L> {
             self.retired.lock().push(Retired {
                 log: old,
                 slot: i,
+                // The evicted generation's lap (the one before `g`'s).
+                lap: lap(g) ^ 1,
                 writers_gone: false,
                 readers_gone: false,
             });
@@ -232,7 +247,7 @@ impl<L: Generation> Ring<L> {
         let mut free = Vec::new();
         list.retain_mut(|r| {
             r.readers_gone |= no_readers;
-            r.writers_gone |= self.slots[r.slot].inflight.load(SeqCst) == 0;
+            r.writers_gone |= self.slots[r.slot].inflight[r.lap].load(SeqCst) == 0;
             let done = r.readers_gone && r.writers_gone;
             if done {
                 free.push(r.log);
