@@ -5,4 +5,8 @@ Enum.each(
   &Code.ensure_loaded!/1
 )
 
+# Test processes' modules that ElixirScope must trace: not compiled into the application (whose
+# modules it refuses to trace).
+Code.require_file("support/door.exs", __DIR__)
+
 ExUnit.start()

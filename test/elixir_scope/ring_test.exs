@@ -18,19 +18,7 @@ defmodule ElixirScope.RingTest do
     def handle_call(:inc, _from, n), do: {:reply, n + 1, n + 1}
   end
 
-  defmodule Door do
-    @behaviour :gen_statem
-    def callback_mode, do: :state_functions
-    def init(code), do: {:ok, :locked, %{code: code, tries: 0}}
-
-    def locked({:call, from}, {:unlock, c}, %{code: c} = d),
-      do: {:next_state, :open, %{d | tries: 0}, [{:reply, from, :ok}]}
-
-    def locked({:call, from}, {:unlock, _}, d),
-      do: {:keep_state, %{d | tries: d.tries + 1}, [{:reply, from, :error}]}
-
-    def open({:call, from}, :peek, _d), do: {:keep_state_and_data, [{:reply, from, :open}]}
-  end
+  alias ScopeTest.Door
 
   # A message that says whether it arrived whole: its number, bytes made from it, their hash.
   defp blob(i) do
