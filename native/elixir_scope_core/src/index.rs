@@ -332,11 +332,6 @@ impl Index {
         self.evicted > 0 && self.pids.get(&pid).is_none_or(|p| p.evicted)
     }
 
-    /// The last seq evicted (from a ring-mode log) as far as the index knows.
-    pub fn evicted_upto(&self) -> Seq {
-        self.evicted
-    }
-
     /// The index of `pid`, made when new: one first seen after an eviction may have lost
     /// events to it.
     fn entry(&mut self, pid: PidKey) -> &mut PidIndex {

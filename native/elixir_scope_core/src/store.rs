@@ -344,11 +344,60 @@ impl Store {
         &self.last_state[(mix64(pid) as usize) % LAST_STATE_SLOTS]
     }
 
-    /// Makes `seq` the last state of `pid` in the last-state table.
-    fn remember_state(&self, pid: PidKey, seq: Seq) {
-        let i = (mix64(pid) as usize) % LAST_STATE_SLOTS;
-        self.last_state[i].store(seq, Ordering::Relaxed);
-        self.last_state_pid[i].store(pid, Ordering::Relaxed);
+    /// Makes `seq`, a state stored with header `h` and `payload`, the last state of its
+    /// process in the last-state table.
+    ///
+    /// In a ring-mode log, the keeper may have carried the process's previous state forward
+    /// between this state's append and now (see [`Store::carry_states`]): its copy then comes
+    /// after this state in the log, and would read as the state in force. The entry tells (it
+    /// holds the copy); this state is stored again after the copy.
+    fn remember_state(&self, h: &Header, seq: Seq, payload: &[u8]) {
+        let i = (mix64(h.pid) as usize) % LAST_STATE_SLOTS;
+        if !self.capture_log().is_ring() {
+            self.last_state[i].store(seq, Ordering::Relaxed);
+            self.last_state_pid[i].store(h.pid, Ordering::Relaxed);
+            return;
+        }
+        let before = self.last_state[i].swap(seq, Ordering::Relaxed);
+        let pid_before = self.last_state_pid[i].swap(h.pid, Ordering::Relaxed);
+        if pid_before != h.pid || before <= seq {
+            return;
+        }
+        let log = self.reader.log();
+        let Some(copy) = log.get(before).filter(|c| {
+            c.header.pid == h.pid
+                && c.header.flags & flags::STATE_UNCHANGED != 0
+                && c.payload != payload
+        }) else {
+            return;
+        };
+        self.store_again(
+            &log,
+            i,
+            seq,
+            &Header {
+                ts: copy.header.ts.max(h.ts),
+                ..*h
+            },
+            payload,
+        );
+    }
+
+    /// Stores the state `seq` of entry `i` again, with header `h` (flagged unchanged) and
+    /// `payload`, after a copy of an older state that came after it; the entry takes it unless
+    /// a newer state took the entry meanwhile.
+    fn store_again(&self, log: &CaptureLog, i: usize, seq: Seq, h: &Header, payload: &[u8]) {
+        let again = Header {
+            kind: Kind::State as u8,
+            flags: h.flags | flags::STATE_UNCHANGED,
+            ..*h
+        };
+        if let Appended::Stored(to) | Appended::StoredWithoutPayload(to) =
+            log.append(&again, payload)
+        {
+            let _ =
+                self.last_state[i].compare_exchange(seq, to, Ordering::Relaxed, Ordering::Relaxed);
+        }
     }
 
     /// Forgets the last state of `pid`, which exited (a racing state of another process in
@@ -379,7 +428,7 @@ impl Store {
             };
             let appended = log.append(&h, previous.payload);
             if let Appended::Stored(seq) | Appended::StoredWithoutPayload(seq) = appended {
-                self.remember_state(h.pid, seq);
+                self.remember_state(&h, seq, previous.payload);
             }
             return Some(appended);
         }
@@ -392,7 +441,8 @@ impl Store {
         let previous = previous.seq;
         let appended = self.capture_log().append_sharing(&h, previous);
         if let Appended::Stored(seq) = appended {
-            self.remember_state(h.pid, seq);
+            // Not a ring-mode log's (it shares payloads): the payload is not needed.
+            self.remember_state(&h, seq, &[]);
         }
         Some(appended)
     }
@@ -472,7 +522,7 @@ impl Store {
             _ => log.append(&h, stored),
         };
         if let Appended::Stored(seq) | Appended::StoredWithoutPayload(seq) = appended {
-            self.remember_state(h.pid, seq);
+            self.remember_state(&h, seq, stored);
         }
         appended
     }
@@ -603,38 +653,79 @@ impl Store {
             log.limits().max_bytes / generation,
         );
         let mut carried = 0;
-        for slot in self.last_state.iter() {
+        for (i, slot) in self.last_state.iter().enumerate() {
             let seq = slot.load(Ordering::Relaxed);
             if seq <= evicted || seq > horizon {
                 continue;
             }
-            let Some(ev) = log.get(seq) else { continue };
-            if ev.header.kind() != Some(Kind::State)
-                || ev.header.flags & flags::PAYLOAD_DROPPED != 0
-            {
-                continue;
-            }
-            let Some(left) = bytes.checked_sub(ev.payload.len() as u64) else {
-                continue;
-            };
-            if events == 0 {
-                break;
-            }
-            (events, bytes) = (events - 1, left);
-            let h = Header {
-                ts: now,
-                flags: ev.header.flags | flags::STATE_UNCHANGED,
-                ..ev.header
-            };
-            if let Appended::Stored(to) | Appended::StoredWithoutPayload(to) =
-                log.append(&h, ev.payload)
-            {
-                // Unless a newer state took the entry meanwhile.
-                let _ = slot.compare_exchange(seq, to, Ordering::Relaxed, Ordering::Relaxed);
-                carried += 1;
+            match self.carry_one(&log, i, seq, now, (&mut events, &mut bytes)) {
+                Some(true) => carried += 1,
+                Some(false) => {}
+                None => break,
             }
         }
         carried
+    }
+
+    /// Carries the state `seq`, which entry `i` of the last-state table held, forward to `now`
+    /// within the `budget` left (events, bytes), as [`Store::carry_states`] does. If the
+    /// process stored a newer state before the copy (the entry moved on meanwhile), that state
+    /// is stored again after the copy, so the last state stays the newest. Whether it carried
+    /// it; `None` when the budget's events are spent.
+    fn carry_one(
+        &self,
+        log: &CaptureLog,
+        i: usize,
+        seq: Seq,
+        now: crate::formats::event::Timestamp,
+        budget: (&mut u64, &mut u64),
+    ) -> Option<bool> {
+        let Some(ev) = log.get(seq) else {
+            return Some(false);
+        };
+        if ev.header.kind() != Some(Kind::State) || ev.header.flags & flags::PAYLOAD_DROPPED != 0 {
+            return Some(false);
+        }
+        let (events, bytes) = budget;
+        let Some(left) = bytes.checked_sub(ev.payload.len() as u64) else {
+            return Some(false);
+        };
+        if *events == 0 {
+            return None;
+        }
+        (*events, *bytes) = (*events - 1, left);
+        let h = Header {
+            ts: now,
+            flags: ev.header.flags | flags::STATE_UNCHANGED,
+            ..ev.header
+        };
+        let (Appended::Stored(to) | Appended::StoredWithoutPayload(to)) =
+            log.append(&h, ev.payload)
+        else {
+            return Some(false);
+        };
+        let entry = &self.last_state[i];
+        if let Err(newer) = entry.compare_exchange(seq, to, Ordering::Relaxed, Ordering::Relaxed) {
+            // A newer state of the process (not another's sharing the entry) came before the
+            // copy: stored again after it.
+            let newer_state = (newer < to)
+                .then(|| log.get(newer))
+                .flatten()
+                .filter(|n| n.header.pid == ev.header.pid && n.header.kind() == Some(Kind::State));
+            if let Some(n) = newer_state {
+                self.store_again(
+                    log,
+                    i,
+                    newer,
+                    &Header {
+                        ts: now,
+                        ..n.header
+                    },
+                    n.payload,
+                );
+            }
+        }
+        Some(true)
     }
 
     /// Counters.
@@ -717,6 +808,62 @@ mod tests {
         assert!(kept.header.ts > 7_000 && kept.header.flags & flags::STATE_UNCHANGED != 0);
         assert_eq!(last(2), None);
         assert!(idx.evicted(2) && idx.evicted(1));
+    }
+
+    /// A ring store whose process 1 has the state `old`, about to be evicted (so the keeper
+    /// carries it), with the header its next state takes.
+    fn ring_with_an_old_state() -> (Store, Header) {
+        let store = Store::new(Config {
+            max_events: 8 * 100,
+            evict_oldest: true,
+            ..Config::default()
+        })
+        .unwrap();
+        let mut scratch = Vec::new();
+        let h = |pid, kind: Kind, ts| Header {
+            pid,
+            kind: kind as u8,
+            ts,
+            ..Header::default()
+        };
+        store.append_state(&h(1, Kind::State, 1), b"old", 3, true, &mut scratch);
+        for i in 0..650 {
+            store.append(&h(3, Kind::Send, 10 + i), b"x", &mut scratch);
+        }
+        assert!(store.reader().log().evicted_within(2) >= 1);
+        (store, h(1, Kind::State, 700))
+    }
+
+    /// The state of process 1 the log says is in force now: its last state event's payload.
+    fn last_state_bytes(store: &Store) -> Vec<u8> {
+        let log = store.log();
+        let idx = store.reader().index();
+        let seq = *idx.pid(1).unwrap().states.last().unwrap();
+        log.get(seq).unwrap().payload.to_vec()
+    }
+
+    #[test]
+    fn a_state_stored_while_the_keeper_carries_the_one_before_stays_the_last() {
+        // The keeper's copy lands between the new state's append and its entry in the table.
+        let (store, h) = ring_with_an_old_state();
+        let Appended::Stored(new) = store.capture_log().append(&h, b"new") else {
+            panic!("stored")
+        };
+        assert_eq!(store.carry_states(800), 1);
+        assert_eq!(last_state_bytes(&store), b"old", "the copy came after it");
+        store.remember_state(&h, new, b"new");
+        assert_eq!(last_state_bytes(&store), b"new");
+
+        // The new state lands between the keeper's reading of the table and its copy.
+        let (store, h) = ring_with_an_old_state();
+        let i = (mix64(1) as usize) % LAST_STATE_SLOTS;
+        let old = store.last_state[i].load(Ordering::Relaxed);
+        store.append_state(&h, b"new", 3, true, &mut Vec::new());
+        let log = store.log();
+        let carried = store.carry_one(&log, i, old, 800, (&mut 10, &mut 1_000));
+        assert_eq!(carried, Some(true));
+        drop(log);
+        assert_eq!(last_state_bytes(&store), b"new");
     }
 
     #[test]
