@@ -325,7 +325,7 @@ defmodule ElixirScope.Governor do
     stats = Store.stats(s.store)
     published = stats.published_seq
     now = System.monotonic_time(:millisecond)
-    s = note_evicted(s, stats[:evicted] || 0)
+    s = note_evicted(s, stats.evicted)
     # The events since the last tick that the triggers look at (only the kinds they need,
     # filtered natively), a page at most: the rest is the next tick's (nothing is skipped
     # under load; detection just lags), unless a ring evicts them first (said, above).
@@ -595,8 +595,6 @@ defmodule ElixirScope.Governor do
     |> Enum.map(fn {k, _} -> {k, Map.fetch!(m, k)} end)
   end
 
-  # Per normal scheduler: {id, active, total}. The VM keeps these only while the
-  # scheduler_wall_time flag is on.
   # A ring-mode store evicted events the triggers had not looked at yet (they lagged more than
   # the ring holds): said in the log and recorded, never skipped silently.
   defp note_evicted(s, evicted) when s.triggers != [] and evicted > s.after_seq do
@@ -607,6 +605,8 @@ defmodule ElixirScope.Governor do
 
   defp note_evicted(s, _evicted), do: s
 
+  # Per normal scheduler: {id, active, total}. The VM keeps these only while the
+  # scheduler_wall_time flag is on.
   defp wall_time do
     _ = :erlang.system_flag(:scheduler_wall_time, true)
 

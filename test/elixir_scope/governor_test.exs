@@ -77,6 +77,24 @@ defmodule ElixirScope.GovernorTest do
   end
 
   describe "triggers" do
+    test "triggers outrun by a ring's evictions say so instead of skipping silently" do
+      {:ok, _} =
+        ElixirScope.start(
+          overflow: :evict_oldest,
+          max_events: 8 * 64,
+          triggers: [{:crash, tracing_level: :full}]
+        )
+
+      sink = sleeper()
+      # Far more than the ring holds, between two of the triggers' ticks (100 ms apart).
+      flood = spawn_waiting(fn -> Enum.each(1..50_000, &send(sink, &1)) end)
+      :ok = ElixirScope.trace(flood)
+      :normal = go_and_wait(flood)
+      wait_until(fn -> controls(:triggers_missed) != [] end)
+      assert [%{events: n} | _] = controls(:triggers_missed)
+      assert n > 8 * 64
+    end
+
     test "an exception in a module raises the level for a window, recorded, then falls back" do
       {:ok, _} =
         ElixirScope.start(

@@ -71,7 +71,7 @@ defmodule ElixirScope.Query.History do
     at = At.native!(s, t)
     pid = pid_at!(pid, s, at)
 
-    case s |> Store.ref() |> Native.query_state_at(pid, at) |> decode1() do
+    case state_event(s, pid, at) do
       %Event{data: data} ->
         {:ok, data}
 
@@ -87,8 +87,11 @@ defmodule ElixirScope.Query.History do
   def state_event_at(pid, t, opts \\ []) do
     s = store(opts, [])
     at = At.native!(s, t)
-    s |> Store.ref() |> Native.query_state_at(pid_at!(pid, s, at), at) |> decode1()
+    state_event(s, pid_at!(pid, s, at), at)
   end
+
+  defp state_event(s, pid, at),
+    do: s |> Store.ref() |> Native.query_state_at(pid, at) |> decode1()
 
   @doc """
   Where one key of a map (or struct) state changed: `[%{event: state_event, from: old, to:
