@@ -62,8 +62,9 @@ impl Reader {
     }
 
     /// The log without a pin: for appending, and for reading a log that is not ring-mode (a
-    /// trace's read from disk). Never read a ring-mode log's events through it.
-    pub fn log_unpinned(&self) -> &CaptureLog {
+    /// trace's read from disk). Never read a ring-mode log's events through it: crate-private,
+    /// so that everything outside the core reads through [`Reader::log`].
+    pub(crate) fn log_unpinned(&self) -> &CaptureLog {
         &self.log
     }
 

@@ -305,7 +305,7 @@ impl Store {
     /// truncated) payload, when the lossy last-state table still knows it (a `gen_statem`'s
     /// `keep_state` result needs the state name, at its start).
     pub fn last_state_front(&self, pid: PidKey, n: usize) -> Option<std::borrow::Cow<'_, [u8]>> {
-        if self.capture_log().is_ring() {
+        if self.is_ring() {
             // Read pinned (it may be evicted meanwhile), so copied out.
             let log = self.reader.log();
             let ev = self.last_state_event_in(&log, pid)?;
@@ -353,7 +353,7 @@ impl Store {
     /// holds the copy); this state is stored again after the copy.
     fn remember_state(&self, h: &Header, seq: Seq, payload: &[u8]) {
         let i = (mix64(h.pid) as usize) % LAST_STATE_SLOTS;
-        if !self.capture_log().is_ring() {
+        if !self.is_ring() {
             self.last_state[i].store(seq, Ordering::Relaxed);
             self.last_state_pid[i].store(h.pid, Ordering::Relaxed);
             return;
@@ -416,7 +416,7 @@ impl Store {
         if self.is_closed() {
             return None;
         }
-        if self.capture_log().is_ring() {
+        if self.is_ring() {
             // Read pinned (it may be evicted meanwhile), and copied: a ring-mode log's events
             // share no payload.
             let log = self.reader.log();
@@ -726,6 +726,23 @@ impl Store {
             }
         }
         Some(true)
+    }
+
+    /// Whether new events would be dropped (the log is full; never for a ring-mode log): a
+    /// cheap check for the capture path, before encoding.
+    #[inline]
+    pub fn is_full(&self) -> bool {
+        self.capture_log().is_full()
+    }
+
+    /// Counts an event the capture path chose not to append because the log is full.
+    pub fn count_dropped(&self) {
+        self.capture_log().count_dropped()
+    }
+
+    /// Whether the log evicts its oldest events when full (`overflow: :evict_oldest`).
+    pub fn is_ring(&self) -> bool {
+        self.capture_log().is_ring()
     }
 
     /// Counters.

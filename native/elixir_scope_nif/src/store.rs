@@ -283,7 +283,7 @@ fn store_stats<'a>(env: Env<'a>, store: Term<'a>) -> NifResult<Term<'a>> {
         (atoms::rate_tripped().encode(env), tripped.encode(env)),
         (
             atoms::overflow().encode(env),
-            overflow(reader.log_unpinned().is_ring()).encode(env),
+            overflow(reader.log().is_ring()).encode(env),
         ),
         (
             atoms::evicted().encode(env),

@@ -123,7 +123,7 @@ fn enabled(tag: Term, state: Term, tracee: Term) -> Atom {
     let callback = matches!(kind, Kind::Call | Kind::Return | Kind::Exception);
     let wanted = store.policy().wants(kind) || (callback && store.policy().wants(Kind::State));
     let pid = local_pid_key(tracee).unwrap_or(0);
-    if kind == Kind::Call && wanted && store.reader().log_unpinned().is_full() {
+    if kind == Kind::Call && wanted && store.is_full() {
         // Taken only to be dropped (`trace/5` counts it): the VM traces a call's return (or
         // exception) only when the tracer takes the call, and that event is a drop to count too.
         return if store.policy().sample(pid) {
@@ -151,8 +151,8 @@ pub(crate) fn admit(
     if store.is_closed() || !wanted || !(critical || store.policy().sample(pid)) {
         return false;
     }
-    if store.reader().log_unpinned().is_full() {
-        store.reader().log_unpinned().count_dropped();
+    if store.is_full() {
+        store.count_dropped();
         return false;
     }
     true
@@ -179,7 +179,7 @@ fn trace<'a>(
     } else {
         kind
     };
-    if store.reader().log_unpinned().is_full() {
+    if store.is_full() {
         // What it would have recorded is dropped: the event, if the level wants it (a call may
         // be taken only for its return's state; ElixirScope's own hook is no event), and the
         // state a callback's return carries.
@@ -189,11 +189,11 @@ fn trace<'a>(
         }
         let hook = kind == Kind::Call && is_state_server_hook(&d);
         if !hook && store.policy().wants(kind) {
-            store.reader().log_unpinned().count_dropped();
+            store.count_dropped();
         }
         if matches!(kind, Kind::Return | Kind::Exception) && carries_state(store, kind, term, opts)
         {
-            store.reader().log_unpinned().count_dropped();
+            store.count_dropped();
         }
         return atoms::ok();
     }
