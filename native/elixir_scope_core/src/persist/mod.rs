@@ -105,6 +105,37 @@ pub(crate) mod tests {
         }
     }
 
+    #[test]
+    fn events_a_ring_evicts_before_they_are_saved_are_counted_as_dropped() {
+        let dir = temp("ring-save");
+        let store = Store::new(Config {
+            max_events: 8 * 100,
+            evict_oldest: true,
+            ..Config::default()
+        })
+        .unwrap();
+        let mut scratch = Vec::new();
+        let send = |i: i64| header(Kind::Send, 1, 0, i);
+        for i in 0..800 {
+            store.append(&send(i), b"x", &mut scratch);
+        }
+        let mut w = writer_in(&dir, 1 << 20, false);
+        w.flush(store.reader(), CLOCK, &mut symbol, 50).unwrap();
+        // Three generations more: the first three (seqs 1 to 300) are evicted, 250 of them
+        // before the writer got to them.
+        for i in 800..1_100 {
+            store.append(&send(i), b"x", &mut scratch);
+        }
+        assert_eq!(store.reader().log().evicted_upto(), 300);
+        w.flush_all(store.reader(), CLOCK, &mut symbol).unwrap();
+        w.finish().unwrap();
+        let loaded = load(&dir, &mut map, &mut |_, _| {}).unwrap();
+        // Seqs run on (the lost ones are holes), and the trace says how many were lost.
+        let st = loaded.reader.stats();
+        assert_eq!((st.events, st.dropped), (1_100, 250));
+        assert_eq!(loaded.reader.log().range(1, u64::MAX).count(), 850);
+    }
+
     /// A store with sends, states (some unchanged) and a tracked call's variables.
     fn sample(n: u64) -> Store {
         let store = Store::new(Config::default()).unwrap();

@@ -41,6 +41,8 @@ pub struct Writer {
     base: u64,
     /// Dropped and truncated counts of the stores written before.
     stats_base: (u64, u64),
+    /// Whether an event was written yet.
+    wrote: bool,
 }
 
 /// Why a directory cannot take a new capture.
@@ -99,6 +101,7 @@ impl Writer {
             failed: None,
             base: 0,
             stats_base: (0, 0),
+            wrote: false,
         })
     }
 
@@ -136,8 +139,15 @@ impl Writer {
         max: u64,
     ) -> io::Result<u64> {
         let log = reader.log();
-        // A paged reader (a followed trace) starts where the trace it follows does.
-        self.next = self.next.max(log.first_seq());
+        // A paged reader (a followed trace) starts where the trace it follows does; so does a
+        // ring-mode log (see `capture::ring`). One that evicts events this writer had not
+        // written yet (it went round faster than the writer wrote) has them counted as
+        // dropped: the trace says they are missing.
+        let first = log.first_seq();
+        if log.is_ring() && self.wrote && first > self.next {
+            self.stats_base.0 += first - self.next;
+        }
+        self.next = self.next.max(first);
         let published = log.published_seq();
         let last = published.min(self.next.saturating_add(max) - 1);
         let mut written = 0;
@@ -153,6 +163,7 @@ impl Writer {
                 break;
             };
             self.begin_segment(clock)?;
+            self.wrote = true;
             // On disk, seqs continue those of the stores written before; so does the entry a
             // variable binding points at.
             let mut disk = ev;
