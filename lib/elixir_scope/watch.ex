@@ -410,7 +410,9 @@ defmodule ElixirScope.Watch do
   # One pass over what was captured since the last: prints matches, keeps the limits. A full
   # page is followed by the next one, up to a budget of pages; `{more?, s}`, or a stop.
   defp poll(s, pages \\ @pages_per_poll) do
-    upto = Store.stats(s.store).published_seq
+    stats = Store.stats(s.store)
+    upto = stats.published_seq
+    s = skip_evicted(s, stats.evicted)
 
     {items, next} =
       case s.pattern.kind do
@@ -434,6 +436,18 @@ defmodule ElixirScope.Watch do
         end
     end
   end
+
+  # A ring-mode capture evicted events before this watch looked at them (it went round faster
+  # than the watch polls): said in a line, never skipped silently.
+  defp skip_evicted(s, evicted) when evicted > s.after_seq do
+    text =
+      "#{evicted - s.after_seq} events were evicted before this watch looked at them " <>
+        "(overflow: :evict_oldest): matches among them are not printed"
+
+    %{s | after_seq: evicted, out: [line_text(text) | s.out]}
+  end
+
+  defp skip_evicted(s, _evicted), do: s
 
   # The callers of printed calls (`stack: true`), one line each, found by their processes.
   defp callers(%{shown: shown} = s, _upto) when shown == %{}, do: s

@@ -240,6 +240,19 @@ defmodule ElixirScope.WatchTest do
     GenServer.stop(bank)
   end
 
+  test "a watch outrun by a ring's evictions says so", %{io: io} do
+    {:ok, _} = ElixirScope.start(overflow: :evict_oldest, max_events: 8 * 64)
+    # It receives (a process asleep takes in no message, so none is traced).
+    sink = spawn(fn -> Stream.repeatedly(fn -> receive(do: (m -> m)) end) |> Stream.run() end)
+    w = watch!([sink, "{:n, i} when i > 0", [limit: 1_000_000, io: io]])
+    run(fn -> Enum.each(1..50_000, &send(sink, {:n, &1})) end)
+
+    wait_until(fn -> Enum.any?(lines(io), &(&1 =~ "evicted before this watch looked at them")) end)
+
+    ElixirScope.unwatch(elem(w, 0))
+    assert await(w) == {:shutdown, :unwatch}
+  end
+
   test "inside a running capture: its events land there, the capture goes on, patterns are cleared",
        %{io: io} do
     {:ok, _} = ElixirScope.start()
