@@ -112,15 +112,23 @@ defmodule ElixirScope.Server do
     end
   end
 
-  # A ring-mode store evicts its oldest events an eighth of its budget at a time: every
-  # @carry_interval ms, the last state of each live process about to be evicted is stored again
-  # (unchanged, now), so `state_at` still answers for quiet processes (see
-  # `ElixirScope.Store.new!/1`).
-  @carry_interval 250
-  defp carry_loop(store) do
-    Process.sleep(@carry_interval)
+  # A ring-mode store evicts its oldest events an eighth of its budget (a generation) at a
+  # time: the last state of each live process about to be evicted (within two generations) is
+  # stored again (unchanged, now), so `state_at` still answers for quiet processes (see
+  # `ElixirScope.Store.new!/1`). A pass runs every @carry_every ms, or as often as it takes to
+  # see each generation go by (at the rate events came in during the last pass), down to every
+  # @carry_fastest ms.
+  @carry_every 250
+  @carry_fastest 5
+  defp carry_loop(store, interval \\ @carry_every, seen \\ 0) do
+    Process.sleep(interval)
     Native.store_carry_states(Store.ref(store))
-    carry_loop(store)
+    %{last_seq: last, capacity: capacity} = Store.stats(store)
+    generation = div(capacity, 8)
+    came = max(last - seen, 1)
+    # The time a generation takes to fill, at that rate.
+    fill = div(generation * interval, came)
+    carry_loop(store, fill |> min(@carry_every) |> max(@carry_fastest), last)
   end
 
   # Writes new events to the trace directory every `interval` ms: a flush starts `interval` ms

@@ -95,8 +95,9 @@ defmodule ElixirScope.Store do
   the events kept may have been evicted, and a seq at or below `:evicted` is not found.
 
   In a capture (`ElixirScope.start(overflow: :evict_oldest)`), the last state of each live
-  process is stored again (unchanged, at that time) before its generation is evicted, four
-  times a second, at most a quarter of a generation at a time: the state of a quiet process
+  process is stored again (unchanged, at that time) before its generation is evicted: four
+  times a second, or as often as generations fill (down to every 5 ms), at most a quarter of
+  a generation at a time: the state of a quiet process
   outlives the events around it. The processes are tracked in a table of 16,384 entries by
   pid hash: of processes whose pids collide, only the last to change state is carried (the
   others' states are evicted, and said to be).

@@ -115,6 +115,20 @@ defmodule ElixirScope.RingTest do
     wait_until(fn -> :sys.get_state(ElixirScope.Server).keeper not in [nil, keeper] end)
   end
 
+  test "the keeper keeps up with a ring that goes round faster than four times a second" do
+    # Generations of 1,000 events, filled in about 40 ms each at 25 events a millisecond.
+    {:ok, _} = ElixirScope.start(max_events: 8 * 1_000, overflow: :evict_oldest)
+    {:ok, quiet} = GenServer.start_link(Counter, 0)
+    :ok = ElixirScope.trace(quiet)
+    1 = GenServer.call(quiet, :inc)
+    sink = spawn(fn -> Process.sleep(:infinity) end)
+    chatty = spawn_waiting(fn -> chat(sink, 30_000) end)
+    :ok = ElixirScope.trace(chatty)
+    :normal = go_and_wait(chatty, 30_000)
+    assert ElixirScope.status().evicted > 2 * 8 * 1_000
+    assert Query.state_at(quiet, :now) == {:ok, 1}
+  end
+
   # Sends `n` messages at about 25 a millisecond: the ring's keeper, every 250 ms, sees each
   # generation before it is evicted.
   defp chat(sink, n) do
