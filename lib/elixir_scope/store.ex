@@ -92,7 +92,10 @@ defmodule ElixirScope.Store do
   keeps reading it whole, and the memory is freed once no query uses it (so memory can pass
   the budget by what running queries hold). A query asked about what is gone says so:
   `ElixirScope.Query.state_at/3` answers `{:error, :evicted}` when the process's state before
-  the events kept may have been evicted, and a seq at or below `:evicted` is not found.
+  the events kept may have been evicted, and a seq at or below `:evicted` is not found. A
+  process whose first events were evicted counts as alive from the events kept on
+  (`active_at`, `snapshot_at`); the calls it entered before them are not in its
+  `call_stack_at`.
 
   In a capture (`ElixirScope.start(overflow: :evict_oldest)`), the last state of each live
   process is stored again (unchanged, at that time) before its generation is evicted: four

@@ -568,11 +568,13 @@ pub fn active_at(log: &CaptureLog, idx: &Index, at: At) -> Vec<PidKey> {
     let mut out: Vec<PidKey> = idx
         .pids()
         .filter(|(_, p)| {
-            let born = p
-                .spawned
-                .or(p.events.first().copied())
-                .and_then(|s| log.get(s))
-                .is_some_and(|e| at.includes(&e));
+            // A process that lost its first events to a ring's eviction was there before the
+            // events kept: its first one kept is not its birth.
+            let born = (p.evicted && p.spawned.is_none())
+                || p.spawned
+                    .or(p.events.first().copied())
+                    .and_then(|s| log.get(s))
+                    .is_some_and(|e| at.includes(&e));
             let dead = p
                 .exit
                 .and_then(|s| log.get(s))
@@ -604,6 +606,42 @@ mod tests {
     use crate::capture::log::Limits;
     use crate::formats::event::Header;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_process_whose_birth_a_ring_evicted_is_active_from_the_events_kept_on() {
+        use crate::store::{Config, Store};
+        let store = Store::new(Config {
+            max_events: 8 * 100,
+            evict_oldest: true,
+            ..Config::default()
+        })
+        .unwrap();
+        let mut scratch = Vec::new();
+        let h = |pid, peer, kind: Kind, ts| Header {
+            pid,
+            peer,
+            kind: kind as u8,
+            ts,
+            ..Header::default()
+        };
+        store.append(&h(9, 1, Kind::Spawn, 1), b"", &mut scratch);
+        store.append_state(&h(1, 0, Kind::State, 2), b"s", 1, true, &mut scratch);
+        for i in 0..2_000 {
+            store.append(&h(3, 0, Kind::Send, 10 + i), b"x", &mut scratch);
+            if i % 50 == 0 {
+                store.carry_states(10 + i);
+            }
+        }
+        let log = store.log();
+        let idx = store.reader().index();
+        let first = log.first_seq();
+        // Its spawn is gone; its first event kept is a carried state, after the first kept.
+        assert!(idx.pid(1).unwrap().states[0] > first);
+        assert!(active_at(&log, &idx, At::Seq(first)).contains(&1));
+        assert!(snapshot_at(&log, &idx, At::Seq(u64::MAX))
+            .iter()
+            .any(|(p, s)| *p == 1 && s.is_some()));
+    }
 
     fn no_statem(_: AtomKey) -> bool {
         false
