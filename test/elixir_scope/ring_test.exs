@@ -15,6 +15,7 @@ defmodule ElixirScope.RingTest do
   defmodule Counter do
     use GenServer
     def init(n), do: {:ok, n}
+    def handle_call(:inc, _from, %{n: n} = s), do: {:reply, n + 1, %{s | n: n + 1}}
     def handle_call(:inc, _from, n), do: {:reply, n + 1, n + 1}
   end
 
@@ -136,6 +137,17 @@ defmodule ElixirScope.RingTest do
       send(sink, i)
       if rem(i, 200) == 0, do: Process.sleep(8)
     end)
+  end
+
+  test "where a key changed: the first state kept may or may not have changed it" do
+    {:ok, _} = ElixirScope.start(max_events: 8 * 500, overflow: :evict_oldest)
+    {:ok, pid} = GenServer.start_link(Counter, %{n: 0, fixed: :x})
+    :ok = ElixirScope.trace(pid)
+    for _ <- 1..3_000, do: GenServer.call(pid, :inc)
+
+    assert [%{from: :evicted, to: :x}] = Query.key_changes(pid, :fixed)
+    assert [%{from: :evicted, to: first} | rest] = Query.key_changes(pid, :n)
+    assert Enum.map(rest, &{&1.from, &1.to}) == Enum.map((first + 1)..3_000, &{&1 - 1, &1})
   end
 
   test "memory stays within the budget across many laps, and the store is saved and opened" do

@@ -96,7 +96,9 @@ defmodule ElixirScope.Query.History do
   @doc """
   Where one key of a map (or struct) state changed: `[%{event: state_event, from: old, to:
   new}]`, oldest first, `:absent` standing for a key the state lacks (or a state too big to
-  keep: see `ElixirScope.Event.Truncated`). Served by a per-process, per-key index of change
+  keep: see `ElixirScope.Event.Truncated`); in a ring-mode store, the first change kept of a
+  process whose earlier states were evicted is `from: :evicted` (whether the key changed
+  there is unknown). Served by a per-process, per-key index of change
   points, so a key that rarely changes in a busy process is cheap to follow.
 
   `key` is an atom: the index follows atom keys, the keys of structs and of most map states.
@@ -114,7 +116,7 @@ defmodule ElixirScope.Query.History do
       []
   """
   @spec key_changes(ElixirScope.Query.Names.process(), atom(), keyword()) :: [
-          %{event: Event.t(), from: term() | :absent, to: term() | :absent}
+          %{event: Event.t(), from: term() | :absent | :evicted, to: term() | :absent}
         ]
   def key_changes(pid, key, opts \\ []) do
     s = store(opts, [:since, :until])
@@ -133,6 +135,7 @@ defmodule ElixirScope.Query.History do
         [%Event{seq: seq} | _] when seq > 1 ->
           case state_at(pid, {:seq, seq - 1}, opts) do
             {:ok, state} -> fetch(state, key)
+            {:error, :evicted} -> :evicted
             _ -> :absent
           end
 
