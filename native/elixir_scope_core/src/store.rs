@@ -757,6 +757,33 @@ impl Store {
     }
 }
 
+/// Tests' helpers: a ring-mode store of `max_events`, and an event header.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+
+    /// A ring-mode store of `max_events` events and the default bytes.
+    pub(crate) fn ring(max_events: u64) -> Store {
+        Store::new(Config {
+            max_events,
+            evict_oldest: true,
+            ..Config::default()
+        })
+        .unwrap()
+    }
+
+    /// The header of a `kind` event of `pid` (with `peer`) at `ts`.
+    pub(crate) fn event(pid: PidKey, peer: PidKey, kind: Kind, ts: i64) -> Header {
+        Header {
+            pid,
+            peer,
+            kind: kind as u8,
+            ts,
+            ..Header::default()
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -787,19 +814,9 @@ mod tests {
 
     #[test]
     fn a_ring_carries_the_last_state_of_quiet_live_processes_forward() {
-        let store = Store::new(Config {
-            max_events: 8 * 100,
-            evict_oldest: true,
-            ..Config::default()
-        })
-        .unwrap();
+        let store = testing::ring(8 * 100);
         let mut scratch = Vec::new();
-        let h = |pid, kind: Kind, ts| Header {
-            pid,
-            kind: kind as u8,
-            ts,
-            ..Header::default()
-        };
+        let h = |pid, kind, ts| testing::event(pid, 0, kind, ts);
         // Process 1 keeps a state and goes quiet; process 2 keeps one and exits.
         store.append_state(&h(1, Kind::State, 1), b"quiet", 5, true, &mut scratch);
         store.append_state(&h(2, Kind::State, 2), b"gone", 4, true, &mut scratch);
@@ -830,19 +847,9 @@ mod tests {
     /// A ring store whose process 1 has the state `old`, about to be evicted (so the keeper
     /// carries it), with the header its next state takes.
     fn ring_with_an_old_state() -> (Store, Header) {
-        let store = Store::new(Config {
-            max_events: 8 * 100,
-            evict_oldest: true,
-            ..Config::default()
-        })
-        .unwrap();
+        let store = testing::ring(8 * 100);
         let mut scratch = Vec::new();
-        let h = |pid, kind: Kind, ts| Header {
-            pid,
-            kind: kind as u8,
-            ts,
-            ..Header::default()
-        };
+        let h = |pid, kind, ts| testing::event(pid, 0, kind, ts);
         store.append_state(&h(1, Kind::State, 1), b"old", 3, true, &mut scratch);
         for i in 0..650 {
             store.append(&h(3, Kind::Send, 10 + i), b"x", &mut scratch);

@@ -108,12 +108,7 @@ pub(crate) mod tests {
     #[test]
     fn events_a_ring_evicts_before_they_are_saved_are_counted_as_dropped() {
         let dir = temp("ring-save");
-        let store = Store::new(Config {
-            max_events: 8 * 100,
-            evict_oldest: true,
-            ..Config::default()
-        })
-        .unwrap();
+        let store = crate::store::testing::ring(8 * 100);
         let mut scratch = Vec::new();
         let send = |i: i64| header(Kind::Send, 1, 0, i);
         for i in 0..800 {

@@ -609,21 +609,9 @@ mod tests {
 
     #[test]
     fn a_process_whose_birth_a_ring_evicted_is_active_from_the_events_kept_on() {
-        use crate::store::{Config, Store};
-        let store = Store::new(Config {
-            max_events: 8 * 100,
-            evict_oldest: true,
-            ..Config::default()
-        })
-        .unwrap();
+        use crate::store::testing::{event as h, ring};
+        let store = ring(8 * 100);
         let mut scratch = Vec::new();
-        let h = |pid, peer, kind: Kind, ts| Header {
-            pid,
-            peer,
-            kind: kind as u8,
-            ts,
-            ..Header::default()
-        };
         store.append(&h(9, 1, Kind::Spawn, 1), b"", &mut scratch);
         store.append_state(&h(1, 0, Kind::State, 2), b"s", 1, true, &mut scratch);
         for i in 0..2_000 {
